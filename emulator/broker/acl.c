@@ -1,0 +1,128 @@
+/*
+ * acl.c - per-identity topic access (MOSQ_EVT_ACL_CHECK), the IoT Hub rule
+ * that a device reads and writes only its own topics whatever wildcard it
+ * uses (iothub-protocol.md section 3.6, 3.10).
+ *
+ * Everything the hub sends a device goes straight to that client with
+ * mosquitto_broker_publish (no subscription routing), so devices are never
+ * granted READ through subscriptions. Their SUBSCRIBE filters are checked
+ * and remembered (a method call needs the methods subscription, C2D needs
+ * the devicebound one). Device PUBLISHes are classified in device_msgs.c.
+ */
+#include <string.h>
+
+#include "plugin.h"
+#include "topic.h"
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int acl_service(const struct th_conn *c, const struct mosquitto_evt_acl_check *ed)
+{
+    switch (ed->access) {
+    case MOSQ_ACL_WRITE:
+        return !strcmp(ed->topic, TH_CONTROL_TOPIC) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+    case MOSQ_ACL_SUBSCRIBE:
+    case MOSQ_ACL_READ:
+        if (!strcmp(ed->topic, TH_CONTROL_RESPONSE_TOPIC) || starts_with(ed->topic, "$twinhub/")) {
+            return MOSQ_ERR_SUCCESS;
+        }
+        return MOSQ_ERR_ACL_DENIED;
+    case MOSQ_ACL_UNSUBSCRIBE:
+        return MOSQ_ERR_SUCCESS;
+    default:
+        (void)c;
+        return MOSQ_ERR_ACL_DENIED;
+    }
+}
+
+static void set_sub(struct th_idglue *g, enum th_sub_kind kind, bool on)
+{
+    switch (kind) {
+    case TH_SUB_TWIN_RES:
+        g->sub_twin_res = on;
+        break;
+    case TH_SUB_DESIRED:
+        g->sub_desired = on;
+        break;
+    case TH_SUB_METHODS:
+        g->sub_methods = on;
+        break;
+    case TH_SUB_C2D:
+        g->sub_c2d = on;
+        break;
+    default:
+        break;
+    }
+}
+
+static int acl_device(struct th_plugin *p, struct th_conn *c,
+                      const struct mosquitto_evt_acl_check *ed)
+{
+    struct th_identity *id = c->identity;
+    struct th_idglue *g;
+    enum th_sub_kind kind;
+
+    if (!id) {
+        return MOSQ_ERR_ACL_DENIED; /* superseded by a newer connection */
+    }
+    switch (ed->access) {
+    case MOSQ_ACL_WRITE:
+        if (starts_with(ed->topic, "$CONTROL/")) {
+            th_log(p, MOSQ_LOG_WARNING, "%s | publish refused | devices may not use %s",
+                   c->client_id, ed->topic);
+            return MOSQ_ERR_ACL_DENIED;
+        }
+        return MOSQ_ERR_SUCCESS; /* classified (and refused if foreign) in th_on_message */
+    case MOSQ_ACL_SUBSCRIBE:
+        kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
+        if (kind == TH_SUB_DENIED) {
+            th_log(p, MOSQ_LOG_WARNING,
+                   "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
+                   c->client_id, ed->topic);
+            cJSON *data = cJSON_CreateObject();
+            if (data) {
+                cJSON_AddStringToObject(data, "topic", ed->topic);
+                cJSON_AddStringToObject(data, "reason", "subscription refused");
+            }
+            th_event_emit(p, "protocolError", id->device_id, id->module_id, data);
+            return MOSQ_ERR_ACL_DENIED;
+        }
+        g = th_idglue_of(id);
+        if (!g) {
+            return MOSQ_ERR_NOMEM;
+        }
+        set_sub(g, kind, true);
+        if (kind == TH_SUB_C2D) {
+            th_c2d_flush(p, id);
+        }
+        return MOSQ_ERR_SUCCESS;
+    case MOSQ_ACL_UNSUBSCRIBE:
+        kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
+        g = th_idglue_of(id);
+        if (g && kind != TH_SUB_DENIED) {
+            set_sub(g, kind, false);
+        }
+        return MOSQ_ERR_SUCCESS;
+    case MOSQ_ACL_READ:
+    default:
+        return MOSQ_ERR_ACL_DENIED;
+    }
+}
+
+int th_on_acl_check(int event, void *event_data, void *userdata)
+{
+    struct mosquitto_evt_acl_check *ed = event_data;
+    struct th_plugin *p = userdata;
+    struct th_conn *c = th_conn_find(p, ed->client);
+    (void)event;
+    if (!c) {
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    if (c->kind == TH_CONN_SERVICE) {
+        return acl_service(c, ed);
+    }
+    return acl_device(p, c, ed);
+}

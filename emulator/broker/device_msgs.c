@@ -1,0 +1,333 @@
+/*
+ * device_msgs.c - what a device publishes (MOSQ_EVT_MESSAGE): telemetry,
+ * twin GET, reported-property PATCH and direct-method responses; and what
+ * the hub sends a device: twin responses, desired notifications, C2D
+ * (iothub-protocol.md sections 4, 5, 6, 8, 9.1).
+ *
+ * Every device publish is consumed here: the handler returns
+ * MOSQ_ERR_ACL_DENIED, which acknowledges QoS 1 with a plain PUBACK (MQTT
+ * 3.1.1 has no reason code) and keeps the broker from routing or retaining
+ * the message. A publish the hub would not accept (QoS 2, an unknown topic,
+ * another identity's topic, oversized telemetry) closes the connection, as
+ * IoT Hub does.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "limits.h"
+#include "plugin.h"
+#include "topic.h"
+#include "twin.h"
+#include "util.h"
+
+/* Close the publisher's connection for a protocol violation. */
+static int protocol_error(struct th_plugin *p, struct th_conn *c, const char *topic,
+                          const char *reason)
+{
+    struct th_identity *id = c->identity;
+    cJSON *data = cJSON_CreateObject();
+    th_log(p, MOSQ_LOG_WARNING, "%s | connection closed | %s (topic '%s')", c->client_id, reason,
+           topic);
+    if (data) {
+        cJSON_AddStringToObject(data, "topic", topic);
+        cJSON_AddStringToObject(data, "reason", reason);
+    }
+    th_event_emit(p, "protocolError", id ? id->device_id : NULL, id ? id->module_id : NULL, data);
+    return MOSQ_ERR_PROTOCOL; /* any error but ACL_DENIED makes the broker drop the client */
+}
+
+static void twin_reply(struct th_plugin *p, struct th_conn *c, int status, struct th_slice rid,
+                       long long version, const char *body)
+{
+    char topic[512];
+    if (th_topic_twin_response(status, rid, version, topic, sizeof topic) != TH_OK) {
+        th_log(p, MOSQ_LOG_WARNING, "%s | twin reply dropped | $rid too long", c->client_id);
+        return;
+    }
+    th_publish_to(c->client_id, topic, body, body ? strlen(body) : 0, 0);
+}
+
+static void twin_error_reply(struct th_plugin *p, struct th_conn *c, struct th_slice rid,
+                             const struct th_error *err)
+{
+    char *body = th_error_body(p, err);
+    twin_reply(p, c, err->status ? err->status : 500, rid, -1, body);
+    free(body);
+}
+
+static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_topic *t)
+{
+    struct th_identity *id = c->identity;
+    cJSON *view = th_twin_device_view(id->twin);
+    char *body = view ? th_json_print(view) : NULL;
+    cJSON_Delete(view);
+    if (!body) {
+        struct th_error err = {0};
+        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory building the twin");
+        twin_error_reply(p, c, t->rid, &err);
+        return;
+    }
+    twin_reply(p, c, 200, t->rid, -1, body);
+    free(body);
+    th_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
+}
+
+static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
+                          const void *payload, size_t len)
+{
+    struct th_identity *id = c->identity;
+    struct th_error err = {0};
+    cJSON *patch = NULL;
+    th_result r;
+
+    if (len == 0 || !payload) {
+        r = th_error_set(&err, TH_ERR_FORMAT, 400006,
+                         "the reported-properties patch is empty; send a JSON object");
+    } else {
+        r = th_json_parse(payload, len, TH_JSON_MAX_INPUT_BYTES, 64, &patch, &err);
+    }
+    if (r == TH_OK) {
+        r = th_twin_patch_reported(id->twin, patch, th_now_us(), &err);
+    }
+    cJSON *data = cJSON_CreateObject();
+    if (data && patch) {
+        cJSON_AddItemToObject(data, "patch", cJSON_Duplicate(patch, 1));
+    }
+    if (r == TH_OK) {
+        twin_reply(p, c, 204, t->rid, (long long)id->twin->reported_version, NULL);
+        th_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
+               (long long)id->twin->reported_version);
+        if (data) {
+            cJSON_AddNumberToObject(data, "version", (double)id->twin->reported_version);
+        }
+    } else {
+        twin_error_reply(p, c, t->rid, &err);
+        th_log(p, MOSQ_LOG_WARNING, "%s | reported patch refused | status=%d code=%d %s",
+               c->client_id, err.status, err.code, err.message);
+        if (data) {
+            cJSON_AddStringToObject(data, "error", err.message);
+            cJSON_AddNumberToObject(data, "status", err.status);
+            cJSON_AddNumberToObject(data, "errorCode", err.code);
+        }
+    }
+    cJSON_Delete(patch);
+    th_event_emit(p, "reported", id->device_id, id->module_id, data);
+}
+
+/* Wire name of a system property -> the name used in events; NULL for application properties. */
+static const char *system_name(const char *wire)
+{
+    static const char *const map[][2] = {
+        {"$.mid", "messageId"},       {"$.cid", "correlationId"},  {"$.uid", "userId"},
+        {"$.ct", "contentType"},      {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
+        {"$.sub", "componentName"},   {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
+        {"$.schema", "messageSchema"}, {"$.exp", "expiryTimeUtc"},
+    };
+    if (strncmp(wire, "$.", 2) != 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (!strcmp(wire, map[i][0])) {
+            return map[i][1];
+        }
+    }
+    return wire; /* other $.x keys keep their wire name */
+}
+
+/* True for well-formed UTF-8 without NUL bytes (the body can then be shown as text). */
+static bool valid_utf8(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char ch = s[i];
+        size_t n;
+        if (ch == 0) {
+            return false;
+        } else if (ch < 0x80) {
+            n = 0;
+        } else if ((ch & 0xE0) == 0xC0) {
+            n = 1;
+        } else if ((ch & 0xF0) == 0xE0) {
+            n = 2;
+        } else if ((ch & 0xF8) == 0xF0) {
+            n = 3;
+        } else {
+            return false;
+        }
+        if (len - i - 1 < n) {
+            return false;
+        }
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) {
+                return false;
+            }
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
+static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto_evt_message *ed,
+                        const struct th_topic *t)
+{
+    struct th_identity *id = c->identity;
+    struct th_props props = {0};
+    bool own = t->device_id.len == strlen(id->device_id) &&
+               !memcmp(t->device_id.ptr, id->device_id, t->device_id.len) &&
+               ((id->module_id == NULL && t->module_id.ptr == NULL) ||
+                (id->module_id && t->module_id.ptr && t->module_id.len == strlen(id->module_id) &&
+                 !memcmp(t->module_id.ptr, id->module_id, t->module_id.len)));
+    if (!own) {
+        return protocol_error(p, c, ed->topic, "telemetry topic names another identity");
+    }
+    if (ed->payloadlen > TH_D2C_MAX_BYTES) {
+        return protocol_error(p, c, ed->topic, "telemetry message larger than 256 KB");
+    }
+    if (t->props.len && th_props_parse(t->props.ptr, t->props.len, &props) != TH_OK) {
+        return protocol_error(p, c, ed->topic, "malformed property bag in the telemetry topic");
+    }
+    cJSON *data = cJSON_CreateObject();
+    cJSON *sys = cJSON_CreateObject();
+    cJSON *app = cJSON_CreateObject();
+    if (!data || !sys || !app) {
+        cJSON_Delete(data);
+        cJSON_Delete(sys);
+        cJSON_Delete(app);
+        th_props_free(&props);
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    for (size_t i = 0; i < props.count; i++) {
+        const char *sname = system_name(props.items[i].name);
+        cJSON *target = sname ? sys : app;
+        const char *key = sname ? sname : props.items[i].name;
+        if (props.items[i].value) {
+            cJSON_AddStringToObject(target, key, props.items[i].value);
+        } else {
+            cJSON_AddNullToObject(target, key);
+        }
+    }
+    th_props_free(&props);
+    if (ed->retain) {
+        cJSON_AddStringToObject(app, "mqtt-retain", "true");
+    }
+    char now[TH_TIME_BUF];
+    th_time_format(th_now_us(), now);
+    /* Hub-stamped anti-spoofing properties override anything the device sent. */
+    cJSON_DeleteItemFromObjectCaseSensitive(sys, "iothub-connection-device-id");
+    cJSON_AddStringToObject(sys, "iothub-connection-device-id", id->device_id);
+    if (id->module_id) {
+        cJSON_AddStringToObject(sys, "iothub-connection-module-id", id->module_id);
+    }
+    cJSON_AddStringToObject(sys, "iothub-connection-auth-generation-id", id->generation_id);
+    char method[96];
+    snprintf(method, sizeof method, "{\"scope\":\"%s\",\"type\":\"sas\",\"issuer\":\"iothub\"}",
+             id->module_id ? "module" : "device");
+    cJSON_AddStringToObject(sys, "iothub-connection-auth-method", method);
+    cJSON_AddStringToObject(sys, "iothub-enqueuedtime", now);
+    if (id->model_id) {
+        cJSON_AddStringToObject(sys, "dt-dataschema", id->model_id);
+    }
+    cJSON_AddStringToObject(data, "topic", ed->topic);
+    cJSON_AddNumberToObject(data, "qos", ed->qos);
+    cJSON_AddBoolToObject(data, "retain", ed->retain);
+    cJSON_AddItemToObject(data, "systemProperties", sys);
+    cJSON_AddItemToObject(data, "properties", app);
+    if (ed->payloadlen && valid_utf8(ed->payload, ed->payloadlen)) {
+        cJSON_AddStringToObject(data, "body", ed->payload); /* NUL-terminated by the broker */
+    }
+    size_t b64cap = 4 * ((ed->payloadlen + 2) / 3) + 1;
+    char *b64 = malloc(b64cap);
+    if (b64 && th_b64_encode(ed->payload, ed->payloadlen, b64, b64cap) == TH_OK) {
+        cJSON_AddStringToObject(data, "bodyBase64", b64);
+    }
+    free(b64);
+    cJSON_AddNumberToObject(data, "size", ed->payloadlen);
+    th_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
+           ed->qos);
+    th_event_emit(p, "telemetry", id->device_id, id->module_id, data);
+    return MOSQ_ERR_ACL_DENIED;
+}
+
+int th_on_message(int event, void *event_data, void *userdata)
+{
+    struct mosquitto_evt_message *ed = event_data;
+    struct th_plugin *p = userdata;
+    struct th_conn *c = th_conn_find(p, ed->client);
+    struct th_topic t;
+    (void)event;
+
+    if (!c || c->kind != TH_CONN_DEVICE || !c->identity) {
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    th_identity_touch(c->identity, th_now_us());
+    if (ed->qos > 1) {
+        return protocol_error(p, c, ed->topic, "IoT Hub does not accept QoS 2 publishes");
+    }
+    if (th_topic_parse(ed->topic, strlen(ed->topic), &t) != TH_OK) {
+        return protocol_error(p, c, ed->topic, "not an IoT Hub device topic");
+    }
+    switch (t.kind) {
+    case TH_TOPIC_TELEMETRY:
+        return on_telemetry(p, c, ed, &t);
+    case TH_TOPIC_TWIN_GET:
+        on_twin_get(p, c, &t);
+        return MOSQ_ERR_ACL_DENIED;
+    case TH_TOPIC_TWIN_PATCH_REPORTED:
+        on_twin_patch(p, c, &t, ed->payload, ed->payloadlen);
+        return MOSQ_ERR_ACL_DENIED;
+    case TH_TOPIC_METHOD_RESPONSE:
+        th_methods_on_response(p, c->identity, t.rid.ptr, t.rid.len, t.status, ed->payload,
+                               ed->payloadlen);
+        return MOSQ_ERR_ACL_DENIED;
+    default:
+        return protocol_error(p, c, ed->topic, "not an IoT Hub device topic");
+    }
+}
+
+void th_c2d_flush(struct th_plugin *p, struct th_identity *dev)
+{
+    struct th_idglue *g = dev->glue;
+    struct th_c2d_msg *m;
+    char topic[4096];
+    if (!g || !g->conn || !g->sub_c2d || dev->module_id) {
+        return;
+    }
+    while ((m = th_identity_c2d_pop(dev)) != NULL) {
+        if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
+            th_publish_to(g->conn->client_id, topic, m->body, m->len, 1);
+            cJSON *data = cJSON_CreateObject();
+            if (data) {
+                cJSON_AddStringToObject(data, "messageId", m->message_id ? m->message_id : "");
+                cJSON_AddBoolToObject(data, "delivered", true);
+                cJSON_AddNumberToObject(data, "queued", (double)dev->c2d_count);
+            }
+            th_event_emit(p, "c2d", dev->device_id, NULL, data);
+            th_log(p, MOSQ_LOG_INFO, "%s | c2d delivered | mid=%s", dev->device_id,
+                   m->message_id ? m->message_id : "");
+        }
+        th_c2d_msg_free(m);
+    }
+}
+
+bool th_desired_notify(struct th_plugin *p, struct th_identity *id, const cJSON *notification,
+                       int64_t version)
+{
+    struct th_idglue *g = id->glue;
+    char topic[128];
+    char *body;
+    if (!g || !g->conn || !g->sub_desired) {
+        return false;
+    }
+    if (th_topic_desired((long long)version, topic, sizeof topic) != TH_OK) {
+        return false;
+    }
+    body = th_json_print(notification);
+    if (!body) {
+        return false;
+    }
+    th_publish_to(g->conn->client_id, topic, body, strlen(body), 1);
+    free(body);
+    return true;
+}

@@ -1,0 +1,105 @@
+/*
+ * events.c - the event stream: one record per thing that happens on the hub
+ * (connections, refusals, telemetry, twin changes, methods, C2D), published
+ * on $twinhub/events/{kind}/{deviceId}[/{moduleId}] for service principals
+ * (docs/control-api.md), and the hub's JSON error body for device replies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "plugin.h"
+#include "util.h"
+
+/* Copy an id into a topic level, replacing the MQTT wildcards '+' and '#'. */
+static size_t put_level(char *out, size_t size, const char *id)
+{
+    size_t n = 0;
+    for (const char *s = id; *s; s++) {
+        const char *rep = *s == '+' ? "%2B" : *s == '#' ? "%23" : NULL;
+        size_t rl = rep ? 3 : 1;
+        if (n + rl >= size) {
+            break;
+        }
+        if (rep) {
+            memcpy(out + n, rep, 3);
+        } else {
+            out[n] = *s;
+        }
+        n += rl;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
+                   const char *module_id, cJSON *data)
+{
+    char topic[600], when[TH_TIME_BUF];
+    size_t n;
+    cJSON *rec;
+    char *text;
+
+    p->event_seq++;
+    if (p->service_conns == 0) {
+        /* Nobody can be listening: skip the work (the journal will change this rule). */
+        cJSON_Delete(data);
+        return;
+    }
+    rec = cJSON_CreateObject();
+    if (!rec) {
+        cJSON_Delete(data);
+        return;
+    }
+    th_time_format(th_now_us(), when);
+    cJSON_AddNumberToObject(rec, "seq", (double)p->event_seq);
+    cJSON_AddStringToObject(rec, "time", when);
+    cJSON_AddStringToObject(rec, "kind", kind);
+    if (device_id) {
+        cJSON_AddStringToObject(rec, "deviceId", device_id);
+    } else {
+        cJSON_AddNullToObject(rec, "deviceId");
+    }
+    if (module_id) {
+        cJSON_AddStringToObject(rec, "moduleId", module_id);
+    } else {
+        cJSON_AddNullToObject(rec, "moduleId");
+    }
+    if (data) {
+        cJSON_AddItemToObject(rec, "data", data);
+    } else {
+        cJSON_AddItemToObject(rec, "data", cJSON_CreateObject());
+    }
+    n = (size_t)snprintf(topic, sizeof topic, "%s%s/", TH_EVENTS_PREFIX, kind);
+    n += put_level(topic + n, sizeof topic - n, device_id ? device_id : "-");
+    if (module_id && n + 2 < sizeof topic) {
+        topic[n++] = '/';
+        put_level(topic + n, sizeof topic - n, module_id);
+    }
+    text = th_json_print(rec);
+    cJSON_Delete(rec);
+    if (text) {
+        th_publish_to(NULL, topic, text, strlen(text), 1);
+        free(text);
+    }
+}
+
+char *th_error_body(struct th_plugin *p, const struct th_error *err)
+{
+    char when[TH_TIME_BUF], tracking[64];
+    cJSON *o = cJSON_CreateObject();
+    char *text;
+    if (!o) {
+        return NULL;
+    }
+    th_time_format(th_now_us(), when);
+    snprintf(tracking, sizeof tracking, "twinhub-%016llx", (unsigned long long)++p->tracking_seq);
+    cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : 500001);
+    cJSON_AddStringToObject(o, "trackingId", tracking);
+    cJSON_AddStringToObject(o, "message", err->message[0] ? err->message : th_result_str(err->result));
+    cJSON_AddStringToObject(o, "timestampUtc", when);
+    text = th_json_print(o);
+    cJSON_Delete(o);
+    return text;
+}

@@ -1,0 +1,275 @@
+/*
+ * plugin.c - entry points of the twinhub mosquitto plugin: version
+ * negotiation, options, callback registration, the TICK timer and shared
+ * helpers. The plugin turns a stock mosquitto 2.0 broker into an IoT Hub
+ * device endpoint (docs/protocol.md) with a service control API
+ * (docs/control-api.md).
+ *
+ * Options (plugin_opt_*): registry FILE, dev_identities true|false,
+ * verbose true|false, token_skew_seconds N.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "plugin.h"
+#include "util.h"
+
+/* The plugin is built with -fvisibility=hidden; only the entry points are exported. */
+#define TH_PLUGIN_API __attribute__((visibility("default")))
+
+void th_log(struct th_plugin *p, int level, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    if (!p->verbose && (level == MOSQ_LOG_INFO || level == MOSQ_LOG_DEBUG)) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    mosquitto_log_printf(level, "twinhub: %s", buf);
+}
+
+struct th_conn *th_conn_find(struct th_plugin *p, const struct mosquitto *client)
+{
+    struct th_conn *c = NULL;
+    HASH_FIND_PTR(p->conns, &client, c);
+    return c;
+}
+
+struct th_idglue *th_idglue_of(struct th_identity *id)
+{
+    if (!id->glue) {
+        id->glue = calloc(1, sizeof(struct th_idglue));
+    }
+    return id->glue;
+}
+
+static void free_glue_of(struct th_identity *id)
+{
+    free(id->glue);
+    id->glue = NULL;
+}
+
+void th_idglue_free_all(struct th_plugin *p)
+{
+    for (struct th_identity *d = th_registry_next_device(p->reg, NULL); d;
+         d = th_registry_next_device(p->reg, d)) {
+        for (size_t i = 0; i < d->module_count; i++) {
+            free_glue_of(d->modules[i]);
+        }
+        free_glue_of(d);
+    }
+}
+
+int th_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
+                  int qos)
+{
+    int rc = mosquitto_broker_publish_copy(client_id, topic, (int)len, payload, qos, false, NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: could not publish to %s on %s: %s",
+                             client_id ? client_id : "(subscribers)", topic, mosquitto_strerror(rc));
+    }
+    return rc;
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    struct th_plugin *p = userdata;
+    int64_t now_ms = th_mono_ms();
+    (void)event;
+    (void)event_data;
+    /* TICK runs once per broker loop iteration (thousands per second under
+     * load), so the scans below run at most every 200 ms. */
+    if (now_ms < p->next_scan_ms) {
+        return MOSQ_ERR_SUCCESS;
+    }
+    p->next_scan_ms = now_ms + 200;
+    th_methods_tick(p, now_ms);
+    th_scan_expired_tokens(p, th_now_us() / 1000000);
+    return MOSQ_ERR_SUCCESS;
+}
+
+static bool opt_true(const char *v)
+{
+    return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"));
+}
+
+/* Read a whole file into a malloc'd buffer; NULL with errno set on failure. */
+static char *read_file(const char *path, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    if (!f) {
+        return NULL;
+    }
+    for (;;) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    fclose(f);
+    *out_len = len;
+    return buf;
+}
+
+static int load_registry_file(struct th_plugin *p, const char *path)
+{
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    if (!text) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: cannot read registry file %s: %s", path,
+                             strerror(errno));
+        return MOSQ_ERR_INVAL;
+    }
+    th_result r = th_json_parse(text, len, 64 * 1024 * 1024, 64, &doc, &err);
+    free(text);
+    if (r == TH_OK) {
+        r = th_registry_load(p->reg, doc, th_now_us(), &err);
+        cJSON_Delete(doc);
+    }
+    if (r != TH_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: registry file %s is invalid: %s", path,
+                             err.message);
+        return MOSQ_ERR_INVAL;
+    }
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "twinhub: loaded %zu devices from %s",
+                         th_registry_device_count(p->reg), path);
+    return MOSQ_ERR_SUCCESS;
+}
+
+TH_PLUGIN_API int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+    for (int i = 0; i < supported_version_count; i++) {
+        if (supported_versions[i] == 5) {
+            return 5;
+        }
+    }
+    return -1;
+}
+
+static void plugin_free(struct th_plugin *p)
+{
+    struct th_conn *c, *tmp;
+    if (!p) {
+        return;
+    }
+    th_methods_free_all(p);
+    HASH_ITER(hh, p->conns, c, tmp)
+    {
+        HASH_DEL(p->conns, c);
+        free(c->client_id);
+        free(c);
+    }
+    if (p->reg) {
+        th_idglue_free_all(p);
+        th_registry_free(p->reg);
+    }
+    free(p);
+}
+
+TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                          struct mosquitto_opt *opts, int opt_count)
+{
+    struct th_plugin *p = calloc(1, sizeof *p);
+    const char *registry_path = NULL;
+    bool dev = true;
+    int rc;
+
+    if (!p) {
+        return MOSQ_ERR_NOMEM;
+    }
+    p->pid = identifier;
+    p->next_call_id = 1;
+    p->reg = th_registry_new();
+    if (!p->reg) {
+        plugin_free(p);
+        return MOSQ_ERR_NOMEM;
+    }
+    for (int i = 0; i < opt_count; i++) {
+        if (!strcmp(opts[i].key, "registry")) {
+            registry_path = opts[i].value;
+        } else if (!strcmp(opts[i].key, "dev_identities")) {
+            dev = opt_true(opts[i].value);
+        } else if (!strcmp(opts[i].key, "verbose")) {
+            p->verbose = opt_true(opts[i].value);
+        } else if (!strcmp(opts[i].key, "token_skew_seconds")) {
+            p->token_skew_s = strtoll(opts[i].value, NULL, 10);
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: ignoring unknown option plugin_opt_%s",
+                                 opts[i].key);
+        }
+    }
+    if (dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
+        plugin_free(p);
+        return MOSQ_ERR_NOMEM;
+    }
+    if (registry_path && (rc = load_registry_file(p, registry_path)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
+    }
+
+    struct {
+        int event;
+        MOSQ_FUNC_generic_callback cb;
+        const char *data;
+    } cbs[] = {
+        {MOSQ_EVT_BASIC_AUTH, th_on_basic_auth, NULL},
+        {MOSQ_EVT_ACL_CHECK, th_on_acl_check, NULL},
+        {MOSQ_EVT_MESSAGE, th_on_message, NULL},
+        {MOSQ_EVT_DISCONNECT, th_on_disconnect, NULL},
+        {MOSQ_EVT_TICK, on_tick, NULL},
+        {MOSQ_EVT_CONTROL, th_on_control, TH_CONTROL_TOPIC},
+    };
+    for (size_t i = 0; i < sizeof cbs / sizeof cbs[0]; i++) {
+        rc = mosquitto_callback_register(identifier, cbs[i].event, cbs[i].cb, cbs[i].data, p);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: cannot register callback %d: %s",
+                                 cbs[i].event, mosquitto_strerror(rc));
+            plugin_free(p);
+            return rc;
+        }
+    }
+    *userdata = p;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "twinhub: plugin ready, %zu devices registered",
+                         th_registry_device_count(p->reg));
+    return MOSQ_ERR_SUCCESS;
+}
+
+TH_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+{
+    struct th_plugin *p = userdata;
+    (void)opts;
+    (void)opt_count;
+    if (p) {
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_BASIC_AUTH, th_on_basic_auth, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, th_on_acl_check, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_MESSAGE, th_on_message, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, th_on_disconnect, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_CONTROL, th_on_control, TH_CONTROL_TOPIC);
+    }
+    plugin_free(p);
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,124 @@
+/*
+ * plugin.h - private header of the twinhub mosquitto plugin: the plugin state
+ * (one struct passed to every callback as userdata), per-connection and
+ * per-identity glue, and the functions each file provides.
+ *
+ * The broker thread owns everything here; no other thread touches it.
+ */
+#ifndef TH_PLUGIN_H
+#define TH_PLUGIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+#include <uthash.h>
+
+#include "registry.h"
+#include "th_result.h"
+
+#define TH_CONTROL_TOPIC "$CONTROL/twinhub/v1"
+#define TH_CONTROL_RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
+#define TH_EVENTS_PREFIX "$twinhub/events/"
+
+enum th_conn_kind {
+    TH_CONN_DEVICE,  /* a device or module identity */
+    TH_CONN_SERVICE, /* a shared access policy (service principal) */
+};
+
+/* One authenticated MQTT connection, keyed by the broker's client pointer. */
+struct th_conn {
+    const struct mosquitto *client; /* hash key; never dereferenced after DISCONNECT */
+    char *client_id;                /* malloc'd copy */
+    enum th_conn_kind kind;
+    struct th_identity *identity; /* devices: borrowed; NULL once superseded or deleted */
+    unsigned perms;               /* service principals: TH_PERM_* */
+    char policy[64];              /* service principals / policy-signed device tokens */
+    int64_t token_expiry_s;
+    bool kicked; /* a kick was requested (token expiry, disconnect command) */
+    UT_hash_handle hh;
+};
+
+/* Per-identity glue hung on th_identity.glue (owned by the plugin). */
+struct th_idglue {
+    struct th_conn *conn; /* the current connection, or NULL */
+    bool sub_twin_res, sub_desired, sub_methods, sub_c2d;
+};
+
+/* A direct method call waiting for its device. */
+struct th_method_call {
+    uint64_t id;           /* also the $rid sent to the device */
+    char *caller_id;       /* service client id to answer */
+    cJSON *correlation;    /* echoed; owned */
+    char *device_id;
+    char *module_id;       /* NULL for a device */
+    char *method_name;
+    char *payload;         /* serialized JSON request payload */
+    int response_timeout_s;
+    int64_t connect_deadline_ms; /* waiting for the device to connect */
+    int64_t response_deadline_ms;/* 0 until sent */
+    struct th_method_call *next;
+};
+
+struct th_plugin {
+    mosquitto_plugin_id_t *pid;
+    struct th_registry *reg;
+    struct th_conn *conns; /* uthash by client pointer */
+    struct th_method_call *calls;
+    uint64_t next_call_id;
+    uint64_t event_seq;
+    unsigned service_conns; /* connected service principals */
+    uint64_t tracking_seq;
+    int64_t next_scan_ms;
+    int64_t token_skew_s;
+    bool verbose;
+};
+
+/* plugin.c */
+void th_log(struct th_plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+struct th_conn *th_conn_find(struct th_plugin *p, const struct mosquitto *client);
+struct th_idglue *th_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
+void th_idglue_free_all(struct th_plugin *p);
+/* Publish a copy of payload to one client (no subscription needed). */
+int th_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
+
+/* auth.c */
+int th_on_basic_auth(int event, void *event_data, void *userdata);
+int th_on_disconnect(int event, void *event_data, void *userdata);
+void th_scan_expired_tokens(struct th_plugin *p, int64_t now_s);
+
+/* acl.c */
+int th_on_acl_check(int event, void *event_data, void *userdata);
+
+/* device_msgs.c */
+int th_on_message(int event, void *event_data, void *userdata);
+/* Deliver queued C2D messages to a connected, subscribed device. */
+void th_c2d_flush(struct th_plugin *p, struct th_identity *dev);
+/* Send a desired notification if the identity is connected and subscribed. Returns delivered. */
+bool th_desired_notify(struct th_plugin *p, struct th_identity *id, const cJSON *notification,
+                       int64_t version);
+
+/* control.c */
+int th_on_control(int event, void *event_data, void *userdata);
+void th_methods_tick(struct th_plugin *p, int64_t now_ms);
+/* The identity went offline: fail or keep its pending calls. */
+void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id);
+/* Device answered $iothub/methods/res/{status}/?$rid=. */
+void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const char *rid,
+                            size_t rid_len, int status, const void *payload, size_t len);
+void th_methods_free_all(struct th_plugin *p);
+
+/* events.c */
+/*
+ * Emit one event record {seq,time,kind,deviceId,moduleId,data} on
+ * $twinhub/events/{kind}/{d}[/{m}]. Takes ownership of `data` (may be NULL).
+ * device_id may be NULL (refusals of unknown clients).
+ */
+void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
+                   const char *module_id, cJSON *data);
+/* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
+char *th_error_body(struct th_plugin *p, const struct th_error *err);
+
+#endif

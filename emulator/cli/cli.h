@@ -1,0 +1,56 @@
+/*
+ * cli.h - private interface between the parts of the `twinhub` command:
+ * the subcommand entry points (main.c dispatches to them) and the
+ * development certificate store used by `twinhub serve` (certs.c).
+ */
+#ifndef TH_CLI_H
+#define TH_CLI_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* Exit codes shared by every subcommand (docs/cli.md, "Exit status"). */
+#define TH_EXIT_OK 0
+#define TH_EXIT_FAIL 1  /* something at run time failed; the message says what */
+#define TH_EXIT_USAGE 2 /* unknown option or bad value; nothing was started */
+
+/*
+ * `twinhub serve`: argv[0] is "serve". Runs until SIGINT/SIGTERM or until
+ * the broker dies, and returns the process exit code.
+ */
+int th_cmd_serve(int argc, char **argv);
+/* The `twinhub serve --help` text. */
+void th_serve_usage(FILE *out);
+
+/* Absolute paths of the four files in a cert directory. */
+struct th_cert_files {
+    char ca_cert[PATH_MAX];     /* ca.pem, 0644 */
+    char ca_key[PATH_MAX];      /* ca.key, 0600 */
+    char server_cert[PATH_MAX]; /* server.pem, 0644 */
+    char server_key[PATH_MAX];  /* server.key, 0600 */
+};
+
+/*
+ * The default cert directory: $XDG_DATA_HOME/twinhub when XDG_DATA_HOME is an
+ * absolute path, else ~/.local/share/twinhub. Returns false (after printing
+ * why) when neither can be worked out or the result does not fit.
+ */
+bool th_certs_default_dir(char *buf, size_t size);
+
+/*
+ * Make sure `dir` (absolute, created 0700 with its parents if missing) holds
+ * a usable development CA and a server certificate signed by it whose SANs
+ * cover localhost, 127.0.0.1, ::1 and every entry of `names` (host names or
+ * IP literals, duplicates allowed), valid for at least 30 more days.
+ * Missing or unusable files are created; an existing CA is kept whenever it
+ * is usable, so clients that already trust it keep working. Concurrent
+ * callers on the same directory are serialised with a lock file.
+ * Prints errors (and, with `verbose`, what it created) to stderr; returns
+ * false on failure. Fills `out` on success.
+ */
+bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, bool verbose,
+                     struct th_cert_files *out);
+
+#endif

@@ -1,0 +1,186 @@
+/*
+ * json.c - the one place untrusted JSON enters the core: a parse helper with
+ * a byte limit, a nesting limit and a strict end-of-document check, plus
+ * typed getters over cJSON. Used for MQTT twin payloads, REST bodies and the
+ * control API (iothub-protocol.md sections 6.2, 7.5, 9: malformed JSON is a
+ * 400 answered in-band).
+ *
+ * cJSON 1.7.15 notes that shape this file:
+ * - cJSON_ParseWithLengthOpts(..., require_null_terminated=1) needs the NUL
+ *   counted in the length, so we pass 0 and check the tail ourselves.
+ * - cJSON's own nesting limit (1000) is a compile-time constant and reports
+ *   deep input as a syntax error, so depth is measured by us.
+ * - cJSON treats every byte <= 0x20 as whitespace; JSON allows only four.
+ */
+#include "json.h"
+
+#include <string.h>
+
+/* JSON insignificant whitespace (RFC 8259 section 2). */
+static bool is_json_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * Nesting depth of the text itself, counted without building a tree so that
+ * absurdly deep input is classified as "too deep" rather than as a syntax
+ * error from cJSON's recursion guard. Stops counting once `limit` is passed.
+ * For well-formed JSON the result equals th_json_depth of the parsed tree.
+ */
+static int text_depth(const char *buf, size_t len, int limit)
+{
+    int depth = 0, max = 0;
+    bool in_string = false, escaped = false;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max) {
+                max = depth;
+                if (max > limit)
+                    return max;
+            }
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return max;
+}
+
+/*
+ * Parse one document from `len` bytes of `buf` with limits; see json.h.
+ * Ownership: on TH_OK *out is a new tree the caller frees with cJSON_Delete;
+ * on every failure *out is NULL and nothing is allocated.
+ */
+th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_depth, cJSON **out,
+                        struct th_error *err)
+{
+    if (out == NULL)
+        return th_error_set(err, TH_ERR_INVAL, 0, "th_json_parse: no output pointer given");
+    *out = NULL;
+    if (buf == NULL && len > 0)
+        return th_error_set(err, TH_ERR_INVAL, 0, "th_json_parse: NULL buffer with length %zu",
+                            len);
+    if (len > max_bytes)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 0,
+                            "JSON body is %zu bytes; at most %zu bytes are accepted, send a "
+                            "smaller document",
+                            len, max_bytes);
+
+    /* Leading bytes: an optional UTF-8 BOM (cJSON skips it), then JSON whitespace only. */
+    size_t start = 0;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+        start = 3;
+    while (start < len && (unsigned char)buf[start] <= 0x20) {
+        if (!is_json_ws((unsigned char)buf[start]))
+            return th_error_set(err, TH_ERR_FORMAT, 0,
+                                "JSON body has control character 0x%02x at byte %zu; only "
+                                "spaces, tabs and line breaks may surround the document",
+                                (unsigned char)buf[start], start);
+        start++;
+    }
+    if (start == len)
+        return th_error_set(err, TH_ERR_FORMAT, 0,
+                            "JSON body is empty; send one JSON document (for example {})");
+
+    int depth = text_depth(buf, len, max_depth);
+    if (depth > max_depth)
+        return th_error_set(err, TH_ERR_TOO_DEEP, 0,
+                            "JSON nests objects/arrays more than %d levels deep; flatten the "
+                            "document",
+                            max_depth);
+
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (root == NULL) {
+        size_t at = (end != NULL && end >= buf && end <= buf + len) ? (size_t)(end - buf) : 0;
+        return th_error_set(err, TH_ERR_FORMAT, 0,
+                            "JSON body is not valid JSON (error near byte %zu); send one "
+                            "well-formed JSON document",
+                            at);
+    }
+    for (const char *p = end; p < buf + len; p++) {
+        if (!is_json_ws((unsigned char)*p)) {
+            cJSON_Delete(root);
+            return th_error_set(err, TH_ERR_FORMAT, 0,
+                                "JSON body has extra data at byte %zu after the document; send "
+                                "exactly one JSON document",
+                                (size_t)(p - buf));
+        }
+    }
+    /* The text scan is exact for valid JSON; the tree walk is the authoritative check. */
+    depth = th_json_depth(root);
+    if (depth > max_depth) {
+        cJSON_Delete(root);
+        return th_error_set(err, TH_ERR_TOO_DEEP, 0,
+                            "JSON nests objects/arrays %d levels deep; at most %d are allowed, "
+                            "flatten the document",
+                            depth, max_depth);
+    }
+    *out = root;
+    return TH_OK;
+}
+
+int th_json_depth(const cJSON *item)
+{
+    if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
+        return 0;
+    int max = 0;
+    for (const cJSON *child = item->child; child != NULL; child = child->next) {
+        int d = th_json_depth(child);
+        if (d > max)
+            max = d;
+    }
+    return max + 1;
+}
+
+const char *th_json_string(const cJSON *obj, const char *key, const char *fallback)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsString(item) || item->valuestring == NULL)
+        return fallback;
+    return item->valuestring;
+}
+
+/* valuedouble, never valueint: valueint saturates at INT_MAX/INT_MIN. */
+double th_json_number(const cJSON *obj, const char *key, double fallback)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(item))
+        return fallback;
+    return item->valuedouble;
+}
+
+bool th_json_bool(const cJSON *obj, const char *key, bool fallback)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsBool(item))
+        return fallback;
+    return cJSON_IsTrue(item);
+}
+
+cJSON *th_json_object(const cJSON *obj, const char *key)
+{
+    cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsObject(item) ? item : NULL;
+}
+
+/* Ownership: the returned string is the caller's, freed with free() (cJSON's default hooks). */
+char *th_json_print(const cJSON *item)
+{
+    if (item == NULL)
+        return NULL;
+    return cJSON_PrintUnformatted(item);
+}

@@ -1,0 +1,1397 @@
+/*
+ * registry.c - the identity registry (iothub-protocol.md sections 1, 2.5,
+ * 5.2, 7.1, 10.3): devices in a uthash table keyed by device id (insertion
+ * order kept for iteration), modules as a per-device array, shared access
+ * policies in a fixed array, per-device C2D queues, the registry file loader
+ * (docs/registry.md) and the service JSON views of identities and twins.
+ *
+ * Pure data: no I/O besides th_random_key for generated keys.
+ */
+#include "registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "limits.h"
+#include "topic.h"
+#include "util.h"
+
+/* uthash must never call exit(): a failed add leaves hh.tbl NULL instead. */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+/* .NET ticks of the Unix epoch: generation ids look like the hub's (section 1). */
+#define TH_TICKS_UNIX_EPOCH 621355968000000000ULL
+#define TH_KEY_MIN_BYTES 16
+#define TH_KEY_MAX_BYTES 64
+#define TH_GENERATED_KEY_BYTES 32
+#define TH_POLICY_NAME_MAX 63
+
+struct dev_node {
+    struct th_identity *id; /* owned */
+    UT_hash_handle hh;      /* keyed by id->device_id */
+};
+
+struct th_registry {
+    struct dev_node *devices; /* uthash head; list order = insertion order */
+    struct th_policy policies[TH_MAX_POLICIES];
+    size_t policy_count;
+    uint64_t last_generation; /* last generation id issued, for uniqueness */
+};
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+/* True when `key` is base64 of TH_KEY_MIN_BYTES..TH_KEY_MAX_BYTES bytes. */
+static bool key_valid(const char *key)
+{
+    size_t len = strlen(key);
+    if (len == 0 || len >= TH_KEY_BUF)
+        return false;
+    uint8_t raw[TH_KEY_BUF];
+    size_t n = 0;
+    if (th_b64_decode(key, len, raw, sizeof raw, &n) != TH_OK)
+        return false;
+    return n >= TH_KEY_MIN_BYTES && n <= TH_KEY_MAX_BYTES;
+}
+
+static bool key_given(const char *key)
+{
+    return key && key[0] != '\0';
+}
+
+/* Copy a (validated) key into dst, or generate one when none is given. */
+static th_result fill_key(char dst[TH_KEY_BUF], const char *key)
+{
+    if (!key_given(key))
+        return th_random_key(TH_GENERATED_KEY_BYTES, dst, TH_KEY_BUF);
+    size_t len = strlen(key);
+    if (len >= TH_KEY_BUF)
+        return TH_ERR_INVAL;
+    memcpy(dst, key, len + 1);
+    return TH_OK;
+}
+
+static bool policy_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > TH_POLICY_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool id_valid(const char *id)
+{
+    return id && th_id_valid(id, strlen(id));
+}
+
+static char *dup_str(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+/*
+ * Next generation id: .NET ticks of now_us, bumped past the last one issued
+ * so that a device deleted and re-created within one tick still changes it.
+ */
+static void next_generation(struct th_registry *reg, int64_t now_us, char out[24])
+{
+    uint64_t us = now_us > 0 ? (uint64_t)now_us : 0;
+    uint64_t gen = us * 10u + TH_TICKS_UNIX_EPOCH;
+    if (gen <= reg->last_generation)
+        gen = reg->last_generation + 1;
+    reg->last_generation = gen;
+    snprintf(out, 24, "%llu", (unsigned long long)gen);
+}
+
+/* ------------------------------------------------------------------ */
+/* identities                                                          */
+/* ------------------------------------------------------------------ */
+
+void th_c2d_msg_free(struct th_c2d_msg *msg)
+{
+    if (!msg)
+        return;
+    free(msg->message_id);
+    free(msg->bag);
+    free(msg->body);
+    free(msg);
+}
+
+/* Frees an identity with its modules, twin and queue; accepts NULL and half-built. */
+static void identity_free(struct th_identity *id)
+{
+    if (!id)
+        return;
+    if (id->modules) {
+        for (size_t i = 0; i < id->module_count; i++)
+            identity_free(id->modules[i]);
+        free(id->modules);
+    }
+    struct th_c2d_msg *m = id->c2d_head;
+    while (m) {
+        struct th_c2d_msg *next = m->next;
+        th_c2d_msg_free(m);
+        m = next;
+    }
+    th_twin_free(id->twin);
+    free(id->device_id);
+    free(id->module_id);
+    free(id->status_reason);
+    free(id->managed_by);
+    free(id->model_id);
+    free(id);
+}
+
+/*
+ * A detached identity with keys (given or generated), a fresh generation id,
+ * etag counter 1 and a new twin. Ids and keys must already be valid.
+ * Caller frees with identity_free; NULL on failure with *r set.
+ */
+static struct th_identity *identity_create(struct th_registry *reg, const char *device_id,
+                                           const char *module_id, const char *primary_key,
+                                           const char *secondary_key, bool enabled,
+                                           int64_t now_us, th_result *r)
+{
+    struct th_identity *id = calloc(1, sizeof *id);
+    if (!id) {
+        *r = TH_ERR_NOMEM;
+        return NULL;
+    }
+    id->device_id = dup_str(device_id);
+    id->module_id = module_id ? dup_str(module_id) : NULL;
+    id->twin = th_twin_new(now_us);
+    if (!id->device_id || (module_id && !id->module_id) || !id->twin) {
+        identity_free(id);
+        *r = TH_ERR_NOMEM;
+        return NULL;
+    }
+    *r = fill_key(id->primary_key, primary_key);
+    if (*r == TH_OK)
+        *r = fill_key(id->secondary_key, secondary_key);
+    if (*r != TH_OK) {
+        identity_free(id);
+        return NULL;
+    }
+    id->enabled = module_id ? true : enabled;
+    id->etag_counter = 1;
+    next_generation(reg, now_us, id->generation_id);
+    return id;
+}
+
+/* Inserts a built device into the table. Takes ownership on success only. */
+static th_result insert_device(struct th_registry *reg, struct th_identity *dev)
+{
+    struct dev_node *node = calloc(1, sizeof *node);
+    if (!node)
+        return TH_ERR_NOMEM;
+    node->id = dev;
+    HASH_ADD_KEYPTR(hh, reg->devices, dev->device_id, strlen(dev->device_id), node);
+    if (node->hh.tbl == NULL) {
+        free(node);
+        return TH_ERR_NOMEM;
+    }
+    return TH_OK;
+}
+
+static struct dev_node *find_node(const struct th_registry *reg, const char *device_id,
+                                  size_t dlen)
+{
+    struct dev_node *node = NULL;
+    if (!reg || !device_id)
+        return NULL;
+    HASH_FIND(hh, reg->devices, device_id, dlen, node);
+    return node;
+}
+
+static struct th_identity *find_module(const struct th_identity *dev, const char *module_id,
+                                       size_t mlen, size_t *index)
+{
+    for (size_t i = 0; i < dev->module_count; i++) {
+        const char *m = dev->modules[i]->module_id;
+        if (strlen(m) == mlen && memcmp(m, module_id, mlen) == 0) {
+            if (index)
+                *index = i;
+            return dev->modules[i];
+        }
+    }
+    return NULL;
+}
+
+/* Appends a built module to a device. Takes ownership on success only. */
+static th_result attach_module(struct th_identity *dev, struct th_identity *mod)
+{
+    struct th_identity **grown =
+        realloc(dev->modules, (dev->module_count + 1) * sizeof *dev->modules);
+    if (!grown)
+        return TH_ERR_NOMEM;
+    dev->modules = grown;
+    dev->modules[dev->module_count++] = mod;
+    mod->parent = dev;
+    return TH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* registry                                                            */
+/* ------------------------------------------------------------------ */
+
+struct th_registry *th_registry_new(void)
+{
+    return calloc(1, sizeof(struct th_registry));
+}
+
+void th_registry_free(struct th_registry *reg)
+{
+    if (!reg)
+        return;
+    struct dev_node *node, *tmp;
+    HASH_ITER(hh, reg->devices, node, tmp)
+    {
+        HASH_DEL(reg->devices, node);
+        identity_free(node->id);
+        free(node);
+    }
+    free(reg);
+}
+
+th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
+                                 const char *primary_key, const char *secondary_key, bool enabled,
+                                 int64_t now_us, struct th_identity **out, struct th_error *err)
+{
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if (!id_valid(device_id))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "deviceId '%s' is invalid: use at most 128 letters, digits or "
+                            "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
+                            device_id ? device_id : "");
+    if (key_given(primary_key) && !key_valid(primary_key))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "primaryKey must be base64 of 16 to 64 bytes");
+    if (key_given(secondary_key) && !key_valid(secondary_key))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "secondaryKey must be base64 of 16 to 64 bytes");
+    if (find_node(reg, device_id, strlen(device_id)))
+        return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists",
+                            device_id);
+    th_result r;
+    struct th_identity *dev =
+        identity_create(reg, device_id, NULL, primary_key, secondary_key, enabled, now_us, &r);
+    if (!dev)
+        return th_error_set(err, r, 0, "cannot create device '%s': %s", device_id,
+                            th_result_str(r));
+    r = insert_device(reg, dev);
+    if (r != TH_OK) {
+        identity_free(dev);
+        return th_error_set(err, r, 0, "cannot add device '%s': %s", device_id,
+                            th_result_str(r));
+    }
+    if (out)
+        *out = dev;
+    return TH_OK;
+}
+
+th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
+                                 const char *module_id, const char *primary_key,
+                                 const char *secondary_key, int64_t now_us,
+                                 struct th_identity **out, struct th_error *err)
+{
+    if (!reg || !device_id)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry or device id");
+    if (!id_valid(module_id))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "moduleId '%s' is invalid: use at most 128 letters, digits or "
+                            "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
+                            module_id ? module_id : "");
+    if (key_given(primary_key) && !key_valid(primary_key))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "primaryKey must be base64 of 16 to 64 bytes");
+    if (key_given(secondary_key) && !key_valid(secondary_key))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "secondaryKey must be base64 of 16 to 64 bytes");
+    struct dev_node *node = find_node(reg, device_id, strlen(device_id));
+    if (!node)
+        return th_error_set(err, TH_ERR_NOT_FOUND, 404001, "device '%s' does not exist",
+                            device_id);
+    struct th_identity *dev = node->id;
+    if (find_module(dev, module_id, strlen(module_id), NULL))
+        return th_error_set(err, TH_ERR_EXISTS, 409301,
+                            "module '%s' already exists on device '%s'", module_id, device_id);
+    if (dev->module_count >= TH_MAX_MODULES_PER_DEVICE)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+                            "device '%s' already has %d modules, the maximum", device_id,
+                            TH_MAX_MODULES_PER_DEVICE);
+    th_result r;
+    struct th_identity *mod =
+        identity_create(reg, device_id, module_id, primary_key, secondary_key, true, now_us, &r);
+    if (!mod)
+        return th_error_set(err, r, 0, "cannot create module '%s': %s", module_id,
+                            th_result_str(r));
+    r = attach_module(dev, mod);
+    if (r != TH_OK) {
+        identity_free(mod);
+        return th_error_set(err, r, 0, "cannot add module '%s': %s", module_id,
+                            th_result_str(r));
+    }
+    if (out)
+        *out = mod;
+    return TH_OK;
+}
+
+th_result th_registry_remove(struct th_registry *reg, const char *device_id, const char *module_id)
+{
+    if (!reg || !device_id)
+        return TH_ERR_INVAL;
+    struct dev_node *node = find_node(reg, device_id, strlen(device_id));
+    if (!node)
+        return TH_ERR_NOT_FOUND;
+    if (!module_id) {
+        HASH_DEL(reg->devices, node);
+        identity_free(node->id);
+        free(node);
+        return TH_OK;
+    }
+    struct th_identity *dev = node->id;
+    size_t i;
+    struct th_identity *mod = find_module(dev, module_id, strlen(module_id), &i);
+    if (!mod)
+        return TH_ERR_NOT_FOUND;
+    memmove(&dev->modules[i], &dev->modules[i + 1],
+            (dev->module_count - i - 1) * sizeof *dev->modules);
+    dev->module_count--;
+    identity_free(mod);
+    return TH_OK;
+}
+
+struct th_identity *th_registry_find_n(const struct th_registry *reg, const char *device_id,
+                                       size_t dlen, const char *module_id, size_t mlen)
+{
+    struct dev_node *node = find_node(reg, device_id, dlen);
+    if (!node)
+        return NULL;
+    if (!module_id)
+        return node->id;
+    return find_module(node->id, module_id, mlen, NULL);
+}
+
+struct th_identity *th_registry_find(const struct th_registry *reg, const char *device_id,
+                                     const char *module_id)
+{
+    if (!device_id)
+        return NULL;
+    return th_registry_find_n(reg, device_id, strlen(device_id), module_id,
+                              module_id ? strlen(module_id) : 0);
+}
+
+struct th_identity *th_registry_next_device(const struct th_registry *reg,
+                                            const struct th_identity *prev)
+{
+    if (!reg || !reg->devices)
+        return NULL;
+    if (!prev)
+        return reg->devices->id;
+    struct dev_node *node = find_node(reg, prev->device_id, strlen(prev->device_id));
+    if (!node || !node->hh.next)
+        return NULL;
+    return ((struct dev_node *)node->hh.next)->id;
+}
+
+size_t th_registry_device_count(const struct th_registry *reg)
+{
+    return reg ? HASH_COUNT(reg->devices) : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* policies                                                            */
+/* ------------------------------------------------------------------ */
+
+static struct th_policy *policy_slot(const struct th_registry *reg, const char *name, size_t len)
+{
+    for (size_t i = 0; i < reg->policy_count; i++) {
+        const struct th_policy *p = &reg->policies[i];
+        if (strlen(p->name) == len && memcmp(p->name, name, len) == 0)
+            return (struct th_policy *)p;
+    }
+    return NULL;
+}
+
+const struct th_policy *th_registry_policy(const struct th_registry *reg, const char *name,
+                                           size_t len)
+{
+    if (!reg || !name)
+        return NULL;
+    return policy_slot(reg, name, len);
+}
+
+/* Fills a policy value; keys must be valid or absent. */
+static th_result policy_fill(struct th_policy *p, const char *name, const char *primary_key,
+                             const char *secondary_key, unsigned perms)
+{
+    struct th_policy tmp;
+    memset(&tmp, 0, sizeof tmp);
+    size_t len = strlen(name);
+    memcpy(tmp.name, name, len + 1);
+    th_result r = fill_key(tmp.primary_key, primary_key);
+    if (r == TH_OK)
+        r = fill_key(tmp.secondary_key, secondary_key);
+    if (r != TH_OK)
+        return r;
+    tmp.perms = perms;
+    *p = tmp;
+    return TH_OK;
+}
+
+#define TH_PERM_ALL                                                                     \
+    (TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE | TH_PERM_SERVICE_CONNECT |         \
+     TH_PERM_DEVICE_CONNECT)
+
+th_result th_registry_set_policy(struct th_registry *reg, const char *name,
+                                 const char *primary_key, const char *secondary_key,
+                                 unsigned perms)
+{
+    if (!reg || !name || !policy_name_valid(name, strlen(name)))
+        return TH_ERR_INVAL;
+    if (perms == 0 || (perms & ~(unsigned)TH_PERM_ALL))
+        return TH_ERR_INVAL;
+    if ((key_given(primary_key) && !key_valid(primary_key)) ||
+        (key_given(secondary_key) && !key_valid(secondary_key)))
+        return TH_ERR_INVAL;
+    struct th_policy *slot = policy_slot(reg, name, strlen(name));
+    if (!slot) {
+        if (reg->policy_count >= TH_MAX_POLICIES)
+            return TH_ERR_TOO_LARGE;
+        slot = &reg->policies[reg->policy_count];
+        th_result r = policy_fill(slot, name, primary_key, secondary_key, perms);
+        if (r == TH_OK)
+            reg->policy_count++;
+        return r;
+    }
+    return policy_fill(slot, name, primary_key, secondary_key, perms);
+}
+
+th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us)
+{
+    static const struct {
+        const char *name;
+        unsigned perms;
+    } dev_policies[] = {
+        {"iothubowner", TH_PERM_ALL},
+        {"service", TH_PERM_SERVICE_CONNECT},
+        {"device", TH_PERM_DEVICE_CONNECT},
+        {"registryRead", TH_PERM_REGISTRY_READ},
+        {"registryReadWrite", TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE},
+    };
+    if (!reg)
+        return TH_ERR_INVAL;
+    th_result r;
+    for (size_t i = 0; i < sizeof dev_policies / sizeof dev_policies[0]; i++) {
+        const char *name = dev_policies[i].name;
+        if (policy_slot(reg, name, strlen(name)))
+            continue;
+        r = th_registry_set_policy(reg, name, TH_DEV_OWNER_KEY, TH_DEV_OWNER_SECONDARY_KEY,
+                                   dev_policies[i].perms);
+        if (r != TH_OK)
+            return r;
+    }
+    if (!th_registry_find(reg, TH_DEV_DEVICE_ID, NULL)) {
+        r = th_registry_add_device(reg, TH_DEV_DEVICE_ID, TH_DEV_DEVICE_KEY,
+                                   TH_DEV_DEVICE_SECONDARY_KEY, true, now_us, NULL, NULL);
+        if (r != TH_OK)
+            return r;
+    }
+    if (!th_registry_find(reg, TH_DEV_DEVICE_ID, TH_DEV_MODULE_ID)) {
+        r = th_registry_add_module(reg, TH_DEV_DEVICE_ID, TH_DEV_MODULE_ID, TH_DEV_MODULE_KEY,
+                                   TH_DEV_MODULE_SECONDARY_KEY, now_us, NULL, NULL);
+        if (r != TH_OK)
+            return r;
+    }
+    return TH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* connection state and C2D queue                                      */
+/* ------------------------------------------------------------------ */
+
+void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us)
+{
+    if (!id)
+        return;
+    if (id->connected != connected) {
+        id->connected = connected;
+        id->connection_state_updated_us = now_us;
+    }
+    /* Connecting is activity; disconnecting is not. */
+    if (connected)
+        id->last_activity_us = now_us;
+}
+
+void th_identity_touch(struct th_identity *id, int64_t now_us)
+{
+    if (id)
+        id->last_activity_us = now_us;
+}
+
+th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id, const char *bag,
+                               const void *body, size_t len, int64_t now_us,
+                               struct th_error *err)
+{
+    if (!dev || dev->module_id)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "cloud-to-device messages can only be sent to devices");
+    if (len > 0 && !body)
+        return th_error_set(err, TH_ERR_INVAL, 0, "message body missing");
+    if (len > TH_C2D_MAX_BYTES)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 413001,
+                            "message of %zu bytes exceeds the %d byte limit", len,
+                            TH_C2D_MAX_BYTES);
+    if (dev->c2d_count >= TH_C2D_MAX_QUEUE)
+        return th_error_set(err, TH_ERR_QUEUE_FULL, 403004,
+                            "device '%s' already has %d queued messages; let it receive "
+                            "some first",
+                            dev->device_id, TH_C2D_MAX_QUEUE);
+    struct th_c2d_msg *msg = calloc(1, sizeof *msg);
+    if (!msg)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    msg->message_id = dup_str(message_id ? message_id : "");
+    msg->bag = dup_str(bag ? bag : "");
+    if (len > 0) {
+        msg->body = malloc(len);
+        if (msg->body)
+            memcpy(msg->body, body, len);
+    }
+    if (!msg->message_id || !msg->bag || (len > 0 && !msg->body)) {
+        th_c2d_msg_free(msg);
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    }
+    msg->len = len;
+    msg->enqueued_us = now_us;
+    if (dev->c2d_tail)
+        dev->c2d_tail->next = msg;
+    else
+        dev->c2d_head = msg;
+    dev->c2d_tail = msg;
+    dev->c2d_count++;
+    return TH_OK;
+}
+
+struct th_c2d_msg *th_identity_c2d_pop(struct th_identity *dev)
+{
+    if (!dev || !dev->c2d_head)
+        return NULL;
+    struct th_c2d_msg *msg = dev->c2d_head;
+    dev->c2d_head = msg->next;
+    if (!dev->c2d_head)
+        dev->c2d_tail = NULL;
+    dev->c2d_count--;
+    msg->next = NULL;
+    return msg;
+}
+
+void th_identity_etag(const struct th_identity *id, char buf[32])
+{
+    char dec[24];
+    int n = snprintf(dec, sizeof dec, "%llu", (unsigned long long)id->etag_counter);
+    if (th_b64_encode((const uint8_t *)dec, (size_t)n, buf, 32) != TH_OK)
+        buf[0] = '\0'; /* cannot happen: 20 digits encode to 28 characters */
+}
+
+/* ------------------------------------------------------------------ */
+/* registry document loader                                            */
+/* ------------------------------------------------------------------ */
+
+/* Hub-maintained fields of identity and twin JSON: ignored so exports can be pasted. */
+static const char *const readonly_fields[] = {
+    "generationId",      "etag",          "deviceEtag",
+    "connectionState",   "connectionStateUpdatedTime",
+    "statusUpdatedTime", "statusUpdateTime",
+    "lastActivityTime",  "cloudToDeviceMessageCount",
+    "capabilities",      "deviceScope",   "parentScopes",
+    "version",           "authenticationType",
+    "x509Thumbprint",    "modelId",
+};
+
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(name, list[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Refuses members of `obj` that are neither in `allowed` nor hub read-only fields. */
+static th_result check_members(const cJSON *obj, const char *path, const char *const *allowed,
+                               size_t n, bool allow_readonly, struct th_error *err)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, obj)
+    {
+        const char *k = item->string ? item->string : "";
+        if (in_list(k, allowed, n))
+            continue;
+        if (allow_readonly &&
+            in_list(k, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0]))
+            continue;
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s%s%s: unknown field", path,
+                            path[0] ? "." : "", k);
+    }
+    return TH_OK;
+}
+
+/*
+ * Optional string member: absent and null give *out NULL; anything but a
+ * string is refused, naming path.key.
+ */
+static th_result opt_string(const cJSON *obj, const char *key, const char *path,
+                            const char **out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!item || cJSON_IsNull(item))
+        return TH_OK;
+    if (!cJSON_IsString(item) || !item->valuestring)
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s.%s: must be a string", path, key);
+    *out = item->valuestring;
+    return TH_OK;
+}
+
+/* Optional object member (absent or null -> *out NULL). */
+static th_result opt_object(const cJSON *obj, const char *key, const char *path,
+                            const cJSON **out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!item || cJSON_IsNull(item))
+        return TH_OK;
+    if (!cJSON_IsObject(item))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s.%s: must be an object", path, key);
+    *out = item;
+    return TH_OK;
+}
+
+static th_result opt_array(const cJSON *obj, const char *key, const char *path,
+                           const cJSON **out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!item || cJSON_IsNull(item))
+        return TH_OK;
+    if (!cJSON_IsArray(item))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s%s%s: must be an array", path,
+                            path[0] ? "." : "", key);
+    *out = item;
+    return TH_OK;
+}
+
+/* Parses "RegistryRead, ServiceConnect" (comma and/or space separated). 0 when invalid. */
+static unsigned parse_rights(const char *s, const char **bad, size_t *bad_len)
+{
+    static const struct {
+        const char *name;
+        unsigned perm;
+    } names[] = {
+        {"RegistryRead", TH_PERM_REGISTRY_READ},
+        {"RegistryWrite", TH_PERM_REGISTRY_WRITE},
+        {"ServiceConnect", TH_PERM_SERVICE_CONNECT},
+        {"DeviceConnect", TH_PERM_DEVICE_CONNECT},
+    };
+    unsigned perms = 0;
+    *bad = NULL;
+    *bad_len = 0;
+    while (*s) {
+        while (*s == ',' || *s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            break;
+        const char *start = s;
+        while (*s && *s != ',' && *s != ' ' && *s != '\t')
+            s++;
+        size_t len = (size_t)(s - start);
+        unsigned perm = 0;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (th_slice_ieq(start, len, names[i].name, strlen(names[i].name)))
+                perm = names[i].perm;
+        }
+        if (!perm) {
+            *bad = start;
+            *bad_len = len;
+            return 0;
+        }
+        perms |= perm;
+    }
+    return perms;
+}
+
+/* Validated keys of an identity's "authentication" member (NULL = generate). */
+struct auth_keys {
+    const char *primary;
+    const char *secondary;
+};
+
+static th_result check_key(const char *key, const char *path, const char *field,
+                           struct th_error *err)
+{
+    if (key_given(key) && !key_valid(key))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.%s: must be base64 of 16 to 64 bytes (or omit it to have "
+                            "one generated)",
+                            path, field);
+    return TH_OK;
+}
+
+static th_result check_auth(const cJSON *ident, const char *path, struct auth_keys *keys,
+                            struct th_error *err)
+{
+    static const char *const auth_fields[] = {"symmetricKey", "type", "x509Thumbprint"};
+    static const char *const sym_fields[] = {"primaryKey", "secondaryKey"};
+    const cJSON *auth, *sym;
+    const char *type;
+    char sub[160];
+    th_result r;
+
+    keys->primary = keys->secondary = NULL;
+    if ((r = opt_object(ident, "authentication", path, &auth, err)) != TH_OK || !auth)
+        return r;
+    snprintf(sub, sizeof sub, "%s.authentication", path);
+    if ((r = check_members(auth, sub, auth_fields, 3, false, err)) != TH_OK)
+        return r;
+    if ((r = opt_string(auth, "type", sub, &type, err)) != TH_OK)
+        return r;
+    if (type && strcmp(type, "sas") != 0)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.type: only \"sas\" is supported in a registry file", sub);
+    if ((r = opt_object(auth, "symmetricKey", sub, &sym, err)) != TH_OK || !sym)
+        return r;
+    snprintf(sub, sizeof sub, "%s.authentication.symmetricKey", path);
+    if ((r = check_members(sym, sub, sym_fields, 2, false, err)) != TH_OK)
+        return r;
+    if ((r = opt_string(sym, "primaryKey", sub, &keys->primary, err)) != TH_OK ||
+        (r = opt_string(sym, "secondaryKey", sub, &keys->secondary, err)) != TH_OK)
+        return r;
+    if ((r = check_key(keys->primary, sub, "primaryKey", err)) != TH_OK ||
+        (r = check_key(keys->secondary, sub, "secondaryKey", err)) != TH_OK)
+        return r;
+    return TH_OK;
+}
+
+/* tags must be an object; properties may hold only desired and reported objects. */
+static th_result check_twin_fields(const cJSON *ident, const char *path, struct th_error *err)
+{
+    static const char *const prop_fields[] = {"desired", "reported"};
+    const cJSON *obj;
+    char sub[160];
+    th_result r;
+    if ((r = opt_object(ident, "tags", path, &obj, err)) != TH_OK)
+        return r;
+    if ((r = opt_object(ident, "properties", path, &obj, err)) != TH_OK || !obj)
+        return r;
+    snprintf(sub, sizeof sub, "%s.properties", path);
+    if ((r = check_members(obj, sub, prop_fields, 2, false, err)) != TH_OK)
+        return r;
+    const cJSON *section;
+    if ((r = opt_object(obj, "desired", sub, &section, err)) != TH_OK ||
+        (r = opt_object(obj, "reported", sub, &section, err)) != TH_OK)
+        return r;
+    return TH_OK;
+}
+
+static th_result check_id_field(const cJSON *ident, const char *key, const char *path,
+                                const char **out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(ident, key);
+    if (!cJSON_IsString(item) || !item->valuestring)
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s.%s: required string missing", path,
+                            key);
+    if (!th_id_valid(item->valuestring, strlen(item->valuestring)))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.%s: '%s' is not a valid id (at most 128 letters, digits or "
+                            "- . + %% _ # * ? ! ( ) , = @ $ ' : ;)",
+                            path, key, item->valuestring);
+    *out = item->valuestring;
+    return TH_OK;
+}
+
+static th_result check_module(const cJSON *mod, const char *path, const char *device_id,
+                              struct th_error *err)
+{
+    static const char *const fields[] = {"moduleId", "deviceId", "managedBy",
+                                         "authentication", "tags", "properties"};
+    const char *id, *s;
+    struct auth_keys keys;
+    th_result r;
+    if (!cJSON_IsObject(mod))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s: must be an object", path);
+    if ((r = check_members(mod, path, fields, sizeof fields / sizeof fields[0], true, err)) !=
+        TH_OK)
+        return r;
+    if ((r = check_id_field(mod, "moduleId", path, &id, err)) != TH_OK)
+        return r;
+    if ((r = opt_string(mod, "deviceId", path, &s, err)) != TH_OK)
+        return r;
+    if (s && strcmp(s, device_id) != 0)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.deviceId: '%s' differs from the enclosing device '%s'", path, s,
+                            device_id);
+    if ((r = opt_string(mod, "managedBy", path, &s, err)) != TH_OK)
+        return r;
+    if ((r = check_auth(mod, path, &keys, err)) != TH_OK)
+        return r;
+    return check_twin_fields(mod, path, err);
+}
+
+static th_result check_device(const struct th_registry *reg, const cJSON *dev, const char *path,
+                              struct th_error *err)
+{
+    static const char *const fields[] = {"deviceId", "status",     "statusReason",
+                                         "authentication", "tags", "properties", "modules"};
+    const char *id, *s;
+    const cJSON *mods;
+    struct auth_keys keys;
+    char sub[160];
+    th_result r;
+    if (!cJSON_IsObject(dev))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s: must be an object", path);
+    if ((r = check_members(dev, path, fields, sizeof fields / sizeof fields[0], true, err)) !=
+        TH_OK)
+        return r;
+    if ((r = check_id_field(dev, "deviceId", path, &id, err)) != TH_OK)
+        return r;
+    if (th_registry_find(reg, id, NULL))
+        return th_error_set(err, TH_ERR_EXISTS, 409001,
+                            "%s.deviceId: device '%s' already exists in the registry", path, id);
+    if ((r = opt_string(dev, "status", path, &s, err)) != TH_OK)
+        return r;
+    if (s && strcmp(s, "enabled") != 0 && strcmp(s, "disabled") != 0)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.status: must be \"enabled\" or \"disabled\", not '%s'", path, s);
+    if ((r = opt_string(dev, "statusReason", path, &s, err)) != TH_OK)
+        return r;
+    if ((r = check_auth(dev, path, &keys, err)) != TH_OK)
+        return r;
+    if ((r = check_twin_fields(dev, path, err)) != TH_OK)
+        return r;
+    if ((r = opt_array(dev, "modules", path, &mods, err)) != TH_OK || !mods)
+        return r;
+    int n = cJSON_GetArraySize(mods);
+    if (n > TH_MAX_MODULES_PER_DEVICE)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+                            "%s.modules: %d modules, at most %d are allowed per device", path, n,
+                            TH_MAX_MODULES_PER_DEVICE);
+    const cJSON *mod;
+    size_t i = 0;
+    cJSON_ArrayForEach(mod, mods)
+    {
+        snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i);
+        if ((r = check_module(mod, sub, id, err)) != TH_OK)
+            return r;
+        /* Up to 50 modules: a quadratic duplicate check is fine. */
+        const char *mid = cJSON_GetObjectItemCaseSensitive(mod, "moduleId")->valuestring;
+        const cJSON *prev;
+        size_t j = 0;
+        cJSON_ArrayForEach(prev, mods)
+        {
+            if (j == i)
+                break;
+            if (strcmp(cJSON_GetObjectItemCaseSensitive(prev, "moduleId")->valuestring, mid) ==
+                0)
+                return th_error_set(err, TH_ERR_INVAL, 400011,
+                                    "%s.moduleId: '%s' is already defined by %s.modules[%zu]", sub,
+                                    mid, path, j);
+            j++;
+        }
+        i++;
+    }
+    return TH_OK;
+}
+
+/* Temporary set of device ids seen in one document (ids borrowed from the doc). */
+struct seen_id {
+    const char *id;
+    size_t index;
+    UT_hash_handle hh;
+};
+
+static void seen_free(struct seen_id **set)
+{
+    struct seen_id *s, *tmp;
+    HASH_ITER(hh, *set, s, tmp)
+    {
+        HASH_DEL(*set, s);
+        free(s);
+    }
+}
+
+static th_result check_devices(const struct th_registry *reg, const cJSON *devices,
+                               struct th_error *err)
+{
+    struct seen_id *seen = NULL;
+    const cJSON *dev;
+    size_t i = 0;
+    char path[64];
+    th_result r = TH_OK;
+    cJSON_ArrayForEach(dev, devices)
+    {
+        snprintf(path, sizeof path, "devices[%zu]", i);
+        if ((r = check_device(reg, dev, path, err)) != TH_OK)
+            break;
+        const char *id = cJSON_GetObjectItemCaseSensitive(dev, "deviceId")->valuestring;
+        struct seen_id *s = NULL;
+        HASH_FIND(hh, seen, id, strlen(id), s);
+        if (s) {
+            r = th_error_set(err, TH_ERR_INVAL, 400011,
+                             "%s.deviceId: '%s' is already defined by devices[%zu]", path, id,
+                             s->index);
+            break;
+        }
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+            break;
+        }
+        s->id = id;
+        s->index = i;
+        HASH_ADD_KEYPTR(hh, seen, s->id, strlen(s->id), s);
+        if (s->hh.tbl == NULL) {
+            free(s);
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+            break;
+        }
+        i++;
+    }
+    seen_free(&seen);
+    return r;
+}
+
+/* Validates "policies" and stages them in out[] (keys generated where absent). */
+static th_result stage_policies(const struct th_registry *reg, const cJSON *policies,
+                                struct th_policy *out, size_t *count, struct th_error *err)
+{
+    static const char *const fields[] = {"keyName", "primaryKey", "secondaryKey", "rights"};
+    const cJSON *pol;
+    size_t i = 0, added = 0;
+    char path[64];
+    th_result r;
+    *count = 0;
+    cJSON_ArrayForEach(pol, policies)
+    {
+        snprintf(path, sizeof path, "policies[%zu]", i);
+        if (!cJSON_IsObject(pol))
+            return th_error_set(err, TH_ERR_INVAL, 0, "%s: must be an object", path);
+        if ((r = check_members(pol, path, fields, 4, false, err)) != TH_OK)
+            return r;
+        const char *name, *pk, *sk, *rights;
+        if ((r = opt_string(pol, "keyName", path, &name, err)) != TH_OK ||
+            (r = opt_string(pol, "primaryKey", path, &pk, err)) != TH_OK ||
+            (r = opt_string(pol, "secondaryKey", path, &sk, err)) != TH_OK ||
+            (r = opt_string(pol, "rights", path, &rights, err)) != TH_OK)
+            return r;
+        if (!name || !policy_name_valid(name, strlen(name)))
+            return th_error_set(err, TH_ERR_INVAL, 0,
+                                "%s.keyName: required, 1 to %d letters, digits, '.', '_' or '-'",
+                                path, TH_POLICY_NAME_MAX);
+        if ((r = check_key(pk, path, "primaryKey", err)) != TH_OK ||
+            (r = check_key(sk, path, "secondaryKey", err)) != TH_OK)
+            return r;
+        if (!rights)
+            return th_error_set(err, TH_ERR_INVAL, 0,
+                                "%s.rights: required, e.g. \"RegistryRead, ServiceConnect\"",
+                                path);
+        const char *bad;
+        size_t bad_len;
+        unsigned perms = parse_rights(rights, &bad, &bad_len);
+        if (!perms) {
+            if (bad)
+                return th_error_set(err, TH_ERR_INVAL, 0,
+                                    "%s.rights: unknown right '%.*s' (use RegistryRead, "
+                                    "RegistryWrite, ServiceConnect, DeviceConnect)",
+                                    path, (int)bad_len, bad);
+            return th_error_set(err, TH_ERR_INVAL, 0, "%s.rights: grants nothing", path);
+        }
+        for (size_t j = 0; j < *count; j++) {
+            if (strcmp(out[j].name, name) == 0)
+                return th_error_set(err, TH_ERR_INVAL, 0,
+                                    "%s.keyName: '%s' is already defined by policies[%zu]",
+                                    path, name, j);
+        }
+        if (!policy_slot(reg, name, strlen(name)))
+            added++;
+        if (reg->policy_count + added > TH_MAX_POLICIES)
+            return th_error_set(err, TH_ERR_INVAL, 0,
+                                "%s: a hub has at most %d shared access policies", path,
+                                TH_MAX_POLICIES);
+        r = policy_fill(&out[*count], name, pk, sk, perms);
+        if (r != TH_OK)
+            return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
+        (*count)++;
+        i++;
+    }
+    return TH_OK;
+}
+
+/* Applies one initial twin section from the document; path names the member in errors. */
+static th_result apply_section(struct th_twin *twin, enum th_twin_section section,
+                               const cJSON *src, int64_t now_us, const char *path,
+                               struct th_error *err)
+{
+    if (!src || !src->child)
+        return TH_OK; /* nothing to apply: keep the creation versions */
+    cJSON *patch = cJSON_Duplicate(src, 1);
+    if (!patch)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    /* Pasted twins carry $metadata/$version: they are the hub's, not the user's. */
+    th_twin_strip_readonly(patch);
+    struct th_error e;
+    memset(&e, 0, sizeof e);
+    th_result r;
+    switch (section) {
+    case TH_SECTION_TAGS: r = th_twin_patch_tags(twin, patch, &e); break;
+    case TH_SECTION_DESIRED: r = th_twin_patch_desired(twin, patch, now_us, NULL, &e); break;
+    default: r = th_twin_patch_reported(twin, patch, now_us, &e); break;
+    }
+    cJSON_Delete(patch);
+    if (r != TH_OK)
+        return th_error_set(err, r, e.code, "%s: %s", path, e.message);
+    return TH_OK;
+}
+
+static th_result apply_twin(struct th_identity *id, const cJSON *src, int64_t now_us,
+                            const char *path, struct th_error *err)
+{
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(src, "properties");
+    char sub[192];
+    th_result r;
+    snprintf(sub, sizeof sub, "%s.tags", path);
+    r = apply_section(id->twin, TH_SECTION_TAGS, cJSON_GetObjectItemCaseSensitive(src, "tags"),
+                      now_us, sub, err);
+    if (r != TH_OK)
+        return r;
+    snprintf(sub, sizeof sub, "%s.properties.desired", path);
+    r = apply_section(id->twin, TH_SECTION_DESIRED,
+                      cJSON_GetObjectItemCaseSensitive(props, "desired"), now_us, sub, err);
+    if (r != TH_OK)
+        return r;
+    snprintf(sub, sizeof sub, "%s.properties.reported", path);
+    return apply_section(id->twin, TH_SECTION_REPORTED,
+                         cJSON_GetObjectItemCaseSensitive(props, "reported"), now_us, sub, err);
+}
+
+static void get_keys(const cJSON *ident, struct auth_keys *keys)
+{
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(ident, "authentication");
+    const cJSON *sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
+    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(sym, "primaryKey");
+    const cJSON *sk = cJSON_GetObjectItemCaseSensitive(sym, "secondaryKey");
+    keys->primary = cJSON_IsString(pk) ? pk->valuestring : NULL;
+    keys->secondary = cJSON_IsString(sk) ? sk->valuestring : NULL;
+}
+
+static const char *get_str(const cJSON *obj, const char *key)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* Builds a detached device (with modules and twins) from a validated entry. */
+static th_result build_device(struct th_registry *reg, const cJSON *src, const char *path,
+                              int64_t now_us, struct th_identity **out, struct th_error *err)
+{
+    struct auth_keys keys;
+    const char *status = get_str(src, "status");
+    const char *reason = get_str(src, "statusReason");
+    th_result r;
+    char sub[160];
+
+    *out = NULL;
+    get_keys(src, &keys);
+    struct th_identity *dev =
+        identity_create(reg, get_str(src, "deviceId"), NULL, keys.primary, keys.secondary,
+                        !status || strcmp(status, "enabled") == 0, now_us, &r);
+    if (!dev)
+        return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
+    if (reason && !(dev->status_reason = dup_str(reason))) {
+        identity_free(dev);
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    }
+    if ((r = apply_twin(dev, src, now_us, path, err)) != TH_OK) {
+        identity_free(dev);
+        return r;
+    }
+    const cJSON *mods = cJSON_GetObjectItemCaseSensitive(src, "modules");
+    const cJSON *msrc;
+    size_t i = 0;
+    if (!cJSON_IsArray(mods))
+        mods = NULL;
+    cJSON_ArrayForEach(msrc, mods)
+    {
+        snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
+        get_keys(msrc, &keys);
+        struct th_identity *mod =
+            identity_create(reg, dev->device_id, get_str(msrc, "moduleId"), keys.primary,
+                            keys.secondary, true, now_us, &r);
+        if (!mod) {
+            identity_free(dev);
+            return th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
+        }
+        const char *managed = get_str(msrc, "managedBy");
+        if (managed && !(mod->managed_by = dup_str(managed)))
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", sub);
+        else
+            r = apply_twin(mod, msrc, now_us, sub, err);
+        if (r == TH_OK && (r = attach_module(dev, mod)) != TH_OK)
+            th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
+        if (r != TH_OK) {
+            identity_free(mod);
+            identity_free(dev);
+            return r;
+        }
+    }
+    *out = dev;
+    return TH_OK;
+}
+
+th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
+                           struct th_error *err)
+{
+    static const char *const top_fields[] = {"$schema", "policies", "devices"};
+    const cJSON *policies, *devices;
+    struct th_policy staged[TH_MAX_POLICIES];
+    size_t staged_count = 0;
+    th_result r;
+
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if (!cJSON_IsObject(doc))
+        return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
+    if ((r = check_members(doc, "", top_fields, 3, false, err)) != TH_OK ||
+        (r = opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
+        (r = opt_array(doc, "devices", "", &devices, err)) != TH_OK)
+        return r;
+    if (policies && cJSON_GetArraySize(policies) > TH_MAX_POLICIES)
+        return th_error_set(err, TH_ERR_INVAL, 0, "policies: at most %d are allowed",
+                            TH_MAX_POLICIES);
+
+    /* Phase 1: validate everything that does not need a twin. */
+    if (devices && (r = check_devices(reg, devices, err)) != TH_OK)
+        return r;
+    if (policies && (r = stage_policies(reg, policies, staged, &staged_count, err)) != TH_OK)
+        return r;
+
+    /* Phase 2: build detached identities; twin content is validated as it is applied. */
+    size_t n = devices ? (size_t)cJSON_GetArraySize(devices) : 0;
+    struct th_identity **built = n ? calloc(n, sizeof *built) : NULL;
+    if (n && !built)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    const cJSON *dsrc;
+    size_t i = 0;
+    char path[64];
+    r = TH_OK;
+    cJSON_ArrayForEach(dsrc, devices)
+    {
+        snprintf(path, sizeof path, "devices[%zu]", i);
+        if ((r = build_device(reg, dsrc, path, now_us, &built[i], err)) != TH_OK)
+            break;
+        i++;
+    }
+
+    /* Phase 3: insert; only allocation can fail here, and it is rolled back. */
+    size_t inserted = 0;
+    if (r == TH_OK) {
+        for (; inserted < n; inserted++) {
+            if ((r = insert_device(reg, built[inserted])) != TH_OK) {
+                th_error_set(err, r, 0, "devices[%zu]: out of memory", inserted);
+                break;
+            }
+        }
+    }
+    if (r != TH_OK) {
+        for (size_t j = 0; j < inserted; j++) {
+            struct dev_node *node =
+                find_node(reg, built[j]->device_id, strlen(built[j]->device_id));
+            HASH_DEL(reg->devices, node);
+            free(node);
+        }
+        for (size_t j = 0; j < n; j++)
+            identity_free(built[j]);
+        free(built);
+        return r;
+    }
+    free(built);
+
+    /* Policies last: they go into the fixed array and cannot fail. */
+    for (size_t j = 0; j < staged_count; j++) {
+        struct th_policy *slot = policy_slot(reg, staged[j].name, strlen(staged[j].name));
+        if (!slot)
+            slot = &reg->policies[reg->policy_count++];
+        *slot = staged[j];
+    }
+    return TH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON views                                                          */
+/* ------------------------------------------------------------------ */
+
+static bool add_str(cJSON *obj, const char *key, const char *value)
+{
+    return cJSON_AddStringToObject(obj, key, value) != NULL;
+}
+
+static bool add_str_or_null(cJSON *obj, const char *key, const char *value)
+{
+    return value ? add_str(obj, key, value) : cJSON_AddNullToObject(obj, key) != NULL;
+}
+
+static bool add_time(cJSON *obj, const char *key, int64_t us)
+{
+    char buf[TH_TIME_BUF];
+    if (us == 0)
+        return add_str(obj, key, TH_TIME_NEVER);
+    th_time_format(us, buf);
+    return add_str(obj, key, buf);
+}
+
+static bool add_num(cJSON *obj, const char *key, double value)
+{
+    return cJSON_AddNumberToObject(obj, key, value) != NULL;
+}
+
+/* Takes ownership of `item` on every path. */
+static bool add_item(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item)
+        return false;
+    if (!cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+static cJSON *thumbprint_json(void)
+{
+    cJSON *t = cJSON_CreateObject();
+    if (t && (!cJSON_AddNullToObject(t, "primaryThumbprint") ||
+              !cJSON_AddNullToObject(t, "secondaryThumbprint"))) {
+        cJSON_Delete(t);
+        return NULL;
+    }
+    return t;
+}
+
+static cJSON *capabilities_json(void)
+{
+    cJSON *c = cJSON_CreateObject();
+    if (c && !cJSON_AddFalseToObject(c, "iotEdge")) {
+        cJSON_Delete(c);
+        return NULL;
+    }
+    return c;
+}
+
+static cJSON *authentication_json(const struct th_identity *id)
+{
+    cJSON *auth = cJSON_CreateObject();
+    cJSON *sym = cJSON_CreateObject();
+    bool ok = auth && sym && add_str(sym, "primaryKey", id->primary_key) &&
+              add_str(sym, "secondaryKey", id->secondary_key);
+    if (ok) {
+        ok = add_item(auth, "symmetricKey", sym);
+        sym = NULL;
+    }
+    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) &&
+         add_str(auth, "type", "sas");
+    cJSON_Delete(sym);
+    if (!ok) {
+        cJSON_Delete(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+cJSON *th_identity_to_json(const struct th_identity *id)
+{
+    if (!id)
+        return NULL;
+    bool is_device = id->module_id == NULL;
+    char etag[32];
+    th_identity_etag(id, etag);
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok = add_str(o, "deviceId", id->device_id);
+    if (!is_device)
+        ok = ok && add_str(o, "moduleId", id->module_id) &&
+             add_str_or_null(o, "managedBy", id->managed_by);
+    ok = ok && add_str(o, "generationId", id->generation_id) && add_str(o, "etag", etag) &&
+         add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected");
+    if (is_device)
+        ok = ok && add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
+             add_str_or_null(o, "statusReason", id->status_reason);
+    ok = ok && add_time(o, "connectionStateUpdatedTime", id->connection_state_updated_us);
+    if (is_device)
+        ok = ok && add_time(o, "statusUpdatedTime", id->status_updated_us);
+    ok = ok && add_time(o, "lastActivityTime", id->last_activity_us) &&
+         add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
+         add_item(o, "authentication", authentication_json(id));
+    if (is_device)
+        ok = ok && add_item(o, "capabilities", capabilities_json()) &&
+             cJSON_AddNullToObject(o, "deviceScope") != NULL &&
+             cJSON_AddArrayToObject(o, "parentScopes") != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *th_identity_twin_json(const struct th_identity *id)
+{
+    if (!id || !id->twin)
+        return NULL;
+    bool is_device = id->module_id == NULL;
+    char etag[16], device_etag[32];
+    th_twin_etag(id->twin, etag);
+    th_identity_etag(id, device_etag);
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok = add_str(o, "deviceId", id->device_id);
+    if (!is_device)
+        ok = ok && add_str(o, "moduleId", id->module_id);
+    ok = ok && add_str(o, "etag", etag) && add_str(o, "deviceEtag", device_etag) &&
+         add_str(o, "status", id->enabled ? "enabled" : "disabled");
+    /* The hub omits statusReason from twins when it is not set. */
+    if (id->status_reason)
+        ok = ok && add_str(o, "statusReason", id->status_reason);
+    ok = ok && add_time(o, "statusUpdateTime", id->status_updated_us) &&
+         add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected") &&
+         add_time(o, "lastActivityTime", id->last_activity_us) &&
+         add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
+         add_str(o, "authenticationType", "sas") &&
+         add_item(o, "x509Thumbprint", thumbprint_json()) &&
+         add_str(o, "modelId", id->model_id ? id->model_id : "") &&
+         add_num(o, "version", (double)th_twin_version(id->twin)) &&
+         add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
+         add_item(o, "properties", th_twin_properties_view(id->twin));
+    if (is_device)
+        ok = ok && add_item(o, "capabilities", capabilities_json());
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}

@@ -1,0 +1,171 @@
+/*
+ * registry.h - the identity registry: devices and their modules with
+ * symmetric keys, status, connection state, generation ids, twins and C2D
+ * queues; shared access policies (iothub-protocol.md sections 1, 2.5, 5.2, 10.3).
+ *
+ * Pure data: the broker plugin owns one registry on its thread and tells it
+ * about connections; nothing here does I/O.
+ */
+#ifndef TH_REGISTRY_H
+#define TH_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include "th_result.h"
+#include "twin.h"
+
+#define TH_KEY_BUF 96 /* base64 of up to 64 bytes + NUL */
+
+/* Policy permissions (bit set). */
+enum {
+    TH_PERM_REGISTRY_READ = 1 << 0,
+    TH_PERM_REGISTRY_WRITE = 1 << 1,
+    TH_PERM_SERVICE_CONNECT = 1 << 2,
+    TH_PERM_DEVICE_CONNECT = 1 << 3,
+};
+
+struct th_policy {
+    char name[64];
+    char primary_key[TH_KEY_BUF];
+    char secondary_key[TH_KEY_BUF];
+    unsigned perms;
+};
+
+struct th_c2d_msg {
+    char *message_id;  /* malloc'd */
+    char *bag;         /* encoded property bag for the delivery topic, malloc'd */
+    void *body;        /* malloc'd, may be NULL when len 0 */
+    size_t len;
+    int64_t enqueued_us;
+    struct th_c2d_msg *next;
+};
+
+/* A device or a module: both have keys, a twin and a connection. */
+struct th_identity {
+    char *device_id;       /* malloc'd */
+    char *module_id;       /* malloc'd; NULL for a device */
+    char primary_key[TH_KEY_BUF];
+    char secondary_key[TH_KEY_BUF];
+    bool enabled;          /* devices only; modules are always enabled */
+    char *status_reason;   /* malloc'd or NULL */
+    char generation_id[24];
+    uint64_t etag_counter; /* identity etag: base64 of the decimal text */
+    char *managed_by;      /* modules: malloc'd or NULL */
+    char *model_id;        /* from the last CONNECT username, malloc'd or NULL */
+    bool connected;
+    int64_t connection_state_updated_us; /* 0 = never */
+    int64_t last_activity_us;            /* 0 = never */
+    int64_t status_updated_us;           /* 0 = never */
+    struct th_twin *twin;
+    /* C2D queue (devices only). */
+    struct th_c2d_msg *c2d_head, *c2d_tail;
+    size_t c2d_count;
+    /* Modules of a device (NULL-terminated array is not used: count + array). */
+    struct th_identity **modules;
+    size_t module_count;
+    struct th_identity *parent; /* module -> its device */
+    void *glue;                 /* owned by the plugin (per-connection state); never freed here */
+};
+
+struct th_registry;
+
+/* An empty registry (no policies). Free with th_registry_free. NULL on OOM. */
+struct th_registry *th_registry_new(void);
+void th_registry_free(struct th_registry *reg);
+
+/*
+ * Add the documented development identities: policies iothubowner, service,
+ * registryRead, registryReadWrite, device with TH_DEV_* keys, device
+ * TH_DEV_DEVICE_ID and its module TH_DEV_MODULE_ID. Existing ones are kept.
+ */
+TH_NODISCARD th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us);
+
+/*
+ * Create a device. NULL or empty keys are generated (32 random bytes).
+ * TH_ERR_EXISTS if present, TH_ERR_INVAL for a bad id or key.
+ * *out (optional) borrows the new identity.
+ */
+TH_NODISCARD th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
+                                              const char *primary_key, const char *secondary_key,
+                                              bool enabled, int64_t now_us,
+                                              struct th_identity **out, struct th_error *err);
+/* Create a module on an existing device (TH_ERR_NOT_FOUND without it; at most 50). */
+TH_NODISCARD th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
+                                              const char *module_id, const char *primary_key,
+                                              const char *secondary_key, int64_t now_us,
+                                              struct th_identity **out, struct th_error *err);
+/* Delete a device (with its modules, twin and queue) or one module. */
+TH_NODISCARD th_result th_registry_remove(struct th_registry *reg, const char *device_id,
+                                          const char *module_id);
+
+/* Lookups; module_id NULL means the device itself. Borrowed; NULL when absent. */
+struct th_identity *th_registry_find(const struct th_registry *reg, const char *device_id,
+                                     const char *module_id);
+/* Same, with ids given as slices (not NUL-terminated). */
+struct th_identity *th_registry_find_n(const struct th_registry *reg, const char *device_id,
+                                       size_t dlen, const char *module_id, size_t mlen);
+const struct th_policy *th_registry_policy(const struct th_registry *reg, const char *name,
+                                           size_t len);
+/* Add or replace a policy (keys NULL -> generated). */
+TH_NODISCARD th_result th_registry_set_policy(struct th_registry *reg, const char *name,
+                                              const char *primary_key, const char *secondary_key,
+                                              unsigned perms);
+
+/* Iterate devices in insertion order: pass NULL to start; returns NULL at the end. */
+struct th_identity *th_registry_next_device(const struct th_registry *reg,
+                                            const struct th_identity *prev);
+size_t th_registry_device_count(const struct th_registry *reg);
+
+/*
+ * Seed from a registry document (docs/registry.md):
+ * {"policies":[{"keyName","primaryKey","secondaryKey","rights":"RegistryRead, ServiceConnect"}],
+ *  "devices":[{"deviceId","status","authentication":{"symmetricKey":{...}},
+ *              "tags":{},"properties":{"desired":{},"reported":{}},
+ *              "modules":[{"moduleId",...same...}]}]}
+ * Validates everything before adding anything; err names the faulty field
+ * ("devices[2].modules[0].moduleId: ...").
+ */
+TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
+                                        struct th_error *err);
+
+/* Connection bookkeeping. */
+void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us);
+void th_identity_touch(struct th_identity *id, int64_t now_us);
+
+/*
+ * Queue a C2D message (devices only). Takes no ownership: copies bag and body.
+ * TH_ERR_QUEUE_FULL at TH_C2D_MAX_QUEUE, TH_ERR_TOO_LARGE over TH_C2D_MAX_BYTES.
+ */
+TH_NODISCARD th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id,
+                                            const char *bag, const void *body, size_t len,
+                                            int64_t now_us, struct th_error *err);
+/* Pop the oldest message; caller frees with th_c2d_msg_free. NULL when empty. */
+struct th_c2d_msg *th_identity_c2d_pop(struct th_identity *dev);
+void th_c2d_msg_free(struct th_c2d_msg *msg);
+
+/* Identity etag text (base64 of the decimal counter, e.g. "MQ==") into buf (>= 32). */
+void th_identity_etag(const struct th_identity *id, char buf[32]);
+
+/*
+ * Service views as IoT Hub shapes them. Caller frees with cJSON_Delete.
+ * Device/module identity JSON (10.3) and full twin JSON (7.1).
+ */
+cJSON *th_identity_to_json(const struct th_identity *id);
+cJSON *th_identity_twin_json(const struct th_identity *id);
+
+/* ---- development identities (documented in README and docs/cli.md) ---- */
+#define TH_DEV_DEVICE_ID "dev-device"
+#define TH_DEV_MODULE_ID "dev-module"
+/* base64 of "twinhub-development-device-key-1" etc. (32 bytes each) */
+#define TH_DEV_DEVICE_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1kZXZpY2Uta2V5LTE="
+#define TH_DEV_MODULE_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1tb2R1bGUta2V5LTE="
+#define TH_DEV_OWNER_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1vd25lci1rZXktMDE="
+/* Fixed secondary keys: base64 of "twinhub-development-owner-key-02",
+ * "twinhub-development-device-key-2", "twinhub-development-module-key-2". */
+#define TH_DEV_OWNER_SECONDARY_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1vd25lci1rZXktMDI="
+#define TH_DEV_DEVICE_SECONDARY_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1kZXZpY2Uta2V5LTI="
+#define TH_DEV_MODULE_SECONDARY_KEY "dHdpbmh1Yi1kZXZlbG9wbWVudC1tb2R1bGUta2V5LTI="
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * twin.h - the device/module twin document: IoT Hub merge-patch semantics,
+ * per-section $version, $metadata, etag and twin version, validation and
+ * limits (iothub-protocol.md sections 6, 7).
+ *
+ * Decisions (documented in docs/protocol.md):
+ * - Depth: the members of a section root are level 1; at most
+ *   TH_TWIN_MAX_DEPTH object/array levels (a value at level 10 is allowed,
+ *   one at level 11 is refused with 400/400004).
+ * - Section size: sum of key bytes + value size (string bytes, number 8,
+ *   bool 4, object/array the sum of contents); over the limit is
+ *   403/403100 like the real hub's "size should be less than" error.
+ * - etag = base64 of an 8-byte big-endian counter bumped on service writes
+ *   (tags/desired); twin version = that counter + reported $version.
+ */
+#ifndef TH_TWIN_H
+#define TH_TWIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include "th_result.h"
+
+enum th_twin_section {
+    TH_SECTION_TAGS,
+    TH_SECTION_DESIRED,
+    TH_SECTION_REPORTED,
+};
+
+struct th_twin {
+    cJSON *tags;          /* object, never NULL after th_twin_new */
+    cJSON *desired;       /* object without $version/$metadata */
+    cJSON *reported;      /* object without $version/$metadata */
+    cJSON *desired_meta;  /* {"$lastUpdated":..,"$lastUpdatedVersion":..,"key":{...}} */
+    cJSON *reported_meta; /* {"$lastUpdated":..,"key":{...}} */
+    int64_t desired_version;  /* starts at 1 */
+    int64_t reported_version; /* starts at 1 */
+    uint64_t etag_counter;    /* starts at 1; +1 per service-side write */
+};
+
+/* A new empty twin created at `now_us`. Free with th_twin_free. NULL on OOM. */
+struct th_twin *th_twin_new(int64_t now_us);
+/* Accepts NULL and half-built twins. */
+void th_twin_free(struct th_twin *twin);
+/* Deep copy (NULL on OOM); free with th_twin_free. */
+struct th_twin *th_twin_clone(const struct th_twin *twin);
+
+/*
+ * Validate a patch for a section without changing anything: must be an
+ * object; keys non-empty, <= 1 KB, no '.', '$', ' ' or control characters;
+ * values bool/number/string/object/array, null allowed only as a member
+ * value (delete); integers within +-2^52; strings <= 4 KB; depth <= 10.
+ * Read-only members ($version, $metadata) are refused for reported patches
+ * and ignored for service patches (see th_twin_strip_readonly).
+ */
+TH_NODISCARD th_result th_twin_validate_patch(enum th_twin_section section, const cJSON *patch,
+                                              struct th_error *err);
+
+/* Remove "$metadata" and "$version" members (recursively) from a service-written document. */
+void th_twin_strip_readonly(cJSON *doc);
+
+/*
+ * Apply a device's reported-properties patch: validate, merge (null deletes,
+ * objects merge, everything else replaces), check the section size limit
+ * against the merged result, update $metadata, bump reported $version.
+ * On any failure the twin is unchanged. Does not touch etag_counter.
+ */
+TH_NODISCARD th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch,
+                                              int64_t now_us, struct th_error *err);
+
+/*
+ * Apply a service patch to desired properties. On success, if `out_notification`
+ * is non-NULL, *out_notification receives the notification body for the device
+ * (the patch as applied, nulls kept, plus "$version"); caller frees with cJSON_Delete.
+ * Bumps desired $version and etag_counter. On failure the twin is unchanged.
+ */
+TH_NODISCARD th_result th_twin_patch_desired(struct th_twin *twin, const cJSON *patch,
+                                             int64_t now_us, cJSON **out_notification,
+                                             struct th_error *err);
+
+/* Replace desired wholesale (PUT). Notification = whole new desired + $version. */
+TH_NODISCARD th_result th_twin_replace_desired(struct th_twin *twin, const cJSON *desired,
+                                               int64_t now_us, cJSON **out_notification,
+                                               struct th_error *err);
+
+/* Merge-patch / replace tags. Bumps etag_counter; never notifies the device. */
+TH_NODISCARD th_result th_twin_patch_tags(struct th_twin *twin, const cJSON *patch,
+                                          struct th_error *err);
+TH_NODISCARD th_result th_twin_replace_tags(struct th_twin *twin, const cJSON *tags,
+                                            struct th_error *err);
+
+/*
+ * The body of an MQTT twin GET response:
+ * {"desired":{...,"$version":n},"reported":{...,"$version":m}} (no $metadata).
+ * Caller frees with cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_twin_device_view(const struct th_twin *twin);
+
+/*
+ * The "properties" object of the service view:
+ * {"desired":{...,"$metadata":{...},"$version":n},"reported":{...}}.
+ * Caller frees with cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_twin_properties_view(const struct th_twin *twin);
+
+/* Twin etag text ("AAAAAAAAAAE=" for counter 1) into buf (>= 16 bytes). */
+void th_twin_etag(const struct th_twin *twin, char buf[16]);
+/* etag_counter + reported $version. */
+int64_t th_twin_version(const struct th_twin *twin);
+
+/* Section size as the hub counts it (7.5), for limits and tests. */
+size_t th_twin_section_size(const cJSON *section);
+
+#endif

@@ -1,0 +1,269 @@
+/*
+ * util.c - small pure helpers shared by the core: clocks, the hub's time
+ * format (iothub-protocol.md 7.1), base64 and percent encoding (SAS tokens,
+ * section 2; property bags, section 4.1), random keys and constant-time
+ * comparison. No I/O besides the OpenSSL RNG.
+ */
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+/*
+ * Inputs bigger than this are refused so lengths always fit the int that
+ * OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock take. (<limits.h> is shadowed by
+ * the core's own limits.h on the include path, hence no INT_MAX.)
+ */
+#define TH_B64_MAX_INPUT ((size_t)1 << 30)
+
+/* Largest random key th_random_key makes; real hub keys are 32 bytes. */
+#define TH_RANDOM_KEY_MAX_BYTES 128
+
+int64_t th_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t th_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The hub prints .NET ticks (100 ns), so 7 fractional digits; we only have
+ * microseconds, so the last digit is always 0. Times before the epoch are
+ * floored so the fraction stays positive.
+ */
+void th_time_format(int64_t us, char buf[TH_TIME_BUF])
+{
+    int64_t secs = us / 1000000;
+    int64_t frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if ((int64_t)t != secs || gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 < 1 ||
+        tm.tm_year + 1900 > 9999) {
+        memcpy(buf, TH_TIME_NEVER, sizeof(TH_TIME_NEVER));
+        return;
+    }
+    snprintf(buf, TH_TIME_BUF, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long long)frac * 10);
+}
+
+/* ---- base64 ---- */
+
+static size_t b64_encoded_len(size_t len)
+{
+    return (len + 2) / 3 * 4;
+}
+
+th_result th_b64_encode(const uint8_t *in, size_t len, char *out, size_t size)
+{
+    if (len > TH_B64_MAX_INPUT)
+        return TH_ERR_TOO_LARGE;
+    size_t need = b64_encoded_len(len) + 1;
+    if (out == NULL || size < need) {
+        if (out != NULL && size > 0)
+            out[0] = '\0';
+        return TH_ERR_BUFFER;
+    }
+    EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+    out[need - 1] = '\0';
+    return TH_OK;
+}
+
+static bool b64_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '/';
+}
+
+/*
+ * EVP_DecodeBlock skips surrounding whitespace, returns the padded length
+ * (padding decodes as zero bytes) and writes whole groups of three. So the
+ * input is validated here first, the full groups are decoded straight into
+ * `out`, and the last group goes through a small buffer so that exactly
+ * *out_len bytes are written.
+ */
+th_result th_b64_decode(const char *in, size_t len, uint8_t *out, size_t size, size_t *out_len)
+{
+    if (out_len != NULL)
+        *out_len = 0;
+    if (len == 0)
+        return TH_OK;
+    if (in == NULL || len % 4 != 0 || len > TH_B64_MAX_INPUT)
+        return TH_ERR_FORMAT;
+
+    size_t pad = 0;
+    if (in[len - 1] == '=')
+        pad = in[len - 2] == '=' ? 2 : 1;
+    for (size_t i = 0; i < len - pad; i++) {
+        if (!b64_char(in[i]))
+            return TH_ERR_FORMAT;
+    }
+
+    size_t exact = len / 4 * 3 - pad;
+    if (exact > size || (exact > 0 && out == NULL))
+        return TH_ERR_BUFFER;
+
+    size_t head = len - 4; /* all groups but the last */
+    if (head > 0 && EVP_DecodeBlock(out, (const unsigned char *)in, (int)head) != (int)(head / 4 * 3))
+        return TH_ERR_FORMAT;
+    unsigned char last[3];
+    if (EVP_DecodeBlock(last, (const unsigned char *)in + head, 4) != 3)
+        return TH_ERR_FORMAT;
+    memcpy(out + head / 4 * 3, last, 3 - pad);
+
+    if (out_len != NULL)
+        *out_len = exact;
+    return TH_OK;
+}
+
+/* ---- percent encoding ---- */
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+th_result th_pct_decode(const char *in, size_t len, bool plus_is_space, char *out, size_t size,
+                        size_t *out_len)
+{
+    /* First pass validates and measures, so a failure writes nothing. */
+    size_t need = 0;
+    for (size_t i = 0; i < len; i++, need++) {
+        if (in[i] == '%') {
+            if (len - i < 3 || hex_value(in[i + 1]) < 0 || hex_value(in[i + 2]) < 0)
+                return TH_ERR_FORMAT;
+            i += 2;
+        }
+    }
+    if (out == NULL || need + 1 > size) {
+        if (out != NULL && size > 0)
+            out[0] = '\0';
+        return TH_ERR_BUFFER;
+    }
+
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            c = (char)(hex_value(in[i + 1]) << 4 | hex_value(in[i + 2]));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    if (out_len != NULL)
+        *out_len = o;
+    return TH_OK;
+}
+
+static bool pct_unreserved(unsigned char c)
+{
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("-_.!~*'()", c) != NULL;
+}
+
+th_result th_pct_encode(const char *in, size_t len, char *out, size_t size, size_t *out_len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t need = 0;
+    for (size_t i = 0; i < len; i++)
+        need += pct_unreserved((unsigned char)in[i]) ? 1 : 3;
+    if (out == NULL || need + 1 > size) {
+        if (out != NULL && size > 0)
+            out[0] = '\0';
+        return TH_ERR_BUFFER;
+    }
+
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (pct_unreserved(c)) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 0x0F];
+        }
+    }
+    out[o] = '\0';
+    if (out_len != NULL)
+        *out_len = o;
+    return TH_OK;
+}
+
+/* ---- keys and comparison ---- */
+
+/*
+ * TH_ERR_INVAL for nbytes 0 or above TH_RANDOM_KEY_MAX_BYTES, and also when
+ * the RNG fails (there is no better-fitting result for that).
+ */
+th_result th_random_key(size_t nbytes, char *out, size_t size)
+{
+    if (nbytes == 0 || nbytes > TH_RANDOM_KEY_MAX_BYTES)
+        return TH_ERR_INVAL;
+    if (out == NULL || size < b64_encoded_len(nbytes) + 1) {
+        if (out != NULL && size > 0)
+            out[0] = '\0';
+        return TH_ERR_BUFFER;
+    }
+    uint8_t raw[TH_RANDOM_KEY_MAX_BYTES];
+    if (RAND_bytes(raw, (int)nbytes) != 1) {
+        OPENSSL_cleanse(raw, sizeof(raw));
+        out[0] = '\0';
+        return TH_ERR_INVAL;
+    }
+    th_result r = th_b64_encode(raw, nbytes, out, size);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return r;
+}
+
+bool th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
+{
+    /* The length is not secret; only the content comparison must not leak. */
+    if (alen != blen)
+        return false;
+    if (alen == 0)
+        return true;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+static char ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return false;
+    for (size_t i = 0; i < alen; i++) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i]))
+            return false;
+    }
+    return true;
+}

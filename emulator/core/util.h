@@ -1,0 +1,57 @@
+/*
+ * util.h - small pure helpers shared by the core: time formatting, base64,
+ * percent encoding and random keys. No I/O besides the OpenSSL RNG.
+ */
+#ifndef TH_UTIL_H
+#define TH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "th_result.h"
+
+#define TH_TIME_BUF 40
+
+/* Current wall time in microseconds since the epoch (CLOCK_REALTIME). */
+int64_t th_now_us(void);
+/* Monotonic time in milliseconds (CLOCK_MONOTONIC), for timers. */
+int64_t th_mono_ms(void);
+
+/* Format as the hub does: "2020-07-09T13:55:50.7976985Z" (7 fractional digits). */
+void th_time_format(int64_t us, char buf[TH_TIME_BUF]);
+/* The hub's never-set time "0001-01-01T00:00:00Z". */
+#define TH_TIME_NEVER "0001-01-01T00:00:00Z"
+
+/*
+ * Base64 (standard alphabet, padded). Encode writes a NUL-terminated string;
+ * both return TH_ERR_BUFFER when `size` is too small (nothing useful written).
+ * Decode returns TH_ERR_FORMAT for invalid input and the exact byte count.
+ */
+TH_NODISCARD th_result th_b64_encode(const uint8_t *in, size_t len, char *out, size_t size);
+TH_NODISCARD th_result th_b64_decode(const char *in, size_t len, uint8_t *out, size_t size,
+                                     size_t *out_len);
+
+/*
+ * Percent-decode `len` bytes of `in` into `out` (NUL-terminated). `%xx` hex is
+ * case-insensitive; with `plus_is_space`, '+' becomes ' '. TH_ERR_FORMAT on a
+ * broken escape, TH_ERR_BUFFER when out is too small.
+ */
+TH_NODISCARD th_result th_pct_decode(const char *in, size_t len, bool plus_is_space, char *out,
+                                     size_t size, size_t *out_len);
+/*
+ * Percent-encode like encodeURIComponent (unreserved: A-Z a-z 0-9 - _ . ! ~ * ' ( ))
+ * with upper-case hex. NUL-terminated; TH_ERR_BUFFER when out is too small.
+ */
+TH_NODISCARD th_result th_pct_encode(const char *in, size_t len, char *out, size_t size,
+                                     size_t *out_len);
+
+/* Fill `out` with a base64 key of `nbytes` random bytes (OpenSSL RAND_bytes). */
+TH_NODISCARD th_result th_random_key(size_t nbytes, char *out, size_t size);
+
+/* Constant-time comparison of two byte strings; false when lengths differ. */
+bool th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Case-insensitive ASCII comparison of two slices. */
+bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

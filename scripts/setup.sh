@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what twinhub needs on Debian 12 and build it into ./build.
+# Usage: scripts/setup.sh [--tests]   (--tests also installs the Node SDKs used by the conformance suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
+  uthash-dev libssl-dev meson ninja-build pkg-config gcc)
+TEST_PACKAGES=(libcmocka-dev nodejs npm)
+want=("${APT_PACKAGES[@]}")
+if [ "${1:-}" = "--tests" ]; then want+=("${TEST_PACKAGES[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node/npm may come from outside Debian (already on PATH); do not replace them.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Debian mosquitto package starts a system broker on port 1883; twinhub wants that port.
+if systemctl is-active --quiet mosquitto 2>/dev/null; then
+  echo "setup: note: the system mosquitto service is running on port 1883; stop it with"
+  echo "       'sudo systemctl disable --now mosquitto' or start twinhub with --mqtt-port N"
+fi
+
+if [ ! -f build/build.ninja ]; then
+  meson setup build >/dev/null
+fi
+ninja -C build >/dev/null
+if [ "${1:-}" = "--tests" ]; then
+  (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+echo "setup: built build/emulator/cli/twinhub"

@@ -1,0 +1,332 @@
+/*
+ * test_json.c - unit tests for emulator/core/json.c: the limited parse helper
+ * (byte limit, depth limit, strict end of document, input without a NUL) and
+ * the typed getters.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "json.h"
+
+/* Parse a NUL-terminated literal (length excludes the NUL). */
+static th_result parse_str(const char *text, size_t max_bytes, int max_depth, cJSON **out,
+                           struct th_error *err)
+{
+    return th_json_parse(text, strlen(text), max_bytes, max_depth, out, err);
+}
+
+/* "[[[...]]]" nested `depth` times; caller frees with free(). */
+static char *nested_arrays(int depth)
+{
+    char *s = malloc((size_t)depth * 2 + 1);
+    assert_non_null(s);
+    memset(s, '[', (size_t)depth);
+    memset(s + depth, ']', (size_t)depth);
+    s[depth * 2] = '\0';
+    return s;
+}
+
+static void test_th_json_parse_object_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":1,\"b\":\"x\"}", 1024, 10, &doc, &err), TH_OK);
+    assert_non_null(doc);
+    assert_true(cJSON_IsObject(doc));
+    assert_string_equal(th_json_string(doc, "b", NULL), "x");
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_not_nul_terminated_succeeds(void **state)
+{
+    /* Exact-size heap copy: any read past `len` is out of bounds (visible under ASan). */
+    static const char text[] = "{\"a\":[1,2],\"n\":12345}";
+    size_t len = sizeof text - 1;
+    char *buf = malloc(len);
+    assert_non_null(buf);
+    memcpy(buf, text, len);
+
+    cJSON *doc = NULL;
+    assert_int_equal(th_json_parse(buf, len, 1024, 10, &doc, NULL), TH_OK);
+    assert_int_equal((int)th_json_number(doc, "n", -1), 12345);
+    cJSON_Delete(doc);
+    free(buf);
+}
+
+static void test_th_json_parse_number_cut_by_length_succeeds(void **state)
+{
+    /* The bytes after len must be ignored even though they continue the number. */
+    cJSON *doc = NULL;
+    assert_int_equal(th_json_parse("12345", 3, 1024, 10, &doc, NULL), TH_OK);
+    assert_true(cJSON_IsNumber(doc));
+    assert_true(doc->valuedouble == 123.0);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_surrounding_whitespace_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str(" \r\n\t{\"a\":true} \n\t\r ", 1024, 10, &doc, NULL), TH_OK);
+    assert_true(th_json_bool(doc, "a", false));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_trailing_garbage_fails(void **state)
+{
+    cJSON *doc = (cJSON *)&doc; /* must be reset to NULL */
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":1} x", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_null(doc);
+    assert_int_equal(err.result, TH_ERR_FORMAT);
+    assert_non_null(strstr(err.message, "byte 8"));
+}
+
+static void test_th_json_parse_two_documents_fails(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("{} {}", 1024, 10, &doc, NULL), TH_ERR_FORMAT);
+    assert_null(doc);
+}
+
+static void test_th_json_parse_nul_after_document_fails(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(th_json_parse("{}\0", 3, 1024, 10, &doc, NULL), TH_ERR_FORMAT);
+    assert_null(doc);
+}
+
+static void test_th_json_parse_control_byte_before_document_fails(void **state)
+{
+    /* cJSON alone would skip 0x01 as whitespace. */
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("\x01{}", 1024, 10, &doc, NULL), TH_ERR_FORMAT);
+    assert_null(doc);
+}
+
+static void test_th_json_parse_invalid_json_fails(void **state)
+{
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":}", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_null(doc);
+    assert_int_equal(err.result, TH_ERR_FORMAT);
+    assert_int_equal(err.code, th_result_default_code(TH_ERR_FORMAT));
+}
+
+static void test_th_json_parse_empty_input_fails(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(th_json_parse("", 0, 1024, 10, &doc, NULL), TH_ERR_FORMAT);
+    assert_int_equal(parse_str("   ", 1024, 10, &doc, NULL), TH_ERR_FORMAT);
+    assert_null(doc);
+}
+
+static void test_th_json_parse_over_byte_limit_fails(void **state)
+{
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":1}", 6, 10, &doc, &err), TH_ERR_TOO_LARGE);
+    assert_null(doc);
+    assert_int_equal(err.result, TH_ERR_TOO_LARGE);
+}
+
+static void test_th_json_parse_at_byte_limit_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("{\"a\":1}", 7, 10, &doc, NULL), TH_OK);
+    assert_non_null(doc);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_depth_at_limit_succeeds(void **state)
+{
+    char *text = nested_arrays(10);
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str(text, 1024, 10, &doc, NULL), TH_OK);
+    assert_int_equal(th_json_depth(doc), 10);
+    cJSON_Delete(doc);
+    free(text);
+}
+
+static void test_th_json_parse_depth_over_limit_fails(void **state)
+{
+    char *text = nested_arrays(11);
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str(text, 1024, 10, &doc, &err), TH_ERR_TOO_DEEP);
+    assert_null(doc);
+    assert_int_equal(err.result, TH_ERR_TOO_DEEP);
+    free(text);
+}
+
+static void test_th_json_parse_beyond_cjson_nesting_limit_fails(void **state)
+{
+    /* cJSON itself gives up at 1000 as a syntax error; we must still say "too deep". */
+    char *text = nested_arrays(5000);
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str(text, 1 << 20, 10, &doc, NULL), TH_ERR_TOO_DEEP);
+    assert_null(doc);
+    free(text);
+}
+
+static void test_th_json_parse_brackets_inside_strings_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("{\"a\":\"[[[{{{\\\"[[[\"}", 1024, 1, &doc, NULL), TH_OK);
+    assert_string_equal(th_json_string(doc, "a", NULL), "[[[{{{\"[[[");
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_scalar_with_zero_depth_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("\"x\"", 1024, 0, &doc, NULL), TH_OK);
+    assert_true(cJSON_IsString(doc));
+    cJSON_Delete(doc);
+    assert_int_equal(parse_str("{}", 1024, 0, &doc, NULL), TH_ERR_TOO_DEEP);
+}
+
+static void test_th_json_depth_shapes_succeeds(void **state)
+{
+    cJSON *scalar = cJSON_CreateNumber(1);
+    cJSON *empty = cJSON_CreateObject();
+    cJSON *nested = cJSON_Parse("{\"a\":{},\"b\":[1,[2,{\"c\":3}]]}");
+    assert_non_null(scalar);
+    assert_non_null(empty);
+    assert_non_null(nested);
+    assert_int_equal(th_json_depth(scalar), 0);
+    assert_int_equal(th_json_depth(empty), 1);
+    assert_int_equal(th_json_depth(nested), 4);
+    assert_int_equal(th_json_depth(NULL), 0);
+    cJSON_Delete(scalar);
+    cJSON_Delete(empty);
+    cJSON_Delete(nested);
+}
+
+static const char GETTER_DOC[] =
+    "{\"s\":\"v\",\"n\":4503599627370495,\"b\":false,\"o\":{},\"a\":[],\"Key\":\"x\"}";
+
+static void test_th_json_string_present_succeeds(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_string_equal(th_json_string(doc, "s", NULL), "v");
+    assert_string_equal(th_json_string(doc, "Key", NULL), "x");
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_string_wrong_type_or_case_fails(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_string_equal(th_json_string(doc, "n", "fb"), "fb");
+    assert_string_equal(th_json_string(doc, "key", "fb"), "fb");
+    assert_string_equal(th_json_string(doc, "absent", "fb"), "fb");
+    assert_string_equal(th_json_string(NULL, "s", "fb"), "fb");
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_number_beyond_int_max_succeeds(void **state)
+{
+    /* Must come from valuedouble, not the saturated valueint. */
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_true(th_json_number(doc, "n", 0) == 4503599627370495.0);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_number_wrong_type_fails(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_true(th_json_number(doc, "s", -7) == -7);
+    assert_true(th_json_number(doc, "b", -7) == -7);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_bool_present_succeeds(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_false(th_json_bool(doc, "b", true));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_bool_number_member_fails(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_true(th_json_bool(doc, "n", true));
+    assert_false(th_json_bool(doc, "n", false));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_object_present_succeeds(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_ptr_equal(th_json_object(doc, "o"), cJSON_GetObjectItemCaseSensitive(doc, "o"));
+    assert_non_null(th_json_object(doc, "o"));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_object_array_member_fails(void **state)
+{
+    cJSON *doc = cJSON_Parse(GETTER_DOC);
+    assert_non_null(doc);
+    assert_null(th_json_object(doc, "a"));
+    assert_null(th_json_object(doc, "s"));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_print_compact_succeeds(void **state)
+{
+    cJSON *doc = cJSON_Parse("{ \"a\" : [ 1 , 2 ] }");
+    assert_non_null(doc);
+    char *text = th_json_print(doc);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"a\":[1,2]}");
+    free(text);
+    cJSON_Delete(doc);
+    assert_null(th_json_print(NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_th_json_parse_object_succeeds),
+        cmocka_unit_test(test_th_json_parse_not_nul_terminated_succeeds),
+        cmocka_unit_test(test_th_json_parse_number_cut_by_length_succeeds),
+        cmocka_unit_test(test_th_json_parse_surrounding_whitespace_succeeds),
+        cmocka_unit_test(test_th_json_parse_trailing_garbage_fails),
+        cmocka_unit_test(test_th_json_parse_two_documents_fails),
+        cmocka_unit_test(test_th_json_parse_nul_after_document_fails),
+        cmocka_unit_test(test_th_json_parse_control_byte_before_document_fails),
+        cmocka_unit_test(test_th_json_parse_invalid_json_fails),
+        cmocka_unit_test(test_th_json_parse_empty_input_fails),
+        cmocka_unit_test(test_th_json_parse_over_byte_limit_fails),
+        cmocka_unit_test(test_th_json_parse_at_byte_limit_succeeds),
+        cmocka_unit_test(test_th_json_parse_depth_at_limit_succeeds),
+        cmocka_unit_test(test_th_json_parse_depth_over_limit_fails),
+        cmocka_unit_test(test_th_json_parse_beyond_cjson_nesting_limit_fails),
+        cmocka_unit_test(test_th_json_parse_brackets_inside_strings_succeeds),
+        cmocka_unit_test(test_th_json_parse_scalar_with_zero_depth_succeeds),
+        cmocka_unit_test(test_th_json_depth_shapes_succeeds),
+        cmocka_unit_test(test_th_json_string_present_succeeds),
+        cmocka_unit_test(test_th_json_string_wrong_type_or_case_fails),
+        cmocka_unit_test(test_th_json_number_beyond_int_max_succeeds),
+        cmocka_unit_test(test_th_json_number_wrong_type_fails),
+        cmocka_unit_test(test_th_json_bool_present_succeeds),
+        cmocka_unit_test(test_th_json_bool_number_member_fails),
+        cmocka_unit_test(test_th_json_object_present_succeeds),
+        cmocka_unit_test(test_th_json_object_array_member_fails),
+        cmocka_unit_test(test_th_json_print_compact_succeeds),
+    };
+    return cmocka_run_group_tests_name("json", tests, NULL, NULL);
+}

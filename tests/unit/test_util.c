@@ -1,0 +1,379 @@
+/*
+ * test_util.c - unit tests for emulator/core/util.c: the hub's time format,
+ * base64, percent encoding (SAS tokens and property bags), random keys and
+ * the comparison helpers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "util.h"
+
+/* ---- clocks and time ---- */
+
+static void test_th_now_us_after_2020_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_now_us() > INT64_C(1577836800) * 1000000);
+}
+
+static void test_th_mono_ms_not_decreasing_succeeds(void **state)
+{
+    (void)state;
+    int64_t a = th_mono_ms();
+    int64_t b = th_mono_ms();
+    assert_true(b >= a);
+}
+
+static void test_th_time_format_seven_digits_succeeds(void **state)
+{
+    (void)state;
+    char buf[TH_TIME_BUF];
+    /* 2020-07-09T13:55:50.797698Z */
+    th_time_format(INT64_C(1594302950) * 1000000 + 797698, buf);
+    assert_string_equal(buf, "2020-07-09T13:55:50.7976980Z");
+}
+
+static void test_th_time_format_epoch_succeeds(void **state)
+{
+    (void)state;
+    char buf[TH_TIME_BUF];
+    th_time_format(0, buf);
+    assert_string_equal(buf, "1970-01-01T00:00:00.0000000Z");
+}
+
+static void test_th_time_format_before_epoch_succeeds(void **state)
+{
+    (void)state;
+    char buf[TH_TIME_BUF];
+    th_time_format(-1, buf);
+    assert_string_equal(buf, "1969-12-31T23:59:59.9999990Z");
+}
+
+/* ---- base64 ---- */
+
+static void test_th_b64_encode_rfc4648_vectors_succeeds(void **state)
+{
+    (void)state;
+    static const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (size_t i = 0; i < 7; i++) {
+        char out[16];
+        assert_int_equal(th_b64_encode((const uint8_t *)in[i], strlen(in[i]), out, sizeof(out)),
+                         TH_OK);
+        assert_string_equal(out, want[i]);
+    }
+}
+
+static void test_th_b64_encode_buffer_too_small_fails(void **state)
+{
+    (void)state;
+    char out[4] = "xyz";
+    assert_int_equal(th_b64_encode((const uint8_t *)"foo", 3, out, sizeof(out)), TH_ERR_BUFFER);
+    assert_string_equal(out, "");
+}
+
+static void test_th_b64_decode_rfc4648_vectors_succeeds(void **state)
+{
+    (void)state;
+    static const char *in[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    static const char *want[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    for (size_t i = 0; i < 7; i++) {
+        uint8_t out[16];
+        size_t n = 99;
+        assert_int_equal(th_b64_decode(in[i], strlen(in[i]), out, sizeof(out), &n), TH_OK);
+        assert_int_equal(n, strlen(want[i]));
+        assert_memory_equal(out, want[i], n);
+    }
+}
+
+static void test_th_b64_decode_exact_buffer_succeeds(void **state)
+{
+    (void)state;
+    /* "fooba" needs 5 bytes even though the padded group decodes to 6. */
+    uint8_t out[6] = {0, 0, 0, 0, 0, 0xEE};
+    size_t n = 0;
+    assert_int_equal(th_b64_decode("Zm9vYmE=", 8, out, 5, &n), TH_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(out, "fooba", 5);
+    assert_int_equal(out[5], 0xEE);
+}
+
+static void test_th_b64_decode_32_byte_key_succeeds(void **state)
+{
+    (void)state;
+    const char *key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    uint8_t out[32];
+    size_t n = 0;
+    assert_int_equal(th_b64_decode(key, strlen(key), out, sizeof(out), &n), TH_OK);
+    assert_int_equal(n, 32);
+    for (size_t i = 0; i < 32; i++)
+        assert_int_equal(out[i], i);
+}
+
+static void test_th_b64_decode_buffer_too_small_fails(void **state)
+{
+    (void)state;
+    uint8_t out[4];
+    size_t n = 0;
+    assert_int_equal(th_b64_decode("Zm9vYmFy", 8, out, sizeof(out), &n), TH_ERR_BUFFER);
+    assert_int_equal(n, 0);
+}
+
+static void test_th_b64_decode_bad_length_fails(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    size_t n;
+    assert_int_equal(th_b64_decode("Zm9", 3, out, sizeof(out), &n), TH_ERR_FORMAT);
+}
+
+static void test_th_b64_decode_bad_char_fails(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    size_t n;
+    assert_int_equal(th_b64_decode("Zm9v*A==", 8, out, sizeof(out), &n), TH_ERR_FORMAT);
+    assert_int_equal(th_b64_decode("Zm 9", 4, out, sizeof(out), &n), TH_ERR_FORMAT);
+}
+
+static void test_th_b64_decode_padding_inside_fails(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    size_t n;
+    assert_int_equal(th_b64_decode("Zg==Zm9v", 8, out, sizeof(out), &n), TH_ERR_FORMAT);
+    assert_int_equal(th_b64_decode("Z===", 4, out, sizeof(out), &n), TH_ERR_FORMAT);
+}
+
+/* ---- percent decoding ---- */
+
+static void test_th_pct_decode_mixed_case_escapes_succeeds(void **state)
+{
+    (void)state;
+    char out[32];
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("a%2Fb%2fc%3d", 12, false, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "a/b/c=");
+    assert_int_equal(n, 6);
+}
+
+static void test_th_pct_decode_plus_kept_succeeds(void **state)
+{
+    (void)state;
+    char out[16];
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("a+b", 3, false, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "a+b");
+}
+
+static void test_th_pct_decode_plus_is_space_succeeds(void **state)
+{
+    (void)state;
+    char out[16];
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("a+b%2B", 6, true, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "a b+");
+}
+
+static void test_th_pct_decode_truncated_escape_fails(void **state)
+{
+    (void)state;
+    char out[16] = "keep";
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("ab%2", 4, false, out, sizeof(out), &n), TH_ERR_FORMAT);
+    assert_int_equal(th_pct_decode("ab%", 3, false, out, sizeof(out), &n), TH_ERR_FORMAT);
+    assert_string_equal(out, "keep");
+}
+
+static void test_th_pct_decode_bad_hex_fails(void **state)
+{
+    (void)state;
+    char out[16];
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("%zz", 3, false, out, sizeof(out), &n), TH_ERR_FORMAT);
+}
+
+static void test_th_pct_decode_buffer_too_small_fails(void **state)
+{
+    (void)state;
+    char out[3];
+    size_t n = 0;
+    /* decodes to 3 bytes, needs 4 with the NUL */
+    assert_int_equal(th_pct_decode("a%2Fb", 5, false, out, sizeof(out), &n), TH_ERR_BUFFER);
+    assert_string_equal(out, "");
+}
+
+static void test_th_pct_decode_respects_len_succeeds(void **state)
+{
+    (void)state;
+    char out[16];
+    size_t n = 0;
+    assert_int_equal(th_pct_decode("abc%41def", 6, false, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "abcA");
+}
+
+/* ---- percent encoding ---- */
+
+static void test_th_pct_encode_like_encodeuricomponent_succeeds(void **state)
+{
+    (void)state;
+    char out[128];
+    size_t n = 0;
+    const char *in = "contoso.azure-devices.net/devices/d 1:$x";
+    assert_int_equal(th_pct_encode(in, strlen(in), out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "contoso.azure-devices.net%2Fdevices%2Fd%201%3A%24x");
+    assert_int_equal(n, strlen(out));
+}
+
+static void test_th_pct_encode_unreserved_kept_succeeds(void **state)
+{
+    (void)state;
+    char out[64];
+    size_t n = 0;
+    const char *in = "AZaz09-_.!~*'()";
+    assert_int_equal(th_pct_encode(in, strlen(in), out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, in);
+}
+
+static void test_th_pct_encode_high_bytes_upper_hex_succeeds(void **state)
+{
+    (void)state;
+    char out[16];
+    size_t n = 0;
+    assert_int_equal(th_pct_encode("\xc3\xa9+", 3, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "%C3%A9%2B");
+}
+
+static void test_th_pct_encode_buffer_too_small_fails(void **state)
+{
+    (void)state;
+    char out[4] = "xyz";
+    size_t n = 0;
+    /* "/" needs 3 bytes + NUL = 4: fits; "a/" needs 5: does not */
+    assert_int_equal(th_pct_encode("/", 1, out, sizeof(out), &n), TH_OK);
+    assert_string_equal(out, "%2F");
+    assert_int_equal(th_pct_encode("a/", 2, out, sizeof(out), &n), TH_ERR_BUFFER);
+    assert_string_equal(out, "");
+}
+
+static void test_th_pct_encode_roundtrip_succeeds(void **state)
+{
+    (void)state;
+    char bytes[256];
+    for (int i = 0; i < 256; i++)
+        bytes[i] = (char)i;
+    char enc[3 * 256 + 1];
+    char dec[257];
+    size_t n = 0, m = 0;
+    assert_int_equal(th_pct_encode(bytes, 256, enc, sizeof(enc), &n), TH_OK);
+    assert_int_equal(th_pct_decode(enc, n, false, dec, sizeof(dec), &m), TH_OK);
+    assert_int_equal(m, 256);
+    assert_memory_equal(dec, bytes, 256);
+}
+
+/* ---- random keys ---- */
+
+static void test_th_random_key_32_bytes_succeeds(void **state)
+{
+    (void)state;
+    char a[64], b[64];
+    assert_int_equal(th_random_key(32, a, sizeof(a)), TH_OK);
+    assert_int_equal(th_random_key(32, b, sizeof(b)), TH_OK);
+    assert_int_equal(strlen(a), 44);
+    assert_string_not_equal(a, b);
+    uint8_t raw[32];
+    size_t n = 0;
+    assert_int_equal(th_b64_decode(a, strlen(a), raw, sizeof(raw), &n), TH_OK);
+    assert_int_equal(n, 32);
+}
+
+static void test_th_random_key_buffer_too_small_fails(void **state)
+{
+    (void)state;
+    char out[44];
+    assert_int_equal(th_random_key(32, out, sizeof(out)), TH_ERR_BUFFER);
+}
+
+static void test_th_random_key_zero_bytes_fails(void **state)
+{
+    (void)state;
+    char out[8];
+    assert_int_equal(th_random_key(0, out, sizeof(out)), TH_ERR_INVAL);
+}
+
+/* ---- comparison ---- */
+
+static void test_th_consttime_eq_equal_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_consttime_eq("abc", 3, "abc", 3));
+    assert_true(th_consttime_eq("", 0, "", 0));
+}
+
+static void test_th_consttime_eq_different_fails(void **state)
+{
+    (void)state;
+    assert_false(th_consttime_eq("abc", 3, "abd", 3));
+    assert_false(th_consttime_eq("abc", 3, "abcd", 4));
+}
+
+static void test_th_slice_ieq_case_differs_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_slice_ieq("Contoso.Azure-Devices.NET", 25, "contoso.azure-devices.net", 25));
+    assert_true(th_slice_ieq(NULL, 0, "", 0));
+}
+
+static void test_th_slice_ieq_different_fails(void **state)
+{
+    (void)state;
+    assert_false(th_slice_ieq("abc", 3, "abd", 3));
+    assert_false(th_slice_ieq("abc", 3, "ab", 2));
+    /* '@' and '`' differ from 'A'/'a' only in bits a naive fold would clear */
+    assert_false(th_slice_ieq("@", 1, "`", 1));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_th_now_us_after_2020_succeeds),
+        cmocka_unit_test(test_th_mono_ms_not_decreasing_succeeds),
+        cmocka_unit_test(test_th_time_format_seven_digits_succeeds),
+        cmocka_unit_test(test_th_time_format_epoch_succeeds),
+        cmocka_unit_test(test_th_time_format_before_epoch_succeeds),
+        cmocka_unit_test(test_th_b64_encode_rfc4648_vectors_succeeds),
+        cmocka_unit_test(test_th_b64_encode_buffer_too_small_fails),
+        cmocka_unit_test(test_th_b64_decode_rfc4648_vectors_succeeds),
+        cmocka_unit_test(test_th_b64_decode_exact_buffer_succeeds),
+        cmocka_unit_test(test_th_b64_decode_32_byte_key_succeeds),
+        cmocka_unit_test(test_th_b64_decode_buffer_too_small_fails),
+        cmocka_unit_test(test_th_b64_decode_bad_length_fails),
+        cmocka_unit_test(test_th_b64_decode_bad_char_fails),
+        cmocka_unit_test(test_th_b64_decode_padding_inside_fails),
+        cmocka_unit_test(test_th_pct_decode_mixed_case_escapes_succeeds),
+        cmocka_unit_test(test_th_pct_decode_plus_kept_succeeds),
+        cmocka_unit_test(test_th_pct_decode_plus_is_space_succeeds),
+        cmocka_unit_test(test_th_pct_decode_truncated_escape_fails),
+        cmocka_unit_test(test_th_pct_decode_bad_hex_fails),
+        cmocka_unit_test(test_th_pct_decode_buffer_too_small_fails),
+        cmocka_unit_test(test_th_pct_decode_respects_len_succeeds),
+        cmocka_unit_test(test_th_pct_encode_like_encodeuricomponent_succeeds),
+        cmocka_unit_test(test_th_pct_encode_unreserved_kept_succeeds),
+        cmocka_unit_test(test_th_pct_encode_high_bytes_upper_hex_succeeds),
+        cmocka_unit_test(test_th_pct_encode_buffer_too_small_fails),
+        cmocka_unit_test(test_th_pct_encode_roundtrip_succeeds),
+        cmocka_unit_test(test_th_random_key_32_bytes_succeeds),
+        cmocka_unit_test(test_th_random_key_buffer_too_small_fails),
+        cmocka_unit_test(test_th_random_key_zero_bytes_fails),
+        cmocka_unit_test(test_th_consttime_eq_equal_succeeds),
+        cmocka_unit_test(test_th_consttime_eq_different_fails),
+        cmocka_unit_test(test_th_slice_ieq_case_differs_succeeds),
+        cmocka_unit_test(test_th_slice_ieq_different_fails),
+    };
+    return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
