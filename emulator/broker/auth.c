@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "plugin.h"
 #include "sas.h"
 #include "topic.h"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "limits.h"
+#include "th_limits.h"
 #include "plugin.h"
 #include "topic.h"
 #include "twin.h"

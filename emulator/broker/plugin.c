@@ -221,13 +221,14 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                                  opts[i].key);
         }
     }
-    if (dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
-        plugin_free(p);
-        return MOSQ_ERR_NOMEM;
-    }
+    /* The registry file goes first so that it may redefine the development identities. */
     if (registry_path && (rc = load_registry_file(p, registry_path)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
+    }
+    if (dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
+        plugin_free(p);
+        return MOSQ_ERR_NOMEM;
     }
 
     struct {

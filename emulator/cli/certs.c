@@ -168,7 +168,8 @@ static bool write_pem(const char *path, mode_t mode, X509 *cert, EVP_PKEY *key)
         fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
         return false;
     }
-    int ok = cert ? PEM_write_X509(f, cert) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
+    int ok =
+        cert ? PEM_write_X509(f, cert) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
     if (ok != 1 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
         int e = errno;
         fclose(f);
@@ -223,8 +224,8 @@ static bool set_random_serial(X509 *cert)
  * whose SAN extension is `san` (openssl.cnf syntax). Caller frees with
  * X509_free; NULL on failure (OpenSSL error queue set).
  */
-static X509 *make_cert(EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, const char *cn,
-                       long days, const char *san)
+static X509 *make_cert(EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, const char *cn, long days,
+                       const char *san)
 {
     X509 *cert = X509_new();
     X509_NAME *name = X509_NAME_new();
@@ -281,9 +282,9 @@ static bool starts_in_future(const ASN1_TIME *t)
 static const char *ca_problem(X509 *ca, EVP_PKEY *key)
 {
     if (!ca)
-        return "ca.pem is missing or unreadable";
+        return "ca.pem is missing or not a PEM certificate";
     if (!key)
-        return "ca.key is missing or unreadable";
+        return "ca.key is missing or not a PEM private key";
     if (X509_check_private_key(ca, key) != 1)
         return "ca.key does not belong to ca.pem";
     if (X509_check_ca(ca) < 1)
@@ -295,9 +296,9 @@ static const char *ca_problem(X509 *ca, EVP_PKEY *key)
     return NULL;
 }
 
-/* Why the server pair must be re-issued, or NULL when it still fits. */
+/* Why the server pair must be re-issued, or NULL when it still fits; may use `buf`. */
 static const char *server_problem(X509 *cert, EVP_PKEY *key, EVP_PKEY *ca_key,
-                                  const char *const *names, size_t n)
+                                  const char *const *names, size_t n, char *buf, size_t size)
 {
     if (!cert || !key)
         return "missing";
@@ -313,8 +314,11 @@ static const char *server_problem(X509 *cert, EVP_PKEY *key, EVP_PKEY *ca_key,
         int r = is_ip_literal(names[i])
                     ? X509_check_ip_asc(cert, names[i], 0)
                     : X509_check_host(cert, names[i], 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL);
-        if (r != 1)
-            return "it lacks a subject alternative name";
+        if (r != 1) {
+            ERR_clear_error();
+            snprintf(buf, size, "it lacks the name %s", names[i]);
+            return buf;
+        }
     }
     ERR_clear_error();
     return NULL;
@@ -356,7 +360,8 @@ bool th_certs_default_dir(char *buf, size_t size)
         w = snprintf(buf, size, "%s/.local/share/twinhub", home);
     }
     if (w < 0 || (size_t)w >= size) {
-        fprintf(stderr, "twinhub: the default cert directory path is too long; pass --cert-dir DIR\n");
+        fprintf(stderr,
+                "twinhub: the default cert directory path is too long; pass --cert-dir DIR\n");
         return false;
     }
     return true;
@@ -372,8 +377,10 @@ bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, b
         all[nall++] = base_names[i];
     for (size_t i = 0; i < nnames; i++) {
         if (!is_ip_literal(names[i]) && !is_dns_name(names[i])) {
-            fprintf(stderr, "twinhub: '%s' cannot be put in a certificate (use letters, digits, "
-                            "'-' and '.', or an IP address)\n", names[i]);
+            fprintf(stderr,
+                    "twinhub: '%s' cannot be put in a certificate (use letters, digits, "
+                    "'-' and '.', or an IP address)\n",
+                    names[i]);
             return false;
         }
         bool dup = false;
@@ -428,8 +435,9 @@ bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, b
         if (!write_pem(out->ca_key, 0600, NULL, ca_key) || !write_pem(out->ca_cert, 0644, ca, NULL))
             goto done;
         if (had_ca)
-            fprintf(stderr, "twinhub: warning: %s in %s; created a new development CA. "
-                            "Clients that trusted the old ca.pem must load the new one.\n",
+            fprintf(stderr,
+                    "twinhub: warning: %s in %s; created a new development CA. "
+                    "Clients that trusted the old ca.pem must load the new one.\n",
                     why, dir);
         else if (verbose)
             fprintf(stderr, "twinhub: created the development CA %s\n", out->ca_cert);
@@ -437,7 +445,8 @@ bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, b
 
     server = load_cert(out->server_cert);
     server_key = load_key(out->server_key);
-    why = server_problem(server, server_key, ca_key, all, nall);
+    char why_buf[320];
+    why = server_problem(server, server_key, ca_key, all, nall, why_buf, sizeof why_buf);
     if (why) {
         char san[2048];
         if (!san_text(all, nall, san, sizeof san)) {

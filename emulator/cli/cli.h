@@ -6,7 +6,8 @@
 #ifndef TH_CLI_H
 #define TH_CLI_H
 
-#include <limits.h>
+/* <limits.h> is shadowed by emulator/core/limits.h on the include path. */
+#include <linux/limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>

@@ -1,1 +1,80 @@
-/* placeholder: being written */
+/*
+ * main.c - the `twinhub` command: finds the subcommand in argv[1] and runs
+ * it (docs/cli.md). `serve` lives in serve.c; `run`, `verify` and the admin
+ * subcommands join the table below as they are written.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    void (*usage)(FILE *out);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"serve", th_cmd_serve, th_serve_usage,
+     "run a local IoT Hub: mosquitto with the twinhub plugin, on loopback"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: twinhub <command> [options]\n"
+                 "\n"
+                 "twinhub is a local stand-in for Azure IoT Hub.\n"
+                 "\n"
+                 "commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-9s %s\n", "version", "print the version");
+    fprintf(out, "  %-9s %s\n", "help",
+            "show this text, or `twinhub help <command>` for one command");
+    fprintf(out, "\n"
+                 "`run`, `verify` and the admin commands (device, twin, method, ...) come later.\n"
+                 "See docs/cli.md.\n");
+}
+
+static const struct command *find(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return TH_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "version") || !strcmp(name, "--version")) {
+        printf("twinhub %s\n", TH_VERSION);
+        return TH_EXIT_OK;
+    }
+    if (!strcmp(name, "help") || !strcmp(name, "--help") || !strcmp(name, "-h")) {
+        if (argc > 2) {
+            const struct command *cmd = find(argv[2]);
+            if (!cmd) {
+                fprintf(stderr, "twinhub: unknown command '%s'; run 'twinhub help' for the list\n",
+                        argv[2]);
+                return TH_EXIT_USAGE;
+            }
+            cmd->usage(stdout);
+        } else {
+            usage(stdout);
+        }
+        return TH_EXIT_OK;
+    }
+    const struct command *cmd = find(name);
+    if (!cmd) {
+        fprintf(stderr, "twinhub: unknown command '%s'; run 'twinhub help' for the list\n", name);
+        return TH_EXIT_USAGE;
+    }
+    return cmd->run(argc - 1, argv + 1);
+}

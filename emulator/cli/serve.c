@@ -1,1 +1,1265 @@
-/* placeholder: being written */
+/*
+ * serve.c - `twinhub serve` (docs/cli.md): checks that the ports are free,
+ * makes sure the development CA and server certificate exist, writes a
+ * mosquitto configuration that loads the twinhub plugin into a private
+ * runtime directory, runs mosquitto as a child, waits until every listener
+ * accepts a TCP connection, prints the endpoints, the CA and ready-to-paste
+ * connection strings, and stops the broker cleanly on SIGINT or SIGTERM.
+ *
+ * The broker settings come from mosquitto-plugin-facts.md section 5 and
+ * architecture.md ("Required broker settings"); the connection string shape
+ * (HostName = hub name, GatewayHostName = where we listen) from
+ * real-clients.md sections 2.1 and 7.
+ *
+ * One thread. Signals are blocked and read from a signalfd, and mosquitto's
+ * stdout and stderr come through a pipe, so a single poll() loop sees
+ * everything: readiness probes, broker output (passed through to our stderr,
+ * the last line kept for error messages), Ctrl-C and the broker's death.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "../core/registry.h" /* TH_DEV_* (see meson.build for the path) */
+
+#define DEFAULT_MQTT_PORT 1883
+#define DEFAULT_MQTTS_PORT 8883
+#define DEFAULT_BIND "127.0.0.1"
+#define DEFAULT_HUB_NAME "twinhub.localhost"
+#define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
+#define READY_TIMEOUT_MS 10000
+#define PROBE_INTERVAL_MS 5
+#define STOP_TIMEOUT_MS 10000
+#define MAX_PACKET_SIZE 1048576
+
+struct serve_opts {
+    int mqtt_port;  /* 0 = disabled */
+    int mqtts_port; /* 0 = disabled */
+    const char *bind;
+    const char *hub_name;
+    const char *cert_dir;  /* NULL = default */
+    const char *registry;  /* NULL = none */
+    const char *plugin;    /* NULL = default */
+    const char *mosquitto; /* NULL = default */
+    const char *info_file; /* NULL = none */
+    bool dev_identities;
+    bool verbose;
+};
+
+/* One listener as configured and probed. */
+struct listener {
+    int port;
+    const char *option; /* the option that changes it, for error messages */
+    const char *label;
+    bool ready;
+};
+
+/* Everything one run needs; lives on th_cmd_serve's stack. */
+struct serve {
+    struct serve_opts o;
+    struct listener lis[2];
+    char cert_dir[PATH_MAX];
+    char registry[PATH_MAX]; /* absolute; "" when none */
+    char plugin[PATH_MAX];
+    char mosquitto[PATH_MAX];
+    struct addrinfo *bind_ai;      /* every address mosquitto will bind */
+    bool bind_loopback;            /* every bind address is a loopback address */
+    bool bind_wildcard;            /* 0.0.0.0 or :: */
+    struct sockaddr_storage probe; /* where readiness is checked; port filled per listener */
+    socklen_t probe_len;
+    char gateway_host[INET6_ADDRSTRLEN + 300]; /* GatewayHostName without the port */
+    struct th_cert_files certs;
+    char run_dir[PATH_MAX]; /* "" until created */
+    char conf_path[PATH_MAX];
+    sigset_t old_mask;
+    bool signals_blocked;
+    int sig_fd;  /* signalfd for SIGINT, SIGTERM, SIGHUP, SIGCHLD; -1 when closed */
+    int log_fd;  /* read end of mosquitto's stdout+stderr; -1 after EOF */
+    pid_t child; /* 0 when none or reaped */
+    int child_status;
+    bool stop_requested;
+    char line[512]; /* the broker output line being assembled */
+    size_t line_len;
+    char last_line[512]; /* last complete non-empty broker line */
+};
+
+enum {
+    OPT_MQTT_PORT = 256,
+    OPT_MQTTS_PORT,
+    OPT_BIND,
+    OPT_HUB_NAME,
+    OPT_CERT_DIR,
+    OPT_REGISTRY,
+    OPT_NO_DEV_IDS,
+    OPT_PLUGIN,
+    OPT_MOSQUITTO,
+    OPT_INFO_FILE
+};
+
+static const struct option long_options[] = {
+    {"mqtt-port", required_argument, NULL, OPT_MQTT_PORT},
+    {"mqtts-port", required_argument, NULL, OPT_MQTTS_PORT},
+    {"bind", required_argument, NULL, OPT_BIND},
+    {"hub-name", required_argument, NULL, OPT_HUB_NAME},
+    {"cert-dir", required_argument, NULL, OPT_CERT_DIR},
+    {"registry", required_argument, NULL, OPT_REGISTRY},
+    {"no-dev-identities", no_argument, NULL, OPT_NO_DEV_IDS},
+    {"plugin", required_argument, NULL, OPT_PLUGIN},
+    {"mosquitto", required_argument, NULL, OPT_MOSQUITTO},
+    {"info-file", required_argument, NULL, OPT_INFO_FILE},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+void th_serve_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: twinhub serve [options]\n"
+            "\n"
+            "Run a local Azure IoT Hub: mosquitto with the twinhub plugin. Prints the endpoints,\n"
+            "the CA file and connection strings, then `twinhub: ready`. Stop it with Ctrl-C.\n"
+            "\n"
+            "options:\n"
+            "  --mqtt-port N       plain MQTT port (default %d; 0 disables it)\n"
+            "  --mqtts-port N      MQTT over TLS port (default %d; 0 disables it)\n"
+            "  --bind ADDR         address to listen on (default %s; anything else is a warning)\n"
+            "  --hub-name NAME     the hub's host name in connection strings (default %s)\n"
+            "  --cert-dir DIR      where the development CA and server certificate live\n"
+            "                      (default $XDG_DATA_HOME/twinhub or ~/.local/share/twinhub)\n"
+            "  --registry FILE     seed the identity registry from FILE\n"
+            "  --no-dev-identities do not create the development device, module and policies\n"
+            "  --plugin PATH       the broker plugin (default $TWINHUB_PLUGIN, else the built or\n"
+            "                      installed twinhub_plugin.so)\n"
+            "  --mosquitto PATH    the broker (default $TWINHUB_MOSQUITTO, else %s,\n"
+            "                      else mosquitto on PATH)\n"
+            "  --info-file FILE    write the endpoints and connection strings as JSON when ready\n"
+            "  -v, --verbose       more output from twinhub, the broker and the plugin\n"
+            "  -h, --help          show this text\n",
+            DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT, DEFAULT_BIND, DEFAULT_HUB_NAME,
+            DEFAULT_MOSQUITTO);
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+static bool parse_port(const char *opt, const char *text, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < 0 || v > 65535) {
+        fprintf(stderr,
+                "twinhub serve: %s '%s' is not a port number; use 1-65535, or 0 to "
+                "disable that listener\n",
+                opt, text);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+/* A DNS host name: dot-separated labels of letters, digits and '-', 1-63 chars each. */
+static bool is_host_name(const char *s)
+{
+    size_t total = strlen(s), label = 0;
+    if (total == 0 || total > 253 || s[0] == '.' || s[total - 1] == '.')
+        return false;
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-') {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool has_line_break(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+/*
+ * Fill `o` from argv. Returns -1 to go on, TH_EXIT_OK after --help, or
+ * TH_EXIT_USAGE after printing one line that says what to fix.
+ */
+static int parse_args(int argc, char **argv, struct serve_opts *o)
+{
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":vh", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_MQTT_PORT:
+            if (!parse_port("--mqtt-port", optarg, &o->mqtt_port))
+                return TH_EXIT_USAGE;
+            break;
+        case OPT_MQTTS_PORT:
+            if (!parse_port("--mqtts-port", optarg, &o->mqtts_port))
+                return TH_EXIT_USAGE;
+            break;
+        case OPT_BIND:
+            o->bind = optarg;
+            break;
+        case OPT_HUB_NAME:
+            o->hub_name = optarg;
+            break;
+        case OPT_CERT_DIR:
+            o->cert_dir = optarg;
+            break;
+        case OPT_REGISTRY:
+            o->registry = optarg;
+            break;
+        case OPT_NO_DEV_IDS:
+            o->dev_identities = false;
+            break;
+        case OPT_PLUGIN:
+            o->plugin = optarg;
+            break;
+        case OPT_MOSQUITTO:
+            o->mosquitto = optarg;
+            break;
+        case OPT_INFO_FILE:
+            o->info_file = optarg;
+            break;
+        case 'v':
+            o->verbose = true;
+            break;
+        case 'h':
+            th_serve_usage(stdout);
+            return TH_EXIT_OK;
+        case ':':
+            fprintf(stderr, "twinhub serve: %s needs a value; see twinhub serve --help\n",
+                    argv[optind - 1]);
+            return TH_EXIT_USAGE;
+        default: {
+            const char *bad = argv[optind - 1];
+            int len = (int)strcspn(bad, "=");
+            if (optopt)
+                fprintf(stderr, "twinhub serve: unknown option -%c; see twinhub serve --help\n",
+                        optopt);
+            else
+                fprintf(stderr, "twinhub serve: unknown option %.*s; see twinhub serve --help\n",
+                        len, bad);
+            return TH_EXIT_USAGE;
+        }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr,
+                "twinhub serve: unexpected argument '%s'; serve takes only options "
+                "(see twinhub serve --help)\n",
+                argv[optind]);
+        return TH_EXIT_USAGE;
+    }
+    if (o->mqtt_port == 0 && o->mqtts_port == 0) {
+        fprintf(stderr, "twinhub serve: --mqtt-port and --mqtts-port are both 0; enable at least "
+                        "one listener\n");
+        return TH_EXIT_USAGE;
+    }
+    if (o->mqtt_port == o->mqtts_port) {
+        fprintf(stderr,
+                "twinhub serve: --mqtt-port and --mqtts-port are both %d; give them "
+                "different ports\n",
+                o->mqtt_port);
+        return TH_EXIT_USAGE;
+    }
+    if (!is_host_name(o->hub_name)) {
+        fprintf(stderr,
+                "twinhub serve: --hub-name '%s' is not a host name; use letters, digits, "
+                "'-' and '.', such as myhub.azure-devices.net\n",
+                o->hub_name);
+        return TH_EXIT_USAGE;
+    }
+    const char *paths[][2] = {{"--cert-dir", o->cert_dir},
+                              {"--registry", o->registry},
+                              {"--plugin", o->plugin},
+                              {"--mosquitto", o->mosquitto},
+                              {"--info-file", o->info_file}};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (paths[i][1] && (!paths[i][1][0] || has_line_break(paths[i][1]))) {
+            fprintf(stderr, "twinhub serve: %s needs a non-empty path without line breaks\n",
+                    paths[i][0]);
+            return TH_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
+/* ---- resolving inputs ------------------------------------------------------------------- */
+
+/* `path` made absolute against the current directory (not resolving links). */
+static bool absolute(const char *path, char *out, size_t size)
+{
+    if (path[0] == '/')
+        return snprintf(out, size, "%s", path) < (int)size;
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return false;
+    return snprintf(out, size, "%s/%s", cwd, path) < (int)size;
+}
+
+/* Search PATH for an executable `name`. */
+static bool search_path(const char *name, char *out, size_t size)
+{
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+    while (*path) {
+        size_t len = strcspn(path, ":");
+        if (len > 0 && snprintf(out, size, "%.*s/%s", (int)len, path, name) < (int)size &&
+            access(out, X_OK) == 0)
+            return true;
+        path += len;
+        if (*path == ':')
+            path++;
+    }
+    return false;
+}
+
+static bool is_executable_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+static bool is_readable_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
+}
+
+/* --mosquitto, else $TWINHUB_MOSQUITTO, else /usr/sbin/mosquitto, else PATH. */
+static int find_mosquitto(struct serve *s)
+{
+    const char *given = s->o.mosquitto, *from = "--mosquitto";
+    if (!given && getenv("TWINHUB_MOSQUITTO") && *getenv("TWINHUB_MOSQUITTO")) {
+        given = getenv("TWINHUB_MOSQUITTO");
+        from = "TWINHUB_MOSQUITTO";
+    }
+    if (given) {
+        bool found = strchr(given, '/') ? absolute(given, s->mosquitto, sizeof s->mosquitto) &&
+                                              is_executable_file(s->mosquitto)
+                                        : search_path(given, s->mosquitto, sizeof s->mosquitto);
+        if (found)
+            return 0;
+        if (from[0] == '-') {
+            fprintf(stderr, "twinhub serve: --mosquitto %s is not an executable file\n", given);
+            return TH_EXIT_USAGE;
+        }
+        fprintf(stderr,
+                "twinhub: TWINHUB_MOSQUITTO=%s is not an executable file; fix or unset "
+                "it\n",
+                given);
+        return TH_EXIT_FAIL;
+    }
+    if (is_executable_file(DEFAULT_MOSQUITTO)) {
+        snprintf(s->mosquitto, sizeof s->mosquitto, "%s", DEFAULT_MOSQUITTO);
+        return 0;
+    }
+    if (search_path("mosquitto", s->mosquitto, sizeof s->mosquitto))
+        return 0;
+    fprintf(stderr,
+            "twinhub: mosquitto not found (looked at %s and on PATH); install it "
+            "(apt-get install mosquitto) or pass --mosquitto PATH\n",
+            DEFAULT_MOSQUITTO);
+    return TH_EXIT_FAIL;
+}
+
+/* --plugin, else $TWINHUB_PLUGIN, else the build tree's plugin, else the installed one. */
+static int find_plugin(struct serve *s)
+{
+    const char *given = s->o.plugin;
+    bool from_env = false;
+    if (!given && getenv("TWINHUB_PLUGIN") && *getenv("TWINHUB_PLUGIN")) {
+        given = getenv("TWINHUB_PLUGIN");
+        from_env = true;
+    }
+    if (given) {
+        if (absolute(given, s->plugin, sizeof s->plugin) && is_readable_file(s->plugin))
+            return 0;
+        if (!from_env) {
+            fprintf(stderr, "twinhub serve: --plugin %s is not a readable file\n", given);
+            return TH_EXIT_USAGE;
+        }
+        fprintf(stderr, "twinhub: TWINHUB_PLUGIN=%s is not a readable file; fix or unset it\n",
+                given);
+        return TH_EXIT_FAIL;
+    }
+    const char *candidates[] = {TH_PLUGIN_BUILD_PATH, TH_PLUGIN_INSTALL_PATH};
+    for (size_t i = 0; i < 2; i++) {
+        if (is_readable_file(candidates[i])) {
+            snprintf(s->plugin, sizeof s->plugin, "%s", candidates[i]);
+            return 0;
+        }
+    }
+    fprintf(stderr,
+            "twinhub: the broker plugin is neither installed (%s) nor built (%s); build "
+            "it with ninja or pass --plugin PATH\n",
+            TH_PLUGIN_INSTALL_PATH, TH_PLUGIN_BUILD_PATH);
+    return TH_EXIT_FAIL;
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+static bool is_wildcard(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+/*
+ * Resolve --bind the way mosquitto does (getaddrinfo, AI_PASSIVE, any
+ * family), classify it, and work out where to probe and what clients dial:
+ * a wildcard is reached through loopback of the same family, a specific
+ * address or name as itself (IPv6 literals in brackets).
+ */
+static int resolve_bind(struct serve *s)
+{
+    struct addrinfo hints = {
+        .ai_flags = AI_PASSIVE, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    const char *bind = s->o.bind;
+    int r = bind[0] ? getaddrinfo(bind, NULL, &hints, &s->bind_ai) : EAI_NONAME;
+    if (r != 0) {
+        fprintf(stderr,
+                "twinhub serve: --bind '%s' is not an IP address or a name this machine "
+                "resolves (%s)\n",
+                bind, gai_strerror(r));
+        return TH_EXIT_USAGE;
+    }
+    s->bind_loopback = true;
+    for (struct addrinfo *ai = s->bind_ai; ai; ai = ai->ai_next)
+        if (!is_loopback(ai->ai_addr))
+            s->bind_loopback = false;
+    const struct addrinfo *first = s->bind_ai;
+    s->bind_wildcard = is_wildcard(first->ai_addr);
+    memset(&s->probe, 0, sizeof s->probe);
+    unsigned char tmp[16];
+    if (s->bind_wildcard && first->ai_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&s->probe;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = in6addr_loopback;
+        s->probe_len = sizeof *in6;
+        snprintf(s->gateway_host, sizeof s->gateway_host, "[::1]");
+    } else if (s->bind_wildcard) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&s->probe;
+        in->sin_family = AF_INET;
+        in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        s->probe_len = sizeof *in;
+        snprintf(s->gateway_host, sizeof s->gateway_host, "127.0.0.1");
+    } else {
+        memcpy(&s->probe, first->ai_addr, first->ai_addrlen);
+        s->probe_len = first->ai_addrlen;
+        if (inet_pton(AF_INET6, bind, tmp) == 1)
+            snprintf(s->gateway_host, sizeof s->gateway_host, "[%s]", bind);
+        else
+            snprintf(s->gateway_host, sizeof s->gateway_host, "%s", bind);
+    }
+    return 0;
+}
+
+/* The cert directory, the registry file and the info file's directory. */
+static int resolve_files(struct serve *s)
+{
+    if (s->o.cert_dir) {
+        if (!absolute(s->o.cert_dir, s->cert_dir, sizeof s->cert_dir)) {
+            fprintf(stderr, "twinhub serve: --cert-dir %s: path too long\n", s->o.cert_dir);
+            return TH_EXIT_USAGE;
+        }
+    } else if (!th_certs_default_dir(s->cert_dir, sizeof s->cert_dir)) {
+        return TH_EXIT_FAIL;
+    }
+    s->registry[0] = '\0';
+    if (s->o.registry) {
+        if (!realpath(s->o.registry, s->registry)) {
+            fprintf(stderr, "twinhub serve: --registry %s: %s\n", s->o.registry, strerror(errno));
+            return TH_EXIT_USAGE;
+        }
+        if (!is_readable_file(s->registry)) {
+            fprintf(stderr, "twinhub serve: --registry %s is not a readable file\n", s->o.registry);
+            return TH_EXIT_USAGE;
+        }
+    }
+    if (s->o.info_file) {
+        char dir[PATH_MAX];
+        if (!absolute(s->o.info_file, dir, sizeof dir)) {
+            fprintf(stderr, "twinhub serve: --info-file %s: path too long\n", s->o.info_file);
+            return TH_EXIT_USAGE;
+        }
+        *strrchr(dir, '/') = '\0';
+        struct stat st;
+        if (stat(dir[0] ? dir : "/", &st) != 0 || !S_ISDIR(st.st_mode) ||
+            access(dir[0] ? dir : "/", W_OK) != 0) {
+            fprintf(stderr,
+                    "twinhub serve: --info-file %s: directory %s does not exist or is not "
+                    "writable\n",
+                    s->o.info_file, dir[0] ? dir : "/");
+            return TH_EXIT_USAGE;
+        }
+        /* A stale file from an earlier run must not look like a ready hub. */
+        if (unlink(s->o.info_file) != 0 && errno != ENOENT) {
+            fprintf(stderr, "twinhub serve: --info-file %s: cannot replace it: %s\n",
+                    s->o.info_file, strerror(errno));
+            return TH_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* ---- ports ------------------------------------------------------------------------------ */
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
+{
+    const void *a = sa->sa_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if (!inet_ntop(sa->sa_family, a, buf, (socklen_t)size))
+        snprintf(buf, size, "?");
+}
+
+static void set_port(struct sockaddr *sa, int port)
+{
+    if (sa->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
+/*
+ * Bind every address mosquitto will bind, with the same socket options
+ * (SO_REUSEADDR, IPV6_V6ONLY), so that a busy port is reported here with the
+ * option that changes it, rather than as a broker exit code.
+ */
+static int check_ports(struct serve *s)
+{
+    for (int i = 0; i < 2; i++) {
+        const struct listener *l = &s->lis[i];
+        if (!l->port)
+            continue;
+        for (struct addrinfo *ai = s->bind_ai; ai; ai = ai->ai_next) {
+            struct sockaddr_storage ss;
+            memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+            set_port((struct sockaddr *)&ss, l->port);
+            char host[INET6_ADDRSTRLEN];
+            addr_text(ai->ai_addr, host, sizeof host);
+            int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int one = 1, err = 0;
+            if (fd < 0) {
+                err = errno;
+            } else {
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+                if (ai->ai_family == AF_INET6)
+                    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+                if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) != 0)
+                    err = errno;
+                close(fd);
+            }
+            if (!err)
+                continue;
+            if (err == EADDRINUSE)
+                fprintf(stderr,
+                        "twinhub: port %d on %s is in use by another process; pass %s N "
+                        "or stop it\n",
+                        l->port, host, l->option);
+            else if (err == EACCES)
+                fprintf(stderr,
+                        "twinhub: not allowed to listen on port %d (ports below 1024 need "
+                        "root); pass %s N\n",
+                        l->port, l->option);
+            else if (err == EADDRNOTAVAIL)
+                fprintf(stderr,
+                        "twinhub: cannot listen on %s: it is not an address of this "
+                        "machine; pass --bind ADDR\n",
+                        host);
+            else
+                fprintf(stderr,
+                        "twinhub: cannot listen on %s port %d: %s; pass %s N or --bind "
+                        "ADDR\n",
+                        host, l->port, strerror(err), l->option);
+            return TH_EXIT_FAIL;
+        }
+    }
+    return 0;
+}
+
+/* One TCP connect to a listener; true when it was accepted. */
+static bool probe(const struct serve *s, int port, int *err)
+{
+    struct sockaddr_storage ss = s->probe;
+    set_port((struct sockaddr *)&ss, port);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = errno;
+        return false;
+    }
+    bool ok = connect(fd, (struct sockaddr *)&ss, s->probe_len) == 0;
+    if (!ok)
+        *err = errno;
+    close(fd);
+    return ok;
+}
+
+/* ---- runtime directory and broker configuration ----------------------------------------- */
+
+/* Remove the runtime directory and whatever the broker left in it (one level). */
+static void remove_run_dir(struct serve *s)
+{
+    if (!s->run_dir[0])
+        return;
+    DIR *d = opendir(s->run_dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+        closedir(d);
+    }
+    if (rmdir(s->run_dir) != 0 && s->o.verbose)
+        fprintf(stderr, "twinhub: could not remove %s: %s\n", s->run_dir, strerror(errno));
+    s->run_dir[0] = '\0';
+}
+
+static bool make_run_dir(struct serve *s)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || tmp[0] != '/')
+        tmp = "/tmp";
+    if (snprintf(s->run_dir, sizeof s->run_dir, "%s/twinhub-XXXXXX", tmp) >=
+            (int)sizeof s->run_dir ||
+        !mkdtemp(s->run_dir)) {
+        fprintf(stderr,
+                "twinhub: cannot create a runtime directory in %s: %s; set TMPDIR to a "
+                "writable directory\n",
+                tmp, strerror(errno));
+        s->run_dir[0] = '\0';
+        return false;
+    }
+    if (snprintf(s->conf_path, sizeof s->conf_path, "%s/mosquitto.conf", s->run_dir) >=
+        (int)sizeof s->conf_path) {
+        fprintf(stderr, "twinhub: TMPDIR %s is too long; set TMPDIR to a shorter path\n", tmp);
+        rmdir(s->run_dir);
+        s->run_dir[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Write mosquitto.conf. Global settings first (with per_listener_settings
+ * false they apply to every listener), then the plugin and its options, then
+ * the listeners.
+ */
+static bool write_conf(const struct serve *s)
+{
+    int fd = open(s->conf_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "twinhub: cannot write %s: %s\n", s->conf_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    /* Root would otherwise drop to user `mosquitto` and lose access to our files. */
+    const struct passwd *pw = getpwuid(getuid());
+    const char *user = pw ? pw->pw_name : (getuid() == 0 ? "root" : NULL);
+
+    fprintf(f, "# written by `twinhub serve` (pid %ld); removed when it exits\n", (long)getpid());
+    fprintf(f,
+            "per_listener_settings false\n"
+            "set_tcp_nodelay true\n"
+            "allow_anonymous false\n"
+            "persistence false\n"
+            "max_packet_size %d\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n",
+            MAX_PACKET_SIZE);
+    if (s->o.verbose)
+        fprintf(f, "log_type notice\nlog_type information\n");
+    if (user)
+        fprintf(f, "user %s\n", user);
+    fprintf(f, "plugin %s\n", s->plugin);
+    fprintf(f, "plugin_opt_dev_identities %s\n", s->o.dev_identities ? "true" : "false");
+    if (s->registry[0])
+        fprintf(f, "plugin_opt_registry %s\n", s->registry);
+    if (s->o.verbose)
+        fprintf(f, "plugin_opt_verbose true\n");
+    if (s->lis[0].port)
+        fprintf(f, "listener %d %s\n", s->lis[0].port, s->o.bind);
+    if (s->lis[1].port)
+        fprintf(f,
+                "listener %d %s\n"
+                "cafile %s\n"
+                "certfile %s\n"
+                "keyfile %s\n"
+                "tls_version tlsv1.2\n",
+                s->lis[1].port, s->o.bind, s->certs.ca_cert, s->certs.server_cert,
+                s->certs.server_key);
+    if (ferror(f) | (fclose(f) != 0)) {
+        fprintf(stderr, "twinhub: cannot write %s: %s\n", s->conf_path, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* ---- the broker process ----------------------------------------------------------------- */
+
+/* Block the signals we handle and route them to a signalfd. */
+static bool setup_signals(struct serve *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &set, &s->old_mask) != 0)
+        return false;
+    s->signals_blocked = true;
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill us before we stop the broker */
+    s->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->sig_fd < 0) {
+        fprintf(stderr, "twinhub: signalfd: %s\n", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Start `mosquitto -c conf` with stdin from /dev/null and stdout+stderr into
+ * our log pipe. The child gets our original signal mask and dispositions back
+ * and dies with us (PR_SET_PDEATHSIG) even if we are SIGKILLed. An exec
+ * failure is reported through a close-on-exec pipe, so it is told apart from
+ * a broker that started and exited.
+ */
+static bool spawn_broker(struct serve *s)
+{
+    int logp[2], errp[2];
+    if (pipe2(logp, O_CLOEXEC) != 0)
+        goto fail;
+    if (pipe2(errp, O_CLOEXEC) != 0) {
+        close(logp[0]);
+        close(logp[1]);
+        goto fail;
+    }
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_t parent = getpid();
+    char *argv[] = {s->mosquitto, "-c", s->conf_path, NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        int e;
+        sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(0);
+        if ((devnull >= 0 && dup2(devnull, STDIN_FILENO) < 0) || dup2(logp[1], STDOUT_FILENO) < 0 ||
+            dup2(logp[1], STDERR_FILENO) < 0) {
+            e = errno;
+        } else {
+            execv(argv[0], argv);
+            e = errno;
+        }
+        if (write(errp[1], &e, sizeof e) < 0) {
+            /* nothing more to do */
+        }
+        _exit(127);
+    }
+    int fork_err = errno;
+    if (devnull >= 0)
+        close(devnull);
+    close(logp[1]);
+    close(errp[1]);
+    if (pid < 0) {
+        close(logp[0]);
+        close(errp[0]);
+        errno = fork_err;
+        goto fail;
+    }
+    s->child = pid;
+    s->log_fd = logp[0];
+    fcntl(s->log_fd, F_SETFL, O_NONBLOCK);
+    int exec_err = 0;
+    ssize_t n;
+    while ((n = read(errp[0], &exec_err, sizeof exec_err)) < 0 && errno == EINTR)
+        ;
+    close(errp[0]);
+    if (n == (ssize_t)sizeof exec_err) {
+        fprintf(stderr, "twinhub: cannot run %s: %s; pass --mosquitto PATH\n", s->mosquitto,
+                strerror(exec_err));
+        waitpid(pid, NULL, 0);
+        s->child = 0;
+        return false;
+    }
+    if (s->o.verbose)
+        fprintf(stderr, "twinhub: started %s -c %s (pid %ld)\n", s->mosquitto, s->conf_path,
+                (long)pid);
+    return true;
+fail:
+    fprintf(stderr, "twinhub: cannot start mosquitto: %s\n", strerror(errno));
+    return false;
+}
+
+/* Write all of `buf` to stderr; a closed stderr is ignored (the broker must never block). */
+static void put_stderr(const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        buf += w;
+        len -= (size_t)w;
+    }
+}
+
+/*
+ * One broker output line is complete (or the buffer is full): pass it
+ * through, and remember it, without mosquitto's "1700000000: " time stamp,
+ * for error messages. Started as root with `user root`, mosquitto warns on
+ * every start that it should not run as root; nobody can act on that in a
+ * container, so it is only shown with -v.
+ */
+static void end_line(struct serve *s, bool newline)
+{
+    s->line[s->line_len] = '\0';
+    const char *p = s->line, *q = s->line;
+    while (*q >= '0' && *q <= '9')
+        q++;
+    if (q > p && q[0] == ':' && q[1] == ' ')
+        p = q + 2;
+    bool noise = !s->o.verbose && strstr(p, "should not be run as root") != NULL;
+    if (!noise) {
+        put_stderr(s->line, s->line_len);
+        if (newline)
+            put_stderr("\n", 1);
+        if (*p)
+            snprintf(s->last_line, sizeof s->last_line, "%s", p);
+    }
+    s->line_len = 0;
+}
+
+/* Pass whatever the broker has written through to our stderr, line by line; notes EOF. */
+static void pump_log(struct serve *s)
+{
+    char buf[4096];
+    while (s->log_fd >= 0) {
+        ssize_t n = read(s->log_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            if (s->line_len)
+                end_line(s, true);
+            close(s->log_fd);
+            s->log_fd = -1;
+            return;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\n')
+                end_line(s, true);
+            else if (s->line_len == sizeof s->line - 1)
+                end_line(s, false);
+            if (buf[i] != '\n')
+                s->line[s->line_len++] = buf[i];
+        }
+    }
+}
+
+/* Read pending signals: sets stop_requested; reaps the broker when it has exited. */
+static void read_signals(struct serve *s)
+{
+    struct signalfd_siginfo si;
+    bool chld = false;
+    while (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGCHLD)
+            chld = true;
+        else
+            s->stop_requested = true;
+    }
+    if (chld && s->child > 0) {
+        int status;
+        pid_t r = waitpid(s->child, &status, WNOHANG);
+        if (r == s->child) {
+            s->child = 0;
+            s->child_status = status;
+        }
+    }
+}
+
+/* Wait up to `timeout_ms` (-1 = forever) for a signal or broker output, then handle them. */
+static void wait_events(struct serve *s, int timeout_ms)
+{
+    struct pollfd fds[2] = {{.fd = s->sig_fd, .events = POLLIN},
+                            {.fd = s->log_fd, .events = POLLIN}};
+    int n = s->log_fd >= 0 ? 2 : 1;
+    if (poll(fds, (nfds_t)n, timeout_ms) < 0 && errno != EINTR)
+        return;
+    pump_log(s);
+    read_signals(s);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "exited with code 3" / "was killed by signal 11 (Segmentation fault)". */
+static void describe_status(int status, char *buf, size_t size)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, size, "exited with code %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, size, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, size, "stopped (status %d)", status);
+}
+
+/*
+ * SIGTERM the broker and wait for it; a second Ctrl-C, or STOP_TIMEOUT_MS
+ * without an exit, escalates to SIGKILL. Drains its output before returning.
+ */
+static void stop_broker(struct serve *s)
+{
+    if (s->child <= 0)
+        return;
+    if (s->o.verbose)
+        fprintf(stderr, "twinhub: stopping mosquitto (pid %ld)\n", (long)s->child);
+    kill(s->child, SIGTERM);
+    s->stop_requested = false;
+    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
+    bool killed = false;
+    while (s->child > 0) {
+        int64_t left = deadline - now_ms();
+        if (!killed && (left <= 0 || s->stop_requested)) {
+            fprintf(stderr, "twinhub: mosquitto %s; killing it\n",
+                    left <= 0 ? "did not stop within 10 s" : "is still stopping");
+            kill(s->child, SIGKILL);
+            killed = true;
+        }
+        wait_events(s, killed ? 100 : (int)(left > 0 ? left : 0));
+    }
+    while (s->log_fd >= 0)
+        wait_events(s, 100);
+}
+
+/*
+ * Poll every listener with a TCP connect until all accept, checking signals
+ * and the broker's health between rounds (at most PROBE_INTERVAL_MS apart).
+ * Returns -1 when ready, TH_EXIT_OK when asked to stop first (broker already
+ * stopped), TH_EXIT_FAIL after saying why the broker did not come up.
+ */
+static int wait_ready(struct serve *s)
+{
+    int64_t start = now_ms(), deadline = start + READY_TIMEOUT_MS;
+    int last_err = 0;
+    const struct listener *waiting = NULL;
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < 2; i++) {
+            struct listener *l = &s->lis[i];
+            if (!l->port || l->ready)
+                continue;
+            l->ready = probe(s, l->port, &last_err);
+            if (!l->ready) {
+                all = false;
+                waiting = l;
+            }
+        }
+        if (all) {
+            if (s->o.verbose)
+                fprintf(stderr, "twinhub: listeners accept connections after %lld ms\n",
+                        (long long)(now_ms() - start));
+            return -1;
+        }
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            fprintf(stderr,
+                    "twinhub: mosquitto did not accept connections on its %s listener (%s "
+                    "port %d) within 10 s (%s)%s%s\n",
+                    waiting->label, s->gateway_host, waiting->port, strerror(last_err),
+                    s->last_line[0] ? "; its last message: " : "", s->last_line);
+            stop_broker(s);
+            return TH_EXIT_FAIL;
+        }
+        wait_events(s, (int)(left < PROBE_INTERVAL_MS ? left : PROBE_INTERVAL_MS));
+        if (s->stop_requested) {
+            stop_broker(s);
+            return TH_EXIT_OK;
+        }
+        if (s->child == 0) {
+            while (s->log_fd >= 0)
+                wait_events(s, 100);
+            char how[128];
+            describe_status(s->child_status, how, sizeof how);
+            fprintf(stderr, "twinhub: mosquitto %s before it was ready%s%s\n", how,
+                    s->last_line[0] ? ": " : "; run with -v to see its log", s->last_line);
+            return TH_EXIT_FAIL;
+        }
+    }
+}
+
+/* ---- what we print ---------------------------------------------------------------------- */
+
+struct conn_strings {
+    char device[512];
+    char module[512];
+    char service[512];
+};
+
+/*
+ * The development identities' connection strings: HostName is the hub name
+ * (what goes into the username and the token's sr), GatewayHostName is where
+ * the SDK actually dials (real-clients.md section 2.1).
+ */
+static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
+{
+    char gw[sizeof s->gateway_host + 8];
+    if (s->o.mqtts_port && s->o.mqtts_port != DEFAULT_MQTTS_PORT)
+        snprintf(gw, sizeof gw, "%s:%d", s->gateway_host, s->o.mqtts_port);
+    else
+        snprintf(gw, sizeof gw, "%s", s->gateway_host);
+    snprintf(cs->device, sizeof cs->device,
+             "HostName=%s;DeviceId=%s;SharedAccessKey=%s;GatewayHostName=%s", s->o.hub_name,
+             TH_DEV_DEVICE_ID, TH_DEV_DEVICE_KEY, gw);
+    snprintf(cs->module, sizeof cs->module,
+             "HostName=%s;DeviceId=%s;ModuleId=%s;SharedAccessKey=%s;GatewayHostName=%s",
+             s->o.hub_name, TH_DEV_DEVICE_ID, TH_DEV_MODULE_ID, TH_DEV_MODULE_KEY, gw);
+    snprintf(cs->service, sizeof cs->service,
+             "HostName=%s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s", s->o.hub_name,
+             TH_DEV_OWNER_KEY);
+}
+
+static void print_banner(const struct serve *s, const struct conn_strings *cs)
+{
+    const char *ca = s->certs.ca_cert;
+    printf("twinhub %s: hub %s\n", TH_VERSION, s->o.hub_name);
+    if (s->lis[0].port)
+        printf("  MQTT      %s:%d (plain TCP, for local tools)\n", s->gateway_host, s->lis[0].port);
+    if (s->lis[1].port)
+        printf("  MQTT/TLS  %s:%d (the Azure IoT device SDKs)\n", s->gateway_host, s->lis[1].port);
+    printf("  CA        %s\n", ca);
+    printf("  Trust the CA in your client:\n"
+           "    Node.js    NODE_EXTRA_CA_CERTS=%s\n"
+           "               or client.setOptions({ ca: fs.readFileSync('%s') })\n"
+           "    C SDKs     SSL_CERT_FILE=%s\n",
+           ca, ca, ca);
+    if (s->o.dev_identities) {
+        printf("  Connection strings (development identities):\n"
+               "    device   %s\n"
+               "    module   %s\n"
+               "    service  %s\n",
+               cs->device, cs->module, cs->service);
+    } else {
+        printf("  Development identities are off; identities come from %s\n",
+               s->registry[0] ? s->registry : "the control API only");
+    }
+    if (!s->lis[1].port)
+        printf("  MQTT/TLS is off (--mqtts-port 0): the Azure SDKs need TLS to connect\n");
+}
+
+static bool add_str(cJSON *obj, const char *key, const char *value)
+{
+    return value ? cJSON_AddStringToObject(obj, key, value) != NULL
+                 : cJSON_AddNullToObject(obj, key) != NULL;
+}
+
+/* Write the --info-file JSON next to its final name, then rename it into place. */
+static bool write_info(const struct serve *s, const struct conn_strings *cs)
+{
+    bool dev = s->o.dev_identities;
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && add_str(o, "hubName", s->o.hub_name) && add_str(o, "bind", s->o.bind) &&
+              cJSON_AddNumberToObject(o, "mqttPort", s->o.mqtt_port) &&
+              cJSON_AddNumberToObject(o, "mqttsPort", s->o.mqtts_port) &&
+              add_str(o, "caFile", s->certs.ca_cert) &&
+              add_str(o, "deviceId", dev ? TH_DEV_DEVICE_ID : NULL) &&
+              add_str(o, "moduleId", dev ? TH_DEV_MODULE_ID : NULL) &&
+              add_str(o, "deviceConnectionString", dev ? cs->device : NULL) &&
+              add_str(o, "moduleConnectionString", dev ? cs->module : NULL) &&
+              add_str(o, "serviceConnectionString", dev ? cs->service : NULL) &&
+              cJSON_AddNumberToObject(o, "pid", (double)getpid());
+    char *text = ok ? cJSON_Print(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) {
+        fprintf(stderr, "twinhub: out of memory writing --info-file\n");
+        return false;
+    }
+    char tmp[PATH_MAX];
+    int fd = -1;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->o.info_file, (long)getpid()) < (int)sizeof tmp)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t len = strlen(text);
+    ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
+    int e = errno;
+    if (fd >= 0 && close(fd) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (ok && rename(tmp, s->o.info_file) != 0) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "twinhub: cannot write --info-file %s: %s\n", s->o.info_file, strerror(e));
+        if (fd >= 0)
+            unlink(tmp);
+    }
+    cJSON_free(text);
+    return ok;
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+/* Run the hub until a signal or the broker's death; returns the exit code. */
+static int run_until_stopped(struct serve *s)
+{
+    for (;;) {
+        wait_events(s, -1);
+        if (s->stop_requested) {
+            stop_broker(s);
+            return TH_EXIT_OK;
+        }
+        if (s->child == 0) {
+            while (s->log_fd >= 0)
+                wait_events(s, 100);
+            /* Ctrl-C reaches the broker too (same process group): that is a normal stop. */
+            if (s->stop_requested)
+                return TH_EXIT_OK;
+            char how[128];
+            describe_status(s->child_status, how, sizeof how);
+            fprintf(stderr, "twinhub: mosquitto %s unexpectedly; the hub is down%s%s%s\n", how,
+                    s->last_line[0] ? " (its last message: " : "", s->last_line,
+                    s->last_line[0] ? ")" : "");
+            return TH_EXIT_FAIL;
+        }
+    }
+}
+
+static int serve(struct serve *s)
+{
+    int rc;
+    /* Mistakes in the options (exit 2) are reported before missing defaults (exit 1). */
+    if ((rc = resolve_bind(s)) || (rc = resolve_files(s)) || (rc = find_plugin(s)) ||
+        (rc = find_mosquitto(s)))
+        return rc;
+    if (!s->bind_loopback)
+        fprintf(stderr,
+                "twinhub: warning: --bind %s is reachable from other machines, and the "
+                "development keys are public; use it only on a trusted network\n",
+                s->o.bind);
+    if ((rc = check_ports(s)))
+        return rc;
+
+    /* Clients must find our name (and a specific bind address) in the server certificate. */
+    const char *names[2] = {s->o.hub_name, NULL};
+    size_t nnames = 1;
+    if (!s->bind_wildcard)
+        names[nnames++] = s->o.bind;
+    if (!th_certs_ensure(s->cert_dir, names, nnames, s->o.verbose, &s->certs))
+        return TH_EXIT_FAIL;
+
+    if (!setup_signals(s) || !make_run_dir(s) || !write_conf(s) || !spawn_broker(s))
+        return TH_EXIT_FAIL;
+    if (s->o.verbose)
+        fprintf(stderr, "twinhub: runtime directory %s\n", s->run_dir);
+    if ((rc = wait_ready(s)) >= 0)
+        return rc;
+
+    struct conn_strings cs;
+    make_conn_strings(s, &cs);
+    print_banner(s, &cs);
+    if (s->o.info_file && !write_info(s, &cs)) {
+        stop_broker(s);
+        return TH_EXIT_FAIL;
+    }
+    printf("twinhub: ready\n");
+    fflush(stdout);
+    return run_until_stopped(s);
+}
+
+int th_cmd_serve(int argc, char **argv)
+{
+    struct serve s = {
+        .o = {.mqtt_port = DEFAULT_MQTT_PORT,
+              .mqtts_port = DEFAULT_MQTTS_PORT,
+              .bind = DEFAULT_BIND,
+              .hub_name = DEFAULT_HUB_NAME,
+              .dev_identities = true},
+        .sig_fd = -1,
+        .log_fd = -1,
+    };
+    int rc = parse_args(argc, argv, &s.o);
+    if (rc >= 0)
+        return rc;
+    s.lis[0] = (struct listener){.port = s.o.mqtt_port, .option = "--mqtt-port", .label = "MQTT"};
+    s.lis[1] =
+        (struct listener){.port = s.o.mqtts_port, .option = "--mqtts-port", .label = "MQTT/TLS"};
+
+    rc = serve(&s);
+
+    if (s.child > 0) /* only on an internal failure after spawning */
+        stop_broker(&s);
+    remove_run_dir(&s);
+    if (s.bind_ai)
+        freeaddrinfo(s.bind_ai);
+    if (s.log_fd >= 0)
+        close(s.log_fd);
+    if (s.sig_fd >= 0)
+        close(s.sig_fd);
+    if (s.signals_blocked)
+        sigprocmask(SIG_SETMASK, &s.old_mask, NULL);
+    return rc;
+}

@@ -9,7 +9,7 @@
  * - cJSON_ParseWithLengthOpts(..., require_null_terminated=1) needs the NUL
  *   counted in the length, so we pass 0 and check the tail ourselves.
  * - cJSON's own nesting limit (1000) is a compile-time constant and reports
- *   deep input as a syntax error, so depth is measured by us.
+ *   deep input as a syntax error, so depth is measured by our own walk.
  * - cJSON treats every byte <= 0x20 as whitespace; JSON allows only four.
  */
 #include "json.h"
@@ -95,8 +95,10 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
         return th_error_set(err, TH_ERR_FORMAT, 0,
                             "JSON body is empty; send one JSON document (for example {})");
 
-    int depth = text_depth(buf, len, max_depth);
-    if (depth > max_depth)
+    /* Measured on the text, before cJSON recurses: exact for valid JSON (every '{' or
+     * '[' outside a string opens a container), and it keeps input deeper than cJSON's
+     * own limit a "too deep" error instead of a syntax error. */
+    if (text_depth(buf, len, max_depth) > max_depth)
         return th_error_set(err, TH_ERR_TOO_DEEP, 0,
                             "JSON nests objects/arrays more than %d levels deep; flatten the "
                             "document",
@@ -119,15 +121,6 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
                                 "exactly one JSON document",
                                 (size_t)(p - buf));
         }
-    }
-    /* The text scan is exact for valid JSON; the tree walk is the authoritative check. */
-    depth = th_json_depth(root);
-    if (depth > max_depth) {
-        cJSON_Delete(root);
-        return th_error_set(err, TH_ERR_TOO_DEEP, 0,
-                            "JSON nests objects/arrays %d levels deep; at most %d are allowed, "
-                            "flatten the document",
-                            depth, max_depth);
     }
     *out = root;
     return TH_OK;

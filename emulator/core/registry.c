@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "topic.h"
 #include "util.h"
 
@@ -164,8 +164,8 @@ static void identity_free(struct th_identity *id)
  */
 static struct th_identity *identity_create(struct th_registry *reg, const char *device_id,
                                            const char *module_id, const char *primary_key,
-                                           const char *secondary_key, bool enabled,
-                                           int64_t now_us, th_result *r)
+                                           const char *secondary_key, bool enabled, int64_t now_us,
+                                           th_result *r)
 {
     struct th_identity *id = calloc(1, sizeof *id);
     if (!id) {
@@ -208,8 +208,7 @@ static th_result insert_device(struct th_registry *reg, struct th_identity *dev)
     return TH_OK;
 }
 
-static struct dev_node *find_node(const struct th_registry *reg, const char *device_id,
-                                  size_t dlen)
+static struct dev_node *find_node(const struct th_registry *reg, const char *device_id, size_t dlen)
 {
     struct dev_node *node = NULL;
     if (!reg || !device_id)
@@ -280,14 +279,11 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
                             "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
                             device_id ? device_id : "");
     if (key_given(primary_key) && !key_valid(primary_key))
-        return th_error_set(err, TH_ERR_INVAL, 0,
-                            "primaryKey must be base64 of 16 to 64 bytes");
+        return th_error_set(err, TH_ERR_INVAL, 0, "primaryKey must be base64 of 16 to 64 bytes");
     if (key_given(secondary_key) && !key_valid(secondary_key))
-        return th_error_set(err, TH_ERR_INVAL, 0,
-                            "secondaryKey must be base64 of 16 to 64 bytes");
+        return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
     if (find_node(reg, device_id, strlen(device_id)))
-        return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists",
-                            device_id);
+        return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists", device_id);
     th_result r;
     struct th_identity *dev =
         identity_create(reg, device_id, NULL, primary_key, secondary_key, enabled, now_us, &r);
@@ -297,8 +293,7 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
     r = insert_device(reg, dev);
     if (r != TH_OK) {
         identity_free(dev);
-        return th_error_set(err, r, 0, "cannot add device '%s': %s", device_id,
-                            th_result_str(r));
+        return th_error_set(err, r, 0, "cannot add device '%s': %s", device_id, th_result_str(r));
     }
     if (out)
         *out = dev;
@@ -318,19 +313,16 @@ th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
                             "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
                             module_id ? module_id : "");
     if (key_given(primary_key) && !key_valid(primary_key))
-        return th_error_set(err, TH_ERR_INVAL, 0,
-                            "primaryKey must be base64 of 16 to 64 bytes");
+        return th_error_set(err, TH_ERR_INVAL, 0, "primaryKey must be base64 of 16 to 64 bytes");
     if (key_given(secondary_key) && !key_valid(secondary_key))
-        return th_error_set(err, TH_ERR_INVAL, 0,
-                            "secondaryKey must be base64 of 16 to 64 bytes");
+        return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
     struct dev_node *node = find_node(reg, device_id, strlen(device_id));
     if (!node)
-        return th_error_set(err, TH_ERR_NOT_FOUND, 404001, "device '%s' does not exist",
-                            device_id);
+        return th_error_set(err, TH_ERR_NOT_FOUND, 404001, "device '%s' does not exist", device_id);
     struct th_identity *dev = node->id;
     if (find_module(dev, module_id, strlen(module_id), NULL))
-        return th_error_set(err, TH_ERR_EXISTS, 409301,
-                            "module '%s' already exists on device '%s'", module_id, device_id);
+        return th_error_set(err, TH_ERR_EXISTS, 409301, "module '%s' already exists on device '%s'",
+                            module_id, device_id);
     if (dev->module_count >= TH_MAX_MODULES_PER_DEVICE)
         return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
                             "device '%s' already has %d modules, the maximum", device_id,
@@ -344,8 +336,7 @@ th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
     r = attach_module(dev, mod);
     if (r != TH_OK) {
         identity_free(mod);
-        return th_error_set(err, r, 0, "cannot add module '%s': %s", module_id,
-                            th_result_str(r));
+        return th_error_set(err, r, 0, "cannot add module '%s': %s", module_id, th_result_str(r));
     }
     if (out)
         *out = mod;
@@ -455,13 +446,12 @@ static th_result policy_fill(struct th_policy *p, const char *name, const char *
     return TH_OK;
 }
 
-#define TH_PERM_ALL                                                                     \
-    (TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE | TH_PERM_SERVICE_CONNECT |         \
+#define TH_PERM_ALL                                                                                \
+    (TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE | TH_PERM_SERVICE_CONNECT |                    \
      TH_PERM_DEVICE_CONNECT)
 
-th_result th_registry_set_policy(struct th_registry *reg, const char *name,
-                                 const char *primary_key, const char *secondary_key,
-                                 unsigned perms)
+th_result th_registry_set_policy(struct th_registry *reg, const char *name, const char *primary_key,
+                                 const char *secondary_key, unsigned perms)
 {
     if (!reg || !name || !policy_name_valid(name, strlen(name)))
         return TH_ERR_INVAL;
@@ -546,8 +536,7 @@ void th_identity_touch(struct th_identity *id, int64_t now_us)
 }
 
 th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id, const char *bag,
-                               const void *body, size_t len, int64_t now_us,
-                               struct th_error *err)
+                               const void *body, size_t len, int64_t now_us, struct th_error *err)
 {
     if (!dev || dev->module_id)
         return th_error_set(err, TH_ERR_INVAL, 0,
@@ -615,13 +604,22 @@ void th_identity_etag(const struct th_identity *id, char buf[32])
 
 /* Hub-maintained fields of identity and twin JSON: ignored so exports can be pasted. */
 static const char *const readonly_fields[] = {
-    "generationId",      "etag",          "deviceEtag",
-    "connectionState",   "connectionStateUpdatedTime",
-    "statusUpdatedTime", "statusUpdateTime",
-    "lastActivityTime",  "cloudToDeviceMessageCount",
-    "capabilities",      "deviceScope",   "parentScopes",
-    "version",           "authenticationType",
-    "x509Thumbprint",    "modelId",
+    "generationId",
+    "etag",
+    "deviceEtag",
+    "connectionState",
+    "connectionStateUpdatedTime",
+    "statusUpdatedTime",
+    "statusUpdateTime",
+    "lastActivityTime",
+    "cloudToDeviceMessageCount",
+    "capabilities",
+    "deviceScope",
+    "parentScopes",
+    "version",
+    "authenticationType",
+    "x509Thumbprint",
+    "modelId",
 };
 
 static bool in_list(const char *name, const char *const *list, size_t n)
@@ -646,8 +644,8 @@ static th_result check_members(const cJSON *obj, const char *path, const char *c
         if (allow_readonly &&
             in_list(k, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0]))
             continue;
-        return th_error_set(err, TH_ERR_INVAL, 0, "%s%s%s: unknown field", path,
-                            path[0] ? "." : "", k);
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s%s%s: unknown field", path, path[0] ? "." : "",
+                            k);
     }
     return TH_OK;
 }
@@ -656,8 +654,8 @@ static th_result check_members(const cJSON *obj, const char *path, const char *c
  * Optional string member: absent and null give *out NULL; anything but a
  * string is refused, naming path.key.
  */
-static th_result opt_string(const cJSON *obj, const char *key, const char *path,
-                            const char **out, struct th_error *err)
+static th_result opt_string(const cJSON *obj, const char *key, const char *path, const char **out,
+                            struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
@@ -670,8 +668,8 @@ static th_result opt_string(const cJSON *obj, const char *key, const char *path,
 }
 
 /* Optional object member (absent or null -> *out NULL). */
-static th_result opt_object(const cJSON *obj, const char *key, const char *path,
-                            const cJSON **out, struct th_error *err)
+static th_result opt_object(const cJSON *obj, const char *key, const char *path, const cJSON **out,
+                            struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
@@ -683,8 +681,8 @@ static th_result opt_object(const cJSON *obj, const char *key, const char *path,
     return TH_OK;
 }
 
-static th_result opt_array(const cJSON *obj, const char *key, const char *path,
-                           const cJSON **out, struct th_error *err)
+static th_result opt_array(const cJSON *obj, const char *key, const char *path, const cJSON **out,
+                           struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
@@ -814,8 +812,7 @@ static th_result check_id_field(const cJSON *ident, const char *key, const char 
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(ident, key);
     if (!cJSON_IsString(item) || !item->valuestring)
-        return th_error_set(err, TH_ERR_INVAL, 0, "%s.%s: required string missing", path,
-                            key);
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s.%s: required string missing", path, key);
     if (!th_id_valid(item->valuestring, strlen(item->valuestring)))
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.%s: '%s' is not a valid id (at most 128 letters, digits or "
@@ -828,8 +825,8 @@ static th_result check_id_field(const cJSON *ident, const char *key, const char 
 static th_result check_module(const cJSON *mod, const char *path, const char *device_id,
                               struct th_error *err)
 {
-    static const char *const fields[] = {"moduleId", "deviceId", "managedBy",
-                                         "authentication", "tags", "properties"};
+    static const char *const fields[] = {"moduleId",       "deviceId", "managedBy",
+                                         "authentication", "tags",     "properties"};
     const char *id, *s;
     struct auth_keys keys;
     th_result r;
@@ -856,8 +853,8 @@ static th_result check_module(const cJSON *mod, const char *path, const char *de
 static th_result check_device(const struct th_registry *reg, const cJSON *dev, const char *path,
                               struct th_error *err)
 {
-    static const char *const fields[] = {"deviceId", "status",     "statusReason",
-                                         "authentication", "tags", "properties", "modules"};
+    static const char *const fields[] = {"deviceId", "status",     "statusReason", "authentication",
+                                         "tags",     "properties", "modules"};
     const char *id, *s;
     const cJSON *mods;
     struct auth_keys keys;
@@ -906,8 +903,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
         {
             if (j == i)
                 break;
-            if (strcmp(cJSON_GetObjectItemCaseSensitive(prev, "moduleId")->valuestring, mid) ==
-                0)
+            if (strcmp(cJSON_GetObjectItemCaseSensitive(prev, "moduleId")->valuestring, mid) == 0)
                 return th_error_set(err, TH_ERR_INVAL, 400011,
                                     "%s.moduleId: '%s' is already defined by %s.modules[%zu]", sub,
                                     mid, path, j);
@@ -1008,8 +1004,7 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
             return r;
         if (!rights)
             return th_error_set(err, TH_ERR_INVAL, 0,
-                                "%s.rights: required, e.g. \"RegistryRead, ServiceConnect\"",
-                                path);
+                                "%s.rights: required, e.g. \"RegistryRead, ServiceConnect\"", path);
         const char *bad;
         size_t bad_len;
         unsigned perms = parse_rights(rights, &bad, &bad_len);
@@ -1024,8 +1019,8 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
         for (size_t j = 0; j < *count; j++) {
             if (strcmp(out[j].name, name) == 0)
                 return th_error_set(err, TH_ERR_INVAL, 0,
-                                    "%s.keyName: '%s' is already defined by policies[%zu]",
-                                    path, name, j);
+                                    "%s.keyName: '%s' is already defined by policies[%zu]", path,
+                                    name, j);
         }
         if (!policy_slot(reg, name, strlen(name)))
             added++;
@@ -1043,9 +1038,8 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
 }
 
 /* Applies one initial twin section from the document; path names the member in errors. */
-static th_result apply_section(struct th_twin *twin, enum th_twin_section section,
-                               const cJSON *src, int64_t now_us, const char *path,
-                               struct th_error *err)
+static th_result apply_section(struct th_twin *twin, enum th_twin_section section, const cJSON *src,
+                               int64_t now_us, const char *path, struct th_error *err)
 {
     if (!src || !src->child)
         return TH_OK; /* nothing to apply: keep the creation versions */
@@ -1058,9 +1052,15 @@ static th_result apply_section(struct th_twin *twin, enum th_twin_section sectio
     memset(&e, 0, sizeof e);
     th_result r;
     switch (section) {
-    case TH_SECTION_TAGS: r = th_twin_patch_tags(twin, patch, &e); break;
-    case TH_SECTION_DESIRED: r = th_twin_patch_desired(twin, patch, now_us, NULL, &e); break;
-    default: r = th_twin_patch_reported(twin, patch, now_us, &e); break;
+    case TH_SECTION_TAGS:
+        r = th_twin_patch_tags(twin, patch, &e);
+        break;
+    case TH_SECTION_DESIRED:
+        r = th_twin_patch_desired(twin, patch, now_us, NULL, &e);
+        break;
+    default:
+        r = th_twin_patch_reported(twin, patch, now_us, &e);
+        break;
     }
     cJSON_Delete(patch);
     if (r != TH_OK)
@@ -1139,9 +1139,8 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
     {
         snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
         get_keys(msrc, &keys);
-        struct th_identity *mod =
-            identity_create(reg, dev->device_id, get_str(msrc, "moduleId"), keys.primary,
-                            keys.secondary, true, now_us, &r);
+        struct th_identity *mod = identity_create(reg, dev->device_id, get_str(msrc, "moduleId"),
+                                                  keys.primary, keys.secondary, true, now_us, &r);
         if (!mod) {
             identity_free(dev);
             return th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
@@ -1312,8 +1311,7 @@ static cJSON *authentication_json(const struct th_identity *id)
         ok = add_item(auth, "symmetricKey", sym);
         sym = NULL;
     }
-    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) &&
-         add_str(auth, "type", "sas");
+    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) && add_str(auth, "type", "sas");
     cJSON_Delete(sym);
     if (!ok) {
         cJSON_Delete(auth);

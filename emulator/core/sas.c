@@ -15,7 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "topic.h"
 #include "util.h"
 
@@ -58,8 +58,7 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
 
     if (token == NULL || len < plen || memcmp(token, prefix, plen) != 0)
         return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
-                            "password is not a SAS token: it must start with '%s'",
-                            TH_SAS_PREFIX);
+                            "password is not a SAS token: it must start with '%s'", TH_SAS_PREFIX);
     if (memchr(token, '\0', len) != NULL)
         return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE, "SAS token contains a NUL byte");
 
@@ -106,8 +105,8 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const struct th_slice *s = (const struct th_slice *)((const char *)out + required[i].off);
         if (s->ptr == NULL)
-            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
-                                "SAS token has no '%s' field", required[i].name);
+            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE, "SAS token has no '%s' field",
+                                required[i].name);
         if (s->len == 0)
             return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
                                 "SAS token field '%s' is empty", required[i].name);
@@ -182,8 +181,8 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
     size_t sig_b64_len = 0;
     uint8_t got[TH_SHA256_LEN + 3];
     size_t got_len = 0;
-    if (th_pct_decode(tok->sig.ptr, tok->sig.len, false, sig_b64, sizeof(sig_b64),
-                      &sig_b64_len) != TH_OK ||
+    if (th_pct_decode(tok->sig.ptr, tok->sig.len, false, sig_b64, sizeof(sig_b64), &sig_b64_len) !=
+            TH_OK ||
         th_b64_decode(sig_b64, sig_b64_len, got, sizeof(got), &got_len) != TH_OK) {
         OPENSSL_cleanse(want, sizeof(want));
         return th_error_set(err, TH_ERR_AUTH, TH_SAS_ERR_CODE,

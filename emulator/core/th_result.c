@@ -11,23 +11,40 @@
 const char *th_result_str(th_result r)
 {
     switch (r) {
-    case TH_OK: return "ok";
-    case TH_ERR_INVAL: return "invalid argument";
-    case TH_ERR_FORMAT: return "malformed input";
-    case TH_ERR_NOMEM: return "out of memory";
-    case TH_ERR_NOT_FOUND: return "not found";
-    case TH_ERR_EXISTS: return "already exists";
-    case TH_ERR_TOO_LARGE: return "too large";
-    case TH_ERR_TOO_DEEP: return "nested too deeply";
-    case TH_ERR_PRECONDITION: return "precondition failed";
-    case TH_ERR_AUTH: return "unauthorized";
-    case TH_ERR_EXPIRED: return "token expired";
-    case TH_ERR_DISABLED: return "identity disabled";
-    case TH_ERR_BUFFER: return "buffer too small";
-    case TH_ERR_QUEUE_FULL: return "queue full";
-    case TH_ERR_NOT_ONLINE: return "device not online";
-    case TH_ERR_TIMEOUT: return "timed out";
-    case TH_ERR_THROTTLED: return "throttled";
+    case TH_OK:
+        return "ok";
+    case TH_ERR_INVAL:
+        return "invalid argument";
+    case TH_ERR_FORMAT:
+        return "malformed input";
+    case TH_ERR_NOMEM:
+        return "out of memory";
+    case TH_ERR_NOT_FOUND:
+        return "not found";
+    case TH_ERR_EXISTS:
+        return "already exists";
+    case TH_ERR_TOO_LARGE:
+        return "too large";
+    case TH_ERR_TOO_DEEP:
+        return "nested too deeply";
+    case TH_ERR_PRECONDITION:
+        return "precondition failed";
+    case TH_ERR_AUTH:
+        return "unauthorized";
+    case TH_ERR_EXPIRED:
+        return "token expired";
+    case TH_ERR_DISABLED:
+        return "identity disabled";
+    case TH_ERR_BUFFER:
+        return "buffer too small";
+    case TH_ERR_QUEUE_FULL:
+        return "queue full";
+    case TH_ERR_NOT_ONLINE:
+        return "device not online";
+    case TH_ERR_TIMEOUT:
+        return "timed out";
+    case TH_ERR_THROTTLED:
+        return "throttled";
     }
     return "unknown error";
 }
@@ -35,25 +52,42 @@ const char *th_result_str(th_result r)
 int th_result_default_code(th_result r)
 {
     switch (r) {
-    case TH_OK: return 0;
-    case TH_ERR_INVAL: return 400004;
-    case TH_ERR_FORMAT: return 400006;
-    case TH_ERR_NOMEM: return 500001;
-    case TH_ERR_NOT_FOUND: return 404001;
-    case TH_ERR_EXISTS: return 409001;
-    case TH_ERR_TOO_LARGE: return 413001;
-    case TH_ERR_TOO_DEEP: return 400004;
-    case TH_ERR_PRECONDITION: return 412001;
-    case TH_ERR_AUTH: return 401002;
-    case TH_ERR_EXPIRED: return 401002;
+    case TH_OK:
+        return 0;
+    case TH_ERR_INVAL:
+        return 400004;
+    case TH_ERR_FORMAT:
+        return 400006;
+    case TH_ERR_NOMEM:
+        return 500001;
+    case TH_ERR_NOT_FOUND:
+        return 404001;
+    case TH_ERR_EXISTS:
+        return 409001;
+    case TH_ERR_TOO_LARGE:
+        return 413001;
+    case TH_ERR_TOO_DEEP:
+        return 400004;
+    case TH_ERR_PRECONDITION:
+        return 412001;
+    case TH_ERR_AUTH:
+        return 401002;
+    case TH_ERR_EXPIRED:
+        return 401002;
     /* Auth paths that must look like 401 pass 401002 explicitly. */
-    case TH_ERR_DISABLED: return 403012;
+    case TH_ERR_DISABLED:
+        return 403012;
     /* A too-small buffer is our bug, never the caller's: report it as internal. */
-    case TH_ERR_BUFFER: return 500001;
-    case TH_ERR_QUEUE_FULL: return 403004;
-    case TH_ERR_NOT_ONLINE: return 404103;
-    case TH_ERR_TIMEOUT: return 504101;
-    case TH_ERR_THROTTLED: return 429001;
+    case TH_ERR_BUFFER:
+        return 500001;
+    case TH_ERR_QUEUE_FULL:
+        return 403004;
+    case TH_ERR_NOT_ONLINE:
+        return 404103;
+    case TH_ERR_TIMEOUT:
+        return 504101;
+    case TH_ERR_THROTTLED:
+        return 429001;
     }
     return 500001;
 }

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "util.h"
 
 /* ---- small slice helpers ---- */
@@ -106,13 +106,13 @@ th_result th_username_parse(const char *username, size_t len, struct th_username
         p = slash + 1;
     }
     if (nseg < 2 || nseg > 3 || seg[0].len == 0)
-        return th_error_set(err, TH_ERR_FORMAT, 0,
-                            "MQTT username '%.*s' is not {host}/{deviceId}[/{moduleId}]/?api-version=...",
-                            (int)(len > 160 ? 160 : len), username);
+        return th_error_set(
+            err, TH_ERR_FORMAT, 0,
+            "MQTT username '%.*s' is not {host}/{deviceId}[/{moduleId}]/?api-version=...",
+            (int)(len > 160 ? 160 : len), username);
     for (size_t i = 1; i < nseg; i++) {
         if (!th_id_valid(seg[i].ptr, seg[i].len))
-            return th_error_set(err, TH_ERR_FORMAT, 0,
-                                "MQTT username has an invalid %s id '%.*s'",
+            return th_error_set(err, TH_ERR_FORMAT, 0, "MQTT username has an invalid %s id '%.*s'",
                                 i == 1 ? "device" : "module",
                                 (int)(seg[i].len > 140 ? 140 : seg[i].len), seg[i].ptr);
     }
@@ -284,8 +284,8 @@ th_result th_topic_parse(const char *topic, size_t len, struct th_topic *out)
         int status = 0;
         if (!parse_status(p, (size_t)(status_end - p), &status))
             return TH_ERR_INVAL;
-        th_result r = parse_rid_tail(status_end, (size_t)(end - status_end),
-                                     TH_TOPIC_METHOD_RESPONSE, out);
+        th_result r =
+            parse_rid_tail(status_end, (size_t)(end - status_end), TH_TOPIC_METHOD_RESPONSE, out);
         if (out->kind == TH_TOPIC_METHOD_RESPONSE)
             out->status = status;
         return r;
@@ -296,8 +296,8 @@ th_result th_topic_parse(const char *topic, size_t len, struct th_topic *out)
 /* ---- subscription filters ---- */
 
 /* `filter` == prefix + id + suffix, with id exactly `want` (or "+" if plus_ok). */
-static bool match_id_filter(const char *filter, const char *prefix, const char *want,
-                            bool plus_ok, const char *suffix)
+static bool match_id_filter(const char *filter, const char *prefix, const char *want, bool plus_ok,
+                            const char *suffix)
 {
     size_t plen = strlen(prefix), slen = strlen(suffix), flen = strlen(filter);
     if (flen < plen + slen + 1 || memcmp(filter, prefix, plen) != 0 ||

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "util.h"
 
 #define CODE_ARGUMENT_INVALID 400004
@@ -76,15 +76,29 @@ static const char *path_text(const struct path *p, char *out, size_t size)
     return out;
 }
 
-/* A key as shown in a message: at most 32 bytes, control characters as '?'. */
+/*
+ * A key as shown in a message: at most 32 bytes, cut on a UTF-8 character
+ * boundary, with C0/DEL/C1 control characters shown as '?'.
+ */
 static const char *key_text(const char *key, char out[40])
 {
-    size_t n = strlen(key), i;
-    for (i = 0; i < n && i < 32; i++) {
-        unsigned char c = (unsigned char)key[i];
-        out[i] = (c < 0x20 || c == 0x7F) ? '?' : (char)c;
+    size_t n = strlen(key), cut = n, o = 0;
+    if (n > 32) {
+        cut = 32;
+        while (cut > 0 && ((unsigned char)key[cut] & 0xC0) == 0x80)
+            cut--;
     }
-    strcpy(out + i, n > 32 ? "..." : "");
+    for (size_t i = 0; i < cut; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c == 0xC2 && i + 1 < cut && (unsigned char)key[i + 1] >= 0x80 &&
+            (unsigned char)key[i + 1] <= 0x9F) {
+            out[o++] = '?';
+            i++;
+        } else {
+            out[o++] = (c < 0x20 || c == 0x7F) ? '?' : (char)c;
+        }
+    }
+    strcpy(out + o, cut < n ? "..." : "");
     return out;
 }
 
@@ -144,14 +158,14 @@ static th_result check_key(struct validator *v, const char *key)
         if (c == '.' || c == '$' || c == ' ')
             return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
                                 "property name '%s' at %s contains '%c'; " KEY_RULE,
-                                key_text(key, shown), path_text(&v->path, where, sizeof where),
-                                c);
+                                key_text(key, shown), path_text(&v->path, where, sizeof where), c);
         /* C0, DEL, and C1 (U+0080..U+009F, UTF-8 C2 80..C2 9F). */
         if (c < 0x20 || c == 0x7F || (c == 0xC2 && next >= 0x80 && next <= 0x9F))
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
-                                "property name '%s' at %s contains control character 0x%02x; " KEY_RULE,
-                                key_text(key, shown), path_text(&v->path, where, sizeof where),
-                                c == 0xC2 ? next : c);
+            return th_error_set(
+                v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                "property name '%s' at %s contains control character 0x%02x; " KEY_RULE,
+                key_text(key, shown), path_text(&v->path, where, sizeof where),
+                c == 0xC2 ? next : c);
     }
     return TH_OK;
 }
@@ -311,8 +325,7 @@ size_t th_twin_section_size(const cJSON *section)
     return sum;
 }
 
-static th_result check_size(enum th_twin_section section, const cJSON *merged,
-                            struct th_error *err)
+static th_result check_size(enum th_twin_section section, const cJSON *merged, struct th_error *err)
 {
     size_t limit = section == TH_SECTION_TAGS      ? TH_TWIN_MAX_TAGS_BYTES
                    : section == TH_SECTION_DESIRED ? TH_TWIN_MAX_DESIRED_BYTES
@@ -591,8 +604,8 @@ th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64
  * the notification is that copy (PATCH) or the new desired (PUT), plus
  * "$version", built before anything is committed.
  */
-static th_result write_desired(struct th_twin *twin, const cJSON *doc, bool replace,
-                               int64_t now_us, cJSON **out_notification, struct th_error *err)
+static th_result write_desired(struct th_twin *twin, const cJSON *doc, bool replace, int64_t now_us,
+                               cJSON **out_notification, struct th_error *err)
 {
     if (out_notification != NULL)
         *out_notification = NULL;
@@ -716,8 +729,8 @@ static cJSON *properties(const struct th_twin *twin, bool with_meta)
     if (twin == NULL)
         return NULL;
     cJSON *root = cJSON_CreateObject();
-    cJSON *desired = section_view(twin->desired, with_meta ? twin->desired_meta : NULL,
-                                  twin->desired_version);
+    cJSON *desired =
+        section_view(twin->desired, with_meta ? twin->desired_meta : NULL, twin->desired_version);
     cJSON *reported = section_view(twin->reported, with_meta ? twin->reported_meta : NULL,
                                    twin->reported_version);
     if (root == NULL || desired == NULL || reported == NULL)

@@ -16,8 +16,7 @@
 
 /*
  * Inputs bigger than this are refused so lengths always fit the int that
- * OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock take. (<limits.h> is shadowed by
- * the core's own limits.h on the include path, hence no INT_MAX.)
+ * OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock take.
  */
 #define TH_B64_MAX_INPUT ((size_t)1 << 30)
 
@@ -59,8 +58,7 @@ void th_time_format(int64_t us, char buf[TH_TIME_BUF])
         return;
     }
     snprintf(buf, TH_TIME_BUF, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (long long)frac * 10);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long long)frac * 10);
 }
 
 /* ---- base64 ---- */
@@ -87,8 +85,8 @@ th_result th_b64_encode(const uint8_t *in, size_t len, char *out, size_t size)
 
 static bool b64_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /*
@@ -120,7 +118,8 @@ th_result th_b64_decode(const char *in, size_t len, uint8_t *out, size_t size, s
         return TH_ERR_BUFFER;
 
     size_t head = len - 4; /* all groups but the last */
-    if (head > 0 && EVP_DecodeBlock(out, (const unsigned char *)in, (int)head) != (int)(head / 4 * 3))
+    if (head > 0 &&
+        EVP_DecodeBlock(out, (const unsigned char *)in, (int)head) != (int)(head / 4 * 3))
         return TH_ERR_FORMAT;
     unsigned char last[3];
     if (EVP_DecodeBlock(last, (const unsigned char *)in + head, 4) != 3)

@@ -150,7 +150,7 @@ int it_free_port(void)
 static void *reader_main(void *arg)
 {
     struct it_hub *hub = arg;
-    char path[PATH_MAX + 16];
+    char path[IT_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/stdout.log", hub->dir);
     FILE *log = fopen(path, "a");
     char line[8192];
@@ -337,7 +337,7 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool
         diag("no free port: %s", strerror(errno));
         return -1;
     }
-    char certs[PATH_MAX + 16], info[PATH_MAX + 16], mp[16], sp[16];
+    char certs[IT_PATH_MAX + 16], info[IT_PATH_MAX + 16], mp[16], sp[16];
     snprintf(certs, sizeof certs, "%s/certs", hub->dir);
     snprintf(info, sizeof info, "%s/info.json", hub->dir);
     snprintf(hub->stderr_path, sizeof hub->stderr_path, "%s/stderr.log", hub->dir);
@@ -423,7 +423,7 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool
     if (errtext && (strcasestr(errtext, "in use") || strcasestr(errtext, "EADDRINUSE")))
         *port_in_use = true;
     free(errtext);
-    char so[PATH_MAX + 16];
+    char so[IT_PATH_MAX + 16];
     snprintf(so, sizeof so, "%s/stdout.log", hub->dir);
     diag_file("twinhub serve stdout", so);
     diag_file("twinhub serve stderr", hub->stderr_path);
@@ -500,7 +500,7 @@ int it_hub_stop(struct it_hub *hub)
     if (rc == 0 && !getenv("IT_KEEP")) {
         nftw(hub->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     } else {
-        char so[PATH_MAX + 16];
+        char so[IT_PATH_MAX + 16];
         snprintf(so, sizeof so, "%s/stdout.log", hub->dir);
         diag_file("twinhub serve stdout", so);
         diag_file("twinhub serve stderr", hub->stderr_path);
@@ -787,7 +787,8 @@ struct it_msg *it_client_wait_match(struct it_client *c, it_msg_pred pred, void 
             found = m;
             break;
         }
-        if (found)
+        /* a closed connection brings nothing new: stop waiting */
+        if (found || c->disconnected)
             break;
         if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
             break;

@@ -11,12 +11,14 @@
 #ifndef IT_HARNESS_H
 #define IT_HARNESS_H
 
-#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <cjson/cJSON.h>
+
+/* Not PATH_MAX: emulator/core/limits.h shadows <limits.h> on the include path. */
+#define IT_PATH_MAX 4096
 
 /* Identities of tests/integration/registry.json. */
 #define IT_DEV1 "it-dev1"
@@ -47,9 +49,9 @@ struct it_hub {
     int mqtt_port;
     int mqtts_port;
     char hub_name[256];
-    char ca_file[PATH_MAX];
-    char dir[PATH_MAX];        /* private temp dir: certs, info file, serve's stderr */
-    char stderr_path[PATH_MAX];
+    char ca_file[IT_PATH_MAX];
+    char dir[IT_PATH_MAX];        /* private temp dir: certs, info file, serve's stderr */
+    char stderr_path[IT_PATH_MAX + 16];
     /* stdout reader thread: copies serve's stdout to dir/stdout.log and notices "ready". */
     pthread_t reader;
     bool reader_started;
@@ -166,7 +168,10 @@ int it_client_publish_str(struct it_client *c, const char *topic, const char *pa
 
 typedef bool (*it_msg_pred)(const struct it_msg *m, void *arg);
 
-/* Remove and return the first queued message matching pred, waiting up to timeout_ms; NULL on timeout. */
+/*
+ * Remove and return the first queued message matching pred, waiting up to timeout_ms; NULL on
+ * timeout, or at once when the connection has ended and nothing queued matches.
+ */
 struct it_msg *it_client_wait_match(struct it_client *c, it_msg_pred pred, void *arg,
                                     int timeout_ms);
 /* Same with "topic starts with prefix". */

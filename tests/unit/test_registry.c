@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "limits.h"
+#include "th_limits.h"
 #include "registry.h"
 #include "util.h"
 
@@ -89,8 +89,7 @@ static void test_th_registry_add_device_new_id_succeeds(void **state)
     struct th_registry *reg = *state;
     struct th_identity *dev = NULL;
     struct th_error err;
-    assert_int_equal(
-        th_registry_add_device(reg, "d1", KEY32, KEY16, true, NOW, &dev, &err), TH_OK);
+    assert_int_equal(th_registry_add_device(reg, "d1", KEY32, KEY16, true, NOW, &dev, &err), TH_OK);
     assert_non_null(dev);
     assert_ptr_equal(th_registry_find(reg, "d1", NULL), dev);
     assert_string_equal(dev->device_id, "d1");
@@ -134,13 +133,12 @@ static void test_th_registry_add_device_invalid_key_fails(void **state)
 {
     struct th_registry *reg = *state;
     /* not base64 */
-    assert_int_equal(th_registry_add_device(reg, "d1", "not base64!", NULL, true, NOW, NULL,
-                                            NULL),
+    assert_int_equal(th_registry_add_device(reg, "d1", "not base64!", NULL, true, NOW, NULL, NULL),
                      TH_ERR_INVAL);
     /* base64 of 15 bytes: too short */
-    assert_int_equal(th_registry_add_device(reg, "d1", NULL, "MDEyMzQ1Njc4OWFiY2Rl", true, NOW,
-                                            NULL, NULL),
-                     TH_ERR_INVAL);
+    assert_int_equal(
+        th_registry_add_device(reg, "d1", NULL, "MDEyMzQ1Njc4OWFiY2Rl", true, NOW, NULL, NULL),
+        TH_ERR_INVAL);
     assert_null(th_registry_find(reg, "d1", NULL));
 }
 
@@ -553,7 +551,8 @@ static void test_th_identity_to_json_device_shape_succeeds(void **state)
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(x509, "primaryThumbprint")));
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(x509, "secondaryThumbprint")));
     assert_string_equal(jstr(auth, "type"), "sas");
-    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(jobj(j, "capabilities"), "iotEdge")));
+    assert_true(
+        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(jobj(j, "capabilities"), "iotEdge")));
     cJSON_Delete(j);
 }
 
@@ -624,7 +623,8 @@ static void test_th_identity_twin_json_device_shape_succeeds(void **state)
     const cJSON *props = jobj(j, "properties");
     assert_true(jnum(jobj(props, "desired"), "$version") == 1.0);
     assert_true(jnum(jobj(props, "reported"), "$version") == 1.0);
-    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(jobj(j, "capabilities"), "iotEdge")));
+    assert_true(
+        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(jobj(j, "capabilities"), "iotEdge")));
     assert_false(has(j, "generationId"));
     assert_false(has(j, "connectionStateUpdatedTime"));
     cJSON_Delete(j);
@@ -714,8 +714,8 @@ static void test_th_registry_load_valid_document_succeeds(void **state)
     assert_non_null(sec);
     assert_ptr_equal(sec->parent, gw);
     assert_string_equal(sec->managed_by, "me");
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jobj(sec->twin->desired, "cfg"),
-                                                              "on")));
+    assert_true(
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jobj(sec->twin->desired, "cfg"), "on")));
     assert_int_equal(sec->twin->desired_version, 2);
     assert_non_null(th_registry_find(reg, "gw", "m2"));
     assert_string_not_equal(s1->generation_id, s2->generation_id);
@@ -735,13 +735,13 @@ static void test_th_registry_load_pasted_identity_json_succeeds(void **state)
     /* Hub-maintained fields of exported identities and twins are ignored. */
     struct th_registry *reg = *state;
     struct th_error err;
-    cJSON *doc = parse(
-        "{\"devices\":[{\"deviceId\":\"d1\",\"generationId\":\"1\",\"etag\":\"MQ==\","
-        "\"connectionState\":\"Connected\",\"cloudToDeviceMessageCount\":3,"
-        "\"capabilities\":{\"iotEdge\":false},\"authentication\":{\"type\":\"sas\","
-        "\"symmetricKey\":{\"primaryKey\":null,\"secondaryKey\":null},"
-        "\"x509Thumbprint\":{\"primaryThumbprint\":null,\"secondaryThumbprint\":null}},"
-        "\"properties\":{\"desired\":{\"a\":1,\"$version\":7,\"$metadata\":{}}}}]}");
+    cJSON *doc =
+        parse("{\"devices\":[{\"deviceId\":\"d1\",\"generationId\":\"1\",\"etag\":\"MQ==\","
+              "\"connectionState\":\"Connected\",\"cloudToDeviceMessageCount\":3,"
+              "\"capabilities\":{\"iotEdge\":false},\"authentication\":{\"type\":\"sas\","
+              "\"symmetricKey\":{\"primaryKey\":null,\"secondaryKey\":null},"
+              "\"x509Thumbprint\":{\"primaryThumbprint\":null,\"secondaryThumbprint\":null}},"
+              "\"properties\":{\"desired\":{\"a\":1,\"$version\":7,\"$metadata\":{}}}}]}");
     th_result r = th_registry_load(reg, doc, NOW, &err);
     cJSON_Delete(doc);
     if (r != TH_OK)
@@ -784,24 +784,22 @@ static void expect_load_refused(struct th_registry *reg, const char *text, th_re
 
 static void test_th_registry_load_invalid_device_id_fails(void **state)
 {
-    expect_load_refused(*state,
-                        "{\"policies\":[" OK_POLICY "],\"devices\":[" OK_DEV
-                        ",{\"deviceId\":\"bad/id\"}]}",
-                        TH_ERR_INVAL, "devices[1].deviceId");
+    expect_load_refused(
+        *state, "{\"policies\":[" OK_POLICY "],\"devices\":[" OK_DEV ",{\"deviceId\":\"bad/id\"}]}",
+        TH_ERR_INVAL, "devices[1].deviceId");
 }
 
 static void test_th_registry_load_missing_device_id_fails(void **state)
 {
-    expect_load_refused(*state, "{\"devices\":[" OK_DEV ",{\"status\":\"enabled\"}]}",
-                        TH_ERR_INVAL, "devices[1].deviceId");
+    expect_load_refused(*state, "{\"devices\":[" OK_DEV ",{\"status\":\"enabled\"}]}", TH_ERR_INVAL,
+                        "devices[1].deviceId");
 }
 
 static void test_th_registry_load_duplicate_device_id_fails(void **state)
 {
     struct th_error err;
     struct th_registry *reg = *state;
-    expect_load_refused(reg,
-                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\"},{\"deviceId\":\"x\"}]}",
+    expect_load_refused(reg, "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\"},{\"deviceId\":\"x\"}]}",
                         TH_ERR_INVAL, "devices[2].deviceId");
     cJSON *doc = parse("{\"devices\":[{\"deviceId\":\"x\"},{\"deviceId\":\"x\"}]}");
     assert_int_equal(th_registry_load(reg, doc, NOW, &err), TH_ERR_INVAL);
@@ -811,8 +809,8 @@ static void test_th_registry_load_duplicate_device_id_fails(void **state)
 
 static void test_th_registry_load_existing_device_fails(void **state)
 {
-    expect_load_refused(*state, "{\"devices\":[" OK_DEV ",{\"deviceId\":\"pre\"}]}",
-                        TH_ERR_EXISTS, "devices[1].deviceId");
+    expect_load_refused(*state, "{\"devices\":[" OK_DEV ",{\"deviceId\":\"pre\"}]}", TH_ERR_EXISTS,
+                        "devices[1].deviceId");
 }
 
 static void test_th_registry_load_duplicate_module_id_fails(void **state)
@@ -845,8 +843,8 @@ static void test_th_registry_load_51_modules_fails(void **state)
     size_t n = (size_t)snprintf(text, sizeof text,
                                 "{\"devices\":[" OK_DEV ",{\"deviceId\":\"d\",\"modules\":[");
     for (int i = 0; i <= TH_MAX_MODULES_PER_DEVICE; i++)
-        n += (size_t)snprintf(text + n, sizeof text - n, "%s{\"moduleId\":\"m%d\"}",
-                              i ? "," : "", i);
+        n += (size_t)snprintf(text + n, sizeof text - n, "%s{\"moduleId\":\"m%d\"}", i ? "," : "",
+                              i);
     snprintf(text + n, sizeof text - n, "]}]}");
     expect_load_refused(*state, text, TH_ERR_TOO_LARGE, "devices[1].modules");
 }
@@ -857,7 +855,8 @@ static void test_th_registry_load_invalid_key_fails(void **state)
                         "{\"devices\":[" OK_DEV ",{\"deviceId\":\"d\",\"modules\":[{\"moduleId\":"
                         "\"m\",\"authentication\":{\"symmetricKey\":{\"secondaryKey\":\"abc\"}}}"
                         "]}]}",
-                        TH_ERR_INVAL, "devices[1].modules[0].authentication.symmetricKey.secondaryKey");
+                        TH_ERR_INVAL,
+                        "devices[1].modules[0].authentication.symmetricKey.secondaryKey");
 }
 
 static void test_th_registry_load_non_sas_auth_fails(void **state)
@@ -941,8 +940,7 @@ static void test_th_registry_load_example_fixture_succeeds(void **state)
         const char *file = __FILE__;
         const char *cut = strstr(file, "tests/unit/test_registry.c");
         assert_non_null(cut);
-        snprintf(path, sizeof path, "%.*sfixtures/registry-example.json", (int)(cut - file),
-                 file);
+        snprintf(path, sizeof path, "%.*sfixtures/registry-example.json", (int)(cut - file), file);
     }
     FILE *f = fopen(path, "rb");
     if (!f)

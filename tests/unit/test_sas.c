@@ -20,17 +20,17 @@
 #define SE 1700000000
 #define NOW (SE - 60)
 
-#define ROW1_TOKEN                                                                              \
-    "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1"                       \
+#define ROW1_TOKEN                                                                                 \
+    "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1"                          \
     "&sig=QKiSs%2Fj3XsPN5ctMtRoJa7c%2BYA9RuV2Hs4XwTyXK8%2Bw%3D&se=1700000000"
-#define ROW2_TOKEN                                                                              \
-    "SharedAccessSignature sr=contoso.azure-devices.net%2fdevices%2fdev1"                       \
+#define ROW2_TOKEN                                                                                 \
+    "SharedAccessSignature sr=contoso.azure-devices.net%2fdevices%2fdev1"                          \
     "&sig=P58O7HP0lOJzzOFYtihCdO19CjbTxCzN2hLT426leA4%3d&se=1700000000"
-#define ROW3_TOKEN                                                                              \
-    "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1%2Fmodules%2Fmod1"      \
+#define ROW3_TOKEN                                                                                 \
+    "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1%2Fmodules%2Fmod1"         \
     "&sig=OBEqyWoUShx6qzstZyjJbvO5ZoOJk7Z%2FEr9y8CA3uHo%3D&se=1700000000"
-#define ROW4_TOKEN                                                                              \
-    "SharedAccessSignature sr=contoso.azure-devices.net"                                        \
+#define ROW4_TOKEN                                                                                 \
+    "SharedAccessSignature sr=contoso.azure-devices.net"                                           \
     "&sig=WE7ZGaH41oPJWTtP9uzj%2BHCS5xI54HpDJcMN5KRb5PI%3D&se=1700000000&skn=iothubowner"
 
 /* Parse `token` and verify it against `key` at NOW with no skew. */
@@ -250,11 +250,24 @@ static void test_th_sas_verify_tampered_sig_fails(void **state)
 {
     (void)state;
     const char *t = "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1"
-                    "&sig=QKiSs%2Fj3XsPN5ctMtRoJa7c%2BYA9RuV2Hs4XwTyXK8%2Bx%3D&se=1700000000";
+                    "&sig=QKiSs%2Fj3XsPN5ctMtRoJa7d%2BYA9RuV2Hs4XwTyXK8%2Bw%3D&se=1700000000";
     struct th_error err = {0};
     assert_int_equal(parse_and_verify(t, KEY, &err), TH_ERR_AUTH);
     assert_int_equal(err.code, 401002);
     assert_string_equal(err.message, "SAS signature does not match the identity's keys");
+}
+
+static void test_th_sas_verify_sig_spare_bits_ignored_succeeds(void **state)
+{
+    (void)state;
+    /*
+     * The last base64 digit of a 32-byte MAC carries 2 spare bits: "w" and
+     * "x" decode to the same bytes, and the bytes are what is compared (as
+     * .NET's Convert.FromBase64String does). Not a forgery: the MAC is equal.
+     */
+    const char *t = "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev1"
+                    "&sig=QKiSs%2Fj3XsPN5ctMtRoJa7c%2BYA9RuV2Hs4XwTyXK8%2Bx%3D&se=1700000000";
+    assert_int_equal(parse_and_verify(t, KEY, NULL), TH_OK);
 }
 
 static void test_th_sas_verify_tampered_se_fails(void **state)
@@ -286,10 +299,10 @@ static void test_th_sas_verify_key_text_as_hmac_key_fails(void **state)
 {
     (void)state;
     /* The classic mistake: "QUFF..." is base64 of the key text, not the key. */
-    assert_int_equal(parse_and_verify(ROW1_TOKEN,
-                                      "QUFFQ0F3UUZCZ2NJQ1FvTERBME9EeEFSRWhNVUZSWVhHQmthR3h3ZEhoOD0=",
-                                      NULL),
-                     TH_ERR_AUTH);
+    assert_int_equal(
+        parse_and_verify(ROW1_TOKEN,
+                         "QUFFQ0F3UUZCZ2NJQ1FvTERBME9EeEFSRWhNVUZSWVhHQmthR3h3ZEhoOD0=", NULL),
+        TH_ERR_AUTH);
 }
 
 static void test_th_sas_verify_sig_not_base64_fails(void **state)
@@ -418,8 +431,8 @@ static void test_th_sas_resource_raw_sr_keeps_percent_succeeds(void **state)
     (void)state;
     /* An unencoded sr is not decoded: '%41' in an id stays as sent. */
     struct th_sas_resource res;
-    assert_int_equal(
-        resource_of("SharedAccessSignature sr=h/devices/a%41b&sig=s&se=1", &res, NULL), TH_OK);
+    assert_int_equal(resource_of("SharedAccessSignature sr=h/devices/a%41b&sig=s&se=1", &res, NULL),
+                     TH_OK);
     assert_string_equal(res.device_id, "a%41b");
 }
 
@@ -474,9 +487,9 @@ static void test_th_sas_resource_other_path_fails(void **state)
     struct th_sas_resource res;
     assert_int_equal(resource_of("SharedAccessSignature sr=h%2Ftwins%2Fd1&sig=s&se=1", &res, NULL),
                      TH_ERR_FORMAT);
-    assert_int_equal(resource_of("SharedAccessSignature sr=h%2Fdevices%2Fd1%2Fmodules&sig=s&se=1",
-                                 &res, NULL),
-                     TH_ERR_FORMAT);
+    assert_int_equal(
+        resource_of("SharedAccessSignature sr=h%2Fdevices%2Fd1%2Fmodules&sig=s&se=1", &res, NULL),
+        TH_ERR_FORMAT);
     assert_int_equal(resource_of("SharedAccessSignature sr=%2Fdevices%2Fd1&sig=s&se=1", &res, NULL),
                      TH_ERR_FORMAT);
 }
@@ -503,9 +516,9 @@ static void test_th_sas_resource_broken_escape_fails(void **state)
 {
     (void)state;
     struct th_sas_resource res;
-    assert_int_equal(resource_of("SharedAccessSignature sr=h%2Fdevices%2Fd%G1&sig=s&se=1", &res,
-                                 NULL),
-                     TH_ERR_FORMAT);
+    assert_int_equal(
+        resource_of("SharedAccessSignature sr=h%2Fdevices%2Fd%G1&sig=s&se=1", &res, NULL),
+        TH_ERR_FORMAT);
 }
 
 static void test_th_sas_resource_long_id_fails(void **state)
@@ -549,9 +562,9 @@ static void test_th_sas_sign_roundtrip_module_succeeds(void **state)
 {
     (void)state;
     char buf[256];
-    assert_int_equal(th_sas_sign("h.net/devices/d1/modules/$edgeHub", OTHER_KEY, SE, NULL, buf,
-                                 sizeof(buf)),
-                     TH_OK);
+    assert_int_equal(
+        th_sas_sign("h.net/devices/d1/modules/$edgeHub", OTHER_KEY, SE, NULL, buf, sizeof(buf)),
+        TH_OK);
     assert_int_equal(parse_and_verify(buf, OTHER_KEY, NULL), TH_OK);
     struct th_sas_resource res;
     assert_int_equal(resource_of(buf, &res, NULL), TH_OK);
@@ -613,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_th_sas_verify_raw_sr_full_c_sdk_succeeds),
         cmocka_unit_test(test_th_sas_verify_lower_case_sr_with_upper_case_sig_fails),
         cmocka_unit_test(test_th_sas_verify_tampered_sig_fails),
+        cmocka_unit_test(test_th_sas_verify_sig_spare_bits_ignored_succeeds),
         cmocka_unit_test(test_th_sas_verify_tampered_se_fails),
         cmocka_unit_test(test_th_sas_verify_tampered_sr_fails),
         cmocka_unit_test(test_th_sas_verify_wrong_key_fails),

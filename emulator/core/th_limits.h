@@ -1,5 +1,5 @@
 /*
- * limits.h - every IoT Hub limit the emulator enforces, in one place
+ * th_limits.h - every IoT Hub limit the emulator enforces, in one place
  * (iothub-protocol.md sections 1, 4.4, 5.2, 7.5, 8.3, 12.3).
  */
 #ifndef TH_LIMITS_H

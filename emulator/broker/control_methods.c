@@ -1,0 +1,266 @@
+/*
+ * control_methods.c - direct methods (`invokeMethod`): the request to the
+ * device, correlation of its answer by $rid, connect and response timeouts
+ * driven from TICK, and failure when the device goes away
+ * (iothub-protocol.md section 8).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.h"
+#include "json.h"
+#include "th_limits.h"
+#include "topic.h"
+#include "util.h"
+
+/* ---- direct methods ---- */
+
+static void call_free(struct th_method_call *m)
+{
+    if (!m) {
+        return;
+    }
+    free(m->caller_id);
+    cJSON_Delete(m->correlation);
+    free(m->device_id);
+    free(m->module_id);
+    free(m->method_name);
+    free(m->payload);
+    free(m);
+}
+
+/* Answer the caller of a method call (takes ownership of data); unlinks nothing. */
+static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *data,
+                        const struct th_error *err)
+{
+    cJSON *arr = cJSON_CreateArray();
+    cJSON *r = th_ctl_response_entry("invokeMethod", m->correlation);
+    cJSON *ev = cJSON_CreateObject();
+    char rid[32];
+    snprintf(rid, sizeof rid, "%llu", (unsigned long long)m->id);
+    if (ev) {
+        cJSON_AddStringToObject(ev, "methodName", m->method_name);
+        cJSON_AddStringToObject(ev, "requestId", rid);
+    }
+    if (!arr || !r) {
+        cJSON_Delete(arr);
+        cJSON_Delete(r);
+        cJSON_Delete(data);
+        cJSON_Delete(ev);
+        return;
+    }
+    if (err) {
+        th_ctl_add_error_fields(r, err);
+        if (ev) {
+            cJSON_AddStringToObject(ev, "error", err->message);
+            cJSON_AddNumberToObject(ev, "errorCode", err->code);
+        }
+        cJSON_Delete(data);
+    } else {
+        if (ev && data) {
+            cJSON_AddItemToObject(ev, "status",
+                                  cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(data, "status"), 1));
+            cJSON_AddItemToObject(ev, "payload",
+                                  cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(data, "payload"), 1));
+        }
+        cJSON_AddItemToObject(r, "data", data);
+    }
+    cJSON_AddItemToArray(arr, r);
+    th_ctl_send_responses(m->caller_id, arr);
+    th_event_emit(p, "method", m->device_id, m->module_id, ev);
+}
+
+static void call_unlink(struct th_plugin *p, struct th_method_call *m)
+{
+    for (struct th_method_call **pp = &p->calls; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            return;
+        }
+    }
+}
+
+/* Publish the request to the device if it is online and subscribed. */
+static bool call_try_send(struct th_plugin *p, struct th_method_call *m, int64_t now_ms)
+{
+    struct th_identity *id = th_registry_find(p->reg, m->device_id, m->module_id);
+    struct th_idglue *g = id ? id->glue : NULL;
+    char topic[512], rid[32];
+    if (!g || !g->conn || !g->sub_methods) {
+        return false;
+    }
+    snprintf(rid, sizeof rid, "%llu", (unsigned long long)m->id);
+    if (th_topic_method_request(m->method_name, rid, topic, sizeof topic) != TH_OK) {
+        return false;
+    }
+    th_publish_to(g->conn->client_id, topic, m->payload, strlen(m->payload), 0);
+    m->response_deadline_ms = now_ms + (int64_t)m->response_timeout_s * 1000;
+    th_log(p, MOSQ_LOG_INFO, "%s | method %s sent | rid=%s", g->conn->client_id, m->method_name,
+           rid);
+    return true;
+}
+
+void th_cmd_invoke_method(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    struct th_identity *id;
+    const char *name;
+    int rto, cto;
+    struct th_method_call *m;
+    int64_t now_ms = th_mono_ms();
+
+    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "methodName", &name) ||
+        !th_ctl_int_or_reply(x, "responseTimeoutInSeconds", TH_METHOD_DEFAULT_TIMEOUT_S,
+                            TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
+        !th_ctl_int_or_reply(x, "connectTimeoutInSeconds", 0, 0, TH_METHOD_MAX_TIMEOUT_S, &cto)) {
+        return;
+    }
+    if (!name || !th_method_name_valid(name)) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
+                     "or spaces");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    const cJSON *payload = cJSON_GetObjectItemCaseSensitive(x->cmd, "payload");
+    m = calloc(1, sizeof *m);
+    if (m) {
+        m->id = x->p->next_call_id++;
+        m->caller_id = strdup(x->caller->client_id);
+        const cJSON *corr = cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData");
+        m->correlation = corr ? cJSON_Duplicate(corr, 1) : NULL;
+        m->device_id = strdup(id->device_id);
+        m->module_id = id->module_id ? strdup(id->module_id) : NULL;
+        m->method_name = strdup(name);
+        m->payload = payload ? th_json_print(payload) : strdup("null");
+        m->response_timeout_s = rto;
+        m->connect_deadline_ms = now_ms + (int64_t)cto * 1000;
+    }
+    if (!m || !m->caller_id || !m->device_id || (id->module_id && !m->module_id) ||
+        !m->method_name || !m->payload) {
+        call_free(m);
+        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (m->payload && strlen(m->payload) > TH_METHOD_MAX_PAYLOAD_BYTES) {
+        call_free(m);
+        th_error_set(&err, TH_ERR_TOO_LARGE, 413001, "method payload is larger than 128 KB");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (!call_try_send(x->p, m, now_ms) && cto == 0) {
+        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+                     "The operation failed because the requested device isn't online or hasn't "
+                     "registered the direct method callback.");
+        call_answer(x->p, m, NULL, &err);
+        call_free(m);
+        return;
+    }
+    m->next = x->p->calls;
+    x->p->calls = m;
+    /* The answer comes later, in its own response message. */
+}
+
+void th_methods_tick(struct th_plugin *p, int64_t now_ms)
+{
+    struct th_method_call *m = p->calls, *next;
+    struct th_error err = {0};
+    for (; m; m = next) {
+        next = m->next;
+        if (m->response_deadline_ms == 0) {
+            if (call_try_send(p, m, now_ms)) {
+                continue;
+            }
+            if (now_ms >= m->connect_deadline_ms) {
+                th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+                             "The operation failed because the requested device isn't online or "
+                             "hasn't registered the direct method callback.");
+                call_unlink(p, m);
+                call_answer(p, m, NULL, &err);
+                call_free(m);
+            }
+        } else if (now_ms >= m->response_deadline_ms) {
+            th_error_set(&err, TH_ERR_TIMEOUT, 504101,
+                         "Timed out waiting for the response from device.");
+            call_unlink(p, m);
+            call_answer(p, m, NULL, &err);
+            call_free(m);
+        }
+    }
+}
+
+void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id)
+{
+    struct th_method_call *m = p->calls, *next;
+    struct th_error err = {0};
+    for (; m; m = next) {
+        next = m->next;
+        if (m->response_deadline_ms == 0 || strcmp(m->device_id, id->device_id) != 0 ||
+            (m->module_id == NULL) != (id->module_id == NULL) ||
+            (m->module_id && strcmp(m->module_id, id->module_id) != 0)) {
+            continue;
+        }
+        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+                     "the device disconnected before answering the method call");
+        call_unlink(p, m);
+        call_answer(p, m, NULL, &err);
+        call_free(m);
+    }
+}
+
+void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const char *rid,
+                            size_t rid_len, int status, const void *payload, size_t len)
+{
+    char ridbuf[32];
+    struct th_method_call *m;
+    struct th_error err = {0};
+    cJSON *body = NULL;
+    snprintf(ridbuf, sizeof ridbuf, "%.*s", (int)(rid_len < 31 ? rid_len : 31), rid ? rid : "");
+    for (m = p->calls; m; m = m->next) {
+        char mine[32];
+        snprintf(mine, sizeof mine, "%llu", (unsigned long long)m->id);
+        if (m->response_deadline_ms && !strcmp(mine, ridbuf) && !strcmp(m->device_id, id->device_id) &&
+            ((!m->module_id && !id->module_id) ||
+             (m->module_id && id->module_id && !strcmp(m->module_id, id->module_id)))) {
+            break;
+        }
+    }
+    if (!m) {
+        th_log(p, MOSQ_LOG_WARNING,
+               "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
+               id->device_id, ridbuf);
+        return;
+    }
+    call_unlink(p, m);
+    if (len > 0 && th_json_parse(payload, len, TH_METHOD_MAX_PAYLOAD_BYTES, 64, &body, &err) != TH_OK) {
+        th_error_set(&err, TH_ERR_FORMAT, 400006,
+                     "the device answered method '%s' with a body that is not JSON: %s",
+                     m->method_name, err.message);
+        call_answer(p, m, NULL, &err);
+        call_free(m);
+        return;
+    }
+    cJSON *data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddNumberToObject(data, "status", status);
+        cJSON_AddItemToObject(data, "payload", body ? body : cJSON_CreateNull());
+    } else {
+        cJSON_Delete(body);
+    }
+    call_answer(p, m, data, NULL);
+    call_free(m);
+}
+
+void th_methods_free_all(struct th_plugin *p)
+{
+    struct th_method_call *m = p->calls, *next;
+    for (; m; m = next) {
+        next = m->next;
+        call_free(m);
+    }
+    p->calls = NULL;
+}
+
