@@ -42,7 +42,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "../core/registry.h" /* TH_DEV_* (see meson.build for the path) */
+#include "registry.h" /* TH_DEV_* */
 
 #define DEFAULT_MQTT_PORT 1883
 #define DEFAULT_MQTTS_PORT 8883

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { after, before, test } from 'node:test';
 import {
   Message, c2dSubscribed, desiredSubscribed, methodsSubscribed, nextEvent, startHub, within,
@@ -14,6 +15,10 @@ let svc;
 let client;
 let twin;
 let deviceId;
+// C2D messages seen by the device. The SDK unsubscribes from C2D when its last
+// 'message' listener goes away, so like an application the test keeps one
+// listener for good and waits on this inbox.
+const inbox = new EventEmitter();
 
 function device() {
   assert.ok(client, 'the device client did not open (see the first test)');
@@ -106,8 +111,14 @@ test('getTwin returns desired and reported as the service sees them', T, async (
   assert.equal(svcTwin.deviceId, deviceId);
   assert.equal(svcTwin.tags.site, 'lab');
   assert.equal(twin.properties.reported.$version, svcTwin.properties.reported.$version);
-  await svc.waitEvent((e) => e.kind === 'twinGet' && e.deviceId === deviceId && e.data?.status === 200,
-    10000, 'a twinGet event');
+});
+
+test('the device twin GET is recorded as a twinGet event', T, async () => {
+  assert.ok(twin, 'getTwin did not succeed');
+  const ev = await svc.waitEvent((e) => e.kind === 'twinGet' && e.deviceId === deviceId,
+    5000, `a 'twinGet' event for ${deviceId}`);
+  assert.equal(ev.moduleId, null);
+  assert.equal(ev.data.status, 200);
 });
 
 test('reported patch is stored with the next $version and merges like IoT Hub', T, async () => {
@@ -212,7 +223,9 @@ test('C2D sent before the device listens is queued, then delivered on subscribe'
   assert.equal(data.delivered, false);
   assert.ok(data.queued >= 1, `queued=${data.queued}`);
 
-  const msg = await nextEvent(c, 'message', (m) => m.data.toString('utf8') === body, 15000);
+  const got = nextEvent(inbox, 'message', (m) => m.data.toString('utf8') === body, 15000);
+  c.on('message', (m) => inbox.emit('message', m));
+  const msg = await got;
   assert.equal(msg.messageId, data.messageId);
   await svc.waitEvent((e) => e.kind === 'c2d' && e.data?.messageId === data.messageId && e.data.delivered === true,
     10000, 'a c2d event with delivered=true');
@@ -220,7 +233,7 @@ test('C2D sent before the device listens is queued, then delivered on subscribe'
 
 test('C2D with properties reaches the client message event', T, async () => {
   const c = device();
-  const got = nextEvent(c, 'message', (m) => m.messageId?.startsWith('c2d-'), 15000);
+  const got = nextEvent(inbox, 'message', (m) => m.messageId?.startsWith('c2d-'), 15000);
   await c2dSubscribed(c);
   const body = `hello ${randomUUID()}`;
   const messageId = `c2d-${randomUUID()}`;

@@ -118,6 +118,7 @@ struct it_client {
     bool connected;
     bool disconnected;  /* the connection ended (after or instead of CONNACK) */
     int disconnect_rc;  /* libmosquitto rc given to on_disconnect */
+    pthread_t thread;   /* runs mosquitto_loop_forever */
     bool loop_started;
     /* SUBACK bookkeeping: last SUBACK seen */
     int suback_mid;

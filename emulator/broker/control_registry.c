@@ -1,0 +1,580 @@
+/*
+ * control_registry.c - the control API's registry side: device and module
+ * create/update/delete (IoT Hub registry semantics, iothub-protocol.md 10.3,
+ * 10.4), twin queries with paging (10.6, 11), statistics, the bulk
+ * "give every device this module" command used for the `azureiotsecurity`
+ * security module, and registry import/export.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.h"
+#include "json.h"
+#include "query.h"
+#include "th_limits.h"
+#include "topic.h"
+#include "twin.h"
+#include "util.h"
+
+/* ---- helpers ---- */
+
+static bool etag_or_reply(struct cmd_ctx *x, const struct th_identity *id)
+{
+    struct th_error err = {0};
+    const char *want;
+    char have[32];
+    size_t n;
+    if (!th_ctl_string_or_reply(x, "etag", &want)) {
+        return false;
+    }
+    if (!want || !strcmp(want, "*") || !strcmp(want, "\"*\"")) {
+        return true;
+    }
+    th_identity_etag(id, have);
+    n = strlen(want);
+    if (n >= 2 && want[0] == '"' && want[n - 1] == '"' && strlen(have) == n - 2 &&
+        !strncmp(want + 1, have, n - 2)) {
+        return true;
+    }
+    if (!strcmp(want, have)) {
+        return true;
+    }
+    th_error_set(&err, TH_ERR_PRECONDITION, 412001,
+                 "etag %s does not match the identity's current etag \"%s\"", want, have);
+    th_ctl_reply_err(x, &err);
+    return false;
+}
+
+/* Keys from {"authentication":{"symmetricKey":{"primaryKey","secondaryKey"}}}; false after replying. */
+static bool keys_or_reply(struct cmd_ctx *x, const char **primary, const char **secondary)
+{
+    struct th_error err = {0};
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(x->cmd, "authentication");
+    const cJSON *sym, *pk, *sk, *type;
+    *primary = *secondary = NULL;
+    if (!auth || cJSON_IsNull(auth)) {
+        return true;
+    }
+    type = cJSON_GetObjectItemCaseSensitive(auth, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "sas") != 0) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "authentication type '%s' is not supported; twinhub emulates SAS keys only",
+                     type->valuestring);
+        th_ctl_reply_err(x, &err);
+        return false;
+    }
+    sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
+    if (!sym || cJSON_IsNull(sym)) {
+        return true;
+    }
+    pk = cJSON_GetObjectItemCaseSensitive(sym, "primaryKey");
+    sk = cJSON_GetObjectItemCaseSensitive(sym, "secondaryKey");
+    if ((pk && !cJSON_IsString(pk) && !cJSON_IsNull(pk)) ||
+        (sk && !cJSON_IsString(sk) && !cJSON_IsNull(sk))) {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "symmetric keys must be base64 strings");
+        th_ctl_reply_err(x, &err);
+        return false;
+    }
+    *primary = cJSON_IsString(pk) ? pk->valuestring : NULL;
+    *secondary = cJSON_IsString(sk) ? sk->valuestring : NULL;
+    return true;
+}
+
+/* -1 when absent, 0 disabled, 1 enabled; -2 after replying an error. */
+static int status_or_reply(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(x->cmd, "status");
+    if (!s || cJSON_IsNull(s)) {
+        return -1;
+    }
+    if (cJSON_IsString(s) && !strcmp(s->valuestring, "enabled")) {
+        return 1;
+    }
+    if (cJSON_IsString(s) && !strcmp(s->valuestring, "disabled")) {
+        return 0;
+    }
+    th_error_set(&err, TH_ERR_INVAL, 400004, "'status' must be \"enabled\" or \"disabled\"");
+    th_ctl_reply_err(x, &err);
+    return -2;
+}
+
+/* Close the identity's connection (if any) and detach it from the identity. */
+static void drop_connection(struct th_plugin *p, struct th_identity *id)
+{
+    struct th_idglue *g = id->glue;
+    if (g && g->conn) {
+        g->conn->kicked = true;
+        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+    }
+}
+
+/* Before an identity is freed: no connection may keep a pointer to it. */
+static void forget_identity(struct th_plugin *p, struct th_identity *id)
+{
+    struct th_idglue *g = id->glue;
+    if (g) {
+        if (g->conn) {
+            g->conn->identity = NULL;
+            g->conn->kicked = true;
+            mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+        }
+        free(g);
+        id->glue = NULL;
+    }
+    (void)p;
+}
+
+/* ---- devices and modules ---- */
+
+static void cmd_create_device(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
+    const char *pk, *sk, *reason;
+    struct th_identity *dev;
+    int enabled;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !keys_or_reply(x, &pk, &sk) || (enabled = status_or_reply(x)) == -2 ||
+        !th_ctl_string_or_reply(x, "statusReason", &reason)) {
+        return;
+    }
+    if (!cJSON_IsString(jd)) {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "'createDevice' needs a string field 'deviceId'");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (th_registry_add_device(x->p->reg, jd->valuestring, pk, sk, enabled != 0, th_now_us(), &dev,
+                               &err) != TH_OK ||
+        (reason && th_identity_update(dev, NULL, NULL, -1, reason, th_now_us(), &err) != TH_OK)) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    th_persist_device(x->p, dev);
+    th_event_emit(x->p, "deviceCreated", dev->device_id, NULL, NULL);
+    th_ctl_reply_ok(x, th_identity_to_json(dev));
+}
+
+static void cmd_update_identity(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    struct th_identity *id;
+    const char *pk, *sk, *reason;
+    int enabled;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !(id = th_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id) ||
+        !keys_or_reply(x, &pk, &sk) || (enabled = status_or_reply(x)) == -2 ||
+        !th_ctl_string_or_reply(x, "statusReason", &reason)) {
+        return;
+    }
+    if (th_identity_update(id, pk, sk, enabled, reason, th_now_us(), &err) != TH_OK) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (enabled == 0) {
+        /* A device disabled while connected loses its connection (and its modules theirs). */
+        drop_connection(x->p, id);
+        for (size_t i = 0; i < id->module_count; i++) {
+            drop_connection(x->p, id->modules[i]);
+        }
+    } else if (pk || sk) {
+        drop_connection(x->p, id); /* tokens signed with the old keys no longer hold */
+    }
+    th_persist_device(x->p, id->parent ? id->parent : id);
+    th_event_emit(x->p, "identityUpdated", id->device_id, id->module_id, NULL);
+    th_ctl_reply_ok(x, th_identity_to_json(id));
+}
+
+static void cmd_delete_identity(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    struct th_identity *id;
+    char dev[TH_MAX_ID_LEN + 1], mod[TH_MAX_ID_LEN + 1];
+    bool is_module;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !(id = th_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id)) {
+        return;
+    }
+    is_module = id->module_id != NULL;
+    snprintf(dev, sizeof dev, "%s", id->device_id);
+    snprintf(mod, sizeof mod, "%s", is_module ? id->module_id : "");
+    if (!is_module) {
+        for (size_t i = 0; i < id->module_count; i++) {
+            forget_identity(x->p, id->modules[i]);
+        }
+    }
+    forget_identity(x->p, id);
+    if (th_registry_remove(x->p->reg, dev, is_module ? mod : NULL) != TH_OK) {
+        th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "identity vanished while deleting");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (is_module) {
+        th_persist_device(x->p, th_registry_find(x->p->reg, dev, NULL));
+    } else {
+        th_persist_forget(x->p, dev);
+    }
+    th_event_emit(x->p, is_module ? "moduleDeleted" : "deviceDeleted", dev, is_module ? mod : NULL,
+                  NULL);
+    th_ctl_reply_ok(x, NULL);
+}
+
+static void cmd_create_module(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(x->cmd, "tags");
+    const cJSON *desired = cJSON_GetObjectItemCaseSensitive(x->cmd, "desired");
+    const char *pk, *sk;
+    struct th_identity *mod;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !keys_or_reply(x, &pk, &sk)) {
+        return;
+    }
+    if (!cJSON_IsString(jd) || !cJSON_IsString(jm)) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "'createModule' needs string fields 'deviceId' and 'moduleId'");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (th_registry_add_module_with(x->p->reg, jd->valuestring, jm->valuestring, pk, sk,
+                                    cJSON_IsObject(tags) ? tags : NULL,
+                                    cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod,
+                                    &err) != TH_OK) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    th_persist_device(x->p, mod->parent);
+    th_event_emit(x->p, "moduleCreated", mod->device_id, mod->module_id, NULL);
+    th_ctl_reply_ok(x, th_identity_to_json(mod));
+}
+
+/* ---- bulk module creation (the azureiotsecurity use case) ---- */
+
+static void cmd_ensure_module(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(x->cmd, "tags");
+    const cJSON *desired = cJSON_GetObjectItemCaseSensitive(x->cmd, "desired");
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceIds");
+    cJSON *created, *skipped, *data;
+    const cJSON *it;
+    size_t ncreated = 0, nskipped = 0;
+
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
+        return;
+    }
+    if (!cJSON_IsString(jm) || !th_id_valid(jm->valuestring, strlen(jm->valuestring))) {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "'ensureModule' needs a valid string 'moduleId'");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if ((tags && !cJSON_IsNull(tags) && !cJSON_IsObject(tags)) ||
+        (desired && !cJSON_IsNull(desired) && !cJSON_IsObject(desired)) ||
+        (ids && !cJSON_IsNull(ids) && !cJSON_IsArray(ids))) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "'tags' and 'desired' must be objects and 'deviceIds' an array of strings");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    /* Validate everything before creating anything. */
+    if ((cJSON_IsObject(tags) && th_twin_validate_patch(TH_SECTION_TAGS, tags, &err) != TH_OK) ||
+        (cJSON_IsObject(desired) &&
+         th_twin_validate_patch(TH_SECTION_DESIRED, desired, &err) != TH_OK)) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    cJSON_ArrayForEach(it, cJSON_IsArray(ids) ? ids : NULL)
+    {
+        if (!cJSON_IsString(it) || !th_registry_find(x->p->reg, it->valuestring, NULL)) {
+            th_error_set(&err, TH_ERR_NOT_FOUND, 404001,
+                         "deviceIds: '%s' is not a registered device; nothing was created",
+                         cJSON_IsString(it) ? it->valuestring : "(not a string)");
+            th_ctl_reply_err(x, &err);
+            return;
+        }
+    }
+    created = cJSON_CreateArray();
+    skipped = cJSON_CreateArray();
+    data = cJSON_CreateObject();
+    if (!created || !skipped || !data) {
+        cJSON_Delete(created);
+        cJSON_Delete(skipped);
+        cJSON_Delete(data);
+        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    const cJSON *next_id = cJSON_IsArray(ids) ? ids->child : NULL;
+    struct th_identity *dev = cJSON_IsArray(ids) ? NULL : th_registry_next_device(x->p->reg, NULL);
+    for (;;) {
+        if (cJSON_IsArray(ids)) {
+            if (!next_id) {
+                break;
+            }
+            dev = th_registry_find(x->p->reg, next_id->valuestring, NULL);
+            next_id = next_id->next;
+        } else if (!dev) {
+            break;
+        }
+        struct th_identity *cur = dev;
+        if (!cJSON_IsArray(ids)) {
+            dev = th_registry_next_device(x->p->reg, dev);
+        }
+        if (th_registry_find(x->p->reg, cur->device_id, jm->valuestring)) {
+            cJSON_AddItemToArray(skipped, cJSON_CreateString(cur->device_id));
+            nskipped++;
+            continue;
+        }
+        struct th_identity *mod = NULL;
+        if (th_registry_add_module_with(x->p->reg, cur->device_id, jm->valuestring, NULL, NULL,
+                                        cJSON_IsObject(tags) ? tags : NULL,
+                                        cJSON_IsObject(desired) ? desired : NULL, th_now_us(),
+                                        &mod, &err) != TH_OK) {
+            /* e.g. the device already has 50 modules: report it as skipped with the reason */
+            cJSON *s = cJSON_CreateObject();
+            if (s) {
+                cJSON_AddStringToObject(s, "deviceId", cur->device_id);
+                cJSON_AddStringToObject(s, "error", err.message);
+                cJSON_AddItemToArray(skipped, s);
+            }
+            nskipped++;
+            continue;
+        }
+        th_persist_device(x->p, cur);
+        th_event_emit(x->p, "moduleCreated", mod->device_id, mod->module_id, NULL);
+        cJSON_AddItemToArray(created, cJSON_CreateString(cur->device_id));
+        ncreated++;
+    }
+    cJSON_AddStringToObject(data, "moduleId", jm->valuestring);
+    cJSON_AddNumberToObject(data, "created", (double)ncreated);
+    cJSON_AddNumberToObject(data, "skipped", (double)nskipped);
+    cJSON_AddItemToObject(data, "createdDevices", created);
+    cJSON_AddItemToObject(data, "skippedDevices", skipped);
+    th_log(x->p, MOSQ_LOG_NOTICE, "ensureModule %s | created=%zu skipped=%zu", jm->valuestring,
+           ncreated, nskipped);
+    th_ctl_reply_ok(x, data);
+}
+
+static void cmd_devices_without_module(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
+    cJSON *arr, *data;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+        return;
+    }
+    if (!cJSON_IsString(jm)) {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "'devicesWithoutModule' needs a string 'moduleId'");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    arr = cJSON_CreateArray();
+    data = cJSON_CreateObject();
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
+         d = th_registry_next_device(x->p->reg, d)) {
+        if (!th_registry_find(x->p->reg, d->device_id, jm->valuestring)) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(d->device_id));
+        }
+    }
+    if (data && arr) {
+        cJSON_AddNumberToObject(data, "count", cJSON_GetArraySize(arr));
+        cJSON_AddItemToObject(data, "deviceIds", arr);
+        arr = NULL;
+    }
+    cJSON_Delete(arr);
+    th_ctl_reply_ok(x, data);
+}
+
+/* ---- query and statistics ---- */
+
+static void cmd_query(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const char *text, *cont;
+    int page;
+    struct th_query *q = NULL;
+    cJSON **docs = NULL, *items = NULL, *data, *pageitems;
+    size_t n = 0, cap, skip = 0;
+    bool is_twin = false;
+
+    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect") ||
+        !th_ctl_string_or_reply(x, "query", &text) ||
+        !th_ctl_string_or_reply(x, "continuation", &cont) ||
+        !th_ctl_int_or_reply(x, "pageSize", 100, 1, 1000, &page)) {
+        return;
+    }
+    if (!text) {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "'query' needs a string field 'query'");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (cont) {
+        char *end;
+        unsigned long long v = strtoull(cont, &end, 10);
+        if (*cont == '\0' || *end != '\0') {
+            th_error_set(&err, TH_ERR_INVAL, 400004,
+                         "'continuation' must be the token returned by the previous page");
+            th_ctl_reply_err(x, &err);
+            return;
+        }
+        skip = (size_t)v;
+    }
+    if (th_query_parse(text, strlen(text), &q, &err) != TH_OK) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    bool modules = th_query_source(q) == TH_QUERY_MODULES;
+    cap = modules ? th_registry_module_total(x->p->reg) : th_registry_device_count(x->p->reg);
+    docs = calloc(cap ? cap : 1, sizeof *docs);
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); docs && d;
+         d = th_registry_next_device(x->p->reg, d)) {
+        if (!modules) {
+            docs[n++] = th_identity_twin_json(d);
+            continue;
+        }
+        for (size_t i = 0; i < d->module_count && n < cap; i++) {
+            docs[n++] = th_identity_twin_json(d->modules[i]);
+        }
+    }
+    th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
+                       : th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        cJSON_Delete(docs[i]);
+    }
+    free(docs);
+    th_query_free(q);
+    if (r != TH_OK) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    /* Page: detach items [skip, skip+page) into a new array. */
+    pageitems = cJSON_CreateArray();
+    size_t total = (size_t)cJSON_GetArraySize(items), i = 0;
+    cJSON *it = items->child, *nx;
+    for (; it; it = nx, i++) {
+        nx = it->next;
+        if (i >= skip && i < skip + (size_t)page && pageitems) {
+            cJSON_AddItemToArray(pageitems, cJSON_DetachItemViaPointer(items, it));
+        }
+    }
+    cJSON_Delete(items);
+    data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddItemToObject(data, "items", pageitems);
+        pageitems = NULL;
+        cJSON_AddStringToObject(data, "itemType", is_twin ? "twin" : "raw");
+        if (skip + (size_t)page < total) {
+            char next[32];
+            snprintf(next, sizeof next, "%zu", skip + (size_t)page);
+            cJSON_AddStringToObject(data, "continuation", next);
+        } else {
+            cJSON_AddNullToObject(data, "continuation");
+        }
+    }
+    cJSON_Delete(pageitems);
+    th_ctl_reply_ok(x, data);
+}
+
+static void cmd_statistics(struct cmd_ctx *x)
+{
+    size_t total = 0, enabled = 0, connected = 0, modules = 0, mconnected = 0;
+    cJSON *data;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ | TH_PERM_SERVICE_CONNECT, "RegistryRead")) {
+        return;
+    }
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); d;
+         d = th_registry_next_device(x->p->reg, d)) {
+        total++;
+        enabled += d->enabled;
+        connected += d->connected;
+        modules += d->module_count;
+        for (size_t i = 0; i < d->module_count; i++) {
+            mconnected += d->modules[i]->connected;
+        }
+    }
+    data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddNumberToObject(data, "totalDeviceCount", (double)total);
+        cJSON_AddNumberToObject(data, "enabledDeviceCount", (double)enabled);
+        cJSON_AddNumberToObject(data, "disabledDeviceCount", (double)(total - enabled));
+        cJSON_AddNumberToObject(data, "connectedDeviceCount", (double)connected);
+        cJSON_AddNumberToObject(data, "totalModuleCount", (double)modules);
+        cJSON_AddNumberToObject(data, "connectedModuleCount", (double)mconnected);
+    }
+    th_ctl_reply_ok(x, data);
+}
+
+/* ---- import / export ---- */
+
+static void cmd_export(struct cmd_ctx *x)
+{
+    const cJSON *twins = cJSON_GetObjectItemCaseSensitive(x->cmd, "includeTwins");
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+        return;
+    }
+    th_ctl_reply_ok(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
+}
+
+static void cmd_import(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    const cJSON *doc = cJSON_GetObjectItemCaseSensitive(x->cmd, "registry");
+    const cJSON *ow = cJSON_GetObjectItemCaseSensitive(x->cmd, "overwrite");
+    size_t created = 0, updated = 0, skipped = 0;
+    cJSON *data;
+    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
+        return;
+    }
+    if (!cJSON_IsObject(doc)) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "'importRegistry' needs an object 'registry' in the registry file format");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    if (th_registry_import(x->p->reg, doc, cJSON_IsTrue(ow), th_now_us(), &created, &updated,
+                           &skipped, &err) != TH_OK) {
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    th_persist_all(x->p);
+    data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddNumberToObject(data, "created", (double)created);
+        cJSON_AddNumberToObject(data, "updated", (double)updated);
+        cJSON_AddNumberToObject(data, "skipped", (double)skipped);
+    }
+    th_ctl_reply_ok(x, data);
+}
+
+void th_cmd_registry_dispatch(struct cmd_ctx *x, bool *handled)
+{
+    static const struct {
+        const char *name;
+        void (*fn)(struct cmd_ctx *x);
+    } cmds[] = {
+        {"createDevice", cmd_create_device},
+        {"updateDevice", cmd_update_identity},
+        {"deleteDevice", cmd_delete_identity},
+        {"createModule", cmd_create_module},
+        {"updateModule", cmd_update_identity},
+        {"deleteModule", cmd_delete_identity},
+        {"ensureModule", cmd_ensure_module},
+        {"devicesWithoutModule", cmd_devices_without_module},
+        {"query", cmd_query},
+        {"getStatistics", cmd_statistics},
+        {"exportRegistry", cmd_export},
+        {"importRegistry", cmd_import},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (!strcmp(cmds[i].name, x->name)) {
+            cmds[i].fn(x);
+            *handled = true;
+            return;
+        }
+    }
+    *handled = false;
+}

@@ -1,0 +1,83 @@
+/*
+ * query.h - the IoT Hub twin query language (iothub-protocol.md section 11):
+ * parse a query once, then run it over full twin documents (shape of 7.1).
+ *
+ *   SELECT [TOP n] (* | expr [AS alias], ... | aggregates) FROM devices | devices.modules
+ *   [WHERE cond] [GROUP BY path, ...]
+ *
+ * Decisions (documented in docs/ with the REST query endpoint):
+ * - Error positions are "column N" = 1-based byte offset into the query text.
+ * - Attribute names match case-insensitively; an exact-case member wins when both
+ *   exist. Result keys use the stored casing ("SELECT DeviceId" -> "deviceId").
+ * - Keywords after a '.' are accepted as attribute names ("tags.group.x" works
+ *   as well as the documented "tags.[[group]].x"). "[[" starts an escaped name
+ *   only when "]]" follows with no '[', ']', ',' or quote in between; write
+ *   "[ [1] ]" for an array holding an array.
+ * - Unnamed select items that are not attribute paths (aggregates, functions,
+ *   constants) are keyed "$1", "$2", ... in order of appearance, as Cosmos DB
+ *   does: "SELECT COUNT() FROM devices" -> [{"$1": n}].
+ * - A projection yields one object per matching document, {} when every
+ *   selected attribute is absent.
+ * - Aggregates: COUNT() counts matches; SUM and AVG use numeric values only
+ *   (SUM of none is 0, AVG of none is omitted); MIN and MAX order primitives
+ *   null < false < true < numbers < strings and ignore objects and arrays
+ *   (none -> omitted). Without GROUP BY the result is always one object.
+ * - GROUP BY: groups appear in order of their first document; an absent group
+ *   attribute forms its own group and is omitted from that group's object. The
+ *   object holds the select list (group attributes and aggregates) only; other
+ *   non-aggregate items are refused.
+ * - Strings accept \' \" \\ \uXXXX and also the JSON escapes \/ \b \f \n \r \t;
+ *   \u0000 is refused. LOWER/UPPER change ASCII letters only; LENGTH,
+ *   SUBSTRING and INDEX_OF count Unicode code points.
+ * - Arithmetic is numeric only; division or modulo by zero is undefined.
+ * - "NOT IN [..]" is accepted as NIN.
+ */
+#ifndef TH_QUERY_H
+#define TH_QUERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "th_result.h"
+
+#define TH_QUERY_MAX_CHARS 8192 /* longest query text, in characters (10.6) */
+
+enum th_query_source {
+    TH_QUERY_DEVICES, /* FROM devices */
+    TH_QUERY_MODULES, /* FROM devices.modules */
+};
+
+/* A parsed query; opaque, immutable after th_query_parse, safe to run many times. */
+struct th_query;
+
+/*
+ * Parse `len` bytes of `text` (need not be NUL-terminated). On success *out
+ * owns a query the caller frees with th_query_free. On failure *out is NULL and
+ * err holds 400/400004 with a message naming the problem and its column
+ * ("query: expected FROM at column 10 near 'FORM devices'"): TH_ERR_INVAL for
+ * syntax and semantic errors, TH_ERR_TOO_LARGE for text over
+ * TH_QUERY_MAX_CHARS characters, TH_ERR_NOMEM (500001) when allocation fails.
+ */
+TH_NODISCARD th_result th_query_parse(const char *text, size_t len, struct th_query **out,
+                                      struct th_error *err);
+
+/* Accepts NULL. */
+void th_query_free(struct th_query *q);
+
+/* Which collection the query reads. */
+enum th_query_source th_query_source(const struct th_query *q);
+
+/*
+ * Run `q` over `n` twin documents `docs` (read, never changed; entries may not
+ * be NULL) in the given order, which is also the order of the results. On
+ * success *out_items is a new cJSON array the caller frees with cJSON_Delete,
+ * and *out_is_twin says whether its items are whole twins (SELECT *: the
+ * caller answers x-ms-item-type twin) or raw objects (projections and
+ * aggregates: raw). Filtering by source is the caller's job: pass device twins
+ * for TH_QUERY_DEVICES and module twins for TH_QUERY_MODULES. Fails with
+ * TH_ERR_INVAL on bad arguments and TH_ERR_NOMEM; *out_items is NULL then.
+ */
+TH_NODISCARD th_result th_query_run(const struct th_query *q, cJSON *const *docs, size_t n,
+                                    cJSON **out_items, bool *out_is_twin, struct th_error *err);
+
+#endif
