@@ -742,9 +742,9 @@ struct it_client *it_service_open(const struct it_hub *hub, bool events)
     static int seq;
     char cid[64], pass[1024];
     snprintf(cid, sizeof cid, "svc-%d-%d", (int)getpid(), ++seq);
-    assert_int_equal(th_sas_sign(hub->hub_name, TH_DEV_OWNER_KEY, it_expiry(), "iothubowner",
-                                 pass, sizeof pass),
-                     TH_OK);
+    assert_int_equal(
+        th_sas_sign(hub->hub_name, TH_DEV_OWNER_KEY, it_expiry(), "iothubowner", pass, sizeof pass),
+        TH_OK);
     struct it_connect_opts o = {.client_id = cid, .username = hub->hub_name, .password = pass};
     int connack;
     struct it_client *c = it_client_connect(hub, &o, &connack);
@@ -776,10 +776,29 @@ int it_client_subscribe(struct it_client *c, const char *topic, int qos, int tim
     return granted;
 }
 
-int it_client_publish(struct it_client *c, const char *topic, const void *payload, int len,
-                      int qos, bool retain)
+int it_client_publish(struct it_client *c, const char *topic, const void *payload, int len, int qos,
+                      bool retain)
 {
     return mosquitto_publish(c->mosq, NULL, topic, len, payload, qos, retain);
+}
+
+bool it_client_publish_acked(struct it_client *c, const char *topic, const char *payload,
+                             int timeout_ms)
+{
+    int mid = -1;
+    if (mosquitto_publish(c->mosq, &mid, topic, payload ? (int)strlen(payload) : 0, payload, 1,
+                          false) != MOSQ_ERR_SUCCESS)
+        return false;
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    while (c->last_puback_mid != mid && !c->disconnected) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    bool acked = c->last_puback_mid == mid;
+    pthread_mutex_unlock(&c->mu);
+    return acked;
 }
 
 int it_client_publish_str(struct it_client *c, const char *topic, const char *payload, int qos)
@@ -897,8 +916,7 @@ static bool pred_twin_res(const struct it_msg *m, void *arg)
     return ok;
 }
 
-struct it_msg *it_twin_request(struct it_client *c, const char *rid, const char *patch,
-                               int *status)
+struct it_msg *it_twin_request(struct it_client *c, const char *rid, const char *patch, int *status)
 {
     char *topic = patch ? it_strdupf("$iothub/twin/PATCH/properties/reported/?$rid=%s", rid)
                         : it_strdupf("$iothub/twin/GET/?$rid=%s", rid);
@@ -1020,9 +1038,8 @@ static bool pred_event(const struct it_msg *m, void *arg)
 cJSON *it_event_wait(struct it_client *svc, const char *kind, const char *device_id,
                      const char *module_id, it_event_pred pred, void *arg, int timeout_ms)
 {
-    char *topic = module_id
-                      ? it_strdupf("$twinhub/events/%s/%s/%s", kind, device_id, module_id)
-                      : it_strdupf("$twinhub/events/%s/%s", kind, device_id);
+    char *topic = module_id ? it_strdupf("$twinhub/events/%s/%s/%s", kind, device_id, module_id)
+                            : it_strdupf("$twinhub/events/%s/%s", kind, device_id);
     struct event_match em = {topic, pred, arg};
     struct it_msg *m = it_client_wait_match(svc, pred_event, &em, timeout_ms);
     if (!m)
@@ -1086,7 +1103,8 @@ char *it_url_decode(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         if (s[i] == '%' && i + 2 < len && hexval((unsigned char)s[i + 1]) >= 0 &&
             hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+            out[o++] =
+                (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
             i += 2;
         } else {
             out[o++] = s[i];

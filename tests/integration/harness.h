@@ -45,12 +45,12 @@
 /* ---- the hub ---- */
 
 struct it_hub {
-    pid_t pid;                 /* `twinhub serve`, leader of its own process group */
+    pid_t pid; /* `twinhub serve`, leader of its own process group */
     int mqtt_port;
     int mqtts_port;
     char hub_name[256];
     char ca_file[IT_PATH_MAX];
-    char dir[IT_PATH_MAX];        /* private temp dir: certs, info file, serve's stderr */
+    char dir[IT_PATH_MAX]; /* private temp dir: certs, info file, serve's stderr */
     char stderr_path[IT_PATH_MAX + 16];
     /* stdout reader thread: copies serve's stdout to dir/stdout.log and notices "ready". */
     pthread_t reader;
@@ -114,16 +114,16 @@ struct it_client {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct it_msg *head, *tail;
-    int connack;        /* -1 until CONNACK */
+    int connack; /* -1 until CONNACK */
     bool connected;
-    bool disconnected;  /* the connection ended (after or instead of CONNACK) */
-    int disconnect_rc;  /* libmosquitto rc given to on_disconnect */
-    pthread_t thread;   /* runs mosquitto_loop_forever */
+    bool disconnected; /* the connection ended (after or instead of CONNACK) */
+    int disconnect_rc; /* libmosquitto rc given to on_disconnect */
+    pthread_t thread;  /* runs mosquitto_loop_forever */
     bool loop_started;
     /* SUBACK bookkeeping: last SUBACK seen */
     int suback_mid;
     int suback_granted;
-    /* PUBACK bookkeeping: every acknowledged mid is counted */
+    /* PUBACK bookkeeping (QoS 0 publishes count too): the last completed mid */
     int last_puback_mid;
 };
 
@@ -162,8 +162,14 @@ struct it_client *it_service_open(const struct it_hub *hub, bool events);
 /* Subscribe and wait for the SUBACK: the granted QoS (0x80 refused), -1 on timeout. */
 int it_client_subscribe(struct it_client *c, const char *topic, int qos, int timeout_ms);
 /* Publish; returns the libmosquitto rc. */
-int it_client_publish(struct it_client *c, const char *topic, const void *payload, int len,
-                      int qos, bool retain);
+int it_client_publish(struct it_client *c, const char *topic, const void *payload, int len, int qos,
+                      bool retain);
+/*
+ * Publish a string at QoS 1 and wait for its PUBACK: true once the broker has handled it
+ * (ordering point for later publishes of other clients), false on timeout or disconnect.
+ */
+bool it_client_publish_acked(struct it_client *c, const char *topic, const char *payload,
+                             int timeout_ms);
 /* Publish a NUL-terminated string. */
 int it_client_publish_str(struct it_client *c, const char *topic, const char *payload, int qos);
 

@@ -68,8 +68,8 @@ static void test_c2d_online_device_receives_succeeds(void **state)
     assert_true(cJSON_IsTrue(it_json_get(r, "data.delivered")));
     cJSON_Delete(r);
 
-    struct it_msg *m = it_client_wait_prefix(dev, "devices/" IT_DEV1 "/messages/devicebound/",
-                                             IT_WAIT_MS);
+    struct it_msg *m =
+        it_client_wait_prefix(dev, "devices/" IT_DEV1 "/messages/devicebound/", IT_WAIT_MS);
     assert_non_null(m);
     assert_int_equal(m->len, 12);
     assert_memory_equal(m->payload, "hello device", 12);
@@ -104,8 +104,8 @@ static void test_c2d_wildcard_subscription_receives_succeeds(void **state)
     assert_non_null(r);
     assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
     cJSON_Delete(r);
-    struct it_msg *m = it_client_wait_prefix(dev, "devices/" IT_DEV1 "/messages/devicebound/",
-                                             IT_WAIT_MS);
+    struct it_msg *m =
+        it_client_wait_prefix(dev, "devices/" IT_DEV1 "/messages/devicebound/", IT_WAIT_MS);
     assert_non_null(m);
     assert_bag(bag_of(m, IT_DEV1), "$.mid", "m-plus");
     /* the default ack is none, and it is always present */
@@ -136,8 +136,8 @@ static void test_c2d_offline_device_receives_after_subscribe_succeeds(void **sta
         it_client_subscribe(dev, "devices/" IT_DEV3 "/messages/devicebound/#", 1, IT_WAIT_MS), 1);
     /* delivered in the order sent */
     for (int i = 1; i <= 2; i++) {
-        struct it_msg *m = it_client_wait_prefix(
-            dev, "devices/" IT_DEV3 "/messages/devicebound/", IT_WAIT_MS);
+        struct it_msg *m =
+            it_client_wait_prefix(dev, "devices/" IT_DEV3 "/messages/devicebound/", IT_WAIT_MS);
         assert_non_null(m);
         char mid[16], body[16];
         snprintf(mid, sizeof mid, "q-%d", i);
@@ -147,6 +147,65 @@ static void test_c2d_offline_device_receives_after_subscribe_succeeds(void **sta
         it_msg_free(m);
     }
     it_client_close(dev);
+    it_client_close(svc);
+}
+
+static void test_c2d_persistent_session_receives_without_resubscribe_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    char *user = it_device_username(hub.hub_name, IT_DEV2, NULL);
+    char *pass = it_device_token(hub.hub_name, IT_DEV2, NULL, IT_DEV2_KEY, it_expiry());
+    struct it_connect_opts o = {
+        .client_id = IT_DEV2, .username = user, .password = pass, .persistent = true};
+    int connack;
+    struct it_client *dev = it_client_connect(&hub, &o, &connack);
+    assert_int_equal(connack, 0);
+    assert_int_equal(
+        it_client_subscribe(dev, "devices/" IT_DEV2 "/messages/devicebound/#", 1, IT_WAIT_MS), 1);
+    it_client_close(dev);
+    /* the disconnect event orders the close before the send */
+    struct it_client *watch = it_service_open(&hub, true);
+    cJSON *r =
+        it_control(watch, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\"}");
+    assert_non_null(r);
+    if (strcmp(it_json_str(r, "data.connectionState") ? it_json_str(r, "data.connectionState") : "",
+               "Disconnected") != 0) {
+        cJSON *ev = it_event_wait(watch, "disconnected", IT_DEV2, NULL, NULL, NULL, IT_WAIT_MS);
+        assert_non_null(ev);
+        cJSON_Delete(ev);
+    }
+    cJSON_Delete(r);
+    it_client_close(watch);
+
+    r = it_control(svc, IT_WAIT_MS,
+                   "{\"command\":\"sendC2D\",\"deviceId\":\"" IT_DEV2 "\","
+                   "\"body\":\"while away\",\"messageId\":\"p-1\"}");
+    assert_non_null(r);
+    assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
+    assert_false(cJSON_IsTrue(it_json_get(r, "data.delivered")));
+    cJSON_Delete(r);
+
+    /* CleanSession 0: the C2D subscription persists, the queued message comes without a new
+     * SUBSCRIBE (iothub-protocol.md 3.5) */
+    dev = it_client_connect(&hub, &o, &connack);
+    assert_int_equal(connack, 0);
+    struct it_msg *m =
+        it_client_wait_prefix(dev, "devices/" IT_DEV2 "/messages/devicebound/", IT_WAIT_MS);
+    assert_non_null(m);
+    assert_bag(bag_of(m, IT_DEV2), "$.mid", "p-1");
+    assert_string_equal(m->payload, "while away");
+    /* exactly once: a twin round trip later, no second copy */
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
+    int status;
+    struct it_msg *marker = it_twin_request(dev, "p-marker", NULL, &status);
+    assert_non_null(marker);
+    it_msg_free(marker);
+    assert_int_equal(it_client_count_prefix(dev, "devices/"), 0);
+    it_msg_free(m);
+    it_client_close(dev);
+    free(user);
+    free(pass);
     it_client_close(svc);
 }
 
@@ -208,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_c2d_online_device_receives_succeeds),
         cmocka_unit_test(test_c2d_wildcard_subscription_receives_succeeds),
         cmocka_unit_test(test_c2d_offline_device_receives_after_subscribe_succeeds),
+        cmocka_unit_test(test_c2d_persistent_session_receives_without_resubscribe_succeeds),
         cmocka_unit_test(test_c2d_unknown_device_fails),
         cmocka_unit_test(test_c2d_module_target_fails),
         cmocka_unit_test(test_c2d_queue_over_50_fails),

@@ -34,8 +34,8 @@ static int group_teardown(void **state)
 static int try_connect(const char *client_id, const char *username, const char *password,
                        int protocol)
 {
-    struct it_connect_opts o = {.client_id = client_id, .username = username,
-                                .password = password, .protocol = protocol};
+    struct it_connect_opts o = {
+        .client_id = client_id, .username = username, .password = password, .protocol = protocol};
     int connack;
     struct it_client *c = it_client_connect(&hub, &o, &connack);
     if (connack != 0) {
@@ -57,8 +57,8 @@ static int try_device(const char *device, const char *password)
 
 static char *connection_state(struct it_client *svc, const char *device_id)
 {
-    cJSON *r = it_control(svc, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}",
-                          device_id);
+    cJSON *r =
+        it_control(svc, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}", device_id);
     assert_non_null(r);
     assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
     const char *s = it_json_str(r, "data.connectionState");
@@ -214,9 +214,9 @@ static void test_connect_service_wrong_key_fails(void **state)
 {
     (void)state;
     char pass[1024];
-    assert_int_equal(th_sas_sign(hub.hub_name, IT_DEV1_KEY, it_expiry(), "iothubowner", pass,
-                                 sizeof pass),
-                     TH_OK);
+    assert_int_equal(
+        th_sas_sign(hub.hub_name, IT_DEV1_KEY, it_expiry(), "iothubowner", pass, sizeof pass),
+        TH_OK);
     assert_int_equal(try_connect("svc-wrong-key", hub.hub_name, pass, 0), 5);
 }
 

@@ -149,6 +149,44 @@ static void test_isolation_method_other_device_fails(void **state)
     it_client_close(svc);
 }
 
+static void test_isolation_method_answer_from_other_device_fails(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct it_client *d1 = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    struct it_client *d2 = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    assert_int_equal(it_client_subscribe(d1, "$iothub/methods/POST/#", 0, IT_WAIT_MS), 0);
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV1 "\","
+                    "\"methodName\":\"mine\",\"responseTimeoutInSeconds\":10}");
+    struct it_msg *req = it_client_wait_prefix(d1, "$iothub/methods/POST/mine/", IT_WAIT_MS);
+    assert_non_null(req);
+    char *rid = it_topic_param(req->topic, "$rid");
+    it_msg_free(req);
+    assert_non_null(rid);
+
+    /* it-dev2 answers it-dev1's call with the right rid; once the broker has handled it
+     * (PUBACK, or the hub closed it-dev2's connection), it-dev1 gives the real answer */
+    char *forged = it_strdupf("$iothub/methods/res/500/?$rid=%s", rid);
+    if (!it_client_publish_acked(d2, forged, "{\"forged\":true}", IT_WAIT_MS))
+        assert_true(it_client_wait_disconnect(d2, IT_WAIT_MS));
+    free(forged);
+    char *real = it_strdupf("$iothub/methods/res/200/?$rid=%s", rid);
+    assert_int_equal(it_client_publish_str(d1, real, "{\"real\":true}", 1), MOSQ_ERR_SUCCESS);
+    free(real);
+    free(rid);
+
+    cJSON *r = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "data.status", -1), 200);
+    assert_true(cJSON_IsTrue(it_json_get(r, "data.payload.real")));
+    cJSON_Delete(r);
+    it_client_close(d2);
+    it_client_close(d1);
+    it_client_close(svc);
+}
+
 static void send_c2d(struct it_client *svc, const char *device, const char *mid)
 {
     cJSON *r = it_control(svc, IT_WAIT_MS,
@@ -168,8 +206,8 @@ static void test_isolation_c2d_wildcard_other_device_fails(void **state)
     struct it_client *d1 = open_subscribed(IT_DEV1, IT_DEV1_KEY, filter);
     struct it_client *d2 = open_subscribed(IT_DEV2, IT_DEV2_KEY, filter);
     send_c2d(svc, IT_DEV1, "iso-c2d-1");
-    struct it_msg *m = it_client_wait_prefix(d1, "devices/" IT_DEV1 "/messages/devicebound/",
-                                             IT_WAIT_MS);
+    struct it_msg *m =
+        it_client_wait_prefix(d1, "devices/" IT_DEV1 "/messages/devicebound/", IT_WAIT_MS);
     assert_non_null(m);
     it_msg_free(m);
     send_c2d(svc, IT_DEV2, "iso-c2d-2"); /* marker */
@@ -193,18 +231,16 @@ static void test_isolation_publish_other_device_topic_fails(void **state)
     (void)state;
     struct it_client *svc = it_service_open(&hub, true);
     struct it_client *d1 = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
-    assert_int_equal(it_client_publish_str(d1,
-                                           "devices/" IT_DEV2 "/messages/events/%24.mid=spoof",
+    assert_int_equal(it_client_publish_str(d1, "devices/" IT_DEV2 "/messages/events/%24.mid=spoof",
                                            "not mine", 1),
                      MOSQ_ERR_SUCCESS);
     assert_true(it_client_wait_disconnect(d1, IT_WAIT_MS));
 
     /* marker: it-dev2's own telemetry, sent after it-dev1's connection was closed */
     struct it_client *d2 = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
-    assert_int_equal(it_client_publish_str(d2,
-                                           "devices/" IT_DEV2 "/messages/events/%24.mid=own",
-                                           "mine", 1),
-                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(
+        it_client_publish_str(d2, "devices/" IT_DEV2 "/messages/events/%24.mid=own", "mine", 1),
+        MOSQ_ERR_SUCCESS);
     cJSON *ev = it_event_wait(svc, "telemetry", IT_DEV2, NULL, has_message_id, "own", IT_WAIT_MS);
     assert_non_null(ev);
     cJSON_Delete(ev);
@@ -306,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_isolation_twin_response_other_device_fails),
         cmocka_unit_test(test_isolation_desired_patch_other_device_fails),
         cmocka_unit_test(test_isolation_method_other_device_fails),
+        cmocka_unit_test(test_isolation_method_answer_from_other_device_fails),
         cmocka_unit_test(test_isolation_c2d_wildcard_other_device_fails),
         cmocka_unit_test(test_isolation_publish_other_device_topic_fails),
         cmocka_unit_test(test_isolation_foreign_and_wildcard_subscriptions_fails),

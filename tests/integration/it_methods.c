@@ -50,8 +50,7 @@ static void assert_error(const cJSON *r, int status, int code)
  * Receives the request for method `name`, checks the topic shape and answers it with
  * status and body. Returns the request payload parsed (caller frees).
  */
-static cJSON *answer_request(struct it_client *dev, const char *name, int status,
-                             const char *body)
+static cJSON *answer_request(struct it_client *dev, const char *name, int status, const char *body)
 {
     char prefix[128];
     snprintf(prefix, sizeof prefix, "$iothub/methods/POST/%s/?$rid=", name);
@@ -179,6 +178,26 @@ static void test_method_no_answer_times_out_fails(void **state)
     it_client_close(svc);
 }
 
+static void test_method_device_disconnects_before_answer_fails(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct it_client *dev = method_client(IT_DEV4, NULL, IT_DEV4_KEY);
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV4 "\","
+                    "\"methodName\":\"bye\",\"responseTimeoutInSeconds\":60}");
+    struct it_msg *req = it_client_wait_prefix(dev, "$iothub/methods/POST/bye/", IT_WAIT_MS);
+    assert_non_null(req);
+    it_msg_free(req);
+    it_client_close(dev);
+    /* answered when the device goes, long before the 60 s response timeout */
+    cJSON *r = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_error(r, 404, 404103);
+    cJSON_Delete(r);
+    it_client_close(svc);
+}
+
 static void test_method_timeout_below_minimum_fails(void **state)
 {
     (void)state;
@@ -213,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_method_device_offline_fails),
         cmocka_unit_test(test_method_device_not_subscribed_fails),
         cmocka_unit_test(test_method_no_answer_times_out_fails),
+        cmocka_unit_test(test_method_device_disconnects_before_answer_fails),
         cmocka_unit_test(test_method_timeout_below_minimum_fails),
         cmocka_unit_test(test_method_unknown_device_fails),
     };

@@ -98,11 +98,10 @@ static void test_telemetry_module_succeeds(void **state)
     (void)state;
     struct it_client *svc = it_service_open(&hub, true);
     struct it_client *mod = it_device_open(&hub, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
-    assert_int_equal(it_client_publish_str(mod,
-                                           "devices/" IT_DEV1 "/modules/" IT_MOD1
-                                           "/messages/events/%24.mid=t-mod",
-                                           "{}", 1),
-                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(
+        it_client_publish_str(
+            mod, "devices/" IT_DEV1 "/modules/" IT_MOD1 "/messages/events/%24.mid=t-mod", "{}", 1),
+        MOSQ_ERR_SUCCESS);
     cJSON *ev =
         it_event_wait(svc, "telemetry", IT_DEV1, IT_MOD1, has_message_id, "t-mod", IT_WAIT_MS);
     assert_non_null(ev);
@@ -127,8 +126,8 @@ static void test_telemetry_spoofed_connection_id_ignored_succeeds(void **state)
                                            "&%24.mid=t-spoof",
                                            "x", 1),
                      MOSQ_ERR_SUCCESS);
-    cJSON *ev = it_event_wait(svc, "telemetry", IT_DEV1, NULL, has_message_id, "t-spoof",
-                              IT_WAIT_MS);
+    cJSON *ev =
+        it_event_wait(svc, "telemetry", IT_DEV1, NULL, has_message_id, "t-spoof", IT_WAIT_MS);
     assert_non_null(ev);
     /* the hub stamps the authenticated id; a device-supplied value never overrides it */
     assert_string_equal(it_json_str(ev, "data.systemProperties.iothub-connection-device-id"),
@@ -159,13 +158,12 @@ static void test_telemetry_retain_recorded_not_stored_succeeds(void **state)
      * request made after the SUBACK: that answer is the marker that bounds the wait.
      */
     struct it_client *late = it_service_open(&hub, false);
-    int granted = it_client_subscribe(late, "devices/" IT_DEV1 "/messages/events/#", 1,
-                                      IT_WAIT_MS);
+    int granted = it_client_subscribe(late, "devices/" IT_DEV1 "/messages/events/#", 1, IT_WAIT_MS);
     assert_true(granted >= 0); /* a SUBACK came (granted or refused) */
     granted = it_client_subscribe(late, "#", 1, IT_WAIT_MS);
     assert_true(granted >= 0);
-    cJSON *r = it_control(late, IT_WAIT_MS,
-                          "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\"}");
+    cJSON *r =
+        it_control(late, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\"}");
     assert_non_null(r);
     cJSON_Delete(r);
     assert_int_equal(it_client_count_prefix(late, "devices/"), 0);
@@ -179,10 +177,9 @@ static void test_telemetry_qos2_closes_connection_fails(void **state)
     (void)state;
     struct it_client *svc = it_service_open(&hub, true);
     struct it_client *dev = it_device_open(&hub, IT_DEV3, NULL, IT_DEV3_KEY);
-    assert_int_equal(it_client_publish_str(dev,
-                                           "devices/" IT_DEV3 "/messages/events/%24.mid=t-qos2",
-                                           "two", 2),
-                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(
+        it_client_publish_str(dev, "devices/" IT_DEV3 "/messages/events/%24.mid=t-qos2", "two", 2),
+        MOSQ_ERR_SUCCESS);
     assert_true(it_client_wait_disconnect(dev, IT_WAIT_MS));
 
     /*
@@ -191,12 +188,11 @@ static void test_telemetry_qos2_closes_connection_fails(void **state)
      * publish of it-dev2.
      */
     struct it_client *other = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
-    assert_int_equal(it_client_publish_str(other,
-                                           "devices/" IT_DEV2 "/messages/events/%24.mid=t-marker",
-                                           "m", 1),
+    assert_int_equal(it_client_publish_str(
+                         other, "devices/" IT_DEV2 "/messages/events/%24.mid=t-marker", "m", 1),
                      MOSQ_ERR_SUCCESS);
-    cJSON *ev = it_event_wait(svc, "telemetry", IT_DEV2, NULL, has_message_id, "t-marker",
-                              IT_WAIT_MS);
+    cJSON *ev =
+        it_event_wait(svc, "telemetry", IT_DEV2, NULL, has_message_id, "t-marker", IT_WAIT_MS);
     assert_non_null(ev);
     cJSON_Delete(ev);
     assert_int_equal(it_client_count_prefix(svc, "$twinhub/events/telemetry/" IT_DEV3), 0);

@@ -51,8 +51,12 @@ static struct it_client *tls_device(const char *host, const char *ca_file, int *
 {
     char *user = it_device_username(hub.hub_name, IT_DEV1, NULL);
     char *pass = it_device_token(hub.hub_name, IT_DEV1, NULL, IT_DEV1_KEY, it_expiry());
-    struct it_connect_opts o = {.client_id = IT_DEV1, .username = user, .password = pass,
-                                .tls = true, .ca_file = ca_file, .host = host};
+    struct it_connect_opts o = {.client_id = IT_DEV1,
+                                .username = user,
+                                .password = pass,
+                                .tls = true,
+                                .ca_file = ca_file,
+                                .host = host};
     struct it_client *c = it_client_connect(&hub, &o, connack);
     free(user);
     free(pass);
@@ -115,8 +119,8 @@ static void test_tls_plain_mqtt_on_tls_port_fails(void **state)
     (void)state;
     char *user = it_device_username(hub.hub_name, IT_DEV1, NULL);
     char *pass = it_device_token(hub.hub_name, IT_DEV1, NULL, IT_DEV1_KEY, it_expiry());
-    struct it_connect_opts o = {.client_id = IT_DEV1, .username = user, .password = pass,
-                                .port = hub.mqtts_port};
+    struct it_connect_opts o = {
+        .client_id = IT_DEV1, .username = user, .password = pass, .port = hub.mqtts_port};
     int connack;
     struct it_client *c = it_client_connect(&hub, &o, &connack);
     assert_int_equal(connack, -1);

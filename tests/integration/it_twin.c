@@ -266,9 +266,8 @@ static void test_twin_desired_patch_notifies_device_succeeds(void **state)
     (void)state;
     struct it_client *svc = it_service_open(&hub, false);
     struct it_client *c = twin_client(IT_DEV1, NULL, IT_DEV1_KEY);
-    assert_int_equal(it_client_subscribe(c, "$iothub/twin/PATCH/properties/desired/#", 1,
-                                         IT_WAIT_MS),
-                     1);
+    assert_int_equal(
+        it_client_subscribe(c, "$iothub/twin/PATCH/properties/desired/#", 1, IT_WAIT_MS), 1);
 
     cJSON *r = it_control(svc, IT_WAIT_MS,
                           "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV1 "\","
@@ -280,7 +279,8 @@ static void test_twin_desired_patch_notifies_device_succeeds(void **state)
     assert_true(version > 0);
     cJSON_Delete(r);
 
-    struct it_msg *m = it_client_wait_prefix(c, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
+    struct it_msg *m =
+        it_client_wait_prefix(c, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
     assert_non_null(m);
     char expected[128];
     snprintf(expected, sizeof expected, "$iothub/twin/PATCH/properties/desired/?$version=%d",
@@ -300,6 +300,40 @@ static void test_twin_desired_patch_notifies_device_succeeds(void **state)
     assert_int_equal((int)it_json_num(doc, "desired.interval", -1), 30);
     cJSON_Delete(doc);
     it_client_close(c);
+    it_client_close(svc);
+}
+
+static void test_twin_update_etag_mismatch_fails(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    cJSON *r =
+        it_control(svc, IT_WAIT_MS, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV2 "\"}");
+    assert_non_null(r);
+    const char *etag = it_json_str(r, "data.etag");
+    assert_non_null(etag);
+    char *stale = it_strdupf("%s", etag);
+    cJSON_Delete(r);
+
+    /* the current etag matches; afterwards it is stale */
+    r = it_control(svc, IT_WAIT_MS,
+                   "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\",\"etag\":\"%s\","
+                   "\"patch\":{\"tags\":{\"site\":\"a\"}}}",
+                   stale);
+    assert_non_null(r);
+    assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
+    assert_string_equal(it_json_str(r, "data.tags.site"), "a");
+    cJSON_Delete(r);
+    r = it_control(svc, IT_WAIT_MS,
+                   "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\",\"etag\":\"%s\","
+                   "\"patch\":{\"tags\":{\"site\":\"b\"}}}",
+                   stale);
+    assert_non_null(r);
+    assert_non_null(it_json_str(r, "error"));
+    assert_int_equal((int)it_json_num(r, "status", 0), 412);
+    assert_int_equal((int)it_json_num(r, "errorCode", 0), 412001);
+    cJSON_Delete(r);
+    free(stale);
     it_client_close(svc);
 }
 
@@ -333,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_twin_reported_string_over_4k_fails),
         cmocka_unit_test(test_twin_reported_over_32k_fails),
         cmocka_unit_test(test_twin_desired_patch_notifies_device_succeeds),
+        cmocka_unit_test(test_twin_update_etag_mismatch_fails),
         cmocka_unit_test(test_twin_module_twin_is_separate_succeeds),
     };
     return cmocka_run_group_tests_name("it_twin", tests, group_setup, group_teardown);
