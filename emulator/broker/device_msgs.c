@@ -72,6 +72,11 @@ static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_
     twin_reply(p, c, 200, t->rid, -1, body);
     free(body);
     th_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
+    cJSON *data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddNumberToObject(data, "status", 200);
+    }
+    th_event_emit(p, "twinGet", id->device_id, id->module_id, data);
 }
 
 static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,

@@ -128,6 +128,12 @@ export async function portIsFree(port) {
 
 const READY = 'twinhub: ready';
 
+// Hubs still running when this process exits (a crashed test file) are not left behind.
+const live = new Set();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGTERM');
+});
+
 /**
  * Start `twinhub serve` on free loopback ports. Options: `registry` (path to a
  * registry JSON file). Resolves to a Hub once it printed `twinhub: ready`.
@@ -165,6 +171,8 @@ async function launch(bin, dir, mqttPort, mqttsPort, options) {
   ];
   if (options.registry) args.push('--registry', options.registry);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   const out = { stdout: '', stderr: '' };
   child.stdout.setEncoding('utf8').on('data', (d) => { out.stdout += d; });
   child.stderr.setEncoding('utf8').on('data', (d) => { out.stderr += d; });

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -118,6 +119,20 @@ test('the TLS listener is not trusted without the hub CA', T, async () => {
     assert.match(`${err.message} ${err.transportError?.message ?? ''}`, /certificate/i);
     return true;
   });
+});
+
+test('a device trusting the CA through NODE_EXTRA_CA_CERTS connects and sends', T, async () => {
+  const messageId = `extra-ca-${randomUUID()}`;
+  const cs = hub.connectionString(d1.deviceId, d1.authentication.symmetricKey.primaryKey);
+  const { stdout } = await within(20000, new Promise((resolve, reject) => {
+    execFile(process.execPath, [join(HERE, 'fixtures', 'extra-ca-client.mjs'), cs, messageId], {
+      cwd: HERE, env: { ...process.env, NODE_EXTRA_CA_CERTS: hub.info.caFile }, timeout: 19000,
+    }, (err, out, errOut) => (err ? reject(new Error(`client failed: ${errOut || err.message}`)) : resolve({ stdout: out })));
+  }), 'the NODE_EXTRA_CA_CERTS client');
+  assert.match(stdout, /sent/);
+  const ev = await svc.waitEvent(
+    (e) => e.kind === 'telemetry' && e.data?.systemProperties?.messageId === messageId, 10000, 'its telemetry event');
+  assert.equal(ev.deviceId, d1.deviceId);
 });
 
 test('a service principal with a wrong key is refused', T, async () => {
