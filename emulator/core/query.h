@@ -5,7 +5,7 @@
  *   SELECT [TOP n] (* | expr [AS alias], ... | aggregates) FROM devices | devices.modules
  *   [WHERE cond] [GROUP BY path, ...]
  *
- * Decisions (documented in docs/ with the REST query endpoint):
+ * Decisions where the hub is silent (to be listed in the docs with the query endpoint):
  * - Error positions are "column N" = 1-based byte offset into the query text.
  * - Attribute names match case-insensitively; an exact-case member wins when both
  *   exist. Result keys use the stored casing ("SELECT DeviceId" -> "deviceId").
@@ -29,8 +29,13 @@
  * - Strings accept \' \" \\ \uXXXX and also the JSON escapes \/ \b \f \n \r \t;
  *   \u0000 is refused. LOWER/UPPER change ASCII letters only; LENGTH,
  *   SUBSTRING and INDEX_OF count Unicode code points.
- * - Arithmetic is numeric only; division or modulo by zero is undefined.
- * - "NOT IN [..]" is accepted as NIN.
+ * - Comparisons need two primitives of the same type (strings compare by
+ *   UTF-8 bytes, false < true, null = null); anything else is undefined.
+ *   Arithmetic is numeric only; division or modulo by zero is undefined.
+ * - "NOT IN [..]" is accepted as NIN. IN/NIN lists hold constants only.
+ * - TOP n counts result items (groups, for grouped queries).
+ * - Length is counted in UTF-8 characters; nesting is capped at 64 levels of
+ *   parentheses/NOT/sign/arrays and 1000 levels of operators (400004).
  */
 #ifndef TH_QUERY_H
 #define TH_QUERY_H
