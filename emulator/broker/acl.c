@@ -38,20 +38,23 @@ static int acl_service(const struct th_conn *c, const struct mosquitto_evt_acl_c
     }
 }
 
-static void set_sub(struct th_idglue *g, enum th_sub_kind kind, bool on)
+static void set_sub(struct th_idglue *g, enum th_sub_kind kind, bool on, int qos)
 {
+    uint8_t q = qos > 0 ? 1 : 0; /* the hub delivers at min(granted QoS, 1) */
     switch (kind) {
     case TH_SUB_TWIN_RES:
         g->sub_twin_res = on;
         break;
     case TH_SUB_DESIRED:
         g->sub_desired = on;
+        g->desired_qos = q;
         break;
     case TH_SUB_METHODS:
         g->sub_methods = on;
         break;
     case TH_SUB_C2D:
         g->sub_c2d = on;
+        g->c2d_qos = q;
         break;
     default:
         break;
@@ -94,7 +97,7 @@ static int acl_device(struct th_plugin *p, struct th_conn *c,
         if (!g) {
             return MOSQ_ERR_NOMEM;
         }
-        set_sub(g, kind, true);
+        set_sub(g, kind, true, ed->qos);
         if (kind == TH_SUB_C2D) {
             th_c2d_flush(p, id);
         }
@@ -103,7 +106,7 @@ static int acl_device(struct th_plugin *p, struct th_conn *c,
         kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
         g = th_idglue_of(id);
         if (g && kind != TH_SUB_DENIED) {
-            set_sub(g, kind, false);
+            set_sub(g, kind, false, 0);
         }
         return MOSQ_ERR_SUCCESS;
     case MOSQ_ACL_READ:

@@ -266,6 +266,7 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
     }
     th_twin_free(id->twin);
     id->twin = work;
+    th_persist_device(x->p, id);
     if (notification) {
         bool delivered = th_desired_notify(x->p, id, notification, id->twin->desired_version);
         cJSON *data = cJSON_CreateObject();
@@ -379,11 +380,16 @@ static const struct {
 static void dispatch(struct cmd_ctx *x)
 {
     struct th_error err = {0};
+    bool handled = false;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(commands[i].name, x->name)) {
             commands[i].fn(x);
             return;
         }
+    }
+    th_cmd_registry_dispatch(x, &handled);
+    if (handled) {
+        return;
     }
     th_error_set(&err, TH_ERR_INVAL, 400004, "unknown command '%s'", x->name);
     th_ctl_reply_err(x, &err);

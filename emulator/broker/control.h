@@ -36,5 +36,7 @@ bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, 
 /* Handlers in other files. */
 void th_cmd_send_c2d(struct cmd_ctx *x);
 void th_cmd_invoke_method(struct cmd_ctx *x);
+/* Registry, query, statistics, bulk modules, import/export; *handled false if not one of them. */
+void th_cmd_registry_dispatch(struct cmd_ctx *x, bool *handled);
 
 #endif

@@ -126,6 +126,7 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
     th_c2d_flush(x->p, dev);
     bool delivered = dev->c2d_count < before;
     if (!delivered) {
+        th_persist_device(x->p, dev);
         cJSON *ev = cJSON_CreateObject();
         if (ev) {
             cJSON_AddStringToObject(ev, "messageId", midcopy);

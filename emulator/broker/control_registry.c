@@ -146,10 +146,13 @@ static void cmd_create_device(struct cmd_ctx *x)
         return;
     }
     if (th_registry_add_device(x->p->reg, jd->valuestring, pk, sk, enabled != 0, th_now_us(), &dev,
-                               &err) != TH_OK ||
-        (reason && th_identity_update(dev, NULL, NULL, -1, reason, th_now_us(), &err) != TH_OK)) {
+                               &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
+    }
+    if (reason) {
+        /* Set directly: a new identity keeps its first etag. */
+        dev->status_reason = strdup(reason);
     }
     th_persist_device(x->p, dev);
     th_event_emit(x->p, "deviceCreated", dev->device_id, NULL, NULL);
@@ -287,7 +290,8 @@ static void cmd_ensure_module(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    cJSON_ArrayForEach(it, cJSON_IsArray(ids) ? ids : NULL)
+    const cJSON *id_list = cJSON_IsArray(ids) ? ids : NULL;
+    cJSON_ArrayForEach(it, id_list)
     {
         if (!cJSON_IsString(it) || !th_registry_find(x->p->reg, it->valuestring, NULL)) {
             th_error_set(&err, TH_ERR_NOT_FOUND, 404001,
@@ -535,11 +539,42 @@ static void cmd_import(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    if (th_registry_import(x->p->reg, doc, cJSON_IsTrue(ow), th_now_us(), &created, &updated,
-                           &skipped, &err) != TH_OK) {
+    /* Remember desired versions so connected identities hear about imported changes. */
+    size_t nids = th_registry_device_count(x->p->reg) + th_registry_module_total(x->p->reg), k = 0;
+    struct seen {
+        struct th_identity *id;
+        int64_t desired_version;
+    } *before = calloc(nids ? nids : 1, sizeof *before);
+    if (!before) {
+        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
         th_ctl_reply_err(x, &err);
         return;
     }
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); d && k < nids;
+         d = th_registry_next_device(x->p->reg, d)) {
+        before[k++] = (struct seen){d, d->twin->desired_version};
+        for (size_t i = 0; i < d->module_count && k < nids; i++) {
+            before[k++] = (struct seen){d->modules[i], d->modules[i]->twin->desired_version};
+        }
+    }
+    if (th_registry_import(x->p->reg, doc, cJSON_IsTrue(ow), th_now_us(), &created, &updated,
+                           &skipped, &err) != TH_OK) {
+        free(before);
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    for (size_t i = 0; i < k; i++) {
+        struct th_twin *t = before[i].id->twin;
+        if (t->desired_version != before[i].desired_version) {
+            cJSON *view = th_twin_device_view(t);
+            cJSON *desired = view ? cJSON_GetObjectItemCaseSensitive(view, "desired") : NULL;
+            if (desired) {
+                th_desired_notify(x->p, before[i].id, desired, t->desired_version);
+            }
+            cJSON_Delete(view);
+        }
+    }
+    free(before);
     th_persist_all(x->p);
     data = cJSON_CreateObject();
     if (data) {

@@ -101,6 +101,7 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
         cJSON_AddItemToObject(data, "patch", cJSON_Duplicate(patch, 1));
     }
     if (r == TH_OK) {
+        th_persist_device(p, id);
         twin_reply(p, c, 204, t->rid, (long long)id->twin->reported_version, NULL);
         th_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
                (long long)id->twin->reported_version);
@@ -296,12 +297,13 @@ void th_c2d_flush(struct th_plugin *p, struct th_identity *dev)
     struct th_idglue *g = dev->glue;
     struct th_c2d_msg *m;
     char topic[4096];
+    size_t delivered = 0;
     if (!g || !g->conn || !g->sub_c2d || dev->module_id) {
         return;
     }
     while ((m = th_identity_c2d_pop(dev)) != NULL) {
         if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
-            th_publish_to(g->conn->client_id, topic, m->body, m->len, 1);
+            th_publish_to(g->conn->client_id, topic, m->body, m->len, g->c2d_qos);
             cJSON *data = cJSON_CreateObject();
             if (data) {
                 cJSON_AddStringToObject(data, "messageId", m->message_id ? m->message_id : "");
@@ -313,6 +315,10 @@ void th_c2d_flush(struct th_plugin *p, struct th_identity *dev)
                    m->message_id ? m->message_id : "");
         }
         th_c2d_msg_free(m);
+        delivered++;
+    }
+    if (delivered) {
+        th_persist_device(p, dev);
     }
 }
 
@@ -332,7 +338,7 @@ bool th_desired_notify(struct th_plugin *p, struct th_identity *id, const cJSON 
     if (!body) {
         return false;
     }
-    th_publish_to(g->conn->client_id, topic, body, strlen(body), 1);
+    th_publish_to(g->conn->client_id, topic, body, strlen(body), g->desired_qos);
     free(body);
     return true;
 }

@@ -42,8 +42,8 @@ void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
     char *text;
 
     p->event_seq++;
-    if (p->service_conns == 0) {
-        /* Nobody can be listening: skip the work (the journal will change this rule). */
+    if (p->service_conns == 0 && p->record_fd < 0) {
+        /* Nobody can be listening and nothing is recorded: skip the work. */
         cJSON_Delete(data);
         return;
     }
@@ -80,7 +80,13 @@ void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
     text = th_json_print(rec);
     cJSON_Delete(rec);
     if (text) {
-        th_publish_to(NULL, topic, text, strlen(text), 1);
+        size_t len = strlen(text);
+        if (p->record_fd >= 0) {
+            th_record_write(p, text, len);
+        }
+        if (p->service_conns > 0) {
+            th_publish_to(NULL, topic, text, len, 1);
+        }
         free(text);
     }
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "plugin.h"
@@ -132,7 +133,7 @@ static char *read_file(const char *path, size_t *out_len)
     return buf;
 }
 
-static int load_registry_file(struct th_plugin *p, const char *path)
+static int load_registry_file(struct th_plugin *p, const char *path, bool merge)
 {
     size_t len = 0;
     char *text = read_file(path, &len);
@@ -146,7 +147,10 @@ static int load_registry_file(struct th_plugin *p, const char *path)
     th_result r = th_json_parse(text, len, 64 * 1024 * 1024, 64, &doc, &err);
     free(text);
     if (r == TH_OK) {
-        r = th_registry_load(p->reg, doc, th_now_us(), &err);
+        size_t created = 0, updated = 0, skipped = 0;
+        r = merge ? th_registry_import(p->reg, doc, false, th_now_us(), &created, &updated,
+                                       &skipped, &err)
+                  : th_registry_load(p->reg, doc, th_now_us(), &err);
         cJSON_Delete(doc);
     }
     if (r != TH_OK) {
@@ -186,6 +190,10 @@ static void plugin_free(struct th_plugin *p)
         th_idglue_free_all(p);
         th_registry_free(p->reg);
     }
+    if (p->record_fd >= 0) {
+        close(p->record_fd);
+    }
+    free(p->state_dir);
     free(p);
 }
 
@@ -193,7 +201,8 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                           struct mosquitto_opt *opts, int opt_count)
 {
     struct th_plugin *p = calloc(1, sizeof *p);
-    const char *registry_path = NULL;
+    const char *registry_path = NULL, *record_path = NULL;
+    bool restored = false;
     bool dev = true;
     int rc;
 
@@ -202,6 +211,7 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
     }
     p->pid = identifier;
     p->next_call_id = 1;
+    p->record_fd = -1;
     p->reg = th_registry_new();
     if (!p->reg) {
         plugin_free(p);
@@ -214,6 +224,11 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
             dev = opt_true(opts[i].value);
         } else if (!strcmp(opts[i].key, "verbose")) {
             p->verbose = opt_true(opts[i].value);
+        } else if (!strcmp(opts[i].key, "state_dir")) {
+            free(p->state_dir);
+            p->state_dir = strdup(opts[i].value);
+        } else if (!strcmp(opts[i].key, "record")) {
+            record_path = opts[i].value;
         } else if (!strcmp(opts[i].key, "token_skew_seconds")) {
             p->token_skew_s = strtoll(opts[i].value, NULL, 10);
         } else {
@@ -221,14 +236,24 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                                  opts[i].key);
         }
     }
-    /* The registry file goes first so that it may redefine the development identities. */
-    if (registry_path && (rc = load_registry_file(p, registry_path)) != MOSQ_ERR_SUCCESS) {
+    if (p->state_dir && (rc = th_persist_load(p, &restored)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
+    }
+    /* The registry file goes before the development identities so that it may redefine them.
+     * Over restored state it only adds what is missing. */
+    if (registry_path && (rc = load_registry_file(p, registry_path, restored)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }
     if (dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
         plugin_free(p);
         return MOSQ_ERR_NOMEM;
+    }
+    th_persist_all(p);
+    if (record_path && (rc = th_record_open(p, record_path)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
     }
 
     struct {

@@ -45,6 +45,7 @@ struct th_conn {
 struct th_idglue {
     struct th_conn *conn; /* the current connection, or NULL */
     bool sub_twin_res, sub_desired, sub_methods, sub_c2d;
+    uint8_t desired_qos, c2d_qos; /* QoS to publish at: min(granted, 1) */
 };
 
 /* A direct method call waiting for its device. */
@@ -74,6 +75,8 @@ struct th_plugin {
     int64_t next_scan_ms;
     int64_t token_skew_s;
     bool verbose;
+    char *state_dir; /* --state-dir, or NULL for in-memory */
+    int record_fd;   /* --record, or -1 */
 };
 
 /* plugin.c */
@@ -109,6 +112,16 @@ void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id);
 void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const char *rid,
                             size_t rid_len, int status, const void *payload, size_t len);
 void th_methods_free_all(struct th_plugin *p);
+
+/* persist.c */
+/* Save one device (modules included) after a change; no-op without a state dir. */
+void th_persist_device(struct th_plugin *p, struct th_identity *dev);
+void th_persist_forget(struct th_plugin *p, const char *device_id);
+void th_persist_all(struct th_plugin *p);
+/* Restore policies and devices from the state dir; *out_found when any state existed. */
+int th_persist_load(struct th_plugin *p, bool *out_found);
+int th_record_open(struct th_plugin *p, const char *path);
+void th_record_write(struct th_plugin *p, const char *line, size_t len);
 
 /* events.c */
 /*

@@ -1,12 +1,14 @@
 /*
  * main.c - the `twinhub` command: finds the subcommand in argv[1] and runs
- * it (docs/cli.md). `serve` lives in serve.c; `run`, `verify` and the admin
- * subcommands join the table below as they are written.
+ * it (docs/cli.md). `serve` lives in serve.c; the admin subcommands, thin
+ * clients of the control API, in admin*.c on top of client.c; `run` and
+ * `verify` join the table below as they are written.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "client.h"
 
 struct command {
     const char *name;
@@ -18,6 +20,17 @@ struct command {
 static const struct command commands[] = {
     {"serve", th_cmd_serve, th_serve_usage,
      "run a local IoT Hub: mosquitto with the twinhub plugin, on loopback"},
+    {"device", th_cmd_device, th_device_usage,
+     "list, show, create, update, delete or disconnect devices"},
+    {"module", th_cmd_module, th_module_usage,
+     "list, show, create or delete modules; ensure a module on every device"},
+    {"twin", th_cmd_twin, th_twin_usage, "show, patch or replace a device or module twin"},
+    {"method", th_cmd_method, th_method_usage, "invoke a direct method on a device or module"},
+    {"c2d", th_cmd_c2d, th_c2d_usage, "send a cloud-to-device message"},
+    {"query", th_cmd_query, th_query_usage, "run an IoT Hub query over the twins"},
+    {"export", th_cmd_export, th_export_usage, "write the registry and twins as a document"},
+    {"import", th_cmd_import, th_import_usage, "add identities from a registry document"},
+    {"stats", th_cmd_stats, th_stats_usage, "device and module counts"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -34,8 +47,9 @@ static void usage(FILE *out)
     fprintf(out, "  %-9s %s\n", "help",
             "show this text, or `twinhub help <command>` for one command");
     fprintf(out, "\n"
-                 "`run`, `verify` and the admin commands (device, twin, method, ...) come later.\n"
-                 "See docs/cli.md.\n");
+                 "The admin commands (device ... stats) talk to a running `twinhub serve`,\n"
+                 "found through <cert-dir>/hub.json unless --hub or --connection-string says\n"
+                 "otherwise. `twinhub help <command>` shows the options. See docs/cli.md.\n");
 }
 
 static const struct command *find(const char *name)

@@ -5,6 +5,8 @@
  * runtime directory, runs mosquitto as a child, waits until every listener
  * accepts a TCP connection, prints the endpoints, the CA and ready-to-paste
  * connection strings, and stops the broker cleanly on SIGINT or SIGTERM.
+ * When ready it also writes <cert-dir>/hub.json, which the admin
+ * subcommands (client.c) read to find the hub, and removes it on exit.
  *
  * The broker settings come from mosquitto-plugin-facts.md section 5 and
  * architecture.md ("Required broker settings"); the connection string shape
@@ -42,6 +44,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "client.h" /* th_read_json_file */
 #include "registry.h" /* TH_DEV_* */
 
 #define DEFAULT_MQTT_PORT 1883
@@ -53,6 +56,7 @@
 #define PROBE_INTERVAL_MS 5
 #define STOP_TIMEOUT_MS 10000
 #define MAX_PACKET_SIZE 1048576
+#define HUB_FILE_NAME "hub.json" /* in the cert dir; client.c reads it */
 
 struct serve_opts {
     int mqtt_port;  /* 0 = disabled */
@@ -64,6 +68,8 @@ struct serve_opts {
     const char *plugin;    /* NULL = default */
     const char *mosquitto; /* NULL = default */
     const char *info_file; /* NULL = none */
+    const char *record;    /* NULL = none */
+    const char *state_dir; /* NULL = none */
     bool dev_identities;
     bool verbose;
 };
@@ -82,6 +88,9 @@ struct serve {
     struct listener lis[2];
     char cert_dir[PATH_MAX];
     char registry[PATH_MAX]; /* absolute; "" when none */
+    char record[PATH_MAX];    /* absolute; "" when none */
+    char state_dir[PATH_MAX]; /* absolute; "" when none */
+    char hub_file[PATH_MAX];  /* <cert dir>/hub.json; "" until written */
     char plugin[PATH_MAX];
     char mosquitto[PATH_MAX];
     struct addrinfo *bind_ai;      /* every address mosquitto will bind */
@@ -115,7 +124,9 @@ enum {
     OPT_NO_DEV_IDS,
     OPT_PLUGIN,
     OPT_MOSQUITTO,
-    OPT_INFO_FILE
+    OPT_INFO_FILE,
+    OPT_RECORD,
+    OPT_STATE_DIR
 };
 
 static const struct option long_options[] = {
@@ -129,6 +140,8 @@ static const struct option long_options[] = {
     {"plugin", required_argument, NULL, OPT_PLUGIN},
     {"mosquitto", required_argument, NULL, OPT_MOSQUITTO},
     {"info-file", required_argument, NULL, OPT_INFO_FILE},
+    {"record", required_argument, NULL, OPT_RECORD},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -156,6 +169,11 @@ void th_serve_usage(FILE *out)
             "  --mosquitto PATH    the broker (default $TWINHUB_MOSQUITTO, else %s,\n"
             "                      else mosquitto on PATH)\n"
             "  --info-file FILE    write the endpoints and connection strings as JSON when ready\n"
+            "                      (always also written to <cert-dir>/hub.json, for the admin\n"
+            "                      commands; removed on exit)\n"
+            "  --record FILE       append every hub event to FILE as JSON Lines\n"
+            "  --state-dir DIR     keep the registry, twins and C2D queues in DIR across\n"
+            "                      restarts (created with mode 0700)\n"
             "  -v, --verbose       more output from twinhub, the broker and the plugin\n"
             "  -h, --help          show this text\n",
             DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT, DEFAULT_BIND, DEFAULT_HUB_NAME,
@@ -251,6 +269,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case OPT_INFO_FILE:
             o->info_file = optarg;
             break;
+        case OPT_RECORD:
+            o->record = optarg;
+            break;
+        case OPT_STATE_DIR:
+            o->state_dir = optarg;
+            break;
         case 'v':
             o->verbose = true;
             break;
@@ -304,7 +328,9 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                               {"--registry", o->registry},
                               {"--plugin", o->plugin},
                               {"--mosquitto", o->mosquitto},
-                              {"--info-file", o->info_file}};
+                              {"--info-file", o->info_file},
+                              {"--record", o->record},
+                              {"--state-dir", o->state_dir}};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (paths[i][1] && (!paths[i][1][0] || has_line_break(paths[i][1]))) {
             fprintf(stderr, "twinhub serve: %s needs a non-empty path without line breaks\n",
@@ -503,7 +529,42 @@ static int resolve_bind(struct serve *s)
     return 0;
 }
 
-/* The cert directory, the registry file and the info file's directory. */
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * Create `dir` (absolute) and missing parents with mode 0700, for
+ * --state-dir. Existing directories are left as they are.
+ */
+static bool make_dirs(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "twinhub: cannot create %s: %s; pass another --state-dir\n", path,
+                    strerror(errno));
+            return false;
+        }
+        *p = saved;
+        if (saved == '\0')
+            break;
+    }
+    if (!is_directory(dir)) {
+        fprintf(stderr, "twinhub: %s is not a directory; pass another --state-dir\n", dir);
+        return false;
+    }
+    return true;
+}
+
+/* The cert directory, the registry, record and state paths, and the info file's directory. */
 static int resolve_files(struct serve *s)
 {
     if (s->o.cert_dir) {
@@ -541,10 +602,55 @@ static int resolve_files(struct serve *s)
                     s->o.info_file, dir[0] ? dir : "/");
             return TH_EXIT_USAGE;
         }
+        if (access(s->o.info_file, F_OK) == 0 && is_directory(s->o.info_file)) {
+            fprintf(stderr, "twinhub serve: --info-file %s is a directory; give a file name\n",
+                    s->o.info_file);
+            return TH_EXIT_USAGE;
+        }
         /* A stale file from an earlier run must not look like a ready hub. */
         if (unlink(s->o.info_file) != 0 && errno != ENOENT) {
             fprintf(stderr, "twinhub serve: --info-file %s: cannot replace it: %s\n",
                     s->o.info_file, strerror(errno));
+            return TH_EXIT_USAGE;
+        }
+    }
+    s->record[0] = '\0';
+    if (s->o.record) {
+        if (!absolute(s->o.record, s->record, sizeof s->record)) {
+            fprintf(stderr, "twinhub serve: --record %s: path too long\n", s->o.record);
+            return TH_EXIT_USAGE;
+        }
+        if (is_directory(s->record)) {
+            fprintf(stderr, "twinhub serve: --record %s is a directory; give a file name\n",
+                    s->o.record);
+            return TH_EXIT_USAGE;
+        }
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", s->record);
+        *strrchr(dir, '/') = '\0';
+        if (!is_directory(dir[0] ? dir : "/") || access(dir[0] ? dir : "/", W_OK) != 0) {
+            fprintf(stderr,
+                    "twinhub serve: --record %s: directory %s does not exist or is not "
+                    "writable\n",
+                    s->o.record, dir[0] ? dir : "/");
+            return TH_EXIT_USAGE;
+        }
+    }
+    s->state_dir[0] = '\0';
+    if (s->o.state_dir) {
+        if (!absolute(s->o.state_dir, s->state_dir, sizeof s->state_dir)) {
+            fprintf(stderr, "twinhub serve: --state-dir %s: path too long\n", s->o.state_dir);
+            return TH_EXIT_USAGE;
+        }
+        if (access(s->state_dir, F_OK) == 0 && !is_directory(s->state_dir)) {
+            fprintf(stderr, "twinhub serve: --state-dir %s exists and is not a directory\n",
+                    s->o.state_dir);
+            return TH_EXIT_USAGE;
+        }
+        if (!make_dirs(s->state_dir))
+            return TH_EXIT_FAIL;
+        if (access(s->state_dir, W_OK | X_OK) != 0) {
+            fprintf(stderr, "twinhub serve: --state-dir %s is not writable\n", s->o.state_dir);
             return TH_EXIT_USAGE;
         }
     }
@@ -729,6 +835,10 @@ static bool write_conf(const struct serve *s)
     fprintf(f, "plugin_opt_dev_identities %s\n", s->o.dev_identities ? "true" : "false");
     if (s->registry[0])
         fprintf(f, "plugin_opt_registry %s\n", s->registry);
+    if (s->record[0])
+        fprintf(f, "plugin_opt_record %s\n", s->record);
+    if (s->state_dir[0])
+        fprintf(f, "plugin_opt_state_dir %s\n", s->state_dir);
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
     if (s->lis[0].port)
@@ -1116,8 +1226,12 @@ static bool add_str(cJSON *obj, const char *key, const char *value)
                  : cJSON_AddNullToObject(obj, key) != NULL;
 }
 
-/* Write the --info-file JSON next to its final name, then rename it into place. */
-static bool write_info(const struct serve *s, const struct conn_strings *cs)
+/*
+ * Write the info JSON to a temporary file next to `path` (created with
+ * `mode`), then rename it into place. `what` names the file in messages.
+ */
+static bool write_info(const struct serve *s, const struct conn_strings *cs, const char *path,
+                       mode_t mode, const char *what)
 {
     bool dev = s->o.dev_identities;
     cJSON *o = cJSON_CreateObject();
@@ -1134,13 +1248,13 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs)
     char *text = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     if (!text) {
-        fprintf(stderr, "twinhub: out of memory writing --info-file\n");
+        fprintf(stderr, "twinhub: out of memory writing %s\n", what);
         return false;
     }
     char tmp[PATH_MAX];
     int fd = -1;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->o.info_file, (long)getpid()) < (int)sizeof tmp)
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) < (int)sizeof tmp)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     size_t len = strlen(text);
     ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
     int e = errno;
@@ -1148,17 +1262,35 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs)
         ok = false;
         e = errno;
     }
-    if (ok && rename(tmp, s->o.info_file) != 0) {
+    if (ok && rename(tmp, path) != 0) {
         ok = false;
         e = errno;
     }
     if (!ok) {
-        fprintf(stderr, "twinhub: cannot write --info-file %s: %s\n", s->o.info_file, strerror(e));
+        fprintf(stderr, "twinhub: cannot write %s %s: %s\n", what, path, strerror(e));
         if (fd >= 0)
             unlink(tmp);
     }
     cJSON_free(text);
     return ok;
+}
+
+/*
+ * Remove <cert dir>/hub.json if it still describes this process: another
+ * `serve` on the same cert dir may have replaced it since, and keeps it.
+ */
+static void remove_hub_file(struct serve *s)
+{
+    if (!s->hub_file[0])
+        return;
+    char err[PATH_MAX + 320];
+    cJSON *info = th_read_json_file(s->hub_file, err, sizeof err);
+    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(info, "pid");
+    if (cJSON_IsNumber(pid) && (pid_t)pid->valuedouble == getpid() && unlink(s->hub_file) != 0 &&
+        s->o.verbose)
+        fprintf(stderr, "twinhub: could not remove %s: %s\n", s->hub_file, strerror(errno));
+    cJSON_Delete(info);
+    s->hub_file[0] = '\0';
 }
 
 /* ---- the command ------------------------------------------------------------------------ */
@@ -1221,10 +1353,19 @@ static int serve(struct serve *s)
     struct conn_strings cs;
     make_conn_strings(s, &cs);
     print_banner(s, &cs);
-    if (s->o.info_file && !write_info(s, &cs)) {
+    if (s->o.info_file && !write_info(s, &cs, s->o.info_file, 0644, "--info-file")) {
         stop_broker(s);
         return TH_EXIT_FAIL;
     }
+    /* The admin commands find the hub here; the last `serve` to start on a cert dir wins. */
+    char hub_file[PATH_MAX];
+    if (snprintf(hub_file, sizeof hub_file, "%s/" HUB_FILE_NAME, s->cert_dir) >=
+            (int)sizeof hub_file ||
+        !write_info(s, &cs, hub_file, 0600, "the hub file")) {
+        stop_broker(s);
+        return TH_EXIT_FAIL;
+    }
+    snprintf(s->hub_file, sizeof s->hub_file, "%s", hub_file);
     printf("twinhub: ready\n");
     fflush(stdout);
     return run_until_stopped(s);
@@ -1253,6 +1394,7 @@ int th_cmd_serve(int argc, char **argv)
     if (s.child > 0) /* only on an internal failure after spawning */
         stop_broker(&s);
     remove_run_dir(&s);
+    remove_hub_file(&s);
     if (s.bind_ai)
         freeaddrinfo(s.bind_ai);
     if (s.log_fd >= 0)

@@ -3,7 +3,14 @@
  * 5.2, 7.1, 10.3): devices in a uthash table keyed by device id (insertion
  * order kept for iteration), modules as a per-device array, shared access
  * policies in a fixed array, per-device C2D queues, the registry file loader
- * (docs/registry.md) and the service JSON views of identities and twins.
+ * (docs/registry.md) and the service JSON views of identities and twins;
+ * identity updates (10.4), registry export and import (10.7-style bulk:
+ * skip or overwrite existing identities) and the full-fidelity device state
+ * used for snapshots.
+ *
+ * Every multi-step change (load, import, restore, update) builds detached
+ * objects or prepared values first and commits with steps that cannot fail,
+ * so a refused or failed call leaves the registry unchanged.
  *
  * Pure data: no I/O besides th_random_key for generated keys.
  */
@@ -13,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "th_limits.h"
 #include "topic.h"
 #include "util.h"
@@ -300,10 +308,15 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
     return TH_OK;
 }
 
-th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
-                                 const char *module_id, const char *primary_key,
-                                 const char *secondary_key, int64_t now_us,
-                                 struct th_identity **out, struct th_error *err)
+/*
+ * Validates a module creation and builds the detached module; *out_dev
+ * borrows its device. Caller attaches *out_mod or frees it with identity_free.
+ */
+static th_result module_prepare(struct th_registry *reg, const char *device_id,
+                                const char *module_id, const char *primary_key,
+                                const char *secondary_key, int64_t now_us,
+                                struct th_identity **out_dev, struct th_identity **out_mod,
+                                struct th_error *err)
 {
     if (!reg || !device_id)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry or device id");
@@ -333,6 +346,21 @@ th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
     if (!mod)
         return th_error_set(err, r, 0, "cannot create module '%s': %s", module_id,
                             th_result_str(r));
+    *out_dev = dev;
+    *out_mod = mod;
+    return TH_OK;
+}
+
+th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
+                                 const char *module_id, const char *primary_key,
+                                 const char *secondary_key, int64_t now_us,
+                                 struct th_identity **out, struct th_error *err)
+{
+    struct th_identity *dev = NULL, *mod = NULL;
+    th_result r = module_prepare(reg, device_id, module_id, primary_key, secondary_key, now_us,
+                                 &dev, &mod, err);
+    if (r != TH_OK)
+        return r;
     r = attach_module(dev, mod);
     if (r != TH_OK) {
         identity_free(mod);
@@ -850,8 +878,9 @@ static th_result check_module(const cJSON *mod, const char *path, const char *de
     return check_twin_fields(mod, path, err);
 }
 
+/* `allow_existing`: a device already in the registry is fine (import), not 409001 (load). */
 static th_result check_device(const struct th_registry *reg, const cJSON *dev, const char *path,
-                              struct th_error *err)
+                              bool allow_existing, struct th_error *err)
 {
     static const char *const fields[] = {"deviceId", "status",     "statusReason", "authentication",
                                          "tags",     "properties", "modules"};
@@ -867,7 +896,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
         return r;
     if ((r = check_id_field(dev, "deviceId", path, &id, err)) != TH_OK)
         return r;
-    if (th_registry_find(reg, id, NULL))
+    if (!allow_existing && th_registry_find(reg, id, NULL))
         return th_error_set(err, TH_ERR_EXISTS, 409001,
                             "%s.deviceId: device '%s' already exists in the registry", path, id);
     if ((r = opt_string(dev, "status", path, &s, err)) != TH_OK)
@@ -932,7 +961,7 @@ static void seen_free(struct seen_id **set)
 }
 
 static th_result check_devices(const struct th_registry *reg, const cJSON *devices,
-                               struct th_error *err)
+                               bool allow_existing, struct th_error *err)
 {
     struct seen_id *seen = NULL;
     const cJSON *dev;
@@ -942,7 +971,7 @@ static th_result check_devices(const struct th_registry *reg, const cJSON *devic
     cJSON_ArrayForEach(dev, devices)
     {
         snprintf(path, sizeof path, "devices[%zu]", i);
-        if ((r = check_device(reg, dev, path, err)) != TH_OK)
+        if ((r = check_device(reg, dev, path, allow_existing, err)) != TH_OK)
             break;
         const char *id = cJSON_GetObjectItemCaseSensitive(dev, "deviceId")->valuestring;
         struct seen_id *s = NULL;
@@ -972,7 +1001,10 @@ static th_result check_devices(const struct th_registry *reg, const cJSON *devic
     return r;
 }
 
-/* Validates "policies" and stages them in out[] (keys generated where absent). */
+/*
+ * Validates "policies" and stages them in out[] (keys generated where absent).
+ * `reg` NULL: the staged set will replace all policies, so none count as existing.
+ */
 static th_result stage_policies(const struct th_registry *reg, const cJSON *policies,
                                 struct th_policy *out, size_t *count, struct th_error *err)
 {
@@ -1022,9 +1054,9 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
                                     "%s.keyName: '%s' is already defined by policies[%zu]", path,
                                     name, j);
         }
-        if (!policy_slot(reg, name, strlen(name)))
+        if (!reg || !policy_slot(reg, name, strlen(name)))
             added++;
-        if (reg->policy_count + added > TH_MAX_POLICIES)
+        if ((reg ? reg->policy_count : 0) + added > TH_MAX_POLICIES)
             return th_error_set(err, TH_ERR_INVAL, 0,
                                 "%s: a hub has at most %d shared access policies", path,
                                 TH_MAX_POLICIES);
@@ -1105,6 +1137,35 @@ static const char *get_str(const cJSON *obj, const char *key)
     return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
+/*
+ * Builds a detached module of `device_id` from a validated entry (keys,
+ * managedBy, twin). Caller frees *out with identity_free.
+ */
+static th_result build_module(struct th_registry *reg, const char *device_id, const cJSON *msrc,
+                              const char *path, int64_t now_us, struct th_identity **out,
+                              struct th_error *err)
+{
+    struct auth_keys keys;
+    th_result r;
+    *out = NULL;
+    get_keys(msrc, &keys);
+    struct th_identity *mod = identity_create(reg, device_id, get_str(msrc, "moduleId"),
+                                              keys.primary, keys.secondary, true, now_us, &r);
+    if (!mod)
+        return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
+    const char *managed = get_str(msrc, "managedBy");
+    if (managed && !(mod->managed_by = dup_str(managed)))
+        r = th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    else
+        r = apply_twin(mod, msrc, now_us, path, err);
+    if (r != TH_OK) {
+        identity_free(mod);
+        return r;
+    }
+    *out = mod;
+    return TH_OK;
+}
+
 /* Builds a detached device (with modules and twins) from a validated entry. */
 static th_result build_device(struct th_registry *reg, const cJSON *src, const char *path,
                               int64_t now_us, struct th_identity **out, struct th_error *err)
@@ -1138,21 +1199,13 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
     cJSON_ArrayForEach(msrc, mods)
     {
         snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
-        get_keys(msrc, &keys);
-        struct th_identity *mod = identity_create(reg, dev->device_id, get_str(msrc, "moduleId"),
-                                                  keys.primary, keys.secondary, true, now_us, &r);
-        if (!mod) {
+        struct th_identity *mod;
+        if ((r = build_module(reg, dev->device_id, msrc, sub, now_us, &mod, err)) != TH_OK) {
             identity_free(dev);
-            return th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
+            return r;
         }
-        const char *managed = get_str(msrc, "managedBy");
-        if (managed && !(mod->managed_by = dup_str(managed)))
-            r = th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", sub);
-        else
-            r = apply_twin(mod, msrc, now_us, sub, err);
-        if (r == TH_OK && (r = attach_module(dev, mod)) != TH_OK)
+        if ((r = attach_module(dev, mod)) != TH_OK) {
             th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
-        if (r != TH_OK) {
             identity_free(mod);
             identity_free(dev);
             return r;
@@ -1184,7 +1237,7 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
                             TH_MAX_POLICIES);
 
     /* Phase 1: validate everything that does not need a twin. */
-    if (devices && (r = check_devices(reg, devices, err)) != TH_OK)
+    if (devices && (r = check_devices(reg, devices, false, err)) != TH_OK)
         return r;
     if (policies && (r = stage_policies(reg, policies, staged, &staged_count, err)) != TH_OK)
         return r;
@@ -1392,4 +1445,982 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
         return NULL;
     }
     return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* counts, module creation with a twin, identity updates               */
+/* ------------------------------------------------------------------ */
+
+size_t th_registry_module_total(const struct th_registry *reg)
+{
+    size_t total = 0;
+    if (!reg)
+        return 0;
+    for (const struct dev_node *n = reg->devices; n; n = n->hh.next)
+        total += n->id->module_count;
+    return total;
+}
+
+/* NULL and JSON null mean "no section"; anything else must be an object. */
+static th_result initial_section(const cJSON *src, const char *name, const cJSON **out,
+                                 struct th_error *err)
+{
+    *out = NULL;
+    if (!src || cJSON_IsNull(src))
+        return TH_OK;
+    if (!cJSON_IsObject(src))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s must be a JSON object such as {\"name\": value}, or omitted", name);
+    *out = src;
+    return TH_OK;
+}
+
+th_result th_registry_add_module_with(struct th_registry *reg, const char *device_id,
+                                      const char *module_id, const char *primary_key,
+                                      const char *secondary_key, const cJSON *tags,
+                                      const cJSON *desired, int64_t now_us,
+                                      struct th_identity **out, struct th_error *err)
+{
+    const cJSON *t, *d;
+    struct th_identity *dev = NULL, *mod = NULL;
+    th_result r;
+    if ((r = initial_section(tags, "tags", &t, err)) != TH_OK ||
+        (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
+        return r;
+    r = module_prepare(reg, device_id, module_id, primary_key, secondary_key, now_us, &dev, &mod,
+                       err);
+    if (r != TH_OK)
+        return r;
+    r = apply_section(mod->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
+    if (r == TH_OK)
+        r = apply_section(mod->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
+    if (r == TH_OK && (r = attach_module(dev, mod)) != TH_OK)
+        th_error_set(err, r, 0, "cannot add module '%s': %s", module_id, th_result_str(r));
+    if (r != TH_OK) {
+        identity_free(mod);
+        return r;
+    }
+    if (out)
+        *out = mod;
+    return TH_OK;
+}
+
+/* Copies a key already checked to fit (key_valid or a stored key). */
+static void copy_key(char dst[TH_KEY_BUF], const char *src)
+{
+    size_t n = strlen(src);
+    memcpy(dst, src, n + 1);
+}
+
+/* Identity fields prepared by an update; committing them cannot fail. */
+struct ident_change {
+    char primary_key[TH_KEY_BUF];
+    char secondary_key[TH_KEY_BUF];
+    int enabled;     /* -1 keeps */
+    bool reason_set; /* replace status_reason with `reason` (NULL clears) */
+    char *reason;    /* owned until committed */
+};
+
+/* Applies a prepared change, bumps the etag; takes `reason` from c. */
+static void ident_change_commit(struct th_identity *id, struct ident_change *c, int64_t now_us)
+{
+    copy_key(id->primary_key, c->primary_key);
+    copy_key(id->secondary_key, c->secondary_key);
+    if (c->reason_set) {
+        free(id->status_reason);
+        id->status_reason = c->reason;
+        c->reason = NULL;
+        c->reason_set = false;
+    }
+    if (c->enabled != -1 && (c->enabled == 1) != id->enabled) {
+        id->enabled = c->enabled == 1;
+        id->status_updated_us = now_us;
+    }
+    id->etag_counter++;
+}
+
+th_result th_identity_update(struct th_identity *id, const char *primary_key,
+                             const char *secondary_key, int enabled, const char *status_reason,
+                             int64_t now_us, struct th_error *err)
+{
+    struct ident_change c;
+    th_result r;
+
+    if (!id)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
+    if (enabled < -1 || enabled > 1)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "enabled must be -1 (keep), 0 (disabled) or 1 (enabled), not %d",
+                            enabled);
+    if (id->module_id && (enabled == 0 || status_reason))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "module '%s/%s' has no status: modules are always enabled; send no "
+                            "status or statusReason for a module (disable its device instead)",
+                            id->device_id, id->module_id);
+    if (primary_key && primary_key[0] && !key_valid(primary_key))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "primaryKey must be base64 of 16 to 64 bytes (or empty to have one "
+                            "generated)");
+    if (secondary_key && secondary_key[0] && !key_valid(secondary_key))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
+                            "generated)");
+
+    memset(&c, 0, sizeof c);
+    c.enabled = enabled;
+    copy_key(c.primary_key, id->primary_key);
+    copy_key(c.secondary_key, id->secondary_key);
+    if (primary_key && (r = fill_key(c.primary_key, primary_key)) != TH_OK)
+        return th_error_set(err, r, 0, "cannot generate a primary key: %s", th_result_str(r));
+    if (secondary_key && (r = fill_key(c.secondary_key, secondary_key)) != TH_OK)
+        return th_error_set(err, r, 0, "cannot generate a secondary key: %s", th_result_str(r));
+    if (status_reason) {
+        c.reason_set = true;
+        if (status_reason[0] && !(c.reason = dup_str(status_reason)))
+            return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
+                                id->device_id);
+    }
+    ident_change_commit(id, &c, now_us);
+    return TH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* export and policies as JSON                                         */
+/* ------------------------------------------------------------------ */
+
+/* "RegistryRead, ServiceConnect" for a permission set. */
+static void rights_text(unsigned perms, char buf[80])
+{
+    static const struct {
+        unsigned perm;
+        const char *name;
+    } names[] = {
+        {TH_PERM_REGISTRY_READ, "RegistryRead"},
+        {TH_PERM_REGISTRY_WRITE, "RegistryWrite"},
+        {TH_PERM_SERVICE_CONNECT, "ServiceConnect"},
+        {TH_PERM_DEVICE_CONNECT, "DeviceConnect"},
+    };
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(perms & names[i].perm))
+            continue;
+        int n = snprintf(buf + at, 80 - at, "%s%s", at ? ", " : "", names[i].name);
+        if (n > 0)
+            at += (size_t)n;
+    }
+}
+
+cJSON *th_registry_policies_json(const struct th_registry *reg)
+{
+    if (!reg)
+        return NULL;
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr)
+        return NULL;
+    for (size_t i = 0; i < reg->policy_count; i++) {
+        const struct th_policy *p = &reg->policies[i];
+        char rights[80];
+        rights_text(p->perms, rights);
+        cJSON *o = cJSON_CreateObject();
+        bool ok = o && add_str(o, "keyName", p->name) && add_str(o, "primaryKey", p->primary_key) &&
+                  add_str(o, "secondaryKey", p->secondary_key) && add_str(o, "rights", rights);
+        if (!ok || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr,
+                                       struct th_error *err)
+{
+    struct th_policy staged[TH_MAX_POLICIES];
+    size_t count = 0;
+    th_result r;
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if (!cJSON_IsArray(arr))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "policies: must be an array of {\"keyName\",\"primaryKey\","
+                            "\"secondaryKey\",\"rights\"}");
+    if (cJSON_GetArraySize(arr) > TH_MAX_POLICIES)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "policies: at most %d are allowed",
+                            TH_MAX_POLICIES);
+    if ((r = stage_policies(NULL, arr, staged, &count, err)) != TH_OK)
+        return r;
+    memcpy(reg->policies, staged, count * sizeof staged[0]);
+    reg->policy_count = count;
+    return TH_OK;
+}
+
+/* {"type":"sas","symmetricKey":{"primaryKey","secondaryKey"}} as the loader reads it. */
+static cJSON *auth_doc_json(const struct th_identity *id)
+{
+    cJSON *auth = cJSON_CreateObject();
+    cJSON *sym = cJSON_CreateObject();
+    bool ok = auth && sym && add_str(auth, "type", "sas") &&
+              add_str(sym, "primaryKey", id->primary_key) &&
+              add_str(sym, "secondaryKey", id->secondary_key);
+    if (ok) {
+        ok = add_item(auth, "symmetricKey", sym);
+        sym = NULL;
+    }
+    cJSON_Delete(sym);
+    if (!ok) {
+        cJSON_Delete(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+static cJSON *twin_props_doc_json(const struct th_twin *twin)
+{
+    cJSON *props = cJSON_CreateObject();
+    if (!props || !add_item(props, "desired", cJSON_Duplicate(twin->desired, 1)) ||
+        !add_item(props, "reported", cJSON_Duplicate(twin->reported, 1))) {
+        cJSON_Delete(props);
+        return NULL;
+    }
+    return props;
+}
+
+/* One device or module entry of a registry document. */
+static cJSON *identity_doc_json(const struct th_identity *id, bool include_twins)
+{
+    bool is_device = id->module_id == NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok;
+    if (is_device) {
+        ok = add_str(o, "deviceId", id->device_id) &&
+             add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
+             (!id->status_reason || add_str(o, "statusReason", id->status_reason));
+    } else {
+        ok = add_str(o, "moduleId", id->module_id) &&
+             (!id->managed_by || add_str(o, "managedBy", id->managed_by));
+    }
+    ok = ok && add_item(o, "authentication", auth_doc_json(id));
+    if (include_twins)
+        ok = ok && add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
+             add_item(o, "properties", twin_props_doc_json(id->twin));
+    if (ok && is_device) {
+        cJSON *mods = cJSON_AddArrayToObject(o, "modules");
+        ok = mods != NULL;
+        for (size_t i = 0; ok && i < id->module_count; i++) {
+            cJSON *m = identity_doc_json(id->modules[i], include_twins);
+            if (!m || !cJSON_AddItemToArray(mods, m)) {
+                cJSON_Delete(m);
+                ok = false;
+            }
+        }
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *th_registry_export(const struct th_registry *reg, bool include_twins)
+{
+    if (!reg)
+        return NULL;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *devices = NULL;
+    bool ok = doc && add_item(doc, "policies", th_registry_policies_json(reg)) &&
+              (devices = cJSON_AddArrayToObject(doc, "devices")) != NULL;
+    for (const struct dev_node *n = reg->devices; ok && n; n = n->hh.next) {
+        cJSON *d = identity_doc_json(n->id, include_twins);
+        if (!d || !cJSON_AddItemToArray(devices, d)) {
+            cJSON_Delete(d);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* ------------------------------------------------------------------ */
+/* import                                                              */
+/* ------------------------------------------------------------------ */
+
+/* An overwrite of an existing identity, prepared in full before anything changes. */
+struct pending_update {
+    struct th_identity *id; /* borrowed */
+    struct ident_change change;
+    bool ident_changed;
+    struct th_twin *twin; /* owned replacement twin, or NULL to keep */
+};
+
+/* A new module for a device that already exists. */
+struct pending_module {
+    struct th_identity *dev; /* borrowed */
+    struct th_identity *mod; /* owned until attached */
+};
+
+struct import_plan {
+    struct th_identity **new_devs; /* owned until inserted */
+    size_t new_dev_count;
+    struct pending_update *updates;
+    size_t update_count;
+    struct pending_module *mods;
+    size_t mod_count;
+    size_t created, updated, skipped;
+};
+
+/* Frees whatever the plan still owns; accepts a half-built plan. */
+static void plan_free(struct import_plan *p)
+{
+    for (size_t i = 0; i < p->new_dev_count; i++)
+        identity_free(p->new_devs[i]);
+    for (size_t i = 0; i < p->update_count; i++) {
+        free(p->updates[i].change.reason);
+        th_twin_free(p->updates[i].twin);
+    }
+    for (size_t i = 0; i < p->mod_count; i++)
+        identity_free(p->mods[i].mod);
+    free(p->new_devs);
+    free(p->updates);
+    free(p->mods);
+}
+
+/*
+ * Validates an entry's twin contents exactly as the loader would apply them
+ * (rules and size limits), on a scratch twin: skipped and overwritten
+ * entries must be as valid as created ones.
+ */
+static th_result check_twin_content(const cJSON *src, int64_t now_us, const char *path,
+                                    struct th_error *err)
+{
+    struct th_identity scratch;
+    memset(&scratch, 0, sizeof scratch);
+    scratch.twin = th_twin_new(now_us);
+    if (!scratch.twin)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    th_result r = apply_twin(&scratch, src, now_us, path, err);
+    th_twin_free(scratch.twin);
+    return r;
+}
+
+/* 1 when `doc` (without $metadata/$version) differs from `current`, 0 when equal, -1 on OOM. */
+static int section_differs(const cJSON *current, const cJSON *doc)
+{
+    cJSON *copy = cJSON_Duplicate(doc, 1);
+    if (!copy)
+        return -1;
+    th_twin_strip_readonly(copy);
+    int differs = !cJSON_Compare(current, copy, 1);
+    cJSON_Delete(copy);
+    return differs;
+}
+
+/* A clone of `twin` with tags / desired replaced where they differ; *out NULL when none do. */
+static th_result plan_twin(const struct th_twin *twin, const cJSON *tags, const cJSON *desired,
+                           int64_t now_us, const char *path, struct th_twin **out,
+                           struct th_error *err)
+{
+    struct th_error e;
+    th_result r = TH_OK;
+    int tags_differ = tags ? section_differs(twin->tags, tags) : 0;
+    int desired_differ = desired ? section_differs(twin->desired, desired) : 0;
+    *out = NULL;
+    if (tags_differ < 0 || desired_differ < 0)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    if (!tags_differ && !desired_differ)
+        return TH_OK;
+    struct th_twin *copy = th_twin_clone(twin);
+    if (!copy)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    memset(&e, 0, sizeof e);
+    if (tags_differ && (r = th_twin_replace_tags(copy, tags, &e)) != TH_OK)
+        th_error_set(err, r, e.code, "%s.tags: %s", path, e.message);
+    else if (desired_differ &&
+             (r = th_twin_replace_desired(copy, desired, now_us, NULL, &e)) != TH_OK)
+        th_error_set(err, r, e.code, "%s.properties.desired: %s", path, e.message);
+    if (r != TH_OK) {
+        th_twin_free(copy);
+        return r;
+    }
+    *out = copy;
+    return TH_OK;
+}
+
+/* Prepares the overwrite of existing identity `id` from a validated entry. */
+static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t now_us,
+                             const char *path, struct pending_update *u, struct th_error *err)
+{
+    struct auth_keys keys;
+    memset(u, 0, sizeof *u);
+    u->id = id;
+    u->change.enabled = -1;
+    get_keys(src, &keys);
+    copy_key(u->change.primary_key, key_given(keys.primary) ? keys.primary : id->primary_key);
+    copy_key(u->change.secondary_key,
+             key_given(keys.secondary) ? keys.secondary : id->secondary_key);
+    u->ident_changed = strcmp(u->change.primary_key, id->primary_key) != 0 ||
+                       strcmp(u->change.secondary_key, id->secondary_key) != 0;
+    if (!id->module_id) {
+        const char *status = get_str(src, "status");
+        const char *reason = get_str(src, "statusReason");
+        if (status) {
+            u->change.enabled = strcmp(status, "enabled") == 0;
+            u->ident_changed = u->ident_changed || (u->change.enabled == 1) != id->enabled;
+        }
+        if (reason && (!id->status_reason || strcmp(reason, id->status_reason) != 0)) {
+            u->change.reason_set = true;
+            u->ident_changed = true;
+            if (!(u->change.reason = dup_str(reason)))
+                return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+        }
+    }
+    const cJSON *tags = th_json_object(src, "tags");
+    const cJSON *desired = th_json_object(th_json_object(src, "properties"), "desired");
+    return plan_twin(id->twin, tags, desired, now_us, path, &u->twin, err);
+}
+
+/* Plans one existing identity named by the document: skip, or prepare its overwrite. */
+static th_result plan_existing(struct import_plan *plan, struct th_identity *id, const cJSON *src,
+                               bool overwrite, int64_t now_us, const char *path,
+                               struct th_error *err)
+{
+    th_result r = check_twin_content(src, now_us, path, err);
+    if (r != TH_OK)
+        return r;
+    if (!overwrite) {
+        plan->skipped++;
+        return TH_OK;
+    }
+    /* Counted before planning so that plan_free releases a half-prepared entry. */
+    struct pending_update *u = &plan->updates[plan->update_count++];
+    r = plan_update(id, src, now_us, path, u, err);
+    if (r == TH_OK)
+        plan->updated++;
+    return r;
+}
+
+/* Plans the modules of an existing device: existing ones as plan_existing, new ones built. */
+static th_result plan_modules(struct th_registry *reg, struct import_plan *plan,
+                              struct th_identity *dev, const cJSON *dsrc, bool overwrite,
+                              int64_t now_us, const char *path, struct th_error *err)
+{
+    const cJSON *mods = cJSON_GetObjectItemCaseSensitive(dsrc, "modules");
+    const cJSON *msrc;
+    size_t i = 0, added = 0;
+    char sub[160];
+    th_result r;
+    if (!cJSON_IsArray(mods))
+        return TH_OK;
+    cJSON_ArrayForEach(msrc, mods)
+    {
+        snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
+        const char *mid = get_str(msrc, "moduleId");
+        struct th_identity *existing = find_module(dev, mid, strlen(mid), NULL);
+        if (existing) {
+            if ((r = plan_existing(plan, existing, msrc, overwrite, now_us, sub, err)) != TH_OK)
+                return r;
+            continue;
+        }
+        if (dev->module_count + added + 1 > TH_MAX_MODULES_PER_DEVICE)
+            return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+                                "%s: device '%s' would have more than %d modules; remove some "
+                                "from the device or the document",
+                                sub, dev->device_id, TH_MAX_MODULES_PER_DEVICE);
+        struct pending_module *pm = &plan->mods[plan->mod_count];
+        if ((r = build_module(reg, dev->device_id, msrc, sub, now_us, &pm->mod, err)) != TH_OK)
+            return r;
+        pm->dev = dev;
+        plan->mod_count++;
+        plan->created++;
+        added++;
+    }
+    return TH_OK;
+}
+
+/*
+ * Grows the module arrays of existing devices that get new modules, so that
+ * attaching them at commit cannot fail. The plan lists a device's new
+ * modules consecutively. A larger array with an unchanged count is harmless
+ * if a later step fails.
+ */
+static th_result reserve_modules(const struct import_plan *plan)
+{
+    size_t i = 0;
+    while (i < plan->mod_count) {
+        struct th_identity *dev = plan->mods[i].dev;
+        size_t run = 0;
+        while (i + run < plan->mod_count && plan->mods[i + run].dev == dev)
+            run++;
+        struct th_identity **grown =
+            realloc(dev->modules, (dev->module_count + run) * sizeof *dev->modules);
+        if (!grown)
+            return TH_ERR_NOMEM;
+        dev->modules = grown;
+        i += run;
+    }
+    return TH_OK;
+}
+
+/* Inserts the plan's new devices; on failure removes those inserted and leaves them owned by the
+ * plan. */
+static th_result insert_new_devices(struct th_registry *reg, struct import_plan *plan,
+                                    struct th_error *err)
+{
+    size_t inserted = 0;
+    th_result r = TH_OK;
+    for (; inserted < plan->new_dev_count; inserted++) {
+        if ((r = insert_device(reg, plan->new_devs[inserted])) != TH_OK)
+            break;
+    }
+    if (r == TH_OK)
+        return TH_OK;
+    for (size_t j = 0; j < inserted; j++) {
+        const char *id = plan->new_devs[j]->device_id;
+        struct dev_node *node = find_node(reg, id, strlen(id));
+        HASH_DEL(reg->devices, node);
+        free(node);
+    }
+    return th_error_set(err, r, 0, "out of memory while adding devices");
+}
+
+th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool overwrite,
+                             int64_t now_us, size_t *out_created, size_t *out_updated,
+                             size_t *out_skipped, struct th_error *err)
+{
+    static const char *const top_fields[] = {"$schema", "policies", "devices"};
+    const cJSON *policies, *devices, *dsrc;
+    struct th_policy staged[TH_MAX_POLICIES];
+    size_t staged_count = 0;
+    struct import_plan plan;
+    char path[64];
+    th_result r;
+
+    memset(&plan, 0, sizeof plan);
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if (!cJSON_IsObject(doc))
+        return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
+    if ((r = check_members(doc, "", top_fields, 3, false, err)) != TH_OK ||
+        (r = opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
+        (r = opt_array(doc, "devices", "", &devices, err)) != TH_OK)
+        return r;
+    if (policies && cJSON_GetArraySize(policies) > TH_MAX_POLICIES)
+        return th_error_set(err, TH_ERR_INVAL, 0, "policies: at most %d are allowed",
+                            TH_MAX_POLICIES);
+    if (devices && (r = check_devices(reg, devices, true, err)) != TH_OK)
+        return r;
+    if (policies && (r = stage_policies(reg, policies, staged, &staged_count, err)) != TH_OK)
+        return r;
+
+    /* Plan: build new identities and prepared overwrites, all detached. */
+    size_t n = 0, total_mods = 0;
+    cJSON_ArrayForEach(dsrc, devices)
+    {
+        n++;
+        total_mods += (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(dsrc, "modules"));
+    }
+    if (n) {
+        plan.new_devs = calloc(n, sizeof *plan.new_devs);
+        plan.updates = calloc(n + total_mods, sizeof *plan.updates);
+        plan.mods = total_mods ? calloc(total_mods, sizeof *plan.mods) : NULL;
+        if (!plan.new_devs || !plan.updates || (total_mods && !plan.mods)) {
+            plan_free(&plan);
+            return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+        }
+    }
+    size_t i = 0;
+    cJSON_ArrayForEach(dsrc, devices)
+    {
+        snprintf(path, sizeof path, "devices[%zu]", i++);
+        const char *did = get_str(dsrc, "deviceId");
+        struct th_identity *dev = th_registry_find(reg, did, NULL);
+        if (!dev) {
+            struct th_identity **slot = &plan.new_devs[plan.new_dev_count];
+            if ((r = build_device(reg, dsrc, path, now_us, slot, err)) != TH_OK)
+                break;
+            plan.created += 1 + (*slot)->module_count;
+            plan.new_dev_count++;
+            continue;
+        }
+        if ((r = plan_existing(&plan, dev, dsrc, overwrite, now_us, path, err)) != TH_OK ||
+            (r = plan_modules(reg, &plan, dev, dsrc, overwrite, now_us, path, err)) != TH_OK)
+            break;
+    }
+    if (r == TH_OK && reserve_modules(&plan) != TH_OK)
+        r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    if (r == TH_OK)
+        r = insert_new_devices(reg, &plan, err);
+    if (r != TH_OK) {
+        plan_free(&plan);
+        return r;
+    }
+
+    /* Commit: nothing below can fail. */
+    plan.new_dev_count = 0; /* owned by the registry now */
+    for (size_t j = 0; j < plan.update_count; j++) {
+        struct pending_update *u = &plan.updates[j];
+        if (u->ident_changed)
+            ident_change_commit(u->id, &u->change, now_us);
+        if (u->twin) {
+            th_twin_free(u->id->twin);
+            u->id->twin = u->twin;
+            u->twin = NULL;
+        }
+    }
+    for (size_t j = 0; j < plan.mod_count; j++) {
+        struct th_identity *dev = plan.mods[j].dev;
+        dev->modules[dev->module_count++] = plan.mods[j].mod;
+        plan.mods[j].mod->parent = dev;
+        plan.mods[j].mod = NULL;
+    }
+    for (size_t j = 0; j < staged_count; j++) {
+        struct th_policy *slot = policy_slot(reg, staged[j].name, strlen(staged[j].name));
+        if (slot && !overwrite)
+            continue;
+        if (!slot)
+            slot = &reg->policies[reg->policy_count++];
+        *slot = staged[j];
+    }
+    if (out_created)
+        *out_created = plan.created;
+    if (out_updated)
+        *out_updated = plan.updated;
+    if (out_skipped)
+        *out_skipped = plan.skipped;
+    plan_free(&plan);
+    return TH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* persistence state                                                   */
+/* ------------------------------------------------------------------ */
+
+/* 2^53: the largest integer a JSON number (a double) holds exactly. */
+#define STATE_MAX_INT 9007199254740992.0
+
+static cJSON *c2d_state_json(const struct th_c2d_msg *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *body = NULL;
+    bool ok = o != NULL;
+    if (ok) {
+        size_t size = (m->len + 2) / 3 * 4 + 1;
+        body = malloc(size);
+        ok = body && th_b64_encode(m->body, m->len, body, size) == TH_OK;
+    }
+    ok = ok && add_str(o, "messageId", m->message_id) && add_str(o, "bag", m->bag) &&
+         add_str(o, "body", body) && add_num(o, "enqueued", (double)m->enqueued_us);
+    free(body);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *identity_state_json(const struct th_identity *id)
+{
+    bool is_device = id->module_id == NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok = add_str(o, "deviceId", id->device_id) &&
+              (is_device || add_str(o, "moduleId", id->module_id)) &&
+              add_str(o, "primaryKey", id->primary_key) &&
+              add_str(o, "secondaryKey", id->secondary_key) &&
+              cJSON_AddBoolToObject(o, "enabled", id->enabled) != NULL &&
+              add_str_or_null(o, "statusReason", id->status_reason) &&
+              add_str(o, "generationId", id->generation_id) &&
+              add_num(o, "etagCounter", (double)id->etag_counter) &&
+              add_str_or_null(o, "managedBy", id->managed_by) &&
+              add_str_or_null(o, "modelId", id->model_id) &&
+              add_num(o, "statusUpdated", (double)id->status_updated_us) &&
+              add_num(o, "lastActivity", (double)id->last_activity_us) &&
+              add_item(o, "twin", th_twin_state_json(id->twin));
+    if (ok && is_device) {
+        cJSON *q = cJSON_AddArrayToObject(o, "c2d");
+        ok = q != NULL;
+        for (const struct th_c2d_msg *m = id->c2d_head; ok && m; m = m->next) {
+            cJSON *item = c2d_state_json(m);
+            if (!item || !cJSON_AddItemToArray(q, item)) {
+                cJSON_Delete(item);
+                ok = false;
+            }
+        }
+        cJSON *mods = ok ? cJSON_AddArrayToObject(o, "modules") : NULL;
+        ok = ok && mods != NULL;
+        for (size_t i = 0; ok && i < id->module_count; i++) {
+            cJSON *item = identity_state_json(id->modules[i]);
+            if (!item || !cJSON_AddItemToArray(mods, item)) {
+                cJSON_Delete(item);
+                ok = false;
+            }
+        }
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *th_device_state_json(const struct th_identity *dev)
+{
+    if (!dev || dev->module_id || !dev->twin)
+        return NULL;
+    return identity_state_json(dev);
+}
+
+/*
+ * Integer member in min..STATE_MAX_INT. Absent (or null) gives `fallback`
+ * when `required` is false.
+ */
+static th_result state_int(const cJSON *obj, const char *key, const char *path, double min,
+                           bool required, int64_t fallback, int64_t *out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if ((!item || cJSON_IsNull(item)) && !required) {
+        *out = fallback;
+        return TH_OK;
+    }
+    double d = cJSON_IsNumber(item) ? item->valuedouble : -1.0;
+    if (!cJSON_IsNumber(item) || d != d || d < min || d > STATE_MAX_INT || d != (double)(int64_t)d)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.%s: %s an integer from %.0f to 2^53",
+                            path, key, item ? "must be" : "missing; it must be", min);
+    *out = (int64_t)d;
+    return TH_OK;
+}
+
+static th_result state_str(const cJSON *obj, const char *key, const char *path, bool required,
+                           const char **out, struct th_error *err)
+{
+    th_result r = opt_string(obj, key, path, out, err);
+    if (r == TH_OK && required && !*out)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.%s: required string missing", path, key);
+    return r;
+}
+
+/* A generation id: 1 to 20 decimal digits that fit in 64 bits. */
+static bool generation_parse(const char *s, uint64_t *out)
+{
+    size_t len = strlen(s);
+    uint64_t v = 0;
+    if (len == 0 || len > 20)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned digit = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return false;
+        v = v * 10 + digit;
+    }
+    *out = v;
+    return true;
+}
+
+static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const char *path,
+                             struct th_error *err)
+{
+    const cJSON *queue, *item;
+    th_result r;
+    size_t i = 0;
+    char sub[96];
+    if ((r = opt_array(st, "c2d", path, &queue, err)) != TH_OK || !queue)
+        return r;
+    if (cJSON_GetArraySize(queue) > TH_C2D_MAX_QUEUE)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 403004,
+                            "%s.c2d: %d messages, a device queue holds at most %d", path,
+                            cJSON_GetArraySize(queue), TH_C2D_MAX_QUEUE);
+    cJSON_ArrayForEach(item, queue)
+    {
+        const char *mid, *bag, *body;
+        int64_t enqueued;
+        snprintf(sub, sizeof sub, "%s.c2d[%zu]", path, i++);
+        if (!cJSON_IsObject(item))
+            return th_error_set(err, TH_ERR_INVAL, 400004, "%s: must be an object", sub);
+        if ((r = state_str(item, "messageId", sub, true, &mid, err)) != TH_OK ||
+            (r = state_str(item, "bag", sub, true, &bag, err)) != TH_OK ||
+            (r = state_str(item, "body", sub, true, &body, err)) != TH_OK ||
+            (r = state_int(item, "enqueued", sub, 0, true, 0, &enqueued, err)) != TH_OK)
+            return r;
+        size_t blen = strlen(body);
+        if (blen / 4 * 3 > (size_t)TH_C2D_MAX_BYTES + 2)
+            return th_error_set(err, TH_ERR_TOO_LARGE, 413001,
+                                "%s.body: over the %d byte message limit", sub, TH_C2D_MAX_BYTES);
+        uint8_t *raw = blen ? malloc(blen / 4 * 3 + 3) : NULL;
+        size_t len = 0;
+        if (blen && !raw)
+            return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", sub);
+        if (th_b64_decode(body, blen, raw, blen / 4 * 3 + 3, &len) != TH_OK) {
+            free(raw);
+            return th_error_set(err, TH_ERR_INVAL, 400004, "%s.body: must be base64", sub);
+        }
+        /* th_identity_c2d_push copies and enforces the size limit and queue depth. */
+        r = th_identity_c2d_push(dev, mid, bag, raw, len, enqueued, err);
+        free(raw);
+        if (r != TH_OK) {
+            struct th_error e = err ? *err : (struct th_error){0};
+            return th_error_set(err, r, e.code, "%s: %s", sub, e.message);
+        }
+    }
+    return TH_OK;
+}
+
+/*
+ * A detached identity from its state. `module_id` NULL for a device. Updates
+ * *max_gen with the generation id. Caller frees *out with identity_free.
+ */
+static th_result restore_identity(const cJSON *st, const char *device_id, const char *module_id,
+                                  const char *path, uint64_t *max_gen, struct th_identity **out,
+                                  struct th_error *err)
+{
+    const char *pk, *sk, *gen, *reason, *managed, *model;
+    int64_t etag, status_us, activity_us;
+    uint64_t gen_value;
+    th_result r;
+    char sub[160];
+
+    *out = NULL;
+    if ((r = state_str(st, "primaryKey", path, true, &pk, err)) != TH_OK ||
+        (r = state_str(st, "secondaryKey", path, true, &sk, err)) != TH_OK ||
+        (r = state_str(st, "generationId", path, true, &gen, err)) != TH_OK ||
+        (r = state_str(st, "statusReason", path, false, &reason, err)) != TH_OK ||
+        (r = state_str(st, "managedBy", path, false, &managed, err)) != TH_OK ||
+        (r = state_str(st, "modelId", path, false, &model, err)) != TH_OK ||
+        (r = state_int(st, "etagCounter", path, 1, true, 0, &etag, err)) != TH_OK ||
+        (r = state_int(st, "statusUpdated", path, 0, false, 0, &status_us, err)) != TH_OK ||
+        (r = state_int(st, "lastActivity", path, 0, false, 0, &activity_us, err)) != TH_OK)
+        return r;
+    if (!key_valid(pk))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s.primaryKey: must be base64 of 16 to 64 bytes", path);
+    if (!key_valid(sk))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s.secondaryKey: must be base64 of 16 to 64 bytes", path);
+    if (!generation_parse(gen, &gen_value))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s.generationId: '%s' must be 1 to 20 decimal digits", path, gen);
+    const cJSON *enabled = cJSON_GetObjectItemCaseSensitive(st, "enabled");
+    if (!cJSON_IsBool(enabled))
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.enabled: must be true or false", path);
+    if (module_id && !cJSON_IsTrue(enabled))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s.enabled: modules are always enabled, use true", path);
+
+    struct th_error e;
+    memset(&e, 0, sizeof e);
+    struct th_twin *twin = th_twin_from_state(cJSON_GetObjectItemCaseSensitive(st, "twin"), &e);
+    if (!twin) {
+        snprintf(sub, sizeof sub, "%s.twin", path);
+        return th_error_set(err, e.result ? e.result : TH_ERR_INVAL, e.code, "%s: %s", sub,
+                            e.message);
+    }
+    struct th_identity *id = calloc(1, sizeof *id);
+    if (!id) {
+        th_twin_free(twin);
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    }
+    id->twin = twin;
+    id->device_id = dup_str(device_id);
+    id->module_id = dup_str(module_id);
+    id->status_reason = dup_str(reason);
+    id->managed_by = dup_str(managed);
+    id->model_id = dup_str(model);
+    if (!id->device_id || (module_id && !id->module_id) || (reason && !id->status_reason) ||
+        (managed && !id->managed_by) || (model && !id->model_id)) {
+        identity_free(id);
+        return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    }
+    copy_key(id->primary_key, pk);
+    copy_key(id->secondary_key, sk);
+    snprintf(id->generation_id, sizeof id->generation_id, "%s", gen);
+    id->enabled = cJSON_IsTrue(enabled);
+    id->etag_counter = (uint64_t)etag;
+    id->status_updated_us = status_us;
+    id->last_activity_us = activity_us;
+    if (gen_value > *max_gen)
+        *max_gen = gen_value;
+    *out = id;
+    return TH_OK;
+}
+
+th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
+                                     struct th_error *err)
+{
+    const char *did;
+    const cJSON *mods, *msrc;
+    struct th_identity *dev = NULL;
+    uint64_t max_gen = 0;
+    char sub[192];
+    th_result r;
+
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if (!cJSON_IsObject(state))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "device: the state must be an object as th_device_state_json writes");
+    if ((r = check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
+        return r;
+    if (th_registry_find(reg, did, NULL))
+        return th_error_set(err, TH_ERR_EXISTS, 409001,
+                            "device '%s' already exists; delete it before restoring it", did);
+    if ((r = opt_array(state, "modules", "device", &mods, err)) != TH_OK)
+        return r;
+    if (mods && cJSON_GetArraySize(mods) > TH_MAX_MODULES_PER_DEVICE)
+        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+                            "device.modules: %d modules, at most %d are allowed per device",
+                            cJSON_GetArraySize(mods), TH_MAX_MODULES_PER_DEVICE);
+    if ((r = restore_identity(state, did, NULL, "device", &max_gen, &dev, err)) != TH_OK)
+        return r;
+    r = restore_c2d(dev, state, "device", err);
+
+    size_t i = 0;
+    cJSON_ArrayForEach(msrc, mods)
+    {
+        const char *mid, *mdev;
+        struct th_identity *mod = NULL;
+        if (r != TH_OK)
+            break;
+        snprintf(sub, sizeof sub, "device.modules[%zu]", i++);
+        if (!cJSON_IsObject(msrc)) {
+            r = th_error_set(err, TH_ERR_INVAL, 400004, "%s: must be an object", sub);
+            break;
+        }
+        if ((r = check_id_field(msrc, "moduleId", sub, &mid, err)) != TH_OK ||
+            (r = state_str(msrc, "deviceId", sub, false, &mdev, err)) != TH_OK)
+            break;
+        if (mdev && strcmp(mdev, did) != 0) {
+            r = th_error_set(err, TH_ERR_INVAL, 400004,
+                             "%s.deviceId: '%s' differs from the device '%s'", sub, mdev, did);
+            break;
+        }
+        if (find_module(dev, mid, strlen(mid), NULL)) {
+            r = th_error_set(err, TH_ERR_INVAL, 400011, "%s.moduleId: '%s' appears twice", sub,
+                             mid);
+            break;
+        }
+        if ((r = restore_identity(msrc, did, mid, sub, &max_gen, &mod, err)) != TH_OK)
+            break;
+        if ((r = attach_module(dev, mod)) != TH_OK) {
+            identity_free(mod);
+            th_error_set(err, r, 0, "%s: out of memory", sub);
+        }
+    }
+    if (r == TH_OK && (r = insert_device(reg, dev)) != TH_OK)
+        th_error_set(err, r, 0, "device '%s': out of memory", did);
+    if (r != TH_OK) {
+        identity_free(dev);
+        return r;
+    }
+    /* Generation ids issued later must still differ from every restored one. */
+    if (max_gen > reg->last_generation)
+        reg->last_generation = max_gen;
+    return TH_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * registry.h - the identity registry: devices and their modules with
  * symmetric keys, status, connection state, generation ids, twins and C2D
- * queues; shared access policies (iothub-protocol.md sections 1, 2.5, 5.2, 10.3).
+ * queues; shared access policies (iothub-protocol.md sections 1, 2.5, 5.2, 10.3);
+ * identity updates, registry export/import (10.4, 10.7) and snapshot state.
  *
  * Pure data: the broker plugin owns one registry on its thread and tells it
  * about connections; nothing here does I/O.
@@ -96,6 +97,20 @@ TH_NODISCARD th_result th_registry_add_module(struct th_registry *reg, const cha
                                               const char *module_id, const char *primary_key,
                                               const char *secondary_key, int64_t now_us,
                                               struct th_identity **out, struct th_error *err);
+/*
+ * Create a module like th_registry_add_module and give its twin initial
+ * `tags` and `desired` (each NULL, JSON null or an object; $metadata and
+ * $version members are ignored), validated by the twin rules (400004,
+ * 403100 over a size limit; err names "tags..." or "properties.desired...").
+ * Each non-empty section is applied as one update, as th_registry_load does.
+ * Nothing is created on failure. Does not take `tags` or `desired`.
+ * *out (optional) borrows the new module.
+ */
+TH_NODISCARD th_result th_registry_add_module_with(struct th_registry *reg, const char *device_id,
+                                                   const char *module_id, const char *primary_key,
+                                                   const char *secondary_key, const cJSON *tags,
+                                                   const cJSON *desired, int64_t now_us,
+                                                   struct th_identity **out, struct th_error *err);
 /* Delete a device (with its modules, twin and queue) or one module. */
 TH_NODISCARD th_result th_registry_remove(struct th_registry *reg, const char *device_id,
                                           const char *module_id);
@@ -117,6 +132,8 @@ TH_NODISCARD th_result th_registry_set_policy(struct th_registry *reg, const cha
 struct th_identity *th_registry_next_device(const struct th_registry *reg,
                                             const struct th_identity *prev);
 size_t th_registry_device_count(const struct th_registry *reg);
+/* Number of modules over all devices. */
+size_t th_registry_module_total(const struct th_registry *reg);
 
 /*
  * Seed from a registry document (docs/registry.md):
@@ -129,6 +146,97 @@ size_t th_registry_device_count(const struct th_registry *reg);
  */
 TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
                                         struct th_error *err);
+
+/*
+ * Like th_registry_load, but an identity the registry already has is not an
+ * error: with overwrite false it is skipped; with overwrite true the fields
+ * the entry gives replace its keys, status, statusReason, tags and desired
+ * properties (omitted fields and reported properties are kept; tags and
+ * desired are only rewritten when they differ, so re-importing the same
+ * document changes no versions; the identity etag advances only when a key
+ * or the status changed). New modules of existing devices are created.
+ * Policies with an existing name are skipped or replaced the same way.
+ * Counts are per identity (a new device with two modules is 3 created):
+ * *out_created / *out_updated / *out_skipped (each optional) are set on
+ * success only. Validates the whole document first; all-or-nothing. Does
+ * not take `doc`. Errors as th_registry_load, plus 413003 when existing
+ * plus new modules exceed 50 on a device.
+ *
+ * Desired changes made here send no notification; a caller that must notify
+ * connected devices compares desired_version before and after.
+ */
+TH_NODISCARD th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool overwrite,
+                                          int64_t now_us, size_t *out_created, size_t *out_updated,
+                                          size_t *out_skipped, struct th_error *err);
+
+/*
+ * A registry document in the format th_registry_load reads:
+ * {"policies":[{"keyName","primaryKey","secondaryKey","rights"}],
+ *  "devices":[{"deviceId","status",["statusReason",]"authentication":{"type":"sas",
+ *   "symmetricKey":{...}},["tags","properties":{"desired","reported"},]
+ *   "modules":[{"moduleId",["managedBy",]"authentication",...}]}]}
+ * With include_twins, tags and property values (no $metadata/$version).
+ * Loading it into an empty registry reproduces identities, keys, status,
+ * tags, desired and reported values (not generation ids, etags, versions,
+ * times, model ids or C2D queues: see th_device_state_json for those).
+ * Caller frees with cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_registry_export(const struct th_registry *reg, bool include_twins);
+
+/*
+ * Full-fidelity persistence state of one device and its modules:
+ * {"deviceId","primaryKey","secondaryKey","enabled","statusReason"|null,
+ *  "generationId","etagCounter","managedBy"|null,"modelId"|null,
+ *  "statusUpdated":us,"lastActivity":us,"twin":{th_twin_state_json},
+ *  "c2d":[{"messageId","bag","body":base64,"enqueued":us}],
+ *  "modules":[{"deviceId","moduleId",...the same without c2d and modules}]}.
+ * Times are microseconds since the epoch (0 = never). Connection state is
+ * not saved. Caller frees with cJSON_Delete; NULL on OOM or for a module.
+ */
+cJSON *th_device_state_json(const struct th_identity *dev);
+
+/*
+ * Add a device from th_device_state_json output, restoring it exactly
+ * (keys, status, generation ids, etags, twin versions and metadata, C2D
+ * queue, modules); it starts Disconnected. Does not take `state`.
+ * TH_ERR_EXISTS (409001) if the device exists; TH_ERR_INVAL (400004) with
+ * err naming the field ("device.modules[1].twin: ...") for a missing or
+ * mistyped member, bad id, key, generation id, counter, time or queue entry;
+ * TH_ERR_TOO_LARGE over 50 modules, 50 queued messages or 64 KB bodies.
+ * Nothing is added on failure. Later generation ids stay unique.
+ */
+TH_NODISCARD th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
+                                                  struct th_error *err);
+
+/*
+ * The shared access policies as a registry-document array
+ * [{"keyName","primaryKey","secondaryKey","rights"}]. Caller frees with
+ * cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_registry_policies_json(const struct th_registry *reg);
+
+/*
+ * Replace all policies with `arr` (that array format; validated as
+ * th_registry_load validates "policies"; an omitted key is generated).
+ * Unchanged on failure. Does not take `arr`.
+ */
+TH_NODISCARD th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr,
+                                                    struct th_error *err);
+
+/*
+ * Update an identity (service PUT of a device or module).
+ * Keys: NULL keeps, "" generates a new 32-byte key, anything else must be
+ * base64 of 16 to 64 bytes. enabled: -1 keeps, 0/1 sets (devices only).
+ * status_reason: NULL keeps, "" clears, else replaces (devices only).
+ * A module refuses enabled 0 or a status_reason with 400004 (modules are
+ * always enabled). On success the identity etag advances, and
+ * status_updated_us becomes now_us when enabled changed. All-or-nothing:
+ * on failure the identity is unchanged. Does not take any argument.
+ */
+TH_NODISCARD th_result th_identity_update(struct th_identity *id, const char *primary_key,
+                                          const char *secondary_key, int enabled,
+                                          const char *status_reason, int64_t now_us,
+                                          struct th_error *err);
 
 /* Connection bookkeeping. */
 void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us);

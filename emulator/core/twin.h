@@ -111,4 +111,27 @@ int64_t th_twin_version(const struct th_twin *twin);
 /* Section size as the hub counts it (7.5), for limits and tests. */
 size_t th_twin_section_size(const cJSON *section);
 
+/*
+ * Full-fidelity persistence state of a twin (for snapshots, not a hub shape):
+ * {"tags":{..},"desired":{..},"reported":{..},"desiredMeta":{..},
+ *  "reportedMeta":{..},"desiredVersion":n,"reportedVersion":n,"etagCounter":n}.
+ * The sections carry no $metadata/$version; the metas are the stored
+ * $metadata trees. Caller frees with cJSON_Delete; NULL on OOM or NULL twin.
+ */
+cJSON *th_twin_state_json(const struct th_twin *twin);
+
+/*
+ * The inverse of th_twin_state_json: a new twin identical to the saved one
+ * (device view, properties view, etag and version). Does not take or keep
+ * `state`. Validates everything: all eight members present with their
+ * types; sections pass the twin content rules and size limits and hold no
+ * null; versions and etagCounter are integers in 1..2^53; each meta mirrors
+ * its section exactly (one node per property, "$lastUpdated" strings, and for
+ * desired "$lastUpdatedVersion" integers no greater than desiredVersion).
+ * Unknown members are ignored. On bad input returns NULL with err set
+ * (TH_ERR_INVAL / 400004, or the content rule's result); on OOM NULL with
+ * TH_ERR_NOMEM. Caller frees the twin with th_twin_free.
+ */
+struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err);
+
 #endif
