@@ -224,8 +224,12 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
         }
     }
 
-    c = conn_add(p, client, rq->client_id, TH_CONN_DEVICE);
     g = th_idglue_of(id);
+    if (g && g->revoked_se && tok->expiry <= g->revoked_se) {
+        return refuse(p, rq, dev, modp, "SAS token expired (revoked by an expireToken fault); "
+                                        "connect with a new token");
+    }
+    c = conn_add(p, client, rq->client_id, TH_CONN_DEVICE);
     if (!c || !g) {
         return MOSQ_ERR_NOMEM;
     }

@@ -360,6 +360,80 @@ static void cmd_disconnect(struct cmd_ctx *x)
     th_ctl_reply_ok(x, data);
 }
 
+/* ---- faults and marks (scenario support) ---- */
+
+static void cmd_expire_token(struct cmd_ctx *x)
+{
+    struct th_identity *id;
+    struct th_idglue *g;
+    cJSON *data;
+    bool was = false;
+    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = th_ctl_identity_or_reply(x, true)) || !(g = th_idglue_of(id))) {
+        return;
+    }
+    if (g->conn) {
+        /* The current token (and any older one) is refused from now on. */
+        g->revoked_se = g->conn->token_expiry_s;
+        g->conn->kicked = true;
+        was = true;
+        th_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
+               g->conn->client_id);
+        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+    }
+    data = cJSON_CreateObject();
+    if (data) {
+        cJSON_AddBoolToObject(data, "disconnected", was);
+    }
+    th_ctl_reply_ok(x, data);
+}
+
+static void cmd_inject_error(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    struct th_identity *id;
+    struct th_idglue *g;
+    const char *op;
+    int status, count;
+    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "operation", &op) ||
+        !th_ctl_int_or_reply(x, "status", 429, 400, 599, &status) ||
+        !th_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = th_idglue_of(id))) {
+        return;
+    }
+    if (op && !strcmp(op, "twinGet")) {
+        g->fault_get_status = status;
+        g->fault_get_count = count;
+    } else if (op && !strcmp(op, "twinPatch")) {
+        g->fault_patch_status = status;
+        g->fault_patch_count = count;
+    } else {
+        th_error_set(&err, TH_ERR_INVAL, 400004, "'operation' must be \"twinGet\" or \"twinPatch\"");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    th_ctl_reply_ok(x, NULL);
+}
+
+static void cmd_mark(struct cmd_ctx *x)
+{
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(x->cmd, "data");
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
+    cJSON *out;
+    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+        return;
+    }
+    th_event_emit(x->p, "mark", cJSON_IsString(jd) ? jd->valuestring : NULL,
+                  cJSON_IsString(jm) ? jm->valuestring : NULL,
+                  data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject());
+    out = cJSON_CreateObject();
+    if (out) {
+        cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);
+    }
+    th_ctl_reply_ok(x, out);
+}
+
 /* ---- dispatch ---- */
 
 static const struct {
@@ -375,6 +449,9 @@ static const struct {
     {"listDevices", cmd_list_devices},
     {"listModules", cmd_list_modules},
     {"disconnect", cmd_disconnect},
+    {"expireToken", cmd_expire_token},
+    {"injectError", cmd_inject_error},
+    {"mark", cmd_mark},
 };
 
 static void dispatch(struct cmd_ctx *x)

@@ -57,9 +57,32 @@ static void twin_error_reply(struct th_plugin *p, struct th_conn *c, struct th_s
     free(body);
 }
 
+/* An injected fault (scenario `injectError`) answers instead of the twin; true when it did. */
+static bool injected_fault(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
+                           int *status, int *count, const char *op)
+{
+    struct th_error err = {0};
+    int code;
+    if (*count <= 0) {
+        return false;
+    }
+    (*count)--;
+    code = *status == 429 ? 429001 : *status == 503 ? 503001 : *status * 1000 + 1;
+    th_error_set(&err, TH_ERR_THROTTLED, code, "injected fault: %s answered with %d (scenario)", op,
+                 *status);
+    err.status = *status;
+    twin_error_reply(p, c, t->rid, &err);
+    th_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, op, *status);
+    return true;
+}
+
 static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_topic *t)
 {
     struct th_identity *id = c->identity;
+    struct th_idglue *g = id->glue;
+    if (g && injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count, "twin get")) {
+        return;
+    }
     cJSON *view = th_twin_device_view(id->twin);
     char *body = view ? th_json_print(view) : NULL;
     cJSON_Delete(view);
@@ -83,10 +106,14 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
                           const void *payload, size_t len)
 {
     struct th_identity *id = c->identity;
+    struct th_idglue *g = id->glue;
     struct th_error err = {0};
     cJSON *patch = NULL;
     th_result r;
 
+    if (g && injected_fault(p, c, t, &g->fault_patch_status, &g->fault_patch_count, "reported patch")) {
+        return;
+    }
     if (len == 0 || !payload) {
         r = th_error_set(&err, TH_ERR_FORMAT, 400006,
                          "the reported-properties patch is empty; send a JSON object");

@@ -46,6 +46,10 @@ struct th_idglue {
     struct th_conn *conn; /* the current connection, or NULL */
     bool sub_twin_res, sub_desired, sub_methods, sub_c2d;
     uint8_t desired_qos, c2d_qos; /* QoS to publish at: min(granted, 1) */
+    int64_t revoked_se;           /* tokens with se <= this are refused (expireToken fault) */
+    /* injectError fault: the next N twin GETs / PATCHes get this status. */
+    int fault_get_status, fault_get_count;
+    int fault_patch_status, fault_patch_count;
 };
 
 /* A direct method call waiting for its device. */
