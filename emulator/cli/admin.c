@@ -104,8 +104,7 @@ static void human_device_list(const cJSON *data, const struct th_hub_info *info)
     cJSON_ArrayForEach(d, data)
     {
         char c2d[32];
-        snprintf(c2d, sizeof c2d, "%d",
-                 (int)th_num(d, "cloudToDeviceMessageCount"));
+        snprintf(c2d, sizeof c2d, "%d", (int)th_num(d, "cloudToDeviceMessageCount"));
         const char *row[] = {th_str(d, "deviceId", "?"), th_str(d, "status", "?"),
                              th_str(d, "connectionState", "?"), c2d, when(d, "lastActivityTime")};
         if (t && !th_table_row(t, row)) {
@@ -269,9 +268,9 @@ static int device_disconnect(const struct th_args *a, const char *const *args, i
 }
 
 static const struct th_optspec device_specs[] = {
-    {"disabled", 0, false},      {"enable", 0, false},         {"disable", 0, false},
-    {"status-reason", 0, true},  {"primary-key", 0, true},     {"secondary-key", 0, true},
-    {"etag", 0, true},           {NULL, 0, false},
+    {"disabled", 0, false},     {"enable", 0, false},     {"disable", 0, false},
+    {"status-reason", 0, true}, {"primary-key", 0, true}, {"secondary-key", 0, true},
+    {"etag", 0, true},          {NULL, 0, false},
 };
 
 static const struct th_action device_actions[] = {
@@ -425,8 +424,7 @@ static void human_ensure(const cJSON *data, const struct th_hub_info *info)
 {
     (void)info;
     printf("module %s: created %d, skipped %d\n", th_str(data, "moduleId", "?"),
-           (int)th_num(data, "created"),
-           (int)th_num(data, "skipped"));
+           (int)th_num(data, "created"), (int)th_num(data, "skipped"));
     id_lines(cJSON_GetObjectItemCaseSensitive(data, "createdDevices"), "created");
     id_lines(cJSON_GetObjectItemCaseSensitive(data, "skippedDevices"), "skipped");
 }
@@ -446,8 +444,8 @@ static int module_ensure(const struct th_args *a, const char *const *args, int n
     if (th_args_has(a, "device")) {
         cJSON *ids = cJSON_AddArrayToObject(cmd, "deviceIds");
         for (int i = 0; ids && i < a->nopts; i++) {
-            cJSON *s = !strcmp(a->opts[i].name, "device") ? cJSON_CreateString(a->opts[i].value)
-                                                          : NULL;
+            cJSON *s =
+                !strcmp(a->opts[i].name, "device") ? cJSON_CreateString(a->opts[i].value) : NULL;
             if (s && !cJSON_AddItemToArray(ids, s)) {
                 cJSON_Delete(s);
                 ids = NULL;
@@ -495,9 +493,8 @@ static int module_missing(const struct th_args *a, const char *const *args, int 
 }
 
 static const struct th_optspec module_specs[] = {
-    {"desired", 0, true},     {"tags", 0, true},          {"device", 0, true},
-    {"primary-key", 0, true}, {"secondary-key", 0, true}, {"etag", 0, true},
-    {NULL, 0, false},
+    {"desired", 0, true},       {"tags", 0, true}, {"device", 0, true}, {"primary-key", 0, true},
+    {"secondary-key", 0, true}, {"etag", 0, true}, {NULL, 0, false},
 };
 
 static const struct th_action module_actions[] = {

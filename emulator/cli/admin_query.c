@@ -57,7 +57,10 @@ static bool print_table(const cJSON *items)
         {
             bool seen = false;
             const cJSON *c;
-            cJSON_ArrayForEach(c, cols) seen = seen || !strcmp(c->valuestring, v->string);
+            cJSON_ArrayForEach(c, cols)
+            {
+                seen = seen || !strcmp(c->valuestring, v->string);
+            }
             if (!seen && ok) {
                 cJSON *name = cJSON_CreateString(v->string);
                 ok = name && cJSON_AddItemToArray(cols, name);
@@ -95,7 +98,10 @@ static void human_query(const cJSON *items)
     int n = cJSON_GetArraySize(items);
     if (n > 0 && !(flat_items(items) && print_table(items))) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, items) th_print_json(it);
+        cJSON_ArrayForEach(it, items)
+        {
+            th_print_json(it);
+        }
     }
     printf("%d item%s\n", n, n == 1 ? "" : "s");
 }
@@ -119,8 +125,9 @@ static int query_run(const struct th_args *a, const char *const *args, int nargs
     rc = all ? -1 : th_oom();
     for (int page = 0; rc < 0; page++) {
         if (page == QUERY_MAX_PAGES) {
-            fprintf(stderr, "twinhub: the hub answered %d pages and still gave a continuation; "
-                            "giving up\n",
+            fprintf(stderr,
+                    "twinhub: the hub answered %d pages and still gave a continuation; "
+                    "giving up\n",
                     page);
             rc = TH_EXIT_FAIL;
             break;
@@ -347,8 +354,7 @@ static int import_run(const struct th_args *a, const char *const *args, int narg
             th_print_json(data);
         else
             printf("imported %s: created %d, updated %d, skipped %d\n", args[0],
-                   (int)th_num(data, "created"),
-                   (int)th_num(data, "updated"),
+                   (int)th_num(data, "created"), (int)th_num(data, "updated"),
                    (int)th_num(data, "skipped"));
         rc = TH_EXIT_OK;
     }
@@ -368,15 +374,14 @@ static const struct th_action import_actions[] = {
 
 void th_import_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: twinhub import FILE [--overwrite]\n"
-            "\n"
-            "Add the identities of a registry document (docs/registry.md, such as the output\n"
-            "of `twinhub export`; '-' reads standard input) to the running hub. The document\n"
-            "is checked as a whole first: if anything is wrong, nothing is imported and the\n"
-            "error names the field.\n"
-            "\n"
-            "  --overwrite   replace identities that exist already (default: skip them)\n");
+    fprintf(out, "usage: twinhub import FILE [--overwrite]\n"
+                 "\n"
+                 "Add the identities of a registry document (docs/registry.md, such as the output\n"
+                 "of `twinhub export`; '-' reads standard input) to the running hub. The document\n"
+                 "is checked as a whole first: if anything is wrong, nothing is imported and the\n"
+                 "error names the field.\n"
+                 "\n"
+                 "  --overwrite   replace identities that exist already (default: skip them)\n");
     th_global_options_usage(out);
 }
 
@@ -390,12 +395,9 @@ int th_cmd_import(int argc, char **argv)
 static int stats_run(const struct th_args *a, const char *const *args, int nargs)
 {
     static const char *const rows[][2] = {
-        {"totalDeviceCount", "devices"},
-        {"enabledDeviceCount", "  enabled"},
-        {"disabledDeviceCount", "  disabled"},
-        {"connectedDeviceCount", "  connected"},
-        {"totalModuleCount", "modules"},
-        {"connectedModuleCount", "  connected"},
+        {"totalDeviceCount", "devices"},       {"enabledDeviceCount", "  enabled"},
+        {"disabledDeviceCount", "  disabled"}, {"connectedDeviceCount", "  connected"},
+        {"totalModuleCount", "modules"},       {"connectedModuleCount", "  connected"},
     };
     cJSON *data;
     int rc = th_call_once(a, th_command_new("getStatistics"), &data, NULL);
@@ -404,8 +406,7 @@ static int stats_run(const struct th_args *a, const char *const *args, int nargs
             th_print_json(data);
         } else {
             for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-                printf("%-12s %.0f\n", rows[i][1],
-                       th_num(data, rows[i][0]));
+                printf("%-12s %.0f\n", rows[i][1], th_num(data, rows[i][0]));
         }
         rc = TH_EXIT_OK;
     }

@@ -43,10 +43,8 @@ static void print_twin(const cJSON *twin)
 {
     const char *mod = th_str(twin, "moduleId", NULL);
     printf("twin of %s%s%s: version %.0f, etag %s, %s, %s\n", th_str(twin, "deviceId", "?"),
-           mod ? "/" : "", mod ? mod : "",
-           th_num(twin, "version"),
-           th_str(twin, "etag", "?"), th_str(twin, "status", "?"),
-           th_str(twin, "connectionState", "?"));
+           mod ? "/" : "", mod ? mod : "", th_num(twin, "version"), th_str(twin, "etag", "?"),
+           th_str(twin, "status", "?"), th_str(twin, "connectionState", "?"));
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(twin, "properties");
     print_section("tags", cJSON_GetObjectItemCaseSensitive(twin, "tags"));
     print_section("desired", cJSON_GetObjectItemCaseSensitive(props, "desired"));
@@ -192,17 +190,15 @@ static int method_invoke(const struct th_args *a, const char *const *args, int n
                                   "of seconds from %d to %d",
                                   response_s, TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S);
     }
-    if (connect_text &&
-        (rc = th_arg_number(a, "--connect-timeout", connect_text, 0, TH_METHOD_MAX_TIMEOUT_S,
-                            &connect_s)) >= 0)
+    if (connect_text && (rc = th_arg_number(a, "--connect-timeout", connect_text, 0,
+                                            TH_METHOD_MAX_TIMEOUT_S, &connect_s)) >= 0)
         return rc;
     if (connect_s != (double)(int)connect_s)
         return th_usage_error(a, "--connect-timeout must be a whole number of seconds");
     cJSON *payload = NULL;
     char err[256];
-    if (payload_text &&
-        !(payload = th_parse_json_text(payload_text, strlen(payload_text), "--payload", err,
-                                       sizeof err)))
+    if (payload_text && !(payload = th_parse_json_text(payload_text, strlen(payload_text),
+                                                       "--payload", err, sizeof err)))
         return th_usage_error(a,
                               "%s; give JSON such as '{\"a\":1}', 42 or '\"text\"' (a string "
                               "needs its quotes)",
@@ -233,8 +229,7 @@ static int method_invoke(const struct th_args *a, const char *const *args, int n
         if (a->json) {
             th_print_json(data);
         } else {
-            printf("status %.0f\n",
-                   th_num(data, "status"));
+            printf("status %.0f\n", th_num(data, "status"));
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(data, "payload");
             if (p)
                 th_print_json(p);
@@ -361,8 +356,7 @@ static const struct th_optspec c2d_specs[] = {
 };
 
 static const struct th_action c2d_actions[] = {
-    {"send", c2d_send,
-     "property message-id correlation-id content-type content-encoding ack", 2, 2,
+    {"send", c2d_send, "property message-id correlation-id content-type content-encoding ack", 2, 2,
      "DEVICE BODY"},
     {NULL, NULL, NULL, 0, 0, NULL},
 };
@@ -378,7 +372,9 @@ void th_c2d_usage(FILE *out)
             "device gets it at once; otherwise it waits in the device's queue (at most %d).\n"
             "\n"
             "  --property K=V     an application property (repeat for more; K alone: no value)\n"
-            "  --message-id ID    the message id (default: generated)\n",
+            "  --message-id ID    the message id (default: generated)\n"
+            "  --correlation-id, --content-type, --content-encoding: the system properties\n"
+            "  --ack MODE         the feedback the device's answer should produce\n",
             TH_C2D_MAX_QUEUE);
     th_global_options_usage(out);
 }

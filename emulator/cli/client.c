@@ -45,7 +45,18 @@
 
 /* ---- command lines ---------------------------------------------------------------------- */
 
-enum global_opt { G_HUB, G_CONN, G_HOST, G_PORT, G_CA, G_CERT_DIR, G_TIMEOUT, G_JSON, G_VERBOSE, G_HELP };
+enum global_opt {
+    G_HUB,
+    G_CONN,
+    G_HOST,
+    G_PORT,
+    G_CA,
+    G_CERT_DIR,
+    G_TIMEOUT,
+    G_JSON,
+    G_VERBOSE,
+    G_HELP
+};
 
 static const struct th_optspec global_specs[] = {
     [G_HUB] = {"hub", 0, true},
@@ -70,10 +81,10 @@ void th_global_options_usage(FILE *out)
             "  --timeout S               give up waiting for the hub after S seconds (default 10)\n"
             "  --hub FILE                the running hub's info file (twinhub serve --info-file)\n"
             "  --cert-dir DIR            find the hub in DIR/hub.json (default: serve's cert dir)\n"
-            "  --connection-string CS    a service connection string "
-            "(HostName=...;SharedAccessKeyName=...;SharedAccessKey=...)\n"
-            "  --host H, --port N        where to connect with --connection-string "
-            "(default 127.0.0.1:1883)\n"
+            "  --connection-string CS    a service connection string: HostName=...;\n"
+            "                            SharedAccessKeyName=...;SharedAccessKey=...\n"
+            "  --host H, --port N        where to connect (with --connection-string the\n"
+            "                            default is 127.0.0.1 port 1883)\n"
             "  --ca-file FILE            connect with TLS, trusting FILE (default port then 8883)\n"
             "  -v, --verbose             show the control requests and responses on stderr\n"
             "  -h, --help                show the help of the command\n"
@@ -230,6 +241,17 @@ int th_args_parse(struct th_args *a, const char *cmd, const char *usage,
     return -1;
 }
 
+int th_global_option_span(const char *arg)
+{
+    const char *value;
+    if (arg[0] != '-' || !arg[1])
+        return 0;
+    const struct th_optspec *spec = match_spec(global_specs, NGLOBAL, arg, &value);
+    if (!spec || spec - global_specs == G_HELP)
+        return 0;
+    return spec->has_arg && !value ? 2 : 1;
+}
+
 const char *th_args_get(const struct th_args *a, const char *name)
 {
     for (int i = a->nopts - 1; i >= 0; i--)
@@ -287,8 +309,7 @@ static char *read_all(int fd, size_t max, size_t *len_out)
     return buf;
 }
 
-cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *err,
-                          size_t errsize)
+cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *err, size_t errsize)
 {
     struct th_error e = {0};
     cJSON *out = NULL;
@@ -385,7 +406,7 @@ struct hub_target {
     int port;
     bool tls;
     char ca_file[PATH_MAX];
-    char gateway[320]; /* "" when unknown */
+    char gateway[320];          /* "" when unknown */
     char source[PATH_MAX + 64]; /* where we found it, for messages */
     long pid;                   /* serve's pid from the hub file, 0 when unknown */
 };
@@ -435,10 +456,9 @@ static int parse_conn_str(const struct th_args *a, const char *cs, struct hub_ta
             p++;
     }
     if (!host || !skn || !key || !t->hub_name[0] || !t->policy[0] || !t->key[0])
-        return th_usage_error(a,
-                              "--connection-string needs HostName, SharedAccessKeyName and "
-                              "SharedAccessKey (a service connection string, such as the one "
-                              "`twinhub serve` prints)");
+        return th_usage_error(a, "--connection-string needs HostName, SharedAccessKeyName and "
+                                 "SharedAccessKey (a service connection string, such as the one "
+                                 "`twinhub serve` prints)");
     return -1;
 }
 
@@ -706,8 +726,9 @@ static int loop_until(struct th_client *c, const bool *flag, int64_t deadline)
 static void unreachable_hint(const struct th_client *c)
 {
     if (c->t.pid > 0 && kill((pid_t)c->t.pid, 0) != 0 && errno == ESRCH)
-        fprintf(stderr, "twinhub: the hub in %s (pid %ld) is not running any more; start "
-                        "`twinhub serve`, or pass --hub FILE\n",
+        fprintf(stderr,
+                "twinhub: the hub in %s (pid %ld) is not running any more; start "
+                "`twinhub serve`, or pass --hub FILE\n",
                 c->t.source, c->t.pid);
     else
         fprintf(stderr, "twinhub: is the hub running? Start it with `twinhub serve`, or pass "
@@ -730,16 +751,6 @@ static const char *connack_text(int rc)
     default:
         return "refused";
     }
-}
-
-const char *th_client_hub_name(const struct th_client *c)
-{
-    return c->t.hub_name;
-}
-
-const char *th_client_gateway(const struct th_client *c)
-{
-    return c->t.gateway[0] ? c->t.gateway : NULL;
 }
 
 int th_client_open(const struct th_args *a, double default_timeout_s, struct th_client **out)
@@ -828,8 +839,8 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
                 "twinhub: the hub %s the subscription to %s%s%s; the policy '%s' may lack "
                 "service rights\n",
                 c->subacked ? "refused" : "did not confirm", RESPONSE_TOPIC,
-                rc != MOSQ_ERR_SUCCESS ? ": " : "", rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : "",
-                c->t.policy);
+                rc != MOSQ_ERR_SUCCESS ? ": " : "",
+                rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : "", c->t.policy);
         th_client_close(c);
         return TH_EXIT_FAIL;
     }
@@ -906,7 +917,8 @@ int th_client_call(struct th_client *c, cJSON *command, double timeout_s, cJSON 
     if (error && !cJSON_IsNull(error)) {
         fprintf(stderr, "twinhub: %s (status %d, errorCode %d)\n",
                 cJSON_IsString(error) ? error->valuestring : "the hub refused the command",
-                (int)th_json_number(entry, "status", 0), (int)th_json_number(entry, "errorCode", 0));
+                (int)th_json_number(entry, "status", 0),
+                (int)th_json_number(entry, "errorCode", 0));
         cJSON_Delete(entry);
         return TH_EXIT_FAIL;
     }
@@ -968,9 +980,8 @@ static bool word_in(const char *list, const char *name)
     return false;
 }
 
-int th_run_command(const char *cmd, const struct th_action *actions,
-                   const struct th_optspec *specs, void (*usage)(FILE *out), int argc,
-                   char **argv)
+int th_run_command(const char *cmd, const struct th_action *actions, const struct th_optspec *specs,
+                   void (*usage)(FILE *out), int argc, char **argv)
 {
     struct th_args a;
     char help[64];
@@ -1003,9 +1014,8 @@ int th_run_command(const char *cmd, const struct th_action *actions,
     }
     for (int i = 0; i < a.nopts; i++)
         if (!word_in(act->options, a.opts[i].name))
-            return th_usage_error(&a, "--%s is not an option of `twinhub %s%s%s`",
-                                  a.opts[i].name, cmd, act->name ? " " : "",
-                                  act->name ? act->name : "");
+            return th_usage_error(&a, "--%s is not an option of `twinhub %s%s%s`", a.opts[i].name,
+                                  cmd, act->name ? " " : "", act->name ? act->name : "");
     int nargs = a.npos - first;
     if (nargs < act->min_args || nargs > act->max_args) {
         if (nargs < act->min_args)

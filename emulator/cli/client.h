@@ -36,7 +36,7 @@ struct th_optspec {
 
 /* One option as given. */
 struct th_optval {
-    const char *name; /* the spec's name */
+    const char *name;  /* the spec's name */
     const char *value; /* NULL for a flag */
 };
 
@@ -73,6 +73,13 @@ struct th_args {
  */
 int th_args_parse(struct th_args *a, const char *cmd, const char *usage,
                   const struct th_optspec *specs, int argc, char **argv);
+
+/*
+ * How many argv entries the global option at `arg` uses: 1 for a flag or
+ * "--opt=value", 2 for "--opt value", 0 when `arg` is not a global option.
+ * main.c uses it so that global options may come before the command.
+ */
+int th_global_option_span(const char *arg);
 
 /* The last value of option `name`, or NULL when it was not given (or is a flag). */
 const char *th_args_get(const struct th_args *a, const char *name);
@@ -129,14 +136,6 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
 /* Disconnect and free; accepts NULL. */
 void th_client_close(struct th_client *c);
 
-/* The hub's name (the service token's resource), for connection strings. */
-const char *th_client_hub_name(const struct th_client *c);
-/*
- * Where devices connect (GatewayHostName, with ":port" when the TLS port is
- * not 8883), or NULL when not known (no hub file).
- */
-const char *th_client_gateway(const struct th_client *c);
-
 /*
  * Send one control command and wait up to `timeout_s` for its response entry.
  * `command` is borrowed (a correlationData member is added to it).
@@ -182,9 +181,8 @@ struct th_action {
  * entry with run == NULL), check its options and argument count, and run it.
  * Returns the exit code.
  */
-int th_run_command(const char *cmd, const struct th_action *actions,
-                   const struct th_optspec *specs, void (*usage)(FILE *out), int argc,
-                   char **argv);
+int th_run_command(const char *cmd, const struct th_action *actions, const struct th_optspec *specs,
+                   void (*usage)(FILE *out), int argc, char **argv);
 
 /* A new command object {"command": name}, or NULL when out of memory. */
 cJSON *th_command_new(const char *name);

@@ -66,6 +66,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return TH_EXIT_USAGE;
     }
+    /* `twinhub --json device list`: global options before the command move after it. */
+    int skip = 1;
+    for (int span; skip < argc && (span = th_global_option_span(argv[skip])) > 0;)
+        skip += span;
+    if (skip > 1 && skip < argc && argv[skip][0] != '-') {
+        char *cmd_name = argv[skip];
+        memmove(argv + 2, argv + 1, (size_t)(skip - 1) * sizeof *argv);
+        argv[1] = cmd_name;
+    }
     const char *name = argv[1];
     if (!strcmp(name, "version") || !strcmp(name, "--version")) {
         printf("twinhub %s\n", TH_VERSION);

@@ -44,7 +44,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "client.h" /* th_read_json_file */
+#include "client.h"   /* th_read_json_file */
 #include "registry.h" /* TH_DEV_* */
 
 #define DEFAULT_MQTT_PORT 1883
@@ -87,7 +87,7 @@ struct serve {
     struct serve_opts o;
     struct listener lis[2];
     char cert_dir[PATH_MAX];
-    char registry[PATH_MAX]; /* absolute; "" when none */
+    char registry[PATH_MAX];  /* absolute; "" when none */
     char record[PATH_MAX];    /* absolute; "" when none */
     char state_dir[PATH_MAX]; /* absolute; "" when none */
     char hub_file[PATH_MAX];  /* <cert dir>/hub.json; "" until written */
@@ -324,12 +324,9 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 o->hub_name);
         return TH_EXIT_USAGE;
     }
-    const char *paths[][2] = {{"--cert-dir", o->cert_dir},
-                              {"--registry", o->registry},
-                              {"--plugin", o->plugin},
-                              {"--mosquitto", o->mosquitto},
-                              {"--info-file", o->info_file},
-                              {"--record", o->record},
+    const char *paths[][2] = {{"--cert-dir", o->cert_dir},   {"--registry", o->registry},
+                              {"--plugin", o->plugin},       {"--mosquitto", o->mosquitto},
+                              {"--info-file", o->info_file}, {"--record", o->record},
                               {"--state-dir", o->state_dir}};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (paths[i][1] && (!paths[i][1][0] || has_line_break(paths[i][1]))) {
