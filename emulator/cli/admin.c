@@ -284,7 +284,7 @@ static const struct th_action device_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_device_usage(FILE *out)
+void th_usage_device(FILE *out)
 {
     fprintf(out,
             "usage: twinhub device list\n"
@@ -310,7 +310,7 @@ void th_device_usage(FILE *out)
 
 int th_cmd_device(int argc, char **argv)
 {
-    return th_run_command("device", device_actions, device_specs, th_device_usage, argc, argv);
+    return th_run_command("device", device_actions, device_specs, th_usage_device, argc, argv);
 }
 
 /* ---- twinhub module --------------------------------------------------------------------- */
@@ -507,7 +507,7 @@ static const struct th_action module_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_module_usage(FILE *out)
+void th_usage_module(FILE *out)
 {
     fprintf(out,
             "usage: twinhub module list DEVICE\n"
@@ -537,5 +537,5 @@ void th_module_usage(FILE *out)
 
 int th_cmd_module(int argc, char **argv)
 {
-    return th_run_command("module", module_actions, module_specs, th_module_usage, argc, argv);
+    return th_run_command("module", module_actions, module_specs, th_usage_module, argc, argv);
 }

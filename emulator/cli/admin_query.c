@@ -201,7 +201,7 @@ static const struct th_action query_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_query_usage(FILE *out)
+void th_usage_query(FILE *out)
 {
     fprintf(out,
             "usage: twinhub query \"SELECT ... FROM devices|devices.modules [WHERE ...]\"\n"
@@ -226,7 +226,7 @@ void th_query_usage(FILE *out)
 
 int th_cmd_query(int argc, char **argv)
 {
-    return th_run_command("query", query_actions, query_specs, th_query_usage, argc, argv);
+    return th_run_command("query", query_actions, query_specs, th_usage_query, argc, argv);
 }
 
 /* ---- twinhub export --------------------------------------------------------------------- */
@@ -305,7 +305,7 @@ static const struct th_action export_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_export_usage(FILE *out)
+void th_usage_export(FILE *out)
 {
     fprintf(out,
             "usage: twinhub export [--no-twins] [-o FILE]\n"
@@ -322,7 +322,7 @@ void th_export_usage(FILE *out)
 
 int th_cmd_export(int argc, char **argv)
 {
-    return th_run_command("export", export_actions, export_specs, th_export_usage, argc, argv);
+    return th_run_command("export", export_actions, export_specs, th_usage_export, argc, argv);
 }
 
 /* ---- twinhub import --------------------------------------------------------------------- */
@@ -372,7 +372,7 @@ static const struct th_action import_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_import_usage(FILE *out)
+void th_usage_import(FILE *out)
 {
     fprintf(out, "usage: twinhub import FILE [--overwrite]\n"
                  "\n"
@@ -387,7 +387,7 @@ void th_import_usage(FILE *out)
 
 int th_cmd_import(int argc, char **argv)
 {
-    return th_run_command("import", import_actions, import_specs, th_import_usage, argc, argv);
+    return th_run_command("import", import_actions, import_specs, th_usage_import, argc, argv);
 }
 
 /* ---- twinhub stats ---------------------------------------------------------------------- */
@@ -419,7 +419,7 @@ static const struct th_action stats_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_stats_usage(FILE *out)
+void th_usage_stats(FILE *out)
 {
     fprintf(out, "usage: twinhub stats\n"
                  "\n"
@@ -430,5 +430,5 @@ void th_stats_usage(FILE *out)
 
 int th_cmd_stats(int argc, char **argv)
 {
-    return th_run_command("stats", stats_actions, NULL, th_stats_usage, argc, argv);
+    return th_run_command("stats", stats_actions, NULL, th_usage_stats, argc, argv);
 }

@@ -140,7 +140,7 @@ static const struct th_action twin_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_twin_usage(FILE *out)
+void th_usage_twin(FILE *out)
 {
     fprintf(out,
             "usage: twinhub twin show DEVICE [MODULE]\n"
@@ -165,7 +165,7 @@ void th_twin_usage(FILE *out)
 
 int th_cmd_twin(int argc, char **argv)
 {
-    return th_run_command("twin", twin_actions, twin_specs, th_twin_usage, argc, argv);
+    return th_run_command("twin", twin_actions, twin_specs, th_usage_twin, argc, argv);
 }
 
 /* ---- twinhub method --------------------------------------------------------------------- */
@@ -253,7 +253,7 @@ static const struct th_action method_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_method_usage(FILE *out)
+void th_usage_method(FILE *out)
 {
     fprintf(out,
             "usage: twinhub method invoke DEVICE [MODULE] NAME [--payload JSON] [--timeout S]\n"
@@ -276,7 +276,7 @@ void th_method_usage(FILE *out)
 
 int th_cmd_method(int argc, char **argv)
 {
-    return th_run_command("method", method_actions, method_specs, th_method_usage, argc, argv);
+    return th_run_command("method", method_actions, method_specs, th_usage_method, argc, argv);
 }
 
 /* ---- twinhub c2d ------------------------------------------------------------------------ */
@@ -361,7 +361,7 @@ static const struct th_action c2d_actions[] = {
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
-void th_c2d_usage(FILE *out)
+void th_usage_c2d(FILE *out)
 {
     fprintf(out,
             "usage: twinhub c2d send DEVICE BODY [--property K=V ...] [--message-id ID]\n"
@@ -381,5 +381,5 @@ void th_c2d_usage(FILE *out)
 
 int th_cmd_c2d(int argc, char **argv)
 {
-    return th_run_command("c2d", c2d_actions, c2d_specs, th_c2d_usage, argc, argv);
+    return th_run_command("c2d", c2d_actions, c2d_specs, th_usage_c2d, argc, argv);
 }

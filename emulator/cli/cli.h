@@ -23,7 +23,7 @@
  */
 int th_cmd_serve(int argc, char **argv);
 /* The `twinhub serve --help` text. */
-void th_serve_usage(FILE *out);
+void th_usage_serve(FILE *out);
 
 /* Absolute paths of the four files in a cert directory. */
 struct th_cert_files {

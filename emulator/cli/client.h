@@ -216,23 +216,23 @@ double th_num(const cJSON *obj, const char *key);
 /* ---- subcommands (admin.c, admin_twin.c, admin_query.c) ---- */
 
 int th_cmd_device(int argc, char **argv);
-void th_device_usage(FILE *out);
+void th_usage_device(FILE *out);
 int th_cmd_module(int argc, char **argv);
-void th_module_usage(FILE *out);
+void th_usage_module(FILE *out);
 int th_cmd_twin(int argc, char **argv);
-void th_twin_usage(FILE *out);
+void th_usage_twin(FILE *out);
 int th_cmd_method(int argc, char **argv);
-void th_method_usage(FILE *out);
+void th_usage_method(FILE *out);
 int th_cmd_c2d(int argc, char **argv);
-void th_c2d_usage(FILE *out);
+void th_usage_c2d(FILE *out);
 int th_cmd_query(int argc, char **argv);
-void th_query_usage(FILE *out);
+void th_usage_query(FILE *out);
 int th_cmd_export(int argc, char **argv);
-void th_export_usage(FILE *out);
+void th_usage_export(FILE *out);
 int th_cmd_import(int argc, char **argv);
-void th_import_usage(FILE *out);
+void th_usage_import(FILE *out);
 int th_cmd_stats(int argc, char **argv);
-void th_stats_usage(FILE *out);
+void th_usage_stats(FILE *out);
 
 /* The global options' help text, shared by every admin usage. */
 void th_global_options_usage(FILE *out);

@@ -18,19 +18,19 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"serve", th_cmd_serve, th_serve_usage,
+    {"serve", th_cmd_serve, th_usage_serve,
      "run a local IoT Hub: mosquitto with the twinhub plugin, on loopback"},
-    {"device", th_cmd_device, th_device_usage,
+    {"device", th_cmd_device, th_usage_device,
      "list, show, create, update, delete or disconnect devices"},
-    {"module", th_cmd_module, th_module_usage,
+    {"module", th_cmd_module, th_usage_module,
      "list, show, create or delete modules; ensure a module on every device"},
-    {"twin", th_cmd_twin, th_twin_usage, "show, patch or replace a device or module twin"},
-    {"method", th_cmd_method, th_method_usage, "invoke a direct method on a device or module"},
-    {"c2d", th_cmd_c2d, th_c2d_usage, "send a cloud-to-device message"},
-    {"query", th_cmd_query, th_query_usage, "run an IoT Hub query over the twins"},
-    {"export", th_cmd_export, th_export_usage, "write the registry and twins as a document"},
-    {"import", th_cmd_import, th_import_usage, "add identities from a registry document"},
-    {"stats", th_cmd_stats, th_stats_usage, "device and module counts"},
+    {"twin", th_cmd_twin, th_usage_twin, "show, patch or replace a device or module twin"},
+    {"method", th_cmd_method, th_usage_method, "invoke a direct method on a device or module"},
+    {"c2d", th_cmd_c2d, th_usage_c2d, "send a cloud-to-device message"},
+    {"query", th_cmd_query, th_usage_query, "run an IoT Hub query over the twins"},
+    {"export", th_cmd_export, th_usage_export, "write the registry and twins as a document"},
+    {"import", th_cmd_import, th_usage_import, "add identities from a registry document"},
+    {"stats", th_cmd_stats, th_usage_stats, "device and module counts"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -147,7 +147,7 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-void th_serve_usage(FILE *out)
+void th_usage_serve(FILE *out)
 {
     fprintf(out,
             "usage: twinhub serve [options]\n"
@@ -279,7 +279,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             o->verbose = true;
             break;
         case 'h':
-            th_serve_usage(stdout);
+            th_usage_serve(stdout);
             return TH_EXIT_OK;
         case ':':
             fprintf(stderr, "twinhub serve: %s needs a value; see twinhub serve --help\n",
