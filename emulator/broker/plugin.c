@@ -133,7 +133,7 @@ static char *read_file(const char *path, size_t *out_len)
     return buf;
 }
 
-static int load_registry_file(struct th_plugin *p, const char *path, bool merge)
+static int load_registry_file(struct th_plugin *p, const char *path)
 {
     size_t len = 0;
     char *text = read_file(path, &len);
@@ -147,10 +147,7 @@ static int load_registry_file(struct th_plugin *p, const char *path, bool merge)
     th_result r = th_json_parse(text, len, 64 * 1024 * 1024, 64, &doc, &err);
     free(text);
     if (r == TH_OK) {
-        size_t created = 0, updated = 0, skipped = 0;
-        r = merge ? th_registry_import(p->reg, doc, false, th_now_us(), &created, &updated,
-                                       &skipped, &err)
-                  : th_registry_load(p->reg, doc, th_now_us(), &err);
+        r = th_registry_load(p->reg, doc, th_now_us(), &err);
         cJSON_Delete(doc);
     }
     if (r != TH_OK) {
@@ -240,13 +237,20 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
         plugin_free(p);
         return rc;
     }
-    /* The registry file goes before the development identities so that it may redefine them.
-     * Over restored state it only adds what is missing. */
-    if (registry_path && (rc = load_registry_file(p, registry_path, restored)) != MOSQ_ERR_SUCCESS) {
+    /* Restored state is authoritative: the registry file and the development identities seed
+     * a state directory on first use only, so identities deleted since then stay deleted.
+     * The registry file goes before the development identities so that it may redefine them. */
+    if (!restored && registry_path &&
+        (rc = load_registry_file(p, registry_path)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }
-    if (dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
+    if (restored && registry_path) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "twinhub: state restored from %s; registry file %s not applied again",
+                             p->state_dir, registry_path);
+    }
+    if (!restored && dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
         plugin_free(p);
         return MOSQ_ERR_NOMEM;
     }

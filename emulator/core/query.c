@@ -325,8 +325,8 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     if (pos >= p->len)
-        return th_error_set(p->err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: %s at end of query",
-                            what);
+        return th_error_set(p->err, TH_ERR_INVAL, QUERY_ERR_CODE,
+                            "query: %s at column %zu (end of query)", what, p->len + 1);
     size_t n = 0;
     while (pos + n < p->len && n < NEAR_BYTES && p->text[pos + n] != '\n' &&
            p->text[pos + n] != '\r' && p->text[pos + n] != '\0')

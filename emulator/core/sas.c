@@ -157,6 +157,16 @@ static th_result sas_hmac(const char *key_b64, const char *sr, size_t sr_len, co
 
 /* ---- verify ---- */
 
+/* Seconds to microseconds, saturating (th_time_format prints out-of-range times as "never"). */
+static int64_t seconds_to_us(int64_t s)
+{
+    if (s > INT64_MAX / 1000000)
+        return INT64_MAX;
+    if (s < INT64_MIN / 1000000)
+        return INT64_MIN;
+    return s * 1000000;
+}
+
 th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int64_t now_s,
                         int64_t skew_s, struct th_error *err)
 {
@@ -194,10 +204,14 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
         return th_error_set(err, TH_ERR_AUTH, TH_SAS_ERR_CODE,
                             "SAS signature does not match the identity's keys");
 
-    if (tok->expiry < now_s - skew_s) {
+    /* The skew comes from configuration unchecked; keep the arithmetic defined for any. */
+    int64_t oldest;
+    if (__builtin_sub_overflow(now_s, skew_s, &oldest))
+        oldest = skew_s > 0 ? INT64_MIN : INT64_MAX;
+    if (tok->expiry < oldest) {
         char at[TH_TIME_BUF], now[TH_TIME_BUF];
-        th_time_format(tok->expiry * 1000000, at);
-        th_time_format(now_s * 1000000, now);
+        th_time_format(seconds_to_us(tok->expiry), at);
+        th_time_format(seconds_to_us(now_s), now);
         return th_error_set(err, TH_ERR_EXPIRED, TH_SAS_ERR_CODE,
                             "SAS token expired at %s, now %s; create a new token", at, now);
     }

@@ -326,7 +326,8 @@ static int read_info(struct it_hub *hub, const char *info_path, int *info_pid)
 }
 
 /* One attempt; *port_in_use tells the caller whether a retry with new ports makes sense. */
-static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool *port_in_use)
+static int start_once(struct it_hub *hub, const char *bin, const char *reg,
+                      const char *const *extra, bool *port_in_use)
 {
     *port_in_use = false;
     hub->mqtt_port = it_free_port();
@@ -350,7 +351,7 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool
         diag("pipe: %s", strerror(errno));
         return -1;
     }
-    const char *argv[16];
+    const char *argv[16 + IT_MAX_EXTRA_ARGS];
     int ac = 0;
     argv[ac++] = bin;
     argv[ac++] = "serve";
@@ -366,6 +367,8 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool
     argv[ac++] = reg;
     if (getenv("IT_VERBOSE"))
         argv[ac++] = "-v";
+    for (int i = 0; extra && extra[i] && i < IT_MAX_EXTRA_ARGS; i++)
+        argv[ac++] = extra[i];
     argv[ac] = NULL;
 
     fflush(NULL);
@@ -432,6 +435,11 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg, bool
 
 int it_hub_start(struct it_hub *hub)
 {
+    return it_hub_start_with(hub, NULL, NULL);
+}
+
+int it_hub_start_with(struct it_hub *hub, const char *registry, const char *const *extra_args)
+{
     memset(hub, 0, sizeof *hub);
     hub->stdout_fd = -1;
     pthread_mutex_init(&hub->mu, NULL);
@@ -442,7 +450,7 @@ int it_hub_start(struct it_hub *hub)
     signal(SIGPIPE, SIG_IGN);
 
     const char *bin = getenv("TWINHUB_BIN");
-    const char *reg = getenv("IT_REGISTRY");
+    const char *reg = registry ? registry : getenv("IT_REGISTRY");
     if (!bin || !reg) {
         diag("TWINHUB_BIN and IT_REGISTRY must be set (meson sets them)");
         return -1;
@@ -455,7 +463,7 @@ int it_hub_start(struct it_hub *hub)
     }
     for (int attempt = 0; attempt < 2; attempt++) {
         bool in_use = false;
-        if (start_once(hub, bin, reg, &in_use) == 0)
+        if (start_once(hub, bin, reg, extra_args, &in_use) == 0)
             return 0;
         if (!in_use)
             break;
@@ -507,6 +515,86 @@ int it_hub_stop(struct it_hub *hub)
         diag_file("twinhub serve stderr", hub->stderr_path);
     }
     return rc;
+}
+
+pid_t it_hub_broker_pid(const struct it_hub *hub)
+{
+    pid_t found = -1;
+    if (hub->pid <= 0)
+        return -1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        char *st = read_file(path);
+        if (!st)
+            continue;
+        char *lp = strchr(st, '('), *rp = strrchr(st, ')');
+        char state = 0;
+        int ppid = 0;
+        if (lp && rp && rp > lp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == hub->pid && state != 'Z' && strncmp(lp + 1, "mosquitto", 9) == 0)
+            found = (pid_t)atoi(e->d_name);
+        free(st);
+        if (found > 0)
+            break;
+    }
+    closedir(d);
+    return found;
+}
+
+int it_hub_kill_broker(struct it_hub *hub, int *serve_status)
+{
+    *serve_status = -1;
+    pid_t broker = it_hub_broker_pid(hub);
+    if (broker <= 0) {
+        diag("no mosquitto child of serve (pid %d) found", (int)hub->pid);
+        return -1;
+    }
+    if (kill(broker, SIGKILL) != 0) {
+        diag("kill(%d, SIGKILL): %s", (int)broker, strerror(errno));
+        return -1;
+    }
+    if (!wait_gone(broker, IT_STOP_TIMEOUT_MS)) {
+        diag("mosquitto (pid %d) still runs %d ms after SIGKILL", (int)broker, IT_STOP_TIMEOUT_MS);
+        return -1;
+    }
+    int rc = 0;
+    pid_t pid = hub->pid;
+    /* serve notices the broker's death and exits; SIGTERM covers a serve that waits on. */
+    int st = wait_child(pid, IT_STOP_TIMEOUT_MS);
+    if (st < 0) {
+        kill(pid, SIGTERM);
+        st = wait_child(pid, IT_STOP_TIMEOUT_MS);
+    }
+    if (st < 0) {
+        diag("twinhub serve did not exit after its broker was killed");
+        kill(-pid, SIGKILL);
+        wait_child(pid, IT_STOP_TIMEOUT_MS);
+        rc = -1;
+    }
+    *serve_status = st;
+    reap_orphans();
+    reader_stop(hub);
+    hub->pid = 0;
+    if (rc == 0 && !getenv("IT_KEEP"))
+        nftw(hub->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
+
+int it_rmtree(const char *path)
+{
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+char *it_read_file(const char *path)
+{
+    return read_file(path);
 }
 
 /* ----------------------------------------------------------------- tokens */
@@ -754,6 +842,21 @@ struct it_client *it_service_open(const struct it_hub *hub, bool events)
     assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     if (events)
         assert_int_equal(it_client_subscribe(c, "$twinhub/events/#", 1, IT_WAIT_MS), 1);
+    return c;
+}
+
+struct it_client *it_service_open_policy(const struct it_hub *hub, const char *policy,
+                                         const char *key, int *connack)
+{
+    static int seq;
+    char cid[64], pass[1024];
+    snprintf(cid, sizeof cid, "svcp-%d-%d", (int)getpid(), ++seq);
+    assert_int_equal(th_sas_sign(hub->hub_name, key, it_expiry(), policy, pass, sizeof pass),
+                     TH_OK);
+    struct it_connect_opts o = {.client_id = cid, .username = hub->hub_name, .password = pass};
+    struct it_client *c = it_client_connect(hub, &o, connack);
+    if (*connack == 0)
+        assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     return c;
 }
 
@@ -1014,6 +1117,65 @@ cJSON *it_control(struct it_client *svc, int timeout_ms, const char *fmt, ...)
     control_vsend(svc, corr, fmt, ap);
     va_end(ap);
     return it_control_wait(svc, corr, timeout_ms);
+}
+
+cJSON *it_control_ok(struct it_client *svc, const char *fmt, ...)
+{
+    char corr[32];
+    va_list ap;
+    va_start(ap, fmt);
+    control_vsend(svc, corr, fmt, ap);
+    va_end(ap);
+    cJSON *e = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(e);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(e, "error");
+    if (err) {
+        char *text = cJSON_PrintUnformatted(e);
+        diag("control command failed (expected success): %s", text ? text : "?");
+        free(text);
+    }
+    assert_null(err);
+    cJSON *data = cJSON_DetachItemFromObjectCaseSensitive(e, "data");
+    cJSON_Delete(e);
+    assert_non_null(data);
+    return data;
+}
+
+cJSON *it_control_err(struct it_client *svc, int status, int code, const char *fmt, ...)
+{
+    char corr[32];
+    va_list ap;
+    va_start(ap, fmt);
+    control_vsend(svc, corr, fmt, ap);
+    va_end(ap);
+    cJSON *e = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(e);
+    int got_status = (int)it_json_num(e, "status", -1),
+        got_code = (int)it_json_num(e, "errorCode", -1);
+    if (got_status != status || got_code != code || !it_json_str(e, "error")) {
+        char *text = cJSON_PrintUnformatted(e);
+        diag("expected error %d/%d, got: %s", status, code, text ? text : "?");
+        free(text);
+    }
+    assert_int_equal(got_status, status);
+    assert_int_equal(got_code, code);
+    assert_non_null(it_json_str(e, "error"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(e, "data"));
+    return e;
+}
+
+cJSON *it_read_json(const char *path)
+{
+    char *text = read_file(path);
+    if (!text) {
+        diag("cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    cJSON *doc = cJSON_Parse(text);
+    if (!doc)
+        diag("%s is not JSON", path);
+    free(text);
+    return doc;
 }
 
 struct event_match {

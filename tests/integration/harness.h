@@ -78,6 +78,31 @@ int it_hub_start(struct it_hub *hub);
  */
 int it_hub_stop(struct it_hub *hub);
 
+/* At most this many extra serve arguments. */
+#define IT_MAX_EXTRA_ARGS 16
+
+/*
+ * it_hub_start with another registry file (NULL: IT_REGISTRY) and extra serve
+ * arguments (NULL-terminated list, NULL for none), e.g. {"--state-dir", dir, NULL}.
+ */
+int it_hub_start_with(struct it_hub *hub, const char *registry, const char *const *extra_args);
+
+/* Pid of the mosquitto broker serve runs (a child of serve), or -1. */
+pid_t it_hub_broker_pid(const struct it_hub *hub);
+
+/*
+ * Crash the hub: SIGKILL its mosquitto broker, wait (bounded) until it is
+ * gone and serve has exited (SIGTERM if serve keeps running), reap. *serve_status
+ * gets serve's wait status (-1 unknown). Returns 0 when both are gone; the hub's
+ * temp dir is removed then (not any state dir or recording outside it).
+ */
+int it_hub_kill_broker(struct it_hub *hub, int *serve_status);
+
+/* Remove a directory tree (nftw); 0 on success. */
+int it_rmtree(const char *path);
+/* A whole file as a malloc'd NUL-terminated string, or NULL. */
+char *it_read_file(const char *path);
+
 /* A free TCP port on 127.0.0.1 (bound to port 0, read, closed); -1 on error. */
 int it_free_port(void);
 
@@ -159,6 +184,14 @@ struct it_client *it_device_open(const struct it_hub *hub, const char *device_id
  */
 struct it_client *it_service_open(const struct it_hub *hub, bool events);
 
+/*
+ * Service principal authenticated with shared access policy `policy` and `key`.
+ * *connack gets the CONNACK code; when 0 the client is subscribed to the control
+ * response topic. Never NULL; close it with it_client_close.
+ */
+struct it_client *it_service_open_policy(const struct it_hub *hub, const char *policy,
+                                         const char *key, int *connack);
+
 /* Subscribe and wait for the SUBACK: the granted QoS (0x80 refused), -1 on timeout. */
 int it_client_subscribe(struct it_client *c, const char *topic, int qos, int timeout_ms);
 /* Publish; returns the libmosquitto rc. */
@@ -218,6 +251,22 @@ void it_control_send(struct it_client *svc, char *corr, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Wait for the response entry with correlationData corr. */
 cJSON *it_control_wait(struct it_client *svc, const char *corr, int timeout_ms);
+
+/*
+ * it_control that must succeed: fails the test (printing the entry) when the
+ * entry carries an error; returns its `data` (caller cJSON_Deletes).
+ */
+cJSON *it_control_ok(struct it_client *svc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/*
+ * it_control that must fail with status and errorCode (and carry an `error`
+ * sentence and no `data`); returns the entry (caller cJSON_Deletes).
+ */
+cJSON *it_control_err(struct it_client *svc, int status, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Parse a JSON file; NULL (with a diagnostic) when unreadable or not JSON. */
+cJSON *it_read_json(const char *path);
 
 /*
  * Wait for an event record on $twinhub/events/{kind}/{device}[/{module}]

@@ -250,7 +250,7 @@ static void check_parse_message(const char *text, th_result want, const char *me
 /*
  * The parse must fail with 400004 and a message "query: <what> at column N
  * near '...'" where N is the position of `anchor` in text (its first
- * occurrence), or "... at end of query" when anchor is NULL.
+ * occurrence), or "... at column <len+1> (end of query)" when anchor is NULL.
  */
 static void check_parse_fails_at_offset(const char *text, const char *what, const char *at_text)
 {
@@ -270,7 +270,8 @@ static void check_parse_fails_at_offset(const char *text, const char *what, cons
         size_t n = strlen(at_text) < 8 ? strlen(at_text) : 8;
         assert_memory_equal(err.message + strlen(want), at_text, n);
     } else {
-        snprintf(want, sizeof want, "query: %s at end of query", what);
+        snprintf(want, sizeof want, "query: %s at column %zu (end of query)", what,
+                 strlen(text) + 1);
         assert_string_equal(err.message, want);
     }
 }
@@ -1460,7 +1461,7 @@ static void test_th_query_parse_bad_arguments_fails(void **state)
     assert_int_equal(th_query_parse("SELECT * FROM devices", 21, NULL, &err), TH_ERR_INVAL);
     /* NULL with length 0 is the empty query. */
     assert_int_equal(th_query_parse(NULL, 0, &q, &err), TH_ERR_INVAL);
-    assert_string_equal(err.message, "query: expected SELECT at end of query");
+    assert_string_equal(err.message, "query: expected SELECT at column 1 (end of query)");
 }
 
 static void test_th_query_run_bad_arguments_fails(void **state)

@@ -343,6 +343,21 @@ static void test_th_sas_verify_expired_within_skew_succeeds(void **state)
     assert_int_equal(th_sas_verify(&tok, KEY, SE + 301, 300, NULL), TH_ERR_EXPIRED);
 }
 
+/* Regression (fuzz_sas): a huge configured skew or clock overflowed int64 arithmetic (UB). */
+static void test_th_sas_verify_extreme_skew_and_clock_succeeds(void **state)
+{
+    (void)state;
+    struct th_sas_token tok;
+    struct th_error err = {0};
+    assert_int_equal(th_sas_parse(ROW1_TOKEN, strlen(ROW1_TOKEN), &tok, NULL), TH_OK);
+    assert_int_equal(th_sas_verify(&tok, KEY, INT64_MAX / 2, -(INT64_MAX / 4), &err),
+                     TH_ERR_EXPIRED);
+    assert_non_null(strstr(err.message, "expired at 2023-11-14T22:13:20"));
+    assert_int_equal(th_sas_verify(&tok, KEY, INT64_MAX, INT64_MIN, NULL), TH_ERR_EXPIRED);
+    assert_int_equal(th_sas_verify(&tok, KEY, INT64_MIN, INT64_MAX, NULL), TH_OK);
+    assert_int_equal(th_sas_verify(&tok, KEY, SE + 10, INT64_MAX, NULL), TH_OK);
+}
+
 static void test_th_sas_verify_bad_sig_before_expiry_fails(void **state)
 {
     (void)state;
@@ -635,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_th_sas_verify_bad_key_fails),
         cmocka_unit_test(test_th_sas_verify_expired_fails),
         cmocka_unit_test(test_th_sas_verify_expired_within_skew_succeeds),
+        cmocka_unit_test(test_th_sas_verify_extreme_skew_and_clock_succeeds),
         cmocka_unit_test(test_th_sas_verify_bad_sig_before_expiry_fails),
         cmocka_unit_test(test_th_sas_resource_device_succeeds),
         cmocka_unit_test(test_th_sas_resource_lower_case_escapes_succeeds),

@@ -1,0 +1,507 @@
+/*
+ * gateway.c - life cycle of the HTTPS gateway (gateway.h): the listening
+ * sockets, the libwebsockets context and its service thread, the protocol
+ * table, the once-a-second tick, logging, and the choice of the policy the
+ * gateway signs in to the broker with.
+ *
+ * The listening sockets are ours, not lws's: serve binds them before the
+ * broker starts (every address of --bind, like mosquitto), so a busy or
+ * privileged port is reported with its errno. Each is adopted into lws as a
+ * raw descriptor; accepted connections are adopted with TLS on a vhost that
+ * has a server certificate but no listener of its own
+ * (CONTEXT_PORT_NO_LISTEN_SERVER). HTTP/1.1 and WebSocket framing are done
+ * in gw_http.c and gw_ws.c on top of lws's raw-socket role, because the
+ * Debian lws 4.1.6 cannot list custom request headers (the C2D endpoint
+ * takes its properties from iothub-app-* headers).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <openssl/ssl.h>
+
+#include "gw_private.h"
+#include "json.h"
+#include "registry.h"
+#include "util.h"
+
+/* ---- small shared helpers ---------------------------------------------------------------- */
+
+int64_t gw_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
+{
+    if (!always && !gw->verbose)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "twinhub gateway: %s\n", line);
+}
+
+bool gw_buf_reserve(struct gw_buf *b, size_t n)
+{
+    if (b->off > 0 && (b->off == b->len || b->len + n > b->cap)) {
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + n <= b->cap)
+        return true;
+    size_t ncap = b->cap ? b->cap : 1024;
+    while (ncap < b->len + n) {
+        if (ncap > SIZE_MAX / 2)
+            return false;
+        ncap *= 2;
+    }
+    uint8_t *nd = realloc(b->data, ncap);
+    if (!nd)
+        return false;
+    b->data = nd;
+    b->cap = ncap;
+    return true;
+}
+
+bool gw_buf_put(struct gw_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return true;
+    if (!gw_buf_reserve(b, n))
+        return false;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+bool gw_buf_putf(struct gw_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !gw_buf_reserve(b, (size_t)n + 1))
+        return false;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return true;
+}
+
+void gw_buf_consume(struct gw_buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+void gw_buf_free(struct gw_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- listening sockets ------------------------------------------------------------------- */
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
+{
+    const void *a = sa->sa_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if (!inet_ntop(sa->sa_family, a, buf, (socklen_t)size))
+        snprintf(buf, size, "?");
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void gateway_free(struct th_gateway *gw)
+{
+    for (int i = 0; i < gw->nlisten; i++)
+        if (gw->listen_fds[i] >= 0)
+            close(gw->listen_fds[i]);
+    free(gw->hub_name);
+    free(gw->cert_file);
+    free(gw->key_file);
+    free(gw->broker_host);
+    free(gw->policy_name);
+    free(gw->policy_key);
+    free(gw->policies);
+    pthread_mutex_destroy(&gw->lock);
+    free(gw);
+}
+
+struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *err_no,
+                                     char *where, size_t where_size)
+{
+    *err_no = 0;
+    where[0] = '\0';
+    struct th_gateway *gw = calloc(1, sizeof *gw);
+    if (!gw) {
+        *err_no = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_init(&gw->lock, NULL);
+    atomic_init(&gw->state, TH_GATEWAY_STARTING);
+    atomic_init(&gw->stopping, false);
+    gw->https_port = cfg->https_port;
+    gw->broker_port = cfg->broker_port;
+    gw->verbose = cfg->verbose;
+    gw->next_call_id = 1;
+    gw->hub_name = dup_or_null(cfg->hub_name);
+    gw->cert_file = dup_or_null(cfg->cert_file);
+    gw->key_file = dup_or_null(cfg->key_file);
+    gw->broker_host = dup_or_null(cfg->broker_host);
+    gw->policy_name = dup_or_null(cfg->policy_name);
+    gw->policy_key = dup_or_null(cfg->policy_key);
+    if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->broker_host ||
+        !gw->policy_name || !gw->policy_key) {
+        gateway_free(gw);
+        *err_no = ENOMEM;
+        return NULL;
+    }
+    for (const struct addrinfo *ai = cfg->bind_ai; ai; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        struct sockaddr_storage ss;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        if (ss.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)cfg->https_port);
+        else
+            ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)cfg->https_port);
+        /* getaddrinfo may list one address twice (once per socket type asked for). */
+        bool dup = false;
+        for (const struct addrinfo *p = cfg->bind_ai; p != ai; p = p->ai_next)
+            if (p->ai_addrlen == ai->ai_addrlen && !memcmp(p->ai_addr, ai->ai_addr, ai->ai_addrlen))
+                dup = true;
+        if (dup)
+            continue;
+        if (gw->nlisten == GW_MAX_LISTEN)
+            break;
+        addr_text(ai->ai_addr, where, where_size);
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int one = 1;
+        if (fd < 0) {
+            *err_no = errno;
+            gateway_free(gw);
+            return NULL;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+            *err_no = errno;
+            close(fd);
+            gateway_free(gw);
+            return NULL;
+        }
+        gw->listen_fds[gw->nlisten++] = fd;
+    }
+    if (gw->nlisten == 0) {
+        *err_no = EADDRNOTAVAIL;
+        gateway_free(gw);
+        return NULL;
+    }
+    where[0] = '\0';
+    return gw;
+}
+
+/* ---- the lws side ------------------------------------------------------------------------ */
+
+/* A listening socket is readable: accept everything pending and adopt it with TLS. */
+static void accept_all(struct th_gateway *gw, int lfd)
+{
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                gw_log(gw, true, "accept failed: %s", strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return;
+        }
+        int one = 1;
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        lws_sock_file_fd_type desc = {.sockfd = fd};
+        /* lws closes fd itself when adoption fails. */
+        if (!lws_adopt_descriptor_vhost(gw->vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_ALLOW_SSL, desc,
+                                        "twinhub-https", NULL))
+            gw_log(gw, true, "could not take a new connection (out of memory?)");
+    }
+}
+
+static struct th_gateway *gw_of_wsi(struct lws *wsi)
+{
+    return lws_context_user(lws_get_context(wsi));
+}
+
+/* The listening sockets (adopted raw) and the cross-thread wake-up. */
+static int listen_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+    struct th_gateway *gw = gw_of_wsi(wsi);
+    (void)user;
+    (void)in;
+    (void)len;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        accept_all(gw, lws_get_socket_fd(wsi));
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* Broadcast to every protocol of every vhost: handled here only. */
+        if (gw && gw->ctx)
+            gw_ctl_drain(gw);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"twinhub-https", gw_http_callback, sizeof(struct gw_conn), 0, 0, NULL, 0},
+    {"twinhub-listen", listen_callback, 0, 0, 0, NULL, 0},
+    {"twinhub-broker", gw_broker_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    struct th_gateway *gw = lws_container_of(sul, struct th_gateway, sul_tick);
+    gw_ctl_tick(gw, gw_mono_ms());
+    lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick, 1000 * LWS_US_PER_MS);
+}
+
+static void *service_thread(void *arg)
+{
+    struct th_gateway *gw = arg;
+    while (!atomic_load(&gw->stopping)) {
+        if (lws_service(gw->ctx, 0) < 0)
+            break;
+    }
+    return NULL;
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    fprintf(stderr, "twinhub gateway: lws %s: %.*s\n", level == LLL_ERR ? "error" : "warning",
+            (int)n, line);
+}
+
+bool th_gateway_start(struct th_gateway *gw, char *err, size_t errsize)
+{
+    lws_set_log_level(gw->verbose ? LLL_ERR | LLL_WARN : LLL_ERR, lws_log_emit);
+
+    struct lws_context_creation_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.port = CONTEXT_PORT_NO_LISTEN;
+    ci.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    ci.user = gw;
+    ci.timeout_secs = 10; /* TLS handshake */
+    gw->ctx = lws_create_context(&ci);
+    if (!gw->ctx) {
+        snprintf(err, errsize, "cannot create the HTTPS gateway's event loop");
+        return false;
+    }
+
+    struct lws_context_creation_info vi;
+    memset(&vi, 0, sizeof vi);
+    vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    vi.vhost_name = "twinhub";
+    vi.protocols = protocols;
+    vi.ssl_cert_filepath = gw->cert_file;
+    vi.ssl_private_key_filepath = gw->key_file;
+    vi.alpn = "http/1.1"; /* never h2: HTTP is spoken by gw_http.c */
+    vi.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_SSLv3;
+    vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    vi.timeout_secs = 10;
+    gw->vhost = lws_create_vhost(gw->ctx, &vi);
+    if (!gw->vhost) {
+        snprintf(err, errsize,
+                 "cannot set up TLS for the HTTPS gateway with %s and %s; delete them so that "
+                 "serve issues new ones",
+                 gw->cert_file, gw->key_file);
+        return false;
+    }
+    for (int i = 0; i < gw->nlisten; i++) {
+        lws_sock_file_fd_type desc = {.filefd = gw->listen_fds[i]};
+        gw->listen_fds[i] = -1; /* lws owns it from here, even on failure */
+        if (!lws_adopt_descriptor_vhost(gw->vhost, LWS_ADOPT_RAW_FILE_DESC, desc, "twinhub-listen",
+                                        NULL)) {
+            snprintf(err, errsize, "cannot watch the HTTPS listening socket");
+            return false;
+        }
+    }
+    if (!gw_ctl_init(gw, err, errsize))
+        return false;
+    lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick, 1000 * LWS_US_PER_MS);
+    if (pthread_create(&gw->thread, NULL, service_thread, gw) != 0) {
+        snprintf(err, errsize, "cannot start the HTTPS gateway thread: %s", strerror(errno));
+        return false;
+    }
+    gw->thread_started = true;
+    return true;
+}
+
+enum th_gateway_state th_gateway_state(struct th_gateway *gw, char *why, size_t why_size)
+{
+    enum th_gateway_state st = (enum th_gateway_state)atomic_load(&gw->state);
+    if (why && why_size) {
+        pthread_mutex_lock(&gw->lock);
+        snprintf(why, why_size, "%s", gw->why);
+        pthread_mutex_unlock(&gw->lock);
+    }
+    return st;
+}
+
+void th_gateway_stop(struct th_gateway *gw)
+{
+    if (!gw)
+        return;
+    atomic_store(&gw->stopping, true);
+    /* libmosquitto first: its callbacks wake the lws loop through the context. */
+    gw_ctl_shutdown(gw);
+    if (gw->thread_started) {
+        lws_cancel_service(gw->ctx);
+        pthread_join(gw->thread, NULL);
+        gw->thread_started = false;
+    }
+    if (gw->ctx) {
+        lws_sul_cancel(&gw->sul_tick);
+        lws_context_destroy(gw->ctx);
+        gw->ctx = NULL;
+    }
+    /* Calls still listed answered nobody: their connections are gone with the context. */
+    while (gw->calls) {
+        struct gw_call *c = gw->calls;
+        gw->calls = c->next;
+        free(c);
+    }
+    while (gw->inbox_head) {
+        struct gw_inbox_item *it = gw->inbox_head;
+        gw->inbox_head = it->next;
+        free(it->payload);
+        free(it);
+    }
+    gateway_free(gw);
+}
+
+/* ---- the gateway's own policy ------------------------------------------------------------ */
+
+static cJSON *read_json(const char *path, char *err, size_t errsize)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errsize, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct gw_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        ok = gw_buf_put(&b, chunk, n);
+    bool rerr = ferror(f);
+    fclose(f);
+    if (!ok || rerr) {
+        snprintf(err, errsize, "cannot read %s", path);
+        gw_buf_free(&b);
+        return NULL;
+    }
+    cJSON *doc = NULL;
+    struct th_error e = {0};
+    if (th_json_parse((const char *)gw_buf_head(&b), gw_buf_size(&b), 64u * 1024 * 1024, 64, &doc,
+                      &e) != TH_OK)
+        snprintf(err, errsize, "%s is not valid JSON: %s", path, e.message);
+    gw_buf_free(&b);
+    return doc;
+}
+
+bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, bool dev_identities,
+                            char *name, size_t name_size, char *key, size_t key_size, char *err,
+                            size_t errsize)
+{
+    struct th_registry *reg = th_registry_new();
+    struct th_error e = {0};
+    bool ok = reg != NULL;
+    if (!ok)
+        snprintf(err, errsize, "out of memory");
+    if (ok && state_dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/policies.json", state_dir);
+        if (access(path, F_OK) == 0) {
+            cJSON *arr = read_json(path, err, errsize);
+            ok = arr && th_registry_restore_policies(reg, arr, &e) == TH_OK;
+            if (arr && !ok)
+                snprintf(err, errsize, "%s: %s", path, e.message);
+            cJSON_Delete(arr);
+        }
+    }
+    if (ok && registry_file) {
+        cJSON *doc = read_json(registry_file, err, errsize);
+        size_t c, u, s;
+        ok = doc && th_registry_import(reg, doc, false, th_now_us(), &c, &u, &s, &e) == TH_OK;
+        if (doc && !ok)
+            snprintf(err, errsize, "registry file %s is invalid: %s", registry_file, e.message);
+        cJSON_Delete(doc);
+    }
+    if (ok && dev_identities && th_registry_add_dev_identities(reg, th_now_us()) != TH_OK) {
+        snprintf(err, errsize, "out of memory");
+        ok = false;
+    }
+    const unsigned all = TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE | TH_PERM_SERVICE_CONNECT;
+    const struct th_policy *best = NULL;
+    cJSON *list = ok ? th_registry_policies_json(reg) : NULL;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list)
+    {
+        const char *n = th_json_string(it, "keyName", NULL);
+        const struct th_policy *p = n ? th_registry_policy(reg, n, strlen(n)) : NULL;
+        if (!p || (p->perms & all) != all)
+            continue;
+        if (!best || !strcmp(p->name, "iothubowner"))
+            best = p;
+        if (!strcmp(p->name, "iothubowner"))
+            break;
+    }
+    if (ok && !best) {
+        snprintf(err, errsize,
+                 "no shared access policy with RegistryRead, RegistryWrite and ServiceConnect "
+                 "(such as iothubowner) for the HTTPS gateway to sign in with; add one to the "
+                 "registry, or pass --https-port 0");
+        ok = false;
+    }
+    if (ok) {
+        snprintf(name, name_size, "%s", best->name);
+        snprintf(key, key_size, "%s", best->primary_key);
+    }
+    cJSON_Delete(list);
+    th_registry_free(reg);
+    return ok;
+}

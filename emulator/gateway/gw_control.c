@@ -1,0 +1,448 @@
+/*
+ * gw_control.c - the gateway's only way into the hub: one libmosquitto
+ * connection as a service principal (client id twinhub-gateway-<pid>,
+ * username = hub name, a SAS token of a full-rights policy) that sends
+ * control API commands ($CONTROL/twinhub/v1, docs/control-api.md) and
+ * matches each answer to its request by correlationData.
+ *
+ * libmosquitto runs its own network thread (mosquitto_loop_start, which also
+ * reconnects). Its callbacks only copy what arrived into the inbox and wake
+ * the lws service thread with lws_cancel_service; everything else (pending
+ * calls, the policy list the REST side verifies tokens against) lives on the
+ * service thread. The policy list comes from exportRegistry at connect time
+ * and again when a token names an unknown policy or does not verify (keys
+ * may have been replaced through importRegistry).
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+
+#include "gw_private.h"
+#include "json.h"
+#include "sas.h"
+#include "util.h"
+
+#define CONTROL_TOPIC "$CONTROL/twinhub/v1"
+#define RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
+#define TOKEN_LIFETIME_S (10LL * 365 * 86400) /* the gateway's token outlives any run */
+#define KEEPALIVE_S 30
+#define MAX_ANSWER_BYTES (256u * 1024 * 1024) /* exportRegistry of a large registry */
+#define MAX_ANSWER_DEPTH 64
+
+/* ---- libmosquitto's thread: copy and wake ------------------------------------------------ */
+
+static void push(struct th_gateway *gw, struct gw_inbox_item *it)
+{
+    pthread_mutex_lock(&gw->lock);
+    if (gw->inbox_tail)
+        gw->inbox_tail->next = it;
+    else
+        gw->inbox_head = it;
+    gw->inbox_tail = it;
+    pthread_mutex_unlock(&gw->lock);
+    lws_cancel_service(gw->ctx);
+}
+
+static void push_kind(struct th_gateway *gw, int kind, int rc)
+{
+    struct gw_inbox_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return; /* a lost notice is recovered by the next one; nothing better to do */
+    it->kind = kind;
+    it->rc = rc;
+    push(gw, it);
+}
+
+static void set_state(struct th_gateway *gw, enum th_gateway_state st, const char *why)
+{
+    pthread_mutex_lock(&gw->lock);
+    snprintf(gw->why, sizeof gw->why, "%s", why ? why : "");
+    pthread_mutex_unlock(&gw->lock);
+    atomic_store(&gw->state, (int)st);
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc)
+{
+    struct th_gateway *gw = obj;
+    if (rc == 0) {
+        /* The hub answers the caller even without this subscription; subscribing is
+         * what the control API documents, and costs nothing. */
+        mosquitto_subscribe(mosq, NULL, RESPONSE_TOPIC, 1);
+        push_kind(gw, GW_IN_CONNECTED, 0);
+    } else {
+        char why[256];
+        snprintf(why, sizeof why, "the broker refused the gateway's sign-in as policy '%s' (%s)",
+                 gw->policy_name, mosquitto_connack_string(rc));
+        set_state(gw, TH_GATEWAY_REFUSED, why);
+        push_kind(gw, GW_IN_REFUSED, rc);
+    }
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
+{
+    (void)mosq;
+    push_kind(obj, GW_IN_DISCONNECTED, rc);
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
+{
+    (void)mosq;
+    if (strcmp(msg->topic, RESPONSE_TOPIC) != 0 || msg->payloadlen <= 0)
+        return;
+    struct gw_inbox_item *it = calloc(1, sizeof *it);
+    char *copy = malloc((size_t)msg->payloadlen + 1);
+    if (!it || !copy) {
+        free(it);
+        free(copy);
+        return; /* the waiting request times out with 503 */
+    }
+    memcpy(copy, msg->payload, (size_t)msg->payloadlen);
+    copy[msg->payloadlen] = '\0';
+    it->kind = GW_IN_MESSAGE;
+    it->payload = copy;
+    it->len = (size_t)msg->payloadlen;
+    push(obj, it);
+}
+
+bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize)
+{
+    char token[1024];
+    int64_t se = th_now_us() / 1000000 + TOKEN_LIFETIME_S;
+    if (th_sas_sign(gw->hub_name, gw->policy_key, se, gw->policy_name, token, sizeof token) !=
+        TH_OK) {
+        snprintf(err, errsize, "the key of policy '%s' is not valid base64", gw->policy_name);
+        return false;
+    }
+    mosquitto_lib_init();
+    snprintf(gw->client_id, sizeof gw->client_id, "twinhub-gateway-%ld", (long)getpid());
+    gw->mosq = mosquitto_new(gw->client_id, true, gw);
+    if (!gw->mosq) {
+        snprintf(err, errsize, "out of memory creating the gateway's control connection");
+        return false;
+    }
+    mosquitto_int_option(gw->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    mosquitto_username_pw_set(gw->mosq, gw->hub_name, token);
+    mosquitto_reconnect_delay_set(gw->mosq, 1, 2, false);
+    mosquitto_connect_callback_set(gw->mosq, on_connect);
+    mosquitto_disconnect_callback_set(gw->mosq, on_disconnect);
+    mosquitto_message_callback_set(gw->mosq, on_message);
+    /* A failure here is retried by the network thread; serve reports a hub that never comes up. */
+    int rc = mosquitto_connect_async(gw->mosq, gw->broker_host, gw->broker_port, KEEPALIVE_S);
+    if (rc != MOSQ_ERR_SUCCESS)
+        gw_log(gw, false, "control connection to %s:%d not up yet (%s); retrying",
+               gw->broker_host, gw->broker_port, mosquitto_strerror(rc));
+    rc = mosquitto_loop_start(gw->mosq);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        snprintf(err, errsize, "cannot start the gateway's control connection: %s",
+                 mosquitto_strerror(rc));
+        return false;
+    }
+    gw->mosq_loop_started = true;
+    return true;
+}
+
+void gw_ctl_shutdown(struct th_gateway *gw)
+{
+    if (!gw->mosq)
+        return;
+    if (gw->mosq_loop_started) {
+        mosquitto_disconnect(gw->mosq);
+        mosquitto_loop_stop(gw->mosq, false);
+        gw->mosq_loop_started = false;
+    }
+    mosquitto_destroy(gw->mosq);
+    gw->mosq = NULL;
+}
+
+/* ---- service thread: calls --------------------------------------------------------------- */
+
+/* {"error": why, "status": 503, "errorCode": 503001}; NULL on out-of-memory. */
+static cJSON *unavailable_entry(const char *why)
+{
+    cJSON *e = cJSON_CreateObject();
+    if (!e || !cJSON_AddStringToObject(e, "error", why) ||
+        !cJSON_AddNumberToObject(e, "status", 503) ||
+        !cJSON_AddNumberToObject(e, "errorCode", 503001)) {
+        cJSON_Delete(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void unlink_call(struct th_gateway *gw, struct gw_call *call)
+{
+    for (struct gw_call **pp = &gw->calls; *pp; pp = &(*pp)->next) {
+        if (*pp == call) {
+            *pp = call->next;
+            return;
+        }
+    }
+}
+
+/* Answer one call (unlinked by the caller) and free it. */
+static void finish(struct th_gateway *gw, struct gw_call *call, const cJSON *entry)
+{
+    struct gw_conn *conn = call->conn;
+    if (conn)
+        conn->call = NULL;
+    gw_done_fn done = call->done;
+    free(call);
+    done(gw, conn, entry);
+}
+
+/* Fail every call in flight (the connection to the hub is gone). */
+static void fail_all(struct th_gateway *gw, const char *why)
+{
+    cJSON *e = unavailable_entry(why);
+    while (gw->calls) {
+        struct gw_call *call = gw->calls;
+        gw->calls = call->next;
+        finish(gw, call, e);
+    }
+    cJSON_Delete(e);
+}
+
+bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double timeout_s,
+                 gw_done_fn done)
+{
+    struct gw_call *call = NULL;
+    cJSON *root = NULL, *arr = NULL;
+    char corr[40], *text = NULL;
+    bool ok = false;
+    if (!cmd || !gw->ctl_up || !gw->mosq)
+        goto out;
+    call = calloc(1, sizeof *call);
+    root = cJSON_CreateObject();
+    arr = root ? cJSON_AddArrayToObject(root, "commands") : NULL;
+    snprintf(corr, sizeof corr, "gw-%llu", (unsigned long long)gw->next_call_id);
+    if (!call || !arr || !cJSON_AddStringToObject(cmd, "correlationData", corr))
+        goto out;
+    cJSON_AddItemToArray(arr, cmd);
+    cmd = NULL;
+    text = th_json_print(root);
+    if (!text ||
+        mosquitto_publish(gw->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1, false) !=
+            MOSQ_ERR_SUCCESS)
+        goto out;
+    call->id = gw->next_call_id++;
+    call->conn = conn;
+    call->done = done;
+    call->deadline_ms = gw_mono_ms() + (int64_t)(timeout_s * 1000);
+    call->next = gw->calls;
+    gw->calls = call;
+    if (conn)
+        conn->call = call;
+    call = NULL;
+    ok = true;
+out:
+    free(text);
+    free(call);
+    cJSON_Delete(cmd);
+    cJSON_Delete(root);
+    return ok;
+}
+
+void gw_ctl_forget(struct th_gateway *gw, struct gw_conn *conn)
+{
+    (void)gw;
+    if (conn->call) {
+        conn->call->conn = NULL;
+        conn->call = NULL;
+    }
+}
+
+void gw_ctl_tick(struct th_gateway *gw, int64_t now_ms)
+{
+    struct gw_call **pp = &gw->calls;
+    while (*pp) {
+        struct gw_call *call = *pp;
+        if (call->deadline_ms > now_ms) {
+            pp = &call->next;
+            continue;
+        }
+        *pp = call->next;
+        cJSON *e = unavailable_entry("the hub did not answer in time; is the broker overloaded?");
+        finish(gw, call, e);
+        cJSON_Delete(e);
+        pp = &gw->calls; /* `finish` may have added or removed calls */
+    }
+}
+
+/* One {"responses":[...]} message: answer the calls it names. */
+static void handle_answer(struct th_gateway *gw, const char *text, size_t len)
+{
+    cJSON *root = NULL;
+    struct th_error err = {0};
+    if (th_json_parse(text, len, MAX_ANSWER_BYTES, MAX_ANSWER_DEPTH, &root, &err) != TH_OK) {
+        gw_log(gw, true, "unreadable control answer ignored: %s", err.message);
+        return;
+    }
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(root, "responses"))
+    {
+        const char *corr = th_json_string(entry, "correlationData", NULL);
+        char *end;
+        if (!corr || strncmp(corr, "gw-", 3) != 0)
+            continue;
+        unsigned long long id = strtoull(corr + 3, &end, 10);
+        if (*end)
+            continue;
+        for (struct gw_call *call = gw->calls; call; call = call->next) {
+            if (call->id == id) {
+                unlink_call(gw, call);
+                finish(gw, call, entry);
+                break;
+            }
+        }
+    }
+    cJSON_Delete(root);
+}
+
+/* ---- service thread: policies ------------------------------------------------------------ */
+
+static unsigned parse_rights(const char *s)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } rights[] = {
+        {"RegistryRead", TH_PERM_REGISTRY_READ},
+        {"RegistryWrite", TH_PERM_REGISTRY_WRITE},
+        {"ServiceConnect", TH_PERM_SERVICE_CONNECT},
+        {"DeviceConnect", TH_PERM_DEVICE_CONNECT},
+    };
+    unsigned perms = 0;
+    while (s && *s) {
+        size_t n = strcspn(s, ", ");
+        for (size_t i = 0; i < sizeof rights / sizeof rights[0]; i++)
+            if (n == strlen(rights[i].name) && !strncmp(s, rights[i].name, n))
+                perms |= rights[i].bit;
+        s += n;
+        s += strspn(s, ", ");
+    }
+    return perms;
+}
+
+static void on_policies(struct th_gateway *gw, struct gw_conn *conn, const cJSON *entry)
+{
+    (void)conn;
+    gw->policy_refresh_in_flight = false;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(data, "policies");
+    if (!cJSON_IsArray(arr)) {
+        gw_log(gw, true, "could not read the hub's shared access policies: %s",
+               th_json_string(entry, "error", "no policies in the answer"));
+        gw_rest_policies_ready(gw, false);
+        return;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(arr), k = 0;
+    struct gw_policy *list = calloc(n ? n : 1, sizeof *list);
+    if (!list) {
+        gw_rest_policies_ready(gw, false);
+        return;
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, arr)
+    {
+        const char *name = th_json_string(p, "keyName", NULL);
+        if (!name)
+            continue;
+        snprintf(list[k].name, sizeof list[k].name, "%s", name);
+        snprintf(list[k].primary_key, sizeof list[k].primary_key, "%s",
+                 th_json_string(p, "primaryKey", ""));
+        snprintf(list[k].secondary_key, sizeof list[k].secondary_key, "%s",
+                 th_json_string(p, "secondaryKey", ""));
+        list[k].perms = parse_rights(th_json_string(p, "rights", ""));
+        k++;
+    }
+    free(gw->policies);
+    gw->policies = list;
+    gw->npolicies = k;
+    bool first = !gw->policies_loaded;
+    gw->policies_loaded = true;
+    if (gw->ctl_up && atomic_load(&gw->state) != TH_GATEWAY_UP) {
+        set_state(gw, TH_GATEWAY_UP, NULL);
+        if (!first)
+            gw_log(gw, true, "control connection to the hub is back");
+    }
+    gw_log(gw, false, "control | policies loaded | count=%zu", k);
+    gw_rest_policies_ready(gw, true);
+}
+
+bool gw_ctl_refresh_policies(struct th_gateway *gw, bool force)
+{
+    if (gw->policy_refresh_in_flight)
+        return true;
+    int64_t now = gw_mono_ms();
+    if (!force && gw->policy_refresh_ms && now - gw->policy_refresh_ms < GW_POLICY_REFRESH_MS)
+        return false;
+    cJSON *cmd = cJSON_CreateObject();
+    if (cmd && (!cJSON_AddStringToObject(cmd, "command", "exportRegistry") ||
+                !cJSON_AddBoolToObject(cmd, "includeTwins", false))) {
+        cJSON_Delete(cmd);
+        cmd = NULL;
+    }
+    if (!gw_ctl_call(gw, NULL, cmd, GW_CALL_TIMEOUT_S, on_policies))
+        return false;
+    gw->policy_refresh_in_flight = true;
+    gw->policy_refresh_ms = now;
+    return true;
+}
+
+const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len)
+{
+    for (size_t i = 0; i < gw->npolicies; i++)
+        if (strlen(gw->policies[i].name) == len && !memcmp(gw->policies[i].name, name, len))
+            return &gw->policies[i];
+    return NULL;
+}
+
+/* ---- service thread: the inbox ----------------------------------------------------------- */
+
+void gw_ctl_drain(struct th_gateway *gw)
+{
+    pthread_mutex_lock(&gw->lock);
+    struct gw_inbox_item *it = gw->inbox_head;
+    gw->inbox_head = gw->inbox_tail = NULL;
+    pthread_mutex_unlock(&gw->lock);
+    bool stopping = atomic_load(&gw->stopping);
+    while (it) {
+        struct gw_inbox_item *next = it->next;
+        switch (it->kind) {
+        case GW_IN_CONNECTED:
+            gw->ctl_up = true;
+            gw_log(gw, false, "control | connected | client=%s policy=%s", gw->client_id,
+                   gw->policy_name);
+            gw_ctl_refresh_policies(gw, true);
+            break;
+        case GW_IN_REFUSED:
+            gw->ctl_up = false;
+            fail_all(gw, "the broker refused the gateway's control connection");
+            gw_rest_policies_ready(gw, false);
+            break;
+        case GW_IN_DISCONNECTED:
+            if (gw->ctl_up && !stopping) {
+                gw_log(gw, true,
+                       "lost the control connection to the hub; REST requests get 503 until "
+                       "it is back");
+                set_state(gw, TH_GATEWAY_DOWN, "the control connection to the hub was lost");
+            }
+            gw->ctl_up = false;
+            gw->policy_refresh_in_flight = false;
+            fail_all(gw, "the connection to the hub was lost");
+            gw_rest_policies_ready(gw, false);
+            break;
+        case GW_IN_MESSAGE:
+            if (!stopping)
+                handle_answer(gw, it->payload, it->len);
+            break;
+        }
+        free(it->payload);
+        free(it);
+        it = next;
+    }
+}

@@ -1,0 +1,294 @@
+/*
+ * gw_private.h - private header of the gateway (gateway.h): the gateway
+ * state, one struct per TLS connection (an HTTP/1.1 exchange that may turn
+ * into a WebSocket), the WebSocket-to-broker bridge, the control API calls
+ * in flight, and the functions each file provides.
+ *
+ * Threads: everything here belongs to the libwebsockets service thread,
+ * except what is marked "any thread" (the inbox, filled by libmosquitto's
+ * network thread, and the published state read by serve).
+ */
+#ifndef TH_GW_PRIVATE_H
+#define TH_GW_PRIVATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <libwebsockets.h>
+
+#include "gateway.h"
+#include "registry.h" /* TH_KEY_BUF, TH_PERM_* */
+#include "th_limits.h"
+
+#define GW_MAX_HEAD 16384        /* request line + headers */
+#define GW_MAX_HEADERS 64
+#define GW_MAX_BODY (1024 * 1024) /* larger request bodies get 413 */
+#define GW_MAX_PIPELINED 65536   /* input held while a request waits for the hub */
+#define GW_IO_CHUNK 65536        /* bytes handed to lws_write per writable callback */
+#define GW_BRIDGE_HIGH (256 * 1024) /* pause the source side above this many queued bytes */
+#define GW_BRIDGE_LOW (64 * 1024)   /* and resume it below this */
+#define GW_BRIDGE_HARD (8 * 1024 * 1024) /* a peer that overruns this is dropped */
+#define GW_HEAD_TIMEOUT_S 30     /* to send a request's head and body */
+#define GW_IDLE_TIMEOUT_S 120    /* keep-alive connection with no request */
+#define GW_CALL_TIMEOUT_S 30     /* control answer, for commands other than methods */
+#define GW_POLICY_REFRESH_MS 2000 /* at most one policy refresh per interval on a miss */
+#define GW_ID_BUF (TH_MAX_ID_LEN + 1)
+
+/* ---- growable byte buffer with a consumed front ---- */
+
+struct gw_buf {
+    uint8_t *data;
+    size_t off; /* consumed bytes at the front */
+    size_t len; /* end of valid bytes (off <= len) */
+    size_t cap;
+};
+/* Bytes not yet consumed. */
+static inline size_t gw_buf_size(const struct gw_buf *b)
+{
+    return b->len - b->off;
+}
+static inline uint8_t *gw_buf_head(const struct gw_buf *b)
+{
+    return b->data + b->off;
+}
+/* Append n bytes; false on out-of-memory (buffer unchanged). */
+bool gw_buf_put(struct gw_buf *b, const void *p, size_t n);
+bool gw_buf_putf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Make room for n more bytes at data+len; false on out-of-memory. */
+bool gw_buf_reserve(struct gw_buf *b, size_t n);
+void gw_buf_consume(struct gw_buf *b, size_t n);
+void gw_buf_free(struct gw_buf *b);
+
+/* ---- the HTTP request being handled ---- */
+
+struct gw_slice {
+    const char *p;
+    size_t n;
+};
+
+struct gw_header {
+    struct gw_slice name, value;
+};
+
+enum gw_method { GW_GET, GW_PUT, GW_POST, GW_PATCH, GW_DELETE, GW_HEAD_M, GW_OTHER };
+
+struct gw_req {
+    char *head; /* copy of the request head, NUL-terminated; slices point into it */
+    enum gw_method method;
+    struct gw_slice method_text, target, path, query;
+    bool http11;
+    struct gw_header headers[GW_MAX_HEADERS];
+    int nheaders;
+    bool keep_alive;
+    bool chunked;
+    long long content_length; /* -1 when absent */
+    struct gw_buf body;
+    int64_t start_us;
+    /* chunked decoding */
+    int chunk_state;
+    size_t chunk_left;
+};
+
+enum gw_conn_state {
+    GW_C_HEAD,     /* reading a request head */
+    GW_C_BODY,     /* reading its body */
+    GW_C_AUTH,     /* waiting for the policy list before authorising */
+    GW_C_WAIT,     /* dispatched; waiting for the hub's answer */
+    GW_C_WS,       /* upgraded to a WebSocket bridged to the broker */
+    GW_C_CLOSING,  /* answer queued; close once it is written */
+};
+
+/* WebSocket frame reader state (client frames are masked). */
+struct gw_ws_rx {
+    int state;         /* 0 header, 1 payload */
+    uint8_t hdr[14];
+    size_t hdr_len, hdr_need;
+    uint64_t left;     /* payload bytes left in this frame */
+    uint8_t mask[4];
+    unsigned mask_pos;
+    int opcode;        /* of the current frame */
+    bool fin;
+    uint8_t ctl[125];  /* control frame payload */
+    size_t ctl_len;
+    bool closed;       /* a close frame was received */
+};
+
+struct gw_bridge;
+struct gw_call;
+struct gw_route;
+
+/* One accepted TLS connection (the lws per-session data; zeroed by lws). */
+struct gw_conn {
+    struct lws *wsi;
+    struct th_gateway *gw;
+    enum gw_conn_state state;
+    struct gw_buf in;  /* received, not yet consumed */
+    struct gw_buf out; /* to send */
+    struct gw_req req;
+    bool close_after;  /* close once `out` is written */
+    bool rx_paused;
+    char peer[64];
+    /* REST */
+    struct gw_call *call; /* the control call this request waits for, or NULL */
+    const struct gw_route *route;
+    char ids[2][GW_ID_BUF]; /* decoded path ids: device, module */
+    struct gw_conn *auth_next;  /* in gw->auth_waiters while GW_C_AUTH */
+    bool policy_retry;          /* the policy list was refreshed for this request */
+    /* WebSocket */
+    struct gw_ws_rx ws;
+    struct gw_bridge *bridge;
+    bool ws_close_sent;
+};
+
+/* A WebSocket client and its raw connection to the broker's MQTT listener. */
+struct gw_bridge {
+    struct th_gateway *gw;
+    struct gw_conn *ws;     /* NULL once the WebSocket side closed */
+    struct lws *broker;     /* NULL once the broker side closed */
+    bool broker_up;         /* connected */
+    struct gw_buf to_broker; /* client MQTT bytes not yet written to the broker */
+    bool close_broker_when_flushed;
+    bool broker_paused;     /* broker RX paused because the WebSocket side is behind */
+};
+
+/* ---- control API calls (gw_control.c) ---- */
+
+/* Called with the response entry ({"data"} or {"error","status","errorCode"}); conn may be NULL. */
+typedef void (*gw_done_fn)(struct th_gateway *gw, struct gw_conn *conn, const cJSON *entry);
+
+struct gw_call {
+    uint64_t id;
+    struct gw_conn *conn; /* NULL for internal calls, or once the connection closed */
+    gw_done_fn done;
+    int64_t deadline_ms;
+    struct gw_call *next;
+};
+
+struct gw_inbox_item {
+    enum { GW_IN_CONNECTED, GW_IN_REFUSED, GW_IN_DISCONNECTED, GW_IN_MESSAGE } kind;
+    int rc;
+    char *payload; /* GW_IN_MESSAGE: malloc'd, NUL-terminated */
+    size_t len;
+    struct gw_inbox_item *next;
+};
+
+struct gw_policy {
+    char name[64];
+    char primary_key[TH_KEY_BUF];
+    char secondary_key[TH_KEY_BUF];
+    unsigned perms;
+};
+
+#define GW_MAX_LISTEN 8
+
+struct th_gateway {
+    /* configuration (owned copies) */
+    char *hub_name, *cert_file, *key_file, *broker_host, *policy_name, *policy_key;
+    int https_port, broker_port;
+    bool verbose;
+    int listen_fds[GW_MAX_LISTEN];
+    int nlisten;
+
+    /* lws */
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stopping;
+    lws_sorted_usec_list_t sul_tick;
+
+    /* libmosquitto (its own network thread) */
+    struct mosquitto *mosq;
+    bool mosq_loop_started;
+    char client_id[64];
+
+    /* any thread: filled by libmosquitto callbacks, drained by the service thread */
+    pthread_mutex_t lock;
+    struct gw_inbox_item *inbox_head, *inbox_tail;
+    atomic_int state; /* enum th_gateway_state */
+    char why[256];    /* under lock */
+
+    /* service thread only */
+    bool ctl_up;
+    uint64_t next_call_id;
+    struct gw_call *calls;
+    struct gw_policy *policies;
+    size_t npolicies;
+    bool policies_loaded;
+    bool policy_refresh_in_flight;
+    int64_t policy_refresh_ms; /* when the last refresh was asked for */
+    struct gw_conn *auth_waiters;
+};
+
+/* gateway.c */
+int64_t gw_mono_ms(void);
+/* Log a line to stderr as "twinhub gateway: ..." (errors always, the rest with -v). */
+void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* gw_control.c */
+bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize);
+void gw_ctl_shutdown(struct th_gateway *gw);
+/* Service thread: handle what libmosquitto's thread queued (wake-up from lws_cancel_service). */
+void gw_ctl_drain(struct th_gateway *gw);
+/* Service thread, once a second: fail calls past their deadline. */
+void gw_ctl_tick(struct th_gateway *gw, int64_t now_ms);
+/*
+ * Send one command (takes `cmd` on every path). `done` gets the answer entry,
+ * or a synthesised 503 entry when the hub is unreachable or does not answer
+ * within timeout_s. Returns false (after calling nothing) only when the
+ * command cannot be sent at all; the caller then answers itself.
+ */
+bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double timeout_s,
+                 gw_done_fn done);
+/* The connection goes away: its call (if any) answers nobody. */
+void gw_ctl_forget(struct th_gateway *gw, struct gw_conn *conn);
+/* Ask for the policy list again unless asked within GW_POLICY_REFRESH_MS; true when asked. */
+bool gw_ctl_refresh_policies(struct th_gateway *gw, bool force);
+const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len);
+
+/* gw_http.c */
+/* lws callback of the TLS protocol (HTTP and WebSocket connections). */
+int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+/* Header value by case-insensitive name; NULL when absent. */
+const struct gw_slice *gw_req_header(const struct gw_req *r, const char *name);
+/* A query parameter, percent-decoded into buf; false when absent or undecodable. */
+bool gw_req_query(const struct gw_req *r, const char *name, char *buf, size_t size);
+/*
+ * Queue a complete response on `c`. `extra` holds more header lines, each
+ * ending in "\r\n" (may be NULL). `ctype` NULL means no Content-Type. Then go
+ * on with the next pipelined request, or close when the request asked for it.
+ */
+void gw_http_respond(struct gw_conn *c, int status, const char *extra, const char *ctype,
+                     const void *body, size_t len);
+/* Request a writable callback for `c` (after appending to c->out). */
+void gw_conn_want_write(struct gw_conn *c);
+
+/* gw_rest.c */
+/* A complete request (head and body) on `c`: route, authorise, answer or call the hub. */
+void gw_rest_dispatch(struct gw_conn *c);
+/* Service thread: the policy list arrived (or failed); re-run waiting authorisations. */
+void gw_rest_policies_ready(struct th_gateway *gw, bool ok);
+/* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
+void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* gw_ws.c */
+/* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */
+void gw_ws_upgrade(struct gw_conn *c);
+/* WebSocket bytes from the client (after the handshake). */
+void gw_ws_rx(struct gw_conn *c, const uint8_t *p, size_t n);
+/* The WebSocket side's connection closed. */
+void gw_ws_closed(struct gw_conn *c);
+/* The WebSocket side wrote some of its output: maybe resume the broker side. */
+void gw_ws_drained(struct gw_conn *c);
+/* lws callback of the raw broker connections. */
+int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len);
+
+#endif

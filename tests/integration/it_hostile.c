@@ -1,0 +1,1438 @@
+/*
+ * it_hostile.c - hostile and broken clients against the real broker + plugin:
+ * malformed and oversized MQTT packets over raw TCP, floods of twin requests
+ * from a device that does not read its socket, abrupt disconnects in the
+ * middle of requests, connect/disconnect churn on one client id, oversized
+ * and deeply nested JSON, method answers nobody asked for and garbage on the
+ * control API. After each storm the hub must still serve a well-behaved
+ * device correctly and must have kept everything it acknowledged: twinhub is
+ * never the thing that crashes.
+ *
+ * Raw clients speak just enough MQTT 3.1.1 to misbehave on purpose. Worker
+ * threads never call cmocka asserts (they are not thread-safe); they record
+ * failures that the test thread asserts on. Every loop and wait is bounded.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <mosquitto.h>
+
+#include "harness.h"
+
+#define RAW_WAIT_MS 5000     /* a close or an answer the broker owes us */
+#define FLOOD_N 5000         /* twin requests in one flood */
+#define FLOOD_SLOTS 50       /* reported keys the PATCH flood cycles through */
+#define STORM_THREADS 6
+#define CHURN_THREADS 4
+#define CHURN_ROUNDS 40
+#define ABRUPT_THREADS 4
+#define ABRUPT_ROUNDS 50
+
+static struct it_hub hub;
+static pid_t broker_pid; /* the broker must never be restarted behind our back */
+
+/* ------------------------------------------------------------------ time */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------- failure records */
+
+/* Failures seen by worker threads; the test thread asserts there are none. */
+static atomic_int failures;
+static pthread_mutex_t failure_mu = PTHREAD_MUTEX_INITIALIZER;
+static char first_failure[512];
+
+static void fail_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail_note(const char *fmt, ...)
+{
+    va_list ap;
+    char msg[512];
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "# worker failure: %s\n", msg);
+    pthread_mutex_lock(&failure_mu);
+    if (atomic_fetch_add(&failures, 1) == 0)
+        snprintf(first_failure, sizeof first_failure, "%s", msg);
+    pthread_mutex_unlock(&failure_mu);
+}
+
+static void assert_no_worker_failures(void)
+{
+    int n = atomic_exchange(&failures, 0);
+    if (n)
+        fprintf(stderr, "# %d worker failure(s); first: %s\n", n, first_failure);
+    assert_int_equal(n, 0);
+}
+
+/* ----------------------------------------------------------- MQTT bytes */
+
+struct buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void b_put(struct buf *b, const void *d, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *np = realloc(b->p, cap);
+        if (!np)
+            abort();
+        b->p = np;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+static void b_u8(struct buf *b, uint8_t v)
+{
+    b_put(b, &v, 1);
+}
+
+static void b_u16(struct buf *b, unsigned v)
+{
+    b_u8(b, (uint8_t)(v >> 8));
+    b_u8(b, (uint8_t)v);
+}
+
+static void b_strn(struct buf *b, const char *s, size_t n)
+{
+    b_u16(b, (unsigned)n);
+    b_put(b, s, n);
+}
+
+static void b_str(struct buf *b, const char *s)
+{
+    b_strn(b, s, strlen(s));
+}
+
+static void b_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* Append a whole packet: fixed header byte, remaining length, body. */
+static void b_packet(struct buf *out, uint8_t header, const struct buf *body)
+{
+    size_t rl = body->len;
+    b_u8(out, header);
+    do {
+        uint8_t d = rl % 128;
+        rl /= 128;
+        b_u8(out, (uint8_t)(d | (rl ? 0x80 : 0)));
+    } while (rl);
+    b_put(out, body->p, body->len);
+}
+
+/* CONNECT (3.1.1 unless level says otherwise); user/pass NULL for none. */
+static void mk_connect(struct buf *out, const char *proto, int level, const char *cid, size_t cid_len,
+                       const char *user, size_t user_len, const char *pass, bool clean)
+{
+    struct buf body = {0};
+    b_str(&body, proto);
+    b_u8(&body, (uint8_t)level);
+    b_u8(&body, (uint8_t)((clean ? 0x02 : 0) | (user ? 0x80 : 0) | (pass ? 0x40 : 0)));
+    b_u16(&body, 60);
+    if (level == 5)
+        b_u8(&body, 0); /* no properties */
+    b_strn(&body, cid, cid_len);
+    if (user)
+        b_strn(&body, user, user_len);
+    if (pass)
+        b_str(&body, pass);
+    b_packet(out, 0x10, &body);
+    b_free(&body);
+}
+
+static void mk_publish(struct buf *out, const char *topic, size_t topic_len, const void *payload,
+                       size_t len, int qos, unsigned mid)
+{
+    struct buf body = {0};
+    b_strn(&body, topic, topic_len);
+    if (qos > 0)
+        b_u16(&body, mid);
+    b_put(&body, payload, len);
+    b_packet(out, (uint8_t)(0x30 | (qos << 1)), &body);
+    b_free(&body);
+}
+
+static void mk_subscribe(struct buf *out, unsigned mid, const char *filter, size_t flen, int qos)
+{
+    struct buf body = {0};
+    b_u16(&body, mid);
+    if (filter) {
+        b_strn(&body, filter, flen);
+        b_u8(&body, (uint8_t)qos);
+    }
+    b_packet(out, 0x82, &body);
+    b_free(&body);
+}
+
+/* ---------------------------------------------------------- raw sockets */
+
+struct raw {
+    int fd;
+    uint8_t *in;
+    size_t in_len, in_cap;
+};
+
+struct pkt {
+    uint8_t header;
+    uint8_t *body; /* malloc'd, NUL-terminated copy */
+    size_t len;
+};
+
+/* Connect to the hub's plain port; rcvbuf > 0 shrinks the receive buffer (a slow reader). */
+static bool raw_open(struct raw *r, int rcvbuf)
+{
+    memset(r, 0, sizeof *r);
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (r->fd < 0)
+        return false;
+    if (rcvbuf > 0)
+        setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    int one = 1;
+    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hub.mqtt_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(r->fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(r->fd);
+        r->fd = -1;
+        return false;
+    }
+    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
+    return true;
+}
+
+/* Close; rst sends a TCP reset instead of a FIN (an abrupt loss of the connection). */
+static void raw_close(struct raw *r, bool rst)
+{
+    if (r->fd >= 0) {
+        if (rst) {
+            struct linger l = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+        close(r->fd);
+    }
+    free(r->in);
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+}
+
+/* Send everything within timeout_ms; false on error (the peer closed) or timeout. */
+static bool raw_send(struct raw *r, const void *data, size_t len, int timeout_ms)
+{
+    const uint8_t *p = data;
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (len > 0) {
+        ssize_t n = send(r->fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return false;
+        int left = (int)(deadline - mono_ms());
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = r->fd, .events = POLLOUT};
+        poll(&pfd, 1, left);
+    }
+    return true;
+}
+
+static bool raw_send_buf(struct raw *r, const struct buf *b)
+{
+    return raw_send(r, b->p, b->len, RAW_WAIT_MS);
+}
+
+/*
+ * Next packet within timeout_ms: 1 with *out filled (free out->body), 0 on
+ * timeout, -1 when the connection ended or the bytes are not MQTT.
+ */
+static int raw_recv(struct raw *r, struct pkt *out, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        if (r->in_len >= 2) {
+            size_t rl = 0, mult = 1, i = 1;
+            bool complete = false;
+            for (; i < r->in_len && i <= 4; i++) {
+                rl += (size_t)(r->in[i] & 0x7F) * mult;
+                mult *= 128;
+                if (!(r->in[i] & 0x80)) {
+                    complete = true;
+                    i++;
+                    break;
+                }
+            }
+            if (!complete && i > 4)
+                return -1;
+            if (complete && r->in_len >= i + rl) {
+                out->header = r->in[0];
+                out->len = rl;
+                out->body = malloc(rl + 1);
+                if (!out->body)
+                    abort();
+                memcpy(out->body, r->in + i, rl);
+                out->body[rl] = '\0';
+                memmove(r->in, r->in + i + rl, r->in_len - i - rl);
+                r->in_len -= i + rl;
+                return 1;
+            }
+        }
+        if (r->in_cap - r->in_len < 4096) {
+            size_t cap = r->in_cap ? r->in_cap * 2 : 16384;
+            uint8_t *np = realloc(r->in, cap);
+            if (!np)
+                abort();
+            r->in = np;
+            r->in_cap = cap;
+        }
+        ssize_t n = recv(r->fd, r->in + r->in_len, r->in_cap - r->in_len, 0);
+        if (n > 0) {
+            r->in_len += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            return -1;
+        int left = (int)(deadline - mono_ms());
+        if (left <= 0)
+            return 0;
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+        poll(&pfd, 1, left);
+    }
+}
+
+/* True when the broker closes the connection within timeout_ms (whatever it sends first). */
+static bool raw_wait_closed(struct raw *r, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        struct pkt p;
+        int left = (int)(deadline - mono_ms());
+        if (left <= 0)
+            return false;
+        int rc = raw_recv(r, &p, left);
+        if (rc < 0)
+            return true;
+        if (rc == 0)
+            return false;
+        free(p.body);
+    }
+}
+
+/* Wait for a packet of type `type` (upper nibble), skipping others; CONNACK/SUBACK code in *code. */
+static bool raw_expect(struct raw *r, uint8_t type, int *code, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        struct pkt p;
+        int left = (int)(deadline - mono_ms());
+        if (left <= 0 || raw_recv(r, &p, left) != 1)
+            return false;
+        bool match = (p.header & 0xF0) == type;
+        if (match && code) {
+            if (type == 0x20 && p.len >= 2)
+                *code = p.body[1];
+            else if (type == 0x90 && p.len >= 3)
+                *code = p.body[2];
+        }
+        free(p.body);
+        if (match)
+            return true;
+    }
+}
+
+/* ------------------------------------------------------------ identities */
+
+/* CONNECT credentials, made on the test thread (the token helper asserts). */
+struct cred {
+    char cid[300];
+    char *user;
+    char *pass;
+};
+
+static void cred_make(struct cred *c, const char *device_id, const char *module_id,
+                      const char *key)
+{
+    if (module_id)
+        snprintf(c->cid, sizeof c->cid, "%s/%s", device_id, module_id);
+    else
+        snprintf(c->cid, sizeof c->cid, "%s", device_id);
+    c->user = it_device_username(hub.hub_name, device_id, module_id);
+    c->pass = it_device_token(hub.hub_name, device_id, module_id, key, it_expiry());
+}
+
+static void cred_free(struct cred *c)
+{
+    free(c->user);
+    free(c->pass);
+}
+
+static void connect_packet(struct buf *b, const struct cred *c, bool clean)
+{
+    mk_connect(b, "MQTT", 4, c->cid, strlen(c->cid), c->user, strlen(c->user), c->pass, clean);
+}
+
+/* Raw device connection with CONNACK 0; false (connection closed) otherwise. */
+static bool raw_device(struct raw *r, const struct cred *c, int rcvbuf, bool clean)
+{
+    struct buf b = {0};
+    int code = -1;
+    if (!raw_open(r, rcvbuf))
+        return false;
+    connect_packet(&b, c, clean);
+    bool ok = raw_send_buf(r, &b) && raw_expect(r, 0x20, &code, RAW_WAIT_MS) && code == 0;
+    b_free(&b);
+    if (!ok)
+        raw_close(r, false);
+    return ok;
+}
+
+static bool raw_subscribe(struct raw *r, const char *filter)
+{
+    struct buf b = {0};
+    int granted = -1;
+    mk_subscribe(&b, 1, filter, strlen(filter), 0);
+    bool ok = raw_send_buf(r, &b) && raw_expect(r, 0x90, &granted, RAW_WAIT_MS) && granted == 0;
+    b_free(&b);
+    return ok;
+}
+
+/* Send one publish (QoS 0 or 1, mid 1) of a string payload. */
+static bool raw_publish(struct raw *r, const char *topic, const char *payload, int qos)
+{
+    struct buf b = {0};
+    mk_publish(&b, topic, strlen(topic), payload, payload ? strlen(payload) : 0, qos, 1);
+    bool ok = raw_send_buf(r, &b);
+    b_free(&b);
+    return ok;
+}
+
+static struct cred cred_dev1, cred_dev2, cred_dev3, cred_dev4, cred_mod1;
+
+/* ------------------------------------------------------------ hub checks */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (it_hub_start(&hub) != 0)
+        return -1;
+    broker_pid = it_hub_broker_pid(&hub);
+    cred_make(&cred_dev1, IT_DEV1, NULL, IT_DEV1_KEY);
+    cred_make(&cred_dev2, IT_DEV2, NULL, IT_DEV2_KEY);
+    cred_make(&cred_dev3, IT_DEV3, NULL, IT_DEV3_KEY);
+    cred_make(&cred_dev4, IT_DEV4, NULL, IT_DEV4_KEY);
+    cred_make(&cred_mod1, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
+    return broker_pid > 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    cred_free(&cred_dev1);
+    cred_free(&cred_dev2);
+    cred_free(&cred_dev3);
+    cred_free(&cred_dev4);
+    cred_free(&cred_mod1);
+    return it_hub_stop(&hub);
+}
+
+/* The same broker process still runs and answers a device twin round trip. */
+static void assert_hub_alive(void)
+{
+    assert_int_equal(it_hub_broker_pid(&hub), broker_pid);
+    struct it_client *c = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    assert_int_equal(it_client_subscribe(c, "$iothub/twin/res/#", 0, IT_WAIT_MS), 0);
+    int status = 0;
+    struct it_msg *m = it_twin_request(c, "alive", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    it_msg_free(m);
+    it_client_close(c);
+}
+
+static double reported_version(struct it_client *svc, const char *device_id, const char *module_id)
+{
+    cJSON *r = module_id ? it_control(svc, IT_WAIT_MS,
+                                      "{\"command\":\"getTwin\",\"deviceId\":\"%s\","
+                                      "\"moduleId\":\"%s\"}",
+                                      device_id, module_id)
+                         : it_control(svc, IT_WAIT_MS,
+                                      "{\"command\":\"getTwin\",\"deviceId\":\"%s\"}", device_id);
+    assert_non_null(r);
+    double v = it_json_num(r, "data.properties.reported.$version", -1);
+    cJSON_Delete(r);
+    assert_true(v >= 1);
+    return v;
+}
+
+/* Poll getDevice until connectionState is `want` (bounded); returns whether it got there. */
+static bool wait_connection_state(struct it_client *svc, const char *device_id,
+                                  const char *module_id, const char *want)
+{
+    int64_t deadline = mono_ms() + RAW_WAIT_MS;
+    char last[64] = "";
+    do {
+        cJSON *r = module_id ? it_control(svc, IT_WAIT_MS,
+                                          "{\"command\":\"getDevice\",\"deviceId\":\"%s\","
+                                          "\"moduleId\":\"%s\"}",
+                                          device_id, module_id)
+                             : it_control(svc, IT_WAIT_MS,
+                                          "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}",
+                                          device_id);
+        const char *s = r ? it_json_str(r, "data.connectionState") : NULL;
+        snprintf(last, sizeof last, "%s", s ? s : "(none)");
+        cJSON_Delete(r);
+        if (!strcmp(last, want))
+            return true;
+        /* Not a sleep: the next control round trip is the wait. */
+    } while (mono_ms() < deadline);
+    fprintf(stderr, "# %s%s%s: connectionState stayed '%s', expected '%s'\n", device_id,
+            module_id ? "/" : "", module_id ? module_id : "", last, want);
+    return false;
+}
+
+/* ---------------------------------------------------- malformed packets */
+
+enum bad_case {
+    BAD_RESERVED_TYPE,
+    BAD_HTTP,
+    BAD_HUGE_REMAINING_LENGTH,
+    BAD_FIVE_BYTE_LENGTH,
+    BAD_PUBLISH_BEFORE_CONNECT,
+    BAD_PROTOCOL_NAME,
+    BAD_PROTOCOL_LEVEL,
+    BAD_UTF8_CLIENT_ID,
+    BAD_UTF8_USERNAME,
+    BAD_NO_CREDENTIALS,
+    BAD_MQTT5_CONNECT,
+    BAD_TRUNCATED_CONNECT,
+    BAD_TRUNCATED_CONNECT_HOLD,
+    BAD_DEVICE_UTF8_TOPIC,
+    BAD_DEVICE_WILDCARD_TOPIC,
+    BAD_DEVICE_EMPTY_TOPIC,
+    BAD_DEVICE_QOS3,
+    BAD_DEVICE_SECOND_CONNECT,
+    BAD_DEVICE_SUBSCRIBE_UTF8,
+    BAD_DEVICE_SUBSCRIBE_EMPTY,
+    BAD_DEVICE_RESERVED_PACKET,
+    BAD_DEVICE_TRUNCATED_PUBLISH,
+    BAD_DEVICE_NUL_IN_TOPIC,
+    BAD_CASES
+};
+
+static const char *const bad_names[BAD_CASES] = {
+    "reserved packet type", "HTTP request", "remaining length 268 MB", "5-byte remaining length",
+    "PUBLISH before CONNECT", "protocol name MQXX", "protocol level 99",
+    "invalid UTF-8 client id", "invalid UTF-8 username", "CONNECT without credentials",
+    "MQTT 5 CONNECT", "truncated CONNECT", "truncated CONNECT, held open",
+    "invalid UTF-8 topic", "wildcard in a PUBLISH topic", "empty topic", "PUBLISH QoS 3",
+    "second CONNECT", "SUBSCRIBE with invalid UTF-8", "SUBSCRIBE without a filter",
+    "reserved packet type after CONNECT", "truncated PUBLISH", "NUL in a topic",
+};
+
+/*
+ * One malformed exchange on a fresh connection. Returns false when the
+ * broker did not behave: it must close a connection that broke the
+ * protocol within RAW_WAIT_MS (cases we end ourselves only need the broker
+ * to survive them).
+ */
+static bool run_bad_case(enum bad_case k, unsigned seed)
+{
+    struct raw r;
+    struct buf b = {0};
+    bool must_close = true, ok = true;
+    bool device = k >= BAD_DEVICE_UTF8_TOPIC;
+
+    if (device) {
+        if (!raw_device(&r, &cred_dev2, 0, true)) {
+            fail_note("%s: the device could not connect", bad_names[k]);
+            return false;
+        }
+    } else if (!raw_open(&r, 0)) {
+        fail_note("%s: cannot connect to the broker", bad_names[k]);
+        return false;
+    }
+    switch (k) {
+    case BAD_RESERVED_TYPE:
+        b_u8(&b, 0x00);
+        for (int i = 0; i < 63; i++)
+            b_u8(&b, (uint8_t)(seed = seed * 1103515245u + 12345u) >> 16);
+        break;
+    case BAD_HTTP:
+        b_put(&b, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+        break;
+    case BAD_HUGE_REMAINING_LENGTH:
+        b_put(&b, "\x10\xff\xff\xff\x7f\x00\x04MQTT\x04\x02", 12);
+        break;
+    case BAD_FIVE_BYTE_LENGTH:
+        b_put(&b, "\x10\xff\xff\xff\xff\x01", 6);
+        break;
+    case BAD_PUBLISH_BEFORE_CONNECT:
+        mk_publish(&b, "devices/it-dev2/messages/events/", 32, "x", 1, 0, 0);
+        break;
+    case BAD_PROTOCOL_NAME:
+        mk_connect(&b, "MQXX", 4, "c", 1, NULL, 0, NULL, true);
+        break;
+    case BAD_PROTOCOL_LEVEL:
+        mk_connect(&b, "MQTT", 99, "c", 1, NULL, 0, NULL, true);
+        break;
+    case BAD_UTF8_CLIENT_ID:
+        mk_connect(&b, "MQTT", 4, "\xc3\x28\xff", 3, cred_dev2.user, strlen(cred_dev2.user),
+                   cred_dev2.pass, true);
+        break;
+    case BAD_UTF8_USERNAME:
+        mk_connect(&b, "MQTT", 4, IT_DEV2, strlen(IT_DEV2), "h/\xed\xa0\x80/?x", 9, cred_dev2.pass,
+                   true);
+        break;
+    case BAD_NO_CREDENTIALS:
+        mk_connect(&b, "MQTT", 4, IT_DEV2, strlen(IT_DEV2), NULL, 0, NULL, true);
+        break;
+    case BAD_MQTT5_CONNECT:
+        mk_connect(&b, "MQTT", 5, IT_DEV2, strlen(IT_DEV2), cred_dev2.user, strlen(cred_dev2.user),
+                   cred_dev2.pass, true);
+        break;
+    case BAD_TRUNCATED_CONNECT:
+    case BAD_TRUNCATED_CONNECT_HOLD:
+        connect_packet(&b, &cred_dev2, true);
+        b.len = 12 + seed % 20; /* the header promises more than ever arrives */
+        must_close = false;
+        break;
+    case BAD_DEVICE_UTF8_TOPIC:
+        mk_publish(&b, "devices/it-dev2/messages/events/\xff\xfe", 34, "x", 1, 1, 7);
+        break;
+    case BAD_DEVICE_WILDCARD_TOPIC:
+        mk_publish(&b, "devices/it-dev2/messages/events/#", 33, "x", 1, 0, 0);
+        break;
+    case BAD_DEVICE_EMPTY_TOPIC:
+        mk_publish(&b, "", 0, "x", 1, 0, 0);
+        break;
+    case BAD_DEVICE_QOS3: {
+        struct buf body = {0};
+        b_str(&body, "$iothub/twin/GET/?$rid=1");
+        b_u16(&body, 1);
+        b_packet(&b, 0x36, &body);
+        b_free(&body);
+        break;
+    }
+    case BAD_DEVICE_SECOND_CONNECT:
+        connect_packet(&b, &cred_dev2, true);
+        break;
+    case BAD_DEVICE_SUBSCRIBE_UTF8:
+        mk_subscribe(&b, 3, "$iothub/twin/res/\xc0\x80", 19, 0);
+        break;
+    case BAD_DEVICE_SUBSCRIBE_EMPTY:
+        mk_subscribe(&b, 3, NULL, 0, 0);
+        break;
+    case BAD_DEVICE_RESERVED_PACKET:
+        b_put(&b, "\xf0\x00", 2);
+        break;
+    case BAD_DEVICE_TRUNCATED_PUBLISH:
+        mk_publish(&b, "$iothub/twin/PATCH/properties/reported/?$rid=9", 46,
+                   "{\"a\":\"0123456789012345678901234567890123456789\"}", 48, 0, 0);
+        b.len -= 20;
+        must_close = false;
+        break;
+    case BAD_DEVICE_NUL_IN_TOPIC:
+        mk_publish(&b, "$iothub/twin/GET/?$rid=1\0devices/x", 34, "", 0, 0, 0);
+        break;
+    case BAD_CASES:
+        break;
+    }
+    if (!raw_send_buf(&r, &b) && must_close) {
+        /* The broker may close before reading it all: that is a close too. */
+        b_free(&b);
+        raw_close(&r, false);
+        return true;
+    }
+    b_free(&b);
+    if (must_close) {
+        if (!raw_wait_closed(&r, RAW_WAIT_MS)) {
+            fail_note("%s: the connection was not closed within %d ms", bad_names[k], RAW_WAIT_MS);
+            ok = false;
+        }
+    } else if (k == BAD_TRUNCATED_CONNECT_HOLD) {
+        struct pkt p;
+        if (raw_recv(&r, &p, 100) == 1) {
+            fail_note("%s: the broker answered half a CONNECT", bad_names[k]);
+            free(p.body);
+            ok = false;
+        }
+    }
+    raw_close(&r, seed % 2 == 0);
+    return ok;
+}
+
+struct storm_arg {
+    int thread;
+    int rounds;
+};
+
+static void *storm_main(void *arg)
+{
+    const struct storm_arg *a = arg;
+    unsigned seed = 0x9e3779b9u * (unsigned)(a->thread + 1);
+    for (int round = 0; round < a->rounds; round++) {
+        for (int i = 0; i < BAD_CASES; i++) {
+            /* Every thread walks the cases in its own order. */
+            enum bad_case k = (enum bad_case)((i * 7 + a->thread * 5 + round) % BAD_CASES);
+            seed = seed * 1103515245u + 12345u;
+            run_bad_case(k, seed >> 8);
+        }
+    }
+    return NULL;
+}
+
+static void test_hostile_malformed_packets_closed_succeeds(void **state)
+{
+    (void)state;
+    pthread_t th[STORM_THREADS];
+    struct storm_arg args[STORM_THREADS];
+    for (int i = 0; i < STORM_THREADS; i++) {
+        args[i] = (struct storm_arg){i, 2};
+        assert_int_equal(pthread_create(&th[i], NULL, storm_main, &args[i]), 0);
+    }
+    for (int i = 0; i < STORM_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_no_worker_failures();
+    assert_hub_alive();
+}
+
+/* ------------------------------------------------------------ the flood */
+
+struct flood_result {
+    int sent;
+    int pubacks;
+    int ok204;     /* 204 answers that arrived (the broker drops QoS 0 answers past its queue) */
+    int bad;       /* answers that were not 204 or carried the wrong $version */
+    int max_acked; /* highest patch index acknowledged by PUBACK or 204 */
+    bool final_seen;
+    long long v0;
+};
+
+/* Parse "$iothub/twin/res/{status}/?$rid={rid}&$version={v}" of a raw PUBLISH body. */
+static bool parse_twin_res(const struct pkt *p, int *status, char *rid, size_t rid_size,
+                           long long *version)
+{
+    if (p->len < 2)
+        return false;
+    size_t tlen = (size_t)p->body[0] << 8 | p->body[1];
+    if (tlen + 2 > p->len)
+        return false;
+    char topic[512];
+    if (tlen >= sizeof topic)
+        return false;
+    memcpy(topic, p->body + 2, tlen);
+    topic[tlen] = '\0';
+    if (sscanf(topic, "$iothub/twin/res/%d/", status) != 1)
+        return false;
+    char *r = it_topic_param(topic, "$rid");
+    char *v = it_topic_param(topic, "$version");
+    snprintf(rid, rid_size, "%s", r ? r : "");
+    *version = v ? atoll(v) : -1;
+    free(r);
+    free(v);
+    return true;
+}
+
+/*
+ * it-dev3 sends FLOOD_N reported patches at QoS 1 with a 2 KB receive
+ * buffer, reading nothing until all are written; then it drains the answers
+ * and asks a final GET to know that nothing more is coming.
+ */
+static void *patch_flood_main(void *arg)
+{
+    struct flood_result *res = arg;
+    struct raw r;
+    res->max_acked = -1;
+    if (!raw_device(&r, &cred_dev3, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
+        fail_note("flood: it-dev3 could not connect and subscribe");
+        return NULL;
+    }
+    struct buf b = {0};
+    for (int i = 0; i < FLOOD_N; i++) {
+        char topic[96], payload[96];
+        int tl = snprintf(topic, sizeof topic, "$iothub/twin/PATCH/properties/reported/?$rid=%d", i);
+        int pl = snprintf(payload, sizeof payload, "{\"flood\":{\"s%d\":%d},\"last\":%d}",
+                          i % FLOOD_SLOTS, i, i);
+        mk_publish(&b, topic, (size_t)tl, payload, (size_t)pl, 1, (unsigned)(i % 65535) + 1);
+    }
+    if (!raw_send(&r, b.p, b.len, 30000)) {
+        fail_note("flood: the broker stopped reading the flood (sent of %zu bytes failed)", b.len);
+        b_free(&b);
+        raw_close(&r, true);
+        return NULL;
+    }
+    b_free(&b);
+    res->sent = FLOOD_N;
+
+    int64_t deadline = mono_ms() + 60000;
+    int finals = 0;
+    int64_t final_at = 0;
+    while (!res->final_seen && mono_ms() < deadline) {
+        if (res->pubacks == FLOOD_N && (finals == 0 || mono_ms() - final_at > 2000) && finals < 5) {
+            char topic[64];
+            snprintf(topic, sizeof topic, "$iothub/twin/GET/?$rid=final-%d", finals++);
+            final_at = mono_ms();
+            if (!raw_publish(&r, topic, NULL, 0))
+                break;
+        }
+        struct pkt p;
+        int rc = raw_recv(&r, &p, 200);
+        if (rc < 0) {
+            fail_note("flood: the broker closed it-dev3's connection while it drained");
+            break;
+        }
+        if (rc == 0)
+            continue;
+        uint8_t type = p.header & 0xF0;
+        if (type == 0x40) {
+            res->pubacks++;
+        } else if (type == 0x30) {
+            int status = 0;
+            char rid[64];
+            long long v = -1;
+            if (!parse_twin_res(&p, &status, rid, sizeof rid, &v)) {
+                res->bad++;
+            } else if (!strncmp(rid, "final-", 6)) {
+                res->final_seen = status == 200;
+            } else {
+                int i = atoi(rid);
+                if (status == 204 && v == res->v0 + i + 1) {
+                    res->ok204++;
+                    if (i > res->max_acked)
+                        res->max_acked = i;
+                } else {
+                    if (res->bad++ < 5)
+                        fprintf(stderr, "# flood: rid %s answered %d with $version %lld (v0 %lld)\n",
+                                rid, status, v, res->v0);
+                }
+            }
+        }
+        free(p.body);
+    }
+    if (res->pubacks == FLOOD_N && res->max_acked < FLOOD_N - 1)
+        res->max_acked = FLOOD_N - 1; /* every publish was acknowledged */
+    raw_close(&r, false);
+    return NULL;
+}
+
+/*
+ * it-dev1/it-mod1 sends FLOOD_N twin GETs and never reads a byte, then
+ * resets the connection with the broker's queue for it full.
+ */
+static void *get_flood_main(void *arg)
+{
+    int *sent = arg;
+    struct raw r;
+    if (!raw_device(&r, &cred_mod1, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
+        fail_note("get flood: it-mod1 could not connect and subscribe");
+        return NULL;
+    }
+    struct buf b = {0};
+    for (int i = 0; i < FLOOD_N; i++) {
+        char topic[64];
+        int tl = snprintf(topic, sizeof topic, "$iothub/twin/GET/?$rid=%d", i);
+        mk_publish(&b, topic, (size_t)tl, NULL, 0, 0, 0);
+    }
+    if (raw_send(&r, b.p, b.len, 30000))
+        *sent = FLOOD_N;
+    else
+        fail_note("get flood: the broker stopped reading");
+    b_free(&b);
+    raw_close(&r, true);
+    return NULL;
+}
+
+static void test_hostile_twin_flood_slow_reader_loses_nothing_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct flood_result res = {0};
+    res.v0 = (long long)reported_version(svc, IT_DEV3, NULL);
+    long long mod_v0 = (long long)reported_version(svc, IT_DEV1, IT_MOD1);
+    int get_sent = 0;
+    struct storm_arg garbage = {STORM_THREADS, 1};
+
+    pthread_t tp, tg, ts;
+    assert_int_equal(pthread_create(&tp, NULL, patch_flood_main, &res), 0);
+    assert_int_equal(pthread_create(&tg, NULL, get_flood_main, &get_sent), 0);
+    assert_int_equal(pthread_create(&ts, NULL, storm_main, &garbage), 0);
+    pthread_join(tp, NULL);
+    pthread_join(tg, NULL);
+    pthread_join(ts, NULL);
+    fprintf(stderr, "# flood: %d patches sent, %d PUBACKs, %d answers 204 (the rest dropped by "
+                    "the broker's queue limit), %d bad\n",
+            res.sent, res.pubacks, res.ok204, res.bad);
+    assert_no_worker_failures();
+    assert_int_equal(get_sent, FLOOD_N);
+    assert_int_equal(res.sent, FLOOD_N);
+    assert_int_equal(res.pubacks, FLOOD_N); /* the broker took every patch */
+    assert_int_equal(res.bad, 0);
+    assert_true(res.ok204 > 0);
+    assert_true(res.final_seen);
+
+    /* Every acknowledged patch is in the twin: $version counts them all, and each slot holds
+     * the value of the last patch that wrote it. */
+    cJSON *twin = it_control(svc, IT_WAIT_MS, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV3 "\"}");
+    assert_non_null(twin);
+    assert_int_equal((long long)it_json_num(twin, "data.properties.reported.$version", -1),
+                     res.v0 + FLOOD_N);
+    assert_int_equal((int)it_json_num(twin, "data.properties.reported.last", -1), res.max_acked);
+    for (int s = 0; s < FLOOD_SLOTS; s++) {
+        char path[64];
+        snprintf(path, sizeof path, "data.properties.reported.flood.s%d", s);
+        int last = res.max_acked - ((res.max_acked - s) % FLOOD_SLOTS + FLOOD_SLOTS) % FLOOD_SLOTS;
+        assert_int_equal((int)it_json_num(twin, path, -1), last);
+    }
+    cJSON_Delete(twin);
+    /* GETs change nothing. */
+    assert_int_equal((long long)reported_version(svc, IT_DEV1, IT_MOD1), mod_v0);
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
+/* ---------------------------------------------------- abrupt disconnects */
+
+static void *abrupt_main(void *arg)
+{
+    int t = *(int *)arg;
+    const struct cred *c = t % 2 ? &cred_dev4 : &cred_mod1;
+    for (int i = 0; i < ABRUPT_ROUNDS; i++) {
+        struct raw r;
+        struct buf b = {0};
+        int variant = (i + t) % 5;
+        if (variant == 4) {
+            /* CONNECT and a request back to back, gone before the CONNACK is read. */
+            if (!raw_open(&r, 0)) {
+                fail_note("abrupt: cannot connect");
+                return NULL;
+            }
+            connect_packet(&b, c, true);
+            mk_publish(&b, "$iothub/twin/GET/?$rid=x", 24, NULL, 0, 0, 0);
+            raw_send_buf(&r, &b);
+            b_free(&b);
+            raw_close(&r, true);
+            continue;
+        }
+        if (!raw_device(&r, c, 0, true)) {
+            /* Another thread's take-over can end the connection first; that is fine. */
+            continue;
+        }
+        switch (variant) {
+        case 0:
+            raw_publish(&r, "$iothub/twin/GET/?$rid=1", NULL, 0);
+            raw_close(&r, false);
+            break;
+        case 1:
+            raw_publish(&r, "$iothub/twin/PATCH/properties/reported/?$rid=2", "{\"abrupt\":1}", 1);
+            raw_close(&r, true);
+            break;
+        case 2:
+            mk_publish(&b, "$iothub/twin/PATCH/properties/reported/?$rid=3", 46,
+                       "{\"abrupt\":\"half a publish that never ends\"}", 43, 1, 3);
+            b.len -= 10;
+            raw_send_buf(&r, &b);
+            b_free(&b);
+            raw_close(&r, i % 2 == 0);
+            break;
+        case 3:
+            raw_subscribe(&r, "$iothub/methods/POST/#");
+            for (int k = 0; k < 20; k++) {
+                char topic[96];
+                int tl = snprintf(topic, sizeof topic,
+                                  "$iothub/twin/PATCH/properties/reported/?$rid=b%d", k);
+                mk_publish(&b, topic, (size_t)tl, "{\"burst\":true}", 14, 1, (unsigned)k + 1);
+            }
+            raw_send_buf(&r, &b);
+            b_free(&b);
+            raw_close(&r, true);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_hostile_abrupt_disconnects_mid_request_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+
+    /* A method call in flight when its device vanishes is answered, not left hanging. */
+    struct raw dev;
+    assert_true(raw_device(&dev, &cred_dev2, 0, true));
+    assert_true(raw_subscribe(&dev, "$iothub/methods/POST/#"));
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV2 "\","
+                    "\"methodName\":\"reboot\",\"responseTimeoutInSeconds\":30}");
+    assert_true(raw_expect(&dev, 0x30, NULL, RAW_WAIT_MS));
+    raw_close(&dev, true);
+    cJSON *r = it_control_wait(svc, corr, RAW_WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "errorCode", 0), 404103);
+    cJSON_Delete(r);
+
+    pthread_t th[ABRUPT_THREADS];
+    int ids[ABRUPT_THREADS];
+    for (int i = 0; i < ABRUPT_THREADS; i++) {
+        ids[i] = i;
+        assert_int_equal(pthread_create(&th[i], NULL, abrupt_main, &ids[i]), 0);
+    }
+    for (int i = 0; i < ABRUPT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_no_worker_failures();
+
+    /* Nobody is left online, and the twins still answer. */
+    assert_true(wait_connection_state(svc, IT_DEV4, NULL, "Disconnected"));
+    assert_true(wait_connection_state(svc, IT_DEV1, IT_MOD1, "Disconnected"));
+    assert_true(wait_connection_state(svc, IT_DEV2, NULL, "Disconnected"));
+    reported_version(svc, IT_DEV4, NULL);
+    reported_version(svc, IT_DEV1, IT_MOD1);
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
+/* ---------------------------------------------------------------- churn */
+
+static void *churn_main(void *arg)
+{
+    int t = *(int *)arg;
+    for (int i = 0; i < CHURN_ROUNDS; i++) {
+        struct raw r;
+        struct buf b = {0};
+        int variant = (i * 3 + t) % 5;
+        bool clean = (i + t) % 3 != 0; /* some persistent sessions too */
+        if (!raw_open(&r, 0)) {
+            fail_note("churn: cannot connect");
+            return NULL;
+        }
+        connect_packet(&b, &cred_dev4, clean);
+        if (variant == 0) {
+            /* gone before the CONNACK */
+            raw_send_buf(&r, &b);
+            b_free(&b);
+            raw_close(&r, i % 2 == 0);
+            continue;
+        }
+        int code = -1;
+        if (!raw_send_buf(&r, &b) || !raw_expect(&r, 0x20, &code, RAW_WAIT_MS) || code != 0) {
+            /* taken over before the CONNACK arrived: the connection is closed, no answer */
+            b_free(&b);
+            raw_close(&r, false);
+            continue;
+        }
+        b_free(&b);
+        switch (variant) {
+        case 1:
+            raw_send(&r, "\xe0\x00", 2, RAW_WAIT_MS); /* DISCONNECT */
+            raw_close(&r, false);
+            break;
+        case 2:
+            raw_close(&r, true);
+            break;
+        case 3:
+            raw_subscribe(&r, "devices/" IT_DEV4 "/messages/devicebound/#");
+            raw_publish(&r, "$iothub/twin/GET/?$rid=churn", NULL, 0);
+            raw_close(&r, false);
+            break;
+        default:
+            raw_publish(&r, "devices/" IT_DEV4 "/messages/events/", "churn", 1);
+            raw_send(&r, "\xc0\x00", 2, RAW_WAIT_MS); /* PINGREQ */
+            raw_close(&r, i % 2 == 1);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static int stat_count(struct it_client *svc, const char *field)
+{
+    cJSON *r = it_control(svc, IT_WAIT_MS, "{\"command\":\"getStatistics\"}");
+    assert_non_null(r);
+    char path[96];
+    snprintf(path, sizeof path, "data.%s", field);
+    int n = (int)it_json_num(r, path, -1);
+    cJSON_Delete(r);
+    return n;
+}
+
+static void test_hostile_connect_churn_same_client_id_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    pthread_t th[CHURN_THREADS];
+    int ids[CHURN_THREADS];
+    for (int i = 0; i < CHURN_THREADS; i++) {
+        ids[i] = i;
+        assert_int_equal(pthread_create(&th[i], NULL, churn_main, &ids[i]), 0);
+    }
+    for (int i = 0; i < CHURN_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_no_worker_failures();
+
+    /* All connections are gone: the hub must not believe the device is still online. */
+    assert_true(wait_connection_state(svc, IT_DEV4, NULL, "Disconnected"));
+    assert_int_equal(stat_count(svc, "connectedDeviceCount"), 0);
+
+    /* A well-behaved connection with the same id works and is tracked exactly. */
+    struct it_client *dev = it_device_open(&hub, IT_DEV4, NULL, IT_DEV4_KEY);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 0, IT_WAIT_MS), 0);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/methods/POST/#", 0, IT_WAIT_MS), 0);
+    assert_true(wait_connection_state(svc, IT_DEV4, NULL, "Connected"));
+    assert_int_equal(stat_count(svc, "connectedDeviceCount"), 1);
+    int status = 0;
+    struct it_msg *m = it_twin_request(dev, "after-churn", "{\"churned\":true}", &status);
+    assert_non_null(m);
+    assert_int_equal(status, 204);
+    it_msg_free(m);
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV4 "\","
+                    "\"methodName\":\"ping\",\"responseTimeoutInSeconds\":10}");
+    m = it_client_wait_prefix(dev, "$iothub/methods/POST/ping/?$rid=", IT_WAIT_MS);
+    assert_non_null(m);
+    char *rid = it_topic_param(m->topic, "$rid");
+    it_msg_free(m);
+    char topic[128];
+    snprintf(topic, sizeof topic, "$iothub/methods/res/200/?$rid=%s", rid);
+    free(rid);
+    assert_int_equal(it_client_publish_str(dev, topic, "{\"pong\":1}", 1), MOSQ_ERR_SUCCESS);
+    cJSON *r = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "data.status", -1), 200);
+    assert_int_equal((int)it_json_num(r, "data.payload.pong", -1), 1);
+    cJSON_Delete(r);
+    it_client_close(dev);
+    assert_true(wait_connection_state(svc, IT_DEV4, NULL, "Disconnected"));
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
+/* --------------------------------------------- oversized and deep bodies */
+
+/* A malloc'd string of n copies of `unit` between `pre` and `post`. */
+static char *repeat(const char *pre, const char *unit, size_t n, const char *post)
+{
+    size_t ul = strlen(unit), pl = strlen(pre), ql = strlen(post);
+    char *s = malloc(pl + ul * n + ql + 1);
+    if (!s)
+        abort();
+    memcpy(s, pre, pl);
+    for (size_t i = 0; i < n; i++)
+        memcpy(s + pl + i * ul, unit, ul);
+    memcpy(s + pl + ul * n, post, ql + 1);
+    return s;
+}
+
+/* A reported patch refused with `status`; the connection stays up. */
+static void expect_patch_refused(struct it_client *dev, const char *rid, const char *patch,
+                                 int status)
+{
+    int got = 0;
+    struct it_msg *m = it_twin_request(dev, rid, patch, &got);
+    if (!m)
+        fprintf(stderr, "# patch %s (%zu bytes): no answer\n", rid, strlen(patch));
+    assert_non_null(m);
+    if (got != status)
+        fprintf(stderr, "# patch %s: status %d, expected %d: %.*s\n", rid, got, status,
+                m->len > 300 ? 300 : m->len, m->payload);
+    assert_int_equal(got, status);
+    it_msg_free(m);
+    assert_true(it_client_is_connected(dev));
+}
+
+static void test_hostile_oversized_and_deep_json_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    double v0 = reported_version(svc, IT_DEV2, NULL);
+    struct it_client *dev = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 0, IT_WAIT_MS), 0);
+
+    /* ten legal 4000-byte strings: about 40 KB, over the 32 KB reported section */
+    struct buf big = {0};
+    b_put(&big, "{", 1);
+    for (int i = 0; i < 10; i++) {
+        char key[16];
+        b_put(&big, key, (size_t)snprintf(key, sizeof key, "%s\"k%d\":\"", i ? "," : "", i));
+        for (int k = 0; k < 4000; k++)
+            b_u8(&big, (uint8_t)('a' + i));
+        b_u8(&big, '"');
+    }
+    b_put(&big, "}", 2);
+    expect_patch_refused(dev, "big", (const char *)big.p, 403);
+    b_free(&big);
+    char *s;
+    char *arrays = repeat("", "[", 100000, "");
+    expect_patch_refused(dev, "arrays", arrays, 400);
+    free(arrays);
+    s = repeat("", "{\"a\":", 40000, "1"); /* 240 KB: under the size limit, far too deep */
+    char *objects = repeat(s, "}", 40000, "");
+    free(s);
+    expect_patch_refused(dev, "objects", objects, 400);
+    free(objects);
+    char *huge = repeat("{\"s\":\"", "y", 900 * 1024, "\"}"); /* over the 256 KB JSON limit */
+    int got = 0;
+    struct it_msg *m = it_twin_request(dev, "huge", huge, &got);
+    assert_non_null(m);
+    if (got != 413 && got != 400)
+        fprintf(stderr, "# 900 KB patch: status %d\n", got);
+    assert_true(got == 413 || got == 400);
+    it_msg_free(m);
+    char *strings = repeat("[", "\"\\ud800\",", 20000, "1]");
+    expect_patch_refused(dev, "strings", strings, 400);
+    free(strings);
+    expect_patch_refused(dev, "not-json", "{\"a\":1} trailing", 400);
+
+    /* Over the broker's 1 MB packet limit: the broker drops the connection, the hub lives. */
+    assert_int_equal(it_client_publish(dev, "$iothub/twin/PATCH/properties/reported/?$rid=max",
+                                       huge, (int)(1100 * 1024), 0, false),
+                     MOSQ_ERR_SUCCESS);
+    assert_true(it_client_wait_disconnect(dev, RAW_WAIT_MS));
+    it_client_close(dev);
+    free(huge);
+
+    /* Telemetry over 256 KB is a protocol error: the hub closes the connection. */
+    dev = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    char *tel = repeat("", "t", 300 * 1024, "");
+    assert_int_equal(it_client_publish(dev, "devices/" IT_DEV2 "/messages/events/", tel,
+                                       (int)strlen(tel), 1, false),
+                     MOSQ_ERR_SUCCESS);
+    free(tel);
+    assert_true(it_client_wait_disconnect(dev, RAW_WAIT_MS));
+    it_client_close(dev);
+
+    /* Nothing was applied. */
+    assert_true(reported_version(svc, IT_DEV2, NULL) == v0);
+
+    /* The control API refuses garbage in-band and keeps serving. */
+    const char *garbage[] = {"not json", "[]", "{\"commands\":{}}", "{\"commands\":[1,null,\"x\"]}",
+                             "{\"commands\":[{\"command\":\"nope\"}]}"};
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+        assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, garbage[i], 1),
+                         MOSQ_ERR_SUCCESS);
+        m = it_client_wait_topic(svc, IT_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
+        if (!m)
+            fprintf(stderr, "# control request '%s': no response\n", garbage[i]);
+        assert_non_null(m);
+        assert_non_null(strstr(m->payload, "\"error\""));
+        it_msg_free(m);
+    }
+    char *deep = repeat("{\"commands\":", "[", 50000, "");
+    assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, deep, 1), MOSQ_ERR_SUCCESS);
+    free(deep);
+    m = it_client_wait_topic(svc, IT_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
+    assert_non_null(m);
+    assert_non_null(strstr(m->payload, "\"error\""));
+    it_msg_free(m);
+    /* 20 levels: within the control API's parse limit, over the twin's depth limit */
+    char *patch = repeat("", "{\"a\":", 20, "1");
+    char *patch2 = repeat(patch, "}", 20, "");
+    free(patch);
+    cJSON *r = it_control(svc, IT_WAIT_MS,
+                          "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\","
+                          "\"patch\":{\"properties\":{\"desired\":%s}}}",
+                          patch2);
+    free(patch2);
+    assert_non_null(r);
+    assert_non_null(it_json_str(r, "error"));
+    cJSON_Delete(r);
+    reported_version(svc, IT_DEV2, NULL);
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
+/* -------------------------------------------- answers nobody asked for */
+
+static void test_hostile_unsolicited_method_responses_ignored_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct it_client *rogue = it_device_open(&hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    struct it_client *dev = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/methods/POST/#", 0, IT_WAIT_MS), 0);
+
+    /* A call to it-dev1 is pending; learn its $rid the way a snooping device might guess it. */
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV1 "\","
+                    "\"methodName\":\"slow\",\"responseTimeoutInSeconds\":20}");
+    struct it_msg *req = it_client_wait_prefix(dev, "$iothub/methods/POST/slow/?$rid=", IT_WAIT_MS);
+    assert_non_null(req);
+    char *rid = it_topic_param(req->topic, "$rid");
+    assert_non_null(rid);
+    it_msg_free(req);
+
+    /* Method answers for calls never made, from both devices, and one for it-dev1's call from
+     * it-dev2: none may complete anything. */
+    char *long_rid = repeat("", "9", 5000, "");
+    const char *rids[] = {"0", "1", "18446744073709551615", "99999999999999999999999", "abc",
+                          "-1", "%00", long_rid, rid};
+    for (size_t i = 0; i < sizeof rids / sizeof rids[0]; i++) {
+        char *topic = it_strdupf("$iothub/methods/res/200/?$rid=%s", rids[i]);
+        assert_true(it_client_publish_acked(rogue, topic, "{\"stolen\":true}", IT_WAIT_MS));
+        if (strcmp(rids[i], rid) != 0)
+            assert_true(it_client_publish_acked(dev, topic, "not json at all", IT_WAIT_MS));
+        free(topic);
+    }
+    free(long_rid);
+    char *big = repeat("[", "1,", 100000, "1]");
+    assert_true(it_client_publish_acked(rogue, "$iothub/methods/res/500/?$rid=2", big, IT_WAIT_MS));
+    free(big);
+    assert_true(it_client_publish_acked(rogue, "$iothub/methods/res/999999999/?$rid=3", "",
+                                        IT_WAIT_MS));
+    assert_int_equal(it_client_count_prefix(svc, IT_CONTROL_RESPONSE_TOPIC), 0);
+    assert_true(it_client_is_connected(rogue));
+
+    /* The real answer still completes the call, with the real device's status. */
+    char *topic = it_strdupf("$iothub/methods/res/201/?$rid=%s", rid);
+    assert_true(it_client_publish_acked(dev, topic, "{\"real\":true}", IT_WAIT_MS));
+    free(topic);
+    free(rid);
+    cJSON *r = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "data.status", -1), 201);
+    assert_true(cJSON_IsTrue(it_json_get(r, "data.payload.real")));
+    assert_null(it_json_get(r, "data.payload.stolen"));
+    cJSON_Delete(r);
+    it_client_close(rogue);
+    it_client_close(dev);
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
+/* ------------------------------------------------ a well-behaved device */
+
+static void test_hostile_hub_still_serves_well_behaved_device_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct it_client *dev = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 0, IT_WAIT_MS), 0);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/PATCH/properties/desired/#", 1,
+                                         IT_WAIT_MS),
+                     1);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/methods/POST/#", 0, IT_WAIT_MS), 0);
+    assert_int_equal(
+        it_client_subscribe(dev, "devices/" IT_DEV1 "/messages/devicebound/#", 1, IT_WAIT_MS), 1);
+
+    /* twin GET, reported PATCH, GET again */
+    int status = 0;
+    struct it_msg *m = it_twin_request(dev, "g1", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    cJSON *doc = it_msg_json(m);
+    long long rv = (long long)it_json_num(doc, "reported.$version", -1);
+    cJSON_Delete(doc);
+    it_msg_free(m);
+    m = it_twin_request(dev, "p1", "{\"survivor\":{\"ok\":true,\"n\":42}}", &status);
+    assert_non_null(m);
+    assert_int_equal(status, 204);
+    char *v = it_topic_param(m->topic, "$version");
+    assert_non_null(v);
+    assert_int_equal(atoll(v), rv + 1);
+    free(v);
+    it_msg_free(m);
+    m = it_twin_request(dev, "g2", NULL, &status);
+    assert_non_null(m);
+    doc = it_msg_json(m);
+    assert_int_equal((int)it_json_num(doc, "reported.survivor.n", -1), 42);
+    assert_int_equal((long long)it_json_num(doc, "reported.$version", -1), rv + 1);
+    cJSON_Delete(doc);
+    it_msg_free(m);
+
+    /* desired patch from the service reaches the device */
+    cJSON *r = it_control(svc, IT_WAIT_MS,
+                          "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV1 "\","
+                          "\"patch\":{\"properties\":{\"desired\":{\"mode\":\"calm\"}}}}");
+    assert_non_null(r);
+    assert_null(it_json_get(r, "error"));
+    cJSON_Delete(r);
+    m = it_client_wait_prefix(dev, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
+    assert_non_null(m);
+    doc = it_msg_json(m);
+    assert_string_equal(it_json_str(doc, "mode"), "calm");
+    cJSON_Delete(doc);
+    it_msg_free(m);
+
+    /* direct method round trip */
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV1 "\","
+                    "\"methodName\":\"check\",\"payload\":{\"x\":1}}");
+    m = it_client_wait_prefix(dev, "$iothub/methods/POST/check/?$rid=", IT_WAIT_MS);
+    assert_non_null(m);
+    char *rid = it_topic_param(m->topic, "$rid");
+    it_msg_free(m);
+    char *topic = it_strdupf("$iothub/methods/res/200/?$rid=%s", rid);
+    free(rid);
+    assert_int_equal(it_client_publish_str(dev, topic, "{\"fine\":true}", 1), MOSQ_ERR_SUCCESS);
+    free(topic);
+    r = it_control_wait(svc, corr, IT_WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "data.status", -1), 200);
+    assert_true(cJSON_IsTrue(it_json_get(r, "data.payload.fine")));
+    cJSON_Delete(r);
+
+    /* cloud-to-device message */
+    r = it_control(svc, IT_WAIT_MS,
+                   "{\"command\":\"sendC2D\",\"deviceId\":\"" IT_DEV1 "\",\"body\":\"still here\","
+                   "\"messageId\":\"survivor-1\"}");
+    assert_non_null(r);
+    assert_true(cJSON_IsTrue(it_json_get(r, "data.delivered")));
+    cJSON_Delete(r);
+    m = it_client_wait_prefix(dev, "devices/" IT_DEV1 "/messages/devicebound/", IT_WAIT_MS);
+    assert_non_null(m);
+    assert_int_equal(m->len, 10);
+    assert_memory_equal(m->payload, "still here", 10);
+    it_msg_free(m);
+
+    it_client_close(dev);
+    it_client_close(svc);
+    assert_int_equal(it_hub_broker_pid(&hub), broker_pid);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_malformed_packets_closed_succeeds),
+        cmocka_unit_test(test_hostile_twin_flood_slow_reader_loses_nothing_succeeds),
+        cmocka_unit_test(test_hostile_abrupt_disconnects_mid_request_succeeds),
+        cmocka_unit_test(test_hostile_connect_churn_same_client_id_succeeds),
+        cmocka_unit_test(test_hostile_oversized_and_deep_json_succeeds),
+        cmocka_unit_test(test_hostile_unsolicited_method_responses_ignored_succeeds),
+        cmocka_unit_test(test_hostile_hub_still_serves_well_behaved_device_succeeds),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,644 @@
+/*
+ * it_persist.c - crash tests for `twinhub serve --state-dir DIR` and
+ * `--record FILE` (docs/control-api.md "Recording and persistence",
+ * docs/recording.md "Durability", persist.c).
+ *
+ * Each test starts its own hub, makes changes from real clients and waits for
+ * each one to be acknowledged (204 for a reported patch, PUBACK for telemetry,
+ * the control API's answer for service-side changes), then SIGKILLs the
+ * mosquitto broker (a child of serve) so nothing can be flushed at exit, lets
+ * serve end, and starts a new serve on the same state dir or recording. The
+ * new hub must hold every acknowledged change: twin values, versions, etags
+ * and metadata, identities and keys, statuses, queued C2D messages (delivered
+ * after reconnecting) and deletions; the recording must hold every
+ * acknowledged telemetry message and reported patch, as valid JSON lines with
+ * seq increasing by 1.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <mosquitto.h>
+
+#include "harness.h"
+
+#define SEC_MODULE "azureiotsecurity"
+#define KEY_A "aXQtcmVnaXN0cnktZXhwbGljaXQtcHJpbWFyeS0wMSE="
+#define KEY_B "aXQtcmVnaXN0cnktZXhwbGljaXQtc2Vjb25kLTAyISE="
+#define KEY_ROT_1 "aXQtcmVnaXN0cnktcm90YXRlZC1wcmltYXJ5LTAwMyE="
+#define KEY_ROT_2 "aXQtcmVnaXN0cnktcm90YXRlZC1zZWNvbmQtMDA0ISE="
+
+/* The hubs and scratch dir of the running test; the teardown stops and removes what is left. */
+static struct it_hub hub_a, hub_b;
+static char *scratch;
+
+/* ---- helpers ---- */
+
+/* The test's private scratch directory (removed by the teardown). */
+static char *scratch_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    scratch = it_strdupf("%s/twinhub-persist-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    assert_non_null(mkdtemp(scratch));
+    return scratch;
+}
+
+/*
+ * After every test, passed or failed: a hub still running (the test failed
+ * before stopping it) is stopped, so no serve outlives the test process, and
+ * the scratch dir goes unless IT_KEEP is set.
+ */
+static int persist_teardown(void **state)
+{
+    (void)state;
+    int rc = 0;
+    if (hub_a.pid > 0 && it_hub_stop(&hub_a) != 0)
+        rc = -1;
+    if (hub_b.pid > 0 && it_hub_stop(&hub_b) != 0)
+        rc = -1;
+    if (scratch && !getenv("IT_KEEP"))
+        it_rmtree(scratch);
+    free(scratch);
+    scratch = NULL;
+    return rc;
+}
+
+static void start_hub(struct it_hub *hub, const char *opt, const char *path)
+{
+    const char *extra[] = {opt, path, NULL};
+    assert_int_equal(it_hub_start_with(hub, NULL, extra), 0);
+}
+
+/* SIGKILL the broker, let serve end; the test fails unless both are gone. */
+static void crash_hub(struct it_hub *hub)
+{
+    int st;
+    int rc = it_hub_kill_broker(hub, &st);
+    if (st >= 0)
+        fprintf(stderr, "# serve after its broker was killed: %s %d\n",
+                WIFEXITED(st) ? "exit status" : "signal",
+                WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    assert_int_equal(rc, 0);
+}
+
+static struct it_client *twin_client(const struct it_hub *hub, const char *d, const char *m,
+                                     const char *key)
+{
+    struct it_client *c = it_device_open(hub, d, m, key);
+    assert_int_equal(it_client_subscribe(c, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
+    return c;
+}
+
+/* Reported patch that must be acknowledged with 204; returns the new reported $version. */
+static int report(struct it_client *c, const char *rid, const char *patch)
+{
+    int status;
+    struct it_msg *m = it_twin_request(c, rid, patch, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 204);
+    char *v = it_topic_param(m->topic, "$version");
+    it_msg_free(m);
+    assert_non_null(v);
+    int version = atoi(v);
+    free(v);
+    return version;
+}
+
+/* A copy of obj holding only the members named in fields (absent ones stay absent). */
+static cJSON *pick(const cJSON *obj, const char *const *fields)
+{
+    cJSON *out = cJSON_CreateObject();
+    for (size_t i = 0; fields[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, fields[i]);
+        if (v)
+            cJSON_AddItemToObject(out, fields[i], cJSON_Duplicate(v, 1));
+    }
+    return out;
+}
+
+/* What a restart must keep: everything but connection state and activity times. */
+static const char *const twin_fields[] = {
+    "deviceId",     "moduleId", "etag",       "version", "status",
+    "statusReason", "tags",     "properties", "modelId", NULL};
+static const char *const identity_fields[] = {"deviceId",
+                                              "moduleId",
+                                              "generationId",
+                                              "etag",
+                                              "status",
+                                              "statusReason",
+                                              "authentication",
+                                              "managedBy",
+                                              "cloudToDeviceMessageCount",
+                                              NULL};
+
+/* {"twin": picked getTwin, "identity": picked getDevice} of one identity. */
+static cJSON *durable_state(struct it_client *svc, const char *d, const char *m)
+{
+    char mod[300] = "";
+    if (m)
+        snprintf(mod, sizeof mod, ",\"moduleId\":\"%s\"", m);
+    cJSON *twin = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"%s\"%s}", d, mod);
+    cJSON *ident = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"%s\"%s}", d, mod);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "twin", pick(twin, twin_fields));
+    cJSON_AddItemToObject(out, "identity", pick(ident, identity_fields));
+    cJSON_Delete(twin);
+    cJSON_Delete(ident);
+    return out;
+}
+
+static void assert_json_equal(const cJSON *got, const cJSON *want, const char *what)
+{
+    if (!cJSON_Compare(got, want, 1)) {
+        char *g = cJSON_PrintUnformatted(got), *w = cJSON_PrintUnformatted(want);
+        fprintf(stderr, "# %s differs after the restart\n# before: %s\n# after:  %s\n", what, w, g);
+        free(g);
+        free(w);
+    }
+    assert_true(cJSON_Compare(got, want, 1));
+}
+
+/* CONNACK code of a device/module CONNECT signed with key; the client is closed. */
+static int try_identity(const struct it_hub *hub, const char *d, const char *m, const char *key)
+{
+    char *user = it_device_username(hub->hub_name, d, m);
+    char *pass = it_device_token(hub->hub_name, d, m, key, it_expiry());
+    char *cid = m ? it_strdupf("%s/%s", d, m) : strdup(d);
+    struct it_connect_opts o = {.client_id = cid, .username = user, .password = pass};
+    int connack;
+    struct it_client *c = it_client_connect(hub, &o, &connack);
+    it_client_close(c);
+    free(user);
+    free(pass);
+    free(cid);
+    return connack;
+}
+
+static cJSON *fixture_desired(void)
+{
+    const char *fx = getenv("IT_FIXTURES_DIR");
+    assert_non_null(fx);
+    char *path = it_strdupf("%s/azureiotsecurity-default.json", fx);
+    cJSON *doc = it_read_json(path);
+    free(path);
+    assert_non_null(doc);
+    return doc;
+}
+
+/* ---- state dir ---- */
+
+/* The identities whose durable state is compared across the crash. */
+static const char *const tracked[][2] = {
+    {IT_DEV1, NULL},       {IT_DEV1, IT_MOD1}, {IT_DEV2, NULL},
+    {IT_DEV2, SEC_MODULE}, {"p-new", NULL},    {"p-new", SEC_MODULE},
+    {"p-explicit", NULL},  {IT_DEV3, NULL},    {IT_DEV4, NULL},
+};
+#define NTRACKED (sizeof tracked / sizeof tracked[0])
+
+static void test_persist_acknowledged_changes_survive_broker_kill_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    start_hub(&hub_a, "--state-dir", state_dir);
+    struct it_client *svc = it_service_open(&hub_a, false);
+    cJSON *fixture = fixture_desired();
+    char *fixture_text = cJSON_PrintUnformatted(fixture);
+
+    /* reported properties from a device and a module, each acknowledged with 204 */
+    struct it_client *dev1 = twin_client(&hub_a, IT_DEV1, NULL, IT_DEV1_KEY);
+    int v1 = report(dev1, "p1", "{\"temp\":21.5,\"fw\":{\"version\":\"2.0\"}}");
+    int v2 = report(dev1, "p2", "{\"temp\":22.5,\"extra\":\"x\"}");
+    assert_int_equal(v2, v1 + 1);
+    struct it_client *mod1 = twin_client(&hub_a, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
+    report(mod1, "m1", "{\"moduleState\":\"running\"}");
+
+    /* desired properties and tags, in two writes */
+    cJSON *r =
+        it_control_ok(svc, "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\","
+                           "\"patch\":{\"tags\":{\"site\":\"lab\",\"floor\":3},"
+                           "\"properties\":{\"desired\":{\"target\":22,\"nested\":{\"a\":1}}}}}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\","
+                           "\"patch\":{\"properties\":{\"desired\":{\"nested\":{\"b\":2}}}}}");
+    int desired_version = (int)it_json_num(r, "properties.desired.$version", -1);
+    cJSON_Delete(r);
+
+    /* identities: generated keys, explicit keys, a status change, rotated keys */
+    r = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"p-new\"}");
+    char *pnew_key = strdup(it_json_str(r, "authentication.symmetricKey.primaryKey"));
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"p-explicit\","
+                           "\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY_A "\","
+                           "\"secondaryKey\":\"" KEY_B "\"}}}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"updateDevice\",\"deviceId\":\"p-explicit\","
+                           "\"status\":\"disabled\",\"statusReason\":\"parked\"}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"updateDevice\",\"deviceId\":\"" IT_DEV4 "\","
+                           "\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY_ROT_1 "\","
+                           "\"secondaryKey\":\"" KEY_ROT_2 "\"}}}");
+    cJSON_Delete(r);
+
+    /* the security module on two devices */
+    r = it_control_ok(svc,
+                      "{\"command\":\"ensureModule\",\"moduleId\":\"" SEC_MODULE "\","
+                      "\"desired\":%s,\"deviceIds\":[\"p-new\",\"" IT_DEV2 "\"]}",
+                      fixture_text);
+    assert_int_equal((int)it_json_num(r, "created", -1), 2);
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"p-new\","
+                           "\"moduleId\":\"" SEC_MODULE "\"}");
+    char *sec_key = strdup(it_json_str(r, "authentication.symmetricKey.primaryKey"));
+    cJSON_Delete(r);
+
+    /* C2D for a device that is offline: queued */
+    r = it_control_ok(svc, "{\"command\":\"sendC2D\",\"deviceId\":\"" IT_DEV3 "\","
+                           "\"body\":\"persist-me\",\"messageId\":\"m-persist-1\","
+                           "\"properties\":{\"k\":\"v\"}}");
+    assert_false(cJSON_IsTrue(it_json_get(r, "delivered")));
+    assert_int_equal((int)it_json_num(r, "queued", -1), 1);
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"sendC2D\",\"deviceId\":\"" IT_DEV3 "\","
+                           "\"body\":\"persist-2\",\"messageId\":\"m-persist-2\"}");
+    assert_int_equal((int)it_json_num(r, "queued", -1), 2);
+    cJSON_Delete(r);
+
+    /* a device created and deleted again (with a module) */
+    r = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"p-gone\"}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc,
+                      "{\"command\":\"createModule\",\"deviceId\":\"p-gone\",\"moduleId\":\"m\"}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"deleteDevice\",\"deviceId\":\"p-gone\"}");
+    cJSON_Delete(r);
+
+    /* what must survive, as the first hub reports it */
+    cJSON *before[NTRACKED];
+    for (size_t i = 0; i < NTRACKED; i++)
+        before[i] = durable_state(svc, tracked[i][0], tracked[i][1]);
+    cJSON *stats_before = it_control_ok(svc, "{\"command\":\"getStatistics\"}");
+
+    crash_hub(&hub_a);
+    it_client_close(dev1);
+    it_client_close(mod1);
+    it_client_close(svc);
+
+    start_hub(&hub_b, "--state-dir", state_dir);
+    svc = it_service_open(&hub_b, false);
+    for (size_t i = 0; i < NTRACKED; i++) {
+        cJSON *after = durable_state(svc, tracked[i][0], tracked[i][1]);
+        char what[300];
+        snprintf(what, sizeof what, "%s%s%s", tracked[i][0], tracked[i][1] ? "/" : "",
+                 tracked[i][1] ? tracked[i][1] : "");
+        assert_json_equal(after, before[i], what);
+        cJSON_Delete(after);
+        cJSON_Delete(before[i]);
+    }
+    cJSON *stats_after = it_control_ok(svc, "{\"command\":\"getStatistics\"}");
+    assert_int_equal((int)it_json_num(stats_after, "totalDeviceCount", -1),
+                     (int)it_json_num(stats_before, "totalDeviceCount", -2));
+    assert_int_equal((int)it_json_num(stats_after, "totalModuleCount", -1),
+                     (int)it_json_num(stats_before, "totalModuleCount", -2));
+    assert_int_equal((int)it_json_num(stats_after, "disabledDeviceCount", -1),
+                     (int)it_json_num(stats_before, "disabledDeviceCount", -2));
+    cJSON_Delete(stats_before);
+    cJSON_Delete(stats_after);
+
+    /* values, independently of the snapshot */
+    r = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV2 "\"}");
+    assert_string_equal(it_json_str(r, "tags.site"), "lab");
+    assert_true(it_json_num(r, "properties.desired.nested.a", 0) == 1);
+    assert_true(it_json_num(r, "properties.desired.nested.b", 0) == 2);
+    assert_int_equal((int)it_json_num(r, "properties.desired.$version", -1), desired_version);
+    cJSON_Delete(r);
+
+    /* the deleted device is gone, with its module */
+    cJSON *e =
+        it_control_err(svc, 404, 404001, "{\"command\":\"getDevice\",\"deviceId\":\"p-gone\"}");
+    cJSON_Delete(e);
+    assert_int_equal(try_identity(&hub_b, "p-gone", "m", KEY_A), 5);
+
+    /* reported: values and version kept, and the next patch continues the count */
+    dev1 = twin_client(&hub_b, IT_DEV1, NULL, IT_DEV1_KEY);
+    int status;
+    struct it_msg *m = it_twin_request(dev1, "after-get", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    cJSON *doc = it_msg_json(m);
+    it_msg_free(m);
+    assert_int_equal((int)it_json_num(doc, "reported.$version", -1), v2);
+    assert_true(it_json_num(doc, "reported.temp", 0) == 22.5);
+    assert_string_equal(it_json_str(doc, "reported.fw.version"), "2.0");
+    assert_string_equal(it_json_str(doc, "reported.extra"), "x");
+    cJSON_Delete(doc);
+    assert_int_equal(report(dev1, "after-patch", "{\"temp\":23}"), v2 + 1);
+    it_client_close(dev1);
+
+    /* keys: generated ones still open the device and its module; rotated ones replaced the old */
+    assert_int_equal(try_identity(&hub_b, "p-new", NULL, pnew_key), 0);
+    struct it_client *sec = twin_client(&hub_b, "p-new", SEC_MODULE, sec_key);
+    m = it_twin_request(sec, "sec-get", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    doc = it_msg_json(m);
+    it_msg_free(m);
+    cJSON *desired = cJSON_Duplicate(it_json_get(doc, "desired"), 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(desired, "$version");
+    assert_json_equal(desired, fixture, "p-new/" SEC_MODULE " desired");
+    cJSON_Delete(desired);
+    cJSON_Delete(doc);
+    it_client_close(sec);
+    assert_int_equal(try_identity(&hub_b, IT_DEV4, NULL, IT_DEV4_KEY), 5);
+    assert_int_equal(try_identity(&hub_b, IT_DEV4, NULL, KEY_ROT_1), 0);
+    assert_int_equal(try_identity(&hub_b, "p-explicit", NULL, KEY_A), 5); /* still disabled */
+
+    /* the queued C2D messages arrive once the device subscribes, in order */
+    struct it_client *dev3 = it_device_open(&hub_b, IT_DEV3, NULL, IT_DEV3_KEY);
+    assert_int_equal(
+        it_client_subscribe(dev3, "devices/" IT_DEV3 "/messages/devicebound/#", 1, IT_WAIT_MS), 1);
+    const char *prefix = "devices/" IT_DEV3 "/messages/devicebound/";
+    static const struct {
+        const char *mid, *body;
+    } want[] = {{"m-persist-1", "persist-me"}, {"m-persist-2", "persist-2"}};
+    for (size_t i = 0; i < 2; i++) {
+        m = it_client_wait_prefix(dev3, prefix, IT_WAIT_MS);
+        if (!m)
+            fprintf(stderr, "# queued C2D message %s was not delivered after the restart\n",
+                    want[i].mid);
+        assert_non_null(m);
+        assert_int_equal(m->len, (int)strlen(want[i].body));
+        assert_memory_equal(m->payload, want[i].body, strlen(want[i].body));
+        char *mid = it_bag_get(m->topic + strlen(prefix), "$.mid");
+        assert_non_null(mid);
+        assert_string_equal(mid, want[i].mid);
+        free(mid);
+        if (i == 0) {
+            char *k = it_bag_get(m->topic + strlen(prefix), "k");
+            assert_non_null(k);
+            assert_string_equal(k, "v");
+            free(k);
+        }
+        it_msg_free(m);
+    }
+    it_client_close(dev3);
+    r = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV3 "\"}");
+    assert_int_equal((int)it_json_num(r, "cloudToDeviceMessageCount", -1), 0);
+    cJSON_Delete(r);
+
+    it_client_close(svc);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+    cJSON_Delete(fixture);
+    free(fixture_text);
+    free(pnew_key);
+    free(sec_key);
+    free(state_dir);
+}
+
+/*
+ * A deletion is an acknowledged change too, also for identities that came from
+ * the --registry file the restarted serve is given again.
+ *
+ * KNOWN FAILING (plugin.c, load_registry_file over restored state): the
+ * restarted hub re-imports the --registry file "adding what is missing", so a
+ * device or module of that file deleted before the crash is registered again
+ * (with the file's keys and an empty twin). Left failing on purpose; see the report.
+ */
+static void test_persist_deleted_registry_identities_stay_deleted_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    start_hub(&hub_a, "--state-dir", state_dir);
+    struct it_client *svc = it_service_open(&hub_a, false);
+    cJSON *r = it_control_ok(svc, "{\"command\":\"deleteDevice\",\"deviceId\":\"" IT_DEV4 "\"}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"deleteModule\",\"deviceId\":\"" IT_DEV1 "\","
+                           "\"moduleId\":\"" IT_MOD1 "\"}");
+    cJSON_Delete(r);
+    crash_hub(&hub_a);
+    it_client_close(svc);
+
+    start_hub(&hub_b, "--state-dir", state_dir);
+    svc = it_service_open(&hub_b, false);
+    cJSON *e =
+        it_control(svc, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV4 "\"}");
+    assert_non_null(e);
+    bool dev_back = cJSON_GetObjectItemCaseSensitive(e, "data") != NULL;
+    cJSON_Delete(e);
+    e = it_control(svc, IT_WAIT_MS,
+                   "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\",\"moduleId\":\"" IT_MOD1
+                   "\"}");
+    assert_non_null(e);
+    bool mod_back = cJSON_GetObjectItemCaseSensitive(e, "data") != NULL;
+    cJSON_Delete(e);
+    if (dev_back)
+        fprintf(stderr,
+                "# device %s, deleted before the crash, is registered again after the "
+                "restart (the --registry file re-added it)\n",
+                IT_DEV4);
+    if (mod_back)
+        fprintf(stderr,
+                "# module %s/%s, deleted before the crash, is registered again after the "
+                "restart\n",
+                IT_DEV1, IT_MOD1);
+    it_client_close(svc);
+    int stop = it_hub_stop(&hub_b);
+    free(state_dir);
+    assert_false(dev_back);
+    assert_false(mod_back);
+    assert_int_equal(stop, 0);
+}
+
+/* ---- recording ---- */
+
+/* The lines of a recording; each must be a JSON object. *n gets the count. */
+static cJSON **read_records(const char *path, size_t *n, size_t *bytes)
+{
+    char *text = it_read_file(path);
+    assert_non_null(text);
+    size_t len = strlen(text);
+    *bytes = len;
+    /* a record is only whole with its newline */
+    assert_true(len == 0 || text[len - 1] == '\n');
+    size_t cap = 64, count = 0;
+    cJSON **recs = malloc(cap * sizeof *recs);
+    assert_non_null(recs);
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *rec = cJSON_Parse(line);
+        if (!rec || !cJSON_IsObject(rec))
+            fprintf(stderr, "# recording line %zu is not a JSON object: %.200s\n", count + 1, line);
+        assert_true(cJSON_IsObject(rec));
+        if (count == cap) {
+            cap *= 2;
+            recs = realloc(recs, cap * sizeof *recs);
+            assert_non_null(recs);
+        }
+        recs[count++] = rec;
+    }
+    free(text);
+    *n = count;
+    return recs;
+}
+
+static void free_records(cJSON **recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cJSON_Delete(recs[i]);
+    free(recs);
+}
+
+/* seq of recs[from..n) is 1, 2, 3, ...; every record has time, kind and data. */
+static void assert_sequence(cJSON **recs, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        double seq = it_json_num(recs[i], "seq", -1);
+        if (seq != (double)(i - from + 1))
+            fprintf(stderr, "# record %zu has seq %g, expected %zu\n", i + 1, seq, i - from + 1);
+        assert_true(seq == (double)(i - from + 1));
+        assert_non_null(it_json_str(recs[i], "time"));
+        assert_non_null(it_json_str(recs[i], "kind"));
+        assert_true(cJSON_IsObject(it_json_get(recs[i], "data")));
+    }
+}
+
+/* Records of kind with deviceId device (module NULL: device level) for which field equals value. */
+static int count_records(cJSON **recs, size_t n, const char *kind, const char *device,
+                         const char *module, const char *field, const char *value)
+{
+    int c = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *k = it_json_str(recs[i], "kind"), *d = it_json_str(recs[i], "deviceId");
+        const char *m = it_json_str(recs[i], "moduleId");
+        const char *v = it_json_str(recs[i], field);
+        if (k && d && v && !strcmp(k, kind) && !strcmp(d, device) &&
+            (module ? m && !strcmp(m, module) : !m) && !strcmp(v, value))
+            c++;
+    }
+    return c;
+}
+
+#define NTELEMETRY 25
+#define NREPORTED 6
+
+static void test_persist_recording_holds_every_acknowledged_event_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *rec = it_strdupf("%s/hub.jsonl", dir);
+    start_hub(&hub_a, "--record", rec);
+
+    struct it_client *dev = twin_client(&hub_a, IT_DEV1, NULL, IT_DEV1_KEY);
+    struct it_client *mod = it_device_open(&hub_a, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
+    int versions[NREPORTED];
+    char patches[NREPORTED][64];
+    /* interleave telemetry from a device and a module with reported patches */
+    for (int i = 0; i < NTELEMETRY; i++) {
+        char topic[160], body[64];
+        snprintf(topic, sizeof topic, "devices/" IT_DEV1 "/messages/events/%%24.mid=tm-%d&n=%d", i,
+                 i);
+        snprintf(body, sizeof body, "{\"n\":%d}", i);
+        assert_true(it_client_publish_acked(dev, topic, body, IT_WAIT_MS));
+        if (i % 5 == 0) {
+            snprintf(topic, sizeof topic,
+                     "devices/" IT_DEV1 "/modules/" IT_MOD1 "/messages/events/%%24.mid=mm-%d", i);
+            assert_true(it_client_publish_acked(mod, topic, body, IT_WAIT_MS));
+        }
+        if (i % 4 == 0 && i / 4 < NREPORTED) {
+            int k = i / 4;
+            char rid[16];
+            snprintf(rid, sizeof rid, "rp-%d", k);
+            snprintf(patches[k], sizeof patches[k], "{\"step\":%d,\"s\":\"v%d\"}", k, k);
+            versions[k] = report(dev, rid, patches[k]);
+        }
+    }
+    /* killed right after the last acknowledgement */
+    crash_hub(&hub_a);
+    it_client_close(dev);
+    it_client_close(mod);
+
+    size_t n, bytes;
+    cJSON **recs = read_records(rec, &n, &bytes);
+    assert_true(n > 0);
+    assert_sequence(recs, 0, n);
+    for (int i = 0; i < NTELEMETRY; i++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "tm-%d", i);
+        int c = count_records(recs, n, "telemetry", IT_DEV1, NULL,
+                              "data.systemProperties.messageId", mid);
+        if (c != 1)
+            fprintf(stderr, "# acknowledged telemetry %s: %d records\n", mid, c);
+        assert_int_equal(c, 1);
+        if (i % 5 == 0) {
+            snprintf(mid, sizeof mid, "mm-%d", i);
+            assert_int_equal(count_records(recs, n, "telemetry", IT_DEV1, IT_MOD1,
+                                           "data.systemProperties.messageId", mid),
+                             1);
+        }
+    }
+    for (int k = 0; k < NREPORTED; k++) {
+        cJSON *want = cJSON_Parse(patches[k]);
+        int found = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *kind = it_json_str(recs[i], "kind");
+            const char *d = it_json_str(recs[i], "deviceId");
+            if (!kind || strcmp(kind, "reported") || !d || strcmp(d, IT_DEV1))
+                continue;
+            if (cJSON_Compare(it_json_get(recs[i], "data.patch"), want, 1) &&
+                it_json_num(recs[i], "data.version", -1) == versions[k])
+                found++;
+        }
+        if (found != 1)
+            fprintf(stderr, "# acknowledged reported patch %s (version %d): %d records\n",
+                    patches[k], versions[k], found);
+        assert_int_equal(found, 1);
+        cJSON_Delete(want);
+    }
+    char *old = it_read_file(rec);
+    assert_non_null(old);
+
+    /* a new run appends: the old lines stay byte for byte, the new ones count from 1 again */
+    start_hub(&hub_b, "--record", rec);
+    dev = it_device_open(&hub_b, IT_DEV1, NULL, IT_DEV1_KEY);
+    assert_true(it_client_publish_acked(dev, "devices/" IT_DEV1 "/messages/events/%24.mid=tm-run2",
+                                        "{}", IT_WAIT_MS));
+    it_client_close(dev);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+    char *all = it_read_file(rec);
+    assert_non_null(all);
+    assert_true(strlen(all) > bytes);
+    assert_memory_equal(all, old, bytes);
+    free(all);
+    free(old);
+    size_t n2, bytes2;
+    cJSON **recs2 = read_records(rec, &n2, &bytes2);
+    assert_true(n2 > n);
+    assert_sequence(recs2, n, n2);
+    assert_int_equal(count_records(recs2, n2, "telemetry", IT_DEV1, NULL,
+                                   "data.systemProperties.messageId", "tm-run2"),
+                     1);
+    free_records(recs2, n2);
+    free_records(recs, n);
+    free(rec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_persist_acknowledged_changes_survive_broker_kill_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_deleted_registry_identities_stay_deleted_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_recording_holds_every_acknowledged_event_succeeds,
+                                  persist_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
