@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-  uthash-dev libssl-dev meson ninja-build pkg-config gcc)
-TEST_PACKAGES=(libcmocka-dev nodejs npm)
+  uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc)
+# clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check.
+TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind)
 want=("${APT_PACKAGES[@]}")
 if [ "${1:-}" = "--tests" ]; then want+=("${TEST_PACKAGES[@]}"); fi
 

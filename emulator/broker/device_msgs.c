@@ -22,6 +22,26 @@
 #include "twin.h"
 #include "util.h"
 
+/*
+ * True when an event record would reach anyone: th_event_emit (events.c) drops
+ * it unless a service principal is connected or a recording is open. The hot
+ * paths below check first, so that they do not build event data per message
+ * only to have it thrown away (docs/performance.md).
+ */
+static bool events_wanted(const struct th_plugin *p)
+{
+    return p->service_conns > 0 || p->record_fd >= 0;
+}
+
+/* An integer member as its decimal text: see add_int in events.c (cJSON's number printing
+ * costs a sprintf and an sscanf per number). */
+static cJSON *add_int(cJSON *obj, const char *key, long long v)
+{
+    char text[24];
+    snprintf(text, sizeof text, "%lld", v);
+    return cJSON_AddRawToObject(obj, key, text);
+}
+
 /* Close the publisher's connection for a protocol violation. */
 static int protocol_error(struct th_plugin *p, struct th_conn *c, const char *topic,
                           const char *reason)
@@ -41,12 +61,16 @@ static int protocol_error(struct th_plugin *p, struct th_conn *c, const char *to
 static void twin_reply(struct th_plugin *p, struct th_conn *c, int status, struct th_slice rid,
                        long long version, const char *body)
 {
-    char topic[512];
-    if (th_topic_twin_response(status, rid, version, topic, sizeof topic) != TH_OK) {
-        th_log(p, MOSQ_LOG_WARNING, "%s | twin reply dropped | $rid too long", c->client_id);
+    /* The topic echoes the $rid, which may be long: size the buffer from it. */
+    size_t size = rid.len + 96;
+    char *topic = malloc(size);
+    if (!topic || th_topic_twin_response(status, rid, version, topic, size) != TH_OK) {
+        th_log(p, MOSQ_LOG_WARNING, "%s | twin reply dropped | out of memory", c->client_id);
+        free(topic);
         return;
     }
     th_publish_to(c->client_id, topic, body, body ? strlen(body) : 0, 0);
+    free(topic);
 }
 
 static void twin_error_reply(struct th_plugin *p, struct th_conn *c, struct th_slice rid,
@@ -95,9 +119,9 @@ static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_
     twin_reply(p, c, 200, t->rid, -1, body);
     free(body);
     th_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
-    cJSON *data = cJSON_CreateObject();
+    cJSON *data = events_wanted(p) ? cJSON_CreateObject() : NULL;
     if (data) {
-        cJSON_AddNumberToObject(data, "status", 200);
+        add_int(data, "status", 200);
     }
     th_event_emit(p, "twinGet", id->device_id, id->module_id, data);
 }
@@ -123,9 +147,10 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     if (r == TH_OK) {
         r = th_twin_patch_reported(id->twin, patch, th_now_us(), &err);
     }
-    cJSON *data = cJSON_CreateObject();
-    if (data && patch) {
-        cJSON_AddItemToObject(data, "patch", cJSON_Duplicate(patch, 1));
+    /* The twin keeps copies of what it merged, so the event takes the patch itself. */
+    cJSON *data = events_wanted(p) ? cJSON_CreateObject() : NULL;
+    if (data && patch && cJSON_AddItemToObject(data, "patch", patch)) {
+        patch = NULL;
     }
     if (r == TH_OK) {
         th_persist_device(p, id);
@@ -133,7 +158,7 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
         th_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
                (long long)id->twin->reported_version);
         if (data) {
-            cJSON_AddNumberToObject(data, "version", (double)id->twin->reported_version);
+            add_int(data, "version", (long long)id->twin->reported_version);
         }
     } else {
         twin_error_reply(p, c, t->rid, &err);
@@ -221,6 +246,15 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
     if (t->props.len && th_props_parse(t->props.ptr, t->props.len, &props) != TH_OK) {
         return protocol_error(p, c, ed->topic, "malformed property bag in the telemetry topic");
     }
+    th_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
+           ed->qos);
+    if (!events_wanted(p)) {
+        /* Nobody to tell: skip building the record, most of the plugin's work per message;
+         * th_event_emit still counts it in the sequence. */
+        th_props_free(&props);
+        th_event_emit(p, "telemetry", id->device_id, id->module_id, NULL);
+        return MOSQ_ERR_ACL_DENIED;
+    }
     cJSON *data = cJSON_CreateObject();
     cJSON *sys = cJSON_CreateObject();
     cJSON *app = cJSON_CreateObject();
@@ -263,7 +297,7 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
         cJSON_AddStringToObject(sys, "dt-dataschema", id->model_id);
     }
     cJSON_AddStringToObject(data, "topic", ed->topic);
-    cJSON_AddNumberToObject(data, "qos", ed->qos);
+    add_int(data, "qos", ed->qos);
     cJSON_AddBoolToObject(data, "retain", ed->retain);
     cJSON_AddItemToObject(data, "systemProperties", sys);
     cJSON_AddItemToObject(data, "properties", app);
@@ -276,9 +310,7 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
         cJSON_AddStringToObject(data, "bodyBase64", b64);
     }
     free(b64);
-    cJSON_AddNumberToObject(data, "size", ed->payloadlen);
-    th_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
-           ed->qos);
+    add_int(data, "size", ed->payloadlen);
     th_event_emit(p, "telemetry", id->device_id, id->module_id, data);
     return MOSQ_ERR_ACL_DENIED;
 }

@@ -250,7 +250,10 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                              "twinhub: state restored from %s; registry file %s not applied again",
                              p->state_dir, registry_path);
     }
-    if (!restored && dev && th_registry_add_dev_identities(p->reg, th_now_us()) != TH_OK) {
+    /* Every hub has its default policies (unless the registry file redefined them); the
+     * development device and module come only with dev_identities. */
+    if (!restored && (dev ? th_registry_add_dev_identities(p->reg, th_now_us())
+                          : th_registry_add_default_policies(p->reg)) != TH_OK) {
         plugin_free(p);
         return MOSQ_ERR_NOMEM;
     }

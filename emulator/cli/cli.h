@@ -25,6 +25,15 @@ int th_cmd_serve(int argc, char **argv);
 /* The `twinhub serve --help` text. */
 void th_usage_serve(FILE *out);
 
+/*
+ * `twinhub run FILE...` and `twinhub verify RECORDING --scenario FILE`
+ * (run.c, verify.c; docs/scenarios.md): argv[0] is the subcommand name.
+ */
+int th_cmd_run(int argc, char **argv);
+void th_usage_run(FILE *out);
+int th_cmd_verify(int argc, char **argv);
+void th_usage_verify(FILE *out);
+
 /* Absolute paths of the four files in a cert directory. */
 struct th_cert_files {
     char ca_cert[PATH_MAX];     /* ca.pem, 0644 */

@@ -7,16 +7,21 @@
  * connection strings, and stops the broker cleanly on SIGINT or SIGTERM.
  * When ready it also writes <cert-dir>/hub.json, which the admin
  * subcommands (client.c) read to find the hub, and removes it on exit.
+ * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
+ * port is bound before the broker starts, and it is started once the broker
+ * accepts connections and stopped before the broker is.
  *
  * The broker settings come from mosquitto-plugin-facts.md section 5 and
  * architecture.md ("Required broker settings"); the connection string shape
  * (HostName = hub name, GatewayHostName = where we listen) from
  * real-clients.md sections 2.1 and 7.
  *
- * One thread. Signals are blocked and read from a signalfd, and mosquitto's
- * stdout and stderr come through a pipe, so a single poll() loop sees
- * everything: readiness probes, broker output (passed through to our stderr,
- * the last line kept for error messages), Ctrl-C and the broker's death.
+ * One thread here (the gateway runs its own, started after signals are
+ * blocked, so they inherit the mask). Signals are blocked and read from a
+ * signalfd, and mosquitto's stdout and stderr come through a pipe, so a
+ * single poll() loop sees everything: readiness probes, broker output
+ * (passed through to our stderr, the last line kept for error messages),
+ * Ctrl-C and the broker's death.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -45,6 +50,7 @@
 
 #include "cli.h"
 #include "client.h"   /* th_read_json_file */
+#include "gateway.h"  /* the HTTPS gateway (REST API, MQTT over WebSockets) */
 #include "registry.h" /* TH_DEV_* */
 
 #define DEFAULT_MQTT_PORT 1883
@@ -56,11 +62,13 @@
 #define PROBE_INTERVAL_MS 5
 #define STOP_TIMEOUT_MS 10000
 #define MAX_PACKET_SIZE 1048576
-#define HUB_FILE_NAME "hub.json" /* in the cert dir; client.c reads it */
+#define HUB_FILE_NAME "hub.json"   /* in the cert dir; client.c reads it */
+#define GATEWAY_SOCKET "mqtt.sock" /* in the runtime dir, when --mqtt-port is 0 */
 
 struct serve_opts {
     int mqtt_port;  /* 0 = disabled */
     int mqtts_port; /* 0 = disabled */
+    int https_port; /* 0 = disabled; the gateway */
     const char *bind;
     const char *hub_name;
     const char *cert_dir;  /* NULL = default */
@@ -111,7 +119,11 @@ struct serve {
     bool stop_requested;
     char line[512]; /* the broker output line being assembled */
     size_t line_len;
-    char last_line[512]; /* last complete non-empty broker line */
+    char last_line[512];   /* last complete non-empty broker line */
+    struct th_gateway *gw; /* the HTTPS gateway; NULL when off or stopped */
+    char gw_policy[64];    /* the policy it signs in to the broker with */
+    char gw_key[128];
+    char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
 };
 
 enum {
@@ -126,7 +138,8 @@ enum {
     OPT_MOSQUITTO,
     OPT_INFO_FILE,
     OPT_RECORD,
-    OPT_STATE_DIR
+    OPT_STATE_DIR,
+    OPT_HTTPS_PORT
 };
 
 static const struct option long_options[] = {
@@ -142,6 +155,7 @@ static const struct option long_options[] = {
     {"info-file", required_argument, NULL, OPT_INFO_FILE},
     {"record", required_argument, NULL, OPT_RECORD},
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"https-port", required_argument, NULL, OPT_HTTPS_PORT},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -158,6 +172,9 @@ void th_usage_serve(FILE *out)
             "options:\n"
             "  --mqtt-port N       plain MQTT port (default %d; 0 disables it)\n"
             "  --mqtts-port N      MQTT over TLS port (default %d; 0 disables it)\n"
+            "  --https-port N      HTTPS port of the service REST API and MQTT over WebSockets\n"
+            "                      (default $TWINHUB_HTTPS_PORT, else 443, which the Azure SDKs\n"
+            "                      always dial; 0 disables it)\n"
             "  --bind ADDR         address to listen on (default %s; anything else is a warning)\n"
             "  --hub-name NAME     the hub's host name in connection strings (default %s)\n"
             "  --cert-dir DIR      where the development CA and server certificate live\n"
@@ -275,6 +292,10 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case OPT_STATE_DIR:
             o->state_dir = optarg;
             break;
+        case OPT_HTTPS_PORT:
+            if (!parse_port("--https-port", optarg, &o->https_port))
+                return TH_EXIT_USAGE;
+            break;
         case 'v':
             o->verbose = true;
             break;
@@ -315,6 +336,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 "twinhub serve: --mqtt-port and --mqtts-port are both %d; give them "
                 "different ports\n",
                 o->mqtt_port);
+        return TH_EXIT_USAGE;
+    }
+    if (o->https_port && (o->https_port == o->mqtt_port || o->https_port == o->mqtts_port)) {
+        fprintf(stderr,
+                "twinhub serve: --https-port %d is also an MQTT port; give it its own port\n",
+                o->https_port);
         return TH_EXIT_USAGE;
     }
     if (!is_host_name(o->hub_name)) {
@@ -838,6 +865,8 @@ static bool write_conf(const struct serve *s)
         fprintf(f, "plugin_opt_state_dir %s\n", s->state_dir);
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
+    if (s->gw && !s->lis[0].port) /* the gateway's way in when there is no plain TCP listener */
+        fprintf(f, "listener 0 %s/" GATEWAY_SOCKET "\n", s->run_dir);
     if (s->lis[0].port)
         fprintf(f, "listener %d %s\n", s->lis[0].port, s->o.bind);
     if (s->lis[1].port)
@@ -984,6 +1013,8 @@ static void end_line(struct serve *s, bool newline)
     if (q > p && q[0] == ':' && q[1] == ' ')
         p = q + 2;
     bool noise = !s->o.verbose && strstr(p, "should not be run as root") != NULL;
+    /* set_tcp_nodelay also meets the gateway's unix-socket connections, where it cannot apply. */
+    noise = noise || (s->gw && !s->lis[0].port && strstr(p, "Unable to set TCP_NODELAY") != NULL);
     if (!noise) {
         put_stderr(s->line, s->line_len);
         if (newline)
@@ -1080,6 +1111,9 @@ static void describe_status(int status, char *buf, size_t size)
  */
 static void stop_broker(struct serve *s)
 {
+    /* The gateway first: its control connection must not see the broker go away. */
+    th_gateway_stop(s->gw);
+    s->gw = NULL;
     if (s->child <= 0)
         return;
     if (s->o.verbose)
@@ -1164,6 +1198,7 @@ struct conn_strings {
     char device[512];
     char module[512];
     char service[512];
+    char rest[512]; /* the service SDKs' REST connection string; "" without the gateway */
 };
 
 /*
@@ -1187,6 +1222,14 @@ static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
     snprintf(cs->service, sizeof cs->service,
              "HostName=%s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s", s->o.hub_name,
              TH_DEV_OWNER_KEY);
+    /* The service SDKs dial HostName itself on 443 (real-clients.md 3.1): no brackets, no port. */
+    const char *host = s->gateway_host[0] == '[' ? s->gateway_host + 1 : s->gateway_host;
+    size_t hlen = strlen(host) - (s->gateway_host[0] == '[' ? 1 : 0);
+    cs->rest[0] = '\0';
+    if (s->o.https_port)
+        snprintf(cs->rest, sizeof cs->rest,
+                 "HostName=%.*s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s", (int)hlen,
+                 host, TH_DEV_OWNER_KEY);
 }
 
 static void print_banner(const struct serve *s, const struct conn_strings *cs)
@@ -1197,6 +1240,10 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
         printf("  MQTT      %s:%d (plain TCP, for local tools)\n", s->gateway_host, s->lis[0].port);
     if (s->lis[1].port)
         printf("  MQTT/TLS  %s:%d (the Azure IoT device SDKs)\n", s->gateway_host, s->lis[1].port);
+    if (s->o.https_port)
+        printf("  HTTPS     %s:%d (service REST API, MQTT over WebSockets at /$iothub/websocket, "
+               "/health)\n",
+               s->gateway_host, s->o.https_port);
     printf("  CA        %s\n", ca);
     printf("  Trust the CA in your client:\n"
            "    Node.js    NODE_EXTRA_CA_CERTS=%s\n"
@@ -1209,12 +1256,18 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
                "    module   %s\n"
                "    service  %s\n",
                cs->device, cs->module, cs->service);
+        if (cs->rest[0])
+            printf("    rest     %s\n", cs->rest);
     } else {
         printf("  Development identities are off; identities come from %s\n",
                s->registry[0] ? s->registry : "the control API only");
     }
     if (!s->lis[1].port)
         printf("  MQTT/TLS is off (--mqtts-port 0): the Azure SDKs need TLS to connect\n");
+    if (s->o.https_port && s->o.https_port != TH_GATEWAY_DEFAULT_HTTPS_PORT)
+        printf("  HTTPS is on port %d: the Azure SDKs only dial %d, so they need a port "
+               "redirect to use it\n",
+               s->o.https_port, TH_GATEWAY_DEFAULT_HTTPS_PORT);
 }
 
 static bool add_str(cJSON *obj, const char *key, const char *value)
@@ -1235,6 +1288,8 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs, con
     bool ok = o && add_str(o, "hubName", s->o.hub_name) && add_str(o, "bind", s->o.bind) &&
               cJSON_AddNumberToObject(o, "mqttPort", s->o.mqtt_port) &&
               cJSON_AddNumberToObject(o, "mqttsPort", s->o.mqtts_port) &&
+              cJSON_AddNumberToObject(o, "httpsPort", s->o.https_port) &&
+              add_str(o, "restConnectionString", dev && cs->rest[0] ? cs->rest : NULL) &&
               add_str(o, "caFile", s->certs.ca_cert) &&
               add_str(o, "deviceId", dev ? TH_DEV_DEVICE_ID : NULL) &&
               add_str(o, "moduleId", dev ? TH_DEV_MODULE_ID : NULL) &&
@@ -1317,6 +1372,122 @@ static int run_until_stopped(struct serve *s)
     }
 }
 
+/* ---- the HTTPS gateway ------------------------------------------------------------------ */
+
+/*
+ * Choose the gateway's policy and bind its port (every --bind address), so
+ * that a privileged or busy port is reported before the broker starts.
+ */
+static int open_gateway(struct serve *s)
+{
+    if (!s->o.https_port)
+        return 0;
+    char err[PATH_MAX + 320];
+    if (!th_gateway_pick_policy(s->state_dir[0] ? s->state_dir : NULL,
+                                s->registry[0] ? s->registry : NULL, s->o.dev_identities,
+                                s->gw_policy, sizeof s->gw_policy, s->gw_key, sizeof s->gw_key, err,
+                                sizeof err)) {
+        fprintf(stderr, "twinhub: %s\n", err);
+        return TH_EXIT_FAIL;
+    }
+    struct th_gateway_config cfg = {
+        .hub_name = s->o.hub_name,
+        .bind_ai = s->bind_ai,
+        .https_port = s->o.https_port,
+        .cert_file = s->certs.server_cert,
+        .key_file = s->certs.server_key,
+        .policy_name = s->gw_policy,
+        .policy_key = s->gw_key,
+        .verbose = s->o.verbose,
+    };
+    int e;
+    char where[INET6_ADDRSTRLEN + 16];
+    s->gw = th_gateway_listen(&cfg, &e, where, sizeof where);
+    if (s->gw)
+        return 0;
+    int port = s->o.https_port;
+    if (e == EACCES) {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[n > 0 ? n : 0] = '\0';
+        fprintf(stderr,
+                "twinhub: not allowed to listen on port %d: ports below 1024 need privileges. "
+                "The Azure SDKs always dial 443 for the service API and MQTT over WebSockets, "
+                "so either run twinhub as root, let it bind low ports "
+                "(sudo setcap cap_net_bind_service=+ep %s), lower the limit "
+                "(sudo sysctl net.ipv4.ip_unprivileged_port_start=%d), pass --https-port N "
+                "(the SDKs will not find it there) or --https-port 0 (no HTTPS gateway)\n",
+                port, exe[0] ? exe : "<path to twinhub>", port);
+    } else if (e == EADDRINUSE) {
+        fprintf(stderr,
+                "twinhub: port %d on %s is in use by another process; stop it, or pass "
+                "--https-port N (the Azure SDKs only dial 443) or --https-port 0 (no HTTPS "
+                "gateway)\n",
+                port, where);
+    } else if (e == EADDRNOTAVAIL) {
+        fprintf(stderr,
+                "twinhub: cannot listen on %s: it is not an address of this machine; "
+                "pass --bind ADDR\n",
+                where);
+    } else {
+        fprintf(stderr, "twinhub: cannot listen on %s port %d: %s; pass --https-port N\n", where,
+                port, strerror(e));
+    }
+    return TH_EXIT_FAIL;
+}
+
+/*
+ * Once the broker accepts connections: start the gateway and wait until its
+ * control connection is up. Returns -1 when up, TH_EXIT_OK when asked to
+ * stop first, TH_EXIT_FAIL after saying why it did not come up.
+ */
+static int start_gateway(struct serve *s)
+{
+    if (!s->gw)
+        return -1;
+    char host[INET6_ADDRSTRLEN], err[512];
+    int port = s->lis[0].port;
+    if (snprintf(s->gw_socket, sizeof s->gw_socket, "%s/" GATEWAY_SOCKET, s->run_dir) >=
+        (int)sizeof s->gw_socket)
+        s->gw_socket[0] = '\0'; /* not used: the plain listener is on */
+    if (port) {
+        const struct sockaddr *sa = (const struct sockaddr *)&s->probe;
+        const void *a = sa->sa_family == AF_INET6
+                            ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                            : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+        if (!inet_ntop(sa->sa_family, a, host, sizeof host))
+            snprintf(host, sizeof host, "127.0.0.1");
+    }
+    if (!th_gateway_start(s->gw, port ? host : s->gw_socket, port, err, sizeof err)) {
+        fprintf(stderr, "twinhub: %s\n", err);
+        stop_broker(s);
+        return TH_EXIT_FAIL;
+    }
+    int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+    for (;;) {
+        enum th_gateway_state st = th_gateway_state(s->gw, err, sizeof err);
+        if (st == TH_GATEWAY_UP)
+            return -1;
+        if (st == TH_GATEWAY_REFUSED || now_ms() >= deadline) {
+            fprintf(stderr, "twinhub: the HTTPS gateway could not sign in to the broker: %s\n",
+                    st == TH_GATEWAY_REFUSED ? err : "no answer within 10 s");
+            stop_broker(s);
+            return TH_EXIT_FAIL;
+        }
+        wait_events(s, PROBE_INTERVAL_MS);
+        if (s->stop_requested) {
+            stop_broker(s);
+            return TH_EXIT_OK;
+        }
+        if (s->child == 0) {
+            char how[128];
+            describe_status(s->child_status, how, sizeof how);
+            fprintf(stderr, "twinhub: mosquitto %s before the gateway was ready\n", how);
+            return TH_EXIT_FAIL;
+        }
+    }
+}
+
 static int serve(struct serve *s)
 {
     int rc;
@@ -1339,12 +1510,14 @@ static int serve(struct serve *s)
         names[nnames++] = s->o.bind;
     if (!th_certs_ensure(s->cert_dir, names, nnames, s->o.verbose, &s->certs))
         return TH_EXIT_FAIL;
+    if ((rc = open_gateway(s)))
+        return rc;
 
     if (!setup_signals(s) || !make_run_dir(s) || !write_conf(s) || !spawn_broker(s))
         return TH_EXIT_FAIL;
     if (s->o.verbose)
         fprintf(stderr, "twinhub: runtime directory %s\n", s->run_dir);
-    if ((rc = wait_ready(s)) >= 0)
+    if ((rc = wait_ready(s)) >= 0 || (rc = start_gateway(s)) >= 0)
         return rc;
 
     struct conn_strings cs;
@@ -1379,6 +1552,10 @@ int th_cmd_serve(int argc, char **argv)
         .sig_fd = -1,
         .log_fd = -1,
     };
+    s.o.https_port = TH_GATEWAY_DEFAULT_HTTPS_PORT;
+    const char *https_env = getenv("TWINHUB_HTTPS_PORT");
+    if (https_env && *https_env && !parse_port("TWINHUB_HTTPS_PORT", https_env, &s.o.https_port))
+        return TH_EXIT_USAGE;
     int rc = parse_args(argc, argv, &s.o);
     if (rc >= 0)
         return rc;
@@ -1388,6 +1565,8 @@ int th_cmd_serve(int argc, char **argv)
 
     rc = serve(&s);
 
+    th_gateway_stop(s.gw); /* when serve failed before the broker started */
+    s.gw = NULL;
     if (s.child > 0) /* only on an internal failure after spawning */
         stop_broker(&s);
     remove_run_dir(&s);

@@ -501,7 +501,7 @@ th_result th_registry_set_policy(struct th_registry *reg, const char *name, cons
     return policy_fill(slot, name, primary_key, secondary_key, perms);
 }
 
-th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us)
+th_result th_registry_add_default_policies(struct th_registry *reg)
 {
     static const struct {
         const char *name;
@@ -525,6 +525,14 @@ th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us
         if (r != TH_OK)
             return r;
     }
+    return TH_OK;
+}
+
+th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us)
+{
+    th_result r = th_registry_add_default_policies(reg);
+    if (r != TH_OK)
+        return r;
     if (!th_registry_find(reg, TH_DEV_DEVICE_ID, NULL)) {
         r = th_registry_add_device(reg, TH_DEV_DEVICE_ID, TH_DEV_DEVICE_KEY,
                                    TH_DEV_DEVICE_SECONDARY_KEY, true, now_us, NULL, NULL);

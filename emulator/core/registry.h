@@ -81,6 +81,13 @@ void th_registry_free(struct th_registry *reg);
  * registryRead, registryReadWrite, device with TH_DEV_* keys, device
  * TH_DEV_DEVICE_ID and its module TH_DEV_MODULE_ID. Existing ones are kept.
  */
+/*
+ * Add the hub's default shared access policies (iothubowner, service, device,
+ * registryRead, registryReadWrite) with the TH_DEV_OWNER_* keys; policies that
+ * already exist are kept. TH_ERR_INVAL without a registry.
+ */
+TH_NODISCARD th_result th_registry_add_default_policies(struct th_registry *reg);
+
 TH_NODISCARD th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us);
 
 /*

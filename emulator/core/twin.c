@@ -823,7 +823,9 @@ static bool state_int(const cJSON *item, double min, double max, int64_t *out)
     if (!cJSON_IsNumber(item))
         return false;
     double d = item->valuedouble;
-    if (!isfinite(d) || d < min || d > max || d != floor(d))
+    /* No floor(): the core does not link libm (clang calls it, gcc inlines it); in
+     * min..max the cast is exact for integers and truncates anything else. */
+    if (!isfinite(d) || d < min || d > max || d != (double)(int64_t)d)
         return false;
     *out = (int64_t)d;
     return true;

@@ -151,8 +151,8 @@ static void gateway_free(struct th_gateway *gw)
     free(gw);
 }
 
-struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *err_no,
-                                     char *where, size_t where_size)
+struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *err_no, char *where,
+                                     size_t where_size)
 {
     *err_no = 0;
     where[0] = '\0';
@@ -165,17 +165,14 @@ struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *e
     atomic_init(&gw->state, TH_GATEWAY_STARTING);
     atomic_init(&gw->stopping, false);
     gw->https_port = cfg->https_port;
-    gw->broker_port = cfg->broker_port;
     gw->verbose = cfg->verbose;
     gw->next_call_id = 1;
     gw->hub_name = dup_or_null(cfg->hub_name);
     gw->cert_file = dup_or_null(cfg->cert_file);
     gw->key_file = dup_or_null(cfg->key_file);
-    gw->broker_host = dup_or_null(cfg->broker_host);
     gw->policy_name = dup_or_null(cfg->policy_name);
     gw->policy_key = dup_or_null(cfg->policy_key);
-    if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->broker_host ||
-        !gw->policy_name || !gw->policy_key) {
+    if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->policy_name || !gw->policy_key) {
         gateway_free(gw);
         *err_no = ENOMEM;
         return NULL;
@@ -236,8 +233,7 @@ static void accept_all(struct th_gateway *gw, int lfd)
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 gw_log(gw, true, "accept failed: %s", strerror(errno));
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -281,10 +277,11 @@ static int listen_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     }
 }
 
+/* tx_packet_size: lws hands at most this much to the socket per write (default 4 KB). */
 static const struct lws_protocols protocols[] = {
-    {"twinhub-https", gw_http_callback, sizeof(struct gw_conn), 0, 0, NULL, 0},
+    {"twinhub-https", gw_http_callback, sizeof(struct gw_conn), 0, 0, NULL, GW_IO_CHUNK},
     {"twinhub-listen", listen_callback, 0, 0, 0, NULL, 0},
-    {"twinhub-broker", gw_broker_callback, 0, 0, 0, NULL, 0},
+    {"twinhub-broker", gw_broker_callback, 0, 0, 0, NULL, GW_IO_CHUNK},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -314,8 +311,15 @@ static void lws_log_emit(int level, const char *line)
             (int)n, line);
 }
 
-bool th_gateway_start(struct th_gateway *gw, char *err, size_t errsize)
+bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker_port, char *err,
+                      size_t errsize)
 {
+    gw->broker_host = strdup(broker_host);
+    gw->broker_port = broker_port;
+    if (!gw->broker_host) {
+        snprintf(err, errsize, "out of memory");
+        return false;
+    }
     lws_set_log_level(gw->verbose ? LLL_ERR | LLL_WARN : LLL_ERR, lws_log_emit);
 
     struct lws_context_creation_info ci;
@@ -323,7 +327,8 @@ bool th_gateway_start(struct th_gateway *gw, char *err, size_t errsize)
     ci.port = CONTEXT_PORT_NO_LISTEN;
     ci.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     ci.user = gw;
-    ci.timeout_secs = 10; /* TLS handshake */
+    ci.timeout_secs = 10;              /* TLS handshake */
+    ci.pt_serv_buf_size = GW_IO_CHUNK; /* the read buffer: one read takes up to this much */
     gw->ctx = lws_create_context(&ci);
     if (!gw->ctx) {
         snprintf(err, errsize, "cannot create the HTTPS gateway's event loop");
@@ -339,7 +344,8 @@ bool th_gateway_start(struct th_gateway *gw, char *err, size_t errsize)
     vi.ssl_private_key_filepath = gw->key_file;
     vi.alpn = "http/1.1"; /* never h2: HTTP is spoken by gw_http.c */
     vi.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_SSLv3;
-    vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* The broker connections are plain: no need to load the system's CA list (~20 ms). */
+    vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
     vi.timeout_secs = 10;
     gw->vhost = lws_create_vhost(gw->ctx, &vi);
     if (!gw->vhost) {
@@ -394,6 +400,7 @@ void th_gateway_stop(struct th_gateway *gw)
     }
     if (gw->ctx) {
         lws_sul_cancel(&gw->sul_tick);
+        lws_sul_cancel(&gw->sul_refresh);
         lws_context_destroy(gw->ctx);
         gw->ctx = NULL;
     }

@@ -35,10 +35,6 @@ struct th_gateway_config {
     int https_port;
     const char *cert_file; /* PEM server certificate the clients verify */
     const char *key_file;  /* its private key */
-    /* The broker's MQTT listener: a TCP address ("127.0.0.1", "::1") with a
-     * port, or a unix socket path with port 0. */
-    const char *broker_host;
-    int broker_port;
     /* The shared access policy the gateway signs in with (all service rights). */
     const char *policy_name;
     const char *policy_key;
@@ -53,15 +49,18 @@ struct th_gateway_config {
  * set to the errno of the failing bind (EADDRINUSE, EACCES, ...) and
  * `where` (>= 64 bytes) holding the failing address as text.
  */
-struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *err_no,
-                                     char *where, size_t where_size);
+struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *err_no, char *where,
+                                     size_t where_size);
 
 /*
  * Load the certificate, start the service thread and the control
- * connection. Returns false with a sentence in err (the gateway stays
- * stoppable) when the TLS context or a thread cannot be created.
+ * connection to the broker's MQTT listener at broker_host: a TCP address
+ * ("127.0.0.1", "::1") with broker_port, or a unix socket path with port 0.
+ * Returns false with a sentence in err (the gateway stays stoppable) when
+ * the TLS context or a thread cannot be created.
  */
-bool th_gateway_start(struct th_gateway *gw, char *err, size_t errsize);
+bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker_port, char *err,
+                      size_t errsize);
 
 enum th_gateway_state {
     TH_GATEWAY_STARTING, /* control connection not yet established */

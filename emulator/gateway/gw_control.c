@@ -133,8 +133,8 @@ bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize)
     /* A failure here is retried by the network thread; serve reports a hub that never comes up. */
     int rc = mosquitto_connect_async(gw->mosq, gw->broker_host, gw->broker_port, KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS)
-        gw_log(gw, false, "control connection to %s:%d not up yet (%s); retrying",
-               gw->broker_host, gw->broker_port, mosquitto_strerror(rc));
+        gw_log(gw, false, "control connection to %s:%d not up yet (%s); retrying", gw->broker_host,
+               gw->broker_port, mosquitto_strerror(rc));
     rc = mosquitto_loop_start(gw->mosq);
     if (rc != MOSQ_ERR_SUCCESS) {
         snprintf(err, errsize, "cannot start the gateway's control connection: %s",
@@ -224,9 +224,8 @@ bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double
     cJSON_AddItemToArray(arr, cmd);
     cmd = NULL;
     text = th_json_print(root);
-    if (!text ||
-        mosquitto_publish(gw->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1, false) !=
-            MOSQ_ERR_SUCCESS)
+    if (!text || mosquitto_publish(gw->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1,
+                                   false) != MOSQ_ERR_SUCCESS)
         goto out;
     call->id = gw->next_call_id++;
     call->conn = conn;
@@ -330,19 +329,23 @@ static unsigned parse_rights(const char *s)
 static void on_policies(struct th_gateway *gw, struct gw_conn *conn, const cJSON *entry)
 {
     (void)conn;
+    int64_t sent = gw->policy_inflight_ms;
     gw->policy_refresh_in_flight = false;
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(data, "policies");
     if (!cJSON_IsArray(arr)) {
-        gw_log(gw, true, "could not read the hub's shared access policies: %s",
-               th_json_string(entry, "error", "no policies in the answer"));
-        gw_rest_policies_ready(gw, false);
+        if (!atomic_load(&gw->stopping))
+            gw_log(gw, true, "could not read the hub's shared access policies: %s",
+                   th_json_string(entry, "error", "no policies in the answer"));
+        gw->policy_refresh_again = false;
+        gw_rest_policies_ready(gw, false, sent);
         return;
     }
     size_t n = (size_t)cJSON_GetArraySize(arr), k = 0;
     struct gw_policy *list = calloc(n ? n : 1, sizeof *list);
     if (!list) {
-        gw_rest_policies_ready(gw, false);
+        gw->policy_refresh_again = false;
+        gw_rest_policies_ready(gw, false, sent);
         return;
     }
     const cJSON *p;
@@ -370,27 +373,52 @@ static void on_policies(struct th_gateway *gw, struct gw_conn *conn, const cJSON
             gw_log(gw, true, "control connection to the hub is back");
     }
     gw_log(gw, false, "control | policies loaded | count=%zu", k);
-    gw_rest_policies_ready(gw, true);
+    if (gw->policy_refresh_again) {
+        gw->policy_refresh_again = false;
+        gw_ctl_want_policies(gw);
+    }
+    gw_rest_policies_ready(gw, true, sent);
 }
 
-bool gw_ctl_refresh_policies(struct th_gateway *gw, bool force)
+/* Send exportRegistry now (the policies are all the gateway reads of it). */
+static void send_refresh(struct th_gateway *gw)
 {
-    if (gw->policy_refresh_in_flight)
-        return true;
     int64_t now = gw_mono_ms();
-    if (!force && gw->policy_refresh_ms && now - gw->policy_refresh_ms < GW_POLICY_REFRESH_MS)
-        return false;
     cJSON *cmd = cJSON_CreateObject();
     if (cmd && (!cJSON_AddStringToObject(cmd, "command", "exportRegistry") ||
                 !cJSON_AddBoolToObject(cmd, "includeTwins", false))) {
         cJSON_Delete(cmd);
         cmd = NULL;
     }
-    if (!gw_ctl_call(gw, NULL, cmd, GW_CALL_TIMEOUT_S, on_policies))
-        return false;
+    if (!gw_ctl_call(gw, NULL, cmd, GW_CALL_TIMEOUT_S, on_policies)) {
+        gw_rest_policies_ready(gw, false, now); /* the hub is unreachable: nobody waits */
+        return;
+    }
     gw->policy_refresh_in_flight = true;
-    gw->policy_refresh_ms = now;
-    return true;
+    gw->policy_refresh_ms = gw->policy_inflight_ms = now;
+}
+
+static void refresh_timer(lws_sorted_usec_list_t *sul)
+{
+    struct th_gateway *gw = lws_container_of(sul, struct th_gateway, sul_refresh);
+    if (gw->policy_refresh_in_flight)
+        gw->policy_refresh_again = true;
+    else
+        send_refresh(gw);
+}
+
+void gw_ctl_want_policies(struct th_gateway *gw)
+{
+    if (gw->policy_refresh_in_flight) {
+        gw->policy_refresh_again = true;
+        return;
+    }
+    int64_t now = gw_mono_ms(), at = gw->policy_refresh_ms + GW_POLICY_REFRESH_MS;
+    if (!gw->policy_refresh_ms || now >= at)
+        send_refresh(gw);
+    else
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_refresh, refresh_timer,
+                         (lws_usec_t)(at - now) * LWS_US_PER_MS);
 }
 
 const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len)
@@ -417,12 +445,13 @@ void gw_ctl_drain(struct th_gateway *gw)
             gw->ctl_up = true;
             gw_log(gw, false, "control | connected | client=%s policy=%s", gw->client_id,
                    gw->policy_name);
-            gw_ctl_refresh_policies(gw, true);
+            gw->policy_refresh_ms = 0; /* a new connection: fetch at once */
+            gw_ctl_want_policies(gw);
             break;
         case GW_IN_REFUSED:
             gw->ctl_up = false;
             fail_all(gw, "the broker refused the gateway's control connection");
-            gw_rest_policies_ready(gw, false);
+            gw_rest_policies_ready(gw, false, gw_mono_ms());
             break;
         case GW_IN_DISCONNECTED:
             if (gw->ctl_up && !stopping) {
@@ -432,9 +461,9 @@ void gw_ctl_drain(struct th_gateway *gw)
                 set_state(gw, TH_GATEWAY_DOWN, "the control connection to the hub was lost");
             }
             gw->ctl_up = false;
-            gw->policy_refresh_in_flight = false;
             fail_all(gw, "the connection to the hub was lost");
-            gw_rest_policies_ready(gw, false);
+            gw->policy_refresh_in_flight = gw->policy_refresh_again = false;
+            gw_rest_policies_ready(gw, false, gw_mono_ms());
             break;
         case GW_IN_MESSAGE:
             if (!stopping)

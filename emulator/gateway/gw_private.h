@@ -24,18 +24,20 @@
 #include "registry.h" /* TH_KEY_BUF, TH_PERM_* */
 #include "th_limits.h"
 
-#define GW_MAX_HEAD 16384        /* request line + headers */
+#define GW_MAX_HEAD 16384 /* request line + headers */
 #define GW_MAX_HEADERS 64
-#define GW_MAX_BODY (1024 * 1024) /* larger request bodies get 413 */
-#define GW_MAX_PIPELINED 65536   /* input held while a request waits for the hub */
-#define GW_IO_CHUNK 65536        /* bytes handed to lws_write per writable callback */
-#define GW_BRIDGE_HIGH (256 * 1024) /* pause the source side above this many queued bytes */
-#define GW_BRIDGE_LOW (64 * 1024)   /* and resume it below this */
+#define GW_MAX_BODY                                                                                \
+    TH_JSON_MAX_INPUT_BYTES    /* larger request bodies get 413; keeps commands under the control  \
+                                  API's limit */
+#define GW_MAX_PIPELINED 65536 /* input held while a request waits for the hub */
+#define GW_IO_CHUNK 65536      /* bytes handed to lws_write per writable callback */
+#define GW_BRIDGE_HIGH (256 * 1024)      /* pause the source side above this many queued bytes */
+#define GW_BRIDGE_LOW (64 * 1024)        /* and resume it below this */
 #define GW_BRIDGE_HARD (8 * 1024 * 1024) /* a peer that overruns this is dropped */
-#define GW_HEAD_TIMEOUT_S 30     /* to send a request's head and body */
-#define GW_IDLE_TIMEOUT_S 120    /* keep-alive connection with no request */
-#define GW_CALL_TIMEOUT_S 30     /* control answer, for commands other than methods */
-#define GW_POLICY_REFRESH_MS 2000 /* at most one policy refresh per interval on a miss */
+#define GW_HEAD_TIMEOUT_S 30             /* to send a request's head and body */
+#define GW_IDLE_TIMEOUT_S 120            /* keep-alive connection with no request */
+#define GW_CALL_TIMEOUT_S 30             /* control answer, for commands other than methods */
+#define GW_POLICY_REFRESH_MS 250 /* policy refreshes (on token misses) start at most this often */
 #define GW_ID_BUF (TH_MAX_ID_LEN + 1)
 
 /* ---- growable byte buffer with a consumed front ---- */
@@ -94,27 +96,27 @@ struct gw_req {
 };
 
 enum gw_conn_state {
-    GW_C_HEAD,     /* reading a request head */
-    GW_C_BODY,     /* reading its body */
-    GW_C_AUTH,     /* waiting for the policy list before authorising */
-    GW_C_WAIT,     /* dispatched; waiting for the hub's answer */
-    GW_C_WS,       /* upgraded to a WebSocket bridged to the broker */
-    GW_C_CLOSING,  /* answer queued; close once it is written */
+    GW_C_HEAD,    /* reading a request head */
+    GW_C_BODY,    /* reading its body */
+    GW_C_AUTH,    /* waiting for the policy list before authorising */
+    GW_C_WAIT,    /* dispatched; waiting for the hub's answer */
+    GW_C_WS,      /* upgraded to a WebSocket bridged to the broker */
+    GW_C_CLOSING, /* answer queued; close once it is written */
 };
 
 /* WebSocket frame reader state (client frames are masked). */
 struct gw_ws_rx {
-    int state;         /* 0 header, 1 payload */
+    int state; /* 0 header, 1 payload */
     uint8_t hdr[14];
     size_t hdr_len, hdr_need;
-    uint64_t left;     /* payload bytes left in this frame */
+    uint64_t left; /* payload bytes left in this frame */
     uint8_t mask[4];
     unsigned mask_pos;
-    int opcode;        /* of the current frame */
+    int opcode; /* of the current frame */
     bool fin;
-    uint8_t ctl[125];  /* control frame payload */
+    uint8_t ctl[125]; /* control frame payload */
     size_t ctl_len;
-    bool closed;       /* a close frame was received */
+    bool closed; /* a close frame was received */
 };
 
 struct gw_bridge;
@@ -129,15 +131,17 @@ struct gw_conn {
     struct gw_buf in;  /* received, not yet consumed */
     struct gw_buf out; /* to send */
     struct gw_req req;
-    bool close_after;  /* close once `out` is written */
+    bool close_after; /* close once `out` is written */
     bool rx_paused;
     char peer[64];
     /* REST */
     struct gw_call *call; /* the control call this request waits for, or NULL */
     const struct gw_route *route;
-    char ids[2][GW_ID_BUF]; /* decoded path ids: device, module */
-    struct gw_conn *auth_next;  /* in gw->auth_waiters while GW_C_AUTH */
-    bool policy_retry;          /* the policy list was refreshed for this request */
+    char ids[2][GW_ID_BUF];    /* decoded path ids: device, module */
+    long arg;                  /* per-request scratch of the route's handler */
+    struct gw_conn *auth_next; /* in gw->auth_waiters while GW_C_AUTH */
+    bool policy_retry;         /* the policy list was refreshed for this request */
+    int64_t auth_missed_ms;    /* when its token missed; a refresh started later decides */
     /* WebSocket */
     struct gw_ws_rx ws;
     struct gw_bridge *bridge;
@@ -147,12 +151,14 @@ struct gw_conn {
 /* A WebSocket client and its raw connection to the broker's MQTT listener. */
 struct gw_bridge {
     struct th_gateway *gw;
-    struct gw_conn *ws;     /* NULL once the WebSocket side closed */
-    struct lws *broker;     /* NULL once the broker side closed */
-    bool broker_up;         /* connected */
+    struct gw_conn *ws;      /* NULL once the WebSocket side closed */
+    struct lws *broker;      /* NULL once the broker side closed */
+    bool broker_up;          /* connected */
     struct gw_buf to_broker; /* client MQTT bytes not yet written to the broker */
     bool close_broker_when_flushed;
-    bool broker_paused;     /* broker RX paused because the WebSocket side is behind */
+    bool broker_paused;  /* broker RX paused because the WebSocket side is behind */
+    bool connecting;     /* inside lws_client_connect_via_info */
+    bool connect_failed; /* it failed before returning */
 };
 
 /* ---- control API calls (gw_control.c) ---- */
@@ -220,7 +226,10 @@ struct th_gateway {
     size_t npolicies;
     bool policies_loaded;
     bool policy_refresh_in_flight;
-    int64_t policy_refresh_ms; /* when the last refresh was asked for */
+    bool policy_refresh_again;  /* another refresh is wanted once this one is answered */
+    int64_t policy_refresh_ms;  /* when the last refresh was sent */
+    int64_t policy_inflight_ms; /* when the one in flight was sent */
+    lws_sorted_usec_list_t sul_refresh;
     struct gw_conn *auth_waiters;
 };
 
@@ -247,8 +256,12 @@ bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double
                  gw_done_fn done);
 /* The connection goes away: its call (if any) answers nobody. */
 void gw_ctl_forget(struct th_gateway *gw, struct gw_conn *conn);
-/* Ask for the policy list again unless asked within GW_POLICY_REFRESH_MS; true when asked. */
-bool gw_ctl_refresh_policies(struct th_gateway *gw, bool force);
+/*
+ * Want a policy list fetched from now on: sent at once, or after the one in
+ * flight, or when GW_POLICY_REFRESH_MS have passed since the last one. Its
+ * answer comes to gw_rest_policies_ready.
+ */
+void gw_ctl_want_policies(struct th_gateway *gw);
 const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len);
 
 /* gw_http.c */
@@ -266,14 +279,27 @@ bool gw_req_query(const struct gw_req *r, const char *name, char *buf, size_t si
  */
 void gw_http_respond(struct gw_conn *c, int status, const char *extra, const char *ctype,
                      const void *body, size_t len);
+/* After an answer that came later than its request: go on with pipelined input. */
+void gw_http_resume(struct gw_conn *c);
 /* Request a writable callback for `c` (after appending to c->out). */
 void gw_conn_want_write(struct gw_conn *c);
+/*
+ * Write queued output at once instead of waiting for the next writable
+ * callback (the bridge's hot path: saves one trip round the event loop).
+ * Only when nothing was queued before, so that the byte order holds; lws
+ * buffers what the socket does not take.
+ */
+void gw_conn_write_now(struct gw_conn *c);
 
 /* gw_rest.c */
 /* A complete request (head and body) on `c`: route, authorise, answer or call the hub. */
 void gw_rest_dispatch(struct gw_conn *c);
-/* Service thread: the policy list arrived (or failed); re-run waiting authorisations. */
-void gw_rest_policies_ready(struct th_gateway *gw, bool ok);
+/*
+ * Service thread: a policy list sent at `sent_ms` arrived (ok) or failed.
+ * Requests whose token missed before sent_ms are decided now; later ones wait
+ * for the next list, which this asks for.
+ */
+void gw_rest_policies_ready(struct th_gateway *gw, bool ok, int64_t sent_ms);
 /* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -73,8 +73,8 @@ struct th_mismatch {
  * `on_capture` (may be NULL). Returns true when valid.
  */
 bool th_matcher_validate(const cJSON *matcher, const char *file, const char *path,
-                         struct th_scn_diag *diag,
-                         void (*on_capture)(const char *name, void *arg), void *arg);
+                         struct th_scn_diag *diag, void (*on_capture)(const char *name, void *arg),
+                         void *arg);
 
 /*
  * Match `actual` (NULL when the member is absent) against `matcher`.
@@ -85,6 +85,8 @@ bool th_matcher_validate(const cJSON *matcher, const char *file, const char *pat
 bool th_match(const cJSON *matcher, const cJSON *actual, const char *root, cJSON *captures,
               struct th_mismatch *why);
 
+/* Indented JSON text of `v` (two spaces a level); the caller frees with free(). */
+char *th_scn_json_pretty(const cJSON *v);
 /* Compact JSON text of `v`, cut to `max` bytes with "..." (the caller frees). */
 char *th_scn_json_short(const cJSON *v, size_t max);
 
@@ -100,8 +102,7 @@ bool th_vars_valid_name(const char *name);
  * scratch buffer). Returns false, with *bad set to the offset, when a "${"
  * has no closing "}" or an empty or over-long name. "$${" is a literal.
  */
-bool th_vars_scan(const char *s, void (*cb)(const char *name, void *arg), void *arg,
-                  size_t *bad);
+bool th_vars_scan(const char *s, void (*cb)(const char *name, void *arg), void *arg, size_t *bad);
 
 /*
  * A copy of `s` with every ${name} replaced by the string member `name` of
@@ -148,12 +149,12 @@ const char *th_step_kind_name(enum th_step_kind k);
 enum th_step_class th_step_kind_class(enum th_step_kind k);
 
 struct th_step {
-    int index; /* 1-based, as printed */
+    int index;  /* 1-based, as printed */
     char *name; /* given, or "<kind> <index>" */
     enum th_step_kind kind;
-    const cJSON *body; /* the kind member's value (an object; `{}` for restartHub: true) */
-    int64_t bound_us;  /* within / during / for, defaults applied; 0 for other actions */
-    int since;         /* expectTelemetry `since`: 0-based step index, else -1 */
+    const cJSON *body;         /* the kind member's value (an object; `{}` for restartHub: true) */
+    int64_t bound_us;          /* within / during / for, defaults applied; 0 for other actions */
+    int since;                 /* expectTelemetry `since`: 0-based step index, else -1 */
     long count_min, count_max; /* expectTelemetry count; max -1 = no upper bound */
 };
 
@@ -161,15 +162,15 @@ struct th_scenario {
     char *file; /* as given */
     char *dir;  /* its directory: the agent's working directory, base of relative files */
     char *name;
-    cJSON *doc;      /* the whole parsed file */
-    cJSON *registry; /* the registry document (from `registry` or `registryFile`), or NULL */
+    cJSON *doc;             /* the whole parsed file */
+    cJSON *registry;        /* the registry document (from `registry` or `registryFile`), or NULL */
     const cJSON *variables; /* object of strings, or NULL */
     bool has_agent;
     const char *agent_command; /* NULL when the scenario has none */
     const char *agent_device;  /* identity; NULL = the runner picks (first registry device) */
     const char *agent_module;
-    const cJSON *agent_env;  /* object of strings or NULL */
-    int agent_start_at;      /* 0-based step index before which the agent starts */
+    const cJSON *agent_env; /* object of strings or NULL */
+    int agent_start_at;     /* 0-based step index before which the agent starts */
     int64_t default_within_us;
     struct th_step *steps;
     size_t nsteps;
@@ -195,8 +196,13 @@ cJSON *th_scenario_identities(const struct th_scenario *s);
 
 /* ---- the engine ------------------------------------------------------------------------ */
 
-enum th_verdict { TH_VERDICT_NONE, TH_VERDICT_PENDING, TH_VERDICT_PASS, TH_VERDICT_FAIL,
-                  TH_VERDICT_SKIP };
+enum th_verdict {
+    TH_VERDICT_NONE,
+    TH_VERDICT_PENDING,
+    TH_VERDICT_PASS,
+    TH_VERDICT_FAIL,
+    TH_VERDICT_SKIP
+};
 
 struct th_step_result {
     enum th_verdict verdict;
@@ -221,8 +227,7 @@ void th_scn_session_free(struct th_scn_session *ss);
  * NULL). Offline verification starts from this.
  */
 TH_NODISCARD th_result th_scn_session_seed_registry(struct th_scn_session *ss,
-                                                    const cJSON *registry,
-                                                    struct th_error *err);
+                                                    const cJSON *registry, struct th_error *err);
 /*
  * Seed one identity from a twin as the control API's getTwin returns it
  * (properties.reported with $version, connectionState). Live runs use this.
@@ -274,8 +279,7 @@ cJSON *th_scn_session_missing_run_vars(const struct th_scn_session *ss, size_t i
  * refused any other action. Sets the current step's result; captures go to
  * the variables. `end_us` is the time of the verdict.
  */
-void th_scn_session_check_outcome(struct th_scn_session *ss, const cJSON *outcome,
-                                  int64_t end_us);
+void th_scn_session_check_outcome(struct th_scn_session *ss, const cJSON *outcome, int64_t end_us);
 
 /* Set the current step's result directly (the runner: agent died, hub down, sleep done). */
 void th_scn_session_set_result(struct th_scn_session *ss, enum th_verdict v, int64_t end_us,
@@ -283,6 +287,13 @@ void th_scn_session_set_result(struct th_scn_session *ss, enum th_verdict v, int
 
 /* Result of step i; verdict NONE while it has not run. */
 const struct th_step_result *th_scn_session_result(const struct th_scn_session *ss, size_t i);
+/*
+ * Offline, after the last record: decide the step being evaluated (its
+ * deadline has passed), fail a step whose mark never came, skip the rest.
+ */
+void th_scn_session_finish(struct th_scn_session *ss);
+/* The step being run (0-based), or (size_t)-1 when none. */
+size_t th_scn_session_current(const struct th_scn_session *ss);
 /* Mark every step without a verdict as skipped. */
 void th_scn_session_skip_rest(struct th_scn_session *ss);
 /* The time of the scenario's first record and of its last (0 when none). */

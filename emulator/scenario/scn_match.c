@@ -9,7 +9,6 @@
  * telemetry system properties on the wire) are plain names, not operators.
  */
 #define _GNU_SOURCE
-#include <math.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -143,8 +142,9 @@ static bool validate_op(struct vctx *v, const cJSON *m, const cJSON *op, char *p
     } else if (!strcmp(name, "$range")) {
         int bounds = 0;
         if (!cJSON_IsObject(op)) {
-            verr(v, path, "expected {\"min\": a, \"max\": b} (either optional; also "
-                          "\"exclusiveMin\", \"exclusiveMax\")");
+            verr(v, path,
+                 "expected {\"min\": a, \"max\": b} (either optional; also "
+                 "\"exclusiveMin\", \"exclusiveMax\")");
         } else {
             const cJSON *c;
             cJSON_ArrayForEach(c, op)
@@ -152,8 +152,9 @@ static bool validate_op(struct vctx *v, const cJSON *m, const cJSON *op, char *p
                 size_t o2 = push_key(path, cap, c->string);
                 if (strcmp(c->string, "min") && strcmp(c->string, "max") &&
                     strcmp(c->string, "exclusiveMin") && strcmp(c->string, "exclusiveMax"))
-                    verr(v, path, "unknown member; $range takes min, max, exclusiveMin, "
-                                  "exclusiveMax");
+                    verr(v, path,
+                         "unknown member; $range takes min, max, exclusiveMin, "
+                         "exclusiveMax");
                 else if (!cJSON_IsNumber(c))
                     verr(v, path, "expected a number");
                 else
@@ -173,8 +174,9 @@ static bool validate_op(struct vctx *v, const cJSON *m, const cJSON *op, char *p
         for (size_t i = 0; cJSON_IsString(op) && i < sizeof types / sizeof types[0]; i++)
             known |= !strcmp(op->valuestring, types[i]);
         if (!known)
-            verr(v, path, "expected one of \"string\", \"number\", \"integer\", \"boolean\", "
-                          "\"object\", \"array\", \"null\"");
+            verr(v, path,
+                 "expected one of \"string\", \"number\", \"integer\", \"boolean\", "
+                 "\"object\", \"array\", \"null\"");
     } else if (!strcmp(name, "$duration")) {
         duration_operand_ok(v, op, path, cap);
     } else if (!strcmp(name, "$anyOf")) {
@@ -194,8 +196,9 @@ static bool validate_op(struct vctx *v, const cJSON *m, const cJSON *op, char *p
         validate_at(v, op, path, cap);
     } else if (capture) {
         if (!cJSON_IsString(op) || !th_vars_valid_name(op->valuestring))
-            verr(v, path, "expected a variable name (letters, digits, '_' and '-', not "
-                          "starting with a digit)");
+            verr(v, path,
+                 "expected a variable name (letters, digits, '_' and '-', not "
+                 "starting with a digit)");
         else if (v->on_capture)
             v->on_capture(op->valuestring, v->arg);
         if (match) {
@@ -241,8 +244,8 @@ static bool validate_at(struct vctx *v, const cJSON *m, char *path, size_t cap)
 }
 
 bool th_matcher_validate(const cJSON *matcher, const char *file, const char *path,
-                         struct th_scn_diag *diag,
-                         void (*on_capture)(const char *name, void *arg), void *arg)
+                         struct th_scn_diag *diag, void (*on_capture)(const char *name, void *arg),
+                         void *arg)
 {
     struct vctx v = {file, diag, on_capture, arg, true};
     char buf[1024];
@@ -376,8 +379,10 @@ static void merge_caps(cJSON *into, cJSON *from)
 
 static bool is_integer(const cJSON *a)
 {
-    return cJSON_IsNumber(a) && floor(a->valuedouble) == a->valuedouble &&
-           fabs(a->valuedouble) <= 9007199254740992.0;
+    if (!cJSON_IsNumber(a))
+        return false;
+    double v = a->valuedouble;
+    return v <= 9007199254740992.0 && v >= -9007199254740992.0 && (double)(long long)v == v;
 }
 
 static const char *type_of(const cJSON *a)
@@ -579,8 +584,8 @@ static bool match_at(struct mctx *x, const cJSON *m, const cJSON *a, char *path,
         cJSON_ArrayForEach(c, m)
         {
             size_t old = push_key(path, cap, c->string);
-            bool ok = match_at(x, c, cJSON_GetObjectItemCaseSensitive(a, c->string), path, cap,
-                               caps);
+            bool ok =
+                match_at(x, c, cJSON_GetObjectItemCaseSensitive(a, c->string), path, cap, caps);
             path[old] = '\0';
             if (!ok)
                 return false;
@@ -604,8 +609,8 @@ static bool match_at(struct mctx *x, const cJSON *m, const cJSON *a, char *path,
         }
         for (int i = 0; i < n; i++) {
             size_t old = push_index(path, cap, i);
-            bool ok = match_at(x, cJSON_GetArrayItem(m, i), cJSON_GetArrayItem(a, i), path, cap,
-                               caps);
+            bool ok =
+                match_at(x, cJSON_GetArrayItem(m, i), cJSON_GetArrayItem(a, i), path, cap, caps);
             path[old] = '\0';
             if (!ok)
                 return false;

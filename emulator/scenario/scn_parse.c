@@ -21,18 +21,18 @@
 /* ---- the format, as data ---- */
 
 enum ftype {
-    F_STRING,      /* non-empty string */
-    F_OBJECT,      /* any object */
-    F_ANY,         /* any JSON */
-    F_MATCHER,     /* a matcher */
-    F_DURATION,    /* ISO 8601 duration */
-    F_INT,         /* integer in [min, max] */
-    F_STRINGS,     /* array of non-empty strings */
-    F_STRING_MAP,  /* object of strings (or null values) */
-    F_EXPECT,      /* object of matchers with the keys in `keys` */
-    F_COUNT,       /* integer >= 0 or {"min","max"} */
-    F_STEP_REF,    /* the name of an earlier step */
-    F_ENUM,        /* one of the strings in `keys` */
+    F_STRING,     /* non-empty string */
+    F_OBJECT,     /* any object */
+    F_ANY,        /* any JSON */
+    F_MATCHER,    /* a matcher */
+    F_DURATION,   /* ISO 8601 duration */
+    F_INT,        /* integer in [min, max] */
+    F_STRINGS,    /* array of non-empty strings */
+    F_STRING_MAP, /* object of strings (or null values) */
+    F_EXPECT,     /* object of matchers with the keys in `keys` */
+    F_COUNT,      /* integer >= 0 or {"min","max"} */
+    F_STEP_REF,   /* the name of an earlier step */
+    F_ENUM,       /* one of the strings in `keys` */
 };
 
 struct field {
@@ -54,22 +54,36 @@ struct kind_spec {
     struct field fields[10];
 };
 
-#define END {NULL, 0, false, 0, 0, NULL, NULL}
+#define END                                                                                        \
+    {                                                                                              \
+        NULL, 0, false, 0, 0, NULL, NULL                                                           \
+    }
 
 static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
-    [TH_STEP_PATCH_DESIRED] = {"patchDesired", TH_STEP_CLASS_ACTION, ID_DEVICE_OR_MODULE, NULL,
+    [TH_STEP_PATCH_DESIRED] = {"patchDesired",
+                               TH_STEP_CLASS_ACTION,
+                               ID_DEVICE_OR_MODULE,
+                               NULL,
                                {{"patch", F_OBJECT, true, 0, 0, NULL,
                                  "an object: the desired-properties patch"},
                                 END}},
-    [TH_STEP_REPLACE_DESIRED] = {"replaceDesired", TH_STEP_CLASS_ACTION, ID_DEVICE_OR_MODULE,
+    [TH_STEP_REPLACE_DESIRED] = {"replaceDesired",
+                                 TH_STEP_CLASS_ACTION,
+                                 ID_DEVICE_OR_MODULE,
                                  NULL,
                                  {{"desired", F_OBJECT, true, 0, 0, NULL,
                                    "an object: the new desired properties"},
                                   END}},
-    [TH_STEP_UPDATE_TAGS] = {"updateTags", TH_STEP_CLASS_ACTION, ID_DEVICE_OR_MODULE, NULL,
+    [TH_STEP_UPDATE_TAGS] = {"updateTags",
+                             TH_STEP_CLASS_ACTION,
+                             ID_DEVICE_OR_MODULE,
+                             NULL,
                              {{"tags", F_OBJECT, true, 0, 0, NULL, "an object: the tags patch"},
                               END}},
-    [TH_STEP_INVOKE_METHOD] = {"invokeMethod", TH_STEP_CLASS_ACTION, ID_DEVICE_OR_MODULE, NULL,
+    [TH_STEP_INVOKE_METHOD] = {"invokeMethod",
+                               TH_STEP_CLASS_ACTION,
+                               ID_DEVICE_OR_MODULE,
+                               NULL,
                                {{"methodName", F_STRING, true, 0, 0, NULL, "the method's name"},
                                 {"payload", F_ANY, false, 0, 0, NULL, NULL},
                                 {"responseTimeoutInSeconds", F_INT, false, 5, 300, NULL, NULL},
@@ -77,7 +91,10 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                 {"expect", F_EXPECT, false, 0, 0, "status payload error errorCode",
                                  NULL},
                                 END}},
-    [TH_STEP_SEND_C2D] = {"sendC2D", TH_STEP_CLASS_ACTION, ID_DEVICE, NULL,
+    [TH_STEP_SEND_C2D] = {"sendC2D",
+                          TH_STEP_CLASS_ACTION,
+                          ID_DEVICE,
+                          NULL,
                           {{"body", F_ANY, false, 0, 0, NULL, NULL},
                            {"bodyJson", F_ANY, false, 0, 0, NULL, NULL},
                            {"properties", F_STRING_MAP, false, 0, 0, NULL, NULL},
@@ -86,12 +103,18 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                            {"contentType", F_STRING, false, 0, 0, NULL, NULL},
                            {"contentEncoding", F_STRING, false, 0, 0, NULL, NULL},
                            END}},
-    [TH_STEP_QUERY] = {"query", TH_STEP_CLASS_ACTION, ID_NONE, NULL,
+    [TH_STEP_QUERY] = {"query",
+                       TH_STEP_CLASS_ACTION,
+                       ID_NONE,
+                       NULL,
                        {{"query", F_STRING, true, 0, 0, NULL,
                          "an IoT Hub query such as \"SELECT * FROM devices\""},
                         {"expect", F_EXPECT, false, 0, 0, "items count", NULL},
                         END}},
-    [TH_STEP_CREATE_MODULES] = {"createModules", TH_STEP_CLASS_ACTION, ID_NONE, NULL,
+    [TH_STEP_CREATE_MODULES] = {"createModules",
+                                TH_STEP_CLASS_ACTION,
+                                ID_NONE,
+                                NULL,
                                 {{"moduleId", F_STRING, true, 0, 0, NULL, "the module id"},
                                  {"desired", F_OBJECT, false, 0, 0, NULL, NULL},
                                  {"desiredFile", F_STRING, false, 0, 0, NULL, NULL},
@@ -100,52 +123,73 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                  {"expect", F_EXPECT, false, 0, 0,
                                   "moduleId created skipped createdDevices skippedDevices", NULL},
                                  END}},
-    [TH_STEP_SLEEP] = {"sleep", TH_STEP_CLASS_ACTION, ID_NONE, "for",
+    [TH_STEP_SLEEP] = {"sleep",
+                       TH_STEP_CLASS_ACTION,
+                       ID_NONE,
+                       "for",
                        {{"for", F_DURATION, true, 0, 0, NULL,
                          "an ISO 8601 duration such as \"PT2S\""},
                         END}},
-    [TH_STEP_WAIT_CONNECTED] = {"waitConnected", TH_STEP_CLASS_EXPECTATION, ID_DEVICE_OR_MODULE,
+    [TH_STEP_WAIT_CONNECTED] = {"waitConnected",
+                                TH_STEP_CLASS_EXPECTATION,
+                                ID_DEVICE_OR_MODULE,
                                 "within",
                                 {{"within", F_DURATION, false, 0, 0, NULL, NULL}, END}},
-    [TH_STEP_WAIT_DISCONNECTED] = {"waitDisconnected", TH_STEP_CLASS_EXPECTATION,
-                                   ID_DEVICE_OR_MODULE, "within",
+    [TH_STEP_WAIT_DISCONNECTED] = {"waitDisconnected",
+                                   TH_STEP_CLASS_EXPECTATION,
+                                   ID_DEVICE_OR_MODULE,
+                                   "within",
                                    {{"within", F_DURATION, false, 0, 0, NULL, NULL}, END}},
-    [TH_STEP_EXPECT_REPORTED] = {"expectReported", TH_STEP_CLASS_EXPECTATION,
-                                 ID_DEVICE_OR_MODULE, "within",
+    [TH_STEP_EXPECT_REPORTED] = {"expectReported",
+                                 TH_STEP_CLASS_EXPECTATION,
+                                 ID_DEVICE_OR_MODULE,
+                                 "within",
                                  {{"match", F_MATCHER, true, 0, 0, NULL,
                                    "a matcher over the reported properties"},
                                   {"within", F_DURATION, false, 0, 0, NULL, NULL},
                                   END}},
-    [TH_STEP_EXPECT_TWIN_GET] = {"expectTwinGet", TH_STEP_CLASS_EXPECTATION, ID_DEVICE_OR_MODULE,
+    [TH_STEP_EXPECT_TWIN_GET] = {"expectTwinGet",
+                                 TH_STEP_CLASS_EXPECTATION,
+                                 ID_DEVICE_OR_MODULE,
                                  "within",
                                  {{"within", F_DURATION, false, 0, 0, NULL, NULL}, END}},
-    [TH_STEP_EXPECT_TELEMETRY] = {"expectTelemetry", TH_STEP_CLASS_EXPECTATION,
-                                  ID_DEVICE_OR_MODULE, "within",
+    [TH_STEP_EXPECT_TELEMETRY] = {"expectTelemetry",
+                                  TH_STEP_CLASS_EXPECTATION,
+                                  ID_DEVICE_OR_MODULE,
+                                  "within",
                                   {{"match", F_MATCHER, false, 0, 0, NULL, NULL},
                                    {"count", F_COUNT, false, 0, 0, NULL, NULL},
                                    {"within", F_DURATION, false, 0, 0, NULL, NULL},
                                    {"since", F_STEP_REF, false, 0, 0, NULL, NULL},
                                    END}},
-    [TH_STEP_EXPECT_NO_TELEMETRY] = {"expectNoTelemetry", TH_STEP_CLASS_EXPECTATION,
-                                     ID_DEVICE_OR_MODULE, "during",
+    [TH_STEP_EXPECT_NO_TELEMETRY] = {"expectNoTelemetry",
+                                     TH_STEP_CLASS_EXPECTATION,
+                                     ID_DEVICE_OR_MODULE,
+                                     "during",
                                      {{"match", F_MATCHER, false, 0, 0, NULL, NULL},
                                       {"during", F_DURATION, false, 0, 0, NULL, NULL},
                                       END}},
-    [TH_STEP_EXPECT_NO_REPORTED] = {"expectNoReported", TH_STEP_CLASS_EXPECTATION,
-                                    ID_DEVICE_OR_MODULE, "during",
+    [TH_STEP_EXPECT_NO_REPORTED] = {"expectNoReported",
+                                    TH_STEP_CLASS_EXPECTATION,
+                                    ID_DEVICE_OR_MODULE,
+                                    "during",
                                     {{"match", F_MATCHER, false, 0, 0, NULL, NULL},
                                      {"during", F_DURATION, false, 0, 0, NULL, NULL},
                                      END}},
-    [TH_STEP_EXPECT_C2D_DELIVERED] = {"expectC2DDelivered", TH_STEP_CLASS_EXPECTATION, ID_DEVICE,
+    [TH_STEP_EXPECT_C2D_DELIVERED] = {"expectC2DDelivered",
+                                      TH_STEP_CLASS_EXPECTATION,
+                                      ID_DEVICE,
                                       "within",
                                       {{"messageId", F_STRING, true, 0, 0, NULL,
                                         "the messageId given to sendC2D"},
                                        {"within", F_DURATION, false, 0, 0, NULL, NULL},
                                        END}},
     [TH_STEP_DISCONNECT] = {"disconnect", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL, {END}},
-    [TH_STEP_EXPIRE_TOKEN] = {"expireToken", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL,
-                              {END}},
-    [TH_STEP_INJECT_ERROR] = {"injectError", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL,
+    [TH_STEP_EXPIRE_TOKEN] = {"expireToken", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL, {END}},
+    [TH_STEP_INJECT_ERROR] = {"injectError",
+                              TH_STEP_CLASS_FAULT,
+                              ID_DEVICE_OR_MODULE,
+                              NULL,
                               {{"operation", F_ENUM, true, 0, 0, "twinGet twinPatch",
                                 "\"twinGet\" or \"twinPatch\""},
                                {"status", F_INT, false, 400, 599, NULL, NULL},
@@ -164,9 +208,9 @@ enum th_step_class th_step_kind_class(enum th_step_kind k)
     return (unsigned)k < TH_STEP_KIND_COUNT ? kinds[k].cls : TH_STEP_CLASS_ACTION;
 }
 
-static const char *const top_members[] = {"$schema",  "name",     "description", "registry",
-                                          "registryFile", "agent", "defaults", "variables",
-                                          "steps"};
+static const char *const top_members[] = {"$schema",  "name",         "description",
+                                          "registry", "registryFile", "agent",
+                                          "defaults", "variables",    "steps"};
 
 /* ---- the validator's state ---- */
 
@@ -281,8 +325,9 @@ static void check_refs(struct v *v, const cJSON *j)
         struct ref_ctx r = {v, true};
         size_t bad;
         if (!th_vars_scan(j->valuestring, check_ref, &r, &bad))
-            err(v, "\"${\" at character %zu has no closing \"}\" or an empty name; write $${ "
-                   "for a literal ${",
+            err(v,
+                "\"${\" at character %zu has no closing \"}\" or an empty name; write $${ "
+                "for a literal ${",
                 bad + 1);
         return;
     }
@@ -407,7 +452,7 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
             }
         }
         const char *why = strstr(e.message, "extra data") ? "text after the JSON document"
-                          : strstr(e.message, "control") ? "a control character"
+                          : strstr(e.message, "control")  ? "a control character"
                                                           : "not valid JSON";
         snprintf(msg, size, "line %zu, column %zu: %s", line, col, why);
     } else {
@@ -612,9 +657,8 @@ static void check_step_body(struct v *v, struct th_step *st, size_t si)
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(body, "deviceId");
         size_t old = push(v, "deviceId");
         if (!d)
-            err(v, "required: the id of the device%s", k->ids == ID_DEVICE_OR_MODULE
-                                                           ? " (and moduleId for a module)"
-                                                           : "");
+            err(v, "required: the id of the device%s",
+                k->ids == ID_DEVICE_OR_MODULE ? " (and moduleId for a module)" : "");
         else if (!cJSON_IsString(d) || !d->valuestring[0])
             err(v, "expected a non-empty string");
         pop(v, old);
@@ -748,7 +792,7 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
         return;
     }
     const char *found[4];
-    int nfound = 0;
+    int nfound = 0, unknown = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, j)
     {
@@ -766,6 +810,7 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
             continue;
         }
         size_t o2 = push(v, c->string);
+        unknown++;
         const char *hint = closest(c->string, kind_names, TH_STEP_KIND_COUNT);
         if (hint)
             err(v, "unknown member; did you mean the step kind \"%s\"?", hint);
@@ -774,12 +819,14 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
                    "expectReported, ... see docs/scenarios.md)");
         pop(v, o2);
     }
-    if (nfound == 0) {
+    if (nfound == 0 && unknown == 0) {
         err(v, "no step kind; a step holds exactly one of patchDesired, replaceDesired, "
                "updateTags, invokeMethod, sendC2D, query, createModules, sleep, waitConnected, "
                "waitDisconnected, expectReported, expectTwinGet, expectTelemetry, "
                "expectNoTelemetry, expectNoReported, expectC2DDelivered, disconnect, "
                "expireToken, injectError, restartHub");
+    } else if (nfound == 0) {
+        /* the unknown member above is the reason */
     } else if (nfound > 1) {
         err(v, "a step holds exactly one step kind; this one has %s and %s", found[0], found[1]);
     } else {
@@ -787,8 +834,7 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
         if (st->kind == TH_STEP_RESTART_HUB && cJSON_IsTrue(st->body)) {
             /* "restartHub": true is accepted as {} */
         } else if (!cJSON_IsObject(st->body)) {
-            err(v, "expected an object%s",
-                st->kind == TH_STEP_RESTART_HUB ? " ({} or true)" : "");
+            err(v, "expected an object%s", st->kind == TH_STEP_RESTART_HUB ? " ({} or true)" : "");
         } else {
             check_step_body(v, st, i);
         }
@@ -974,8 +1020,9 @@ static void validate(struct v *v, cJSON *doc)
             size_t old = push(v, c->string);
             const char *hint =
                 closest(c->string, top_members, sizeof top_members / sizeof top_members[0]);
-            err(v, "unknown member%s%s%s; a scenario has name, description, registry, "
-                   "registryFile, agent, defaults, variables, steps",
+            err(v,
+                "unknown member%s%s%s; a scenario has name, description, registry, "
+                "registryFile, agent, defaults, variables, steps",
                 hint ? "; did you mean \"" : "", hint ? hint : "", hint ? "\"?" : "");
             pop(v, old);
         }

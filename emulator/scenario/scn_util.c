@@ -107,9 +107,12 @@ bool th_duration_parse(const char *text, int64_t *out_us)
         bool time_part;
         int64_t us;
     } units[] = {
-        {'Y', false, 365LL * 86400 * 1000000}, {'M', false, 30LL * 86400 * 1000000},
-        {'W', false, 7LL * 86400 * 1000000},   {'D', false, 86400LL * 1000000},
-        {'H', true, 3600LL * 1000000},         {'M', true, 60LL * 1000000},
+        {'Y', false, 365LL * 86400 * 1000000},
+        {'M', false, 30LL * 86400 * 1000000},
+        {'W', false, 7LL * 86400 * 1000000},
+        {'D', false, 86400LL * 1000000},
+        {'H', true, 3600LL * 1000000},
+        {'M', true, 60LL * 1000000},
         {'S', true, 1000000},
     };
     if (!text || text[0] != 'P')
@@ -213,11 +216,14 @@ bool th_record_time_parse(const char *text, int64_t *out_us)
         for (; n < 6; n++)
             frac *= 10;
     }
-    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-        s > 60)
+    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
         return false;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                    .tm_min = mi, .tm_sec = s};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = s};
     time_t t = timegm(&tm);
     if (t == (time_t)-1 && !(y == 1969 && mo == 12 && d == 31))
         return false;
@@ -241,4 +247,51 @@ char *th_scn_json_short(const cJSON *v, size_t max)
         memcpy(text + cut, "...", 4);
     }
     return text;
+}
+
+char *th_scn_json_pretty(const cJSON *v)
+{
+    char *text = v ? cJSON_Print(v) : strdup("(absent)");
+    if (!text)
+        return NULL;
+    /* cJSON lays out with tabs: two spaces at the start of a line, one after a colon. */
+    size_t tabs = 0;
+    for (const char *p = text; *p; p++)
+        tabs += *p == '\t';
+    char *out = malloc(strlen(text) + tabs + 1);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    bool line_start = true, in_string = false, escaped = false;
+    char *o = out;
+    for (const char *p = text; *p; p++) {
+        char c = *p;
+        if (in_string) {
+            *o++ = c;
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '\t') {
+            if (line_start) {
+                *o++ = ' ';
+                *o++ = ' ';
+            } else if (o > out && o[-1] != ' ') {
+                *o++ = ' ';
+            }
+            continue;
+        }
+        line_start = c == '\n';
+        if (c == '"')
+            in_string = true;
+        *o++ = c;
+    }
+    *o = '\0';
+    free(text);
+    return out;
 }

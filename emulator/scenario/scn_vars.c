@@ -18,8 +18,8 @@ static bool has_suffix(const char *s, const char *suffix)
 
 bool th_vars_is_run_var(const char *name)
 {
-    if (!strcmp(name, "hub.name") || !strcmp(name, "hub.caFile") ||
-        !strcmp(name, "hub.mqttPort") || !strcmp(name, "hub.mqttsPort"))
+    if (!strcmp(name, "hub.name") || !strcmp(name, "hub.caFile") || !strcmp(name, "hub.mqttPort") ||
+        !strcmp(name, "hub.mqttsPort"))
         return true;
     if (!strncmp(name, "device.", 7))
         return (has_suffix(name + 7, ".connectionString") &&
@@ -51,8 +51,7 @@ bool th_vars_valid_name(const char *name)
     return true;
 }
 
-bool th_vars_scan(const char *s, void (*cb)(const char *name, void *arg), void *arg,
-                  size_t *bad)
+bool th_vars_scan(const char *s, void (*cb)(const char *name, void *arg), void *arg, size_t *bad)
 {
     char name[NAME_MAX_LEN + 1];
     for (size_t i = 0; s[i]; i++) {

@@ -136,7 +136,9 @@ process.once('exit', () => {
 
 /**
  * Start `twinhub serve` on free loopback ports. Options: `registry` (path to a
- * registry JSON file). Resolves to a Hub once it printed `twinhub: ready`.
+ * registry JSON file), `httpsPort` (the HTTPS gateway's port; default 0, off),
+ * `mqttPort: 0` (no plain MQTT listener). Resolves to a Hub once it printed
+ * `twinhub: ready`.
  */
 export async function startHub(options = {}) {
   const bin = process.env.TWINHUB_BIN;
@@ -164,10 +166,12 @@ async function launch(bin, dir, mqttPort, mqttsPort, options) {
   const infoFile = join(dir, `info-${mqttPort}.json`);
   const args = [
     'serve',
-    '--mqtt-port', String(mqttPort),
+    '--mqtt-port', String(options.mqttPort === 0 ? 0 : mqttPort),
     '--mqtts-port', String(mqttsPort),
     '--cert-dir', join(dir, 'certs'),
     '--info-file', infoFile,
+    // The HTTPS gateway (443 by default) only where a suite asks for it: see service.mjs.
+    '--https-port', String(options.httpsPort ?? 0),
   ];
   if (options.registry) args.push('--registry', options.registry);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });

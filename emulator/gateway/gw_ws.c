@@ -1,0 +1,481 @@
+/*
+ * gw_ws.c - MQTT over WebSockets at /$iothub/websocket (real-clients.md
+ * sections 2.1 and 7; mosquitto-plugin-facts.md section 3.4): the RFC 6455
+ * handshake (subprotocol mqtt or mqttv3.1), and a bridge that carries the
+ * payload of the client's binary frames to a new raw connection to the
+ * broker's MQTT listener and the broker's bytes back as binary frames.
+ *
+ * The bridge does not parse MQTT: the broker and the plugin authenticate
+ * the CONNECT as for any TCP client. Both directions are written as soon as
+ * the other side is writable (no timers, so no added latency). Each
+ * direction's queue is bounded: above GW_BRIDGE_HIGH bytes the reading side
+ * is paused with lws_rx_flow_control until the queue drains below
+ * GW_BRIDGE_LOW.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/sha.h>
+
+#include "gw_private.h"
+#include "util.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
+
+/* ---- frames to the client ---------------------------------------------------------------- */
+
+/* Append one unmasked frame to the client's output; false on out-of-memory. */
+static bool put_frame(struct gw_conn *c, int opcode, const void *p, size_t n)
+{
+    uint8_t hdr[10];
+    size_t h = 0;
+    hdr[h++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        hdr[h++] = (uint8_t)n;
+    } else if (n <= 0xffff) {
+        hdr[h++] = 126;
+        hdr[h++] = (uint8_t)(n >> 8);
+        hdr[h++] = (uint8_t)n;
+    } else {
+        hdr[h++] = 127;
+        for (int i = 7; i >= 0; i--)
+            hdr[h++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    return gw_buf_put(&c->out, hdr, h) && gw_buf_put(&c->out, p, n);
+}
+
+/* Queue a close frame with `code` (once) and close the connection after it. */
+static void send_close(struct gw_conn *c, unsigned code, const char *why)
+{
+    if (!c->ws_close_sent) {
+        uint8_t body[125];
+        size_t n = strlen(why) > 120 ? 120 : strlen(why);
+        body[0] = (uint8_t)(code >> 8);
+        body[1] = (uint8_t)code;
+        memcpy(body + 2, why, n);
+        put_frame(c, OP_CLOSE, body, n + 2);
+        c->ws_close_sent = true;
+    }
+    c->close_after = true;
+    gw_conn_want_write(c);
+}
+
+/* ---- the bridge -------------------------------------------------------------------------- */
+
+static void bridge_free_if_done(struct gw_bridge *b)
+{
+    if (b->ws || b->broker)
+        return;
+    gw_buf_free(&b->to_broker);
+    free(b);
+}
+
+/* Close the broker side from outside its own callbacks. */
+static void kill_broker(struct gw_bridge *b)
+{
+    if (b->broker)
+        lws_set_timeout(b->broker, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* The broker side is gone (closed, refused or never connected). */
+static void broker_gone(struct gw_bridge *b, unsigned code, const char *why)
+{
+    b->broker = NULL;
+    b->broker_up = false;
+    if (b->ws)
+        send_close(b->ws, code, why);
+    bridge_free_if_done(b);
+}
+
+void gw_ws_closed(struct gw_conn *c)
+{
+    struct gw_bridge *b = c->bridge;
+    c->bridge = NULL;
+    b->ws = NULL;
+    if (b->gw->verbose)
+        gw_log(b->gw, false, "websocket | closed | peer=%s", c->peer);
+    /* What the client sent last (often its DISCONNECT) still goes to the broker. */
+    if (b->broker && b->broker_up && gw_buf_size(&b->to_broker)) {
+        b->close_broker_when_flushed = true;
+        lws_callback_on_writable(b->broker);
+    } else if (b->broker && !b->broker_up && gw_buf_size(&b->to_broker)) {
+        b->close_broker_when_flushed = true; /* flushed once connected */
+    } else {
+        kill_broker(b);
+    }
+    bridge_free_if_done(b);
+}
+
+static bool connect_broker(struct gw_bridge *b)
+{
+    struct th_gateway *gw = b->gw;
+    char unix_addr[256];
+    struct lws_client_connect_info i;
+    memset(&i, 0, sizeof i);
+    i.context = gw->ctx;
+    i.vhost = gw->vhost;
+    if (gw->broker_port) {
+        i.address = gw->broker_host;
+        i.port = gw->broker_port;
+    } else {
+        snprintf(unix_addr, sizeof unix_addr, "+%s", gw->broker_host);
+        i.address = unix_addr;
+    }
+    i.host = i.address;
+    i.origin = i.address;
+    i.method = "RAW";
+    i.local_protocol_name = "twinhub-broker";
+    i.opaque_user_data = b;
+    b->connecting = true;
+    struct lws *wsi = lws_client_connect_via_info(&i);
+    b->connecting = false;
+    if (b->connect_failed || !wsi) {
+        if (wsi && !b->connect_failed)
+            lws_set_opaque_user_data(wsi, NULL);
+        b->broker = NULL;
+        return false;
+    }
+    if (!b->broker_up)
+        b->broker = wsi;
+    return true;
+}
+
+/* ---- the handshake ----------------------------------------------------------------------- */
+
+/* Pick mqtt (or mqttv3.1) from a Sec-WebSocket-Protocol list; NULL when neither is offered. */
+static const char *pick_subprotocol(const struct gw_slice *h)
+{
+    const char *found = NULL;
+    const char *p = h ? h->p : NULL, *end = h ? h->p + h->n : NULL;
+    while (p && p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        const char *q = p;
+        while (q < end && *q != ',' && *q != ' ')
+            q++;
+        size_t n = (size_t)(q - p);
+        if (n == 4 && !strncasecmp(p, "mqtt", 4))
+            return "mqtt";
+        if (n == 8 && !strncasecmp(p, "mqttv3.1", 8))
+            found = "mqttv3.1";
+        p = q;
+    }
+    return found;
+}
+
+static bool header_has(const struct gw_req *r, const char *name, const char *token)
+{
+    const struct gw_slice *h = gw_req_header(r, name);
+    if (!h)
+        return false;
+    size_t n = strlen(token);
+    for (size_t i = 0; i + n <= h->n; i++)
+        if (!strncasecmp(h->p + i, token, n))
+            return true;
+    return false;
+}
+
+void gw_ws_upgrade(struct gw_conn *c)
+{
+    struct gw_req *r = &c->req;
+    const struct gw_slice *key = gw_req_header(r, "Sec-WebSocket-Key");
+    const struct gw_slice *ver = gw_req_header(r, "Sec-WebSocket-Version");
+    if (r->method != GW_GET || !header_has(r, "Upgrade", "websocket") ||
+        !header_has(r, "Connection", "upgrade") || !key || !key->n || key->n > 64 || !r->http11) {
+        gw_rest_error(c, 400, 400004,
+                      "/$iothub/websocket takes WebSocket upgrades only (GET, Upgrade: websocket, "
+                      "Sec-WebSocket-Protocol: mqtt)");
+        return;
+    }
+    if (!ver || ver->n != 2 || memcmp(ver->p, "13", 2)) {
+        r->keep_alive = false;
+        gw_http_respond(c, 426, "Sec-WebSocket-Version: 13\r\n", NULL, NULL, 0);
+        return;
+    }
+    const char *proto = pick_subprotocol(gw_req_header(r, "Sec-WebSocket-Protocol"));
+    if (!proto) {
+        gw_rest_error(c, 400, 400004,
+                      "the WebSocket subprotocol must be mqtt (or mqttv3.1); twinhub does not "
+                      "emulate AMQP over WebSockets");
+        return;
+    }
+
+    struct gw_bridge *b = calloc(1, sizeof *b);
+    if (!b) {
+        gw_rest_error(c, 503, 503001, "out of memory");
+        return;
+    }
+    b->gw = c->gw;
+    b->ws = c;
+    c->bridge = b;
+    if (!connect_broker(b)) {
+        c->bridge = NULL;
+        free(b);
+        gw_rest_error(c, 503, 503001, "the broker's MQTT listener cannot be reached");
+        return;
+    }
+
+    char src[128], accept[64];
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    snprintf(src, sizeof src, "%.*s" WS_GUID, (int)key->n, key->p);
+    SHA1((const unsigned char *)src, strlen(src), digest);
+    if (th_b64_encode(digest, sizeof digest, accept, sizeof accept) != TH_OK)
+        accept[0] = '\0';
+    if (c->gw->verbose)
+        gw_log(c->gw, false, "websocket | open | peer=%s subprotocol=%s", c->peer, proto);
+    gw_buf_putf(&c->out,
+                "HTTP/1.1 101 Switching Protocols\r\n"
+                "Upgrade: websocket\r\n"
+                "Connection: Upgrade\r\n"
+                "Sec-WebSocket-Accept: %s\r\n"
+                "Sec-WebSocket-Protocol: %s\r\n"
+                "\r\n",
+                accept, proto);
+    free(r->head);
+    gw_buf_free(&r->body);
+    memset(r, 0, sizeof *r);
+    c->state = GW_C_WS;
+    lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+    gw_conn_want_write(c);
+    /* Anything the client sent after its handshake is WebSocket data already. */
+    if (gw_buf_size(&c->in)) {
+        struct gw_buf early = c->in;
+        memset(&c->in, 0, sizeof c->in);
+        gw_ws_rx(c, gw_buf_head(&early), gw_buf_size(&early));
+        gw_buf_free(&early);
+    }
+}
+
+/* ---- frames from the client -------------------------------------------------------------- */
+
+static void pause_ws_if_full(struct gw_conn *c, struct gw_bridge *b)
+{
+    if (gw_buf_size(&b->to_broker) > GW_BRIDGE_HARD) {
+        send_close(c, 1009, "too much unsent data");
+        return;
+    }
+    if (gw_buf_size(&b->to_broker) > GW_BRIDGE_HIGH && !c->rx_paused) {
+        c->rx_paused = true;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+}
+
+/* A complete control frame (close, ping, pong) from the client. */
+static void control_frame(struct gw_conn *c, int opcode, const uint8_t *p, size_t n)
+{
+    if (opcode == OP_PING) {
+        if (!c->ws_close_sent && put_frame(c, OP_PONG, p, n))
+            gw_conn_want_write(c);
+    } else if (opcode == OP_CLOSE) {
+        c->ws.closed = true;
+        unsigned code = n >= 2 ? (unsigned)(p[0] << 8 | p[1]) : 1000;
+        if (code < 1000 || code >= 5000 || code == 1005 || code == 1006)
+            code = 1000;
+        send_close(c, code, "");
+    }
+}
+
+static int broker_write(struct gw_bridge *b, bool writable);
+
+void gw_ws_rx(struct gw_conn *c, const uint8_t *p, size_t n)
+{
+    struct gw_ws_rx *w = &c->ws;
+    struct gw_bridge *b = c->bridge;
+    bool idle = b && gw_buf_size(&b->to_broker) == 0;
+    while (n > 0 && !w->closed && !c->close_after) {
+        if (w->state == 0) {
+            /* header: 2 bytes, then 2 or 8 length bytes, then the 4-byte mask */
+            w->hdr[w->hdr_len++] = *p++;
+            n--;
+            if (w->hdr_len == 2) {
+                unsigned len7 = w->hdr[1] & 0x7f;
+                w->hdr_need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4;
+                if ((w->hdr[0] & 0x70) || !(w->hdr[1] & 0x80)) {
+                    send_close(c, 1002, "frames must be masked and use no extensions");
+                    return;
+                }
+            }
+            if (w->hdr_len < 2 || w->hdr_len < w->hdr_need)
+                continue;
+            unsigned len7 = w->hdr[1] & 0x7f;
+            uint64_t len = len7;
+            size_t at = 2;
+            if (len7 == 126) {
+                len = (uint64_t)w->hdr[2] << 8 | w->hdr[3];
+                at = 4;
+            } else if (len7 == 127) {
+                len = 0;
+                for (int i = 0; i < 8; i++)
+                    len = len << 8 | w->hdr[2 + i];
+                at = 10;
+            }
+            memcpy(w->mask, w->hdr + at, 4);
+            w->fin = w->hdr[0] & 0x80;
+            w->opcode = w->hdr[0] & 0x0f;
+            w->left = len;
+            w->mask_pos = 0;
+            w->ctl_len = 0;
+            w->hdr_len = 0;
+            bool control = w->opcode >= 8;
+            if ((control && (!w->fin || len > 125)) ||
+                (w->opcode != OP_CONT && w->opcode != OP_TEXT && w->opcode != OP_BINARY &&
+                 !control) ||
+                (w->opcode >= 11) || (len >> 63)) {
+                send_close(c, 1002, "malformed frame");
+                return;
+            }
+            w->state = 1;
+            if (len == 0) {
+                w->state = 0;
+                if (control)
+                    control_frame(c, w->opcode, w->ctl, 0);
+            }
+            continue;
+        }
+        /* payload */
+        size_t take = n < w->left ? n : (size_t)w->left;
+        if (w->opcode >= 8) {
+            for (size_t i = 0; i < take; i++)
+                w->ctl[w->ctl_len++] = p[i] ^ w->mask[w->mask_pos++ & 3];
+        } else if (b) {
+            if (!gw_buf_reserve(&b->to_broker, take)) {
+                send_close(c, 1011, "out of memory");
+                return;
+            }
+            uint8_t *dst = b->to_broker.data + b->to_broker.len;
+            for (size_t i = 0; i < take; i++)
+                dst[i] = p[i] ^ w->mask[w->mask_pos++ & 3];
+            b->to_broker.len += take;
+        }
+        p += take;
+        n -= take;
+        w->left -= take;
+        if (w->left == 0) {
+            w->state = 0;
+            if (w->opcode >= 8)
+                control_frame(c, w->opcode, w->ctl, w->ctl_len);
+        }
+    }
+    if (b && gw_buf_size(&b->to_broker)) {
+        if (b->broker && b->broker_up) {
+            if (idle && broker_write(b, false) < 0)
+                kill_broker(b);
+            else if (!idle)
+                lws_callback_on_writable(b->broker);
+        }
+        pause_ws_if_full(c, b);
+    }
+}
+
+void gw_ws_drained(struct gw_conn *c)
+{
+    struct gw_bridge *b = c->bridge;
+    if (b && b->broker && b->broker_paused && gw_buf_size(&c->out) < GW_BRIDGE_LOW) {
+        b->broker_paused = false;
+        lws_rx_flow_control(b->broker, 1);
+    }
+}
+
+/* ---- the broker side --------------------------------------------------------------------- */
+
+/*
+ * Hand up to GW_IO_CHUNK bytes of the client's MQTT stream to the broker
+ * connection. From its writable callback (`writable`) a -1 return closes it;
+ * called directly, a failure is left to lws to report.
+ */
+static int broker_write(struct gw_bridge *b, bool writable)
+{
+    struct lws *wsi = b->broker;
+    size_t n = gw_buf_size(&b->to_broker);
+    if (n) {
+        if (n > GW_IO_CHUNK)
+            n = GW_IO_CHUNK;
+        if (lws_write(wsi, gw_buf_head(&b->to_broker), n, LWS_WRITE_RAW) < 0)
+            return -1;
+        gw_buf_consume(&b->to_broker, n);
+    }
+    if (gw_buf_size(&b->to_broker) || (b->close_broker_when_flushed && n))
+        lws_callback_on_writable(wsi);
+    else if (writable && (b->close_broker_when_flushed || !b->ws))
+        return -1;
+    if (b->ws && b->ws->rx_paused && gw_buf_size(&b->to_broker) < GW_BRIDGE_LOW) {
+        b->ws->rx_paused = false;
+        lws_rx_flow_control(b->ws->wsi, 1);
+    }
+    return 0;
+}
+
+int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
+{
+    struct gw_bridge *b = lws_get_opaque_user_data(wsi);
+    (void)user;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_CONNECTED:
+        if (!b)
+            return -1;
+        b->broker = wsi;
+        b->broker_up = true;
+        if (gw_buf_size(&b->to_broker))
+            lws_callback_on_writable(wsi);
+        else if (!b->ws)
+            return -1; /* the client left before we got here, with nothing to say */
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (b) {
+            gw_log(b->gw, true, "websocket | broker unreachable | %s",
+                   in ? (const char *)in : "connection failed");
+            lws_set_opaque_user_data(wsi, NULL);
+            if (b->connecting)
+                b->connect_failed = true; /* gw_ws_upgrade answers the HTTP request */
+            else
+                broker_gone(b, 1011, "the broker cannot be reached");
+        }
+        return 0;
+
+    case LWS_CALLBACK_RAW_RX:
+        if (!b)
+            return -1;
+        if (!b->ws)
+            return 0; /* the client is gone: drop what the broker still sends */
+        bool idle = gw_buf_size(&b->ws->out) == 0;
+        if (!put_frame(b->ws, OP_BINARY, in, len)) {
+            send_close(b->ws, 1011, "out of memory");
+            return 0;
+        }
+        if (idle)
+            gw_conn_write_now(b->ws);
+        else
+            gw_conn_want_write(b->ws);
+        if (!b->ws)
+            return 0;
+        if (gw_buf_size(&b->ws->out) > GW_BRIDGE_HARD) {
+            send_close(b->ws, 1008, "the client does not read");
+        } else if (gw_buf_size(&b->ws->out) > GW_BRIDGE_HIGH && !b->broker_paused) {
+            b->broker_paused = true;
+            lws_rx_flow_control(wsi, 0);
+        }
+        return 0;
+
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        if (!b)
+            return -1;
+        return broker_write(b, true);
+
+    case LWS_CALLBACK_RAW_CLOSE:
+        if (b) {
+            lws_set_opaque_user_data(wsi, NULL);
+            broker_gone(b, 1000, "");
+        }
+        return 0;
+
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,1156 @@
+/*
+ * scn_engine.c - the expectation engine (docs/scenarios.md, "Expectations",
+ * "Verifying a recording"). It is fed event records in hub order, live from
+ * $twinhub/events/# or from a recording, and decides each step:
+ *
+ * - the identities' state (reported properties rebuilt from `reported`
+ *   patches with merge semantics, connection state) is kept up to date;
+ * - a `mark` record {"scenario","step","index","action"} anchors the step
+ *   it names: "now" is the state at the mark, and time bounds count from
+ *   the mark's time, on the hub's clock;
+ * - a step is decided by the first record that settles it, or at its
+ *   deadline once every record up to the deadline has been fed (live: a
+ *   record stamped later, or the runner's barrier; offline: the next record
+ *   or the end of the recording).
+ *
+ * Because the verdict depends only on the records and their timestamps, a
+ * recording of a run gives the same verdicts as the run itself.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "json.h"
+#include "registry.h"
+#include "scenario.h"
+
+#define SHOW_MAX 300
+#define BODY_MAX_BYTES (1024u * 1024)
+#define NO_STEP ((size_t)-1)
+
+struct ident {
+    char *key; /* "device" or "device/module" (ids never contain '/'... see key_of) */
+    char *device_id;
+    char *module_id; /* NULL for a device */
+    cJSON *reported; /* without $version / $metadata */
+    int64_t version;
+    bool connected;
+    UT_hash_handle hh;
+};
+
+struct event {
+    int64_t seq, time_us;
+    const char *kind, *device_id, *module_id; /* point into record */
+    const cJSON *data;
+    cJSON *record; /* owned */
+};
+
+struct eval {
+    long count;       /* matching messages so far */
+    long nonmatching; /* messages of the identity that did not match */
+    bool have_miss;
+    struct th_mismatch miss;
+    long refused;
+    char refused_reason[200];
+    long patches; /* reported patches seen while waiting */
+    bool queued;  /* expectC2DDelivered: seen queued, not delivered */
+    cJSON *captures;
+};
+
+struct th_scn_session {
+    const struct th_scenario *s;
+    bool offline;
+    struct ident *ids;
+    struct event *ev;
+    size_t nev, cap;
+    int64_t last_seq;
+    cJSON *vars;
+    bool vars_ready;
+    struct th_step_result *res;
+    size_t *anchor; /* per step: history index of its mark, NO_STEP when none */
+    int64_t first_time, last_time;
+    /* the current step */
+    size_t cur;
+    bool anchored;
+    bool failed; /* a step failed: the rest is skipped */
+    cJSON *resolved;
+    struct eval e;
+};
+
+/* ---- identities ---- */
+
+static char *key_of(const char *d, const char *m)
+{
+    char *k = NULL;
+    /* '\x1f' cannot appear in ids (registry.md), so the key is unambiguous. */
+    if (asprintf(&k, "%s\x1f%s", d, m ? m : "") < 0)
+        return NULL;
+    return k;
+}
+
+static void ident_free(struct ident *id)
+{
+    if (!id)
+        return;
+    free(id->key);
+    free(id->device_id);
+    free(id->module_id);
+    cJSON_Delete(id->reported);
+    free(id);
+}
+
+static struct ident *ident_find(const struct th_scn_session *ss, const char *d, const char *m)
+{
+    if (!d)
+        return NULL;
+    char *k = key_of(d, m);
+    struct ident *id = NULL;
+    if (k)
+        HASH_FIND_STR(ss->ids, k, id);
+    free(k);
+    return id;
+}
+
+/* Find or create (empty reported properties, version 1, disconnected). */
+static struct ident *ident_get(struct th_scn_session *ss, const char *d, const char *m)
+{
+    struct ident *id = ident_find(ss, d, m);
+    if (id || !d)
+        return id;
+    id = calloc(1, sizeof *id);
+    if (!id)
+        return NULL;
+    id->key = key_of(d, m);
+    id->device_id = strdup(d);
+    id->module_id = m ? strdup(m) : NULL;
+    id->reported = cJSON_CreateObject();
+    id->version = 1;
+    if (!id->key || !id->device_id || (m && !id->module_id) || !id->reported) {
+        ident_free(id);
+        return NULL;
+    }
+    HASH_ADD_KEYPTR(hh, ss->ids, id->key, strlen(id->key), id);
+    return id;
+}
+
+static void ident_remove(struct th_scn_session *ss, struct ident *id)
+{
+    HASH_DEL(ss->ids, id);
+    ident_free(id);
+}
+
+/* The reported document as matchers see it: the properties plus "$version". */
+static cJSON *reported_doc(const struct ident *id)
+{
+    cJSON *doc = id ? cJSON_Duplicate(id->reported, 1) : cJSON_CreateObject();
+    if (doc)
+        cJSON_AddNumberToObject(doc, "$version", id ? (double)id->version : 1);
+    return doc;
+}
+
+/* IoT Hub merge-patch: objects merge, null deletes, anything else replaces. */
+static void merge_patch(cJSON *target, const cJSON *patch)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, patch)
+    {
+        cJSON *cur = cJSON_GetObjectItemCaseSensitive(target, c->string);
+        if (cJSON_IsNull(c)) {
+            if (cur)
+                cJSON_DeleteItemFromObjectCaseSensitive(target, c->string);
+        } else if (cJSON_IsObject(c) && cJSON_IsObject(cur)) {
+            merge_patch(cur, c);
+        } else {
+            cJSON *copy = cJSON_Duplicate(c, 1);
+            if (!copy)
+                continue;
+            if (cJSON_IsObject(copy)) {
+                /* a new object may itself carry nulls, which delete nothing */
+                cJSON *clean = cJSON_CreateObject();
+                if (clean) {
+                    merge_patch(clean, copy);
+                    cJSON_Delete(copy);
+                    copy = clean;
+                }
+            }
+            if (cur)
+                cJSON_ReplaceItemInObjectCaseSensitive(target, c->string, copy);
+            else
+                cJSON_AddItemToObject(target, c->string, copy);
+        }
+    }
+}
+
+/* ---- the session ---- */
+
+struct th_scn_session *th_scn_session_new(const struct th_scenario *s, bool offline)
+{
+    struct th_scn_session *ss = calloc(1, sizeof *ss);
+    if (!ss)
+        return NULL;
+    ss->s = s;
+    ss->offline = offline;
+    ss->cur = NO_STEP;
+    ss->last_seq = -1;
+    ss->vars = s->variables ? cJSON_Duplicate(s->variables, 1) : cJSON_CreateObject();
+    ss->res = calloc(s->nsteps ? s->nsteps : 1, sizeof *ss->res);
+    ss->anchor = malloc((s->nsteps ? s->nsteps : 1) * sizeof *ss->anchor);
+    if (!ss->vars || !ss->res || !ss->anchor) {
+        th_scn_session_free(ss);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->nsteps; i++)
+        ss->anchor[i] = NO_STEP;
+    if (offline)
+        th_scn_session_begin_step(ss, 0);
+    return ss;
+}
+
+void th_scn_session_free(struct th_scn_session *ss)
+{
+    if (!ss)
+        return;
+    struct ident *id, *tmp;
+    HASH_ITER(hh, ss->ids, id, tmp)
+    {
+        HASH_DEL(ss->ids, id);
+        ident_free(id);
+    }
+    for (size_t i = 0; i < ss->nev; i++)
+        cJSON_Delete(ss->ev[i].record);
+    free(ss->ev);
+    for (size_t i = 0; ss->res && i < ss->s->nsteps; i++) {
+        free(ss->res[i].message);
+        free(ss->res[i].detail);
+    }
+    free(ss->res);
+    free(ss->anchor);
+    cJSON_Delete(ss->vars);
+    cJSON_Delete(ss->resolved);
+    cJSON_Delete(ss->e.captures);
+    free(ss);
+}
+
+th_result th_scn_session_seed_registry(struct th_scn_session *ss, const cJSON *registry,
+                                       struct th_error *err)
+{
+    struct th_registry *reg = th_registry_new();
+    if (!reg)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    th_result r = TH_OK;
+    if (registry)
+        r = th_registry_load(reg, registry, 0, err);
+    else
+        r = th_registry_add_dev_identities(reg, 0); /* no registry: the development identities */
+    for (struct th_identity *d = r == TH_OK ? th_registry_next_device(reg, NULL) : NULL; d;
+         d = th_registry_next_device(reg, d)) {
+        for (size_t i = 0; i <= d->module_count; i++) {
+            struct th_identity *x = i == 0 ? d : d->modules[i - 1];
+            struct ident *id = ident_get(ss, x->device_id, x->module_id);
+            if (!id) {
+                r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+                break;
+            }
+            cJSON *rep = cJSON_Duplicate(x->twin->reported, 1);
+            if (rep) {
+                cJSON_Delete(id->reported);
+                id->reported = rep;
+            }
+            id->version = x->twin->reported_version;
+            id->connected = false;
+        }
+    }
+    th_registry_free(reg);
+    return r;
+}
+
+th_result th_scn_session_seed_twin(struct th_scn_session *ss, const char *device_id,
+                                   const char *module_id, const cJSON *twin)
+{
+    struct ident *id = ident_get(ss, device_id, module_id);
+    if (!id)
+        return TH_ERR_NOMEM;
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(twin, "properties");
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(props, "reported");
+    if (cJSON_IsObject(rep)) {
+        const cJSON *ver = cJSON_GetObjectItemCaseSensitive(rep, "$version");
+        int64_t v = cJSON_IsNumber(ver) ? (int64_t)ver->valuedouble : 1;
+        /* Records already fed may be newer than this answer: keep the newer. */
+        if (v >= id->version) {
+            cJSON *copy = cJSON_Duplicate(rep, 1);
+            if (!copy)
+                return TH_ERR_NOMEM;
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, "$version");
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, "$metadata");
+            cJSON_Delete(id->reported);
+            id->reported = copy;
+            id->version = v;
+        }
+    }
+    const char *state = th_json_string(twin, "connectionState", NULL);
+    if (state)
+        id->connected = !strcmp(state, "Connected");
+    return TH_OK;
+}
+
+bool th_scn_session_set_var(struct th_scn_session *ss, const char *name, const char *value)
+{
+    cJSON *v = cJSON_CreateString(value);
+    if (!v)
+        return false;
+    if (cJSON_GetObjectItemCaseSensitive(ss->vars, name))
+        cJSON_ReplaceItemInObjectCaseSensitive(ss->vars, name, v);
+    else
+        cJSON_AddItemToObject(ss->vars, name, v);
+    return true;
+}
+
+/* Scenario variables may use run variables and earlier variables: resolve them once. */
+static void resolve_variables(struct th_scn_session *ss)
+{
+    if (ss->vars_ready)
+        return;
+    ss->vars_ready = true;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, ss->s->variables)
+    {
+        if (!cJSON_IsString(c) || !strstr(c->valuestring, "${"))
+            continue;
+        char unknown[200];
+        char *t = th_vars_subst_string(c->valuestring, ss->vars, unknown, sizeof unknown);
+        if (t) {
+            th_scn_session_set_var(ss, c->string, t);
+            free(t);
+        }
+    }
+}
+
+const cJSON *th_scn_session_vars(const struct th_scn_session *ss)
+{
+    resolve_variables((struct th_scn_session *)ss);
+    return ss->vars;
+}
+
+void th_scn_session_hub_restarted(struct th_scn_session *ss)
+{
+    struct ident *id, *tmp;
+    HASH_ITER(hh, ss->ids, id, tmp)
+    id->connected = false;
+    /* The new hub's records count from 1 again; that is not another restart. */
+    ss->last_seq = -1;
+}
+
+/* ---- results ---- */
+
+static void set_result(struct th_scn_session *ss, size_t i, enum th_verdict v, int64_t end_us,
+                       const char *message, const char *detail)
+{
+    struct th_step_result *r = &ss->res[i];
+    r->verdict = v;
+    r->end_us = end_us;
+    if (r->start_us == 0)
+        r->start_us = end_us;
+    free(r->message);
+    free(r->detail);
+    r->message = message ? strdup(message) : NULL;
+    r->detail = detail ? strdup(detail) : NULL;
+    if (v == TH_VERDICT_FAIL)
+        ss->failed = true;
+    if (v == TH_VERDICT_PASS && ss->e.captures) {
+        /* captures become variables for the later steps */
+        const cJSON *c;
+        cJSON_ArrayForEach(c, ss->e.captures)
+        {
+            if (cJSON_IsString(c))
+                th_scn_session_set_var(ss, c->string, c->valuestring);
+        }
+    }
+    if (i == ss->cur && v != TH_VERDICT_PENDING) {
+        ss->cur = NO_STEP;
+        ss->anchored = false;
+        if (ss->offline) {
+            if (v == TH_VERDICT_PASS && i + 1 < ss->s->nsteps)
+                th_scn_session_begin_step(ss, i + 1);
+            else
+                th_scn_session_skip_rest(ss);
+        }
+    }
+}
+
+static void set_resultf(struct th_scn_session *ss, enum th_verdict v, int64_t end_us,
+                        const char *detail, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void set_resultf(struct th_scn_session *ss, enum th_verdict v, int64_t end_us,
+                        const char *detail, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    set_result(ss, ss->cur, v, end_us, msg, detail);
+}
+
+void th_scn_session_set_result(struct th_scn_session *ss, enum th_verdict v, int64_t end_us,
+                               const char *message, const char *detail)
+{
+    if (ss->cur != NO_STEP)
+        set_result(ss, ss->cur, v, end_us, message, detail);
+}
+
+const struct th_step_result *th_scn_session_result(const struct th_scn_session *ss, size_t i)
+{
+    return i < ss->s->nsteps ? &ss->res[i] : NULL;
+}
+
+void th_scn_session_skip_rest(struct th_scn_session *ss)
+{
+    for (size_t i = 0; i < ss->s->nsteps; i++)
+        if (ss->res[i].verdict == TH_VERDICT_NONE || ss->res[i].verdict == TH_VERDICT_PENDING)
+            ss->res[i].verdict = TH_VERDICT_SKIP;
+    ss->cur = NO_STEP;
+    ss->anchored = false;
+}
+
+int64_t th_scn_session_first_time(const struct th_scn_session *ss)
+{
+    return ss->first_time;
+}
+
+int64_t th_scn_session_last_time(const struct th_scn_session *ss)
+{
+    return ss->last_time;
+}
+
+/* ---- steps ---- */
+
+static const struct th_step *cur_step(const struct th_scn_session *ss)
+{
+    return ss->cur != NO_STEP ? &ss->s->steps[ss->cur] : NULL;
+}
+
+static const char *body_str(const struct th_scn_session *ss, const char *key)
+{
+    return th_json_string(ss->resolved, key, NULL);
+}
+
+/* "sensor-1" or "sensor-1/agent" for messages. */
+static void who(const struct th_scn_session *ss, char *buf, size_t size)
+{
+    const char *d = body_str(ss, "deviceId"), *m = body_str(ss, "moduleId");
+    snprintf(buf, size, "%s%s%s", d ? d : "?", m ? "/" : "", m ? m : "");
+}
+
+static bool is_ours(const struct th_scn_session *ss, const struct event *e)
+{
+    const char *d = body_str(ss, "deviceId"), *m = body_str(ss, "moduleId");
+    if (!d || !e->device_id || strcmp(d, e->device_id) != 0)
+        return false;
+    if (!m)
+        return e->module_id == NULL;
+    return e->module_id && !strcmp(m, e->module_id);
+}
+
+void th_scn_session_begin_step(struct th_scn_session *ss, size_t i)
+{
+    if (i >= ss->s->nsteps)
+        return;
+    resolve_variables(ss);
+    ss->cur = i;
+    ss->anchored = false;
+    cJSON_Delete(ss->resolved);
+    ss->resolved = NULL;
+    cJSON_Delete(ss->e.captures);
+    memset(&ss->e, 0, sizeof ss->e);
+    ss->e.captures = cJSON_CreateObject();
+    ss->res[i].verdict = TH_VERDICT_PENDING;
+    ss->res[i].start_us = 0;
+    char unknown[640];
+    const cJSON *body = ss->s->steps[i].body;
+    ss->resolved = th_vars_subst(body, ss->vars, unknown, sizeof unknown);
+    if (!ss->resolved) {
+        int64_t t = ss->last_time;
+        if (unknown[0] && th_vars_is_run_var(unknown))
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "${%s} is not known %s", unknown,
+                        ss->offline ? "offline (a recording does not hold the hub's keys and "
+                                      "ports)"
+                                    : "to the runner: is the identity registered?");
+        else if (unknown[0])
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                        "unknown variable ${%s}: no earlier step captured it", unknown);
+        else
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "out of memory");
+    }
+}
+
+bool th_scn_session_anchored(const struct th_scn_session *ss)
+{
+    return ss->anchored;
+}
+
+int64_t th_scn_session_deadline(const struct th_scn_session *ss)
+{
+    const struct th_step *st = cur_step(ss);
+    if (!st || !ss->anchored)
+        return INT64_MAX;
+    enum th_step_kind k = st->kind;
+    int64_t bound;
+    if (th_step_kind_class(k) == TH_STEP_CLASS_EXPECTATION || k == TH_STEP_SLEEP) {
+        bound = st->bound_us;
+    } else if (k == TH_STEP_INVOKE_METHOD && ss->offline) {
+        /* the answer is recorded when it comes, at most after both timeouts */
+        double rto = th_json_number(ss->resolved, "responseTimeoutInSeconds", 30);
+        double cto = th_json_number(ss->resolved, "connectTimeoutInSeconds", 0);
+        bound = (int64_t)((rto + cto + 5) * 1e6);
+    } else {
+        return INT64_MAX;
+    }
+    int64_t start = ss->res[ss->cur].start_us;
+    return bound > INT64_MAX - start ? INT64_MAX : start + bound;
+}
+
+const cJSON *th_scn_session_resolved(struct th_scn_session *ss)
+{
+    return ss->resolved;
+}
+
+struct missing_ctx {
+    const struct th_scn_session *ss;
+    cJSON *out;
+};
+
+static void note_missing(const char *name, void *arg)
+{
+    struct missing_ctx *m = arg;
+    if (!th_vars_is_run_var(name) || cJSON_GetObjectItemCaseSensitive(m->ss->vars, name))
+        return;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, m->out) if (!strcmp(e->valuestring, name)) return;
+    cJSON_AddItemToArray(m->out, cJSON_CreateString(name));
+}
+
+static void scan_missing(const cJSON *j, struct missing_ctx *m)
+{
+    if (cJSON_IsString(j)) {
+        size_t bad;
+        th_vars_scan(j->valuestring, note_missing, m, &bad);
+    } else if (cJSON_IsObject(j) || cJSON_IsArray(j)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, j) scan_missing(c, m);
+    }
+}
+
+cJSON *th_scn_session_missing_run_vars(const struct th_scn_session *ss, size_t i)
+{
+    struct missing_ctx m = {ss, cJSON_CreateArray()};
+    if (m.out && i < ss->s->nsteps)
+        scan_missing(ss->s->steps[i].body, &m);
+    return m.out;
+}
+
+/* ---- evaluation ---- */
+
+/* The telemetry record matchers see: body (parsed when JSON), properties, systemProperties, topic.
+ */
+static cJSON *telemetry_view(const cJSON *data)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(data, "body");
+    cJSON *b = NULL;
+    if (cJSON_IsString(body)) {
+        struct th_error e = {0};
+        if (th_json_parse(body->valuestring, strlen(body->valuestring), BODY_MAX_BYTES,
+                          TH_SCN_MAX_DEPTH, &b, &e) != TH_OK)
+            b = cJSON_CreateString(body->valuestring);
+    } else {
+        b = cJSON_CreateNull();
+    }
+    if (b)
+        cJSON_AddItemToObject(o, "body", b);
+    static const char *const keep[] = {"properties", "systemProperties", "topic"};
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(data, keep[i]);
+        if (v)
+            cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, 1));
+    }
+    return o;
+}
+
+static void bound_text(const struct th_step *st, char *buf, size_t size)
+{
+    th_duration_human(st->bound_us, buf, size);
+}
+
+static void count_text(const struct th_step *st, char *buf, size_t size)
+{
+    if (st->count_max < 0)
+        snprintf(buf, size, "at least %ld", st->count_min);
+    else if (st->count_max == st->count_min)
+        snprintf(buf, size, "exactly %ld", st->count_min);
+    else
+        snprintf(buf, size, "%ld to %ld", st->count_min, st->count_max);
+}
+
+/* Telemetry: count one more matching message and decide when the count settles it. */
+static void telemetry_counted(struct th_scn_session *ss, int64_t t)
+{
+    const struct th_step *st = cur_step(ss);
+    char w[300], c[64];
+    if (st->kind != TH_STEP_EXPECT_TELEMETRY)
+        return;
+    if (st->count_max >= 0 && ss->e.count > st->count_max) {
+        who(ss, w, sizeof w);
+        count_text(st, c, sizeof c);
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                    "expected %s matching telemetry message%s from %s, got %ld", c,
+                    st->count_min == 1 && st->count_max == 1 ? "" : "s", w, ss->e.count);
+    } else if (st->count_max < 0 && ss->e.count >= st->count_min) {
+        set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+    }
+}
+
+/* One telemetry record of our identity inside the window. */
+static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
+{
+    const struct th_step *st = cur_step(ss);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
+    cJSON *view = telemetry_view(e->data);
+    struct th_mismatch why;
+    cJSON *caps = cJSON_CreateObject();
+    bool ok = !m || th_match(m, view, "telemetry", caps, &why);
+    if (st->kind == TH_STEP_EXPECT_NO_TELEMETRY) {
+        if (ok) {
+            char w[300], rel[64], b[64];
+            who(ss, w, sizeof w);
+            bound_text(st, b, sizeof b);
+            th_duration_human(e->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+            char *txt = th_scn_json_short(view, SHOW_MAX);
+            char *pretty = th_scn_json_pretty(view);
+            set_resultf(
+                ss, TH_VERDICT_FAIL, e->time_us, pretty,
+                "expected no telemetry%s from %s during %s, but a message came after %s: %s",
+                m ? " matching the step's match" : "", w, b, rel, txt ? txt : "");
+            free(txt);
+            free(pretty);
+        }
+    } else if (ok) {
+        if (ss->e.count == 0) {
+            /* captures come from the first matching message */
+            cJSON_Delete(ss->e.captures);
+            ss->e.captures = caps;
+            caps = NULL;
+        }
+        ss->e.count++;
+        telemetry_counted(ss, e->time_us);
+    } else {
+        ss->e.nonmatching++;
+        ss->e.have_miss = true;
+        ss->e.miss = why;
+    }
+    cJSON_Delete(caps);
+    cJSON_Delete(view);
+}
+
+static void eval_reported_now(struct th_scn_session *ss, int64_t t)
+{
+    const struct th_step *st = cur_step(ss);
+    if (st->kind != TH_STEP_EXPECT_REPORTED)
+        return;
+    const struct ident *id = ident_find(ss, body_str(ss, "deviceId"), body_str(ss, "moduleId"));
+    cJSON *doc = reported_doc(id);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
+    cJSON *caps = cJSON_CreateObject();
+    struct th_mismatch why;
+    if (th_match(m, doc, "reported", caps, &why)) {
+        cJSON_Delete(ss->e.captures);
+        ss->e.captures = caps;
+        caps = NULL;
+        set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+    } else {
+        ss->e.have_miss = true;
+        ss->e.miss = why;
+    }
+    cJSON_Delete(caps);
+    cJSON_Delete(doc);
+}
+
+/* Check the current step (anchored, pending) against one record after its mark. */
+static void eval_event(struct th_scn_session *ss, const struct event *e)
+{
+    const struct th_step *st = cur_step(ss);
+    const char *kind = e->kind;
+    switch (st->kind) {
+    case TH_STEP_WAIT_CONNECTED:
+        if (is_ours(ss, e) && !strcmp(kind, "connected"))
+            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        else if (is_ours(ss, e) && !strcmp(kind, "refused")) {
+            ss->e.refused++;
+            snprintf(ss->e.refused_reason, sizeof ss->e.refused_reason, "%s",
+                     th_json_string(e->data, "reason", "?"));
+        }
+        break;
+    case TH_STEP_WAIT_DISCONNECTED:
+        if (is_ours(ss, e) && !strcmp(kind, "disconnected"))
+            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        break;
+    case TH_STEP_EXPECT_REPORTED:
+        if (is_ours(ss, e) && !strcmp(kind, "reported") &&
+            cJSON_GetObjectItemCaseSensitive(e->data, "version")) {
+            ss->e.patches++;
+            eval_reported_now(ss, e->time_us);
+        }
+        break;
+    case TH_STEP_EXPECT_TWIN_GET:
+        if (is_ours(ss, e) && !strcmp(kind, "twinGet"))
+            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        break;
+    case TH_STEP_EXPECT_TELEMETRY:
+    case TH_STEP_EXPECT_NO_TELEMETRY:
+        if (is_ours(ss, e) && !strcmp(kind, "telemetry"))
+            eval_telemetry(ss, e);
+        break;
+    case TH_STEP_EXPECT_NO_REPORTED:
+        if (is_ours(ss, e) && !strcmp(kind, "reported") &&
+            cJSON_GetObjectItemCaseSensitive(e->data, "version")) {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
+            const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
+            if (!m || th_match(m, patch, "patch", NULL, NULL)) {
+                char w[300], rel[64];
+                who(ss, w, sizeof w);
+                th_duration_human(e->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+                char *txt = th_scn_json_short(patch, SHOW_MAX * 4);
+                char *mtxt = m ? th_scn_json_short(m, SHOW_MAX) : NULL;
+                set_resultf(ss, TH_VERDICT_FAIL, e->time_us, NULL,
+                            "expected no reported patch%s%s from %s, but one came after %s: %s",
+                            m ? " matching " : "", mtxt ? mtxt : "", w, rel, txt ? txt : "");
+                free(mtxt);
+                free(txt);
+            }
+        }
+        break;
+    case TH_STEP_EXPECT_C2D_DELIVERED:
+        if (e->device_id && !strcmp(kind, "c2d") && body_str(ss, "deviceId") &&
+            !strcmp(e->device_id, body_str(ss, "deviceId")) &&
+            !strcmp(th_json_string(e->data, "messageId", ""), body_str(ss, "messageId") ?: "")) {
+            if (th_json_bool(e->data, "delivered", false))
+                set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+            else
+                ss->e.queued = true;
+        }
+        break;
+    case TH_STEP_INVOKE_METHOD:
+        if (ss->offline && is_ours(ss, e) && !strcmp(kind, "method") &&
+            !strcmp(th_json_string(e->data, "methodName", ""), body_str(ss, "methodName") ?: "")) {
+            cJSON *out = cJSON_CreateObject();
+            const cJSON *err = cJSON_GetObjectItemCaseSensitive(e->data, "error");
+            if (out && err) {
+                cJSON_AddItemToObject(out, "error", cJSON_Duplicate(err, 1));
+                const cJSON *code = cJSON_GetObjectItemCaseSensitive(e->data, "errorCode");
+                if (code)
+                    cJSON_AddItemToObject(out, "errorCode", cJSON_Duplicate(code, 1));
+            } else if (out) {
+                const cJSON *s = cJSON_GetObjectItemCaseSensitive(e->data, "status");
+                const cJSON *p = cJSON_GetObjectItemCaseSensitive(e->data, "payload");
+                cJSON_AddItemToObject(out, "status",
+                                      s ? cJSON_Duplicate(s, 1) : cJSON_CreateNull());
+                cJSON_AddItemToObject(out, "payload",
+                                      p ? cJSON_Duplicate(p, 1) : cJSON_CreateNull());
+            }
+            th_scn_session_check_outcome(ss, out, e->time_us);
+            cJSON_Delete(out);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* The step's failure when its deadline passed (or the run moved on at `t`). */
+static void finalize(struct th_scn_session *ss, int64_t t, bool cut_short)
+{
+    const struct th_step *st = cur_step(ss);
+    char w[300], b[64], c[64], moved[128] = "";
+    who(ss, w, sizeof w);
+    bound_text(st, b, sizeof b);
+    if (cut_short) {
+        char rel[64];
+        th_duration_human(t - ss->res[ss->cur].start_us, rel, sizeof rel);
+        snprintf(moved, sizeof moved, " (the recording moved on after %s)", rel);
+    }
+    switch (st->kind) {
+    case TH_STEP_WAIT_CONNECTED:
+        if (ss->e.refused)
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                        "%s did not connect within %s%s; %ld connection attempt%s refused "
+                        "(last: %s)",
+                        w, b, moved, ss->e.refused, ss->e.refused == 1 ? " was" : "s were",
+                        ss->e.refused_reason);
+        else
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "%s did not connect within %s%s", w, b,
+                        moved);
+        break;
+    case TH_STEP_WAIT_DISCONNECTED:
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "%s was still connected after %s%s", w, b, moved);
+        break;
+    case TH_STEP_EXPECT_REPORTED: {
+        const struct ident *id = ident_find(ss, body_str(ss, "deviceId"), body_str(ss, "moduleId"));
+        cJSON *doc = reported_doc(id);
+        char *pretty = th_scn_json_pretty(doc);
+        char *mtext = th_scn_json_pretty(cJSON_GetObjectItemCaseSensitive(ss->resolved, "match"));
+        char *detail = NULL;
+        if (asprintf(&detail, "expected (match):\n%s\nactual reported properties:\n%s\n",
+                     mtext ? mtext : "?", pretty ? pretty : "?") < 0)
+            detail = NULL;
+        char patches[80];
+        if (ss->e.patches)
+            snprintf(patches, sizeof patches, "%ld reported patch%s during the wait", ss->e.patches,
+                     ss->e.patches == 1 ? "" : "es");
+        else
+            snprintf(patches, sizeof patches, "no reported patch during the wait");
+        set_resultf(ss, TH_VERDICT_FAIL, t, detail,
+                    "reported properties of %s did not match within %s%s: %s (%s)", w, b, moved,
+                    ss->e.have_miss ? ss->e.miss.message : "no match", patches);
+        free(detail);
+        free(pretty);
+        free(mtext);
+        cJSON_Delete(doc);
+        break;
+    }
+    case TH_STEP_EXPECT_TWIN_GET:
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "%s did not fetch its twin within %s%s", w, b,
+                    moved);
+        break;
+    case TH_STEP_EXPECT_TELEMETRY:
+        if (!cut_short && ss->e.count >= st->count_min &&
+            (st->count_max < 0 || ss->e.count <= st->count_max)) {
+            set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+        } else {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
+            char *mt = m ? th_scn_json_short(m, SHOW_MAX) : NULL;
+            char other[1800] = "";
+            if (ss->e.nonmatching)
+                snprintf(other, sizeof other, "; %ld other message%s did not match, the last: %s",
+                         ss->e.nonmatching, ss->e.nonmatching == 1 ? "" : "s", ss->e.miss.message);
+            count_text(st, c, sizeof c);
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                        "expected %s telemetry message%s from %s%s%s within %s%s, got %ld%s", c,
+                        st->count_min == 1 && st->count_max < 0 ? "" : "s", w,
+                        mt ? " matching " : "", mt ? mt : "", b, moved, ss->e.count, other);
+            free(mt);
+        }
+        break;
+    case TH_STEP_EXPECT_NO_TELEMETRY:
+    case TH_STEP_EXPECT_NO_REPORTED:
+        if (cut_short)
+            set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                        "the %s window of %s was not observed to its end%s", b,
+                        th_step_kind_name(st->kind), moved);
+        else
+            set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    case TH_STEP_EXPECT_C2D_DELIVERED:
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                    "message %s was not delivered to %s within %s%s%s", body_str(ss, "messageId"),
+                    w, b, moved,
+                    ss->e.queued ? " (it was queued: the device was not connected or not "
+                                   "subscribed to C2D)"
+                                 : "");
+        break;
+    case TH_STEP_INVOKE_METHOD:
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
+                    "the recording holds no answer of %s to method %s", w,
+                    body_str(ss, "methodName"));
+        break;
+    case TH_STEP_SLEEP:
+        set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    default:
+        set_result(ss, ss->cur, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    }
+}
+
+void th_scn_session_settle(struct th_scn_session *ss, int64_t t_us)
+{
+    if (ss->cur == NO_STEP || !ss->anchored || ss->res[ss->cur].verdict != TH_VERDICT_PENDING)
+        return;
+    int64_t dl = th_scn_session_deadline(ss);
+    if (dl <= t_us)
+        finalize(ss, dl, false);
+}
+
+/* The step's mark arrived: note "now" and decide what history already decides. */
+static void anchor(struct th_scn_session *ss, size_t mark_index, const struct event *mark)
+{
+    const struct th_step *st = cur_step(ss);
+    size_t i = ss->cur;
+    ss->anchored = true;
+    ss->anchor[i] = mark_index;
+    ss->res[i].start_us = mark->time_us;
+    const char *action = th_json_string(mark->data, "action", NULL);
+    if (action && strcmp(action, th_step_kind_name(st->kind)) != 0) {
+        set_resultf(ss, TH_VERDICT_FAIL, mark->time_us, NULL,
+                    "the recording's step %d is a %s step, the scenario's is %s: the recording "
+                    "comes from another version of the scenario",
+                    st->index, action, th_step_kind_name(st->kind));
+        return;
+    }
+    /* Where "since the previous step began" starts. */
+    size_t prev = 0;
+    if (i > 0 && ss->anchor[i - 1] != NO_STEP)
+        prev = ss->anchor[i - 1];
+    int64_t t = mark->time_us;
+    const struct ident *id = ident_find(ss, body_str(ss, "deviceId"), body_str(ss, "moduleId"));
+    switch (st->kind) {
+    case TH_STEP_WAIT_CONNECTED:
+        if (id && id->connected)
+            set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    case TH_STEP_WAIT_DISCONNECTED:
+        if (!id || !id->connected) {
+            set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+            break;
+        }
+        for (size_t k = prev; k < mark_index; k++)
+            if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "disconnected")) {
+                set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+                break;
+            }
+        break;
+    case TH_STEP_EXPECT_REPORTED:
+        eval_reported_now(ss, t);
+        break;
+    case TH_STEP_EXPECT_TWIN_GET:
+        for (size_t k = prev; k < mark_index && ss->cur == i; k++)
+            if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "twinGet"))
+                set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    case TH_STEP_EXPECT_TELEMETRY:
+        if (st->since >= 0 && ss->anchor[st->since] != NO_STEP) {
+            for (size_t k = ss->anchor[st->since]; k < mark_index && ss->cur == i; k++)
+                if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "telemetry"))
+                    eval_telemetry(ss, &ss->ev[k]);
+        }
+        if (ss->cur == i && st->count_max < 0 && ss->e.count >= st->count_min)
+            set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+        break;
+    case TH_STEP_EXPECT_C2D_DELIVERED:
+        for (size_t k = 0; k < mark_index && ss->cur == i; k++)
+            eval_event(ss, &ss->ev[k]);
+        break;
+    case TH_STEP_INVOKE_METHOD:
+        break; /* live: the runner's outcome; offline: the method record */
+    case TH_STEP_SLEEP:
+    case TH_STEP_EXPECT_NO_TELEMETRY:
+    case TH_STEP_EXPECT_NO_REPORTED:
+        break; /* decided at the deadline */
+    default:
+        if (ss->offline && th_step_kind_class(st->kind) != TH_STEP_CLASS_EXPECTATION) {
+            if ((st->kind == TH_STEP_QUERY || st->kind == TH_STEP_CREATE_MODULES) &&
+                cJSON_GetObjectItemCaseSensitive(ss->resolved, "expect"))
+                set_result(ss, i, TH_VERDICT_PASS, t,
+                           "not checked offline: the recording does not hold its result", NULL);
+            else
+                set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
+        }
+        break;
+    }
+}
+
+/* Update the identities' state with one record. */
+static void apply_world(struct th_scn_session *ss, const struct event *e)
+{
+    const char *k = e->kind;
+    if (!e->device_id)
+        return;
+    if (!strcmp(k, "connected") || !strcmp(k, "disconnected")) {
+        struct ident *id = ident_get(ss, e->device_id, e->module_id);
+        if (id)
+            id->connected = !strcmp(k, "connected");
+    } else if (!strcmp(k, "reported")) {
+        const cJSON *ver = cJSON_GetObjectItemCaseSensitive(e->data, "version");
+        const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
+        struct ident *id = ident_get(ss, e->device_id, e->module_id);
+        if (id && cJSON_IsNumber(ver) && cJSON_IsObject(patch) &&
+            (int64_t)ver->valuedouble > id->version) {
+            merge_patch(id->reported, patch);
+            id->version = (int64_t)ver->valuedouble;
+        }
+    } else if (!strcmp(k, "deviceCreated") || !strcmp(k, "moduleCreated")) {
+        ident_get(ss, e->device_id, e->module_id);
+    } else if (!strcmp(k, "deviceDeleted") || !strcmp(k, "moduleDeleted")) {
+        struct ident *id, *tmp;
+        HASH_ITER(hh, ss->ids, id, tmp)
+        {
+            if (!strcmp(id->device_id, e->device_id) &&
+                (!e->module_id || (id->module_id && !strcmp(id->module_id, e->module_id))))
+                ident_remove(ss, id);
+        }
+    }
+}
+
+/* Whether a mark record belongs to this scenario; *index gets its step index (1-based). */
+static bool our_mark(const struct th_scn_session *ss, const struct event *e, long *index)
+{
+    if (strcmp(e->kind, "mark") != 0 || !cJSON_IsObject(e->data))
+        return false;
+    const char *sc = th_json_string(e->data, "scenario", NULL);
+    const cJSON *ix = cJSON_GetObjectItemCaseSensitive(e->data, "index");
+    if (!sc || strcmp(sc, ss->s->name) != 0 || !cJSON_IsNumber(ix))
+        return false;
+    *index = (long)ix->valuedouble;
+    return true;
+}
+
+th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct th_error *err)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(record, "seq");
+    const char *time = th_json_string(record, "time", NULL);
+    const char *kind = th_json_string(record, "kind", NULL);
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(record, "deviceId");
+    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(record, "moduleId");
+    struct event e = {0};
+    if (!cJSON_IsObject(record) || !cJSON_IsNumber(seq) || !kind || !time ||
+        !th_record_time_parse(time, &e.time_us) ||
+        (dev && !cJSON_IsString(dev) && !cJSON_IsNull(dev)) ||
+        (mod && !cJSON_IsString(mod) && !cJSON_IsNull(mod))) {
+        cJSON_Delete(record);
+        return th_error_set(err, TH_ERR_FORMAT, 0,
+                            "not an event record: it needs seq (a number), time (ISO 8601 "
+                            "UTC), kind, deviceId, moduleId and data (recording.md)");
+    }
+    if (ss->nev == ss->cap) {
+        size_t cap = ss->cap ? ss->cap * 2 : 256;
+        struct event *n = realloc(ss->ev, cap * sizeof *n);
+        if (!n) {
+            cJSON_Delete(record);
+            return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+        }
+        ss->ev = n;
+        ss->cap = cap;
+    }
+    e.seq = (int64_t)seq->valuedouble;
+    e.kind = kind;
+    e.device_id = cJSON_IsString(dev) ? dev->valuestring : NULL;
+    e.module_id = cJSON_IsString(mod) ? mod->valuestring : NULL;
+    e.data = cJSON_GetObjectItemCaseSensitive(record, "data");
+    e.record = record;
+    size_t index = ss->nev;
+    ss->ev[ss->nev++] = e;
+    if (!ss->first_time)
+        ss->first_time = e.time_us;
+    if (e.time_us > ss->last_time)
+        ss->last_time = e.time_us;
+
+    /* A record stamped after the deadline proves that every earlier one is in. */
+    th_scn_session_settle(ss, e.time_us - 1);
+
+    /* seq starts again at 1 when the hub restarts: every connection dropped. */
+    if (ss->last_seq >= 0 && e.seq <= ss->last_seq)
+        th_scn_session_hub_restarted(ss);
+    ss->last_seq = e.seq;
+
+    apply_world(ss, &e);
+
+    long mark_index;
+    if (our_mark(ss, &e, &mark_index)) {
+        if (ss->cur != NO_STEP && !ss->anchored && mark_index == (long)ss->cur + 1) {
+            anchor(ss, index, &e);
+            return TH_OK;
+        }
+        /* Offline, a later step's mark (or the scenario's end) ends the current step. */
+        if (ss->offline && ss->cur != NO_STEP &&
+            (mark_index > (long)ss->cur + 1 || mark_index == 0)) {
+            if (ss->anchored) {
+                finalize(ss, e.time_us, true);
+            } else if (mark_index > (long)ss->cur + 1) {
+                set_resultf(ss, TH_VERDICT_FAIL, e.time_us, NULL,
+                            "the recording has no mark for this step (the next mark is step %ld)",
+                            mark_index);
+            }
+            return TH_OK;
+        }
+    }
+    if (ss->cur != NO_STEP && ss->anchored && ss->res[ss->cur].verdict == TH_VERDICT_PENDING)
+        eval_event(ss, &e);
+    return TH_OK;
+}
+
+void th_scn_session_finish(struct th_scn_session *ss)
+{
+    th_scn_session_settle(ss, INT64_MAX);
+    if (ss->cur != NO_STEP && !ss->anchored && !ss->failed &&
+        ss->res[ss->cur].verdict == TH_VERDICT_PENDING)
+        set_resultf(ss, TH_VERDICT_FAIL, ss->last_time, NULL,
+                    "the recording has no mark for this step: the run ended before it");
+    th_scn_session_skip_rest(ss);
+}
+
+size_t th_scn_session_current(const struct th_scn_session *ss)
+{
+    return ss->cur;
+}
+
+/* ---- outcomes of actions ---- */
+
+void th_scn_session_check_outcome(struct th_scn_session *ss, const cJSON *outcome, int64_t end_us)
+{
+    const struct th_step *st = cur_step(ss);
+    if (!st)
+        return;
+    const cJSON *expect = cJSON_GetObjectItemCaseSensitive(ss->resolved, "expect");
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(outcome, "error");
+    bool failed = err && !cJSON_IsNull(err);
+    char w[300];
+    who(ss, w, sizeof w);
+    const char *errtext = cJSON_IsString(err) ? err->valuestring : "refused";
+    int code = (int)th_json_number(outcome, "errorCode", 0);
+    if (st->kind == TH_STEP_INVOKE_METHOD) {
+        bool want_error = expect && (cJSON_GetObjectItemCaseSensitive(expect, "error") ||
+                                     cJSON_GetObjectItemCaseSensitive(expect, "errorCode"));
+        if (want_error && !failed) {
+            char *p =
+                th_scn_json_short(cJSON_GetObjectItemCaseSensitive(outcome, "payload"), SHOW_MAX);
+            set_resultf(ss, TH_VERDICT_FAIL, end_us, NULL,
+                        "expected method %s on %s to fail, but it answered status %g with "
+                        "payload %s",
+                        body_str(ss, "methodName"), w, th_json_number(outcome, "status", 0),
+                        p ? p : "?");
+            free(p);
+            return;
+        }
+        if (!want_error && failed) {
+            set_resultf(ss, TH_VERDICT_FAIL, end_us, NULL,
+                        "method %s on %s failed: %s (errorCode %d)", body_str(ss, "methodName"), w,
+                        errtext, code);
+            return;
+        }
+    } else if (failed) {
+        set_resultf(ss, TH_VERDICT_FAIL, end_us, NULL,
+                    "the hub refused %s: %s (status %g, errorCode %d)", th_step_kind_name(st->kind),
+                    errtext, th_json_number(outcome, "status", 0), code);
+        return;
+    }
+    if (expect && (st->kind == TH_STEP_INVOKE_METHOD || st->kind == TH_STEP_QUERY ||
+                   st->kind == TH_STEP_CREATE_MODULES)) {
+        struct th_mismatch why;
+        cJSON *caps = cJSON_CreateObject();
+        const char *root = st->kind == TH_STEP_INVOKE_METHOD ? "answer" : "result";
+        if (!th_match(expect, outcome, root, caps, &why)) {
+            char *pretty = th_scn_json_pretty(outcome);
+            set_resultf(ss, TH_VERDICT_FAIL, end_us, pretty, "%s", why.message);
+            free(pretty);
+            cJSON_Delete(caps);
+            return;
+        }
+        cJSON_Delete(ss->e.captures);
+        ss->e.captures = caps;
+    }
+    set_result(ss, ss->cur, TH_VERDICT_PASS, end_us, NULL, NULL);
+}

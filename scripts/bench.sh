@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# twinhub's benchmarks (tests/bench, results in docs/performance.md): telemetry ingest, twin
+# round trips, desired-property fan-out and 10,000-device scale, each against a baseline
+# (plain mosquitto, or mosquitto with a minimal echo plugin) measured in the same run.
+# Not part of the test suite: nothing here passes or fails on numbers.
+#
+# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale] [--report FILE]
+#                         [--scale-devices N] [-v]
+# Builds a release build in ./build-bench (BENCH_BUILD_DIR overrides). Takes about 3 minutes
+# (--quick: under 1). Run it on an otherwise idle machine: the broker and the load generator
+# share its CPUs with everything else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+builddir="${BENCH_BUILD_DIR:-build-bench}"
+if [ ! -f "$builddir/build.ninja" ]; then
+  meson setup "$builddir" --buildtype=release >/dev/null
+fi
+ninja -C "$builddir" emulator/cli/twinhub emulator/broker/twinhub_plugin.so \
+  tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
+exec "$builddir/tests/bench/thbench" "$@"

@@ -1,0 +1,345 @@
+// The HTTPS gateway (docs/rest-api.md) with the official Azure IoT Node SDKs: the service SDK
+// azure-iothub (Registry, Twin, query paging, Client.invokeDeviceMethod) over the REST API,
+// and azure-iot-device over MqttWs (MQTT over WebSockets), both on 127.0.0.1:443 as the SDKs
+// require; plus refusals and error bodies checked with raw HTTPS requests.
+
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import {
+  Message, desiredSubscribed, methodsSubscribed, c2dSubscribed, newKey, nextEvent, sasToken,
+  within,
+} from './hub.mjs';
+import {
+  GATEWAY_HOST, ServiceSdk, innerError, ownerKey, rest, startGatewayHub, wsClient,
+} from './service.mjs';
+
+const T = { timeout: 60000 };
+const API = 'api-version=2021-04-12';
+let hub;
+let sdk;
+let svc;
+
+before(async () => {
+  hub = await startGatewayHub();
+  sdk = await ServiceSdk.start(hub);
+  svc = await hub.service();
+});
+
+after(async () => {
+  if (sdk) await sdk.close();
+  if (hub) await hub.stop();
+});
+
+function unique(prefix) {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/** A new device made with the service SDK; resolves to {id, key}. */
+async function newDevice(prefix = 'svc') {
+  const id = unique(prefix);
+  const res = await sdk.registry('create', { deviceId: id });
+  return { id, key: res.body.authentication.symmetricKey.primaryKey };
+}
+
+function ownerToken(ttl = 3600) {
+  return sasToken(GATEWAY_HOST, ownerKey(hub), 'iothubowner', ttl);
+}
+
+async function assertRejects(promise, sdkName, status) {
+  await assert.rejects(promise, (err) => {
+    assert.equal(err.sdkName, sdkName, `expected ${sdkName}, got ${err.message}`);
+    if (status) assert.equal(err.status, status);
+    return true;
+  });
+}
+
+test('GET /health answers healthy without a token', T, async () => {
+  const res = await rest(hub, 'GET', '/health');
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.json, { status: 'healthy', broker: 'up', gateway: 'up' });
+});
+
+test('Registry creates, gets, lists, updates and deletes a device', T, async () => {
+  const id = unique('crud');
+  const created = await sdk.registry('create', { deviceId: id });
+  assert.equal(created.status, 200);
+  assert.equal(created.body.deviceId, id);
+  assert.equal(created.body.status, 'enabled');
+  const keys = created.body.authentication.symmetricKey;
+  assert.ok(keys.primaryKey && keys.secondaryKey, 'the hub generates both keys');
+  assert.equal(created.etag, `"${created.body.etag}"`);
+
+  const got = await sdk.registry('get', id);
+  assert.equal(got.body.deviceId, id);
+  assert.deepEqual(got.body.authentication.symmetricKey, keys);
+
+  const list = await sdk.registry('list');
+  const ids = list.body.map((d) => d.deviceId);
+  assert.ok(ids.includes(id) && ids.includes('dev-device'), `list has ${ids}`);
+
+  const updated = await sdk.registry('update', { ...got.body, status: 'disabled' });
+  assert.equal(updated.body.status, 'disabled');
+  assert.deepEqual(updated.body.authentication.symmetricKey, keys, 'keys sent back unchanged stay');
+  assert.notEqual(updated.body.etag, got.body.etag);
+
+  await assertRejects(sdk.registry('create', { deviceId: id }), 'DeviceAlreadyExistsError', 409);
+
+  const deleted = await sdk.registry('delete', id);
+  assert.equal(deleted.status, 204);
+  await assertRejects(sdk.registry('get', id), 'DeviceNotFoundError', 404);
+});
+
+test('getTwin and updateTwin with the twin etag; a stale etag is refused', T, async () => {
+  const { id } = await newDevice('twin');
+  const twin = await sdk.registry('getTwin', id);
+  assert.equal(twin.body.deviceId, id);
+  assert.equal(twin.etag, `"${twin.body.etag}"`);
+  const etag = twin.body.etag;
+
+  const patched = await sdk.registry('updateTwin', id,
+    { tags: { site: 'lab' }, properties: { desired: { interval: 5 } } }, etag);
+  assert.equal(patched.body.tags.site, 'lab');
+  assert.equal(patched.body.properties.desired.interval, 5);
+  assert.equal(patched.body.properties.desired.$version, twin.body.properties.desired.$version + 1);
+  assert.notEqual(patched.body.etag, etag);
+
+  await assertRejects(sdk.registry('updateTwin', id, { tags: { site: 'stale' } }, etag),
+    'InvalidEtagError', 412);
+  const after1 = await sdk.registry('getTwin', id);
+  assert.equal(after1.body.tags.site, 'lab', 'the refused patch changed nothing');
+
+  const forced = await sdk.registry('updateTwin', id, { tags: { site: 'any' } }, '*');
+  assert.equal(forced.body.tags.site, 'any');
+});
+
+test('modules: addModule, getModule, getModulesOnDevice, module twins, removeModule', T, async () => {
+  const { id } = await newDevice('mod');
+  const added = await sdk.registry('addModule', { deviceId: id, moduleId: 'm1' });
+  assert.equal(added.body.moduleId, 'm1');
+  const mod = await sdk.registry('getModule', id, 'm1');
+  assert.equal(mod.body.deviceId, id);
+  assert.ok(mod.body.authentication.symmetricKey.primaryKey);
+  const mods = await sdk.registry('getModulesOnDevice', id);
+  assert.deepEqual(mods.body.map((m) => m.moduleId), ['m1']);
+
+  const mt = await sdk.registry('getModuleTwin', id, 'm1');
+  assert.equal(mt.body.moduleId, 'm1');
+  const up = await sdk.registry('updateModuleTwin', id, 'm1',
+    { properties: { desired: { level: 3 } } }, mt.body.etag);
+  assert.equal(up.body.properties.desired.level, 3);
+  await assertRejects(sdk.registry('updateModuleTwin', id, 'm1',
+    { properties: { desired: { level: 4 } } }, mt.body.etag), 'InvalidEtagError', 412);
+  const dt = await sdk.registry('getTwin', id);
+  assert.equal(dt.body.properties.desired.level, undefined, 'the device twin is a different twin');
+
+  await sdk.registry('removeModule', id, 'm1');
+  await assert.rejects(sdk.registry('getModule', id, 'm1'), (err) => err.status === 404);
+});
+
+test('query pages through createQuery(sql, pageSize).nextAsTwin() until done', T, async () => {
+  const suite = unique('paging');
+  const ids = [];
+  for (let i = 0; i < 5; i++) {
+    const { id } = await newDevice('q');
+    await sdk.registry('updateTwin', id, { tags: { suite } }, '*');
+    ids.push(id);
+  }
+  const res = await sdk.query(`SELECT * FROM devices WHERE tags.suite = '${suite}'`, 2);
+  const pages = res.body;
+  assert.deepEqual(pages.map((p) => p.items.length), [2, 2, 1]);
+  assert.ok(pages[0].continuation && pages[1].continuation, 'a token until the last page');
+  assert.equal(pages[2].continuation, null, 'no token after the last page');
+  assert.deepEqual(pages.map((p) => p.itemType), ['twin', 'twin', 'twin']);
+  const seen = pages.flatMap((p) => p.items.map((t) => t.deviceId)).sort();
+  assert.deepEqual(seen, [...ids].sort());
+
+  const raw = await rest(hub, 'POST', `/devices/query?${API}`, {
+    headers: { Authorization: ownerToken(), 'Content-Type': 'application/json; charset=utf-8' },
+    body: JSON.stringify({ query: `SELECT deviceId FROM devices WHERE tags.suite = '${suite}'` }),
+  });
+  assert.equal(raw.status, 200);
+  assert.equal(raw.headers['x-ms-item-type'], 'raw');
+  assert.equal(raw.headers['x-ms-continuation'], undefined);
+  assert.equal(raw.json.length, 5);
+});
+
+test('Client.invokeDeviceMethod reaches a device of the Node device SDK (MQTT/TLS)', T, async () => {
+  const { id, key } = await newDevice('method');
+  const device = await hub.deviceClient(hub.connectionString(id, key));
+  await within(20000, device.open(), 'Client.open()');
+  device.onDeviceMethod('reboot', (req, res) => {
+    res.send(201, { ok: true, got: req.payload }, () => {});
+  });
+  await methodsSubscribed(device);
+  const r = await sdk.client('invokeDeviceMethod', id,
+    { methodName: 'reboot', payload: { delay: 1 }, responseTimeoutInSeconds: 10 });
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body, { status: 201, payload: { ok: true, got: { delay: 1 } } });
+
+  const offline = unique('offline');
+  await sdk.registry('create', { deviceId: offline });
+  await assert.rejects(
+    sdk.client('invokeDeviceMethod', offline, { methodName: 'x', responseTimeoutInSeconds: 5 }),
+    (err) => err.status === 404 && innerError({ json: err.body && JSON.parse(err.body) }).errorCode === 404103);
+  await device.close();
+});
+
+test('Client.invokeDeviceMethod on a module (ModuleClient over MQTT/TLS)', T, async () => {
+  const mod = await hub.moduleClient();
+  await within(20000, mod.open(), 'ModuleClient.open()');
+  mod.onMethod('status', (req, res) => res.send(200, { module: true }, () => {}));
+  await methodsSubscribed(mod);
+  const r = await sdk.client('invokeDeviceMethod', hub.info.deviceId, hub.info.moduleId,
+    { methodName: 'status', responseTimeoutInSeconds: 10 });
+  assert.deepEqual(r.body, { status: 200, payload: { module: true } });
+  await mod.close();
+});
+
+test('azure-iot-device over MqttWs: telemetry, twin, desired patch, method and C2D', T, async () => {
+  const { id, key } = await newDevice('ws');
+  const client = await wsClient(hub, id, key);
+  await within(20000, client.open(), 'Client.open() over MqttWs');
+  const connected = await svc.waitEvent((e) => e.kind === 'connected' && e.deviceId === id,
+    10000, 'the connected event');
+  assert.equal(connected.data.auth, 'sas');
+
+  const msg = new Message(JSON.stringify({ t: 1 }));
+  msg.messageId = unique('mid');
+  await client.sendEvent(msg);
+  const tel = await svc.waitEvent((e) => e.kind === 'telemetry' && e.deviceId === id,
+    10000, 'the telemetry event');
+  assert.equal(tel.data.systemProperties.messageId, msg.messageId);
+
+  const twin = await client.getTwin();
+  await new Promise((resolve, reject) => {
+    twin.properties.reported.update({ fw: '1.2' }, (err) => (err ? reject(err) : resolve()));
+  });
+  const reported = await sdk.registry('getTwin', id);
+  assert.equal(reported.body.properties.reported.fw, '1.2');
+
+  await desiredSubscribed(twin);
+  const desired = nextEvent(twin, 'properties.desired', (d) => d.mode === 'ws', 15000);
+  await sdk.registry('updateTwin', id, { properties: { desired: { mode: 'ws' } } }, '*');
+  assert.equal((await desired).mode, 'ws');
+
+  client.onDeviceMethod('ping', (req, res) => res.send(200, { pong: req.payload }, () => {}));
+  await methodsSubscribed(client);
+  const r = await sdk.client('invokeDeviceMethod', id,
+    { methodName: 'ping', payload: 7, responseTimeoutInSeconds: 10 });
+  assert.deepEqual(r.body, { status: 200, payload: { pong: 7 } });
+
+  const inbox = [];
+  client.on('message', (m) => inbox.push(m));
+  await c2dSubscribed(client);
+  const c2d = await rest(hub, 'POST', `/twinhub/devices/${encodeURIComponent(id)}/messages`, {
+    headers: {
+      Authorization: ownerToken(),
+      'Content-Type': 'text/plain',
+      'iothub-messageid': 'c2d-1',
+      'iothub-app-color': 'red',
+    },
+    body: 'hello over websockets',
+  });
+  assert.equal(c2d.status, 200, c2d.text);
+  assert.equal(c2d.json.messageId, 'c2d-1');
+  await within(10000, (async () => {
+    while (!inbox.length) await new Promise((r) => setTimeout(r, 20));
+  })(), 'the C2D message on the device');
+  const m = inbox[0];
+  assert.equal(m.data.toString(), 'hello over websockets');
+  assert.equal(m.messageId, 'c2d-1');
+  assert.equal(m.properties.getValue('color'), 'red');
+
+  await client.close();
+  await svc.waitEvent((e) => e.kind === 'disconnected' && e.deviceId === id, 10000,
+    'the disconnected event');
+});
+
+test('refusals: no token, malformed, wrong key, expired, a device key, a missing right', T, async () => {
+  const path = `/devices/dev-device?${API}`;
+  const devKey = parseDevKey();
+  const cases = [
+    ['no token', undefined],
+    ['malformed', 'Bearer abc'],
+    ['wrong key', sasToken(GATEWAY_HOST, newKey(), 'iothubowner')],
+    ['unknown policy', sasToken(GATEWAY_HOST, ownerKey(hub), 'nosuchpolicy')],
+    ['expired', ownerToken(-60)],
+    ['device key', sasToken(`${hub.hostName}/devices/dev-device`, devKey)],
+  ];
+  for (const [what, token] of cases) {
+    const res = await rest(hub, 'GET', path, { headers: token ? { Authorization: token } : {} });
+    assert.equal(res.status, 401, `${what}: ${res.text}`);
+    assert.equal(res.headers['iothub-errorcode'], 'IotHubUnauthorizedAccess', what);
+    assert.equal(innerError(res).errorCode, 401002, what);
+  }
+  // registryRead may read the registry but not write it.
+  const readOnly = sasToken(GATEWAY_HOST, ownerKey(hub), 'registryRead');
+  assert.equal((await rest(hub, 'GET', path, { headers: { Authorization: readOnly } })).status, 200);
+  const put = await rest(hub, 'PUT', `/devices/ro-${randomUUID().slice(0, 6)}?${API}`, {
+    headers: { Authorization: readOnly, 'Content-Type': 'application/json' },
+    body: '{}',
+  });
+  assert.equal(put.status, 401);
+  assert.match(innerError(put).message, /RegistryWrite/);
+
+  const noVersion = await rest(hub, 'GET', '/devices/dev-device', { headers: { Authorization: ownerToken() } });
+  assert.equal(noVersion.status, 400);
+  assert.equal(noVersion.headers['iothub-errorcode'], 'InvalidProtocolVersion');
+  assert.equal(innerError(noVersion).errorCode, 400001);
+});
+
+function parseDevKey() {
+  const m = /SharedAccessKey=([^;]+)/.exec(hub.info.deviceConnectionString);
+  return m[1];
+}
+
+test('error bodies: the current format, and the legacy ErrorCode:<Name>;<text> form', T, async () => {
+  const res = await rest(hub, 'GET', `/devices/${unique('nope')}?${API}`, {
+    headers: { Authorization: ownerToken() },
+  });
+  assert.equal(res.status, 404);
+  assert.match(res.headers['content-type'], /^application\/json; charset=utf-8$/);
+  assert.equal(res.headers['iothub-errorcode'], 'DeviceNotFound');
+  assert.equal(res.json.ExceptionMessage, '');
+  const inner = innerError(res);
+  assert.equal(inner.errorCode, 404001);
+  assert.match(inner.trackingId, /^[0-9a-f]{32}-G:0-TimeStamp:\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d$/);
+  assert.match(inner.timestampUtc, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$/);
+  assert.match(inner.message, /is not registered/);
+  // What azure-iot-http-base's Http.parseErrorBody does with Message:
+  const parts = res.json.Message.split(';');
+  assert.equal(parts[0].split(':')[1], 'DeviceNotFound');
+  assert.equal(parts[1], inner.message);
+});
+
+test('statistics: getRegistryStatistics and GET /statistics/service', T, async () => {
+  const stats = await sdk.registry('getRegistryStatistics');
+  assert.ok(stats.body.totalDeviceCount >= 1);
+  assert.equal(stats.body.totalDeviceCount,
+    stats.body.enabledDeviceCount + stats.body.disabledDeviceCount);
+  const svcStats = await rest(hub, 'GET', `/statistics/service?${API}`, {
+    headers: { Authorization: ownerToken() },
+  });
+  assert.equal(svcStats.status, 200);
+  assert.equal(typeof svcStats.json.connectedDeviceCount, 'number');
+});
+
+test('without the plain MQTT listener the gateway uses an internal unix socket', T, async () => {
+  await sdk.close();
+  sdk = null;
+  await hub.stop();
+  hub = await startGatewayHub({ mqttPort: 0 });
+  assert.equal(hub.info.mqttPort, 0);
+  const health = await rest(hub, 'GET', '/health');
+  assert.equal(health.status, 200);
+  const got = await rest(hub, 'GET', `/twins/dev-device?${API}`, {
+    headers: { Authorization: ownerToken() },
+  });
+  assert.equal(got.status, 200, got.text);
+  const client = await wsClient(hub, 'dev-device', parseDevKey());
+  await within(20000, client.open(), 'Client.open() over MqttWs');
+  const twin = await client.getTwin();
+  assert.equal(typeof twin.properties.desired.$version, 'number');
+  await client.close();
+});

@@ -1,0 +1,172 @@
+/*
+ * fuzz_twin.c - libFuzzer target for twin patches: the input is a JSON body
+ * as a device (reported PATCH) or the service (desired/tags update) sends
+ * it. It goes through th_json_parse with the plugin's limits, then every
+ * twin write, and the results are checked against the contracts in twin.h:
+ * a refused patch leaves the twin unchanged, an accepted one bumps exactly
+ * its version, and the persistence state survives a round trip.
+ */
+#include <stdbool.h>
+
+#include "fuzz_common.h"
+#include "json.h"
+#include "th_limits.h"
+#include "twin.h"
+
+static cJSON *state_of(const struct th_twin *t)
+{
+    cJSON *s = th_twin_state_json(t);
+    FUZZ_CHECK(s != NULL);
+    return s;
+}
+
+/* The twin's state equals `before` (a refused write changed nothing). */
+static void check_unchanged(const struct th_twin *t, const cJSON *before)
+{
+    cJSON *after = state_of(t);
+    FUZZ_CHECK(cJSON_Compare(before, after, true));
+    cJSON_Delete(after);
+}
+
+/* Persistence round trip, views and clone must all work on any twin the API produced. */
+static void check_roundtrip(const struct th_twin *t)
+{
+    struct th_error err = {0};
+    cJSON *s = state_of(t);
+    struct th_twin *back = th_twin_from_state(s, &err);
+    if (!back) {
+        fprintf(stderr, "th_twin_from_state refused its own state: %s\n", err.message);
+        abort();
+    }
+    cJSON *s2 = state_of(back);
+    FUZZ_CHECK(cJSON_Compare(s, s2, true));
+    cJSON *v1 = th_twin_device_view(t), *v2 = th_twin_device_view(back);
+    FUZZ_CHECK(v1 && v2 && cJSON_Compare(v1, v2, true));
+    cJSON *p1 = th_twin_properties_view(t);
+    FUZZ_CHECK(p1 != NULL);
+    char *text = th_json_print(p1);
+    FUZZ_CHECK(text != NULL);
+    char e1[16], e2[16];
+    th_twin_etag(t, e1);
+    th_twin_etag(back, e2);
+    FUZZ_CHECK(strcmp(e1, e2) == 0);
+    FUZZ_CHECK(th_twin_version(t) == th_twin_version(back));
+    struct th_twin *clone = th_twin_clone(t);
+    FUZZ_CHECK(clone != NULL);
+    cJSON *s3 = state_of(clone);
+    FUZZ_CHECK(cJSON_Compare(s, s3, true));
+    free(text);
+    cJSON_Delete(v1);
+    cJSON_Delete(v2);
+    cJSON_Delete(p1);
+    cJSON_Delete(s);
+    cJSON_Delete(s2);
+    cJSON_Delete(s3);
+    th_twin_free(back);
+    th_twin_free(clone);
+}
+
+/* A twin with some content, so that patches merge into existing members. */
+static struct th_twin *seeded_twin(void)
+{
+    static const char reported[] =
+        "{\"fw\":\"1.0\",\"cfg\":{\"a\":1,\"b\":{\"c\":[1,2]}},\"x\":null}";
+    static const char desired[] = "{\"target\":21.5,\"cfg\":{\"a\":2,\"mode\":\"eco\"}}";
+    struct th_twin *t = th_twin_new(FUZZ_NOW_US);
+    FUZZ_CHECK(t != NULL);
+    cJSON *r = cJSON_Parse(reported), *d = cJSON_Parse(desired);
+    FUZZ_CHECK(r && d);
+    FUZZ_CHECK(th_twin_patch_reported(t, r, FUZZ_NOW_US, NULL) == TH_OK);
+    FUZZ_CHECK(th_twin_patch_desired(t, d, FUZZ_NOW_US, NULL, NULL) == TH_OK);
+    FUZZ_CHECK(th_twin_patch_tags(t, d, NULL) == TH_OK);
+    cJSON_Delete(r);
+    cJSON_Delete(d);
+    return t;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *buf = fuzz_bytes(data, size);
+    struct th_error err = {0};
+    cJSON *patch = NULL;
+    /* The limits the plugin uses for a reported PATCH payload. */
+    if (th_json_parse(buf, size, TH_JSON_MAX_INPUT_BYTES, 64, &patch, &err) != TH_OK) {
+        FUZZ_CHECK(patch == NULL);
+        free(buf);
+        return 0;
+    }
+    (void)th_twin_validate_patch(TH_SECTION_REPORTED, patch, &err);
+    (void)th_json_depth(patch);
+    (void)th_twin_section_size(patch);
+
+    struct th_twin *t = seeded_twin();
+    int64_t now = FUZZ_NOW_US + 1000;
+
+    /* reported PATCH from a device */
+    cJSON *before = state_of(t);
+    int64_t rv = t->reported_version;
+    uint64_t etag = t->etag_counter;
+    if (th_twin_patch_reported(t, patch, now, &err) == TH_OK) {
+        FUZZ_CHECK(t->reported_version == rv + 1);
+        FUZZ_CHECK(t->etag_counter == etag);
+        FUZZ_CHECK(th_twin_section_size(t->reported) <= TH_TWIN_MAX_REPORTED_BYTES);
+    } else {
+        FUZZ_CHECK(err.status >= 400 && err.status < 600);
+        check_unchanged(t, before);
+    }
+    cJSON_Delete(before);
+    check_roundtrip(t);
+
+    /* desired PATCH from the service (works on a copy: service writes strip $ members) */
+    cJSON *svc = cJSON_Duplicate(patch, true);
+    FUZZ_CHECK(svc != NULL);
+    th_twin_strip_readonly(svc);
+    before = state_of(t);
+    int64_t dv = t->desired_version;
+    etag = t->etag_counter;
+    cJSON *note = NULL;
+    if (th_twin_patch_desired(t, svc, now, &note, &err) == TH_OK) {
+        FUZZ_CHECK(t->desired_version == dv + 1);
+        FUZZ_CHECK(t->etag_counter == etag + 1);
+        FUZZ_CHECK(note != NULL);
+        char *text = th_json_print(note);
+        FUZZ_CHECK(text != NULL);
+        free(text);
+    } else {
+        FUZZ_CHECK(note == NULL);
+        check_unchanged(t, before);
+    }
+    cJSON_Delete(note);
+    cJSON_Delete(before);
+
+    /* tags, then the wholesale replacements */
+    before = state_of(t);
+    if (th_twin_patch_tags(t, svc, &err) != TH_OK)
+        check_unchanged(t, before);
+    cJSON_Delete(before);
+    note = NULL;
+    before = state_of(t);
+    if (th_twin_replace_desired(t, svc, now, &note, &err) != TH_OK)
+        check_unchanged(t, before);
+    cJSON_Delete(note);
+    cJSON_Delete(before);
+    before = state_of(t);
+    if (th_twin_replace_tags(t, svc, &err) != TH_OK)
+        check_unchanged(t, before);
+    cJSON_Delete(before);
+    check_roundtrip(t);
+
+    /* The input as a saved twin state: whatever is accepted must round-trip too. */
+    struct th_twin *restored = th_twin_from_state(patch, &err);
+    if (restored) {
+        check_roundtrip(restored);
+        th_twin_free(restored);
+    }
+
+    cJSON_Delete(svc);
+    cJSON_Delete(patch);
+    th_twin_free(t);
+    free(buf);
+    return 0;
+}
