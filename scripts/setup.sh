@@ -34,11 +34,20 @@ if systemctl is-active --quiet mosquitto 2>/dev/null; then
   echo "       'sudo systemctl disable --now mosquitto' or start twinhub with --mqtt-port N"
 fi
 
+# quiet: run a step and show its output only when it fails.
+quiet() {
+  local out
+  if ! out=$("$@" 2>&1); then
+    printf '%s\n' "$out" | tail -40 >&2
+    echo "setup: '$*' failed" >&2
+    return 1
+  fi
+}
 if [ ! -f build/build.ninja ]; then
-  meson setup build >/dev/null
+  quiet meson setup build
 fi
-ninja -C build >/dev/null
+quiet ninja -C build
 if [ "${1:-}" = "--tests" ]; then
-  (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd tests/conformance && quiet npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "setup: built build/emulator/cli/twinhub"

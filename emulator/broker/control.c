@@ -264,6 +264,10 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
         th_ctl_reply_err(x, &err);
         return;
     }
+    if (jt && jd && cJSON_IsObject(jt) && cJSON_IsObject(jd)) {
+        /* Tags and desired in one request are one service write: one etag step. */
+        work->etag_counter = id->twin->etag_counter + 1;
+    }
     th_twin_free(id->twin);
     id->twin = work;
     th_persist_device(x->p, id);

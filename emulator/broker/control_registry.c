@@ -171,17 +171,21 @@ static void cmd_update_identity(struct cmd_ctx *x)
         !th_ctl_string_or_reply(x, "statusReason", &reason)) {
         return;
     }
+    char old_pk[TH_KEY_BUF], old_sk[TH_KEY_BUF];
+    snprintf(old_pk, sizeof old_pk, "%s", id->primary_key);
+    snprintf(old_sk, sizeof old_sk, "%s", id->secondary_key);
     if (th_identity_update(id, pk, sk, enabled, reason, th_now_us(), &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
+    bool keys_changed = strcmp(old_pk, id->primary_key) || strcmp(old_sk, id->secondary_key);
     if (enabled == 0) {
         /* A device disabled while connected loses its connection (and its modules theirs). */
         drop_connection(x->p, id);
         for (size_t i = 0; i < id->module_count; i++) {
             drop_connection(x->p, id->modules[i]);
         }
-    } else if (pk || sk) {
+    } else if (keys_changed) {
         drop_connection(x->p, id); /* tokens signed with the old keys no longer hold */
     }
     th_persist_device(x->p, id->parent ? id->parent : id);

@@ -1383,10 +1383,9 @@ static int open_gateway(struct serve *s)
     if (!s->o.https_port)
         return 0;
     char err[PATH_MAX + 320];
-    if (!th_gateway_pick_policy(s->state_dir[0] ? s->state_dir : NULL,
-                                s->registry[0] ? s->registry : NULL, s->o.dev_identities,
-                                s->gw_policy, sizeof s->gw_policy, s->gw_key, sizeof s->gw_key, err,
-                                sizeof err)) {
+    if (!th_gateway_pick_policy(
+            s->state_dir[0] ? s->state_dir : NULL, s->registry[0] ? s->registry : NULL,
+            s->gw_policy, sizeof s->gw_policy, s->gw_key, sizeof s->gw_key, err, sizeof err)) {
         fprintf(stderr, "twinhub: %s\n", err);
         return TH_EXIT_FAIL;
     }

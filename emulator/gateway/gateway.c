@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <arpa/inet.h>
 
 #include <openssl/ssl.h>
@@ -450,35 +451,46 @@ static cJSON *read_json(const char *path, char *err, size_t errsize)
     return doc;
 }
 
-bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, bool dev_identities,
-                            char *name, size_t name_size, char *key, size_t key_size, char *err,
-                            size_t errsize)
+bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, char *name,
+                            size_t name_size, char *key, size_t key_size, char *err, size_t errsize)
 {
     struct th_registry *reg = th_registry_new();
     struct th_error e = {0};
-    bool ok = reg != NULL;
+    bool ok = reg != NULL, restored = false;
     if (!ok)
         snprintf(err, errsize, "out of memory");
+    /* A state directory that holds state is authoritative (its policies.json, or none). */
     if (ok && state_dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/policies.json", state_dir);
         if (access(path, F_OK) == 0) {
+            restored = true;
             cJSON *arr = read_json(path, err, errsize);
             ok = arr && th_registry_restore_policies(reg, arr, &e) == TH_OK;
             if (arr && !ok)
                 snprintf(err, errsize, "%s: %s", path, e.message);
             cJSON_Delete(arr);
+        } else {
+            snprintf(path, sizeof path, "%s/devices", state_dir);
+            DIR *d = opendir(path);
+            for (struct dirent *de; d && (de = readdir(d));) {
+                size_t n = strlen(de->d_name);
+                if (n > 5 && !strcmp(de->d_name + n - 5, ".json"))
+                    restored = true;
+            }
+            if (d)
+                closedir(d);
         }
     }
-    if (ok && registry_file) {
+    /* Otherwise the registry file, then the hub's default policies (kept when redefined). */
+    if (ok && !restored && registry_file) {
         cJSON *doc = read_json(registry_file, err, errsize);
-        size_t c, u, s;
-        ok = doc && th_registry_import(reg, doc, false, th_now_us(), &c, &u, &s, &e) == TH_OK;
+        ok = doc && th_registry_load(reg, doc, th_now_us(), &e) == TH_OK;
         if (doc && !ok)
             snprintf(err, errsize, "registry file %s is invalid: %s", registry_file, e.message);
         cJSON_Delete(doc);
     }
-    if (ok && dev_identities && th_registry_add_dev_identities(reg, th_now_us()) != TH_OK) {
+    if (ok && !restored && th_registry_add_default_policies(reg) != TH_OK) {
         snprintf(err, errsize, "out of memory");
         ok = false;
     }

@@ -77,15 +77,16 @@ void th_gateway_stop(struct th_gateway *gw);
 
 /*
  * Pick the policy the gateway signs in with, the way the plugin builds its
- * policy list: <state_dir>/policies.json (when state_dir is non-NULL and the
- * file exists), then the registry file (when non-NULL), then the development
- * policies (when dev_identities); a name seen earlier wins. The first policy
- * with RegistryRead, RegistryWrite and ServiceConnect is taken, preferring
+ * policy list: from the state directory when it holds state (its
+ * policies.json), else from the registry file (when non-NULL) plus the hub's
+ * default policies (kept when the file redefines them). The first policy with
+ * RegistryRead, RegistryWrite and ServiceConnect is taken, preferring
  * `iothubowner`. Fills name (>= 64 bytes) and key (>= 128 bytes); returns
- * false with a sentence in err when none qualifies or a file is unreadable.
+ * false with a sentence in err when none qualifies or a file is unreadable or
+ * invalid.
  */
-bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, bool dev_identities,
-                            char *name, size_t name_size, char *key, size_t key_size, char *err,
+bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, char *name,
+                            size_t name_size, char *key, size_t key_size, char *err,
                             size_t errsize);
 
 #endif

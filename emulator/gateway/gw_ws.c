@@ -439,11 +439,11 @@ int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         }
         return 0;
 
-    case LWS_CALLBACK_RAW_RX:
+    case LWS_CALLBACK_RAW_RX: {
         if (!b)
             return -1;
-        if (!b->ws)
-            return 0; /* the client is gone: drop what the broker still sends */
+        if (!b->ws || b->ws->ws_close_sent)
+            return 0; /* the client is gone or closing: drop what the broker still sends */
         bool idle = gw_buf_size(&b->ws->out) == 0;
         if (!put_frame(b->ws, OP_BINARY, in, len)) {
             send_close(b->ws, 1011, "out of memory");
@@ -453,8 +453,6 @@ int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             gw_conn_write_now(b->ws);
         else
             gw_conn_want_write(b->ws);
-        if (!b->ws)
-            return 0;
         if (gw_buf_size(&b->ws->out) > GW_BRIDGE_HARD) {
             send_close(b->ws, 1008, "the client does not read");
         } else if (gw_buf_size(&b->ws->out) > GW_BRIDGE_HIGH && !b->broker_paused) {
@@ -462,6 +460,7 @@ int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             lws_rx_flow_control(wsi, 0);
         }
         return 0;
+    }
 
     case LWS_CALLBACK_RAW_WRITEABLE:
         if (!b)

@@ -1,0 +1,211 @@
+/*
+ * bench_fanout.c - desired-property fan-out: 1,000 connected devices, each
+ * subscribed to its desired-property notifications; one round is one
+ * control-API `updateTwin` per device (1,000 requests published back to
+ * back by one service principal), timed until every device has its
+ * notification. Median of several rounds.
+ *
+ * Baseline: plain mosquitto, where one client publishes 1,000 messages of
+ * the same size, one to each device's own topic (each device subscribed to
+ * it), timed until every device has its message.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "fleet.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAN_DEVICES 1000
+#define FAN_ROUNDS 5
+#define FAN_ROUND_TIMEOUT_S 20
+#define CTL_INDEX (-3)
+
+struct fan_run {
+    int round;
+    bool twinhub;
+    long notified, responses, bad;
+    char marker[32]; /* "\"round\":N" in this round's payloads */
+};
+
+static void fan_packet(struct thb_conn *c, uint8_t hdr, const uint8_t *body, size_t len, void *arg)
+{
+    struct fan_run *r = arg;
+    struct thb_publish pub;
+    if ((hdr >> 4) != THB_PUBLISH || !thb_parse_publish(hdr, body, len, &pub)) {
+        return;
+    }
+    bool current = memmem(pub.payload, pub.payload_len, r->marker, strlen(r->marker)) != NULL;
+    if (c->index == CTL_INDEX) {
+        /* One response per request; a failed command carries "error". */
+        r->responses++;
+        if (memmem(pub.payload, pub.payload_len, "\"error\"", 7)) {
+            r->bad++;
+        }
+        return;
+    }
+    if (current) {
+        r->notified++;
+    } else {
+        r->bad++;
+    }
+}
+
+struct fan_result {
+    double ms;      /* until the last notification */
+    double resp_ms; /* until the last control response (twinhub) */
+    double cpu_ms;  /* broker CPU for the round */
+    bool ok;
+};
+
+static struct fan_result run_round(struct thb_loop *l, struct thb_conn *ctl, bool twinhub,
+                                   int round, pid_t broker)
+{
+    struct fan_run r = {.round = round, .twinhub = twinhub};
+    struct fan_result res = {0};
+    char topic[128], payload[512];
+    snprintf(r.marker, sizeof r.marker, "\"round\":%d", round);
+    l->on_packet = fan_packet;
+    l->on_state = NULL;
+    l->arg = &r;
+    long lost0 = l->closed_unexpectedly;
+    int64_t cpu0 = thb_proc_cpu_us(broker);
+    int64_t t0 = thb_now_us();
+    for (int i = 0; i < FAN_DEVICES; i++) {
+        char id[32];
+        thb_device_id(i, id, sizeof id);
+        int n;
+        if (twinhub) {
+            n = snprintf(payload, sizeof payload,
+                         "{\"commands\":[{\"command\":\"updateTwin\",\"deviceId\":\"%s\","
+                         "\"patch\":{\"properties\":{\"desired\":{\"targetTemperature\":22.5,"
+                         "\"mode\":\"eco\",\"round\":%d}}},\"correlationData\":\"%d-%d\"}]}",
+                         id, round, round, i);
+            thb_send_publish(ctl, "$CONTROL/twinhub/v1", payload, (size_t)n, 0, 0);
+        } else {
+            /* The size of twinhub's notification: the patch plus "$version". */
+            snprintf(topic, sizeof topic, "bench/%s/desired", id);
+            n = snprintf(payload, sizeof payload,
+                         "{\"targetTemperature\":22.5,\"mode\":\"eco\",\"round\":%d,"
+                         "\"$version\":%d}",
+                         round, round + 1);
+            thb_send_publish(ctl, topic, payload, (size_t)n, 0, 0);
+        }
+    }
+    thb_conn_flush(ctl);
+    int64_t deadline = t0 + FAN_ROUND_TIMEOUT_S * 1000000LL, t_notify = 0, t_resp = 0;
+    while (thb_now_us() < deadline) {
+        thb_loop_step(l, 5);
+        int64_t now = thb_now_us();
+        if (!t_notify && r.notified >= FAN_DEVICES) {
+            t_notify = now;
+        }
+        if (!t_resp && (!twinhub || r.responses >= FAN_DEVICES)) {
+            t_resp = now;
+        }
+        if (t_notify && t_resp) {
+            break;
+        }
+    }
+    res.cpu_ms = (double)(thb_proc_cpu_us(broker) - cpu0) / 1000;
+    res.ok = t_notify && t_resp && r.bad == 0 && l->closed_unexpectedly == lost0;
+    res.ms = (double)((t_notify ? t_notify : thb_now_us()) - t0) / 1000;
+    res.resp_ms = (double)((t_resp ? t_resp : thb_now_us()) - t0) / 1000;
+    if (!res.ok) {
+        fprintf(
+            stderr, "thbench: fan-out round %d (%s): %ld of %d notified, %ld responses, %ld bad\n",
+            round, twinhub ? "twinhub" : "mosquitto", r.notified, FAN_DEVICES, r.responses, r.bad);
+    }
+    return res;
+}
+
+static int cmp_ms(const void *a, const void *b)
+{
+    double x = ((const struct fan_result *)a)->ms, y = ((const struct fan_result *)b)->ms;
+    return (x > y) - (x < y);
+}
+
+/* Connect everything to one broker and run the rounds; results sorted by time. */
+static int run_target(bool twinhub, const char *registry, struct fan_result *out)
+{
+    struct thb_broker b;
+    struct thb_loop l;
+    struct thb_conn *devs = calloc(FAN_DEVICES, sizeof *devs);
+    struct thb_conn ctl = {0};
+    struct thb_fleet_timing ft;
+    static const char *const th_filters[] = {"$iothub/twin/PATCH/properties/desired/#"};
+    static const char *const plain_filters[] = {"bench/%s/desired"};
+    int rc = -1;
+    if (!devs) {
+        thb_die("out of memory");
+    }
+    if (thb_broker_start(&b, twinhub ? THB_TWINHUB : THB_PLAIN, registry, NULL) != 0) {
+        free(devs);
+        return -1;
+    }
+    thb_loop_init(&l, NULL, NULL, NULL);
+    if (thb_fleet_connect(&l, devs, FAN_DEVICES, b.port, twinhub ? th_filters : plain_filters, 1, 0,
+                          64, &ft) != 0) {
+        goto out;
+    }
+    if (twinhub
+            ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, "$CONTROL/twinhub/v1/response", 0)
+            : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL, NULL,
+                                 0)) {
+        goto out;
+    }
+    rc = 0;
+    for (int round = 1; round <= FAN_ROUNDS; round++) {
+        out[round - 1] = run_round(&l, &ctl, twinhub, round, b.broker);
+        if (thb_cfg.verbose) {
+            fprintf(stderr,
+                    "thbench: fan-out %s round %d: %.1f ms (responses %.1f ms), CPU %.1f ms\n",
+                    twinhub ? "twinhub" : "mosquitto", round, out[round - 1].ms,
+                    out[round - 1].resp_ms, out[round - 1].cpu_ms);
+        }
+    }
+    qsort(out, FAN_ROUNDS, sizeof *out, cmp_ms);
+out:
+    thb_fleet_close(&ctl, 1);
+    thb_fleet_close(devs, FAN_DEVICES);
+    thb_loop_free(&l);
+    free(devs);
+    thb_broker_stop(&b);
+    return rc;
+}
+
+int thb_bench_fanout(void)
+{
+    struct fan_result base[FAN_ROUNDS], th[FAN_ROUNDS];
+    char registry[THB_PATH_MAX + 32];
+    snprintf(registry, sizeof registry, "%s/registry-fan.json", thb_cfg.work);
+    if (thb_write_registry(registry, FAN_DEVICES, 0) != 0) {
+        return -1;
+    }
+    if (run_target(false, NULL, base) != 0 || run_target(true, registry, th) != 0) {
+        fprintf(stderr, "thbench: fan-out could not run\n");
+        return -1;
+    }
+    bool ok = true;
+    for (int i = 0; i < FAN_ROUNDS; i++) {
+        ok = ok && base[i].ok && th[i].ok;
+    }
+    const struct fan_result *bm = &base[FAN_ROUNDS / 2], *tm = &th[FAN_ROUNDS / 2];
+    thb_out("## Desired-property fan-out to %d devices\n\n", FAN_DEVICES);
+    thb_out("Time from the first request until all %d notifications arrived; median of %d "
+            "rounds (min-max); broker CPU per round.\n\n",
+            FAN_DEVICES, FAN_ROUNDS);
+    thb_out("| | all notified | broker CPU | notes |\n|---|---|---|---|\n");
+    thb_out("| mosquitto, %d direct publishes | %.1f ms (%.1f-%.1f) | %.1f ms | |\n", FAN_DEVICES,
+            bm->ms, base[0].ms, base[FAN_ROUNDS - 1].ms, bm->cpu_ms);
+    thb_out("| twinhub, %d `updateTwin` | %.1f ms (%.1f-%.1f) | %.1f ms | all %d control "
+            "responses after %.1f ms%s |\n",
+            FAN_DEVICES, tm->ms, th[0].ms, th[FAN_ROUNDS - 1].ms, tm->cpu_ms, FAN_DEVICES,
+            tm->resp_ms, ok ? "" : "; INCOMPLETE rounds");
+    thb_out("\nRatio (mosquitto time / twinhub time): %.2f; per notification: twinhub %.1f µs, "
+            "mosquitto %.1f µs.\n\n",
+            tm->ms > 0 ? bm->ms / tm->ms : 0, tm->ms * 1000 / FAN_DEVICES,
+            bm->ms * 1000 / FAN_DEVICES);
+    return ok ? 0 : -1;
+}

@@ -1,0 +1,203 @@
+/*
+ * bench_scale.c - many connected devices: broker memory and connect rate.
+ *
+ * twinhub: a registry file with N devices (explicit keys, ~500 B of desired
+ * properties each) is loaded by `twinhub serve --registry`; N devices
+ * connect with SAS tokens (64 CONNECTs in flight), subscribe to the 4 usual
+ * IoT Hub topics, and each sends a ~500 B reported patch (QoS 1) and waits
+ * for the 204, so each twin holds ~1 KB. Memory is the broker's VmRSS from
+ * /proc; the per-device figure is (RSS with N devices - RSS of a twinhub
+ * started without a registry) / N, so it includes the registry and twins.
+ *
+ * Baseline: plain mosquitto with the same N connections (same CONNECT
+ * bytes), the same 4 subscriptions and the same publish (dropped: no
+ * subscriber), per device (RSS with N - RSS at start) / N.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "fleet.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCALE_DESIRED_BYTES 500
+#define SCALE_PATCH_WINDOW 500
+#define SCALE_TIMEOUT_S 60
+
+static const char *const filters[] = {
+    "devices/%s/messages/devicebound/#",
+    "$iothub/methods/POST/#",
+    "$iothub/twin/res/#",
+    "$iothub/twin/PATCH/properties/desired/#",
+};
+
+struct scale_run {
+    bool twinhub;
+    long done, bad;
+    size_t twin_len; /* body of the GET answer */
+};
+
+/* conn: a = 1 once its patch was answered (PUBACK for mosquitto, 204 for twinhub). */
+static void scale_packet(struct thb_conn *c, uint8_t hdr, const uint8_t *body, size_t len,
+                         void *arg)
+{
+    struct scale_run *r = arg;
+    int type = hdr >> 4;
+    struct thb_publish pub;
+    if (!r->twinhub && type == THB_PUBACK && !c->a) {
+        c->a = 1;
+        r->done++;
+    } else if (r->twinhub && type == THB_PUBLISH && thb_parse_publish(hdr, body, len, &pub)) {
+        if (pub.topic_len > 20 && !memcmp(pub.topic, "$iothub/twin/res/204/", 21) && !c->a) {
+            c->a = 1;
+            r->done++;
+        } else if (pub.topic_len > 20 && !memcmp(pub.topic, "$iothub/twin/res/200/", 21)) {
+            r->twin_len = pub.payload_len;
+            c->b = 1;
+        } else {
+            r->bad++;
+        }
+    }
+}
+
+static size_t reported_patch(int i, char *buf, size_t size)
+{
+    size_t n =
+        (size_t)snprintf(buf, size, "{\"firmware\":{\"version\":\"1.4.%d\"},\"config\":{", i % 100);
+    for (int k = 0; k < 11 && n < size; k++) {
+        n += (size_t)snprintf(buf + n, size - n, "%s\"applied%02d\":\"state-%05d-%02d-0123456789\"",
+                              k ? "," : "", k, i, k);
+    }
+    n += (size_t)snprintf(buf + n, size - n, "}}");
+    return n;
+}
+
+struct scale_result {
+    int n;
+    long rss0_kb, rss_kb; /* at start (empty for twinhub: no registry), with N devices */
+    long rss_loaded_kb;   /* twinhub: after loading the registry, before connections */
+    double connect_rate;  /* CONNACKs per second */
+    double start_ms;      /* broker start to ready */
+    size_t twin_len;
+    bool ok;
+};
+
+static int run_target(bool twinhub, const char *registry, int n, struct scale_result *out)
+{
+    struct thb_broker b;
+    struct thb_loop l;
+    struct thb_fleet_timing ft;
+    struct thb_conn *devs = calloc((size_t)n, sizeof *devs);
+    struct scale_run r = {.twinhub = twinhub};
+    int rc = -1;
+    if (!devs) {
+        thb_die("out of memory");
+    }
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    if (twinhub) {
+        /* The hub's own footprint: started without the registry. */
+        if (thb_broker_start(&b, THB_TWINHUB, NULL, NULL) != 0) {
+            free(devs);
+            return -1;
+        }
+        out->rss0_kb = thb_proc_status_kb(b.broker, "VmRSS");
+        thb_broker_stop(&b);
+    }
+    if (thb_broker_start(&b, twinhub ? THB_TWINHUB : THB_PLAIN, twinhub ? registry : NULL, NULL) !=
+        0) {
+        free(devs);
+        return -1;
+    }
+    out->start_ms = (double)b.start_us / 1000;
+    if (twinhub) {
+        out->rss_loaded_kb = thb_proc_status_kb(b.broker, "VmRSS");
+    } else {
+        out->rss0_kb = out->rss_loaded_kb = thb_proc_status_kb(b.broker, "VmRSS");
+    }
+    thb_loop_init(&l, NULL, NULL, NULL);
+    if (thb_fleet_connect(&l, devs, n, b.port, filters, 4, 1, 64, &ft) != 0) {
+        goto out;
+    }
+    out->connect_rate = (double)n / ((double)ft.connack_us / 1e6);
+
+    l.on_packet = scale_packet;
+    l.on_state = NULL;
+    l.arg = &r;
+    int64_t deadline = thb_now_us() + SCALE_TIMEOUT_S * 1000000LL;
+    int next = 0;
+    char patch[1024];
+    while (r.done < n && thb_now_us() < deadline && l.closed_unexpectedly == 0) {
+        while (next < n && next - r.done < SCALE_PATCH_WINDOW) {
+            size_t len = reported_patch(next, patch, sizeof patch);
+            thb_send_publish(&devs[next], "$iothub/twin/PATCH/properties/reported/?$rid=1", patch,
+                             len, 1, 1);
+            thb_conn_flush(&devs[next]);
+            next++;
+        }
+        thb_loop_step(&l, 10);
+    }
+    if (twinhub && r.done == n) {
+        thb_send_publish(&devs[0], "$iothub/twin/GET/?$rid=2", NULL, 0, 0, 0);
+        thb_conn_flush(&devs[0]);
+        while (!devs[0].b && thb_now_us() < deadline) {
+            thb_loop_step(&l, 10);
+        }
+        out->twin_len = r.twin_len;
+    }
+    out->rss_kb = thb_proc_status_kb(b.broker, "VmRSS");
+    out->ok = r.done == n && r.bad == 0 && l.closed_unexpectedly == 0 && (!twinhub || devs[0].b);
+    if (!out->ok) {
+        fprintf(stderr,
+                "thbench: scale (%s): %ld of %d patches answered, %ld unexpected, %ld lost\n",
+                twinhub ? "twinhub" : "mosquitto", r.done, n, r.bad, l.closed_unexpectedly);
+    }
+    rc = 0;
+out:
+    thb_fleet_close(devs, n);
+    thb_loop_free(&l);
+    free(devs);
+    thb_broker_stop(&b);
+    return rc;
+}
+
+int thb_bench_scale(void)
+{
+    int n = thb_cfg.scale_devices;
+    struct scale_result base, th;
+    char registry[THB_PATH_MAX + 32];
+    snprintf(registry, sizeof registry, "%s/registry-scale.json", thb_cfg.work);
+    if (thb_write_registry(registry, n, SCALE_DESIRED_BYTES) != 0) {
+        return -1;
+    }
+    if (run_target(false, NULL, n, &base) != 0 || run_target(true, registry, n, &th) != 0) {
+        fprintf(stderr, "thbench: scale could not run\n");
+        return -1;
+    }
+    double base_per = (double)(base.rss_kb - base.rss0_kb) * 1024 / n;
+    double th_per = (double)(th.rss_kb - th.rss0_kb) * 1024 / n;
+    double th_conn_per = (double)(th.rss_kb - th.rss_loaded_kb) * 1024 / n;
+    double limit = 2 * base_per + (double)th.twin_len;
+    thb_out("## Scale: %d connected devices\n\n", n);
+    thb_out("Broker VmRSS; each device has 4 subscriptions and sent one ~%d B reported patch; "
+            "twinhub's twins hold ~%d B of desired properties from the registry too.\n\n",
+            (int)reported_patch(0, (char[1024]){0}, 1024), SCALE_DESIRED_BYTES);
+    thb_out("| | RSS at start | RSS with %d devices | per device | connects/s | start to ready |\n",
+            n);
+    thb_out("|---|---|---|---|---|---|\n");
+    thb_out("| mosquitto | %.1f MB | %.1f MB | %.0f B | %.0f | %.0f ms |\n",
+            (double)base.rss0_kb / 1024, (double)base.rss_kb / 1024, base_per, base.connect_rate,
+            base.start_ms);
+    thb_out("| twinhub | %.1f MB (no registry); %.1f MB (registry loaded) | %.1f MB | %.0f B "
+            "(%.0f B for the connection alone) | %.0f | %.0f ms |\n",
+            (double)th.rss0_kb / 1024, (double)th.rss_loaded_kb / 1024, (double)th.rss_kb / 1024,
+            th_per, th_conn_per, th.connect_rate, th.start_ms);
+    thb_out("\nTwin size (GET body): %zu B. Target: twinhub per device <= 2 x mosquitto's + the "
+            "twin = %.0f B. Connect rate ratio (twinhub / mosquitto): %.2f.\n\n",
+            th.twin_len, limit, base.connect_rate ? th.connect_rate / base.connect_rate : 0);
+    thb_target("memory per device <= 2x mosquitto + twin", th_per <= limit && th.ok && base.ok,
+               "%.0f B vs %.0f B (mosquitto %.0f B, twin %zu B)", th_per, limit, base_per,
+               th.twin_len);
+    return th.ok && base.ok ? 0 : -1;
+}
