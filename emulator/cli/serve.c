@@ -847,6 +847,8 @@ static bool write_conf(const struct serve *s)
             "allow_anonymous false\n"
             "persistence false\n"
             "max_packet_size %d\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 10000\n"
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n",

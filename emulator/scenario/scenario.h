@@ -188,6 +188,26 @@ struct th_scenario *th_scenario_parse(const char *text, size_t len, const char *
 void th_scenario_free(struct th_scenario *s);
 
 /*
+ * Where the validator gets the files a scenario names (`registryFile`,
+ * createModules' `desiredFile`). th_scenario_parse and th_scenario_load read
+ * them from disk; th_scenario_parse_ex with a reader lets a caller serve or
+ * refuse them instead (tests/fuzz/fuzz_scenario.c refuses them or serves
+ * bytes of its input, so that a fuzzed path such as /dev/stdin cannot block
+ * it). The reader returns the whole content as malloc'd text with a NUL
+ * after `*len` bytes, at most `max` bytes, or NULL with errno set (the
+ * validator reports "cannot read PATH: strerror(errno)").
+ */
+typedef char *(*th_scn_read_fn)(const char *path, size_t max, size_t *len, void *arg);
+struct th_scn_parse_opts {
+    th_scn_read_fn read_file; /* NULL: read from disk */
+    void *arg;                /* passed to read_file */
+};
+/* th_scenario_parse with `opts` (NULL: the same as th_scenario_parse). */
+struct th_scenario *th_scenario_parse_ex(const char *text, size_t len, const char *path,
+                                         const struct th_scn_parse_opts *opts,
+                                         struct th_scn_diag *diag);
+
+/*
  * The identities a scenario names (registry devices and modules, the agent's,
  * every step's deviceId/moduleId without ${...}), as an array of
  * {"deviceId", "moduleId"?} objects without duplicates. The caller frees.

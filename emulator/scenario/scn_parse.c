@@ -218,6 +218,7 @@ struct v {
     const char *file;
     struct th_scn_diag *diag;
     struct th_scenario *s;
+    const struct th_scn_parse_opts *opts; /* how referenced files are read; may be NULL */
     cJSON *known;   /* names usable in ${...} so far: scenario variables and captures */
     cJSON *pending; /* captures of the step being validated (usable from the next step) */
     char path[1024];
@@ -430,6 +431,14 @@ static char *read_file(const char *path, size_t max, size_t *len_out)
     close(fd);
     errno = e;
     return buf;
+}
+
+/* A file the scenario names, through the caller's reader when it gave one. */
+static char *read_ref(const struct v *v, const char *path, size_t *len_out)
+{
+    if (v->opts && v->opts->read_file)
+        return v->opts->read_file(path, TH_SCN_MAX_FILE_BYTES, len_out, v->opts->arg);
+    return read_file(path, TH_SCN_MAX_FILE_BYTES, len_out);
 }
 
 /* Parse JSON text; on failure a message with line and column goes to `msg`. */
@@ -700,7 +709,7 @@ static void check_step_body(struct v *v, struct th_step *st, size_t si)
             size_t old = push(v, "desiredFile");
             char *p = relative_path(v->s, df->valuestring);
             size_t len;
-            char *text = p ? read_file(p, TH_SCN_MAX_FILE_BYTES, &len) : NULL;
+            char *text = p ? read_ref(v, p, &len) : NULL;
             if (!text) {
                 err(v, "cannot read %s: %s", p ? p : df->valuestring, strerror(errno));
             } else {
@@ -1120,7 +1129,7 @@ static void validate(struct v *v, cJSON *doc)
         } else {
             char *p = relative_path(s, regf->valuestring);
             size_t len;
-            char *text = p ? read_file(p, TH_SCN_MAX_FILE_BYTES, &len) : NULL;
+            char *text = p ? read_ref(v, p, &len) : NULL;
             if (!text) {
                 err(v, "cannot read %s: %s", p ? p : regf->valuestring, strerror(errno));
             } else {
@@ -1230,6 +1239,13 @@ static void validate(struct v *v, cJSON *doc)
 struct th_scenario *th_scenario_parse(const char *text, size_t len, const char *path,
                                       struct th_scn_diag *diag)
 {
+    return th_scenario_parse_ex(text, len, path, NULL, diag);
+}
+
+struct th_scenario *th_scenario_parse_ex(const char *text, size_t len, const char *path,
+                                         const struct th_scn_parse_opts *opts,
+                                         struct th_scn_diag *diag)
+{
     for (int i = 0; i < TH_STEP_KIND_COUNT; i++)
         kind_names[i] = kinds[i].name;
     struct th_scenario *s = calloc(1, sizeof *s);
@@ -1246,7 +1262,7 @@ struct th_scenario *th_scenario_parse(const char *text, size_t len, const char *
         th_scenario_free(s);
         return NULL;
     }
-    struct v v = {.file = s->file, .diag = diag, .s = s, .ok = true};
+    struct v v = {.file = s->file, .diag = diag, .s = s, .opts = opts, .ok = true};
     v.known = cJSON_CreateObject();
     v.pending = cJSON_CreateObject();
     if (!s->file || !s->dir || !v.known || !v.pending) {
