@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-  uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc)
+  uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc libcap2-bin)
 # clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check.
 TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind)
 want=("${APT_PACKAGES[@]}")
