@@ -77,24 +77,9 @@ static void print_identity(const cJSON *id, const struct th_hub_info *info)
     }
 }
 
-/* Print the result of a command: raw data with --json, else `human`. */
-static int finish(const struct th_args *a, int rc, cJSON *data, const struct th_hub_info *info,
-                  void (*human)(const cJSON *data, const struct th_hub_info *info))
-{
-    if (rc < 0) {
-        if (a->json)
-            th_print_json(data);
-        else
-            human(data, info);
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
-}
-
 /* ---- twinhub device --------------------------------------------------------------------- */
 
-static void human_device_list(const cJSON *data, const struct th_hub_info *info)
+static void human_device_list(const cJSON *data, const void *info)
 {
     (void)info;
     static const char *const head[] = {"DEVICE", "STATUS", "CONNECTION", "C2D", "LAST ACTIVITY"};
@@ -127,24 +112,30 @@ static int device_list(const struct th_args *a, const char *const *args, int nar
 {
     cJSON *data;
     int rc = th_call_once(a, th_command_new("listDevices"), &data, NULL);
-    return finish(a, rc, data, NULL, human_device_list);
+    return th_finish(a, rc, data, human_device_list, NULL);
 }
 
-static void human_identity(const cJSON *data, const struct th_hub_info *info)
+static void human_identity(const cJSON *data, const void *info)
 {
     print_identity(data, info);
 }
 
-static int device_show(const struct th_args *a, const char *const *args, int nargs)
+/* getDevice for a device or (module non-NULL) a module, shown with its connection string. */
+static int show_identity(const struct th_args *a, const char *device, const char *module)
 {
     cJSON *cmd = th_command_new("getDevice"), *data;
     struct th_hub_info info;
-    if (!th_command_ids(cmd, args[0], NULL)) {
+    if (!th_command_ids(cmd, device, module)) {
         cJSON_Delete(cmd);
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, &info);
-    return finish(a, rc, data, &info, human_identity);
+    return th_finish(a, rc, data, human_identity, &info);
+}
+
+static int device_show(const struct th_args *a, const char *const *args, int nargs)
+{
+    return show_identity(a, args[0], NULL);
 }
 
 /* authentication.symmetricKey from --primary-key/--secondary-key, if given. */
@@ -159,7 +150,7 @@ static bool add_keys(const struct th_args *a, cJSON *cmd)
            (!k2 || cJSON_AddStringToObject(sym, "secondaryKey", k2));
 }
 
-static void human_created(const cJSON *data, const struct th_hub_info *info)
+static void human_created(const cJSON *data, const void *info)
 {
     const char *mod = th_str(data, "moduleId", NULL);
     if (mod)
@@ -182,10 +173,10 @@ static int device_create(const struct th_args *a, const char *const *args, int n
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, &info);
-    return finish(a, rc, data, &info, human_created);
+    return th_finish(a, rc, data, human_created, &info);
 }
 
-static void human_updated(const cJSON *data, const struct th_hub_info *info)
+static void human_updated(const cJSON *data, const void *info)
 {
     printf("updated device %s\n", th_str(data, "deviceId", "?"));
     print_identity(data, info);
@@ -212,7 +203,23 @@ static int device_update(const struct th_args *a, const char *const *args, int n
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, &info);
-    return finish(a, rc, data, &info, human_updated);
+    return th_finish(a, rc, data, human_updated, &info);
+}
+
+/* The identity a command names, for its human line. */
+struct ids {
+    const char *device;
+    const char *module; /* NULL for a device */
+};
+
+static void human_deleted(const cJSON *data, const void *ctx)
+{
+    const struct ids *id = ctx;
+    (void)data;
+    if (id->module)
+        printf("deleted module %s/%s\n", id->device, id->module);
+    else
+        printf("deleted device %s (with its modules, twin and queued messages)\n", id->device);
 }
 
 /* deleteDevice / deleteModule; data is {}, so the human line is built from the ids. */
@@ -225,23 +232,23 @@ static int delete_identity(const struct th_args *a, const char *device, const ch
         cJSON_Delete(cmd);
         return th_oom();
     }
+    const struct ids ids = {device, module};
     int rc = th_call_once(a, cmd, &data, NULL);
-    if (rc < 0) {
-        if (a->json)
-            th_print_json(data);
-        else if (module)
-            printf("deleted module %s/%s\n", device, module);
-        else
-            printf("deleted device %s (with its modules, twin and queued messages)\n", device);
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_deleted, &ids);
 }
 
 static int device_delete(const struct th_args *a, const char *const *args, int nargs)
 {
     return delete_identity(a, args[0], NULL);
+}
+
+static void human_disconnected(const cJSON *data, const void *ctx)
+{
+    const struct ids *id = ctx;
+    printf(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "disconnected"))
+               ? "disconnected %s%s%s\n"
+               : "%s%s%s was not connected\n",
+           id->device, id->module ? "/" : "", id->module ? id->module : "");
 }
 
 static int device_disconnect(const struct th_args *a, const char *const *args, int nargs)
@@ -252,19 +259,9 @@ static int device_disconnect(const struct th_args *a, const char *const *args, i
         cJSON_Delete(cmd);
         return th_oom();
     }
+    const struct ids ids = {args[0], mod};
     int rc = th_call_once(a, cmd, &data, NULL);
-    if (rc < 0) {
-        if (a->json)
-            th_print_json(data);
-        else
-            printf(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "disconnected"))
-                       ? "disconnected %s%s%s\n"
-                       : "%s%s%s was not connected\n",
-                   args[0], mod ? "/" : "", mod ? mod : "");
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_disconnected, &ids);
 }
 
 static const struct th_optspec device_specs[] = {
@@ -315,7 +312,7 @@ int th_cmd_device(int argc, char **argv)
 
 /* ---- twinhub module --------------------------------------------------------------------- */
 
-static void human_module_list(const cJSON *data, const struct th_hub_info *info)
+static void human_module_list(const cJSON *data, const void *info)
 {
     (void)info;
     static const char *const head[] = {"MODULE", "CONNECTION", "MANAGED BY", "LAST ACTIVITY"};
@@ -349,19 +346,12 @@ static int module_list(const struct th_args *a, const char *const *args, int nar
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, NULL);
-    return finish(a, rc, data, NULL, human_module_list);
+    return th_finish(a, rc, data, human_module_list, NULL);
 }
 
 static int module_show(const struct th_args *a, const char *const *args, int nargs)
 {
-    cJSON *cmd = th_command_new("getDevice"), *data;
-    struct th_hub_info info;
-    if (!th_command_ids(cmd, args[0], args[1])) {
-        cJSON_Delete(cmd);
-        return th_oom();
-    }
-    int rc = th_call_once(a, cmd, &data, &info);
-    return finish(a, rc, data, &info, human_identity);
+    return show_identity(a, args[0], args[1]);
 }
 
 /*
@@ -401,7 +391,7 @@ static int module_create(const struct th_args *a, const char *const *args, int n
         return rc;
     }
     rc = th_call_once(a, cmd, &data, &info);
-    return finish(a, rc, data, &info, human_created);
+    return th_finish(a, rc, data, human_created, &info);
 }
 
 static int module_delete(const struct th_args *a, const char *const *args, int nargs)
@@ -420,7 +410,7 @@ static void id_lines(const cJSON *list, const char *label)
     }
 }
 
-static void human_ensure(const cJSON *data, const struct th_hub_info *info)
+static void human_ensure(const cJSON *data, const void *info)
 {
     (void)info;
     printf("module %s: created %d, skipped %d\n", th_str(data, "moduleId", "?"),
@@ -457,14 +447,13 @@ static int module_ensure(const struct th_args *a, const char *const *args, int n
         }
     }
     rc = th_call_once(a, cmd, &data, NULL);
-    return finish(a, rc, data, NULL, human_ensure);
+    return th_finish(a, rc, data, human_ensure, NULL);
 }
 
-static const char *missing_module; /* for the human line of `module missing` */
-
-static void human_missing(const cJSON *data, const struct th_hub_info *info)
+/* `module` is the module asked about. */
+static void human_missing(const cJSON *data, const void *module)
 {
-    (void)info;
+    const char *missing_module = module;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(data, "deviceIds");
     int n = (int)th_num(data, "count");
     if (n == 0 && cJSON_GetArraySize(ids) == 0) {
@@ -487,9 +476,8 @@ static int module_missing(const struct th_args *a, const char *const *args, int 
         cJSON_Delete(cmd);
         return th_oom();
     }
-    missing_module = args[0];
     int rc = th_call_once(a, cmd, &data, NULL);
-    return finish(a, rc, data, NULL, human_missing);
+    return th_finish(a, rc, data, human_missing, args[0]);
 }
 
 static const struct th_optspec module_specs[] = {

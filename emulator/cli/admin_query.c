@@ -327,6 +327,14 @@ int th_cmd_export(int argc, char **argv)
 
 /* ---- twinhub import --------------------------------------------------------------------- */
 
+/* `file` is the registry document's name. */
+static void human_import(const cJSON *data, const void *file)
+{
+    printf("imported %s: created %d, updated %d, skipped %d\n", (const char *)file,
+           (int)th_num(data, "created"), (int)th_num(data, "updated"),
+           (int)th_num(data, "skipped"));
+}
+
 static int import_run(const struct th_args *a, const char *const *args, int nargs)
 {
     char err[PATH_MAX + 320];
@@ -349,17 +357,7 @@ static int import_run(const struct th_args *a, const char *const *args, int narg
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, NULL);
-    if (rc < 0) {
-        if (a->json)
-            th_print_json(data);
-        else
-            printf("imported %s: created %d, updated %d, skipped %d\n", args[0],
-                   (int)th_num(data, "created"), (int)th_num(data, "updated"),
-                   (int)th_num(data, "skipped"));
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_import, args[0]);
 }
 
 static const struct th_optspec import_specs[] = {
@@ -392,26 +390,23 @@ int th_cmd_import(int argc, char **argv)
 
 /* ---- twinhub stats ---------------------------------------------------------------------- */
 
-static int stats_run(const struct th_args *a, const char *const *args, int nargs)
+static void human_stats(const cJSON *data, const void *ctx)
 {
     static const char *const rows[][2] = {
         {"totalDeviceCount", "devices"},       {"enabledDeviceCount", "  enabled"},
         {"disabledDeviceCount", "  disabled"}, {"connectedDeviceCount", "  connected"},
         {"totalModuleCount", "modules"},       {"connectedModuleCount", "  connected"},
     };
+    (void)ctx;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        printf("%-12s %.0f\n", rows[i][1], th_num(data, rows[i][0]));
+}
+
+static int stats_run(const struct th_args *a, const char *const *args, int nargs)
+{
     cJSON *data;
     int rc = th_call_once(a, th_command_new("getStatistics"), &data, NULL);
-    if (rc < 0) {
-        if (a->json) {
-            th_print_json(data);
-        } else {
-            for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-                printf("%-12s %.0f\n", rows[i][1], th_num(data, rows[i][0]));
-        }
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_stats, NULL);
 }
 
 static const struct th_action stats_actions[] = {

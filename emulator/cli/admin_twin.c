@@ -39,8 +39,9 @@ static void print_section(const char *title, const cJSON *section)
     cJSON_Delete(copy);
 }
 
-static void print_twin(const cJSON *twin)
+static void print_twin(const cJSON *twin, const void *ctx)
 {
+    (void)ctx;
     const char *mod = th_str(twin, "moduleId", NULL);
     printf("twin of %s%s%s: version %.0f, etag %s, %s, %s\n", th_str(twin, "deviceId", "?"),
            mod ? "/" : "", mod ? mod : "", th_num(twin, "version"), th_str(twin, "etag", "?"),
@@ -51,19 +52,6 @@ static void print_twin(const cJSON *twin)
     print_section("reported", cJSON_GetObjectItemCaseSensitive(props, "reported"));
 }
 
-static int twin_finish(const struct th_args *a, int rc, cJSON *data)
-{
-    if (rc < 0) {
-        if (a->json)
-            th_print_json(data);
-        else
-            print_twin(data);
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
-}
-
 static int twin_show(const struct th_args *a, const char *const *args, int nargs)
 {
     cJSON *cmd = th_command_new("getTwin"), *data;
@@ -72,7 +60,7 @@ static int twin_show(const struct th_args *a, const char *const *args, int nargs
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, NULL);
-    return twin_finish(a, rc, data);
+    return th_finish(a, rc, data, print_twin, NULL);
 }
 
 /* updateTwin / replaceTwin with {"tags": .., "properties": {"desired": ..}} from the options. */
@@ -113,7 +101,7 @@ static int twin_write(const struct th_args *a, const char *const *args, int narg
         return th_oom();
     }
     rc = th_call_once(a, cmd, &data, NULL);
-    return twin_finish(a, rc, data);
+    return th_finish(a, rc, data, print_twin, NULL);
 }
 
 static int twin_patch(const struct th_args *a, const char *const *args, int nargs)
@@ -172,6 +160,17 @@ int th_cmd_twin(int argc, char **argv)
 
 #define METHOD_EXTRA_WAIT_S 5
 
+static void human_method(const cJSON *data, const void *ctx)
+{
+    (void)ctx;
+    printf("status %.0f\n", th_num(data, "status"));
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(data, "payload");
+    if (p)
+        th_print_json(p);
+    else
+        printf("null\n");
+}
+
 static int method_invoke(const struct th_args *a, const char *const *args, int nargs)
 {
     const char *device = args[0], *module = nargs == 3 ? args[1] : NULL;
@@ -225,21 +224,7 @@ static int method_invoke(const struct th_args *a, const char *const *args, int n
         th_client_close(c);
     }
     cJSON_Delete(cmd);
-    if (rc < 0) {
-        if (a->json) {
-            th_print_json(data);
-        } else {
-            printf("status %.0f\n", th_num(data, "status"));
-            const cJSON *p = cJSON_GetObjectItemCaseSensitive(data, "payload");
-            if (p)
-                th_print_json(p);
-            else
-                printf("null\n");
-        }
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_method, NULL);
 }
 
 static const struct th_optspec method_specs[] = {
@@ -309,6 +294,16 @@ static int add_properties(const struct th_args *a, cJSON *cmd)
     return -1;
 }
 
+/* `device` is the device the message went to. */
+static void human_c2d(const cJSON *data, const void *device)
+{
+    bool delivered = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "delivered"));
+    int queued = (int)th_num(data, "queued");
+    printf("sent message %s to %s: %s (%d pending)\n", th_str(data, "messageId", "?"),
+           (const char *)device, delivered ? "delivered" : "queued until the device connects",
+           queued);
+}
+
 static int c2d_send(const struct th_args *a, const char *const *args, int nargs)
 {
     static const char *const fields[][2] = {{"message-id", "messageId"},
@@ -334,19 +329,7 @@ static int c2d_send(const struct th_args *a, const char *const *args, int nargs)
         return rc;
     }
     rc = th_call_once(a, cmd, &data, NULL);
-    if (rc < 0) {
-        if (a->json) {
-            th_print_json(data);
-        } else {
-            bool delivered = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "delivered"));
-            int queued = (int)th_num(data, "queued");
-            printf("sent message %s to %s: %s (%d pending)\n", th_str(data, "messageId", "?"),
-                   args[0], delivered ? "delivered" : "queued until the device connects", queued);
-        }
-        rc = TH_EXIT_OK;
-    }
-    cJSON_Delete(data);
-    return rc;
+    return th_finish(a, rc, data, human_c2d, args[0]);
 }
 
 static const struct th_optspec c2d_specs[] = {

@@ -8,9 +8,11 @@
 
 /* <limits.h> is shadowed by emulator/core/limits.h on the include path. */
 #include <linux/limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* Exit codes shared by every subcommand (docs/cli.md, "Exit status"). */
 #define TH_EXIT_OK 0
@@ -62,5 +64,39 @@ bool th_certs_default_dir(char *buf, size_t size);
  */
 bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, bool verbose,
                      struct th_cert_files *out);
+
+/* ---- processes and files (proc.c), for serve, run and verify ---- */
+
+/*
+ * Block SIGCHLD, SIGINT, SIGTERM and SIGHUP (the previous mask into
+ * *old_mask), ignore SIGPIPE, and return a non-blocking close-on-exec
+ * signalfd for those signals. Returns -1 with errno set on failure; *blocked
+ * says whether the signals were blocked (and SIGPIPE ignored) before that.
+ */
+int th_signals_open(sigset_t *old_mask, bool *blocked);
+
+/*
+ * In a child just forked by `parent`: restore `old_mask` and SIGPIPE, and
+ * have the child get SIGTERM when the parent dies. False when the parent is
+ * gone already; the child should then _exit.
+ */
+bool th_child_setup(const sigset_t *old_mask, pid_t parent);
+
+/* "exited with code 3" / "was killed by signal 11 (Segmentation fault)" / "stopped (status N)". */
+void th_describe_status(int status, char *buf, size_t size);
+
+/*
+ * Create directory `dir` and its missing parents with `mode`;
+ * existing ones are left as they are. On failure returns false with errno
+ * set and, when `failed` is non-NULL, the path that could not be created in
+ * it. Does not check that an existing `dir` is a directory.
+ */
+bool th_make_dirs(const char *dir, mode_t mode, char *failed, size_t failed_size);
+
+/*
+ * Write `text` to `path` (created or truncated). On failure prints
+ * "<who>: cannot write <path>: <reason>" and returns false.
+ */
+bool th_write_text_file(const char *who, const char *path, const char *text);
 
 #endif

@@ -127,7 +127,7 @@ static const struct th_optspec *match_spec(const struct th_optspec *specs, size_
     return NULL;
 }
 
-static bool parse_int_value(const char *text, long min, long max, long *out)
+bool th_parse_long(const char *text, long min, long max, long *out)
 {
     char *end;
     errno = 0;
@@ -152,7 +152,7 @@ static int set_global(struct th_args *a, enum global_opt g, const char *value)
         break;
     case G_PORT: {
         long v;
-        if (!parse_int_value(value, 1, 65535, &v))
+        if (!th_parse_long(value, 1, 65535, &v))
             return th_usage_error(a, "--port '%s' is not a port number (1-65535)", value);
         a->port = (int)v;
         break;
@@ -477,7 +477,7 @@ static void apply_gateway(struct hub_target *t, const char *gw)
         copy_n(t->host, sizeof t->host, gw, colon ? (size_t)(colon - gw) : strlen(gw));
     }
     long port;
-    if (colon && parse_int_value(colon + 1, 1, 65535, &port))
+    if (colon && th_parse_long(colon + 1, 1, 65535, &port))
         t->port = (int)port;
 }
 
@@ -699,18 +699,11 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     cJSON_Delete(root);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Run the network loop until *flag or the deadline; returns the last mosquitto error. */
 static int loop_until(struct th_client *c, const bool *flag, int64_t deadline)
 {
     while (!*flag) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - th_mono_ms();
         if (left <= 0)
             return MOSQ_ERR_SUCCESS;
         int rc = mosquitto_loop(c->mosq, (int)(left < LOOP_SLICE_MS ? left : LOOP_SLICE_MS), 1);
@@ -766,7 +759,7 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
     }
     c->verbose = a->verbose;
     c->timeout_s = a->timeout_s > 0 ? a->timeout_s : default_timeout_s;
-    int64_t deadline = mono_ms() + (int64_t)(c->timeout_s * 1000);
+    int64_t deadline = th_mono_ms() + (int64_t)(c->timeout_s * 1000);
 
     char token[1024];
     if (th_sas_sign(c->t.hub_name, c->t.key, time(NULL) + TOKEN_LIFETIME_S, c->t.policy, token,
@@ -890,7 +883,7 @@ int th_client_call(struct th_client *c, cJSON *command, double timeout_s, cJSON 
     cJSON_Delete(c->entry);
     c->entry = NULL;
     c->want_corr = corr;
-    int64_t deadline = mono_ms() + (int64_t)(timeout_s * 1000);
+    int64_t deadline = th_mono_ms() + (int64_t)(timeout_s * 1000);
     int rc = mosquitto_publish(c->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1, false);
     free(text);
     c->got_entry = false;
@@ -1070,6 +1063,19 @@ void th_print_json_to(FILE *out, const cJSON *item)
 void th_print_json(const cJSON *item)
 {
     th_print_json_to(stdout, item);
+}
+
+int th_finish(const struct th_args *a, int rc, cJSON *data, th_human_fn human, const void *ctx)
+{
+    if (rc < 0) {
+        if (a->json)
+            th_print_json(data);
+        else
+            human(data, ctx);
+        rc = TH_EXIT_OK;
+    }
+    cJSON_Delete(data);
+    return rc;
 }
 
 int th_oom(void)

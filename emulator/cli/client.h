@@ -119,6 +119,9 @@ cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *
  */
 cJSON *th_read_json_file(const char *path, char *err, size_t errsize);
 
+/* A whole decimal number in [min, max], the whole of `text`; false (nothing stored) if not. */
+bool th_parse_long(const char *text, long min, long max, long *out);
+
 /* ---- the hub ---- */
 
 struct th_client;
@@ -190,6 +193,16 @@ cJSON *th_command_new(const char *name);
 bool th_command_ids(cJSON *cmd, const char *device_id, const char *module_id);
 
 /* ---- output ---- */
+
+/* How a command prints its result without --json; `ctx` is the command's own. */
+typedef void (*th_human_fn)(const cJSON *data, const void *ctx);
+
+/*
+ * The end of a command that made its call: when it succeeded (rc < 0), print
+ * `data` as JSON with --json, else through human(data, ctx), and return
+ * TH_EXIT_OK; otherwise return rc. Frees data (may be NULL) on every path.
+ */
+int th_finish(const struct th_args *a, int rc, cJSON *data, th_human_fn human, const void *ctx);
 
 /* Print `item` as pretty JSON (two-space indent) and a newline to stdout / `out`. */
 void th_print_json(const cJSON *item);

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,6 +42,7 @@
 #include <mosquitto.h>
 
 #include "cli.h"
+#include "client.h" /* th_command_new */
 #include "json.h"
 #include "registry.h"
 #include "sas.h"
@@ -135,20 +135,6 @@ struct run {
     bool any_failed;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t real_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 void th_usage_run(FILE *out)
 {
     fprintf(
@@ -192,36 +178,6 @@ static void rmtree(const char *path)
         nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static bool make_dirs(const char *dir, mode_t mode)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-        return false;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-                return false;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, mode) == 0 || errno == EEXIST;
-}
-
-static bool write_text_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "we");
-    if (!f) {
-        fprintf(stderr, "twinhub run: cannot write %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    bool ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok)
-        fprintf(stderr, "twinhub run: cannot write %s: %s\n", path, strerror(errno));
-    return ok;
-}
-
 /* The last `n` lines of a file, for failure reports; the caller frees. */
 static char *file_tail(const char *path, int n)
 {
@@ -260,16 +216,8 @@ static char *file_tail(const char *path, int n)
 
 static bool setup_signals(struct run *r)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    if (sigprocmask(SIG_BLOCK, &set, &r->old_mask) != 0)
-        return false;
-    signal(SIGPIPE, SIG_IGN);
-    r->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    bool blocked;
+    r->sig_fd = th_signals_open(&r->old_mask, &blocked);
     return r->sig_fd >= 0;
 }
 
@@ -295,17 +243,6 @@ static void read_signals(struct run *r)
             r->interrupted = true;
     }
     reap(r);
-}
-
-static void describe_status(int status, char *buf, size_t size)
-{
-    if (WIFEXITED(status))
-        snprintf(buf, size, "exited with code %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(buf, size, "was killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else
-        snprintf(buf, size, "stopped (status %d)", status);
 }
 
 /* ---- the event loop ---- */
@@ -505,9 +442,9 @@ static bool ctl_open(struct run *r)
                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         return false;
     }
-    int64_t deadline = mono_ms() + CONNECT_TIMEOUT_MS;
-    while (!c->connack && !c->lost && mono_ms() < deadline && !r->interrupted)
-        pump(r, (int)(deadline - mono_ms()));
+    int64_t deadline = th_mono_ms() + CONNECT_TIMEOUT_MS;
+    while (!c->connack && !c->lost && th_mono_ms() < deadline && !r->interrupted)
+        pump(r, (int)(deadline - th_mono_ms()));
     if (!c->connack || c->connack_rc != 0) {
         fprintf(stderr, "twinhub run: the hub at %s port %d %s the service connection%s\n", h->host,
                 port, c->connack ? "refused" : "did not answer",
@@ -516,9 +453,9 @@ static bool ctl_open(struct run *r)
     }
     char *topics[] = {RESPONSE_TOPIC, EVENTS_TOPIC};
     rc = mosquitto_subscribe_multiple(c->mosq, &c->sub_mid, 2, topics, 1, 0, NULL);
-    while (rc == MOSQ_ERR_SUCCESS && !c->subacked && !c->lost && mono_ms() < deadline &&
+    while (rc == MOSQ_ERR_SUCCESS && !c->subacked && !c->lost && th_mono_ms() < deadline &&
            !r->interrupted)
-        pump(r, (int)(deadline - mono_ms()));
+        pump(r, (int)(deadline - th_mono_ms()));
     if (!c->subacked) {
         fprintf(stderr, "twinhub run: the hub refused the subscription to its control responses "
                         "and events; the policy needs ServiceConnect and RegistryRead\n");
@@ -561,14 +498,14 @@ static bool ctl_send(struct run *r, cJSON *const *cmds, size_t n, char (*corrs)[
  * connection. */
 static cJSON *ctl_wait(struct run *r, const char *corr, int timeout_ms)
 {
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = th_mono_ms() + timeout_ms;
     for (;;) {
         cJSON *e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corr);
         if (!e)
             e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, "request");
         if (e)
             return e;
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - th_mono_ms();
         if (left <= 0 || r->ctl.lost || r->interrupted)
             return NULL;
         pump(r, (int)left);
@@ -582,14 +519,6 @@ static cJSON *ctl_call(struct run *r, cJSON *cmd, int timeout_ms)
     if (!ctl_send(r, &cmd, 1, corr))
         return NULL;
     return ctl_wait(r, corr[0], timeout_ms);
-}
-
-static cJSON *command(const char *name)
-{
-    cJSON *c = cJSON_CreateObject();
-    if (c)
-        cJSON_AddStringToObject(c, "command", name);
-    return c;
 }
 
 static void add_ids(cJSON *cmd, const char *d, const char *m)
@@ -647,7 +576,7 @@ static void run_cert_dir(struct hub *h)
         snprintf(dir, sizeof dir, "%s/.cache/twinhub/run-certs", home);
     else
         dir[0] = '\0';
-    if (dir[0] && make_dirs(dir, 0700) && access(dir, W_OK) == 0 &&
+    if (dir[0] && th_make_dirs(dir, 0700, NULL, 0) && access(dir, W_OK) == 0 &&
         snprintf(h->cert_dir, sizeof h->cert_dir, "%s", dir) < (int)sizeof h->cert_dir)
         return;
     if (snprintf(h->cert_dir, sizeof h->cert_dir, "%s/certs", h->dir) >= (int)sizeof h->cert_dir)
@@ -711,10 +640,7 @@ static bool hub_spawn(struct run *r)
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        sigprocmask(SIG_SETMASK, &r->old_mask, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
+        if (!th_child_setup(&r->old_mask, parent))
             _exit(1);
         setpgid(0, 0); /* Ctrl-C reaches the runner, which stops the hub in order */
         int nul = open("/dev/null", O_RDONLY);
@@ -739,11 +665,11 @@ static bool hub_spawn(struct run *r)
     h->outlen = 0;
     h->ready = false;
     fcntl(h->out_fd, F_SETFL, O_NONBLOCK);
-    int64_t deadline = mono_ms() + READY_TIMEOUT_MS;
-    while (!h->ready && h->pid > 0 && mono_ms() < deadline && !r->interrupted)
-        pump(r, (int)(deadline - mono_ms()));
+    int64_t deadline = th_mono_ms() + READY_TIMEOUT_MS;
+    while (!h->ready && h->pid > 0 && th_mono_ms() < deadline && !r->interrupted)
+        pump(r, (int)(deadline - th_mono_ms()));
     if (h->ready)
-        h->ready_ms = mono_ms();
+        h->ready_ms = th_mono_ms();
     return h->ready;
 }
 
@@ -752,9 +678,9 @@ static void hub_stop(struct run *r)
     struct hub *h = &r->hub;
     if (h->pid > 0) {
         kill(h->pid, SIGTERM);
-        int64_t deadline = mono_ms() + HUB_STOP_MS;
-        while (h->pid > 0 && mono_ms() < deadline)
-            pump(r, (int)(deadline - mono_ms()));
+        int64_t deadline = th_mono_ms() + HUB_STOP_MS;
+        while (h->pid > 0 && th_mono_ms() < deadline)
+            pump(r, (int)(deadline - th_mono_ms()));
         if (h->pid > 0) {
             kill(-h->pid, SIGKILL);
             kill(h->pid, SIGKILL);
@@ -774,7 +700,7 @@ static void hub_explain(struct run *r)
     struct hub *h = &r->hub;
     if (h->pid == 0) {
         char how[128];
-        describe_status(h->status, how, sizeof how);
+        th_describe_status(h->status, how, sizeof how);
         fprintf(stderr, "twinhub run: the hub (twinhub serve) %s before it was ready\n", how);
     } else {
         fprintf(stderr, "twinhub run: the hub was not ready within %d s\n",
@@ -817,7 +743,7 @@ static int hub_start_own(struct run *r)
     if (r->s->registry) {
         snprintf(h->registry, sizeof h->registry, "%s/registry.json", h->dir);
         char *text = cJSON_Print(r->s->registry);
-        bool ok = text && write_text_file(h->registry, text);
+        bool ok = text && th_write_text_file("twinhub run", h->registry, text);
         free(text);
         if (!ok)
             return EXIT_HUB;
@@ -953,6 +879,24 @@ static void identity_vars(struct run *r, const char *d, const char *m, const cJS
  * twin seeds the engine (reported properties, connection state) and its keys
  * give the run variables. One request with all the commands.
  */
+/*
+ * Ask the hub for identity d[/m] (getDevice) and, when it knows it, set its
+ * run variables. Returns whether it did.
+ */
+static bool fetch_identity_vars(struct run *r, const char *d, const char *m)
+{
+    cJSON *cmd = th_command_new("getDevice");
+    add_ids(cmd, d, m);
+    cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+    cJSON_Delete(cmd);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
+    bool found = data != NULL;
+    if (found)
+        identity_vars(r, d, m, data);
+    cJSON_Delete(e);
+    return found;
+}
+
 static bool seed_identities(struct run *r)
 {
     cJSON *ids = th_scenario_identities(r->s);
@@ -973,8 +917,8 @@ static bool seed_identities(struct run *r)
         const cJSON *id = cJSON_GetArrayItem(ids, (int)i);
         const char *d = th_json_string(id, "deviceId", NULL);
         const char *m = th_json_string(id, "moduleId", NULL);
-        cmds[2 * i] = command("getTwin");
-        cmds[2 * i + 1] = command("getDevice");
+        cmds[2 * i] = th_command_new("getTwin");
+        cmds[2 * i + 1] = th_command_new("getDevice");
         ok = cmds[2 * i] && cmds[2 * i + 1];
         if (ok) {
             add_ids(cmds[2 * i], d, m);
@@ -1020,10 +964,10 @@ static void resolve_run_vars(struct run *r, size_t step)
     {
         const char *n = name->valuestring;
         char d[512] = "", m[512] = "";
-        const char *m_arg = NULL;
         if (!strncmp(n, "device.", 7)) {
             const char *end = strrchr(n, '.');
             snprintf(d, sizeof d, "%.*s", (int)(end - (n + 7)), n + 7);
+            fetch_identity_vars(r, d, NULL);
         } else if (!strncmp(n, "module.", 7)) {
             /* module.<device>.<module>.connectionString: ids may hold dots, try each split */
             const char *rest = n + 7;
@@ -1032,29 +976,10 @@ static void resolve_run_vars(struct run *r, size_t step)
                  dot = strchr(dot + 1, '.')) {
                 snprintf(d, sizeof d, "%.*s", (int)(dot - rest), rest);
                 snprintf(m, sizeof m, "%.*s", (int)(end - dot - 1), dot + 1);
-                cJSON *cmd = command("getDevice");
-                add_ids(cmd, d, m);
-                cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
-                cJSON_Delete(cmd);
-                const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
-                if (data)
-                    identity_vars(r, d, m, data);
-                cJSON_Delete(e);
-                if (data)
+                if (fetch_identity_vars(r, d, m))
                     break;
             }
-            continue;
-        } else {
-            continue;
         }
-        cJSON *cmd = command("getDevice");
-        add_ids(cmd, d, m_arg);
-        cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
-        cJSON_Delete(cmd);
-        const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
-        if (data)
-            identity_vars(r, d, NULL, data);
-        cJSON_Delete(e);
     }
     cJSON_Delete(missing);
 }
@@ -1079,14 +1004,7 @@ static bool agent_start(struct run *r, const char *cmdline)
         snprintf(name, sizeof name, "device.%s.connectionString", d);
     const char *cs = th_json_string(vars, name, NULL);
     if (!cs) {
-        cJSON *cmd = command("getDevice");
-        add_ids(cmd, d, m);
-        cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
-        cJSON_Delete(cmd);
-        const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
-        if (data)
-            identity_vars(r, d, m, data);
-        cJSON_Delete(e);
+        fetch_identity_vars(r, d, m);
         cs = th_json_string(vars, name, NULL);
     }
     if (!cs) {
@@ -1139,10 +1057,7 @@ static bool agent_start(struct run *r, const char *cmdline)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
-        sigprocmask(SIG_SETMASK, &r->old_mask, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
+        if (!th_child_setup(&r->old_mask, parent))
             _exit(1);
         setpgid(0, 0); /* its own group: the whole agent can be stopped at once */
         for (size_t i = 0; env_set && i < k; i += 2)
@@ -1192,9 +1107,9 @@ static void agent_stop(struct run *r)
         return;
     pid_t pid = a->pid;
     kill(-pid, SIGTERM);
-    int64_t deadline = mono_ms() + AGENT_STOP_MS;
-    while (a->pid > 0 && mono_ms() < deadline)
-        pump(r, (int)(deadline - mono_ms()));
+    int64_t deadline = th_mono_ms() + AGENT_STOP_MS;
+    while (a->pid > 0 && th_mono_ms() < deadline)
+        pump(r, (int)(deadline - th_mono_ms()));
     if (a->pid > 0) {
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -1210,12 +1125,12 @@ static void agent_stop(struct run *r)
 static bool step_broken(struct run *r)
 {
     if (r->interrupted) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(), "interrupted", NULL);
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), "interrupted", NULL);
         return true;
     }
     if (r->agent.started && r->agent.exited && !r->agent.reported) {
         char how[128], msg[320];
-        describe_status(r->agent.status, how, sizeof how);
+        th_describe_status(r->agent.status, how, sizeof how);
         int code = WIFEXITED(r->agent.status) ? WEXITSTATUS(r->agent.status) : 0;
         snprintf(msg, sizeof msg, "the agent %s%s", how,
                  code == 127   ? " (the shell did not find its command: check --agent or "
@@ -1223,15 +1138,15 @@ static bool step_broken(struct run *r)
                  : code == 126 ? " (its command is not executable)"
                                : "");
         r->agent.reported = true;
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(), msg, NULL);
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), msg, NULL);
         return true;
     }
     if (r->hub.own && r->hub.pid == 0) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(), "the hub stopped", NULL);
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), "the hub stopped", NULL);
         return true;
     }
     if (r->ctl.lost) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the control connection to the hub was lost", NULL);
         return true;
     }
@@ -1246,13 +1161,13 @@ static enum th_verdict verdict_now(const struct run *r, size_t i)
 /* Wait until the step's mark has come back through the event stream. */
 static bool wait_anchored(struct run *r, size_t i)
 {
-    int64_t deadline = mono_ms() + MARK_TIMEOUT_MS;
+    int64_t deadline = th_mono_ms() + MARK_TIMEOUT_MS;
     while (!th_scn_session_anchored(r->ss) && verdict_now(r, i) == TH_VERDICT_PENDING) {
         if (step_broken(r))
             return false;
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - th_mono_ms();
         if (left <= 0) {
-            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                       "the hub did not echo the step's mark event", NULL);
             return false;
         }
@@ -1264,7 +1179,7 @@ static bool wait_anchored(struct run *r, size_t i)
 static cJSON *mark_command(const struct run *r, size_t i)
 {
     const struct th_step *st = &r->s->steps[i];
-    cJSON *cmd = command("mark");
+    cJSON *cmd = th_command_new("mark");
     cJSON *data = cmd ? cJSON_AddObjectToObject(cmd, "data") : NULL;
     if (!data) {
         cJSON_Delete(cmd);
@@ -1279,7 +1194,7 @@ static cJSON *mark_command(const struct run *r, size_t i)
 
 static bool scenario_mark(struct run *r, const char *action)
 {
-    cJSON *cmd = command("mark");
+    cJSON *cmd = th_command_new("mark");
     cJSON *data = cmd ? cJSON_AddObjectToObject(cmd, "data") : NULL;
     if (!data) {
         cJSON_Delete(cmd);
@@ -1306,7 +1221,7 @@ static cJSON *action_command(struct run *r, const struct th_step *st, const cJSO
     switch (st->kind) {
     case TH_STEP_PATCH_DESIRED:
     case TH_STEP_REPLACE_DESIRED:
-        cmd = command(st->kind == TH_STEP_PATCH_DESIRED ? "updateTwin" : "replaceTwin");
+        cmd = th_command_new(st->kind == TH_STEP_PATCH_DESIRED ? "updateTwin" : "replaceTwin");
         add_ids(cmd, d, m);
         patch = cJSON_AddObjectToObject(cmd, "patch");
         props = cJSON_AddObjectToObject(patch, "properties");
@@ -1317,14 +1232,14 @@ static cJSON *action_command(struct run *r, const struct th_step *st, const cJSO
                             1));
         break;
     case TH_STEP_UPDATE_TAGS:
-        cmd = command("updateTwin");
+        cmd = th_command_new("updateTwin");
         add_ids(cmd, d, m);
         patch = cJSON_AddObjectToObject(cmd, "patch");
         cJSON_AddItemToObject(patch, "tags",
                               cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "tags"), 1));
         break;
     case TH_STEP_INVOKE_METHOD: {
-        cmd = command("invokeMethod");
+        cmd = th_command_new("invokeMethod");
         add_ids(cmd, d, m);
         cJSON_AddStringToObject(cmd, "methodName", th_json_string(b, "methodName", ""));
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(b, "payload");
@@ -1336,7 +1251,7 @@ static cJSON *action_command(struct run *r, const struct th_step *st, const cJSO
         break;
     }
     case TH_STEP_SEND_C2D: {
-        cmd = command("sendC2D");
+        cmd = th_command_new("sendC2D");
         add_ids(cmd, d, NULL);
         const cJSON *bj = cJSON_GetObjectItemCaseSensitive(b, "bodyJson");
         if (bj) {
@@ -1357,7 +1272,7 @@ static cJSON *action_command(struct run *r, const struct th_step *st, const cJSO
         break;
     }
     case TH_STEP_CREATE_MODULES: {
-        cmd = command("ensureModule");
+        cmd = th_command_new("ensureModule");
         cJSON_AddStringToObject(cmd, "moduleId", th_json_string(b, "moduleId", ""));
         const cJSON *des = cJSON_GetObjectItemCaseSensitive(b, "desired");
         const char *file = th_json_string(b, "desiredFile", NULL);
@@ -1395,17 +1310,17 @@ static cJSON *action_command(struct run *r, const struct th_step *st, const cJSO
         break;
     }
     case TH_STEP_QUERY:
-        cmd = command("query");
+        cmd = th_command_new("query");
         cJSON_AddStringToObject(cmd, "query", th_json_string(b, "query", ""));
         cJSON_AddNumberToObject(cmd, "pageSize", 1000);
         break;
     case TH_STEP_DISCONNECT:
     case TH_STEP_EXPIRE_TOKEN:
-        cmd = command(st->kind == TH_STEP_DISCONNECT ? "disconnect" : "expireToken");
+        cmd = th_command_new(st->kind == TH_STEP_DISCONNECT ? "disconnect" : "expireToken");
         add_ids(cmd, d, m);
         break;
     case TH_STEP_INJECT_ERROR:
-        cmd = command("injectError");
+        cmd = th_command_new("injectError");
         add_ids(cmd, d, m);
         cJSON_AddStringToObject(cmd, "operation", th_json_string(b, "operation", ""));
         cJSON_AddNumberToObject(cmd, "status", th_json_number(b, "status", 429));
@@ -1440,7 +1355,7 @@ static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
         const char *cont = th_json_string(data, "continuation", NULL);
         if (!cont)
             break;
-        cJSON *cmd = command("query");
+        cJSON *cmd = th_command_new("query");
         cJSON_AddStringToObject(cmd, "query", q);
         cJSON_AddNumberToObject(cmd, "pageSize", 1000);
         cJSON_AddStringToObject(cmd, "continuation", cont);
@@ -1460,7 +1375,7 @@ static void restart_hub(struct run *r, size_t i)
 {
     (void)i;
     if (!r->hub.own) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "restartHub needs the runner's own hub; it cannot restart a hub "
                                   "given with --hub",
                                   NULL);
@@ -1471,22 +1386,22 @@ static void restart_hub(struct run *r, size_t i)
     th_scn_session_hub_restarted(r->ss);
     if (!hub_spawn(r)) {
         hub_explain(r);
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the hub did not come back after the restart", NULL);
         return;
     }
     if (!ctl_open(r)) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "could not reconnect to the restarted hub", NULL);
         return;
     }
     /* Events between the restart and our subscription were not seen: re-read the state. */
     if (!seed_identities(r)) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the restarted hub did not answer getTwin", NULL);
         return;
     }
-    th_scn_session_set_result(r->ss, TH_VERDICT_PASS, real_us(), NULL, NULL);
+    th_scn_session_set_result(r->ss, TH_VERDICT_PASS, th_now_us(), NULL, NULL);
 }
 
 /* Run step i: mark, act or wait, decide. */
@@ -1507,7 +1422,7 @@ static void run_step(struct run *r, size_t i)
         cJSON *cmd = action_command(r, st, b, err, sizeof err);
         if (!cmd) {
             cJSON_Delete(mark);
-            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(), err, NULL);
+            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), err, NULL);
             return;
         }
         cJSON *cmds[2] = {mark, cmd};
@@ -1520,12 +1435,12 @@ static void run_step(struct run *r, size_t i)
         bool sent = ctl_send(r, cmds, 2, corrs);
         cJSON *entry = NULL;
         if (sent && wait_anchored(r, i)) {
-            int64_t deadline = mono_ms() + timeout;
+            int64_t deadline = th_mono_ms() + timeout;
             while (!entry && verdict_now(r, i) == TH_VERDICT_PENDING && !step_broken(r)) {
                 entry = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[1]);
                 if (entry)
                     break;
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - th_mono_ms();
                 if (left <= 0)
                     break;
                 pump(r, (int)left);
@@ -1533,18 +1448,18 @@ static void run_step(struct run *r, size_t i)
             cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[0]));
             if (verdict_now(r, i) == TH_VERDICT_PENDING) {
                 if (!entry) {
-                    th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+                    th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                               "the hub did not answer the command in time", NULL);
                 } else {
                     cJSON *outcome = st->kind == TH_STEP_QUERY
                                          ? run_query(r, entry, th_json_string(b, "query", ""))
                                          : outcome_of(entry);
-                    th_scn_session_check_outcome(r->ss, outcome, real_us());
+                    th_scn_session_check_outcome(r->ss, outcome, th_now_us());
                     cJSON_Delete(outcome);
                 }
             }
         } else if (!sent) {
-            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+            th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                       "could not send the command to the hub", NULL);
         }
         cJSON_Delete(entry);
@@ -1557,7 +1472,7 @@ static void run_step(struct run *r, size_t i)
     bool sent = ctl_send(r, &mark, 1, corr);
     cJSON_Delete(mark);
     if (!sent) {
-        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+        th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "could not send the step's mark to the hub", NULL);
         return;
     }
@@ -1573,13 +1488,13 @@ static void run_step(struct run *r, size_t i)
         if (step_broken(r))
             return;
         int64_t dl = th_scn_session_deadline(r->ss);
-        int64_t now = real_us();
+        int64_t now = th_now_us();
         if (now > dl + 1000) {
             if (st->kind == TH_STEP_SLEEP) {
                 th_scn_session_set_result(r->ss, TH_VERDICT_PASS, now, NULL, NULL);
                 return;
             }
-            cJSON *cmd = command("getStatistics");
+            cJSON *cmd = th_command_new("getStatistics");
             cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
             cJSON_Delete(cmd);
             cJSON_Delete(e);
@@ -1587,7 +1502,7 @@ static void run_step(struct run *r, size_t i)
                 return;
             th_scn_session_settle(r->ss, dl);
             if (verdict_now(r, i) == TH_VERDICT_PENDING)
-                th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+                th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                           "the hub did not answer the barrier command", NULL);
             return;
         }
@@ -1640,7 +1555,7 @@ static void agent_log_path(struct run *r, size_t index)
     char dir[PATH_MAX];
     if (snprintf(dir, sizeof dir, "%s/%zu-%s", r->report_dir, index + 1, stem) >= (int)sizeof dir)
         snprintf(dir, sizeof dir, "%s", r->report_dir);
-    make_dirs(dir, 0755);
+    th_make_dirs(dir, 0755, NULL, 0);
     snprintf(r->agent.log, sizeof r->agent.log, "%s/agent.log", dir);
 }
 
@@ -1671,11 +1586,11 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
         rc = EXIT_HUB;
     if (rc == 0)
         th_time_format(th_now_us(), out->timestamp);
-    int64_t start_us = real_us();
+    int64_t start_us = th_now_us();
     if (rc == 0 && !scenario_mark(r, "scenarioBegin"))
         rc = EXIT_HUB;
     if (rc == 0 && !r->hub.own && s->registry) {
-        cJSON *cmd = command("importRegistry");
+        cJSON *cmd = th_command_new("importRegistry");
         cJSON_AddItemToObject(cmd, "registry", cJSON_Duplicate(s->registry, 1));
         cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
         cJSON_Delete(cmd);
@@ -1714,13 +1629,13 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
             agent_ok = agent_start(r, agent_cmd);
             if (!agent_ok) {
                 th_scn_session_begin_step(r->ss, i);
-                th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, real_us(),
+                th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                           "the agent could not be started", NULL);
             }
         }
         if (i == 0 && r->o.verbose)
             fprintf(stderr, "twinhub run: first step starts %lld ms after `twinhub run` began%s\n",
-                    (long long)(mono_ms() - r->t0_ms), r->hub.own ? "" : " (running hub)");
+                    (long long)(th_mono_ms() - r->t0_ms), r->hub.own ? "" : " (running hub)");
         if (agent_ok)
             run_step(r, i);
         const struct th_step_result *res = th_scn_session_result(r->ss, i);
@@ -1765,7 +1680,7 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
     }
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     fflush(stdout);
-    out->time_s = (double)(real_us() - start_us) / 1e6;
+    out->time_s = (double)(th_now_us() - start_us) / 1e6;
     ctl_close(r);
     hub_stop(r);
     return failed ? TH_EXIT_FAIL : TH_EXIT_OK;
@@ -1843,7 +1758,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 int th_cmd_run(int argc, char **argv)
 {
-    struct run r = {.sig_fd = -1, .t0_ms = mono_ms()};
+    struct run r = {.sig_fd = -1, .t0_ms = th_mono_ms()};
     int rc = parse_args(argc, argv, &r.o);
     if (rc >= 0)
         return rc;
@@ -1879,7 +1794,7 @@ int th_cmd_run(int argc, char **argv)
     /* The report directory (agent logs). */
     if (r.o.report_dir) {
         snprintf(r.report_dir, sizeof r.report_dir, "%s", r.o.report_dir);
-        if (!make_dirs(r.report_dir, 0755)) {
+        if (!th_make_dirs(r.report_dir, 0755, NULL, 0)) {
             fprintf(stderr, "twinhub run: cannot create --report-dir %s: %s\n", r.report_dir,
                     strerror(errno));
             rc = TH_EXIT_USAGE;
@@ -1967,7 +1882,7 @@ int th_cmd_run(int argc, char **argv)
             };
         }
         char *xml = suites ? th_junit_render(suites, ran) : NULL;
-        if (!xml || !write_text_file(r.o.junit, xml))
+        if (!xml || !th_write_text_file("twinhub run", r.o.junit, xml))
             rc = rc ? rc : TH_EXIT_FAIL;
         free(xml);
         free(suites);

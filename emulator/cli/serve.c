@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -49,9 +48,10 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "client.h"   /* th_read_json_file */
+#include "client.h"   /* th_read_json_file, th_parse_long */
 #include "gateway.h"  /* the HTTPS gateway (REST API, MQTT over WebSockets) */
 #include "registry.h" /* TH_DEV_* */
+#include "util.h"     /* th_mono_ms */
 
 #define DEFAULT_MQTT_PORT 1883
 #define DEFAULT_MQTTS_PORT 8883
@@ -201,10 +201,8 @@ void th_usage_serve(FILE *out)
 
 static bool parse_port(const char *opt, const char *text, int *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < 0 || v > 65535) {
+    long v;
+    if (!th_parse_long(text, 0, 65535, &v)) {
         fprintf(stderr,
                 "twinhub serve: %s '%s' is not a port number; use 1-65535, or 0 to "
                 "disable that listener\n",
@@ -565,21 +563,11 @@ static bool is_directory(const char *path)
  */
 static bool make_dirs(const char *dir)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            fprintf(stderr, "twinhub: cannot create %s: %s; pass another --state-dir\n", path,
-                    strerror(errno));
-            return false;
-        }
-        *p = saved;
-        if (saved == '\0')
-            break;
+    char failed[PATH_MAX];
+    if (!th_make_dirs(dir, 0700, failed, sizeof failed)) {
+        fprintf(stderr, "twinhub: cannot create %s: %s; pass another --state-dir\n", failed,
+                strerror(errno));
+        return false;
     }
     if (!is_directory(dir)) {
         fprintf(stderr, "twinhub: %s is not a directory; pass another --state-dir\n", dir);
@@ -588,14 +576,38 @@ static bool make_dirs(const char *dir)
     return true;
 }
 
+/* absolute() for option `opt` given as `path`; says "path too long" when it fails. */
+static bool absolute_or_say(const char *opt, const char *path, char *out, size_t size)
+{
+    if (absolute(path, out, size))
+        return true;
+    fprintf(stderr, "twinhub serve: %s %s: path too long\n", opt, path);
+    return false;
+}
+
+/*
+ * The directory of output file `abs` (absolute; option `opt` given as
+ * `given`) must exist and be writable; says so when not.
+ */
+static bool dir_writable_or_say(const char *opt, const char *given, const char *abs)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", abs);
+    *strrchr(dir, '/') = '\0';
+    const char *d = dir[0] ? dir : "/";
+    if (is_directory(d) && access(d, W_OK) == 0)
+        return true;
+    fprintf(stderr, "twinhub serve: %s %s: directory %s does not exist or is not writable\n", opt,
+            given, d);
+    return false;
+}
+
 /* The cert directory, the registry, record and state paths, and the info file's directory. */
 static int resolve_files(struct serve *s)
 {
     if (s->o.cert_dir) {
-        if (!absolute(s->o.cert_dir, s->cert_dir, sizeof s->cert_dir)) {
-            fprintf(stderr, "twinhub serve: --cert-dir %s: path too long\n", s->o.cert_dir);
+        if (!absolute_or_say("--cert-dir", s->o.cert_dir, s->cert_dir, sizeof s->cert_dir))
             return TH_EXIT_USAGE;
-        }
     } else if (!th_certs_default_dir(s->cert_dir, sizeof s->cert_dir)) {
         return TH_EXIT_FAIL;
     }
@@ -611,21 +623,10 @@ static int resolve_files(struct serve *s)
         }
     }
     if (s->o.info_file) {
-        char dir[PATH_MAX];
-        if (!absolute(s->o.info_file, dir, sizeof dir)) {
-            fprintf(stderr, "twinhub serve: --info-file %s: path too long\n", s->o.info_file);
+        char path[PATH_MAX];
+        if (!absolute_or_say("--info-file", s->o.info_file, path, sizeof path) ||
+            !dir_writable_or_say("--info-file", s->o.info_file, path))
             return TH_EXIT_USAGE;
-        }
-        *strrchr(dir, '/') = '\0';
-        struct stat st;
-        if (stat(dir[0] ? dir : "/", &st) != 0 || !S_ISDIR(st.st_mode) ||
-            access(dir[0] ? dir : "/", W_OK) != 0) {
-            fprintf(stderr,
-                    "twinhub serve: --info-file %s: directory %s does not exist or is not "
-                    "writable\n",
-                    s->o.info_file, dir[0] ? dir : "/");
-            return TH_EXIT_USAGE;
-        }
         if (access(s->o.info_file, F_OK) == 0 && is_directory(s->o.info_file)) {
             fprintf(stderr, "twinhub serve: --info-file %s is a directory; give a file name\n",
                     s->o.info_file);
@@ -640,32 +641,20 @@ static int resolve_files(struct serve *s)
     }
     s->record[0] = '\0';
     if (s->o.record) {
-        if (!absolute(s->o.record, s->record, sizeof s->record)) {
-            fprintf(stderr, "twinhub serve: --record %s: path too long\n", s->o.record);
+        if (!absolute_or_say("--record", s->o.record, s->record, sizeof s->record))
             return TH_EXIT_USAGE;
-        }
         if (is_directory(s->record)) {
             fprintf(stderr, "twinhub serve: --record %s is a directory; give a file name\n",
                     s->o.record);
             return TH_EXIT_USAGE;
         }
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s", s->record);
-        *strrchr(dir, '/') = '\0';
-        if (!is_directory(dir[0] ? dir : "/") || access(dir[0] ? dir : "/", W_OK) != 0) {
-            fprintf(stderr,
-                    "twinhub serve: --record %s: directory %s does not exist or is not "
-                    "writable\n",
-                    s->o.record, dir[0] ? dir : "/");
+        if (!dir_writable_or_say("--record", s->o.record, s->record))
             return TH_EXIT_USAGE;
-        }
     }
     s->state_dir[0] = '\0';
     if (s->o.state_dir) {
-        if (!absolute(s->o.state_dir, s->state_dir, sizeof s->state_dir)) {
-            fprintf(stderr, "twinhub serve: --state-dir %s: path too long\n", s->o.state_dir);
+        if (!absolute_or_say("--state-dir", s->o.state_dir, s->state_dir, sizeof s->state_dir))
             return TH_EXIT_USAGE;
-        }
         if (access(s->state_dir, F_OK) == 0 && !is_directory(s->state_dir)) {
             fprintf(stderr, "twinhub serve: --state-dir %s exists and is not a directory\n",
                     s->o.state_dir);
@@ -682,15 +671,6 @@ static int resolve_files(struct serve *s)
 }
 
 /* ---- ports ------------------------------------------------------------------------------ */
-
-static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
-{
-    const void *a = sa->sa_family == AF_INET6
-                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-    if (!inet_ntop(sa->sa_family, a, buf, (socklen_t)size))
-        snprintf(buf, size, "?");
-}
 
 static void set_port(struct sockaddr *sa, int port)
 {
@@ -716,7 +696,7 @@ static int check_ports(struct serve *s)
             memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
             set_port((struct sockaddr *)&ss, l->port);
             char host[INET6_ADDRSTRLEN];
-            addr_text(ai->ai_addr, host, sizeof host);
+            th_gateway_addr_text(ai->ai_addr, host, sizeof host);
             int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
             int one = 1, err = 0;
             if (fd < 0) {
@@ -892,19 +872,10 @@ static bool write_conf(const struct serve *s)
 /* Block the signals we handle and route them to a signalfd. */
 static bool setup_signals(struct serve *s)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &set, &s->old_mask) != 0)
-        return false;
-    s->signals_blocked = true;
-    signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill us before we stop the broker */
-    s->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->sig_fd = th_signals_open(&s->old_mask, &s->signals_blocked);
     if (s->sig_fd < 0) {
-        fprintf(stderr, "twinhub: signalfd: %s\n", strerror(errno));
+        if (s->signals_blocked)
+            fprintf(stderr, "twinhub: signalfd: %s\n", strerror(errno));
         return false;
     }
     return true;
@@ -933,10 +904,7 @@ static bool spawn_broker(struct serve *s)
     pid_t pid = fork();
     if (pid == 0) {
         int e;
-        sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
+        if (!th_child_setup(&s->old_mask, parent))
             _exit(0);
         if ((devnull >= 0 && dup2(devnull, STDIN_FILENO) < 0) || dup2(logp[1], STDOUT_FILENO) < 0 ||
             dup2(logp[1], STDERR_FILENO) < 0) {
@@ -1088,25 +1056,6 @@ static void wait_events(struct serve *s, int timeout_ms)
     read_signals(s);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* "exited with code 3" / "was killed by signal 11 (Segmentation fault)". */
-static void describe_status(int status, char *buf, size_t size)
-{
-    if (WIFEXITED(status))
-        snprintf(buf, size, "exited with code %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(buf, size, "was killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else
-        snprintf(buf, size, "stopped (status %d)", status);
-}
-
 /*
  * SIGTERM the broker and wait for it; a second Ctrl-C, or STOP_TIMEOUT_MS
  * without an exit, escalates to SIGKILL. Drains its output before returning.
@@ -1122,10 +1071,10 @@ static void stop_broker(struct serve *s)
         fprintf(stderr, "twinhub: stopping mosquitto (pid %ld)\n", (long)s->child);
     kill(s->child, SIGTERM);
     s->stop_requested = false;
-    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
+    int64_t deadline = th_mono_ms() + STOP_TIMEOUT_MS;
     bool killed = false;
     while (s->child > 0) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - th_mono_ms();
         if (!killed && (left <= 0 || s->stop_requested)) {
             fprintf(stderr, "twinhub: mosquitto %s; killing it\n",
                     left <= 0 ? "did not stop within 10 s" : "is still stopping");
@@ -1146,7 +1095,7 @@ static void stop_broker(struct serve *s)
  */
 static int wait_ready(struct serve *s)
 {
-    int64_t start = now_ms(), deadline = start + READY_TIMEOUT_MS;
+    int64_t start = th_mono_ms(), deadline = start + READY_TIMEOUT_MS;
     int last_err = 0;
     const struct listener *waiting = NULL;
     for (;;) {
@@ -1164,10 +1113,10 @@ static int wait_ready(struct serve *s)
         if (all) {
             if (s->o.verbose)
                 fprintf(stderr, "twinhub: listeners accept connections after %lld ms\n",
-                        (long long)(now_ms() - start));
+                        (long long)(th_mono_ms() - start));
             return -1;
         }
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - th_mono_ms();
         if (left <= 0) {
             fprintf(stderr,
                     "twinhub: mosquitto did not accept connections on its %s listener (%s "
@@ -1186,7 +1135,7 @@ static int wait_ready(struct serve *s)
             while (s->log_fd >= 0)
                 wait_events(s, 100);
             char how[128];
-            describe_status(s->child_status, how, sizeof how);
+            th_describe_status(s->child_status, how, sizeof how);
             fprintf(stderr, "twinhub: mosquitto %s before it was ready%s%s\n", how,
                     s->last_line[0] ? ": " : "; run with -v to see its log", s->last_line);
             return TH_EXIT_FAIL;
@@ -1365,7 +1314,7 @@ static int run_until_stopped(struct serve *s)
             if (s->stop_requested)
                 return TH_EXIT_OK;
             char how[128];
-            describe_status(s->child_status, how, sizeof how);
+            th_describe_status(s->child_status, how, sizeof how);
             fprintf(stderr, "twinhub: mosquitto %s unexpectedly; the hub is down%s%s%s\n", how,
                     s->last_line[0] ? " (its last message: " : "", s->last_line,
                     s->last_line[0] ? ")" : "");
@@ -1464,12 +1413,12 @@ static int start_gateway(struct serve *s)
         stop_broker(s);
         return TH_EXIT_FAIL;
     }
-    int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+    int64_t deadline = th_mono_ms() + READY_TIMEOUT_MS;
     for (;;) {
         enum th_gateway_state st = th_gateway_state(s->gw, err, sizeof err);
         if (st == TH_GATEWAY_UP)
             return -1;
-        if (st == TH_GATEWAY_REFUSED || now_ms() >= deadline) {
+        if (st == TH_GATEWAY_REFUSED || th_mono_ms() >= deadline) {
             fprintf(stderr, "twinhub: the HTTPS gateway could not sign in to the broker: %s\n",
                     st == TH_GATEWAY_REFUSED ? err : "no answer within 10 s");
             stop_broker(s);
@@ -1482,7 +1431,7 @@ static int start_gateway(struct serve *s)
         }
         if (s->child == 0) {
             char how[128];
-            describe_status(s->child_status, how, sizeof how);
+            th_describe_status(s->child_status, how, sizeof how);
             fprintf(stderr, "twinhub: mosquitto %s before the gateway was ready\n", how);
             return TH_EXIT_FAIL;
         }

@@ -145,20 +145,6 @@ static int read_recording(const char *path, struct recording *r)
     return rc;
 }
 
-static bool write_text_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "we");
-    if (!f) {
-        fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    bool ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok)
-        fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
-    return ok;
-}
-
 struct verified {
     struct th_scenario *s;
     struct th_scn_session *ss;
@@ -336,7 +322,7 @@ int th_cmd_verify(int argc, char **argv)
                                         .cases = v[i].cases,
                                         .ncases = v[i].cases ? v[i].s->nsteps : 0};
         char *xml = th_junit_render(suites, nscen);
-        if (!xml || !write_text_file(junit, xml))
+        if (!xml || !th_write_text_file("twinhub", junit, xml))
             rc = rc ? rc : TH_EXIT_FAIL;
         free(xml);
     }

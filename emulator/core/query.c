@@ -6,6 +6,7 @@
  * the hub leaves open are listed in query.h.
  */
 #include "query.h"
+#include "util.h"
 
 #include <locale.h>
 #include <stdarg.h>
@@ -212,36 +213,14 @@ static char ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
-/* ASCII case-insensitive equality of a NUL-terminated string and a slice. */
-static bool ieq_slice(const char *s, const char *p, size_t n)
-{
-    size_t i = 0;
-    for (; i < n; i++) {
-        if (s[i] == '\0' || ascii_upper(s[i]) != ascii_upper(p[i]))
-            return false;
-    }
-    return s[i] == '\0';
-}
-
 static bool ieq(const char *a, const char *b)
 {
-    return ieq_slice(a, b, strlen(b));
+    return th_slice_ieq(a, strlen(a), b, strlen(b));
 }
 
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static bool is_ident_start(char c)
@@ -393,7 +372,7 @@ static bool read_hex4(const struct parser *p, size_t i, uint32_t *out)
         return false;
     uint32_t v = 0;
     for (size_t k = 0; k < 4; k++) {
-        int h = hex_value(p->text[i + k]);
+        int h = th_hex_value(p->text[i + k]);
         if (h < 0)
             return false;
         v = v * 16 + (uint32_t)h;
@@ -551,8 +530,8 @@ static th_result lex_number(struct parser *p, size_t pos, struct token *t)
     if (s[i] == '0' && i + 1 < p->len && (s[i + 1] == 'x' || s[i + 1] == 'X')) {
         i += 2;
         size_t start = i;
-        while (i < p->len && hex_value(s[i]) >= 0)
-            v = v * 16 + hex_value(s[i++]);
+        while (i < p->len && th_hex_value(s[i]) >= 0)
+            v = v * 16 + th_hex_value(s[i++]);
         if (i == start)
             return fail_at(p, pos, "invalid hex number");
     } else {
@@ -792,7 +771,7 @@ static void advance(struct parser *p)
 
 static bool tok_is_word(const struct parser *p, const struct token *t, const char *word)
 {
-    return t->kind == T_IDENT && ieq_slice(word, p->text + t->pos, t->len);
+    return t->kind == T_IDENT && th_slice_ieq(word, strlen(word), p->text + t->pos, t->len);
 }
 
 static bool tok_is_reserved(const struct parser *p, const struct token *t)
@@ -1150,58 +1129,60 @@ static th_result parse_unary(struct parser *p, struct node **out)
     return node_join(p, N_SIGN, op, pos, a, NULL, out);
 }
 
-static th_result parse_mul(struct parser *p, struct node **out)
+/*
+ * One left-associative precedence level: operand {op operand}. `match` says
+ * whether the current token is an operator of this level and which node it
+ * makes; the operator token's position is the node's.
+ */
+static th_result parse_binary(struct parser *p,
+                              th_result (*operand)(struct parser *, struct node **),
+                              bool (*match)(const struct parser *, enum node_kind *, enum op *),
+                              struct node **out)
 {
     struct node *left = NULL;
-    th_result r = parse_unary(p, &left);
-    while (r == TH_OK) {
-        enum tok_kind k = cur(p)->kind;
-        if (k != T_STAR && k != T_SLASH && k != T_PERCENT)
-            break;
+    th_result r = operand(p, &left);
+    enum node_kind kind;
+    enum op op;
+    while (r == TH_OK && match(p, &kind, &op)) {
         size_t pos = cur(p)->pos;
         advance(p);
         struct node *right = NULL;
-        r = parse_unary(p, &right);
+        r = operand(p, &right);
         if (r != TH_OK) {
             node_free(left);
             return r;
         }
-        r = node_join(p, N_ARITH,
-                      k == T_STAR    ? OP_MUL
-                      : k == T_SLASH ? OP_DIV
-                                     : OP_MOD,
-                      pos, left, right, &left);
-        if (r != TH_OK)
-            return r;
+        r = node_join(p, kind, op, pos, left, right, &left);
     }
     if (r == TH_OK)
         *out = left;
     return r;
 }
 
+static bool match_mul(const struct parser *p, enum node_kind *kind, enum op *op)
+{
+    enum tok_kind k = cur(p)->kind;
+    *kind = N_ARITH;
+    *op = k == T_STAR ? OP_MUL : k == T_SLASH ? OP_DIV : OP_MOD;
+    return k == T_STAR || k == T_SLASH || k == T_PERCENT;
+}
+
+static bool match_add(const struct parser *p, enum node_kind *kind, enum op *op)
+{
+    enum tok_kind k = cur(p)->kind;
+    *kind = N_ARITH;
+    *op = k == T_PLUS ? OP_ADD : OP_SUB;
+    return k == T_PLUS || k == T_MINUS;
+}
+
+static th_result parse_mul(struct parser *p, struct node **out)
+{
+    return parse_binary(p, parse_unary, match_mul, out);
+}
+
 static th_result parse_add(struct parser *p, struct node **out)
 {
-    struct node *left = NULL;
-    th_result r = parse_mul(p, &left);
-    while (r == TH_OK) {
-        enum tok_kind k = cur(p)->kind;
-        if (k != T_PLUS && k != T_MINUS)
-            break;
-        size_t pos = cur(p)->pos;
-        advance(p);
-        struct node *right = NULL;
-        r = parse_mul(p, &right);
-        if (r != TH_OK) {
-            node_free(left);
-            return r;
-        }
-        r = node_join(p, N_ARITH, k == T_PLUS ? OP_ADD : OP_SUB, pos, left, right, &left);
-        if (r != TH_OK)
-            return r;
-    }
-    if (r == TH_OK)
-        *out = left;
-    return r;
+    return parse_binary(p, parse_mul, match_add, out);
 }
 
 /* add [ cmp_op add | IN array | NIN array | NOT IN array ]; comparisons do not chain. */
@@ -1301,45 +1282,29 @@ static th_result parse_not(struct parser *p, struct node **out)
     return node_join(p, N_NOT, OP_EQ, pos, a, NULL, out);
 }
 
+static bool match_and(const struct parser *p, enum node_kind *kind, enum op *op)
+{
+    *kind = N_AND;
+    *op = OP_EQ;
+    return tok_is_word(p, cur(p), "AND");
+}
+
+static bool match_or(const struct parser *p, enum node_kind *kind, enum op *op)
+{
+    *kind = N_OR;
+    *op = OP_EQ;
+    return tok_is_word(p, cur(p), "OR");
+}
+
 static th_result parse_and(struct parser *p, struct node **out)
 {
-    struct node *left = NULL;
-    th_result r = parse_not(p, &left);
-    while (r == TH_OK && tok_is_word(p, cur(p), "AND")) {
-        size_t pos = cur(p)->pos;
-        advance(p);
-        struct node *right = NULL;
-        r = parse_not(p, &right);
-        if (r != TH_OK) {
-            node_free(left);
-            return r;
-        }
-        r = node_join(p, N_AND, OP_EQ, pos, left, right, &left);
-    }
-    if (r == TH_OK)
-        *out = left;
-    return r;
+    return parse_binary(p, parse_not, match_and, out);
 }
 
 /* The full expression grammar: or := and {OR and}. */
 static th_result parse_or(struct parser *p, struct node **out)
 {
-    struct node *left = NULL;
-    th_result r = parse_and(p, &left);
-    while (r == TH_OK && tok_is_word(p, cur(p), "OR")) {
-        size_t pos = cur(p)->pos;
-        advance(p);
-        struct node *right = NULL;
-        r = parse_and(p, &right);
-        if (r != TH_OK) {
-            node_free(left);
-            return r;
-        }
-        r = node_join(p, N_OR, OP_EQ, pos, left, right, &left);
-    }
-    if (r == TH_OK)
-        *out = left;
-    return r;
+    return parse_binary(p, parse_and, match_or, out);
 }
 
 /* AVG/SUM/MIN/MAX(path) or COUNT(); the name token is current. */

@@ -133,7 +133,7 @@ th_result th_b64_decode(const char *in, size_t len, uint8_t *out, size_t size, s
 
 /* ---- percent encoding ---- */
 
-static int hex_value(char c)
+int th_hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -151,7 +151,7 @@ th_result th_pct_decode(const char *in, size_t len, bool plus_is_space, char *ou
     size_t need = 0;
     for (size_t i = 0; i < len; i++, need++) {
         if (in[i] == '%') {
-            if (len - i < 3 || hex_value(in[i + 1]) < 0 || hex_value(in[i + 2]) < 0)
+            if (len - i < 3 || th_hex_value(in[i + 1]) < 0 || th_hex_value(in[i + 2]) < 0)
                 return TH_ERR_FORMAT;
             i += 2;
         }
@@ -166,7 +166,7 @@ th_result th_pct_decode(const char *in, size_t len, bool plus_is_space, char *ou
     for (size_t i = 0; i < len; i++) {
         char c = in[i];
         if (c == '%') {
-            c = (char)(hex_value(in[i + 1]) << 4 | hex_value(in[i + 2]));
+            c = (char)(th_hex_value(in[i + 1]) << 4 | th_hex_value(in[i + 2]));
             i += 2;
         } else if (c == '+' && plus_is_space) {
             c = ' ';

@@ -31,6 +31,9 @@ TH_NODISCARD th_result th_b64_encode(const uint8_t *in, size_t len, char *out, s
 TH_NODISCARD th_result th_b64_decode(const char *in, size_t len, uint8_t *out, size_t size,
                                      size_t *out_len);
 
+/* The value of hex digit `c` (either case), or -1 when it is not one. */
+int th_hex_value(char c);
+
 /*
  * Percent-decode `len` bytes of `in` into `out` (NUL-terminated). `%xx` hex is
  * case-insensitive; with `plus_is_space`, '+' becomes ' '. TH_ERR_FORMAT on a

@@ -39,13 +39,6 @@
 
 /* ---- small shared helpers ---------------------------------------------------------------- */
 
-int64_t gw_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
 {
     if (!always && !gw->verbose)
@@ -122,7 +115,7 @@ void gw_buf_free(struct gw_buf *b)
 
 /* ---- listening sockets ------------------------------------------------------------------- */
 
-static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
+void th_gateway_addr_text(const struct sockaddr *sa, char *buf, size_t size)
 {
     const void *a = sa->sa_family == AF_INET6
                         ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
@@ -196,7 +189,7 @@ struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *e
             continue;
         if (gw->nlisten == GW_MAX_LISTEN)
             break;
-        addr_text(ai->ai_addr, where, where_size);
+        th_gateway_addr_text(ai->ai_addr, where, where_size);
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         int one = 1;
         if (fd < 0) {
@@ -289,7 +282,7 @@ static const struct lws_protocols protocols[] = {
 static void tick(lws_sorted_usec_list_t *sul)
 {
     struct th_gateway *gw = lws_container_of(sul, struct th_gateway, sul_tick);
-    gw_ctl_tick(gw, gw_mono_ms());
+    gw_ctl_tick(gw, th_mono_ms());
     lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick, 1000 * LWS_US_PER_MS);
 }
 

@@ -89,4 +89,8 @@ bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, ch
                             size_t name_size, char *key, size_t key_size, char *err,
                             size_t errsize);
 
+/* The address of `sa` (IPv4 or IPv6) as text, without the port; "?" when it cannot be shown. */
+struct sockaddr;
+void th_gateway_addr_text(const struct sockaddr *sa, char *buf, size_t size);
+
 #endif

@@ -230,7 +230,7 @@ bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double
     call->id = gw->next_call_id++;
     call->conn = conn;
     call->done = done;
-    call->deadline_ms = gw_mono_ms() + (int64_t)(timeout_s * 1000);
+    call->deadline_ms = th_mono_ms() + (int64_t)(timeout_s * 1000);
     call->next = gw->calls;
     gw->calls = call;
     if (conn)
@@ -383,7 +383,7 @@ static void on_policies(struct th_gateway *gw, struct gw_conn *conn, const cJSON
 /* Send exportRegistry now (the policies are all the gateway reads of it). */
 static void send_refresh(struct th_gateway *gw)
 {
-    int64_t now = gw_mono_ms();
+    int64_t now = th_mono_ms();
     cJSON *cmd = cJSON_CreateObject();
     if (cmd && (!cJSON_AddStringToObject(cmd, "command", "exportRegistry") ||
                 !cJSON_AddBoolToObject(cmd, "includeTwins", false))) {
@@ -413,7 +413,7 @@ void gw_ctl_want_policies(struct th_gateway *gw)
         gw->policy_refresh_again = true;
         return;
     }
-    int64_t now = gw_mono_ms(), at = gw->policy_refresh_ms + GW_POLICY_REFRESH_MS;
+    int64_t now = th_mono_ms(), at = gw->policy_refresh_ms + GW_POLICY_REFRESH_MS;
     if (!gw->policy_refresh_ms || now >= at)
         send_refresh(gw);
     else
@@ -451,7 +451,7 @@ void gw_ctl_drain(struct th_gateway *gw)
         case GW_IN_REFUSED:
             gw->ctl_up = false;
             fail_all(gw, "the broker refused the gateway's control connection");
-            gw_rest_policies_ready(gw, false, gw_mono_ms());
+            gw_rest_policies_ready(gw, false, th_mono_ms());
             break;
         case GW_IN_DISCONNECTED:
             if (gw->ctl_up && !stopping) {
@@ -463,7 +463,7 @@ void gw_ctl_drain(struct th_gateway *gw)
             gw->ctl_up = false;
             fail_all(gw, "the connection to the hub was lost");
             gw->policy_refresh_in_flight = gw->policy_refresh_again = false;
-            gw_rest_policies_ready(gw, false, gw_mono_ms());
+            gw_rest_policies_ready(gw, false, th_mono_ms());
             break;
         case GW_IN_MESSAGE:
             if (!stopping)

@@ -365,17 +365,6 @@ static bool parse_head(struct gw_conn *c, const char *src, size_t n)
 
 /* ---- bodies ------------------------------------------------------------------------------ */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /*
  * Move body bytes from c->in into the request. Returns 1 when the body is
  * complete, 0 when more input is needed, -1 after answering an error.
@@ -400,7 +389,7 @@ static int take_body(struct gw_conn *c)
         char ch = p[0];
         switch (r->chunk_state) {
         case CH_SIZE: {
-            int h = hexval(ch);
+            int h = th_hex_value(ch);
             if (h >= 0) {
                 if (r->chunk_left > GW_MAX_BODY) {
                     reject(c, 413, 413001, "request body too large");

@@ -234,7 +234,6 @@ struct th_gateway {
 };
 
 /* gateway.c */
-int64_t gw_mono_ms(void);
 /* Log a line to stderr as "twinhub gateway: ..." (errors always, the rest with -v). */
 void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

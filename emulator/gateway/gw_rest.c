@@ -232,6 +232,17 @@ static void call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn don
         unreachable(c);
 }
 
+/* Send `cmd` when building it went well (`ok`); else free it and answer 500 (out of memory). */
+static void call_built(struct gw_conn *c, bool ok, cJSON *cmd, double timeout_s, gw_done_fn done)
+{
+    if (!ok) {
+        cJSON_Delete(cmd);
+        gw_rest_error(c, 500, 500001, "out of memory");
+        return;
+    }
+    call(c, cmd, timeout_s, done);
+}
+
 /* Common start of every answer handler: false when there is nobody to answer or it was an error. */
 static bool answer_ok(struct gw_conn *c, const cJSON *entry)
 {
@@ -448,12 +459,7 @@ static void send_update(struct gw_conn *c, const cJSON *current)
         ok = a && cJSON_AddItemToObject(cmd, "authentication", a);
     }
     cJSON_Delete(body);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
 }
 
 static void done_prefetch(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
@@ -495,12 +501,7 @@ static void put_identity(struct gw_conn *c, bool is_module)
     if (ok && !is_module)
         ok = copy_member(cmd, body, "status") && copy_member(cmd, body, "statusReason");
     cJSON_Delete(body);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
 }
 
 static void h_put_device(struct gw_conn *c)
@@ -547,12 +548,7 @@ static void write_twin(struct gw_conn *c, bool replace)
         ok = p && copy_member(p, props, "desired");
     }
     cJSON_Delete(body);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
 }
 
 static void h_patch_twin(struct gw_conn *c)
@@ -580,12 +576,7 @@ static void h_invoke(struct gw_conn *c)
     if (!(wait >= 0 && wait <= 2 * TH_METHOD_MAX_TIMEOUT_S))
         wait = 2 * TH_METHOD_MAX_TIMEOUT_S; /* out of range: the hub refuses it at once */
     cJSON_Delete(body);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, wait + METHOD_SLACK_S, done_data);
+    call_built(c, ok, cmd, wait + METHOD_SLACK_S, done_data);
 }
 
 static void h_query(struct gw_conn *c)
@@ -620,12 +611,7 @@ static void h_query(struct gw_conn *c)
         ok = cJSON_AddStringToObject(cmd, "continuation", tmp) != NULL;
     }
     cJSON_Delete(body);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_query);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_query);
 }
 
 static void h_stats_devices(struct gw_conn *c)
@@ -687,12 +673,7 @@ static void h_c2d(struct gw_conn *c)
          header_member(c, cmd, "iothub-contentencoding", "contentEncoding") &&
          header_member(c, cmd, "Content-Encoding", "contentEncoding");
     free(b64);
-    if (!ok) {
-        cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
-        return;
-    }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_data);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_data);
 }
 
 static void h_health(struct gw_conn *c)
@@ -799,7 +780,7 @@ static bool wait_for_policies(struct gw_conn *c, bool retry)
     if (retry && c->policy_retry)
         return false;
     c->policy_retry = c->policy_retry || retry;
-    c->auth_missed_ms = retry ? gw_mono_ms() : 0;
+    c->auth_missed_ms = retry ? th_mono_ms() : 0;
     c->state = GW_C_AUTH;
     c->auth_next = gw->auth_waiters;
     gw->auth_waiters = c;
