@@ -58,6 +58,7 @@ static struct th_conn *conn_add(struct th_plugin *p, struct mosquitto *client,
             p->service_conns--;
         }
         free(c->client_id);
+        free(c->policy);
         free(c);
     }
     c = calloc(1, sizeof *c);
@@ -127,13 +128,18 @@ static int auth_service(struct th_plugin *p, struct mosquitto *client, const str
         return refuse(p, rq, NULL, NULL,
                       "a service connection's client id must not be a registered identity");
     }
+    char *policy = strdup(pol->name);
+    if (!policy) {
+        return MOSQ_ERR_NOMEM;
+    }
     c = conn_add(p, client, rq->client_id, TH_CONN_SERVICE);
     if (!c) {
+        free(policy);
         return MOSQ_ERR_NOMEM;
     }
     c->perms = pol->perms;
     p->service_conns++;
-    snprintf(c->policy, sizeof c->policy, "%s", pol->name);
+    c->policy = policy;
     c->token_expiry_s = tok->expiry;
     th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
            pol->name);
@@ -355,6 +361,7 @@ int th_on_disconnect(int event, void *event_data, void *userdata)
         th_log(p, MOSQ_LOG_INFO, "service | disconnected | client=%s", c->client_id);
     }
     free(c->client_id);
+    free(c->policy);
     free(c);
     return MOSQ_ERR_SUCCESS;
 }

@@ -89,7 +89,7 @@ bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
         return true;
     }
     th_error_set(&err, TH_ERR_AUTH, 401002, "policy '%s' does not grant %s, which '%s' needs",
-                 x->caller->policy, perm_name, x->name);
+                 x->caller->policy ? x->caller->policy : "", perm_name, x->name);
     th_ctl_reply_err(x, &err);
     return false;
 }

@@ -5,6 +5,8 @@
  * "give every device this module" command used for the `azureiotsecurity`
  * security module, and registry import/export.
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,9 +423,13 @@ static void cmd_query(struct cmd_ctx *x)
         return;
     }
     if (cont) {
+        /* Only the decimal positions this command hands out: strtoull alone would also take
+         * " 1", "+1" and "-1" (as 2^64 - 1) and wrap skip + page around. */
         char *end;
+        errno = 0;
         unsigned long long v = strtoull(cont, &end, 10);
-        if (*cont == '\0' || *end != '\0') {
+        if (*cont < '0' || *cont > '9' || *end != '\0' || errno == ERANGE ||
+            v > (unsigned long long)(SIZE_MAX - 1000)) {
             th_error_set(&err, TH_ERR_INVAL, 400004,
                          "'continuation' must be the token returned by the previous page");
             th_ctl_reply_err(x, &err);

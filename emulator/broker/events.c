@@ -12,20 +12,31 @@
 #include "plugin.h"
 #include "util.h"
 
-/* Copy an id into a topic level, replacing the MQTT wildcards '+' and '#'. */
+/*
+ * Copy an id into a topic level. Registry ids may hold the MQTT wildcards '+'
+ * and '#', and the `mark` command takes any string, so everything a topic
+ * name cannot carry, or that would add a level, goes out percent-encoded:
+ * '+', '#', '/', control characters and every non-ASCII byte (the last keep
+ * clients' UTF-8 checks happy: libmosquitto drops a connection that receives
+ * a topic with a control character or invalid UTF-8). '%' itself stays as it
+ * is, as before; the record's deviceId/moduleId hold the ids exactly.
+ */
 static size_t put_level(char *out, size_t size, const char *id)
 {
+    static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
-    for (const char *s = id; *s; s++) {
-        const char *rep = *s == '+' ? "%2B" : *s == '#' ? "%23" : NULL;
-        size_t rl = rep ? 3 : 1;
+    for (const unsigned char *s = (const unsigned char *)id; *s; s++) {
+        bool enc = *s < 0x20 || *s >= 0x7F || *s == '+' || *s == '#' || *s == '/';
+        size_t rl = enc ? 3 : 1;
         if (n + rl >= size) {
             break;
         }
-        if (rep) {
-            memcpy(out + n, rep, 3);
+        if (enc) {
+            out[n] = '%';
+            out[n + 1] = hex[*s >> 4];
+            out[n + 2] = hex[*s & 15];
         } else {
-            out[n] = *s;
+            out[n] = (char)*s;
         }
         n += rl;
     }

@@ -181,6 +181,7 @@ static void plugin_free(struct th_plugin *p)
     {
         HASH_DEL(p->conns, c);
         free(c->client_id);
+        free(c->policy);
         free(c);
     }
     if (p->reg) {

@@ -27,12 +27,20 @@ enum th_twin_section {
     TH_SECTION_REPORTED,
 };
 
+/*
+ * The $metadata of a section, held compactly (twin.c): one small node per
+ * property with its time as microseconds and its $lastUpdatedVersion; the
+ * JSON ({"$lastUpdated":..,"$lastUpdatedVersion":..,"key":{...}}) is built
+ * only by th_twin_properties_view and th_twin_state_json.
+ */
+struct th_twin_meta;
+
 struct th_twin {
-    cJSON *tags;          /* object, never NULL after th_twin_new */
-    cJSON *desired;       /* object without $version/$metadata */
-    cJSON *reported;      /* object without $version/$metadata */
-    cJSON *desired_meta;  /* {"$lastUpdated":..,"$lastUpdatedVersion":..,"key":{...}} */
-    cJSON *reported_meta; /* {"$lastUpdated":..,"key":{...}} */
+    cJSON *tags;                        /* object, never NULL after th_twin_new */
+    cJSON *desired;                     /* object without $version/$metadata */
+    cJSON *reported;                    /* object without $version/$metadata */
+    struct th_twin_meta *desired_meta;  /* mirrors desired, with versions */
+    struct th_twin_meta *reported_meta; /* mirrors reported */
     int64_t desired_version;  /* starts at 1 */
     int64_t reported_version; /* starts at 1 */
     uint64_t etag_counter;    /* starts at 1; +1 per service-side write */

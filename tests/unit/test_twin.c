@@ -47,6 +47,26 @@ static void assert_json_eq(const cJSON *actual, const char *expected)
     assert_true(same);
 }
 
+/*
+ * The twin's stored $metadata ("desiredMeta" or "reportedMeta" of its state),
+ * or its member `key` when non-NULL, compared with `expected` (NULL: absent).
+ */
+static void assert_meta_eq(const struct th_twin *twin, const char *which, const char *key,
+                           const char *expected)
+{
+    cJSON *state = th_twin_state_json(twin);
+    assert_non_null(state);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(state, which);
+    assert_non_null(meta);
+    if (key != NULL)
+        meta = cJSON_GetObjectItemCaseSensitive(meta, key);
+    if (expected == NULL)
+        assert_null(meta);
+    else
+        assert_json_eq(meta, expected);
+    cJSON_Delete(state);
+}
+
 static struct th_twin *new_twin(void)
 {
     struct th_twin *twin = th_twin_new(T0);
@@ -292,7 +312,7 @@ static void test_th_twin_patch_reported_delete_absent_key_succeeds(void **state)
     patch_reported_ok(twin, "{\"a\":1}", T1);
     patch_reported_ok(twin, "{\"zz\":null}", T2);
     assert_json_eq(twin->reported, "{\"a\":1}");
-    assert_null(cJSON_GetObjectItemCaseSensitive(twin->reported_meta, "zz"));
+    assert_meta_eq(twin, "reportedMeta", "zz", NULL);
     assert_int_equal(twin->reported_version, 3); /* accepted, so counted */
     th_twin_free(twin);
 }
@@ -320,7 +340,7 @@ static void test_th_twin_patch_reported_object_replaced_by_scalar_succeeds(void 
     char t2[TH_TIME_BUF], expected[256];
     th_time_format(T2, t2);
     snprintf(expected, sizeof expected, "{\"$lastUpdated\":\"%s\"}", t2);
-    assert_json_eq(cJSON_GetObjectItemCaseSensitive(twin->reported_meta, "a"), expected);
+    assert_meta_eq(twin, "reportedMeta", "a", expected);
 
     patch_reported_ok(twin, "{\"a\":{\"c\":2}}", T2);
     assert_json_eq(twin->reported, "{\"a\":{\"c\":2}}");
@@ -442,7 +462,7 @@ static void test_th_twin_patch_desired_metadata_versions_succeeds(void **state)
              "\"p\":{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":2},"
              "\"q\":{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":3}}}",
              t2, t1, t2, t1, t2);
-    assert_json_eq(twin->desired_meta, expected);
+    assert_meta_eq(twin, "desiredMeta", NULL, expected);
     assert_string_not_equal(t1, t2);
     th_twin_free(twin);
 }
@@ -461,7 +481,7 @@ static void test_th_twin_patch_reported_metadata_without_version_succeeds(void *
              "{\"$lastUpdated\":\"%s\",\"o\":{\"$lastUpdated\":\"%s\","
              "\"q\":{\"$lastUpdated\":\"%s\"}}}",
              t2, t2, t1);
-    assert_json_eq(twin->reported_meta, expected);
+    assert_meta_eq(twin, "reportedMeta", NULL, expected);
     th_twin_free(twin);
 }
 
@@ -478,7 +498,7 @@ static void test_th_twin_patch_desired_delete_refreshes_parent_succeeds(void **s
              "{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":3,"
              "\"b\":{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":2}}",
              t2, t1);
-    assert_json_eq(twin->desired_meta, expected);
+    assert_meta_eq(twin, "desiredMeta", NULL, expected);
     assert_json_eq(twin->desired, "{\"b\":2}");
     th_twin_free(twin);
 }
@@ -519,7 +539,7 @@ static void test_th_twin_replace_desired_notification_whole_document_succeeds(vo
              "{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":3,"
              "\"c\":{\"$lastUpdated\":\"%s\",\"$lastUpdatedVersion\":3}}",
              t2, t2);
-    assert_json_eq(twin->desired_meta, expected);
+    assert_meta_eq(twin, "desiredMeta", NULL, expected);
     cJSON_Delete(note);
     cJSON_Delete(doc);
     th_twin_free(twin);
