@@ -163,8 +163,10 @@ bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, 
         *out = def;
         return true;
     }
-    if (!cJSON_IsNumber(j) || j->valuedouble != (double)(long long)j->valuedouble ||
-        j->valuedouble < lo || j->valuedouble > hi) {
+    /* The range first: converting a double outside long long's range is undefined
+     * (found by fuzz_control with "pageSize": 1.2e26). */
+    if (!cJSON_IsNumber(j) || j->valuedouble < lo || j->valuedouble > hi ||
+        j->valuedouble != (double)(long long)j->valuedouble) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "%s must be within [%d; %d].", field, lo, hi);
         th_ctl_reply_err(x, &err);
         return false;

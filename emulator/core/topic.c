@@ -562,6 +562,12 @@ th_result th_topic_method_request(const char *name, const char *rid, char *out, 
     return format_checked(out, size, "$iothub/methods/POST/%s/?$rid=%s", name, rid);
 }
 
+/*
+ * Device ids may hold '+' and '#' (registry.md), which MQTT forbids in a topic
+ * name (3.1.1 section 4.7.1): the broker would send such a PUBLISH as is. They
+ * go out as %2B and %23, as in the event topics (events.c); a device with such
+ * an id can only subscribe with devices/+/messages/devicebound/# anyway.
+ */
 th_result th_topic_c2d(const char *device_id, const char *bag, char *out, size_t size)
 {
     if (device_id == NULL) {
@@ -569,8 +575,24 @@ th_result th_topic_c2d(const char *device_id, const char *bag, char *out, size_t
             out[0] = '\0';
         return TH_ERR_INVAL;
     }
-    return format_checked(out, size, "devices/%s/messages/devicebound/%s", device_id,
-                          bag ? bag : "");
+    char id[3 * TH_MAX_ID_LEN + 1];
+    size_t n = 0;
+    for (const char *c = device_id; *c; c++) {
+        const char *rep = *c == '+' ? "%2B" : *c == '#' ? "%23" : NULL;
+        if (n + 4 > sizeof id) {
+            if (out != NULL && size > 0)
+                out[0] = '\0';
+            return TH_ERR_BUFFER;
+        }
+        if (rep) {
+            memcpy(id + n, rep, 3);
+            n += 3;
+        } else {
+            id[n++] = *c;
+        }
+    }
+    id[n] = '\0';
+    return format_checked(out, size, "devices/%s/messages/devicebound/%s", id, bag ? bag : "");
 }
 
 /*

@@ -81,6 +81,21 @@ struct th_scn_session {
     struct eval e;
 };
 
+/*
+ * A record's number (seq, $version, mark index) as an integer. Recordings are
+ * read from files, so the number may be anything JSON allows: it is clamped to
+ * +-2^53 before the conversion, which is undefined outside int64's range.
+ */
+static int64_t num_i64(const cJSON *j)
+{
+    double v = j->valuedouble;
+    if (!(v >= -9007199254740992.0))
+        return -INT64_C(9007199254740992);
+    if (v > 9007199254740992.0)
+        return INT64_C(9007199254740992);
+    return (int64_t)v;
+}
+
 /* ---- identities ---- */
 
 static char *key_of(const char *d, const char *m)
@@ -278,7 +293,7 @@ th_result th_scn_session_seed_twin(struct th_scn_session *ss, const char *device
     const cJSON *rep = cJSON_GetObjectItemCaseSensitive(props, "reported");
     if (cJSON_IsObject(rep)) {
         const cJSON *ver = cJSON_GetObjectItemCaseSensitive(rep, "$version");
-        int64_t v = cJSON_IsNumber(ver) ? (int64_t)ver->valuedouble : 1;
+        int64_t v = cJSON_IsNumber(ver) ? num_i64(ver) : 1;
         /* Records already fed may be newer than this answer: keep the newer. */
         if (v >= id->version) {
             cJSON *copy = cJSON_Duplicate(rep, 1);
@@ -977,10 +992,9 @@ static void apply_world(struct th_scn_session *ss, const struct event *e)
         const cJSON *ver = cJSON_GetObjectItemCaseSensitive(e->data, "version");
         const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
         struct ident *id = ident_get(ss, e->device_id, e->module_id);
-        if (id && cJSON_IsNumber(ver) && cJSON_IsObject(patch) &&
-            (int64_t)ver->valuedouble > id->version) {
+        if (id && cJSON_IsNumber(ver) && cJSON_IsObject(patch) && num_i64(ver) > id->version) {
             merge_patch(id->reported, patch);
-            id->version = (int64_t)ver->valuedouble;
+            id->version = num_i64(ver);
         }
     } else if (!strcmp(k, "deviceCreated") || !strcmp(k, "moduleCreated")) {
         ident_get(ss, e->device_id, e->module_id);
@@ -1004,7 +1018,7 @@ static bool our_mark(const struct th_scn_session *ss, const struct event *e, lon
     const cJSON *ix = cJSON_GetObjectItemCaseSensitive(e->data, "index");
     if (!sc || strcmp(sc, ss->s->name) != 0 || !cJSON_IsNumber(ix))
         return false;
-    *index = (long)ix->valuedouble;
+    *index = (long)num_i64(ix);
     return true;
 }
 
@@ -1035,7 +1049,7 @@ th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct t
         ss->ev = n;
         ss->cap = cap;
     }
-    e.seq = (int64_t)seq->valuedouble;
+    e.seq = num_i64(seq);
     e.kind = kind;
     e.device_id = cJSON_IsString(dev) ? dev->valuestring : NULL;
     e.module_id = cJSON_IsString(mod) ? mod->valuestring : NULL;

@@ -472,9 +472,13 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
 
 /* ---- fields ---- */
 
+/* An integer a double holds exactly (|v| <= 2^53). The range goes first: converting a double
+ * outside long long's range is undefined behaviour (found by fuzz_scenario with 1e30). */
 static bool is_integer(const cJSON *j)
 {
-    return cJSON_IsNumber(j) && (double)(long long)j->valuedouble == j->valuedouble;
+    return cJSON_IsNumber(j) && j->valuedouble >= -9007199254740992.0 &&
+           j->valuedouble <= 9007199254740992.0 &&
+           (double)(long long)j->valuedouble == j->valuedouble;
 }
 
 static void check_field(struct v *v, const struct field *f, const cJSON *j, size_t step_index)

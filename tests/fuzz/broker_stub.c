@@ -1,7 +1,7 @@
 /*
  * broker_stub.c - A STAND-IN FOR THE MOSQUITTO BROKER, for fuzzing only.
  *
- * The twinhub plugin (emulator/broker/*.c) runs inside mosquitto and calls
+ * The twinhub plugin (the .c files of emulator/broker) runs inside mosquitto and calls
  * functions only the broker defines (mosquitto_callback_register,
  * mosquitto_broker_publish_copy, mosquitto_kick_client_by_clientid,
  * mosquitto_log_printf, mosquitto_client_* ...). The real broker cannot run
@@ -171,9 +171,8 @@ int mosquitto_callback_unregister(mosquitto_plugin_id_t *identifier, int event,
     FUZZ_CHECK(identifier != NULL);
     if (event <= 0 || event >= MAX_EVENT || callbacks[event].cb != cb_func)
         return MOSQ_ERR_NOT_FOUND;
-    if (event == MOSQ_EVT_CONTROL &&
-        (!event_data || !callbacks[event].event_data ||
-         strcmp(event_data, callbacks[event].event_data) != 0))
+    if (event == MOSQ_EVT_CONTROL && (!event_data || !callbacks[event].event_data ||
+                                      strcmp(event_data, callbacks[event].event_data) != 0))
         return MOSQ_ERR_NOT_FOUND;
     free(callbacks[event].event_data);
     memset(&callbacks[event], 0, sizeof callbacks[event]);
@@ -214,6 +213,7 @@ int mosquitto_kick_client_by_clientid(const char *clientid, bool with_will)
     return MOSQ_ERR_SUCCESS;
 }
 
+void mosquitto_log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mosquitto_log_printf(int level, const char *fmt, ...)
 {
     /* Format every message (a bad format or argument is a finding), print on request. */

@@ -17,12 +17,12 @@
  * stand-in completes the type with what mosquitto_client_* return.
  */
 struct mosquitto {
-    char *id;              /* client id (CONNECT) */
-    char *username;        /* username (CONNECT), may be NULL */
-    char *password;        /* password (CONNECT), may be NULL */
-    int protocol_version;  /* 3, 4 or 5, as mosquitto_client_protocol_version reports */
+    char *id;             /* client id (CONNECT) */
+    char *username;       /* username (CONNECT), may be NULL */
+    char *password;       /* password (CONNECT), may be NULL */
+    int protocol_version; /* 3, 4 or 5, as mosquitto_client_protocol_version reports */
     bool clean_session;
-    bool connected;        /* authenticated and not disconnected since */
+    bool connected;                   /* authenticated and not disconnected since */
     struct mosquitto *next_connected; /* the stand-in's list of connected clients */
 };
 
@@ -30,7 +30,7 @@ struct mosquitto {
 struct stub_publish {
     char *client_id; /* NULL: to every subscriber */
     char *topic;
-    char *payload;   /* len bytes plus a NUL, as the broker stores them */
+    char *payload; /* len bytes plus a NUL, as the broker stores them */
     size_t len;
     int qos;
     bool retain;

@@ -25,6 +25,7 @@
  * with and without captures and explanations, explains every mismatch, is
  * negated by $not and kept by $anyOf, and {"$exact": v} matches v.
  */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <stdbool.h>
 
@@ -127,7 +128,7 @@ static void check_match(const cJSON *m, const cJSON *a)
 
     cJSON *not = wrap("$not", m, false);
     FUZZ_CHECK(th_match(not, a, "value", NULL, NULL) == !ok);
-    cJSON_Delete(not);
+    cJSON_Delete(not );
     cJSON *any = wrap("$anyOf", m, true);
     FUZZ_CHECK(th_match(any, a, "value", NULL, &why) == ok);
     cJSON_Delete(any);
@@ -238,9 +239,9 @@ static void feed_step_world(struct th_scn_session *ss, const struct th_step *st,
     case TH_STEP_EXPECT_REPORTED:
     case TH_STEP_EXPECT_NO_REPORTED:
         d = cJSON_CreateObject();
-        cJSON_AddItemToObject(d, "patch", cJSON_IsObject(m) && (variant & 1)
-                                              ? cJSON_Duplicate(m, 1)
-                                              : cJSON_CreateObject());
+        cJSON_AddItemToObject(d, "patch",
+                              cJSON_IsObject(m) && (variant & 1) ? cJSON_Duplicate(m, 1)
+                                                                 : cJSON_CreateObject());
         cJSON_AddNumberToObject(d, "version", 1000 + (double)seq);
         feed(ss, t + 1, "reported", dev, mod, d);
         break;
@@ -348,9 +349,14 @@ static void run_offline(const struct th_scenario *s, int variant)
     struct th_junit_case *cases = calloc(s->nsteps, sizeof *cases);
     FUZZ_CHECK(cases);
     th_scn_junit_cases(s, ss, cases);
-    struct th_junit_suite suite = {.name = s->name, .file = s->file, .timestamp = NULL,
-                                   .time_s = 1.5, .cases = cases, .ncases = s->nsteps,
-                                   .system_out = s->agent_command, .error = NULL};
+    struct th_junit_suite suite = {.name = s->name,
+                                   .file = s->file,
+                                   .timestamp = NULL,
+                                   .time_s = 1.5,
+                                   .cases = cases,
+                                   .ncases = s->nsteps,
+                                   .system_out = s->agent_command,
+                                   .error = NULL};
     char *xml = th_junit_render(&suite, 1);
     FUZZ_CHECK(xml != NULL);
     FUZZ_CHECK(strstr(xml, "<testsuites") != NULL);
@@ -412,9 +418,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Split off the served file. */
     size_t text_len = size;
     struct served sv = {NULL, 0, 0};
-    const uint8_t *sep = size >= sizeof FILE_SEP - 1
-                             ? memmem(data, size, FILE_SEP, sizeof FILE_SEP - 1)
-                             : NULL;
+    const uint8_t *sep =
+        size >= sizeof FILE_SEP - 1 ? memmem(data, size, FILE_SEP, sizeof FILE_SEP - 1) : NULL;
     if (sep) {
         text_len = (size_t)(sep - data);
         sv.text = (const char *)sep + sizeof FILE_SEP - 1;
@@ -424,8 +429,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct th_scn_parse_opts opts = {fuzz_read, &sv};
     struct th_scn_diag diag = {0};
     /* The path has a directory so that relative file names are joined to it. */
-    struct th_scenario *s = th_scenario_parse_ex(text, text_len, "scenarios/fuzz.json", &opts,
-                                                 &diag);
+    struct th_scenario *s =
+        th_scenario_parse_ex(text, text_len, "scenarios/fuzz.json", &opts, &diag);
+    if (getenv("FUZZ_VERBOSE"))
+        fprintf(stderr, "%s (%d file reads)\n%s", s ? "accepted" : "refused", sv.reads,
+                diag.text ? diag.text : "");
     if (s) {
         FUZZ_CHECK(diag.count == 0 && diag.text == NULL);
         check_accepted(s, text_len ? data[0] : 0);
@@ -440,8 +448,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Matcher mode: [matcher, value, ...]. */
     cJSON *doc = NULL;
     struct th_error e = {0};
-    if (th_json_parse(text, text_len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &doc, &e) ==
-            TH_OK &&
+    if (th_json_parse(text, text_len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &doc, &e) == TH_OK &&
         cJSON_IsArray(doc) && doc->child) {
         const cJSON *cands[8];
         size_t n = 0;

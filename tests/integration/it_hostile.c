@@ -1567,6 +1567,45 @@ static void test_hostile_unsolicited_method_responses_ignored_succeeds(void **st
     assert_hub_alive();
 }
 
+/* ----------------------------------------- ids no topic name can carry */
+
+/*
+ * Found by fuzz_control: `mark` takes any deviceId/moduleId and the event went
+ * out on $twinhub/events/mark/{d}/{m} with them as they were. A control
+ * character or invalid UTF-8 there makes every event subscriber's libmosquitto
+ * drop its connection (MOSQ_ERR_MALFORMED_UTF8), '/' added topic levels. Now
+ * such bytes are percent-encoded in the topic; the record keeps the ids.
+ */
+static void test_hostile_mark_ids_outside_topic_names_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    cJSON *r = it_control(svc, IT_WAIT_MS,
+                          "{\"command\":\"mark\",\"deviceId\":\"a\\nb/c+d#\\u00e9\\u0085x\xffy\","
+                          "\"moduleId\":\"\\u0001m\",\"data\":{\"k\":1}}");
+    assert_non_null(r);
+    assert_null(it_json_get(r, "error"));
+    cJSON_Delete(r);
+    struct it_msg *m = it_client_wait_prefix(svc, "$twinhub/events/mark/", IT_WAIT_MS);
+    assert_non_null(m);
+    assert_string_equal(m->topic,
+                        "$twinhub/events/mark/a%0Ab%2Fc%2Bd%23%C3%A9%C2%85x%FFy/%01m");
+    cJSON *rec = it_msg_json(m);
+    assert_non_null(rec);
+    assert_string_equal(it_json_str(rec, "deviceId"), "a\nb/c+d#\xc3\xa9\xc2\x85x\xffy");
+    assert_string_equal(it_json_str(rec, "moduleId"), "\x01m");
+    cJSON_Delete(rec);
+    it_msg_free(m);
+    /* The subscriber is still connected and served. */
+    assert_true(it_client_is_connected(svc));
+    r = it_control(svc, IT_WAIT_MS, "{\"command\":\"getStatistics\"}");
+    assert_non_null(r);
+    assert_null(it_json_get(r, "error"));
+    cJSON_Delete(r);
+    it_client_close(svc);
+    assert_hub_alive();
+}
+
 /* ------------------------------------------------ a well-behaved device */
 
 static void test_hostile_hub_still_serves_well_behaved_device_succeeds(void **state)
@@ -1666,6 +1705,7 @@ int main(void)
         cmocka_unit_test(test_hostile_connect_churn_same_client_id_succeeds),
         cmocka_unit_test(test_hostile_oversized_and_deep_json_succeeds),
         cmocka_unit_test(test_hostile_unsolicited_method_responses_ignored_succeeds),
+        cmocka_unit_test(test_hostile_mark_ids_outside_topic_names_succeeds),
         cmocka_unit_test(test_hostile_hub_still_serves_well_behaved_device_succeeds),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

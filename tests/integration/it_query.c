@@ -744,7 +744,18 @@ static void test_query_paging_succeeds(void **state)
         "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"pageSize\":1001}",
         "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"pageSize\":2.5}",
         "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"continuation\":\"abc\"}",
+        /* found by fuzz_control: strtoull took signs and spaces ("-1" is 2^64 - 1) and
+         * skip + pageSize wrapped around to a continuation back at the start */
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"continuation\":\"-1\"}",
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"continuation\":\"+6\"}",
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"continuation\":\" 6\"}",
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"pageSize\":6,"
+        "\"continuation\":\"18446744073709551615\"}",
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\","
+        "\"continuation\":\"99999999999999999999999\"}",
         "{\"command\":\"query\"}",
+        /* found by fuzz_control: checked as an integer before the range, undefined behaviour */
+        "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"pageSize\":1.2e26}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cJSON *e = it_control_err(svc, 400, 400004, "%s", bad[i]);

@@ -4,6 +4,7 @@
  * ${var} substitution, scenario validation (errors name the JSON path), step
  * lines and JUnit XML.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -302,6 +303,64 @@ static void test_th_matcher_validate_bad_operands_fails(void **state)
     }
 }
 
+/*
+ * Found by fuzz_scenario (a timeout): glibc's regcomp took 2.7 s for "^[0-9]+" followed by 111
+ * '*' and 70 s for 222, on every th_match; nested counts such as ((a{1,100}){1,100}){1,100}
+ * explode too, and so does regexec with back-references. Such patterns are refused, at
+ * validation and when a ${...} resolves to one.
+ */
+static void test_th_matcher_validate_costly_regex_fails(void **state)
+{
+    (void)state;
+    char stars[300] = "^[0-9]+";
+    memset(stars + 7, '*', 222);
+    stars[229] = '\0';
+    char longp[1100];
+    memset(longp, 'a', 1001);
+    longp[1001] = '\0';
+    const char *bad[][2] = {
+        {stars, "two repetition operators in a row at character 8"},
+        {"a+?", "two repetition operators in a row"},
+        {"(ab)*{2}", "two repetition operators in a row"},
+        {"((a{1,100}){1,100}){1,100}", "repetition counts multiply to more than 1000"},
+        {"(x{2,}){600}", "repetition counts multiply to more than 1000"},
+        {"a{1001}", "repetition counts multiply to more than 1000"},
+        {longp, "longer than 1000 characters"},
+        /* regexec with back-references: minutes on 120 'a's */
+        {"(a*)(a*)(a*)\\3\\2\\1c", "back-reference \\3 at character 13"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "$regex", bad[i][0]);
+        struct th_scn_diag d = {0};
+        assert_false(th_matcher_validate(m, "f", "m", &d, NULL, NULL));
+        if (!d.text || !strstr(d.text, "m.$regex: not a usable regular expression: ") ||
+            !strstr(d.text, bad[i][1]))
+            fail_msg("%.40s: expected '%s', got %s", bad[i][0], bad[i][1], d.text ? d.text : "-");
+        th_scn_diag_free(&d);
+        /* th_match refuses to compile it as well (the pattern may come from a ${...}). */
+        cJSON *a = cJSON_CreateString("123.4");
+        struct th_mismatch why;
+        assert_false(th_match(m, a, "reported", NULL, &why));
+        assert_non_null(strstr(why.message, "is not a valid regular expression"));
+        cJSON_Delete(a);
+        cJSON_Delete(m);
+    }
+    /* What scenarios write stays valid: brackets, escapes, groups, one count per atom. */
+    const char *good[] = {"^[0-9]+\\.[0-9]+\\.[0-9]+$", "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
+                          "[]*+?{}]+", "[[:digit:]]{4}-[0-9]{2}", "a{1000}", "(a|b)*c?d+",
+                          "\\*\\*", "x{,3}", "(((a{1,10}){1,10}){1,10})"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "$regex", good[i]);
+        struct th_scn_diag d = {0};
+        if (!th_matcher_validate(m, "f", "m", &d, NULL, NULL))
+            fail_msg("%s refused: %s", good[i], d.text ? d.text : "-");
+        th_scn_diag_free(&d);
+        cJSON_Delete(m);
+    }
+}
+
 static void test_th_matcher_validate_twin_and_wire_names_succeeds(void **state)
 {
     (void)state;
@@ -470,6 +529,22 @@ static void test_th_scenario_parse_variables_and_captures_succeeds(void **state)
         "{\"name\":\"go\",\"sleep\":{\"for\":\"PT1S\"}}]}");
 }
 
+/* Found by fuzz_scenario: 1e30 as an integer field was converted to long long unchecked
+ * (undefined behaviour); numbers past 2^53 are not integers a scenario can use. */
+static void test_th_scenario_parse_huge_integers_fails(void **state)
+{
+    (void)state;
+    assert_refused("{\"name\":\"n\",\"steps\":[{\"invokeMethod\":{\"deviceId\":\"d\","
+                   "\"methodName\":\"m\",\"responseTimeoutInSeconds\":1e30}}]}",
+                   "responseTimeoutInSeconds: expected an integer from 5 to 300");
+    assert_refused("{\"name\":\"n\",\"steps\":[{\"expectTelemetry\":{\"deviceId\":\"d\","
+                   "\"count\":9223372036854775808}}]}",
+                   "count: expected a number of messages");
+    assert_refused("{\"name\":\"n\",\"steps\":[{\"expectTelemetry\":{\"deviceId\":\"d\","
+                   "\"count\":{\"min\":-1e300}}}]}",
+                   "count.min: expected an integer >= 0");
+}
+
 static void test_th_scenario_parse_registry_errors_name_paths_fails(void **state)
 {
     (void)state;
@@ -479,6 +554,44 @@ static void test_th_scenario_parse_registry_errors_name_paths_fails(void **state
                    "t.json: registry.devices[1].modules[0].moduleId:");
     assert_refused("{\"name\":\"n\",\"registry\":{\"device\":[]},\"steps\":[{\"restartHub\":{}}]}",
                    "t.json: registry");
+}
+
+/* th_scenario_parse_ex's reader: it gets the joined path; NULL + errno is reported. */
+static char *serve_registry(const char *path, size_t max, size_t *len, void *arg)
+{
+    const char *text = "{\"devices\":[{\"deviceId\":\"from-reader\"}]}";
+    *(int *)arg += 1;
+    assert_int_equal(max, TH_SCN_MAX_FILE_BYTES);
+    if (strcmp(path, "dir/reg.json") != 0) {
+        errno = ENOENT;
+        return NULL;
+    }
+    *len = strlen(text);
+    return strdup(text);
+}
+
+static void test_th_scenario_parse_ex_reader_serves_files_succeeds(void **state)
+{
+    (void)state;
+    int calls = 0;
+    struct th_scn_parse_opts opts = {serve_registry, &calls};
+    struct th_scn_diag d = {0};
+    const char *text = "{\"name\":\"n\",\"registryFile\":\"reg.json\","
+                       "\"steps\":[{\"restartHub\":{}}]}";
+    struct th_scenario *s = th_scenario_parse_ex(text, strlen(text), "dir/s.json", &opts, &d);
+    assert_non_null(s);
+    assert_int_equal(calls, 1);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(s->registry, "devices"), 0)
+                            ->child->valuestring,
+                        "from-reader");
+    th_scenario_free(s);
+    /* A refused file is an error naming the path, and the disk is not read instead. */
+    text = "{\"name\":\"n\",\"registryFile\":\"/dev/stdin\",\"steps\":[{\"restartHub\":{}}]}";
+    s = th_scenario_parse_ex(text, strlen(text), "dir/s.json", &opts, &d);
+    assert_null(s);
+    assert_int_equal(calls, 2);
+    assert_non_null(strstr(d.text, "registryFile: cannot read /dev/stdin: No such file"));
+    th_scn_diag_free(&d);
 }
 
 static void test_th_scenario_identities_lists_each_once_succeeds(void **state)
@@ -581,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_th_match_capture_stores_strings_succeeds),
         cmocka_unit_test(test_th_match_capture_kept_only_on_success_fails),
         cmocka_unit_test(test_th_matcher_validate_bad_operands_fails),
+        cmocka_unit_test(test_th_matcher_validate_costly_regex_fails),
         cmocka_unit_test(test_th_matcher_validate_twin_and_wire_names_succeeds),
         cmocka_unit_test(test_th_vars_subst_string_names_and_escape_succeeds),
         cmocka_unit_test(test_th_vars_is_run_var_patterns_succeeds),
@@ -588,7 +702,9 @@ int main(void)
         cmocka_unit_test(test_th_scenario_parse_minimal_succeeds),
         cmocka_unit_test(test_th_scenario_parse_errors_name_paths_fails),
         cmocka_unit_test(test_th_scenario_parse_variables_and_captures_succeeds),
+        cmocka_unit_test(test_th_scenario_parse_huge_integers_fails),
         cmocka_unit_test(test_th_scenario_parse_registry_errors_name_paths_fails),
+        cmocka_unit_test(test_th_scenario_parse_ex_reader_serves_files_succeeds),
         cmocka_unit_test(test_th_scenario_identities_lists_each_once_succeeds),
         cmocka_unit_test(test_th_scn_format_line_verdicts_succeeds),
         cmocka_unit_test(test_th_junit_render_escapes_and_counts_succeeds),

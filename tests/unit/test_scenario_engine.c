@@ -499,6 +499,39 @@ static void test_feed_bad_record_fails(void **state)
     th_scenario_free(s);
 }
 
+/* Found by fuzzing: numbers of a recording (seq, version, index) were converted to integers
+ * unchecked, undefined behaviour past int64's range; they are clamped to +-2^53 now. */
+static void test_feed_huge_numbers_clamped_succeeds(void **state)
+{
+    (void)state;
+    struct th_scenario *s =
+        load("{\"name\":\"h\",\"registry\":{\"devices\":[{\"deviceId\":\"d\"}]},"
+             "\"steps\":[{\"expectReported\":{\"deviceId\":\"d\",\"match\":{\"x\":1}}},"
+             "{\"sleep\":{\"for\":\"PT1S\"}}]}");
+    struct th_scn_session *ss = offline(s);
+    struct th_error e = {0};
+    const char *records[] = {
+        "{\"seq\":-1e300,\"time\":\"2027-01-01T00:00:00Z\",\"kind\":\"connected\","
+        "\"deviceId\":\"d\",\"moduleId\":null,\"data\":{}}",
+        "{\"seq\":1,\"time\":\"2027-01-01T00:00:01Z\",\"kind\":\"mark\",\"deviceId\":null,"
+        "\"moduleId\":null,\"data\":{\"scenario\":\"h\",\"index\":1,\"action\":\"expectReported\"}}",
+        /* a version past 2^63 counts as 2^53: newer than 1, so it applies */
+        "{\"seq\":1e300,\"time\":\"2027-01-01T00:00:02Z\",\"kind\":\"reported\","
+        "\"deviceId\":\"d\",\"moduleId\":null,\"data\":{\"patch\":{\"x\":1},\"version\":1e300}}",
+        /* a mark index past 2^63 is a later step's: it ends nothing already decided */
+        "{\"seq\":1e301,\"time\":\"2027-01-01T00:00:03Z\",\"kind\":\"mark\",\"deviceId\":null,"
+        "\"moduleId\":null,\"data\":{\"scenario\":\"h\",\"index\":-1e300}}",
+    };
+    for (size_t i = 0; i < sizeof records / sizeof records[0]; i++) {
+        cJSON *r = cJSON_Parse(records[i]);
+        assert_non_null(r);
+        assert_int_equal(th_scn_session_feed(ss, r, &e), TH_OK);
+    }
+    assert_int_equal(V(ss, 0), TH_VERDICT_PASS);
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_offline_restart_and_missing_mark_fails),
         cmocka_unit_test(test_offline_other_scenario_version_fails),
         cmocka_unit_test(test_feed_bad_record_fails),
+        cmocka_unit_test(test_feed_huge_numbers_clamped_succeeds),
     };
     return cmocka_run_group_tests_name("scenario_engine", tests, NULL, NULL);
 }

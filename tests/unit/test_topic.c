@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "th_limits.h"
 #include "topic.h"
 
 static th_result parse_user(const char *u, struct th_username *out)
@@ -693,6 +694,24 @@ static void test_th_topic_c2d_empty_bag_succeeds(void **state)
     assert_string_equal(out, "devices/d1/messages/devicebound/");
 }
 
+/* Found by fuzz_control: '+' and '#' of a device id went out raw, an invalid MQTT topic name. */
+static void test_th_topic_c2d_wildcards_in_id_encoded_succeeds(void **state)
+{
+    (void)state;
+    char out[128];
+    assert_int_equal(th_topic_c2d("a#b+c", "%24.mid=1", out, sizeof(out)), TH_OK);
+    assert_string_equal(out, "devices/a%23b%2Bc/messages/devicebound/%24.mid=1");
+    assert_null(strpbrk(out, "+#"));
+    /* the longest id, all wildcards, still fits its own buffer */
+    char id[TH_MAX_ID_LEN + 1], big[512];
+    memset(id, '#', TH_MAX_ID_LEN);
+    id[TH_MAX_ID_LEN] = '\0';
+    assert_int_equal(th_topic_c2d(id, "", big, sizeof(big)), TH_OK);
+    assert_int_equal(strlen(big), strlen("devices//messages/devicebound/") + 3 * TH_MAX_ID_LEN);
+    assert_int_equal(th_topic_c2d(id, "", out, sizeof(out)), TH_ERR_BUFFER);
+    assert_string_equal(out, "");
+}
+
 static void test_th_topic_c2d_buffer_too_small_fails(void **state)
 {
     (void)state;
@@ -791,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_th_topic_method_request_buffer_too_small_fails),
         cmocka_unit_test(test_th_topic_c2d_with_bag_succeeds),
         cmocka_unit_test(test_th_topic_c2d_empty_bag_succeeds),
+        cmocka_unit_test(test_th_topic_c2d_wildcards_in_id_encoded_succeeds),
         cmocka_unit_test(test_th_topic_c2d_buffer_too_small_fails),
         cmocka_unit_test(test_th_method_name_valid_names_succeeds),
         cmocka_unit_test(test_th_method_name_valid_reserved_fails),
