@@ -320,9 +320,14 @@ static void run_offline(const struct th_scenario *s, int variant)
         cJSON_AddNumberToObject(mark, "index", (double)(i + 1));
         cJSON_AddStringToObject(mark, "action", th_step_kind_name(s->steps[i].kind));
         feed(ss, t, "mark", NULL, NULL, mark);
+        /* A copy: the session frees its resolved step once a record decides the step. */
         const cJSON *b = th_scn_session_resolved(ss);
-        if (b && th_scn_session_current(ss) == i && th_scn_session_anchored(ss))
-            feed_step_world(ss, &s->steps[i], b, t, variant >> (i % 4));
+        if (b && th_scn_session_current(ss) == i && th_scn_session_anchored(ss)) {
+            cJSON *copy = cJSON_Duplicate(b, 1);
+            FUZZ_CHECK(copy != NULL);
+            feed_step_world(ss, &s->steps[i], copy, t, variant >> (i % 4));
+            cJSON_Delete(copy);
+        }
         (void)th_scn_session_deadline(ss);
         /* Move the clock past the step's bound (capped: bounds may be years). */
         int64_t bound = s->steps[i].bound_us;
