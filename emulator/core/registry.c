@@ -1223,13 +1223,19 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
     return TH_OK;
 }
 
-th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
-                           struct th_error *err)
+/*
+ * The checks th_registry_load and th_registry_import share: the document's
+ * shape, its "policies" and "devices" arrays (*out_policies and *out_devices, NULL
+ * when absent), every device entry (check_devices with `import`), and the
+ * policies staged into `staged`. Changes nothing in `reg`.
+ */
+static th_result check_document(const struct th_registry *reg, const cJSON *doc, bool import,
+                                const cJSON **out_policies, const cJSON **out_devices,
+                                struct th_policy *staged, size_t *staged_count,
+                                struct th_error *err)
 {
     static const char *const top_fields[] = {"$schema", "policies", "devices"};
     const cJSON *policies, *devices;
-    struct th_policy staged[TH_MAX_POLICIES];
-    size_t staged_count = 0;
     th_result r;
 
     if (!reg)
@@ -1243,11 +1249,25 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
     if (policies && cJSON_GetArraySize(policies) > TH_MAX_POLICIES)
         return th_error_set(err, TH_ERR_INVAL, 0, "policies: at most %d are allowed",
                             TH_MAX_POLICIES);
+    if (devices && (r = check_devices(reg, devices, import, err)) != TH_OK)
+        return r;
+    if (policies && (r = stage_policies(reg, policies, staged, staged_count, err)) != TH_OK)
+        return r;
+    *out_policies = policies;
+    *out_devices = devices;
+    return TH_OK;
+}
+
+th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
+                           struct th_error *err)
+{
+    const cJSON *policies, *devices;
+    struct th_policy staged[TH_MAX_POLICIES];
+    size_t staged_count = 0;
 
     /* Phase 1: validate everything that does not need a twin. */
-    if (devices && (r = check_devices(reg, devices, false, err)) != TH_OK)
-        return r;
-    if (policies && (r = stage_policies(reg, policies, staged, &staged_count, err)) != TH_OK)
+    th_result r = check_document(reg, doc, false, &policies, &devices, staged, &staged_count, err);
+    if (r != TH_OK)
         return r;
 
     /* Phase 2: build detached identities; twin content is validated as it is applied. */
@@ -2001,7 +2021,6 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
                              int64_t now_us, size_t *out_created, size_t *out_updated,
                              size_t *out_skipped, struct th_error *err)
 {
-    static const char *const top_fields[] = {"$schema", "policies", "devices"};
     const cJSON *policies, *devices, *dsrc;
     struct th_policy staged[TH_MAX_POLICIES];
     size_t staged_count = 0;
@@ -2010,20 +2029,8 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
     th_result r;
 
     memset(&plan, 0, sizeof plan);
-    if (!reg)
-        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
-    if (!cJSON_IsObject(doc))
-        return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
-    if ((r = check_members(doc, "", top_fields, 3, false, err)) != TH_OK ||
-        (r = opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
-        (r = opt_array(doc, "devices", "", &devices, err)) != TH_OK)
-        return r;
-    if (policies && cJSON_GetArraySize(policies) > TH_MAX_POLICIES)
-        return th_error_set(err, TH_ERR_INVAL, 0, "policies: at most %d are allowed",
-                            TH_MAX_POLICIES);
-    if (devices && (r = check_devices(reg, devices, true, err)) != TH_OK)
-        return r;
-    if (policies && (r = stage_policies(reg, policies, staged, &staged_count, err)) != TH_OK)
+    r = check_document(reg, doc, true, &policies, &devices, staged, &staged_count, err);
+    if (r != TH_OK)
         return r;
 
     /* Plan: build new identities and prepared overwrites, all detached. */
