@@ -46,7 +46,8 @@ static const cJSON *op_member(const cJSON *m)
 #define REGEX_MAX_REPEAT 1000 /* product of nested repetition counts */
 #define REGEX_MAX_GROUPS 64
 
-/* "{m}", "{m,}" or "{m,n}" at p: its largest count (m for "{m,}") and length; false if not. */
+/* "{m}", "{m,}", "{m,n}" or "{,n}" at p: its largest count (m for "{m,}", at least 1) and
+ * length; false if not. */
 static bool regex_interval(const char *p, unsigned long *count, size_t *len)
 {
     size_t i = 1;
@@ -59,9 +60,12 @@ static bool regex_interval(const char *p, unsigned long *count, size_t *len)
         for (i++; p[i] >= '0' && p[i] <= '9'; i++, ndigits = true)
             n = n > 100000 ? n : n * 10 + (unsigned long)(p[i] - '0');
     }
-    if (!digits || p[i] != '}')
+    /* glibc reads "{,n}" as "{0,n}" (and "{,}" as "{0,}"): count those too. */
+    if ((!digits && !comma) || p[i] != '}')
         return false;
     *count = comma && ndigits ? n : m;
+    if (*count == 0)
+        *count = 1;
     *len = i + 1;
     return true;
 }

@@ -325,6 +325,9 @@ static void test_th_matcher_validate_costly_regex_fails(void **state)
         {"((a{1,100}){1,100}){1,100}", "repetition counts multiply to more than 1000"},
         {"(x{2,}){600}", "repetition counts multiply to more than 1000"},
         {"a{1001}", "repetition counts multiply to more than 1000"},
+        /* found by fuzz_scenario (out of memory in regcomp): glibc reads "{,n}" as "{0,n}" */
+        {"((a{,1010})x){0,100}", "repetition counts multiply to more than 1000"},
+        {"((a{,100})x){,100}", "repetition counts multiply to more than 1000"},
         {longp, "longer than 1000 characters"},
         /* regexec with back-references: minutes on 120 'a's */
         {"(a*)(a*)(a*)\\3\\2\\1c", "back-reference \\3 at character 13"},
