@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
   uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc libcap2-bin)
-# clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check.
-TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind)
+# clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check;
+# python3-jsonschema: the scenario JSON Schema check.
+TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind python3-jsonschema)
 want=("${APT_PACKAGES[@]}")
 if [ "${1:-}" = "--tests" ]; then want+=("${TEST_PACKAGES[@]}"); fi
 
@@ -43,8 +44,14 @@ quiet() {
     return 1
   fi
 }
+# Without --tests the build leaves the test suites out, so that serving needs only the
+# packages above (cmocka, node and the rest are test packages). --tests turns them on in an
+# existing build.
+if [ "${1:-}" = "--tests" ]; then tests=true; else tests=false; fi
 if [ ! -f build/build.ninja ]; then
-  quiet meson setup build
+  quiet meson setup build -Dtests=$tests
+elif [ $tests = true ]; then
+  quiet meson configure build -Dtests=true
 fi
 quiet ninja -C build
 if [ "${1:-}" = "--tests" ]; then

@@ -288,7 +288,8 @@ static bool hub_start_once(struct hub *h, bool *in_use)
         return false;
     const char *argv[] = {twinhub_bin(), "serve",      "--mqtt-port", mqtt,          "--mqtts-port",
                           mqtts,         "--cert-dir", h->cert_dir,   "--state-dir", h->state_dir,
-                          "--record",    h->record,    "--info-file", h->info,       NULL};
+                          "--record",    h->record,    "--info-file", h->info,       "--https-port",
+                          "0",           NULL};
     pid_t pid = fork();
     if (pid < 0)
         return false;

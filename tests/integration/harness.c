@@ -365,6 +365,10 @@ static int start_once(struct it_hub *hub, const char *bin, const char *reg,
     argv[ac++] = info;
     argv[ac++] = "--registry";
     argv[ac++] = reg;
+    /* No HTTPS gateway (443 by default) unless a test asks for one in its extra arguments,
+     * which come later and win: hubs of parallel tests must not compete for a port. */
+    argv[ac++] = "--https-port";
+    argv[ac++] = "0";
     if (getenv("IT_VERBOSE"))
         argv[ac++] = "-v";
     for (int i = 0; extra && extra[i] && i < IT_MAX_EXTRA_ARGS; i++)
