@@ -7,15 +7,18 @@
  * "{host}/{d}[/{m}]/?api-version=..." and a SAS token signed with its own
  * key (or with a DeviceConnect policy key, skn set). A service principal
  * connects with a username without '/', any client id that is not an
- * identity, and a token signed with a policy key (skn set). Every refusal
- * is CONNACK 5 (not authorised), logged with the reason and published as a
- * `refused` event.
+ * identity, and a token signed with a policy key (skn set). Which identities
+ * a token's resource URI covers (ids matched ignoring case) and the check
+ * against two keys are core rules (core/auth.h). Every refusal is CONNACK 5
+ * (not authorised), logged with the reason and published as a `refused`
+ * event.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "th_limits.h"
+#include "auth.h"
 #include "plugin.h"
 #include "sas.h"
 #include "topic.h"
@@ -79,11 +82,7 @@ static struct th_conn *conn_add(struct th_plugin *p, struct mosquitto *client,
 static bool verify_with_keys(const struct th_sas_token *tok, const char *k1, const char *k2,
                              int64_t now_s, int64_t skew, struct th_error *err)
 {
-    th_result r = th_sas_verify(tok, k1, now_s, skew, err);
-    if (r == TH_ERR_AUTH && k2 && k2[0]) {
-        r = th_sas_verify(tok, k2, now_s, skew, err);
-    }
-    return r == TH_OK;
+    return th_auth_verify_keys(tok, k1, k2, now_s, skew, err) == TH_OK;
 }
 
 static int auth_service(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
@@ -205,24 +204,16 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
                      (int)tok->skn.len, tok->skn.ptr);
             return refuse(p, rq, dev, modp, reason);
         }
-        bool scope_ok = res->all_devices || (!res->device_id[0]) ||
-                        (!strcmp(res->device_id, dev) &&
-                         (!res->module_id[0] || (modp && !strcmp(res->module_id, mod))));
-        if (!scope_ok) {
-            return refuse(p, rq, dev, modp, "SAS token resource does not cover this identity");
+        if (th_auth_connect_scope(res, true, dev, modp, &err) != TH_OK) {
+            return refuse(p, rq, dev, modp, err.message);
         }
         if (!verify_with_keys(tok, pol->primary_key, pol->secondary_key, now_s, p->token_skew_s,
                               &err)) {
             return refuse(p, rq, dev, modp, err.message);
         }
     } else {
-        bool scope_ok = !strcmp(res->device_id, dev) &&
-                        (modp ? !strcmp(res->module_id, mod) : res->module_id[0] == '\0');
-        if (!scope_ok) {
-            snprintf(reason, sizeof reason,
-                     "SAS token resource is for '%s%s%s', not for '%s'", res->device_id,
-                     res->module_id[0] ? "/" : "", res->module_id, expect_cid);
-            return refuse(p, rq, dev, modp, reason);
+        if (th_auth_connect_scope(res, false, dev, modp, &err) != TH_OK) {
+            return refuse(p, rq, dev, modp, err.message);
         }
         if (!verify_with_keys(tok, id->primary_key, id->secondary_key, now_s, p->token_skew_s,
                               &err)) {

@@ -1,14 +1,16 @@
 /*
  * gw_rest.c - the IoT Hub service REST API subset (docs/rest-api.md;
- * iothub-protocol.md section 10): routes, shared access policy
- * authorisation, and the translation of each request into one control API
+ * iothub-protocol.md section 10): routes, authorisation (shared access
+ * policies, and a device's own key on its module registry: core/auth.h), and
+ * the translation of each request into one control API
  * command and of its answer into the hub's HTTP response (status, ETag,
  * x-ms-* paging headers, the hub's error envelope with iothub-errorcode).
  * Also /health and the twinhub-specific C2D endpoint.
  *
  * Everything runs on the gateway's service thread. A request waits in
- * GW_C_WAIT for its control answer (gw_control.c) and in GW_C_AUTH while the
- * policy list is refreshed after a token did not verify.
+ * GW_C_WAIT for its control answer (gw_control.c), or for the keys of the
+ * device whose key signed it (getDevice), and in GW_C_AUTH while the policy
+ * list is refreshed after a token did not verify.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 
 #include <openssl/rand.h>
 
+#include "auth.h"
 #include "gw_private.h"
 #include "json.h"
 #include "sas.h"
@@ -30,6 +33,8 @@
 #define METHOD_SLACK_S 15 /* beyond the method's own timeouts, before the gateway gives up */
 
 enum { RR = TH_PERM_REGISTRY_READ, RW = TH_PERM_REGISTRY_WRITE, SC = TH_PERM_SERVICE_CONNECT };
+#define SV TH_AUTH_REST_SERVICE        /* policy tokens only */
+#define DM TH_AUTH_REST_DEVICE_MODULES /* also the path device's own key */
 
 struct gw_route {
     enum gw_method method;
@@ -38,6 +43,7 @@ struct gw_route {
     const char *needs;   /* the right, for refusals */
     bool azure;          /* an IoT Hub path: api-version is required */
     void (*handler)(struct gw_conn *c);
+    enum th_auth_rest_target target; /* also open to the path device's own key (auth.h) */
 };
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -688,27 +694,27 @@ static void h_health(struct gw_conn *c)
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static const struct gw_route routes[] = {
-    {GW_GET, "/health", 0, NULL, false, h_health},
-    {GW_POST, "/devices/query", SC | RR, "ServiceConnect", true, h_query},
-    {GW_GET, "/devices", RR, "RegistryRead", true, h_list_devices},
-    {GW_GET, "/devices/{}", RR, "RegistryRead", true, h_get_device},
-    {GW_PUT, "/devices/{}", RW, "RegistryWrite", true, h_put_device},
-    {GW_DELETE, "/devices/{}", RW, "RegistryWrite", true, h_delete_device},
-    {GW_GET, "/devices/{}/modules", RR, "RegistryRead", true, h_list_modules},
-    {GW_GET, "/devices/{}/modules/{}", RR, "RegistryRead", true, h_get_module},
-    {GW_PUT, "/devices/{}/modules/{}", RW, "RegistryWrite", true, h_put_module},
-    {GW_DELETE, "/devices/{}/modules/{}", RW, "RegistryWrite", true, h_delete_module},
-    {GW_GET, "/twins/{}", SC | RR, "ServiceConnect", true, h_get_twin},
-    {GW_PATCH, "/twins/{}", SC, "ServiceConnect", true, h_patch_twin},
-    {GW_PUT, "/twins/{}", SC, "ServiceConnect", true, h_put_twin},
-    {GW_POST, "/twins/{}/methods", SC, "ServiceConnect", true, h_invoke},
-    {GW_GET, "/twins/{}/modules/{}", SC | RR, "ServiceConnect", true, h_get_twin},
-    {GW_PATCH, "/twins/{}/modules/{}", SC, "ServiceConnect", true, h_patch_twin},
-    {GW_PUT, "/twins/{}/modules/{}", SC, "ServiceConnect", true, h_put_twin},
-    {GW_POST, "/twins/{}/modules/{}/methods", SC, "ServiceConnect", true, h_invoke},
-    {GW_GET, "/statistics/devices", RR, "RegistryRead", true, h_stats_devices},
-    {GW_GET, "/statistics/service", SC, "ServiceConnect", true, h_stats_service},
-    {GW_POST, "/twinhub/devices/{}/messages", SC, "ServiceConnect", false, h_c2d},
+    {GW_GET, "/health", 0, NULL, false, h_health, SV},
+    {GW_POST, "/devices/query", SC | RR, "ServiceConnect", true, h_query, SV},
+    {GW_GET, "/devices", RR, "RegistryRead", true, h_list_devices, SV},
+    {GW_GET, "/devices/{}", RR, "RegistryRead", true, h_get_device, SV},
+    {GW_PUT, "/devices/{}", RW, "RegistryWrite", true, h_put_device, SV},
+    {GW_DELETE, "/devices/{}", RW, "RegistryWrite", true, h_delete_device, SV},
+    {GW_GET, "/devices/{}/modules", RR, "RegistryRead", true, h_list_modules, DM},
+    {GW_GET, "/devices/{}/modules/{}", RR, "RegistryRead", true, h_get_module, DM},
+    {GW_PUT, "/devices/{}/modules/{}", RW, "RegistryWrite", true, h_put_module, DM},
+    {GW_DELETE, "/devices/{}/modules/{}", RW, "RegistryWrite", true, h_delete_module, DM},
+    {GW_GET, "/twins/{}", SC | RR, "ServiceConnect", true, h_get_twin, SV},
+    {GW_PATCH, "/twins/{}", SC, "ServiceConnect", true, h_patch_twin, SV},
+    {GW_PUT, "/twins/{}", SC, "ServiceConnect", true, h_put_twin, SV},
+    {GW_POST, "/twins/{}/methods", SC, "ServiceConnect", true, h_invoke, SV},
+    {GW_GET, "/twins/{}/modules/{}", SC | RR, "ServiceConnect", true, h_get_twin, SV},
+    {GW_PATCH, "/twins/{}/modules/{}", SC, "ServiceConnect", true, h_patch_twin, SV},
+    {GW_PUT, "/twins/{}/modules/{}", SC, "ServiceConnect", true, h_put_twin, SV},
+    {GW_POST, "/twins/{}/modules/{}/methods", SC, "ServiceConnect", true, h_invoke, SV},
+    {GW_GET, "/statistics/devices", RR, "RegistryRead", true, h_stats_devices, SV},
+    {GW_GET, "/statistics/service", SC, "ServiceConnect", true, h_stats_service, SV},
+    {GW_POST, "/twinhub/devices/{}/messages", SC, "ServiceConnect", false, h_c2d, SV},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 #define MAX_SEGMENTS 8
@@ -791,37 +797,99 @@ static bool wait_for_policies(struct gw_conn *c, bool retry)
     return true;
 }
 
-static int authorize(struct gw_conn *c)
+/* The Authorization header parsed into `buf` (`tok` and `res` point there); false after a 401. */
+static bool parse_token(struct gw_conn *c, char *buf, size_t size, struct th_sas_token *tok,
+                        struct th_sas_resource *res)
 {
-    struct th_gateway *gw = c->gw;
-    const struct gw_route *rt = c->route;
     const struct gw_slice *h = gw_req_header(&c->req, "Authorization");
-    char token[MAX_TOKEN];
-    struct th_sas_token tok;
-    struct th_sas_resource res;
     struct th_error err = {0};
     if (!h || !h->n) {
         gw_rest_error(c, 401, 401002,
                       "no Authorization header; send a SharedAccessSignature token signed with a "
                       "shared access policy key (sr=<hub>&sig=...&se=...&skn=<policy>)");
-        return AUTH_ANSWERED;
+        return false;
     }
-    if (h->n >= sizeof token) {
+    if (h->n >= size) {
         gw_rest_error(c, 401, 401002, "the Authorization header is too long");
-        return AUTH_ANSWERED;
+        return false;
     }
-    memcpy(token, h->p, h->n);
-    token[h->n] = '\0';
-    if (th_sas_parse(token, h->n, &tok, &err) != TH_OK ||
-        th_sas_resource(&tok, &res, &err) != TH_OK) {
+    memcpy(buf, h->p, h->n);
+    buf[h->n] = '\0';
+    if (th_sas_parse(buf, h->n, tok, &err) != TH_OK || th_sas_resource(tok, res, &err) != TH_OK) {
         gw_rest_error(c, 401, 401002, "the Authorization header is not a valid SAS token: %s",
                       err.message);
-        return AUTH_ANSWERED;
+        return false;
     }
-    if (!tok.skn.ptr || res.device_id[0]) {
+    return true;
+}
+
+/*
+ * The keys of the device in the path arrived (getDevice): check the device-key
+ * token against them (auth.h), then run the route. A device the hub does not
+ * know is a 401 like a wrong key, not a 404: nothing authenticated the caller.
+ */
+static void done_device_key(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+{
+    (void)gw;
+    if (!c)
+        return;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
+    if (!data && th_json_number(entry, "status", 500) != 404) {
+        error_from_entry(c, entry);
+        gw_http_resume(c);
+        return;
+    }
+    char token[MAX_TOKEN];
+    struct th_sas_token tok;
+    struct th_sas_resource res;
+    if (!parse_token(c, token, sizeof token, &tok, &res)) {
+        gw_http_resume(c);
+        return;
+    }
+    const cJSON *sym = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(data, "authentication"), "symmetricKey");
+    struct th_auth_device dev = {
+        .device_id = c->ids[0],
+        .primary_key = th_json_string(sym, "primaryKey", ""),
+        .secondary_key = th_json_string(sym, "secondaryKey", ""),
+        .enabled = strcmp(th_json_string(data, "status", "enabled"), "disabled") != 0,
+    };
+    struct th_error err = {0};
+    if (th_auth_rest_device_key(&tok, data ? &dev : NULL, th_now_us() / 1000000, 0, &err) !=
+        TH_OK) {
+        gw_rest_error(c, 401, 401002, "%s", err.message);
+        gw_http_resume(c);
+        return;
+    }
+    c->state = GW_C_WAIT;
+    c->route->handler(c);
+    if (c->state == GW_C_HEAD)
+        gw_http_resume(c);
+}
+
+static int authorize(struct gw_conn *c)
+{
+    struct th_gateway *gw = c->gw;
+    const struct gw_route *rt = c->route;
+    char token[MAX_TOKEN];
+    struct th_sas_token tok;
+    struct th_sas_resource res;
+    struct th_error err = {0};
+    if (!parse_token(c, token, sizeof token, &tok, &res))
+        return AUTH_ANSWERED;
+    if (th_auth_is_device_key(&tok)) {
+        /* Signed with a device's own key: its module registry only, checked against its keys. */
+        if (th_auth_rest_device_scope(&res, rt->target, c->ids[0], &err) != TH_OK) {
+            gw_rest_error(c, 401, 401002, "%s", err.message);
+            return AUTH_ANSWERED;
+        }
+        call(c, command(c, "getDevice", false), GW_CALL_TIMEOUT_S, done_device_key);
+        return AUTH_WAIT;
+    }
+    if (res.device_id[0]) {
         gw_rest_error(c, 401, 401002,
-                      "a device or module token cannot call the service API; sign with a shared "
-                      "access policy key (skn=<policy>, sr=<hub name>)");
+                      "a shared access policy token for the service API is scoped to the hub: "
+                      "sr=<hub name> (or <hub name>/devices), not a device or module");
         return AUTH_ANSWERED;
     }
     if (!gw->policies_loaded) {
@@ -839,9 +907,7 @@ static int authorize(struct gw_conn *c)
         return AUTH_ANSWERED;
     }
     int64_t now_s = th_now_us() / 1000000;
-    th_result r = th_sas_verify(&tok, pol->primary_key, now_s, 0, &err);
-    if (r == TH_ERR_AUTH && pol->secondary_key[0])
-        r = th_sas_verify(&tok, pol->secondary_key, now_s, 0, &err);
+    th_result r = th_auth_verify_keys(&tok, pol->primary_key, pol->secondary_key, now_s, 0, &err);
     if (r == TH_ERR_EXPIRED) {
         gw_rest_error(c, 401, 401002, "the SAS token has expired (se=%.*s); sign a new one",
                       (int)tok.se.len, tok.se.ptr);

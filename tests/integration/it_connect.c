@@ -1,20 +1,33 @@
 /*
  * it_connect.c - CONNECT authentication against the real broker + plugin
  * (iothub-protocol.md sections 2 and 3): SAS tokens of devices, modules and
- * service principals, the CONNACK refusal code, takeover and connection state.
+ * service principals, lower-cased resource URIs (IoT Edge, the SAS article),
+ * the CONNACK refusal code, takeover and connection state.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <mosquitto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "harness.h"
 #include "registry.h"
 #include "sas.h"
+#include "util.h"
+
+/* Mixed-case identities for the lower-cased resource URI tests (created on first use). */
+#define CASE_DEV "CaseDev"
+#define CASE_DEV_KEY "dHdpbmh1Yi1pbnRlZ3JhdGlvbi1jYXNlLWtleS0wMDE="
+#define CASE_MOD "CaseMod"
+#define CASE_MOD_KEY "dHdpbmh1Yi1pbnRlZ3JhdGlvbi1jYXNlLW1vZC0wMDE="
+#define OTHER_DEV "OtherDev"
+#define OTHER_DEV_KEY "dHdpbmh1Yi1pbnRlZ3JhdGlvbi1vdGhlci1rZXktMDE="
 
 static struct it_hub hub;
 
@@ -200,6 +213,136 @@ static void test_connect_token_of_other_device_fails(void **state)
     free(tok);
 }
 
+/* Register CaseDev (with module CaseMod) and OtherDev once per hub. */
+static void case_identities(void)
+{
+    static bool done;
+    if (done)
+        return;
+    struct it_client *svc = it_service_open(&hub, false);
+    cJSON *r =
+        it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"" CASE_DEV "\","
+                           "\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" CASE_DEV_KEY
+                           "\",\"secondaryKey\":\"" CASE_DEV_KEY "\"}}}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"createModule\",\"deviceId\":\"" CASE_DEV
+                           "\",\"moduleId\":\"" CASE_MOD "\",\"authentication\":{\"symmetricKey\":"
+                           "{\"primaryKey\":\"" CASE_MOD_KEY "\",\"secondaryKey\":\"" CASE_MOD_KEY
+                           "\"}}}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"" OTHER_DEV "\","
+                           "\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" OTHER_DEV_KEY
+                           "\",\"secondaryKey\":\"" OTHER_DEV_KEY "\"}}}");
+    cJSON_Delete(r);
+    it_client_close(svc);
+    done = true;
+}
+
+/* The hub name in lower case, as IoT Edge writes the whole audience. */
+static char *lower_host(void)
+{
+    char *h = strdup(hub.hub_name);
+    for (char *c = h; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    return h;
+}
+
+/* A token whose `sr` is `sr` exactly as given (no encoding added), signed over that text. */
+static char *token_for_sr(const char *sr, const char *key_b64, long long se)
+{
+    uint8_t key[64], mac[32];
+    size_t key_len = 0, sig_len = 0;
+    unsigned int mac_len = 0;
+    char b64[64], sig[192];
+    assert_int_equal(th_b64_decode(key_b64, strlen(key_b64), key, sizeof key, &key_len), TH_OK);
+    char *msg = it_strdupf("%s\n%lld", sr, se);
+    assert_non_null(HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, strlen(msg),
+                         mac, &mac_len));
+    free(msg);
+    assert_int_equal(th_b64_encode(mac, mac_len, b64, sizeof b64), TH_OK);
+    assert_int_equal(th_pct_encode(b64, strlen(b64), sig, sizeof sig, &sig_len), TH_OK);
+    return it_strdupf("SharedAccessSignature sr=%s&sig=%s&se=%lld", sr, sig, se);
+}
+
+/* A token for `resource` with upper-case escapes (th_sas_sign, as IoT Edge's percent_encode). */
+static char *token_for_resource(const char *resource, const char *key_b64)
+{
+    char buf[1024];
+    assert_int_equal(th_sas_sign(resource, key_b64, it_expiry(), NULL, buf, sizeof buf), TH_OK);
+    return strdup(buf);
+}
+
+static void test_connect_lower_cased_resource_succeeds(void **state)
+{
+    (void)state;
+    case_identities();
+    char *host = lower_host();
+    /* The three spellings of the lower-cased URI that clients send: raw (full C SDK style),
+     * lower-case escapes (the SAS article), upper-case escapes (IoT Edge). */
+    char *raw = it_strdupf("%s/devices/casedev", host);
+    char *lower_escapes = it_strdupf("%s%%2fdevices%%2fcasedev", host);
+    char *toks[] = {token_for_sr(raw, CASE_DEV_KEY, it_expiry()),
+                    token_for_sr(lower_escapes, CASE_DEV_KEY, it_expiry()),
+                    token_for_resource(raw, CASE_DEV_KEY)};
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+        assert_int_equal(try_device(CASE_DEV, toks[i]), 0);
+        free(toks[i]);
+    }
+
+    /* A module: {host}/devices/{d}/modules/{m}, all lower case. */
+    char *mod_uri = it_strdupf("%s/devices/casedev/modules/casemod", host);
+    char *mod_tok = token_for_resource(mod_uri, CASE_MOD_KEY);
+    char *mod_user = it_device_username(hub.hub_name, CASE_DEV, CASE_MOD);
+    assert_int_equal(try_connect(CASE_DEV "/" CASE_MOD, mod_user, mod_tok, 0), 0);
+
+    free(mod_user);
+    free(mod_tok);
+    free(mod_uri);
+    free(lower_escapes);
+    free(raw);
+    free(host);
+}
+
+static void test_connect_lower_cased_resource_of_other_device_fails(void **state)
+{
+    (void)state;
+    case_identities();
+    struct it_client *svc = it_service_open(&hub, true);
+    char *host = lower_host();
+
+    /* CaseDev's own key, but sr names another device (registered, or only similar). */
+    char *other = it_strdupf("%s/devices/otherdev", host);
+    char *tok = token_for_resource(other, CASE_DEV_KEY);
+    assert_int_equal(try_device(CASE_DEV, tok), 5);
+    cJSON *ev = it_event_wait(svc, "refused", CASE_DEV, NULL, NULL, NULL, IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_non_null(strstr(it_json_str(ev, "data.reason"), "'otherdev', not for 'CaseDev'"));
+    cJSON_Delete(ev);
+    free(tok);
+
+    char *similar = it_strdupf("%s/devices/casedev2", host);
+    tok = token_for_resource(similar, CASE_DEV_KEY);
+    assert_int_equal(try_device(CASE_DEV, tok), 5);
+    free(tok);
+
+    /* OtherDev's valid lower-cased token presented as CaseDev. */
+    tok = token_for_resource(other, OTHER_DEV_KEY);
+    assert_int_equal(try_device(CASE_DEV, tok), 5);
+    free(tok);
+
+    /* A module token of CaseDev/CaseMod does not connect the device. */
+    char *mod_uri = it_strdupf("%s/devices/casedev/modules/casemod", host);
+    tok = token_for_resource(mod_uri, CASE_MOD_KEY);
+    assert_int_equal(try_device(CASE_DEV, tok), 5);
+    free(tok);
+
+    free(mod_uri);
+    free(similar);
+    free(other);
+    free(host);
+    it_client_close(svc);
+}
+
 static void test_connect_mqtt31_fails(void **state)
 {
     (void)state;
@@ -281,6 +424,8 @@ int main(void)
         cmocka_unit_test(test_connect_username_other_device_fails),
         cmocka_unit_test(test_connect_client_id_other_device_fails),
         cmocka_unit_test(test_connect_token_of_other_device_fails),
+        cmocka_unit_test(test_connect_lower_cased_resource_succeeds),
+        cmocka_unit_test(test_connect_lower_cased_resource_of_other_device_fails),
         cmocka_unit_test(test_connect_mqtt31_fails),
         cmocka_unit_test(test_connect_service_wrong_key_fails),
         cmocka_unit_test(test_connect_takeover_keeps_connected_succeeds),
