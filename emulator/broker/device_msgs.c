@@ -174,13 +174,18 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     th_event_emit(p, "reported", id->device_id, id->module_id, data);
 }
 
-/* Wire name of a system property -> the name used in events; NULL for application properties. */
+/*
+ * Wire name of a system property -> the name used in events; NULL for application properties.
+ * `$.sub` (a Plug and Play component) becomes the hub's own name, dt-subject, which event
+ * readers see next to dt-dataschema (IoT Plug and Play conventions: "add the $.sub property
+ * with the component name to the telemetry topic, the system adds the dt-subject property").
+ */
 static const char *system_name(const char *wire)
 {
     static const char *const map[][2] = {
-        {"$.mid", "messageId"},       {"$.cid", "correlationId"},  {"$.uid", "userId"},
-        {"$.ct", "contentType"},      {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
-        {"$.sub", "componentName"},   {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
+        {"$.mid", "messageId"},        {"$.cid", "correlationId"},  {"$.uid", "userId"},
+        {"$.ct", "contentType"},       {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
+        {"$.sub", "dt-subject"},       {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
         {"$.schema", "messageSchema"}, {"$.exp", "expiryTimeUtc"},
     };
     if (strncmp(wire, "$.", 2) != 0) {

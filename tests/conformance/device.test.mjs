@@ -228,6 +228,20 @@ test('direct method: a negative status (the C SDK answers -1) comes back and the
   assert.equal(closed, undefined, `no protocolError: ${JSON.stringify(closed)}`);
 });
 
+test('component telemetry (message property dt-subject, sent as $.sub) shows dt-subject', T, async () => {
+  const msg = new Message(JSON.stringify({ temperature: 20 }));
+  msg.messageId = `mid-${randomUUID()}`;
+  // azure-iot-device-mqtt writes the property dt-subject as $.sub on the topic.
+  msg.properties.add('dt-subject', 'thermostat1');
+  await within(10000, device().sendEvent(msg), 'sendEvent PUBACK');
+  const ev = await svc.waitEvent(
+    (e) => e.kind === 'telemetry' && e.data?.systemProperties?.messageId === msg.messageId,
+    10000, 'the telemetry event');
+  assert.match(ev.data.topic, /%24\.sub=thermostat1/);
+  assert.equal(ev.data.systemProperties['dt-subject'], 'thermostat1');
+  assert.equal(ev.data.properties['dt-subject'], undefined);
+});
+
 test('direct method nobody answers times out with 504101', T, async () => {
   device();
   const r = await svc.command({
