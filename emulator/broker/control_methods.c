@@ -2,7 +2,8 @@
  * control_methods.c - direct methods (`invokeMethod`): the request to the
  * device, correlation of its answer by $rid, connect and response timeouts
  * driven from TICK, and failure when the device goes away
- * (iothub-protocol.md section 8).
+ * (iothub-protocol.md section 8). What the answer becomes for the caller is
+ * core/method.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "control.h"
 #include "json.h"
+#include "method.h"
 #include "th_limits.h"
 #include "topic.h"
 #include "util.h"
@@ -58,11 +60,9 @@ static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *da
         }
         cJSON_Delete(data);
     } else {
-        if (ev && data) {
-            cJSON_AddItemToObject(ev, "status",
-                                  cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(data, "status"), 1));
-            cJSON_AddItemToObject(ev, "payload",
-                                  cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(data, "payload"), 1));
+        /* The event shows the answer as the caller gets it: status, payload or the raw body. */
+        for (const cJSON *it = data ? data->child : NULL; ev && it; it = it->next) {
+            cJSON_AddItemToObject(ev, it->string, cJSON_Duplicate(it, 1));
         }
         cJSON_AddItemToObject(r, "data", data);
     }
@@ -211,23 +211,32 @@ void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id)
     }
 }
 
-void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const char *rid,
-                            size_t rid_len, int status, const void *payload, size_t len)
+/* The pending call `rid` of identity `id`, or NULL. */
+static struct th_method_call *pending_call(struct th_plugin *p, const struct th_identity *id,
+                                           const char *rid)
+{
+    for (struct th_method_call *m = p->calls; m; m = m->next) {
+        char mine[32];
+        snprintf(mine, sizeof mine, "%llu", (unsigned long long)m->id);
+        if (m->response_deadline_ms && !strcmp(mine, rid) && !strcmp(m->device_id, id->device_id) &&
+            ((!m->module_id && !id->module_id) ||
+             (m->module_id && id->module_id && !strcmp(m->module_id, id->module_id)))) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const struct th_topic *t,
+                            const void *payload, size_t len)
 {
     char ridbuf[32];
     struct th_method_call *m;
     struct th_error err = {0};
-    cJSON *body = NULL;
-    snprintf(ridbuf, sizeof ridbuf, "%.*s", (int)(rid_len < 31 ? rid_len : 31), rid ? rid : "");
-    for (m = p->calls; m; m = m->next) {
-        char mine[32];
-        snprintf(mine, sizeof mine, "%llu", (unsigned long long)m->id);
-        if (m->response_deadline_ms && !strcmp(mine, ridbuf) && !strcmp(m->device_id, id->device_id) &&
-            ((!m->module_id && !id->module_id) ||
-             (m->module_id && id->module_id && !strcmp(m->module_id, id->module_id)))) {
-            break;
-        }
-    }
+    cJSON *data = NULL;
+    snprintf(ridbuf, sizeof ridbuf, "%.*s", (int)(t->rid.len < 31 ? t->rid.len : 31),
+             t->rid.ptr ? t->rid.ptr : "");
+    m = pending_call(p, id, ridbuf);
     if (!m) {
         th_log(p, MOSQ_LOG_WARNING,
                "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
@@ -235,20 +244,29 @@ void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const c
         return;
     }
     call_unlink(p, m);
-    if (len > 0 && th_json_parse(payload, len, TH_METHOD_MAX_PAYLOAD_BYTES, 64, &body, &err) != TH_OK) {
+    if (!t->status_ok) {
+        /* Only this call fails: the device stays connected (docs/protocol.md). */
         th_error_set(&err, TH_ERR_FORMAT, 400006,
-                     "the device answered method '%s' with a body that is not JSON: %s",
-                     m->method_name, err.message);
+                     "the device answered method '%s' with status '%.*s' in "
+                     "$iothub/methods/res/{status}/?$rid=%s; the status must be a whole number "
+                     "from -2147483648 to 2147483647",
+                     m->method_name, (int)(t->status_text.len > 64 ? 64 : t->status_text.len),
+                     t->status_text.ptr ? t->status_text.ptr : "", ridbuf);
+    } else if (th_method_result(t->status, payload, len, &data, &err) != TH_OK) {
+        data = NULL; /* err says why */
+    }
+    if (!data) {
+        th_log(p, MOSQ_LOG_WARNING, "%s | method %s failed | rid=%s %s", id->device_id,
+               m->method_name, ridbuf, err.message);
         call_answer(p, m, NULL, &err);
         call_free(m);
         return;
     }
-    cJSON *data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddNumberToObject(data, "status", status);
-        cJSON_AddItemToObject(data, "payload", body ? body : cJSON_CreateNull());
-    } else {
-        cJSON_Delete(body);
+    if (th_method_result_is_raw(data)) {
+        th_log(p, MOSQ_LOG_NOTICE,
+               "%s | method %s answered with a body that is not JSON | rid=%s status=%ld; IoT "
+               "Hub passes it on as is and the service SDKs fail to parse the answer",
+               id->device_id, m->method_name, ridbuf, (long)t->status);
     }
     call_answer(p, m, data, NULL);
     call_free(m);

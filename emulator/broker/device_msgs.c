@@ -174,13 +174,18 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     th_event_emit(p, "reported", id->device_id, id->module_id, data);
 }
 
-/* Wire name of a system property -> the name used in events; NULL for application properties. */
+/*
+ * Wire name of a system property -> the name used in events; NULL for application properties.
+ * `$.sub` (a Plug and Play component) becomes the hub's own name, dt-subject, which event
+ * readers see next to dt-dataschema (IoT Plug and Play conventions: "add the $.sub property
+ * with the component name to the telemetry topic, the system adds the dt-subject property").
+ */
 static const char *system_name(const char *wire)
 {
     static const char *const map[][2] = {
-        {"$.mid", "messageId"},       {"$.cid", "correlationId"},  {"$.uid", "userId"},
-        {"$.ct", "contentType"},      {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
-        {"$.sub", "componentName"},   {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
+        {"$.mid", "messageId"},        {"$.cid", "correlationId"},  {"$.uid", "userId"},
+        {"$.ct", "contentType"},       {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
+        {"$.sub", "dt-subject"},       {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
         {"$.schema", "messageSchema"}, {"$.exp", "expiryTimeUtc"},
     };
     if (strncmp(wire, "$.", 2) != 0) {
@@ -192,39 +197,6 @@ static const char *system_name(const char *wire)
         }
     }
     return wire; /* other $.x keys keep their wire name */
-}
-
-/* True for well-formed UTF-8 without NUL bytes (the body can then be shown as text). */
-static bool valid_utf8(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char ch = s[i];
-        size_t n;
-        if (ch == 0) {
-            return false;
-        } else if (ch < 0x80) {
-            n = 0;
-        } else if ((ch & 0xE0) == 0xC0) {
-            n = 1;
-        } else if ((ch & 0xF0) == 0xE0) {
-            n = 2;
-        } else if ((ch & 0xF8) == 0xF0) {
-            n = 3;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n) {
-            return false;
-        }
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                return false;
-            }
-        }
-        i += n + 1;
-    }
-    return true;
 }
 
 static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto_evt_message *ed,
@@ -301,7 +273,7 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
     cJSON_AddBoolToObject(data, "retain", ed->retain);
     cJSON_AddItemToObject(data, "systemProperties", sys);
     cJSON_AddItemToObject(data, "properties", app);
-    if (ed->payloadlen && valid_utf8(ed->payload, ed->payloadlen)) {
+    if (ed->payloadlen && th_utf8_is_text(ed->payload, ed->payloadlen)) {
         cJSON_AddStringToObject(data, "body", ed->payload); /* NUL-terminated by the broker */
     }
     size_t b64cap = 4 * ((ed->payloadlen + 2) / 3) + 1;
@@ -343,8 +315,7 @@ int th_on_message(int event, void *event_data, void *userdata)
         on_twin_patch(p, c, &t, ed->payload, ed->payloadlen);
         return MOSQ_ERR_ACL_DENIED;
     case TH_TOPIC_METHOD_RESPONSE:
-        th_methods_on_response(p, c->identity, t.rid.ptr, t.rid.len, t.status, ed->payload,
-                               ed->payloadlen);
+        th_methods_on_response(p, c->identity, &t, ed->payload, ed->payloadlen);
         return MOSQ_ERR_ACL_DENIED;
     default:
         return protocol_error(p, c, ed->topic, "not an IoT Hub device topic");

@@ -116,9 +116,10 @@ int th_on_control(int event, void *event_data, void *userdata);
 void th_methods_tick(struct th_plugin *p, int64_t now_ms);
 /* The identity went offline: fail or keep its pending calls. */
 void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id);
-/* Device answered $iothub/methods/res/{status}/?$rid=. */
-void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const char *rid,
-                            size_t rid_len, int status, const void *payload, size_t len);
+/* Device answered $iothub/methods/res/{status}/?$rid= (t: the parsed topic). */
+struct th_topic;
+void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const struct th_topic *t,
+                            const void *payload, size_t len);
 void th_methods_free_all(struct th_plugin *p);
 
 /* persist.c */

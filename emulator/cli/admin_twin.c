@@ -160,13 +160,23 @@ int th_cmd_twin(int argc, char **argv)
 
 #define METHOD_EXTRA_WAIT_S 5
 
+/*
+ * The status, then the payload as JSON; a body that is not JSON (rawPayload, control-api.md)
+ * is printed as the device sent it, as text or, when it is not text, as base64.
+ */
 static void human_method(const cJSON *data, const void *ctx)
 {
     (void)ctx;
     printf("status %.0f\n", th_num(data, "status"));
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(data, "payload");
+    const char *raw = th_str(data, "rawPayload", NULL);
+    const char *raw64 = th_str(data, "rawPayloadBase64", NULL);
     if (p)
         th_print_json(p);
+    else if (raw)
+        printf("%s\n", raw);
+    else if (raw64)
+        printf("base64 %s\n", raw64);
     else
         printf("null\n");
 }
@@ -224,7 +234,21 @@ static int method_invoke(const struct th_args *a, const char *const *args, int n
         th_client_close(c);
     }
     cJSON_Delete(cmd);
-    return th_finish(a, rc, data, human_method, NULL);
+    /* IoT Hub copies a body that is not JSON into its answer as it is, and the service SDKs
+     * then fail to parse that answer: show what came, and fail as an SDK caller would. */
+    bool raw = rc < 0 && th_str(data, "rawPayloadBase64", NULL) != NULL;
+    char why[300] = "";
+    if (raw)
+        snprintf(why, sizeof why, "%s", th_str(data, "payloadError", "not JSON"));
+    rc = th_finish(a, rc, data, human_method, NULL);
+    if (raw) {
+        fprintf(stderr,
+                "twinhub: the device answered with a body that is not JSON (%s); IoT Hub passes "
+                "it on as it is, and the service SDKs fail to parse its answer\n",
+                why);
+        rc = TH_EXIT_FAIL;
+    }
+    return rc;
 }
 
 static const struct th_optspec method_specs[] = {

@@ -216,18 +216,32 @@ static th_result parse_telemetry(const char *topic, size_t len, struct th_topic 
     return TH_OK;
 }
 
-/* Parse the method response status: 1 to 9 decimal digits. */
-static bool parse_status(const char *s, size_t len, int *status)
+/*
+ * The device application chooses the status (iot-hub-devguide-direct-methods:
+ * "the device-supplied status of method execution") and the service API
+ * carries it as an int32 (CloudToDeviceMethodResult.status); the full C SDK
+ * prints an int with %d, so -1 is common (its samples answer an unknown
+ * method with -1). Leading zeros are accepted; the value must fit int32.
+ */
+bool th_method_status_parse(const char *s, size_t len, int32_t *out)
 {
-    if (len == 0 || len > 9)
+    if (s == NULL || len == 0)
         return false;
-    int v = 0;
-    for (size_t i = 0; i < len; i++) {
+    bool neg = s[0] == '-';
+    size_t i = neg ? 1 : 0;
+    if (i == len)
+        return false;
+    /* Accumulate the magnitude; INT32_MIN's is one more than INT32_MAX. */
+    const int64_t limit = neg ? -(int64_t)INT32_MIN : (int64_t)INT32_MAX;
+    int64_t v = 0;
+    for (; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;
         v = v * 10 + (s[i] - '0');
+        if (v > limit)
+            return false;
     }
-    *status = v;
+    *out = (int32_t)(neg ? -v : v);
     return true;
 }
 
@@ -281,13 +295,13 @@ th_result th_topic_parse(const char *topic, size_t len, struct th_topic *out)
         const char *end = topic + len;
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *status_end = slash ? slash : end;
-        int status = 0;
-        if (!parse_status(p, (size_t)(status_end - p), &status))
-            return TH_ERR_INVAL;
         th_result r =
             parse_rid_tail(status_end, (size_t)(end - status_end), TH_TOPIC_METHOD_RESPONSE, out);
-        if (out->kind == TH_TOPIC_METHOD_RESPONSE)
-            out->status = status;
+        if (out->kind == TH_TOPIC_METHOD_RESPONSE) {
+            out->status_text.ptr = p;
+            out->status_text.len = (size_t)(status_end - p);
+            out->status_ok = th_method_status_parse(p, out->status_text.len, &out->status);
+        }
         return r;
     }
     return TH_ERR_INVAL;

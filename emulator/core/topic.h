@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "slice.h"
 #include "th_result.h"
 
@@ -45,17 +46,24 @@ enum th_topic_kind {
 
 struct th_topic {
     enum th_topic_kind kind;
-    struct th_slice device_id; /* telemetry only */
-    struct th_slice module_id; /* telemetry from a module only */
-    struct th_slice props;     /* telemetry property bag (encoded, leading '?' removed) */
-    struct th_slice rid;       /* $rid value, as sent (encoded) */
-    int status;                /* method response status */
+    struct th_slice device_id;   /* telemetry only */
+    struct th_slice module_id;   /* telemetry from a module only */
+    struct th_slice props;       /* telemetry property bag (encoded, leading '?' removed) */
+    struct th_slice rid;         /* $rid value, as sent (encoded) */
+    struct th_slice status_text; /* method response: the {status} level as sent */
+    bool status_ok;              /* method response: status_text is a decimal int32 */
+    int32_t status;              /* method response status, when status_ok */
 };
 
 /*
  * Classify a published topic. Unknown topics return TH_ERR_INVAL with kind
  * TH_TOPIC_UNKNOWN. A twin or method-response topic without $rid is
  * TH_ERR_INVAL. The caller checks that telemetry ids match the publisher.
+ *
+ * A method response with a $rid is TH_OK whatever its {status} level holds:
+ * status_ok says whether that is a decimal int32 (optional '-', digits, the
+ * whole range -2147483648..2147483647, as the device SDKs print an int), so
+ * that the caller can fail the one pending call instead of the connection.
  */
 TH_NODISCARD th_result th_topic_parse(const char *topic, size_t len, struct th_topic *out);
 
@@ -116,6 +124,12 @@ TH_NODISCARD th_result th_topic_method_request(const char *name, const char *rid
                                                size_t size);
 /* devices/{d}/messages/devicebound/{bag} (bag may be empty). */
 TH_NODISCARD th_result th_topic_c2d(const char *device_id, const char *bag, char *out, size_t size);
+
+/*
+ * Parse a method response status: an optional '-' then decimal digits, within
+ * int32. False (and *out untouched) for anything else, "" and "+1" included.
+ */
+bool th_method_status_parse(const char *s, size_t len, int32_t *out);
 
 /* True when `name` is a valid direct method name (printable ASCII without the reserved set). */
 bool th_method_name_valid(const char *name);

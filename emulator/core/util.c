@@ -266,3 +266,35 @@ bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen)
     }
     return true;
 }
+
+bool th_utf8_is_text(const void *text, size_t len)
+{
+    const unsigned char *s = text;
+    size_t i = 0;
+    if (s == NULL)
+        return len == 0;
+    while (i < len) {
+        unsigned char ch = s[i];
+        size_t n;
+        if (ch == 0)
+            return false;
+        else if (ch < 0x80)
+            n = 0;
+        else if ((ch & 0xE0) == 0xC0)
+            n = 1;
+        else if ((ch & 0xF0) == 0xE0)
+            n = 2;
+        else if ((ch & 0xF8) == 0xF0)
+            n = 3;
+        else
+            return false;
+        if (len - i - 1 < n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}

@@ -57,4 +57,10 @@ bool th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 /* Case-insensitive ASCII comparison of two slices. */
 bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen);
 
+/*
+ * True when `len` bytes are UTF-8 (by lead and continuation bytes; overlong
+ * forms are not refused) without a NUL byte: text a JSON string can show.
+ */
+bool th_utf8_is_text(const void *s, size_t len);
+
 #endif

@@ -25,6 +25,7 @@
 #include "auth.h"
 #include "gw_private.h"
 #include "json.h"
+#include "method.h"
 #include "sas.h"
 #include "util.h"
 
@@ -293,6 +294,25 @@ static void done_data(struct th_gateway *gw, struct gw_conn *c, const cJSON *ent
     if (!answer_ok(c, entry))
         return;
     respond_json(c, 200, cJSON_GetObjectItemCaseSensitive(entry, "data"), NULL);
+    gw_http_resume(c);
+}
+
+/*
+ * 200 with the method's result as the hub writes it: {"status","payload"}, or, when the
+ * device's body was not JSON, that body copied verbatim after "payload": (core/method.h).
+ */
+static void done_method(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+{
+    (void)gw;
+    if (!answer_ok(c, entry))
+        return;
+    size_t len = 0;
+    char *body = th_method_rest_body(cJSON_GetObjectItemCaseSensitive(entry, "data"), &len);
+    if (body)
+        gw_http_respond(c, 200, NULL, JSON_TYPE, body, len);
+    else
+        gw_rest_error(c, 500, 500001, "the hub's method result could not be written");
+    free(body);
     gw_http_resume(c);
 }
 
@@ -582,7 +602,7 @@ static void h_invoke(struct gw_conn *c)
     if (!(wait >= 0 && wait <= 2 * TH_METHOD_MAX_TIMEOUT_S))
         wait = 2 * TH_METHOD_MAX_TIMEOUT_S; /* out of range: the hub refuses it at once */
     cJSON_Delete(body);
-    call_built(c, ok, cmd, wait + METHOD_SLACK_S, done_data);
+    call_built(c, ok, cmd, wait + METHOD_SLACK_S, done_method);
 }
 
 static void h_query(struct gw_conn *c)

@@ -776,6 +776,13 @@ static void eval_event(struct th_scn_session *ss, const struct event *e)
                                       s ? cJSON_Duplicate(s, 1) : cJSON_CreateNull());
                 cJSON_AddItemToObject(out, "payload",
                                       p ? cJSON_Duplicate(p, 1) : cJSON_CreateNull());
+                /* A body that is not JSON (control-api.md): the step fails on it. */
+                static const char *const raw[] = {"rawPayload", "rawPayloadBase64", "payloadError"};
+                for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+                    const cJSON *r = cJSON_GetObjectItemCaseSensitive(e->data, raw[i]);
+                    if (r)
+                        cJSON_AddItemToObject(out, raw[i], cJSON_Duplicate(r, 1));
+                }
             }
             th_scn_session_check_outcome(ss, out, e->time_us);
             cJSON_Delete(out);
@@ -1128,6 +1135,16 @@ void th_scn_session_check_outcome(struct th_scn_session *ss, const cJSON *outcom
     if (st->kind == TH_STEP_INVOKE_METHOD) {
         bool want_error = expect && (cJSON_GetObjectItemCaseSensitive(expect, "error") ||
                                      cJSON_GetObjectItemCaseSensitive(expect, "errorCode"));
+        if (!failed && cJSON_GetObjectItemCaseSensitive(outcome, "rawPayloadBase64")) {
+            /* IoT Hub copies such a body into its answer verbatim: no service SDK can read it. */
+            set_resultf(ss, TH_VERDICT_FAIL, end_us, NULL,
+                        "method %s on %s: the device answered status %g with a body that is not "
+                        "JSON (%s); IoT Hub passes it on as it is and the service SDKs fail to "
+                        "parse the answer: answer with JSON",
+                        body_str(ss, "methodName"), w, th_json_number(outcome, "status", 0),
+                        th_json_string(outcome, "payloadError", "not JSON"));
+            return;
+        }
         if (want_error && !failed) {
             char *p =
                 th_scn_json_short(cJSON_GetObjectItemCaseSensitive(outcome, "payload"), SHOW_MAX);

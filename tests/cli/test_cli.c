@@ -839,7 +839,9 @@ static void test_twin_patch_from_file_succeeds(void **state)
 
 /*
  * A minimal device on the plain listener that answers every direct method:
- * "fail" with status 500, anything else with 200 and {"ok":true,"got":<payload>}.
+ * "fail" with status 500, "minus" with -1 and {} (the full C SDK's answer to an
+ * unknown method), "text" with 200 and a body that is not JSON, anything else
+ * with 200 and {"ok":true,"got":<payload>}.
  */
 struct fake_device {
     struct mosquitto *mosq;
@@ -872,12 +874,20 @@ static void dev_on_message(struct mosquitto *mosq, void *obj, const struct mosqu
         return;
     rid += 5;
     bool fail = !strncmp(name, "fail/", 5);
+    bool minus = !strncmp(name, "minus/", 6);
+    bool text = !strncmp(name, "text/", 5);
     char topic[256], body[1024];
-    snprintf(topic, sizeof topic, "$iothub/methods/res/%d/?$rid=%.*s", fail ? 500 : 200,
+    snprintf(topic, sizeof topic, "$iothub/methods/res/%d/?$rid=%.*s",
+             fail    ? 500
+             : minus ? -1
+                     : 200,
              (int)strcspn(rid, "&"), rid);
-    snprintf(body, sizeof body, "{\"ok\":%s,\"got\":%.*s}", fail ? "false" : "true",
-             m->payloadlen > 0 ? m->payloadlen : 4,
-             m->payloadlen > 0 ? (char *)m->payload : "null");
+    if (minus || text)
+        snprintf(body, sizeof body, "%s", minus ? "{}" : "not json!");
+    else
+        snprintf(body, sizeof body, "{\"ok\":%s,\"got\":%.*s}", fail ? "false" : "true",
+                 m->payloadlen > 0 ? m->payloadlen : 4,
+                 m->payloadlen > 0 ? (char *)m->payload : "null");
     mosquitto_publish(mosq, NULL, topic, (int)strlen(body), body, 0, false);
 }
 
@@ -952,6 +962,18 @@ static void test_method_invoke_connected_device_succeeds(void **state)
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "status")), 500);
     assert_true(cJSON_IsFalse(path(j, "payload.ok")));
     cJSON_Delete(j);
+    result_free(&r);
+    /* A negative status is a status like any other. */
+    r = RUN("method", "invoke", "ens-4", "minus", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "status -1\n{}\n", &r);
+    result_free(&r);
+    /* A body that is not JSON: shown as sent, and exit 1 as a service SDK would fail on it. */
+    r = RUN("method", "invoke", "ens-4", "text", A);
+    expect_code(&r, 1);
+    expect_in(r.out, "status 200\nnot json!\n", &r);
+    expect_in(r.err, "not JSON", &r);
+    expect_in(r.err, "service SDKs fail to parse", &r);
     result_free(&r);
     r = RUN("device", "disconnect", "ens-4", A);
     expect_code(&r, 0);

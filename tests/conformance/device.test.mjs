@@ -206,6 +206,42 @@ test('direct method: the device status and payload come back to invokeMethod', T
   assert.equal(ev.data.methodName, 'reboot');
 });
 
+test('direct method: a negative status (the C SDK answers -1) comes back and the device stays', T, async () => {
+  const c = device();
+  c.onDeviceMethod('unknownToDevice', (req, res) => {
+    res.send(-1, { error: 'unknown method' }).catch(() => {});
+  });
+  c.onDeviceMethod('maxStatus', (req, res) => res.send(2147483647, null).catch(() => {}));
+  await methodsSubscribed(c);
+  const data = await svc.ok({
+    command: 'invokeMethod', deviceId, methodName: 'unknownToDevice', responseTimeoutInSeconds: 10,
+  }, 20000);
+  assert.equal(data.status, -1);
+  assert.deepEqual(data.payload, { error: 'unknown method' });
+  // The same connection answers the next call: it was not closed for the status.
+  const next = await svc.ok({
+    command: 'invokeMethod', deviceId, methodName: 'maxStatus', responseTimeoutInSeconds: 10,
+  }, 20000);
+  assert.equal(next.status, 2147483647);
+  assert.equal(next.payload, null);
+  const closed = svc.events.find((e) => e.kind === 'protocolError' && e.deviceId === deviceId);
+  assert.equal(closed, undefined, `no protocolError: ${JSON.stringify(closed)}`);
+});
+
+test('component telemetry (message property dt-subject, sent as $.sub) shows dt-subject', T, async () => {
+  const msg = new Message(JSON.stringify({ temperature: 20 }));
+  msg.messageId = `mid-${randomUUID()}`;
+  // azure-iot-device-mqtt writes the property dt-subject as $.sub on the topic.
+  msg.properties.add('dt-subject', 'thermostat1');
+  await within(10000, device().sendEvent(msg), 'sendEvent PUBACK');
+  const ev = await svc.waitEvent(
+    (e) => e.kind === 'telemetry' && e.data?.systemProperties?.messageId === msg.messageId,
+    10000, 'the telemetry event');
+  assert.match(ev.data.topic, /%24\.sub=thermostat1/);
+  assert.equal(ev.data.systemProperties['dt-subject'], 'thermostat1');
+  assert.equal(ev.data.properties['dt-subject'], undefined);
+});
+
 test('direct method nobody answers times out with 504101', T, async () => {
   device();
   const r = await svc.command({

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import {
-  Message, desiredSubscribed, methodsSubscribed, c2dSubscribed, newKey, nextEvent, sasToken,
+  Message, desiredSubscribed, methodsSubscribed, c2dSubscribed, mqtt, newKey, nextEvent, sasToken,
   within,
 } from './hub.mjs';
 import {
@@ -183,6 +183,55 @@ test('Client.invokeDeviceMethod reaches a device of the Node device SDK (MQTT/TL
     sdk.client('invokeDeviceMethod', offline, { methodName: 'x', responseTimeoutInSeconds: 5 }),
     (err) => err.status === 404 && innerError({ json: err.body && JSON.parse(err.body) }).errorCode === 404103);
   await device.close();
+});
+
+/** A plain MQTT device (the mqtt package) subscribed to methods; answer(name) gives [status, body]. */
+async function rawMethodDevice(id, key, answer) {
+  const { info } = hub;
+  const dev = mqtt.connect(`mqtt://127.0.0.1:${info.mqttPort}`, {
+    protocolVersion: 4,
+    clientId: id,
+    username: `${info.hubName}/${id}/?${API}`,
+    password: sasToken(`${info.hubName}/devices/${id}`, key),
+    reconnectPeriod: 0,
+    clean: true,
+  });
+  await within(10000, new Promise((resolve, reject) => {
+    dev.once('connect', resolve);
+    dev.once('error', reject);
+  }), 'the raw device CONNACK');
+  dev.on('message', (topic) => {
+    const m = /^\$iothub\/methods\/POST\/([^/]+)\/\?\$rid=(.+)$/.exec(topic);
+    if (!m) return;
+    const [status, body] = answer(m[1]);
+    dev.publish(`$iothub/methods/res/${status}/?$rid=${m[2]}`, body, { qos: 0 });
+  });
+  await dev.subscribeAsync('$iothub/methods/POST/#', { qos: 0 });
+  return dev;
+}
+
+test('invokeDeviceMethod: a status of -1 and a body that is not JSON, passed on as IoT Hub does', T, async () => {
+  const { id, key } = await newDevice('raw');
+  const dev = await rawMethodDevice(id, key, (name) => (name === 'text'
+    ? [200, "{'filename': 'logs.zip'}"] // Azure/azure-iot-sdk-node#736
+    : [-1, '{}']));
+  // Any int32 status reaches the service SDK (the full C SDK answers unknown methods with -1).
+  const r = await sdk.client('invokeDeviceMethod', id,
+    { methodName: 'unknown', responseTimeoutInSeconds: 10 });
+  assert.deepEqual(r.body, { status: -1, payload: {} });
+  // The hub copies a body that is not JSON after "payload": as it is; the SDK cannot parse it.
+  await assert.rejects(
+    sdk.client('invokeDeviceMethod', id, { methodName: 'text', responseTimeoutInSeconds: 10 }),
+    (err) => err.sdkName === 'SyntaxError');
+  const res = await rest(hub, 'POST', `/twins/${encodeURIComponent(id)}/methods?${API}`, {
+    headers: { Authorization: ownerToken(), 'Content-Type': 'application/json' },
+    body: JSON.stringify({ methodName: 'text', responseTimeoutInSeconds: 10 }),
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers['content-type'], /^application\/json/);
+  assert.equal(res.text, `{"status":200,"payload":{'filename': 'logs.zip'}}`);
+  assert.equal(res.json, undefined);
+  await dev.endAsync();
 });
 
 test('Client.invokeDeviceMethod on a module (ModuleClient over MQTT/TLS)', T, async () => {

@@ -3,12 +3,15 @@
  * published topic (th_topic_parse), the telemetry/C2D property bag
  * (th_props_parse, with an encode/parse round trip), subscription filters
  * (th_sub_classify), the CONNECT username (th_username_parse), id and method
- * name checks, and the twin response topic built from a $rid the device
- * chose. Every slice a parser returns must lie inside its input.
+ * name checks, the twin response topic built from a $rid the device
+ * chose, and a method answer body (th_method_result and the hub's HTTP body,
+ * which copies a body that is not JSON verbatim). Every slice a parser
+ * returns must lie inside its input.
  */
 #include <stdbool.h>
 
 #include "fuzz_common.h"
+#include "method.h"
 #include "th_limits.h"
 #include "topic.h"
 
@@ -58,6 +61,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     th_result r = th_topic_parse(buf, size, &t);
     FUZZ_CHECK(inside(t.device_id, buf, size) && inside(t.module_id, buf, size));
     FUZZ_CHECK(inside(t.props, buf, size) && inside(t.rid, buf, size));
+    FUZZ_CHECK(inside(t.status_text, buf, size));
+    if (t.kind == TH_TOPIC_METHOD_RESPONSE && t.status_ok) {
+        int32_t v = 0;
+        FUZZ_CHECK(th_method_status_parse(t.status_text.ptr, t.status_text.len, &v));
+        FUZZ_CHECK(v == t.status);
+    }
+
+    /* The whole input as a device's method answer: JSON comes back as JSON, anything else
+     * verbatim after "payload":. */
+    cJSON *res = NULL;
+    if (th_method_result(-1, buf, size, &res, NULL) == TH_OK) {
+        size_t n = 0;
+        char *body = th_method_rest_body(res, &n);
+        FUZZ_CHECK(body != NULL);
+        if (th_method_result_is_raw(res)) {
+            static const char head[] = "{\"status\":-1,\"payload\":";
+            FUZZ_CHECK(n == sizeof head - 1 + size + 1);
+            FUZZ_CHECK(memcmp(body, head, sizeof head - 1) == 0);
+            FUZZ_CHECK(size == 0 || memcmp(body + sizeof head - 1, buf, size) == 0);
+            FUZZ_CHECK(body[n - 1] == '}');
+        } else {
+            cJSON *back = cJSON_ParseWithLength(body, n);
+            FUZZ_CHECK(back != NULL);
+            cJSON_Delete(back);
+        }
+        free(body);
+        cJSON_Delete(res);
+    }
     if (r == TH_OK) {
         FUZZ_CHECK(t.kind != TH_TOPIC_UNKNOWN);
         if (t.kind != TH_TOPIC_TELEMETRY)

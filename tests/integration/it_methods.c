@@ -3,6 +3,9 @@
  * broker + plugin (iothub-protocol.md section 8): request topic, rid echo,
  * the device's status and payload in the answer, and the failures 404103
  * (offline or not subscribed), 504101 (no answer in time), 400004, 404001.
+ * The device's status is any int32 (the full C SDK answers -1); a status that
+ * is no int32 fails that call only and the device stays connected; a body
+ * that is not JSON reaches the caller as the device sent it (rawPayload).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,7 +53,8 @@ static void assert_error(const cJSON *r, int status, int code)
  * Receives the request for method `name`, checks the topic shape and answers it with
  * status and body. Returns the request payload parsed (caller frees).
  */
-static cJSON *answer_request(struct it_client *dev, const char *name, int status, const char *body)
+static cJSON *answer_request_as(struct it_client *dev, const char *name, const char *status,
+                                const void *body, int len)
 {
     char prefix[128];
     snprintf(prefix, sizeof prefix, "$iothub/methods/POST/%s/?$rid=", name);
@@ -62,10 +66,130 @@ static cJSON *answer_request(struct it_client *dev, const char *name, int status
     cJSON *payload = it_msg_json(req);
     it_msg_free(req);
     char topic[256];
-    snprintf(topic, sizeof topic, "$iothub/methods/res/%d/?$rid=%s", status, rid);
+    snprintf(topic, sizeof topic, "$iothub/methods/res/%s/?$rid=%s", status, rid);
     free(rid);
-    assert_int_equal(it_client_publish_str(dev, topic, body, 1), MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish(dev, topic, body, len, 1, false), MOSQ_ERR_SUCCESS);
     return payload;
+}
+
+static cJSON *answer_request(struct it_client *dev, const char *name, int status, const char *body)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%d", status);
+    return answer_request_as(dev, name, text, body, (int)strlen(body));
+}
+
+/* Invoke `name` on IT_DEV1, answer it with status text and body, return the caller's entry. */
+static cJSON *call_answered(struct it_client *svc, struct it_client *dev, const char *name,
+                            const char *status, const void *body, int len)
+{
+    char corr[32];
+    it_control_send(svc, corr,
+                    "{\"command\":\"invokeMethod\",\"deviceId\":\"" IT_DEV1 "\","
+                    "\"methodName\":\"%s\",\"responseTimeoutInSeconds\":10}",
+                    name);
+    cJSON_Delete(answer_request_as(dev, name, status, body, len));
+    return it_control_wait(svc, corr, IT_WAIT_MS);
+}
+
+/* The full C SDK answers an unknown method with -1 ("%d"); the service carries an int32. */
+static void test_method_status_int32_range_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    struct it_client *dev = method_client(IT_DEV1, NULL, IT_DEV1_KEY);
+    static const struct {
+        const char *text;
+        double value;
+    } cases[] = {{"-1", -1}, {"2147483647", 2147483647.0}, {"-2147483648", -2147483648.0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *r = call_answered(svc, dev, "unknown", cases[i].text, "{ }", 3);
+        assert_non_null(r);
+        assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
+        assert_true(it_json_num(r, "data.status", 0) == cases[i].value);
+        assert_true(cJSON_IsObject(it_json_get(r, "data.payload")));
+        cJSON_Delete(r);
+    }
+    /* The method event records the status too. */
+    cJSON *ev = it_event_wait(svc, "method", IT_DEV1, NULL, NULL, NULL, IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_true(it_json_num(ev, "data.status", 0) == -1);
+    cJSON_Delete(ev);
+    assert_false(dev->disconnected);
+    it_client_close(dev);
+    it_client_close(svc);
+}
+
+/* No int32: that call fails, naming the status; the device keeps its connection. */
+static void test_method_status_not_int32_fails(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    struct it_client *dev = method_client(IT_DEV1, NULL, IT_DEV1_KEY);
+    static const char *const bad[] = {"abc", "2147483648", "-2147483649", "1.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *r = call_answered(svc, dev, "odd", bad[i], "{}", 2);
+        assert_error(r, 400, 400006);
+        char *want = it_strdupf("status '%s'", bad[i]);
+        assert_non_null(strstr(it_json_str(r, "error"), want));
+        assert_non_null(strstr(it_json_str(r, "error"), "-2147483648 to 2147483647"));
+        free(want);
+        assert_null(cJSON_GetObjectItemCaseSensitive(r, "data"));
+        cJSON_Delete(r);
+    }
+    cJSON *ev = it_event_wait(svc, "method", IT_DEV1, NULL, NULL, NULL, IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_int_equal((int)it_json_num(ev, "data.errorCode", 0), 400006);
+    cJSON_Delete(ev);
+
+    /* Still connected: a later round trip on the same connection works. */
+    cJSON *r = call_answered(svc, dev, "after", "200", "{\"ok\":true}", 11);
+    assert_non_null(r);
+    assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
+    assert_int_equal((int)it_json_num(r, "data.status", 0), 200);
+    assert_true(cJSON_IsTrue(it_json_get(r, "data.payload.ok")));
+    cJSON_Delete(r);
+    assert_false(dev->disconnected);
+    assert_true(it_client_is_connected(dev));
+    it_client_close(dev);
+    it_client_close(svc);
+}
+
+/*
+ * A body that is not JSON: IoT Hub passes the bytes on as they are
+ * (docs/protocol.md); the caller gets them as rawPayload / rawPayloadBase64.
+ */
+static void test_method_answer_not_json_is_passed_on_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    struct it_client *dev = method_client(IT_DEV1, NULL, IT_DEV1_KEY);
+    cJSON *r = call_answered(svc, dev, "text", "200", "{'filename': 'logs.zip'}", 24);
+    assert_non_null(r);
+    assert_null(cJSON_GetObjectItemCaseSensitive(r, "error"));
+    assert_int_equal((int)it_json_num(r, "data.status", 0), 200);
+    assert_null(it_json_get(r, "data.payload"));
+    assert_string_equal(it_json_str(r, "data.rawPayload"), "{'filename': 'logs.zip'}");
+    assert_string_equal(it_json_str(r, "data.rawPayloadBase64"),
+                        "eydmaWxlbmFtZSc6ICdsb2dzLnppcCd9");
+    assert_non_null(it_json_str(r, "data.payloadError"));
+    cJSON_Delete(r);
+    cJSON *ev = it_event_wait(svc, "method", IT_DEV1, NULL, NULL, NULL, IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_string_equal(it_json_str(ev, "data.rawPayload"), "{'filename': 'logs.zip'}");
+    cJSON_Delete(ev);
+
+    /* Bytes that are not text come as base64 only. */
+    static const char bin[] = {'\xff', '\0', 'a'};
+    r = call_answered(svc, dev, "bin", "-1", bin, 3);
+    assert_non_null(r);
+    assert_int_equal((int)it_json_num(r, "data.status", 0), -1);
+    assert_null(it_json_get(r, "data.rawPayload"));
+    assert_string_equal(it_json_str(r, "data.rawPayloadBase64"), "/wBh");
+    cJSON_Delete(r);
+    assert_false(dev->disconnected);
+    it_client_close(dev);
+    it_client_close(svc);
 }
 
 static void test_method_device_answers_succeeds(void **state)
@@ -229,6 +353,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_method_device_answers_succeeds),
         cmocka_unit_test(test_method_module_answers_succeeds),
+        cmocka_unit_test(test_method_status_int32_range_succeeds),
+        cmocka_unit_test(test_method_status_not_int32_fails),
+        cmocka_unit_test(test_method_answer_not_json_is_passed_on_succeeds),
         cmocka_unit_test(test_method_device_offline_fails),
         cmocka_unit_test(test_method_device_not_subscribed_fails),
         cmocka_unit_test(test_method_no_answer_times_out_fails),

@@ -2,7 +2,9 @@
  * it_telemetry.c - device-to-cloud telemetry against the real broker +
  * plugin (iothub-protocol.md sections 3.7, 3.8 and 4): the telemetry event
  * record with decoded system and application properties, hub-stamped
- * connection properties, RETAIN, QoS 2 and module telemetry.
+ * connection properties, RETAIN, QoS 2 and module telemetry; a Plug and Play
+ * component ($.sub) shows as dt-subject next to dt-dataschema, live and in a
+ * recording (--record).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <mosquitto.h>
 
 #include "harness.h"
@@ -201,6 +204,101 @@ static void test_telemetry_qos2_closes_connection_fails(void **state)
     it_client_close(svc);
 }
 
+#define PNP_MODEL "dtmi:com:example:TemperatureController;1"
+#define PNP_MODEL_ENCODED "dtmi%3Acom%3Aexample%3ATemperatureController%3B1"
+
+/* IT_DEV2 connected with a model-id in its username, as Plug and Play devices do. */
+static struct it_client *pnp_device(const struct it_hub *h)
+{
+    char *token = it_device_token(h->hub_name, IT_DEV2, NULL, IT_DEV2_KEY, it_expiry());
+    char *username =
+        it_strdupf("%s/%s", h->hub_name,
+                   IT_DEV2 "/?api-version=" IT_API_VERSION "&model-id=" PNP_MODEL_ENCODED);
+    struct it_connect_opts o = {.client_id = IT_DEV2, .username = username, .password = token};
+    int connack = -2;
+    struct it_client *c = it_client_connect(h, &o, &connack);
+    assert_int_equal(connack, 0);
+    free(token);
+    free(username);
+    return c;
+}
+
+/*
+ * IoT Plug and Play conventions: "add the $.sub property with the component name to the
+ * telemetry topic, the system adds the dt-subject property" (next to dt-dataschema).
+ */
+static void test_telemetry_component_is_dt_subject_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    struct it_client *dev = pnp_device(&hub);
+    assert_int_equal(it_client_publish_str(dev,
+                                           "devices/" IT_DEV2 "/messages/events/"
+                                           "%24.mid=t-pnp&%24.sub=thermostat1&%24.ct=application%"
+                                           "2Fjson&%24.ce=utf-8",
+                                           "{\"temperature\":21.5}", 1),
+                     MOSQ_ERR_SUCCESS);
+    cJSON *ev = it_event_wait(svc, "telemetry", IT_DEV2, NULL, has_message_id, "t-pnp", IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_string_equal(it_json_str(ev, "data.systemProperties.dt-subject"), "thermostat1");
+    assert_string_equal(it_json_str(ev, "data.systemProperties.dt-dataschema"), PNP_MODEL);
+    assert_null(it_json_get(ev, "data.systemProperties.componentName"));
+    assert_null(it_json_get(ev, "data.properties.dt-subject"));
+    cJSON_Delete(ev);
+
+    /* Without $.sub (the default component) there is no dt-subject. */
+    assert_int_equal(
+        it_client_publish_str(dev, "devices/" IT_DEV2 "/messages/events/%24.mid=t-nosub", "{}", 1),
+        MOSQ_ERR_SUCCESS);
+    ev = it_event_wait(svc, "telemetry", IT_DEV2, NULL, has_message_id, "t-nosub", IT_WAIT_MS);
+    assert_non_null(ev);
+    assert_null(it_json_get(ev, "data.systemProperties.dt-subject"));
+    assert_string_equal(it_json_str(ev, "data.systemProperties.dt-dataschema"), PNP_MODEL);
+    cJSON_Delete(ev);
+    it_client_close(dev);
+    it_client_close(svc);
+}
+
+/* The recording holds the same record: dt-subject and dt-dataschema in systemProperties. */
+static void test_telemetry_component_recorded_succeeds(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/it-telemetry-rec-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *rec = it_strdupf("%s/events.jsonl", dir);
+    struct it_hub h;
+    const char *extra[] = {"--record", rec, NULL};
+    assert_int_equal(it_hub_start_with(&h, NULL, extra), 0);
+    struct it_client *dev = pnp_device(&h);
+    /* PUBACK: the record is in the file before the hub acknowledges (recording.md). */
+    assert_true(it_client_publish_acked(
+        dev, "devices/" IT_DEV2 "/messages/events/%24.mid=t-rec&%24.sub=thermostat2", "{}",
+        IT_WAIT_MS));
+    it_client_close(dev);
+    assert_int_equal(it_hub_stop(&h), 0);
+
+    char *text = it_read_file(rec);
+    assert_non_null(text);
+    int found = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *r = cJSON_Parse(line);
+        assert_non_null(r);
+        const char *mid = it_json_str(r, "data.systemProperties.messageId");
+        if (mid && !strcmp(mid, "t-rec")) {
+            found++;
+            assert_string_equal(it_json_str(r, "kind"), "telemetry");
+            assert_string_equal(it_json_str(r, "data.systemProperties.dt-subject"), "thermostat2");
+            assert_string_equal(it_json_str(r, "data.systemProperties.dt-dataschema"), PNP_MODEL);
+        }
+        cJSON_Delete(r);
+    }
+    assert_int_equal(found, 1);
+    free(text);
+    assert_int_equal(unlink(rec), 0);
+    assert_int_equal(rmdir(dir), 0);
+    free(rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +308,8 @@ int main(void)
         cmocka_unit_test(test_telemetry_spoofed_connection_id_ignored_succeeds),
         cmocka_unit_test(test_telemetry_retain_recorded_not_stored_succeeds),
         cmocka_unit_test(test_telemetry_qos2_closes_connection_fails),
+        cmocka_unit_test(test_telemetry_component_is_dt_subject_succeeds),
+        cmocka_unit_test(test_telemetry_component_recorded_succeeds),
     };
     return cmocka_run_group_tests_name("it_telemetry", tests, group_setup, group_teardown);
 }

@@ -365,6 +365,26 @@ static void test_invoke_method_offline_from_method_record_succeeds(void **state)
     th_scenario_free(s);
 }
 
+/* IoT Hub copies a body that is not JSON into its answer verbatim: no SDK caller can read it. */
+static void test_invoke_method_answer_not_json_fails(void **state)
+{
+    (void)state;
+    struct th_scenario *s = load("{\"name\":\"m\",\"steps\":["
+                                 "{\"invokeMethod\":{\"deviceId\":\"dev-device\",\"methodName\":"
+                                 "\"reboot\"}}]}");
+    struct th_scn_session *ss = offline(s);
+    mark(ss, s, 0, 1);
+    feed(ss, 5, "method", "dev-device", NULL,
+         "{\"methodName\":\"reboot\",\"requestId\":\"1\",\"status\":200,\"rawPayload\":\"ok!\","
+         "\"rawPayloadBase64\":\"b2sh\",\"payloadError\":\"JSON body is not valid JSON\"}");
+    assert_int_equal(V(ss, 0), TH_VERDICT_FAIL);
+    assert_non_null(strstr(MSG(ss, 0), "method reboot on dev-device: the device answered status "
+                                       "200 with a body that is not JSON (JSON body is not valid "
+                                       "JSON)"));
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+}
+
 /* ---- live use: the runner's calls ---- */
 
 static void test_live_outcomes_and_settle_succeeds(void **state)
@@ -547,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_expect_twin_get_since_previous_step_succeeds),
         cmocka_unit_test(test_expect_c2d_delivered_during_send_succeeds),
         cmocka_unit_test(test_invoke_method_offline_from_method_record_succeeds),
+        cmocka_unit_test(test_invoke_method_answer_not_json_fails),
         cmocka_unit_test(test_live_outcomes_and_settle_succeeds),
         cmocka_unit_test(test_live_seed_twin_keeps_newer_records_succeeds),
         cmocka_unit_test(test_offline_restart_and_missing_mark_fails),

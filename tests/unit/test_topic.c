@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -310,19 +311,82 @@ static void test_th_topic_parse_method_response_succeeds(void **state)
     struct th_topic t;
     assert_int_equal(parse_topic("$iothub/methods/res/404/?$rid=42", &t), TH_OK);
     assert_int_equal(t.kind, TH_TOPIC_METHOD_RESPONSE);
+    assert_true(t.status_ok);
     assert_int_equal(t.status, 404);
+    assert_true(th_slice_eq_str(t.status_text, "404"));
     assert_true(th_slice_eq_str(t.rid, "42"));
 }
 
-static void test_th_topic_parse_method_response_bad_status_fails(void **state)
+/* The full C SDK answers an unknown method with -1 (%d); the service carries an int32. */
+static void test_th_topic_parse_method_response_int32_range_succeeds(void **state)
 {
     (void)state;
     struct th_topic t;
-    assert_int_equal(parse_topic("$iothub/methods/res/abc/?$rid=42", &t), TH_ERR_INVAL);
-    assert_int_equal(t.kind, TH_TOPIC_UNKNOWN);
-    assert_int_equal(parse_topic("$iothub/methods/res//?$rid=42", &t), TH_ERR_INVAL);
+    assert_int_equal(parse_topic("$iothub/methods/res/-1/?$rid=2", &t), TH_OK);
+    assert_true(t.status_ok);
+    assert_int_equal(t.status, -1);
+    assert_int_equal(parse_topic("$iothub/methods/res/2147483647/?$rid=2", &t), TH_OK);
+    assert_true(t.status_ok);
+    assert_int_equal(t.status, INT32_MAX);
+    assert_int_equal(parse_topic("$iothub/methods/res/-2147483648/?$rid=2", &t), TH_OK);
+    assert_true(t.status_ok);
+    assert_int_equal(t.status, INT32_MIN);
+    assert_int_equal(parse_topic("$iothub/methods/res/0/?$rid=2", &t), TH_OK);
+    assert_true(t.status_ok);
+    assert_int_equal(t.status, 0);
+}
+
+/* A status that is no int32 still names a method response: the caller fails that call only. */
+static void test_th_topic_parse_method_response_bad_status_succeeds(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "abc", "",  "2147483648", "-2147483649", "99999999999999999999",
+        "+1",  "-", "1.5",        "1e3",         " 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char topic[96];
+        snprintf(topic, sizeof topic, "$iothub/methods/res/%s/?$rid=42", bad[i]);
+        struct th_topic t;
+        assert_int_equal(parse_topic(topic, &t), TH_OK);
+        assert_int_equal(t.kind, TH_TOPIC_METHOD_RESPONSE);
+        assert_false(t.status_ok);
+        assert_true(th_slice_eq_str(t.status_text, bad[i]));
+        assert_true(th_slice_eq_str(t.rid, "42"));
+    }
+}
+
+static void test_th_topic_parse_method_response_without_rid_fails(void **state)
+{
+    (void)state;
+    struct th_topic t;
     assert_int_equal(parse_topic("$iothub/methods/res/200/?x=1", &t), TH_ERR_INVAL);
     assert_int_equal(t.kind, TH_TOPIC_METHOD_RESPONSE);
+    assert_int_equal(parse_topic("$iothub/methods/res/abc", &t), TH_ERR_INVAL);
+    assert_int_equal(t.kind, TH_TOPIC_METHOD_RESPONSE);
+}
+
+static void test_th_method_status_parse_bounds_succeeds(void **state)
+{
+    (void)state;
+    int32_t v = 7;
+    assert_true(th_method_status_parse("-0", 2, &v));
+    assert_int_equal(v, 0);
+    assert_true(th_method_status_parse("00200", 5, &v));
+    assert_int_equal(v, 200);
+    assert_true(th_method_status_parse("-2147483648", 11, &v));
+    assert_int_equal(v, INT32_MIN);
+}
+
+static void test_th_method_status_parse_out_of_range_fails(void **state)
+{
+    (void)state;
+    int32_t v = 7;
+    assert_false(th_method_status_parse("2147483648", 10, &v));
+    assert_false(th_method_status_parse("-2147483649", 11, &v));
+    assert_false(th_method_status_parse("-", 1, &v));
+    assert_false(th_method_status_parse(NULL, 0, &v));
+    assert_false(th_method_status_parse("12", 0, &v));
+    assert_int_equal(v, 7); /* untouched on failure */
 }
 
 static void test_th_topic_parse_unknown_fails(void **state)
@@ -777,7 +841,11 @@ int main(void)
         cmocka_unit_test(test_th_topic_parse_twin_patch_reported_succeeds),
         cmocka_unit_test(test_th_topic_parse_twin_get_without_rid_fails),
         cmocka_unit_test(test_th_topic_parse_method_response_succeeds),
-        cmocka_unit_test(test_th_topic_parse_method_response_bad_status_fails),
+        cmocka_unit_test(test_th_topic_parse_method_response_int32_range_succeeds),
+        cmocka_unit_test(test_th_topic_parse_method_response_bad_status_succeeds),
+        cmocka_unit_test(test_th_topic_parse_method_response_without_rid_fails),
+        cmocka_unit_test(test_th_method_status_parse_bounds_succeeds),
+        cmocka_unit_test(test_th_method_status_parse_out_of_range_fails),
         cmocka_unit_test(test_th_topic_parse_unknown_fails),
         cmocka_unit_test(test_th_sub_classify_device_filters_succeeds),
         cmocka_unit_test(test_th_sub_classify_c2d_plus_wildcard_succeeds),

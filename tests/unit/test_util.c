@@ -338,6 +338,23 @@ static void test_th_slice_ieq_different_fails(void **state)
     assert_false(th_slice_ieq("@", 1, "`", 1));
 }
 
+static void test_th_utf8_is_text_utf8_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_utf8_is_text("", 0));
+    assert_true(th_utf8_is_text("plain", 5));
+    assert_true(th_utf8_is_text("gr\xC3\xBC\xC3\x9F \xE2\x82\xAC \xF0\x9F\x98\x80", 15));
+}
+
+static void test_th_utf8_is_text_binary_fails(void **state)
+{
+    (void)state;
+    assert_false(th_utf8_is_text("a\0b", 3));         /* NUL */
+    assert_false(th_utf8_is_text("\xFF", 1));         /* no lead byte */
+    assert_false(th_utf8_is_text("\xC3", 1));         /* cut short */
+    assert_false(th_utf8_is_text("\xE2\x28\xA1", 3)); /* bad continuation */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +391,8 @@ int main(void)
         cmocka_unit_test(test_th_consttime_eq_different_fails),
         cmocka_unit_test(test_th_slice_ieq_case_differs_succeeds),
         cmocka_unit_test(test_th_slice_ieq_different_fails),
+        cmocka_unit_test(test_th_utf8_is_text_utf8_succeeds),
+        cmocka_unit_test(test_th_utf8_is_text_binary_fails),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
