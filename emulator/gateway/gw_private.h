@@ -21,6 +21,7 @@
 #include <libwebsockets.h>
 
 #include "gateway.h"
+#include "gw_buf.h"
 #include "registry.h" /* TH_KEY_BUF, TH_PERM_* */
 #include "th_limits.h"
 
@@ -39,31 +40,6 @@
 #define GW_CALL_TIMEOUT_S 30             /* control answer, for commands other than methods */
 #define GW_POLICY_REFRESH_MS 250 /* policy refreshes (on token misses) start at most this often */
 #define GW_ID_BUF (TH_MAX_ID_LEN + 1)
-
-/* ---- growable byte buffer with a consumed front ---- */
-
-struct gw_buf {
-    uint8_t *data;
-    size_t off; /* consumed bytes at the front */
-    size_t len; /* end of valid bytes (off <= len) */
-    size_t cap;
-};
-/* Bytes not yet consumed. */
-static inline size_t gw_buf_size(const struct gw_buf *b)
-{
-    return b->len - b->off;
-}
-static inline uint8_t *gw_buf_head(const struct gw_buf *b)
-{
-    return b->data + b->off;
-}
-/* Append n bytes; false on out-of-memory (buffer unchanged). */
-bool gw_buf_put(struct gw_buf *b, const void *p, size_t n);
-bool gw_buf_putf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Make room for n more bytes at data+len; false on out-of-memory. */
-bool gw_buf_reserve(struct gw_buf *b, size_t n);
-void gw_buf_consume(struct gw_buf *b, size_t n);
-void gw_buf_free(struct gw_buf *b);
 
 /* ---- the HTTP request being handled ---- */
 
@@ -233,10 +209,12 @@ struct th_gateway {
     struct gw_conn *auth_waiters;
 };
 
-/* gateway.c */
+/* gw_log.c */
 /* Log a line to stderr as "twinhub gateway: ..." (errors always, the rest with -v). */
 void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* lws's log emitter (lws_set_log_level): its errors and warnings in our form. */
+void gw_log_lws(int level, const char *line);
 
 /* gw_control.c */
 bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize);
