@@ -225,9 +225,11 @@ bool th_http_has_token(const struct th_slice *value, const char *token)
 
 th_result th_http_query_param(struct th_slice query, const char *name, char *buf, size_t size)
 {
+    if (!query.ptr)
+        return TH_ERR_NOT_FOUND; /* no '?' (and NULL + 0 is undefined) */
     const char *p = query.ptr, *end = query.ptr + query.len;
     size_t nlen = strlen(name);
-    while (p && p < end) {
+    while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *e = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(e - p));
