@@ -42,7 +42,7 @@ static struct th_slice slice(const char *p, size_t n)
 /* RFC 9110 section 5.6.2: tchar. */
 static bool is_tchar(char ch)
 {
-    return isalnum((unsigned char)ch) || strchr("!#$%&'*+-.^_`|~", ch);
+    return isalnum((unsigned char)ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
 static th_result malformed(struct th_error *err, const char *why)

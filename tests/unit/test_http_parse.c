@@ -346,6 +346,17 @@ static void test_th_http_head_parse_bad_header_lines_fails(void **state)
     assert_refused("GET / HTTP/1.1\r\nX(A): v\r\n\r\n", "malformed HTTP header name");
 }
 
+static void test_th_http_head_parse_nul_in_header_name_fails(void **state)
+{
+    (void)state;
+    /* strchr finds the terminator: a NUL was once taken for a token character. */
+    static const char head[] = "GET / HTTP/1.1\r\nX\0A: v\r\n\r\n";
+    struct th_http_head h;
+    struct th_error e = {0};
+    assert_int_equal(th_http_head_parse(head, sizeof head - 1, MAX_BODY, &h, &e), TH_ERR_FORMAT);
+    assert_non_null(strstr(e.message, "malformed HTTP header name"));
+}
+
 static void test_th_http_head_parse_token_characters_succeeds(void **state)
 {
     (void)state;
@@ -773,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_th_http_header_duplicates_first_succeeds),
         cmocka_unit_test(test_th_http_head_parse_folded_header_fails),
         cmocka_unit_test(test_th_http_head_parse_bad_header_lines_fails),
+        cmocka_unit_test(test_th_http_head_parse_nul_in_header_name_fails),
         cmocka_unit_test(test_th_http_head_parse_token_characters_succeeds),
         cmocka_unit_test(test_th_http_head_parse_max_headers_succeeds),
         cmocka_unit_test(test_th_http_head_parse_too_many_headers_fails),
