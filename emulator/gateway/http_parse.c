@@ -289,6 +289,9 @@ th_result th_http_chunked_decode(struct th_http_chunked *d, const char *in, size
                     return too_large(err);
                 }
                 d->left = d->left * 16 + (size_t)h;
+                d->digits = true;
+            } else if (!d->digits) {
+                bad = true; /* an empty size is not the last chunk */
             } else if (ch == ';' || ch == ' ' || ch == '\t') {
                 d->state = CH_EXT;
             } else if (ch == '\r') {
@@ -328,6 +331,7 @@ th_result th_http_chunked_decode(struct th_http_chunked *d, const char *in, size
         case CH_DATA_LF:
             bad = ch != '\n';
             d->state = CH_SIZE;
+            d->digits = false;
             break;
         case CH_TRAILER:
             d->state = ch == '\r' ? CH_TRAILER_LF : CH_TRAILER_LINE;

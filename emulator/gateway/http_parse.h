@@ -22,7 +22,8 @@
  * - Content-Length: 1 to 12 digits; repeated with the same value is accepted,
  *   with different values refused. Transfer-Encoding must list "chunked" and
  *   comes without Content-Length (no other coding is decoded).
- * - Chunk extensions and trailer fields are read and ignored.
+ * - A chunk size is 1*HEXDIG (RFC 9112 section 7.1); chunk extensions and
+ *   trailer fields are read and ignored.
  */
 #ifndef TH_HTTP_PARSE_H
 #define TH_HTTP_PARSE_H
@@ -111,6 +112,7 @@ TH_NODISCARD th_result th_http_query_param(struct th_slice query, const char *na
 struct th_http_chunked {
     int state;
     size_t left;     /* the chunk size being read, then its data bytes still to come */
+    bool digits;     /* the size being read has a hex digit */
     size_t total;    /* body bytes so far */
     size_t max_body; /* more is TH_ERR_TOO_LARGE */
 };

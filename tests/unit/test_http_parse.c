@@ -728,6 +728,11 @@ static void test_th_http_chunked_decode_malformed_fails(void **state)
     assert_chunked_refused("5\r\nhello\rX", MAX_BODY, TH_ERR_FORMAT, 400);
     assert_chunked_refused("0\r\n\rX", MAX_BODY, TH_ERR_FORMAT, 400);
     assert_chunked_refused("-1\r\n", MAX_BODY, TH_ERR_FORMAT, 400);
+    /* A size needs a digit: an empty one was once read as the last chunk. */
+    assert_chunked_refused("\r\n\r\n", MAX_BODY, TH_ERR_FORMAT, 400);
+    assert_chunked_refused(";ext\r\n\r\n", MAX_BODY, TH_ERR_FORMAT, 400);
+    assert_chunked_refused(" 5\r\nhello\r\n0\r\n\r\n", MAX_BODY, TH_ERR_FORMAT, 400);
+    assert_chunked_refused("2\r\nhi\r\n\r\n\r\n", MAX_BODY, TH_ERR_FORMAT, 400);
     /* After an error the decoder stays failed. */
     struct th_http_chunked d;
     th_http_chunked_init(&d, MAX_BODY);
