@@ -1,8 +1,8 @@
 /*
  * gateway.c - life cycle of the HTTPS gateway (gateway.h): the listening
  * sockets, the libwebsockets context and its service thread, the protocol
- * table, the once-a-second tick, logging, and the choice of the policy the
- * gateway signs in to the broker with.
+ * table, the once-a-second tick, and the choice of the policy the gateway
+ * signs in to the broker with (the byte buffer is gw_buf.c, logging gw_log.c).
  *
  * The listening sockets are ours, not lws's: serve binds them before the
  * broker starts (every address of --bind, like mosquitto), so a busy or
@@ -20,7 +20,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,82 +35,6 @@
 #include "json.h"
 #include "registry.h"
 #include "util.h"
-
-/* ---- small shared helpers ---------------------------------------------------------------- */
-
-void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
-{
-    if (!always && !gw->verbose)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "twinhub gateway: %s\n", line);
-}
-
-bool gw_buf_reserve(struct gw_buf *b, size_t n)
-{
-    if (b->off > 0 && (b->off == b->len || b->len + n > b->cap)) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len + n <= b->cap)
-        return true;
-    size_t ncap = b->cap ? b->cap : 1024;
-    while (ncap < b->len + n) {
-        if (ncap > SIZE_MAX / 2)
-            return false;
-        ncap *= 2;
-    }
-    uint8_t *nd = realloc(b->data, ncap);
-    if (!nd)
-        return false;
-    b->data = nd;
-    b->cap = ncap;
-    return true;
-}
-
-bool gw_buf_put(struct gw_buf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return true;
-    if (!gw_buf_reserve(b, n))
-        return false;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return true;
-}
-
-bool gw_buf_putf(struct gw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !gw_buf_reserve(b, (size_t)n + 1))
-        return false;
-    va_start(ap, fmt);
-    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return true;
-}
-
-void gw_buf_consume(struct gw_buf *b, size_t n)
-{
-    b->off += n;
-    if (b->off >= b->len)
-        b->off = b->len = 0;
-}
-
-void gw_buf_free(struct gw_buf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
 
 /* ---- listening sockets ------------------------------------------------------------------- */
 
@@ -296,15 +219,6 @@ static void *service_thread(void *arg)
     return NULL;
 }
 
-static void lws_log_emit(int level, const char *line)
-{
-    size_t n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        n--;
-    fprintf(stderr, "twinhub gateway: lws %s: %.*s\n", level == LLL_ERR ? "error" : "warning",
-            (int)n, line);
-}
-
 bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker_port, char *err,
                       size_t errsize)
 {
@@ -314,7 +228,7 @@ bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker
         snprintf(err, errsize, "out of memory");
         return false;
     }
-    lws_set_log_level(gw->verbose ? LLL_ERR | LLL_WARN : LLL_ERR, lws_log_emit);
+    lws_set_log_level(gw->verbose ? LLL_ERR | LLL_WARN : LLL_ERR, gw_log_lws);
 
     struct lws_context_creation_info ci;
     memset(&ci, 0, sizeof ci);

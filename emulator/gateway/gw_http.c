@@ -5,13 +5,14 @@
  * that may be queued long after the request (a direct method waits for its
  * device), and the one place that frees per-connection state (RAW_CLOSE).
  *
- * Limits: a head of GW_MAX_HEAD bytes and GW_MAX_HEADERS lines (400 above),
- * a body of GW_MAX_BODY bytes (413 above); a connection gets
- * GW_HEAD_TIMEOUT_S to send a request and is closed after
- * GW_IDLE_TIMEOUT_S without one.
+ * Parsing is http_parse.c's (pure, unit-tested and fuzzed); this file is
+ * the glue that feeds it a connection's input, keeps the request and answers
+ * its errors. Limits: a head of TH_HTTP_MAX_HEAD bytes and
+ * TH_HTTP_MAX_HEADERS lines (400 above), a body of GW_MAX_BODY bytes (413
+ * above); a connection gets GW_HEAD_TIMEOUT_S to send a request and is
+ * closed after GW_IDLE_TIMEOUT_S without one.
  */
 #define _GNU_SOURCE
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +20,6 @@
 
 #include "gw_private.h"
 #include "util.h"
-
-enum {
-    CH_SIZE,
-    CH_EXT,
-    CH_SIZE_LF,
-    CH_DATA,
-    CH_DATA_CR,
-    CH_DATA_LF,
-    CH_TRAILER,
-    CH_TRAILER_LF,
-    CH_DONE
-};
 
 static void process(struct gw_conn *c);
 
@@ -40,29 +29,6 @@ static bool slice_ieq(struct gw_slice s, const char *lit)
 {
     size_t n = strlen(lit);
     return s.n == n && strncasecmp(s.p, lit, n) == 0;
-}
-
-/* Whether a comma-separated header value holds `token` (case-insensitive). */
-static bool has_token(const struct gw_slice *v, const char *token)
-{
-    if (!v)
-        return false;
-    const char *p = v->p, *end = v->p + v->n;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *q = p;
-        while (q < end && *q != ',')
-            q++;
-        const char *e = q;
-        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        struct gw_slice t = {p, (size_t)(e - p)};
-        if (slice_ieq(t, token))
-            return true;
-        p = q;
-    }
-    return false;
 }
 
 const struct gw_slice *gw_req_header(const struct gw_req *r, const char *name)
@@ -75,29 +41,7 @@ const struct gw_slice *gw_req_header(const struct gw_req *r, const char *name)
 
 bool gw_req_query(const struct gw_req *r, const char *name, char *buf, size_t size)
 {
-    const char *p = r->query.p, *end = r->query.p + r->query.n;
-    size_t nlen = strlen(name);
-    while (p && p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(e - p));
-        const char *k_end = eq ? eq : e;
-        char key[64];
-        size_t klen;
-        if (th_pct_decode(p, (size_t)(k_end - p), true, key, sizeof key, &klen) == TH_OK &&
-            klen == nlen && !memcmp(key, name, nlen)) {
-            const char *v = eq ? eq + 1 : e;
-            size_t vlen;
-            return th_pct_decode(v, (size_t)(e - v), true, buf, size, &vlen) == TH_OK;
-        }
-        p = amp ? amp + 1 : end;
-    }
-    return false;
-}
-
-static bool is_tchar(char ch)
-{
-    return isalnum((unsigned char)ch) || strchr("!#$%&'*+-.^_`|~", ch);
+    return th_http_query_param(gw_slice_to_th(&r->query), name, buf, size) == TH_OK;
 }
 
 static void req_reset(struct gw_req *r)
@@ -224,9 +168,16 @@ static void reject(struct gw_conn *c, int status, int code, const char *why)
 
 /* ---- request heads ----------------------------------------------------------------------- */
 
+/* Answer a parser's error and close. */
+static void reject_err(struct gw_conn *c, const struct th_error *e)
+{
+    reject(c, e->status, e->code, e->message);
+}
+
 /*
- * Parse the head in [p, p+n) (ending with CRLFCRLF). Fills c->req. Returns
- * false after answering the client.
+ * Take the head [src, src+n) (as th_http_head_find delimited it) into c->req:
+ * a copy the slices point into, parsed by th_http_head_parse. Returns false
+ * after answering the client.
  */
 static bool parse_head(struct gw_conn *c, const char *src, size_t n)
 {
@@ -240,126 +191,31 @@ static bool parse_head(struct gw_conn *c, const char *src, size_t n)
     }
     memcpy(r->head, src, n);
     r->head[n] = '\0';
-    char *p = r->head, *end = r->head + n;
-
-    /* request line: METHOD SP target SP HTTP/1.x CRLF */
-    char *eol = memchr(p, '\r', (size_t)(end - p));
-    char *sp1 = memchr(p, ' ', (size_t)(eol - p));
-    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
-    if (!eol || eol[1] != '\n' || !sp1 || !sp2 || sp1 == p || sp2 == sp1 + 1) {
-        reject(c, 400, 400004, "malformed HTTP request line");
+    struct th_http_head h;
+    struct th_error e = {0};
+    if (th_http_head_parse(r->head, n, GW_MAX_BODY, &h, &e) != TH_OK) {
+        /* For the log line: what the request line gave, when it was read. */
+        r->method_text = gw_slice_from_th(h.method_text);
+        r->target = gw_slice_from_th(h.target);
+        reject_err(c, &e);
         return false;
     }
-    r->method_text = (struct gw_slice){p, (size_t)(sp1 - p)};
-    r->target = (struct gw_slice){sp1 + 1, (size_t)(sp2 - sp1 - 1)};
-    struct gw_slice version = {sp2 + 1, (size_t)(eol - sp2 - 1)};
-    static const struct {
-        const char *name;
-        enum gw_method m;
-    } methods[] = {{"GET", GW_GET},     {"PUT", GW_PUT},       {"POST", GW_POST},
-                   {"PATCH", GW_PATCH}, {"DELETE", GW_DELETE}, {"HEAD", GW_HEAD_M}};
-    r->method = GW_OTHER;
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (r->method_text.n == strlen(methods[i].name) &&
-            !memcmp(r->method_text.p, methods[i].name, r->method_text.n))
-            r->method = methods[i].m;
-    if (version.n == 8 && !memcmp(version.p, "HTTP/1.1", 8)) {
-        r->http11 = true;
-    } else if (!(version.n == 8 && !memcmp(version.p, "HTTP/1.0", 8))) {
-        reject(c, 400, 400004, "only HTTP/1.1 and HTTP/1.0 are served here");
-        return false;
-    }
-    if (r->target.p[0] != '/') {
-        reject(c, 400, 400004, "the request target must be a path such as /devices/d1");
-        return false;
-    }
-    const char *q = memchr(r->target.p, '?', r->target.n);
-    const char *hash = memchr(r->target.p, '#', r->target.n);
-    const char *tend = hash ? hash : r->target.p + r->target.n;
-    if (q && q < tend) {
-        r->path = (struct gw_slice){r->target.p, (size_t)(q - r->target.p)};
-        r->query = (struct gw_slice){q + 1, (size_t)(tend - q - 1)};
-    } else {
-        r->path = (struct gw_slice){r->target.p, (size_t)(tend - r->target.p)};
-    }
-
-    /* header lines */
-    p = eol + 2;
-    while (p < end) {
-        eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol || eol + 1 >= end || eol[1] != '\n') {
-            reject(c, 400, 400004, "malformed HTTP header line");
-            return false;
-        }
-        if (eol == p)
-            break; /* the empty line */
-        if (*p == ' ' || *p == '\t') {
-            reject(c, 400, 400004, "folded HTTP header lines are not accepted");
-            return false;
-        }
-        char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (!colon || colon == p) {
-            reject(c, 400, 400004, "malformed HTTP header line");
-            return false;
-        }
-        for (char *k = p; k < colon; k++) {
-            if (!is_tchar(*k)) {
-                reject(c, 400, 400004, "malformed HTTP header name");
-                return false;
-            }
-        }
-        if (r->nheaders == GW_MAX_HEADERS) {
-            reject(c, 400, 400004, "more than 64 HTTP header lines");
-            return false;
-        }
-        char *v = colon + 1, *ve = eol;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        r->headers[r->nheaders++] =
-            (struct gw_header){{p, (size_t)(colon - p)}, {v, (size_t)(ve - v)}};
-        p = eol + 2;
-    }
-
-    /* framing */
-    const struct gw_slice *te = gw_req_header(r, "Transfer-Encoding");
-    for (int i = 0; i < r->nheaders; i++) {
-        if (!slice_ieq(r->headers[i].name, "Content-Length"))
-            continue;
-        const struct gw_slice *v = &r->headers[i].value;
-        long long cl = 0;
-        if (v->n == 0 || v->n > 12) {
-            reject(c, 400, 400004, "bad Content-Length");
-            return false;
-        }
-        for (size_t k = 0; k < v->n; k++) {
-            if (!isdigit((unsigned char)v->p[k])) {
-                reject(c, 400, 400004, "bad Content-Length");
-                return false;
-            }
-            cl = cl * 10 + (v->p[k] - '0');
-        }
-        if (r->content_length >= 0 && r->content_length != cl) {
-            reject(c, 400, 400004, "conflicting Content-Length headers");
-            return false;
-        }
-        r->content_length = cl;
-    }
-    if (te) {
-        if (!has_token(te, "chunked") || r->content_length >= 0) {
-            reject(c, 400, 400004,
-                   "only the chunked transfer coding is accepted, without Content-Length");
-            return false;
-        }
-        r->chunked = true;
-    }
-    if (r->content_length > GW_MAX_BODY) {
-        reject(c, 413, 413001, "request body too large");
-        return false;
-    }
-    const struct gw_slice *conn_hdr = gw_req_header(r, "Connection");
-    r->keep_alive = r->http11 ? !has_token(conn_hdr, "close") : has_token(conn_hdr, "keep-alive");
+    r->method = (enum gw_method)h.method;
+    r->method_text = gw_slice_from_th(h.method_text);
+    r->target = gw_slice_from_th(h.target);
+    r->path = gw_slice_from_th(h.path);
+    r->query = gw_slice_from_th(h.query);
+    r->http11 = h.http11;
+    for (size_t i = 0; i < h.nheaders; i++)
+        r->headers[i] = (struct gw_header){gw_slice_from_th(h.headers[i].name),
+                                           gw_slice_from_th(h.headers[i].value)};
+    r->nheaders = (int)h.nheaders;
+    r->keep_alive = h.keep_alive;
+    r->chunked = h.chunked;
+    r->expect_continue = h.expect_continue;
+    r->content_length = h.content_length;
+    if (r->chunked)
+        th_http_chunked_init(&r->chunk, GW_MAX_BODY);
     return true;
 }
 
@@ -383,86 +239,22 @@ static int take_body(struct gw_conn *c)
         gw_buf_consume(&c->in, n);
         return gw_buf_size(&r->body) == (size_t)r->content_length;
     }
-    while (gw_buf_size(&c->in) > 0 && r->chunk_state != CH_DONE) {
-        const char *p = (const char *)gw_buf_head(&c->in);
-        size_t avail = gw_buf_size(&c->in), used = 1;
-        char ch = p[0];
-        switch (r->chunk_state) {
-        case CH_SIZE: {
-            int h = th_hex_value(ch);
-            if (h >= 0) {
-                if (r->chunk_left > GW_MAX_BODY) {
-                    reject(c, 413, 413001, "request body too large");
-                    return -1;
-                }
-                r->chunk_left = r->chunk_left * 16 + (size_t)h;
-            } else if (ch == ';' || ch == ' ' || ch == '\t') {
-                r->chunk_state = CH_EXT;
-            } else if (ch == '\r') {
-                r->chunk_state = CH_SIZE_LF;
-            } else {
-                reject(c, 400, 400004, "malformed chunked body");
-                return -1;
-            }
-            break;
+    while (gw_buf_size(&c->in) > 0 && !th_http_chunked_done(&r->chunk)) {
+        size_t used;
+        struct th_slice data;
+        struct th_error e = {0};
+        if (th_http_chunked_decode(&r->chunk, (const char *)gw_buf_head(&c->in),
+                                   gw_buf_size(&c->in), &used, &data, &e) != TH_OK) {
+            reject_err(c, &e);
+            return -1;
         }
-        case CH_EXT:
-            if (ch == '\r')
-                r->chunk_state = CH_SIZE_LF;
-            break;
-        case CH_SIZE_LF:
-            if (ch != '\n') {
-                reject(c, 400, 400004, "malformed chunked body");
-                return -1;
-            }
-            r->chunk_state = r->chunk_left ? CH_DATA : CH_TRAILER;
-            break;
-        case CH_DATA:
-            used = avail < r->chunk_left ? avail : r->chunk_left;
-            if (gw_buf_size(&r->body) + used > GW_MAX_BODY) {
-                reject(c, 413, 413001, "request body too large");
-                return -1;
-            }
-            if (!gw_buf_put(&r->body, p, used)) {
-                reject(c, 503, 503001, "out of memory");
-                return -1;
-            }
-            r->chunk_left -= used;
-            if (!r->chunk_left)
-                r->chunk_state = CH_DATA_CR;
-            break;
-        case CH_DATA_CR:
-            if (ch != '\r') {
-                reject(c, 400, 400004, "malformed chunked body");
-                return -1;
-            }
-            r->chunk_state = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (ch != '\n') {
-                reject(c, 400, 400004, "malformed chunked body");
-                return -1;
-            }
-            r->chunk_state = CH_SIZE;
-            break;
-        case CH_TRAILER: /* trailer lines are skipped; an empty line ends the body */
-            r->chunk_state = ch == '\r' ? CH_TRAILER_LF : CH_TRAILER + 100;
-            break;
-        case CH_TRAILER_LF:
-            if (ch != '\n') {
-                reject(c, 400, 400004, "malformed chunked body");
-                return -1;
-            }
-            r->chunk_state = CH_DONE;
-            break;
-        default: /* inside a trailer line: skip to its end */
-            if (ch == '\n')
-                r->chunk_state = CH_TRAILER;
-            break;
+        if (data.len && !gw_buf_put(&r->body, data.ptr, data.len)) {
+            reject(c, 503, 503001, "out of memory");
+            return -1;
         }
         gw_buf_consume(&c->in, used);
     }
-    return r->chunk_state == CH_DONE;
+    return th_http_chunked_done(&r->chunk);
 }
 
 /* ---- the request loop -------------------------------------------------------------------- */
@@ -480,30 +272,26 @@ static void process(struct gw_conn *c)
 {
     for (;;) {
         if (c->state == GW_C_HEAD) {
-            /* Tolerate blank lines between requests (RFC 9112 section 2.2). */
-            while (gw_buf_size(&c->in) >= 2 && !memcmp(gw_buf_head(&c->in), "\r\n", 2))
-                gw_buf_consume(&c->in, 2);
-            size_t have = gw_buf_size(&c->in);
-            if (have == 0)
+            size_t skip, n;
+            struct th_error e = {0};
+            th_result rc = th_http_head_find((const char *)gw_buf_head(&c->in), gw_buf_size(&c->in),
+                                             &skip, &n, &e);
+            gw_buf_consume(&c->in, skip); /* blank lines between requests */
+            if (gw_buf_size(&c->in) == 0)
                 return;
-            const char *p = (const char *)gw_buf_head(&c->in);
-            const char *e = memmem(p, have < GW_MAX_HEAD ? have : GW_MAX_HEAD, "\r\n\r\n", 4);
             if (c->wsi)
                 lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, GW_HEAD_TIMEOUT_S);
-            if (!e) {
-                if (have >= GW_MAX_HEAD)
-                    reject(c, 400, 400004, "request head larger than 16 KB");
+            if (rc != TH_OK)
+                reject_err(c, &e);
+            if (rc != TH_OK || n == 0)
                 return;
-            }
-            size_t n = (size_t)(e - p) + 4;
-            bool ok = parse_head(c, p, n);
+            bool ok = parse_head(c, (const char *)gw_buf_head(&c->in), n);
             gw_buf_consume(&c->in, n);
             if (!ok)
                 return;
             struct gw_req *r = &c->req;
             if (r->chunked || r->content_length > 0) {
-                const struct gw_slice *expect = gw_req_header(r, "Expect");
-                if (expect && slice_ieq(*expect, "100-continue") && gw_buf_size(&c->in) == 0) {
+                if (r->expect_continue && gw_buf_size(&c->in) == 0) {
                     gw_buf_putf(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
                     gw_conn_want_write(c);
                 }

@@ -21,11 +21,12 @@
 #include <libwebsockets.h>
 
 #include "gateway.h"
-#include "registry.h" /* TH_KEY_BUF, TH_PERM_* */
+#include "gw_buf.h"
+#include "http_parse.h" /* TH_HTTP_MAX_HEAD, TH_HTTP_MAX_HEADERS */
+#include "registry.h"   /* TH_KEY_BUF, TH_PERM_* */
 #include "th_limits.h"
+#include "ws_frame.h"
 
-#define GW_MAX_HEAD 16384 /* request line + headers */
-#define GW_MAX_HEADERS 64
 #define GW_MAX_BODY                                                                                \
     TH_JSON_MAX_INPUT_BYTES    /* larger request bodies get 413; keeps commands under the control  \
                                   API's limit */
@@ -40,59 +41,52 @@
 #define GW_POLICY_REFRESH_MS 250 /* policy refreshes (on token misses) start at most this often */
 #define GW_ID_BUF (TH_MAX_ID_LEN + 1)
 
-/* ---- growable byte buffer with a consumed front ---- */
-
-struct gw_buf {
-    uint8_t *data;
-    size_t off; /* consumed bytes at the front */
-    size_t len; /* end of valid bytes (off <= len) */
-    size_t cap;
-};
-/* Bytes not yet consumed. */
-static inline size_t gw_buf_size(const struct gw_buf *b)
-{
-    return b->len - b->off;
-}
-static inline uint8_t *gw_buf_head(const struct gw_buf *b)
-{
-    return b->data + b->off;
-}
-/* Append n bytes; false on out-of-memory (buffer unchanged). */
-bool gw_buf_put(struct gw_buf *b, const void *p, size_t n);
-bool gw_buf_putf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Make room for n more bytes at data+len; false on out-of-memory. */
-bool gw_buf_reserve(struct gw_buf *b, size_t n);
-void gw_buf_consume(struct gw_buf *b, size_t n);
-void gw_buf_free(struct gw_buf *b);
-
 /* ---- the HTTP request being handled ---- */
 
+/* A view into the request head: the parsers' struct th_slice, under the names gw_rest.c uses. */
 struct gw_slice {
     const char *p;
     size_t n;
 };
+static inline struct gw_slice gw_slice_from_th(struct th_slice s)
+{
+    return (struct gw_slice){s.ptr, s.len};
+}
+static inline struct th_slice gw_slice_to_th(const struct gw_slice *s)
+{
+    return (struct th_slice){s ? s->p : NULL, s ? s->n : 0};
+}
 
 struct gw_header {
     struct gw_slice name, value;
 };
 
-enum gw_method { GW_GET, GW_PUT, GW_POST, GW_PATCH, GW_DELETE, GW_HEAD_M, GW_OTHER };
+/* The parser's methods under the names of the route table (gw_rest.c). */
+enum gw_method {
+    GW_GET = TH_HTTP_GET,
+    GW_PUT = TH_HTTP_PUT,
+    GW_POST = TH_HTTP_POST,
+    GW_PATCH = TH_HTTP_PATCH,
+    GW_DELETE = TH_HTTP_DELETE,
+    GW_HEAD_M = TH_HTTP_HEAD,
+    GW_OTHER = TH_HTTP_OTHER,
+};
 
+/* A request as th_http_head_parse read it (http_parse.h), with its body. */
 struct gw_req {
     char *head; /* copy of the request head, NUL-terminated; slices point into it */
     enum gw_method method;
     struct gw_slice method_text, target, path, query;
     bool http11;
-    struct gw_header headers[GW_MAX_HEADERS];
+    struct gw_header headers[TH_HTTP_MAX_HEADERS];
     int nheaders;
     bool keep_alive;
     bool chunked;
+    bool expect_continue;
     long long content_length; /* -1 when absent */
     struct gw_buf body;
     int64_t start_us;
-    /* chunked decoding */
-    int chunk_state;
-    size_t chunk_left;
+    struct th_http_chunked chunk; /* when chunked */
 };
 
 enum gw_conn_state {
@@ -102,21 +96,6 @@ enum gw_conn_state {
     GW_C_WAIT,    /* dispatched; waiting for the hub's answer */
     GW_C_WS,      /* upgraded to a WebSocket bridged to the broker */
     GW_C_CLOSING, /* answer queued; close once it is written */
-};
-
-/* WebSocket frame reader state (client frames are masked). */
-struct gw_ws_rx {
-    int state; /* 0 header, 1 payload */
-    uint8_t hdr[14];
-    size_t hdr_len, hdr_need;
-    uint64_t left; /* payload bytes left in this frame */
-    uint8_t mask[4];
-    unsigned mask_pos;
-    int opcode; /* of the current frame */
-    bool fin;
-    uint8_t ctl[125]; /* control frame payload */
-    size_t ctl_len;
-    bool closed; /* a close frame was received */
 };
 
 struct gw_bridge;
@@ -143,7 +122,7 @@ struct gw_conn {
     bool policy_retry;         /* the policy list was refreshed for this request */
     int64_t auth_missed_ms;    /* when its token missed; a refresh started later decides */
     /* WebSocket */
-    struct gw_ws_rx ws;
+    struct th_ws_reader ws;
     struct gw_bridge *bridge;
     bool ws_close_sent;
 };
@@ -233,10 +212,12 @@ struct th_gateway {
     struct gw_conn *auth_waiters;
 };
 
-/* gateway.c */
+/* gw_log.c */
 /* Log a line to stderr as "twinhub gateway: ..." (errors always, the rest with -v). */
 void gw_log(struct th_gateway *gw, bool always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* lws's log emitter (lws_set_log_level): its errors and warnings in our form. */
+void gw_log_lws(int level, const char *line);
 
 /* gw_control.c */
 bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize);

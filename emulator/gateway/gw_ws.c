@@ -5,12 +5,13 @@
  * payload of the client's binary frames to a new raw connection to the
  * broker's MQTT listener and the broker's bytes back as binary frames.
  *
- * The bridge does not parse MQTT: the broker and the plugin authenticate
- * the CONNECT as for any TCP client. Both directions are written as soon as
- * the other side is writable (no timers, so no added latency). Each
- * direction's queue is bounded: above GW_BRIDGE_HIGH bytes the reading side
- * is paused with lws_rx_flow_control until the queue drains below
- * GW_BRIDGE_LOW.
+ * Frames are read and written with ws_frame.c (pure, unit-tested and
+ * fuzzed); this file is the glue around it. The bridge does not parse MQTT:
+ * the broker and the plugin authenticate the CONNECT as for any TCP
+ * client. Both directions are written as soon as the other side is
+ * writable (no timers, so no added latency). Each direction's queue is
+ * bounded: above GW_BRIDGE_HIGH bytes the reading side is paused with
+ * lws_rx_flow_control until the queue drains below GW_BRIDGE_LOW.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -18,34 +19,16 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/sha.h>
-
 #include "gw_private.h"
 #include "util.h"
-
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
 
 /* ---- frames to the client ---------------------------------------------------------------- */
 
 /* Append one unmasked frame to the client's output; false on out-of-memory. */
 static bool put_frame(struct gw_conn *c, int opcode, const void *p, size_t n)
 {
-    uint8_t hdr[10];
-    size_t h = 0;
-    hdr[h++] = (uint8_t)(0x80 | opcode);
-    if (n < 126) {
-        hdr[h++] = (uint8_t)n;
-    } else if (n <= 0xffff) {
-        hdr[h++] = 126;
-        hdr[h++] = (uint8_t)(n >> 8);
-        hdr[h++] = (uint8_t)n;
-    } else {
-        hdr[h++] = 127;
-        for (int i = 7; i >= 0; i--)
-            hdr[h++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
+    uint8_t hdr[TH_WS_MAX_SERVER_HEADER];
+    size_t h = th_ws_frame_header(opcode, n, hdr);
     return gw_buf_put(&c->out, hdr, h) && gw_buf_put(&c->out, p, n);
 }
 
@@ -53,12 +36,8 @@ static bool put_frame(struct gw_conn *c, int opcode, const void *p, size_t n)
 static void send_close(struct gw_conn *c, unsigned code, const char *why)
 {
     if (!c->ws_close_sent) {
-        uint8_t body[125];
-        size_t n = strlen(why) > 120 ? 120 : strlen(why);
-        body[0] = (uint8_t)(code >> 8);
-        body[1] = (uint8_t)code;
-        memcpy(body + 2, why, n);
-        put_frame(c, OP_CLOSE, body, n + 2);
+        uint8_t body[TH_WS_MAX_CONTROL];
+        put_frame(c, TH_WS_OP_CLOSE, body, th_ws_close_payload(code, why, body));
         c->ws_close_sent = true;
     }
     c->close_after = true;
@@ -147,27 +126,6 @@ static bool connect_broker(struct gw_bridge *b)
 
 /* ---- the handshake ----------------------------------------------------------------------- */
 
-/* Pick mqtt (or mqttv3.1) from a Sec-WebSocket-Protocol list; NULL when neither is offered. */
-static const char *pick_subprotocol(const struct gw_slice *h)
-{
-    const char *found = NULL;
-    const char *p = h ? h->p : NULL, *end = h ? h->p + h->n : NULL;
-    while (p && p < end) {
-        while (p < end && (*p == ' ' || *p == ','))
-            p++;
-        const char *q = p;
-        while (q < end && *q != ',' && *q != ' ')
-            q++;
-        size_t n = (size_t)(q - p);
-        if (n == 4 && !strncasecmp(p, "mqtt", 4))
-            return "mqtt";
-        if (n == 8 && !strncasecmp(p, "mqttv3.1", 8))
-            found = "mqttv3.1";
-        p = q;
-    }
-    return found;
-}
-
 static bool header_has(const struct gw_req *r, const char *name, const char *token)
 {
     const struct gw_slice *h = gw_req_header(r, name);
@@ -197,7 +155,9 @@ void gw_ws_upgrade(struct gw_conn *c)
         gw_http_respond(c, 426, "Sec-WebSocket-Version: 13\r\n", NULL, NULL, 0);
         return;
     }
-    const char *proto = pick_subprotocol(gw_req_header(r, "Sec-WebSocket-Protocol"));
+    const struct gw_slice *offered = gw_req_header(r, "Sec-WebSocket-Protocol");
+    struct th_slice offered_th = gw_slice_to_th(offered);
+    const char *proto = th_ws_pick_subprotocol(offered ? &offered_th : NULL);
     if (!proto) {
         gw_rest_error(c, 400, 400004,
                       "the WebSocket subprotocol must be mqtt (or mqttv3.1); twinhub does not "
@@ -220,11 +180,8 @@ void gw_ws_upgrade(struct gw_conn *c)
         return;
     }
 
-    char src[128], accept[64];
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    snprintf(src, sizeof src, "%.*s" WS_GUID, (int)key->n, key->p);
-    SHA1((const unsigned char *)src, strlen(src), digest);
-    if (th_b64_encode(digest, sizeof digest, accept, sizeof accept) != TH_OK)
+    char accept[TH_WS_ACCEPT_BUF];
+    if (th_ws_accept_key(gw_slice_to_th(key), accept, sizeof accept) != TH_OK)
         accept[0] = '\0';
     if (c->gw->verbose)
         gw_log(c->gw, false, "websocket | open | peer=%s subprotocol=%s", c->peer, proto);
@@ -240,6 +197,7 @@ void gw_ws_upgrade(struct gw_conn *c)
     gw_buf_free(&r->body);
     memset(r, 0, sizeof *r);
     c->state = GW_C_WS;
+    th_ws_reader_init(&c->ws);
     lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
     gw_conn_want_write(c);
     /* Anything the client sent after its handshake is WebSocket data already. */
@@ -268,15 +226,11 @@ static void pause_ws_if_full(struct gw_conn *c, struct gw_bridge *b)
 /* A complete control frame (close, ping, pong) from the client. */
 static void control_frame(struct gw_conn *c, int opcode, const uint8_t *p, size_t n)
 {
-    if (opcode == OP_PING) {
-        if (!c->ws_close_sent && put_frame(c, OP_PONG, p, n))
+    if (opcode == TH_WS_OP_PING) {
+        if (!c->ws_close_sent && put_frame(c, TH_WS_OP_PONG, p, n))
             gw_conn_want_write(c);
-    } else if (opcode == OP_CLOSE) {
-        c->ws.closed = true;
-        unsigned code = n >= 2 ? (unsigned)(p[0] << 8 | p[1]) : 1000;
-        if (code < 1000 || code >= 5000 || code == 1005 || code == 1006)
-            code = 1000;
-        send_close(c, code, "");
+    } else if (opcode == TH_WS_OP_CLOSE) {
+        send_close(c, th_ws_close_reply_code(p, n), "");
     }
 }
 
@@ -284,81 +238,27 @@ static int broker_write(struct gw_bridge *b, bool writable);
 
 void gw_ws_rx(struct gw_conn *c, const uint8_t *p, size_t n)
 {
-    struct gw_ws_rx *w = &c->ws;
     struct gw_bridge *b = c->bridge;
     bool idle = b && gw_buf_size(&b->to_broker) == 0;
-    while (n > 0 && !w->closed && !c->close_after) {
-        if (w->state == 0) {
-            /* header: 2 bytes, then 2 or 8 length bytes, then the 4-byte mask */
-            w->hdr[w->hdr_len++] = *p++;
-            n--;
-            if (w->hdr_len == 2) {
-                unsigned len7 = w->hdr[1] & 0x7f;
-                w->hdr_need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4;
-                if ((w->hdr[0] & 0x70) || !(w->hdr[1] & 0x80)) {
-                    send_close(c, 1002, "frames must be masked and use no extensions");
-                    return;
-                }
-            }
-            if (w->hdr_len < 2 || w->hdr_len < w->hdr_need)
-                continue;
-            unsigned len7 = w->hdr[1] & 0x7f;
-            uint64_t len = len7;
-            size_t at = 2;
-            if (len7 == 126) {
-                len = (uint64_t)w->hdr[2] << 8 | w->hdr[3];
-                at = 4;
-            } else if (len7 == 127) {
-                len = 0;
-                for (int i = 0; i < 8; i++)
-                    len = len << 8 | w->hdr[2 + i];
-                at = 10;
-            }
-            memcpy(w->mask, w->hdr + at, 4);
-            w->fin = w->hdr[0] & 0x80;
-            w->opcode = w->hdr[0] & 0x0f;
-            w->left = len;
-            w->mask_pos = 0;
-            w->ctl_len = 0;
-            w->hdr_len = 0;
-            bool control = w->opcode >= 8;
-            if ((control && (!w->fin || len > 125)) ||
-                (w->opcode != OP_CONT && w->opcode != OP_TEXT && w->opcode != OP_BINARY &&
-                 !control) ||
-                (w->opcode >= 11) || (len >> 63)) {
-                send_close(c, 1002, "malformed frame");
-                return;
-            }
-            w->state = 1;
-            if (len == 0) {
-                w->state = 0;
-                if (control)
-                    control_frame(c, w->opcode, w->ctl, 0);
-            }
-            continue;
+    while (n > 0 && !c->ws.closed && !c->close_after) {
+        size_t used;
+        struct th_ws_event ev;
+        struct th_error e = {0};
+        if (th_ws_read(&c->ws, p, n, &used, &ev, &e) != TH_OK) {
+            send_close(c, 1002, e.message);
+            return;
         }
-        /* payload */
-        size_t take = n < w->left ? n : (size_t)w->left;
-        if (w->opcode >= 8) {
-            for (size_t i = 0; i < take; i++)
-                w->ctl[w->ctl_len++] = p[i] ^ w->mask[w->mask_pos++ & 3];
-        } else if (b) {
-            if (!gw_buf_reserve(&b->to_broker, take)) {
+        p += used;
+        n -= used;
+        if (ev.kind == TH_WS_EV_CONTROL) {
+            control_frame(c, ev.opcode, ev.data, ev.len);
+        } else if (ev.kind == TH_WS_EV_DATA && b) {
+            if (!gw_buf_reserve(&b->to_broker, ev.len)) {
                 send_close(c, 1011, "out of memory");
                 return;
             }
-            uint8_t *dst = b->to_broker.data + b->to_broker.len;
-            for (size_t i = 0; i < take; i++)
-                dst[i] = p[i] ^ w->mask[w->mask_pos++ & 3];
-            b->to_broker.len += take;
-        }
-        p += take;
-        n -= take;
-        w->left -= take;
-        if (w->left == 0) {
-            w->state = 0;
-            if (w->opcode >= 8)
-                control_frame(c, w->opcode, w->ctl, w->ctl_len);
+            th_ws_unmask(&ev, b->to_broker.data + b->to_broker.len);
+            b->to_broker.len += ev.len;
         }
     }
     if (b && gw_buf_size(&b->to_broker)) {
@@ -445,7 +345,7 @@ int gw_broker_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (!b->ws || b->ws->ws_close_sent)
             return 0; /* the client is gone or closing: drop what the broker still sends */
         bool idle = gw_buf_size(&b->ws->out) == 0;
-        if (!put_frame(b->ws, OP_BINARY, in, len)) {
+        if (!put_frame(b->ws, TH_WS_OP_BINARY, in, len)) {
             send_close(b->ws, 1011, "out of memory");
             return 0;
         }
