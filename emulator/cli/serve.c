@@ -3,8 +3,10 @@
  * makes sure the development CA and server certificate exist, writes a
  * mosquitto configuration that loads the twinhub plugin into a private
  * runtime directory, runs mosquitto as a child, waits until every listener
- * accepts a TCP connection, prints the endpoints, the CA and ready-to-paste
- * connection strings, and stops the broker cleanly on SIGINT or SIGTERM.
+ * accepts a TCP connection, prints the endpoints, the CA, what the plugin
+ * restored from --state-dir and set aside (its state report in the runtime
+ * directory), and ready-to-paste connection strings, and stops the broker
+ * cleanly on SIGINT or SIGTERM.
  * When ready it also writes <cert-dir>/hub.json, which the admin
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
