@@ -710,8 +710,12 @@ static void test_persist_unloadable_state_files_set_aside_succeeds(void **state)
     cJSON_Delete(d3);
     write_text(fp, "policies? no");
 
-    /* The hub starts (it_hub_start_with waits for "twinhub: ready"). */
-    start_hub(&hub_b, "--state-dir", state_dir);
+    /* The hub starts (it_hub_start_with waits for "twinhub: ready"), its HTTPS gateway too:
+     * it signs in with the default policies that replace the unloadable policies.json. */
+    char https_port[16];
+    snprintf(https_port, sizeof https_port, "%d", it_free_port());
+    const char *extra[] = {"--state-dir", state_dir, "--https-port", https_port, NULL};
+    assert_int_equal(it_hub_start_with(&hub_b, NULL, extra), 0);
     char *out = hub_output(&hub_b, "stdout"), *err = hub_output(&hub_b, "stderr");
     assert_has(out, "NOT LOADED: 3 state files set aside", "the banner");
     assert_has(out, "device 'it-dev2': not a state file", "the banner");
