@@ -144,8 +144,20 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     } else {
         r = th_json_parse(payload, len, TH_JSON_MAX_INPUT_BYTES, 64, &patch, &err);
     }
+    /* `$version` on the topic is a precondition on the reported $version (the Java SDK's
+     * DeviceTwinWithVersionTests); without it nothing is compared. */
+    long long want = 0;
+    int64_t if_version = 0;
+    if (r == TH_OK && t->version.ptr && th_topic_version_value(t->version, &want) != TH_OK) {
+        r = th_error_set(&err, TH_ERR_INVAL, 400004,
+                         "$version '%.*s' in the topic is not an integer; send the reported "
+                         "$version to update at, or leave $version out",
+                         (int)(t->version.len > 64 ? 64 : t->version.len), t->version.ptr);
+    }
+    if_version = (int64_t)want;
     if (r == TH_OK) {
-        r = th_twin_patch_reported(id->twin, patch, th_now_us(), &err);
+        r = th_twin_patch_reported_if(id->twin, patch, t->version.ptr ? &if_version : NULL,
+                                      th_now_us(), &err);
     }
     /* The twin keeps copies of what it merged, so the event takes the patch itself. */
     cJSON *data = events_wanted(p) ? cJSON_CreateObject() : NULL;

@@ -8,6 +8,14 @@
  * that was acknowledged. fsync is not called: the data survives a process
  * crash, not a power cut.
  *
+ * A state file that cannot be loaded never stops the hub: it is moved to
+ * DIR/quarantine/<file>.<UTC time> (with <that>.reason beside it), the hub
+ * starts without that device (and its modules), or with the default
+ * policies, and says which identity and why in the log and, when `serve`
+ * asked for it (plugin_opt_state_report), in a JSON report it prints in the
+ * ready banner. Everything the hub accepted loads again (tests/fuzz/fuzz_twin.c
+ * checks it), so only damage from outside ends up there.
+ *
  * Recording: every event record is appended as one JSON line with a single
  * write() before the triggering message is acknowledged.
  */
@@ -18,10 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
 #include "plugin.h"
+#include "util.h"
 
 #define TH_STATE_MAX_FILE (64 * 1024 * 1024)
 
@@ -142,37 +152,183 @@ void th_persist_all(struct th_plugin *p)
     }
 }
 
-/* Parse one state file; NULL (logged) when unreadable. */
-static cJSON *read_json(struct th_plugin *p, const char *path)
+/* Parse one state file; NULL with `why` filled when it cannot be read or is not JSON. */
+static cJSON *read_json(const char *path, char *why, size_t why_size)
 {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
-    long len;
+    long len = -1;
     cJSON *doc = NULL;
     struct th_error err = {0};
     if (!f) {
+        snprintf(why, why_size, "cannot read it: %s", strerror(errno));
         return NULL;
     }
     if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && len < TH_STATE_MAX_FILE &&
         fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
         fread(buf, 1, (size_t)len, f) == (size_t)len) {
         if (th_json_parse(buf, (size_t)len, TH_STATE_MAX_FILE, 64, &doc, &err) != TH_OK) {
-            th_log(p, MOSQ_LOG_ERR, "state file %s is damaged: %s", path, err.message);
+            snprintf(why, why_size, "not a state file: %s", err.message);
         }
+    } else if (len >= TH_STATE_MAX_FILE) {
+        snprintf(why, why_size, "it is %ld bytes, more than a state file can be", len);
+    } else {
+        snprintf(why, why_size, "cannot read it: %s", buf ? strerror(errno) : "out of memory");
     }
     free(buf);
     fclose(f);
     return doc;
 }
 
-int th_persist_load(struct th_plugin *p, bool *out_found)
+/* ---- files that cannot be loaded ---- */
+
+/* One state file set aside at startup. */
+struct set_aside {
+    char *identity; /* "device 'd'" or "the shared access policies" */
+    char *file;
+    char *moved_to; /* NULL when it could not be moved */
+    char *reason;
+    struct set_aside *next;
+};
+
+static void set_aside_free(struct set_aside *a)
 {
-    char path[4096];
+    while (a) {
+        struct set_aside *next = a->next;
+        free(a->identity);
+        free(a->file);
+        free(a->moved_to);
+        free(a->reason);
+        free(a);
+        a = next;
+    }
+}
+
+/* "device 'd'" for a file named by device_path (the name itself if it does not decode). */
+static void device_of_file(const char *name, char *out, size_t size)
+{
+    char id[1024];
+    size_t len = strlen(name) - strlen(".json"), n = 0;
+    if (th_pct_decode(name, len, false, id, sizeof id, &n) != TH_OK) {
+        snprintf(id, sizeof id, "%.*s", (int)len, name);
+    }
+    snprintf(out, size, "device '%s'", id);
+}
+
+/*
+ * Move `file` to DIR/quarantine/<base>.<UTC time>[-n] and write why beside
+ * it; returns the new path (malloc'd) or NULL with `fail` filled.
+ */
+static char *quarantine(struct th_plugin *p, const char *file, const char *identity,
+                        const char *reason, char *fail, size_t fail_size)
+{
+    char dir[4096], dest[4400], stamp[32];
+    const char *base = strrchr(file, '/');
+    time_t now = time(NULL);
+    struct tm tm;
+    base = base ? base + 1 : file;
+    snprintf(dir, sizeof dir, "%s/quarantine", p->state_dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(fail, fail_size, "cannot create %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    if (!gmtime_r(&now, &tm) || !strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm)) {
+        snprintf(stamp, sizeof stamp, "%lld", (long long)now);
+    }
+    snprintf(dest, sizeof dest, "%s/%s.%s", dir, base, stamp);
+    for (int i = 2; access(dest, F_OK) == 0 && i < 1000; i++) {
+        snprintf(dest, sizeof dest, "%s/%s.%s-%d", dir, base, stamp, i);
+    }
+    if (rename(file, dest) != 0) {
+        snprintf(fail, fail_size, "cannot move it to %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    char note[4400 + 1024], why_path[4500];
+    snprintf(note, sizeof note, "%s was not loaded at startup: %s\nIt was %s.\n", identity, reason,
+             file);
+    snprintf(why_path, sizeof why_path, "%s.reason", dest);
+    if (write_atomic(why_path, note) != 0) {
+        th_log(p, MOSQ_LOG_WARNING, "cannot write %s", why_path);
+    }
+    return strdup(dest);
+}
+
+/* Sets `file` aside, logs it and adds it to *list; false on OOM only. */
+static bool set_aside(struct th_plugin *p, struct set_aside **list, const char *file,
+                      const char *identity, const char *reason)
+{
+    char fail[4400] = "";
+    struct set_aside *a = calloc(1, sizeof *a);
+    if (!a) {
+        return false;
+    }
+    a->moved_to = quarantine(p, file, identity, reason, fail, sizeof fail);
+    a->identity = strdup(identity);
+    a->file = strdup(file);
+    a->reason = strdup(reason);
+    while (*list) {
+        list = &(*list)->next;
+    }
+    *list = a; /* in the order met */
+    if (a->moved_to) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "twinhub: %s not loaded: %s (state file %s); moved to %s, the hub "
+                             "runs without it",
+                             identity, reason, file, a->moved_to);
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "twinhub: %s not loaded: %s (state file %s, which stays: %s); "
+                             "the hub runs without it",
+                             identity, reason, file, fail);
+    }
+    return a->identity && a->file && a->reason;
+}
+
+/*
+ * The report for `serve` ({"restored":n,"setAside":[{"identity","file",
+ * "movedTo","reason"}]}), written atomically to `path`.
+ */
+static void write_report(const char *path, size_t restored, const struct set_aside *list)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = o ? cJSON_AddArrayToObject(o, "setAside") : NULL;
+    bool ok = arr && cJSON_AddNumberToObject(o, "restored", (double)restored);
+    for (const struct set_aside *a = list; ok && a; a = a->next) {
+        cJSON *e = cJSON_CreateObject();
+        if (!e || !cJSON_AddItemToArray(arr, e)) {
+            cJSON_Delete(e);
+            ok = false;
+            break;
+        }
+        ok = cJSON_AddStringToObject(e, "identity", a->identity) &&
+             cJSON_AddStringToObject(e, "file", a->file) &&
+             (a->moved_to ? cJSON_AddStringToObject(e, "movedTo", a->moved_to)
+                          : cJSON_AddNullToObject(e, "movedTo")) &&
+             cJSON_AddStringToObject(e, "reason", a->reason);
+    }
+    char *text = ok ? th_json_print(o) : NULL;
+    cJSON_Delete(o);
+    int e = text ? write_atomic(path, text) : ENOMEM;
+    if (e) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: cannot write the state report %s: %s",
+                             path, strerror(e));
+    }
+    free(text);
+}
+
+int th_persist_load(struct th_plugin *p, const char *report_path, bool *out_found)
+{
+    char path[4096], why[1024];
     DIR *dir;
     struct dirent *de;
     struct th_error err = {0};
     size_t n = 0;
     cJSON *doc;
+    struct set_aside *aside = NULL;
+    bool oom = false;
+    /* Names first, loading after: set-aside files leave the directory while it is read. */
+    char **names = NULL;
+    size_t count = 0, cap = 0;
 
     *out_found = false;
     if (mkdir(p->state_dir, 0700) != 0 && errno != EEXIST) {
@@ -186,45 +342,96 @@ int th_persist_load(struct th_plugin *p, bool *out_found)
         return MOSQ_ERR_INVAL;
     }
     snprintf(path, sizeof path, "%s/policies.json", p->state_dir);
-    if ((doc = read_json(p, path)) != NULL) {
+    if (access(path, F_OK) == 0) {
         *out_found = true;
-        th_result r = th_registry_restore_policies(p->reg, doc, &err);
-        cJSON_Delete(doc);
+        th_result r = TH_ERR_FORMAT;
+        if ((doc = read_json(path, why, sizeof why)) != NULL) {
+            r = th_registry_restore_policies(p->reg, doc, &err);
+            cJSON_Delete(doc);
+            if (r != TH_OK) {
+                snprintf(why, sizeof why, "%s", err.message);
+            }
+        }
         if (r != TH_OK) {
-            mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: %s: %s", path, err.message);
-            return MOSQ_ERR_INVAL;
+            /* The registry is still empty: start it over with the hub's default policies,
+             * as the gateway does when it meets the same file (gateway.c). */
+            th_registry_free(p->reg);
+            p->reg = th_registry_new();
+            oom = !p->reg || th_registry_add_default_policies(p->reg) != TH_OK ||
+                  !set_aside(p, &aside, path, "the shared access policies", why);
         }
     }
     snprintf(path, sizeof path, "%s/devices", p->state_dir);
-    if (!(dir = opendir(path))) {
-        return MOSQ_ERR_INVAL;
+    if (!oom) {
+        if (!(dir = opendir(path))) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: cannot read %s: %s", path,
+                                 strerror(errno));
+            set_aside_free(aside);
+            return MOSQ_ERR_INVAL;
+        }
+        while (!oom && (de = readdir(dir)) != NULL) {
+            size_t len = strlen(de->d_name);
+            if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) {
+                continue; /* also skips leftover .tmp files of an interrupted write */
+            }
+            if (count == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                char **grown = realloc(names, ncap * sizeof *names);
+                if (grown) {
+                    names = grown;
+                    cap = ncap;
+                }
+                oom = !grown;
+            }
+            if (!oom && (names[count] = strdup(de->d_name)) != NULL) {
+                count++;
+            } else {
+                oom = true;
+            }
+        }
+        closedir(dir);
     }
-    while ((de = readdir(dir)) != NULL) {
-        size_t len = strlen(de->d_name);
+    for (size_t i = 0; i < count && !oom; i++) {
         char file[4400];
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) {
-            continue; /* also skips leftover .tmp files of an interrupted write */
-        }
-        snprintf(file, sizeof file, "%s/%s", path, de->d_name);
-        if (!(doc = read_json(p, file))) {
-            closedir(dir);
-            return MOSQ_ERR_INVAL;
-        }
-        th_result r = th_registry_restore_device(p->reg, doc, &err);
-        cJSON_Delete(doc);
-        if (r != TH_OK) {
-            mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: state file %s: %s", file, err.message);
-            closedir(dir);
-            return MOSQ_ERR_INVAL;
-        }
-        n++;
+        snprintf(file, sizeof file, "%s/%s", path, names[i]);
         *out_found = true;
+        th_result r = TH_ERR_FORMAT;
+        if ((doc = read_json(file, why, sizeof why)) != NULL) {
+            r = th_registry_restore_device(p->reg, doc, &err);
+            cJSON_Delete(doc);
+            if (r != TH_OK) {
+                snprintf(why, sizeof why, "%s", err.message);
+            }
+        }
+        if (r == TH_OK) {
+            n++;
+            continue;
+        }
+        if (r == TH_ERR_NOMEM) {
+            oom = true;
+            break;
+        }
+        char identity[1100];
+        device_of_file(names[i], identity, sizeof identity);
+        oom = !set_aside(p, &aside, file, identity, why);
     }
-    closedir(dir);
+    for (size_t i = 0; i < count; i++) {
+        free(names[i]);
+    }
+    free(names);
+    if (oom) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: out of memory loading %s", p->state_dir);
+        set_aside_free(aside);
+        return MOSQ_ERR_NOMEM;
+    }
     if (*out_found) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "twinhub: restored %zu devices from %s", n,
                              p->state_dir);
     }
+    if (report_path) {
+        write_report(report_path, n, aside);
+    }
+    set_aside_free(aside);
     return MOSQ_ERR_SUCCESS;
 }
 

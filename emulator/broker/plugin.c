@@ -6,7 +6,8 @@
  * (docs/control-api.md).
  *
  * Options (plugin_opt_*): registry FILE, dev_identities true|false,
- * verbose true|false, token_skew_seconds N.
+ * verbose true|false, token_skew_seconds N, state_dir DIR, state_report FILE
+ * (where to write what loading DIR restored and set aside), record FILE.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -199,7 +200,7 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                           struct mosquitto_opt *opts, int opt_count)
 {
     struct th_plugin *p = calloc(1, sizeof *p);
-    const char *registry_path = NULL, *record_path = NULL;
+    const char *registry_path = NULL, *record_path = NULL, *report_path = NULL;
     bool restored = false;
     bool dev = true;
     int rc;
@@ -225,6 +226,8 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
         } else if (!strcmp(opts[i].key, "state_dir")) {
             free(p->state_dir);
             p->state_dir = strdup(opts[i].value);
+        } else if (!strcmp(opts[i].key, "state_report")) {
+            report_path = opts[i].value;
         } else if (!strcmp(opts[i].key, "record")) {
             record_path = opts[i].value;
         } else if (!strcmp(opts[i].key, "token_skew_seconds")) {
@@ -234,7 +237,7 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                                  opts[i].key);
         }
     }
-    if (p->state_dir && (rc = th_persist_load(p, &restored)) != MOSQ_ERR_SUCCESS) {
+    if (p->state_dir && (rc = th_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }

@@ -127,8 +127,14 @@ void th_methods_free_all(struct th_plugin *p);
 void th_persist_device(struct th_plugin *p, struct th_identity *dev);
 void th_persist_forget(struct th_plugin *p, const char *device_id);
 void th_persist_all(struct th_plugin *p);
-/* Restore policies and devices from the state dir; *out_found when any state existed. */
-int th_persist_load(struct th_plugin *p, bool *out_found);
+/*
+ * Restore policies and devices from the state dir; *out_found when any state
+ * existed. A file that cannot be loaded is set aside (persist.c) and the
+ * rest is loaded; with `report_path`, what was restored and set aside is
+ * written there as JSON for `serve`. Fails only when the directory cannot be
+ * read or memory runs out.
+ */
+int th_persist_load(struct th_plugin *p, const char *report_path, bool *out_found);
 int th_record_open(struct th_plugin *p, const char *path);
 void th_record_write(struct th_plugin *p, const char *line, size_t len);
 

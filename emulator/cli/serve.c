@@ -3,8 +3,10 @@
  * makes sure the development CA and server certificate exist, writes a
  * mosquitto configuration that loads the twinhub plugin into a private
  * runtime directory, runs mosquitto as a child, waits until every listener
- * accepts a TCP connection, prints the endpoints, the CA and ready-to-paste
- * connection strings, and stops the broker cleanly on SIGINT or SIGTERM.
+ * accepts a TCP connection, prints the endpoints, the CA, what the plugin
+ * restored from --state-dir and set aside (its state report in the runtime
+ * directory), and ready-to-paste connection strings, and stops the broker
+ * cleanly on SIGINT or SIGTERM.
  * When ready it also writes <cert-dir>/hub.json, which the admin
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
@@ -50,6 +52,7 @@
 #include "cli.h"
 #include "client.h"   /* th_read_json_file, th_parse_long */
 #include "gateway.h"  /* the HTTPS gateway (REST API, MQTT over WebSockets) */
+#include "json.h"     /* th_json_string, th_json_number */
 #include "registry.h" /* TH_DEV_* */
 #include "util.h"     /* th_mono_ms */
 
@@ -64,6 +67,7 @@
 #define MAX_PACKET_SIZE 1048576
 #define HUB_FILE_NAME "hub.json"   /* in the cert dir; client.c reads it */
 #define GATEWAY_SOCKET "mqtt.sock" /* in the runtime dir, when --mqtt-port is 0 */
+#define STATE_REPORT "state-report.json" /* in the runtime dir: what the plugin loaded */
 
 struct serve_opts {
     int mqtt_port;  /* 0 = disabled */
@@ -124,6 +128,7 @@ struct serve {
     char gw_policy[64];    /* the policy it signs in to the broker with */
     char gw_key[128];
     char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
+    cJSON *state_report;      /* the plugin's report on --state-dir (persist.c); NULL if none */
 };
 
 enum {
@@ -844,7 +849,8 @@ static bool write_conf(const struct serve *s)
     if (s->record[0])
         fprintf(f, "plugin_opt_record %s\n", s->record);
     if (s->state_dir[0])
-        fprintf(f, "plugin_opt_state_dir %s\n", s->state_dir);
+        fprintf(f, "plugin_opt_state_dir %s\nplugin_opt_state_report %s/" STATE_REPORT "\n",
+                s->state_dir, s->run_dir);
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
     if (s->gw && !s->lis[0].port) /* the gateway's way in when there is no plain TCP listener */
@@ -1183,6 +1189,53 @@ static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
                  host, TH_DEV_OWNER_KEY);
 }
 
+/*
+ * Read what the plugin restored from --state-dir and set aside (it writes the
+ * report while it loads, before the broker opens its listeners, so it is
+ * there once they accept connections). A missing report is not fatal.
+ */
+static void read_state_report(struct serve *s)
+{
+    char path[PATH_MAX + 32], err[PATH_MAX + 320];
+    if (!s->state_dir[0] ||
+        snprintf(path, sizeof path, "%s/" STATE_REPORT, s->run_dir) >= (int)sizeof path)
+        return;
+    s->state_report = th_read_json_file(path, err, sizeof err);
+    if (!s->state_report && s->o.verbose)
+        fprintf(stderr, "twinhub: no state report from the plugin: %s\n", err);
+}
+
+/* The state dir lines of the banner: restored count and every file set aside, with why. */
+static void print_state(const struct serve *s)
+{
+    const cJSON *r = s->state_report;
+    const cJSON *aside = cJSON_GetObjectItemCaseSensitive(r, "setAside");
+    int n = cJSON_GetArraySize(aside);
+    if (!s->state_dir[0])
+        return;
+    if (!r) {
+        printf("  State     %s\n", s->state_dir);
+        return;
+    }
+    printf("  State     %s (%.0f devices restored)\n", s->state_dir,
+           th_json_number(r, "restored", 0));
+    if (n == 0)
+        return;
+    printf("  NOT LOADED: %d state file%s set aside, the hub runs without %s:\n", n,
+           n == 1 ? "" : "s", n == 1 ? "it" : "them");
+    const cJSON *a;
+    cJSON_ArrayForEach(a, aside)
+    {
+        const char *to = th_json_string(a, "movedTo", NULL);
+        printf("    %s: %s\n", th_json_string(a, "identity", "?"), th_json_string(a, "reason", "?"));
+        if (to)
+            printf("      moved to %s (the reason is beside it, in .reason)\n", to);
+        else
+            printf("      left in place: %s (it could not be moved; see the log)\n",
+                   th_json_string(a, "file", "?"));
+    }
+}
+
 static void print_banner(const struct serve *s, const struct conn_strings *cs)
 {
     const char *ca = s->certs.ca_cert;
@@ -1196,6 +1249,7 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
                "/health)\n",
                s->gateway_host, s->o.https_port);
     printf("  CA        %s\n", ca);
+    print_state(s);
     printf("  Trust the CA in your client:\n"
            "    Node.js    NODE_EXTRA_CA_CERTS=%s\n"
            "               or client.setOptions({ ca: fs.readFileSync('%s') })\n"
@@ -1248,6 +1302,14 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs, con
               add_str(o, "moduleConnectionString", dev ? cs->module : NULL) &&
               add_str(o, "serviceConnectionString", dev ? cs->service : NULL) &&
               cJSON_AddNumberToObject(o, "pid", (double)getpid());
+    /* What --state-dir could not load: [{identity, file, movedTo, reason}], [] when all did. */
+    const cJSON *aside = cJSON_GetObjectItemCaseSensitive(s->state_report, "setAside");
+    if (ok && s->state_dir[0]) {
+        cJSON *copy = cJSON_IsArray(aside) ? cJSON_Duplicate(aside, true) : cJSON_CreateArray();
+        ok = copy && cJSON_AddItemToObject(o, "stateSetAside", copy);
+        if (!ok)
+            cJSON_Delete(copy);
+    }
     char *text = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     if (!text) {
@@ -1472,6 +1534,7 @@ static int serve(struct serve *s)
 
     struct conn_strings cs;
     make_conn_strings(s, &cs);
+    read_state_report(s);
     print_banner(s, &cs);
     if (s->o.info_file && !write_info(s, &cs, s->o.info_file, 0644, "--info-file")) {
         stop_broker(s);
@@ -1521,6 +1584,7 @@ int th_cmd_serve(int argc, char **argv)
         stop_broker(&s);
     remove_run_dir(&s);
     remove_hub_file(&s);
+    cJSON_Delete(s.state_report);
     if (s.bind_ai)
         freeaddrinfo(s.bind_ai);
     if (s.log_fd >= 0)

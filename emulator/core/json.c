@@ -11,9 +11,15 @@
  * - cJSON's own nesting limit (1000) is a compile-time constant and reports
  *   deep input as a syntax error, so depth is measured by our own walk.
  * - cJSON treats every byte <= 0x20 as whitespace; JSON allows only four.
+ * - cJSON keeps neither how a number was written nor a "\u0000" in a name
+ *   or string (it cuts the C string there), so a second walk over the text
+ *   marks those items (json.h, TH_JSON_DECIMAL and friends).
  */
 #include "json.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* JSON insignificant whitespace (RFC 8259 section 2). */
@@ -57,6 +63,106 @@ static int text_depth(const char *buf, size_t len, int limit)
         }
     }
     return max;
+}
+
+/* ---- marking what the tree does not keep ---- */
+
+struct walk {
+    const char *p, *end;
+    bool ok;
+};
+
+static void walk_ws(struct walk *w)
+{
+    while (w->p < w->end && (unsigned char)*w->p <= 0x20) /* cJSON's notion of whitespace */
+        w->p++;
+}
+
+/* Steps over `c` (after whitespace); a mismatch stops the walk. */
+static void walk_expect(struct walk *w, char c)
+{
+    walk_ws(w);
+    if (w->p < w->end && *w->p == c)
+        w->p++;
+    else
+        w->ok = false;
+}
+
+/* Steps over a string token; true when it holds the escape \u0000. */
+static bool walk_string(struct walk *w)
+{
+    bool nul = false;
+    walk_expect(w, '"');
+    while (w->ok && w->p < w->end && *w->p != '"') {
+        if (*w->p == '\\') {
+            if (w->end - w->p >= 6 && w->p[1] == 'u' && memcmp(w->p + 2, "0000", 4) == 0)
+                nul = true;
+            w->p++; /* the escaped character; \uXXXX digits are stepped over one by one */
+        }
+        w->p++;
+    }
+    walk_expect(w, '"');
+    return nul;
+}
+
+/*
+ * Walks the text of `item` (which cJSON parsed from it, children in text
+ * order) and sets the TH_JSON_* flags on it and below it.
+ */
+static void walk_item(struct walk *w, cJSON *item)
+{
+    walk_ws(w);
+    switch (item->type & 0xFF) {
+    case cJSON_Object:
+        walk_expect(w, '{');
+        for (cJSON *c = item->child; c != NULL && w->ok; c = c->next) {
+            if (c != item->child)
+                walk_expect(w, ',');
+            if (walk_string(w))
+                c->type |= TH_JSON_KEY_NUL;
+            walk_expect(w, ':');
+            walk_item(w, c);
+        }
+        walk_expect(w, '}');
+        break;
+    case cJSON_Array:
+        walk_expect(w, '[');
+        for (cJSON *c = item->child; c != NULL && w->ok; c = c->next) {
+            if (c != item->child)
+                walk_expect(w, ',');
+            walk_item(w, c);
+        }
+        walk_expect(w, ']');
+        break;
+    case cJSON_String:
+        if (walk_string(w))
+            item->type |= TH_JSON_STRING_NUL;
+        break;
+    case cJSON_Number:
+        /* cJSON reads a number as the longest run of these characters. */
+        while (w->p < w->end && strchr("0123456789+-.eE", *w->p) != NULL && *w->p != '\0') {
+            if (*w->p == '.' || *w->p == 'e' || *w->p == 'E')
+                item->type |= TH_JSON_DECIMAL;
+            w->p++;
+        }
+        break;
+    default: { /* true, false, null */
+        size_t n = (item->type & 0xFF) == cJSON_False ? 5 : 4;
+        if ((size_t)(w->end - w->p) < n)
+            w->ok = false;
+        else
+            w->p += n;
+        break;
+    }
+    }
+}
+
+static void clear_flags(cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+        item->type &= ~(TH_JSON_DECIMAL | TH_JSON_KEY_NUL | TH_JSON_STRING_NUL);
+        clear_flags(item->child);
+    }
 }
 
 /*
@@ -122,6 +228,10 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
                                 (size_t)(p - buf));
         }
     }
+    struct walk w = {.p = buf + start, .end = end, .ok = true};
+    walk_item(&w, root);
+    if (!w.ok)
+        clear_flags(root); /* cannot happen for text cJSON accepted; never leave a wrong flag */
     *out = root;
     return TH_OK;
 }
@@ -170,10 +280,80 @@ cJSON *th_json_object(const cJSON *obj, const char *key)
     return cJSON_IsObject(item) ? item : NULL;
 }
 
+/* 2^52: from here on a double may be integral although it was written as a decimal. */
+#define DECIMAL_KEEP_FROM 4503599627370496.0
+
+/*
+ * The text cJSON 1.7.15 prints for a number that is not an int (print_number:
+ * 15 significant digits, or 17 when 15 do not read back the same). cJSON
+ * compares with a tolerance of about one unit in the last place, so it may
+ * keep the 15 digits where this exact test takes 17; at 2^52 and beyond the
+ * 15-digit text has an exponent, so a number that loses its decimal form in
+ * cJSON's text is never missed here (at worst one more is printed in full).
+ */
+static void cjson_number_text(double d, char out[32])
+{
+    double back = 0;
+    snprintf(out, 32, "%1.15g", d);
+    if (sscanf(out, "%lg", &back) != 1 || back != d)
+        snprintf(out, 32, "%1.17g", d);
+}
+
+/* A TH_JSON_DECIMAL number that cJSON would print as an integer literal beyond +-2^52. */
+static bool loses_decimal(const cJSON *item, char text[32])
+{
+    if (!cJSON_IsNumber(item) || !(item->type & TH_JSON_DECIMAL))
+        return false;
+    double d = item->valuedouble;
+    if (!isfinite(d) || (d < DECIMAL_KEEP_FROM && d > -DECIMAL_KEEP_FROM))
+        return false;
+    cjson_number_text(d, text);
+    return strpbrk(text, ".eE") == NULL;
+}
+
+static bool any_loses_decimal(const cJSON *item)
+{
+    char text[32];
+    for (; item != NULL; item = item->next)
+        if (loses_decimal(item, text) || any_loses_decimal(item->child))
+            return true;
+    return false;
+}
+
+/* Turns such numbers into raw text with ".0"; false on OOM. */
+static bool keep_decimals(cJSON *item)
+{
+    char text[32];
+    for (; item != NULL; item = item->next) {
+        if (loses_decimal(item, text)) {
+            size_t n = strlen(text);
+            char *raw = cJSON_malloc(n + 3);
+            if (raw == NULL)
+                return false;
+            memcpy(raw, text, n);
+            memcpy(raw + n, ".0", 3);
+            item->type = cJSON_Raw | (item->type & cJSON_StringIsConst);
+            item->valuestring = raw;
+        } else if (!keep_decimals(item->child)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Ownership: the returned string is the caller's, freed with free() (cJSON's default hooks). */
 char *th_json_print(const cJSON *item)
 {
     if (item == NULL)
         return NULL;
-    return cJSON_PrintUnformatted(item);
+    char text[32];
+    if (!loses_decimal(item, text) && !any_loses_decimal(item->child))
+        return cJSON_PrintUnformatted(item);
+    /* Rare: print a copy whose numbers of that kind are raw text. */
+    cJSON *copy = cJSON_Duplicate(item, true);
+    char *out = NULL;
+    if (copy != NULL && keep_decimals(copy)) /* a duplicate has no siblings to walk */
+        out = cJSON_PrintUnformatted(copy);
+    cJSON_Delete(copy);
+    return out;
 }

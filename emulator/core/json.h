@@ -11,12 +11,28 @@
 #include "th_result.h"
 
 /*
+ * What th_json_parse saw in the text that the tree alone cannot tell, kept as
+ * flag bits in cJSON's `type` (above cJSON's own bits; cJSON_Duplicate keeps
+ * them, the cJSON_Is* tests ignore them):
+ * - TH_JSON_DECIMAL: a number written with a fraction or an exponent ("1.5",
+ *   "1e20"); without it the number was an integer literal ("100"). IoT Hub
+ *   limits only integers to +-2^52 (docs/protocol.md, Twins).
+ * - TH_JSON_KEY_NUL: this member's name held "\u0000" (cJSON cut it there).
+ * - TH_JSON_STRING_NUL: this string value held "\u0000" (cut there too).
+ * Items built with cJSON_Create* carry none of them.
+ */
+#define TH_JSON_DECIMAL (1 << 12)
+#define TH_JSON_KEY_NUL (1 << 13)
+#define TH_JSON_STRING_NUL (1 << 14)
+
+/*
  * Parse `len` bytes of `buf` (need not be NUL-terminated) as one JSON document.
  * Fails with TH_ERR_TOO_LARGE when len > max_bytes, TH_ERR_FORMAT when the
  * text is not JSON or anything but whitespace follows the document, and
  * TH_ERR_TOO_DEEP when objects/arrays nest deeper than max_depth (the
  * outermost value is depth 1). On success *out owns a tree the caller frees
- * with cJSON_Delete; on failure *out is NULL and err says why.
+ * with cJSON_Delete, its items flagged as above; on failure *out is NULL and
+ * err says why.
  */
 TH_NODISCARD th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_depth,
                                      cJSON **out, struct th_error *err);
@@ -31,7 +47,12 @@ bool th_json_bool(const cJSON *obj, const char *key, bool fallback);
 /* The member if it is an object, else NULL. */
 cJSON *th_json_object(const cJSON *obj, const char *key);
 
-/* Serialise compactly; the caller frees the result with free(). NULL on failure. */
+/*
+ * Serialise compactly; the caller frees the result with free(). NULL on
+ * failure. A TH_JSON_DECIMAL number beyond +-2^52 that cJSON would print
+ * without a fraction or exponent is printed with ".0", so that parsing the
+ * text again gives the same flags (a saved twin must load again).
+ */
 char *th_json_print(const cJSON *item);
 
 #endif

@@ -161,6 +161,31 @@ static bool rid_from_query(const char *q, size_t len, struct th_slice *rid)
 }
 
 /*
+ * $version from the query of a reported PATCH (also "%24version"); ptr NULL
+ * when absent. Only the Java device SDK sends it, as a precondition.
+ */
+static struct th_slice version_from_query(const char *q, size_t len)
+{
+    struct th_slice v = query_get(q, len, "$version");
+    return v.ptr != NULL ? v : query_get(q, len, "%24version");
+}
+
+th_result th_topic_version_value(struct th_slice version, long long *out)
+{
+    size_t i = version.len > 0 && version.ptr[0] == '-' ? 1 : 0;
+    long long v = 0;
+    if (version.ptr == NULL || version.len <= i || version.len - i > 18)
+        return TH_ERR_INVAL;
+    for (size_t k = i; k < version.len; k++) {
+        if (version.ptr[k] < '0' || version.ptr[k] > '9')
+            return TH_ERR_INVAL;
+        v = v * 10 + (version.ptr[k] - '0');
+    }
+    *out = i ? -v : v;
+    return TH_OK;
+}
+
+/*
  * Telemetry after "devices/{d}/" or "devices/{d}/modules/{m}/": accepts
  * "messages/events", "messages/events/" and "messages/events/{bag}" where
  * the bag may start with '?' and may end with one '/' (some SDKs append it).
@@ -288,7 +313,10 @@ th_result th_topic_parse(const char *topic, size_t len, struct th_topic *out)
     }
     if (starts_with(topic, len, twin_rep)) {
         size_t n = sizeof(twin_rep) - 1;
-        return parse_rid_tail(topic + n, len - n, TH_TOPIC_TWIN_PATCH_REPORTED, out);
+        th_result r = parse_rid_tail(topic + n, len - n, TH_TOPIC_TWIN_PATCH_REPORTED, out);
+        if (r == TH_OK)
+            out->version = version_from_query(topic + n + 2, len - n - 2);
+        return r;
     }
     if (starts_with(topic, len, meth_res)) {
         const char *p = topic + sizeof(meth_res) - 1;

@@ -50,10 +50,19 @@ struct th_topic {
     struct th_slice module_id;   /* telemetry from a module only */
     struct th_slice props;       /* telemetry property bag (encoded, leading '?' removed) */
     struct th_slice rid;         /* $rid value, as sent (encoded) */
+    struct th_slice version;     /* reported PATCH: $version value as sent; ptr NULL when absent */
     struct th_slice status_text; /* method response: the {status} level as sent */
     bool status_ok;              /* method response: status_text is a decimal int32 */
     int32_t status;              /* method response status, when status_ok */
 };
+
+/*
+ * The $version of a reported PATCH topic as a number: TH_OK with *out set for
+ * an optional '-' and 1 to 18 decimal digits, TH_ERR_INVAL for anything else
+ * (empty, other characters, longer; the hub's answer to those is not
+ * documented, docs/protocol.md decides 400 / 400004).
+ */
+TH_NODISCARD th_result th_topic_version_value(struct th_slice version, long long *out);
 
 /*
  * Classify a published topic. Unknown topics return TH_ERR_INVAL with kind

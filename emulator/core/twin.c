@@ -18,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "th_limits.h"
 #include "util.h"
 
 #define CODE_ARGUMENT_INVALID 400004
 #define CODE_MAX_PROPERTIES_EXCEEDED 403100
+#define CODE_PRECONDITION_FAILED 412001
 
 #define KEY_LAST_UPDATED "$lastUpdated"
 #define KEY_LAST_UPDATED_VERSION "$lastUpdatedVersion"
@@ -127,18 +129,49 @@ static bool is_readonly_name(const char *key)
 struct validator {
     enum th_twin_section section;
     bool skip_readonly; /* service patches: $version/$metadata are ignored, not refused */
+    bool replace;       /* a whole new section: null has nothing to delete, so none is allowed */
     struct path path;
     struct th_error *err;
 };
 
-#define KEY_RULE "twin property names may not contain '.', '$', ' ' or control characters"
+#define KEY_RULE                                                                                   \
+    "twin property names may not contain '.', '$', '#', white space or control characters"
 
-/* Checks one member name; the validator's path names the object holding it. */
-static th_result check_key(struct validator *v, const char *key)
+/*
+ * The code point of the Unicode white space (other than SP and the control
+ * characters, refused on their own) that starts at `s`, or 0: what .NET's
+ * char.IsWhiteSpace adds, which IoT Edge's validator refuses in names.
+ */
+static unsigned unicode_space_at(const unsigned char *s)
+{
+    if (s[0] == 0xC2 && s[1] == 0xA0)
+        return 0x00A0;
+    if (s[0] == 0xE1 && s[1] == 0x9A && s[2] == 0x80)
+        return 0x1680;
+    if (s[0] == 0xE2 && s[1] == 0x80 &&
+        ((s[2] >= 0x80 && s[2] <= 0x8A) || s[2] == 0xA8 || s[2] == 0xA9 || s[2] == 0xAF))
+        return 0x2000u + (s[2] - 0x80u);
+    if (s[0] == 0xE2 && s[1] == 0x81 && s[2] == 0x9F)
+        return 0x205F;
+    if (s[0] == 0xE3 && s[1] == 0x80 && s[2] == 0x80)
+        return 0x3000;
+    return 0;
+}
+
+/*
+ * Checks the name of `member`; the validator's path names the object holding
+ * it. `key_nul`: the name held "\u0000", where cJSON cut it.
+ */
+static th_result check_key(struct validator *v, const char *key, bool key_nul)
 {
     char where[PATH_SHOWN + 8], shown[40];
     size_t len = strlen(key);
 
+    if (key_nul)
+        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                            "property name '%s\\u0000...' at %s contains control character "
+                            "0x00; " KEY_RULE,
+                            key_text(key, shown), path_text(&v->path, where, sizeof where));
     if (len == 0)
         return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
                             "empty property name at %s; twin property names need 1 to %d bytes",
@@ -155,9 +188,9 @@ static th_result check_key(struct validator *v, const char *key)
                             "$metadata, remove it from the reported patch",
                             key, path_text(&v->path, where, sizeof where));
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        unsigned char next = (unsigned char)key[i + 1];
-        if (c == '.' || c == '$' || c == ' ')
+        const unsigned char *at = (const unsigned char *)key + i;
+        unsigned char c = at[0], next = at[1];
+        if (c == '.' || c == '$' || c == ' ' || c == '#')
             return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
                                 "property name '%s' at %s contains '%c'; " KEY_RULE,
                                 key_text(key, shown), path_text(&v->path, where, sizeof where), c);
@@ -168,50 +201,73 @@ static th_result check_key(struct validator *v, const char *key)
                 "property name '%s' at %s contains control character 0x%02x; " KEY_RULE,
                 key_text(key, shown), path_text(&v->path, where, sizeof where),
                 c == 0xC2 ? next : c);
+        unsigned space = unicode_space_at(at);
+        if (space != 0)
+            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                                "property name '%s' at %s contains white space U+%04X; " KEY_RULE,
+                                key_text(key, shown), path_text(&v->path, where, sizeof where),
+                                space);
     }
     return TH_OK;
 }
 
-static th_result check_object(struct validator *v, const cJSON *obj, int member_level);
+static th_result check_object(struct validator *v, const cJSON *obj, int member_level,
+                              bool in_array);
 
 /*
- * Checks one value at `level` (the members of a section root are level 1).
- * `is_member`: the value belongs to an object member, where null means delete.
+ * Checks one value at `level` (the members of a section root are level 1,
+ * the elements of an array one level below it). `in_array`: the value is in
+ * an array, or below one; there null has no meaning, as in a replace.
+ *
+ * Depth is counted on containers, as IoT Edge's ReportedPropertiesValidator
+ * does: an object or array at level 11 is refused, a scalar there is fine
+ * (the device-twins article's valid example nests ten objects and puts a
+ * string in the tenth).
  */
-static th_result check_value(struct validator *v, const cJSON *item, int level, bool is_member)
+static th_result check_value(struct validator *v, const cJSON *item, int level, bool in_array)
 {
     char where[PATH_SHOWN + 8];
 
-    if (level > TH_TWIN_MAX_DEPTH)
+    if (cJSON_IsNull(item)) {
+        if (!in_array && !v->replace)
+            return TH_OK; /* a patch's "delete this property" */
+        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                            "value of property or tag cannot be null: null at %s %s; null only "
+                            "deletes a property as a member of a patch",
+                            path_text(&v->path, where, sizeof where),
+                            in_array ? "is inside an array" : "is in a replacement document");
+    }
+    if ((cJSON_IsObject(item) || cJSON_IsArray(item)) && level > TH_TWIN_MAX_DEPTH)
         return th_error_set(v->err, TH_ERR_TOO_DEEP, CODE_ARGUMENT_INVALID,
                             "nesting depth exceeds %d at %s; twin objects and arrays may nest at "
                             "most %d levels below the section",
                             TH_TWIN_MAX_DEPTH, path_text(&v->path, where, sizeof where),
                             TH_TWIN_MAX_DEPTH);
-
-    if (cJSON_IsNull(item)) {
-        if (is_member)
-            return TH_OK;
-        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
-                            "null at %s is inside an array; null is only allowed as a property "
-                            "value, to delete that property",
-                            path_text(&v->path, where, sizeof where));
-    }
     if (cJSON_IsBool(item))
         return TH_OK;
     if (cJSON_IsNumber(item)) {
-        /* After parsing, 1e20 and 100000000000000000000 are the same double, so the
-         * integer range applies to every number. */
+        /* The ±2^52 range is for integers; a number written with a fraction or an
+         * exponent is a decimal (json.h, TH_JSON_DECIMAL), limited only to finite values.
+         * A number built in code is held to the integer range. */
         double d = item->valuedouble;
-        if (!isfinite(d) || d > TH_TWIN_MAX_INT || d < TH_TWIN_MIN_INT)
+        if (!isfinite(d))
             return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
-                                "number %g at %s is out of range; twin numbers must be between "
-                                "-4503599627370496 and 4503599627370495 (+-2^52)",
+                                "number at %s is not finite; send a finite number",
+                                path_text(&v->path, where, sizeof where));
+        if (!(item->type & TH_JSON_DECIMAL) && (d > TH_TWIN_MAX_INT || d < TH_TWIN_MIN_INT))
+            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                                "integer %.17g at %s is out of range; twin integers must be "
+                                "between -4503599627370496 and 4503599627370495 (+-2^52)",
                                 d, path_text(&v->path, where, sizeof where));
         return TH_OK;
     }
     if (cJSON_IsString(item)) {
         size_t len = item->valuestring != NULL ? strlen(item->valuestring) : 0;
+        if (item->type & TH_JSON_STRING_NUL)
+            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                                "string value at %s holds \\u0000, which twinhub cannot store; "
+                                "remove the NUL character",
+                                path_text(&v->path, where, sizeof where));
         if (len > TH_TWIN_MAX_STRING_BYTES)
             return th_error_set(v->err, TH_ERR_TOO_LARGE, CODE_ARGUMENT_INVALID,
                                 "string value at %s is %zu bytes; twin string values may be at "
@@ -221,12 +277,12 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
         return TH_OK;
     }
     if (cJSON_IsObject(item))
-        return check_object(v, item, level + 1);
+        return check_object(v, item, level + 1, in_array);
     if (cJSON_IsArray(item)) {
         int i = 0;
         for (const cJSON *el = item->child; el != NULL; el = el->next, i++) {
             size_t saved = path_push(&v->path, NULL, i);
-            th_result rc = check_value(v, el, level + 1, false);
+            th_result rc = check_value(v, el, level + 1, true);
             path_pop(&v->path, saved);
             if (rc != TH_OK)
                 return rc;
@@ -240,17 +296,18 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
 }
 
 /* Checks the members of `obj`, whose values sit at `member_level`. */
-static th_result check_object(struct validator *v, const cJSON *obj, int member_level)
+static th_result check_object(struct validator *v, const cJSON *obj, int member_level,
+                              bool in_array)
 {
     for (const cJSON *m = obj->child; m != NULL; m = m->next) {
         const char *key = m->string != NULL ? m->string : "";
-        if (v->skip_readonly && is_readonly_name(key))
+        if (v->skip_readonly && is_readonly_name(key) && !(m->type & TH_JSON_KEY_NUL))
             continue;
-        th_result rc = check_key(v, key);
+        th_result rc = check_key(v, key, (m->type & TH_JSON_KEY_NUL) != 0);
         if (rc != TH_OK)
             return rc;
         size_t saved = path_push(&v->path, key, 0);
-        rc = check_value(v, m, member_level, true);
+        rc = check_value(v, m, member_level, in_array);
         path_pop(&v->path, saved);
         if (rc != TH_OK)
             return rc;
@@ -259,22 +316,23 @@ static th_result check_object(struct validator *v, const cJSON *obj, int member_
 }
 
 static th_result validate(enum th_twin_section section, const cJSON *patch, bool skip_readonly,
-                          struct th_error *err)
+                          bool replace, struct th_error *err)
 {
-    struct validator v = {.section = section, .skip_readonly = skip_readonly, .err = err};
+    struct validator v = {
+        .section = section, .skip_readonly = skip_readonly, .replace = replace, .err = err};
     path_init(&v.path, section_name(section));
 
     if (!cJSON_IsObject(patch))
         return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
                             "%s must be a JSON object; send {\"name\": value, ...}",
                             section_name(section));
-    return check_object(&v, patch, 1);
+    return check_object(&v, patch, 1, false);
 }
 
 th_result th_twin_validate_patch(enum th_twin_section section, const cJSON *patch,
                                  struct th_error *err)
 {
-    return validate(section, patch, section != TH_SECTION_REPORTED, err);
+    return validate(section, patch, section != TH_SECTION_REPORTED, false, err);
 }
 
 void th_twin_strip_readonly(cJSON *doc)
@@ -1079,12 +1137,12 @@ static th_result bad_twin(struct th_error *err)
     return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID, "no twin or no patch given");
 }
 
-th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64_t now_us,
-                                 struct th_error *err)
+th_result th_twin_patch_reported_if(struct th_twin *twin, const cJSON *patch,
+                                    const int64_t *if_version, int64_t now_us, struct th_error *err)
 {
     if (twin == NULL || patch == NULL)
         return bad_twin(err);
-    th_result rc = validate(TH_SECTION_REPORTED, patch, false, err);
+    th_result rc = validate(TH_SECTION_REPORTED, patch, false, false, err);
     if (rc != TH_OK)
         return rc;
 
@@ -1095,10 +1153,26 @@ th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64
                  &section, &meta, err);
     if (rc != TH_OK)
         return rc;
+    /* Checked last: a request that would fail anyway gets that failure (RFC 7232, 5). */
+    if (if_version != NULL && *if_version != twin->reported_version) {
+        cJSON_Delete(section);
+        meta_free(meta);
+        return th_error_set(err, TH_ERR_PRECONDITION, CODE_PRECONDITION_FAILED,
+                            "the request's $version %lld is not the reported properties' "
+                            "$version %lld; read the twin (or take the $version of the last "
+                            "204 answer) and send the patch with that version, or without one",
+                            (long long)*if_version, (long long)twin->reported_version);
+    }
     commit(&twin->reported, section);
     commit_meta(&twin->reported_meta, meta);
     twin->reported_version++;
     return TH_OK;
+}
+
+th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64_t now_us,
+                                 struct th_error *err)
+{
+    return th_twin_patch_reported_if(twin, patch, NULL, now_us, err);
 }
 
 /*
@@ -1118,7 +1192,7 @@ static th_result write_desired(struct th_twin *twin, const cJSON *doc, bool repl
     if (patch == NULL)
         return nomem(err);
     th_twin_strip_readonly(patch);
-    th_result rc = validate(TH_SECTION_DESIRED, patch, false, err);
+    th_result rc = validate(TH_SECTION_DESIRED, patch, false, replace, err);
     if (rc != TH_OK) {
         cJSON_Delete(patch);
         return rc;
@@ -1179,7 +1253,7 @@ static th_result write_tags(struct th_twin *twin, const cJSON *doc, bool replace
     if (patch == NULL)
         return nomem(err);
     th_twin_strip_readonly(patch);
-    th_result rc = validate(TH_SECTION_TAGS, patch, false, err);
+    th_result rc = validate(TH_SECTION_TAGS, patch, false, replace, err);
     cJSON *section = NULL;
     if (rc == TH_OK) {
         struct stamp st = {.with_version = false};
@@ -1439,7 +1513,7 @@ static th_result check_state_section(enum th_twin_section kind, const cJSON *sec
         snprintf(what, sizeof what, "'%s'", section_name(kind));
         return bad_state(err, what, "must be an object");
     }
-    th_result rc = validate(kind, section, false, err);
+    th_result rc = validate(kind, section, false, false, err);
     if (rc == TH_OK) {
         path_init(&p, section_name(kind));
         rc = check_no_null(section, &p, err);

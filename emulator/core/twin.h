@@ -4,9 +4,9 @@
  * limits (iothub-protocol.md sections 6, 7).
  *
  * Decisions (documented in docs/protocol.md):
- * - Depth: the members of a section root are level 1; at most
- *   TH_TWIN_MAX_DEPTH object/array levels (a value at level 10 is allowed,
- *   one at level 11 is refused with 400/400004).
+ * - Depth: the members of a section root are level 1; an object or array at
+ *   level TH_TWIN_MAX_DEPTH + 1 is refused with 400/400004, a scalar there
+ *   is allowed (IoT Edge's ReportedPropertiesValidator, the article's example).
  * - Section size: sum of key bytes + value size (string bytes, number 8,
  *   bool 4, object/array the sum of contents); over the limit is
  *   403/403100 like the real hub's "size should be less than" error.
@@ -55,11 +55,16 @@ struct th_twin *th_twin_clone(const struct th_twin *twin);
 
 /*
  * Validate a patch for a section without changing anything: must be an
- * object; keys non-empty, <= 1 KB, no '.', '$', ' ' or control characters;
- * values bool/number/string/object/array, null allowed only as a member
- * value (delete); integers within +-2^52; strings <= 4 KB; depth <= 10.
- * Read-only members ($version, $metadata) are refused for reported patches
- * and ignored for service patches (see th_twin_strip_readonly).
+ * object; keys non-empty, <= 1 KB, no '.', '$', '#', white space (SP and
+ * the other Unicode spaces) or control characters (also no "\u0000", seen
+ * through json.h's TH_JSON_KEY_NUL); values bool/number/string/object/array;
+ * null allowed only as an object member outside any array (delete); integer
+ * literals within +-2^52, decimals (TH_JSON_DECIMAL) any finite value;
+ * strings <= 4 KB without "\u0000"; objects and arrays at most 10 levels
+ * deep (a scalar may sit at level 11). Read-only members ($version,
+ * $metadata) are refused for reported patches and ignored for service
+ * patches (see th_twin_strip_readonly). The replace functions below also
+ * refuse null anywhere.
  */
 TH_NODISCARD th_result th_twin_validate_patch(enum th_twin_section section, const cJSON *patch,
                                               struct th_error *err);
@@ -77,6 +82,17 @@ TH_NODISCARD th_result th_twin_patch_reported(struct th_twin *twin, const cJSON 
                                               int64_t now_us, struct th_error *err);
 
 /*
+ * th_twin_patch_reported with the precondition of `$version` on the MQTT
+ * topic: when `if_version` is non-NULL and differs from the reported
+ * $version, nothing changes and the result is TH_ERR_PRECONDITION (412 /
+ * 412001). Checked after validation and the size limit, so a patch that
+ * would be refused anyway gets that answer.
+ */
+TH_NODISCARD th_result th_twin_patch_reported_if(struct th_twin *twin, const cJSON *patch,
+                                                 const int64_t *if_version, int64_t now_us,
+                                                 struct th_error *err);
+
+/*
  * Apply a service patch to desired properties. On success, if `out_notification`
  * is non-NULL, *out_notification receives the notification body for the device
  * (the patch as applied, nulls kept, plus "$version"); caller frees with cJSON_Delete.
@@ -86,12 +102,17 @@ TH_NODISCARD th_result th_twin_patch_desired(struct th_twin *twin, const cJSON *
                                              int64_t now_us, cJSON **out_notification,
                                              struct th_error *err);
 
-/* Replace desired wholesale (PUT). Notification = whole new desired + $version. */
+/*
+ * Replace desired wholesale (PUT). Notification = whole new desired + $version.
+ * A null anywhere in `desired` is refused (400 / 400004): the hub answers a
+ * replace holding null with "Value of Property or Tag cannot be null".
+ */
 TH_NODISCARD th_result th_twin_replace_desired(struct th_twin *twin, const cJSON *desired,
                                                int64_t now_us, cJSON **out_notification,
                                                struct th_error *err);
 
-/* Merge-patch / replace tags. Bumps etag_counter; never notifies the device. */
+/* Merge-patch / replace tags (a replace refuses null, as above). Bumps etag_counter; never
+ * notifies the device. */
 TH_NODISCARD th_result th_twin_patch_tags(struct th_twin *twin, const cJSON *patch,
                                           struct th_error *err);
 TH_NODISCARD th_result th_twin_replace_tags(struct th_twin *twin, const cJSON *tags,

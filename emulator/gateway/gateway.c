@@ -373,10 +373,17 @@ bool th_gateway_pick_policy(const char *state_dir, const char *registry_file, ch
         if (access(path, F_OK) == 0) {
             restored = true;
             cJSON *arr = read_json(path, err, errsize);
-            ok = arr && th_registry_restore_policies(reg, arr, &e) == TH_OK;
-            if (arr && !ok)
-                snprintf(err, errsize, "%s: %s", path, e.message);
+            bool loaded = arr && th_registry_restore_policies(reg, arr, &e) == TH_OK;
             cJSON_Delete(arr);
+            if (!loaded) {
+                /* The broker sets such a file aside and starts with the hub's default
+                 * policies (persist.c); the gateway signs in with those. */
+                th_registry_free(reg);
+                reg = th_registry_new();
+                ok = reg && th_registry_add_default_policies(reg) == TH_OK;
+                if (!ok)
+                    snprintf(err, errsize, "out of memory");
+            }
         } else {
             snprintf(path, sizeof path, "%s/devices", state_dir);
             DIR *d = opendir(path);

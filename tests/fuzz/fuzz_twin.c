@@ -4,7 +4,10 @@
  * it. It goes through th_json_parse with the plugin's limits, then every
  * twin write, and the results are checked against the contracts in twin.h:
  * a refused patch leaves the twin unchanged, an accepted one bumps exactly
- * its version, and the persistence state survives a round trip.
+ * its version, and everything accepted is restorable: the twin saved as
+ * persist.c saves it (printed) and loaded as it loads it (parsed with its
+ * limits, then th_twin_from_state) is the same twin, so no accepted patch
+ * can make a later `twinhub serve --state-dir` set the device aside.
  */
 #include <stdbool.h>
 
@@ -28,24 +31,69 @@ static void check_unchanged(const struct th_twin *t, const cJSON *before)
     cJSON_Delete(after);
 }
 
-/* Persistence round trip, views and clone must all work on any twin the API produced. */
-static void check_roundtrip(const struct th_twin *t)
+/* persist.c's limits for a state file (TH_STATE_MAX_FILE, depth 64). */
+#define STATE_FILE_MAX (64 * 1024 * 1024)
+
+/* th_json_print of `item`, which must not fail; caller frees. */
+static char *printed(const cJSON *item)
+{
+    FUZZ_CHECK(item != NULL);
+    char *text = th_json_print(item);
+    FUZZ_CHECK(text != NULL);
+    return text;
+}
+
+/*
+ * The twin saved and loaded the way the state dir does it. Aborts (a
+ * finding) when the saved text does not load: that twin would be set aside
+ * at the next start.
+ */
+static struct th_twin *saved_and_loaded(const cJSON *state)
 {
     struct th_error err = {0};
-    cJSON *s = state_of(t);
-    struct th_twin *back = th_twin_from_state(s, &err);
-    if (!back) {
-        fprintf(stderr, "th_twin_from_state refused its own state: %s\n", err.message);
+    char *text = printed(state);
+    cJSON *parsed = NULL;
+    if (th_json_parse(text, strlen(text), STATE_FILE_MAX, 64, &parsed, &err) != TH_OK) {
+        fprintf(stderr, "a saved twin is not JSON any more: %s\n%s\n", err.message, text);
         abort();
     }
+    struct th_twin *back = th_twin_from_state(parsed, &err);
+    if (!back) {
+        fprintf(stderr, "th_twin_from_state refused a saved twin: %s\n%s\n", err.message, text);
+        abort();
+    }
+    cJSON_Delete(parsed);
+    free(text);
+    return back;
+}
+
+/* Two trees print the same text. */
+static void check_same_text(const cJSON *a, const cJSON *b)
+{
+    char *ta = printed(a), *tb = printed(b);
+    if (strcmp(ta, tb) != 0) {
+        fprintf(stderr, "the twin changed on the way through its state file:\n%s\n%s\n", ta, tb);
+        abort();
+    }
+    free(ta);
+    free(tb);
+}
+
+/* Restore, views and clone must all work on any twin the API produced, and give it back. */
+static void check_roundtrip(const struct th_twin *t)
+{
+    cJSON *s = state_of(t);
+    struct th_twin *back = saved_and_loaded(s);
     cJSON *s2 = state_of(back);
     FUZZ_CHECK(cJSON_Compare(s, s2, true));
+    check_same_text(s, s2);
     cJSON *v1 = th_twin_device_view(t), *v2 = th_twin_device_view(back);
     FUZZ_CHECK(v1 && v2 && cJSON_Compare(v1, v2, true));
-    cJSON *p1 = th_twin_properties_view(t);
-    FUZZ_CHECK(p1 != NULL);
-    char *text = th_json_print(p1);
-    FUZZ_CHECK(text != NULL);
+    check_same_text(v1, v2);
+    cJSON *p1 = th_twin_properties_view(t), *p2 = th_twin_properties_view(back);
+    FUZZ_CHECK(p1 != NULL && p2 != NULL);
+    check_same_text(p1, p2);
+    char *text = printed(p1);
     char e1[16], e2[16];
     th_twin_etag(t, e1);
     th_twin_etag(back, e2);
@@ -59,6 +107,7 @@ static void check_roundtrip(const struct th_twin *t)
     cJSON_Delete(v1);
     cJSON_Delete(v2);
     cJSON_Delete(p1);
+    cJSON_Delete(p2);
     cJSON_Delete(s);
     cJSON_Delete(s2);
     cJSON_Delete(s3);
@@ -113,6 +162,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(th_twin_section_size(t->reported) <= TH_TWIN_MAX_REPORTED_BYTES);
     } else {
         FUZZ_CHECK(err.status >= 400 && err.status < 600);
+        check_unchanged(t, before);
+    }
+    cJSON_Delete(before);
+    check_roundtrip(t);
+
+    /* the same patch with a $version precondition: a stale one changes nothing (412) */
+    int64_t want = (size & 1) ? t->reported_version : t->reported_version - 1;
+    before = state_of(t);
+    rv = t->reported_version;
+    th_result vr = th_twin_patch_reported_if(t, patch, &want, now, &err);
+    if (vr == TH_OK) {
+        FUZZ_CHECK(want == rv && t->reported_version == rv + 1);
+    } else {
+        FUZZ_CHECK(vr != TH_ERR_PRECONDITION || (want != rv && err.status == 412));
         check_unchanged(t, before);
     }
     cJSON_Delete(before);

@@ -1025,8 +1025,14 @@ static bool pred_twin_res(const struct it_msg *m, void *arg)
 
 struct it_msg *it_twin_request(struct it_client *c, const char *rid, const char *patch, int *status)
 {
-    char *topic = patch ? it_strdupf("$iothub/twin/PATCH/properties/reported/?$rid=%s", rid)
-                        : it_strdupf("$iothub/twin/GET/?$rid=%s", rid);
+    return it_twin_request_query(c, rid, "", patch, status);
+}
+
+struct it_msg *it_twin_request_query(struct it_client *c, const char *rid, const char *more,
+                                     const char *patch, int *status)
+{
+    char *topic = patch ? it_strdupf("$iothub/twin/PATCH/properties/reported/?$rid=%s%s", rid, more)
+                        : it_strdupf("$iothub/twin/GET/?$rid=%s%s", rid, more);
     int rc = it_client_publish(c, topic, patch, patch ? (int)strlen(patch) : 0, 1, false);
     free(topic);
     assert_int_equal(rc, MOSQ_ERR_SUCCESS);

@@ -234,6 +234,9 @@ bool it_client_is_connected(struct it_client *c);
  */
 struct it_msg *it_twin_request(struct it_client *c, const char *rid, const char *patch,
                                int *status);
+/* it_twin_request with `more` appended to the topic after the rid (e.g. "&$version=3"). */
+struct it_msg *it_twin_request_query(struct it_client *c, const char *rid, const char *more,
+                                     const char *patch, int *status);
 /* Value of a query parameter ("$rid", "$version") in a topic's "?..." part, malloc'd or NULL. */
 char *it_topic_param(const char *topic, const char *name);
 

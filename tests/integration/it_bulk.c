@@ -349,8 +349,9 @@ static void test_bulk_ensure_module_invalid_request_creates_nothing_fails(void *
     const char *bad_desired[] = {
         "{\"a.b\":1}",
         "{\"" SEC_OBJECT "\":{\"$value\":1}}",
+        /* an 11th nested object */
         "{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":{\"l8\":{\"l9\":{\"l10\":"
-        "{\"l11\":1}}}}}}}}}}}",
+        "{\"l11\":{}}}}}}}}}}}}",
         "[1]",
         "\"PT7M\"",
     };

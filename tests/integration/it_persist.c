@@ -13,6 +13,11 @@
  * after reconnecting) and deletions; the recording must hold every
  * acknowledged telemetry message and reported patch, as valid JSON lines with
  * seq increasing by 1.
+ *
+ * A state dir holding files that cannot be loaded (cut short, not JSON, or a
+ * twin with a null in an array as an older twinhub stored) still starts: the
+ * files are moved to DIR/quarantine/, the banner, stderr and the info file
+ * name the identity and the reason, and every other identity is there.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -24,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <mosquitto.h>
 
 #include "harness.h"
@@ -630,6 +637,170 @@ static void test_persist_recording_holds_every_acknowledged_event_succeeds(void 
     free(rec);
 }
 
+/* ---- state files that cannot be loaded ---- */
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The test fails unless `text` (what the hub printed) holds `part`. */
+static void assert_has(const char *text, const char *part, const char *where)
+{
+    if (!text || !strstr(text, part))
+        fprintf(stderr, "# %s lacks \"%s\":\n%s\n", where, part, text ? text : "(nothing)");
+    assert_non_null(text);
+    assert_non_null(strstr(text, part));
+}
+
+/* serve's stdout (the banner) or stderr so far, malloc'd. */
+static char *hub_output(const struct it_hub *hub, const char *which)
+{
+    char *path = it_strdupf("%s/%s.log", hub->dir, which);
+    char *text = it_read_file(path);
+    free(path);
+    return text;
+}
+
+/* The stateSetAside entry of the info file whose identity is `identity`, or NULL. */
+static const cJSON *aside_entry(const cJSON *info, const char *identity)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(info, "stateSetAside"))
+    {
+        const char *id = it_json_str(e, "identity");
+        if (id && !strcmp(id, identity))
+            return e;
+    }
+    return NULL;
+}
+
+static void test_persist_unloadable_state_files_set_aside_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    start_hub(&hub_a, "--state-dir", state_dir);
+    struct it_client *dev1 = twin_client(&hub_a, IT_DEV1, NULL, IT_DEV1_KEY);
+    int v1 = report(dev1, "q1", "{\"kept\":\"yes\"}");
+    struct it_client *dev3 = twin_client(&hub_a, IT_DEV3, NULL, IT_DEV3_KEY);
+    report(dev3, "q3", "{\"x\":1}");
+    it_client_close(dev1);
+    it_client_close(dev3);
+    assert_int_equal(it_hub_stop(&hub_a), 0);
+
+    /* it-dev2 cut short (a full disk); it-dev3's twin holding a null in an array, which an
+     * earlier twinhub accepted and stored; policies.json not JSON at all. */
+    char *f2 = it_strdupf("%s/devices/%s.json", state_dir, IT_DEV2);
+    char *f3 = it_strdupf("%s/devices/%s.json", state_dir, IT_DEV3);
+    char *fp = it_strdupf("%s/policies.json", state_dir);
+    write_text(f2, "{\"deviceId\":\"it-dev2\",\"sta");
+    cJSON *d3 = it_read_json(f3);
+    assert_non_null(d3);
+    cJSON *reported = (cJSON *)it_json_get(d3, "twin.reported");
+    assert_non_null(reported);
+    cJSON *bad = cJSON_Parse("[{\"b\":null}]");
+    assert_true(cJSON_ReplaceItemInObjectCaseSensitive(reported, "x", bad));
+    char *t3 = cJSON_PrintUnformatted(d3);
+    write_text(f3, t3);
+    free(t3);
+    cJSON_Delete(d3);
+    write_text(fp, "policies? no");
+
+    /* The hub starts (it_hub_start_with waits for "twinhub: ready"), its HTTPS gateway too:
+     * it signs in with the default policies that replace the unloadable policies.json. */
+    char https_port[16];
+    snprintf(https_port, sizeof https_port, "%d", it_free_port());
+    const char *extra[] = {"--state-dir", state_dir, "--https-port", https_port, NULL};
+    assert_int_equal(it_hub_start_with(&hub_b, NULL, extra), 0);
+    char *out = hub_output(&hub_b, "stdout"), *err = hub_output(&hub_b, "stderr");
+    assert_has(out, "NOT LOADED: 3 state files set aside", "the banner");
+    assert_has(out, "device 'it-dev2': not a state file", "the banner");
+    assert_has(out, "device 'it-dev3': ", "the banner");
+    assert_has(out, "the shared access policies: not a state file", "the banner");
+    /* it-dev1, it-dev4, it-disabled and the development device */
+    assert_has(out, "(4 devices restored)", "the banner");
+    assert_has(err, "device 'it-dev2' not loaded: not a state file", "stderr");
+    assert_has(err, "device 'it-dev3' not loaded", "stderr");
+    assert_has(err, "cannot be null", "stderr");
+    assert_has(err, "the shared access policies not loaded", "stderr");
+    free(out);
+    free(err);
+
+    /* Moved aside where the info file says, with the reason beside each. */
+    char *info_path = it_strdupf("%s/info.json", hub_b.dir);
+    cJSON *info = it_read_json(info_path);
+    free(info_path);
+    assert_non_null(info);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(info, "stateSetAside")),
+                     3);
+    const char *const ids[] = {"device 'it-dev2'", "device 'it-dev3'",
+                               "the shared access policies"};
+    const char *const files[] = {f2, f3, fp};
+    char *qdir = it_strdupf("%s/quarantine/", state_dir);
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *e = aside_entry(info, ids[i]);
+        assert_non_null(e);
+        assert_string_equal(it_json_str(e, "file"), files[i]);
+        const char *to = it_json_str(e, "movedTo");
+        assert_non_null(to);
+        assert_int_equal(strncmp(to, qdir, strlen(qdir)), 0);
+        if (i < 2) {
+            assert_int_equal(access(files[i], F_OK), -1);
+        } else { /* written again, with the default policies the hub runs with now */
+            cJSON *policies = it_read_json(files[i]);
+            assert_true(cJSON_IsArray(policies));
+            cJSON_Delete(policies);
+        }
+        assert_int_equal(access(to, F_OK), 0);
+        char *why_path = it_strdupf("%s.reason", to);
+        char *why = it_read_file(why_path);
+        assert_has(why, ids[i], why_path);
+        free(why);
+        free(why_path);
+    }
+    cJSON_Delete(info);
+
+    /* Every other identity is there, with its twin; the policies are the defaults. */
+    struct it_client *svc = it_service_open(&hub_b, false);
+    cJSON *r = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV1 "\"}");
+    assert_string_equal(it_json_str(r, "properties.reported.kept"), "yes");
+    assert_int_equal((int)it_json_num(r, "properties.reported.$version", -1), v1);
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\","
+                           "\"moduleId\":\"" IT_MOD1 "\"}");
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV4 "\"}");
+    cJSON_Delete(r);
+    cJSON *e = it_control_err(svc, 404, 404001,
+                              "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\"}");
+    cJSON_Delete(e);
+    e = it_control_err(svc, 404, 404001,
+                       "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV3 "\"}");
+    cJSON_Delete(e);
+    dev1 = twin_client(&hub_b, IT_DEV1, NULL, IT_DEV1_KEY);
+    assert_int_equal(report(dev1, "q4", "{\"after\":1}"), v1 + 1);
+    it_client_close(dev1);
+    it_client_close(svc);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+
+    /* The next start finds nothing to set aside; the quarantine stays as it was. */
+    start_hub(&hub_a, "--state-dir", state_dir);
+    out = hub_output(&hub_a, "stdout");
+    assert_has(out, "  State     ", "the banner");
+    assert_null(strstr(out, "NOT LOADED"));
+    free(out);
+    assert_int_equal(it_hub_stop(&hub_a), 0);
+    free(qdir);
+    free(f2);
+    free(f3);
+    free(fp);
+    free(state_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +809,8 @@ int main(void)
         cmocka_unit_test_teardown(test_persist_deleted_registry_identities_stay_deleted_succeeds,
                                   persist_teardown),
         cmocka_unit_test_teardown(test_persist_recording_holds_every_acknowledged_event_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_unloadable_state_files_set_aside_succeeds,
                                   persist_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -983,9 +983,9 @@ static void test_registry_update_twin_invalid_patch_changes_nothing_fails(void *
         /* wrong types */
         "{\"tags\":5}",
         "{\"properties\":{\"desired\":[1,2]}}",
-        /* 11 levels */
+        /* an 11th nested object */
         "{\"properties\":{\"desired\":{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":"
-        "{\"l8\":{\"l9\":{\"l10\":{\"l11\":1}}}}}}}}}}}}}",
+        "{\"l8\":{\"l9\":{\"l10\":{\"l11\":{}}}}}}}}}}}}}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cJSON *e = it_control_err(svc, 400, 400004,

@@ -1,7 +1,9 @@
 /*
  * it_twin.c - device and module twins over MQTT against the real broker +
  * plugin (iothub-protocol.md section 6, errors section 9.1): GET, reported
- * PATCH with versions, the validation limits and their error bodies, and
+ * PATCH with versions, the `$version` precondition of a reported PATCH, the
+ * validation limits and their error bodies (over MQTT for reported
+ * properties, through the control API for desired properties and tags), and
  * desired-property notifications driven through the control API.
  */
 #include <stdarg.h>
@@ -199,13 +201,236 @@ static void test_twin_reported_depth_10_succeeds(void **state)
     it_client_close(c);
 }
 
-static void test_twin_reported_depth_11_fails(void **state)
+/* The device-twins article's valid example: ten nested objects, a string in the tenth. */
+static void test_twin_reported_article_depth_example_succeeds(void **state)
 {
     (void)state;
     struct it_client *c = twin_client(IT_DEV1, NULL, IT_DEV1_KEY);
-    char *p = nested(11);
-    patch_fails(c, "depth-11", p, 400, 400004);
+    patch_succeeds(c, "depth-article",
+                   "{\"one\":{\"two\":{\"three\":{\"four\":{\"five\":{\"six\":{\"seven\":"
+                   "{\"eight\":{\"nine\":{\"ten\":{\"property\":\"value\"}}}}}}}}}}}");
+    char *p = nested(11); /* the same shape: l1..l10 objects, a number at level 11 */
+    patch_succeeds(c, "depth-11-scalar", p);
     free(p);
+    cJSON *doc = twin_get(c, "depth-article-get");
+    assert_string_equal(
+        it_json_str(doc, "reported.one.two.three.four.five.six.seven.eight.nine.ten.property"),
+        "value");
+    assert_true(it_json_num(doc, "reported.l1.l2.l3.l4.l5.l6.l7.l8.l9.l10.l11", 0) == 1);
+    cJSON_Delete(doc);
+    it_client_close(c);
+}
+
+static void test_twin_reported_11_objects_fails(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV1, NULL, IT_DEV1_KEY);
+    char *p = nested(12); /* object l11 at level 11 */
+    patch_fails(c, "depth-12", p, 400, 400004);
+    free(p);
+    patch_fails(c, "depth-arr",
+                "{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":"
+                "{\"l8\":{\"l9\":{\"l10\":[[1]]}}}}}}}}}}",
+                400, 400004);
+    it_client_close(c);
+}
+
+/* ---- rules the hub enforces that twinhub once let through (issue 9) ---- */
+
+static void test_twin_reported_null_in_array_object_fails(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV3, NULL, IT_DEV3_KEY);
+    patch_fails(c, "arr-null-1", "{\"a\":[{\"b\":null}]}", 400, 400004);
+    patch_fails(c, "arr-null-2", "{\"x\":{\"y\":[1,{\"z\":[{\"w\":null}]}]}}", 400, 400004);
+    cJSON *doc = twin_get(c, "arr-null-get");
+    assert_null(it_json_get(doc, "reported.a"));
+    assert_null(it_json_get(doc, "reported.x"));
+    cJSON_Delete(doc);
+    it_client_close(c);
+}
+
+static void test_twin_reported_key_characters_fail(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"o#k\":1}",              /* '#': IoT Edge's validator, reserved by the hub */
+        "{\"a\\u0000b\":1}",        /* NUL: cJSON would have cut the name to "a" */
+        "{\"a\\u0001b\":1}",        /* C0 */
+        "{\"x\":{\"a\\u0085\":1}}", /* C1 */
+        "{\"a\\u00a0b\":1}",        /* no-break space */
+        "{\"s\":\"a\\u0000b\"}",    /* a string holding NUL: twinhub cannot store it */
+    };
+    struct it_client *c = twin_client(IT_DEV3, NULL, IT_DEV3_KEY);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "key-%zu", i);
+        patch_fails(c, rid, bad[i], 400, 400004);
+    }
+    cJSON *doc = twin_get(c, "key-get");
+    assert_null(it_json_get(doc, "reported.a"));
+    assert_null(it_json_get(doc, "reported.s"));
+    cJSON_Delete(doc);
+    it_client_close(c);
+}
+
+static void test_twin_reported_decimals_beyond_2_52_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV3, NULL, IT_DEV3_KEY);
+    patch_succeeds(c, "dec-1", "{\"huge\":1.5e300,\"edge\":4503599627370497.0,\"small\":-1e20}");
+    cJSON *doc = twin_get(c, "dec-get");
+    assert_true(it_json_num(doc, "reported.huge", 0) == 1.5e300);
+    assert_true(it_json_num(doc, "reported.edge", 0) == 4503599627370497.0);
+    assert_true(it_json_num(doc, "reported.small", 0) == -1e20);
+    cJSON_Delete(doc);
+    /* An integer literal beyond 2^52 stays refused. */
+    patch_fails(c, "dec-int", "{\"big\":100000000000000000000}", 400, 400004);
+    it_client_close(c);
+}
+
+/* A control command that must fail with 400 / 400004. */
+static void control_refused(struct it_client *svc, const char *command, const char *patch)
+{
+    cJSON *r = it_control(svc, IT_WAIT_MS,
+                          "{\"command\":\"%s\",\"deviceId\":\"" IT_DEV3 "\",\"patch\":%s}", command,
+                          patch);
+    assert_non_null(r);
+    if (it_json_str(r, "error") == NULL) {
+        char *text = cJSON_PrintUnformatted(r);
+        fprintf(stderr, "# %s %s was accepted: %s\n", command, patch, text);
+        free(text);
+    }
+    assert_non_null(it_json_str(r, "error"));
+    assert_int_equal((int)it_json_num(r, "status", 0), 400);
+    assert_int_equal((int)it_json_num(r, "errorCode", 0), 400004);
+    cJSON_Delete(r);
+}
+
+static void test_twin_desired_and_tags_rules_fail(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    control_refused(svc, "updateTwin", "{\"properties\":{\"desired\":{\"a\":[{\"b\":null}]}}}");
+    control_refused(svc, "updateTwin", "{\"tags\":{\"a\":[{\"b\":null}]}}");
+    control_refused(svc, "updateTwin", "{\"tags\":{\"o#k\":1}}");
+    control_refused(svc, "updateTwin", "{\"properties\":{\"desired\":{\"x\":{\"o#k\":1}}}}");
+    /* A replace has nothing to delete: null anywhere is refused (az iot CLI issue 693). */
+    control_refused(svc, "replaceTwin", "{\"tags\":{\"my-tag\":null}}");
+    control_refused(svc, "replaceTwin", "{\"properties\":{\"desired\":{\"c\":{\"d\":null}}}}");
+    /* The article's depth example is fine for desired properties and tags. */
+    cJSON *data = it_control_ok(
+        svc, "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV3 "\",\"patch\":{"
+             "\"tags\":{\"one\":{\"two\":{\"three\":{\"four\":{\"five\":{\"six\":{\"seven\":"
+             "{\"eight\":{\"nine\":{\"ten\":{\"property\":\"value\"}}}}}}}}}}},"
+             "\"properties\":{\"desired\":{\"huge\":1.5e300,\"one\":{\"two\":{\"three\":"
+             "{\"four\":{\"five\":{\"six\":{\"seven\":{\"eight\":{\"nine\":{\"ten\":"
+             "{\"property\":\"value\"}}}}}}}}}}}}}}");
+    assert_string_equal(
+        it_json_str(data, "tags.one.two.three.four.five.six.seven.eight.nine.ten.property"),
+        "value");
+    assert_true(it_json_num(data, "properties.desired.huge", 0) == 1.5e300);
+    assert_null(it_json_get(data, "tags.a"));
+    assert_null(it_json_get(data, "tags.my-tag"));
+    cJSON_Delete(data);
+    it_client_close(svc);
+}
+
+/* ---- $version on a reported PATCH: a precondition on the reported $version ---- */
+
+/* The reported $version as the device reads it. */
+static int reported_version(struct it_client *c, const char *rid)
+{
+    cJSON *doc = twin_get(c, rid);
+    int v = (int)it_json_num(doc, "reported.$version", -1);
+    cJSON_Delete(doc);
+    return v;
+}
+
+/* Reported PATCH with `more` after the rid; returns the answer's status, checks the error body. */
+static int patch_at(struct it_client *c, const char *rid, const char *more, const char *patch,
+                    int want_code)
+{
+    int status;
+    struct it_msg *m = it_twin_request_query(c, rid, more, patch, &status);
+    assert_non_null(m);
+    if (want_code) {
+        cJSON *body = it_msg_json(m);
+        assert_non_null(body);
+        assert_int_equal((int)it_json_num(body, "errorCode", 0), want_code);
+        assert_non_null(it_json_str(body, "message"));
+        cJSON_Delete(body);
+        char *v = it_topic_param(m->topic, "$version");
+        assert_null(v);
+    }
+    it_msg_free(m);
+    return status;
+}
+
+static void test_twin_reported_version_match_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV4, NULL, IT_DEV4_KEY);
+    int v0 = reported_version(c, "ver-0");
+    char more[64];
+    snprintf(more, sizeof more, "&$version=%d", v0);
+    int status;
+    struct it_msg *m = it_twin_request_query(c, "ver-1", more, "{\"Key1\":\"Value1\"}", &status);
+    assert_non_null(m);
+    assert_int_equal(status, 204);
+    char *v = it_topic_param(m->topic, "$version");
+    assert_non_null(v);
+    assert_int_equal(atoi(v), v0 + 1);
+    free(v);
+    it_msg_free(m);
+    /* The version of that answer is the one to send next; without $version nothing is
+     * compared. */
+    snprintf(more, sizeof more, "&$version=%d", v0 + 1);
+    assert_int_equal(patch_at(c, "ver-2", more, "{\"Key1\":\"newValue1\"}", 0), 204);
+    assert_int_equal(patch_at(c, "ver-3", "", "{\"Key2\":\"Value2\"}", 0), 204);
+    cJSON *doc = twin_get(c, "ver-4");
+    assert_int_equal((int)it_json_num(doc, "reported.$version", -1), v0 + 3);
+    assert_string_equal(it_json_str(doc, "reported.Key1"), "newValue1");
+    cJSON_Delete(doc);
+    it_client_close(c);
+}
+
+static void test_twin_reported_version_mismatch_fails(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV4, NULL, IT_DEV4_KEY);
+    assert_int_equal(patch_at(c, "mis-0", "", "{\"Key1\":\"kept\"}", 0), 204);
+    int v0 = reported_version(c, "mis-1");
+    /* lower, higher, and the 0 the Java SDK 2.x sent by default (azure-iot-sdk-java#1776) */
+    const int wrong[] = {v0 - 1, v0 + 1, 0};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        char more[64], rid[32];
+        snprintf(more, sizeof more, "&$version=%d", wrong[i]);
+        snprintf(rid, sizeof rid, "mis-w%zu", i);
+        assert_int_equal(patch_at(c, rid, more, "{\"Key1\":\"lost\"}", 412001), 412);
+    }
+    cJSON *doc = twin_get(c, "mis-2");
+    assert_int_equal((int)it_json_num(doc, "reported.$version", -1), v0);
+    assert_string_equal(it_json_str(doc, "reported.Key1"), "kept");
+    cJSON_Delete(doc);
+    it_client_close(c);
+}
+
+static void test_twin_reported_version_malformed_fails(void **state)
+{
+    (void)state;
+    struct it_client *c = twin_client(IT_DEV4, NULL, IT_DEV4_KEY);
+    int v0 = reported_version(c, "mal-0");
+    static const char *const bad[] = {"&$version=abc", "&$version=", "&$version=1.0",
+                                      "&$version=null"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "mal-%zu", i + 1);
+        assert_int_equal(patch_at(c, rid, bad[i], "{\"Key3\":1}", 400004), 400);
+    }
+    /* A patch that is invalid itself is answered for the patch, whatever the version. */
+    assert_int_equal(patch_at(c, "mal-9", "&$version=1", "{\"a.b\":1}", 400004), 400);
+    assert_int_equal(reported_version(c, "mal-10"), v0);
     it_client_close(c);
 }
 
@@ -362,7 +587,15 @@ int main(void)
         cmocka_unit_test(test_twin_reported_key_with_dollar_fails),
         cmocka_unit_test(test_twin_reported_key_with_dot_fails),
         cmocka_unit_test(test_twin_reported_depth_10_succeeds),
-        cmocka_unit_test(test_twin_reported_depth_11_fails),
+        cmocka_unit_test(test_twin_reported_article_depth_example_succeeds),
+        cmocka_unit_test(test_twin_reported_11_objects_fails),
+        cmocka_unit_test(test_twin_reported_null_in_array_object_fails),
+        cmocka_unit_test(test_twin_reported_key_characters_fail),
+        cmocka_unit_test(test_twin_reported_decimals_beyond_2_52_succeeds),
+        cmocka_unit_test(test_twin_desired_and_tags_rules_fail),
+        cmocka_unit_test(test_twin_reported_version_match_succeeds),
+        cmocka_unit_test(test_twin_reported_version_mismatch_fails),
+        cmocka_unit_test(test_twin_reported_version_malformed_fails),
         cmocka_unit_test(test_twin_reported_string_4096_bytes_succeeds),
         cmocka_unit_test(test_twin_reported_string_over_4k_fails),
         cmocka_unit_test(test_twin_reported_over_32k_fails),

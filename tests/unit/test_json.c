@@ -1,7 +1,7 @@
 /*
  * test_json.c - unit tests for emulator/core/json.c: the limited parse helper
- * (byte limit, depth limit, strict end of document, input without a NUL) and
- * the typed getters.
+ * (byte limit, depth limit, strict end of document, input without a NUL), the
+ * flags it sets for what cJSON does not keep, the printer and the typed getters.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -297,6 +297,82 @@ static void test_th_json_print_compact_succeeds(void **state)
     assert_null(th_json_print(NULL));
 }
 
+/* ---- what the tree alone does not keep (TH_JSON_* flags) ---- */
+
+static void test_th_json_parse_marks_decimal_numbers_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str(" { \"i\" : 100 , \"f\":1.0,\"e\":1e20,\"E\":-2E-3,"
+                               "\"a\":[ 3 , 4.5 , {\"n\":-7}],\"s\":\"1.5\",\"t\":true,\"z\":null}",
+                               1024, 10, &doc, NULL),
+                     TH_OK);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(doc, "a");
+    assert_false(cJSON_GetObjectItemCaseSensitive(doc, "i")->type & TH_JSON_DECIMAL);
+    assert_true(cJSON_GetObjectItemCaseSensitive(doc, "f")->type & TH_JSON_DECIMAL);
+    assert_true(cJSON_GetObjectItemCaseSensitive(doc, "e")->type & TH_JSON_DECIMAL);
+    assert_true(cJSON_GetObjectItemCaseSensitive(doc, "E")->type & TH_JSON_DECIMAL);
+    assert_false(cJSON_GetArrayItem(a, 0)->type & TH_JSON_DECIMAL);
+    assert_true(cJSON_GetArrayItem(a, 1)->type & TH_JSON_DECIMAL);
+    assert_false(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 2), "n")->type &
+                 TH_JSON_DECIMAL);
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(doc, "f")));
+    /* A copy keeps the marks. */
+    cJSON *copy = cJSON_Duplicate(doc, true);
+    assert_true(cJSON_GetObjectItemCaseSensitive(copy, "e")->type & TH_JSON_DECIMAL);
+    cJSON_Delete(copy);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_parse_marks_nul_escapes_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    /* "\\u0000" (an escaped backslash, then "u0000") is not a NUL. */
+    assert_int_equal(parse_str("{\"k\\u0000x\":1,\"s\":\"a\\u0000\",\"ok\":\"\\\\u0000\","
+                               "\"\\\"q\":\"\\\"\",\"n\":{\"\\u0000\":[\"\\u0000\"]}}",
+                               1024, 10, &doc, NULL),
+                     TH_OK);
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(doc, "k");
+    assert_non_null(k);
+    assert_true(k->type & TH_JSON_KEY_NUL);
+    assert_true(cJSON_GetObjectItemCaseSensitive(doc, "s")->type & TH_JSON_STRING_NUL);
+    assert_false(cJSON_GetObjectItemCaseSensitive(doc, "s")->type & TH_JSON_KEY_NUL);
+    assert_false(cJSON_GetObjectItemCaseSensitive(doc, "ok")->type & TH_JSON_STRING_NUL);
+    assert_false(cJSON_GetObjectItemCaseSensitive(doc, "\"q")->type &
+                 (TH_JSON_STRING_NUL | TH_JSON_KEY_NUL));
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "n");
+    assert_true(n->child->type & TH_JSON_KEY_NUL);
+    assert_true(n->child->child->type & TH_JSON_STRING_NUL);
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_print_keeps_decimal_beyond_2_52_succeeds(void **state)
+{
+    cJSON *doc = NULL;
+    assert_int_equal(parse_str("[4503599627370497.0,4503599627370496,1.5e300,0.5,2.0,"
+                               "-4503599627370499.0]",
+                               1024, 10, &doc, NULL),
+                     TH_OK);
+    char *text = th_json_print(doc);
+    assert_non_null(text);
+    /* Integers stay integers, decimals beyond 2^52 keep a decimal form. */
+    assert_string_equal(text, "[4503599627370497.0,4503599627370496,1.5e+300,0.5,2,"
+                              "-4503599627370499.0]");
+    cJSON *back = NULL;
+    assert_int_equal(parse_str(text, 1024, 10, &back, NULL), TH_OK);
+    assert_true(cJSON_GetArrayItem(back, 0)->type & TH_JSON_DECIMAL);
+    assert_false(cJSON_GetArrayItem(back, 1)->type & TH_JSON_DECIMAL);
+    assert_true(cJSON_GetArrayItem(back, 0)->valuedouble == 4503599627370497.0);
+    free(text);
+    cJSON_Delete(back);
+    cJSON_Delete(doc);
+    /* A bare number too. */
+    assert_int_equal(parse_str("9007199254740993.5", 1024, 10, &doc, NULL), TH_OK);
+    text = th_json_print(doc);
+    assert_string_equal(text, "9007199254740994.0");
+    free(text);
+    cJSON_Delete(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +403,9 @@ int main(void)
         cmocka_unit_test(test_th_json_object_present_succeeds),
         cmocka_unit_test(test_th_json_object_array_member_fails),
         cmocka_unit_test(test_th_json_print_compact_succeeds),
+        cmocka_unit_test(test_th_json_parse_marks_decimal_numbers_succeeds),
+        cmocka_unit_test(test_th_json_parse_marks_nul_escapes_succeeds),
+        cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

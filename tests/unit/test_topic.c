@@ -292,6 +292,50 @@ static void test_th_topic_parse_twin_patch_reported_succeeds(void **state)
                      TH_OK);
     assert_int_equal(t.kind, TH_TOPIC_TWIN_PATCH_REPORTED);
     assert_true(th_slice_eq_str(t.rid, "4"));
+    assert_true(th_slice_eq_str(t.version, "9"));
+    long long v = 0;
+    assert_int_equal(th_topic_version_value(t.version, &v), TH_OK);
+    assert_int_equal(v, 9);
+    /* Without $version nothing is set; "%24version" is the encoded key. */
+    assert_int_equal(parse_topic("$iothub/twin/PATCH/properties/reported/?$rid=5", &t), TH_OK);
+    assert_null(t.version.ptr);
+    assert_int_equal(
+        parse_topic("$iothub/twin/PATCH/properties/reported/?%24version=12&%24rid=5", &t), TH_OK);
+    assert_true(th_slice_eq_str(t.version, "12"));
+    /* GET topics carry no version. */
+    assert_int_equal(parse_topic("$iothub/twin/GET/?$rid=1&$version=3", &t), TH_OK);
+    assert_null(t.version.ptr);
+}
+
+static void test_th_topic_version_value_integers_succeeds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        long long want;
+    } ok[] = {
+        {"0", 0}, {"2", 2}, {"007", 7}, {"-3", -3}, {"999999999999999999", 999999999999999999LL}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct th_slice s = {ok[i].text, strlen(ok[i].text)};
+        long long v = -99;
+        assert_int_equal(th_topic_version_value(s, &v), TH_OK);
+        assert_true(v == ok[i].want);
+    }
+}
+
+static void test_th_topic_version_value_not_integer_fails(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", "-", "abc", "1.5", "1e3", "+1", " 1", "null", "1234567890123456789", "2%20"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct th_slice s = {bad[i], strlen(bad[i])};
+        long long v = 0;
+        assert_int_equal(th_topic_version_value(s, &v), TH_ERR_INVAL);
+    }
+    struct th_slice none = {NULL, 0};
+    long long v = 0;
+    assert_int_equal(th_topic_version_value(none, &v), TH_ERR_INVAL);
 }
 
 static void test_th_topic_parse_twin_get_without_rid_fails(void **state)
@@ -839,6 +883,8 @@ int main(void)
         cmocka_unit_test(test_th_topic_parse_twin_get_succeeds),
         cmocka_unit_test(test_th_topic_parse_twin_get_encoded_rid_key_succeeds),
         cmocka_unit_test(test_th_topic_parse_twin_patch_reported_succeeds),
+        cmocka_unit_test(test_th_topic_version_value_integers_succeeds),
+        cmocka_unit_test(test_th_topic_version_value_not_integer_fails),
         cmocka_unit_test(test_th_topic_parse_twin_get_without_rid_fails),
         cmocka_unit_test(test_th_topic_parse_method_response_succeeds),
         cmocka_unit_test(test_th_topic_parse_method_response_int32_range_succeeds),

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "json.h"
 #include "th_limits.h"
 #include "twin.h"
 #include "util.h"
@@ -30,6 +31,16 @@ static cJSON *parse(const char *text)
     cJSON *doc = cJSON_Parse(text);
     if (doc == NULL)
         fail_msg("test JSON does not parse: %s", text);
+    return doc;
+}
+
+/* Parsed the way the hub parses input (flags such as TH_JSON_DECIMAL set); cJSON_Delete. */
+static cJSON *parse_wire(const char *text)
+{
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    if (th_json_parse(text, strlen(text), TH_JSON_MAX_INPUT_BYTES, 64, &doc, &err) != TH_OK)
+        fail_msg("test JSON does not parse: %s: %s", text, err.message);
     return doc;
 }
 
@@ -364,10 +375,10 @@ static void test_th_twin_replace_tags_drops_old_succeeds(void **state)
 {
     struct th_twin *twin = new_twin();
     cJSON *p1 = parse("{\"a\":1,\"b\":2}");
-    cJSON *p2 = parse("{\"c\":{\"d\":null},\"e\":null}");
+    cJSON *p2 = parse("{\"c\":{\"d\":1}}");
     assert_int_equal(th_twin_patch_tags(twin, p1, NULL), TH_OK);
     assert_int_equal(th_twin_replace_tags(twin, p2, NULL), TH_OK);
-    assert_json_eq(twin->tags, "{\"c\":{}}");
+    assert_json_eq(twin->tags, "{\"c\":{\"d\":1}}");
     cJSON_Delete(p1);
     cJSON_Delete(p2);
     th_twin_free(twin);
@@ -527,7 +538,7 @@ static void test_th_twin_replace_desired_notification_whole_document_succeeds(vo
 {
     struct th_twin *twin = new_twin();
     patch_desired_ok(twin, "{\"a\":1,\"b\":{\"c\":2}}", T1);
-    cJSON *doc = parse("{\"c\":3,\"n\":null}");
+    cJSON *doc = parse("{\"c\":3}");
     cJSON *note = NULL;
     assert_int_equal(th_twin_replace_desired(twin, doc, T2, &note, NULL), TH_OK);
     assert_json_eq(note, "{\"c\":3,\"$version\":3}");
@@ -741,9 +752,27 @@ static void test_th_twin_patch_reported_depth_at_limit_succeeds(void **state)
     assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
     assert_int_equal(twin->reported_version, 2);
     cJSON_Delete(patch);
-    /* An empty object as the value at level 10 adds no level. */
+    /* An empty object at level 10 is the deepest object. */
     patch = parse("{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":{\"l8\":{\"l9\":"
                   "{\"l10\":{}}}}}}}}}}}");
+    assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+/* The device-twins article's own valid example: ten nested objects, a string in the tenth. */
+static void test_th_twin_patch_tags_article_depth_example_succeeds(void **state)
+{
+    struct th_twin *twin = new_twin();
+    cJSON *patch = parse("{\"one\":{\"two\":{\"three\":{\"four\":{\"five\":{\"six\":{\"seven\":"
+                         "{\"eight\":{\"nine\":{\"ten\":{\"property\":\"value\"}}}}}}}}}}}");
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_tags(twin, patch, &err), TH_OK);
+    assert_int_equal(th_twin_patch_desired(twin, patch, T1, NULL, &err), TH_OK);
+    assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
+    cJSON_Delete(patch);
+    /* A scalar one level below the tenth object (level 11). */
+    patch = nested_patch(TH_TWIN_MAX_DEPTH + 1);
     assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
     cJSON_Delete(patch);
     th_twin_free(twin);
@@ -752,7 +781,7 @@ static void test_th_twin_patch_reported_depth_at_limit_succeeds(void **state)
 static void test_th_twin_patch_reported_depth_over_limit_fails(void **state)
 {
     struct th_twin *twin = new_twin();
-    cJSON *patch = nested_patch(TH_TWIN_MAX_DEPTH + 1);
+    cJSON *patch = nested_patch(TH_TWIN_MAX_DEPTH + 2); /* an 11th object */
     struct th_error err = {0};
     assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_ERR_TOO_DEEP);
     assert_int_equal(err.result, TH_ERR_TOO_DEEP);
@@ -767,10 +796,237 @@ static void test_th_twin_patch_reported_depth_over_limit_fails(void **state)
 
 static void test_th_twin_patch_reported_array_depth_over_limit_fails(void **state)
 {
-    /* Array elements are one level deeper than the array. */
+    /* Array elements are one level deeper than the array: an array at level 10 may hold
+     * scalars, not arrays or objects. */
+    struct th_twin *twin = new_twin();
+    patch_reported_ok(twin,
+                      "{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":{\"l8\":"
+                      "{\"l9\":{\"l10\":[1,\"x\"]}}}}}}}}}}",
+                      T1);
+    th_twin_free(twin);
     expect_reported_refused("{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":{\"l8\":"
-                            "{\"l9\":{\"l10\":[1]}}}}}}}}}}",
+                            "{\"l9\":{\"l10\":[[1]]}}}}}}}}}}",
                             TH_ERR_TOO_DEEP, 400004, "l10[0]");
+    expect_reported_refused("{\"l1\":{\"l2\":{\"l3\":{\"l4\":{\"l5\":{\"l6\":{\"l7\":{\"l8\":"
+                            "{\"l9\":{\"l10\":[{}]}}}}}}}}}}",
+                            TH_ERR_TOO_DEEP, 400004, "l10[0]");
+}
+
+/* ---- rules found against IoT Hub and IoT Edge (issue 9) ---- */
+
+/* Refused with 400004 for reported, desired and tags alike; the twin stays as it was. */
+static void expect_all_sections_refused(const char *patch_text, const char *message_part)
+{
+    struct th_twin *twin = new_twin();
+    cJSON *patch = parse_wire(patch_text);
+    char *before = snapshot(twin);
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    if (strstr(err.message, message_part) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", err.message, message_part);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(th_twin_patch_desired(twin, patch, T1, NULL, &err), TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(th_twin_patch_tags(twin, patch, &err), TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    assert_int_equal(th_twin_replace_desired(twin, patch, T1, NULL, &err), TH_ERR_INVAL);
+    assert_int_equal(th_twin_replace_tags(twin, patch, &err), TH_ERR_INVAL);
+    assert_int_equal(th_twin_validate_patch(TH_SECTION_TAGS, patch, &err), TH_ERR_INVAL);
+    char *after = snapshot(twin);
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+static void test_th_twin_patch_null_in_object_in_array_fails(void **state)
+{
+    /* azure-iot-sdk-csharp#1741: the hub answers 400004 "Value of Property or Tag cannot
+     * be null" to exactly this patch. */
+    expect_all_sections_refused("{\"a\":[{\"b\":null}]}", "reported.a[0].b");
+    expect_all_sections_refused("{\"a\":{\"x\":[1,[{\"c\":{\"d\":null}}]]}}", "inside an array");
+}
+
+static void test_th_twin_patch_key_with_hash_fails(void **state)
+{
+    expect_all_sections_refused("{\"o#k\":1}", "contains '#'");
+    expect_all_sections_refused("{\"a\":{\"b#\":true}}", "at reported.a contains '#'");
+}
+
+static void test_th_twin_patch_key_with_nul_fails(void **state)
+{
+    /* cJSON cuts the name at \u0000: without json.h's flag this stored "a". */
+    expect_all_sections_refused("{\"a\\u0000b\":1}", "control character 0x00");
+    expect_all_sections_refused("{\"x\":{\"\\u0000\":1}}", "control character 0x00");
+}
+
+static void test_th_twin_patch_key_with_unicode_space_fails(void **state)
+{
+    expect_all_sections_refused("{\"a\\u00a0b\":1}", "white space U+00A0");
+    expect_all_sections_refused("{\"a\\u2003b\":1}", "white space U+2003");
+    expect_all_sections_refused("{\"a\\u3000\":1}", "white space U+3000");
+    expect_all_sections_refused("{\"a\\tb\":1}", "control character 0x09");
+}
+
+static void test_th_twin_patch_string_with_nul_fails(void **state)
+{
+    expect_all_sections_refused("{\"s\":\"a\\u0000b\"}", "holds \\u0000");
+}
+
+static void test_th_twin_patch_reported_decimals_beyond_integer_range_succeeds(void **state)
+{
+    /* Only integers are limited to +-2^52 (article; IoT Edge checks JTokenType.Integer). */
+    struct th_twin *twin = new_twin();
+    cJSON *patch = parse_wire("{\"big\":1.5e300,\"neg\":-1e20,\"edge\":4503599627370497.0,"
+                              "\"tiny\":5e-324}");
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
+    assert_int_equal(th_twin_patch_desired(twin, patch, T1, NULL, &err), TH_OK);
+    assert_int_equal(th_twin_patch_tags(twin, patch, &err), TH_OK);
+    assert_true(cJSON_GetObjectItemCaseSensitive(twin->reported, "big")->valuedouble == 1.5e300);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+static void test_th_twin_patch_reported_integer_literal_beyond_range_fails(void **state)
+{
+    expect_all_sections_refused("{\"n\":100000000000000000000}", "integer");
+    expect_all_sections_refused("{\"n\":-4503599627370497}", "out of range");
+}
+
+static void test_th_twin_replace_null_fails(void **state)
+{
+    /* Azure/azure-iot-cli-extension#693: a twin replace holding null is refused with
+     * "Value of Property or Tag cannot be null". */
+    struct th_twin *twin = new_twin();
+    patch_desired_ok(twin, "{\"a\":1}", T1);
+    char *before = snapshot(twin);
+    cJSON *top = parse("{\"my-tag\":null}"), *deep = parse("{\"c\":{\"d\":null},\"e\":2}");
+    cJSON *note = (cJSON *)&note;
+    struct th_error err = {0};
+    assert_int_equal(th_twin_replace_tags(twin, top, &err), TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    assert_non_null(strstr(err.message, "tags.my-tag"));
+    assert_int_equal(th_twin_replace_desired(twin, deep, T2, &note, &err), TH_ERR_INVAL);
+    assert_null(note);
+    assert_non_null(strstr(err.message, "desired.c.d"));
+    char *after = snapshot(twin);
+    assert_string_equal(after, before);
+    /* The same documents are fine as patches: null deletes there. */
+    assert_int_equal(th_twin_patch_tags(twin, top, &err), TH_OK);
+    assert_int_equal(th_twin_patch_desired(twin, deep, T2, NULL, &err), TH_OK);
+    free(before);
+    free(after);
+    cJSON_Delete(top);
+    cJSON_Delete(deep);
+    th_twin_free(twin);
+}
+
+/* ---- reported $version precondition ---- */
+
+static void test_th_twin_patch_reported_if_matching_version_succeeds(void **state)
+{
+    /* DeviceTwinWithVersionTests: after the first report ($version 2) version 2 succeeds. */
+    struct th_twin *twin = new_twin();
+    patch_reported_ok(twin, "{\"Key1\":\"Value1\"}", T1);
+    cJSON *patch = parse("{\"Key1\":\"newValue1\"}");
+    int64_t v = 2;
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_reported_if(twin, patch, &v, T2, &err), TH_OK);
+    assert_int_equal(twin->reported_version, 3);
+    assert_json_eq(twin->reported, "{\"Key1\":\"newValue1\"}");
+    /* No version: nothing is compared. */
+    assert_int_equal(th_twin_patch_reported_if(twin, patch, NULL, T2, &err), TH_OK);
+    assert_int_equal(twin->reported_version, 4);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+static void test_th_twin_patch_reported_if_other_version_fails(void **state)
+{
+    /* Lower (1) and higher (3) than the current 2 both fail with 412; so does 0, what the
+     * Java SDK 2.x sent when no version was given (azure-iot-sdk-java#1776). */
+    const int64_t wrong[] = {1, 3, 0, -2};
+    struct th_twin *twin = new_twin();
+    patch_reported_ok(twin, "{\"Key1\":\"Value1\"}", T1);
+    cJSON *patch = parse("{\"Key1\":\"newValue1\"}");
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        char *before = snapshot(twin);
+        struct th_error err = {0};
+        assert_int_equal(th_twin_patch_reported_if(twin, patch, &wrong[i], T2, &err),
+                         TH_ERR_PRECONDITION);
+        assert_int_equal(err.status, 412);
+        assert_int_equal(err.code, 412001);
+        assert_non_null(strstr(err.message, "$version 2"));
+        char *after = snapshot(twin);
+        assert_string_equal(after, before);
+        free(before);
+        free(after);
+    }
+    assert_int_equal(twin->reported_version, 2);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+static void test_th_twin_patch_reported_if_invalid_patch_wins_fails(void **state)
+{
+    struct th_twin *twin = new_twin();
+    cJSON *patch = parse("{\"a.b\":1}");
+    int64_t v = 7;
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_reported_if(twin, patch, &v, T1, &err), TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
+/* ---- everything accepted can be saved and loaded again ---- */
+
+/* state -> text -> th_json_parse -> th_twin_from_state, as persist.c does; same twin back. */
+static void assert_restores_through_text(const struct th_twin *twin)
+{
+    cJSON *state = th_twin_state_json(twin);
+    assert_non_null(state);
+    char *text = th_json_print(state);
+    assert_non_null(text);
+    cJSON *back = parse_wire(text);
+    struct th_error err = {0};
+    struct th_twin *restored = th_twin_from_state(back, &err);
+    if (restored == NULL)
+        fail_msg("saved twin does not load: %s\n%s", err.message, text);
+    char *a = snapshot(twin), *b = snapshot(restored);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    th_twin_free(restored);
+    cJSON_Delete(back);
+    cJSON_Delete(state);
+    free(text);
+}
+
+static void test_th_twin_from_state_accepted_content_restores_succeeds(void **state)
+{
+    static const char *const patches[] = {
+        "{\"a\":[{\"b\":1},[2,\"x\"],true]}",
+        "{\"edge\":4503599627370497.0,\"neg\":-9007199254740993.0,\"big\":1.5e300}",
+        "{\"one\":{\"two\":{\"three\":{\"four\":{\"five\":{\"six\":{\"seven\":{\"eight\":"
+        "{\"nine\":{\"ten\":{\"property\":\"value\"},\"list\":[1,2]}}}}}}}}}}",
+        "{\"k\":{\"gone\":null,\"kept\":\"v\\u0001\"}}",
+    };
+    struct th_twin *twin = new_twin();
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        cJSON *patch = parse_wire(patches[i]);
+        struct th_error err = {0};
+        assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_OK);
+        assert_int_equal(th_twin_patch_desired(twin, patch, T1, NULL, &err), TH_OK);
+        assert_int_equal(th_twin_patch_tags(twin, patch, &err), TH_OK);
+        cJSON_Delete(patch);
+        assert_restores_through_text(twin);
+    }
+    th_twin_free(twin);
 }
 
 static void test_th_twin_validate_patch_tags_key_rule_fails(void **state)
@@ -954,6 +1210,19 @@ int main(void)
         cmocka_unit_test(test_th_twin_patch_reported_depth_at_limit_succeeds),
         cmocka_unit_test(test_th_twin_patch_reported_depth_over_limit_fails),
         cmocka_unit_test(test_th_twin_patch_reported_array_depth_over_limit_fails),
+        cmocka_unit_test(test_th_twin_patch_tags_article_depth_example_succeeds),
+        cmocka_unit_test(test_th_twin_patch_null_in_object_in_array_fails),
+        cmocka_unit_test(test_th_twin_patch_key_with_hash_fails),
+        cmocka_unit_test(test_th_twin_patch_key_with_nul_fails),
+        cmocka_unit_test(test_th_twin_patch_key_with_unicode_space_fails),
+        cmocka_unit_test(test_th_twin_patch_string_with_nul_fails),
+        cmocka_unit_test(test_th_twin_patch_reported_decimals_beyond_integer_range_succeeds),
+        cmocka_unit_test(test_th_twin_patch_reported_integer_literal_beyond_range_fails),
+        cmocka_unit_test(test_th_twin_replace_null_fails),
+        cmocka_unit_test(test_th_twin_patch_reported_if_matching_version_succeeds),
+        cmocka_unit_test(test_th_twin_patch_reported_if_other_version_fails),
+        cmocka_unit_test(test_th_twin_patch_reported_if_invalid_patch_wins_fails),
+        cmocka_unit_test(test_th_twin_from_state_accepted_content_restores_succeeds),
         cmocka_unit_test(test_th_twin_validate_patch_tags_key_rule_fails),
         cmocka_unit_test(test_th_twin_section_size_counts_keys_and_values_succeeds),
         cmocka_unit_test(test_th_twin_patch_reported_section_at_limit_succeeds),
