@@ -4,14 +4,23 @@
  * plugin) on free loopback ports with a temporary cert dir, state dir and
  * recording, runs the real `twinhub device|module|twin|method|c2d|query|
  * export|import|stats` processes against it, and checks their output and
- * exit codes. The tests share one hub and run in order: later ones use the
- * identities earlier ones created.
+ * exit codes.
+ *
+ * Every test makes the state it needs itself and passes alone, in any order
+ * and beside any other test. Tests that only touch identities of their own
+ * share one hub (hub_a, ids prefixed with a short tag of the test); tests
+ * whose assertions depend on the whole hub (counts over every device, module
+ * ensure over every device, query results, export of the registry, restarts)
+ * get a fresh hub from a setup/teardown fixture. To prove it:
+ * TH_CLI_TEST_ORDER=reverse (or shuffle:SEED) reorders the run and
+ * TH_CLI_TEST_ONLY=name[,name...] runs only the named tests, in that order.
  *
  * Nothing sleeps: readiness is the "twinhub: ready" line read from serve's
  * stdout with a bounded poll(), and every child process is waited for with a
  * bounded poll() on its output pipes.
  *
- * Environment: TWINHUB_BIN (the twinhub executable), set by meson.
+ * Environment: TWINHUB_BIN (the twinhub executable), set by meson;
+ * TH_CLI_TEST_ORDER and TH_CLI_TEST_ONLY as above (both optional).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -244,6 +253,7 @@ struct hub {
     char info[2048];
     char hub_file[PATH_LEN]; /* cert_dir/hub.json */
     char serve_err[2048];
+    char flag[PATH_LEN + 16]; /* "--cert-dir=<cert_dir>", the admin commands' way to it */
     pid_t pid;
     int out_fd; /* serve's stdout */
 };
@@ -356,6 +366,7 @@ static void hub_start(struct hub *h)
     snprintf(h->info, sizeof h->info, "%s/info.json", h->dir);
     snprintf(h->hub_file, sizeof h->hub_file, "%s/hub.json", h->cert_dir);
     snprintf(h->serve_err, sizeof h->serve_err, "%s/serve.err", h->dir);
+    snprintf(h->flag, sizeof h->flag, "--cert-dir=%s", h->cert_dir);
     hub_restart(h);
 }
 
@@ -417,16 +428,20 @@ static void hub_remove_dir(struct hub *h)
         nftw(h->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The shared hub of the group. */
+/* ---- fixtures ----------------------------------------------------------------------------- */
+
+/*
+ * The shared hub: started once for the group, handed to the tests that only
+ * touch identities of their own (cmocka_unit_test_prestate). Each of those
+ * tests prefixes its ids with a tag of its own, so none sees another's state.
+ */
 static struct hub hub_a;
-static char hub_a_flag[PATH_LEN + 16]; /* "--cert-dir=<dir>" */
 
 static int group_setup(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN);
     hub_start(&hub_a);
-    snprintf(hub_a_flag, sizeof hub_a_flag, "--cert-dir=%s", hub_a.cert_dir);
     return 0;
 }
 
@@ -440,17 +455,54 @@ static int group_teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-#define A hub_a_flag
+/* A hub of the test's own, for assertions about the whole hub; *state owns it. */
+static int fresh_hub_setup(void **state)
+{
+    struct hub *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    *state = h;
+    hub_start(h);
+    return 0;
+}
+
+/* Stops the test's hub (unless the test already did) and removes its directory. */
+static int fresh_hub_teardown(void **state)
+{
+    struct hub *h = *state;
+    int rc = 0;
+    if (!h)
+        return 0;
+    if (h->pid > 0) {
+        rc = hub_stop(h);
+        if (rc != 0)
+            print_file("serve stderr", h->serve_err);
+    }
+    hub_remove_dir(h);
+    free(h);
+    *state = NULL;
+    return rc == 0 ? 0 : -1;
+}
+
+#define SHARED_HUB_TEST(f) cmocka_unit_test_prestate(f, &hub_a)
+#define FRESH_HUB_TEST(f) cmocka_unit_test_setup_teardown(f, fresh_hub_setup, fresh_hub_teardown)
+
+/* `twinhub device create ID` on hub h; fails the test unless it succeeds. */
+static void create_device(const struct hub *h, const char *id)
+{
+    struct result r = RUN("device", "create", id, h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+}
 
 /* ---- serve -------------------------------------------------------------------------------- */
 
 static void test_serve_hub_file_written_when_ready_succeeds(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
     struct stat st;
-    assert_int_equal(stat(hub_a.hub_file, &st), 0);
+    assert_int_equal(stat(h->hub_file, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_int_equal(stat(hub_a.state_dir, &st), 0);
+    assert_int_equal(stat(h->state_dir, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
     assert_int_equal(st.st_mode & 0777, 0700);
 }
@@ -459,21 +511,21 @@ static void test_serve_hub_file_written_when_ready_succeeds(void **state)
 
 static void test_device_create_new_id_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "create", "cli-a", A);
+    const struct hub *h = *state;
+    struct result r = RUN("device", "create", "dcn-a", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "created device cli-a", &r);
+    expect_in(r.out, "created device dcn-a", &r);
     expect_in(r.out, "primary key", &r);
-    expect_in(r.out, "HostName=twinhub.localhost;DeviceId=cli-a;SharedAccessKey=", &r);
+    expect_in(r.out, "HostName=twinhub.localhost;DeviceId=dcn-a;SharedAccessKey=", &r);
     result_free(&r);
 }
 
 static void test_device_create_given_keys_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "create", "cli-keys", "--primary-key",
+    const struct hub *h = *state;
+    struct result r = RUN("device", "create", "dck-keys", "--primary-key",
                           "dHdpbmh1Yi1jbGktdGVzdC1wcmltYXJ5LWtleS0wMQ==", "--secondary-key",
-                          "dHdpbmh1Yi1jbGktdGVzdC1zZWNvbmRhcnkta2V5LTE=", "--json", A);
+                          "dHdpbmh1Yi1jbGktdGVzdC1zZWNvbmRhcnkta2V5LTE=", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_string_equal(cJSON_GetStringValue(path(j, "authentication.symmetricKey.primaryKey")),
@@ -484,8 +536,9 @@ static void test_device_create_given_keys_succeeds(void **state)
 
 static void test_device_create_existing_id_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "create", "cli-a", A);
+    const struct hub *h = *state;
+    create_device(h, "dce-a");
+    struct result r = RUN("device", "create", "dce-a", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "errorCode 409001", &r);
     result_free(&r);
@@ -493,16 +546,17 @@ static void test_device_create_existing_id_fails(void **state)
 
 static void test_device_show_created_device_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "show", "cli-a", A);
+    const struct hub *h = *state;
+    create_device(h, "dsc-a");
+    struct result r = RUN("device", "show", "dsc-a", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "cli-a", &r);
+    expect_in(r.out, "dsc-a", &r);
     expect_in(r.out, "enabled", &r);
     result_free(&r);
-    r = RUN("--json", "device", "show", "cli-a", A);
+    r = RUN("--json", "device", "show", "dsc-a", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
-    assert_string_equal(cJSON_GetStringValue(path(j, "deviceId")), "cli-a");
+    assert_string_equal(cJSON_GetStringValue(path(j, "deviceId")), "dsc-a");
     assert_string_equal(cJSON_GetStringValue(path(j, "status")), "enabled");
     cJSON_Delete(j);
     result_free(&r);
@@ -510,14 +564,15 @@ static void test_device_show_created_device_succeeds(void **state)
 
 static void test_device_list_includes_created_device_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "list", A);
+    const struct hub *h = *state;
+    create_device(h, "dli-a");
+    struct result r = RUN("device", "list", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "DEVICE", &r);
-    expect_in(r.out, "cli-a ", &r);
+    expect_in(r.out, "dli-a ", &r);
     expect_in(r.out, "dev-device ", &r);
     result_free(&r);
-    r = RUN("device", "list", "--json", A);
+    r = RUN("device", "list", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_true(cJSON_IsArray(j));
@@ -525,7 +580,7 @@ static void test_device_list_includes_created_device_succeeds(void **state)
     const cJSON *d;
     cJSON_ArrayForEach(d, j)
     {
-        found = found || !strcmp(cJSON_GetStringValue(path(d, "deviceId")), "cli-a");
+        found = found || !strcmp(cJSON_GetStringValue(path(d, "deviceId")), "dli-a");
     }
     assert_true(found);
     cJSON_Delete(j);
@@ -534,14 +589,15 @@ static void test_device_list_includes_created_device_succeeds(void **state)
 
 static void test_device_update_disable_succeeds(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
+    create_device(h, "dud-a");
     struct result r =
-        RUN("device", "update", "cli-a", "--disable", "--status-reason", "maintenance", A);
+        RUN("device", "update", "dud-a", "--disable", "--status-reason", "maintenance", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "updated device cli-a", &r);
+    expect_in(r.out, "updated device dud-a", &r);
     expect_in(r.out, "disabled (maintenance)", &r);
     result_free(&r);
-    r = RUN("device", "show", "cli-a", "--json", A);
+    r = RUN("device", "show", "dud-a", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_string_equal(cJSON_GetStringValue(path(j, "status")), "disabled");
@@ -552,8 +608,9 @@ static void test_device_update_disable_succeeds(void **state)
 
 static void test_device_update_wrong_etag_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "update", "cli-a", "--enable", "--etag", "bm9wZQ==", A);
+    const struct hub *h = *state;
+    create_device(h, "due-a");
+    struct result r = RUN("device", "update", "due-a", "--enable", "--etag", "bm9wZQ==", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "errorCode 412001", &r);
     result_free(&r);
@@ -561,15 +618,13 @@ static void test_device_update_wrong_etag_fails(void **state)
 
 static void test_device_delete_existing_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "create", "cli-del", A);
+    const struct hub *h = *state;
+    create_device(h, "ddl-del");
+    struct result r = RUN("device", "delete", "ddl-del", h->flag);
     expect_code(&r, 0);
+    expect_in(r.out, "deleted device ddl-del", &r);
     result_free(&r);
-    r = RUN("device", "delete", "cli-del", A);
-    expect_code(&r, 0);
-    expect_in(r.out, "deleted device cli-del", &r);
-    result_free(&r);
-    r = RUN("device", "show", "cli-del", A);
+    r = RUN("device", "show", "ddl-del", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "404001", &r);
     result_free(&r);
@@ -577,8 +632,8 @@ static void test_device_delete_existing_succeeds(void **state)
 
 static void test_device_show_unknown_id_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "show", "no-such-device", A);
+    const struct hub *h = *state;
+    struct result r = RUN("device", "show", "no-such-device", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "twinhub: ", &r);
     expect_in(r.err, "no-such-device", &r);
@@ -592,38 +647,46 @@ static void test_device_show_unknown_id_fails(void **state)
 #define SEC_MODULE "cli-sec"
 #define CUSTOM_DESIRED "{\"custom\":{\"level\":7},\"mode\":\"strict\"}"
 
-static void test_module_create_with_desired_succeeds(void **state)
+/*
+ * The module fleet: devices <prefix>-1 .. <prefix>-4, of which -1 and -2
+ * already have SEC_MODULE with desired properties and tags of their own.
+ */
+static void create_module_fleet(const struct hub *h, const char *prefix)
 {
-    (void)state;
-    static const char *const devices[] = {"ens-1", "ens-2", "ens-3", "ens-4"};
-    for (int i = 0; i < 4; i++) {
-        struct result r = RUN("device", "create", devices[i], A);
-        expect_code(&r, 0);
-        result_free(&r);
+    char dev[64];
+    for (int i = 1; i <= 4; i++) {
+        snprintf(dev, sizeof dev, "%s-%d", prefix, i);
+        create_device(h, dev);
     }
-    /* ens-1 and ens-2 already have the module, with their own desired properties. */
-    for (int i = 0; i < 2; i++) {
-        struct result r = RUN("module", "create", devices[i], SEC_MODULE, "--desired",
-                              CUSTOM_DESIRED, "--tags", "{\"owner\":\"me\"}", A);
+    for (int i = 1; i <= 2; i++) {
+        snprintf(dev, sizeof dev, "%s-%d", prefix, i);
+        struct result r = RUN("module", "create", dev, SEC_MODULE, "--desired", CUSTOM_DESIRED,
+                              "--tags", "{\"owner\":\"me\"}", h->flag);
         expect_code(&r, 0);
         expect_in(r.out, "created module", &r);
         expect_in(r.out, ";ModuleId=" SEC_MODULE ";", &r);
         result_free(&r);
     }
-    struct result r = RUN("module", "list", "ens-1", A);
+}
+
+static void test_module_create_with_desired_succeeds(void **state)
+{
+    const struct hub *h = *state;
+    create_module_fleet(h, "mcd");
+    struct result r = RUN("module", "list", "mcd-1", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, SEC_MODULE, &r);
     result_free(&r);
-    r = RUN("module", "show", "ens-1", SEC_MODULE, A);
+    r = RUN("module", "show", "mcd-1", SEC_MODULE, h->flag);
     expect_code(&r, 0);
     expect_in(r.out, SEC_MODULE, &r);
     result_free(&r);
 }
 
-/* Every device id of the hub, as a cJSON array of strings. */
-static cJSON *all_device_ids(void)
+/* Every device id of hub h, as a cJSON array of strings; the caller frees it with cJSON_Delete. */
+static cJSON *all_device_ids(const struct hub *h)
 {
-    struct result r = RUN("device", "list", "--json", A);
+    struct result r = RUN("device", "list", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *list = json_of(&r), *ids = cJSON_CreateArray();
     const cJSON *d;
@@ -645,12 +708,14 @@ static bool has_string(const cJSON *array, const char *s)
     return false;
 }
 
+/* Fresh hub: `module missing` counts over every device. */
 static void test_module_missing_before_ensure_succeeds(void **state)
 {
-    (void)state;
-    cJSON *ids = all_device_ids();
+    const struct hub *h = *state;
+    create_module_fleet(h, "ens");
+    cJSON *ids = all_device_ids(h);
     int ndev = cJSON_GetArraySize(ids);
-    struct result r = RUN("module", "missing", SEC_MODULE, "--json", A);
+    struct result r = RUN("module", "missing", SEC_MODULE, "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "count")), ndev - 2);
@@ -661,7 +726,7 @@ static void test_module_missing_before_ensure_succeeds(void **state)
     assert_false(has_string(missing, "ens-2"));
     cJSON_Delete(j);
     result_free(&r);
-    r = RUN("module", "missing", SEC_MODULE, A);
+    r = RUN("module", "missing", SEC_MODULE, h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "without module " SEC_MODULE, &r);
     expect_in(r.out, "  ens-3\n", &r);
@@ -669,10 +734,12 @@ static void test_module_missing_before_ensure_succeeds(void **state)
     cJSON_Delete(ids);
 }
 
+/* Fresh hub: `module ensure` without --device acts on every device. */
 static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
 {
-    (void)state;
-    cJSON *ids = all_device_ids();
+    const struct hub *h = *state;
+    create_module_fleet(h, "ens");
+    cJSON *ids = all_device_ids(h);
     int ndev = cJSON_GetArraySize(ids);
     char expect[128];
     snprintf(expect, sizeof expect, "module %s: created %d, skipped 2\n", SEC_MODULE, ndev - 2);
@@ -681,13 +748,13 @@ static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
     for (int i = 1; i <= 2; i++) {
         char dev[16];
         snprintf(dev, sizeof dev, "ens-%d", i);
-        struct result t = RUN("twin", "show", dev, SEC_MODULE, "--json", A);
+        struct result t = RUN("twin", "show", dev, SEC_MODULE, "--json", h->flag);
         expect_code(&t, 0);
         before[i] = json_of(&t);
         result_free(&t);
     }
     struct result r = RUN("module", "ensure", SEC_MODULE, "--desired",
-                          "{\"mode\":\"default\",\"interval\":60}", A);
+                          "{\"mode\":\"default\",\"interval\":60}", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, expect, &r);
     expect_in(r.out, "  created  ens-3\n", &r);
@@ -699,7 +766,7 @@ static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
     for (int i = 1; i <= 2; i++) {
         char dev[16];
         snprintf(dev, sizeof dev, "ens-%d", i);
-        r = RUN("twin", "show", dev, SEC_MODULE, "--json", A);
+        r = RUN("twin", "show", dev, SEC_MODULE, "--json", h->flag);
         expect_code(&r, 0);
         cJSON *twin = json_of(&r);
         const cJSON *desired = path(twin, "properties.desired");
@@ -717,7 +784,7 @@ static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
         result_free(&r);
     }
     /* The new ones got the given desired properties. */
-    r = RUN("twin", "show", "ens-3", SEC_MODULE, "--json", A);
+    r = RUN("twin", "show", "ens-3", SEC_MODULE, "--json", h->flag);
     expect_code(&r, 0);
     cJSON *twin = json_of(&r);
     assert_string_equal(cJSON_GetStringValue(path(twin, "properties.desired.mode")), "default");
@@ -727,7 +794,7 @@ static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
     result_free(&r);
 
     /* A second run finds nothing to do. */
-    r = RUN("module", "ensure", SEC_MODULE, "--json", A);
+    r = RUN("module", "ensure", SEC_MODULE, "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "created")), 0);
@@ -737,38 +804,45 @@ static void test_module_ensure_skips_devices_with_module_succeeds(void **state)
     cJSON_Delete(ids);
 }
 
+/* Shared hub: with --device, ensure touches only the listed devices (its own). */
 static void test_module_ensure_listed_devices_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "create", "ens-5", A);
-    expect_code(&r, 0);
-    result_free(&r);
-    r = RUN("module", "ensure", "cli-other", "--device", "ens-5", "--device", "ens-1", "--json", A);
+    const struct hub *h = *state;
+    create_device(h, "mel-1");
+    create_device(h, "mel-5");
+    struct result r = RUN("module", "ensure", "cli-other", "--device", "mel-5", "--device", "mel-1",
+                          "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "created")), 2);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "skipped")), 0);
-    assert_true(has_string(path(j, "createdDevices"), "ens-5"));
-    assert_true(has_string(path(j, "createdDevices"), "ens-1"));
+    assert_true(has_string(path(j, "createdDevices"), "mel-5"));
+    assert_true(has_string(path(j, "createdDevices"), "mel-1"));
     cJSON_Delete(j);
     result_free(&r);
-    r = RUN("module", "ensure", "cli-other", "--device", "no-such-device", A);
+    r = RUN("module", "ensure", "cli-other", "--device", "no-such-device", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "404001", &r);
     result_free(&r);
 }
 
+/* Fresh hub: after an ensure over every device, a device created later is the one missing. */
 static void test_module_missing_after_ensure_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("module", "missing", SEC_MODULE, A);
+    const struct hub *h = *state;
+    create_module_fleet(h, "ens");
+    struct result r = RUN("module", "ensure", SEC_MODULE, h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+    create_device(h, "ens-5");
+    r = RUN("module", "missing", SEC_MODULE, h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "1 device without module " SEC_MODULE ":\n  ens-5\n", &r);
     result_free(&r);
-    r = RUN("module", "ensure", SEC_MODULE, A);
+    r = RUN("module", "ensure", SEC_MODULE, h->flag);
     expect_code(&r, 0);
     result_free(&r);
-    r = RUN("module", "missing", SEC_MODULE, A);
+    r = RUN("module", "missing", SEC_MODULE, h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "every device has module " SEC_MODULE, &r);
     result_free(&r);
@@ -776,12 +850,16 @@ static void test_module_missing_after_ensure_succeeds(void **state)
 
 static void test_module_delete_existing_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("module", "delete", "ens-5", "cli-other", A);
+    const struct hub *h = *state;
+    create_device(h, "mdl-5");
+    struct result r = RUN("module", "create", "mdl-5", "cli-other", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "deleted module ens-5/cli-other", &r);
     result_free(&r);
-    r = RUN("module", "show", "ens-5", "cli-other", A);
+    r = RUN("module", "delete", "mdl-5", "cli-other", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "deleted module mdl-5/cli-other", &r);
+    result_free(&r);
+    r = RUN("module", "show", "mdl-5", "cli-other", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "404010", &r);
     result_free(&r);
@@ -789,24 +867,34 @@ static void test_module_delete_existing_succeeds(void **state)
 
 /* ---- twin --------------------------------------------------------------------------------- */
 
+/* Two desired patches and a tags patch on `device`'s twin: fw 1.2, cfg {a:1,b:2}, site lab. */
+static void patch_lab_twin(const struct hub *h, const char *device)
+{
+    char expect[128];
+    snprintf(expect, sizeof expect, "twin of %s", device);
+    struct result r =
+        RUN("twin", "patch", device, "--desired", "{\"fw\":\"1.2\",\"cfg\":{\"a\":1}}", "--tags",
+            "{\"site\":\"lab\"}", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, expect, &r);
+    result_free(&r);
+    r = RUN("twin", "patch", device, "--desired", "{\"cfg\":{\"b\":2}}", h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+}
+
 static void test_twin_patch_then_show_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("twin", "patch", "ens-3", "--desired",
-                          "{\"fw\":\"1.2\",\"cfg\":{\"a\":1}}", "--tags", "{\"site\":\"lab\"}", A);
-    expect_code(&r, 0);
-    expect_in(r.out, "twin of ens-3", &r);
-    result_free(&r);
-    r = RUN("twin", "patch", "ens-3", "--desired", "{\"cfg\":{\"b\":2}}", A);
-    expect_code(&r, 0);
-    result_free(&r);
-    r = RUN("twin", "show", "ens-3", A);
+    const struct hub *h = *state;
+    create_device(h, "tps-3");
+    patch_lab_twin(h, "tps-3");
+    struct result r = RUN("twin", "show", "tps-3", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "\"fw\": \"1.2\"", &r);
     expect_in(r.out, "\"site\": \"lab\"", &r);
     assert_null(strstr(r.out, "$metadata"));
     result_free(&r);
-    r = RUN("twin", "show", "ens-3", "--json", A);
+    r = RUN("twin", "show", "tps-3", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *twin = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(twin, "properties.desired.cfg.a")), 1);
@@ -819,14 +907,18 @@ static void test_twin_patch_then_show_succeeds(void **state)
 
 static void test_twin_patch_from_file_succeeds(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
+    create_device(h, "tpf-3");
+    struct result r = RUN("module", "create", "tpf-3", SEC_MODULE, h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
     char file[PATH_LEN + 32];
-    snprintf(file, sizeof file, "%s/desired.json", hub_a.dir);
+    snprintf(file, sizeof file, "%s/tpf-desired.json", h->dir);
     FILE *f = fopen(file, "w");
     assert_non_null(f);
     fputs("{\"fromFile\": true}\n", f);
     fclose(f);
-    struct result r = RUN("twin", "patch", "ens-3", SEC_MODULE, "--desired", file, "--json", A);
+    r = RUN("twin", "patch", "tpf-3", SEC_MODULE, "--desired", file, "--json", h->flag);
     expect_code(&r, 0);
     cJSON *twin = json_of(&r);
     assert_true(cJSON_IsTrue(path(twin, "properties.desired.fromFile")));
@@ -891,15 +983,15 @@ static void dev_on_message(struct mosquitto *mosq, void *obj, const struct mosqu
     mosquitto_publish(mosq, NULL, topic, (int)strlen(body), body, 0, false);
 }
 
-/* Connect `device_id` (key from `twinhub device show`) and wait until it listens for methods. */
-static void fake_device_start(struct fake_device *d, const char *device_id)
+/* Connect `device_id` of hub h (key from `device show`); wait until it listens for methods. */
+static void fake_device_start(struct fake_device *d, const struct hub *h, const char *device_id)
 {
-    struct result r = RUN("device", "show", device_id, "--json", A);
+    struct result r = RUN("device", "show", device_id, "--json", h->flag);
     expect_code(&r, 0);
     cJSON *id = json_of(&r);
     const char *key = cJSON_GetStringValue(path(id, "authentication.symmetricKey.primaryKey"));
     assert_non_null(key);
-    char *info_text = slurp(hub_a.info);
+    char *info_text = slurp(h->info);
     cJSON *info = cJSON_Parse(info_text);
     free(info_text);
     assert_non_null(info);
@@ -946,17 +1038,19 @@ static void fake_device_stop(struct fake_device *d)
 
 static void test_method_invoke_connected_device_succeeds(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
+    create_device(h, "mic-4");
     struct fake_device d;
-    fake_device_start(&d, "ens-4");
-    struct result r = RUN("method", "invoke", "ens-4", "reboot", "--payload", "{\"delay\":1}", A);
+    fake_device_start(&d, h, "mic-4");
+    struct result r =
+        RUN("method", "invoke", "mic-4", "reboot", "--payload", "{\"delay\":1}", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "status 200\n", &r);
     expect_in(r.out, "\"ok\": true", &r);
     expect_in(r.out, "\"delay\": 1", &r);
     result_free(&r);
     /* Any status the device answers with is a call that returned: exit 0. */
-    r = RUN("method", "invoke", "ens-4", "fail", "--json", A);
+    r = RUN("method", "invoke", "mic-4", "fail", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "status")), 500);
@@ -964,29 +1058,30 @@ static void test_method_invoke_connected_device_succeeds(void **state)
     cJSON_Delete(j);
     result_free(&r);
     /* A negative status is a status like any other. */
-    r = RUN("method", "invoke", "ens-4", "minus", A);
+    r = RUN("method", "invoke", "mic-4", "minus", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "status -1\n{}\n", &r);
     result_free(&r);
     /* A body that is not JSON: shown as sent, and exit 1 as a service SDK would fail on it. */
-    r = RUN("method", "invoke", "ens-4", "text", A);
+    r = RUN("method", "invoke", "mic-4", "text", h->flag);
     expect_code(&r, 1);
     expect_in(r.out, "status 200\nnot json!\n", &r);
     expect_in(r.err, "not JSON", &r);
     expect_in(r.err, "service SDKs fail to parse", &r);
     result_free(&r);
-    r = RUN("device", "disconnect", "ens-4", A);
+    r = RUN("device", "disconnect", "mic-4", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "disconnected ens-4", &r);
+    expect_in(r.out, "disconnected mic-4", &r);
     result_free(&r);
     fake_device_stop(&d);
 }
 
 static void test_method_invoke_offline_device_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("method", "invoke", "ens-3", "reboot", "--payload", "{\"delay\":1}",
-                          "--timeout", "5", A);
+    const struct hub *h = *state;
+    create_device(h, "mio-3");
+    struct result r = RUN("method", "invoke", "mio-3", "reboot", "--payload", "{\"delay\":1}",
+                          "--timeout", "5", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "404103", &r);
     result_free(&r);
@@ -994,20 +1089,25 @@ static void test_method_invoke_offline_device_fails(void **state)
 
 static void test_c2d_send_offline_device_queues_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("c2d", "send", "ens-3", "hello", "--property", "k=v", "--message-id",
-                          "m-1", "--content-type", "text/plain", A);
+    const struct hub *h = *state;
+    create_device(h, "c2d-3");
+    struct result r = RUN("c2d", "send", "c2d-3", "hello", "--property", "k=v", "--message-id",
+                          "m-1", "--content-type", "text/plain", h->flag);
     expect_code(&r, 0);
-    expect_in(r.out, "sent message m-1 to ens-3: queued", &r);
+    expect_in(r.out, "sent message m-1 to c2d-3: queued", &r);
     result_free(&r);
 }
 
 /* ---- query -------------------------------------------------------------------------------- */
 
+/* Fresh hub: the query runs over every device, and exactly one has the tag. */
 static void test_query_tag_filter_succeeds(void **state)
 {
-    (void)state;
-    struct result r = RUN("query", "SELECT deviceId FROM devices WHERE tags.site = 'lab'", A);
+    const struct hub *h = *state;
+    create_device(h, "ens-3");
+    create_device(h, "ens-4");
+    patch_lab_twin(h, "ens-3");
+    struct result r = RUN("query", "SELECT deviceId FROM devices WHERE tags.site = 'lab'", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "deviceId", &r);
     expect_in(r.out, "ens-3", &r);
@@ -1015,11 +1115,17 @@ static void test_query_tag_filter_succeeds(void **state)
     result_free(&r);
 }
 
+/* Shared hub: the expected items are the devices listed just before, whoever made them. */
 static void test_query_follows_continuations_succeeds(void **state)
 {
-    (void)state;
-    cJSON *ids = all_device_ids();
-    struct result r = RUN("query", "SELECT * FROM devices", "--page-size", "2", "--json", A);
+    const struct hub *h = *state;
+    /* At least five devices, so that pages of two need continuations. */
+    static const char *const own[] = {"qfc-1", "qfc-2", "qfc-3", "qfc-4", "qfc-5"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        create_device(h, own[i]);
+    cJSON *ids = all_device_ids(h);
+    assert_true(cJSON_GetArraySize(ids) >= 5);
+    struct result r = RUN("query", "SELECT * FROM devices", "--page-size", "2", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     const cJSON *items = path(j, "items");
@@ -1039,8 +1145,8 @@ static void test_query_follows_continuations_succeeds(void **state)
 
 static void test_query_syntax_error_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("query", "SELEKT * FROM devices", A);
+    const struct hub *h = *state;
+    struct result r = RUN("query", "SELEKT * FROM devices", h->flag);
     expect_code(&r, 1);
     expect_in(r.err, "errorCode 400004", &r);
     result_free(&r);
@@ -1048,19 +1154,25 @@ static void test_query_syntax_error_fails(void **state)
 
 /* ---- stats -------------------------------------------------------------------------------- */
 
+/* Fresh hub: the counts cover every device. */
 static void test_stats_counts_devices_succeeds(void **state)
 {
-    (void)state;
-    cJSON *ids = all_device_ids();
-    struct result r = RUN("stats", "--json", A);
+    const struct hub *h = *state;
+    create_device(h, "sts-a");
+    create_device(h, "sts-b");
+    struct result r = RUN("device", "update", "sts-a", "--disable", h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+    cJSON *ids = all_device_ids(h);
+    r = RUN("stats", "--json", h->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_int_equal((int)cJSON_GetNumberValue(path(j, "totalDeviceCount")),
                      cJSON_GetArraySize(ids));
-    assert_int_equal((int)cJSON_GetNumberValue(path(j, "disabledDeviceCount")), 1); /* cli-a */
+    assert_int_equal((int)cJSON_GetNumberValue(path(j, "disabledDeviceCount")), 1); /* sts-a */
     cJSON_Delete(j);
     result_free(&r);
-    r = RUN("stats", A);
+    r = RUN("stats", h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "devices", &r);
     expect_in(r.out, "modules", &r);
@@ -1070,12 +1182,21 @@ static void test_stats_counts_devices_succeeds(void **state)
 
 /* ---- export and import -------------------------------------------------------------------- */
 
+/* Fresh hub: the export carries the whole registry, and both hubs' counts must match. */
 static void test_export_then_import_into_fresh_hub_succeeds(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
+    struct result r = RUN("device", "create", "cli-keys", "--primary-key",
+                          "dHdpbmh1Yi1jbGktdGVzdC1wcmltYXJ5LWtleS0wMQ==", "--secondary-key",
+                          "dHdpbmh1Yi1jbGktdGVzdC1zZWNvbmRhcnkta2V5LTE=", h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+    create_module_fleet(h, "ens");
+    patch_lab_twin(h, "ens-3");
+
     char file[PATH_LEN + 32];
-    snprintf(file, sizeof file, "%s/export.json", hub_a.dir);
-    struct result r = RUN("export", "-o", file, A);
+    snprintf(file, sizeof file, "%s/export.json", h->dir);
+    r = RUN("export", "-o", file, h->flag);
     expect_code(&r, 0);
     expect_in(r.out, "exported ", &r);
     result_free(&r);
@@ -1118,7 +1239,7 @@ static void test_export_then_import_into_fresh_hub_succeeds(void **state)
     result_free(&r);
 
     /* The same counts on both hubs. */
-    struct result sa = RUN("stats", "--json", A), sb = RUN("stats", "--json", b_flag);
+    struct result sa = RUN("stats", "--json", h->flag), sb = RUN("stats", "--json", b_flag);
     expect_code(&sa, 0);
     expect_code(&sb, 0);
     cJSON *ja = json_of(&sa), *jb = json_of(&sb);
@@ -1154,72 +1275,72 @@ static void test_export_then_import_into_fresh_hub_succeeds(void **state)
 
 static void test_serve_record_file_has_events_succeeds(void **state)
 {
-    (void)state;
-    char *rec = slurp(hub_a.record);
-    assert_non_null(strstr(rec, "\"kind\":\"deviceCreated\",\"deviceId\":\"cli-a\""));
-    assert_non_null(strstr(rec, "\"kind\":\"desired\",\"deviceId\":\"ens-3\""));
+    const struct hub *h = *state;
+    create_device(h, "rec-a");
+    create_device(h, "rec-3");
+    struct result r = RUN("twin", "patch", "rec-3", "--desired", "{\"fw\":\"1.2\"}", h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+    char *rec = slurp(h->record);
+    assert_non_null(strstr(rec, "\"kind\":\"deviceCreated\",\"deviceId\":\"rec-a\""));
+    assert_non_null(strstr(rec, "\"kind\":\"desired\",\"deviceId\":\"rec-3\""));
     free(rec);
 }
 
+/* Fresh hub: the test stops and restarts it. */
 static void test_serve_state_dir_survives_restart_succeeds(void **state)
 {
-    (void)state;
-    struct hub c;
-    hub_start(&c);
-    char c_flag[PATH_LEN + 16];
-    snprintf(c_flag, sizeof c_flag, "--cert-dir=%s", c.cert_dir);
-    struct result r = RUN("device", "create", "kept", c_flag);
+    struct hub *c = *state;
+    create_device(c, "kept");
+    struct result r = RUN("twin", "patch", "kept", "--desired", "{\"kept\":true}", c->flag);
     expect_code(&r, 0);
     result_free(&r);
-    r = RUN("twin", "patch", "kept", "--desired", "{\"kept\":true}", c_flag);
-    expect_code(&r, 0);
-    result_free(&r);
-    assert_int_equal(hub_stop(&c), 0);
-    hub_restart(&c);
-    r = RUN("twin", "show", "kept", "--json", c_flag);
+    assert_int_equal(hub_stop(c), 0);
+    hub_restart(c);
+    r = RUN("twin", "show", "kept", "--json", c->flag);
     expect_code(&r, 0);
     cJSON *j = json_of(&r);
     assert_true(cJSON_IsTrue(path(j, "properties.desired.kept")));
     cJSON_Delete(j);
     result_free(&r);
-    assert_int_equal(hub_stop(&c), 0);
-    hub_remove_dir(&c);
+    assert_int_equal(hub_stop(c), 0);
 }
 
 /* ---- refusals ----------------------------------------------------------------------------- */
 
+/* The arguments are refused before anything reaches the hub: the ids need not exist. */
 static void test_cli_bad_json_argument_fails(void **state)
 {
-    (void)state;
-    struct result r = RUN("twin", "patch", "ens-3", "--desired", "{\"a\":", A);
+    const struct hub *h = *state;
+    struct result r = RUN("twin", "patch", "ens-3", "--desired", "{\"a\":", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "--desired is not valid JSON", &r);
     result_free(&r);
-    r = RUN("module", "ensure", SEC_MODULE, "--desired", "[1,2]", A);
+    r = RUN("module", "ensure", SEC_MODULE, "--desired", "[1,2]", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "must be a JSON object", &r);
     result_free(&r);
-    r = RUN("method", "invoke", "ens-3", "m", "--payload", "not json", A);
+    r = RUN("method", "invoke", "ens-3", "m", "--payload", "not json", h->flag);
     expect_code(&r, 2);
     result_free(&r);
 }
 
 static void test_cli_usage_errors_fail(void **state)
 {
-    (void)state;
-    struct result r = RUN("device", "show", A);
+    const struct hub *h = *state;
+    struct result r = RUN("device", "show", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "twinhub device show ID", &r);
     result_free(&r);
-    r = RUN("device", "frobnicate", A);
+    r = RUN("device", "frobnicate", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "unknown action 'frobnicate'", &r);
     result_free(&r);
-    r = RUN("device", "list", "--bogus", A);
+    r = RUN("device", "list", "--bogus", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "unknown option --bogus", &r);
     result_free(&r);
-    r = RUN("twin", "patch", "ens-3", A);
+    r = RUN("twin", "patch", "ens-3", h->flag);
     expect_code(&r, 2);
     expect_in(r.err, "--desired", &r);
     result_free(&r);
@@ -1231,9 +1352,9 @@ static void test_cli_usage_errors_fail(void **state)
 
 static void test_cli_no_hub_fails(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
     char empty[PATH_LEN + 32];
-    snprintf(empty, sizeof empty, "--cert-dir=%s/no-hub-here", hub_a.dir);
+    snprintf(empty, sizeof empty, "--cert-dir=%s/no-hub-here", h->dir);
     struct result r = RUN("device", "list", empty);
     expect_code(&r, 3);
     expect_in(r.err, "twinhub serve", &r);
@@ -1244,9 +1365,9 @@ static void test_cli_no_hub_fails(void **state)
 
 static void test_cli_wrong_key_fails(void **state)
 {
-    (void)state;
+    const struct hub *h = *state;
     char hub_flag[PATH_LEN + 16];
-    snprintf(hub_flag, sizeof hub_flag, "--hub=%s", hub_a.info);
+    snprintf(hub_flag, sizeof hub_flag, "--hub=%s", h->info);
     struct result r = RUN("stats", hub_flag, "--connection-string",
                           "HostName=twinhub.localhost;SharedAccessKeyName=iothubowner;"
                           "SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktMDE=");
@@ -1255,41 +1376,119 @@ static void test_cli_wrong_key_fails(void **state)
     result_free(&r);
 }
 
+/* ---- selection and order ------------------------------------------------------------------ */
+
+static const struct CMUnitTest all_tests[] = {
+    SHARED_HUB_TEST(test_serve_hub_file_written_when_ready_succeeds),
+    SHARED_HUB_TEST(test_device_create_new_id_succeeds),
+    SHARED_HUB_TEST(test_device_create_given_keys_succeeds),
+    SHARED_HUB_TEST(test_device_create_existing_id_fails),
+    SHARED_HUB_TEST(test_device_show_created_device_succeeds),
+    SHARED_HUB_TEST(test_device_list_includes_created_device_succeeds),
+    SHARED_HUB_TEST(test_device_update_disable_succeeds),
+    SHARED_HUB_TEST(test_device_update_wrong_etag_fails),
+    SHARED_HUB_TEST(test_device_delete_existing_succeeds),
+    SHARED_HUB_TEST(test_device_show_unknown_id_fails),
+    SHARED_HUB_TEST(test_module_create_with_desired_succeeds),
+    FRESH_HUB_TEST(test_module_missing_before_ensure_succeeds),
+    FRESH_HUB_TEST(test_module_ensure_skips_devices_with_module_succeeds),
+    SHARED_HUB_TEST(test_module_ensure_listed_devices_succeeds),
+    FRESH_HUB_TEST(test_module_missing_after_ensure_succeeds),
+    SHARED_HUB_TEST(test_module_delete_existing_succeeds),
+    SHARED_HUB_TEST(test_twin_patch_then_show_succeeds),
+    SHARED_HUB_TEST(test_twin_patch_from_file_succeeds),
+    SHARED_HUB_TEST(test_method_invoke_connected_device_succeeds),
+    SHARED_HUB_TEST(test_method_invoke_offline_device_fails),
+    SHARED_HUB_TEST(test_c2d_send_offline_device_queues_succeeds),
+    FRESH_HUB_TEST(test_query_tag_filter_succeeds),
+    SHARED_HUB_TEST(test_query_follows_continuations_succeeds),
+    SHARED_HUB_TEST(test_query_syntax_error_fails),
+    FRESH_HUB_TEST(test_stats_counts_devices_succeeds),
+    FRESH_HUB_TEST(test_export_then_import_into_fresh_hub_succeeds),
+    SHARED_HUB_TEST(test_serve_record_file_has_events_succeeds),
+    FRESH_HUB_TEST(test_serve_state_dir_survives_restart_succeeds),
+    SHARED_HUB_TEST(test_cli_bad_json_argument_fails),
+    SHARED_HUB_TEST(test_cli_usage_errors_fail),
+    SHARED_HUB_TEST(test_cli_no_hub_fails),
+    SHARED_HUB_TEST(test_cli_wrong_key_fails),
+};
+
+#define N_TESTS (sizeof all_tests / sizeof all_tests[0])
+
+/*
+ * TH_CLI_TEST_ONLY=a,b,...: exactly the named tests, in the order named;
+ * false (saying which) when a name is not a test, so a typo cannot pass.
+ * Unset or empty: every test, in table order.
+ */
+static bool select_tests(struct CMUnitTest *out, size_t *n)
+{
+    const char *only = getenv("TH_CLI_TEST_ONLY");
+    *n = 0;
+    if (!only || !*only) {
+        memcpy(out, all_tests, sizeof all_tests);
+        *n = N_TESTS;
+        return true;
+    }
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        size_t i = 0;
+        while (i < N_TESTS &&
+               (strlen(all_tests[i].name) != len || strncmp(all_tests[i].name, p, len) != 0))
+            i++;
+        if (i == N_TESTS || *n == N_TESTS) {
+            fprintf(stderr, "TH_CLI_TEST_ONLY: no test named '%.*s' (or too many names)\n",
+                    (int)len, p);
+            return false;
+        }
+        out[(*n)++] = all_tests[i];
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return *n > 0;
+}
+
+/*
+ * TH_CLI_TEST_ORDER: unset or "as-listed" keeps the order, "reverse" runs
+ * it backwards, "shuffle:SEED" permutes it with a fixed-seed generator (the
+ * same seed gives the same order). False, saying why, on anything else.
+ */
+static bool order_tests(struct CMUnitTest *t, size_t n)
+{
+    const char *order = getenv("TH_CLI_TEST_ORDER");
+    if (!order || !*order || !strcmp(order, "as-listed"))
+        return true;
+    if (!strcmp(order, "reverse")) {
+        for (size_t i = 0; i < n / 2; i++) {
+            struct CMUnitTest tmp = t[i];
+            t[i] = t[n - 1 - i];
+            t[n - 1 - i] = tmp;
+        }
+        return true;
+    }
+    char *end;
+    if (!strncmp(order, "shuffle:", 8) && order[8]) {
+        uint64_t x = strtoull(order + 8, &end, 10);
+        if (*end == '\0') {
+            for (size_t i = n; i > 1; i--) { /* Fisher-Yates over a 64-bit LCG (Knuth's MMIX) */
+                x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t j = (size_t)((x >> 33) % i);
+                struct CMUnitTest tmp = t[i - 1];
+                t[i - 1] = t[j];
+                t[j] = tmp;
+            }
+            return true;
+        }
+    }
+    fprintf(stderr, "TH_CLI_TEST_ORDER: '%s' is not as-listed, reverse or shuffle:SEED\n", order);
+    return false;
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_serve_hub_file_written_when_ready_succeeds),
-        cmocka_unit_test(test_device_create_new_id_succeeds),
-        cmocka_unit_test(test_device_create_given_keys_succeeds),
-        cmocka_unit_test(test_device_create_existing_id_fails),
-        cmocka_unit_test(test_device_show_created_device_succeeds),
-        cmocka_unit_test(test_device_list_includes_created_device_succeeds),
-        cmocka_unit_test(test_device_update_disable_succeeds),
-        cmocka_unit_test(test_device_update_wrong_etag_fails),
-        cmocka_unit_test(test_device_delete_existing_succeeds),
-        cmocka_unit_test(test_device_show_unknown_id_fails),
-        cmocka_unit_test(test_module_create_with_desired_succeeds),
-        cmocka_unit_test(test_module_missing_before_ensure_succeeds),
-        cmocka_unit_test(test_module_ensure_skips_devices_with_module_succeeds),
-        cmocka_unit_test(test_module_ensure_listed_devices_succeeds),
-        cmocka_unit_test(test_module_missing_after_ensure_succeeds),
-        cmocka_unit_test(test_module_delete_existing_succeeds),
-        cmocka_unit_test(test_twin_patch_then_show_succeeds),
-        cmocka_unit_test(test_twin_patch_from_file_succeeds),
-        cmocka_unit_test(test_method_invoke_connected_device_succeeds),
-        cmocka_unit_test(test_method_invoke_offline_device_fails),
-        cmocka_unit_test(test_c2d_send_offline_device_queues_succeeds),
-        cmocka_unit_test(test_query_tag_filter_succeeds),
-        cmocka_unit_test(test_query_follows_continuations_succeeds),
-        cmocka_unit_test(test_query_syntax_error_fails),
-        cmocka_unit_test(test_stats_counts_devices_succeeds),
-        cmocka_unit_test(test_export_then_import_into_fresh_hub_succeeds),
-        cmocka_unit_test(test_serve_record_file_has_events_succeeds),
-        cmocka_unit_test(test_serve_state_dir_survives_restart_succeeds),
-        cmocka_unit_test(test_cli_bad_json_argument_fails),
-        cmocka_unit_test(test_cli_usage_errors_fail),
-        cmocka_unit_test(test_cli_no_hub_fails),
-        cmocka_unit_test(test_cli_wrong_key_fails),
-    };
-    return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
+    struct CMUnitTest tests[N_TESTS];
+    size_t n;
+    if (!select_tests(tests, &n) || !order_tests(tests, n))
+        return 2;
+    return _cmocka_run_group_tests("cli", tests, n, group_setup, group_teardown);
 }
