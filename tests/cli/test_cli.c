@@ -507,6 +507,27 @@ static void test_device_show_created_device_succeeds(void **state)
     result_free(&r);
 }
 
+static void test_device_create_edge_shows_scope_succeeds(void **state)
+{
+    (void)state;
+    struct result r = RUN("device", "create", "cli-edge", "--edge", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "IoT Edge           yes", &r);
+    expect_in(r.out, "device scope       ms-azure-iot-edge://cli-edge-", &r);
+    result_free(&r);
+    r = RUN("--json", "device", "show", "cli-edge", A);
+    expect_code(&r, 0);
+    cJSON *j = json_of(&r);
+    assert_true(cJSON_IsTrue(path(j, "capabilities.iotEdge")));
+    assert_non_null(strstr(cJSON_GetStringValue(path(j, "deviceScope")), "cli-edge-"));
+    cJSON_Delete(j);
+    result_free(&r);
+    r = RUN("device", "show", "cli-a", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "IoT Edge           no", &r);
+    result_free(&r);
+}
+
 static void test_device_list_includes_created_device_succeeds(void **state)
 {
     (void)state;
@@ -642,6 +663,19 @@ static bool has_string(const cJSON *array, const char *s)
             return true;
     }
     return false;
+}
+
+static void test_module_create_managed_by_succeeds(void **state)
+{
+    (void)state;
+    struct result r = RUN("module", "create", "cli-edge", "edgeMod", "--managed-by", "IotEdge", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "managed by         IotEdge", &r);
+    result_free(&r);
+    r = RUN("module", "list", "cli-edge", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "IotEdge", &r);
+    result_free(&r);
 }
 
 static void test_module_missing_before_ensure_succeeds(void **state)
@@ -1240,12 +1274,14 @@ int main(void)
         cmocka_unit_test(test_device_create_given_keys_succeeds),
         cmocka_unit_test(test_device_create_existing_id_fails),
         cmocka_unit_test(test_device_show_created_device_succeeds),
+        cmocka_unit_test(test_device_create_edge_shows_scope_succeeds),
         cmocka_unit_test(test_device_list_includes_created_device_succeeds),
         cmocka_unit_test(test_device_update_disable_succeeds),
         cmocka_unit_test(test_device_update_wrong_etag_fails),
         cmocka_unit_test(test_device_delete_existing_succeeds),
         cmocka_unit_test(test_device_show_unknown_id_fails),
         cmocka_unit_test(test_module_create_with_desired_succeeds),
+        cmocka_unit_test(test_module_create_managed_by_succeeds),
         cmocka_unit_test(test_module_missing_before_ensure_succeeds),
         cmocka_unit_test(test_module_ensure_skips_devices_with_module_succeeds),
         cmocka_unit_test(test_module_ensure_listed_devices_succeeds),
