@@ -390,11 +390,15 @@ static void cmd_query(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    bool modules = th_query_source(q) == TH_QUERY_MODULES;
-    cap = modules ? th_registry_module_total(x->p->reg) : th_registry_device_count(x->p->reg);
+    enum th_query_source source = th_query_source(q);
+    bool modules = source == TH_QUERY_MODULES;
+    /* FROM devices.jobs reads job records: twinhub has no jobs, so the result is empty. */
+    cap = source == TH_QUERY_JOBS ? 0
+          : modules               ? th_registry_module_total(x->p->reg)
+                                  : th_registry_device_count(x->p->reg);
     docs = calloc(cap ? cap : 1, sizeof *docs);
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); docs && d;
-         d = th_registry_next_device(x->p->reg, d)) {
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
+         docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
         if (!modules) {
             docs[n++] = th_identity_twin_json(d);
             continue;
@@ -405,6 +409,7 @@ static void cmd_query(struct cmd_ctx *x)
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
                        : th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+    const char *item_type = th_query_item_type(q, is_twin); /* a static string */
     for (size_t i = 0; i < n; i++) {
         cJSON_Delete(docs[i]);
     }
@@ -429,7 +434,7 @@ static void cmd_query(struct cmd_ctx *x)
     if (data) {
         cJSON_AddItemToObject(data, "items", pageitems);
         pageitems = NULL;
-        cJSON_AddStringToObject(data, "itemType", is_twin ? "twin" : "raw");
+        cJSON_AddStringToObject(data, "itemType", item_type);
         if (skip + (size_t)page < total) {
             char next[32];
             snprintf(next, sizeof next, "%zu", skip + (size_t)page);

@@ -1048,6 +1048,29 @@ static void test_query_follows_continuations_succeeds(void **state)
     cJSON_Delete(ids);
 }
 
+static void test_query_jobs_empty_succeeds(void **state)
+{
+    /* IoT Hub answers an empty result when there are no jobs; twinhub runs none. */
+    (void)state;
+    struct result r = RUN("query", "SELECT * FROM devices.jobs", A);
+    expect_code(&r, 0);
+    expect_in(r.out, "0 items\n", &r);
+    result_free(&r);
+    r = RUN("query", "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'cli-a'", "--json",
+            A);
+    expect_code(&r, 0);
+    cJSON *j = json_of(&r);
+    assert_int_equal(cJSON_GetArraySize(path(j, "items")), 0);
+    assert_string_equal(cJSON_GetStringValue(path(j, "itemType")), "deviceJob");
+    cJSON_Delete(j);
+    result_free(&r);
+    /* an unknown collection is still an error */
+    r = RUN("query", "SELECT * FROM devices.things", A);
+    expect_code(&r, 1);
+    expect_in(r.err, "errorCode 400004", &r);
+    result_free(&r);
+}
+
 static void test_query_syntax_error_fails(void **state)
 {
     (void)state;
@@ -1294,6 +1317,7 @@ int main(void)
         cmocka_unit_test(test_c2d_send_offline_device_queues_succeeds),
         cmocka_unit_test(test_query_tag_filter_succeeds),
         cmocka_unit_test(test_query_follows_continuations_succeeds),
+        cmocka_unit_test(test_query_jobs_empty_succeeds),
         cmocka_unit_test(test_query_syntax_error_fails),
         cmocka_unit_test(test_stats_counts_devices_succeeds),
         cmocka_unit_test(test_export_then_import_into_fresh_hub_succeeds),

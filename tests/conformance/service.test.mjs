@@ -215,6 +215,12 @@ test('IoT Edge identities with Registry: capabilities.iotEdge, scopes, a keyless
   assert.deepEqual(res.body.flatMap((p) => p.items.map((t) => t.deviceId)), [gwId]);
 });
 
+test('SELECT * FROM devices.jobs answers an empty page of item type deviceJob', T, async () => {
+  const res = await sdk.query('SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = \'dev-device\'', 10);
+  assert.deepEqual(res.body, [{ items: [], continuation: null, itemType: 'deviceJob' }]);
+  await assert.rejects(sdk.query('SELECT * FROM devices.things', 10), (err) => err.status === 400);
+});
+
 test('Client.invokeDeviceMethod reaches a device of the Node device SDK (MQTT/TLS)', T, async () => {
   const { id, key } = await newDevice('method');
   const device = await hub.deviceClient(hub.connectionString(id, key));
