@@ -215,6 +215,14 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
         if (th_auth_connect_scope(res, false, dev, modp, &err) != TH_OK) {
             return refuse(p, rq, dev, modp, err.message);
         }
+        if (id->auth_type == TH_AUTH_NONE) {
+            /* No keys: an HMAC with an empty key must not pass as a signature. */
+            snprintf(reason, sizeof reason,
+                     "%s '%s' has authentication type 'none' (no keys), so no SAS token can "
+                     "sign for it; give it keys (authentication type 'sas') first",
+                     modp ? "module" : "device", expect_cid);
+            return refuse(p, rq, dev, modp, reason);
+        }
         if (!verify_with_keys(tok, id->primary_key, id->secondary_key, now_s, p->token_skew_s,
                               &err)) {
             return refuse(p, rq, dev, modp, err.message);

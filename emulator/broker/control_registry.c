@@ -48,58 +48,15 @@ static bool etag_or_reply(struct cmd_ctx *x, const struct th_identity *id)
     return false;
 }
 
-/* Keys from {"authentication":{"symmetricKey":{"primaryKey","secondaryKey"}}}; false after replying. */
-static bool keys_or_reply(struct cmd_ctx *x, const char **primary, const char **secondary)
+/* The identity fields of the command (th_ident_req_from_json); false after replying. */
+static bool req_or_reply(struct cmd_ctx *x, bool is_module, struct th_ident_req *req)
 {
     struct th_error err = {0};
-    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(x->cmd, "authentication");
-    const cJSON *sym, *pk, *sk, *type;
-    *primary = *secondary = NULL;
-    if (!auth || cJSON_IsNull(auth)) {
-        return true;
-    }
-    type = cJSON_GetObjectItemCaseSensitive(auth, "type");
-    if (cJSON_IsString(type) && strcmp(type->valuestring, "sas") != 0) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
-                     "authentication type '%s' is not supported; twinhub emulates SAS keys only",
-                     type->valuestring);
+    if (th_ident_req_from_json(x->cmd, is_module, req, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return false;
     }
-    sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
-    if (!sym || cJSON_IsNull(sym)) {
-        return true;
-    }
-    pk = cJSON_GetObjectItemCaseSensitive(sym, "primaryKey");
-    sk = cJSON_GetObjectItemCaseSensitive(sym, "secondaryKey");
-    if ((pk && !cJSON_IsString(pk) && !cJSON_IsNull(pk)) ||
-        (sk && !cJSON_IsString(sk) && !cJSON_IsNull(sk))) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "symmetric keys must be base64 strings");
-        th_ctl_reply_err(x, &err);
-        return false;
-    }
-    *primary = cJSON_IsString(pk) ? pk->valuestring : NULL;
-    *secondary = cJSON_IsString(sk) ? sk->valuestring : NULL;
     return true;
-}
-
-/* -1 when absent, 0 disabled, 1 enabled; -2 after replying an error. */
-static int status_or_reply(struct cmd_ctx *x)
-{
-    struct th_error err = {0};
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(x->cmd, "status");
-    if (!s || cJSON_IsNull(s)) {
-        return -1;
-    }
-    if (cJSON_IsString(s) && !strcmp(s->valuestring, "enabled")) {
-        return 1;
-    }
-    if (cJSON_IsString(s) && !strcmp(s->valuestring, "disabled")) {
-        return 0;
-    }
-    th_error_set(&err, TH_ERR_INVAL, 400004, "'status' must be \"enabled\" or \"disabled\"");
-    th_ctl_reply_err(x, &err);
-    return -2;
 }
 
 /* Close the identity's connection (if any) and detach it from the identity. */
@@ -134,12 +91,10 @@ static void cmd_create_device(struct cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
-    const char *pk, *sk, *reason;
+    struct th_ident_req req;
     struct th_identity *dev;
-    int enabled;
     if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !keys_or_reply(x, &pk, &sk) || (enabled = status_or_reply(x)) == -2 ||
-        !th_ctl_string_or_reply(x, "statusReason", &reason)) {
+        !req_or_reply(x, false, &req)) {
         return;
     }
     if (!cJSON_IsString(jd)) {
@@ -147,14 +102,10 @@ static void cmd_create_device(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    if (th_registry_add_device(x->p->reg, jd->valuestring, pk, sk, enabled != 0, th_now_us(), &dev,
-                               &err) != TH_OK) {
+    if (th_registry_create(x->p->reg, jd->valuestring, NULL, &req, NULL, NULL, th_now_us(), &dev,
+                           &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
-    }
-    if (reason) {
-        /* Set directly: a new identity keeps its first etag. */
-        dev->status_reason = strdup(reason);
     }
     th_persist_device(x->p, dev);
     th_event_emit(x->p, "deviceCreated", dev->device_id, NULL, NULL);
@@ -165,23 +116,22 @@ static void cmd_update_identity(struct cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
-    const char *pk, *sk, *reason;
-    int enabled;
+    struct th_ident_req req;
     if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
         !(id = th_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id) ||
-        !keys_or_reply(x, &pk, &sk) || (enabled = status_or_reply(x)) == -2 ||
-        !th_ctl_string_or_reply(x, "statusReason", &reason)) {
+        !req_or_reply(x, id->module_id != NULL, &req)) {
         return;
     }
     char old_pk[TH_KEY_BUF], old_sk[TH_KEY_BUF];
     snprintf(old_pk, sizeof old_pk, "%s", id->primary_key);
     snprintf(old_sk, sizeof old_sk, "%s", id->secondary_key);
-    if (th_identity_update(id, pk, sk, enabled, reason, th_now_us(), &err) != TH_OK) {
+    if (th_identity_apply(x->p->reg, id, &req, th_now_us(), &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
+    /* Keys dropped (type none) count as changed: tokens signed with the old keys no longer hold. */
     bool keys_changed = strcmp(old_pk, id->primary_key) || strcmp(old_sk, id->secondary_key);
-    if (enabled == 0) {
+    if (req.enabled == 0) {
         /* A device disabled while connected loses its connection (and its modules theirs). */
         drop_connection(x->p, id);
         for (size_t i = 0; i < id->module_count; i++) {
@@ -236,10 +186,10 @@ static void cmd_create_module(struct cmd_ctx *x)
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(x->cmd, "tags");
     const cJSON *desired = cJSON_GetObjectItemCaseSensitive(x->cmd, "desired");
-    const char *pk, *sk;
+    struct th_ident_req req;
     struct th_identity *mod;
     if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !keys_or_reply(x, &pk, &sk)) {
+        !req_or_reply(x, true, &req)) {
         return;
     }
     if (!cJSON_IsString(jd) || !cJSON_IsString(jm)) {
@@ -248,10 +198,9 @@ static void cmd_create_module(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    if (th_registry_add_module_with(x->p->reg, jd->valuestring, jm->valuestring, pk, sk,
-                                    cJSON_IsObject(tags) ? tags : NULL,
-                                    cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod,
-                                    &err) != TH_OK) {
+    if (th_registry_create(
+            x->p->reg, jd->valuestring, jm->valuestring, &req, cJSON_IsObject(tags) ? tags : NULL,
+            cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
@@ -441,11 +390,15 @@ static void cmd_query(struct cmd_ctx *x)
         th_ctl_reply_err(x, &err);
         return;
     }
-    bool modules = th_query_source(q) == TH_QUERY_MODULES;
-    cap = modules ? th_registry_module_total(x->p->reg) : th_registry_device_count(x->p->reg);
+    enum th_query_source source = th_query_source(q);
+    bool modules = source == TH_QUERY_MODULES;
+    /* FROM devices.jobs reads job records: twinhub has no jobs, so the result is empty. */
+    cap = source == TH_QUERY_JOBS ? 0
+          : modules               ? th_registry_module_total(x->p->reg)
+                                  : th_registry_device_count(x->p->reg);
     docs = calloc(cap ? cap : 1, sizeof *docs);
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); docs && d;
-         d = th_registry_next_device(x->p->reg, d)) {
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
+         docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
         if (!modules) {
             docs[n++] = th_identity_twin_json(d);
             continue;
@@ -456,6 +409,7 @@ static void cmd_query(struct cmd_ctx *x)
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
                        : th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+    const char *item_type = th_query_item_type(q, is_twin); /* a static string */
     for (size_t i = 0; i < n; i++) {
         cJSON_Delete(docs[i]);
     }
@@ -480,7 +434,7 @@ static void cmd_query(struct cmd_ctx *x)
     if (data) {
         cJSON_AddItemToObject(data, "items", pageitems);
         pageitems = NULL;
-        cJSON_AddStringToObject(data, "itemType", is_twin ? "twin" : "raw");
+        cJSON_AddStringToObject(data, "itemType", item_type);
         if (skip + (size_t)page < total) {
             char next[32];
             snprintf(next, sizeof next, "%zu", skip + (size_t)page);

@@ -50,7 +50,18 @@ static void print_identity(const cJSON *id, const struct th_hub_info *info)
         snprintf(buf, sizeof buf, "%s%s%s%s", th_str(id, "status", "?"), reason ? " (" : "",
                  reason ? reason : "", reason ? ")" : "");
         kv("status", buf);
+        const cJSON *caps = cJSON_GetObjectItemCaseSensitive(id, "capabilities");
+        kv("IoT Edge",
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(caps, "iotEdge")) ? "yes" : "no");
+        if (th_str(id, "deviceScope", NULL))
+            kv("device scope", th_str(id, "deviceScope", ""));
+        const cJSON *parents = cJSON_GetObjectItemCaseSensitive(id, "parentScopes");
+        if (cJSON_IsArray(parents) && cJSON_IsString(parents->child))
+            kv("parent scope", parents->child->valuestring);
     }
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(id, "authentication");
+    if (!strcmp(th_str(auth, "type", "sas"), "none"))
+        kv("authentication", "none: no keys, so it cannot connect until it gets some");
     snprintf(buf, sizeof buf, "%s (since %s)", th_str(id, "connectionState", "?"),
              when(id, "connectionStateUpdatedTime"));
     kv("connection", buf);
@@ -165,10 +176,13 @@ static int device_create(const struct th_args *a, const char *const *args, int n
     cJSON *cmd = th_command_new("createDevice"), *data;
     struct th_hub_info info;
     const char *reason = th_args_get(a, "status-reason");
+    cJSON *caps = NULL;
     if (!th_command_ids(cmd, args[0], NULL) ||
         !cJSON_AddStringToObject(cmd, "status",
                                  th_args_has(a, "disabled") ? "disabled" : "enabled") ||
-        (reason && !cJSON_AddStringToObject(cmd, "statusReason", reason)) || !add_keys(a, cmd)) {
+        (reason && !cJSON_AddStringToObject(cmd, "statusReason", reason)) || !add_keys(a, cmd) ||
+        (th_args_has(a, "edge") && (!(caps = cJSON_AddObjectToObject(cmd, "capabilities")) ||
+                                    !cJSON_AddTrueToObject(caps, "iotEdge")))) {
         cJSON_Delete(cmd);
         return th_oom();
     }
@@ -267,13 +281,13 @@ static int device_disconnect(const struct th_args *a, const char *const *args, i
 static const struct th_optspec device_specs[] = {
     {"disabled", 0, false},     {"enable", 0, false},     {"disable", 0, false},
     {"status-reason", 0, true}, {"primary-key", 0, true}, {"secondary-key", 0, true},
-    {"etag", 0, true},          {NULL, 0, false},
+    {"etag", 0, true},          {"edge", 0, false},       {NULL, 0, false},
 };
 
 static const struct th_action device_actions[] = {
     {"list", device_list, "", 0, 0, ""},
     {"show", device_show, "", 1, 1, "ID"},
-    {"create", device_create, "disabled status-reason primary-key secondary-key", 1, 1, "ID"},
+    {"create", device_create, "disabled status-reason primary-key secondary-key edge", 1, 1, "ID"},
     {"update", device_update, "enable disable status-reason primary-key secondary-key etag", 1, 1,
      "ID"},
     {"delete", device_delete, "etag", 1, 1, "ID"},
@@ -286,7 +300,7 @@ void th_usage_device(FILE *out)
     fprintf(out,
             "usage: twinhub device list\n"
             "       twinhub device show ID\n"
-            "       twinhub device create ID [--disabled] [--status-reason R]\n"
+            "       twinhub device create ID [--disabled] [--status-reason R] [--edge]\n"
             "                                [--primary-key K] [--secondary-key K]\n"
             "       twinhub device update ID [--enable | --disable] [--status-reason R]\n"
             "                                [--primary-key K] [--secondary-key K] [--etag E]\n"
@@ -297,7 +311,8 @@ void th_usage_device(FILE *out)
             "\n"
             "  list        every device: status, connection state, pending C2D, last activity\n"
             "  show        one device with its keys and a device connection string\n"
-            "  create      register a device; keys not given are generated\n"
+            "  create      register a device; keys not given are generated; --edge makes it\n"
+            "              an IoT Edge device (capabilities.iotEdge, with its deviceScope)\n"
             "  update      enable or disable (a disabled device is disconnected at once),\n"
             "              set the status reason or new keys; --etag makes it conditional\n"
             "  delete      remove a device with its modules, twin and queued C2D messages\n"
@@ -381,7 +396,9 @@ static int module_create(const struct th_args *a, const char *const *args, int n
 {
     cJSON *cmd = th_command_new("createModule"), *data;
     struct th_hub_info info;
-    if (!th_command_ids(cmd, args[0], args[1]) || !add_keys(a, cmd)) {
+    const char *managed = th_args_get(a, "managed-by");
+    if (!th_command_ids(cmd, args[0], args[1]) || !add_keys(a, cmd) ||
+        (managed && !cJSON_AddStringToObject(cmd, "managedBy", managed))) {
         cJSON_Delete(cmd);
         return th_oom();
     }
@@ -481,14 +498,16 @@ static int module_missing(const struct th_args *a, const char *const *args, int 
 }
 
 static const struct th_optspec module_specs[] = {
-    {"desired", 0, true},       {"tags", 0, true}, {"device", 0, true}, {"primary-key", 0, true},
-    {"secondary-key", 0, true}, {"etag", 0, true}, {NULL, 0, false},
+    {"desired", 0, true},     {"tags", 0, true},          {"device", 0, true},
+    {"primary-key", 0, true}, {"secondary-key", 0, true}, {"etag", 0, true},
+    {"managed-by", 0, true},  {NULL, 0, false},
 };
 
 static const struct th_action module_actions[] = {
     {"list", module_list, "", 1, 1, "DEVICE"},
     {"show", module_show, "", 2, 2, "DEVICE MODULE"},
-    {"create", module_create, "desired tags primary-key secondary-key", 2, 2, "DEVICE MODULE"},
+    {"create", module_create, "desired tags primary-key secondary-key managed-by", 2, 2,
+     "DEVICE MODULE"},
     {"delete", module_delete, "etag", 2, 2, "DEVICE MODULE"},
     {"ensure", module_ensure, "desired tags device", 1, 1, "MODULE"},
     {"missing", module_missing, "", 1, 1, "MODULE"},
@@ -502,6 +521,7 @@ void th_usage_module(FILE *out)
             "       twinhub module show DEVICE MODULE\n"
             "       twinhub module create DEVICE MODULE [--desired JSON|FILE] [--tags JSON|FILE]\n"
             "                                [--primary-key K] [--secondary-key K]\n"
+            "                                [--managed-by NAME]\n"
             "       twinhub module delete DEVICE MODULE [--etag E]\n"
             "       twinhub module ensure MODULE [--desired JSON|FILE] [--tags JSON|FILE]\n"
             "                                [--device ID ...]\n"
@@ -511,7 +531,8 @@ void th_usage_module(FILE *out)
             "\n"
             "  list     the modules of a device\n"
             "  show     one module with its keys and a module connection string\n"
-            "  create   add a module, optionally with initial desired properties and tags\n"
+            "  create   add a module, optionally with initial desired properties and tags;\n"
+            "           --managed-by sets managedBy (IoT Edge uses \"IotEdge\")\n"
             "  delete   remove a module and its twin\n"
             "  ensure   create MODULE, with the given initial twin, on every device (or each\n"
             "           --device) that does not have it yet; devices that already have it are\n"

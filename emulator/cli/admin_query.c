@@ -204,13 +204,14 @@ static const struct th_action query_actions[] = {
 void th_usage_query(FILE *out)
 {
     fprintf(out,
-            "usage: twinhub query \"SELECT ... FROM devices|devices.modules [WHERE ...]\"\n"
+            "usage: twinhub query \"SELECT ... FROM devices|devices.modules|devices.jobs\n"
+            "                     [WHERE ...]\"\n"
             "                     [--page-size N]\n"
             "\n"
             "Run an IoT Hub query against the twins of the running hub and print every\n"
             "result, following continuations. Rows of plain values print as a table; whole\n"
             "twins and nested values print as JSON, one item after another. The last line\n"
-            "counts the items.\n"
+            "counts the items. FROM devices.jobs is always empty: twinhub runs no jobs.\n"
             "\n"
             "  --page-size N   items per control call, 1-1000 (default: the hub's, 100)\n"
             "\n"

@@ -1390,7 +1390,7 @@ static th_result parse_source(struct parser *p, struct th_query *q)
 {
     const struct token *t = cur(p);
     if (!tok_is_word(p, t, "devices"))
-        return fail_at(p, t->pos, "expected devices or devices.modules after FROM");
+        return fail_at(p, t->pos, "expected devices, devices.modules or devices.jobs after FROM");
     advance(p);
     q->source = TH_QUERY_DEVICES;
     if (cur(p)->kind != T_DOT)
@@ -1402,9 +1402,12 @@ static th_result parse_source(struct parser *p, struct th_query *q)
         advance(p);
         return TH_OK;
     }
-    if (tok_is_word(p, t, "jobs"))
-        return fail_at(p, t->pos, "FROM devices.jobs is not supported");
-    return fail_at(p, t->pos, "expected devices or devices.modules after FROM");
+    if (tok_is_word(p, t, "jobs")) {
+        q->source = TH_QUERY_JOBS;
+        advance(p);
+        return TH_OK;
+    }
+    return fail_at(p, t->pos, "expected devices, devices.modules or devices.jobs after FROM");
 }
 
 /* SELECT [TOP n] list FROM source [WHERE expr] [GROUP BY path {, path}] EOF */
@@ -1510,9 +1513,50 @@ static const char *nominal_key(const struct sel_item *item)
     return item->expr->segs[item->expr->nsegs - 1].name;
 }
 
+/*
+ * A devices.jobs path: job properties, unqualified or as devices.jobs.x.
+ * IoT Hub's query language article ("Get started with jobs queries") lists
+ * what jobs queries do not support: projections, aggregates and conditions
+ * on the device twin; paths into the twin (devices.x, tags, properties) are
+ * refused here.
+ */
+static th_result check_jobs_paths(struct parser *p, struct node *n)
+{
+    if (!n)
+        return TH_OK;
+    if (n->kind == N_PATH) {
+        bool qualified = n->nsegs > 1 && !n->segs[0].escaped && ieq(n->segs[0].name, "devices");
+        if (qualified && n->nsegs > 2 && !n->segs[1].escaped && ieq(n->segs[1].name, "jobs")) {
+            n->first = 2;
+            return TH_OK;
+        }
+        const char *head = n->segs[qualified ? 1 : 0].name;
+        if (qualified || ieq(head, "tags") || ieq(head, "properties"))
+            return fail_at(p, n->pos,
+                           "a devices.jobs query can refer to job properties only, not to "
+                           "the device twin ('%s%s')",
+                           qualified ? "devices." : "", head);
+        return TH_OK;
+    }
+    th_result r = check_jobs_paths(p, n->a);
+    if (r == TH_OK)
+        r = check_jobs_paths(p, n->b);
+    for (size_t k = 0; r == TH_OK && k < n->nargs; k++)
+        r = check_jobs_paths(p, n->args[k]);
+    return r;
+}
+
 /* Semantic rules the grammar cannot express. */
 static th_result check_query(struct parser *p, struct th_query *q)
 {
+    if (q->source == TH_QUERY_JOBS) {
+        if (!q->star)
+            return fail_at(p, q->items[0].pos,
+                           "FROM devices.jobs takes SELECT * only, no projections or aggregates");
+        if (q->ngroup > 0)
+            return fail_at(p, q->group_pos, "GROUP BY is supported only FROM devices");
+        return check_jobs_paths(p, q->where);
+    }
     for (size_t k = 0; k < q->nitems; k++)
         strip_prefixes(q->items[k].expr, q->source);
     strip_prefixes(q->where, q->source);
@@ -1621,6 +1665,13 @@ th_result th_query_parse(const char *text, size_t len, struct th_query **out, st
 enum th_query_source th_query_source(const struct th_query *q)
 {
     return q ? q->source : TH_QUERY_DEVICES;
+}
+
+const char *th_query_item_type(const struct th_query *q, bool is_twin)
+{
+    if (q && q->source == TH_QUERY_JOBS)
+        return "deviceJob";
+    return is_twin ? "twin" : "raw";
 }
 
 /* ------------------------------------------------------------------------ */

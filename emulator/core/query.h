@@ -4,6 +4,7 @@
  *
  *   SELECT [TOP n] (* | expr [AS alias], ... | aggregates) FROM devices | devices.modules
  *   [WHERE cond] [GROUP BY path, ...]
+ *   SELECT [TOP n] * FROM devices.jobs [WHERE cond on job properties]
  *
  * Decisions where the hub is silent (to be listed in the docs with the query endpoint):
  * - Error positions are "column N" = 1-based byte offset into the query text.
@@ -50,6 +51,7 @@
 enum th_query_source {
     TH_QUERY_DEVICES, /* FROM devices */
     TH_QUERY_MODULES, /* FROM devices.modules */
+    TH_QUERY_JOBS,    /* FROM devices.jobs: per-device job records (SELECT * only) */
 };
 
 /* A parsed query; opaque, immutable after th_query_parse, safe to run many times. */
@@ -73,13 +75,21 @@ void th_query_free(struct th_query *q);
 enum th_query_source th_query_source(const struct th_query *q);
 
 /*
+ * The x-ms-item-type of the query's results: "deviceJob" FROM devices.jobs
+ * (the .NET SDK's GetNextAsDeviceJobAsync refuses any other type), else
+ * "twin" when th_query_run said is_twin, "raw" otherwise.
+ */
+const char *th_query_item_type(const struct th_query *q, bool is_twin);
+
+/*
  * Run `q` over `n` twin documents `docs` (read, never changed; entries may not
  * be NULL) in the given order, which is also the order of the results. On
  * success *out_items is a new cJSON array the caller frees with cJSON_Delete,
  * and *out_is_twin says whether its items are whole twins (SELECT *: the
  * caller answers x-ms-item-type twin) or raw objects (projections and
  * aggregates: raw). Filtering by source is the caller's job: pass device twins
- * for TH_QUERY_DEVICES and module twins for TH_QUERY_MODULES. Fails with
+ * for TH_QUERY_DEVICES, module twins for TH_QUERY_MODULES and job records
+ * for TH_QUERY_JOBS (twinhub has no jobs: none). Fails with
  * TH_ERR_INVAL on bad arguments and TH_ERR_NOMEM; *out_items is NULL then.
  */
 TH_NODISCARD th_result th_query_run(const struct th_query *q, cJSON *const *docs, size_t n,

@@ -4,9 +4,11 @@
  * order kept for iteration), modules as a per-device array, shared access
  * policies in a fixed array, per-device C2D queues, the registry file loader
  * (docs/registry.md) and the service JSON views of identities and twins;
- * identity updates (10.4), registry export and import (10.7-style bulk:
- * skip or overwrite existing identities) and the full-fidelity device state
- * used for snapshots.
+ * identity updates (10.4), service create/update requests with the hub's
+ * identity fields (authentication type sas or none, managedBy, IoT Edge
+ * capability, deviceScope and parentScopes), registry export and import
+ * (10.7-style bulk: skip or overwrite existing identities) and the
+ * full-fidelity device state used for snapshots.
  *
  * Every multi-step change (load, import, restore, update) builds detached
  * objects or prepared values first and commits with steps that cannot fail,
@@ -162,18 +164,20 @@ static void identity_free(struct th_identity *id)
     free(id->status_reason);
     free(id->managed_by);
     free(id->model_id);
+    free(id->device_scope);
+    free(id->parent_scope);
     free(id);
 }
 
 /*
- * A detached identity with keys (given or generated), a fresh generation id,
- * etag counter 1 and a new twin. Ids and keys must already be valid.
- * Caller frees with identity_free; NULL on failure with *r set.
+ * A detached identity with keys (given or generated; none for TH_AUTH_NONE),
+ * a fresh generation id, etag counter 1 and a new twin. Ids and keys must
+ * already be valid. Caller frees with identity_free; NULL on failure with *r set.
  */
 static struct th_identity *identity_create(struct th_registry *reg, const char *device_id,
-                                           const char *module_id, const char *primary_key,
-                                           const char *secondary_key, bool enabled, int64_t now_us,
-                                           th_result *r)
+                                           const char *module_id, enum th_auth_type auth,
+                                           const char *primary_key, const char *secondary_key,
+                                           bool enabled, int64_t now_us, th_result *r)
 {
     struct th_identity *id = calloc(1, sizeof *id);
     if (!id) {
@@ -188,9 +192,13 @@ static struct th_identity *identity_create(struct th_registry *reg, const char *
         *r = TH_ERR_NOMEM;
         return NULL;
     }
-    *r = fill_key(id->primary_key, primary_key);
-    if (*r == TH_OK)
-        *r = fill_key(id->secondary_key, secondary_key);
+    id->auth_type = auth;
+    *r = TH_OK;
+    if (auth == TH_AUTH_SAS) {
+        *r = fill_key(id->primary_key, primary_key);
+        if (*r == TH_OK)
+            *r = fill_key(id->secondary_key, secondary_key);
+    }
     if (*r != TH_OK) {
         identity_free(id);
         return NULL;
@@ -253,6 +261,90 @@ static th_result attach_module(struct th_identity *dev, struct th_identity *mod)
 }
 
 /* ------------------------------------------------------------------ */
+/* IoT Edge scopes                                                     */
+/* ------------------------------------------------------------------ */
+
+/* .NET ticks of a time in microseconds since the epoch. */
+static uint64_t ticks_of(int64_t now_us)
+{
+    return (now_us > 0 ? (uint64_t)now_us : 0) * 10u + TH_TICKS_UNIX_EPOCH;
+}
+
+/*
+ * The deviceScope the hub gives an IoT Edge device, "ms-azure-iot-edge://
+ * {deviceId}-{ticks}" (the ticks are its generation id when it is created
+ * as an edge device). Caller frees with free(); NULL on OOM.
+ */
+static char *edge_scope_new(const char *device_id, const char *ticks)
+{
+    size_t n = strlen(TH_EDGE_SCOPE_PREFIX) + strlen(device_id) + strlen(ticks) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s-%s", TH_EDGE_SCOPE_PREFIX, device_id, ticks);
+    return s;
+}
+
+/*
+ * True when `scope` is TH_EDGE_SCOPE_PREFIX "{deviceId}-{1 to 20 digits}"
+ * with a valid device id; the id goes into id_buf when it is not NULL.
+ */
+static bool parse_scope(const char *scope, char *id_buf, size_t size)
+{
+    size_t plen = strlen(TH_EDGE_SCOPE_PREFIX);
+    if (!scope || strncmp(scope, TH_EDGE_SCOPE_PREFIX, plen) != 0)
+        return false;
+    const char *rest = scope + plen;
+    const char *dash = strrchr(rest, '-');
+    if (!dash || dash == rest)
+        return false;
+    size_t digits = strlen(dash + 1), idlen = (size_t)(dash - rest);
+    if (digits == 0 || digits > 20 || !th_id_valid(rest, idlen))
+        return false;
+    for (size_t i = 1; i <= digits; i++) {
+        if (dash[i] < '0' || dash[i] > '9')
+            return false;
+    }
+    if (id_buf) {
+        if (idlen >= size)
+            return false;
+        memcpy(id_buf, rest, idlen);
+        id_buf[idlen] = '\0';
+    }
+    return true;
+}
+
+/* The scopes of a device after a change (see th_registry_create); strings owned. */
+struct scope_plan {
+    bool edge;
+    char *device_scope; /* edge: its own scope; leaf: its parent's; NULL none */
+    char *parent_scope; /* edge: its parent's scope; NULL none (always NULL for a leaf) */
+};
+
+static void scope_plan_free(struct scope_plan *s)
+{
+    free(s->device_scope);
+    free(s->parent_scope);
+    s->device_scope = s->parent_scope = NULL;
+}
+
+static th_result plan_scopes(const struct th_registry *reg, const struct th_identity *id,
+                             const char *device_id, const char *gen, const struct th_ident_req *req,
+                             int64_t now_us, bool doc, bool *raw, struct scope_plan *out,
+                             struct th_error *err);
+
+/* The IoT Edge device whose deviceScope is `scope`; NULL when none (linear: scopes are rare). */
+static const struct th_identity *edge_by_scope(const struct th_registry *reg, const char *scope)
+{
+    if (!reg || !scope)
+        return NULL;
+    for (const struct dev_node *n = reg->devices; n; n = n->hh.next) {
+        if (n->id->iot_edge && n->id->device_scope && strcmp(n->id->device_scope, scope) == 0)
+            return n->id;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* registry                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -275,9 +367,14 @@ void th_registry_free(struct th_registry *reg)
     free(reg);
 }
 
-th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
-                                 const char *primary_key, const char *secondary_key, bool enabled,
-                                 int64_t now_us, struct th_identity **out, struct th_error *err)
+/*
+ * Validates a device creation and builds the detached device. Caller
+ * inserts *out or frees it with identity_free.
+ */
+static th_result device_prepare(struct th_registry *reg, const char *device_id,
+                                enum th_auth_type auth, const char *primary_key,
+                                const char *secondary_key, bool enabled, int64_t now_us,
+                                struct th_identity **out, struct th_error *err)
 {
     if (!reg)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
@@ -293,11 +390,24 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
     if (find_node(reg, device_id, strlen(device_id)))
         return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists", device_id);
     th_result r;
-    struct th_identity *dev =
-        identity_create(reg, device_id, NULL, primary_key, secondary_key, enabled, now_us, &r);
+    struct th_identity *dev = identity_create(reg, device_id, NULL, auth, primary_key,
+                                              secondary_key, enabled, now_us, &r);
     if (!dev)
         return th_error_set(err, r, 0, "cannot create device '%s': %s", device_id,
                             th_result_str(r));
+    *out = dev;
+    return TH_OK;
+}
+
+th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
+                                 const char *primary_key, const char *secondary_key, bool enabled,
+                                 int64_t now_us, struct th_identity **out, struct th_error *err)
+{
+    struct th_identity *dev = NULL;
+    th_result r = device_prepare(reg, device_id, TH_AUTH_SAS, primary_key, secondary_key, enabled,
+                                 now_us, &dev, err);
+    if (r != TH_OK)
+        return r;
     r = insert_device(reg, dev);
     if (r != TH_OK) {
         identity_free(dev);
@@ -313,8 +423,8 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
  * borrows its device. Caller attaches *out_mod or frees it with identity_free.
  */
 static th_result module_prepare(struct th_registry *reg, const char *device_id,
-                                const char *module_id, const char *primary_key,
-                                const char *secondary_key, int64_t now_us,
+                                const char *module_id, enum th_auth_type auth,
+                                const char *primary_key, const char *secondary_key, int64_t now_us,
                                 struct th_identity **out_dev, struct th_identity **out_mod,
                                 struct th_error *err)
 {
@@ -341,8 +451,8 @@ static th_result module_prepare(struct th_registry *reg, const char *device_id,
                             "device '%s' already has %d modules, the maximum", device_id,
                             TH_MAX_MODULES_PER_DEVICE);
     th_result r;
-    struct th_identity *mod =
-        identity_create(reg, device_id, module_id, primary_key, secondary_key, true, now_us, &r);
+    struct th_identity *mod = identity_create(reg, device_id, module_id, auth, primary_key,
+                                              secondary_key, true, now_us, &r);
     if (!mod)
         return th_error_set(err, r, 0, "cannot create module '%s': %s", module_id,
                             th_result_str(r));
@@ -357,8 +467,8 @@ th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
                                  struct th_identity **out, struct th_error *err)
 {
     struct th_identity *dev = NULL, *mod = NULL;
-    th_result r = module_prepare(reg, device_id, module_id, primary_key, secondary_key, now_us,
-                                 &dev, &mod, err);
+    th_result r = module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key, secondary_key,
+                                 now_us, &dev, &mod, err);
     if (r != TH_OK)
         return r;
     r = attach_module(dev, mod);
@@ -774,6 +884,7 @@ static unsigned parse_rights(const char *s, const char **bad, size_t *bad_len)
 struct auth_keys {
     const char *primary;
     const char *secondary;
+    enum th_auth_type type; /* TH_AUTH_SAS when no type is given */
 };
 
 static th_result check_key(const char *key, const char *path, const char *field,
@@ -798,6 +909,7 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     th_result r;
 
     keys->primary = keys->secondary = NULL;
+    keys->type = TH_AUTH_SAS;
     if ((r = opt_object(ident, "authentication", path, &auth, err)) != TH_OK || !auth)
         return r;
     snprintf(sub, sizeof sub, "%s.authentication", path);
@@ -805,9 +917,13 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
         return r;
     if ((r = opt_string(auth, "type", sub, &type, err)) != TH_OK)
         return r;
-    if (type && strcmp(type, "sas") != 0)
+    if (type && strcmp(type, "none") == 0)
+        keys->type = TH_AUTH_NONE;
+    else if (type && strcmp(type, "sas") != 0)
         return th_error_set(err, TH_ERR_INVAL, 0,
-                            "%s.type: only \"sas\" is supported in a registry file", sub);
+                            "%s.type: \"sas\" or \"none\" (X.509 types are not emulated), "
+                            "not '%s'",
+                            sub, type);
     if ((r = opt_object(auth, "symmetricKey", sub, &sym, err)) != TH_OK || !sym)
         return r;
     snprintf(sub, sizeof sub, "%s.authentication.symmetricKey", path);
@@ -819,6 +935,52 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     if ((r = check_key(keys->primary, sub, "primaryKey", err)) != TH_OK ||
         (r = check_key(keys->secondary, sub, "secondaryKey", err)) != TH_OK)
         return r;
+    if (keys->type == TH_AUTH_NONE && (key_given(keys->primary) || key_given(keys->secondary)))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s: type \"none\" has no keys; remove them or use type \"sas\"", sub);
+    return TH_OK;
+}
+
+/*
+ * capabilities {iotEdge}, deviceScope and parentScopes (at most one entry)
+ * of a device entry. Scopes must have the hub's form (parse_scope); they are
+ * resolved against the registry and the document when the devices are built.
+ */
+static th_result check_edge_fields(const cJSON *dev, const char *path, struct th_error *err)
+{
+    static const char *const cap_fields[] = {"iotEdge"};
+    const cJSON *caps, *parents, *item;
+    const char *scope;
+    char sub[160];
+    th_result r;
+    if ((r = opt_object(dev, "capabilities", path, &caps, err)) != TH_OK)
+        return r;
+    snprintf(sub, sizeof sub, "%s.capabilities", path);
+    if (caps && (r = check_members(caps, sub, cap_fields, 1, false, err)) != TH_OK)
+        return r;
+    item = cJSON_GetObjectItemCaseSensitive(caps, "iotEdge");
+    if (item && !cJSON_IsNull(item) && !cJSON_IsBool(item))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s.iotEdge: must be true or false", sub);
+    if ((r = opt_string(dev, "deviceScope", path, &scope, err)) != TH_OK)
+        return r;
+    if (scope && scope[0] && !parse_scope(scope, NULL, 0))
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.deviceScope: '%s' is not a scope such as "
+                            "\"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"",
+                            path, scope);
+    if ((r = opt_array(dev, "parentScopes", path, &parents, err)) != TH_OK || !parents)
+        return r;
+    if (cJSON_GetArraySize(parents) > 1)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s.parentScopes: an IoT Edge device has at most one parent", path);
+    cJSON_ArrayForEach(item, parents)
+    {
+        if (!cJSON_IsString(item) || !parse_scope(item->valuestring, NULL, 0))
+            return th_error_set(err, TH_ERR_INVAL, 0,
+                                "%s.parentScopes[0]: must be a scope such as "
+                                "\"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"",
+                                path);
+    }
     return TH_OK;
 }
 
@@ -890,8 +1052,9 @@ static th_result check_module(const cJSON *mod, const char *path, const char *de
 static th_result check_device(const struct th_registry *reg, const cJSON *dev, const char *path,
                               bool allow_existing, struct th_error *err)
 {
-    static const char *const fields[] = {"deviceId", "status",     "statusReason", "authentication",
-                                         "tags",     "properties", "modules"};
+    static const char *const fields[] = {
+        "deviceId",   "status",  "statusReason", "authentication", "tags",
+        "properties", "modules", "capabilities", "deviceScope",    "parentScopes"};
     const char *id, *s;
     const cJSON *mods;
     struct auth_keys keys;
@@ -915,6 +1078,8 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
     if ((r = opt_string(dev, "statusReason", path, &s, err)) != TH_OK)
         return r;
     if ((r = check_auth(dev, path, &keys, err)) != TH_OK)
+        return r;
+    if ((r = check_edge_fields(dev, path, err)) != TH_OK)
         return r;
     if ((r = check_twin_fields(dev, path, err)) != TH_OK)
         return r;
@@ -1135,8 +1300,11 @@ static void get_keys(const cJSON *ident, struct auth_keys *keys)
     const cJSON *sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
     const cJSON *pk = cJSON_GetObjectItemCaseSensitive(sym, "primaryKey");
     const cJSON *sk = cJSON_GetObjectItemCaseSensitive(sym, "secondaryKey");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(auth, "type");
     keys->primary = cJSON_IsString(pk) ? pk->valuestring : NULL;
     keys->secondary = cJSON_IsString(sk) ? sk->valuestring : NULL;
+    keys->type =
+        cJSON_IsString(type) && strcmp(type->valuestring, "none") == 0 ? TH_AUTH_NONE : TH_AUTH_SAS;
 }
 
 static const char *get_str(const cJSON *obj, const char *key)
@@ -1157,7 +1325,7 @@ static th_result build_module(struct th_registry *reg, const char *device_id, co
     th_result r;
     *out = NULL;
     get_keys(msrc, &keys);
-    struct th_identity *mod = identity_create(reg, device_id, get_str(msrc, "moduleId"),
+    struct th_identity *mod = identity_create(reg, device_id, get_str(msrc, "moduleId"), keys.type,
                                               keys.primary, keys.secondary, true, now_us, &r);
     if (!mod)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
@@ -1187,14 +1355,26 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
     *out = NULL;
     get_keys(src, &keys);
     struct th_identity *dev =
-        identity_create(reg, get_str(src, "deviceId"), NULL, keys.primary, keys.secondary,
-                        !status || strcmp(status, "enabled") == 0, now_us, &r);
+        identity_create(reg, get_str(src, "deviceId"), NULL, keys.type, keys.primary,
+                        keys.secondary, !status || strcmp(status, "enabled") == 0, now_us, &r);
     if (!dev)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
     if (reason && !(dev->status_reason = dup_str(reason))) {
         identity_free(dev);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
+    /* A parent named by the document is resolved by doc_resolve when all are built. */
+    struct th_ident_req req;
+    struct scope_plan sp;
+    if ((r = th_ident_req_from_json(src, false, &req, err)) != TH_OK ||
+        (r = plan_scopes(reg, NULL, dev->device_id, dev->generation_id, &req, now_us, true, NULL,
+                         &sp, err)) != TH_OK) {
+        identity_free(dev);
+        return r;
+    }
+    dev->iot_edge = sp.edge;
+    dev->device_scope = sp.device_scope;
+    dev->parent_scope = sp.parent_scope;
     if ((r = apply_twin(dev, src, now_us, path, err)) != TH_OK) {
         identity_free(dev);
         return r;
@@ -1258,6 +1438,19 @@ static th_result check_document(const struct th_registry *reg, const cJSON *doc,
     return TH_OK;
 }
 
+struct pending_update;
+
+/* What the parent scopes a registry document names resolve against. */
+struct doc_view {
+    const struct th_registry *reg;
+    struct th_identity *const *built; /* devices the document creates */
+    size_t nbuilt;
+    const struct pending_update *updates; /* overwrites of existing identities (import) */
+    size_t nupdates;
+};
+
+static th_result doc_resolve_built(const struct doc_view *v, struct th_error *err);
+
 th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
                            struct th_error *err)
 {
@@ -1285,6 +1478,10 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
         if ((r = build_device(reg, dsrc, path, now_us, &built[i], err)) != TH_OK)
             break;
         i++;
+    }
+    if (r == TH_OK) {
+        struct doc_view v = {reg, built, n, NULL, 0};
+        r = doc_resolve_built(&v, err);
     }
 
     /* Phase 3: insert; only allocation can fail here, and it is rolled back. */
@@ -1372,27 +1569,48 @@ static cJSON *thumbprint_json(void)
     return t;
 }
 
-static cJSON *capabilities_json(void)
+static cJSON *capabilities_json(const struct th_identity *id)
 {
     cJSON *c = cJSON_CreateObject();
-    if (c && !cJSON_AddFalseToObject(c, "iotEdge")) {
+    if (c && !cJSON_AddBoolToObject(c, "iotEdge", id->iot_edge)) {
         cJSON_Delete(c);
         return NULL;
     }
     return c;
 }
 
+/* parentScopes: an edge device's parent, or a leaf's deviceScope (the hub copies it). */
+static cJSON *parent_scopes_json(const struct th_identity *id)
+{
+    const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
+    cJSON *arr = cJSON_CreateArray();
+    cJSON *s = arr && parent ? cJSON_CreateString(parent) : NULL;
+    if (!arr || (parent && (!s || !cJSON_AddItemToArray(arr, s)))) {
+        cJSON_Delete(s);
+        cJSON_Delete(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* A key, or null for an identity without keys (type none). */
+static bool add_key(cJSON *obj, const char *name, const char *key)
+{
+    return add_str_or_null(obj, name, key[0] ? key : NULL);
+}
+
 static cJSON *authentication_json(const struct th_identity *id)
 {
     cJSON *auth = cJSON_CreateObject();
     cJSON *sym = cJSON_CreateObject();
-    bool ok = auth && sym && add_str(sym, "primaryKey", id->primary_key) &&
-              add_str(sym, "secondaryKey", id->secondary_key);
+    bool ok = auth && sym && add_key(sym, "primaryKey", id->primary_key) &&
+              add_key(sym, "secondaryKey", id->secondary_key);
     if (ok) {
         ok = add_item(auth, "symmetricKey", sym);
         sym = NULL;
     }
-    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) && add_str(auth, "type", "sas");
+    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) &&
+         add_str(auth, "type", th_auth_type_name(id->auth_type));
     cJSON_Delete(sym);
     if (!ok) {
         cJSON_Delete(auth);
@@ -1427,9 +1645,9 @@ cJSON *th_identity_to_json(const struct th_identity *id)
          add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
          add_item(o, "authentication", authentication_json(id));
     if (is_device)
-        ok = ok && add_item(o, "capabilities", capabilities_json()) &&
-             cJSON_AddNullToObject(o, "deviceScope") != NULL &&
-             cJSON_AddArrayToObject(o, "parentScopes") != NULL;
+        ok = ok && add_item(o, "capabilities", capabilities_json(id)) &&
+             add_str_or_null(o, "deviceScope", id->device_scope) &&
+             add_item(o, "parentScopes", parent_scopes_json(id));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -1460,14 +1678,19 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
          add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected") &&
          add_time(o, "lastActivityTime", id->last_activity_us) &&
          add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
-         add_str(o, "authenticationType", "sas") &&
+         add_str(o, "authenticationType", th_auth_type_name(id->auth_type)) &&
          add_item(o, "x509Thumbprint", thumbprint_json()) &&
          add_str(o, "modelId", id->model_id ? id->model_id : "") &&
          add_num(o, "version", (double)th_twin_version(id->twin)) &&
          add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
          add_item(o, "properties", th_twin_properties_view(id->twin));
-    if (is_device)
-        ok = ok && add_item(o, "capabilities", capabilities_json());
+    /* As the hub's device twins: deviceScope and parentScopes only when set. */
+    if (is_device) {
+        const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
+        ok = ok && add_item(o, "capabilities", capabilities_json(id)) &&
+             (!id->device_scope || add_str(o, "deviceScope", id->device_scope)) &&
+             (!parent || add_item(o, "parentScopes", parent_scopes_json(id)));
+    }
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -1515,8 +1738,8 @@ th_result th_registry_add_module_with(struct th_registry *reg, const char *devic
     if ((r = initial_section(tags, "tags", &t, err)) != TH_OK ||
         (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
         return r;
-    r = module_prepare(reg, device_id, module_id, primary_key, secondary_key, now_us, &dev, &mod,
-                       err);
+    r = module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key, secondary_key, now_us,
+                       &dev, &mod, err);
     if (r != TH_OK)
         return r;
     r = apply_section(mod->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
@@ -1544,16 +1767,42 @@ static void copy_key(char dst[TH_KEY_BUF], const char *src)
 struct ident_change {
     char primary_key[TH_KEY_BUF];
     char secondary_key[TH_KEY_BUF];
-    int enabled;     /* -1 keeps */
-    bool reason_set; /* replace status_reason with `reason` (NULL clears) */
-    char *reason;    /* owned until committed */
+    enum th_auth_type auth_type; /* matches the keys above */
+    int enabled;                 /* -1 keeps */
+    bool reason_set;             /* replace status_reason with `reason` (NULL clears) */
+    char *reason;                /* owned until committed */
+    bool scopes_set;             /* replace iot_edge and both scopes with `scopes` */
+    bool scope_raw;              /* the parent in `scopes` is a registry-document reference */
+    struct scope_plan scopes;    /* owned until committed */
+    bool managed_set;            /* replace managed_by with `managed_by` (NULL clears) */
+    char *managed_by;            /* owned until committed */
 };
 
-/* Applies a prepared change, bumps the etag; takes `reason` from c. */
+/* A change that keeps everything of `id`. */
+static void ident_change_init(struct ident_change *c, const struct th_identity *id)
+{
+    memset(c, 0, sizeof *c);
+    c->enabled = -1;
+    c->auth_type = id->auth_type;
+    copy_key(c->primary_key, id->primary_key);
+    copy_key(c->secondary_key, id->secondary_key);
+}
+
+/* Frees what the change still owns; accepts a committed or half-prepared change. */
+static void ident_change_free(struct ident_change *c)
+{
+    free(c->reason);
+    free(c->managed_by);
+    c->reason = c->managed_by = NULL;
+    scope_plan_free(&c->scopes);
+}
+
+/* Applies a prepared change, bumps the etag; takes the strings from c. */
 static void ident_change_commit(struct th_identity *id, struct ident_change *c, int64_t now_us)
 {
     copy_key(id->primary_key, c->primary_key);
     copy_key(id->secondary_key, c->secondary_key);
+    id->auth_type = c->auth_type;
     if (c->reason_set) {
         free(id->status_reason);
         id->status_reason = c->reason;
@@ -1564,51 +1813,412 @@ static void ident_change_commit(struct th_identity *id, struct ident_change *c, 
         id->enabled = c->enabled == 1;
         id->status_updated_us = now_us;
     }
+    if (c->scopes_set) {
+        id->iot_edge = c->scopes.edge;
+        free(id->device_scope);
+        free(id->parent_scope);
+        id->device_scope = c->scopes.device_scope;
+        id->parent_scope = c->scopes.parent_scope;
+        c->scopes.device_scope = c->scopes.parent_scope = NULL;
+        c->scopes_set = false;
+    }
+    if (c->managed_set) {
+        free(id->managed_by);
+        id->managed_by = c->managed_by;
+        c->managed_by = NULL;
+        c->managed_set = false;
+    }
     id->etag_counter++;
+}
+
+/*
+ * Plans keys and authentication type (`type` -1 when not given; keys NULL
+ * keep, "" generate). Keys without a type mean "sas". An identity that had
+ * no keys and becomes "sas" gets the given keys, generated where missing.
+ */
+static th_result plan_keys(const struct th_identity *id, int type, const char *primary_key,
+                           const char *secondary_key, struct ident_change *c, struct th_error *err)
+{
+    th_result r;
+    bool keys = primary_key || secondary_key;
+    enum th_auth_type t =
+        type >= 0 ? (enum th_auth_type)type : (keys ? TH_AUTH_SAS : id->auth_type);
+    if (t == TH_AUTH_NONE) {
+        if (key_given(primary_key) || key_given(secondary_key))
+            return th_error_set(err, TH_ERR_INVAL, 400004,
+                                "authentication type \"none\" has no keys: remove "
+                                "symmetricKey or use type \"sas\"");
+        c->primary_key[0] = c->secondary_key[0] = '\0';
+        c->auth_type = t;
+        return TH_OK;
+    }
+    if (key_given(primary_key) && !key_valid(primary_key))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "primaryKey must be base64 of 16 to 64 bytes (or empty to have one "
+                            "generated)");
+    if (key_given(secondary_key) && !key_valid(secondary_key))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
+                            "generated)");
+    bool had_none = id->auth_type == TH_AUTH_NONE;
+    if ((primary_key || had_none) && (r = fill_key(c->primary_key, primary_key)) != TH_OK)
+        return th_error_set(err, r, 0, "cannot generate a primary key: %s", th_result_str(r));
+    if ((secondary_key || had_none) && (r = fill_key(c->secondary_key, secondary_key)) != TH_OK)
+        return th_error_set(err, r, 0, "cannot generate a secondary key: %s", th_result_str(r));
+    c->auth_type = t;
+    return TH_OK;
+}
+
+/* NULL and "" are both "no scope". */
+static bool scope_equal(const char *a, const char *b)
+{
+    if (!a || !a[0])
+        return !b || !b[0];
+    return b && strcmp(a, b) == 0;
+}
+
+/*
+ * Checks a parent scope a service request sets on device `self_id`: the
+ * deviceScope of an IoT Edge device of the registry other than the device.
+ */
+static th_result check_parent(const struct th_registry *reg, const char *self_id, const char *field,
+                              const char *scope, struct th_error *err)
+{
+    const struct th_identity *parent = edge_by_scope(reg, scope);
+    if (!parent)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s '%s' is not the deviceScope of an IoT Edge device in this hub; "
+                            "copy it from the parent's identity (GET /devices/{parentId})",
+                            field, scope);
+    if (strcmp(parent->device_id, self_id) == 0)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s: device '%s' cannot be its own parent",
+                            field, self_id);
+    return TH_OK;
+}
+
+/*
+ * The scopes of device `id` after a request (`id` NULL: a new device
+ * `device_id` whose generation id `gen` gives its scope). Rules in
+ * th_registry_create and th_identity_apply. A service request's new parent
+ * must be a scope of the registry now; a registry document's (`doc`) is
+ * kept as written and *raw set, for doc_resolve once every device of the
+ * document is built.
+ */
+static th_result plan_scopes(const struct th_registry *reg, const struct th_identity *id,
+                             const char *device_id, const char *gen, const struct th_ident_req *req,
+                             int64_t now_us, bool doc, bool *raw, struct scope_plan *out,
+                             struct th_error *err)
+{
+    bool was_edge = id && id->iot_edge;
+    bool edge = req->iot_edge >= 0 ? req->iot_edge == 1 : was_edge;
+    const char *own = was_edge ? id->device_scope : NULL;
+    /* The current parent, whichever member holds it. */
+    const char *parent = id ? (was_edge ? id->parent_scope : id->device_scope) : NULL;
+    const char *field = NULL, *want = NULL;
+    th_result r;
+
+    memset(out, 0, sizeof *out);
+    if (edge && req->parents_given && !scope_equal(req->parent_scope, parent)) {
+        field = "parentScopes[0]";
+        want = req->parent_scope;
+    } else if (!edge && req->scope_given && !scope_equal(req->device_scope, parent) &&
+               !(own && scope_equal(req->device_scope, own))) {
+        field = "deviceScope";
+        want = req->device_scope;
+    }
+    if (raw)
+        *raw = false;
+    if (field) {
+        if (want && want[0] && doc) {
+            if (raw)
+                *raw = true;
+        } else if (want && want[0] && (r = check_parent(reg, device_id, field, want, err)) != TH_OK)
+            return r;
+        parent = want;
+    }
+    char ticks[24];
+    if (!gen) {
+        snprintf(ticks, sizeof ticks, "%llu", (unsigned long long)ticks_of(now_us));
+        gen = ticks;
+    }
+    out->edge = edge;
+    bool ok = true;
+    if (edge) {
+        out->device_scope = own ? dup_str(own) : edge_scope_new(device_id, gen);
+        ok = out->device_scope != NULL;
+        if (ok && parent && parent[0])
+            ok = (out->parent_scope = dup_str(parent)) != NULL;
+    } else if (parent && parent[0]) {
+        ok = (out->device_scope = dup_str(parent)) != NULL;
+    }
+    if (!ok) {
+        scope_plan_free(out);
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'", device_id);
+    }
+    return TH_OK;
+}
+
+/* Refuses what a module cannot have: status disabled or a status reason. */
+static th_result check_module_status(const char *device_id, const char *module_id,
+                                     const struct th_ident_req *req, struct th_error *err)
+{
+    if (req->enabled < -1 || req->enabled > 1)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "enabled must be -1 (keep), 0 (disabled) or 1 (enabled), not %d",
+                            req->enabled);
+    if (module_id && (req->enabled == 0 || req->status_reason))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "module '%s/%s' has no status: modules are always enabled; send no "
+                            "status or statusReason for a module (disable its device instead)",
+                            device_id, module_id);
+    return TH_OK;
+}
+
+th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
+                            const struct th_ident_req *req, int64_t now_us, struct th_error *err)
+{
+    struct ident_change c;
+    th_result r;
+
+    if (!id || !req)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
+    if ((r = check_module_status(id->device_id, id->module_id, req, err)) != TH_OK)
+        return r;
+    ident_change_init(&c, id);
+    c.enabled = req->enabled;
+    r = plan_keys(id, req->auth_type, req->primary_key, req->secondary_key, &c, err);
+    if (r == TH_OK && req->status_reason) {
+        c.reason_set = true;
+        if (req->status_reason[0] && !(c.reason = dup_str(req->status_reason)))
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
+                             id->device_id);
+    }
+    if (r == TH_OK && !id->module_id) {
+        r = plan_scopes(reg, id, id->device_id, NULL, req, now_us, false, NULL, &c.scopes, err);
+        c.scopes_set = r == TH_OK;
+    } else if (r == TH_OK && req->managed_given) {
+        c.managed_set = true;
+        if (req->managed_by && req->managed_by[0] && !(c.managed_by = dup_str(req->managed_by)))
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
+                             id->device_id);
+    }
+    if (r == TH_OK)
+        ident_change_commit(id, &c, now_us);
+    ident_change_free(&c);
+    return r;
 }
 
 th_result th_identity_update(struct th_identity *id, const char *primary_key,
                              const char *secondary_key, int enabled, const char *status_reason,
                              int64_t now_us, struct th_error *err)
 {
-    struct ident_change c;
+    struct th_ident_req req;
+    th_ident_req_init(&req);
+    req.primary_key = primary_key;
+    req.secondary_key = secondary_key;
+    req.enabled = enabled;
+    req.status_reason = status_reason;
+    /* No scope is given, so plan_scopes never needs the registry. */
+    return th_identity_apply(NULL, id, &req, now_us, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* service requests: reading them and creating identities             */
+/* ------------------------------------------------------------------ */
+
+const char *th_auth_type_name(enum th_auth_type type)
+{
+    return type == TH_AUTH_NONE ? "none" : "sas";
+}
+
+void th_ident_req_init(struct th_ident_req *req)
+{
+    memset(req, 0, sizeof *req);
+    req->auth_type = -1;
+    req->enabled = -1;
+    req->iot_edge = -1;
+}
+
+/*
+ * Member `key` of obj: a string, or absent or null (*out NULL); anything else
+ * is 400004. *given (optional) says whether the member is present, null included.
+ */
+static th_result req_string(const cJSON *obj, const char *key, const char *path, bool *given,
+                            const char **out, struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (given)
+        *given = item != NULL;
+    if (!item || cJSON_IsNull(item))
+        return TH_OK;
+    if (!cJSON_IsString(item) || !item->valuestring)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s%s must be a string or null", path, key);
+    *out = item->valuestring;
+    return TH_OK;
+}
+
+/* Member `key` of obj: absent or null give NULL; else an object or 400004. */
+static th_result req_object(const cJSON *obj, const char *key, const char *path, const cJSON **out,
+                            struct th_error *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!item || cJSON_IsNull(item))
+        return TH_OK;
+    if (!cJSON_IsObject(item))
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s%s must be an object or null", path, key);
+    *out = item;
+    return TH_OK;
+}
+
+static th_result req_auth(const cJSON *body, struct th_ident_req *out, struct th_error *err)
+{
+    const cJSON *auth, *sym;
+    const char *type;
+    th_result r;
+    if ((r = req_object(body, "authentication", "", &auth, err)) != TH_OK || !auth)
+        return r;
+    if ((r = req_string(auth, "type", "authentication.", NULL, &type, err)) != TH_OK)
+        return r;
+    if (type && strcmp(type, "sas") == 0)
+        out->auth_type = TH_AUTH_SAS;
+    else if (type && strcmp(type, "none") == 0)
+        out->auth_type = TH_AUTH_NONE;
+    else if (type && (strcmp(type, "selfSigned") == 0 || strcmp(type, "certificateAuthority") == 0))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "authentication type '%s' is not supported: twinhub emulates SAS "
+                            "keys (\"sas\") and identities without credentials (\"none\") only",
+                            type);
+    else if (type)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "authentication.type '%s' is unknown: use \"sas\", \"none\", "
+                            "\"selfSigned\" or \"certificateAuthority\"",
+                            type);
+    if ((r = req_object(auth, "symmetricKey", "authentication.", &sym, err)) != TH_OK || !sym)
+        return r;
+    if ((r = req_string(sym, "primaryKey", "authentication.symmetricKey.", NULL, &out->primary_key,
+                        err)) != TH_OK ||
+        (r = req_string(sym, "secondaryKey", "authentication.symmetricKey.", NULL,
+                        &out->secondary_key, err)) != TH_OK)
+        return r;
+    return TH_OK;
+}
+
+static th_result req_device_fields(const cJSON *body, struct th_ident_req *out,
+                                   struct th_error *err)
+{
+    const cJSON *caps, *edge, *parents;
+    th_result r;
+    if ((r = req_object(body, "capabilities", "", &caps, err)) != TH_OK)
+        return r;
+    edge = cJSON_GetObjectItemCaseSensitive(caps, "iotEdge");
+    if (cJSON_IsBool(edge))
+        out->iot_edge = cJSON_IsTrue(edge);
+    else if (edge && !cJSON_IsNull(edge))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "capabilities.iotEdge must be true or false");
+    if ((r = req_string(body, "deviceScope", "", &out->scope_given, &out->device_scope, err)) !=
+        TH_OK)
+        return r;
+    parents = cJSON_GetObjectItemCaseSensitive(body, "parentScopes");
+    out->parents_given = parents != NULL;
+    if (!parents || cJSON_IsNull(parents))
+        return TH_OK;
+    if (!cJSON_IsArray(parents))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "parentScopes must be an array of at most one scope");
+    if (cJSON_GetArraySize(parents) > 1)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "parentScopes holds %d scopes: an IoT Edge device has at most one "
+                            "parent",
+                            cJSON_GetArraySize(parents));
+    if (parents->child && !cJSON_IsString(parents->child))
+        return th_error_set(err, TH_ERR_INVAL, 400004, "parentScopes[0] must be a string");
+    out->parent_scope = parents->child ? parents->child->valuestring : NULL;
+    return TH_OK;
+}
+
+th_result th_ident_req_from_json(const cJSON *body, bool is_module, struct th_ident_req *out,
+                                 struct th_error *err)
+{
+    const char *status;
+    th_result r;
+    th_ident_req_init(out);
+    if (!cJSON_IsObject(body))
+        return th_error_set(err, TH_ERR_INVAL, 400004, "the identity must be a JSON object");
+    if ((r = req_auth(body, out, err)) != TH_OK ||
+        (r = req_string(body, "status", "", NULL, &status, err)) != TH_OK ||
+        (r = req_string(body, "statusReason", "", NULL, &out->status_reason, err)) != TH_OK)
+        return r;
+    if (status && strcmp(status, "enabled") == 0)
+        out->enabled = 1;
+    else if (status && strcmp(status, "disabled") == 0)
+        out->enabled = 0;
+    else if (status)
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "'status' must be \"enabled\" or \"disabled\"");
+    if (is_module)
+        return req_string(body, "managedBy", "", &out->managed_given, &out->managed_by, err);
+    return req_device_fields(body, out, err);
+}
+
+th_result th_registry_create(struct th_registry *reg, const char *device_id, const char *module_id,
+                             const struct th_ident_req *req, const cJSON *tags,
+                             const cJSON *desired, int64_t now_us, struct th_identity **out,
+                             struct th_error *err)
+{
+    const cJSON *t, *d;
+    struct th_identity *dev = NULL, *id = NULL;
     th_result r;
 
-    if (!id)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
-    if (enabled < -1 || enabled > 1)
+    if (!reg || !req)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry or request");
+    enum th_auth_type type = req->auth_type >= 0 ? (enum th_auth_type)req->auth_type : TH_AUTH_SAS;
+    if (type == TH_AUTH_NONE && (key_given(req->primary_key) || key_given(req->secondary_key)))
         return th_error_set(err, TH_ERR_INVAL, 400004,
-                            "enabled must be -1 (keep), 0 (disabled) or 1 (enabled), not %d",
-                            enabled);
-    if (id->module_id && (enabled == 0 || status_reason))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
-                            "module '%s/%s' has no status: modules are always enabled; send no "
-                            "status or statusReason for a module (disable its device instead)",
-                            id->device_id, id->module_id);
-    if (primary_key && primary_key[0] && !key_valid(primary_key))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
-                            "primaryKey must be base64 of 16 to 64 bytes (or empty to have one "
-                            "generated)");
-    if (secondary_key && secondary_key[0] && !key_valid(secondary_key))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
-                            "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
-                            "generated)");
-
-    memset(&c, 0, sizeof c);
-    c.enabled = enabled;
-    copy_key(c.primary_key, id->primary_key);
-    copy_key(c.secondary_key, id->secondary_key);
-    if (primary_key && (r = fill_key(c.primary_key, primary_key)) != TH_OK)
-        return th_error_set(err, r, 0, "cannot generate a primary key: %s", th_result_str(r));
-    if (secondary_key && (r = fill_key(c.secondary_key, secondary_key)) != TH_OK)
-        return th_error_set(err, r, 0, "cannot generate a secondary key: %s", th_result_str(r));
-    if (status_reason) {
-        c.reason_set = true;
-        if (status_reason[0] && !(c.reason = dup_str(status_reason)))
-            return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
-                                id->device_id);
+                            "authentication type \"none\" has no keys: remove symmetricKey or "
+                            "use type \"sas\"");
+    if ((r = check_module_status(device_id ? device_id : "", module_id, req, err)) != TH_OK ||
+        (r = initial_section(tags, "tags", &t, err)) != TH_OK ||
+        (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
+        return r;
+    if (module_id) {
+        r = module_prepare(reg, device_id, module_id, type, req->primary_key, req->secondary_key,
+                           now_us, &dev, &id, err);
+        if (r == TH_OK && req->managed_given && req->managed_by && req->managed_by[0] &&
+            !(id->managed_by = dup_str(req->managed_by)))
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    } else {
+        r = device_prepare(reg, device_id, type, req->primary_key, req->secondary_key,
+                           req->enabled != 0, now_us, &id, err);
+        if (r == TH_OK && req->status_reason && req->status_reason[0] &&
+            !(id->status_reason = dup_str(req->status_reason)))
+            r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+        struct scope_plan sp;
+        if (r == TH_OK && (r = plan_scopes(reg, NULL, device_id, id->generation_id, req, now_us,
+                                           false, NULL, &sp, err)) == TH_OK) {
+            id->iot_edge = sp.edge;
+            id->device_scope = sp.device_scope;
+            id->parent_scope = sp.parent_scope;
+        }
     }
-    ident_change_commit(id, &c, now_us);
+    if (r == TH_OK)
+        r = apply_section(id->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
+    if (r == TH_OK)
+        r = apply_section(id->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
+    if (r == TH_OK) {
+        r = module_id ? attach_module(dev, id) : insert_device(reg, id);
+        if (r != TH_OK)
+            th_error_set(err, r, 0, "cannot add '%s%s%s': %s", device_id, module_id ? "/" : "",
+                         module_id ? module_id : "", th_result_str(r));
+    }
+    if (r != TH_OK) {
+        identity_free(id);
+        return r;
+    }
+    if (out)
+        *out = id;
     return TH_OK;
 }
 
@@ -1684,9 +2294,20 @@ th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr
     return TH_OK;
 }
 
-/* {"type":"sas","symmetricKey":{"primaryKey","secondaryKey"}} as the loader reads it. */
+/*
+ * {"type":"sas","symmetricKey":{"primaryKey","secondaryKey"}} as the loader
+ * reads it; {"type":"none"} for an identity without keys.
+ */
 static cJSON *auth_doc_json(const struct th_identity *id)
 {
+    if (id->auth_type == TH_AUTH_NONE) {
+        cJSON *none = cJSON_CreateObject();
+        if (none && !add_str(none, "type", "none")) {
+            cJSON_Delete(none);
+            return NULL;
+        }
+        return none;
+    }
     cJSON *auth = cJSON_CreateObject();
     cJSON *sym = cJSON_CreateObject();
     bool ok = auth && sym && add_str(auth, "type", "sas") &&
@@ -1727,6 +2348,14 @@ static cJSON *identity_doc_json(const struct th_identity *id, bool include_twins
         ok = add_str(o, "deviceId", id->device_id) &&
              add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
              (!id->status_reason || add_str(o, "statusReason", id->status_reason));
+        /* Edge capability and parents only where set; an edge device's own scope is regenerated
+         * on load, but written so that the document reads like the hub's identity. */
+        if (id->iot_edge)
+            ok = ok && add_item(o, "capabilities", capabilities_json(id));
+        if (id->device_scope)
+            ok = ok && add_str(o, "deviceScope", id->device_scope);
+        if (id->iot_edge && id->parent_scope)
+            ok = ok && add_item(o, "parentScopes", parent_scopes_json(id));
     } else {
         ok = add_str(o, "moduleId", id->module_id) &&
              (!id->managed_by || add_str(o, "managedBy", id->managed_by));
@@ -1809,7 +2438,7 @@ static void plan_free(struct import_plan *p)
     for (size_t i = 0; i < p->new_dev_count; i++)
         identity_free(p->new_devs[i]);
     for (size_t i = 0; i < p->update_count; i++) {
-        free(p->updates[i].change.reason);
+        ident_change_free(&p->updates[i].change);
         th_twin_free(p->updates[i].twin);
     }
     for (size_t i = 0; i < p->mod_count; i++)
@@ -1884,16 +2513,38 @@ static th_result plan_twin(const struct th_twin *twin, const cJSON *tags, const 
 static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t now_us,
                              const char *path, struct pending_update *u, struct th_error *err)
 {
-    struct auth_keys keys;
+    struct th_ident_req req;
+    th_result r;
     memset(u, 0, sizeof *u);
     u->id = id;
-    u->change.enabled = -1;
-    get_keys(src, &keys);
-    copy_key(u->change.primary_key, key_given(keys.primary) ? keys.primary : id->primary_key);
-    copy_key(u->change.secondary_key,
-             key_given(keys.secondary) ? keys.secondary : id->secondary_key);
-    u->ident_changed = strcmp(u->change.primary_key, id->primary_key) != 0 ||
+    ident_change_init(&u->change, id);
+    if ((r = th_ident_req_from_json(src, id->module_id != NULL, &req, err)) != TH_OK)
+        return r;
+    /* In a document an omitted or empty key keeps the current one. */
+    r = plan_keys(id, req.auth_type, key_given(req.primary_key) ? req.primary_key : NULL,
+                  key_given(req.secondary_key) ? req.secondary_key : NULL, &u->change, err);
+    if (r != TH_OK) {
+        struct th_error e = err ? *err : (struct th_error){0};
+        return th_error_set(err, r, e.code, "%s.authentication: %s", path, e.message);
+    }
+    u->ident_changed = u->change.auth_type != id->auth_type ||
+                       strcmp(u->change.primary_key, id->primary_key) != 0 ||
                        strcmp(u->change.secondary_key, id->secondary_key) != 0;
+    if (id->module_id && req.managed_given && !scope_equal(req.managed_by, id->managed_by)) {
+        u->change.managed_set = true;
+        u->ident_changed = true;
+        if (req.managed_by && req.managed_by[0] &&
+            !(u->change.managed_by = dup_str(req.managed_by)))
+            return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+    }
+    /* Scopes are compared once doc_resolve_updates has resolved the parents. */
+    if (!id->module_id && (req.iot_edge >= 0 || req.scope_given || req.parents_given)) {
+        r = plan_scopes(NULL, id, id->device_id, NULL, &req, now_us, true, &u->change.scope_raw,
+                        &u->change.scopes, err);
+        if (r != TH_OK)
+            return r;
+        u->change.scopes_set = true;
+    }
     if (!id->module_id) {
         const char *status = get_str(src, "status");
         const char *reason = get_str(src, "statusReason");
@@ -1911,6 +2562,100 @@ static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t n
     const cJSON *tags = th_json_object(src, "tags");
     const cJSON *desired = th_json_object(th_json_object(src, "properties"), "desired");
     return plan_twin(id->twin, tags, desired, now_us, path, &u->twin, err);
+}
+
+/*
+ * The deviceScope device `device_id` has after the operation if it is then
+ * an IoT Edge device, else NULL: a device the document creates, one it
+ * overwrites, or one of the registry.
+ */
+static const char *doc_edge_scope(const struct doc_view *v, const char *device_id)
+{
+    for (size_t i = 0; i < v->nbuilt; i++) {
+        if (strcmp(v->built[i]->device_id, device_id) == 0)
+            return v->built[i]->iot_edge ? v->built[i]->device_scope : NULL;
+    }
+    for (size_t i = 0; i < v->nupdates; i++) {
+        const struct pending_update *u = &v->updates[i];
+        if (!u->id->module_id && u->change.scopes_set && strcmp(u->id->device_id, device_id) == 0)
+            return u->change.scopes.edge ? u->change.scopes.device_scope : NULL;
+    }
+    const struct th_identity *dev = th_registry_find(v->reg, device_id, NULL);
+    return dev && dev->iot_edge ? dev->device_scope : NULL;
+}
+
+/*
+ * Replaces the parent scope *slot (malloc'd, as the document wrote it) of
+ * device `self` with the scope of the device it names. The document names a
+ * parent by the device id in "ms-azure-iot-edge://{id}-{ticks}": a registry
+ * document does not keep generation ids, so the ticks may differ.
+ */
+static th_result doc_resolve(const struct doc_view *v, const char *self, bool edge, char **slot,
+                             struct th_error *err)
+{
+    const char *field = edge ? "parentScopes" : "deviceScope";
+    char pid[TH_MAX_ID_LEN + 1];
+    if (!*slot)
+        return TH_OK;
+    if (!parse_scope(*slot, pid, sizeof pid))
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s of device '%s': '%s' is not a scope", field,
+                            self, *slot);
+    if (strcmp(pid, self) == 0)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s of device '%s': a device cannot be its own parent", field, self);
+    const char *scope = doc_edge_scope(v, pid);
+    if (!scope)
+        return th_error_set(err, TH_ERR_INVAL, 0,
+                            "%s of device '%s': '%s' names device '%s', which is not an IoT "
+                            "Edge device (capabilities.iotEdge true) in the registry or in this "
+                            "document",
+                            field, self, *slot, pid);
+    char *copy = dup_str(scope);
+    if (!copy)
+        return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
+    free(*slot);
+    *slot = copy;
+    return TH_OK;
+}
+
+/* Resolves the parents of the devices a document creates (v->built). */
+static th_result doc_resolve_built(const struct doc_view *v, struct th_error *err)
+{
+    for (size_t i = 0; i < v->nbuilt; i++) {
+        struct th_identity *d = v->built[i];
+        bool edge = d->iot_edge;
+        th_result r =
+            doc_resolve(v, d->device_id, edge, edge ? &d->parent_scope : &d->device_scope, err);
+        if (r != TH_OK)
+            return r;
+    }
+    return TH_OK;
+}
+
+/*
+ * Resolves the parents the document gives existing devices, and marks an
+ * update changed when edge capability or a scope differs from the current.
+ */
+static th_result doc_resolve_updates(const struct doc_view *v, struct pending_update *updates,
+                                     size_t n, struct th_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct ident_change *c = &updates[i].change;
+        const struct th_identity *id = updates[i].id;
+        th_result r;
+        if (!c->scopes_set)
+            continue;
+        if (c->scope_raw &&
+            (r = doc_resolve(v, id->device_id, c->scopes.edge,
+                             c->scopes.edge ? &c->scopes.parent_scope : &c->scopes.device_scope,
+                             err)) != TH_OK)
+            return r;
+        if (c->scopes.edge != id->iot_edge ||
+            !scope_equal(c->scopes.device_scope, id->device_scope) ||
+            !scope_equal(c->scopes.parent_scope, id->parent_scope))
+            updates[i].ident_changed = true;
+    }
+    return TH_OK;
 }
 
 /* Plans one existing identity named by the document: skip, or prepare its overwrite. */
@@ -2067,6 +2812,13 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
             (r = plan_modules(reg, &plan, dev, dsrc, overwrite, now_us, path, err)) != TH_OK)
             break;
     }
+    if (r == TH_OK) {
+        struct doc_view v = {reg, plan.new_devs, plan.new_dev_count, plan.updates,
+                             plan.update_count};
+        r = doc_resolve_built(&v, err);
+        if (r == TH_OK)
+            r = doc_resolve_updates(&v, plan.updates, plan.update_count, err);
+    }
     if (r == TH_OK && reserve_modules(&plan) != TH_OK)
         r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
     if (r == TH_OK)
@@ -2147,8 +2899,9 @@ static cJSON *identity_state_json(const struct th_identity *id)
         return NULL;
     bool ok = add_str(o, "deviceId", id->device_id) &&
               (is_device || add_str(o, "moduleId", id->module_id)) &&
-              add_str(o, "primaryKey", id->primary_key) &&
-              add_str(o, "secondaryKey", id->secondary_key) &&
+              add_str(o, "authType", th_auth_type_name(id->auth_type)) &&
+              add_key(o, "primaryKey", id->primary_key) &&
+              add_key(o, "secondaryKey", id->secondary_key) &&
               cJSON_AddBoolToObject(o, "enabled", id->enabled) != NULL &&
               add_str_or_null(o, "statusReason", id->status_reason) &&
               add_str(o, "generationId", id->generation_id) &&
@@ -2158,6 +2911,10 @@ static cJSON *identity_state_json(const struct th_identity *id)
               add_num(o, "statusUpdated", (double)id->status_updated_us) &&
               add_num(o, "lastActivity", (double)id->last_activity_us) &&
               add_item(o, "twin", th_twin_state_json(id->twin));
+    if (is_device)
+        ok = ok && cJSON_AddBoolToObject(o, "iotEdge", id->iot_edge) != NULL &&
+             add_str_or_null(o, "deviceScope", id->device_scope) &&
+             add_str_or_null(o, "parentScope", id->parent_scope);
     if (ok && is_device) {
         cJSON *q = cJSON_AddArrayToObject(o, "c2d");
         ok = q != NULL;
@@ -2296,15 +3053,22 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
                                   const char *path, uint64_t *max_gen, struct th_identity **out,
                                   struct th_error *err)
 {
-    const char *pk, *sk, *gen, *reason, *managed, *model;
+    const char *pk, *sk, *gen, *reason, *managed, *model, *type, *scope = NULL, *parent = NULL;
     int64_t etag, status_us, activity_us;
     uint64_t gen_value;
     th_result r;
     char sub[160];
 
     *out = NULL;
-    if ((r = state_str(st, "primaryKey", path, true, &pk, err)) != TH_OK ||
-        (r = state_str(st, "secondaryKey", path, true, &sk, err)) != TH_OK ||
+    /* States written before authType existed are "sas". */
+    if ((r = state_str(st, "authType", path, false, &type, err)) != TH_OK)
+        return r;
+    if (type && strcmp(type, "sas") != 0 && strcmp(type, "none") != 0)
+        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.authType: \"sas\" or \"none\", not '%s'",
+                            path, type);
+    bool none = type && strcmp(type, "none") == 0;
+    if ((r = state_str(st, "primaryKey", path, !none, &pk, err)) != TH_OK ||
+        (r = state_str(st, "secondaryKey", path, !none, &sk, err)) != TH_OK ||
         (r = state_str(st, "generationId", path, true, &gen, err)) != TH_OK ||
         (r = state_str(st, "statusReason", path, false, &reason, err)) != TH_OK ||
         (r = state_str(st, "managedBy", path, false, &managed, err)) != TH_OK ||
@@ -2313,12 +3077,36 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         (r = state_int(st, "statusUpdated", path, 0, false, 0, &status_us, err)) != TH_OK ||
         (r = state_int(st, "lastActivity", path, 0, false, 0, &activity_us, err)) != TH_OK)
         return r;
-    if (!key_valid(pk))
+    if (none && (key_given(pk) || key_given(sk)))
+        return th_error_set(err, TH_ERR_INVAL, 400004,
+                            "%s: authType \"none\" has no keys; primaryKey and secondaryKey "
+                            "must be null",
+                            path);
+    if (!none && !key_valid(pk))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s.primaryKey: must be base64 of 16 to 64 bytes", path);
-    if (!key_valid(sk))
+    if (!none && !key_valid(sk))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s.secondaryKey: must be base64 of 16 to 64 bytes", path);
+    const cJSON *edge = cJSON_GetObjectItemCaseSensitive(st, "iotEdge");
+    if (!module_id) {
+        if (edge && !cJSON_IsBool(edge) && !cJSON_IsNull(edge))
+            return th_error_set(err, TH_ERR_INVAL, 400004, "%s.iotEdge: must be true or false",
+                                path);
+        if ((r = state_str(st, "deviceScope", path, false, &scope, err)) != TH_OK ||
+            (r = state_str(st, "parentScope", path, false, &parent, err)) != TH_OK)
+            return r;
+        if ((scope && !parse_scope(scope, NULL, 0)) || (parent && !parse_scope(parent, NULL, 0)))
+            return th_error_set(
+                err, TH_ERR_INVAL, 400004,
+                "%s.%s: '%s' is not a scope \"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"", path,
+                scope && !parse_scope(scope, NULL, 0) ? "deviceScope" : "parentScope",
+                scope && !parse_scope(scope, NULL, 0) ? scope : parent);
+        if (parent && !cJSON_IsTrue(edge))
+            return th_error_set(err, TH_ERR_INVAL, 400004,
+                                "%s.parentScope: only an IoT Edge device (iotEdge true) has one",
+                                path);
+    }
     if (!generation_parse(gen, &gen_value))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s.generationId: '%s' must be 1 to 20 decimal digits", path, gen);
@@ -2348,13 +3136,20 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     id->status_reason = dup_str(reason);
     id->managed_by = dup_str(managed);
     id->model_id = dup_str(model);
+    id->device_scope = dup_str(scope);
+    id->parent_scope = dup_str(parent);
     if (!id->device_id || (module_id && !id->module_id) || (reason && !id->status_reason) ||
-        (managed && !id->managed_by) || (model && !id->model_id)) {
+        (managed && !id->managed_by) || (model && !id->model_id) || (scope && !id->device_scope) ||
+        (parent && !id->parent_scope)) {
         identity_free(id);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
-    copy_key(id->primary_key, pk);
-    copy_key(id->secondary_key, sk);
+    id->auth_type = none ? TH_AUTH_NONE : TH_AUTH_SAS;
+    id->iot_edge = !module_id && cJSON_IsTrue(edge);
+    if (!none) {
+        copy_key(id->primary_key, pk);
+        copy_key(id->secondary_key, sk);
+    }
     snprintf(id->generation_id, sizeof id->generation_id, "%s", gen);
     id->enabled = cJSON_IsTrue(enabled);
     id->etag_counter = (uint64_t)etag;

@@ -34,6 +34,15 @@ struct th_policy {
     unsigned perms;
 };
 
+/* How an identity authenticates: AuthenticationMechanism.type (10.3). */
+enum th_auth_type {
+    TH_AUTH_SAS = 0,  /* symmetric keys */
+    TH_AUTH_NONE = 1, /* no credentials (IoT Edge creates its modules so, then adds keys) */
+};
+
+/* deviceScope of an IoT Edge device: TH_EDGE_SCOPE_PREFIX "{deviceId}-{ticks}". */
+#define TH_EDGE_SCOPE_PREFIX "ms-azure-iot-edge://"
+
 struct th_c2d_msg {
     char *message_id;  /* malloc'd */
     char *bag;         /* encoded property bag for the delivery topic, malloc'd */
@@ -53,7 +62,12 @@ struct th_identity {
     char *status_reason;   /* malloc'd or NULL */
     char generation_id[24];
     uint64_t etag_counter; /* identity etag: base64 of the decimal text */
+    enum th_auth_type auth_type; /* TH_AUTH_NONE: both keys are "" */
     char *managed_by;      /* modules: malloc'd or NULL */
+    bool iot_edge;         /* devices: capabilities.iotEdge */
+    /* Devices: an edge device's own scope, or a leaf's parent scope; malloc'd or NULL. */
+    char *device_scope;
+    char *parent_scope; /* edge devices: the parent's scope (parentScopes[0]); malloc'd or NULL */
     char *model_id;        /* from the last CONNECT username, malloc'd or NULL */
     bool connected;
     int64_t connection_state_updated_us; /* 0 = never */
@@ -145,11 +159,15 @@ size_t th_registry_module_total(const struct th_registry *reg);
 /*
  * Seed from a registry document (docs/registry.md):
  * {"policies":[{"keyName","primaryKey","secondaryKey","rights":"RegistryRead, ServiceConnect"}],
- *  "devices":[{"deviceId","status","authentication":{"symmetricKey":{...}},
+ *  "devices":[{"deviceId","status","authentication":{"type":"sas"|"none","symmetricKey":{...}},
+ *              "capabilities":{"iotEdge"},"deviceScope","parentScopes":[...],
  *              "tags":{},"properties":{"desired":{},"reported":{}},
- *              "modules":[{"moduleId",...same...}]}]}
- * Validates everything before adding anything; err names the faulty field
- * ("devices[2].modules[0].moduleId: ...").
+ *              "modules":[{"moduleId","managedBy",...same...}]}]}
+ * A parent scope names its IoT Edge device by the id in it (the ticks may
+ * differ: generation ids are not kept); that device must be an edge device
+ * of the registry or of the document. Validates everything before adding
+ * anything; err names the faulty field ("devices[2].modules[0].moduleId:
+ * ...") or device ("deviceScope of device 'x': ...").
  */
 TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
                                         struct th_error *err);
@@ -158,10 +176,12 @@ TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *do
  * Like th_registry_load, but an identity the registry already has is not an
  * error: with overwrite false it is skipped; with overwrite true the fields
  * the entry gives replace its keys, status, statusReason, tags and desired
- * properties (omitted fields and reported properties are kept; tags and
- * desired are only rewritten when they differ, so re-importing the same
- * document changes no versions; the identity etag advances only when a key
- * or the status changed). New modules of existing devices are created.
+ * properties, and authentication type, managedBy, capabilities and scopes
+ * as th_identity_apply does (omitted fields and reported properties are
+ * kept; tags and desired are only rewritten when they differ, so
+ * re-importing the same document changes no versions; the identity etag
+ * advances only when one of those identity fields changed). New modules of
+ * existing devices are created.
  * Policies with an existing name are skipped or replaced the same way.
  * Counts are per identity (a new device with two modules is 3 created):
  * *out_created / *out_updated / *out_skipped (each optional) are set on
@@ -180,21 +200,24 @@ TH_NODISCARD th_result th_registry_import(struct th_registry *reg, const cJSON *
  * A registry document in the format th_registry_load reads:
  * {"policies":[{"keyName","primaryKey","secondaryKey","rights"}],
  *  "devices":[{"deviceId","status",["statusReason",]"authentication":{"type":"sas",
- *   "symmetricKey":{...}},["tags","properties":{"desired","reported"},]
+ *   "symmetricKey":{...}} or {"type":"none"},["capabilities":{"iotEdge":true},]
+ *   ["deviceScope",]["parentScopes":[..],]["tags","properties":{"desired","reported"},]
  *   "modules":[{"moduleId",["managedBy",]"authentication",...}]}]}
  * With include_twins, tags and property values (no $metadata/$version).
- * Loading it into an empty registry reproduces identities, keys, status,
- * tags, desired and reported values (not generation ids, etags, versions,
- * times, model ids or C2D queues: see th_device_state_json for those).
+ * Loading it into an empty registry reproduces identities, keys,
+ * authentication types, managedBy, edge capabilities and parents, status,
+ * tags, desired and reported values (not generation ids, so not scopes,
+ * etags, versions, times, model ids or C2D queues: see th_device_state_json).
  * Caller frees with cJSON_Delete; NULL on OOM.
  */
 cJSON *th_registry_export(const struct th_registry *reg, bool include_twins);
 
 /*
  * Full-fidelity persistence state of one device and its modules:
- * {"deviceId","primaryKey","secondaryKey","enabled","statusReason"|null,
- *  "generationId","etagCounter","managedBy"|null,"modelId"|null,
- *  "statusUpdated":us,"lastActivity":us,"twin":{th_twin_state_json},
+ * {"deviceId","authType":"sas"|"none","primaryKey"|null,"secondaryKey"|null,
+ *  "enabled","statusReason"|null,"generationId","etagCounter","managedBy"|null,
+ *  "modelId"|null,"statusUpdated":us,"lastActivity":us,"twin":{th_twin_state_json},
+ *  "iotEdge","deviceScope"|null,"parentScope"|null (devices),
  *  "c2d":[{"messageId","bag","body":base64,"enqueued":us}],
  *  "modules":[{"deviceId","moduleId",...the same without c2d and modules}]}.
  * Times are microseconds since the epoch (0 = never). Connection state is
@@ -204,8 +227,11 @@ cJSON *th_device_state_json(const struct th_identity *dev);
 
 /*
  * Add a device from th_device_state_json output, restoring it exactly
- * (keys, status, generation ids, etags, twin versions and metadata, C2D
- * queue, modules); it starts Disconnected. Does not take `state`.
+ * (keys, authentication type, status, edge capability and scopes as saved,
+ * generation ids, etags, twin versions and metadata, C2D queue, modules);
+ * it starts Disconnected. A state without authType is "sas"; scopes are
+ * checked for their form only (devices come back in any order). Does not
+ * take `state`.
  * TH_ERR_EXISTS (409001) if the device exists; TH_ERR_INVAL (400004) with
  * err naming the field ("device.modules[1].twin: ...") for a missing or
  * mistyped member, bad id, key, generation id, counter, time or queue entry;
@@ -231,7 +257,8 @@ TH_NODISCARD th_result th_registry_restore_policies(struct th_registry *reg, con
                                                     struct th_error *err);
 
 /*
- * Update an identity (service PUT of a device or module).
+ * Update an identity's keys and status (th_identity_apply with only those
+ * members given; a key given to an identity without keys makes it "sas").
  * Keys: NULL keeps, "" generates a new 32-byte key, anything else must be
  * base64 of 16 to 64 bytes. enabled: -1 keeps, 0/1 sets (devices only).
  * status_reason: NULL keeps, "" clears, else replaces (devices only).
@@ -244,6 +271,85 @@ TH_NODISCARD th_result th_identity_update(struct th_identity *id, const char *pr
                                           const char *secondary_key, int enabled,
                                           const char *status_reason, int64_t now_us,
                                           struct th_error *err);
+
+/*
+ * A service create or update of a device or module, read from the hub's
+ * identity JSON (PUT /devices/{id}[/modules/{mid}], the control API's
+ * create and update commands). Every member has a "not given" value, and
+ * strings borrow from the JSON they were read from.
+ */
+struct th_ident_req {
+    const char *primary_key;   /* NULL: not given; "" generates one */
+    const char *secondary_key; /* the same */
+    int auth_type;             /* -1: not given; else enum th_auth_type */
+    int enabled;               /* -1: not given; 0 or 1 (devices) */
+    const char *status_reason; /* NULL: not given; "" clears (devices) */
+    int iot_edge;              /* -1: not given; 0 or 1 (devices: capabilities.iotEdge) */
+    bool scope_given;          /* deviceScope present (devices) */
+    const char *device_scope;  /* with scope_given: NULL or "" for none */
+    bool parents_given;        /* parentScopes present (devices) */
+    const char *parent_scope;  /* with parents_given: its one entry, NULL for [] */
+    bool managed_given;        /* managedBy present (modules) */
+    const char *managed_by;    /* with managed_given: NULL or "" for none */
+};
+
+/* Everything "not given". */
+void th_ident_req_init(struct th_ident_req *req);
+
+/*
+ * Read a request from a Device (is_module false) or Module JSON object:
+ * authentication {type, symmetricKey {primaryKey, secondaryKey}}, status,
+ * statusReason, and capabilities.iotEdge, deviceScope, parentScopes
+ * (devices) or managedBy (modules). Absent and null members are "not
+ * given", except deviceScope, parentScopes and managedBy, where null means
+ * "none". Other members are ignored, as the hub ignores read-only ones.
+ * TH_ERR_INVAL (400004) naming the member for a wrong type, an
+ * authentication type other than sas or none (X.509 is not emulated), or
+ * more than one parent scope. *out borrows strings from `body`.
+ */
+TH_NODISCARD th_result th_ident_req_from_json(const cJSON *body, bool is_module,
+                                              struct th_ident_req *out, struct th_error *err);
+
+/*
+ * Create a device (module_id NULL) or a module from a request, with
+ * initial twin `tags` and `desired` as th_registry_add_module_with (each
+ * may be NULL). Rules (docs/registry.md, "Identity fields"):
+ * - type "none" has no keys (giving one is 400004); "sas" or no type gets
+ *   the given keys, generated where missing or empty;
+ * - an IoT Edge device gets deviceScope "ms-azure-iot-edge://{id}-{gen}"
+ *   (its generation id); a deviceScope it is given is ignored; its
+ *   parentScopes entry, if any, must be the deviceScope of another IoT Edge
+ *   device in the registry;
+ * - a leaf device's deviceScope, if given, must be such a scope (its parent),
+ *   and its parentScopes is derived from it (a given one is ignored);
+ * - a module keeps managedBy; status disabled or a statusReason is 400004.
+ * Errors as th_registry_add_device / th_registry_add_module_with, plus
+ * 400004 for the rules above. Nothing is created on failure. *out
+ * (optional) borrows the new identity.
+ */
+TH_NODISCARD th_result th_registry_create(struct th_registry *reg, const char *device_id,
+                                          const char *module_id, const struct th_ident_req *req,
+                                          const cJSON *tags, const cJSON *desired, int64_t now_us,
+                                          struct th_identity **out, struct th_error *err);
+
+/*
+ * Update an identity from a request (service PUT with If-Match). Given
+ * members replace, absent ones keep; keys as th_identity_update. Type
+ * "none" drops both keys; "sas" (or keys) on an identity without keys
+ * gives it the keys, generated where not given (how IoT Edge's agent
+ * completes the modules it created without keys). Scopes follow the rules
+ * of th_registry_create, validated only when they change (a scope sent back
+ * as read is always accepted): a device that becomes an IoT Edge device
+ * gets its own scope (ticks of now_us) and keeps its parent as
+ * parentScopes; one that stops being one keeps its parent as deviceScope.
+ * On success the identity etag advances. All-or-nothing. Does not take `req`.
+ */
+TH_NODISCARD th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
+                                         const struct th_ident_req *req, int64_t now_us,
+                                         struct th_error *err);
+
+/* "sas" or "none". */
+const char *th_auth_type_name(enum th_auth_type type);
 
 /* Connection bookkeeping. */
 void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us);

@@ -233,6 +233,20 @@ static bool copy_member(cJSON *to, const cJSON *from, const char *key)
     return dup && cJSON_AddItemToObject(to, key, dup);
 }
 
+/*
+ * The identity members a create or update passes on besides authentication:
+ * the hub's Device (status, statusReason, capabilities, deviceScope,
+ * parentScopes) or Module (managedBy) fields; the rest are read-only.
+ */
+static bool copy_identity_fields(cJSON *to, const cJSON *body, bool is_module)
+{
+    if (is_module)
+        return copy_member(to, body, "managedBy");
+    return copy_member(to, body, "status") && copy_member(to, body, "statusReason") &&
+           copy_member(to, body, "capabilities") && copy_member(to, body, "deviceScope") &&
+           copy_member(to, body, "parentScopes");
+}
+
 static void call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done)
 {
     if (!gw_ctl_call(c->gw, c, cmd, timeout_s, done))
@@ -466,9 +480,8 @@ static void send_update(struct gw_conn *c, const cJSON *current)
     char buf[256];
     const char *etag = if_match(c, buf, sizeof buf);
     cJSON *cmd = command(c, is_module ? "updateModule" : "updateDevice", is_module);
-    bool ok = cmd && (!etag || cJSON_AddStringToObject(cmd, "etag", etag));
-    if (ok && !is_module)
-        ok = copy_member(cmd, body, "status") && copy_member(cmd, body, "statusReason");
+    bool ok = cmd && (!etag || cJSON_AddStringToObject(cmd, "etag", etag)) &&
+              copy_identity_fields(cmd, body, is_module);
     const cJSON *auth = cJSON_GetObjectItemCaseSensitive(body, "authentication");
     if (ok && auth) {
         cJSON *a = cJSON_Duplicate(auth, 1);
@@ -523,9 +536,8 @@ static void put_identity(struct gw_conn *c, bool is_module)
         return;
     }
     cJSON *cmd = command(c, is_module ? "createModule" : "createDevice", is_module);
-    bool ok = cmd && copy_member(cmd, body, "authentication");
-    if (ok && !is_module)
-        ok = copy_member(cmd, body, "status") && copy_member(cmd, body, "statusReason");
+    bool ok = cmd && copy_member(cmd, body, "authentication") &&
+              copy_identity_fields(cmd, body, is_module);
     cJSON_Delete(body);
     call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
 }

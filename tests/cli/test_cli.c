@@ -562,6 +562,28 @@ static void test_device_show_created_device_succeeds(void **state)
     result_free(&r);
 }
 
+static void test_device_create_edge_shows_scope_succeeds(void **state)
+{
+    const struct hub *h = *state;
+    create_device(h, "dce-leaf");
+    struct result r = RUN("device", "create", "dce-edge", "--edge", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "IoT Edge           yes", &r);
+    expect_in(r.out, "device scope       ms-azure-iot-edge://dce-edge-", &r);
+    result_free(&r);
+    r = RUN("--json", "device", "show", "dce-edge", h->flag);
+    expect_code(&r, 0);
+    cJSON *j = json_of(&r);
+    assert_true(cJSON_IsTrue(path(j, "capabilities.iotEdge")));
+    assert_non_null(strstr(cJSON_GetStringValue(path(j, "deviceScope")), "dce-edge-"));
+    cJSON_Delete(j);
+    result_free(&r);
+    r = RUN("device", "show", "dce-leaf", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "IoT Edge           no", &r);
+    result_free(&r);
+}
+
 static void test_device_list_includes_created_device_succeeds(void **state)
 {
     const struct hub *h = *state;
@@ -706,6 +728,22 @@ static bool has_string(const cJSON *array, const char *s)
             return true;
     }
     return false;
+}
+
+static void test_module_create_managed_by_succeeds(void **state)
+{
+    const struct hub *h = *state;
+    struct result r = RUN("device", "create", "mmb-edge", "--edge", h->flag);
+    expect_code(&r, 0);
+    result_free(&r);
+    r = RUN("module", "create", "mmb-edge", "edgeMod", "--managed-by", "IotEdge", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "managed by         IotEdge", &r);
+    result_free(&r);
+    r = RUN("module", "list", "mmb-edge", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "IotEdge", &r);
+    result_free(&r);
 }
 
 /* Fresh hub: `module missing` counts over every device. */
@@ -1143,6 +1181,29 @@ static void test_query_follows_continuations_succeeds(void **state)
     cJSON_Delete(ids);
 }
 
+static void test_query_jobs_empty_succeeds(void **state)
+{
+    /* IoT Hub answers an empty result when there are no jobs; twinhub runs none. */
+    const struct hub *h = *state;
+    struct result r = RUN("query", "SELECT * FROM devices.jobs", h->flag);
+    expect_code(&r, 0);
+    expect_in(r.out, "0 items\n", &r);
+    result_free(&r);
+    r = RUN("query", "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'cli-a'", "--json",
+            h->flag);
+    expect_code(&r, 0);
+    cJSON *j = json_of(&r);
+    assert_int_equal(cJSON_GetArraySize(path(j, "items")), 0);
+    assert_string_equal(cJSON_GetStringValue(path(j, "itemType")), "deviceJob");
+    cJSON_Delete(j);
+    result_free(&r);
+    /* an unknown collection is still an error */
+    r = RUN("query", "SELECT * FROM devices.things", h->flag);
+    expect_code(&r, 1);
+    expect_in(r.err, "errorCode 400004", &r);
+    result_free(&r);
+}
+
 static void test_query_syntax_error_fails(void **state)
 {
     const struct hub *h = *state;
@@ -1384,12 +1445,14 @@ static const struct CMUnitTest all_tests[] = {
     SHARED_HUB_TEST(test_device_create_given_keys_succeeds),
     SHARED_HUB_TEST(test_device_create_existing_id_fails),
     SHARED_HUB_TEST(test_device_show_created_device_succeeds),
+    SHARED_HUB_TEST(test_device_create_edge_shows_scope_succeeds),
     SHARED_HUB_TEST(test_device_list_includes_created_device_succeeds),
     SHARED_HUB_TEST(test_device_update_disable_succeeds),
     SHARED_HUB_TEST(test_device_update_wrong_etag_fails),
     SHARED_HUB_TEST(test_device_delete_existing_succeeds),
     SHARED_HUB_TEST(test_device_show_unknown_id_fails),
     SHARED_HUB_TEST(test_module_create_with_desired_succeeds),
+    SHARED_HUB_TEST(test_module_create_managed_by_succeeds),
     FRESH_HUB_TEST(test_module_missing_before_ensure_succeeds),
     FRESH_HUB_TEST(test_module_ensure_skips_devices_with_module_succeeds),
     SHARED_HUB_TEST(test_module_ensure_listed_devices_succeeds),
@@ -1402,6 +1465,7 @@ static const struct CMUnitTest all_tests[] = {
     SHARED_HUB_TEST(test_c2d_send_offline_device_queues_succeeds),
     FRESH_HUB_TEST(test_query_tag_filter_succeeds),
     SHARED_HUB_TEST(test_query_follows_continuations_succeeds),
+    SHARED_HUB_TEST(test_query_jobs_empty_succeeds),
     SHARED_HUB_TEST(test_query_syntax_error_fails),
     FRESH_HUB_TEST(test_stats_counts_devices_succeeds),
     FRESH_HUB_TEST(test_export_then_import_into_fresh_hub_succeeds),

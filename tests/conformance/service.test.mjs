@@ -164,6 +164,63 @@ test('query pages through createQuery(sql, pageSize).nextAsTwin() until done', T
   assert.equal(raw.json.length, 5);
 });
 
+test('IoT Edge identities with Registry: capabilities.iotEdge, scopes, a keyless module', T, async () => {
+  // The hub's Device/Module shapes (azure-iothub pl/models: DeviceCapabilities, deviceScope,
+  // parentScopes, managedBy, AuthenticationMechanism.type 'none') and IoT Edge's module flow.
+  const gwId = unique('edge-gw');
+  const gw = await sdk.registry('create', { deviceId: gwId, capabilities: { iotEdge: true } });
+  assert.equal(gw.body.capabilities.iotEdge, true);
+  const scope = `ms-azure-iot-edge://${gwId}-${gw.body.generationId}`;
+  assert.equal(gw.body.deviceScope, scope);
+  assert.deepEqual(gw.body.parentScopes, []);
+  const got = await sdk.registry('get', gwId);
+  assert.equal(got.body.capabilities.iotEdge, true, 'iotEdge is kept, not stored as false');
+  assert.equal(got.body.deviceScope, scope);
+
+  const leafId = unique('edge-leaf');
+  const leaf = await sdk.registry('create', { deviceId: leafId, deviceScope: scope });
+  assert.equal(leaf.body.capabilities.iotEdge, false);
+  assert.equal(leaf.body.deviceScope, scope);
+  assert.deepEqual(leaf.body.parentScopes, [scope], 'the hub copies a leaf\'s parent');
+  await assert.rejects(sdk.registry('create', { deviceId: unique('orphan'),
+    deviceScope: 'ms-azure-iot-edge://nobody-1' }), (err) => err.status === 400);
+
+  // edgelet creates a module with type none and managedBy, then gives it keys (type sas)
+  const added = await sdk.registry('addModule', { deviceId: gwId, moduleId: 'edgeMod',
+    managedBy: 'IotEdge', authentication: { type: 'none' } });
+  assert.equal(added.body.managedBy, 'IotEdge');
+  assert.equal(added.body.authentication.type, 'none');
+  assert.equal(added.body.authentication.symmetricKey.primaryKey, null);
+  const mod = await sdk.registry('getModule', gwId, 'edgeMod');
+  assert.equal(mod.body.managedBy, 'IotEdge', 'managedBy comes back, not null');
+  const mt = await sdk.registry('getModuleTwin', gwId, 'edgeMod');
+  assert.equal(mt.body.authenticationType, 'none');
+  const keyed = await sdk.registry('updateModule',
+    { ...mod.body, authentication: { type: 'sas' } }, true);
+  assert.equal(keyed.body.authentication.type, 'sas');
+  assert.ok(keyed.body.authentication.symmetricKey.primaryKey, 'type sas without keys: generated');
+  assert.equal(keyed.body.managedBy, 'IotEdge');
+
+  // an update that sends the device back as read keeps its scope
+  const upd = await sdk.registry('update', { ...got.body, statusReason: 'as read' });
+  assert.equal(upd.body.deviceScope, scope);
+  assert.equal(upd.body.capabilities.iotEdge, true);
+
+  // the twin and the documented query
+  const twin = await sdk.registry('getTwin', gwId);
+  assert.equal(twin.body.capabilities.iotEdge, true);
+  assert.equal(twin.body.deviceScope, scope);
+  const res = await sdk.query(
+    `SELECT * FROM devices WHERE capabilities.iotEdge = true AND deviceId IN ['${gwId}', '${leafId}']`, 10);
+  assert.deepEqual(res.body.flatMap((p) => p.items.map((t) => t.deviceId)), [gwId]);
+});
+
+test('SELECT * FROM devices.jobs answers an empty page of item type deviceJob', T, async () => {
+  const res = await sdk.query('SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = \'dev-device\'', 10);
+  assert.deepEqual(res.body, [{ items: [], continuation: null, itemType: 'deviceJob' }]);
+  await assert.rejects(sdk.query('SELECT * FROM devices.things', 10), (err) => err.status === 400);
+});
+
 test('Client.invokeDeviceMethod reaches a device of the Node device SDK (MQTT/TLS)', T, async () => {
   const { id, key } = await newDevice('method');
   const device = await hub.deviceClient(hub.connectionString(id, key));

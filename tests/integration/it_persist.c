@@ -464,6 +464,116 @@ static void test_persist_deleted_registry_identities_stay_deleted_succeeds(void 
     assert_int_equal(stop, 0);
 }
 
+/*
+ * IoT Edge identities from a --registry file and from the control API keep
+ * their capability, scopes, authentication type and managedBy across a
+ * crash and restart with --state-dir.
+ */
+static void test_persist_edge_identities_survive_restart_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    char *reg_path = it_strdupf("%s/edge-registry.json", dir);
+    /* the leaf names its parent by id: the ticks in a registry file are not kept */
+    FILE *f = fopen(reg_path, "w");
+    assert_non_null(f);
+    fputs(
+        "{\"devices\":["
+        "{\"deviceId\":\"p-leaf\",\"deviceScope\":\"ms-azure-iot-edge://p-gw-1\"},"
+        "{\"deviceId\":\"p-gw\",\"capabilities\":{\"iotEdge\":true},\"modules\":["
+        "{\"moduleId\":\"p-mod\",\"managedBy\":\"IotEdge\",\"authentication\":{\"type\":\"none\"}}"
+        "]}]}",
+        f);
+    assert_int_equal(fclose(f), 0);
+    const char *extra[] = {"--state-dir", state_dir, NULL};
+    assert_int_equal(it_hub_start_with(&hub_a, reg_path, extra), 0);
+    struct it_client *svc = it_service_open(&hub_a, false);
+    cJSON *gw = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"p-gw\"}");
+    char *scope = strdup(it_json_str(gw, "deviceScope"));
+    char *want = it_strdupf("ms-azure-iot-edge://p-gw-%s", it_json_str(gw, "generationId"));
+    assert_string_equal(scope, want);
+    cJSON_Delete(gw);
+    cJSON *leaf = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"p-leaf\"}");
+    assert_string_equal(it_json_str(leaf, "deviceScope"), scope);
+    cJSON_Delete(leaf);
+    /* more from the control API: an edge child and a second keyless module */
+    cJSON *r = it_control_ok(svc,
+                             "{\"command\":\"createDevice\",\"deviceId\":\"p-child\","
+                             "\"capabilities\":{\"iotEdge\":true},\"parentScopes\":[\"%s\"]}",
+                             scope);
+    cJSON_Delete(r);
+    r = it_control_ok(svc, "{\"command\":\"createModule\",\"deviceId\":\"p-child\","
+                           "\"moduleId\":\"p-mod2\",\"managedBy\":\"IotEdge\","
+                           "\"authentication\":{\"type\":\"none\"}}");
+    cJSON_Delete(r);
+
+    static const char *const ids[][2] = {{"p-gw", NULL},
+                                         {"p-leaf", NULL},
+                                         {"p-child", NULL},
+                                         {"p-gw", "p-mod"},
+                                         {"p-child", "p-mod2"}};
+    static const char *const fields[] = {
+        "generationId", "etag",      "capabilities",   "deviceScope",
+        "parentScopes", "managedBy", "authentication", NULL};
+    cJSON *before[5];
+    for (int i = 0; i < 5; i++) {
+        cJSON *id = it_control_ok(svc,
+                                  ids[i][1] ? "{\"command\":\"getDevice\",\"deviceId\":\"%s\","
+                                              "\"moduleId\":\"%s\"}"
+                                            : "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}",
+                                  ids[i][0], ids[i][1]);
+        before[i] = pick(id, fields);
+        cJSON_Delete(id);
+    }
+    crash_hub(&hub_a);
+    it_client_close(svc);
+
+    assert_int_equal(it_hub_start_with(&hub_b, reg_path, extra), 0);
+    svc = it_service_open(&hub_b, false);
+    for (int i = 0; i < 5; i++) {
+        cJSON *id = it_control_ok(svc,
+                                  ids[i][1] ? "{\"command\":\"getDevice\",\"deviceId\":\"%s\","
+                                              "\"moduleId\":\"%s\"}"
+                                            : "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}",
+                                  ids[i][0], ids[i][1]);
+        cJSON *after = pick(id, fields);
+        if (!cJSON_Compare(after, before[i], true)) {
+            char *a = cJSON_PrintUnformatted(after), *b = cJSON_PrintUnformatted(before[i]);
+            fail_msg("%s%s%s after the restart: %s, before: %s", ids[i][0], ids[i][1] ? "/" : "",
+                     ids[i][1] ? ids[i][1] : "", a, b);
+        }
+        cJSON_Delete(after);
+        cJSON_Delete(before[i]);
+        cJSON_Delete(id);
+    }
+    /* the restored scopes still count as parents, and the query still finds the edge devices */
+    r = it_control_ok(
+        svc, "{\"command\":\"createDevice\",\"deviceId\":\"p-leaf2\",\"deviceScope\":\"%s\"}",
+        scope);
+    cJSON_Delete(r);
+    cJSON *q = it_control_ok(svc, "{\"command\":\"query\",\"query\":\"SELECT deviceId FROM devices "
+                                  "WHERE capabilities.iotEdge = true\"}");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(q, "items")), 2);
+    cJSON_Delete(q);
+    /* the keyless module still cannot connect */
+    char *user = it_device_username(hub_b.hub_name, "p-gw", "p-mod");
+    char *pass = it_device_token(hub_b.hub_name, "p-gw", "p-mod", KEY_A, it_expiry());
+    struct it_connect_opts o = {.client_id = "p-gw/p-mod", .username = user, .password = pass};
+    int connack;
+    struct it_client *c = it_client_connect(&hub_b, &o, &connack);
+    assert_int_equal(connack, 5);
+    it_client_close(c);
+    free(user);
+    free(pass);
+    it_client_close(svc);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+    free(want);
+    free(scope);
+    free(reg_path);
+    free(state_dir);
+}
+
 /* ---- recording ---- */
 
 /* The lines of a recording; each must be a JSON object. *n gets the count. */
@@ -807,6 +917,8 @@ int main(void)
         cmocka_unit_test_teardown(test_persist_acknowledged_changes_survive_broker_kill_succeeds,
                                   persist_teardown),
         cmocka_unit_test_teardown(test_persist_deleted_registry_identities_stay_deleted_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_edge_identities_survive_restart_succeeds,
                                   persist_teardown),
         cmocka_unit_test_teardown(test_persist_recording_holds_every_acknowledged_event_succeeds,
                                   persist_teardown),

@@ -203,7 +203,10 @@ static cJSON *query_all(const char *query, int page_size, const char **item_type
         cJSON *data = query_page(query, page_size, cont);
         const char *type = it_json_str(data, "itemType");
         assert_non_null(type);
-        *item_type = strcmp(type, "twin") == 0 ? "twin" : strcmp(type, "raw") == 0 ? "raw" : "?";
+        *item_type = strcmp(type, "twin") == 0        ? "twin"
+                     : strcmp(type, "raw") == 0       ? "raw"
+                     : strcmp(type, "deviceJob") == 0 ? "deviceJob"
+                                                      : "?";
         cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
         cJSON *it;
         while ((it = cJSON_DetachItemFromArray(items, 0)) != NULL)
@@ -816,7 +819,10 @@ static void test_query_malformed_fails(void **state)
         {"SELECT * FROM devices WHERE tags.floor = 1 tags.site = 'lab'", "tags.site"},
         {"SELECT * FROM devices WHERE tags.site = 'unterminated", NULL},
         {"SELECT * FROM devices WHERE tags.floor IN [1, tags.site]", NULL},
-        {"SELECT * FROM devices.jobs", NULL},
+        {"SELECT * FROM devices.things", "things"},
+        {"SELECT * FROM jobs", "jobs"},
+        {"SELECT deviceId FROM devices.jobs", "deviceId"},
+        {"SELECT * FROM devices.jobs WHERE tags.site = 'lab'", "tags.site"},
         {"SELECT FROM devices", NULL},
         {"DELETE FROM devices", "DELETE"},
     };
@@ -841,6 +847,33 @@ static void test_query_malformed_at_end_names_column_fails(void **state)
     expect_column_errors(cases, sizeof cases / sizeof cases[0]);
 }
 
+/*
+ * IoT Hub answers an empty result for jobs queries when there are no jobs, and twinhub has none
+ * (iot-hub-devguide-query-language.md, "Get started with jobs queries").
+ */
+static void test_query_jobs_empty_succeeds(void **state)
+{
+    (void)state;
+    seed_once();
+    static const char *const queries[] = {
+        "SELECT * FROM devices.jobs",
+        "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'q01'",
+        "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'myJobId' AND "
+        "devices.jobs.status = 'completed'",
+    };
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+        const char *type;
+        cJSON *items = query_all(queries[i], 0, &type);
+        assert_int_equal(cJSON_GetArraySize(items), 0);
+        assert_string_equal(type, "deviceJob");
+        cJSON_Delete(items);
+    }
+    /* the page has the usual shape: no continuation */
+    cJSON *data = query_page("SELECT * FROM devices.jobs", 10, NULL);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(data, "continuation")));
+    cJSON_Delete(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -851,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_query_modules_succeeds),
         cmocka_unit_test(test_query_top_succeeds),
         cmocka_unit_test(test_query_paging_succeeds),
+        cmocka_unit_test(test_query_jobs_empty_succeeds),
         cmocka_unit_test(test_query_malformed_fails),
         cmocka_unit_test(test_query_malformed_at_end_names_column_fails),
     };

@@ -1070,6 +1070,154 @@ static void test_registry_twin_unknown_identity_fails(void **state)
     it_client_close(svc);
 }
 
+/* ---- IoT Edge identities: capabilities, scopes, modules without keys ---- */
+
+/* The one parentScopes entry of an identity or twin, or NULL for []; fails on more. */
+static const char *parent_scope(const cJSON *view)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(view, "parentScopes");
+    assert_true(cJSON_IsArray(arr));
+    assert_true(cJSON_GetArraySize(arr) <= 1);
+    return arr->child && cJSON_IsString(arr->child) ? arr->child->valuestring : NULL;
+}
+
+static bool pred_reason_none(const cJSON *record, void *arg)
+{
+    (void)arg;
+    const char *reason = it_json_str(record, "data.reason");
+    return reason && strstr(reason, "authentication type 'none'");
+}
+
+static void test_registry_edge_device_scopes_and_query_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    cJSON *gw = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"reg-gw\","
+                                   "\"capabilities\":{\"iotEdge\":true}}");
+    const char *scope = it_json_str(gw, "deviceScope");
+    char *want = it_strdupf("ms-azure-iot-edge://reg-gw-%s", it_json_str(gw, "generationId"));
+    assert_non_null(scope);
+    assert_string_equal(scope, want);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(gw, "capabilities"), "iotEdge")));
+    assert_null(parent_scope(gw));
+
+    /* a leaf child: its deviceScope is the parent's, copied into parentScopes */
+    cJSON *leaf = it_control_ok(svc,
+                                "{\"command\":\"createDevice\",\"deviceId\":\"reg-leaf\","
+                                "\"deviceScope\":\"%s\"}",
+                                want);
+    assert_string_equal(it_json_str(leaf, "deviceScope"), want);
+    assert_string_equal(parent_scope(leaf), want);
+    cJSON_Delete(leaf);
+    /* an edge child names its parent in parentScopes */
+    cJSON *child = it_control_ok(svc,
+                                 "{\"command\":\"createDevice\",\"deviceId\":\"reg-gw-child\","
+                                 "\"capabilities\":{\"iotEdge\":true},\"parentScopes\":[\"%s\"]}",
+                                 want);
+    assert_string_equal(parent_scope(child), want);
+    assert_non_null(strstr(it_json_str(child, "deviceScope"), "ms-azure-iot-edge://reg-gw-child-"));
+    cJSON_Delete(child);
+    /* a scope that is no edge device's is refused, and nothing is created */
+    cJSON *e = it_control_err(svc, 400, 400004,
+                              "{\"command\":\"createDevice\",\"deviceId\":\"reg-orphan\","
+                              "\"deviceScope\":\"ms-azure-iot-edge://nobody-1\"}");
+    cJSON_Delete(e);
+    e = it_control(svc, IT_WAIT_MS, "{\"command\":\"getDevice\",\"deviceId\":\"reg-orphan\"}");
+    assert_null(cJSON_GetObjectItemCaseSensitive(e, "data"));
+    cJSON_Delete(e);
+
+    /* the twin carries the capability and scopes; the documented query finds edge devices */
+    cJSON *twin = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"reg-leaf\"}");
+    assert_string_equal(it_json_str(twin, "deviceScope"), want);
+    assert_string_equal(parent_scope(twin), want);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(twin, "capabilities"), "iotEdge")));
+    cJSON_Delete(twin);
+    cJSON *q = it_control_ok(svc, "{\"command\":\"query\",\"query\":"
+                                  "\"SELECT * FROM devices WHERE capabilities.iotEdge = true\"}");
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(q, "items");
+    assert_int_equal(count_with(items, "deviceId", "reg-gw"), 1);
+    assert_int_equal(count_with(items, "deviceId", "reg-gw-child"), 1);
+    assert_int_equal(count_with(items, "deviceId", "reg-leaf"), 0);
+    assert_int_equal(count_with(items, "deviceId", IT_DEV1), 0);
+    assert_int_equal(cJSON_GetArraySize(items), 2);
+    assert_string_equal(it_json_str(q, "itemType"), "twin");
+    cJSON_Delete(q);
+
+    /* updating the gateway with its identity as read keeps its scope */
+    cJSON *upd = it_control_ok(svc,
+                               "{\"command\":\"updateDevice\",\"deviceId\":\"reg-gw\","
+                               "\"capabilities\":{\"iotEdge\":true},\"deviceScope\":\"%s\","
+                               "\"parentScopes\":[],\"statusReason\":\"as read\"}",
+                               want);
+    assert_string_equal(it_json_str(upd, "deviceScope"), want);
+    cJSON_Delete(upd);
+    free(want);
+    cJSON_Delete(gw);
+    it_client_close(svc);
+}
+
+static void test_registry_module_without_keys_cannot_connect_succeeds(void **state)
+{
+    /* IoT Edge's flow (edgelet-iothub create): a module with type none and managedBy, then keys. */
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, true);
+    cJSON *m = it_control_ok(svc, "{\"command\":\"createModule\",\"deviceId\":\"" IT_DEV2 "\","
+                                  "\"moduleId\":\"reg-edge-mod\",\"managedBy\":\"IotEdge\","
+                                  "\"authentication\":{\"type\":\"none\"}}");
+    assert_string_equal(it_json_str(m, "managedBy"), "IotEdge");
+    assert_string_equal(it_json_str(m, "authentication.type"), "none");
+    const cJSON *sym = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(m, "authentication"), "symmetricKey");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(sym, "primaryKey")));
+    cJSON_Delete(m);
+    m = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\","
+                           "\"moduleId\":\"reg-edge-mod\"}");
+    assert_string_equal(it_json_str(m, "managedBy"), "IotEdge");
+    cJSON_Delete(m);
+    cJSON *twin = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV2 "\","
+                                     "\"moduleId\":\"reg-edge-mod\"}");
+    assert_string_equal(it_json_str(twin, "authenticationType"), "none");
+    cJSON_Delete(twin);
+
+    /* no key can sign for it; the refusal says why */
+    assert_int_equal(try_identity(IT_DEV2, "reg-edge-mod", KEY_EXPLICIT_1), 5);
+    cJSON *ev =
+        it_event_wait(svc, "refused", IT_DEV2, "reg-edge-mod", pred_reason_none, NULL, IT_WAIT_MS);
+    assert_non_null(ev);
+    cJSON_Delete(ev);
+
+    /* type sas without keys: the hub generates them (what edgeAgent sends); they connect */
+    m = it_control_ok(svc, "{\"command\":\"updateModule\",\"deviceId\":\"" IT_DEV2 "\","
+                           "\"moduleId\":\"reg-edge-mod\",\"etag\":\"*\","
+                           "\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
+                           "{\"primaryKey\":null,\"secondaryKey\":null}}}");
+    char *pk = identity_key(m, "primaryKey");
+    assert_int_equal(b64_decoded_len(pk), 32);
+    assert_string_equal(it_json_str(m, "managedBy"), "IotEdge");
+    cJSON_Delete(m);
+    struct it_client *dev = it_device_open(&hub, IT_DEV2, "reg-edge-mod", pk);
+
+    /* back to none: the connection is closed and the old key refused */
+    m = it_control_ok(svc, "{\"command\":\"updateModule\",\"deviceId\":\"" IT_DEV2 "\","
+                           "\"moduleId\":\"reg-edge-mod\",\"authentication\":{\"type\":\"none\"}}");
+    cJSON_Delete(m);
+    assert_true(it_client_wait_disconnect(dev, IT_WAIT_MS));
+    it_client_close(dev);
+    assert_int_equal(try_identity(IT_DEV2, "reg-edge-mod", pk), 5);
+
+    /* keys with type none are refused */
+    cJSON *e = it_control_err(svc, 400, 400004,
+                              "{\"command\":\"createModule\",\"deviceId\":\"" IT_DEV2 "\","
+                              "\"moduleId\":\"reg-bad\",\"authentication\":{\"type\":\"none\","
+                              "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
+                              KEY_EXPLICIT_1);
+    cJSON_Delete(e);
+    free(pk);
+    it_client_close(svc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1090,6 +1238,8 @@ int main(void)
         cmocka_unit_test(test_registry_update_twin_invalid_patch_changes_nothing_fails),
         cmocka_unit_test(test_registry_update_twin_etag_mismatch_fails),
         cmocka_unit_test(test_registry_twin_unknown_identity_fails),
+        cmocka_unit_test(test_registry_edge_device_scopes_and_query_succeeds),
+        cmocka_unit_test(test_registry_module_without_keys_cannot_connect_succeeds),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1359,11 +1359,14 @@ static void test_th_query_parse_syntax_errors_fails(void **state)
         {"DELETE FROM devices", "expected SELECT", "DELETE"},
         {"SELECT FROM devices", "expected an expression", "FROM"},
         {"SELECT *", "expected FROM", NULL},
-        {"SELECT * FROM", "expected devices or devices.modules after FROM", NULL},
-        {"SELECT * FROM twins", "expected devices or devices.modules after FROM", "twins"},
-        {"SELECT * FROM devices.jobs", "FROM devices.jobs is not supported", "jobs"},
-        {"SELECT * FROM devices.things", "expected devices or devices.modules after FROM",
-         "things"},
+        {"SELECT * FROM", "expected devices, devices.modules or devices.jobs after FROM", NULL},
+        {"SELECT * FROM twins", "expected devices, devices.modules or devices.jobs after FROM",
+         "twins"},
+        {"SELECT * FROM jobs", "expected devices, devices.modules or devices.jobs after FROM",
+         "jobs"},
+        {"SELECT * FROM devices.things",
+         "expected devices, devices.modules or devices.jobs after FROM", "things"},
+        {"SELECT * FROM devices.jobs.x", "expected end of query", ".x"},
         {"SELECT * FROM devices WHERE", "expected an expression", NULL},
         {"SELECT * FROM devices WHERE deviceId =", "expected an expression", NULL},
         {"SELECT * FROM devices WHERE deviceId = 'a' ORDER BY deviceId", "expected end of query",
@@ -1482,6 +1485,83 @@ static void test_th_query_run_bad_arguments_fails(void **state)
     th_query_free(q);
 }
 
+/* ---- FROM devices.jobs ---- */
+
+static void test_th_query_parse_jobs_documented_shapes_succeeds(void **state)
+{
+    /* The shapes of "Get started with jobs queries" (iot-hub-devguide-query-language.md). */
+    (void)state;
+    static const char *const texts[] = {
+        "SELECT * FROM devices.jobs",
+        "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'myDeviceId'",
+        "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'myDeviceId' AND "
+        "devices.jobs.jobType = 'scheduleUpdateTwin' AND devices.jobs.status = 'completed' AND "
+        "devices.jobs.createdTimeUtc > '2016-09-01'",
+        "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'myJobId'",
+        "select top 5 * from DEVICES.JOBS where jobId = 'j' or is_defined(outcome)",
+    };
+    for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
+        struct th_query *q = parse_ok(texts[k]);
+        assert_int_equal(th_query_source(q), TH_QUERY_JOBS);
+        /* twinhub has no jobs: nothing to run over, an empty result of job records */
+        cJSON *items = NULL;
+        bool twin = false;
+        assert_int_equal(th_query_run(q, NULL, 0, &items, &twin, NULL), TH_OK);
+        assert_int_equal(cJSON_GetArraySize(items), 0);
+        assert_string_equal(th_query_item_type(q, twin), "deviceJob");
+        cJSON_Delete(items);
+        th_query_free(q);
+    }
+    /* the other collections keep their item types */
+    struct th_query *q = parse_ok("SELECT * FROM devices");
+    assert_string_equal(th_query_item_type(q, true), "twin");
+    assert_string_equal(th_query_item_type(q, false), "raw");
+    th_query_free(q);
+}
+
+static void test_th_query_run_jobs_filters_job_records_succeeds(void **state)
+{
+    /* Job records (should twinhub ever have them) are filtered on their own properties. */
+    (void)state;
+    cJSON *docs[2] = {parse_doc("{\"deviceId\":\"d1\",\"jobId\":\"j1\",\"status\":\"completed\"}"),
+                      parse_doc("{\"deviceId\":\"d2\",\"jobId\":\"j1\",\"status\":\"running\"}")};
+    bool twin = false;
+    cJSON *items =
+        run_on("SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'd2'", docs, 2, &twin);
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_true(str_is(items->child, "status", "running"));
+    cJSON_Delete(items);
+    cJSON_Delete(docs[0]);
+    cJSON_Delete(docs[1]);
+}
+
+static void test_th_query_parse_jobs_unsupported_fails(void **state)
+{
+    /* What the article says jobs queries do not support. */
+    (void)state;
+    check_parse_fails_at("SELECT deviceId FROM devices.jobs",
+                         "FROM devices.jobs takes SELECT * only, no projections or aggregates",
+                         "deviceId");
+    check_parse_fails_at("SELECT COUNT() AS n FROM devices.jobs",
+                         "FROM devices.jobs takes SELECT * only, no projections or aggregates",
+                         "COUNT");
+    check_parse_fails_at("SELECT * FROM devices.jobs GROUP BY status",
+                         "GROUP BY is supported only FROM devices", "GROUP");
+    check_parse_fails_at(
+        "SELECT * FROM devices.jobs WHERE tags.site = 'lab'",
+        "a devices.jobs query can refer to job properties only, not to the device twin ('tags')",
+        "tags");
+    check_parse_fails_at("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j' AND "
+                         "properties.reported.fw = '1'",
+                         "a devices.jobs query can refer to job properties only, not to the device "
+                         "twin ('properties')",
+                         "properties");
+    check_parse_fails_at("SELECT * FROM devices.jobs WHERE devices.deviceId = 'd1'",
+                         "a devices.jobs query can refer to job properties only, not to the device "
+                         "twin ('devices.deviceId')",
+                         "devices.deviceId");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1536,6 +1616,9 @@ int main(void)
         cmocka_unit_test(test_th_query_parse_unterminated_string_fails),
         cmocka_unit_test(test_th_query_parse_bad_string_escape_fails),
         cmocka_unit_test(test_th_query_parse_syntax_errors_fails),
+        cmocka_unit_test(test_th_query_parse_jobs_documented_shapes_succeeds),
+        cmocka_unit_test(test_th_query_run_jobs_filters_job_records_succeeds),
+        cmocka_unit_test(test_th_query_parse_jobs_unsupported_fails),
         cmocka_unit_test(test_th_query_parse_aggregate_misuse_fails),
         cmocka_unit_test(test_th_query_parse_duplicate_result_name_fails),
         cmocka_unit_test(test_th_query_parse_nesting_too_deep_fails),

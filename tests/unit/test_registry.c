@@ -1,7 +1,8 @@
 /*
  * test_registry.c - unit tests for registry.c: devices and modules, keys,
  * generation ids, policies and dev identities, the registry file loader,
- * C2D queues and the identity/twin JSON views (iothub-protocol.md 1, 2.5,
+ * C2D queues, the identity/twin JSON views, identity requests (authentication
+ * type none, managedBy, IoT Edge capability and scopes) (iothub-protocol.md 1, 2.5,
  * 5.2, 7.1, 10.3).
  */
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "th_limits.h"
+#include "query.h"
 #include "registry.h"
 #include "util.h"
 
@@ -966,6 +968,512 @@ static void test_th_registry_load_example_fixture_succeeds(void **state)
     assert_int_equal(security, 1);
 }
 
+/* ---- identity requests: auth type none, managedBy, IoT Edge capability and scopes ---- */
+
+/* th_ident_req_from_json of `text`, which must succeed; the body stays alive in *body. */
+static struct th_ident_req req_of(const char *text, bool is_module, cJSON **body)
+{
+    struct th_ident_req req;
+    struct th_error err = {0};
+    *body = parse(text);
+    if (th_ident_req_from_json(*body, is_module, &req, &err) != TH_OK)
+        fail_msg("request %s refused: %s", text, err.message);
+    return req;
+}
+
+/* Creates device `id` from a request body; fails the test when refused. */
+static struct th_identity *create_from(struct th_registry *reg, const char *id, const char *module,
+                                       const char *text)
+{
+    cJSON *body;
+    struct th_ident_req req = req_of(text, module != NULL, &body);
+    struct th_identity *out = NULL;
+    struct th_error err = {0};
+    if (th_registry_create(reg, id, module, &req, NULL, NULL, NOW, &out, &err) != TH_OK)
+        fail_msg("create %s%s%s from %s refused: %s", id, module ? "/" : "", module ? module : "",
+                 text, err.message);
+    cJSON_Delete(body);
+    return out;
+}
+
+/* The expected deviceScope of an edge device created as such. */
+static char *scope_of(const struct th_identity *dev)
+{
+    size_t n = strlen(TH_EDGE_SCOPE_PREFIX) + strlen(dev->device_id) + 32;
+    char *s = malloc(n);
+    assert_non_null(s);
+    snprintf(s, n, TH_EDGE_SCOPE_PREFIX "%s-%s", dev->device_id, dev->generation_id);
+    return s;
+}
+
+/* The single parentScopes entry of a JSON view, or NULL when the array is empty. */
+static const char *first_parent(const cJSON *view)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(view, "parentScopes");
+    assert_true(cJSON_IsArray(arr));
+    assert_true(cJSON_GetArraySize(arr) <= 1);
+    return arr->child ? arr->child->valuestring : NULL;
+}
+
+static void test_th_ident_req_from_json_device_fields_succeeds(void **state)
+{
+    (void)state;
+    cJSON *body;
+    struct th_ident_req r = req_of(
+        "{\"deviceId\":\"d\",\"status\":\"disabled\",\"statusReason\":\"r\","
+        "\"authentication\":{\"type\":\"none\",\"symmetricKey\":{\"primaryKey\":null},"
+        "\"x509Thumbprint\":{\"primaryThumbprint\":null}},\"capabilities\":{\"iotEdge\":true},"
+        "\"deviceScope\":\"s1\",\"parentScopes\":[\"s2\"],\"managedBy\":\"ignored\"}",
+        false, &body);
+    assert_int_equal(r.auth_type, TH_AUTH_NONE);
+    assert_null(r.primary_key);
+    assert_int_equal(r.enabled, 0);
+    assert_string_equal(r.status_reason, "r");
+    assert_int_equal(r.iot_edge, 1);
+    assert_true(r.scope_given);
+    assert_string_equal(r.device_scope, "s1");
+    assert_true(r.parents_given);
+    assert_string_equal(r.parent_scope, "s2");
+    assert_false(r.managed_given); /* not a module member */
+    cJSON_Delete(body);
+
+    /* nothing given; null scopes and managedBy mean "none", not "keep" */
+    r = req_of("{\"deviceId\":\"d\",\"capabilities\":{},\"deviceScope\":null,\"parentScopes\":[]}",
+               false, &body);
+    assert_int_equal(r.auth_type, -1);
+    assert_int_equal(r.enabled, -1);
+    assert_int_equal(r.iot_edge, -1);
+    assert_true(r.scope_given);
+    assert_null(r.device_scope);
+    assert_true(r.parents_given);
+    assert_null(r.parent_scope);
+    cJSON_Delete(body);
+    r = req_of("{\"moduleId\":\"m\",\"managedBy\":null,\"authentication\":{\"type\":\"sas\"}}",
+               true, &body);
+    assert_true(r.managed_given);
+    assert_null(r.managed_by);
+    assert_int_equal(r.auth_type, TH_AUTH_SAS);
+    assert_false(r.scope_given);
+    cJSON_Delete(body);
+}
+
+static void test_th_ident_req_from_json_bad_members_fails(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *what;
+        bool module;
+    } cases[] = {
+        {"[]", "must be a JSON object", false},
+        {"{\"capabilities\":{\"iotEdge\":\"yes\"}}", "capabilities.iotEdge", false},
+        {"{\"capabilities\":true}", "capabilities", false},
+        {"{\"deviceScope\":5}", "deviceScope", false},
+        {"{\"parentScopes\":\"a\"}", "parentScopes", false},
+        {"{\"parentScopes\":[\"a\",\"b\"]}", "at most one parent", false},
+        {"{\"parentScopes\":[1]}", "parentScopes[0]", false},
+        {"{\"authentication\":{\"type\":\"selfSigned\"}}", "not supported", false},
+        {"{\"authentication\":{\"type\":\"certificateAuthority\"}}", "not supported", true},
+        {"{\"authentication\":{\"type\":\"token\"}}", "unknown", false},
+        {"{\"authentication\":{\"symmetricKey\":{\"primaryKey\":7}}}", "primaryKey", false},
+        {"{\"status\":\"on\"}", "'status'", false},
+        {"{\"managedBy\":3}", "managedBy", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_ident_req r;
+        struct th_error err = {0};
+        cJSON *body = parse(cases[i].text);
+        assert_int_equal(th_ident_req_from_json(body, cases[i].module, &r, &err), TH_ERR_INVAL);
+        assert_int_equal(err.code, 400004);
+        if (!strstr(err.message, cases[i].what))
+            fail_msg("%s: message '%s' does not name '%s'", cases[i].text, err.message,
+                     cases[i].what);
+        cJSON_Delete(body);
+    }
+}
+
+static void test_th_registry_create_edge_device_scope_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    /* a deviceScope given to an edge device is ignored: the hub generates it */
+    struct th_identity *gw = create_from(
+        reg, "gw-1", NULL,
+        "{\"capabilities\":{\"iotEdge\":true},\"deviceScope\":\"ms-azure-iot-edge://x-1\"}");
+    char *scope = scope_of(gw);
+    assert_true(gw->iot_edge);
+    assert_string_equal(gw->device_scope, scope);
+    assert_null(gw->parent_scope);
+    assert_int_equal(gw->etag_counter, 1);
+
+    cJSON *ident = th_identity_to_json(gw);
+    assert_true(
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jobj(ident, "capabilities"), "iotEdge")));
+    assert_string_equal(jstr(ident, "deviceScope"), scope);
+    assert_null(first_parent(ident));
+    cJSON_Delete(ident);
+    cJSON *twin = th_identity_twin_json(gw);
+    assert_true(
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jobj(twin, "capabilities"), "iotEdge")));
+    assert_string_equal(jstr(twin, "deviceScope"), scope);
+    assert_false(has(twin, "parentScopes")); /* the hub's twins carry it only when set */
+    cJSON_Delete(twin);
+
+    /* a plain device: iotEdge false, no scope; twin without deviceScope */
+    struct th_identity *d = create_from(reg, "plain", NULL, "{}");
+    assert_false(d->iot_edge);
+    ident = th_identity_to_json(d);
+    assert_true(
+        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(jobj(ident, "capabilities"), "iotEdge")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(ident, "deviceScope")));
+    assert_null(first_parent(ident));
+    cJSON_Delete(ident);
+    twin = th_identity_twin_json(d);
+    assert_false(has(twin, "deviceScope"));
+    assert_false(has(twin, "parentScopes"));
+    cJSON_Delete(twin);
+    free(scope);
+}
+
+static void test_th_registry_create_children_of_edge_device_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *gw = create_from(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    char *scope = scope_of(gw);
+    char body[512];
+
+    /* a leaf child: deviceScope is the parent's; the hub copies it into parentScopes */
+    snprintf(body, sizeof body, "{\"deviceScope\":\"%s\",\"parentScopes\":[\"ignored\"]}", scope);
+    struct th_identity *leaf = create_from(reg, "leaf", NULL, body);
+    assert_false(leaf->iot_edge);
+    assert_string_equal(leaf->device_scope, scope);
+    assert_null(leaf->parent_scope);
+    cJSON *ident = th_identity_to_json(leaf);
+    assert_string_equal(jstr(ident, "deviceScope"), scope);
+    assert_string_equal(first_parent(ident), scope);
+    cJSON_Delete(ident);
+    cJSON *twin = th_identity_twin_json(leaf);
+    assert_string_equal(jstr(twin, "deviceScope"), scope);
+    assert_string_equal(first_parent(twin), scope);
+    cJSON_Delete(twin);
+
+    /* an edge child: its own scope, the parent in parentScopes */
+    snprintf(body, sizeof body, "{\"capabilities\":{\"iotEdge\":true},\"parentScopes\":[\"%s\"]}",
+             scope);
+    struct th_identity *child = create_from(reg, "gw-child", NULL, body);
+    char *own = scope_of(child);
+    assert_string_equal(child->device_scope, own);
+    assert_string_equal(child->parent_scope, scope);
+    ident = th_identity_to_json(child);
+    assert_string_equal(jstr(ident, "deviceScope"), own);
+    assert_string_equal(first_parent(ident), scope);
+    cJSON_Delete(ident);
+    free(own);
+    free(scope);
+}
+
+/* th_registry_create must refuse `text` for device `id` with 400004 naming `what`. */
+static void expect_create_refused(struct th_registry *reg, const char *id, const char *module,
+                                  const char *text, const char *what)
+{
+    cJSON *body;
+    struct th_ident_req req = req_of(text, module != NULL, &body);
+    struct th_error err = {0};
+    size_t devices = th_registry_device_count(reg), modules = th_registry_module_total(reg);
+    assert_int_equal(th_registry_create(reg, id, module, &req, NULL, NULL, NOW, NULL, &err),
+                     TH_ERR_INVAL);
+    assert_int_equal(err.code, 400004);
+    if (!strstr(err.message, what))
+        fail_msg("%s: message '%s' does not name '%s'", text, err.message, what);
+    assert_int_equal(th_registry_device_count(reg), devices);
+    assert_int_equal(th_registry_module_total(reg), modules);
+    cJSON_Delete(body);
+}
+
+static void test_th_registry_create_unknown_parent_fails(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *gw = create_from(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    struct th_identity *leaf = create_from(reg, "leaf", NULL, "{}");
+    char body[512];
+    /* no such scope */
+    expect_create_refused(reg, "d", NULL, "{\"deviceScope\":\"ms-azure-iot-edge://gw-1\"}",
+                          "not the deviceScope of an IoT Edge device");
+    /* the right shape, another generation of the parent */
+    snprintf(body, sizeof body, "{\"deviceScope\":\"%s0\"}", gw->device_scope);
+    expect_create_refused(reg, "d", NULL, body, "not the deviceScope of an IoT Edge device");
+    snprintf(body, sizeof body, "{\"capabilities\":{\"iotEdge\":true},\"parentScopes\":[\"x\"]}");
+    expect_create_refused(reg, "d", NULL, body, "parentScopes[0]");
+    /* a device that stopped being an edge device is no parent any more */
+    cJSON *b;
+    struct th_ident_req off = req_of("{\"capabilities\":{\"iotEdge\":false}}", false, &b);
+    char *old_scope = strdup(gw->device_scope);
+    assert_int_equal(th_identity_apply(reg, gw, &off, NOW, NULL), TH_OK);
+    cJSON_Delete(b);
+    snprintf(body, sizeof body, "{\"deviceScope\":\"%s\"}", old_scope);
+    expect_create_refused(reg, "d", NULL, body, "not the deviceScope of an IoT Edge device");
+    free(old_scope);
+    (void)leaf;
+    /* keys with type none */
+    expect_create_refused(reg, "d", NULL,
+                          "{\"authentication\":{\"type\":\"none\",\"symmetricKey\":"
+                          "{\"primaryKey\":\"" KEY32 "\"}}}",
+                          "has no keys");
+    expect_create_refused(reg, "gw", "m",
+                          "{\"authentication\":{\"type\":\"none\",\"symmetricKey\":"
+                          "{\"secondaryKey\":\"" KEY16 "\"}}}",
+                          "has no keys");
+    /* a module has no status */
+    expect_create_refused(reg, "gw", "m", "{\"status\":\"disabled\"}", "has no status");
+}
+
+static void test_th_registry_create_module_without_keys_succeeds(void **state)
+{
+    /* How IoT Edge creates its modules: type none, managedBy, no keys (edgelet-iothub). */
+    struct th_registry *reg = *state;
+    assert_int_equal(th_registry_add_device(reg, "edge", NULL, NULL, true, NOW, NULL, NULL), TH_OK);
+    struct th_identity *m =
+        create_from(reg, "edge", "SimulatedTemperatureSensor",
+                    "{\"moduleId\":\"SimulatedTemperatureSensor\",\"deviceId\":\"edge\","
+                    "\"managedBy\":\"IotEdge\",\"authentication\":{\"type\":\"none\"}}");
+    assert_int_equal(m->auth_type, TH_AUTH_NONE);
+    assert_string_equal(m->primary_key, "");
+    assert_string_equal(m->secondary_key, "");
+    assert_string_equal(m->managed_by, "IotEdge");
+
+    cJSON *ident = th_identity_to_json(m);
+    assert_string_equal(jstr(ident, "managedBy"), "IotEdge");
+    const cJSON *auth = jobj(ident, "authentication");
+    assert_string_equal(jstr(auth, "type"), "none");
+    const cJSON *sym = jobj(auth, "symmetricKey");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(sym, "primaryKey")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(sym, "secondaryKey")));
+    assert_false(has(ident, "capabilities")); /* modules have none */
+    cJSON_Delete(ident);
+    cJSON *twin = th_identity_twin_json(m);
+    assert_string_equal(jstr(twin, "authenticationType"), "none");
+    assert_false(has(twin, "managedBy")); /* the hub's module twin has no managedBy */
+    cJSON_Delete(twin);
+
+    /* a device can be created without keys too */
+    struct th_identity *d =
+        create_from(reg, "nokeys", NULL, "{\"authentication\":{\"type\":\"none\"}}");
+    assert_int_equal(d->auth_type, TH_AUTH_NONE);
+    assert_string_equal(d->primary_key, "");
+}
+
+static void test_th_identity_apply_none_to_sas_succeeds(void **state)
+{
+    /* IoT Edge's agent completes a keyless module: type sas, with or without keys. */
+    struct th_registry *reg = *state;
+    assert_int_equal(th_registry_add_device(reg, "edge", NULL, NULL, true, NOW, NULL, NULL), TH_OK);
+    struct th_identity *m1 = create_from(reg, "edge", "m1",
+                                         "{\"managedBy\":\"IotEdge\",\"authentication\":"
+                                         "{\"type\":\"none\"}}");
+    struct th_identity *m2 =
+        create_from(reg, "edge", "m2", "{\"authentication\":{\"type\":\"none\"}}");
+    cJSON *body;
+    struct th_error err = {0};
+    struct th_ident_req req = req_of("{\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
+                                     "{\"primaryKey\":null,\"secondaryKey\":null}}}",
+                                     true, &body);
+    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, &err), TH_OK);
+    cJSON_Delete(body);
+    assert_int_equal(m1->auth_type, TH_AUTH_SAS);
+    assert_int_equal(decoded_len(m1->primary_key), 32);
+    assert_int_equal(decoded_len(m1->secondary_key), 32);
+    assert_string_equal(m1->managed_by, "IotEdge"); /* not given: kept */
+    assert_int_equal(m1->etag_counter, 2);
+
+    /* edgelet sends its own derived keys with the update */
+    req = req_of("{\"managedBy\":\"iotedge\",\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
+                 "{\"primaryKey\":\"" KEY32 "\",\"secondaryKey\":\"" KEY16 "\"}}}",
+                 true, &body);
+    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, &err), TH_OK);
+    cJSON_Delete(body);
+    assert_string_equal(m2->primary_key, KEY32);
+    assert_string_equal(m2->secondary_key, KEY16);
+    assert_string_equal(m2->managed_by, "iotedge");
+
+    /* back to none drops both keys; managedBy null clears it */
+    req = req_of("{\"managedBy\":null,\"authentication\":{\"type\":\"none\"}}", true, &body);
+    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, &err), TH_OK);
+    cJSON_Delete(body);
+    assert_int_equal(m2->auth_type, TH_AUTH_NONE);
+    assert_string_equal(m2->primary_key, "");
+    assert_null(m2->managed_by);
+
+    /* keys with type none are refused and nothing changes */
+    req = req_of("{\"authentication\":{\"type\":\"none\",\"symmetricKey\":{\"primaryKey\":\"" KEY32
+                 "\"}}}",
+                 true, &body);
+    uint64_t etag = m1->etag_counter;
+    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, &err), TH_ERR_INVAL);
+    cJSON_Delete(body);
+    assert_int_equal(err.code, 400004);
+    assert_int_equal(m1->auth_type, TH_AUTH_SAS);
+    assert_int_equal(m1->etag_counter, etag);
+}
+
+static void test_th_identity_apply_edge_transitions_keep_parent_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *gw = create_from(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    char *parent = strdup(gw->device_scope);
+    char body[512];
+    snprintf(body, sizeof body, "{\"deviceScope\":\"%s\"}", parent);
+    struct th_identity *d = create_from(reg, "d", NULL, body);
+    cJSON *b;
+    struct th_error err = {0};
+
+    /* becoming an edge device: an own scope (ticks of the update), the parent kept */
+    int64_t later = NOW + 7000000;
+    struct th_ident_req req = req_of("{\"capabilities\":{\"iotEdge\":true}}", false, &b);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    cJSON_Delete(b);
+    char want[256];
+    snprintf(want, sizeof want, TH_EDGE_SCOPE_PREFIX "d-%llu",
+             (unsigned long long)((uint64_t)later * 10u + 621355968000000000ULL));
+    assert_true(d->iot_edge);
+    assert_string_equal(d->device_scope, want);
+    assert_string_equal(d->parent_scope, parent);
+
+    /* the identity sent back as read (own deviceScope, iotEdge false): the parent stays */
+    cJSON *read = th_identity_to_json(d);
+    cJSON_ReplaceItemInObjectCaseSensitive(read, "capabilities", parse("{\"iotEdge\":false}"));
+    assert_int_equal(th_ident_req_from_json(read, false, &req, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    cJSON_Delete(read);
+    assert_false(d->iot_edge);
+    assert_string_equal(d->device_scope, parent);
+    assert_null(d->parent_scope);
+
+    /* a stale scope sent back unchanged is accepted after its parent is gone */
+    assert_int_equal(th_registry_remove(reg, "gw", NULL), TH_OK);
+    snprintf(body, sizeof body, "{\"deviceScope\":\"%s\",\"statusReason\":\"x\"}", parent);
+    req = req_of(body, false, &b);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    cJSON_Delete(b);
+    assert_string_equal(d->device_scope, parent);
+    /* "" removes the parent */
+    req = req_of("{\"deviceScope\":\"\"}", false, &b);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    cJSON_Delete(b);
+    assert_null(d->device_scope);
+    free(parent);
+}
+
+static void test_th_identity_apply_own_parent_fails(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *gw = create_from(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    char body[512];
+    snprintf(body, sizeof body, "{\"parentScopes\":[\"%s\"]}", gw->device_scope);
+    cJSON *b;
+    struct th_ident_req req = req_of(body, false, &b);
+    struct th_error err = {0};
+    assert_int_equal(th_identity_apply(reg, gw, &req, NOW, &err), TH_ERR_INVAL);
+    cJSON_Delete(b);
+    assert_int_equal(err.code, 400004);
+    assert_non_null(strstr(err.message, "its own parent"));
+    assert_null(gw->parent_scope);
+    assert_int_equal(gw->etag_counter, 1);
+}
+
+static void test_th_identity_twin_json_query_iot_edge_succeeds(void **state)
+{
+    /* The documented query finds edge devices (iot-hub-devguide-query-language). */
+    struct th_registry *reg = *state;
+    create_from(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    create_from(reg, "plain", NULL, "{}");
+    cJSON *docs[2] = {th_identity_twin_json(th_registry_find(reg, "gw", NULL)),
+                      th_identity_twin_json(th_registry_find(reg, "plain", NULL))};
+    const char *text = "SELECT * FROM devices WHERE capabilities.iotEdge = true";
+    struct th_query *q = NULL;
+    assert_int_equal(th_query_parse(text, strlen(text), &q, NULL), TH_OK);
+    cJSON *items = NULL;
+    bool twin = false;
+    assert_int_equal(th_query_run(q, docs, 2, &items, &twin, NULL), TH_OK);
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_string_equal(jstr(items->child, "deviceId"), "gw");
+    cJSON_Delete(items);
+    th_query_free(q);
+    cJSON_Delete(docs[0]);
+    cJSON_Delete(docs[1]);
+}
+
+static void test_th_registry_load_edge_hierarchy_succeeds(void **state)
+{
+    /* Parents are named by the id in their scope; the ticks are the load's, not the file's. */
+    struct th_registry *reg = *state;
+    struct th_error err = {0};
+    cJSON *doc = parse(
+        "{\"devices\":["
+        "{\"deviceId\":\"leaf\",\"deviceScope\":\"ms-azure-iot-edge://gw-top-637121074930370650\","
+        "\"parentScopes\":[\"ms-azure-iot-edge://gw-top-637121074930370650\"]},"
+        "{\"deviceId\":\"gw-low\",\"capabilities\":{\"iotEdge\":true},"
+        "\"deviceScope\":\"ms-azure-iot-edge://gw-low-1\","
+        "\"parentScopes\":[\"ms-azure-iot-edge://gw-top-1\"],"
+        "\"modules\":[{\"moduleId\":\"m\",\"managedBy\":\"IotEdge\","
+        "\"authentication\":{\"type\":\"none\"}}]},"
+        "{\"deviceId\":\"gw-top\",\"capabilities\":{\"iotEdge\":true}}]}");
+    th_result r = th_registry_load(reg, doc, NOW, &err);
+    cJSON_Delete(doc);
+    if (r != TH_OK)
+        fail_msg("load failed: %s", err.message);
+    struct th_identity *top = th_registry_find(reg, "gw-top", NULL);
+    struct th_identity *low = th_registry_find(reg, "gw-low", NULL);
+    struct th_identity *leaf = th_registry_find(reg, "leaf", NULL);
+    char *top_scope = scope_of(top), *low_scope = scope_of(low);
+    assert_string_equal(top->device_scope, top_scope);
+    assert_null(top->parent_scope);
+    assert_string_equal(low->device_scope, low_scope);
+    assert_string_equal(low->parent_scope, top_scope);
+    assert_false(leaf->iot_edge);
+    assert_string_equal(leaf->device_scope, top_scope);
+    struct th_identity *m = th_registry_find(reg, "gw-low", "m");
+    assert_int_equal(m->auth_type, TH_AUTH_NONE);
+    assert_string_equal(m->managed_by, "IotEdge");
+    free(top_scope);
+    free(low_scope);
+}
+
+static void test_th_registry_load_bad_edge_fields_fails(void **state)
+{
+    struct th_registry *reg = *state;
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"deviceScope\":"
+                        "\"ms-azure-iot-edge://nobody-1\"}]}",
+                        TH_ERR_INVAL, "names device 'nobody'");
+    /* "pre" exists but is not an edge device */
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"deviceScope\":"
+                        "\"ms-azure-iot-edge://pre-1\"}]}",
+                        TH_ERR_INVAL, "not an IoT Edge device");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"capabilities\":"
+                        "{\"iotEdge\":true},\"parentScopes\":[\"ms-azure-iot-edge://x-1\"]}]}",
+                        TH_ERR_INVAL, "its own parent");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"deviceScope\":\"gw\"}]}",
+                        TH_ERR_INVAL, "devices[1].deviceScope");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"capabilities\":"
+                        "{\"iotedge\":true}}]}",
+                        TH_ERR_INVAL, "devices[1].capabilities.iotedge");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"capabilities\":"
+                        "{\"iotEdge\":1}}]}",
+                        TH_ERR_INVAL, "devices[1].capabilities.iotEdge");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"parentScopes\":"
+                        "[\"ms-azure-iot-edge://a-1\",\"ms-azure-iot-edge://b-1\"]}]}",
+                        TH_ERR_INVAL, "devices[1].parentScopes");
+    expect_load_refused(reg,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"x\",\"modules\":[{\"moduleId\":"
+                        "\"m\",\"authentication\":{\"type\":\"none\",\"symmetricKey\":"
+                        "{\"primaryKey\":\"" KEY32 "\"}}}]}]}",
+                        TH_ERR_INVAL, "devices[1].modules[0].authentication");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1022,6 +1530,18 @@ int main(void)
         TEST(test_th_registry_load_duplicate_policy_fails),
         TEST(test_th_registry_load_not_object_fails),
         TEST(test_th_registry_load_example_fixture_succeeds),
+        TEST(test_th_ident_req_from_json_device_fields_succeeds),
+        TEST(test_th_ident_req_from_json_bad_members_fails),
+        TEST(test_th_registry_create_edge_device_scope_succeeds),
+        TEST(test_th_registry_create_children_of_edge_device_succeeds),
+        TEST(test_th_registry_create_unknown_parent_fails),
+        TEST(test_th_registry_create_module_without_keys_succeeds),
+        TEST(test_th_identity_apply_none_to_sas_succeeds),
+        TEST(test_th_identity_apply_edge_transitions_keep_parent_succeeds),
+        TEST(test_th_identity_apply_own_parent_fails),
+        TEST(test_th_identity_twin_json_query_iot_edge_succeeds),
+        TEST(test_th_registry_load_edge_hierarchy_succeeds),
+        TEST(test_th_registry_load_bad_edge_fields_fails),
     };
     return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }

@@ -1192,6 +1192,227 @@ static void test_th_registry_module_total_counts_all_devices_succeeds(void **sta
     assert_int_equal(th_registry_module_total(reg), 1);
 }
 
+/* ---- IoT Edge capability, scopes, keyless identities ---- */
+
+/* A service request from JSON text; `*body` keeps the strings alive. */
+static struct th_ident_req edge_req(const char *text, bool is_module, cJSON **body)
+{
+    struct th_ident_req req;
+    *body = parse(text);
+    assert_int_equal(th_ident_req_from_json(*body, is_module, &req, NULL), TH_OK);
+    return req;
+}
+
+static struct th_identity *create_req(struct th_registry *reg, const char *did, const char *mid,
+                                      const char *text)
+{
+    cJSON *body;
+    struct th_ident_req req = edge_req(text, mid != NULL, &body);
+    struct th_identity *out = NULL;
+    struct th_error err = {0};
+    if (th_registry_create(reg, did, mid, &req, NULL, NULL, NOW, &out, &err) != TH_OK)
+        fail_msg("create %s: %s", did, err.message);
+    cJSON_Delete(body);
+    return out;
+}
+
+/*
+ * gw (edge) with module m (no keys, managedBy IotEdge) and an edge child gw2,
+ * a leaf child leaf, and a plain device.
+ */
+static void edge_populate(struct th_registry *reg)
+{
+    char text[512];
+    struct th_identity *gw = create_req(reg, "gw", NULL, "{\"capabilities\":{\"iotEdge\":true}}");
+    create_req(reg, "gw", "m",
+               "{\"managedBy\":\"IotEdge\",\"authentication\":{\"type\":\"none\"}}");
+    snprintf(text, sizeof text, "{\"capabilities\":{\"iotEdge\":true},\"parentScopes\":[\"%s\"]}",
+             gw->device_scope);
+    create_req(reg, "gw2", NULL, text);
+    snprintf(text, sizeof text, "{\"deviceScope\":\"%s\"}", gw->device_scope);
+    create_req(reg, "leaf", NULL, text);
+    create_req(reg, "plain", NULL, "{}");
+}
+
+static void test_th_registry_restore_device_edge_and_keyless_round_trip_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    edge_populate(reg);
+    struct th_registry *other = th_registry_new();
+    assert_non_null(other);
+    struct th_error err = {0};
+    for (struct th_identity *d = th_registry_next_device(reg, NULL); d;
+         d = th_registry_next_device(reg, d)) {
+        cJSON *saved = th_device_state_json(d);
+        if (th_registry_restore_device(other, saved, &err) != TH_OK)
+            fail_msg("restore of %s refused: %s", d->device_id, err.message);
+        struct th_identity *back = th_registry_find(other, d->device_id, NULL);
+        cJSON *again = th_device_state_json(back);
+        assert_same_json(again, saved);
+        cJSON_Delete(again);
+        cJSON_Delete(saved);
+        assert_identity_same(d, back);
+        for (size_t i = 0; i < d->module_count; i++)
+            assert_identity_same(d->modules[i], back->modules[i]);
+    }
+    const struct th_identity *gw = th_registry_find(other, "gw", NULL);
+    assert_true(gw->iot_edge);
+    assert_string_equal(th_registry_find(other, "gw2", NULL)->parent_scope, gw->device_scope);
+    assert_string_equal(th_registry_find(other, "leaf", NULL)->device_scope, gw->device_scope);
+    const struct th_identity *m = th_registry_find(other, "gw", "m");
+    assert_int_equal(m->auth_type, TH_AUTH_NONE);
+    assert_string_equal(m->primary_key, "");
+    assert_string_equal(m->managed_by, "IotEdge");
+    th_registry_free(other);
+}
+
+static void test_th_registry_restore_device_bad_edge_state_fails(void **state)
+{
+    struct th_registry *reg = *state;
+    edge_populate(reg);
+    static const struct {
+        const char *device, *path, *value, *what;
+    } cases[] = {
+        {"plain", "authType", "\"x509\"", "device.authType"},
+        {"plain", "authType", "\"none\"", "has no keys"},
+        {"plain", "iotEdge", "\"yes\"", "device.iotEdge"},
+        {"plain", "deviceScope", "\"gw\"", "device.deviceScope"},
+        {"plain", "parentScope", "\"ms-azure-iot-edge://gw-1\"", "only an IoT Edge device"},
+        {"gw", "parentScope", "5", "device.parentScope"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *st = th_device_state_json(th_registry_find(reg, cases[i].device, NULL));
+        set_at(st, cases[i].path, cases[i].value);
+        set_at(st, "deviceId", "\"restored\"");
+        struct th_error err = {0};
+        assert_int_equal(th_registry_restore_device(reg, st, &err), TH_ERR_INVAL);
+        if (!strstr(err.message, cases[i].what))
+            fail_msg("%s=%s: '%s' does not name '%s'", cases[i].path, cases[i].value, err.message,
+                     cases[i].what);
+        assert_null(th_registry_find(reg, "restored", NULL));
+        cJSON_Delete(st);
+    }
+    /* a keyless module state with keys is refused too */
+    cJSON *st = th_device_state_json(th_registry_find(reg, "gw", NULL));
+    cJSON *mod = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(st, "modules"), 0);
+    set_at(mod, "primaryKey", "\"" KEY32 "\"");
+    set_at(st, "deviceId", "\"restored\"");
+    set_at(mod, "deviceId", "\"restored\"");
+    struct th_error err = {0};
+    assert_int_equal(th_registry_restore_device(reg, st, &err), TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "device.modules[0]"));
+    cJSON_Delete(st);
+}
+
+static void test_th_registry_export_load_edge_round_trip_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    edge_populate(reg);
+    cJSON *doc = th_registry_export(reg, false);
+    struct th_registry *other = th_registry_new();
+    struct th_error err = {0};
+    if (th_registry_load(other, doc, MUCH_LATER, &err) != TH_OK)
+        fail_msg("load refused the export: %s", err.message);
+    /* New generation ids give new scopes; the relationships stay. */
+    const struct th_identity *gw = th_registry_find(other, "gw", NULL);
+    assert_true(gw->iot_edge);
+    assert_string_not_equal(gw->device_scope, th_registry_find(reg, "gw", NULL)->device_scope);
+    assert_non_null(strstr(gw->device_scope, gw->generation_id));
+    const struct th_identity *gw2 = th_registry_find(other, "gw2", NULL);
+    assert_true(gw2->iot_edge);
+    assert_string_equal(gw2->parent_scope, gw->device_scope);
+    const struct th_identity *leaf = th_registry_find(other, "leaf", NULL);
+    assert_false(leaf->iot_edge);
+    assert_string_equal(leaf->device_scope, gw->device_scope);
+    assert_false(th_registry_find(other, "plain", NULL)->iot_edge);
+    assert_null(th_registry_find(other, "plain", NULL)->device_scope);
+    const struct th_identity *m = th_registry_find(other, "gw", "m");
+    assert_int_equal(m->auth_type, TH_AUTH_NONE);
+    assert_string_equal(m->managed_by, "IotEdge");
+    /* the module entry as exported */
+    const cJSON *mods = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "devices"), 0), "modules");
+    assert_json_text(cJSON_GetArrayItem(mods, 0), "{\"moduleId\":\"m\",\"managedBy\":\"IotEdge\","
+                                                  "\"authentication\":{\"type\":\"none\"}}");
+    cJSON_Delete(doc);
+    th_registry_free(other);
+}
+
+static void test_th_registry_import_edge_export_changes_nothing_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    edge_populate(reg);
+    cJSON *doc = th_registry_export(reg, true);
+    cJSON *before = cJSON_CreateArray();
+    for (struct th_identity *d = th_registry_next_device(reg, NULL); d;
+         d = th_registry_next_device(reg, d))
+        cJSON_AddItemToArray(before, th_device_state_json(d));
+    size_t created = 9, updated = 9, skipped = 9;
+    struct th_error err = {0};
+    if (th_registry_import(reg, doc, true, LATER, &created, &updated, &skipped, &err) != TH_OK)
+        fail_msg("import refused: %s", err.message);
+    assert_int_equal(created, 0);
+    cJSON *after = cJSON_CreateArray();
+    for (struct th_identity *d = th_registry_next_device(reg, NULL); d;
+         d = th_registry_next_device(reg, d))
+        cJSON_AddItemToArray(after, th_device_state_json(d));
+    assert_same_json(after, before);
+    cJSON_Delete(after);
+    cJSON_Delete(before);
+    cJSON_Delete(doc);
+}
+
+static void test_th_registry_import_overwrite_edge_fields_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    edge_populate(reg);
+    struct th_identity *plain = th_registry_find(reg, "plain", NULL);
+    struct th_identity *leaf = th_registry_find(reg, "leaf", NULL);
+    struct th_identity *m = th_registry_find(reg, "gw", "m");
+    struct th_identity *gw = th_registry_find(reg, "gw", NULL);
+    /* plain becomes an edge device whose parent is new-gw, new in the same document (named
+     * with made-up ticks); leaf moves to plain; m gets keys and a new owner. */
+    cJSON *doc =
+        parse("{\"devices\":["
+              "{\"deviceId\":\"leaf\",\"deviceScope\":\"ms-azure-iot-edge://plain-42\"},"
+              "{\"deviceId\":\"plain\",\"capabilities\":{\"iotEdge\":true},"
+              "\"parentScopes\":[\"ms-azure-iot-edge://new-gw-7\"]},"
+              "{\"deviceId\":\"new-gw\",\"capabilities\":{\"iotEdge\":true}},"
+              "{\"deviceId\":\"gw\",\"modules\":[{\"moduleId\":\"m\",\"managedBy\":\"someone\","
+              "\"authentication\":{\"type\":\"sas\"}}]}]}");
+    size_t created = 0, updated = 0, skipped = 0;
+    struct th_error err = {0};
+    if (th_registry_import(reg, doc, true, LATER, &created, &updated, &skipped, &err) != TH_OK)
+        fail_msg("import refused: %s", err.message);
+    cJSON_Delete(doc);
+    assert_int_equal(created, 1);
+    const struct th_identity *ngw = th_registry_find(reg, "new-gw", NULL);
+    assert_true(plain->iot_edge);
+    assert_non_null(plain->device_scope);
+    assert_string_equal(plain->parent_scope, ngw->device_scope);
+    assert_string_equal(leaf->device_scope, plain->device_scope);
+    assert_int_equal(plain->etag_counter, 2);
+    assert_int_equal(leaf->etag_counter, 2);
+    assert_int_equal(gw->etag_counter, 1); /* named without changes */
+    assert_int_equal(m->auth_type, TH_AUTH_SAS);
+    assert_int_equal(strlen(m->primary_key), 44); /* generated: 32 bytes */
+    assert_string_equal(m->managed_by, "someone");
+    assert_int_equal(m->etag_counter, 2);
+
+    /* a parent that is not an edge device after the import: nothing changes */
+    doc = parse("{\"devices\":[{\"deviceId\":\"leaf\","
+                "\"deviceScope\":\"ms-azure-iot-edge://gw-1\"},"
+                "{\"deviceId\":\"gw\",\"capabilities\":{\"iotEdge\":false}}]}");
+    char *leaf_scope = strdup(leaf->device_scope);
+    assert_int_equal(th_registry_import(reg, doc, true, LATER, NULL, NULL, NULL, &err),
+                     TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "names device 'gw'"));
+    assert_true(gw->iot_edge);
+    assert_string_equal(leaf->device_scope, leaf_scope);
+    free(leaf_scope);
+    cJSON_Delete(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1225,6 +1446,11 @@ int main(void)
         TEST(test_th_registry_add_module_with_invalid_twin_fails),
         TEST(test_th_registry_add_module_with_existing_module_fails),
         TEST(test_th_registry_module_total_counts_all_devices_succeeds),
+        TEST(test_th_registry_restore_device_edge_and_keyless_round_trip_succeeds),
+        TEST(test_th_registry_restore_device_bad_edge_state_fails),
+        TEST(test_th_registry_export_load_edge_round_trip_succeeds),
+        TEST(test_th_registry_import_edge_export_changes_nothing_succeeds),
+        TEST(test_th_registry_import_overwrite_edge_fields_succeeds),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);
 }
