@@ -412,11 +412,9 @@ static void test_persist_acknowledged_changes_survive_broker_kill_succeeds(void 
 /*
  * A deletion is an acknowledged change too, also for identities that came from
  * the --registry file the restarted serve is given again.
- *
- * KNOWN FAILING (plugin.c, load_registry_file over restored state): the
- * restarted hub re-imports the --registry file "adding what is missing", so a
- * device or module of that file deleted before the crash is registered again
- * (with the file's keys and an empty twin). Left failing on purpose; see the report.
+ * (A restarted hub once re-imported the --registry file "adding what is
+ * missing", so such a deletion came back; a used state dir is now
+ * authoritative, docs/registry.md.)
  */
 static void test_persist_deleted_registry_identities_stay_deleted_succeeds(void **state)
 {

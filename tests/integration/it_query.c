@@ -830,10 +830,9 @@ static void test_query_malformed_fails(void **state)
 }
 
 /*
- * KNOWN FAILING (plugin/core query parser): a query that ends too early is
- * refused with 400004 and "query: expected ')' at end of query" - no column,
- * although docs/query.md promises "the 1-based column of the problem" for
- * every error. Left failing on purpose; see the report.
+ * A query that ends too early names a column too: docs/query.md promises "the
+ * 1-based column of the problem" for every error (it once said only "expected
+ * ')' at end of query").
  */
 static void test_query_malformed_at_end_names_column_fails(void **state)
 {
