@@ -93,13 +93,12 @@ static int accept_service(struct th_plugin *p, struct mosquitto *client, const s
     p->service_conns++;
     c->policy = policy;
     c->token_expiry_s = d->token_expiry_s;
-    th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
-           pol->name);
+    th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id, pol->name);
     return MOSQ_ERR_SUCCESS;
 }
 
-static int accept_identity(struct th_plugin *p, struct mosquitto *client,
-                           const struct auth_req *rq, const struct th_auth_connect_decision *d)
+static int accept_identity(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
+                           const struct th_auth_connect_decision *d)
 {
     const struct th_username *un = &d->username;
     struct th_identity *id = d->identity;
@@ -108,8 +107,9 @@ static int accept_identity(struct th_plugin *p, struct mosquitto *client,
     struct th_conn *c;
 
     if (g && g->revoked_se && d->token_expiry_s <= g->revoked_se) {
-        return refuse(p, rq, d->device_id, modp, "SAS token expired (revoked by an expireToken fault); "
-                                                 "connect with a new token");
+        return refuse(p, rq, d->device_id, modp,
+                      "SAS token expired (revoked by an expireToken fault); "
+                      "connect with a new token");
     }
     c = conn_add(p, client, rq->client_id, TH_CONN_DEVICE);
     if (!c || !g) {
@@ -132,8 +132,8 @@ static int accept_identity(struct th_plugin *p, struct mosquitto *client,
     if (un->model_id.ptr) {
         char decoded[512];
         size_t n;
-        if (th_pct_decode(un->model_id.ptr, un->model_id.len, false, decoded, sizeof decoded,
-                          &n) == TH_OK) {
+        if (th_pct_decode(un->model_id.ptr, un->model_id.len, false, decoded, sizeof decoded, &n) ==
+            TH_OK) {
             id->model_id = strdup(decoded);
         }
     }

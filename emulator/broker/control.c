@@ -460,9 +460,9 @@ static void cmd_authorize(struct cmd_ctx *x)
         return;
     }
     data = cJSON_CreateObject();
-    if (data && !(x->auth->policy ? cJSON_AddStringToObject(data, "policy", x->auth->policy->name)
-                                  : cJSON_AddStringToObject(data, "deviceId",
-                                                            x->auth->device->device_id))) {
+    if (data && !(x->auth->policy
+                      ? cJSON_AddStringToObject(data, "policy", x->auth->policy->name)
+                      : cJSON_AddStringToObject(data, "deviceId", x->auth->device->device_id))) {
         cJSON_Delete(data);
         data = NULL;
     }

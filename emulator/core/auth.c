@@ -143,11 +143,10 @@ static th_result connect_service(const struct th_registry *reg,
         return refuse(d, "unknown shared access policy '%.*s'", (int)tok->skn.len, tok->skn.ptr);
     if (res->device_id[0])
         return refuse(d, "a service token's sr must be the hub host name, not a device resource");
-    if (th_auth_verify_keys(tok, pol->primary_key, pol->secondary_key, f->now_s, f->skew_s,
-                            &err) != TH_OK)
+    if (th_auth_verify_keys(tok, pol->primary_key, pol->secondary_key, f->now_s, f->skew_s, &err) !=
+        TH_OK)
         return refuse(d, "%s", err.message);
-    if (!(pol->perms &
-          (TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE)))
+    if (!(pol->perms & (TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE)))
         return refuse(d, "policy '%s' has no service rights", pol->name);
     /* A service client must not take over a device's session. */
     const char *slash = strchr(f->client_id, '/');
@@ -164,8 +163,7 @@ static th_result connect_service(const struct th_registry *reg,
 
 static th_result connect_identity(const struct th_registry *reg,
                                   const struct th_auth_connect_facts *f,
-                                  const struct th_sas_token *tok,
-                                  const struct th_sas_resource *res,
+                                  const struct th_sas_token *tok, const struct th_sas_resource *res,
                                   struct th_auth_connect_decision *d)
 {
     struct th_username *un = &d->username;
@@ -187,8 +185,8 @@ static th_result connect_identity(const struct th_registry *reg,
         return refuse(d, "client id '%s' does not match the identity '%s' named in the username",
                       f->client_id, expect_cid);
     if (!th_slice_ieq(un->host.ptr, un->host.len, res->host, strlen(res->host)))
-        return refuse(d, "SAS token host '%s' does not match the username's host '%.*s'",
-                      res->host, (int)un->host.len, un->host.ptr);
+        return refuse(d, "SAS token host '%s' does not match the username's host '%.*s'", res->host,
+                      (int)un->host.len, un->host.ptr);
     struct th_identity *id = th_registry_find(reg, dev, mod);
     if (!id)
         return refuse(d, "%s '%s' is not registered", mod ? "module" : "device", expect_cid);
@@ -292,8 +290,8 @@ static th_result service_device_key(const struct th_registry *reg,
     const struct th_identity *id = th_registry_find(reg, rq->module_registry_of, NULL);
     struct th_auth_device dev = {0};
     if (id) {
-        dev = (struct th_auth_device){id->device_id, id->primary_key, id->secondary_key,
-                                      id->enabled};
+        dev =
+            (struct th_auth_device){id->device_id, id->primary_key, id->secondary_key, id->enabled};
     }
     r = th_auth_rest_device_key(tok, id ? &dev : NULL, rq->now_s, rq->skew_s, err);
     if (r != TH_OK) /* a stored key that is not base64 matches nothing: a refusal too */
@@ -315,9 +313,10 @@ th_result th_auth_service(const struct th_registry *reg, const struct th_auth_se
     const char *what = rq->operation ? rq->operation : "this request";
     size_t len = rq->token ? strlen(rq->token) : 0;
     if (len == 0)
-        return th_error_set(err, TH_ERR_AUTH, TH_AUTH_ERR_CODE,
-                            "no Authorization header; send a SharedAccessSignature token signed "
-                            "with a shared access policy key (sr=<hub>&sig=...&se=...&skn=<policy>)");
+        return th_error_set(
+            err, TH_ERR_AUTH, TH_AUTH_ERR_CODE,
+            "no Authorization header; send a SharedAccessSignature token signed "
+            "with a shared access policy key (sr=<hub>&sig=...&se=...&skn=<policy>)");
     if (len >= TH_AUTH_MAX_TOKEN)
         return th_error_set(err, TH_ERR_AUTH, TH_AUTH_ERR_CODE,
                             "the Authorization header is too long");

@@ -17,7 +17,7 @@
  * are the only callers of the two decisions; the gateway verifies nothing.
  *
  * Pure: the registry, the request's facts and the time come in; a th_result
- * and a reason go out. Nothing here logs, allocates or changes the registry.
+ * and a reason go out. Nothing here logs or changes the registry.
  *
  * Decisions where the hub is silent (docs/protocol.md, docs/rest-api.md):
  * - An id in `sr` is matched to the identity's id ignoring ASCII case. The
@@ -189,9 +189,9 @@ TH_NODISCARD th_result th_auth_connect(const struct th_registry *reg,
 
 /* What a service caller asks for (one REST request, or one control command). */
 struct th_auth_service_request {
-    const char *token;   /* as sent: "SharedAccessSignature sr=...", NULL or "" for none */
-    unsigned rights;     /* TH_PERM_*: any one of them is enough; 0 asks for none */
-    const char *right;   /* the right refusals name, e.g. "RegistryWrite" */
+    const char *token;     /* as sent: "SharedAccessSignature sr=...", NULL or "" for none */
+    unsigned rights;       /* TH_PERM_*: any one of them is enough; 0 asks for none */
+    const char *right;     /* the right refusals name, e.g. "RegistryWrite" */
     const char *operation; /* what is asked, named in refusals: "PUT /devices/{}" */
     /* The request is in this device's module registry, so that device's own key may sign it
      * (th_auth_rest_device_scope); NULL: shared access policies only. */
@@ -202,8 +202,8 @@ struct th_auth_service_request {
 
 /* Who the token proved to be: exactly one member is set. Borrowed from the registry. */
 struct th_auth_service_decision {
-    const struct th_policy *policy;    /* a shared access policy */
-    const struct th_identity *device;  /* a device's own key (module registry only) */
+    const struct th_policy *policy;   /* a shared access policy */
+    const struct th_identity *device; /* a device's own key (module registry only) */
 };
 
 /*
@@ -222,8 +222,7 @@ struct th_auth_service_decision {
  */
 TH_NODISCARD th_result th_auth_service(const struct th_registry *reg,
                                        const struct th_auth_service_request *rq,
-                                       struct th_auth_service_decision *out,
-                                       struct th_error *err);
+                                       struct th_auth_service_decision *out, struct th_error *err);
 
 /* The TH_PERM_* bit of a right's name ("RegistryRead", ...; case-insensitive); 0 if none. */
 unsigned th_auth_right(const char *name);

@@ -136,10 +136,11 @@ struct gw_conn {
     /* REST */
     struct gw_call *call; /* the control call this request waits for, or NULL */
     const struct gw_route *route;
-    char ids[2][GW_ID_BUF];    /* decoded path ids: device, module */
-    long arg;                  /* per-request scratch of the route's handler */
-    bool auth_pending;         /* the hub has not yet decided this request's token */
-    struct gw_held_error *held; /* an error found before that decision (gw_rest.c); owned */
+    char ids[2][GW_ID_BUF]; /* decoded path ids: device, module */
+    long arg;               /* per-request scratch of the route's handler */
+    bool auth_pending;      /* the hub has not yet decided this request's token */
+    /* An error found before that decision, waiting for it (gw_rest.c); owned. */
+    struct gw_held_error *held;
     /* WebSocket */
     struct gw_ws_rx ws;
     struct gw_bridge *bridge;

@@ -55,9 +55,9 @@ static char *authz(const char *tok, const char *rights, const char *operation,
                    const char *module_registry_of)
 {
     char *tok_part = tok ? it_strdupf("\"token\":\"%s\",", tok) : strdup("");
-    char *dev_part =
-        module_registry_of ? it_strdupf(",\"moduleRegistryOf\":\"%s\"", module_registry_of)
-                           : strdup("");
+    char *dev_part = module_registry_of
+                         ? it_strdupf(",\"moduleRegistryOf\":\"%s\"", module_registry_of)
+                         : strdup("");
     char *s = it_strdupf("\"authorization\":{%s\"rights\":[%s],\"operation\":\"%s\"%s}", tok_part,
                          rights, operation, dev_part);
     free(tok_part);
@@ -86,13 +86,11 @@ static void assert_error_has(const cJSON *entry, const char *part)
 static cJSON *get_device_as(struct it_client *svc, const char *tok, int status, int code)
 {
     char *a = authz(tok, "\"RegistryRead\"", "GET /devices/{}", NULL);
-    cJSON *e = status ? it_control_err(svc, status, code,
-                                       "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1
-                                       "\",%s}",
-                                       a)
-                      : it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1
-                                           "\",%s}",
-                                      a);
+    cJSON *e =
+        status
+            ? it_control_err(svc, status, code,
+                             "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\",%s}", a)
+            : it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV1 "\",%s}", a);
     free(a);
     return e;
 }
@@ -212,10 +210,10 @@ static void test_control_auth_rekeyed_policy_succeeds(void **state)
     cJSON *e = get_device_as(svc, t1, 401, 401002);
     assert_error(e, "unknown shared access policy 'ca-rot'");
     cJSON_Delete(e);
-    cJSON *d = it_control_ok(svc, "{\"command\":\"importRegistry\",\"registry\":{\"policies\":["
-                                  "{\"keyName\":\"ca-rot\",\"primaryKey\":\"" ROT_KEY_1 "\","
-                                  "\"secondaryKey\":\"" ROT_KEY_1
-                                  "\",\"rights\":\"RegistryRead\"}]}}");
+    cJSON *d =
+        it_control_ok(svc, "{\"command\":\"importRegistry\",\"registry\":{\"policies\":["
+                           "{\"keyName\":\"ca-rot\",\"primaryKey\":\"" ROT_KEY_1 "\","
+                           "\"secondaryKey\":\"" ROT_KEY_1 "\",\"rights\":\"RegistryRead\"}]}}");
     cJSON_Delete(d);
     d = get_device_as(svc, t1, 0, 0);
     cJSON_Delete(d);
@@ -241,8 +239,8 @@ static void test_control_auth_device_key_on_its_modules_succeeds(void **state)
     struct it_client *svc = it_service_open(&hub, false);
     char *dev = token(NULL, IT_DEV1_KEY, it_expiry());
     char *a = authz(dev, "\"RegistryRead\"", "GET /devices/{}/modules", IT_DEV1);
-    cJSON *d = it_control_ok(svc, "{\"command\":\"listModules\",\"deviceId\":\"" IT_DEV1 "\",%s}",
-                             a);
+    cJSON *d =
+        it_control_ok(svc, "{\"command\":\"listModules\",\"deviceId\":\"" IT_DEV1 "\",%s}", a);
     assert_int_equal(cJSON_GetArraySize(d), 1);
     assert_string_equal(it_json_str(cJSON_GetArrayItem(d, 0), "moduleId"), IT_MOD1);
     cJSON_Delete(d);

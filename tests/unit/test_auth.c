@@ -611,8 +611,7 @@ static void test_th_auth_connect_no_registry_fails(void **state)
 /* ---- th_auth_service ---- */
 
 /* A request for `rights` (any one), the first named, as "GET /devices/{}", at NOW, no skew. */
-static struct th_auth_service_request service(const char *token, unsigned rights,
-                                              const char *right)
+static struct th_auth_service_request service(const char *token, unsigned rights, const char *right)
 {
     return (struct th_auth_service_request){token, rights, right, "GET /devices/{}", NULL, NOW, 0};
 }
@@ -662,9 +661,9 @@ static void test_th_auth_service_missing_right_fails(void **state)
     sign(HOST, KEY, "registryRead", tok, sizeof tok);
     struct th_auth_service_request rq = service(tok, TH_PERM_REGISTRY_WRITE, "RegistryWrite");
     rq.operation = "PUT /devices/{}";
-    expect_refused(state, &rq, TH_ERR_AUTH,
-                   "policy 'registryRead' does not grant RegistryWrite, which PUT /devices/{} needs",
-                   NULL);
+    expect_refused(
+        state, &rq, TH_ERR_AUTH,
+        "policy 'registryRead' does not grant RegistryWrite, which PUT /devices/{} needs", NULL);
 }
 
 static void test_th_auth_service_no_or_bad_token_fails(void **state)
@@ -750,8 +749,7 @@ static void test_th_auth_service_device_key_refusals_fails(void **state)
     /* sr names another device. */
     sign(HOST "/devices/d1", DEV_KEY, NULL, tok, sizeof tok);
     rq.module_registry_of = "off";
-    expect_refused(state, &rq, TH_ERR_AUTH, NULL,
-                   "'d1' cannot manage the modules of device 'off'");
+    expect_refused(state, &rq, TH_ERR_AUTH, NULL, "'d1' cannot manage the modules of device 'off'");
     /* A module's own key. */
     sign(HOST "/devices/d1/modules/m1", MOD_KEY, NULL, tok, sizeof tok);
     rq.module_registry_of = "d1";
@@ -842,16 +840,16 @@ int main(void)
                                         registry_setup, registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_connect_wrong_key_or_scope_fails,
                                         registry_setup, registry_teardown),
-        cmocka_unit_test_setup_teardown(test_th_auth_connect_service_refusals_fails,
-                                        registry_setup, registry_teardown),
+        cmocka_unit_test_setup_teardown(test_th_auth_connect_service_refusals_fails, registry_setup,
+                                        registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_connect_no_registry_fails, registry_setup,
                                         registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_service_policy_with_right_succeeds,
                                         registry_setup, registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_service_missing_right_fails, registry_setup,
                                         registry_teardown),
-        cmocka_unit_test_setup_teardown(test_th_auth_service_no_or_bad_token_fails,
-                                        registry_setup, registry_teardown),
+        cmocka_unit_test_setup_teardown(test_th_auth_service_no_or_bad_token_fails, registry_setup,
+                                        registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_service_policy_token_refusals_fails,
                                         registry_setup, registry_teardown),
         cmocka_unit_test_setup_teardown(test_th_auth_service_expired_within_skew_succeeds,
