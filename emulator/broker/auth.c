@@ -3,14 +3,12 @@
  * bookkeeping (MOSQ_EVT_DISCONNECT) for the IoT Hub device protocol
  * (iothub-protocol.md sections 2 and 3.2-3.5).
  *
- * A device or module connects with client id "{d}" or "{d}/{m}", username
- * "{host}/{d}[/{m}]/?api-version=..." and a SAS token signed with its own
- * key (or with a DeviceConnect policy key, skn set). A service principal
- * connects with a username without '/', any client id that is not an
- * identity, and a token signed with a policy key (skn set). Which identities
- * a token's resource URI covers (ids matched ignoring case) and the check
- * against two keys are core rules (core/auth.h). Every refusal is CONNACK 5
- * (not authorised), logged with the reason and published as a `refused`
+ * Glue only: the decision (device, module or service principal, or refused
+ * with a reason) is th_auth_connect (core/auth.h). This file reads the
+ * CONNECT, applies the decision (the connection record, the identity's
+ * connection state and session flags, the expireToken fault) and reports it:
+ * every refusal is CONNACK 5 (not authorised), logged with the reason and
+ * published as a `refused` event; every device connection a `connected`
  * event.
  */
 #include <stdio.h>
@@ -20,7 +18,6 @@
 #include "th_limits.h"
 #include "auth.h"
 #include "plugin.h"
-#include "sas.h"
 #include "topic.h"
 #include "util.h"
 
@@ -79,59 +76,15 @@ static struct th_conn *conn_add(struct th_plugin *p, struct mosquitto *client,
     return c;
 }
 
-static bool verify_with_keys(const struct th_sas_token *tok, const char *k1, const char *k2,
-                             int64_t now_s, int64_t skew, struct th_error *err)
+static int accept_service(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
+                          const struct th_auth_connect_decision *d)
 {
-    return th_auth_verify_keys(tok, k1, k2, now_s, skew, err) == TH_OK;
-}
-
-static int auth_service(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
-                        const struct th_sas_token *tok, const struct th_sas_resource *res,
-                        int64_t now_s)
-{
-    struct th_error err = {0};
-    char reason[320];
-    const struct th_policy *pol;
-    struct th_conn *c;
-
-    if (!tok->skn.ptr) {
-        return refuse(p, rq, NULL, NULL,
-                      "a service connection (username without '/') needs a shared access policy "
-                      "token with skn");
-    }
-    pol = th_registry_policy(p->reg, tok->skn.ptr, tok->skn.len);
-    if (!pol) {
-        snprintf(reason, sizeof reason, "unknown shared access policy '%.*s'", (int)tok->skn.len,
-                 tok->skn.ptr);
-        return refuse(p, rq, NULL, NULL, reason);
-    }
-    if (res->device_id[0]) {
-        return refuse(p, rq, NULL, NULL,
-                      "a service token's sr must be the hub host name, not a device resource");
-    }
-    if (!verify_with_keys(tok, pol->primary_key, pol->secondary_key, now_s, p->token_skew_s,
-                          &err)) {
-        return refuse(p, rq, NULL, NULL, err.message);
-    }
-    if (!(pol->perms & (TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ | TH_PERM_REGISTRY_WRITE))) {
-        snprintf(reason, sizeof reason, "policy '%s' has no service rights", pol->name);
-        return refuse(p, rq, NULL, NULL, reason);
-    }
-    /* A service client must not take over a device's session. */
-    const char *slash = strchr(rq->client_id, '/');
-    struct th_identity *clash =
-        slash ? th_registry_find_n(p->reg, rq->client_id, (size_t)(slash - rq->client_id),
-                                   slash + 1, strlen(slash + 1))
-              : th_registry_find(p->reg, rq->client_id, NULL);
-    if (clash) {
-        return refuse(p, rq, NULL, NULL,
-                      "a service connection's client id must not be a registered identity");
-    }
+    const struct th_policy *pol = d->policy;
     char *policy = strdup(pol->name);
     if (!policy) {
         return MOSQ_ERR_NOMEM;
     }
-    c = conn_add(p, client, rq->client_id, TH_CONN_SERVICE);
+    struct th_conn *c = conn_add(p, client, rq->client_id, TH_CONN_SERVICE);
     if (!c) {
         free(policy);
         return MOSQ_ERR_NOMEM;
@@ -139,112 +92,36 @@ static int auth_service(struct th_plugin *p, struct mosquitto *client, const str
     c->perms = pol->perms;
     p->service_conns++;
     c->policy = policy;
-    c->token_expiry_s = tok->expiry;
-    th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
-           pol->name);
+    c->token_expiry_s = d->token_expiry_s;
+    th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id, pol->name);
     return MOSQ_ERR_SUCCESS;
 }
 
-static int auth_device(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
-                       const struct th_sas_token *tok, const struct th_sas_resource *res,
-                       int64_t now_s)
+static int accept_identity(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
+                           const struct th_auth_connect_decision *d)
 {
-    struct th_username un;
-    struct th_error err = {0};
-    char dev[TH_MAX_ID_LEN + 1], mod[TH_MAX_ID_LEN + 1], expect_cid[2 * TH_MAX_ID_LEN + 2];
-    char reason[800];
-    struct th_identity *id;
+    const struct th_username *un = &d->username;
+    struct th_identity *id = d->identity;
+    const char *modp = d->has_module ? d->module_id : NULL;
+    struct th_idglue *g = th_idglue_of(id);
     struct th_conn *c;
-    struct th_idglue *g;
 
-    if (th_username_parse(rq->username, strlen(rq->username), &un, &err) != TH_OK) {
-        return refuse(p, rq, NULL, NULL, err.message);
-    }
-    if (un.device_id.len > TH_MAX_ID_LEN || un.module_id.len > TH_MAX_ID_LEN) {
-        return refuse(p, rq, NULL, NULL, "device or module id longer than 128 characters");
-    }
-    snprintf(dev, sizeof dev, "%.*s", (int)un.device_id.len, un.device_id.ptr);
-    snprintf(mod, sizeof mod, "%.*s", (int)un.module_id.len, un.module_id.ptr ? un.module_id.ptr : "");
-    const char *modp = un.module_id.ptr ? mod : NULL;
-
-    if (modp) {
-        snprintf(expect_cid, sizeof expect_cid, "%s/%s", dev, mod);
-    } else {
-        snprintf(expect_cid, sizeof expect_cid, "%s", dev);
-    }
-    if (strcmp(rq->client_id, expect_cid) != 0) {
-        snprintf(reason, sizeof reason,
-                 "client id '%s' does not match the identity '%s' named in the username",
-                 rq->client_id, expect_cid);
-        return refuse(p, rq, dev, modp, reason);
-    }
-    if (!th_slice_ieq(un.host.ptr, un.host.len, res->host, strlen(res->host))) {
-        snprintf(reason, sizeof reason,
-                 "SAS token host '%s' does not match the username's host '%.*s'", res->host,
-                 (int)un.host.len, un.host.ptr);
-        return refuse(p, rq, dev, modp, reason);
-    }
-    id = th_registry_find(p->reg, dev, modp);
-    if (!id) {
-        snprintf(reason, sizeof reason, "%s '%s' is not registered", modp ? "module" : "device",
-                 expect_cid);
-        return refuse(p, rq, dev, modp, reason);
-    }
-    struct th_identity *device = id->parent ? id->parent : id;
-    if (!device->enabled) {
-        snprintf(reason, sizeof reason, "device '%s' is disabled", dev);
-        return refuse(p, rq, dev, modp, reason);
-    }
-
-    if (tok->skn.ptr) {
-        /* Token service / gateway: a DeviceConnect policy signs for the device. */
-        const struct th_policy *pol = th_registry_policy(p->reg, tok->skn.ptr, tok->skn.len);
-        if (!pol || !(pol->perms & TH_PERM_DEVICE_CONNECT)) {
-            snprintf(reason, sizeof reason, "policy '%.*s' is unknown or lacks DeviceConnect",
-                     (int)tok->skn.len, tok->skn.ptr);
-            return refuse(p, rq, dev, modp, reason);
-        }
-        if (th_auth_connect_scope(res, true, dev, modp, &err) != TH_OK) {
-            return refuse(p, rq, dev, modp, err.message);
-        }
-        if (!verify_with_keys(tok, pol->primary_key, pol->secondary_key, now_s, p->token_skew_s,
-                              &err)) {
-            return refuse(p, rq, dev, modp, err.message);
-        }
-    } else {
-        if (th_auth_connect_scope(res, false, dev, modp, &err) != TH_OK) {
-            return refuse(p, rq, dev, modp, err.message);
-        }
-        if (id->auth_type == TH_AUTH_NONE) {
-            /* No keys: an HMAC with an empty key must not pass as a signature. */
-            snprintf(reason, sizeof reason,
-                     "%s '%s' has authentication type 'none' (no keys), so no SAS token can "
-                     "sign for it; give it keys (authentication type 'sas') first",
-                     modp ? "module" : "device", expect_cid);
-            return refuse(p, rq, dev, modp, reason);
-        }
-        if (!verify_with_keys(tok, id->primary_key, id->secondary_key, now_s, p->token_skew_s,
-                              &err)) {
-            return refuse(p, rq, dev, modp, err.message);
-        }
-    }
-
-    g = th_idglue_of(id);
-    if (g && g->revoked_se && tok->expiry <= g->revoked_se) {
-        return refuse(p, rq, dev, modp, "SAS token expired (revoked by an expireToken fault); "
-                                        "connect with a new token");
+    if (g && g->revoked_se && d->token_expiry_s <= g->revoked_se) {
+        return refuse(p, rq, d->device_id, modp,
+                      "SAS token expired (revoked by an expireToken fault); "
+                      "connect with a new token");
     }
     c = conn_add(p, client, rq->client_id, TH_CONN_DEVICE);
     if (!c || !g) {
         return MOSQ_ERR_NOMEM;
     }
     c->identity = id;
-    c->token_expiry_s = tok->expiry;
+    c->token_expiry_s = d->token_expiry_s;
     if (g->conn && g->conn != c) {
         /* Take-over: the old connection's DISCONNECT follows; it no longer owns the identity. */
         g->conn->identity = NULL;
         th_log(p, MOSQ_LOG_NOTICE, "%s | takeover | a new connection replaces the old one",
-               expect_cid);
+               rq->client_id);
     }
     g->conn = c;
     if (mosquitto_client_clean_session(client)) {
@@ -252,10 +129,10 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
     }
     free(id->model_id);
     id->model_id = NULL;
-    if (un.model_id.ptr) {
+    if (un->model_id.ptr) {
         char decoded[512];
         size_t n;
-        if (th_pct_decode(un.model_id.ptr, un.model_id.len, false, decoded, sizeof decoded, &n) ==
+        if (th_pct_decode(un->model_id.ptr, un->model_id.len, false, decoded, sizeof decoded, &n) ==
             TH_OK) {
             id->model_id = strdup(decoded);
         }
@@ -268,14 +145,14 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
         char tmp[512];
         size_t n;
         cJSON_AddStringToObject(data, "clientId", rq->client_id);
-        if (un.api_version.ptr) {
-            snprintf(tmp, sizeof tmp, "%.*s", (int)un.api_version.len, un.api_version.ptr);
+        if (un->api_version.ptr) {
+            snprintf(tmp, sizeof tmp, "%.*s", (int)un->api_version.len, un->api_version.ptr);
             cJSON_AddStringToObject(data, "apiVersion", tmp);
         } else {
             cJSON_AddNullToObject(data, "apiVersion");
         }
-        if (un.client_type.ptr && th_pct_decode(un.client_type.ptr, un.client_type.len, false, tmp,
-                                                sizeof tmp, &n) == TH_OK) {
+        if (un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len, false,
+                                                 tmp, sizeof tmp, &n) == TH_OK) {
             cJSON_AddStringToObject(data, "clientType", tmp);
         } else {
             cJSON_AddNullToObject(data, "clientType");
@@ -285,12 +162,12 @@ static int auth_device(struct th_plugin *p, struct mosquitto *client, const stru
         } else {
             cJSON_AddNullToObject(data, "modelId");
         }
-        cJSON_AddStringToObject(data, "auth", tok->skn.ptr ? "sas-policy" : "sas");
+        cJSON_AddStringToObject(data, "auth", d->policy ? "sas-policy" : "sas");
         cJSON_AddBoolToObject(data, "cleanSession", mosquitto_client_clean_session(client));
     }
     th_event_emit(p, "connected", id->device_id, id->module_id, data);
-    th_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", expect_cid,
-           (int)un.api_version.len, un.api_version.ptr ? un.api_version.ptr : "");
+    th_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
+           (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
     if (!modp && g->sub_c2d) {
         /* Persistent session: the C2D subscription survives, so deliver what queued up. */
         th_c2d_flush(p, id);
@@ -303,35 +180,25 @@ int th_on_basic_auth(int event, void *event_data, void *userdata)
     struct mosquitto_evt_basic_auth *ed = event_data;
     struct th_plugin *p = userdata;
     struct auth_req rq = {mosquitto_client_id(ed->client), ed->username, ed->password};
-    struct th_sas_token tok;
-    struct th_sas_resource res;
-    struct th_error err = {0};
-    int64_t now_s = th_now_us() / 1000000;
+    struct th_auth_connect_facts facts = {
+        .protocol_version = mosquitto_client_protocol_version(ed->client),
+        .client_id = rq.client_id,
+        .username = rq.username,
+        .password = rq.password,
+        .now_s = th_now_us() / 1000000,
+        .skew_s = p->token_skew_s,
+    };
+    struct th_auth_connect_decision d;
     (void)event;
 
-    if (mosquitto_client_protocol_version(ed->client) != 4) {
-        return refuse(p, &rq, NULL, NULL,
-                      "IoT Hub accepts MQTT 3.1.1 only (protocol level 4); this client used another "
-                      "version");
+    if (th_auth_connect(p->reg, &facts, &d) != TH_OK) {
+        return refuse(p, &rq, d.device_id[0] ? d.device_id : NULL,
+                      d.has_module ? d.module_id : NULL, d.reason);
     }
-    if (!rq.client_id || !rq.client_id[0]) {
-        return refuse(p, &rq, NULL, NULL, "an empty client id is not accepted");
+    if (d.kind == TH_AUTH_SERVICE) {
+        return accept_service(p, ed->client, &rq, &d);
     }
-    if (!rq.username || !rq.username[0]) {
-        return refuse(p, &rq, NULL, NULL, "no username; IoT Hub needs {host}/{deviceId}/?api-version=...");
-    }
-    if (!rq.password || !rq.password[0]) {
-        return refuse(p, &rq, NULL, NULL,
-                      "no password; send a SAS token (X.509 authentication is not supported)");
-    }
-    if (th_sas_parse(rq.password, strlen(rq.password), &tok, &err) != TH_OK ||
-        th_sas_resource(&tok, &res, &err) != TH_OK) {
-        return refuse(p, &rq, NULL, NULL, err.message);
-    }
-    if (!strchr(rq.username, '/')) {
-        return auth_service(p, ed->client, &rq, &tok, &res, now_s);
-    }
-    return auth_device(p, ed->client, &rq, &tok, &res, now_s);
+    return accept_identity(p, ed->client, &rq, &d);
 }
 
 int th_on_disconnect(int event, void *event_data, void *userdata)

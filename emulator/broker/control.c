@@ -4,12 +4,15 @@
  * with timeouts, cloud-to-device sends, identity reads and disconnects.
  * Modelled on mosquitto's dynamic-security plugin: a JSON list of commands
  * in, one JSON answer per command, delivered only to the caller, and a
- * specific error for every refusal.
+ * specific error for every refusal. A command may carry the token of the
+ * caller a front end acts for ("authorization"); th_auth_service
+ * (core/auth.h) decides it before the command runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
@@ -366,6 +369,111 @@ static void cmd_disconnect(struct cmd_ctx *x)
     th_ctl_reply_ok(x, data);
 }
 
+/* ---- acting for a caller: "authorization" ---- */
+
+/* 400004 for a malformed "authorization" member; always false. */
+static bool bad_authorization(struct cmd_ctx *x, const char *what)
+{
+    struct th_error err = {0};
+    th_error_set(&err, TH_ERR_INVAL, 400004,
+                 "'authorization' %s: {\"token\": \"SharedAccessSignature ...\", \"rights\": "
+                 "[\"RegistryRead\"|\"RegistryWrite\"|\"ServiceConnect\"|\"DeviceConnect\", ...], "
+                 "\"operation\": text, \"moduleRegistryOf\": deviceId}",
+                 what);
+    th_ctl_reply_err(x, &err);
+    return false;
+}
+
+/*
+ * When the command carries "authorization", decide its token with
+ * th_auth_service and keep who it proved to be in *who (x->auth). False after
+ * replying: 400004 for a malformed member, 401 / 401002 when the token does
+ * not grant what the member asks for. The command still needs the
+ * connection's own rights afterwards: a token narrows what a trusted caller
+ * may do, it never widens it.
+ */
+static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_decision *who)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(x->cmd, "authorization");
+    if (!a) {
+        return true;
+    }
+    if (!cJSON_IsObject(a)) {
+        return bad_authorization(x, "must be an object");
+    }
+    const cJSON *jt = cJSON_GetObjectItemCaseSensitive(a, "token");
+    const cJSON *jr = cJSON_GetObjectItemCaseSensitive(a, "rights");
+    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(a, "operation");
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(a, "moduleRegistryOf");
+    if ((jt && !cJSON_IsNull(jt) && !cJSON_IsString(jt)) || (jo && !cJSON_IsString(jo)) ||
+        (jd && !cJSON_IsString(jd))) {
+        return bad_authorization(x, "has a member of the wrong type");
+    }
+    if (jr && !cJSON_IsArray(jr)) {
+        return bad_authorization(x, "needs 'rights' as an array");
+    }
+    char operation[128];
+    struct th_auth_service_request rq = {
+        .token = cJSON_IsString(jt) ? jt->valuestring : NULL,
+        .operation = operation,
+        .module_registry_of = jd ? jd->valuestring : NULL,
+        .now_s = th_now_us() / 1000000,
+        .skew_s = x->p->token_skew_s,
+    };
+    const cJSON *r;
+    cJSON_ArrayForEach(r, jr)
+    {
+        unsigned bit = cJSON_IsString(r) ? th_auth_right(r->valuestring) : 0;
+        if (!bit) {
+            return bad_authorization(x, "names an unknown right");
+        }
+        if (!rq.right) {
+            rq.right = r->valuestring;
+        }
+        rq.rights |= bit;
+    }
+    if (jo) {
+        snprintf(operation, sizeof operation, "%s", jo->valuestring);
+    } else {
+        snprintf(operation, sizeof operation, "'%s'", x->name);
+    }
+    struct th_error err = {0};
+    if (th_auth_service(x->p->reg, &rq, who, &err) != TH_OK) {
+        th_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
+               x->caller->client_id, x->name, err.message);
+        th_ctl_reply_err(x, &err);
+        return false;
+    }
+    x->auth = who;
+    return true;
+}
+
+/* Only the "authorization" decision: {"policy": name} or {"deviceId": id}. */
+static void cmd_authorize(struct cmd_ctx *x)
+{
+    struct th_error err = {0};
+    cJSON *data;
+    if (!x->auth) {
+        th_error_set(&err, TH_ERR_INVAL, 400004,
+                     "'authorize' decides the command's 'authorization' member; add one");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    data = cJSON_CreateObject();
+    if (data && !(x->auth->policy
+                      ? cJSON_AddStringToObject(data, "policy", x->auth->policy->name)
+                      : cJSON_AddStringToObject(data, "deviceId", x->auth->device->device_id))) {
+        cJSON_Delete(data);
+        data = NULL;
+    }
+    if (!data) {
+        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_ctl_reply_err(x, &err);
+        return;
+    }
+    th_ctl_reply_ok(x, data);
+}
+
 /* ---- faults and marks (scenario support) ---- */
 
 static void cmd_expire_token(struct cmd_ctx *x)
@@ -458,6 +566,7 @@ static const struct {
     {"expireToken", cmd_expire_token},
     {"injectError", cmd_inject_error},
     {"mark", cmd_mark},
+    {"authorize", cmd_authorize},
 };
 
 static void dispatch(struct cmd_ctx *x)
@@ -513,7 +622,8 @@ int th_on_control(int event, void *event_data, void *userdata)
     }
     cJSON_ArrayForEach(cmd, cmds)
     {
-        struct cmd_ctx x = {p, c, cmd, NULL, responses};
+        struct cmd_ctx x = {p, c, cmd, NULL, responses, NULL};
+        struct th_auth_service_decision who;
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(cmd, "command");
         if (!cJSON_IsObject(cmd) || !cJSON_IsString(jn)) {
             cJSON *r = th_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
@@ -525,7 +635,9 @@ int th_on_control(int event, void *event_data, void *userdata)
             continue;
         }
         x.name = jn->valuestring;
-        dispatch(&x);
+        if (authorization_or_reply(&x, &who)) {
+            dispatch(&x);
+        }
     }
     cJSON_Delete(root);
     if (cJSON_GetArraySize(responses) > 0) {

@@ -8,12 +8,16 @@
 
 #include "plugin.h"
 
+struct th_auth_service_decision;
+
 struct cmd_ctx {
     struct th_plugin *p;
     struct th_conn *caller;
     const cJSON *cmd;
     const char *name;
     cJSON *responses; /* array being built */
+    /* Who the command's "authorization" token proved to be; NULL without one. */
+    const struct th_auth_service_decision *auth;
 };
 
 /* A response entry {"command", "correlationData"?}; caller adds data or error. NULL on OOM. */

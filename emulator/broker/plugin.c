@@ -6,8 +6,9 @@
  * (docs/control-api.md).
  *
  * Options (plugin_opt_*): registry FILE, dev_identities true|false,
- * verbose true|false, token_skew_seconds N, state_dir DIR, state_report FILE
- * (where to write what loading DIR restored and set aside), record FILE.
+ * verbose true|false, token_skew_seconds N (the clock skew every token check allows,
+ * default TH_AUTH_TOKEN_SKEW_S), state_dir DIR, state_report FILE (where to write what
+ * loading DIR restored and set aside), record FILE.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "json.h"
 #include "plugin.h"
 #include "util.h"
@@ -211,6 +213,7 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
     p->pid = identifier;
     p->next_call_id = 1;
     p->record_fd = -1;
+    p->token_skew_s = TH_AUTH_TOKEN_SKEW_S; /* CONNECT and service callers alike */
     p->reg = th_registry_new();
     if (!p->reg) {
         plugin_free(p);

@@ -1,15 +1,23 @@
 /*
- * auth.h - the hub's authentication decisions on a parsed SAS token (sas.h):
- * whether a token's resource URI covers an identity, whether it verifies
- * against an identity's keys, and which service REST calls a device's own key
- * may make. The broker's CONNECT check (broker/auth.c) and the gateway's REST
- * check (gateway/gw_rest.c) call these, so both apply one rule
+ * auth.h - every authentication decision of the hub, in one place
  * (iothub-protocol.md 2.3, docs/protocol.md "Connection", docs/rest-api.md
- * "Authentication").
+ * "Authentication"):
+ * - th_auth_connect: an MQTT CONNECT (username, client id, SAS token) against
+ *   the registry: a device or module, a service principal, or refused with
+ *   the reason the broker logs and publishes in its `refused` event;
+ * - th_auth_service: a service caller's token (the Authorization header of a
+ *   REST request, carried in a control command) against the registry's
+ *   policies, or a device's own key on its module registry: allowed, or
+ *   refused with 401 / 401002 and the message the REST answer carries;
+ * - the building blocks both use: whether a token's resource URI covers an
+ *   identity, verification against two keys, the device-key rule of the
+ *   service REST API.
+ * broker/auth.c (CONNECT) and broker/control.c (the control API's
+ * "authorization" member, which the gateway fills from each REST request)
+ * are the only callers of the two decisions; the gateway verifies nothing.
  *
- * Pure: ids, keys and the time come in; a th_result and a reason (th_error,
- * 401 / 401002 IotHubUnauthorizedAccess) go out. No function here looks
- * anything up: the caller finds the identity and passes what it holds.
+ * Pure: the registry, the request's facts and the time come in; a th_result
+ * and a reason go out. Nothing here logs or changes the registry.
  *
  * Decisions where the hub is silent (docs/protocol.md, docs/rest-api.md):
  * - An id in `sr` is matched to the identity's id ignoring ASCII case. The
@@ -27,11 +35,27 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "registry.h"
 #include "sas.h"
+#include "th_limits.h"
 #include "th_result.h"
+#include "topic.h"
 
 /* errorCode of every refusal here (IotHubUnauthorizedAccess). */
 #define TH_AUTH_ERR_CODE 401002
+
+/*
+ * Seconds a token may be past its `se` and still be accepted, for CONNECT,
+ * for connections whose token runs out, and for service calls alike. The
+ * plugin option token_skew_seconds replaces it for all three.
+ */
+#define TH_AUTH_TOKEN_SKEW_S 0
+
+/* Longest token a service caller may send (the gateway's Authorization header). */
+#define TH_AUTH_MAX_TOKEN 4096
+
+/* Room for a refusal's reason: two ids of TH_MAX_ID_LEN and some words. */
+#define TH_AUTH_REASON_BUF 800
 
 /* An id taken from `sr` against an identity's id: equal ignoring ASCII case. */
 bool th_auth_id_eq(const char *sr_id, const char *identity_id);
@@ -105,5 +129,102 @@ struct th_auth_device {
 TH_NODISCARD th_result th_auth_rest_device_key(const struct th_sas_token *tok,
                                                const struct th_auth_device *dev, int64_t now_s,
                                                int64_t skew_s, struct th_error *err);
+
+/* ---- the decisions ------------------------------------------------------------------------ */
+
+/* What a CONNECT carries, as the broker read it. */
+struct th_auth_connect_facts {
+    int protocol_version;  /* MQTT protocol level: IoT Hub accepts 4 (3.1.1) only */
+    const char *client_id; /* NULL or "" when absent */
+    const char *username;  /* NULL when absent */
+    const char *password;  /* NULL when absent */
+    int64_t now_s;
+    int64_t skew_s; /* TH_AUTH_TOKEN_SKEW_S unless configured */
+};
+
+enum th_auth_principal {
+    TH_AUTH_REFUSED = 0,
+    TH_AUTH_IDENTITY, /* a device or module */
+    TH_AUTH_SERVICE,  /* a service principal: a shared access policy */
+};
+
+struct th_auth_connect_decision {
+    enum th_auth_principal kind;
+    /* TH_AUTH_IDENTITY: the device or module, borrowed from the registry. */
+    struct th_identity *identity;
+    /* TH_AUTH_SERVICE: the policy; TH_AUTH_IDENTITY: the DeviceConnect policy that signed the
+     * token, or NULL when the identity's own key did. Borrowed from the registry. */
+    const struct th_policy *policy;
+    int64_t token_expiry_s; /* the token's `se` */
+    /* TH_AUTH_IDENTITY: the parsed username (slices into facts->username): api-version,
+     * DeviceClientType and model-id for the connected event. */
+    struct th_username username;
+    /* The identity the username names, for the log and the refused event: device_id ""
+     * when none was read; module_id only with has_module. */
+    char device_id[TH_MAX_ID_LEN + 1];
+    char module_id[TH_MAX_ID_LEN + 1];
+    bool has_module;
+    char reason[TH_AUTH_REASON_BUF]; /* TH_AUTH_REFUSED: why, one sentence */
+};
+
+/*
+ * Decide a CONNECT. A username without '/' asks for a service principal: a
+ * token signed with a policy key (skn) whose `sr` is the hub, a policy with a
+ * service right, and a client id that is no registered identity. Any other
+ * username is "{host}/{d}[/{m}]/?api-version=..." for the identity the client
+ * id names exactly, registered and enabled, with a token whose host agrees
+ * with the username's and that is signed with the identity's own key or a
+ * DeviceConnect policy whose `sr` covers it (th_auth_connect_scope), and not
+ * expired beyond skew_s. Checks run in that order and the first failure is
+ * the reason.
+ *
+ * TH_OK with out->kind IDENTITY or SERVICE; TH_ERR_AUTH with out->kind
+ * REFUSED and out->reason; TH_ERR_INVAL (and a reason) without a registry or
+ * facts. `out` is always filled. A fault the broker injects (expireToken) is
+ * not decided here: the caller refuses such a token after an allow.
+ */
+TH_NODISCARD th_result th_auth_connect(const struct th_registry *reg,
+                                       const struct th_auth_connect_facts *facts,
+                                       struct th_auth_connect_decision *out);
+
+/* What a service caller asks for (one REST request, or one control command). */
+struct th_auth_service_request {
+    const char *token;     /* as sent: "SharedAccessSignature sr=...", NULL or "" for none */
+    unsigned rights;       /* TH_PERM_*: any one of them is enough; 0 asks for none */
+    const char *right;     /* the right refusals name, e.g. "RegistryWrite" */
+    const char *operation; /* what is asked, named in refusals: "PUT /devices/{}" */
+    /* The request is in this device's module registry, so that device's own key may sign it
+     * (th_auth_rest_device_scope); NULL: shared access policies only. */
+    const char *module_registry_of;
+    int64_t now_s;
+    int64_t skew_s; /* TH_AUTH_TOKEN_SKEW_S unless configured */
+};
+
+/* Who the token proved to be: exactly one member is set. Borrowed from the registry. */
+struct th_auth_service_decision {
+    const struct th_policy *policy;   /* a shared access policy */
+    const struct th_identity *device; /* a device's own key (module registry only) */
+};
+
+/*
+ * Decide a service caller's token. A token without `skn` is a device's own
+ * key: allowed on the module registry of `module_registry_of` only, scoped
+ * and verified by th_auth_rest_device_scope and th_auth_rest_device_key
+ * against that device's keys in the registry. A token with `skn` must have
+ * the hub as `sr` (or {host}/devices), name a policy of the registry, verify
+ * against its primary or secondary key within skew_s, and the policy must
+ * grant one of `rights`.
+ *
+ * TH_OK with out filled; TH_ERR_AUTH, or TH_ERR_EXPIRED for an expired
+ * token, with err 401 / 401002 and the message the service REST API answers
+ * (docs/rest-api.md "Authentication"); TH_ERR_INVAL without a registry or
+ * request. `out` is zeroed first.
+ */
+TH_NODISCARD th_result th_auth_service(const struct th_registry *reg,
+                                       const struct th_auth_service_request *rq,
+                                       struct th_auth_service_decision *out, struct th_error *err);
+
+/* The TH_PERM_* bit of a right's name ("RegistryRead", ...; case-insensitive); 0 if none. */
+unsigned th_auth_right(const char *name);
 
 #endif

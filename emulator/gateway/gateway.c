@@ -63,7 +63,6 @@ static void gateway_free(struct th_gateway *gw)
     free(gw->broker_host);
     free(gw->policy_name);
     free(gw->policy_key);
-    free(gw->policies);
     pthread_mutex_destroy(&gw->lock);
     free(gw);
 }
@@ -308,7 +307,6 @@ void th_gateway_stop(struct th_gateway *gw)
     }
     if (gw->ctx) {
         lws_sul_cancel(&gw->sul_tick);
-        lws_sul_cancel(&gw->sul_refresh);
         lws_context_destroy(gw->ctx);
         gw->ctx = NULL;
     }

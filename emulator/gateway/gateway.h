@@ -64,7 +64,7 @@ bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker
 
 enum th_gateway_state {
     TH_GATEWAY_STARTING, /* control connection not yet established */
-    TH_GATEWAY_UP,       /* control connection up and policies loaded */
+    TH_GATEWAY_UP,       /* control connection up */
     TH_GATEWAY_DOWN,     /* control connection lost; it reconnects by itself */
     TH_GATEWAY_REFUSED,  /* the broker refused the gateway's credentials */
 };

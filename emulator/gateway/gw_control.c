@@ -8,10 +8,9 @@
  * libmosquitto runs its own network thread (mosquitto_loop_start, which also
  * reconnects). Its callbacks only copy what arrived into the inbox and wake
  * the lws service thread with lws_cancel_service; everything else (pending
- * calls, the policy list the REST side verifies tokens against) lives on the
- * service thread. The policy list comes from exportRegistry at connect time
- * and again when a token names an unknown policy or does not verify (keys
- * may have been replaced through importRegistry).
+ * calls) lives on the service thread. The gateway keeps no policies and
+ * checks no token: each REST command carries its caller's token and the
+ * broker decides it (gw_rest.c, core/auth.h th_auth_service).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -301,134 +300,6 @@ static void handle_answer(struct th_gateway *gw, const char *text, size_t len)
     cJSON_Delete(root);
 }
 
-/* ---- service thread: policies ------------------------------------------------------------ */
-
-static unsigned parse_rights(const char *s)
-{
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } rights[] = {
-        {"RegistryRead", TH_PERM_REGISTRY_READ},
-        {"RegistryWrite", TH_PERM_REGISTRY_WRITE},
-        {"ServiceConnect", TH_PERM_SERVICE_CONNECT},
-        {"DeviceConnect", TH_PERM_DEVICE_CONNECT},
-    };
-    unsigned perms = 0;
-    while (s && *s) {
-        size_t n = strcspn(s, ", ");
-        for (size_t i = 0; i < sizeof rights / sizeof rights[0]; i++)
-            if (n == strlen(rights[i].name) && !strncmp(s, rights[i].name, n))
-                perms |= rights[i].bit;
-        s += n;
-        s += strspn(s, ", ");
-    }
-    return perms;
-}
-
-static void on_policies(struct th_gateway *gw, struct gw_conn *conn, const cJSON *entry)
-{
-    (void)conn;
-    int64_t sent = gw->policy_inflight_ms;
-    gw->policy_refresh_in_flight = false;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(data, "policies");
-    if (!cJSON_IsArray(arr)) {
-        if (!atomic_load(&gw->stopping))
-            gw_log(gw, true, "could not read the hub's shared access policies: %s",
-                   th_json_string(entry, "error", "no policies in the answer"));
-        gw->policy_refresh_again = false;
-        gw_rest_policies_ready(gw, false, sent);
-        return;
-    }
-    size_t n = (size_t)cJSON_GetArraySize(arr), k = 0;
-    struct gw_policy *list = calloc(n ? n : 1, sizeof *list);
-    if (!list) {
-        gw->policy_refresh_again = false;
-        gw_rest_policies_ready(gw, false, sent);
-        return;
-    }
-    const cJSON *p;
-    cJSON_ArrayForEach(p, arr)
-    {
-        const char *name = th_json_string(p, "keyName", NULL);
-        if (!name)
-            continue;
-        snprintf(list[k].name, sizeof list[k].name, "%s", name);
-        snprintf(list[k].primary_key, sizeof list[k].primary_key, "%s",
-                 th_json_string(p, "primaryKey", ""));
-        snprintf(list[k].secondary_key, sizeof list[k].secondary_key, "%s",
-                 th_json_string(p, "secondaryKey", ""));
-        list[k].perms = parse_rights(th_json_string(p, "rights", ""));
-        k++;
-    }
-    free(gw->policies);
-    gw->policies = list;
-    gw->npolicies = k;
-    bool first = !gw->policies_loaded;
-    gw->policies_loaded = true;
-    if (gw->ctl_up && atomic_load(&gw->state) != TH_GATEWAY_UP) {
-        set_state(gw, TH_GATEWAY_UP, NULL);
-        if (!first)
-            gw_log(gw, true, "control connection to the hub is back");
-    }
-    gw_log(gw, false, "control | policies loaded | count=%zu", k);
-    if (gw->policy_refresh_again) {
-        gw->policy_refresh_again = false;
-        gw_ctl_want_policies(gw);
-    }
-    gw_rest_policies_ready(gw, true, sent);
-}
-
-/* Send exportRegistry now (the policies are all the gateway reads of it). */
-static void send_refresh(struct th_gateway *gw)
-{
-    int64_t now = th_mono_ms();
-    cJSON *cmd = cJSON_CreateObject();
-    if (cmd && (!cJSON_AddStringToObject(cmd, "command", "exportRegistry") ||
-                !cJSON_AddBoolToObject(cmd, "includeTwins", false))) {
-        cJSON_Delete(cmd);
-        cmd = NULL;
-    }
-    if (!gw_ctl_call(gw, NULL, cmd, GW_CALL_TIMEOUT_S, on_policies)) {
-        gw_rest_policies_ready(gw, false, now); /* the hub is unreachable: nobody waits */
-        return;
-    }
-    gw->policy_refresh_in_flight = true;
-    gw->policy_refresh_ms = gw->policy_inflight_ms = now;
-}
-
-static void refresh_timer(lws_sorted_usec_list_t *sul)
-{
-    struct th_gateway *gw = lws_container_of(sul, struct th_gateway, sul_refresh);
-    if (gw->policy_refresh_in_flight)
-        gw->policy_refresh_again = true;
-    else
-        send_refresh(gw);
-}
-
-void gw_ctl_want_policies(struct th_gateway *gw)
-{
-    if (gw->policy_refresh_in_flight) {
-        gw->policy_refresh_again = true;
-        return;
-    }
-    int64_t now = th_mono_ms(), at = gw->policy_refresh_ms + GW_POLICY_REFRESH_MS;
-    if (!gw->policy_refresh_ms || now >= at)
-        send_refresh(gw);
-    else
-        lws_sul_schedule(gw->ctx, 0, &gw->sul_refresh, refresh_timer,
-                         (lws_usec_t)(at - now) * LWS_US_PER_MS);
-}
-
-const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len)
-{
-    for (size_t i = 0; i < gw->npolicies; i++)
-        if (strlen(gw->policies[i].name) == len && !memcmp(gw->policies[i].name, name, len))
-            return &gw->policies[i];
-    return NULL;
-}
-
 /* ---- service thread: the inbox ----------------------------------------------------------- */
 
 void gw_ctl_drain(struct th_gateway *gw)
@@ -445,13 +316,16 @@ void gw_ctl_drain(struct th_gateway *gw)
             gw->ctl_up = true;
             gw_log(gw, false, "control | connected | client=%s policy=%s", gw->client_id,
                    gw->policy_name);
-            gw->policy_refresh_ms = 0; /* a new connection: fetch at once */
-            gw_ctl_want_policies(gw);
+            if (atomic_load(&gw->state) != TH_GATEWAY_UP) {
+                set_state(gw, TH_GATEWAY_UP, NULL);
+                if (gw->ctl_was_up)
+                    gw_log(gw, true, "control connection to the hub is back");
+            }
+            gw->ctl_was_up = true;
             break;
         case GW_IN_REFUSED:
             gw->ctl_up = false;
             fail_all(gw, "the broker refused the gateway's control connection");
-            gw_rest_policies_ready(gw, false, th_mono_ms());
             break;
         case GW_IN_DISCONNECTED:
             if (gw->ctl_up && !stopping) {
@@ -462,8 +336,6 @@ void gw_ctl_drain(struct th_gateway *gw)
             }
             gw->ctl_up = false;
             fail_all(gw, "the connection to the hub was lost");
-            gw->policy_refresh_in_flight = gw->policy_refresh_again = false;
-            gw_rest_policies_ready(gw, false, th_mono_ms());
             break;
         case GW_IN_MESSAGE:
             if (!stopping)

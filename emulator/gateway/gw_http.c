@@ -143,7 +143,6 @@ void gw_http_respond(struct gw_conn *c, int status, const char *extra, const cha
     }
     req_reset(r);
     c->route = NULL;
-    c->policy_retry = false;
     if (keep) {
         c->state = GW_C_HEAD;
         if (c->wsi)
@@ -330,7 +329,7 @@ static void on_rx(struct gw_conn *c, const uint8_t *p, size_t n)
         gw_conn_want_write(c);
         return;
     }
-    if (c->state == GW_C_WAIT || c->state == GW_C_AUTH) {
+    if (c->state == GW_C_WAIT) {
         /* A pipelined request waits for the current answer; do not read without bound. */
         if (gw_buf_size(&c->in) > GW_MAX_PIPELINED && !c->rx_paused) {
             c->rx_paused = true;
@@ -377,12 +376,7 @@ static void on_close(struct gw_conn *c)
     if (!gw)
         return; /* closed before adoption completed */
     gw_ctl_forget(gw, c);
-    for (struct gw_conn **pp = &gw->auth_waiters; *pp; pp = &(*pp)->auth_next) {
-        if (*pp == c) {
-            *pp = c->auth_next;
-            break;
-        }
-    }
+    gw_rest_request_done(c);
     if (c->bridge)
         gw_ws_closed(c);
     req_reset(&c->req);

@@ -23,7 +23,7 @@
 #include "gateway.h"
 #include "gw_buf.h"
 #include "http_parse.h" /* TH_HTTP_MAX_HEAD, TH_HTTP_MAX_HEADERS */
-#include "registry.h"   /* TH_KEY_BUF, TH_PERM_* */
+#include "registry.h"   /* TH_PERM_* */
 #include "th_limits.h"
 #include "ws_frame.h"
 
@@ -38,7 +38,6 @@
 #define GW_HEAD_TIMEOUT_S 30             /* to send a request's head and body */
 #define GW_IDLE_TIMEOUT_S 120            /* keep-alive connection with no request */
 #define GW_CALL_TIMEOUT_S 30             /* control answer, for commands other than methods */
-#define GW_POLICY_REFRESH_MS 250 /* policy refreshes (on token misses) start at most this often */
 #define GW_ID_BUF (TH_MAX_ID_LEN + 1)
 
 /* ---- the HTTP request being handled ---- */
@@ -92,7 +91,6 @@ struct gw_req {
 enum gw_conn_state {
     GW_C_HEAD,    /* reading a request head */
     GW_C_BODY,    /* reading its body */
-    GW_C_AUTH,    /* waiting for the policy list before authorising */
     GW_C_WAIT,    /* dispatched; waiting for the hub's answer */
     GW_C_WS,      /* upgraded to a WebSocket bridged to the broker */
     GW_C_CLOSING, /* answer queued; close once it is written */
@@ -101,6 +99,7 @@ enum gw_conn_state {
 struct gw_bridge;
 struct gw_call;
 struct gw_route;
+struct gw_held_error;
 
 /* One accepted TLS connection (the lws per-session data; zeroed by lws). */
 struct gw_conn {
@@ -116,11 +115,11 @@ struct gw_conn {
     /* REST */
     struct gw_call *call; /* the control call this request waits for, or NULL */
     const struct gw_route *route;
-    char ids[2][GW_ID_BUF];    /* decoded path ids: device, module */
-    long arg;                  /* per-request scratch of the route's handler */
-    struct gw_conn *auth_next; /* in gw->auth_waiters while GW_C_AUTH */
-    bool policy_retry;         /* the policy list was refreshed for this request */
-    int64_t auth_missed_ms;    /* when its token missed; a refresh started later decides */
+    char ids[2][GW_ID_BUF]; /* decoded path ids: device, module */
+    long arg;               /* per-request scratch of the route's handler */
+    bool auth_pending;      /* the hub has not yet decided this request's token */
+    /* An error found before that decision, waiting for it (gw_rest.c); owned. */
+    struct gw_held_error *held;
     /* WebSocket */
     struct th_ws_reader ws;
     struct gw_bridge *bridge;
@@ -161,13 +160,6 @@ struct gw_inbox_item {
     struct gw_inbox_item *next;
 };
 
-struct gw_policy {
-    char name[64];
-    char primary_key[TH_KEY_BUF];
-    char secondary_key[TH_KEY_BUF];
-    unsigned perms;
-};
-
 #define GW_MAX_LISTEN 8
 
 struct th_gateway {
@@ -199,17 +191,9 @@ struct th_gateway {
 
     /* service thread only */
     bool ctl_up;
+    bool ctl_was_up; /* connected at least once: a later connect is "back" */
     uint64_t next_call_id;
     struct gw_call *calls;
-    struct gw_policy *policies;
-    size_t npolicies;
-    bool policies_loaded;
-    bool policy_refresh_in_flight;
-    bool policy_refresh_again;  /* another refresh is wanted once this one is answered */
-    int64_t policy_refresh_ms;  /* when the last refresh was sent */
-    int64_t policy_inflight_ms; /* when the one in flight was sent */
-    lws_sorted_usec_list_t sul_refresh;
-    struct gw_conn *auth_waiters;
 };
 
 /* gw_log.c */
@@ -236,13 +220,6 @@ bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double
                  gw_done_fn done);
 /* The connection goes away: its call (if any) answers nobody. */
 void gw_ctl_forget(struct th_gateway *gw, struct gw_conn *conn);
-/*
- * Want a policy list fetched from now on: sent at once, or after the one in
- * flight, or when GW_POLICY_REFRESH_MS have passed since the last one. Its
- * answer comes to gw_rest_policies_ready.
- */
-void gw_ctl_want_policies(struct th_gateway *gw);
-const struct gw_policy *gw_ctl_policy(struct th_gateway *gw, const char *name, size_t len);
 
 /* gw_http.c */
 /* lws callback of the TLS protocol (HTTP and WebSocket connections). */
@@ -272,14 +249,10 @@ void gw_conn_want_write(struct gw_conn *c);
 void gw_conn_write_now(struct gw_conn *c);
 
 /* gw_rest.c */
-/* A complete request (head and body) on `c`: route, authorise, answer or call the hub. */
+/* A complete request (head and body) on `c`: route, answer or call the hub with its token. */
 void gw_rest_dispatch(struct gw_conn *c);
-/*
- * Service thread: a policy list sent at `sent_ms` arrived (ok) or failed.
- * Requests whose token missed before sent_ms are decided now; later ones wait
- * for the next list, which this asks for.
- */
-void gw_rest_policies_ready(struct th_gateway *gw, bool ok, int64_t sent_ms);
+/* The request on `c` is over (answered, or the connection closes): free what it held. */
+void gw_rest_request_done(struct gw_conn *c);
 /* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
