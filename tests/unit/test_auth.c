@@ -208,6 +208,25 @@ static void test_th_auth_verify_keys_no_key_matches_fails(void **state)
     assert_int_equal(th_auth_verify_keys(&tok, OTHER_KEY, NULL, NOW, 0, &err), TH_ERR_AUTH);
 }
 
+/* An identity of authentication type 'none' has "" keys: an HMAC with the empty key (which
+ * anybody can compute) must not verify, and the reason says so. */
+static void test_th_auth_verify_keys_empty_keys_fails(void **state)
+{
+    (void)state;
+    char buf[512];
+    struct th_sas_token tok;
+    struct th_sas_resource res;
+    struct th_error err = {0};
+    if (th_sas_sign(HOST "/devices/d1", "", SE, NULL, buf, sizeof buf) == TH_OK) {
+        assert_int_equal(th_sas_parse(buf, strlen(buf), &tok, &err), TH_OK);
+        assert_int_equal(th_auth_verify_keys(&tok, "", "", NOW, 0, &err), TH_ERR_AUTH);
+        assert_non_null(strstr(err.message, "no keys"));
+    }
+    token(HOST "/devices/d1", KEY, NULL, buf, sizeof buf, &tok, &res);
+    assert_int_equal(th_auth_verify_keys(&tok, "", NULL, NOW, 0, &err), TH_ERR_AUTH);
+    assert_non_null(strstr(err.message, "no keys"));
+}
+
 static void test_th_auth_verify_keys_expired_with_secondary_fails(void **state)
 {
     (void)state;
@@ -809,6 +828,7 @@ int main(void)
         cmocka_unit_test(test_th_auth_verify_keys_lower_cased_sr_signed_succeeds),
         cmocka_unit_test(test_th_auth_verify_keys_secondary_succeeds),
         cmocka_unit_test(test_th_auth_verify_keys_no_key_matches_fails),
+        cmocka_unit_test(test_th_auth_verify_keys_empty_keys_fails),
         cmocka_unit_test(test_th_auth_verify_keys_expired_with_secondary_fails),
         cmocka_unit_test(test_th_auth_rest_device_scope_hub_sr_modules_succeeds),
         cmocka_unit_test(test_th_auth_rest_device_scope_lower_cased_device_sr_succeeds),
