@@ -607,6 +607,24 @@ th_result th_secconfig_diff(const cJSON *desired, const cJSON *reported, cJSON *
     *out = cJSON_CreateArray();
     if (!*out)
         return TH_ERR_NOMEM;
+    /* An object that is not one is refused as a whole (it has no keys to compare). */
+    if (desired && !cJSON_IsNull(desired) && !cJSON_IsObject(desired)) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON *copy = cJSON_Duplicate(desired, true);
+        bool ok = item && copy && cJSON_AddStringToObject(item, "key", TH_SECCONFIG_OBJECT) &&
+                  cJSON_AddItemToObject(item, "desired", copy);
+        if (ok)
+            copy = NULL;
+        ok = ok && cJSON_AddTrueToObject(item, "bare") && cJSON_AddItemToArray(*out, item);
+        if (!ok) {
+            cJSON_Delete(copy);
+            cJSON_Delete(item);
+            cJSON_Delete(*out);
+            *out = NULL;
+            return TH_ERR_NOMEM;
+        }
+        return TH_OK;
+    }
     const cJSON *m;
     cJSON_ArrayForEach(m, desired)
     {

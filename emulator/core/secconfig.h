@@ -148,7 +148,8 @@ bool th_secconfig_values_equal(const struct th_secconfig_key *key, const cJSON *
  * out when absent), in desired's order. Only keys an agent reads are compared
  * (no agent reports another), and keys set to null are skipped. A desired
  * entry not in the {"value"} form never matches (the agents refuse it): its
- * item has the entry itself as "desired" and "bare": true. On success *out owns
+ * item has the entry itself as "desired" and "bare": true; so has the one item
+ * for a `desired` that is not an object (key TH_SECCONFIG_OBJECT). On success *out owns
  * the array (cJSON_Delete; empty when everything matches); TH_ERR_NOMEM
  * otherwise, *out NULL.
  */

@@ -629,6 +629,15 @@ static void test_th_secconfig_diff_different_fails(void **state)
         "\"PT1M\",\"bare\":true},{\"key\":\"eventPriorityProcessTerminate\",\"desired\":\"Low\"}]");
     free(text);
     cJSON_Delete(out);
+    /* A desired "object" that is not one differs as a whole. */
+    cJSON *str = parse("\"PT7M\"");
+    assert_int_equal(th_secconfig_diff(str, r, &out), TH_OK);
+    assert_int_equal(cJSON_GetArraySize(out), 1);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(out->child, "key")),
+                        TH_SECCONFIG_OBJECT);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(out->child, "bare")));
+    cJSON_Delete(out);
+    cJSON_Delete(str);
     /* No reported object: every key differs. */
     assert_int_equal(th_secconfig_diff(d, NULL, &out), TH_OK);
     assert_int_equal(cJSON_GetArraySize(out), 4);
