@@ -480,10 +480,21 @@ static bool check_value(struct th_secconfig_report *r, const struct th_secconfig
 }
 
 /* One member of the configuration object; false when out of memory. */
-static bool check_member(struct th_secconfig_report *r, const cJSON *m, struct effective eff[4])
+static bool check_member(struct th_secconfig_report *r, const cJSON *m, struct effective eff[4],
+                         bool seen[NKEYS])
 {
     static const char *const conflict_keys[4] = {HIGH_KEY, LOW_KEY, CACHE_KEY, MESSAGE_KEY};
     const struct th_secconfig_key *k = th_secconfig_key_find(m->string);
+    /*
+     * Only a file can hold a name twice (a twin cannot). parson, the C agent's
+     * JSON parser, refuses a document with a repeated name (json_object_add).
+     */
+    if (k && seen[k - keys])
+        return add_finding(r, TH_SECCONFIG_TYPE_MISMATCH, k->name,
+                           "appears more than once: the C agent's JSON parser (parson) refuses "
+                           "the whole document");
+    if (k)
+        seen[k - keys] = true;
     if (!k) {
         const struct th_secconfig_key *near = key_find_nocase(m->string);
         if (near)
@@ -540,10 +551,11 @@ th_result th_secconfig_check(const cJSON *config, struct th_secconfig_report *ou
     }
     struct effective eff[4] = {effective_default(HIGH_KEY), effective_default(LOW_KEY),
                                effective_default(CACHE_KEY), effective_default(MESSAGE_KEY)};
+    bool seen[NKEYS] = {false};
     const cJSON *m;
     cJSON_ArrayForEach(m, config)
     {
-        if (!check_member(out, m, eff))
+        if (!check_member(out, m, eff, seen))
             goto oom;
     }
     /* agent_configuration_error_collector.c and AgentConfigurationErrorEventGenerator.cs. */

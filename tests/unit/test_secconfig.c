@@ -230,6 +230,13 @@ static void test_th_secconfig_check_null_value_fails(void **state)
                "baselineCustomChecksFilePath", "null");
 }
 
+static void test_th_secconfig_check_repeated_key_fails(void **state)
+{
+    (void)state;
+    expect_one("{\"snapshotFrequency\": {\"value\": \"PT1M\"}, \"snapshotFrequency\": null}",
+               TH_SECCONFIG_TYPE_MISMATCH, "snapshotFrequency", "appears more than once");
+}
+
 static void test_th_secconfig_check_removed_key_succeeds(void **state)
 {
     (void)state;
@@ -658,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_th_secconfig_check_bare_value_fails),
         cmocka_unit_test(test_th_secconfig_check_missing_value_member_fails),
         cmocka_unit_test(test_th_secconfig_check_null_value_fails),
+        cmocka_unit_test(test_th_secconfig_check_repeated_key_fails),
         cmocka_unit_test(test_th_secconfig_check_removed_key_succeeds),
         cmocka_unit_test(test_th_secconfig_check_every_key_right_type_succeeds),
         cmocka_unit_test(test_th_secconfig_check_every_key_wrong_type_fails),
