@@ -97,9 +97,8 @@ static int ensure_desired(const struct th_args *a, cJSON **out)
     *out = NULL;
     cJSON *doc = cJSON_CreateObject(), *defaults = th_secconfig_defaults();
     if (!doc || !defaults || !cJSON_AddItemToObject(doc, TH_SECCONFIG_OBJECT, defaults)) {
-        cJSON_Delete(doc);
-        if (doc)
-            cJSON_Delete(defaults);
+        cJSON_Delete(doc); /* `defaults` was not added: free both */
+        cJSON_Delete(defaults);
         return th_oom();
     }
     const char *text = th_args_get(a, "desired");
