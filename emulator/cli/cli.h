@@ -36,6 +36,10 @@ void th_usage_run(FILE *out);
 int th_cmd_verify(int argc, char **argv);
 void th_usage_verify(FILE *out);
 
+/* `twinhub security ensure|check|status` (security.c; docs/cli.md). */
+int th_cmd_security(int argc, char **argv);
+void th_usage_security(FILE *out);
+
 /* Absolute paths of the four files in a cert directory. */
 struct th_cert_files {
     char ca_cert[PATH_MAX];     /* ca.pem, 0644 */
