@@ -839,9 +839,9 @@ struct it_client *it_service_open(const struct it_hub *hub, bool events)
     if (connack != 0)
         diag("service principal %s: CONNACK %d (expected 0)", cid, connack);
     assert_int_equal(connack, 0);
-    assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
+    assert_int_equal(it_client_subscribe(c, TH_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     if (events)
-        assert_int_equal(it_client_subscribe(c, "$twinhub/events/#", 1, IT_WAIT_MS), 1);
+        assert_int_equal(it_client_subscribe(c, TH_EVENTS_TOPIC, 1, IT_WAIT_MS), 1);
     return c;
 }
 
@@ -856,7 +856,7 @@ struct it_client *it_service_open_policy(const struct it_hub *hub, const char *p
     struct it_connect_opts o = {.client_id = cid, .username = hub->hub_name, .password = pass};
     struct it_client *c = it_client_connect(hub, &o, connack);
     if (*connack == 0)
-        assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
+        assert_int_equal(it_client_subscribe(c, TH_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     return c;
 }
 
@@ -1047,16 +1047,11 @@ static void control_vsend(struct it_client *svc, char *corr, const char *fmt, va
     free(text);
     assert_non_null(cmd);
     snprintf(corr, 32, "it-%d-%d", (int)getpid(), ++corr_seq);
-    cJSON_DeleteItemFromObjectCaseSensitive(cmd, "correlationData");
-    assert_non_null(cJSON_AddStringToObject(cmd, "correlationData", corr));
-    cJSON *req = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(req, "commands");
-    assert_non_null(arr);
-    cJSON_AddItemToArray(arr, cmd);
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+    const char *corrs[1] = {corr};
+    char *body = th_ctl_request_print(&cmd, 1, corrs);
+    cJSON_Delete(cmd);
     assert_non_null(body);
-    assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, body, 1), MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, body, 1), MOSQ_ERR_SUCCESS);
     free(body);
 }
 
@@ -1071,22 +1066,17 @@ void it_control_send(struct it_client *svc, char *corr, const char *fmt, ...)
 /* Finds the response entry for corr in a response message; NULL if absent. */
 static cJSON *response_entry(const struct it_msg *m, const char *corr)
 {
-    if (strcmp(m->topic, IT_CONTROL_RESPONSE_TOPIC) != 0)
+    if (strcmp(m->topic, TH_CONTROL_RESPONSE_TOPIC) != 0)
         return NULL;
-    cJSON *doc = cJSON_ParseWithLength(m->payload, (size_t)m->len);
-    if (!doc)
+    cJSON *responses = NULL;
+    struct th_error err = {0};
+    if (th_ctl_responses_parse(m->payload, (size_t)m->len, (size_t)m->len, &responses, &err) !=
+        TH_OK)
         return NULL;
-    cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "responses");
-    cJSON *e, *found = NULL;
-    cJSON_ArrayForEach(e, arr)
-    {
-        const cJSON *cd = cJSON_GetObjectItemCaseSensitive(e, "correlationData");
-        if (cJSON_IsString(cd) && strcmp(cd->valuestring, corr) == 0) {
-            found = cJSON_Duplicate(e, 1);
-            break;
-        }
-    }
-    cJSON_Delete(doc);
+    cJSON *found = th_ctl_find(responses, corr, false);
+    if (found)
+        found = cJSON_DetachItemViaPointer(responses, found);
+    cJSON_Delete(responses);
     return found;
 }
 
