@@ -28,6 +28,7 @@
 #include "client.h"
 #include "json.h"
 #include "sas.h"
+#include "th_file.h"
 #include "util.h"
 
 #define CONTROL_TOPIC "$CONTROL/twinhub/v1"
@@ -268,47 +269,6 @@ bool th_args_has(const struct th_args *a, const char *name)
     return false;
 }
 
-/* Read all of `fd`; the caller frees. NULL with errno set on failure. */
-static char *read_all(int fd, size_t max, size_t *len_out)
-{
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return NULL;
-    for (;;) {
-        if (len + 1 >= cap) {
-            if (cap >= max + 2) {
-                free(buf);
-                errno = EFBIG;
-                return NULL;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                errno = ENOMEM;
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            free(buf);
-            errno = e;
-            return NULL;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    *len_out = len;
-    return buf;
-}
-
 cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *err, size_t errsize)
 {
     struct th_error e = {0};
@@ -332,29 +292,17 @@ cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *
 cJSON *th_read_json_file(const char *path, char *err, size_t errsize)
 {
     bool is_stdin = !strcmp(path, "-");
-    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errsize, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (!is_stdin && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        close(fd);
-        snprintf(err, errsize, "cannot read %s: it is a directory", path);
-        return NULL;
-    }
+    const char *what = is_stdin ? "standard input" : path;
     size_t len = 0;
-    char *text = read_all(fd, MAX_JSON_BYTES, &len);
-    int e = errno;
-    if (!is_stdin)
-        close(fd);
+    char *text = is_stdin ? th_file_read_fd(STDIN_FILENO, MAX_JSON_BYTES, &len)
+                          : th_file_read(path, MAX_JSON_BYTES, &len);
     if (!text) {
-        snprintf(err, errsize, "cannot read %s: %s", is_stdin ? "standard input" : path,
-                 strerror(e));
+        if (errno == EISDIR)
+            snprintf(err, errsize, "cannot read %s: it is a directory", what);
+        else
+            snprintf(err, errsize, "cannot read %s: %s", what, strerror(errno));
         return NULL;
     }
-    char what[PATH_MAX + 32];
-    snprintf(what, sizeof what, "%s", is_stdin ? "standard input" : path);
     cJSON *out = th_parse_json_text(text, len, what, err, errsize);
     free(text);
     return out;

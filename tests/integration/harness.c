@@ -36,9 +36,13 @@
 #include <arpa/inet.h>
 #include <mosquitto.h>
 
+#include "hubinfo_file.h"
 #include "registry.h"
 #include "sas.h"
+#include "th_file.h"
 
+/* Logs, /proc entries and recordings the tests read back. */
+#define IT_MAX_FILE_BYTES (256u * 1024 * 1024)
 #define IT_READY_TIMEOUT_MS 20000 /* first start makes a CA and a server key */
 #define IT_STOP_TIMEOUT_MS 10000
 
@@ -68,31 +72,10 @@ static void diag_file(const char *label, const char *path)
     fclose(f);
 }
 
+/* A whole file (logs, /proc entries, info files); NULL when unreadable. */
 static char *read_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
+    return th_file_read(path, IT_MAX_FILE_BYTES, NULL);
 }
 
 char *it_strdupf(const char *fmt, ...)
@@ -297,32 +280,22 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 static int read_info(struct it_hub *hub, const char *info_path, int *info_pid)
 {
-    char *text = read_file(info_path);
-    if (!text) {
-        diag("cannot read info file %s", info_path);
+    struct th_hubinfo info;
+    char err[IT_PATH_MAX + 200];
+    if (th_hubinfo_load(info_path, &info, err, sizeof err) != TH_OK) {
+        diag("%s", err);
         return -1;
     }
-    cJSON *doc = cJSON_Parse(text);
-    free(text);
-    if (!doc) {
-        diag("info file %s is not JSON", info_path);
+    if (!info.ca_file[0] || info.mqtt_port != hub->mqtt_port ||
+        info.mqtts_port != hub->mqtts_port) {
+        diag("info file lacks caFile or its ports (%d, %d) differ from %d, %d", info.mqtt_port,
+             info.mqtts_port, hub->mqtt_port, hub->mqtts_port);
         return -1;
     }
-    int rc = 0;
-    const char *name = it_json_str(doc, "hubName");
-    const char *ca = it_json_str(doc, "caFile");
-    double mp = it_json_num(doc, "mqttPort", -1), sp = it_json_num(doc, "mqttsPort", -1);
-    if (!name || !ca || mp != hub->mqtt_port || sp != hub->mqtts_port) {
-        diag("info file lacks hubName/caFile or its ports (%g, %g) differ from %d, %d", mp, sp,
-             hub->mqtt_port, hub->mqtts_port);
-        rc = -1;
-    } else {
-        snprintf(hub->hub_name, sizeof hub->hub_name, "%s", name);
-        snprintf(hub->ca_file, sizeof hub->ca_file, "%s", ca);
-        *info_pid = (int)it_json_num(doc, "pid", 0);
-    }
-    cJSON_Delete(doc);
-    return rc;
+    snprintf(hub->hub_name, sizeof hub->hub_name, "%s", info.hub_name);
+    snprintf(hub->ca_file, sizeof hub->ca_file, "%s", info.ca_file);
+    *info_pid = (int)info.pid;
+    return 0;
 }
 
 /* One attempt; *port_in_use tells the caller whether a retry with new ports makes sense. */
