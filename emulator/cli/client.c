@@ -1,13 +1,12 @@
 /*
  * client.c - the plumbing every admin subcommand shares (client.h): command
  * line parsing with global options, finding the running hub (docs/cli.md,
- * "Finding the hub"), one libmosquitto connection as a service principal
- * (docs/control-api.md, "Who may use it"), one control call at a time with a
- * correlationData of our own, and table/JSON output.
+ * "Finding the hub"), one connection as a service principal (docs/control-api.md,
+ * "Who may use it") through the control-API client (emulator/ctl/ctl_client.h),
+ * one control call at a time, and table/JSON output.
  *
- * One thread: libmosquitto is driven with mosquitto_loop() against a
- * monotonic deadline, so every wait is bounded by --timeout and nothing
- * sleeps.
+ * One thread: the client drives libmosquitto against a monotonic deadline,
+ * so every wait is bounded by --timeout and nothing sleeps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,23 +25,18 @@
 #include <mosquitto.h>
 
 #include "client.h"
+#include "connstr.h"
+#include "ctl_client.h"
+#include "hubinfo_file.h"
 #include "json.h"
-#include "sas.h"
 #include "th_file.h"
-#include "util.h"
 
-#define CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
-#define HUB_FILE_NAME "hub.json"
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_MQTT_PORT 1883
-#define DEFAULT_MQTTS_PORT 8883
 #define TOKEN_LIFETIME_S 3600
-#define KEEPALIVE_S 60
 /* Exports and imports can be far larger than one twin; the hub caps what it accepts. */
 #define MAX_JSON_BYTES (64u * 1024 * 1024)
 #define MAX_JSON_DEPTH 64
-#define LOOP_SLICE_MS 100
 
 /* ---- command lines ---------------------------------------------------------------------- */
 
@@ -347,14 +341,8 @@ int th_arg_number(const struct th_args *a, const char *opt, const char *text, do
 /* ---- finding the hub -------------------------------------------------------------------- */
 
 struct hub_target {
-    char hub_name[256];
-    char policy[64];
-    char key[128];
-    char host[300];
-    int port;
-    bool tls;
-    char ca_file[PATH_MAX];
-    char gateway[320];          /* "" when unknown */
+    struct th_ctl_target ctl;   /* where and as whom */
+    char gateway[320];          /* GatewayHostName for device connection strings; "" unknown */
     char source[PATH_MAX + 64]; /* where we found it, for messages */
     long pid;                   /* serve's pid from the hub file, 0 when unknown */
 };
@@ -370,48 +358,30 @@ static bool copy_n(char *dst, size_t size, const char *src, size_t len)
 }
 
 /*
- * Parse "HostName=...;SharedAccessKeyName=...;SharedAccessKey=..." (any
- * order, keys case-insensitive as in the SDKs). GatewayHostName, when
- * present, becomes the default host. Returns -1 or TH_EXIT_USAGE.
+ * Take the hub name, policy and key from a service connection string
+ * (core/connstr.h); its GatewayHostName, when present, goes to `gateway`.
+ * Returns -1 or TH_EXIT_USAGE.
  */
-static int parse_conn_str(const struct th_args *a, const char *cs, struct hub_target *t,
+static int parse_conn_str(const struct th_args *a, const char *text, struct hub_target *t,
                           char *gateway, size_t gwsize)
 {
-    bool host = false, skn = false, key = false;
-    gateway[0] = '\0';
-    const char *p = cs;
-    while (*p) {
-        size_t len = strcspn(p, ";");
-        const char *eq = memchr(p, '=', len);
-        if (len > 0 && eq) {
-            size_t klen = (size_t)(eq - p), vlen = len - klen - 1;
-            const char *v = eq + 1;
-            bool fits = true;
-            if (klen == 8 && !strncasecmp(p, "HostName", 8))
-                host = fits = copy_n(t->hub_name, sizeof t->hub_name, v, vlen);
-            else if (klen == 19 && !strncasecmp(p, "SharedAccessKeyName", 19))
-                skn = fits = copy_n(t->policy, sizeof t->policy, v, vlen);
-            else if (klen == 15 && !strncasecmp(p, "SharedAccessKey", 15))
-                key = fits = copy_n(t->key, sizeof t->key, v, vlen);
-            else if (klen == 15 && !strncasecmp(p, "GatewayHostName", 15))
-                fits = copy_n(gateway, gwsize, v, vlen);
-            if (!fits)
-                return th_usage_error(a, "--connection-string: the value of %.*s is too long",
-                                      (int)klen, p);
-        }
-        p += len;
-        if (*p == ';')
-            p++;
-    }
-    if (!host || !skn || !key || !t->hub_name[0] || !t->policy[0] || !t->key[0])
+    struct th_connstr cs;
+    struct th_error err = {0};
+    if (th_connstr_parse(text, &cs, &err) != TH_OK)
+        return th_usage_error(a, "--connection-string: %s", err.message);
+    if (!cs.host_name[0] || !cs.key_name[0] || !cs.key[0])
         return th_usage_error(a, "--connection-string needs HostName, SharedAccessKeyName and "
                                  "SharedAccessKey (a service connection string, such as the one "
                                  "`twinhub serve` prints)");
+    snprintf(t->ctl.hub_name, sizeof t->ctl.hub_name, "%s", cs.host_name);
+    snprintf(t->ctl.policy, sizeof t->ctl.policy, "%s", cs.key_name);
+    snprintf(t->ctl.key, sizeof t->ctl.key, "%s", cs.key);
+    snprintf(gateway, gwsize, "%s", cs.gateway);
     return -1;
 }
 
-/* Split "host[:port]" or "[v6]:port" from a GatewayHostName into t->host / t->port. */
-static void apply_gateway(struct hub_target *t, const char *gw)
+/* Split "host[:port]" or "[v6]:port" from a GatewayHostName into where we connect. */
+static void apply_gateway(struct th_ctl_target *t, const char *gw)
 {
     const char *colon = NULL;
     if (gw[0] == '[') {
@@ -429,23 +399,14 @@ static void apply_gateway(struct hub_target *t, const char *gw)
         t->port = (int)port;
 }
 
-/* What clients dial for serve's --bind: loopback for a wildcard, else the address itself. */
-static void host_from_bind(const char *bind, char *out, size_t size)
-{
-    if (!bind || !*bind || !strcmp(bind, "0.0.0.0"))
-        snprintf(out, size, "%s", DEFAULT_HOST);
-    else if (!strcmp(bind, "::") || !strcmp(bind, "[::]"))
-        snprintf(out, size, "::1");
-    else
-        snprintf(out, size, "%s", bind);
-}
-
 /* Fill t from a hub info file. Returns -1, or an exit code after a message. */
 static int read_hub_file(const struct th_args *a, const char *path, bool explicit_file,
                          struct hub_target *t)
 {
     char err[PATH_MAX + 320];
-    if (access(path, F_OK) != 0 && errno == ENOENT) {
+    struct th_hubinfo info;
+    th_result r = th_hubinfo_load(path, &info, err, sizeof err);
+    if (r == TH_ERR_NOT_FOUND) {
         if (explicit_file)
             fprintf(stderr,
                     "twinhub: no hub info file at %s: is the hub running? Start it with "
@@ -458,62 +419,39 @@ static int read_hub_file(const struct th_args *a, const char *path, bool explici
                     path);
         return TH_EXIT_UNREACHABLE;
     }
-    cJSON *info = th_read_json_file(path, err, sizeof err);
-    if (!info) {
+    if (r == TH_ERR_FORMAT) {
         fprintf(stderr, "twinhub: %s; pass --hub with the info file of a running hub\n", err);
         return TH_EXIT_FAIL;
     }
+    struct th_error e = {0};
+    if (r == TH_OK && th_ctl_target_from_hubinfo(&info, &t->ctl, &e) != TH_OK)
+        snprintf(err, sizeof err, "%s: %s", path, e.message);
+    if (r != TH_OK || e.result != TH_OK) {
+        fprintf(stderr, "twinhub: %s\n", err);
+        return TH_EXIT_FAIL;
+    }
     snprintf(t->source, sizeof t->source, "hub file %s", path);
-    const char *name = th_str(info, "hubName", NULL);
-    int mqtt = (int)th_json_number(info, "mqttPort", 0);
-    int mqtts = (int)th_json_number(info, "mqttsPort", 0);
-    const char *ca = th_str(info, "caFile", NULL);
-    const char *svc = th_str(info, "serviceConnectionString", NULL);
-    t->pid = (long)th_json_number(info, "pid", 0);
-    char bindhost[300];
-    host_from_bind(th_str(info, "bind", NULL), bindhost, sizeof bindhost);
-    int rc = -1;
-    if (!name || (mqtt <= 0 && mqtts <= 0)) {
-        fprintf(stderr, "twinhub: %s is not a twinhub info file (no hubName or ports)\n", path);
-        rc = TH_EXIT_FAIL;
-        goto out;
-    }
-    snprintf(t->hub_name, sizeof t->hub_name, "%s", name);
-    snprintf(t->host, sizeof t->host, "%s", bindhost);
-    if (mqtt > 0) {
-        t->port = mqtt;
-    } else {
-        t->port = mqtts;
-        t->tls = true;
-        snprintf(t->ca_file, sizeof t->ca_file, "%s", ca ? ca : "");
-    }
+    t->pid = info.pid;
     /* GatewayHostName as serve prints it, for device connection strings. */
-    bool v6 = strchr(bindhost, ':') != NULL;
-    if (mqtts > 0 && mqtts != DEFAULT_MQTTS_PORT)
-        snprintf(t->gateway, sizeof t->gateway, v6 ? "[%s]:%d" : "%s:%d", bindhost, mqtts);
-    else
-        snprintf(t->gateway, sizeof t->gateway, v6 ? "[%s]" : "%s", bindhost);
+    if (th_connstr_gateway(t->ctl.host, info.mqtts_port, t->gateway, sizeof t->gateway) != TH_OK)
+        t->gateway[0] = '\0';
     if (!a->conn_str) {
-        if (!svc) {
+        if (!info.service_cs[0]) {
             fprintf(stderr,
                     "twinhub: the hub in %s has no development service connection string "
                     "(it runs with --no-dev-identities); pass --connection-string with a "
                     "policy from its registry\n",
                     path);
-            rc = TH_EXIT_USAGE;
-            goto out;
+            return TH_EXIT_USAGE;
         }
         char gw[320];
-        char keep_name[256];
-        snprintf(keep_name, sizeof keep_name, "%s", t->hub_name);
-        if ((rc = parse_conn_str(a, svc, t, gw, sizeof gw)) >= 0)
-            goto out;
+        int rc = parse_conn_str(a, info.service_cs, t, gw, sizeof gw);
+        if (rc >= 0)
+            return rc;
         /* The token's sr is the hub name serve runs with. */
-        snprintf(t->hub_name, sizeof t->hub_name, "%s", keep_name);
+        snprintf(t->ctl.hub_name, sizeof t->ctl.hub_name, "%s", info.hub_name);
     }
-out:
-    cJSON_Delete(info);
-    return rc;
+    return -1;
 }
 
 /* Work out where and as whom to connect (docs/cli.md, "Finding the hub"). */
@@ -530,7 +468,7 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
             snprintf(dir, sizeof dir, "%s", a->cert_dir);
         else if (!th_certs_default_dir(dir, sizeof dir))
             return TH_EXIT_UNREACHABLE;
-        if (snprintf(path, sizeof path, "%s/%s", dir, HUB_FILE_NAME) >= (int)sizeof path)
+        if (snprintf(path, sizeof path, "%s/%s", dir, TH_HUBINFO_FILE_NAME) >= (int)sizeof path)
             return th_usage_error(a, "--cert-dir is too long");
         if ((rc = read_hub_file(a, path, false, t)) >= 0)
             return rc;
@@ -541,31 +479,31 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
             return rc;
         if (!a->hub_file) {
             snprintf(t->source, sizeof t->source, "--connection-string");
-            snprintf(t->host, sizeof t->host, "%s", DEFAULT_HOST);
-            t->port = a->ca_file ? DEFAULT_MQTTS_PORT : DEFAULT_MQTT_PORT;
+            snprintf(t->ctl.host, sizeof t->ctl.host, "%s", DEFAULT_HOST);
+            t->ctl.port = a->ca_file ? TH_MQTTS_DEFAULT_PORT : DEFAULT_MQTT_PORT;
             if (gw[0]) {
-                int before = t->port;
-                apply_gateway(t, gw);
+                int before = t->ctl.port;
+                apply_gateway(&t->ctl, gw);
                 /* A GatewayHostName port is the TLS port; without a CA we use plain MQTT. */
                 if (!a->ca_file)
-                    t->port = before;
+                    t->ctl.port = before;
             }
         }
     }
     if (a->host)
-        snprintf(t->host, sizeof t->host, "%s", a->host);
+        snprintf(t->ctl.host, sizeof t->ctl.host, "%s", a->host);
     if (a->ca_file) {
-        t->tls = true;
-        snprintf(t->ca_file, sizeof t->ca_file, "%s", a->ca_file);
+        t->ctl.tls = true;
+        snprintf(t->ctl.ca_file, sizeof t->ctl.ca_file, "%s", a->ca_file);
         if (access(a->ca_file, R_OK) != 0)
             return th_usage_error(a, "--ca-file %s: %s", a->ca_file, strerror(errno));
     }
     if (a->port) {
-        t->port = a->port;
+        t->ctl.port = a->port;
         if (!a->ca_file)
-            t->tls = false;
+            t->ctl.tls = false;
     }
-    if (t->tls && !t->ca_file[0])
+    if (t->ctl.tls && !t->ctl.ca_file[0])
         return th_usage_error(a, "the hub only listens with TLS; pass --ca-file with its CA");
     return -1;
 }
@@ -573,95 +511,11 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
 /* ---- the connection --------------------------------------------------------------------- */
 
 struct th_client {
-    struct mosquitto *mosq;
+    struct th_ctl_client *ctl;
     struct hub_target t;
-    bool verbose;
+    char client_id[64]; /* also the prefix of our correlationData */
     double timeout_s;
-    /* state the callbacks update */
-    bool connack;
-    int connack_rc;
-    bool disconnected;
-    int sub_mid;
-    bool subacked;
-    int granted_qos;
-    const char *want_corr; /* the correlationData we wait for */
-    cJSON *entry;          /* its response entry once it arrived */
-    bool got_entry;        /* entry != NULL, as a flag for loop_until */
-    unsigned seq;
 };
-
-static void on_connect(struct mosquitto *mosq, void *obj, int rc)
-{
-    struct th_client *c = obj;
-    (void)mosq;
-    c->connack = true;
-    c->connack_rc = rc;
-}
-
-static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
-{
-    struct th_client *c = obj;
-    (void)mosq;
-    (void)rc;
-    c->disconnected = true;
-}
-
-static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos_count,
-                         const int *granted)
-{
-    struct th_client *c = obj;
-    (void)mosq;
-    if (mid == c->sub_mid) {
-        c->subacked = true;
-        c->granted_qos = qos_count > 0 ? granted[0] : 0x80;
-    }
-}
-
-/* Keep the entry whose correlationData is ours (or a "command": null request error). */
-static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
-{
-    struct th_client *c = obj;
-    (void)mosq;
-    if (strcmp(msg->topic, RESPONSE_TOPIC) != 0 || !c->want_corr || c->entry)
-        return;
-    if (c->verbose)
-        fprintf(stderr, "twinhub: <- %.*s\n", msg->payloadlen, (const char *)msg->payload);
-    cJSON *root = NULL;
-    struct th_error err = {0};
-    if (th_json_parse(msg->payload, (size_t)msg->payloadlen, MAX_JSON_BYTES, MAX_JSON_DEPTH, &root,
-                      &err) != TH_OK)
-        return;
-    cJSON *responses = cJSON_GetObjectItemCaseSensitive(root, "responses");
-    int n = cJSON_GetArraySize(responses);
-    for (int i = 0; i < n; i++) {
-        cJSON *e = cJSON_GetArrayItem(responses, i);
-        const cJSON *corr = cJSON_GetObjectItemCaseSensitive(e, "correlationData");
-        const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(e, "command");
-        bool ours = cJSON_IsString(corr) && !strcmp(corr->valuestring, c->want_corr);
-        if (ours || (cJSON_IsNull(cmd) && !corr)) {
-            c->entry = cJSON_DetachItemFromArray(responses, i);
-            c->got_entry = c->entry != NULL;
-            break;
-        }
-    }
-    cJSON_Delete(root);
-}
-
-/* Run the network loop until *flag or the deadline; returns the last mosquitto error. */
-static int loop_until(struct th_client *c, const bool *flag, int64_t deadline)
-{
-    while (!*flag) {
-        int64_t left = deadline - th_mono_ms();
-        if (left <= 0)
-            return MOSQ_ERR_SUCCESS;
-        int rc = mosquitto_loop(c->mosq, (int)(left < LOOP_SLICE_MS ? left : LOOP_SLICE_MS), 1);
-        if (rc != MOSQ_ERR_SUCCESS)
-            return rc;
-        if (c->disconnected && !*flag)
-            return MOSQ_ERR_CONN_LOST;
-    }
-    return MOSQ_ERR_SUCCESS;
-}
 
 /* Append the hint that tells a user how to get a hub when the one we found is gone. */
 static void unreachable_hint(const struct th_client *c)
@@ -694,6 +548,50 @@ static const char *connack_text(int rc)
     }
 }
 
+/* Say why th_ctl_client_connect failed; returns the exit code. */
+static int connect_failed(const struct th_client *c, const struct th_ctl_failure *why)
+{
+    const struct th_ctl_target *t = &c->t.ctl;
+    const char *rc_text = why->rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(why->rc) : "";
+    const char *sep = why->rc != MOSQ_ERR_SUCCESS ? ": " : "";
+    switch (why->what) {
+    case TH_CTL_FAIL_KEY:
+        fprintf(stderr,
+                "twinhub: the SharedAccessKey of policy '%s' (from %s) is not valid base64; "
+                "check the connection string\n",
+                t->policy, c->t.source[0] ? c->t.source : "the connection string");
+        return TH_EXIT_USAGE;
+    case TH_CTL_FAIL_CA:
+        fprintf(stderr, "twinhub: cannot use CA file %s: %s\n", t->ca_file, rc_text);
+        return TH_EXIT_FAIL;
+    case TH_CTL_FAIL_CONNECT:
+        fprintf(stderr, "twinhub: cannot connect to the hub at %s port %d (%s): %s\n", t->host,
+                t->port, c->t.source, why->rc == MOSQ_ERR_ERRNO ? strerror(why->err) : rc_text);
+        unreachable_hint(c);
+        return TH_EXIT_UNREACHABLE;
+    case TH_CTL_FAIL_REFUSED:
+        fprintf(stderr,
+                "twinhub: the hub at %s port %d refused the service connection (%s); "
+                "check the connection string's policy and key (%s)\n",
+                t->host, t->port, connack_text(why->rc), c->t.source);
+        return TH_EXIT_UNREACHABLE;
+    case TH_CTL_FAIL_NO_CONNACK:
+        fprintf(stderr, "twinhub: no MQTT answer from %s port %d (%s) within %g s%s%s\n", t->host,
+                t->port, c->t.source, c->timeout_s, sep, rc_text);
+        unreachable_hint(c);
+        return TH_EXIT_UNREACHABLE;
+    case TH_CTL_FAIL_SUBSCRIBE:
+    case TH_CTL_FAIL_NONE:
+        break;
+    }
+    fprintf(stderr,
+            "twinhub: the hub %s the subscription to %s%s%s; the policy '%s' may lack "
+            "service rights\n",
+            why->subacked ? "refused" : "did not confirm", TH_CONTROL_RESPONSE_TOPIC, sep, rc_text,
+            t->policy);
+    return TH_EXIT_FAIL;
+}
+
 int th_client_open(const struct th_args *a, double default_timeout_s, struct th_client **out)
 {
     *out = NULL;
@@ -705,85 +603,30 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
         free(c);
         return rc;
     }
-    c->verbose = a->verbose;
     c->timeout_s = a->timeout_s > 0 ? a->timeout_s : default_timeout_s;
-    int64_t deadline = th_mono_ms() + (int64_t)(c->timeout_s * 1000);
-
-    char token[1024];
-    if (th_sas_sign(c->t.hub_name, c->t.key, time(NULL) + TOKEN_LIFETIME_S, c->t.policy, token,
-                    sizeof token) != TH_OK) {
-        fprintf(stderr,
-                "twinhub: the SharedAccessKey of policy '%s' (from %s) is not valid base64; "
-                "check the connection string\n",
-                c->t.policy, c->t.source[0] ? c->t.source : "the connection string");
-        free(c);
-        return TH_EXIT_USAGE;
-    }
-    mosquitto_lib_init();
-    char client_id[64];
-    snprintf(client_id, sizeof client_id, "twinhub-cli-%ld", (long)getpid());
-    c->mosq = mosquitto_new(client_id, true, c);
-    if (!c->mosq) {
+    snprintf(c->client_id, sizeof c->client_id, "twinhub-cli-%ld", (long)getpid());
+    struct th_ctl_opts o = {
+        .client_id = c->client_id,
+        .corr_prefix = c->client_id,
+        .token_lifetime_s = TOKEN_LIFETIME_S,
+        .trace_send = a->verbose ? "twinhub: -> " : NULL,
+        .trace_recv = a->verbose ? "twinhub: <- " : NULL,
+    };
+    c->ctl = th_ctl_client_new(&o);
+    if (!c->ctl) {
         free(c);
         return th_oom();
     }
-    mosquitto_connect_callback_set(c->mosq, on_connect);
-    mosquitto_disconnect_callback_set(c->mosq, on_disconnect);
-    mosquitto_subscribe_callback_set(c->mosq, on_subscribe);
-    mosquitto_message_callback_set(c->mosq, on_message);
-    mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_username_pw_set(c->mosq, c->t.hub_name, token);
-    if (c->t.tls) {
-        int r = mosquitto_tls_set(c->mosq, c->t.ca_file, NULL, NULL, NULL, NULL);
-        if (r != MOSQ_ERR_SUCCESS) {
-            fprintf(stderr, "twinhub: cannot use CA file %s: %s\n", c->t.ca_file,
-                    mosquitto_strerror(r));
-            th_client_close(c);
-            return TH_EXIT_FAIL;
-        }
-    }
-    if (c->verbose)
+    const struct th_ctl_target *t = &c->t.ctl;
+    if (a->verbose)
         fprintf(stderr, "twinhub: connecting to %s port %d (%s) as %s, policy %s, hub %s (%s)\n",
-                c->t.host, c->t.port, c->t.tls ? "TLS" : "plain MQTT", client_id, c->t.policy,
-                c->t.hub_name, c->t.source);
-    rc = mosquitto_connect(c->mosq, c->t.host, c->t.port, KEEPALIVE_S);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        const char *why = rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc);
-        fprintf(stderr, "twinhub: cannot connect to the hub at %s port %d (%s): %s\n", c->t.host,
-                c->t.port, c->t.source, why);
-        unreachable_hint(c);
+                t->host, t->port, t->tls ? "TLS" : "plain MQTT", c->client_id, t->policy,
+                t->hub_name, c->t.source);
+    struct th_ctl_failure why;
+    if (!th_ctl_client_connect(c->ctl, t, (int)(c->timeout_s * 1000), &why)) {
+        rc = connect_failed(c, &why);
         th_client_close(c);
-        return TH_EXIT_UNREACHABLE;
-    }
-    rc = loop_until(c, &c->connack, deadline);
-    if (!c->connack || c->connack_rc != 0) {
-        if (c->connack)
-            fprintf(stderr,
-                    "twinhub: the hub at %s port %d refused the service connection (%s); "
-                    "check the connection string's policy and key (%s)\n",
-                    c->t.host, c->t.port, connack_text(c->connack_rc), c->t.source);
-        else
-            fprintf(stderr, "twinhub: no MQTT answer from %s port %d (%s) within %g s%s%s\n",
-                    c->t.host, c->t.port, c->t.source, c->timeout_s,
-                    rc != MOSQ_ERR_SUCCESS ? ": " : "",
-                    rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : "");
-        if (!c->connack)
-            unreachable_hint(c);
-        th_client_close(c);
-        return TH_EXIT_UNREACHABLE;
-    }
-    rc = mosquitto_subscribe(c->mosq, &c->sub_mid, RESPONSE_TOPIC, 1);
-    if (rc == MOSQ_ERR_SUCCESS)
-        rc = loop_until(c, &c->subacked, deadline);
-    if (!c->subacked || c->granted_qos > 2) {
-        fprintf(stderr,
-                "twinhub: the hub %s the subscription to %s%s%s; the policy '%s' may lack "
-                "service rights\n",
-                c->subacked ? "refused" : "did not confirm", RESPONSE_TOPIC,
-                rc != MOSQ_ERR_SUCCESS ? ": " : "",
-                rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : "", c->t.policy);
-        th_client_close(c);
-        return TH_EXIT_FAIL;
+        return rc;
     }
     *out = c;
     return -1;
@@ -793,53 +636,19 @@ void th_client_close(struct th_client *c)
 {
     if (!c)
         return;
-    if (c->mosq) {
-        if (c->connack && !c->disconnected) {
-            mosquitto_disconnect(c->mosq);
-            /* Let the DISCONNECT leave before the socket closes. */
-            for (int i = 0; i < 5 && !c->disconnected; i++)
-                if (mosquitto_loop(c->mosq, 10, 1) != MOSQ_ERR_SUCCESS)
-                    break;
-        }
-        mosquitto_destroy(c->mosq);
-    }
-    cJSON_Delete(c->entry);
+    th_ctl_client_free(c->ctl);
     free(c);
-    mosquitto_lib_cleanup();
 }
 
 int th_client_call(struct th_client *c, cJSON *command, double timeout_s, cJSON **data)
 {
     *data = NULL;
-    char corr[64];
-    snprintf(corr, sizeof corr, "twinhub-cli-%ld-%u", (long)getpid(), ++c->seq);
-    cJSON_DeleteItemFromObjectCaseSensitive(command, "correlationData");
-    cJSON *root = cJSON_CreateObject();
-    cJSON *cmds = root ? cJSON_AddArrayToObject(root, "commands") : NULL;
-    if (!cmds || !cJSON_AddStringToObject(command, "correlationData", corr) ||
-        !cJSON_AddItemReferenceToArray(cmds, command)) {
-        cJSON_Delete(root);
-        return th_oom();
-    }
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root); /* `command` was only referenced */
-    if (!text)
-        return th_oom();
-    if (c->verbose)
-        fprintf(stderr, "twinhub: -> %s\n", text);
     const char *name = th_str(command, "command", "?");
-    cJSON_Delete(c->entry);
-    c->entry = NULL;
-    c->want_corr = corr;
-    int64_t deadline = th_mono_ms() + (int64_t)(timeout_s * 1000);
-    int rc = mosquitto_publish(c->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1, false);
-    free(text);
-    c->got_entry = false;
-    if (rc == MOSQ_ERR_SUCCESS)
-        rc = loop_until(c, &c->got_entry, deadline);
-    bool got = c->entry != NULL;
-    c->want_corr = NULL;
-    if (!got) {
+    cJSON *entry = NULL;
+    int rc = th_ctl_client_call(c->ctl, command, (int)(timeout_s * 1000), &entry);
+    if (!entry) {
+        if (rc == MOSQ_ERR_NOMEM)
+            return th_oom();
         if (rc != MOSQ_ERR_SUCCESS) {
             fprintf(stderr, "twinhub: lost the connection to the hub during %s: %s\n", name,
                     mosquitto_strerror(rc));
@@ -852,14 +661,10 @@ int th_client_call(struct th_client *c, cJSON *command, double timeout_s, cJSON 
                 name, timeout_s);
         return TH_EXIT_FAIL;
     }
-    cJSON *entry = c->entry;
-    c->entry = NULL;
-    const cJSON *error = cJSON_GetObjectItemCaseSensitive(entry, "error");
-    if (error && !cJSON_IsNull(error)) {
-        fprintf(stderr, "twinhub: %s (status %d, errorCode %d)\n",
-                cJSON_IsString(error) ? error->valuestring : "the hub refused the command",
-                (int)th_json_number(entry, "status", 0),
-                (int)th_json_number(entry, "errorCode", 0));
+    int status = 0, code = 0;
+    const char *error = th_ctl_entry_error(entry, &status, &code);
+    if (error) {
+        fprintf(stderr, "twinhub: %s (status %d, errorCode %d)\n", error, status, code);
         cJSON_Delete(entry);
         return TH_EXIT_FAIL;
     }
@@ -880,7 +685,7 @@ int th_call_once(const struct th_args *a, cJSON *command, cJSON **data, struct t
     int rc = th_client_open(a, TH_CLI_DEFAULT_TIMEOUT_S, &c);
     if (rc < 0) {
         if (info) {
-            snprintf(info->hub_name, sizeof info->hub_name, "%s", c->t.hub_name);
+            snprintf(info->hub_name, sizeof info->hub_name, "%s", c->t.ctl.hub_name);
             snprintf(info->gateway, sizeof info->gateway, "%s", c->t.gateway);
         }
         rc = th_client_call(c, command, c->timeout_s, data);

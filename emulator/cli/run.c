@@ -8,9 +8,10 @@
  * event stream ($twinhub/events/#). Prints one line per step, writes JUnit
  * and the recording, stops everything.
  *
- * One thread and one poll() loop: the control connection (libmosquitto
- * driven with loop_read/loop_write), a signalfd for SIGCHLD (agent, hub)
- * and SIGINT/SIGTERM, and serve's stdout until it says "twinhub: ready".
+ * One thread and one poll() loop: the control connection (the control-API
+ * client of emulator/ctl, driven through this loop), a signalfd for SIGCHLD
+ * (agent, hub) and SIGINT/SIGTERM, and serve's stdout until it says
+ * "twinhub: ready".
  * Nothing sleeps: every wait is for an event or a deadline.
  *
  * Time bounds are measured on the hub's clock (the records' `time`), the
@@ -43,16 +44,14 @@
 
 #include "cli.h"
 #include "client.h" /* th_command_new */
+#include "connstr.h"
+#include "ctl_client.h"
+#include "hubinfo_file.h"
 #include "json.h"
 #include "registry.h"
-#include "sas.h"
 #include "scenario.h"
 #include "util.h"
 
-#define CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
-#define EVENTS_TOPIC "$twinhub/events/#"
-#define EVENTS_PREFIX "$twinhub/events/"
 #define EXIT_HUB 3 /* the hub could not be started or reached */
 #define READY_TIMEOUT_MS 15000
 #define CONNECT_TIMEOUT_MS 10000
@@ -100,17 +99,6 @@ struct hub {
     int64_t ready_ms; /* when it became ready (monotonic) */
 };
 
-struct ctl {
-    struct mosquitto *mosq;
-    bool connack;
-    int connack_rc;
-    bool lost;
-    int sub_mid;
-    bool subacked;
-    cJSON *entries; /* correlationData -> response entry */
-    unsigned seq;
-};
-
 struct agent {
     pid_t pid; /* 0 when not running */
     bool started, exited, reported;
@@ -125,7 +113,8 @@ struct run {
     bool interrupted;
     int64_t t0_ms;
     struct hub hub;
-    struct ctl ctl;
+    struct th_ctl_client *ctl; /* the control connection (emulator/ctl), NULL when closed */
+    char ctl_id[64];           /* its client id */
     struct agent agent;
     const struct th_scenario *s;
     struct th_scn_session *ss;
@@ -284,12 +273,10 @@ static void pump(struct run *r, int timeout_ms)
     nfds_t n = 0;
     int mi = -1, hi = -1;
     fds[n++] = (struct pollfd){.fd = r->sig_fd, .events = POLLIN};
-    int sock = r->ctl.mosq && !r->ctl.lost ? mosquitto_socket(r->ctl.mosq) : -1;
+    int sock = th_ctl_client_socket(r->ctl);
     if (sock >= 0) {
         mi = (int)n;
-        fds[n++] = (struct pollfd){
-            .fd = sock,
-            .events = (short)(POLLIN | (mosquitto_want_write(r->ctl.mosq) ? POLLOUT : 0))};
+        fds[n++] = (struct pollfd){.fd = sock, .events = th_ctl_client_events(r->ctl)};
     }
     if (r->hub.out_fd >= 0) {
         hi = (int)n;
@@ -302,223 +289,141 @@ static void pump(struct run *r, int timeout_ms)
         return;
     if (fds[0].revents)
         read_signals(r);
-    if (mi >= 0) {
-        int e = MOSQ_ERR_SUCCESS;
-        if (fds[mi].revents & (POLLIN | POLLHUP | POLLERR))
-            e = mosquitto_loop_read(r->ctl.mosq, 1);
-        if (e == MOSQ_ERR_SUCCESS && (fds[mi].revents & POLLOUT))
-            e = mosquitto_loop_write(r->ctl.mosq, 1);
-        if (e == MOSQ_ERR_SUCCESS)
-            e = mosquitto_loop_misc(r->ctl.mosq);
-        if (e != MOSQ_ERR_SUCCESS && e != MOSQ_ERR_NO_CONN)
-            r->ctl.lost = true;
-    }
+    if (mi >= 0)
+        th_ctl_client_io(r->ctl, fds[mi].revents);
     if (hi >= 0 && fds[hi].revents)
         drain_hub_output(r);
-    if (r->ctl.mosq && !r->ctl.lost && mosquitto_want_write(r->ctl.mosq))
-        mosquitto_loop_write(r->ctl.mosq, 1);
+    th_ctl_client_flush(r->ctl);
 }
 
 /* ---- the control connection ---- */
 
-static void on_connect(struct mosquitto *m, void *obj, int rc)
+static void ctl_pump(void *arg, int timeout_ms)
 {
-    struct run *r = obj;
-    (void)m;
-    r->ctl.connack = true;
-    r->ctl.connack_rc = rc;
+    pump(arg, timeout_ms);
 }
 
-static void on_disconnect(struct mosquitto *m, void *obj, int rc)
+static bool ctl_stop(void *arg)
 {
-    struct run *r = obj;
-    (void)m;
-    (void)rc;
-    r->ctl.lost = true;
+    const struct run *r = arg;
+    return r->interrupted;
 }
 
-static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted)
+/* An event record from $twinhub/events/...: the recording, -v, and the engine. */
+static void on_event(void *arg, const char *topic, const void *payload, int len)
 {
-    struct run *r = obj;
-    (void)m;
-    if (mid != r->ctl.sub_mid)
+    struct run *r = arg;
+    if (strncmp(topic, TH_EVENTS_PREFIX, strlen(TH_EVENTS_PREFIX)) != 0)
         return;
-    bool ok = n == 2;
-    for (int i = 0; i < n; i++)
-        ok = ok && granted[i] <= 2;
-    r->ctl.subacked = ok;
-    if (!ok)
-        r->ctl.lost = true;
-}
-
-static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
-{
-    struct run *r = obj;
-    (void)m;
-    if (!strncmp(msg->topic, EVENTS_PREFIX, strlen(EVENTS_PREFIX))) {
-        if (r->own_record) {
-            fwrite(msg->payload, 1, (size_t)msg->payloadlen, r->own_record);
-            fputc('\n', r->own_record);
-            fflush(r->own_record);
-        }
-        if (r->o.verbose)
-            fprintf(stderr, "  | %.*s\n", msg->payloadlen, (const char *)msg->payload);
-        cJSON *rec = NULL;
-        struct th_error e = {0};
-        if (r->ss &&
-            th_json_parse(msg->payload, (size_t)msg->payloadlen, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH,
-                          &rec, &e) == TH_OK &&
-            th_scn_session_feed(r->ss, rec, &e) != TH_OK && r->o.verbose)
-            fprintf(stderr, "twinhub run: ignored an event: %s\n", e.message);
-        return;
+    if (r->own_record) {
+        fwrite(payload, 1, (size_t)len, r->own_record);
+        fputc('\n', r->own_record);
+        fflush(r->own_record);
     }
-    if (strcmp(msg->topic, RESPONSE_TOPIC) != 0)
-        return;
-    cJSON *root = NULL;
+    if (r->o.verbose)
+        fprintf(stderr, "  | %.*s\n", len, (const char *)payload);
+    cJSON *rec = NULL;
     struct th_error e = {0};
-    if (th_json_parse(msg->payload, (size_t)msg->payloadlen, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH,
-                      &root, &e) != TH_OK)
-        return;
-    cJSON *responses = cJSON_GetObjectItemCaseSensitive(root, "responses");
-    while (cJSON_GetArraySize(responses) > 0) {
-        cJSON *entry = cJSON_DetachItemFromArray(responses, 0);
-        const cJSON *corr = cJSON_GetObjectItemCaseSensitive(entry, "correlationData");
-        const char *key = cJSON_IsString(corr) ? corr->valuestring : "request";
-        cJSON_DeleteItemFromObjectCaseSensitive(r->ctl.entries, key);
-        cJSON_AddItemToObject(r->ctl.entries, key, entry);
-    }
-    cJSON_Delete(root);
+    if (r->ss &&
+        th_json_parse(payload, (size_t)len, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH, &rec, &e) == TH_OK &&
+        th_scn_session_feed(r->ss, rec, &e) != TH_OK && r->o.verbose)
+        fprintf(stderr, "twinhub run: ignored an event: %s\n", e.message);
 }
 
 static void ctl_close(struct run *r)
 {
-    struct ctl *c = &r->ctl;
-    if (c->mosq) {
-        if (c->connack && !c->lost) {
-            mosquitto_disconnect(c->mosq);
-            mosquitto_loop_write(c->mosq, 1);
-        }
-        mosquitto_destroy(c->mosq);
-    }
-    cJSON_Delete(c->entries);
-    memset(c, 0, sizeof *c);
+    th_ctl_client_free(r->ctl);
+    r->ctl = NULL;
 }
 
 /* Connect as the service principal and subscribe to responses and events. */
 static bool ctl_open(struct run *r)
 {
-    struct ctl *c = &r->ctl;
-    struct hub *h = &r->hub;
+    const struct hub *h = &r->hub;
     ctl_close(r);
-    c->entries = cJSON_CreateObject();
-    char id[64], token[1024];
-    snprintf(id, sizeof id, "twinhub-run-%ld", (long)getpid());
-    if (th_sas_sign(h->hub_name, h->key, time(NULL) + TOKEN_LIFETIME_S, h->policy, token,
-                    sizeof token) != TH_OK) {
+    static const char *const events[] = {TH_EVENTS_TOPIC};
+    snprintf(r->ctl_id, sizeof r->ctl_id, "twinhub-run-%ld", (long)getpid());
+    struct th_ctl_opts o = {
+        .client_id = r->ctl_id,
+        .corr_prefix = "run",
+        .token_lifetime_s = TOKEN_LIFETIME_S,
+        .topics = events,
+        .ntopics = 1,
+        .on_message = on_event,
+        .pump = ctl_pump,
+        .stop = ctl_stop,
+        .arg = r,
+        .trace_send = r->o.verbose ? "  -> " : NULL,
+    };
+    struct th_ctl_target t = {.port = h->mqtt_port ? h->mqtt_port : h->mqtts_port,
+                              .tls = !h->mqtt_port};
+    snprintf(t.hub_name, sizeof t.hub_name, "%s", h->hub_name);
+    snprintf(t.policy, sizeof t.policy, "%s", h->policy);
+    snprintf(t.key, sizeof t.key, "%s", h->key);
+    snprintf(t.host, sizeof t.host, "%s", h->host);
+    snprintf(t.ca_file, sizeof t.ca_file, "%s", h->ca_file);
+    r->ctl = th_ctl_client_new(&o);
+    if (!r->ctl)
+        return false;
+    struct th_ctl_failure why;
+    if (th_ctl_client_connect(r->ctl, &t, CONNECT_TIMEOUT_MS, &why))
+        return true;
+    switch (why.what) {
+    case TH_CTL_FAIL_KEY:
         fprintf(stderr, "twinhub run: the service key of policy %s is not valid base64\n",
                 h->policy);
-        return false;
-    }
-    c->mosq = mosquitto_new(id, true, r);
-    if (!c->mosq || !c->entries)
-        return false;
-    mosquitto_connect_callback_set(c->mosq, on_connect);
-    mosquitto_disconnect_callback_set(c->mosq, on_disconnect);
-    mosquitto_subscribe_callback_set(c->mosq, on_subscribe);
-    mosquitto_message_callback_set(c->mosq, on_message);
-    mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_username_pw_set(c->mosq, h->hub_name, token);
-    int port = h->mqtt_port;
-    if (!port) {
-        port = h->mqtts_port;
-        if (mosquitto_tls_set(c->mosq, h->ca_file, NULL, NULL, NULL, NULL) != MOSQ_ERR_SUCCESS) {
-            fprintf(stderr, "twinhub run: cannot use CA file %s\n", h->ca_file);
-            return false;
-        }
-    }
-    int rc = mosquitto_connect(c->mosq, h->host, port, 60);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "twinhub run: cannot connect to the hub at %s port %d: %s\n", h->host, port,
-                rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return false;
-    }
-    int64_t deadline = th_mono_ms() + CONNECT_TIMEOUT_MS;
-    while (!c->connack && !c->lost && th_mono_ms() < deadline && !r->interrupted)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (!c->connack || c->connack_rc != 0) {
+        break;
+    case TH_CTL_FAIL_CA:
+        fprintf(stderr, "twinhub run: cannot use CA file %s\n", h->ca_file);
+        break;
+    case TH_CTL_FAIL_CONNECT:
+        fprintf(stderr, "twinhub run: cannot connect to the hub at %s port %d: %s\n", h->host,
+                t.port, why.rc == MOSQ_ERR_ERRNO ? strerror(why.err) : mosquitto_strerror(why.rc));
+        break;
+    case TH_CTL_FAIL_REFUSED:
+    case TH_CTL_FAIL_NO_CONNACK:
         fprintf(stderr, "twinhub run: the hub at %s port %d %s the service connection%s\n", h->host,
-                port, c->connack ? "refused" : "did not answer",
-                c->connack ? "; check the policy and key" : "");
-        return false;
-    }
-    char *topics[] = {RESPONSE_TOPIC, EVENTS_TOPIC};
-    rc = mosquitto_subscribe_multiple(c->mosq, &c->sub_mid, 2, topics, 1, 0, NULL);
-    while (rc == MOSQ_ERR_SUCCESS && !c->subacked && !c->lost && th_mono_ms() < deadline &&
-           !r->interrupted)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (!c->subacked) {
+                t.port, why.what == TH_CTL_FAIL_REFUSED ? "refused" : "did not answer",
+                why.what == TH_CTL_FAIL_REFUSED ? "; check the policy and key" : "");
+        break;
+    case TH_CTL_FAIL_SUBSCRIBE:
+    case TH_CTL_FAIL_NONE:
         fprintf(stderr, "twinhub run: the hub refused the subscription to its control responses "
                         "and events; the policy needs ServiceConnect and RegistryRead\n");
-        return false;
+        break;
     }
-    return true;
+    return false;
 }
 
-/* Publish {"commands": cmds}; each command gets a correlationData "run-N" (into corrs). */
-static bool ctl_send(struct run *r, cJSON *const *cmds, size_t n, char (*corrs)[32])
+/* Send commands in one request; their correlationData go to corrs. */
+static bool ctl_send(struct run *r, cJSON *const *cmds, size_t n, char (*corrs)[TH_CTL_CORR_MAX])
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *arr = root ? cJSON_AddArrayToObject(root, "commands") : NULL;
-    if (!arr) {
-        cJSON_Delete(root);
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        snprintf(corrs[i], 32, "run-%u", ++r->ctl.seq);
-        cJSON_DeleteItemFromObjectCaseSensitive(cmds[i], "correlationData");
-        cJSON_AddStringToObject(cmds[i], "correlationData", corrs[i]);
-        cJSON_AddItemReferenceToArray(arr, cmds[i]);
-    }
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text)
-        return false;
-    if (r->o.verbose)
-        fprintf(stderr, "  -> %s\n", text);
-    int rc = r->ctl.lost ? MOSQ_ERR_NO_CONN
-                         : mosquitto_publish(r->ctl.mosq, NULL, CONTROL_TOPIC, (int)strlen(text),
-                                             text, 1, false);
-    free(text);
-    if (rc == MOSQ_ERR_SUCCESS)
-        mosquitto_loop_write(r->ctl.mosq, 1);
-    return rc == MOSQ_ERR_SUCCESS;
+    return r->ctl && th_ctl_client_send(r->ctl, cmds, n, corrs) == MOSQ_ERR_SUCCESS;
 }
 
 /* The response entry for `corr` (owned by the caller), or NULL after timeout_ms or a lost
  * connection. */
 static cJSON *ctl_wait(struct run *r, const char *corr, int timeout_ms)
 {
-    int64_t deadline = th_mono_ms() + timeout_ms;
-    for (;;) {
-        cJSON *e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corr);
-        if (!e)
-            e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, "request");
-        if (e)
-            return e;
-        int64_t left = deadline - th_mono_ms();
-        if (left <= 0 || r->ctl.lost || r->interrupted)
-            return NULL;
-        pump(r, (int)left);
-    }
+    cJSON *e = NULL;
+    if (r->ctl)
+        th_ctl_client_wait(r->ctl, corr, timeout_ms, &e);
+    return e;
 }
 
 /* One command (borrowed): the entry, or NULL. */
 static cJSON *ctl_call(struct run *r, cJSON *cmd, int timeout_ms)
 {
-    char corr[1][32];
-    if (!ctl_send(r, &cmd, 1, corr))
-        return NULL;
-    return ctl_wait(r, corr[0], timeout_ms);
+    cJSON *e = NULL;
+    if (r->ctl)
+        th_ctl_client_call(r->ctl, cmd, timeout_ms, &e);
+    return e;
+}
+
+/* Whether the control connection is gone (or was never made). */
+static bool ctl_lost(const struct run *r)
+{
+    return !r->ctl || th_ctl_client_lost(r->ctl);
 }
 
 static void add_ids(cJSON *cmd, const char *d, const char *m)
@@ -780,56 +685,32 @@ static int hub_use_file(struct run *r)
     h->own = false;
     h->out_fd = -1;
     char err[PATH_MAX + 320];
-    size_t len = 0;
-    FILE *f = fopen(r->o.hub_file, "re");
-    char *text = NULL;
-    if (f) {
-        text = calloc(1, 1 << 20);
-        len = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-        fclose(f);
-    }
-    cJSON *info = NULL;
-    struct th_error e = {0};
-    if (!text || th_json_parse(text, len, 1 << 20, 16, &info, &e) != TH_OK) {
-        snprintf(err, sizeof err, "%s", text ? e.message : strerror(errno));
+    struct th_hubinfo info;
+    th_result res = th_hubinfo_load(r->o.hub_file, &info, err, sizeof err);
+    if (res == TH_ERR_NOT_FOUND || res == TH_ERR_FORMAT) {
         fprintf(stderr,
-                "twinhub run: --hub %s: %s; give the info file of a running "
+                "twinhub run: --hub: %s; give the info file of a running "
                 "`twinhub serve --info-file FILE`\n",
-                r->o.hub_file, err);
-        free(text);
+                err);
         return EXIT_HUB;
     }
-    free(text);
-    const char *name = th_json_string(info, "hubName", NULL);
-    const char *bind = th_json_string(info, "bind", "127.0.0.1");
-    const char *ca = th_json_string(info, "caFile", "");
-    const char *svc = th_json_string(info, "serviceConnectionString", NULL);
-    h->mqtt_port = (int)th_json_number(info, "mqttPort", 0);
-    h->mqtts_port = (int)th_json_number(info, "mqttsPort", 0);
-    int rc = 0;
-    if (!name || !svc || (!h->mqtt_port && !h->mqtts_port)) {
+    struct th_ctl_target t;
+    struct th_error e = {0};
+    if (res != TH_OK || th_ctl_target_from_hubinfo(&info, &t, &e) != TH_OK || !t.policy[0]) {
         fprintf(stderr,
                 "twinhub run: --hub %s does not describe a hub with the development service "
                 "policy (hubName, ports, serviceConnectionString)\n",
                 r->o.hub_file);
-        rc = EXIT_HUB;
-    } else {
-        snprintf(h->hub_name, sizeof h->hub_name, "%s", name);
-        snprintf(h->ca_file, sizeof h->ca_file, "%s", ca);
-        if (!strcmp(bind, "0.0.0.0") || !bind[0])
-            bind = "127.0.0.1";
-        else if (!strcmp(bind, "::"))
-            bind = "::1";
-        snprintf(h->host, sizeof h->host, "%s", bind);
-        const char *skn = strstr(svc, "SharedAccessKeyName=");
-        const char *key = strstr(svc, "SharedAccessKey=");
-        if (skn)
-            snprintf(h->policy, sizeof h->policy, "%.*s", (int)strcspn(skn + 20, ";"), skn + 20);
-        if (key)
-            snprintf(h->key, sizeof h->key, "%.*s", (int)strcspn(key + 16, ";"), key + 16);
+        return EXIT_HUB;
     }
-    cJSON_Delete(info);
-    return rc;
+    h->mqtt_port = info.mqtt_port;
+    h->mqtts_port = info.mqtts_port;
+    snprintf(h->hub_name, sizeof h->hub_name, "%s", t.hub_name);
+    snprintf(h->ca_file, sizeof h->ca_file, "%s", t.ca_file);
+    snprintf(h->host, sizeof h->host, "%s", t.host);
+    snprintf(h->policy, sizeof h->policy, "%s", t.policy);
+    snprintf(h->key, sizeof h->key, "%s", t.key);
+    return 0;
 }
 
 /* ---- run variables and identities ---- */
@@ -911,7 +792,7 @@ static bool seed_identities(struct run *r)
     cJSON_AddItemToArray(ids, mod);
     size_t n = (size_t)cJSON_GetArraySize(ids);
     cJSON **cmds = calloc(2 * n, sizeof *cmds);
-    char(*corrs)[32] = calloc(2 * n, sizeof *corrs);
+    char(*corrs)[TH_CTL_CORR_MAX] = calloc(2 * n, sizeof *corrs);
     bool ok = cmds && corrs;
     for (size_t i = 0; ok && i < n; i++) {
         const cJSON *id = cJSON_GetArrayItem(ids, (int)i);
@@ -1145,7 +1026,7 @@ static bool step_broken(struct run *r)
         th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), "the hub stopped", NULL);
         return true;
     }
-    if (r->ctl.lost) {
+    if (ctl_lost(r)) {
         th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the control connection to the hub was lost", NULL);
         return true;
@@ -1426,7 +1307,7 @@ static void run_step(struct run *r, size_t i)
             return;
         }
         cJSON *cmds[2] = {mark, cmd};
-        char corrs[2][32];
+        char corrs[2][TH_CTL_CORR_MAX];
         int timeout = CALL_TIMEOUT_MS;
         if (st->kind == TH_STEP_INVOKE_METHOD)
             timeout = (int)(th_json_number(b, "responseTimeoutInSeconds", 30) +
@@ -1437,7 +1318,7 @@ static void run_step(struct run *r, size_t i)
         if (sent && wait_anchored(r, i)) {
             int64_t deadline = th_mono_ms() + timeout;
             while (!entry && verdict_now(r, i) == TH_VERDICT_PENDING && !step_broken(r)) {
-                entry = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[1]);
+                entry = th_ctl_client_take(r->ctl, corrs[1]);
                 if (entry)
                     break;
                 int64_t left = deadline - th_mono_ms();
@@ -1445,7 +1326,7 @@ static void run_step(struct run *r, size_t i)
                     break;
                 pump(r, (int)left);
             }
-            cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[0]));
+            cJSON_Delete(th_ctl_client_take(r->ctl, corrs[0]));
             if (verdict_now(r, i) == TH_VERDICT_PENDING) {
                 if (!entry) {
                     th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
@@ -1468,7 +1349,7 @@ static void run_step(struct run *r, size_t i)
         return;
     }
     /* sleep, restartHub and the expectations: the mark first */
-    char corr[1][32];
+    char corr[1][TH_CTL_CORR_MAX];
     bool sent = ctl_send(r, &mark, 1, corr);
     cJSON_Delete(mark);
     if (!sent) {
@@ -1478,7 +1359,7 @@ static void run_step(struct run *r, size_t i)
     }
     if (!wait_anchored(r, i))
         return;
-    cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corr[0]));
+    cJSON_Delete(th_ctl_client_take(r->ctl, corr[0]));
     if (st->kind == TH_STEP_RESTART_HUB) {
         restart_hub(r, i);
         return;
@@ -1664,7 +1545,7 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
             break;
         }
     }
-    if (!r->ctl.lost)
+    if (!ctl_lost(r))
         scenario_mark(r, "scenarioEnd");
     agent_stop(r);
     int passed = 0, failed = 0, skipped = 0;
@@ -1790,7 +1671,6 @@ int th_cmd_run(int argc, char **argv)
         rc = TH_EXIT_FAIL;
         goto out;
     }
-    mosquitto_lib_init();
     /* The report directory (agent logs). */
     if (r.o.report_dir) {
         snprintf(r.report_dir, sizeof r.report_dir, "%s", r.o.report_dir);
@@ -1893,7 +1773,6 @@ int th_cmd_run(int argc, char **argv)
         else
             printf("agent logs: %s\n", r.report_dir);
     }
-    mosquitto_lib_cleanup();
 out:
     for (size_t i = 0; i < r.o.nfiles; i++) {
         th_scn_session_free(outs[i].ss);
