@@ -333,7 +333,7 @@ static void identity_vars(struct run *r, const char *d, const char *m, const cJS
  */
 static bool fetch_identity_vars(struct run *r, const char *d, const char *m)
 {
-    cJSON *cmd = th_scn_command("getDevice", d, m);
+    cJSON *cmd = th_ctl_command("getDevice", d, m);
     cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
     cJSON_Delete(cmd);
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
@@ -364,8 +364,8 @@ static bool seed_identities(struct run *r)
         const cJSON *id = cJSON_GetArrayItem(ids, (int)i);
         const char *d = th_json_string(id, "deviceId", NULL);
         const char *m = th_json_string(id, "moduleId", NULL);
-        cmds[2 * i] = th_scn_command("getTwin", d, m);
-        cmds[2 * i + 1] = th_scn_command("getDevice", d, m);
+        cmds[2 * i] = th_ctl_command("getTwin", d, m);
+        cmds[2 * i + 1] = th_ctl_command("getDevice", d, m);
         ok = cmds[2 * i] && cmds[2 * i + 1];
     }
     ok = ok && ctl_send(r, cmds, 2 * n, corrs);
@@ -684,7 +684,7 @@ static void run_step(struct run *r, size_t i)
                 th_scn_session_set_result(r->ss, TH_VERDICT_PASS, now, NULL, NULL);
                 return;
             }
-            cJSON *cmd = th_scn_command("getStatistics", NULL, NULL);
+            cJSON *cmd = th_ctl_command("getStatistics", NULL, NULL);
             cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
             cJSON_Delete(cmd);
             cJSON_Delete(e);
@@ -780,7 +780,7 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
     if (rc == 0 && !scenario_mark(r, "scenarioBegin"))
         rc = EXIT_HUB;
     if (rc == 0 && !r->hub.own && s->registry) {
-        cJSON *cmd = th_scn_command("importRegistry", NULL, NULL);
+        cJSON *cmd = th_ctl_command("importRegistry", NULL, NULL);
         cJSON *reg = cJSON_Duplicate(s->registry, 1);
         if (!cmd || !reg || !cJSON_AddItemToObject(cmd, "registry", reg)) {
             cJSON_Delete(reg);

@@ -8,6 +8,18 @@
 
 #include "json.h"
 
+cJSON *th_ctl_command(const char *name, const char *device_id, const char *module_id)
+{
+    cJSON *c = cJSON_CreateObject();
+    if (!c || !cJSON_AddStringToObject(c, "command", name) ||
+        (device_id && !cJSON_AddStringToObject(c, "deviceId", device_id)) ||
+        (module_id && !cJSON_AddStringToObject(c, "moduleId", module_id))) {
+        cJSON_Delete(c);
+        return NULL;
+    }
+    return c;
+}
+
 char *th_ctl_request_print(cJSON *const *cmds, size_t n, const char *const *corrs)
 {
     cJSON *root = cJSON_CreateObject();

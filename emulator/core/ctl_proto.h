@@ -33,6 +33,12 @@
 #define TH_CTL_CORR_MAX 64
 
 /*
+ * A command {"command": name, "deviceId": device_id, "moduleId": module_id};
+ * NULL ids are left out. NULL when out of memory; the caller frees it.
+ */
+cJSON *th_ctl_command(const char *name, const char *device_id, const char *module_id);
+
+/*
  * The request envelope for `n` commands (n >= 1): each cmds[i] gets
  * correlationData corrs[i] (a string; one it had is replaced; NULL leaves
  * the command as it is), then {"commands":[...]} is printed compactly.

@@ -171,20 +171,51 @@ static int run_once(struct th_ctl_client *c, int64_t left)
     return rc;
 }
 
-/* Wait until *flag, or the deadline, stop(), or the end of the connection. */
-static int wait_flag(struct th_ctl_client *c, const bool *flag, int64_t deadline)
+/*
+ * Run the connection until done(c, arg), the deadline, stop(), or the end of
+ * the connection. MOSQ_ERR_SUCCESS when done or out of time (done() tells
+ * which), else why the connection ended.
+ */
+static int wait_until(struct th_ctl_client *c, bool (*done)(struct th_ctl_client *c, void *arg),
+                      void *arg, int64_t deadline)
 {
-    while (!*flag) {
+    for (;;) {
+        if (done(c, arg))
+            return MOSQ_ERR_SUCCESS;
         if (c->lost)
             return lost_reason(c);
         int64_t left = deadline - th_mono_ms();
         if (left <= 0 || (c->o.stop && c->o.stop(c->o.arg)))
             return MOSQ_ERR_SUCCESS;
         int rc = run_once(c, left);
-        if (rc != MOSQ_ERR_SUCCESS && !*flag)
-            return rc;
+        if (rc != MOSQ_ERR_SUCCESS)
+            return done(c, arg) ? MOSQ_ERR_SUCCESS : rc;
     }
-    return MOSQ_ERR_SUCCESS;
+}
+
+static bool flag_set(struct th_ctl_client *c, void *flag)
+{
+    (void)c;
+    return *(const bool *)flag;
+}
+
+static int wait_flag(struct th_ctl_client *c, bool *flag, int64_t deadline)
+{
+    return wait_until(c, flag_set, flag, deadline);
+}
+
+/* An answer being waited for: arrived once `entry` is set. */
+struct awaited {
+    const char *corr;
+    cJSON *entry;
+};
+
+static bool entry_arrived(struct th_ctl_client *c, void *arg)
+{
+    struct awaited *w = arg;
+    if (!w->entry)
+        w->entry = th_ctl_client_take(c, w->corr);
+    return w->entry != NULL;
 }
 
 /* ---- the connection ---- */
@@ -328,21 +359,10 @@ cJSON *th_ctl_client_take(struct th_ctl_client *c, const char *corr)
 
 int th_ctl_client_wait(struct th_ctl_client *c, const char *corr, int timeout_ms, cJSON **entry)
 {
-    int64_t deadline = th_mono_ms() + timeout_ms;
-    for (;;) {
-        if ((*entry = th_ctl_client_take(c, corr)))
-            return MOSQ_ERR_SUCCESS;
-        if (c->lost)
-            return lost_reason(c);
-        int64_t left = deadline - th_mono_ms();
-        if (left <= 0 || (c->o.stop && c->o.stop(c->o.arg)))
-            return MOSQ_ERR_SUCCESS;
-        int rc = run_once(c, left);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            *entry = th_ctl_client_take(c, corr);
-            return *entry ? MOSQ_ERR_SUCCESS : rc;
-        }
-    }
+    struct awaited w = {corr, NULL};
+    int rc = wait_until(c, entry_arrived, &w, th_mono_ms() + timeout_ms);
+    *entry = w.entry;
+    return rc;
 }
 
 int th_ctl_client_call(struct th_ctl_client *c, cJSON *cmd, int timeout_ms, cJSON **entry)

@@ -324,15 +324,14 @@ int64_t th_scn_session_last_time(const struct th_scn_session *ss);
 
 /*
  * What `twinhub run` sends through the control API (docs/control-api.md) for
- * a scenario, and how it reads the answers. Each command is a new object the
+ * a scenario, and how it reads the answers (one command alone is
+ * th_ctl_command, core/ctl_proto.h). Each command is a new object the
  * caller frees with cJSON_Delete, or NULL when out of memory.
  */
 
 /* Rows per page of a query step. */
 #define TH_SCN_QUERY_PAGE 1000
 
-/* {"command": name, "deviceId": device_id, "moduleId": module_id}; NULL ids are left out. */
-cJSON *th_scn_command(const char *name, const char *device_id, const char *module_id);
 /* The mark that anchors step i: data {"scenario", "step", "index", "action"}. */
 cJSON *th_scn_step_mark(const struct th_scenario *s, size_t i);
 /* The mark of the scenario's begin or end: data {"scenario", "file", "index": 0, "action"}. */

@@ -19,22 +19,10 @@
 #include "scenario.h"
 #include "th_file.h"
 
-cJSON *th_scn_command(const char *name, const char *device_id, const char *module_id)
-{
-    cJSON *c = cJSON_CreateObject();
-    if (!c || !cJSON_AddStringToObject(c, "command", name) ||
-        (device_id && !cJSON_AddStringToObject(c, "deviceId", device_id)) ||
-        (module_id && !cJSON_AddStringToObject(c, "moduleId", module_id))) {
-        cJSON_Delete(c);
-        return NULL;
-    }
-    return c;
-}
-
 /* {"command":"mark","data":{"scenario": s->name}} with `data` handed back for the rest. */
 static cJSON *mark(const struct th_scenario *s, cJSON **data)
 {
-    cJSON *cmd = th_scn_command("mark", NULL, NULL);
+    cJSON *cmd = th_ctl_command("mark", NULL, NULL);
     *data = cmd ? cJSON_AddObjectToObject(cmd, "data") : NULL;
     if (!*data || !cJSON_AddStringToObject(*data, "scenario", s->name)) {
         cJSON_Delete(cmd);
@@ -179,20 +167,20 @@ cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *
     case TH_STEP_PATCH_DESIRED:
     case TH_STEP_REPLACE_DESIRED:
     case TH_STEP_UPDATE_TAGS:
-        cmd = th_scn_command(st->kind == TH_STEP_REPLACE_DESIRED ? "replaceTwin" : "updateTwin", d,
+        cmd = th_ctl_command(st->kind == TH_STEP_REPLACE_DESIRED ? "replaceTwin" : "updateTwin", d,
                              m);
         ok = cmd && twin_patch(cmd, st, b);
         break;
     case TH_STEP_INVOKE_METHOD:
-        cmd = th_scn_command("invokeMethod", d, m);
+        cmd = th_ctl_command("invokeMethod", d, m);
         ok = cmd && method_args(cmd, b);
         break;
     case TH_STEP_SEND_C2D:
-        cmd = th_scn_command("sendC2D", d, NULL);
+        cmd = th_ctl_command("sendC2D", d, NULL);
         ok = cmd && c2d_args(cmd, b);
         break;
     case TH_STEP_CREATE_MODULES:
-        cmd = th_scn_command("ensureModule", NULL, NULL);
+        cmd = th_ctl_command("ensureModule", NULL, NULL);
         ok = cmd && module_args(cmd, s, b, opts, err, errsize);
         break;
     case TH_STEP_QUERY:
@@ -201,11 +189,11 @@ cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *
         break;
     case TH_STEP_DISCONNECT:
     case TH_STEP_EXPIRE_TOKEN:
-        cmd = th_scn_command(st->kind == TH_STEP_DISCONNECT ? "disconnect" : "expireToken", d, m);
+        cmd = th_ctl_command(st->kind == TH_STEP_DISCONNECT ? "disconnect" : "expireToken", d, m);
         ok = cmd != NULL;
         break;
     case TH_STEP_INJECT_ERROR:
-        cmd = th_scn_command("injectError", d, m);
+        cmd = th_ctl_command("injectError", d, m);
         ok = cmd && cJSON_AddStringToObject(cmd, "operation", th_json_string(b, "operation", "")) &&
              cJSON_AddNumberToObject(cmd, "status", th_json_number(b, "status", 429)) &&
              cJSON_AddNumberToObject(cmd, "count", th_json_number(b, "count", 1));
@@ -225,7 +213,7 @@ cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *
 
 cJSON *th_scn_query_command(const char *query, const char *continuation)
 {
-    cJSON *cmd = th_scn_command("query", NULL, NULL);
+    cJSON *cmd = th_ctl_command("query", NULL, NULL);
     if (cmd && (!cJSON_AddStringToObject(cmd, "query", query) ||
                 !cJSON_AddNumberToObject(cmd, "pageSize", TH_SCN_QUERY_PAGE) ||
                 (continuation && !cJSON_AddStringToObject(cmd, "continuation", continuation)))) {

@@ -25,6 +25,23 @@ static void test_th_control_topics_match_the_documented_ones_succeeds(void **sta
     assert_string_equal(TH_EVENTS_TOPIC, "$twinhub/events/#");
 }
 
+/* ---- th_ctl_command ---- */
+
+static void test_th_ctl_command_with_and_without_ids_succeeds(void **state)
+{
+    (void)state;
+    cJSON *c = th_ctl_command("getTwin", "d", "m");
+    char *text = cJSON_PrintUnformatted(c);
+    assert_string_equal(text, "{\"command\":\"getTwin\",\"deviceId\":\"d\",\"moduleId\":\"m\"}");
+    free(text);
+    cJSON_Delete(c);
+    c = th_ctl_command("getStatistics", NULL, NULL);
+    text = cJSON_PrintUnformatted(c);
+    assert_string_equal(text, "{\"command\":\"getStatistics\"}");
+    free(text);
+    cJSON_Delete(c);
+}
+
 /* ---- th_ctl_request_print ---- */
 
 static void test_th_ctl_request_print_two_commands_succeeds(void **state)
@@ -256,6 +273,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_th_control_topics_match_the_documented_ones_succeeds),
+        cmocka_unit_test(test_th_ctl_command_with_and_without_ids_succeeds),
         cmocka_unit_test(test_th_ctl_request_print_two_commands_succeeds),
         cmocka_unit_test(test_th_ctl_request_print_replaces_correlation_data_succeeds),
         cmocka_unit_test(test_th_ctl_request_print_without_corrs_keeps_commands_succeeds),

@@ -217,21 +217,6 @@ static void test_th_scn_scenario_mark_succeeds(void **state)
     th_scenario_free(s);
 }
 
-static void test_th_scn_command_ids_succeeds(void **state)
-{
-    (void)state;
-    cJSON *c = th_scn_command("getTwin", "d", NULL);
-    char *text = cJSON_PrintUnformatted(c);
-    assert_string_equal(text, "{\"command\":\"getTwin\",\"deviceId\":\"d\"}");
-    free(text);
-    cJSON_Delete(c);
-    c = th_scn_command("getStatistics", NULL, NULL);
-    text = cJSON_PrintUnformatted(c);
-    assert_string_equal(text, "{\"command\":\"getStatistics\"}");
-    free(text);
-    cJSON_Delete(c);
-}
-
 static void test_th_scn_query_command_continuation_succeeds(void **state)
 {
     (void)state;
@@ -335,7 +320,6 @@ int main(void)
         cmocka_unit_test(test_th_scn_action_command_sleep_and_expectation_fails),
         cmocka_unit_test(test_th_scn_step_mark_succeeds),
         cmocka_unit_test(test_th_scn_scenario_mark_succeeds),
-        cmocka_unit_test(test_th_scn_command_ids_succeeds),
         cmocka_unit_test(test_th_scn_query_command_continuation_succeeds),
         cmocka_unit_test(test_th_scn_outcome_data_succeeds),
         cmocka_unit_test(test_th_scn_outcome_refusal_succeeds),
