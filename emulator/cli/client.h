@@ -3,7 +3,7 @@
  * query, export, import, stats) share: their command lines and the global
  * options (args.c), finding the running hub and one control API call at a
  * time over one connection as a service principal (client.c, on the
- * control-API client of emulator/ctl; $CONTROL/twinhub/v1,
+ * control-API client of emulator/ctl; TH_CONTROL_TOPIC,
  * docs/control-api.md), and their output (output.c).
  *
  * Nothing here exits: every function returns, and the command returns the

@@ -2,7 +2,7 @@
  * gw_control.c - the gateway's only way into the hub: one libmosquitto
  * connection as a service principal (client id twinhub-gateway-<pid>,
  * username = hub name, a SAS token of a full-rights policy) that sends
- * control API commands ($CONTROL/twinhub/v1, docs/control-api.md) and
+ * control API commands (TH_CONTROL_TOPIC, docs/control-api.md) and
  * matches each answer to its request by correlationData.
  *
  * libmosquitto runs its own network thread (mosquitto_loop_start, which also
