@@ -252,16 +252,7 @@ cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *
     struct th_error e = {0};
     cJSON *out = NULL;
     if (th_json_parse(text, len, MAX_JSON_BYTES, MAX_JSON_DEPTH, &out, &e) != TH_OK) {
-        /* The core says "JSON body is not valid JSON (error near byte 2); send ...": keep
-         * the fact, and name our input instead of "JSON body". */
-        const char *m = e.message;
-        if (!strncmp(m, "JSON body ", 10))
-            snprintf(err, errsize, "%s %.*s", what, (int)strcspn(m + 10, ";"), m + 10);
-        else if (!strncmp(m, "JSON ", 5))
-            snprintf(err, errsize, "%s: %.*s", what, (int)strcspn(m, ";"), m);
-        else
-            snprintf(err, errsize, "%s is not valid JSON: %s", what,
-                     m[0] ? m : th_result_str(e.result));
+        th_json_error_about(&e, what, err, errsize);
         return NULL;
     }
     return out;

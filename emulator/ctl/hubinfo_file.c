@@ -26,7 +26,7 @@ th_result th_hubinfo_load(const char *path, struct th_hubinfo *out, char *err, s
     th_result r = th_json_parse(text, len, TH_HUBINFO_MAX_BYTES, 16, &doc, &e);
     free(text);
     if (r != TH_OK) {
-        snprintf(err, errsize, "%s is not valid JSON: %s", path, e.message);
+        th_json_error_about(&e, path, err, errsize);
         return TH_ERR_FORMAT;
     }
     r = th_hubinfo_from_json(doc, out, &e);

@@ -22,7 +22,8 @@
  * Read and check the info file at `path` into *out. TH_ERR_NOT_FOUND when
  * there is no such file; TH_ERR_FORMAT when it cannot be read or is not JSON;
  * otherwise as th_hubinfo_from_json. On failure `err` says what is wrong,
- * naming the file: "cannot read PATH: reason", "PATH is not valid JSON: ...",
+ * naming the file: "cannot read PATH: reason", "PATH is not valid JSON (error
+ * near byte N)",
  * "PATH is not a twinhub info file (no hubName or ports)".
  */
 TH_NODISCARD th_result th_hubinfo_load(const char *path, struct th_hubinfo *out, char *err,

@@ -430,7 +430,7 @@ static cJSON *read_json(const char *path, char *err, size_t errsize)
     cJSON *doc = NULL;
     struct th_error e = {0};
     if (th_json_parse(text, len, MAX_STATE_FILE_BYTES, 64, &doc, &e) != TH_OK)
-        snprintf(err, errsize, "%s is not valid JSON: %s", path, e.message);
+        th_json_error_about(&e, path, err, errsize);
     free(text);
     return doc;
 }
