@@ -1,5 +1,5 @@
 /*
- * control.c - the service control API on $CONTROL/twinhub/v1
+ * control.c - the service control API on TH_CONTROL_TOPIC
  * (docs/control-api.md): twin reads and writes, direct-method invocation
  * with timeouts, cloud-to-device sends, identity reads and disconnects.
  * Modelled on mosquitto's dynamic-security plugin: a JSON list of commands

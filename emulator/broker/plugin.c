@@ -20,7 +20,11 @@
 #include "auth.h"
 #include "json.h"
 #include "plugin.h"
+#include "th_file.h"
 #include "util.h"
+
+/* The --registry file: the same bound as an importRegistry document. */
+#define TH_REGISTRY_FILE_MAX_BYTES (64u * 1024 * 1024)
 
 /* The plugin is built with -fvisibility=hidden; only the entry points are exported. */
 #define TH_PLUGIN_API __attribute__((visibility("default")))
@@ -103,43 +107,10 @@ static bool opt_true(const char *v)
     return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"));
 }
 
-/* Read a whole file into a malloc'd buffer; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t *out_len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, len = 0;
-    if (!f) {
-        return NULL;
-    }
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, ncap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                errno = ENOMEM;
-                return NULL;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            break;
-        }
-    }
-    fclose(f);
-    *out_len = len;
-    return buf;
-}
-
 static int load_registry_file(struct th_plugin *p, const char *path)
 {
     size_t len = 0;
-    char *text = read_file(path, &len);
+    char *text = th_file_read(path, TH_REGISTRY_FILE_MAX_BYTES, &len);
     cJSON *doc = NULL;
     struct th_error err = {0};
     if (!text) {
@@ -147,7 +118,7 @@ static int load_registry_file(struct th_plugin *p, const char *path)
                              strerror(errno));
         return MOSQ_ERR_INVAL;
     }
-    th_result r = th_json_parse(text, len, 64 * 1024 * 1024, 64, &doc, &err);
+    th_result r = th_json_parse(text, len, TH_REGISTRY_FILE_MAX_BYTES, 64, &doc, &err);
     free(text);
     if (r == TH_OK) {
         r = th_registry_load(p->reg, doc, th_now_us(), &err);

@@ -16,12 +16,9 @@
 #include <mosquitto_plugin.h>
 #include <uthash.h>
 
+#include "ctl_proto.h" /* TH_CONTROL_TOPIC, TH_CONTROL_RESPONSE_TOPIC, TH_EVENTS_PREFIX */
 #include "registry.h"
 #include "th_result.h"
-
-#define TH_CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define TH_CONTROL_RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
-#define TH_EVENTS_PREFIX "$twinhub/events/"
 
 enum th_conn_kind {
     TH_CONN_DEVICE,  /* a device or module identity */

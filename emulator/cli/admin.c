@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "connstr.h"
 
 #define NEVER "0001-01-01T00:00:00Z"
 
@@ -76,16 +77,10 @@ static void print_identity(const cJSON *id, const struct th_hub_info *info)
     const cJSON *k1 = sym_key(id, "primaryKey"), *k2 = sym_key(id, "secondaryKey");
     kv("primary key", cJSON_IsString(k1) ? k1->valuestring : "-");
     kv("secondary key", cJSON_IsString(k2) ? k2->valuestring : "-");
-    if (info && info->hub_name[0] && cJSON_IsString(k1)) {
-        int n = snprintf(buf, sizeof buf, "HostName=%s;DeviceId=%s", info->hub_name, dev);
-        if (mod && n > 0 && (size_t)n < sizeof buf)
-            n += snprintf(buf + n, sizeof buf - (size_t)n, ";ModuleId=%s", mod);
-        if (n > 0 && (size_t)n < sizeof buf)
-            n += snprintf(buf + n, sizeof buf - (size_t)n, ";SharedAccessKey=%s", k1->valuestring);
-        if (info->gateway[0] && n > 0 && (size_t)n < sizeof buf)
-            snprintf(buf + n, sizeof buf - (size_t)n, ";GatewayHostName=%s", info->gateway);
+    if (info && info->hub_name[0] && cJSON_IsString(k1) &&
+        th_connstr_identity(info->hub_name, dev, mod, k1->valuestring, info->gateway, buf,
+                            sizeof buf) == TH_OK)
         kv("connection string", buf);
-    }
 }
 
 /* ---- twinhub device --------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "th_file.h"
 
 /* ---- twinhub query ---------------------------------------------------------------------- */
 
@@ -232,30 +233,22 @@ int th_cmd_query(int argc, char **argv)
 
 /* ---- twinhub export --------------------------------------------------------------------- */
 
+static bool put_json(FILE *f, void *doc)
+{
+    th_print_json_to(f, doc);
+    return !ferror(f);
+}
+
 /* Write `doc` as pretty JSON to `path` through a temporary file renamed into place. */
 static int write_json_file(const char *path, const cJSON *doc)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    enum th_file_step step = th_file_replace(path, 0600, false, put_json, (void *)doc);
+    if (step == TH_FILE_NAME) {
         fprintf(stderr, "twinhub: -o %s: path too long\n", path);
         return TH_EXIT_FAIL;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
+    if (step != TH_FILE_DONE) {
         fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        return TH_EXIT_FAIL;
-    }
-    th_print_json_to(f, doc);
-    bool ok = !ferror(f);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
-        unlink(tmp);
         return TH_EXIT_FAIL;
     }
     return -1;

@@ -34,6 +34,7 @@
 #include <openssl/x509v3.h>
 
 #include "cli.h"
+#include "th_file.h"
 
 #define CA_CN "twinhub development CA"
 #define CA_DAYS (10 * 365 + 2)
@@ -143,49 +144,44 @@ static EVP_PKEY *load_key(const char *path)
     return k;
 }
 
+struct pem {
+    X509 *cert;
+    EVP_PKEY *key;
+};
+
+static bool put_pem(FILE *f, void *arg)
+{
+    const struct pem *p = arg;
+    return (p->cert ? PEM_write_X509(f, p->cert)
+                    : PEM_write_PrivateKey(f, p->key, NULL, NULL, 0, NULL, NULL)) == 1;
+}
+
 /*
- * Write a PEM object to `path` atomically: a temporary file in the same
- * directory, created with `mode`, flushed, then renamed over `path`. Exactly
- * one of `cert` and `key` is non-NULL. Prints the error on failure.
+ * Write a PEM object to `path` atomically and durably (th_file_replace): a
+ * crash leaves the old file or the new one. Exactly one of `cert` and `key`
+ * is non-NULL. Prints the error on failure.
  */
 static bool write_pem(const char *path, mode_t mode, X509 *cert, EVP_PKEY *key)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    struct pem p = {cert, key};
+    switch (th_file_replace(path, mode, true, put_pem, &p)) {
+    case TH_FILE_DONE:
+        return true;
+    case TH_FILE_NAME:
         fprintf(stderr, "twinhub: path too long: %s\n", path);
         return false;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
+    case TH_FILE_CREATE:
         fprintf(stderr, "twinhub: cannot write %s: %s; pass --cert-dir DIR\n", path,
                 strerror(errno));
         return false;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
+    case TH_FILE_FILL:
+        ssl_fail("cannot encode a PEM file");
         return false;
+    case TH_FILE_WRITE:
+        break;
     }
-    int ok =
-        cert ? PEM_write_X509(f, cert) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
-    if (ok != 1 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        unlink(tmp);
-        if (ok != 1)
-            ssl_fail("cannot encode a PEM file");
-        else
-            fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(e));
-        return false;
-    }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
-        unlink(tmp);
-        return false;
-    }
-    return true;
+    fprintf(stderr, "twinhub: cannot write %s: %s\n", path, strerror(errno));
+    return false;
 }
 
 /* Add one extension given in openssl.cnf syntax, with issuer/subject context for key ids. */

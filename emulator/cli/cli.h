@@ -103,4 +103,11 @@ bool th_make_dirs(const char *dir, mode_t mode, char *failed, size_t failed_size
  */
 bool th_write_text_file(const char *who, const char *path, const char *text);
 
+/* Remove `path` and everything below it, as far as possible; "" and NULL do nothing. */
+void th_rmtree(const char *path);
+
+/* The last `n` lines of a file (of its last 16 KB), for failure reports; NULL when it is
+ * empty or unreadable. The caller frees. */
+char *th_tail_lines(const char *path, int n);
+
 #endif

@@ -1,9 +1,10 @@
 /*
  * client.h - what the admin subcommands (device, module, twin, method, c2d,
- * query, export, import, stats) share: the global options, finding the
- * running hub, one libmosquitto connection as a service principal, one
- * control API call at a time ($CONTROL/twinhub/v1, docs/control-api.md), and
- * small helpers for arguments and output.
+ * query, export, import, stats) share: their command lines and the global
+ * options (args.c), finding the running hub and one control API call at a
+ * time over one connection as a service principal (client.c, on the
+ * control-API client of emulator/ctl; TH_CONTROL_TOPIC,
+ * docs/control-api.md), and their output (output.c).
  *
  * Nothing here exits: every function returns, and the command returns the
  * exit code (TH_EXIT_* in cli.h) that the helpers hand back.
@@ -25,7 +26,7 @@
 #define TH_CLI_DEFAULT_TIMEOUT_S 10.0
 #define TH_CLI_MAX_ARGS 64 /* positional arguments plus options, per command line */
 
-/* ---- command lines ---- */
+/* ---- command lines (args.c) ---- */
 
 /* One option a subcommand accepts: "--name" (or "-x" when short is set). */
 struct th_optspec {
@@ -122,7 +123,33 @@ cJSON *th_read_json_file(const char *path, char *err, size_t errsize);
 /* A whole decimal number in [min, max], the whole of `text`; false (nothing stored) if not. */
 bool th_parse_long(const char *text, long min, long max, long *out);
 
-/* ---- the hub ---- */
+/* ---- commands with actions (args.c) ---- */
+
+/*
+ * One action of a command with actions ("device list", "device show", ...).
+ * `options` lists the names (space-separated) of the command's options that
+ * this action accepts. min_args/max_args count the positional arguments after
+ * the action word; `shape` describes them ("DEVICE [MODULE]").
+ * A command without action words has one entry with name NULL.
+ */
+struct th_action {
+    const char *name;
+    int (*run)(const struct th_args *a, const char *const *args, int nargs);
+    const char *options;
+    int min_args, max_args;
+    const char *shape;
+};
+
+/*
+ * Parse argv with `specs`, handle --help (usage to stdout, exit 0), pick the
+ * action (the first positional argument) from `actions` (terminated by an
+ * entry with run == NULL), check its options and argument count, and run it.
+ * Returns the exit code.
+ */
+int th_run_command(const char *cmd, const struct th_action *actions, const struct th_optspec *specs,
+                   void (*usage)(FILE *out), int argc, char **argv);
+
+/* ---- the hub (client.c) ---- */
 
 struct th_client;
 
@@ -163,36 +190,12 @@ struct th_hub_info {
  */
 int th_call_once(const struct th_args *a, cJSON *command, cJSON **data, struct th_hub_info *info);
 
-/*
- * One action of a command with actions ("device list", "device show", ...).
- * `options` lists the names (space-separated) of the command's options that
- * this action accepts. min_args/max_args count the positional arguments after
- * the action word; `shape` describes them ("DEVICE [MODULE]").
- * A command without action words has one entry with name NULL.
- */
-struct th_action {
-    const char *name;
-    int (*run)(const struct th_args *a, const char *const *args, int nargs);
-    const char *options;
-    int min_args, max_args;
-    const char *shape;
-};
-
-/*
- * Parse argv with `specs`, handle --help (usage to stdout, exit 0), pick the
- * action (the first positional argument) from `actions` (terminated by an
- * entry with run == NULL), check its options and argument count, and run it.
- * Returns the exit code.
- */
-int th_run_command(const char *cmd, const struct th_action *actions, const struct th_optspec *specs,
-                   void (*usage)(FILE *out), int argc, char **argv);
-
 /* A new command object {"command": name}, or NULL when out of memory. */
 cJSON *th_command_new(const char *name);
 /* Add deviceId and, when non-NULL, moduleId; false when out of memory. */
 bool th_command_ids(cJSON *cmd, const char *device_id, const char *module_id);
 
-/* ---- output ---- */
+/* ---- output (output.c) ---- */
 
 /* How a command prints its result without --json; `ctx` is the command's own. */
 typedef void (*th_human_fn)(const cJSON *data, const void *ctx);

@@ -2,13 +2,15 @@
  * proc.c - the process and file plumbing that `twinhub serve`, `twinhub run`
  * and `twinhub verify` share: the signalfd they wait on, the set-up of a
  * child they start, the wording of a child's exit status, creating a
- * directory with its parents, and writing a small text file. Declared in
- * cli.h.
+ * directory with its parents, writing a small text file, removing a tree,
+ * and the last lines of a log. Declared in cli.h.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -99,4 +101,52 @@ bool th_make_dirs(const char *dir, mode_t mode, char *failed, size_t failed_size
         if (saved == '\0')
             return true;
     }
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void th_rmtree(const char *path)
+{
+    if (path && path[0])
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+char *th_tail_lines(const char *path, int n)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long from = size > 16384 ? size - 16384 : 0;
+    fseek(f, from, SEEK_SET);
+    char *buf = malloc((size_t)(size - from) + 1);
+    size_t got = buf ? fread(buf, 1, (size_t)(size - from), f) : 0;
+    fclose(f);
+    if (!buf)
+        return NULL;
+    buf[got] = '\0';
+    if (got == 0) {
+        free(buf);
+        return NULL;
+    }
+    char *p = buf + got;
+    if (p > buf && p[-1] == '\n')
+        p--;
+    int lines = 0;
+    while (p > buf) {
+        if (p[-1] == '\n' && ++lines == n)
+            break;
+        p--;
+    }
+    char *out = strdup(p);
+    free(buf);
+    return out;
 }

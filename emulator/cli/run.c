@@ -6,11 +6,14 @@
  * its connection string, run the steps through the control API, and decide
  * the expectations with the engine of emulator/scenario/ fed by the live
  * event stream ($twinhub/events/#). Prints one line per step, writes JUnit
- * and the recording, stops everything.
+ * and the recording, stops everything. The hub process is run_hub.c, the
+ * agent's run_agent.c, and the commands each step sends are built by
+ * emulator/scenario/scn_actions.c.
  *
- * One thread and one poll() loop: the control connection (libmosquitto
- * driven with loop_read/loop_write), a signalfd for SIGCHLD (agent, hub)
- * and SIGINT/SIGTERM, and serve's stdout until it says "twinhub: ready".
+ * One thread and one poll() loop: the control connection (the control-API
+ * client of emulator/ctl, driven through this loop), a signalfd for SIGCHLD
+ * (agent, hub) and SIGINT/SIGTERM, and serve's stdout until it says
+ * "twinhub: ready".
  * Nothing sleeps: every wait is for an event or a deadline.
  *
  * Time bounds are measured on the hub's clock (the records' `time`), the
@@ -22,9 +25,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,108 +33,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <mosquitto.h>
 
 #include "cli.h"
-#include "client.h" /* th_command_new */
+#include "connstr.h"
+#include "ctl_client.h"
 #include "json.h"
 #include "registry.h"
-#include "sas.h"
+#include "run.h"
 #include "scenario.h"
 #include "util.h"
 
-#define CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
-#define EVENTS_TOPIC "$twinhub/events/#"
-#define EVENTS_PREFIX "$twinhub/events/"
-#define EXIT_HUB 3 /* the hub could not be started or reached */
-#define READY_TIMEOUT_MS 15000
 #define CONNECT_TIMEOUT_MS 10000
 #define CALL_TIMEOUT_MS 15000
 #define MARK_TIMEOUT_MS 10000
-#define AGENT_STOP_MS 5000
-#define HUB_STOP_MS 12000
-#define MAX_FILES 256
 #define MAX_JSON_BYTES (64u * 1024 * 1024)
-#define LOG_TAIL_LINES 20
 #define TOKEN_LIFETIME_S (24 * 3600)
-
-/* ---- state ---- */
-
-struct opts {
-    const char *agent;
-    const char *hub_file;
-    const char *junit;
-    const char *record;
-    const char *report_dir;
-    bool verbose;
-    const char *files[MAX_FILES];
-    size_t nfiles;
-};
-
-struct hub {
-    bool own;
-    pid_t pid; /* serve, when own; 0 when not running */
-    int status;
-    int out_fd;
-    char out[8192];
-    size_t outlen;
-    bool ready;
-    int mqtt_port, mqtts_port;
-    char host[300]; /* where the control client and the agent connect */
-    char hub_name[256];
-    char ca_file[PATH_MAX];
-    char policy[64];
-    char key[128];
-    char dir[PATH_MAX]; /* own: the run directory (state, info, registry, log) */
-    char cert_dir[PATH_MAX];
-    char log[PATH_MAX + 16];
-    char registry[PATH_MAX + 16];
-    char record[PATH_MAX];
-    int64_t ready_ms; /* when it became ready (monotonic) */
-};
-
-struct ctl {
-    struct mosquitto *mosq;
-    bool connack;
-    int connack_rc;
-    bool lost;
-    int sub_mid;
-    bool subacked;
-    cJSON *entries; /* correlationData -> response entry */
-    unsigned seq;
-};
-
-struct agent {
-    pid_t pid; /* 0 when not running */
-    bool started, exited, reported;
-    int status;
-    char log[PATH_MAX + 32];
-};
-
-struct run {
-    struct opts o;
-    int sig_fd;
-    sigset_t old_mask;
-    bool interrupted;
-    int64_t t0_ms;
-    struct hub hub;
-    struct ctl ctl;
-    struct agent agent;
-    const struct th_scenario *s;
-    struct th_scn_session *ss;
-    FILE *own_record; /* with --hub and --record: the runner writes what it sees */
-    char report_dir[PATH_MAX];
-    bool report_dir_temp;
-    bool any_failed;
-};
 
 void th_usage_run(FILE *out)
 {
@@ -159,57 +78,6 @@ void th_usage_run(FILE *out)
         "\n"
         "exit status: 0 every step passed, 1 a step failed, 2 a scenario is invalid,\n"
         "3 the hub could not be started. See docs/scenarios.md.\n");
-}
-
-/* ---- files ---- */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rmtree(const char *path)
-{
-    if (path && path[0])
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* The last `n` lines of a file, for failure reports; the caller frees. */
-static char *file_tail(const char *path, int n)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    long from = size > 16384 ? size - 16384 : 0;
-    fseek(f, from, SEEK_SET);
-    char *buf = malloc((size_t)(size - from) + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)(size - from), f) : 0;
-    fclose(f);
-    if (!buf)
-        return NULL;
-    buf[got] = '\0';
-    if (got == 0) {
-        free(buf);
-        return NULL;
-    }
-    char *p = buf + got;
-    if (p > buf && p[-1] == '\n')
-        p--;
-    int lines = 0;
-    while (p > buf) {
-        if (p[-1] == '\n' && ++lines == n)
-            break;
-        p--;
-    }
-    char *out = strdup(p);
-    free(buf);
-    return out;
 }
 
 /* ---- signals and children ---- */
@@ -278,18 +146,16 @@ static void drain_hub_output(struct run *r)
 }
 
 /* Wait up to timeout_ms for anything (network, signals, hub output) and handle it. */
-static void pump(struct run *r, int timeout_ms)
+void th_run_pump(struct run *r, int timeout_ms)
 {
     struct pollfd fds[3];
     nfds_t n = 0;
     int mi = -1, hi = -1;
     fds[n++] = (struct pollfd){.fd = r->sig_fd, .events = POLLIN};
-    int sock = r->ctl.mosq && !r->ctl.lost ? mosquitto_socket(r->ctl.mosq) : -1;
+    int sock = th_ctl_client_socket(r->ctl);
     if (sock >= 0) {
         mi = (int)n;
-        fds[n++] = (struct pollfd){
-            .fd = sock,
-            .events = (short)(POLLIN | (mosquitto_want_write(r->ctl.mosq) ? POLLOUT : 0))};
+        fds[n++] = (struct pollfd){.fd = sock, .events = th_ctl_client_events(r->ctl)};
     }
     if (r->hub.out_fd >= 0) {
         hi = (int)n;
@@ -302,576 +168,158 @@ static void pump(struct run *r, int timeout_ms)
         return;
     if (fds[0].revents)
         read_signals(r);
-    if (mi >= 0) {
-        int e = MOSQ_ERR_SUCCESS;
-        if (fds[mi].revents & (POLLIN | POLLHUP | POLLERR))
-            e = mosquitto_loop_read(r->ctl.mosq, 1);
-        if (e == MOSQ_ERR_SUCCESS && (fds[mi].revents & POLLOUT))
-            e = mosquitto_loop_write(r->ctl.mosq, 1);
-        if (e == MOSQ_ERR_SUCCESS)
-            e = mosquitto_loop_misc(r->ctl.mosq);
-        if (e != MOSQ_ERR_SUCCESS && e != MOSQ_ERR_NO_CONN)
-            r->ctl.lost = true;
-    }
+    if (mi >= 0)
+        th_ctl_client_io(r->ctl, fds[mi].revents);
     if (hi >= 0 && fds[hi].revents)
         drain_hub_output(r);
-    if (r->ctl.mosq && !r->ctl.lost && mosquitto_want_write(r->ctl.mosq))
-        mosquitto_loop_write(r->ctl.mosq, 1);
+    th_ctl_client_flush(r->ctl);
 }
 
 /* ---- the control connection ---- */
 
-static void on_connect(struct mosquitto *m, void *obj, int rc)
+static void ctl_pump(void *arg, int timeout_ms)
 {
-    struct run *r = obj;
-    (void)m;
-    r->ctl.connack = true;
-    r->ctl.connack_rc = rc;
+    th_run_pump(arg, timeout_ms);
 }
 
-static void on_disconnect(struct mosquitto *m, void *obj, int rc)
+static bool ctl_stop(void *arg)
 {
-    struct run *r = obj;
-    (void)m;
-    (void)rc;
-    r->ctl.lost = true;
+    const struct run *r = arg;
+    return r->interrupted;
 }
 
-static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted)
+/* An event record from $twinhub/events/...: the recording, -v, and the engine. */
+static void on_event(void *arg, const char *topic, const void *payload, int len)
 {
-    struct run *r = obj;
-    (void)m;
-    if (mid != r->ctl.sub_mid)
+    struct run *r = arg;
+    if (strncmp(topic, TH_EVENTS_PREFIX, strlen(TH_EVENTS_PREFIX)) != 0)
         return;
-    bool ok = n == 2;
-    for (int i = 0; i < n; i++)
-        ok = ok && granted[i] <= 2;
-    r->ctl.subacked = ok;
-    if (!ok)
-        r->ctl.lost = true;
-}
-
-static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
-{
-    struct run *r = obj;
-    (void)m;
-    if (!strncmp(msg->topic, EVENTS_PREFIX, strlen(EVENTS_PREFIX))) {
-        if (r->own_record) {
-            fwrite(msg->payload, 1, (size_t)msg->payloadlen, r->own_record);
-            fputc('\n', r->own_record);
-            fflush(r->own_record);
-        }
-        if (r->o.verbose)
-            fprintf(stderr, "  | %.*s\n", msg->payloadlen, (const char *)msg->payload);
-        cJSON *rec = NULL;
-        struct th_error e = {0};
-        if (r->ss &&
-            th_json_parse(msg->payload, (size_t)msg->payloadlen, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH,
-                          &rec, &e) == TH_OK &&
-            th_scn_session_feed(r->ss, rec, &e) != TH_OK && r->o.verbose)
-            fprintf(stderr, "twinhub run: ignored an event: %s\n", e.message);
-        return;
+    if (r->own_record) {
+        fwrite(payload, 1, (size_t)len, r->own_record);
+        fputc('\n', r->own_record);
+        fflush(r->own_record);
     }
-    if (strcmp(msg->topic, RESPONSE_TOPIC) != 0)
-        return;
-    cJSON *root = NULL;
+    if (r->o.verbose)
+        fprintf(stderr, "  | %.*s\n", len, (const char *)payload);
+    cJSON *rec = NULL;
     struct th_error e = {0};
-    if (th_json_parse(msg->payload, (size_t)msg->payloadlen, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH,
-                      &root, &e) != TH_OK)
-        return;
-    cJSON *responses = cJSON_GetObjectItemCaseSensitive(root, "responses");
-    while (cJSON_GetArraySize(responses) > 0) {
-        cJSON *entry = cJSON_DetachItemFromArray(responses, 0);
-        const cJSON *corr = cJSON_GetObjectItemCaseSensitive(entry, "correlationData");
-        const char *key = cJSON_IsString(corr) ? corr->valuestring : "request";
-        cJSON_DeleteItemFromObjectCaseSensitive(r->ctl.entries, key);
-        cJSON_AddItemToObject(r->ctl.entries, key, entry);
-    }
-    cJSON_Delete(root);
+    if (r->ss &&
+        th_json_parse(payload, (size_t)len, MAX_JSON_BYTES, TH_SCN_MAX_DEPTH, &rec, &e) == TH_OK &&
+        th_scn_session_feed(r->ss, rec, &e) != TH_OK && r->o.verbose)
+        fprintf(stderr, "twinhub run: ignored an event: %s\n", e.message);
 }
 
 static void ctl_close(struct run *r)
 {
-    struct ctl *c = &r->ctl;
-    if (c->mosq) {
-        if (c->connack && !c->lost) {
-            mosquitto_disconnect(c->mosq);
-            mosquitto_loop_write(c->mosq, 1);
-        }
-        mosquitto_destroy(c->mosq);
-    }
-    cJSON_Delete(c->entries);
-    memset(c, 0, sizeof *c);
+    th_ctl_client_free(r->ctl);
+    r->ctl = NULL;
 }
 
 /* Connect as the service principal and subscribe to responses and events. */
 static bool ctl_open(struct run *r)
 {
-    struct ctl *c = &r->ctl;
-    struct hub *h = &r->hub;
+    const struct hub *h = &r->hub;
     ctl_close(r);
-    c->entries = cJSON_CreateObject();
-    char id[64], token[1024];
-    snprintf(id, sizeof id, "twinhub-run-%ld", (long)getpid());
-    if (th_sas_sign(h->hub_name, h->key, time(NULL) + TOKEN_LIFETIME_S, h->policy, token,
-                    sizeof token) != TH_OK) {
+    static const char *const events[] = {TH_EVENTS_TOPIC};
+    snprintf(r->ctl_id, sizeof r->ctl_id, "twinhub-run-%ld", (long)getpid());
+    struct th_ctl_opts o = {
+        .client_id = r->ctl_id,
+        .corr_prefix = "run",
+        .token_lifetime_s = TOKEN_LIFETIME_S,
+        .topics = events,
+        .ntopics = 1,
+        .on_message = on_event,
+        .pump = ctl_pump,
+        .stop = ctl_stop,
+        .arg = r,
+        .trace_send = r->o.verbose ? "  -> " : NULL,
+    };
+    struct th_ctl_target t = {.port = h->mqtt_port ? h->mqtt_port : h->mqtts_port,
+                              .tls = !h->mqtt_port};
+    snprintf(t.hub_name, sizeof t.hub_name, "%s", h->hub_name);
+    snprintf(t.policy, sizeof t.policy, "%s", h->policy);
+    snprintf(t.key, sizeof t.key, "%s", h->key);
+    snprintf(t.host, sizeof t.host, "%s", h->host);
+    snprintf(t.ca_file, sizeof t.ca_file, "%s", h->ca_file);
+    r->ctl = th_ctl_client_new(&o);
+    if (!r->ctl)
+        return false;
+    struct th_ctl_failure why;
+    if (th_ctl_client_connect(r->ctl, &t, CONNECT_TIMEOUT_MS, &why))
+        return true;
+    switch (why.what) {
+    case TH_CTL_FAIL_KEY:
         fprintf(stderr, "twinhub run: the service key of policy %s is not valid base64\n",
                 h->policy);
-        return false;
-    }
-    c->mosq = mosquitto_new(id, true, r);
-    if (!c->mosq || !c->entries)
-        return false;
-    mosquitto_connect_callback_set(c->mosq, on_connect);
-    mosquitto_disconnect_callback_set(c->mosq, on_disconnect);
-    mosquitto_subscribe_callback_set(c->mosq, on_subscribe);
-    mosquitto_message_callback_set(c->mosq, on_message);
-    mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_username_pw_set(c->mosq, h->hub_name, token);
-    int port = h->mqtt_port;
-    if (!port) {
-        port = h->mqtts_port;
-        if (mosquitto_tls_set(c->mosq, h->ca_file, NULL, NULL, NULL, NULL) != MOSQ_ERR_SUCCESS) {
-            fprintf(stderr, "twinhub run: cannot use CA file %s\n", h->ca_file);
-            return false;
-        }
-    }
-    int rc = mosquitto_connect(c->mosq, h->host, port, 60);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "twinhub run: cannot connect to the hub at %s port %d: %s\n", h->host, port,
-                rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return false;
-    }
-    int64_t deadline = th_mono_ms() + CONNECT_TIMEOUT_MS;
-    while (!c->connack && !c->lost && th_mono_ms() < deadline && !r->interrupted)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (!c->connack || c->connack_rc != 0) {
+        break;
+    case TH_CTL_FAIL_CA:
+        fprintf(stderr, "twinhub run: cannot use CA file %s\n", h->ca_file);
+        break;
+    case TH_CTL_FAIL_CONNECT:
+        fprintf(stderr, "twinhub run: cannot connect to the hub at %s port %d: %s\n", h->host,
+                t.port, why.rc == MOSQ_ERR_ERRNO ? strerror(why.err) : mosquitto_strerror(why.rc));
+        break;
+    case TH_CTL_FAIL_REFUSED:
+    case TH_CTL_FAIL_NO_CONNACK:
         fprintf(stderr, "twinhub run: the hub at %s port %d %s the service connection%s\n", h->host,
-                port, c->connack ? "refused" : "did not answer",
-                c->connack ? "; check the policy and key" : "");
-        return false;
-    }
-    char *topics[] = {RESPONSE_TOPIC, EVENTS_TOPIC};
-    rc = mosquitto_subscribe_multiple(c->mosq, &c->sub_mid, 2, topics, 1, 0, NULL);
-    while (rc == MOSQ_ERR_SUCCESS && !c->subacked && !c->lost && th_mono_ms() < deadline &&
-           !r->interrupted)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (!c->subacked) {
+                t.port, why.what == TH_CTL_FAIL_REFUSED ? "refused" : "did not answer",
+                why.what == TH_CTL_FAIL_REFUSED ? "; check the policy and key" : "");
+        break;
+    case TH_CTL_FAIL_SUBSCRIBE:
+    case TH_CTL_FAIL_NONE:
         fprintf(stderr, "twinhub run: the hub refused the subscription to its control responses "
                         "and events; the policy needs ServiceConnect and RegistryRead\n");
-        return false;
+        break;
     }
-    return true;
+    return false;
 }
 
-/* Publish {"commands": cmds}; each command gets a correlationData "run-N" (into corrs). */
-static bool ctl_send(struct run *r, cJSON *const *cmds, size_t n, char (*corrs)[32])
+/* Send commands in one request; their correlationData go to corrs. */
+static bool ctl_send(struct run *r, cJSON *const *cmds, size_t n, char (*corrs)[TH_CTL_CORR_MAX])
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *arr = root ? cJSON_AddArrayToObject(root, "commands") : NULL;
-    if (!arr) {
-        cJSON_Delete(root);
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        snprintf(corrs[i], 32, "run-%u", ++r->ctl.seq);
-        cJSON_DeleteItemFromObjectCaseSensitive(cmds[i], "correlationData");
-        cJSON_AddStringToObject(cmds[i], "correlationData", corrs[i]);
-        cJSON_AddItemReferenceToArray(arr, cmds[i]);
-    }
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text)
-        return false;
-    if (r->o.verbose)
-        fprintf(stderr, "  -> %s\n", text);
-    int rc = r->ctl.lost ? MOSQ_ERR_NO_CONN
-                         : mosquitto_publish(r->ctl.mosq, NULL, CONTROL_TOPIC, (int)strlen(text),
-                                             text, 1, false);
-    free(text);
-    if (rc == MOSQ_ERR_SUCCESS)
-        mosquitto_loop_write(r->ctl.mosq, 1);
-    return rc == MOSQ_ERR_SUCCESS;
+    return r->ctl && th_ctl_client_send(r->ctl, cmds, n, corrs) == MOSQ_ERR_SUCCESS;
 }
 
 /* The response entry for `corr` (owned by the caller), or NULL after timeout_ms or a lost
  * connection. */
 static cJSON *ctl_wait(struct run *r, const char *corr, int timeout_ms)
 {
-    int64_t deadline = th_mono_ms() + timeout_ms;
-    for (;;) {
-        cJSON *e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corr);
-        if (!e)
-            e = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, "request");
-        if (e)
-            return e;
-        int64_t left = deadline - th_mono_ms();
-        if (left <= 0 || r->ctl.lost || r->interrupted)
-            return NULL;
-        pump(r, (int)left);
-    }
+    cJSON *e = NULL;
+    if (r->ctl)
+        th_ctl_client_wait(r->ctl, corr, timeout_ms, &e);
+    return e;
 }
 
 /* One command (borrowed): the entry, or NULL. */
 static cJSON *ctl_call(struct run *r, cJSON *cmd, int timeout_ms)
 {
-    char corr[1][32];
-    if (!ctl_send(r, &cmd, 1, corr))
-        return NULL;
-    return ctl_wait(r, corr[0], timeout_ms);
+    cJSON *e = NULL;
+    if (r->ctl)
+        th_ctl_client_call(r->ctl, cmd, timeout_ms, &e);
+    return e;
 }
 
-static void add_ids(cJSON *cmd, const char *d, const char *m)
+/* Whether the control connection is gone (or was never made). */
+static bool ctl_lost(const struct run *r)
 {
-    if (d)
-        cJSON_AddStringToObject(cmd, "deviceId", d);
-    if (m)
-        cJSON_AddStringToObject(cmd, "moduleId", m);
-}
-
-/* The outcome the engine checks: data on success, {"error","status","errorCode"} on failure. */
-static cJSON *outcome_of(const cJSON *entry)
-{
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(entry, "error");
-    if (err && !cJSON_IsNull(err)) {
-        cJSON *o = cJSON_CreateObject();
-        if (o) {
-            cJSON_AddItemToObject(o, "error", cJSON_Duplicate(err, 1));
-            cJSON_AddNumberToObject(o, "status", th_json_number(entry, "status", 0));
-            cJSON_AddNumberToObject(o, "errorCode", th_json_number(entry, "errorCode", 0));
-        }
-        return o;
-    }
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
-    return data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject();
-}
-
-/* ---- the hub ---- */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-/* Where the runner keeps its development certificates between runs. */
-static void run_cert_dir(struct hub *h)
-{
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    char dir[PATH_MAX];
-    if (xdg && xdg[0] == '/')
-        snprintf(dir, sizeof dir, "%s/twinhub/run-certs", xdg);
-    else if (home && home[0] == '/')
-        snprintf(dir, sizeof dir, "%s/.cache/twinhub/run-certs", home);
-    else
-        dir[0] = '\0';
-    if (dir[0] && th_make_dirs(dir, 0700, NULL, 0) && access(dir, W_OK) == 0 &&
-        snprintf(h->cert_dir, sizeof h->cert_dir, "%s", dir) < (int)sizeof h->cert_dir)
-        return;
-    if (snprintf(h->cert_dir, sizeof h->cert_dir, "%s/certs", h->dir) >= (int)sizeof h->cert_dir)
-        h->cert_dir[0] = '\0'; /* serve then says what is wrong */
-}
-
-/* Start `twinhub serve` with the hub's settings; wait until it is ready or gone. */
-static bool hub_spawn(struct run *r)
-{
-    struct hub *h = &r->hub;
-    char mp[16], sp[16], info[PATH_MAX + 16], state[PATH_MAX + 16];
-    snprintf(mp, sizeof mp, "%d", h->mqtt_port);
-    snprintf(sp, sizeof sp, "%d", h->mqtts_port);
-    snprintf(info, sizeof info, "%s/hub.json", h->dir);
-    snprintf(state, sizeof state, "%s/state", h->dir);
-    const char *argv[24];
-    int ac = 0;
-    argv[ac++] = "twinhub";
-    argv[ac++] = "serve";
-    argv[ac++] = "--mqtt-port";
-    argv[ac++] = mp;
-    argv[ac++] = "--mqtts-port";
-    argv[ac++] = sp;
-    argv[ac++] = "--https-port"; /* scenarios drive the hub through the control API */
-    argv[ac++] = "0";
-    argv[ac++] = "--hub-name";
-    argv[ac++] = h->hub_name;
-    argv[ac++] = "--cert-dir";
-    argv[ac++] = h->cert_dir;
-    argv[ac++] = "--info-file";
-    argv[ac++] = info;
-    argv[ac++] = "--state-dir";
-    argv[ac++] = state;
-    if (h->registry[0]) {
-        /* A scenario with a registry gets exactly that registry (docs/scenarios.md). */
-        argv[ac++] = "--registry";
-        argv[ac++] = h->registry;
-        argv[ac++] = "--no-dev-identities";
-    }
-    if (h->record[0]) {
-        argv[ac++] = "--record";
-        argv[ac++] = h->record;
-    }
-    if (r->o.verbose)
-        argv[ac++] = "-v";
-    argv[ac] = NULL;
-
-    /* This same binary; resolved first (an exec of /proc/self/exe under a tool such as
-     * valgrind would start the tool instead). */
-    char self_exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n <= 0)
-        snprintf(self_exe, sizeof self_exe, "/proc/self/exe");
-    else
-        self_exe[n] = '\0';
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0)
-        return false;
-    int logfd = r->o.verbose ? -1 : open(h->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!th_child_setup(&r->old_mask, parent))
-            _exit(1);
-        setpgid(0, 0); /* Ctrl-C reaches the runner, which stops the hub in order */
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0)
-            dup2(nul, 0);
-        dup2(out[1], 1);
-        if (logfd >= 0)
-            dup2(logfd, 2);
-        execv(self_exe, (char *const *)argv);
-        dprintf(2, "twinhub run: cannot run twinhub serve: %s\n", strerror(errno));
-        _exit(127);
-    }
-    close(out[1]);
-    if (logfd >= 0)
-        close(logfd);
-    if (pid < 0) {
-        close(out[0]);
-        return false;
-    }
-    h->pid = pid;
-    h->out_fd = out[0];
-    h->outlen = 0;
-    h->ready = false;
-    fcntl(h->out_fd, F_SETFL, O_NONBLOCK);
-    int64_t deadline = th_mono_ms() + READY_TIMEOUT_MS;
-    while (!h->ready && h->pid > 0 && th_mono_ms() < deadline && !r->interrupted)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (h->ready)
-        h->ready_ms = th_mono_ms();
-    return h->ready;
-}
-
-static void hub_stop(struct run *r)
-{
-    struct hub *h = &r->hub;
-    if (h->pid > 0) {
-        kill(h->pid, SIGTERM);
-        int64_t deadline = th_mono_ms() + HUB_STOP_MS;
-        while (h->pid > 0 && th_mono_ms() < deadline)
-            pump(r, (int)(deadline - th_mono_ms()));
-        if (h->pid > 0) {
-            kill(-h->pid, SIGKILL);
-            kill(h->pid, SIGKILL);
-            waitpid(h->pid, NULL, 0);
-            h->pid = 0;
-        }
-    }
-    if (h->out_fd >= 0) {
-        close(h->out_fd);
-        h->out_fd = -1;
-    }
-}
-
-/* Why the hub did not come up, from its log. */
-static void hub_explain(struct run *r)
-{
-    struct hub *h = &r->hub;
-    if (h->pid == 0) {
-        char how[128];
-        th_describe_status(h->status, how, sizeof how);
-        fprintf(stderr, "twinhub run: the hub (twinhub serve) %s before it was ready\n", how);
-    } else {
-        fprintf(stderr, "twinhub run: the hub was not ready within %d s\n",
-                READY_TIMEOUT_MS / 1000);
-    }
-    char *tail = r->o.verbose ? NULL : file_tail(h->log, LOG_TAIL_LINES);
-    if (tail) {
-        fprintf(stderr, "%s\n", tail);
-        free(tail);
-    }
-}
-
-/* Start the runner's own hub for the current scenario: free ports, retried when taken. */
-static int hub_start_own(struct run *r)
-{
-    struct hub *h = &r->hub;
-    h->own = true;
-    h->out_fd = -1;
-    snprintf(h->hub_name, sizeof h->hub_name, "twinhub.localhost");
-    snprintf(h->host, sizeof h->host, "127.0.0.1");
-    snprintf(h->policy, sizeof h->policy, "iothubowner");
-    snprintf(h->key, sizeof h->key, "%s", TH_DEV_OWNER_KEY);
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || tmp[0] != '/')
-        tmp = "/tmp";
-    snprintf(h->dir, sizeof h->dir, "%s/twinhub-run-XXXXXX", tmp);
-    if (!mkdtemp(h->dir)) {
-        fprintf(stderr, "twinhub run: cannot create a directory in %s: %s\n", tmp, strerror(errno));
-        h->dir[0] = '\0';
-        return EXIT_HUB;
-    }
-    snprintf(h->log, sizeof h->log, "%s/hub.log", h->dir);
-    run_cert_dir(h);
-    if (snprintf(h->ca_file, sizeof h->ca_file, "%s/ca.pem", h->cert_dir) >=
-        (int)sizeof h->ca_file) {
-        fprintf(stderr, "twinhub run: the certificate directory's path is too long\n");
-        return EXIT_HUB;
-    }
-    h->registry[0] = '\0';
-    if (r->s->registry) {
-        snprintf(h->registry, sizeof h->registry, "%s/registry.json", h->dir);
-        char *text = cJSON_Print(r->s->registry);
-        bool ok = text && th_write_text_file("twinhub run", h->registry, text);
-        free(text);
-        if (!ok)
-            return EXIT_HUB;
-    }
-    for (int attempt = 0; attempt < 3; attempt++) {
-        h->mqtt_port = free_port();
-        do
-            h->mqtts_port = free_port();
-        while (h->mqtts_port == h->mqtt_port);
-        if (h->mqtt_port <= 0 || h->mqtts_port <= 0) {
-            fprintf(stderr, "twinhub run: no free loopback port: %s\n", strerror(errno));
-            return EXIT_HUB;
-        }
-        if (hub_spawn(r))
-            return 0;
-        if (r->interrupted)
-            return EXIT_HUB;
-        /* Another process may have taken a port between our check and serve's. */
-        char *tail = file_tail(h->log, 5);
-        bool in_use = tail && strstr(tail, "in use");
-        free(tail);
-        if (!in_use || h->pid > 0)
-            break;
-    }
-    hub_explain(r);
-    hub_stop(r);
-    return EXIT_HUB;
-}
-
-/* Read a running hub's info file (serve --info-file) for --hub. */
-static int hub_use_file(struct run *r)
-{
-    struct hub *h = &r->hub;
-    h->own = false;
-    h->out_fd = -1;
-    char err[PATH_MAX + 320];
-    size_t len = 0;
-    FILE *f = fopen(r->o.hub_file, "re");
-    char *text = NULL;
-    if (f) {
-        text = calloc(1, 1 << 20);
-        len = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-        fclose(f);
-    }
-    cJSON *info = NULL;
-    struct th_error e = {0};
-    if (!text || th_json_parse(text, len, 1 << 20, 16, &info, &e) != TH_OK) {
-        snprintf(err, sizeof err, "%s", text ? e.message : strerror(errno));
-        fprintf(stderr,
-                "twinhub run: --hub %s: %s; give the info file of a running "
-                "`twinhub serve --info-file FILE`\n",
-                r->o.hub_file, err);
-        free(text);
-        return EXIT_HUB;
-    }
-    free(text);
-    const char *name = th_json_string(info, "hubName", NULL);
-    const char *bind = th_json_string(info, "bind", "127.0.0.1");
-    const char *ca = th_json_string(info, "caFile", "");
-    const char *svc = th_json_string(info, "serviceConnectionString", NULL);
-    h->mqtt_port = (int)th_json_number(info, "mqttPort", 0);
-    h->mqtts_port = (int)th_json_number(info, "mqttsPort", 0);
-    int rc = 0;
-    if (!name || !svc || (!h->mqtt_port && !h->mqtts_port)) {
-        fprintf(stderr,
-                "twinhub run: --hub %s does not describe a hub with the development service "
-                "policy (hubName, ports, serviceConnectionString)\n",
-                r->o.hub_file);
-        rc = EXIT_HUB;
-    } else {
-        snprintf(h->hub_name, sizeof h->hub_name, "%s", name);
-        snprintf(h->ca_file, sizeof h->ca_file, "%s", ca);
-        if (!strcmp(bind, "0.0.0.0") || !bind[0])
-            bind = "127.0.0.1";
-        else if (!strcmp(bind, "::"))
-            bind = "::1";
-        snprintf(h->host, sizeof h->host, "%s", bind);
-        const char *skn = strstr(svc, "SharedAccessKeyName=");
-        const char *key = strstr(svc, "SharedAccessKey=");
-        if (skn)
-            snprintf(h->policy, sizeof h->policy, "%.*s", (int)strcspn(skn + 20, ";"), skn + 20);
-        if (key)
-            snprintf(h->key, sizeof h->key, "%.*s", (int)strcspn(key + 16, ";"), key + 16);
-    }
-    cJSON_Delete(info);
-    return rc;
+    return !r->ctl || th_ctl_client_lost(r->ctl);
 }
 
 /* ---- run variables and identities ---- */
 
-static void gateway(const struct run *r, char *buf, size_t size)
+/* GatewayHostName of the hub, for the identities' connection strings. */
+static void hub_gateway(const struct run *r, char *buf, size_t size)
 {
-    const struct hub *h = &r->hub;
-    bool v6 = strchr(h->host, ':') != NULL;
-    if (h->mqtts_port && h->mqtts_port != 8883)
-        snprintf(buf, size, v6 ? "[%s]:%d" : "%s:%d", h->host, h->mqtts_port);
-    else
-        snprintf(buf, size, v6 ? "[%s]" : "%s", h->host);
-}
-
-static void conn_string(const struct run *r, const char *d, const char *m, const char *key,
-                        char *buf, size_t size)
-{
-    char gw[340];
-    gateway(r, gw, sizeof gw);
-    snprintf(buf, size, "HostName=%s;DeviceId=%s;%s%s%sSharedAccessKey=%s;GatewayHostName=%s",
-             r->hub.hub_name, d, m ? "ModuleId=" : "", m ? m : "", m ? ";" : "", key, gw);
+    if (th_connstr_gateway(r->hub.host, r->hub.mqtts_port, buf, size) != TH_OK)
+        buf[0] = '\0';
 }
 
 /* Set the run variables of one identity from its getDevice answer. */
 static void identity_vars(struct run *r, const char *d, const char *m, const cJSON *ident)
 {
-    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(ident, "authentication");
-    const cJSON *sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
-    const char *key = th_json_string(sym, "primaryKey", NULL);
-    if (!key)
-        return;
-    char cs[1200], name[800];
-    conn_string(r, d, m, key, cs, sizeof cs);
-    if (m) {
-        snprintf(name, sizeof name, "module.%s.%s.connectionString", d, m);
-        th_scn_session_set_var(r->ss, name, cs);
-    } else {
-        snprintf(name, sizeof name, "device.%s.connectionString", d);
-        th_scn_session_set_var(r->ss, name, cs);
-        snprintf(name, sizeof name, "device.%s.primaryKey", d);
-        th_scn_session_set_var(r->ss, name, key);
-    }
+    char gw[340];
+    hub_gateway(r, gw, sizeof gw);
+    th_scn_session_identity_vars(r->ss, d, m, ident, r->hub.hub_name, gw);
 }
 
 /*
@@ -885,9 +333,8 @@ static void identity_vars(struct run *r, const char *d, const char *m, const cJS
  */
 static bool fetch_identity_vars(struct run *r, const char *d, const char *m)
 {
-    cJSON *cmd = th_command_new("getDevice");
-    add_ids(cmd, d, m);
-    cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+    cJSON *cmd = th_ctl_command("getDevice", d, m);
+    cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
     cJSON_Delete(cmd);
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(e, "data");
     bool found = data != NULL;
@@ -911,19 +358,15 @@ static bool seed_identities(struct run *r)
     cJSON_AddItemToArray(ids, mod);
     size_t n = (size_t)cJSON_GetArraySize(ids);
     cJSON **cmds = calloc(2 * n, sizeof *cmds);
-    char(*corrs)[32] = calloc(2 * n, sizeof *corrs);
+    char(*corrs)[TH_CTL_CORR_MAX] = calloc(2 * n, sizeof *corrs);
     bool ok = cmds && corrs;
     for (size_t i = 0; ok && i < n; i++) {
         const cJSON *id = cJSON_GetArrayItem(ids, (int)i);
         const char *d = th_json_string(id, "deviceId", NULL);
         const char *m = th_json_string(id, "moduleId", NULL);
-        cmds[2 * i] = th_command_new("getTwin");
-        cmds[2 * i + 1] = th_command_new("getDevice");
+        cmds[2 * i] = th_ctl_command("getTwin", d, m);
+        cmds[2 * i + 1] = th_ctl_command("getDevice", d, m);
         ok = cmds[2 * i] && cmds[2 * i + 1];
-        if (ok) {
-            add_ids(cmds[2 * i], d, m);
-            add_ids(cmds[2 * i + 1], d, m);
-        }
     }
     ok = ok && ctl_send(r, cmds, 2 * n, corrs);
     for (size_t i = 0; ok && i < n; i++) {
@@ -1012,111 +455,7 @@ static bool agent_start(struct run *r, const char *cmdline)
                 m ? "/" : "", m ? m : "");
         return false;
     }
-    char unknown[300];
-    char *command_line = th_vars_subst_string(cmdline, vars, unknown, sizeof unknown);
-    if (!command_line) {
-        fprintf(stderr, "twinhub run: the agent command uses ${%s}, which is not known\n", unknown);
-        return false;
-    }
-    /* The environment: ours plus the hub's and the scenario's. */
-    char mp[16], sp[16];
-    snprintf(mp, sizeof mp, "%d", r->hub.mqtt_port);
-    snprintf(sp, sizeof sp, "%d", r->hub.mqtts_port);
-    const char *fixed[][2] = {
-        {"TWINHUB_CONNECTION_STRING", cs},   {"IOTHUB_DEVICE_CONNECTION_STRING", cs},
-        {"TWINHUB_CA_FILE", r->hub.ca_file}, {"NODE_EXTRA_CA_CERTS", r->hub.ca_file},
-        {"SSL_CERT_FILE", r->hub.ca_file},   {"TWINHUB_MQTT_PORT", mp},
-        {"TWINHUB_MQTTS_PORT", sp},          {"TWINHUB_HUB_NAME", r->hub.hub_name},
-    };
-    size_t nenv = sizeof fixed / sizeof fixed[0] + (size_t)cJSON_GetArraySize(s->agent_env);
-    char **env_set = calloc(nenv + 1, 2 * sizeof *env_set);
-    size_t k = 0;
-    for (size_t i = 0; env_set && i < sizeof fixed / sizeof fixed[0]; i++) {
-        env_set[k++] = strdup(fixed[i][0]);
-        env_set[k++] = strdup(fixed[i][1]);
-    }
-    const cJSON *c;
-    cJSON_ArrayForEach(c, s->agent_env)
-    {
-        if (!env_set)
-            break;
-        char *v = th_vars_subst_string(c->valuestring, vars, unknown, sizeof unknown);
-        if (!v) {
-            fprintf(stderr, "twinhub run: agent.env.%s uses ${%s}, which is not known\n", c->string,
-                    unknown);
-            v = strdup("");
-        }
-        env_set[k++] = strdup(c->string);
-        env_set[k++] = v;
-    }
-    int logfd = open(r->agent.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (logfd < 0) {
-        fprintf(stderr, "twinhub run: cannot write %s: %s\n", r->agent.log, strerror(errno));
-    }
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!th_child_setup(&r->old_mask, parent))
-            _exit(1);
-        setpgid(0, 0); /* its own group: the whole agent can be stopped at once */
-        for (size_t i = 0; env_set && i < k; i += 2)
-            setenv(env_set[i], env_set[i + 1], 1);
-        if (s->dir[0] && chdir(s->dir) != 0) {
-            dprintf(logfd >= 0 ? logfd : 2, "twinhub run: cannot enter %s: %s\n", s->dir,
-                    strerror(errno));
-            _exit(126);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0)
-            dup2(nul, 0);
-        if (logfd >= 0) {
-            dup2(logfd, 1);
-            dup2(logfd, 2);
-        }
-        execl("/bin/sh", "sh", "-c", command_line, (char *)NULL);
-        _exit(127);
-    }
-    if (logfd >= 0)
-        close(logfd);
-    for (size_t i = 0; env_set && i < k; i++)
-        free(env_set[i]);
-    free(env_set);
-    if (pid < 0) {
-        fprintf(stderr, "twinhub run: cannot start the agent: %s\n", strerror(errno));
-        free(command_line);
-        return false;
-    }
-    setpgid(pid, pid);
-    if (r->o.verbose)
-        fprintf(stderr, "twinhub run: started the agent (pid %ld) as %s%s%s: %s\n", (long)pid, d,
-                m ? "/" : "", m ? m : "", command_line);
-    free(command_line);
-    r->agent.pid = pid;
-    r->agent.started = true;
-    r->agent.exited = false;
-    r->agent.reported = false;
-    return true;
-}
-
-/* SIGTERM to the agent's process group, SIGKILL after AGENT_STOP_MS. */
-static void agent_stop(struct run *r)
-{
-    struct agent *a = &r->agent;
-    if (a->pid <= 0)
-        return;
-    pid_t pid = a->pid;
-    kill(-pid, SIGTERM);
-    int64_t deadline = th_mono_ms() + AGENT_STOP_MS;
-    while (a->pid > 0 && th_mono_ms() < deadline)
-        pump(r, (int)(deadline - th_mono_ms()));
-    if (a->pid > 0) {
-        kill(-pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        a->pid = 0;
-    } else {
-        kill(-pid, SIGKILL); /* anything the shell left behind */
-    }
+    return th_run_agent_spawn(r, cmdline, cs, d, m);
 }
 
 /* ---- steps ---- */
@@ -1145,7 +484,7 @@ static bool step_broken(struct run *r)
         th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), "the hub stopped", NULL);
         return true;
     }
-    if (r->ctl.lost) {
+    if (ctl_lost(r)) {
         th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the control connection to the hub was lost", NULL);
         return true;
@@ -1171,167 +510,19 @@ static bool wait_anchored(struct run *r, size_t i)
                                       "the hub did not echo the step's mark event", NULL);
             return false;
         }
-        pump(r, (int)left);
+        th_run_pump(r, (int)left);
     }
     return verdict_now(r, i) == TH_VERDICT_PENDING;
 }
 
-static cJSON *mark_command(const struct run *r, size_t i)
-{
-    const struct th_step *st = &r->s->steps[i];
-    cJSON *cmd = th_command_new("mark");
-    cJSON *data = cmd ? cJSON_AddObjectToObject(cmd, "data") : NULL;
-    if (!data) {
-        cJSON_Delete(cmd);
-        return NULL;
-    }
-    cJSON_AddStringToObject(data, "scenario", r->s->name);
-    cJSON_AddStringToObject(data, "step", st->name);
-    cJSON_AddNumberToObject(data, "index", st->index);
-    cJSON_AddStringToObject(data, "action", th_step_kind_name(st->kind));
-    return cmd;
-}
-
 static bool scenario_mark(struct run *r, const char *action)
 {
-    cJSON *cmd = th_command_new("mark");
-    cJSON *data = cmd ? cJSON_AddObjectToObject(cmd, "data") : NULL;
-    if (!data) {
-        cJSON_Delete(cmd);
-        return false;
-    }
-    cJSON_AddStringToObject(data, "scenario", r->s->name);
-    cJSON_AddStringToObject(data, "file", r->s->file);
-    cJSON_AddNumberToObject(data, "index", 0);
-    cJSON_AddStringToObject(data, "action", action);
-    cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+    cJSON *cmd = th_scn_scenario_mark(r->s, action);
+    cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
     cJSON_Delete(cmd);
     bool ok = e != NULL;
     cJSON_Delete(e);
     return ok;
-}
-
-/* The control command that performs an action or a fault step; NULL for sleep/restart. */
-static cJSON *action_command(struct run *r, const struct th_step *st, const cJSON *b, char *err,
-                             size_t errsize)
-{
-    const char *d = th_json_string(b, "deviceId", NULL);
-    const char *m = th_json_string(b, "moduleId", NULL);
-    cJSON *cmd = NULL, *patch, *props;
-    switch (st->kind) {
-    case TH_STEP_PATCH_DESIRED:
-    case TH_STEP_REPLACE_DESIRED:
-        cmd = th_command_new(st->kind == TH_STEP_PATCH_DESIRED ? "updateTwin" : "replaceTwin");
-        add_ids(cmd, d, m);
-        patch = cJSON_AddObjectToObject(cmd, "patch");
-        props = cJSON_AddObjectToObject(patch, "properties");
-        cJSON_AddItemToObject(
-            props, "desired",
-            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
-                                b, st->kind == TH_STEP_PATCH_DESIRED ? "patch" : "desired"),
-                            1));
-        break;
-    case TH_STEP_UPDATE_TAGS:
-        cmd = th_command_new("updateTwin");
-        add_ids(cmd, d, m);
-        patch = cJSON_AddObjectToObject(cmd, "patch");
-        cJSON_AddItemToObject(patch, "tags",
-                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "tags"), 1));
-        break;
-    case TH_STEP_INVOKE_METHOD: {
-        cmd = th_command_new("invokeMethod");
-        add_ids(cmd, d, m);
-        cJSON_AddStringToObject(cmd, "methodName", th_json_string(b, "methodName", ""));
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(b, "payload");
-        cJSON_AddItemToObject(cmd, "payload", p ? cJSON_Duplicate(p, 1) : cJSON_CreateNull());
-        static const char *const t[] = {"responseTimeoutInSeconds", "connectTimeoutInSeconds"};
-        for (int i = 0; i < 2; i++)
-            if (cJSON_GetObjectItemCaseSensitive(b, t[i]))
-                cJSON_AddNumberToObject(cmd, t[i], th_json_number(b, t[i], 0));
-        break;
-    }
-    case TH_STEP_SEND_C2D: {
-        cmd = th_command_new("sendC2D");
-        add_ids(cmd, d, NULL);
-        const cJSON *bj = cJSON_GetObjectItemCaseSensitive(b, "bodyJson");
-        if (bj) {
-            char *text = cJSON_PrintUnformatted(bj);
-            cJSON_AddStringToObject(cmd, "body", text ? text : "");
-            free(text);
-        } else {
-            cJSON_AddStringToObject(cmd, "body", th_json_string(b, "body", ""));
-        }
-        static const char *const keys[] = {"messageId", "correlationId", "contentType",
-                                           "contentEncoding"};
-        for (size_t i = 0; i < 4; i++)
-            if (th_json_string(b, keys[i], NULL))
-                cJSON_AddStringToObject(cmd, keys[i], th_json_string(b, keys[i], ""));
-        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(b, "properties");
-        if (pr)
-            cJSON_AddItemToObject(cmd, "properties", cJSON_Duplicate(pr, 1));
-        break;
-    }
-    case TH_STEP_CREATE_MODULES: {
-        cmd = th_command_new("ensureModule");
-        cJSON_AddStringToObject(cmd, "moduleId", th_json_string(b, "moduleId", ""));
-        const cJSON *des = cJSON_GetObjectItemCaseSensitive(b, "desired");
-        const char *file = th_json_string(b, "desiredFile", NULL);
-        if (file) {
-            char path[PATH_MAX * 2];
-            snprintf(path, sizeof path, "%s%s%s", file[0] == '/' ? "" : r->s->dir,
-                     file[0] == '/' ? "" : "/", file);
-            FILE *f = fopen(path, "re");
-            char *text = f ? calloc(1, TH_SCN_MAX_FILE_BYTES + 1) : NULL;
-            size_t len = text ? fread(text, 1, TH_SCN_MAX_FILE_BYTES, f) : 0;
-            if (f)
-                fclose(f);
-            cJSON *doc = NULL;
-            struct th_error e = {0};
-            if (!text || th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &doc,
-                                       &e) != TH_OK) {
-                if (snprintf(err, errsize, "cannot read desiredFile %s: %s", path,
-                             text ? e.message : strerror(errno)) >= (int)errsize)
-                    err[errsize - 1] = '\0';
-                free(text);
-                cJSON_Delete(cmd);
-                return NULL;
-            }
-            free(text);
-            cJSON_AddItemToObject(cmd, "desired", doc);
-        } else if (des) {
-            cJSON_AddItemToObject(cmd, "desired", cJSON_Duplicate(des, 1));
-        }
-        const cJSON *tags = cJSON_GetObjectItemCaseSensitive(b, "tags");
-        if (tags)
-            cJSON_AddItemToObject(cmd, "tags", cJSON_Duplicate(tags, 1));
-        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(b, "deviceIds");
-        if (ids)
-            cJSON_AddItemToObject(cmd, "deviceIds", cJSON_Duplicate(ids, 1));
-        break;
-    }
-    case TH_STEP_QUERY:
-        cmd = th_command_new("query");
-        cJSON_AddStringToObject(cmd, "query", th_json_string(b, "query", ""));
-        cJSON_AddNumberToObject(cmd, "pageSize", 1000);
-        break;
-    case TH_STEP_DISCONNECT:
-    case TH_STEP_EXPIRE_TOKEN:
-        cmd = th_command_new(st->kind == TH_STEP_DISCONNECT ? "disconnect" : "expireToken");
-        add_ids(cmd, d, m);
-        break;
-    case TH_STEP_INJECT_ERROR:
-        cmd = th_command_new("injectError");
-        add_ids(cmd, d, m);
-        cJSON_AddStringToObject(cmd, "operation", th_json_string(b, "operation", ""));
-        cJSON_AddNumberToObject(cmd, "status", th_json_number(b, "status", 429));
-        cJSON_AddNumberToObject(cmd, "count", th_json_number(b, "count", 1));
-        break;
-    default:
-        break;
-    }
-    if (!cmd)
-        snprintf(err, errsize, "out of memory");
-    return cmd;
 }
 
 /* A query with every page: the outcome {"items": [...], "count": n}, or the error. */
@@ -1343,7 +534,7 @@ static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
     for (int page = 0; page < 1000; page++) {
         const cJSON *err = cJSON_GetObjectItemCaseSensitive(entry, "error");
         if (!entry || (err && !cJSON_IsNull(err))) {
-            cJSON *o = entry ? outcome_of(entry) : NULL;
+            cJSON *o = entry ? th_scn_outcome(entry) : NULL;
             cJSON_Delete(items);
             cJSON_Delete(owned);
             return o;
@@ -1355,12 +546,9 @@ static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
         const char *cont = th_json_string(data, "continuation", NULL);
         if (!cont)
             break;
-        cJSON *cmd = th_command_new("query");
-        cJSON_AddStringToObject(cmd, "query", q);
-        cJSON_AddNumberToObject(cmd, "pageSize", 1000);
-        cJSON_AddStringToObject(cmd, "continuation", cont);
+        cJSON *cmd = th_scn_query_command(q, cont);
         cJSON_Delete(owned);
-        owned = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+        owned = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
         cJSON_Delete(cmd);
         entry = owned;
     }
@@ -1382,10 +570,10 @@ static void restart_hub(struct run *r, size_t i)
         return;
     }
     ctl_close(r);
-    hub_stop(r);
+    th_run_hub_stop(r);
     th_scn_session_hub_restarted(r->ss);
-    if (!hub_spawn(r)) {
-        hub_explain(r);
+    if (!th_run_hub_spawn(r)) {
+        th_run_hub_explain(r);
         th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
                                   "the hub did not come back after the restart", NULL);
         return;
@@ -1413,20 +601,22 @@ static void run_step(struct run *r, size_t i)
     if (verdict_now(r, i) != TH_VERDICT_PENDING || step_broken(r))
         return;
     const cJSON *b = th_scn_session_resolved(r->ss);
-    cJSON *mark = mark_command(r, i);
+    cJSON *mark = th_scn_step_mark(r->s, i);
     enum th_step_class cls = th_step_kind_class(st->kind);
     bool plain_action = (cls != TH_STEP_CLASS_EXPECTATION) && st->kind != TH_STEP_SLEEP &&
                         st->kind != TH_STEP_RESTART_HUB;
     if (plain_action) {
         char err[PATH_MAX + 200] = "";
-        cJSON *cmd = action_command(r, st, b, err, sizeof err);
+        cJSON *cmd = mark ? th_scn_action_command(r->s, st, b, NULL, err, sizeof err) : NULL;
         if (!cmd) {
+            if (!mark)
+                snprintf(err, sizeof err, "out of memory");
             cJSON_Delete(mark);
             th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(), err, NULL);
             return;
         }
         cJSON *cmds[2] = {mark, cmd};
-        char corrs[2][32];
+        char corrs[2][TH_CTL_CORR_MAX];
         int timeout = CALL_TIMEOUT_MS;
         if (st->kind == TH_STEP_INVOKE_METHOD)
             timeout = (int)(th_json_number(b, "responseTimeoutInSeconds", 30) +
@@ -1437,15 +627,15 @@ static void run_step(struct run *r, size_t i)
         if (sent && wait_anchored(r, i)) {
             int64_t deadline = th_mono_ms() + timeout;
             while (!entry && verdict_now(r, i) == TH_VERDICT_PENDING && !step_broken(r)) {
-                entry = cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[1]);
+                entry = th_ctl_client_take(r->ctl, corrs[1]);
                 if (entry)
                     break;
                 int64_t left = deadline - th_mono_ms();
                 if (left <= 0)
                     break;
-                pump(r, (int)left);
+                th_run_pump(r, (int)left);
             }
-            cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corrs[0]));
+            cJSON_Delete(th_ctl_client_take(r->ctl, corrs[0]));
             if (verdict_now(r, i) == TH_VERDICT_PENDING) {
                 if (!entry) {
                     th_scn_session_set_result(r->ss, TH_VERDICT_FAIL, th_now_us(),
@@ -1453,7 +643,7 @@ static void run_step(struct run *r, size_t i)
                 } else {
                     cJSON *outcome = st->kind == TH_STEP_QUERY
                                          ? run_query(r, entry, th_json_string(b, "query", ""))
-                                         : outcome_of(entry);
+                                         : th_scn_outcome(entry);
                     th_scn_session_check_outcome(r->ss, outcome, th_now_us());
                     cJSON_Delete(outcome);
                 }
@@ -1468,7 +658,7 @@ static void run_step(struct run *r, size_t i)
         return;
     }
     /* sleep, restartHub and the expectations: the mark first */
-    char corr[1][32];
+    char corr[1][TH_CTL_CORR_MAX];
     bool sent = ctl_send(r, &mark, 1, corr);
     cJSON_Delete(mark);
     if (!sent) {
@@ -1478,7 +668,7 @@ static void run_step(struct run *r, size_t i)
     }
     if (!wait_anchored(r, i))
         return;
-    cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(r->ctl.entries, corr[0]));
+    cJSON_Delete(th_ctl_client_take(r->ctl, corr[0]));
     if (st->kind == TH_STEP_RESTART_HUB) {
         restart_hub(r, i);
         return;
@@ -1494,8 +684,8 @@ static void run_step(struct run *r, size_t i)
                 th_scn_session_set_result(r->ss, TH_VERDICT_PASS, now, NULL, NULL);
                 return;
             }
-            cJSON *cmd = th_command_new("getStatistics");
-            cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+            cJSON *cmd = th_ctl_command("getStatistics", NULL, NULL);
+            cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
             cJSON_Delete(cmd);
             cJSON_Delete(e);
             if (!e && step_broken(r))
@@ -1507,7 +697,7 @@ static void run_step(struct run *r, size_t i)
             return;
         }
         int64_t wait_ms = (dl + 1000 - now) / 1000 + 1;
-        pump(r, (int)(wait_ms > 1000 ? 1000 : wait_ms));
+        th_run_pump(r, (int)(wait_ms > 1000 ? 1000 : wait_ms));
     }
 }
 
@@ -1517,7 +707,7 @@ static void print_agent_log(const struct run *r)
 {
     if (!r->agent.started)
         return;
-    char *tail = file_tail(r->agent.log, LOG_TAIL_LINES);
+    char *tail = th_tail_lines(r->agent.log, LOG_TAIL_LINES);
     if (!tail) {
         printf("  (the agent wrote nothing; its log is %s)\n", r->agent.log);
         return;
@@ -1576,11 +766,11 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
         return TH_EXIT_FAIL;
     int rc = 0;
     if (r->o.hub_file) {
-        rc = hub_use_file(r);
+        rc = th_run_hub_use_file(r);
     } else {
         if (r->o.record)
             snprintf(r->hub.record, sizeof r->hub.record, "%s", r->o.record);
-        rc = hub_start_own(r);
+        rc = th_run_hub_start_own(r);
     }
     if (rc == 0 && !ctl_open(r))
         rc = EXIT_HUB;
@@ -1590,9 +780,14 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
     if (rc == 0 && !scenario_mark(r, "scenarioBegin"))
         rc = EXIT_HUB;
     if (rc == 0 && !r->hub.own && s->registry) {
-        cJSON *cmd = th_command_new("importRegistry");
-        cJSON_AddItemToObject(cmd, "registry", cJSON_Duplicate(s->registry, 1));
-        cJSON *e = ctl_call(r, cmd, CALL_TIMEOUT_MS);
+        cJSON *cmd = th_ctl_command("importRegistry", NULL, NULL);
+        cJSON *reg = cJSON_Duplicate(s->registry, 1);
+        if (!cmd || !reg || !cJSON_AddItemToObject(cmd, "registry", reg)) {
+            cJSON_Delete(reg);
+            cJSON_Delete(cmd);
+            cmd = NULL;
+        }
+        cJSON *e = cmd ? ctl_call(r, cmd, CALL_TIMEOUT_MS) : NULL;
         cJSON_Delete(cmd);
         const cJSON *err = cJSON_GetObjectItemCaseSensitive(e, "error");
         if (!e || (err && !cJSON_IsNull(err))) {
@@ -1619,7 +814,7 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
             out->error = NULL;
         th_scn_session_skip_rest(r->ss);
         ctl_close(r);
-        hub_stop(r);
+        th_run_hub_stop(r);
         return rc;
     }
     const char *agent_cmd = r->o.agent ? r->o.agent : s->agent_command;
@@ -1664,9 +859,9 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
             break;
         }
     }
-    if (!r->ctl.lost)
+    if (!ctl_lost(r))
         scenario_mark(r, "scenarioEnd");
-    agent_stop(r);
+    th_run_agent_stop(r);
     int passed = 0, failed = 0, skipped = 0;
     for (size_t i = 0; i < s->nsteps; i++) {
         enum th_verdict v = th_scn_session_result(r->ss, i)->verdict;
@@ -1676,13 +871,13 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
     }
     if (failed) {
         print_agent_log(r);
-        out->system_out = r->agent.started ? file_tail(r->agent.log, LOG_TAIL_LINES) : NULL;
+        out->system_out = r->agent.started ? th_tail_lines(r->agent.log, LOG_TAIL_LINES) : NULL;
     }
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     fflush(stdout);
     out->time_s = (double)(th_now_us() - start_us) / 1e6;
     ctl_close(r);
-    hub_stop(r);
+    th_run_hub_stop(r);
     return failed ? TH_EXIT_FAIL : TH_EXIT_OK;
 }
 
@@ -1790,7 +985,6 @@ int th_cmd_run(int argc, char **argv)
         rc = TH_EXIT_FAIL;
         goto out;
     }
-    mosquitto_lib_init();
     /* The report directory (agent logs). */
     if (r.o.report_dir) {
         snprintf(r.report_dir, sizeof r.report_dir, "%s", r.o.report_dir);
@@ -1852,7 +1046,7 @@ int th_cmd_run(int argc, char **argv)
         int one = run_scenario(&r, &outs[i], i);
         ran = i + 1;
         if (r.hub.own && r.hub.dir[0])
-            rmtree(r.hub.dir);
+            th_rmtree(r.hub.dir);
         r.ss = NULL;
         if (one == EXIT_HUB) {
             rc = EXIT_HUB;
@@ -1889,11 +1083,10 @@ int th_cmd_run(int argc, char **argv)
     }
     if (r.report_dir_temp) {
         if (rc == TH_EXIT_OK)
-            rmtree(r.report_dir);
+            th_rmtree(r.report_dir);
         else
             printf("agent logs: %s\n", r.report_dir);
     }
-    mosquitto_lib_cleanup();
 out:
     for (size_t i = 0; i < r.o.nfiles; i++) {
         th_scn_session_free(outs[i].ss);

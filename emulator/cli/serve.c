@@ -50,11 +50,13 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-#include "client.h"   /* th_read_json_file, th_parse_long */
-#include "gateway.h"  /* the HTTPS gateway (REST API, MQTT over WebSockets) */
-#include "json.h"     /* th_json_string, th_json_number */
-#include "registry.h" /* TH_DEV_* */
-#include "util.h"     /* th_mono_ms */
+#include "client.h"       /* th_read_json_file, th_parse_long */
+#include "connstr.h"      /* the connection strings we print */
+#include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
+#include "hubinfo_file.h" /* --info-file and <cert-dir>/hub.json */
+#include "json.h"         /* th_json_string, th_json_number */
+#include "registry.h"     /* TH_DEV_* */
+#include "util.h"         /* th_mono_ms */
 
 #define DEFAULT_MQTT_PORT 1883
 #define DEFAULT_MQTTS_PORT 8883
@@ -65,7 +67,6 @@
 #define PROBE_INTERVAL_MS 5
 #define STOP_TIMEOUT_MS 10000
 #define MAX_PACKET_SIZE 1048576
-#define HUB_FILE_NAME "hub.json"   /* in the cert dir; client.c reads it */
 #define GATEWAY_SOCKET "mqtt.sock" /* in the runtime dir, when --mqtt-port is 0 */
 #define STATE_REPORT "state-report.json" /* in the runtime dir: what the plugin loaded */
 
@@ -1158,6 +1159,13 @@ struct conn_strings {
     char rest[512]; /* the service SDKs' REST connection string; "" without the gateway */
 };
 
+/* A connection string that did not fit its buffer is left out ("") rather than cut. */
+static void or_empty(th_result r, char *buf)
+{
+    if (r != TH_OK)
+        buf[0] = '\0';
+}
+
 /*
  * The development identities' connection strings: HostName is the hub name
  * (what goes into the username and the token's sr), GatewayHostName is where
@@ -1166,27 +1174,25 @@ struct conn_strings {
 static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
 {
     char gw[sizeof s->gateway_host + 8];
-    if (s->o.mqtts_port && s->o.mqtts_port != DEFAULT_MQTTS_PORT)
-        snprintf(gw, sizeof gw, "%s:%d", s->gateway_host, s->o.mqtts_port);
-    else
-        snprintf(gw, sizeof gw, "%s", s->gateway_host);
-    snprintf(cs->device, sizeof cs->device,
-             "HostName=%s;DeviceId=%s;SharedAccessKey=%s;GatewayHostName=%s", s->o.hub_name,
-             TH_DEV_DEVICE_ID, TH_DEV_DEVICE_KEY, gw);
-    snprintf(cs->module, sizeof cs->module,
-             "HostName=%s;DeviceId=%s;ModuleId=%s;SharedAccessKey=%s;GatewayHostName=%s",
-             s->o.hub_name, TH_DEV_DEVICE_ID, TH_DEV_MODULE_ID, TH_DEV_MODULE_KEY, gw);
-    snprintf(cs->service, sizeof cs->service,
-             "HostName=%s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s", s->o.hub_name,
-             TH_DEV_OWNER_KEY);
+    or_empty(th_connstr_gateway(s->gateway_host, s->o.mqtts_port, gw, sizeof gw), gw);
+    or_empty(th_connstr_identity(s->o.hub_name, TH_DEV_DEVICE_ID, NULL, TH_DEV_DEVICE_KEY, gw,
+                                 cs->device, sizeof cs->device),
+             cs->device);
+    or_empty(th_connstr_identity(s->o.hub_name, TH_DEV_DEVICE_ID, TH_DEV_MODULE_ID,
+                                 TH_DEV_MODULE_KEY, gw, cs->module, sizeof cs->module),
+             cs->module);
+    or_empty(th_connstr_service(s->o.hub_name, "iothubowner", TH_DEV_OWNER_KEY, cs->service,
+                                sizeof cs->service),
+             cs->service);
     /* The service SDKs dial HostName itself on 443 (real-clients.md 3.1): no brackets, no port. */
-    const char *host = s->gateway_host[0] == '[' ? s->gateway_host + 1 : s->gateway_host;
-    size_t hlen = strlen(host) - (s->gateway_host[0] == '[' ? 1 : 0);
+    char host[sizeof s->gateway_host];
+    const char *h = s->gateway_host[0] == '[' ? s->gateway_host + 1 : s->gateway_host;
+    snprintf(host, sizeof host, "%.*s", (int)(strlen(h) - (s->gateway_host[0] == '[' ? 1 : 0)), h);
     cs->rest[0] = '\0';
     if (s->o.https_port)
-        snprintf(cs->rest, sizeof cs->rest,
-                 "HostName=%.*s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s", (int)hlen,
-                 host, TH_DEV_OWNER_KEY);
+        or_empty(
+            th_connstr_service(host, "iothubowner", TH_DEV_OWNER_KEY, cs->rest, sizeof cs->rest),
+            cs->rest);
 }
 
 /*
@@ -1275,69 +1281,39 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
                s->o.https_port, TH_GATEWAY_DEFAULT_HTTPS_PORT);
 }
 
-static bool add_str(cJSON *obj, const char *key, const char *value)
-{
-    return value ? cJSON_AddStringToObject(obj, key, value) != NULL
-                 : cJSON_AddNullToObject(obj, key) != NULL;
-}
-
-/*
- * Write the info JSON to a temporary file next to `path` (created with
- * `mode`), then rename it into place. `what` names the file in messages.
- */
+/* Write the info file (--info-file, or the hub file); `what` names it in messages. */
 static bool write_info(const struct serve *s, const struct conn_strings *cs, const char *path,
                        mode_t mode, const char *what)
 {
-    bool dev = s->o.dev_identities;
-    cJSON *o = cJSON_CreateObject();
-    bool ok = o && add_str(o, "hubName", s->o.hub_name) && add_str(o, "bind", s->o.bind) &&
-              cJSON_AddNumberToObject(o, "mqttPort", s->o.mqtt_port) &&
-              cJSON_AddNumberToObject(o, "mqttsPort", s->o.mqtts_port) &&
-              cJSON_AddNumberToObject(o, "httpsPort", s->o.https_port) &&
-              add_str(o, "restConnectionString", dev && cs->rest[0] ? cs->rest : NULL) &&
-              add_str(o, "caFile", s->certs.ca_cert) &&
-              add_str(o, "deviceId", dev ? TH_DEV_DEVICE_ID : NULL) &&
-              add_str(o, "moduleId", dev ? TH_DEV_MODULE_ID : NULL) &&
-              add_str(o, "deviceConnectionString", dev ? cs->device : NULL) &&
-              add_str(o, "moduleConnectionString", dev ? cs->module : NULL) &&
-              add_str(o, "serviceConnectionString", dev ? cs->service : NULL) &&
-              cJSON_AddNumberToObject(o, "pid", (double)getpid());
-    /* What --state-dir could not load: [{identity, file, movedTo, reason}], [] when all did. */
-    const cJSON *aside = cJSON_GetObjectItemCaseSensitive(s->state_report, "setAside");
-    if (ok && s->state_dir[0]) {
-        cJSON *copy = cJSON_IsArray(aside) ? cJSON_Duplicate(aside, true) : cJSON_CreateArray();
-        ok = copy && cJSON_AddItemToObject(o, "stateSetAside", copy);
-        if (!ok)
-            cJSON_Delete(copy);
+    struct th_hubinfo info = {.mqtt_port = s->o.mqtt_port,
+                              .mqtts_port = s->o.mqtts_port,
+                              .https_port = s->o.https_port,
+                              .pid = (long)getpid()};
+    snprintf(info.hub_name, sizeof info.hub_name, "%s", s->o.hub_name);
+    snprintf(info.bind, sizeof info.bind, "%s", s->o.bind ? s->o.bind : "");
+    snprintf(info.ca_file, sizeof info.ca_file, "%s", s->certs.ca_cert);
+    if (s->o.dev_identities) {
+        snprintf(info.device_id, sizeof info.device_id, "%s", TH_DEV_DEVICE_ID);
+        snprintf(info.module_id, sizeof info.module_id, "%s", TH_DEV_MODULE_ID);
+        snprintf(info.device_cs, sizeof info.device_cs, "%s", cs->device);
+        snprintf(info.module_cs, sizeof info.module_cs, "%s", cs->module);
+        snprintf(info.service_cs, sizeof info.service_cs, "%s", cs->service);
+        snprintf(info.rest_cs, sizeof info.rest_cs, "%s", cs->rest);
     }
-    char *text = ok ? cJSON_Print(o) : NULL;
-    cJSON_Delete(o);
-    if (!text) {
-        fprintf(stderr, "twinhub: out of memory writing %s\n", what);
+    /* What --state-dir could not load: [{identity, file, movedTo, reason}], [] when all did. */
+    cJSON *aside = NULL;
+    if (s->state_dir[0]) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(s->state_report, "setAside");
+        aside = cJSON_IsArray(r) ? cJSON_Duplicate(r, true) : cJSON_CreateArray();
+        info.state_set_aside = aside;
+    }
+    bool saved = (!s->state_dir[0] || aside) && th_hubinfo_save(path, mode, &info);
+    cJSON_Delete(aside);
+    if (!saved) {
+        fprintf(stderr, "twinhub: cannot write %s %s: %s\n", what, path, strerror(errno));
         return false;
     }
-    char tmp[PATH_MAX];
-    int fd = -1;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) < (int)sizeof tmp)
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    size_t len = strlen(text);
-    ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
-    int e = errno;
-    if (fd >= 0 && close(fd) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        e = errno;
-    }
-    if (!ok) {
-        fprintf(stderr, "twinhub: cannot write %s %s: %s\n", what, path, strerror(e));
-        if (fd >= 0)
-            unlink(tmp);
-    }
-    cJSON_free(text);
-    return ok;
+    return true;
 }
 
 /*
@@ -1349,12 +1325,10 @@ static void remove_hub_file(struct serve *s)
     if (!s->hub_file[0])
         return;
     char err[PATH_MAX + 320];
-    cJSON *info = th_read_json_file(s->hub_file, err, sizeof err);
-    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(info, "pid");
-    if (cJSON_IsNumber(pid) && (pid_t)pid->valuedouble == getpid() && unlink(s->hub_file) != 0 &&
-        s->o.verbose)
+    struct th_hubinfo info;
+    if (th_hubinfo_load(s->hub_file, &info, err, sizeof err) == TH_OK &&
+        info.pid == (long)getpid() && unlink(s->hub_file) != 0 && s->o.verbose)
         fprintf(stderr, "twinhub: could not remove %s: %s\n", s->hub_file, strerror(errno));
-    cJSON_Delete(info);
     s->hub_file[0] = '\0';
 }
 
@@ -1542,7 +1516,7 @@ static int serve(struct serve *s)
     }
     /* The admin commands find the hub here; the last `serve` to start on a cert dir wins. */
     char hub_file[PATH_MAX];
-    if (snprintf(hub_file, sizeof hub_file, "%s/" HUB_FILE_NAME, s->cert_dir) >=
+    if (snprintf(hub_file, sizeof hub_file, "%s/" TH_HUBINFO_FILE_NAME, s->cert_dir) >=
             (int)sizeof hub_file ||
         !write_info(s, &cs, hub_file, 0600, "the hub file")) {
         stop_broker(s);

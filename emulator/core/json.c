@@ -342,6 +342,19 @@ static bool keep_decimals(cJSON *item)
 }
 
 /* Ownership: the returned string is the caller's, freed with free() (cJSON's default hooks). */
+void th_json_error_about(const struct th_error *err, const char *what, char *out, size_t size)
+{
+    /* The messages above read "JSON body <fact>; <advice>": keep the fact, name `what`. */
+    const char *m = err->message;
+    if (!strncmp(m, "JSON body ", 10))
+        snprintf(out, size, "%s %.*s", what, (int)strcspn(m + 10, ";"), m + 10);
+    else if (!strncmp(m, "JSON ", 5))
+        snprintf(out, size, "%s: %.*s", what, (int)strcspn(m, ";"), m);
+    else
+        snprintf(out, size, "%s is not valid JSON: %s", what,
+                 m[0] ? m : th_result_str(err->result));
+}
+
 char *th_json_print(const cJSON *item)
 {
     if (item == NULL)

@@ -37,6 +37,14 @@
 TH_NODISCARD th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_depth,
                                      cJSON **out, struct th_error *err);
 
+/*
+ * A th_json_parse failure about `what` (a file name, "standard input")
+ * rather than a request body: "FILE is not valid JSON (error near byte 2)",
+ * "FILE: JSON nests objects/arrays more than 64 levels deep", without the
+ * advice meant for API callers. Writes at most `size` bytes to `out`.
+ */
+void th_json_error_about(const struct th_error *err, const char *what, char *out, size_t size);
+
 /* Depth of a tree: a scalar is 0, `{}` or `[]` is 1, `{"a":{}}` is 2. */
 int th_json_depth(const cJSON *item);
 

@@ -34,7 +34,11 @@
 #include "gw_private.h"
 #include "json.h"
 #include "registry.h"
+#include "th_file.h"
 #include "util.h"
+
+/* A state directory's policies.json or a --registry file. */
+#define MAX_STATE_FILE_BYTES (64u * 1024 * 1024)
 
 /* ---- listening sockets ------------------------------------------------------------------- */
 
@@ -329,30 +333,17 @@ void th_gateway_stop(struct th_gateway *gw)
 
 static cJSON *read_json(const char *path, char *err, size_t errsize)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    size_t len = 0;
+    char *text = th_file_read(path, MAX_STATE_FILE_BYTES, &len);
+    if (!text) {
         snprintf(err, errsize, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct gw_buf b = {0};
-    char chunk[65536];
-    size_t n;
-    bool ok = true;
-    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        ok = gw_buf_put(&b, chunk, n);
-    bool rerr = ferror(f);
-    fclose(f);
-    if (!ok || rerr) {
-        snprintf(err, errsize, "cannot read %s", path);
-        gw_buf_free(&b);
         return NULL;
     }
     cJSON *doc = NULL;
     struct th_error e = {0};
-    if (th_json_parse((const char *)gw_buf_head(&b), gw_buf_size(&b), 64u * 1024 * 1024, 64, &doc,
-                      &e) != TH_OK)
-        snprintf(err, errsize, "%s is not valid JSON: %s", path, e.message);
-    gw_buf_free(&b);
+    if (th_json_parse(text, len, MAX_STATE_FILE_BYTES, 64, &doc, &e) != TH_OK)
+        th_json_error_about(&e, path, err, errsize);
+    free(text);
     return doc;
 }
 

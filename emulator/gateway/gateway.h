@@ -5,7 +5,7 @@
  * /$iothub/websocket (bridged to the broker's MQTT listener) and /health.
  *
  * The gateway holds no hub state. It reaches the hub only through the
- * control API ($CONTROL/twinhub/v1, docs/control-api.md) over one
+ * control API (TH_CONTROL_TOPIC, docs/control-api.md) over one
  * libmosquitto connection as a service principal, so the broker thread stays
  * the single owner of the registry and the twins. It runs in its own thread
  * (the libwebsockets service loop) plus libmosquitto's network thread.

@@ -2,7 +2,7 @@
  * gw_control.c - the gateway's only way into the hub: one libmosquitto
  * connection as a service principal (client id twinhub-gateway-<pid>,
  * username = hub name, a SAS token of a full-rights policy) that sends
- * control API commands ($CONTROL/twinhub/v1, docs/control-api.md) and
+ * control API commands (TH_CONTROL_TOPIC, docs/control-api.md) and
  * matches each answer to its request by correlationData.
  *
  * libmosquitto runs its own network thread (mosquitto_loop_start, which also
@@ -20,17 +20,15 @@
 
 #include <mosquitto.h>
 
+#include "ctl_proto.h"
 #include "gw_private.h"
 #include "json.h"
 #include "sas.h"
 #include "util.h"
 
-#define CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
 #define TOKEN_LIFETIME_S (10LL * 365 * 86400) /* the gateway's token outlives any run */
 #define KEEPALIVE_S 30
 #define MAX_ANSWER_BYTES (256u * 1024 * 1024) /* exportRegistry of a large registry */
-#define MAX_ANSWER_DEPTH 64
 
 /* ---- libmosquitto's thread: copy and wake ------------------------------------------------ */
 
@@ -70,7 +68,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     if (rc == 0) {
         /* The hub answers the caller even without this subscription; subscribing is
          * what the control API documents, and costs nothing. */
-        mosquitto_subscribe(mosq, NULL, RESPONSE_TOPIC, 1);
+        mosquitto_subscribe(mosq, NULL, TH_CONTROL_RESPONSE_TOPIC, 1);
         push_kind(gw, GW_IN_CONNECTED, 0);
     } else {
         char why[256];
@@ -90,7 +88,7 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
 {
     (void)mosq;
-    if (strcmp(msg->topic, RESPONSE_TOPIC) != 0 || msg->payloadlen <= 0)
+    if (strcmp(msg->topic, TH_CONTROL_RESPONSE_TOPIC) != 0 || msg->payloadlen <= 0)
         return;
     struct gw_inbox_item *it = calloc(1, sizeof *it);
     char *copy = malloc((size_t)msg->payloadlen + 1);
@@ -209,21 +207,17 @@ bool gw_ctl_call(struct th_gateway *gw, struct gw_conn *conn, cJSON *cmd, double
                  gw_done_fn done)
 {
     struct gw_call *call = NULL;
-    cJSON *root = NULL, *arr = NULL;
     char corr[40], *text = NULL;
+    const char *corrs[1] = {corr};
     bool ok = false;
     if (!cmd || !gw->ctl_up || !gw->mosq)
         goto out;
     call = calloc(1, sizeof *call);
-    root = cJSON_CreateObject();
-    arr = root ? cJSON_AddArrayToObject(root, "commands") : NULL;
     snprintf(corr, sizeof corr, "gw-%llu", (unsigned long long)gw->next_call_id);
-    if (!call || !arr || !cJSON_AddStringToObject(cmd, "correlationData", corr))
+    if (!call)
         goto out;
-    cJSON_AddItemToArray(arr, cmd);
-    cmd = NULL;
-    text = th_json_print(root);
-    if (!text || mosquitto_publish(gw->mosq, NULL, CONTROL_TOPIC, (int)strlen(text), text, 1,
+    text = th_ctl_request_print(&cmd, 1, corrs);
+    if (!text || mosquitto_publish(gw->mosq, NULL, TH_CONTROL_TOPIC, (int)strlen(text), text, 1,
                                    false) != MOSQ_ERR_SUCCESS)
         goto out;
     call->id = gw->next_call_id++;
@@ -240,7 +234,6 @@ out:
     free(text);
     free(call);
     cJSON_Delete(cmd);
-    cJSON_Delete(root);
     return ok;
 }
 
@@ -273,16 +266,16 @@ void gw_ctl_tick(struct th_gateway *gw, int64_t now_ms)
 /* One {"responses":[...]} message: answer the calls it names. */
 static void handle_answer(struct th_gateway *gw, const char *text, size_t len)
 {
-    cJSON *root = NULL;
+    cJSON *responses = NULL;
     struct th_error err = {0};
-    if (th_json_parse(text, len, MAX_ANSWER_BYTES, MAX_ANSWER_DEPTH, &root, &err) != TH_OK) {
+    if (th_ctl_responses_parse(text, len, MAX_ANSWER_BYTES, &responses, &err) != TH_OK) {
         gw_log(gw, true, "unreadable control answer ignored: %s", err.message);
         return;
     }
     const cJSON *entry;
-    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(root, "responses"))
+    cJSON_ArrayForEach(entry, responses)
     {
-        const char *corr = th_json_string(entry, "correlationData", NULL);
+        const char *corr = th_ctl_entry_corr(entry);
         char *end;
         if (!corr || strncmp(corr, "gw-", 3) != 0)
             continue;
@@ -297,7 +290,7 @@ static void handle_answer(struct th_gateway *gw, const char *text, size_t len)
             }
         }
     }
-    cJSON_Delete(root);
+    cJSON_Delete(responses);
 }
 
 /* ---- service thread: the inbox ----------------------------------------------------------- */

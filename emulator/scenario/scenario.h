@@ -320,6 +320,52 @@ void th_scn_session_skip_rest(struct th_scn_session *ss);
 int64_t th_scn_session_first_time(const struct th_scn_session *ss);
 int64_t th_scn_session_last_time(const struct th_scn_session *ss);
 
+/* ---- the control commands of a live run (scn_actions.c) ----------------------------- */
+
+/*
+ * What `twinhub run` sends through the control API (docs/control-api.md) for
+ * a scenario, and how it reads the answers (one command alone is
+ * th_ctl_command, core/ctl_proto.h). Each command is a new object the
+ * caller frees with cJSON_Delete, or NULL when out of memory.
+ */
+
+/* Rows per page of a query step. */
+#define TH_SCN_QUERY_PAGE 1000
+
+/* The mark that anchors step i: data {"scenario", "step", "index", "action"}. */
+cJSON *th_scn_step_mark(const struct th_scenario *s, size_t i);
+/* The mark of the scenario's begin or end: data {"scenario", "file", "index": 0, "action"}. */
+cJSON *th_scn_scenario_mark(const struct th_scenario *s, const char *action);
+/*
+ * The command that performs action or fault step `st`, from its body with
+ * the variables resolved (`bound`, th_scn_session_resolved). createModules'
+ * desiredFile (relative to the scenario's directory) is read through
+ * opts->read_file, or from disk when `opts` is NULL. NULL for steps that are
+ * no command (sleep, restartHub, expectations) and on failure, with `err`
+ * saying why ("out of memory", "cannot read desiredFile PATH: reason").
+ */
+cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *st,
+                             const cJSON *bound, const struct th_scn_parse_opts *opts, char *err,
+                             size_t errsize);
+/* One page of a query step: TH_SCN_QUERY_PAGE rows, after `continuation` when non-NULL. */
+cJSON *th_scn_query_command(const char *query, const char *continuation);
+/*
+ * What th_scn_session_check_outcome checks, from a control response entry:
+ * its data ({} when it has none), or {"error", "status", "errorCode"} when
+ * the hub refused the command. NULL when out of memory.
+ */
+cJSON *th_scn_outcome(const cJSON *entry);
+/*
+ * Set the run variables of identity device_id[/module_id] from its getDevice
+ * data: device.<d>.connectionString and device.<d>.primaryKey, or
+ * module.<d>.<m>.connectionString, for a hub `hub_name` that devices reach
+ * at `gateway` (GatewayHostName). False when the identity has no symmetric
+ * key (nothing is set) or out of memory.
+ */
+bool th_scn_session_identity_vars(struct th_scn_session *ss, const char *device_id,
+                                  const char *module_id, const cJSON *identity,
+                                  const char *hub_name, const char *gateway);
+
 /* ---- reports --------------------------------------------------------------------------- */
 
 /* "PASS  3 acknowledges it (412 ms)" / "FAIL  4 ... : message" without a newline. */

@@ -17,6 +17,7 @@
 #include "json.h"
 #include "registry.h"
 #include "scenario.h"
+#include "th_file.h"
 
 /* ---- the format, as data ---- */
 
@@ -372,73 +373,12 @@ static char *relative_path(const struct th_scenario *s, const char *rel)
     return out;
 }
 
-/* Read a whole file; the caller frees. NULL with errno on failure. */
-static char *read_file(const char *path, size_t max, size_t *len_out)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        close(fd);
-        errno = EISDIR;
-        return NULL;
-    }
-    size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, len = 0;
-    if (cap > max + 1) {
-        close(fd);
-        errno = EFBIG;
-        return NULL;
-    }
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf)
-            break;
-        if (len + 1 >= cap) {
-            if (cap > max) {
-                free(buf);
-                buf = NULL;
-                errno = EFBIG;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            free(buf);
-            buf = NULL;
-            errno = e;
-            break;
-        }
-        if (n == 0) {
-            buf[len] = '\0';
-            *len_out = len;
-            break;
-        }
-        len += (size_t)n;
-    }
-    int e = errno;
-    close(fd);
-    errno = e;
-    return buf;
-}
-
 /* A file the scenario names, through the caller's reader when it gave one. */
 static char *read_ref(const struct v *v, const char *path, size_t *len_out)
 {
     if (v->opts && v->opts->read_file)
         return v->opts->read_file(path, TH_SCN_MAX_FILE_BYTES, len_out, v->opts->arg);
-    return read_file(path, TH_SCN_MAX_FILE_BYTES, len_out);
+    return th_file_read(path, TH_SCN_MAX_FILE_BYTES, len_out);
 }
 
 /* Parse JSON text; on failure a message with line and column goes to `msg`. */
@@ -1287,7 +1227,7 @@ struct th_scenario *th_scenario_parse_ex(const char *text, size_t len, const cha
 struct th_scenario *th_scenario_load(const char *path, struct th_scn_diag *diag)
 {
     size_t len;
-    char *text = read_file(path, TH_SCN_MAX_FILE_BYTES, &len);
+    char *text = th_file_read(path, TH_SCN_MAX_FILE_BYTES, &len);
     if (!text) {
         th_scn_diag_add(diag, path, NULL, "cannot read the scenario: %s", strerror(errno));
         return NULL;

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "bench.h"
+#include "ctl_proto.h"
 #include "fleet.h"
 
 #include <stdio.h>
@@ -82,7 +83,7 @@ static struct fan_result run_round(struct thb_loop *l, struct thb_conn *ctl, boo
                          "\"patch\":{\"properties\":{\"desired\":{\"targetTemperature\":22.5,"
                          "\"mode\":\"eco\",\"round\":%d}}},\"correlationData\":\"%d-%d\"}]}",
                          id, round, round, i);
-            thb_send_publish(ctl, "$CONTROL/twinhub/v1", payload, (size_t)n, 0, 0);
+            thb_send_publish(ctl, TH_CONTROL_TOPIC, payload, (size_t)n, 0, 0);
         } else {
             /* The size of twinhub's notification: the patch plus "$version". */
             snprintf(topic, sizeof topic, "bench/%s/desired", id);
@@ -150,7 +151,7 @@ static int run_target(bool twinhub, const char *registry, struct fan_result *out
         goto out;
     }
     if (twinhub
-            ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, "$CONTROL/twinhub/v1/response", 0)
+            ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0)
             : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL, NULL,
                                  0)) {
         goto out;

@@ -36,9 +36,13 @@
 #include <arpa/inet.h>
 #include <mosquitto.h>
 
+#include "hubinfo_file.h"
 #include "registry.h"
 #include "sas.h"
+#include "th_file.h"
 
+/* Logs, /proc entries and recordings the tests read back. */
+#define IT_MAX_FILE_BYTES (256u * 1024 * 1024)
 #define IT_READY_TIMEOUT_MS 20000 /* first start makes a CA and a server key */
 #define IT_STOP_TIMEOUT_MS 10000
 
@@ -68,31 +72,10 @@ static void diag_file(const char *label, const char *path)
     fclose(f);
 }
 
+/* A whole file (logs, /proc entries, info files); NULL when unreadable. */
 static char *read_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
+    return th_file_read(path, IT_MAX_FILE_BYTES, NULL);
 }
 
 char *it_strdupf(const char *fmt, ...)
@@ -297,32 +280,22 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 static int read_info(struct it_hub *hub, const char *info_path, int *info_pid)
 {
-    char *text = read_file(info_path);
-    if (!text) {
-        diag("cannot read info file %s", info_path);
+    struct th_hubinfo info;
+    char err[IT_PATH_MAX + 200];
+    if (th_hubinfo_load(info_path, &info, err, sizeof err) != TH_OK) {
+        diag("%s", err);
         return -1;
     }
-    cJSON *doc = cJSON_Parse(text);
-    free(text);
-    if (!doc) {
-        diag("info file %s is not JSON", info_path);
+    if (!info.ca_file[0] || info.mqtt_port != hub->mqtt_port ||
+        info.mqtts_port != hub->mqtts_port) {
+        diag("info file lacks caFile or its ports (%d, %d) differ from %d, %d", info.mqtt_port,
+             info.mqtts_port, hub->mqtt_port, hub->mqtts_port);
         return -1;
     }
-    int rc = 0;
-    const char *name = it_json_str(doc, "hubName");
-    const char *ca = it_json_str(doc, "caFile");
-    double mp = it_json_num(doc, "mqttPort", -1), sp = it_json_num(doc, "mqttsPort", -1);
-    if (!name || !ca || mp != hub->mqtt_port || sp != hub->mqtts_port) {
-        diag("info file lacks hubName/caFile or its ports (%g, %g) differ from %d, %d", mp, sp,
-             hub->mqtt_port, hub->mqtts_port);
-        rc = -1;
-    } else {
-        snprintf(hub->hub_name, sizeof hub->hub_name, "%s", name);
-        snprintf(hub->ca_file, sizeof hub->ca_file, "%s", ca);
-        *info_pid = (int)it_json_num(doc, "pid", 0);
-    }
-    cJSON_Delete(doc);
-    return rc;
+    snprintf(hub->hub_name, sizeof hub->hub_name, "%s", info.hub_name);
+    snprintf(hub->ca_file, sizeof hub->ca_file, "%s", info.ca_file);
+    *info_pid = (int)info.pid;
+    return 0;
 }
 
 /* One attempt; *port_in_use tells the caller whether a retry with new ports makes sense. */
@@ -843,9 +816,9 @@ struct it_client *it_service_open(const struct it_hub *hub, bool events)
     if (connack != 0)
         diag("service principal %s: CONNACK %d (expected 0)", cid, connack);
     assert_int_equal(connack, 0);
-    assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
+    assert_int_equal(it_client_subscribe(c, TH_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     if (events)
-        assert_int_equal(it_client_subscribe(c, "$twinhub/events/#", 1, IT_WAIT_MS), 1);
+        assert_int_equal(it_client_subscribe(c, TH_EVENTS_TOPIC, 1, IT_WAIT_MS), 1);
     return c;
 }
 
@@ -860,7 +833,7 @@ struct it_client *it_service_open_policy(const struct it_hub *hub, const char *p
     struct it_connect_opts o = {.client_id = cid, .username = hub->hub_name, .password = pass};
     struct it_client *c = it_client_connect(hub, &o, connack);
     if (*connack == 0)
-        assert_int_equal(it_client_subscribe(c, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
+        assert_int_equal(it_client_subscribe(c, TH_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 1);
     return c;
 }
 
@@ -1057,16 +1030,11 @@ static void control_vsend(struct it_client *svc, char *corr, const char *fmt, va
     free(text);
     assert_non_null(cmd);
     snprintf(corr, 32, "it-%d-%d", (int)getpid(), ++corr_seq);
-    cJSON_DeleteItemFromObjectCaseSensitive(cmd, "correlationData");
-    assert_non_null(cJSON_AddStringToObject(cmd, "correlationData", corr));
-    cJSON *req = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(req, "commands");
-    assert_non_null(arr);
-    cJSON_AddItemToArray(arr, cmd);
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+    const char *corrs[1] = {corr};
+    char *body = th_ctl_request_print(&cmd, 1, corrs);
+    cJSON_Delete(cmd);
     assert_non_null(body);
-    assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, body, 1), MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, body, 1), MOSQ_ERR_SUCCESS);
     free(body);
 }
 
@@ -1081,22 +1049,17 @@ void it_control_send(struct it_client *svc, char *corr, const char *fmt, ...)
 /* Finds the response entry for corr in a response message; NULL if absent. */
 static cJSON *response_entry(const struct it_msg *m, const char *corr)
 {
-    if (strcmp(m->topic, IT_CONTROL_RESPONSE_TOPIC) != 0)
+    if (strcmp(m->topic, TH_CONTROL_RESPONSE_TOPIC) != 0)
         return NULL;
-    cJSON *doc = cJSON_ParseWithLength(m->payload, (size_t)m->len);
-    if (!doc)
+    cJSON *responses = NULL;
+    struct th_error err = {0};
+    if (th_ctl_responses_parse(m->payload, (size_t)m->len, (size_t)m->len, &responses, &err) !=
+        TH_OK)
         return NULL;
-    cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "responses");
-    cJSON *e, *found = NULL;
-    cJSON_ArrayForEach(e, arr)
-    {
-        const cJSON *cd = cJSON_GetObjectItemCaseSensitive(e, "correlationData");
-        if (cJSON_IsString(cd) && strcmp(cd->valuestring, corr) == 0) {
-            found = cJSON_Duplicate(e, 1);
-            break;
-        }
-    }
-    cJSON_Delete(doc);
+    cJSON *found = th_ctl_find(responses, corr, false);
+    if (found)
+        found = cJSON_DetachItemViaPointer(responses, found);
+    cJSON_Delete(responses);
     return found;
 }
 

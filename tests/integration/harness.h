@@ -17,6 +17,8 @@
 #include <sys/types.h>
 #include <cjson/cJSON.h>
 
+#include "ctl_proto.h" /* TH_CONTROL_TOPIC, TH_CONTROL_RESPONSE_TOPIC, TH_EVENTS_TOPIC */
+
 /* Not PATH_MAX: emulator/core/limits.h shadows <limits.h> on the include path. */
 #define IT_PATH_MAX 4096
 
@@ -36,8 +38,6 @@
 #define IT_DISABLED_KEY "dHdpbmh1Yi1pbnRlZ3JhdGlvbi1kaXMxLWtleS0wMDE="
 
 #define IT_API_VERSION "2021-04-12"
-#define IT_CONTROL_TOPIC "$CONTROL/twinhub/v1"
-#define IT_CONTROL_RESPONSE_TOPIC "$CONTROL/twinhub/v1/response"
 
 /* Default bound for a message or event that must arrive. */
 #define IT_WAIT_MS 5000

@@ -1474,9 +1474,9 @@ static void test_hostile_oversized_and_deep_json_succeeds(void **state)
     const char *garbage[] = {"not json", "[]", "{\"commands\":{}}", "{\"commands\":[1,null,\"x\"]}",
                              "{\"commands\":[{\"command\":\"nope\"}]}"};
     for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
-        assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, garbage[i], 1),
+        assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, garbage[i], 1),
                          MOSQ_ERR_SUCCESS);
-        m = it_client_wait_topic(svc, IT_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
+        m = it_client_wait_topic(svc, TH_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
         if (!m)
             fprintf(stderr, "# control request '%s': no response\n", garbage[i]);
         assert_non_null(m);
@@ -1484,9 +1484,9 @@ static void test_hostile_oversized_and_deep_json_succeeds(void **state)
         it_msg_free(m);
     }
     char *deep = repeat("{\"commands\":", "[", 50000, "");
-    assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, deep, 1), MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, deep, 1), MOSQ_ERR_SUCCESS);
     free(deep);
-    m = it_client_wait_topic(svc, IT_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
+    m = it_client_wait_topic(svc, TH_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
     assert_non_null(m);
     assert_non_null(strstr(m->payload, "\"error\""));
     it_msg_free(m);
@@ -1547,7 +1547,7 @@ static void test_hostile_unsolicited_method_responses_ignored_succeeds(void **st
     free(big);
     assert_true(
         it_client_publish_acked(rogue, "$iothub/methods/res/999999999/?$rid=3", "", IT_WAIT_MS));
-    assert_int_equal(it_client_count_prefix(svc, IT_CONTROL_RESPONSE_TOPIC), 0);
+    assert_int_equal(it_client_count_prefix(svc, TH_CONTROL_RESPONSE_TOPIC), 0);
     assert_true(it_client_is_connected(rogue));
 
     /* The real answer still completes the call, with the real device's status. */

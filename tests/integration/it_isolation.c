@@ -260,8 +260,8 @@ static void test_isolation_foreign_and_wildcard_subscriptions_fails(void **state
         "devices/" IT_DEV2 "/messages/devicebound/#",
         "devices/#",
         "devices/" IT_DEV1 "/messages/events/#",
-        "$twinhub/events/#",
-        "$CONTROL/twinhub/v1/response",
+        TH_EVENTS_TOPIC,
+        TH_CONTROL_RESPONSE_TOPIC,
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         int granted = it_client_subscribe(d1, refused[i], 1, IT_WAIT_MS);
@@ -285,7 +285,7 @@ static void test_isolation_device_control_command_fails(void **state)
     struct it_client *d1 = it_device_open(&hub, IT_DEV1, NULL, IT_DEV1_KEY);
     assert_int_equal(it_client_subscribe(d1, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
     /* a device asking for another device's keys */
-    assert_int_equal(it_client_publish_str(d1, IT_CONTROL_TOPIC,
+    assert_int_equal(it_client_publish_str(d1, TH_CONTROL_TOPIC,
                                            "{\"commands\":[{\"command\":\"getDevice\","
                                            "\"deviceId\":\"" IT_DEV2 "\"}]}",
                                            1),

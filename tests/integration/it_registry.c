@@ -103,9 +103,9 @@ static char *identity_key(const cJSON *identity, const char *which)
 static cJSON *control_batch(struct it_client *svc, const char *commands_json)
 {
     char *req = it_strdupf("{\"commands\":%s}", commands_json);
-    assert_int_equal(it_client_publish_str(svc, IT_CONTROL_TOPIC, req, 1), MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, req, 1), MOSQ_ERR_SUCCESS);
     free(req);
-    struct it_msg *m = it_client_wait_topic(svc, IT_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
+    struct it_msg *m = it_client_wait_topic(svc, TH_CONTROL_RESPONSE_TOPIC, IT_WAIT_MS);
     assert_non_null(m);
     cJSON *doc = it_msg_json(m);
     it_msg_free(m);
@@ -931,12 +931,12 @@ static void test_registry_device_publish_to_control_gets_nothing_succeeds(void *
     (void)state;
     struct it_client *dev = it_device_open(&hub, IT_DEV4, NULL, IT_DEV4_KEY);
     assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
-    assert_int_equal(it_client_subscribe(dev, IT_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 0x80);
+    assert_int_equal(it_client_subscribe(dev, TH_CONTROL_RESPONSE_TOPIC, 1, IT_WAIT_MS), 0x80);
     assert_int_equal(it_client_subscribe(dev, "$CONTROL/#", 1, IT_WAIT_MS), 0x80);
     const char *req = "{\"commands\":[{\"command\":\"createDevice\",\"deviceId\":\"reg-evil\"},"
                       "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\"},"
                       "{\"command\":\"deleteDevice\",\"deviceId\":\"" IT_DEV3 "\"}]}";
-    bool still = it_client_publish_str(dev, IT_CONTROL_TOPIC, req, 1) == MOSQ_ERR_SUCCESS;
+    bool still = it_client_publish_str(dev, TH_CONTROL_TOPIC, req, 1) == MOSQ_ERR_SUCCESS;
     /* marker: a twin GET answered after the control request was handled (unless the hub hung up) */
     if (still && it_client_publish(dev, "$iothub/twin/GET/?$rid=after-ctl", NULL, 0, 1, false) ==
                      MOSQ_ERR_SUCCESS) {

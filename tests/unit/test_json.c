@@ -373,6 +373,41 @@ static void test_th_json_print_keeps_decimal_beyond_2_52_succeeds(void **state)
     cJSON_Delete(doc);
 }
 
+/* ---- th_json_error_about ---- */
+
+static void error_about(const char *text, char *out, size_t size)
+{
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_not_equal(th_json_parse(text, strlen(text), 64, 2, &doc, &err), TH_OK);
+    assert_null(doc);
+    th_json_error_about(&err, "/x/hub.json", out, size);
+}
+
+static void test_th_json_error_about_syntax_names_the_file_succeeds(void **state)
+{
+    (void)state;
+    char out[256];
+    error_about("{\"a\":", out, sizeof out);
+    assert_string_equal(out, "/x/hub.json is not valid JSON (error near byte 4)");
+    error_about("", out, sizeof out);
+    assert_string_equal(out, "/x/hub.json is empty");
+}
+
+static void test_th_json_error_about_limits_drop_the_advice_succeeds(void **state)
+{
+    (void)state;
+    char out[256];
+    error_about("[[[1]]]", out, sizeof out);
+    assert_string_equal(out, "/x/hub.json: JSON nests objects/arrays more than 2 levels deep");
+    char big[100];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    big[0] = '1';
+    error_about(big, out, sizeof out);
+    assert_string_equal(out, "/x/hub.json is 99 bytes");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +441,8 @@ int main(void)
         cmocka_unit_test(test_th_json_parse_marks_decimal_numbers_succeeds),
         cmocka_unit_test(test_th_json_parse_marks_nul_escapes_succeeds),
         cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
+        cmocka_unit_test(test_th_json_error_about_syntax_names_the_file_succeeds),
+        cmocka_unit_test(test_th_json_error_about_limits_drop_the_advice_succeeds),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }
