@@ -28,7 +28,7 @@ enum th_twin_section {
 };
 
 /*
- * The $metadata of a section, held compactly (twin.c): one small node per
+ * The $metadata of a section, held compactly (twin_meta.c): one small node per
  * property with its time as microseconds and its $lastUpdatedVersion; the
  * JSON ({"$lastUpdated":..,"$lastUpdatedVersion":..,"key":{...}}) is built
  * only by th_twin_properties_view and th_twin_state_json.
