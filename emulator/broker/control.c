@@ -189,19 +189,6 @@ static void cmd_get_twin(struct cmd_ctx *x)
     th_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
-static bool etag_matches(const char *want, const char *have)
-{
-    size_t n;
-    if (!want || !strcmp(want, "*") || !strcmp(want, "\"*\"")) {
-        return true;
-    }
-    n = strlen(want);
-    if (n >= 2 && want[0] == '"' && want[n - 1] == '"') {
-        return strlen(have) == n - 2 && !strncmp(want + 1, have, n - 2);
-    }
-    return !strcmp(want, have);
-}
-
 static void cmd_write_twin(struct cmd_ctx *x, bool replace)
 {
     struct th_error err = {0};
@@ -228,7 +215,7 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
         return;
     }
     th_twin_etag(id->twin, have);
-    if (!etag_matches(etag, have)) {
+    if (!th_etag_matches(etag, have)) {
         th_error_set(&err, TH_ERR_PRECONDITION, 412001,
                      "etag %s does not match the twin's current etag \"%s\"", etag, have);
         th_ctl_reply_err(x, &err);
