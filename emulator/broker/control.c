@@ -189,16 +189,19 @@ static void cmd_get_twin(struct cmd_ctx *x)
     th_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
+/*
+ * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
+ * notification body) is core's th_twin_service_write; here it is persisted,
+ * the notification sent to the device, the event emitted and the twin
+ * returned.
+ */
 static void cmd_write_twin(struct cmd_ctx *x, bool replace)
 {
     struct th_error err = {0};
     struct th_identity *id;
+    struct th_twin_write_result res;
     const char *etag;
     const cJSON *patch;
-    cJSON *tags = NULL, *desired = NULL, *notification = NULL;
-    struct th_twin *work = NULL;
-    th_result r = TH_OK;
-    char have[16];
 
     if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
@@ -214,68 +217,27 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
         th_ctl_reply_err(x, &err);
         return;
     }
-    th_twin_etag(id->twin, have);
-    if (!th_etag_matches(etag, have)) {
-        th_error_set(&err, TH_ERR_PRECONDITION, 412001,
-                     "etag %s does not match the twin's current etag \"%s\"", etag, have);
+    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
+    if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
-    const cJSON *jt = cJSON_GetObjectItemCaseSensitive(patch, "tags");
-    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(patch, "properties");
-    const cJSON *jd = jp ? cJSON_GetObjectItemCaseSensitive(jp, "desired") : NULL;
-    if (jp && cJSON_GetObjectItemCaseSensitive(jp, "reported")) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004,
-                         "reported properties are written by the device only; remove "
-                         "properties.reported from the patch");
-    } else if ((jt && !cJSON_IsObject(jt) && !(replace && cJSON_IsNull(jt))) ||
-               (jd && !cJSON_IsObject(jd) && !(replace && cJSON_IsNull(jd)))) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004, "'tags' and 'properties.desired' must be objects");
-    }
-    if (r == TH_OK && !(work = th_twin_clone(id->twin))) {
-        r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-    }
-    if (r == TH_OK && jt && cJSON_IsObject(jt)) {
-        tags = cJSON_Duplicate(jt, 1);
-        th_twin_strip_readonly(tags);
-        r = replace ? th_twin_replace_tags(work, tags, &err) : th_twin_patch_tags(work, tags, &err);
-    }
-    if (r == TH_OK && jd && cJSON_IsObject(jd)) {
-        desired = cJSON_Duplicate(jd, 1);
-        th_twin_strip_readonly(desired);
-        r = replace ? th_twin_replace_desired(work, desired, th_now_us(), &notification, &err)
-                    : th_twin_patch_desired(work, desired, th_now_us(), &notification, &err);
-    }
-    cJSON_Delete(tags);
-    if (r != TH_OK) {
-        cJSON_Delete(desired);
-        th_twin_free(work);
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    if (jt && jd && cJSON_IsObject(jt) && cJSON_IsObject(jd)) {
-        /* Tags and desired in one request are one service write: one etag step. */
-        work->etag_counter = id->twin->etag_counter + 1;
-    }
-    th_twin_free(id->twin);
-    id->twin = work;
     th_persist_device(x->p, id);
-    if (notification) {
-        bool delivered = th_desired_notify(x->p, id, notification, id->twin->desired_version);
+    if (res.notification) {
+        bool delivered = th_desired_notify(x->p, id, res.notification, res.desired_version);
         cJSON *data = cJSON_CreateObject();
         if (data) {
-            cJSON_AddItemToObject(data, "patch", desired);
-            desired = NULL;
-            cJSON_AddNumberToObject(data, "version", (double)id->twin->desired_version);
+            cJSON_AddItemToObject(data, "patch", res.desired);
+            res.desired = NULL;
+            cJSON_AddNumberToObject(data, "version", (double)res.desired_version);
             cJSON_AddBoolToObject(data, "delivered", delivered);
         }
         th_event_emit(x->p, "desired", id->device_id, id->module_id, data);
         th_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
-               replace ? "replace" : "patch", (long long)id->twin->desired_version, delivered);
-        cJSON_Delete(notification);
+               replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
-    cJSON_Delete(desired);
+    th_twin_write_result_free(&res);
     th_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 

@@ -546,10 +546,71 @@ th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64
 }
 
 /*
- * Desired PATCH and PUT. `doc` is copied and stripped of read-only members;
- * the notification is that copy (PATCH) or the new desired (PUT), plus
- * "$version", built before anything is committed.
+ * A service-written section (tags or desired) prepared but not committed:
+ * the request's part, copied and stripped of read-only members, and the
+ * section (and for desired its metadata) as they will be after the write.
  */
+struct part {
+    cJSON *doc;
+    cJSON *section;
+    struct th_twin_meta *meta;
+};
+
+static void part_free(struct part *p)
+{
+    cJSON_Delete(p->doc);
+    cJSON_Delete(p->section);
+    twin_meta_free(p->meta);
+    memset(p, 0, sizeof *p);
+}
+
+/*
+ * Copies `doc`, drops its read-only members, checks it against the content
+ * rules (a replace refuses null) and merges it into copies of the twin's
+ * `kind` section, stamped `st`. On failure *out is empty and err says why.
+ */
+static th_result prepare_part(const struct th_twin *twin, enum th_twin_section kind,
+                              const cJSON *doc, bool replace, const struct twin_stamp *st,
+                              struct part *out, struct th_error *err)
+{
+    bool desired = kind == TH_SECTION_DESIRED;
+    memset(out, 0, sizeof *out);
+    out->doc = cJSON_Duplicate(doc, 1);
+    if (out->doc == NULL)
+        return twin_nomem(err);
+    th_twin_strip_readonly(out->doc);
+    th_result rc = twin_validate(kind, out->doc, false, replace, err);
+    if (rc == TH_OK)
+        rc =
+            prepare(kind, desired ? twin->desired : twin->tags, desired ? twin->desired_meta : NULL,
+                    out->doc, replace, st, &out->section, desired ? &out->meta : NULL, err);
+    if (rc != TH_OK)
+        part_free(out);
+    return rc;
+}
+
+/* The desired notification: the patch, or for a replace the new desired, plus "$version". */
+static cJSON *notification_of(const struct part *desired, bool replace, int64_t version)
+{
+    cJSON *note = cJSON_Duplicate(replace ? desired->section : desired->doc, 1);
+    if (note != NULL && cJSON_AddNumberToObject(note, KEY_VERSION, (double)version) == NULL) {
+        cJSON_Delete(note);
+        note = NULL;
+    }
+    return note;
+}
+
+/* Swaps a prepared part in (tags when `meta` is NULL); the part is empty afterwards. */
+static void commit_part(cJSON **section, struct th_twin_meta **meta, struct part *p)
+{
+    commit(section, p->section);
+    p->section = NULL;
+    if (meta != NULL) {
+        commit_meta(meta, p->meta);
+        p->meta = NULL;
+    }
+}
+
 static th_result write_desired(struct th_twin *twin, const cJSON *doc, bool replace, int64_t now_us,
                                cJSON **out_notification, struct th_error *err)
 {
@@ -558,44 +619,20 @@ static th_result write_desired(struct th_twin *twin, const cJSON *doc, bool repl
     if (twin == NULL || doc == NULL)
         return bad_twin(err);
 
-    cJSON *patch = cJSON_Duplicate(doc, 1);
-    if (patch == NULL)
-        return twin_nomem(err);
-    th_twin_strip_readonly(patch);
-    th_result rc = twin_validate(TH_SECTION_DESIRED, patch, false, replace, err);
-    if (rc != TH_OK) {
-        cJSON_Delete(patch);
-        return rc;
-    }
-
     struct twin_stamp st = {
         .us = now_us, .version = twin->desired_version + 1, .with_version = true};
-    cJSON *section = NULL;
-    struct th_twin_meta *meta = NULL;
-    rc = prepare(TH_SECTION_DESIRED, twin->desired, twin->desired_meta, patch, replace, &st,
-                 &section, &meta, err);
-    if (rc != TH_OK) {
-        cJSON_Delete(patch);
+    struct part part;
+    th_result rc = prepare_part(twin, TH_SECTION_DESIRED, doc, replace, &st, &part, err);
+    if (rc != TH_OK)
         return rc;
-    }
-
     /* The notification is built before committing so that OOM changes nothing. */
     cJSON *note = NULL;
-    if (out_notification != NULL) {
-        note = replace ? cJSON_Duplicate(section, 1) : patch;
-        if (note == NULL || cJSON_AddNumberToObject(note, KEY_VERSION, (double)st.version) == NULL)
-            rc = twin_nomem(err);
+    if (out_notification != NULL && (note = notification_of(&part, replace, st.version)) == NULL) {
+        part_free(&part);
+        return twin_nomem(err);
     }
-    if (note != patch)
-        cJSON_Delete(patch);
-    if (rc != TH_OK) {
-        cJSON_Delete(note);
-        cJSON_Delete(section);
-        twin_meta_free(meta);
-        return rc;
-    }
-    commit(&twin->desired, section);
-    commit_meta(&twin->desired_meta, meta);
+    commit_part(&twin->desired, &twin->desired_meta, &part);
+    part_free(&part);
     twin->desired_version = st.version;
     twin->etag_counter++;
     if (out_notification != NULL)
@@ -620,20 +657,13 @@ static th_result write_tags(struct th_twin *twin, const cJSON *doc, bool replace
 {
     if (twin == NULL || doc == NULL)
         return bad_twin(err);
-    cJSON *patch = cJSON_Duplicate(doc, 1);
-    if (patch == NULL)
-        return twin_nomem(err);
-    th_twin_strip_readonly(patch);
-    th_result rc = twin_validate(TH_SECTION_TAGS, patch, false, replace, err);
-    cJSON *section = NULL;
-    if (rc == TH_OK) {
-        struct twin_stamp st = {.with_version = false};
-        rc = prepare(TH_SECTION_TAGS, twin->tags, NULL, patch, replace, &st, &section, NULL, err);
-    }
-    cJSON_Delete(patch);
+    struct twin_stamp st = {.with_version = false};
+    struct part part;
+    th_result rc = prepare_part(twin, TH_SECTION_TAGS, doc, replace, &st, &part, err);
     if (rc != TH_OK)
         return rc;
-    commit(&twin->tags, section);
+    commit_part(&twin->tags, NULL, &part);
+    part_free(&part);
     twin->etag_counter++;
     return TH_OK;
 }
@@ -646,6 +676,120 @@ th_result th_twin_patch_tags(struct th_twin *twin, const cJSON *patch, struct th
 th_result th_twin_replace_tags(struct th_twin *twin, const cJSON *tags, struct th_error *err)
 {
     return write_tags(twin, tags, true, err);
+}
+
+/* ---- the service-side write ---- */
+
+/*
+ * True when `reported` (properties.reported of a service write) holds
+ * something the service would write: anything but absent, null, or an object
+ * whose members are only the read-only $metadata / $version of a twin as read.
+ * The hub documents the service writes as tags and desired only (REST Update
+ * Twin / Replace Twin; device-twins article, "Back-end operations"); the
+ * Azure SDKs send a read twin back whole (C# UpdateTwinAsync with a twin from
+ * GetTwinAsync, the CLI's generic update), so its read-only remains pass.
+ */
+static bool reported_written(const cJSON *reported)
+{
+    if (reported == NULL || cJSON_IsNull(reported))
+        return false;
+    if (!cJSON_IsObject(reported))
+        return true;
+    for (const cJSON *m = reported->child; m != NULL; m = m->next)
+        if (m->string == NULL || (m->type & TH_JSON_KEY_NUL) || !is_readonly_name(m->string))
+            return true;
+    return false;
+}
+
+/* A `tags` / `properties.desired` member a write of `replace` kind cannot take. */
+static bool bad_part(const cJSON *part, bool replace)
+{
+    return part != NULL && !cJSON_IsObject(part) && !(replace && cJSON_IsNull(part));
+}
+
+th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write *req,
+                                int64_t now_us, struct th_twin_write_result *out,
+                                struct th_error *err)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (twin == NULL || req == NULL || out == NULL)
+        return bad_twin(err);
+    bool replace = req->mode == TH_TWIN_WRITE_REPLACE;
+    const cJSON *doc = req->doc;
+    if (!cJSON_IsObject(doc))
+        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                            "a twin write must be a JSON object like "
+                            "{\"tags\":{...},\"properties\":{\"desired\":{...}}}");
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(doc, "properties");
+    const cJSON *desired =
+        cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, "desired") : NULL;
+    const cJSON *reported =
+        cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, "reported") : NULL;
+
+    if (reported_written(reported))
+        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                            "reported properties are written by the device only; "
+                            "properties.reported may carry only the $metadata and $version of "
+                            "a twin as read, remove its other members from the request");
+    if (bad_part(tags, replace) || bad_part(desired, replace))
+        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                            "'tags' and 'properties.desired' must be objects");
+
+    struct twin_stamp tags_st = {.with_version = false};
+    struct twin_stamp desired_st = {
+        .us = now_us, .version = twin->desired_version + 1, .with_version = true};
+    struct part tp = {0}, dp = {0};
+    th_result rc = TH_OK;
+    if (cJSON_IsObject(tags))
+        rc = prepare_part(twin, TH_SECTION_TAGS, tags, replace, &tags_st, &tp, err);
+    if (rc == TH_OK && cJSON_IsObject(desired))
+        rc = prepare_part(twin, TH_SECTION_DESIRED, desired, replace, &desired_st, &dp, err);
+    /* Checked last: a request that would fail anyway gets that failure (RFC 7232, 5). */
+    char etag[16];
+    th_twin_etag(twin, etag);
+    if (rc == TH_OK && !th_etag_matches(req->if_match, etag))
+        rc = th_error_set(err, TH_ERR_PRECONDITION, CODE_PRECONDITION_FAILED,
+                          "etag %s does not match the twin's current etag \"%s\"; read the twin "
+                          "again, or send If-Match * to write unconditionally",
+                          req->if_match, etag);
+    /* Everything that can fail happens before the commit, so OOM changes nothing. */
+    if (rc == TH_OK && dp.section != NULL &&
+        (out->notification = notification_of(&dp, replace, desired_st.version)) == NULL)
+        rc = twin_nomem(err);
+    if (rc != TH_OK) {
+        part_free(&tp);
+        part_free(&dp);
+        th_twin_write_result_free(out);
+        return rc;
+    }
+
+    out->tags_written = tp.section != NULL;
+    out->desired_written = dp.section != NULL;
+    if (out->tags_written)
+        commit_part(&twin->tags, NULL, &tp);
+    if (out->desired_written) {
+        commit_part(&twin->desired, &twin->desired_meta, &dp);
+        twin->desired_version = desired_st.version;
+        out->desired = dp.doc;
+        dp.doc = NULL;
+    }
+    if (out->tags_written || out->desired_written)
+        twin->etag_counter++; /* one step per request, however many parts it wrote */
+    out->desired_version = twin->desired_version;
+    part_free(&tp);
+    part_free(&dp);
+    return TH_OK;
+}
+
+void th_twin_write_result_free(struct th_twin_write_result *out)
+{
+    if (out == NULL)
+        return;
+    cJSON_Delete(out->desired);
+    cJSON_Delete(out->notification);
+    memset(out, 0, sizeof *out);
 }
 
 /* ---- views ---- */
