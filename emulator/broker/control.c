@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
@@ -348,24 +349,27 @@ static void cmd_inject_error(struct cmd_ctx *x)
     struct th_error err = {0};
     struct th_identity *id;
     struct th_idglue *g;
-    const char *op;
+    const char *name;
+    enum th_fault_op op;
     int status, count;
     if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "operation", &op) ||
-        !th_ctl_int_or_reply(x, "status", 429, 400, 599, &status) ||
+        !(id = th_ctl_identity_or_reply(x, true)) ||
+        !th_ctl_string_or_reply(x, "operation", &name) ||
+        !th_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
+                             TH_FAULT_STATUS_MAX, &status) ||
         !th_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = th_idglue_of(id))) {
         return;
     }
-    if (op && !strcmp(op, "twinGet")) {
-        g->fault_get_status = status;
-        g->fault_get_count = count;
-    } else if (op && !strcmp(op, "twinPatch")) {
-        g->fault_patch_status = status;
-        g->fault_patch_count = count;
-    } else {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'operation' must be \"twinGet\" or \"twinPatch\"");
+    if (th_fault_op_parse(name, &op, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
+    }
+    if (op == TH_FAULT_TWIN_GET) {
+        g->fault_get_status = status;
+        g->fault_get_count = count;
+    } else {
+        g->fault_patch_status = status;
+        g->fault_patch_count = count;
     }
     th_ctl_reply_ok(x, NULL);
 }
