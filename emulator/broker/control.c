@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "fault.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
@@ -192,29 +193,19 @@ static void cmd_get_twin(struct cmd_ctx *x)
     th_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
-static bool etag_matches(const char *want, const char *have)
-{
-    size_t n;
-    if (!want || !strcmp(want, "*") || !strcmp(want, "\"*\"")) {
-        return true;
-    }
-    n = strlen(want);
-    if (n >= 2 && want[0] == '"' && want[n - 1] == '"') {
-        return strlen(have) == n - 2 && !strncmp(want + 1, have, n - 2);
-    }
-    return !strcmp(want, have);
-}
-
+/*
+ * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
+ * notification body) is core's th_twin_service_write; here it is persisted,
+ * the notification sent to the device, the event emitted and the twin
+ * returned.
+ */
 static void cmd_write_twin(struct cmd_ctx *x, bool replace)
 {
     struct th_error err = {0};
     struct th_identity *id;
+    struct th_twin_write_result res;
     const char *etag;
     const cJSON *patch;
-    cJSON *tags = NULL, *desired = NULL, *notification = NULL;
-    struct th_twin *work = NULL;
-    th_result r = TH_OK;
-    char have[16];
 
     if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
@@ -230,68 +221,27 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
         th_ctl_reply_err(x, &err);
         return;
     }
-    th_twin_etag(id->twin, have);
-    if (!etag_matches(etag, have)) {
-        th_error_set(&err, TH_ERR_PRECONDITION, 412001,
-                     "etag %s does not match the twin's current etag \"%s\"", etag, have);
+    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
+    if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
-    const cJSON *jt = cJSON_GetObjectItemCaseSensitive(patch, "tags");
-    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(patch, "properties");
-    const cJSON *jd = jp ? cJSON_GetObjectItemCaseSensitive(jp, "desired") : NULL;
-    if (jp && cJSON_GetObjectItemCaseSensitive(jp, "reported")) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004,
-                         "reported properties are written by the device only; remove "
-                         "properties.reported from the patch");
-    } else if ((jt && !cJSON_IsObject(jt) && !(replace && cJSON_IsNull(jt))) ||
-               (jd && !cJSON_IsObject(jd) && !(replace && cJSON_IsNull(jd)))) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004, "'tags' and 'properties.desired' must be objects");
-    }
-    if (r == TH_OK && !(work = th_twin_clone(id->twin))) {
-        r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-    }
-    if (r == TH_OK && jt && cJSON_IsObject(jt)) {
-        tags = cJSON_Duplicate(jt, 1);
-        th_twin_strip_readonly(tags);
-        r = replace ? th_twin_replace_tags(work, tags, &err) : th_twin_patch_tags(work, tags, &err);
-    }
-    if (r == TH_OK && jd && cJSON_IsObject(jd)) {
-        desired = cJSON_Duplicate(jd, 1);
-        th_twin_strip_readonly(desired);
-        r = replace ? th_twin_replace_desired(work, desired, th_now_us(), &notification, &err)
-                    : th_twin_patch_desired(work, desired, th_now_us(), &notification, &err);
-    }
-    cJSON_Delete(tags);
-    if (r != TH_OK) {
-        cJSON_Delete(desired);
-        th_twin_free(work);
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    if (jt && jd && cJSON_IsObject(jt) && cJSON_IsObject(jd)) {
-        /* Tags and desired in one request are one service write: one etag step. */
-        work->etag_counter = id->twin->etag_counter + 1;
-    }
-    th_twin_free(id->twin);
-    id->twin = work;
     th_persist_device(x->p, id);
-    if (notification) {
-        bool delivered = th_desired_notify(x->p, id, notification, id->twin->desired_version);
+    if (res.notification) {
+        bool delivered = th_desired_notify(x->p, id, res.notification, res.desired_version);
         cJSON *data = cJSON_CreateObject();
         if (data) {
-            cJSON_AddItemToObject(data, "patch", desired);
-            desired = NULL;
-            cJSON_AddNumberToObject(data, "version", (double)id->twin->desired_version);
+            cJSON_AddItemToObject(data, "patch", res.desired);
+            res.desired = NULL;
+            cJSON_AddNumberToObject(data, "version", (double)res.desired_version);
             cJSON_AddBoolToObject(data, "delivered", delivered);
         }
         th_event_emit(x->p, "desired", id->device_id, id->module_id, data);
         th_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
-               replace ? "replace" : "patch", (long long)id->twin->desired_version, delivered);
-        cJSON_Delete(notification);
+               replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
-    cJSON_Delete(desired);
+    th_twin_write_result_free(&res);
     th_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
@@ -507,24 +457,27 @@ static void cmd_inject_error(struct cmd_ctx *x)
     struct th_error err = {0};
     struct th_identity *id;
     struct th_idglue *g;
-    const char *op;
+    const char *name;
+    enum th_fault_op op;
     int status, count;
     if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "operation", &op) ||
-        !th_ctl_int_or_reply(x, "status", 429, 400, 599, &status) ||
+        !(id = th_ctl_identity_or_reply(x, true)) ||
+        !th_ctl_string_or_reply(x, "operation", &name) ||
+        !th_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
+                             TH_FAULT_STATUS_MAX, &status) ||
         !th_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = th_idglue_of(id))) {
         return;
     }
-    if (op && !strcmp(op, "twinGet")) {
-        g->fault_get_status = status;
-        g->fault_get_count = count;
-    } else if (op && !strcmp(op, "twinPatch")) {
-        g->fault_patch_status = status;
-        g->fault_patch_count = count;
-    } else {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'operation' must be \"twinGet\" or \"twinPatch\"");
+    if (th_fault_op_parse(name, &op, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
+    }
+    if (op == TH_FAULT_TWIN_GET) {
+        g->fault_get_status = status;
+        g->fault_get_count = count;
+    } else {
+        g->fault_patch_status = status;
+        g->fault_patch_count = count;
     }
     th_ctl_reply_ok(x, NULL);
 }

@@ -26,20 +26,11 @@ static bool etag_or_reply(struct cmd_ctx *x, const struct th_identity *id)
     struct th_error err = {0};
     const char *want;
     char have[32];
-    size_t n;
     if (!th_ctl_string_or_reply(x, "etag", &want)) {
         return false;
     }
-    if (!want || !strcmp(want, "*") || !strcmp(want, "\"*\"")) {
-        return true;
-    }
     th_identity_etag(id, have);
-    n = strlen(want);
-    if (n >= 2 && want[0] == '"' && want[n - 1] == '"' && strlen(have) == n - 2 &&
-        !strncmp(want + 1, have, n - 2)) {
-        return true;
-    }
-    if (!strcmp(want, have)) {
+    if (th_etag_matches(want, have)) {
         return true;
     }
     th_error_set(&err, TH_ERR_PRECONDITION, 412001,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "json.h"
 #include "th_limits.h"
 #include "plugin.h"
@@ -83,20 +84,17 @@ static void twin_error_reply(struct th_plugin *p, struct th_conn *c, struct th_s
 
 /* An injected fault (scenario `injectError`) answers instead of the twin; true when it did. */
 static bool injected_fault(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
-                           int *status, int *count, const char *op)
+                           int *status, int *count, enum th_fault_op op)
 {
     struct th_error err = {0};
-    int code;
     if (*count <= 0) {
         return false;
     }
     (*count)--;
-    code = *status == 429 ? 429001 : *status == 503 ? 503001 : *status * 1000 + 1;
-    th_error_set(&err, TH_ERR_THROTTLED, code, "injected fault: %s answered with %d (scenario)", op,
-                 *status);
-    err.status = *status;
+    (void)th_fault_error(op, *status, &err);
     twin_error_reply(p, c, t->rid, &err);
-    th_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, op, *status);
+    th_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, th_fault_op_text(op),
+           *status);
     return true;
 }
 
@@ -104,7 +102,8 @@ static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_
 {
     struct th_identity *id = c->identity;
     struct th_idglue *g = id->glue;
-    if (g && injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count, "twin get")) {
+    if (g && injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count,
+                            TH_FAULT_TWIN_GET)) {
         return;
     }
     cJSON *view = th_twin_device_view(id->twin);
@@ -135,7 +134,8 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     cJSON *patch = NULL;
     th_result r;
 
-    if (g && injected_fault(p, c, t, &g->fault_patch_status, &g->fault_patch_count, "reported patch")) {
+    if (g && injected_fault(p, c, t, &g->fault_patch_status, &g->fault_patch_count,
+                            TH_FAULT_TWIN_PATCH)) {
         return;
     }
     if (len == 0 || !payload) {

@@ -28,7 +28,7 @@ enum th_twin_section {
 };
 
 /*
- * The $metadata of a section, held compactly (twin.c): one small node per
+ * The $metadata of a section, held compactly (twin_meta.c): one small node per
  * property with its time as microseconds and its $lastUpdatedVersion; the
  * JSON ({"$lastUpdated":..,"$lastUpdatedVersion":..,"key":{...}}) is built
  * only by th_twin_properties_view and th_twin_state_json.
@@ -41,9 +41,9 @@ struct th_twin {
     cJSON *reported;                    /* object without $version/$metadata */
     struct th_twin_meta *desired_meta;  /* mirrors desired, with versions */
     struct th_twin_meta *reported_meta; /* mirrors reported */
-    int64_t desired_version;  /* starts at 1 */
-    int64_t reported_version; /* starts at 1 */
-    uint64_t etag_counter;    /* starts at 1; +1 per service-side write */
+    int64_t desired_version;            /* starts at 1 */
+    int64_t reported_version;           /* starts at 1 */
+    uint64_t etag_counter;              /* starts at 1; +1 per service-side write */
 };
 
 /* A new empty twin created at `now_us`. Free with th_twin_free. NULL on OOM. */
@@ -117,6 +117,67 @@ TH_NODISCARD th_result th_twin_patch_tags(struct th_twin *twin, const cJSON *pat
                                           struct th_error *err);
 TH_NODISCARD th_result th_twin_replace_tags(struct th_twin *twin, const cJSON *tags,
                                             struct th_error *err);
+
+/* ---- the service-side write: one request, one operation ---- */
+
+enum th_twin_write_mode {
+    TH_TWIN_WRITE_PATCH,   /* merge tags and desired (REST PATCH, control updateTwin) */
+    TH_TWIN_WRITE_REPLACE, /* replace them (REST PUT, control replaceTwin) */
+};
+
+/* One service write request. Nothing in it is taken or kept. */
+struct th_twin_write {
+    enum th_twin_write_mode mode;
+    /*
+     * The request body, a twin document:
+     * {"tags":{..},"properties":{"desired":{..},"reported":{..}}}. Both parts
+     * are optional; members other than these (deviceId, etag, version, ...)
+     * are ignored, and so are $metadata/$version inside tags and desired.
+     */
+    const cJSON *doc;
+    /* If-Match: NULL (unconditional), "*", or an etag, quoted or not (th_etag_matches). */
+    const char *if_match;
+};
+
+/* What a successful service write did; free the members with th_twin_write_result_free. */
+struct th_twin_write_result {
+    bool tags_written;
+    bool desired_written;
+    /* desired_written: the desired document the request wrote (read-only members removed, a
+     * patch's nulls kept), as events and logs show it; otherwise NULL. */
+    cJSON *desired;
+    /* desired_written: the desired notification for the device (the patch, or for a replace
+     * the whole new desired, plus "$version"); otherwise NULL. */
+    cJSON *notification;
+    int64_t desired_version; /* desired $version after the write */
+};
+
+/*
+ * The service-side twin write (REST PATCH/PUT /twins/{id}[/modules/{mid}],
+ * control API updateTwin/replaceTwin) as one operation on `twin`:
+ * 1. the shape: `doc` an object; `tags` and `properties.desired` objects (or
+ *    absent; a replace also takes null as "leave it"), else 400/400004;
+ *    `properties.reported` holds nothing the service would write: absent,
+ *    null, or an object whose only members are the read-only $metadata and
+ *    $version of a twin as read (the Azure SDKs send those back), else
+ *    400/400004, because reported properties are the device's;
+ * 2. the content rules of th_twin_validate_patch for tags, then desired (a
+ *    replace refuses null anywhere), and the section size limits (403100);
+ * 3. If-Match against the current etag (th_etag_matches), 412/412001 on a
+ *    mismatch. Checked after 1 and 2: a request that would fail anyway gets
+ *    that failure (RFC 7232 section 5), as th_twin_patch_reported_if does;
+ * 4. commit: tags and desired change together, desired $version +1 when
+ *    desired was written, and the etag advances by exactly one step when
+ *    anything was written (a request with neither part changes nothing).
+ * On success *out says what was written and holds the notification to send;
+ * on any failure the twin is unchanged, *out is empty and err says why.
+ */
+TH_NODISCARD th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write *req,
+                                             int64_t now_us, struct th_twin_write_result *out,
+                                             struct th_error *err);
+
+/* Frees the members of `out` and empties it; accepts NULL and an empty result. */
+void th_twin_write_result_free(struct th_twin_write_result *out);
 
 /*
  * The body of an MQTT twin GET response:

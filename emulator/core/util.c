@@ -267,6 +267,18 @@ bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen)
     return true;
 }
 
+bool th_etag_matches(const char *if_match, const char *etag)
+{
+    if (if_match == NULL || strcmp(if_match, "*") == 0 || strcmp(if_match, "\"*\"") == 0)
+        return true;
+    if (etag == NULL)
+        return false;
+    size_t n = strlen(if_match);
+    if (n >= 2 && if_match[0] == '"' && if_match[n - 1] == '"')
+        return strlen(etag) == n - 2 && strncmp(if_match + 1, etag, n - 2) == 0;
+    return strcmp(if_match, etag) == 0;
+}
+
 bool th_utf8_is_text(const void *text, size_t len)
 {
     const unsigned char *s = text;

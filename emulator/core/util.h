@@ -58,6 +58,16 @@ bool th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 bool th_slice_ieq(const char *a, size_t alen, const char *b, size_t blen);
 
 /*
+ * The If-Match rule (RFC 7232 3.1, as the hub applies it to twin and identity
+ * etags): does a request's If-Match value `if_match` allow a write to an
+ * entity whose current etag is `etag` (the unquoted text, e.g. "AAAAAAAAAAE=")?
+ * NULL (no If-Match), "*" and "\"*\"" match anything; a quoted value matches
+ * when its inside is the etag; an unquoted value when it is the etag. A weak
+ * "W/" prefix is an HTTP detail the gateway removes before this.
+ */
+bool th_etag_matches(const char *if_match, const char *etag);
+
+/*
  * True when `len` bytes are UTF-8 (by lead and continuation bytes; overlong
  * forms are not refused) without a NUL byte: text a JSON string can show.
  */

@@ -607,7 +607,10 @@ static void h_get_twin(struct gw_conn *c)
     call(c, command(c, "getTwin", c->ids[1][0] != '\0'), GW_CALL_TIMEOUT_S, done_entity);
 }
 
-/* PATCH (merge) or PUT (replace) /twins/{id}[/modules/{mid}]: tags and desired properties. */
+/*
+ * PATCH (merge) or PUT (replace) /twins/{id}[/modules/{mid}]: tags and desired properties.
+ * properties.reported goes along: the broker's core (th_twin_service_write) decides on it.
+ */
 static void write_twin(struct gw_conn *c, bool replace)
 {
     bool answered;
@@ -615,14 +618,6 @@ static void write_twin(struct gw_conn *c, bool replace)
     if (!body)
         return;
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(body, "properties");
-    const cJSON *reported = cJSON_GetObjectItemCaseSensitive(props, "reported");
-    if (reported && !(cJSON_IsObject(reported) && !reported->child) && !cJSON_IsNull(reported)) {
-        cJSON_Delete(body);
-        gw_rest_error(c, 400, 400004,
-                      "reported properties are written by the device only; remove "
-                      "properties.reported from the request");
-        return;
-    }
     char buf[256];
     const char *etag = if_match(c, buf, sizeof buf);
     cJSON *cmd = command(c, replace ? "replaceTwin" : "updateTwin", c->ids[1][0] != '\0');
@@ -631,7 +626,7 @@ static void write_twin(struct gw_conn *c, bool replace)
               (!etag || cJSON_AddStringToObject(cmd, "etag", etag));
     if (ok && props) {
         cJSON *p = cJSON_AddObjectToObject(patch, "properties");
-        ok = p && copy_member(p, props, "desired");
+        ok = p && copy_member(p, props, "desired") && copy_member(p, props, "reported");
     }
     cJSON_Delete(body);
     call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);

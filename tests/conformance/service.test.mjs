@@ -113,6 +113,30 @@ test('getTwin and updateTwin with the twin etag; a stale etag is refused', T, as
   assert.equal(forced.body.tags.site, 'any');
 });
 
+test('a twin read and sent back whole: reported $metadata/$version pass, a reported value is refused', T, async () => {
+  // The C# SDK's UpdateTwinAsync(twin from GetTwinAsync) and the az CLI's generic update send
+  // the read twin back, properties.reported included; the hub writes only tags and desired.
+  const { id } = await newDevice('whole');
+  const read = (await sdk.registry('getTwin', id)).body;
+  assert.ok(read.properties.reported.$metadata, 'a read twin carries reported $metadata');
+  const whole = {
+    deviceId: id, etag: read.etag, version: read.version, tags: { site: 'back' },
+    properties: { desired: { ...read.properties.desired, mode: 'whole' }, reported: read.properties.reported },
+  };
+  const written = await sdk.registry('updateTwin', id, whole, read.etag);
+  assert.equal(written.body.tags.site, 'back');
+  assert.equal(written.body.properties.desired.mode, 'whole');
+  assert.equal(written.body.properties.desired.$version, read.properties.desired.$version + 1);
+  assert.equal(written.body.properties.reported.$version, read.properties.reported.$version);
+  assert.equal(written.body.version, read.version + 1, 'one etag step for tags and desired together');
+
+  const value = { properties: { reported: { ...read.properties.reported, fw: '9.9' } } };
+  await assertRejects(sdk.registry('updateTwin', id, value, '*'), 'ArgumentError', 400);
+  const after1 = (await sdk.registry('getTwin', id)).body;
+  assert.equal(after1.properties.reported.fw, undefined, 'the service wrote no reported property');
+  assert.equal(after1.etag, written.body.etag, 'the refused write changed nothing');
+});
+
 test('modules: addModule, getModule, getModulesOnDevice, module twins, removeModule', T, async () => {
   const { id } = await newDevice('mod');
   const added = await sdk.registry('addModule', { deviceId: id, moduleId: 'm1' });

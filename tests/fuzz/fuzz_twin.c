@@ -2,7 +2,8 @@
  * fuzz_twin.c - libFuzzer target for twin patches: the input is a JSON body
  * as a device (reported PATCH) or the service (desired/tags update) sends
  * it. It goes through th_json_parse with the plugin's limits, then every
- * twin write, and the results are checked against the contracts in twin.h:
+ * twin write (th_twin_service_write with the input as the whole request
+ * too), and the results are checked against the contracts in twin.h:
  * a refused patch leaves the twin unchanged, an accepted one bumps exactly
  * its version, and everything accepted is restorable: the twin saved as
  * persist.c saves it (printed) and loaded as it loads it (parsed with its
@@ -219,6 +220,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_unchanged(t, before);
     cJSON_Delete(before);
     check_roundtrip(t);
+
+    /* The input as a whole service request (REST PATCH/PUT body, control updateTwin /
+     * replaceTwin patch), unconditional or with a stale If-Match: refused changes nothing,
+     * accepted writes reported nothing and moves the etag by one step at most. */
+    for (int mode = 0; mode < 2; mode++) {
+        char stale[16] = "AAAAAAAAAAA=";
+        struct th_twin_write req = {mode ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch,
+                                    (size & 2) ? stale : NULL};
+        struct th_twin_write_result res;
+        before = state_of(t);
+        dv = t->desired_version;
+        rv = t->reported_version;
+        etag = t->etag_counter;
+        if (th_twin_service_write(t, &req, now, &res, &err) == TH_OK) {
+            FUZZ_CHECK(req.if_match == NULL);
+            FUZZ_CHECK(t->reported_version == rv);
+            FUZZ_CHECK(t->etag_counter == etag + (res.tags_written || res.desired_written));
+            FUZZ_CHECK(t->desired_version == dv + res.desired_written);
+            FUZZ_CHECK((res.notification != NULL) == res.desired_written);
+            FUZZ_CHECK((res.desired != NULL) == res.desired_written);
+            FUZZ_CHECK(res.desired_version == t->desired_version);
+            if (res.notification) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(res.notification, "$version");
+                FUZZ_CHECK(cJSON_IsNumber(v) && v->valuedouble == (double)t->desired_version);
+                char *text = printed(res.notification);
+                free(text);
+            }
+        } else {
+            FUZZ_CHECK(err.status >= 400 && err.status < 600);
+            FUZZ_CHECK(!res.tags_written && !res.desired_written && !res.notification);
+            check_unchanged(t, before);
+        }
+        th_twin_write_result_free(&res);
+        cJSON_Delete(before);
+        check_roundtrip(t);
+    }
 
     /* The input as a saved twin state: whatever is accepted must round-trip too. */
     struct th_twin *restored = th_twin_from_state(patch, &err);

@@ -562,6 +562,62 @@ static void test_twin_update_etag_mismatch_fails(void **state)
     it_client_close(svc);
 }
 
+/*
+ * properties.reported in a service write: the read-only $metadata/$version of
+ * a twin as read pass (the C# SDK and the az CLI send a read twin back whole),
+ * the device gets the desired patch, and the write is one etag step; a
+ * reported value is refused (400004) and changes nothing.
+ */
+static void test_twin_update_reported_as_read_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    struct it_client *c = twin_client(IT_DEV2, NULL, IT_DEV2_KEY);
+    assert_int_equal(
+        it_client_subscribe(c, "$iothub/twin/PATCH/properties/desired/#", 1, IT_WAIT_MS), 1);
+    cJSON *read = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV2 "\"}");
+    char *meta = cJSON_PrintUnformatted(it_json_get(read, "properties.reported.$metadata"));
+    assert_non_null(meta);
+    int reported_v = (int)it_json_num(read, "properties.reported.$version", -1);
+    int desired_v = (int)it_json_num(read, "properties.desired.$version", -1);
+    int version = (int)it_json_num(read, "version", -1);
+
+    cJSON *written = it_control_ok(
+        svc,
+        "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\",\"etag\":\"%s\",\"patch\":{"
+        "\"tags\":{\"whole\":true},\"properties\":{\"desired\":{\"whole\":1},"
+        "\"reported\":{\"$metadata\":%s,\"$version\":%d}}}}",
+        it_json_str(read, "etag"), meta, reported_v);
+    assert_int_equal((int)it_json_num(written, "properties.desired.$version", -1), desired_v + 1);
+    assert_int_equal((int)it_json_num(written, "properties.reported.$version", -1), reported_v);
+    assert_int_equal((int)it_json_num(written, "version", -1), version + 1);
+    struct it_msg *m =
+        it_client_wait_prefix(c, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
+    assert_non_null(m);
+    cJSON *body = it_msg_json(m);
+    it_msg_free(m);
+    assert_non_null(body);
+    assert_int_equal((int)it_json_num(body, "whole", -1), 1);
+    assert_int_equal((int)it_json_num(body, "$version", -1), desired_v + 1);
+    assert_null(it_json_get(body, "$metadata"));
+    cJSON_Delete(body);
+
+    cJSON *e = it_control_err(svc, 400, 400004,
+                              "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\","
+                              "\"patch\":{\"properties\":{\"reported\":{\"$version\":%d,"
+                              "\"fw\":\"9.9\"}}}}",
+                              reported_v);
+    cJSON_Delete(e);
+    cJSON *after = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"" IT_DEV2 "\"}");
+    assert_true(cJSON_Compare(written, after, 1));
+    cJSON_Delete(after);
+    cJSON_Delete(written);
+    cJSON_Delete(read);
+    free(meta);
+    it_client_close(c);
+    it_client_close(svc);
+}
+
 static void test_twin_module_twin_is_separate_succeeds(void **state)
 {
     (void)state;
@@ -601,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_twin_reported_over_32k_fails),
         cmocka_unit_test(test_twin_desired_patch_notifies_device_succeeds),
         cmocka_unit_test(test_twin_update_etag_mismatch_fails),
+        cmocka_unit_test(test_twin_update_reported_as_read_succeeds),
         cmocka_unit_test(test_twin_module_twin_is_separate_succeeds),
     };
     return cmocka_run_group_tests_name("it_twin", tests, group_setup, group_teardown);

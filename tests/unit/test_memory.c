@@ -8,7 +8,7 @@
  * ~480 B reported patch (firmware.version and 11 config strings). Measured on
  * x86-64, glibc 2.36, cJSON 1.7.15: 3,779 B per twin and 4,380 B per identity
  * (2,700 B right after loading) with the compact $metadata and shared
- * property names of twin.c; with $metadata as cJSON trees it was 13,506 B
+ * property names of twin_meta.c; with $metadata as cJSON trees it was 13,506 B
  * and 14,156 B. The bounds leave about 15 % of margin: they catch a
  * regression to per-property $metadata objects or copied names, not small
  * drifts.

@@ -1,6 +1,6 @@
 /*
  * test_state.c - unit tests for saving and restoring hub state: twin state
- * (twin.c th_twin_state_json / th_twin_from_state), device state with
+ * (twin_state.c th_twin_state_json / th_twin_from_state), device state with
  * modules and C2D queue, policies, registry export/load and import, identity
  * updates and module creation with an initial twin (registry.c;
  * iothub-protocol.md sections 7, 10.3-10.7).

@@ -355,6 +355,36 @@ static void test_th_utf8_is_text_binary_fails(void **state)
     assert_false(th_utf8_is_text("\xE2\x28\xA1", 3)); /* bad continuation */
 }
 
+static void test_th_etag_matches_absent_or_star_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_etag_matches(NULL, "AAAAAAAAAAE="));
+    assert_true(th_etag_matches("*", "AAAAAAAAAAE="));
+    assert_true(th_etag_matches("\"*\"", "MQ=="));
+}
+
+static void test_th_etag_matches_same_etag_succeeds(void **state)
+{
+    (void)state;
+    assert_true(th_etag_matches("AAAAAAAAAAE=", "AAAAAAAAAAE="));
+    assert_true(th_etag_matches("\"AAAAAAAAAAE=\"", "AAAAAAAAAAE="));
+    assert_true(th_etag_matches("\"\"", ""));
+}
+
+static void test_th_etag_matches_other_etag_fails(void **state)
+{
+    (void)state;
+    assert_false(th_etag_matches("AAAAAAAAAAE=", "AAAAAAAAAAI="));
+    assert_false(th_etag_matches("\"AAAAAAAAAAE=\"", "AAAAAAAAAAI="));
+    /* a quote on one side only is part of the value */
+    assert_false(th_etag_matches("\"AAAAAAAAAAE=", "AAAAAAAAAAE="));
+    assert_false(th_etag_matches("\"AAAAAAAAAAE=\"", "AAAAAAAAAAE"));
+    assert_false(th_etag_matches("\"", ""));
+    assert_false(th_etag_matches("**", "MQ=="));
+    assert_false(th_etag_matches("", "MQ=="));
+    assert_false(th_etag_matches("MQ==", NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +423,9 @@ int main(void)
         cmocka_unit_test(test_th_slice_ieq_different_fails),
         cmocka_unit_test(test_th_utf8_is_text_utf8_succeeds),
         cmocka_unit_test(test_th_utf8_is_text_binary_fails),
+        cmocka_unit_test(test_th_etag_matches_absent_or_star_succeeds),
+        cmocka_unit_test(test_th_etag_matches_same_etag_succeeds),
+        cmocka_unit_test(test_th_etag_matches_other_etag_fails),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

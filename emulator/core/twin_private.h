@@ -1,0 +1,116 @@
+/*
+ * twin_private.h - what the three files of the twin share, and nothing a
+ * caller outside emulator/core/twin*.c may use:
+ * - twin.c: the document operations (validation and size rules, the writes,
+ *   the service-side write, views, etag and version);
+ * - twin_meta.c: the compact $metadata tree, the shared pool of property
+ *   names, and the merge that updates a section and its metadata together;
+ * - twin_state.c: the full-fidelity persistence state (save, validated restore).
+ * Names here start with twin_ (public ones with th_twin_, in twin.h).
+ */
+#ifndef TH_TWIN_PRIVATE_H
+#define TH_TWIN_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#include "th_result.h"
+#include "twin.h"
+
+#define CODE_ARGUMENT_INVALID 400004
+#define CODE_MAX_PROPERTIES_EXCEEDED 403100
+#define CODE_PRECONDITION_FAILED 412001
+
+#define KEY_LAST_UPDATED "$lastUpdated"
+#define KEY_LAST_UPDATED_VERSION "$lastUpdatedVersion"
+#define KEY_METADATA "$metadata"
+#define KEY_VERSION "$version"
+
+/* ---- where in the document: a bounded dotted path for error messages (twin.c) ---- */
+
+#define PATH_SHOWN 96 /* bytes of path shown in a message (th_error.message is 256) */
+
+struct twin_path {
+    char buf[PATH_SHOWN + 1];
+    size_t want; /* logical length; > PATH_SHOWN means the shown text is cut */
+};
+
+void twin_path_init(struct twin_path *p, const char *root);
+/* Append ".key" (key non-NULL) or "[index]"; returns the length to hand back to twin_path_pop. */
+size_t twin_path_push(struct twin_path *p, const char *key, int index);
+void twin_path_pop(struct twin_path *p, size_t saved);
+/* The path as shown: "reported.a.b", or "reported.a.b..." when cut; returns `out`. */
+const char *twin_path_text(const struct twin_path *p, char *out, size_t size);
+
+/* "tags", "desired" or "reported". */
+const char *twin_section_name(enum th_twin_section section);
+
+/* ---- rules (twin.c) ---- */
+
+/*
+ * The content rules of twin.h (th_twin_validate_patch) for `patch` as a
+ * `section` document. `skip_readonly`: $version/$metadata members are passed
+ * over instead of refused; `replace`: a whole new section, so null is refused
+ * anywhere.
+ */
+th_result twin_validate(enum th_twin_section section, const cJSON *patch, bool skip_readonly,
+                        bool replace, struct th_error *err);
+/* 403/403100 when `merged` is over its section's size limit. */
+th_result twin_check_size(enum th_twin_section section, const cJSON *merged, struct th_error *err);
+/* TH_ERR_NOMEM with the twin's message; returns TH_ERR_NOMEM. */
+th_result twin_nomem(struct th_error *err);
+
+/* ---- $metadata and merge (twin_meta.c) ---- */
+
+/* The stamp one write puts on every metadata node it touches. */
+struct twin_stamp {
+    int64_t us;
+    int64_t version;   /* desired $version of this update */
+    bool with_version; /* desired metadata carries $lastUpdatedVersion */
+};
+
+/*
+ * A childless metadata node named `key`, stamped `us` / `version`, or with
+ * `time_text` as its $lastUpdated when non-NULL (a restored text th_time_format
+ * would not produce); `shared_stamp`: the stamp covers the whole value below.
+ * NULL on OOM; free with twin_meta_free.
+ */
+struct th_twin_meta *twin_meta_new(const char *key, int64_t us, int64_t version,
+                                   const char *time_text, bool shared_stamp);
+/* A new shared node for `key` with the stamp `st`; NULL on OOM. */
+struct th_twin_meta *twin_meta_stamped(const char *key, const struct twin_stamp *st);
+/* Frees `m` and its children (not its siblings). Accepts NULL. */
+void twin_meta_free(struct th_twin_meta *m);
+/* Deep copy of `m` and its children (not its siblings); NULL on OOM. */
+struct th_twin_meta *twin_meta_clone(const struct th_twin_meta *m);
+/*
+ * The $metadata JSON of `m`, which describes `value` ({"$lastUpdated":..,
+ * ["$lastUpdatedVersion":..,] "key":{...}}); NULL on OOM; cJSON_Delete.
+ */
+cJSON *twin_meta_json(const struct th_twin_meta *m, const cJSON *value, bool with_version);
+/*
+ * The compact form of a $metadata object that passed twin_state.c's checks
+ * (every node an object with a "$lastUpdated" string, desired nodes with an
+ * integral "$lastUpdatedVersion"); `key` names the node. NULL on OOM.
+ */
+struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, bool desired);
+/* Makes every node of `m` (describing `value`) shared where that changes nothing. */
+void twin_meta_share_all(struct th_twin_meta *m, const cJSON *value);
+
+/*
+ * Merge `patch` into `target` (IoT Hub semantics: null deletes, object onto
+ * object recurses, anything else replaces; arrays are values). `meta` is the
+ * metadata node mirroring `target`, or NULL for tags. Every node the patch
+ * names is stamped with `st`; deleted members lose their metadata. The patch
+ * must have passed validation. On failure (TH_ERR_NOMEM) target/meta are
+ * partly merged: callers pass copies.
+ */
+th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSON *patch,
+                            const struct twin_stamp *st);
+
+/* Gives the members of `node` and of everything below it the shared copies of their names. */
+void twin_intern_names(cJSON *node);
+
+#endif
