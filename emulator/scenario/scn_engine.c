@@ -25,6 +25,7 @@
 #include <uthash.h>
 
 #include "json.h"
+#include "patch.h"
 #include "registry.h"
 #include "scenario.h"
 
@@ -165,39 +166,6 @@ static cJSON *reported_doc(const struct ident *id)
     if (doc)
         cJSON_AddNumberToObject(doc, "$version", id ? (double)id->version : 1);
     return doc;
-}
-
-/* IoT Hub merge-patch: objects merge, null deletes, anything else replaces. */
-static void merge_patch(cJSON *target, const cJSON *patch)
-{
-    const cJSON *c;
-    cJSON_ArrayForEach(c, patch)
-    {
-        cJSON *cur = cJSON_GetObjectItemCaseSensitive(target, c->string);
-        if (cJSON_IsNull(c)) {
-            if (cur)
-                cJSON_DeleteItemFromObjectCaseSensitive(target, c->string);
-        } else if (cJSON_IsObject(c) && cJSON_IsObject(cur)) {
-            merge_patch(cur, c);
-        } else {
-            cJSON *copy = cJSON_Duplicate(c, 1);
-            if (!copy)
-                continue;
-            if (cJSON_IsObject(copy)) {
-                /* a new object may itself carry nulls, which delete nothing */
-                cJSON *clean = cJSON_CreateObject();
-                if (clean) {
-                    merge_patch(clean, copy);
-                    cJSON_Delete(copy);
-                    copy = clean;
-                }
-            }
-            if (cur)
-                cJSON_ReplaceItemInObjectCaseSensitive(target, c->string, copy);
-            else
-                cJSON_AddItemToObject(target, c->string, copy);
-        }
-    }
 }
 
 /* ---- the session ---- */
@@ -985,26 +953,46 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
     }
 }
 
-/* Update the identities' state with one record. */
-static void apply_world(struct th_scn_session *ss, const struct event *e)
+/*
+ * The reported properties after a patch: merged into a copy that replaces them only when the
+ * whole patch went in, so that a failed allocation leaves the last good state.
+ */
+static th_result apply_reported(struct ident *id, const cJSON *patch, int64_t version)
+{
+    cJSON *next = cJSON_Duplicate(id->reported, 1);
+    th_result r = next ? th_json_merge_patch(next, patch) : TH_ERR_NOMEM;
+    if (r != TH_OK) {
+        cJSON_Delete(next);
+        return r;
+    }
+    cJSON_Delete(id->reported);
+    id->reported = next;
+    id->version = version;
+    return TH_OK;
+}
+
+/* Update the identities' state with one record; TH_ERR_NOMEM when it could not be applied. */
+static th_result apply_world(struct th_scn_session *ss, const struct event *e)
 {
     const char *k = e->kind;
     if (!e->device_id)
-        return;
+        return TH_OK;
     if (!strcmp(k, "connected") || !strcmp(k, "disconnected")) {
         struct ident *id = ident_get(ss, e->device_id, e->module_id);
-        if (id)
-            id->connected = !strcmp(k, "connected");
+        if (!id)
+            return TH_ERR_NOMEM;
+        id->connected = !strcmp(k, "connected");
     } else if (!strcmp(k, "reported")) {
         const cJSON *ver = cJSON_GetObjectItemCaseSensitive(e->data, "version");
         const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
         struct ident *id = ident_get(ss, e->device_id, e->module_id);
-        if (id && cJSON_IsNumber(ver) && cJSON_IsObject(patch) && num_i64(ver) > id->version) {
-            merge_patch(id->reported, patch);
-            id->version = num_i64(ver);
-        }
+        if (!id)
+            return TH_ERR_NOMEM;
+        if (cJSON_IsNumber(ver) && cJSON_IsObject(patch) && num_i64(ver) > id->version)
+            return apply_reported(id, patch, num_i64(ver));
     } else if (!strcmp(k, "deviceCreated") || !strcmp(k, "moduleCreated")) {
-        ident_get(ss, e->device_id, e->module_id);
+        if (!ident_get(ss, e->device_id, e->module_id))
+            return TH_ERR_NOMEM;
     } else if (!strcmp(k, "deviceDeleted") || !strcmp(k, "moduleDeleted")) {
         struct ident *id, *tmp;
         HASH_ITER(hh, ss->ids, id, tmp)
@@ -1014,6 +1002,7 @@ static void apply_world(struct th_scn_session *ss, const struct event *e)
                 ident_remove(ss, id);
         }
     }
+    return TH_OK;
 }
 
 /* Whether a mark record belongs to this scenario; *index gets its step index (1-based). */
@@ -1077,7 +1066,10 @@ th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct t
         th_scn_session_hub_restarted(ss);
     ss->last_seq = e.seq;
 
-    apply_world(ss, &e);
+    if (apply_world(ss, &e) != TH_OK)
+        return th_error_set(err, TH_ERR_NOMEM, 0,
+                            "out of memory applying record %lld to the identities' state",
+                            (long long)e.seq);
 
     long mark_index;
     if (our_mark(ss, &e, &mark_index)) {
