@@ -85,12 +85,8 @@ static int acl_device(struct th_plugin *p, struct th_conn *c,
             th_log(p, MOSQ_LOG_WARNING,
                    "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
                    c->client_id, ed->topic);
-            cJSON *data = cJSON_CreateObject();
-            if (data) {
-                cJSON_AddStringToObject(data, "topic", ed->topic);
-                cJSON_AddStringToObject(data, "reason", "subscription refused");
-            }
-            th_event_emit(p, "protocolError", id->device_id, id->module_id, data);
+            th_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id->device_id, id->module_id,
+                          th_journal_data_protocol_error(ed->topic, "subscription refused"));
             return MOSQ_ERR_ACL_DENIED;
         }
         g = th_idglue_of(id);

@@ -30,20 +30,11 @@ struct auth_req {
 static int refuse(struct th_plugin *p, const struct auth_req *rq, const char *device_id,
                   const char *module_id, const char *reason)
 {
-    cJSON *data = cJSON_CreateObject();
     th_log(p, MOSQ_LOG_WARNING, "%s%s%s | connect refused | client=%s reason=%s",
            device_id ? device_id : "-", module_id ? "/" : "", module_id ? module_id : "",
            rq->client_id ? rq->client_id : "(none)", reason);
-    if (data) {
-        cJSON_AddStringToObject(data, "clientId", rq->client_id ? rq->client_id : "");
-        cJSON_AddStringToObject(data, "reason", reason);
-        if (rq->username) {
-            cJSON_AddStringToObject(data, "username", rq->username);
-        } else {
-            cJSON_AddNullToObject(data, "username");
-        }
-    }
-    th_event_emit(p, "refused", device_id, module_id, data);
+    th_event_emit(p, TH_JOURNAL_REFUSED, device_id, module_id,
+                  th_journal_data_refused(rq->client_id, reason, rq->username));
     return MOSQ_ERR_AUTH;
 }
 
@@ -140,32 +131,23 @@ static int accept_identity(struct th_plugin *p, struct mosquitto *client, const 
     int64_t now_us = th_now_us();
     th_identity_set_connected(id, true, now_us);
 
-    cJSON *data = cJSON_CreateObject();
-    if (data) {
-        char tmp[512];
-        size_t n;
-        cJSON_AddStringToObject(data, "clientId", rq->client_id);
-        if (un->api_version.ptr) {
-            snprintf(tmp, sizeof tmp, "%.*s", (int)un->api_version.len, un->api_version.ptr);
-            cJSON_AddStringToObject(data, "apiVersion", tmp);
-        } else {
-            cJSON_AddNullToObject(data, "apiVersion");
-        }
-        if (un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len, false,
-                                                 tmp, sizeof tmp, &n) == TH_OK) {
-            cJSON_AddStringToObject(data, "clientType", tmp);
-        } else {
-            cJSON_AddNullToObject(data, "clientType");
-        }
-        if (id->model_id) {
-            cJSON_AddStringToObject(data, "modelId", id->model_id);
-        } else {
-            cJSON_AddNullToObject(data, "modelId");
-        }
-        cJSON_AddStringToObject(data, "auth", d->policy ? "sas-policy" : "sas");
-        cJSON_AddBoolToObject(data, "cleanSession", mosquitto_client_clean_session(client));
-    }
-    th_event_emit(p, "connected", id->device_id, id->module_id, data);
+    char api[512], ctype[512];
+    size_t n;
+    snprintf(api, sizeof api, "%.*s", (int)un->api_version.len,
+             un->api_version.ptr ? un->api_version.ptr : "");
+    struct th_journal_connected ev = {
+        .client_id = rq->client_id,
+        .api_version = un->api_version.ptr ? api : NULL,
+        .client_type = un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len,
+                                                           false, ctype, sizeof ctype, &n) == TH_OK
+                           ? ctype
+                           : NULL,
+        .model_id = id->model_id,
+        .auth = d->policy ? TH_JOURNAL_AUTH_SAS_POLICY : TH_JOURNAL_AUTH_SAS,
+        .clean_session = mosquitto_client_clean_session(client),
+    };
+    th_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
+                  th_journal_data_connected(&ev));
     th_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
            (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
     if (!modp && g->sub_c2d) {
@@ -219,7 +201,7 @@ int th_on_disconnect(int event, void *event_data, void *userdata)
             th_identity_set_connected(id, false, th_now_us());
             th_log(p, MOSQ_LOG_NOTICE, "%s%s%s | disconnected", id->device_id,
                    id->module_id ? "/" : "", id->module_id ? id->module_id : "");
-            th_event_emit(p, "disconnected", id->device_id, id->module_id, cJSON_CreateObject());
+            th_event_emit(p, TH_JOURNAL_DISCONNECTED, id->device_id, id->module_id, NULL);
             th_methods_identity_offline(p, id);
         }
     } else if (c->kind == TH_CONN_SERVICE) {

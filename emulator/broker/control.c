@@ -229,14 +229,9 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
     th_persist_device(x->p, id);
     if (res.notification) {
         bool delivered = th_desired_notify(x->p, id, res.notification, res.desired_version);
-        cJSON *data = cJSON_CreateObject();
-        if (data) {
-            cJSON_AddItemToObject(data, "patch", res.desired);
-            res.desired = NULL;
-            cJSON_AddNumberToObject(data, "version", (double)res.desired_version);
-            cJSON_AddBoolToObject(data, "delivered", delivered);
-        }
-        th_event_emit(x->p, "desired", id->device_id, id->module_id, data);
+        th_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
+                      th_journal_data_desired(res.desired, res.desired_version, delivered));
+        res.desired = NULL;
         th_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
                replace ? "replace" : "patch", (long long)res.desired_version, delivered);
@@ -491,9 +486,8 @@ static void cmd_mark(struct cmd_ctx *x)
     if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    th_event_emit(x->p, "mark", cJSON_IsString(jd) ? jd->valuestring : NULL,
-                  cJSON_IsString(jm) ? jm->valuestring : NULL,
-                  data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject());
+    th_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
+                  cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
     out = cJSON_CreateObject();
     if (out) {
         cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);

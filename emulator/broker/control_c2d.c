@@ -127,13 +127,8 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
     bool delivered = dev->c2d_count < before;
     if (!delivered) {
         th_persist_device(x->p, dev);
-        cJSON *ev = cJSON_CreateObject();
-        if (ev) {
-            cJSON_AddStringToObject(ev, "messageId", midcopy);
-            cJSON_AddBoolToObject(ev, "delivered", false);
-            cJSON_AddNumberToObject(ev, "queued", (double)dev->c2d_count);
-        }
-        th_event_emit(x->p, "c2d", dev->device_id, NULL, ev);
+        th_event_emit(x->p, TH_JOURNAL_C2D, dev->device_id, NULL,
+                      th_journal_data_c2d(midcopy, false, dev->c2d_count));
     }
     cJSON *data = cJSON_CreateObject();
     if (data) {

@@ -38,13 +38,8 @@ static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *da
 {
     cJSON *arr = cJSON_CreateArray();
     cJSON *r = th_ctl_response_entry("invokeMethod", m->correlation);
-    cJSON *ev = cJSON_CreateObject();
-    char rid[32];
-    snprintf(rid, sizeof rid, "%llu", (unsigned long long)m->id);
-    if (ev) {
-        cJSON_AddStringToObject(ev, "methodName", m->method_name);
-        cJSON_AddStringToObject(ev, "requestId", rid);
-    }
+    /* The event shows the answer as the caller gets it: status, payload or the raw body. */
+    cJSON *ev = th_journal_data_method(m->method_name, m->id, data, err);
     if (!arr || !r) {
         cJSON_Delete(arr);
         cJSON_Delete(r);
@@ -54,21 +49,13 @@ static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *da
     }
     if (err) {
         th_ctl_add_error_fields(r, err);
-        if (ev) {
-            cJSON_AddStringToObject(ev, "error", err->message);
-            cJSON_AddNumberToObject(ev, "errorCode", err->code);
-        }
         cJSON_Delete(data);
     } else {
-        /* The event shows the answer as the caller gets it: status, payload or the raw body. */
-        for (const cJSON *it = data ? data->child : NULL; ev && it; it = it->next) {
-            cJSON_AddItemToObject(ev, it->string, cJSON_Duplicate(it, 1));
-        }
         cJSON_AddItemToObject(r, "data", data);
     }
     cJSON_AddItemToArray(arr, r);
     th_ctl_send_responses(m->caller_id, arr);
-    th_event_emit(p, "method", m->device_id, m->module_id, ev);
+    th_event_emit(p, TH_JOURNAL_METHOD, m->device_id, m->module_id, ev);
 }
 
 static void call_unlink(struct th_plugin *p, struct th_method_call *m)

@@ -99,7 +99,7 @@ static void cmd_create_device(struct cmd_ctx *x)
         return;
     }
     th_persist_device(x->p, dev);
-    th_event_emit(x->p, "deviceCreated", dev->device_id, NULL, NULL);
+    th_event_emit(x->p, TH_JOURNAL_DEVICE_CREATED, dev->device_id, NULL, NULL);
     th_ctl_reply_ok(x, th_identity_to_json(dev));
 }
 
@@ -132,7 +132,7 @@ static void cmd_update_identity(struct cmd_ctx *x)
         drop_connection(x->p, id); /* tokens signed with the old keys no longer hold */
     }
     th_persist_device(x->p, id->parent ? id->parent : id);
-    th_event_emit(x->p, "identityUpdated", id->device_id, id->module_id, NULL);
+    th_event_emit(x->p, TH_JOURNAL_IDENTITY_UPDATED, id->device_id, id->module_id, NULL);
     th_ctl_reply_ok(x, th_identity_to_json(id));
 }
 
@@ -165,8 +165,8 @@ static void cmd_delete_identity(struct cmd_ctx *x)
     } else {
         th_persist_forget(x->p, dev);
     }
-    th_event_emit(x->p, is_module ? "moduleDeleted" : "deviceDeleted", dev, is_module ? mod : NULL,
-                  NULL);
+    th_event_emit(x->p, is_module ? TH_JOURNAL_MODULE_DELETED : TH_JOURNAL_DEVICE_DELETED, dev,
+                  is_module ? mod : NULL, NULL);
     th_ctl_reply_ok(x, NULL);
 }
 
@@ -196,7 +196,7 @@ static void cmd_create_module(struct cmd_ctx *x)
         return;
     }
     th_persist_device(x->p, mod->parent);
-    th_event_emit(x->p, "moduleCreated", mod->device_id, mod->module_id, NULL);
+    th_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
     th_ctl_reply_ok(x, th_identity_to_json(mod));
 }
 
@@ -295,7 +295,7 @@ static void cmd_ensure_module(struct cmd_ctx *x)
             continue;
         }
         th_persist_device(x->p, cur);
-        th_event_emit(x->p, "moduleCreated", mod->device_id, mod->module_id, NULL);
+        th_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
         cJSON_AddItemToArray(created, cJSON_CreateString(cur->device_id));
         ncreated++;
     }

@@ -34,28 +34,15 @@ static bool events_wanted(const struct th_plugin *p)
     return p->service_conns > 0 || p->record_fd >= 0;
 }
 
-/* An integer member as its decimal text: see add_int in events.c (cJSON's number printing
- * costs a sprintf and an sscanf per number). */
-static cJSON *add_int(cJSON *obj, const char *key, long long v)
-{
-    char text[24];
-    snprintf(text, sizeof text, "%lld", v);
-    return cJSON_AddRawToObject(obj, key, text);
-}
-
 /* Close the publisher's connection for a protocol violation. */
 static int protocol_error(struct th_plugin *p, struct th_conn *c, const char *topic,
                           const char *reason)
 {
     struct th_identity *id = c->identity;
-    cJSON *data = cJSON_CreateObject();
     th_log(p, MOSQ_LOG_WARNING, "%s | connection closed | %s (topic '%s')", c->client_id, reason,
            topic);
-    if (data) {
-        cJSON_AddStringToObject(data, "topic", topic);
-        cJSON_AddStringToObject(data, "reason", reason);
-    }
-    th_event_emit(p, "protocolError", id ? id->device_id : NULL, id ? id->module_id : NULL, data);
+    th_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id ? id->device_id : NULL,
+                  id ? id->module_id : NULL, th_journal_data_protocol_error(topic, reason));
     return MOSQ_ERR_PROTOCOL; /* any error but ACL_DENIED makes the broker drop the client */
 }
 
@@ -118,11 +105,8 @@ static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_
     twin_reply(p, c, 200, t->rid, -1, body);
     free(body);
     th_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
-    cJSON *data = events_wanted(p) ? cJSON_CreateObject() : NULL;
-    if (data) {
-        add_int(data, "status", 200);
-    }
-    th_event_emit(p, "twinGet", id->device_id, id->module_id, data);
+    th_event_emit(p, TH_JOURNAL_TWIN_GET, id->device_id, id->module_id,
+                  events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
 }
 
 static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
@@ -159,56 +143,25 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
         r = th_twin_patch_reported_if(id->twin, patch, t->version.ptr ? &if_version : NULL,
                                       th_now_us(), &err);
     }
-    /* The twin keeps copies of what it merged, so the event takes the patch itself. */
-    cJSON *data = events_wanted(p) ? cJSON_CreateObject() : NULL;
-    if (data && patch && cJSON_AddItemToObject(data, "patch", patch)) {
-        patch = NULL;
-    }
     if (r == TH_OK) {
         th_persist_device(p, id);
         twin_reply(p, c, 204, t->rid, (long long)id->twin->reported_version, NULL);
         th_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
                (long long)id->twin->reported_version);
-        if (data) {
-            add_int(data, "version", (long long)id->twin->reported_version);
-        }
     } else {
         twin_error_reply(p, c, t->rid, &err);
         th_log(p, MOSQ_LOG_WARNING, "%s | reported patch refused | status=%d code=%d %s",
                c->client_id, err.status, err.code, err.message);
-        if (data) {
-            cJSON_AddStringToObject(data, "error", err.message);
-            cJSON_AddNumberToObject(data, "status", err.status);
-            cJSON_AddNumberToObject(data, "errorCode", err.code);
-        }
     }
-    cJSON_Delete(patch);
-    th_event_emit(p, "reported", id->device_id, id->module_id, data);
-}
-
-/*
- * Wire name of a system property -> the name used in events; NULL for application properties.
- * `$.sub` (a Plug and Play component) becomes the hub's own name, dt-subject, which event
- * readers see next to dt-dataschema (IoT Plug and Play conventions: "add the $.sub property
- * with the component name to the telemetry topic, the system adds the dt-subject property").
- */
-static const char *system_name(const char *wire)
-{
-    static const char *const map[][2] = {
-        {"$.mid", "messageId"},        {"$.cid", "correlationId"},  {"$.uid", "userId"},
-        {"$.ct", "contentType"},       {"$.ce", "contentEncoding"}, {"$.ctime", "creationTimeUtc"},
-        {"$.sub", "dt-subject"},       {"$.ifid", "interfaceId"},   {"$.on", "outputName"},
-        {"$.schema", "messageSchema"}, {"$.exp", "expiryTimeUtc"},
-    };
-    if (strncmp(wire, "$.", 2) != 0) {
-        return NULL;
+    /* The twin keeps copies of what it merged, so the event takes the patch itself. */
+    cJSON *data = NULL;
+    if (events_wanted(p)) {
+        data = r == TH_OK ? th_journal_data_reported(patch, id->twin->reported_version)
+                          : th_journal_data_reported_refused(patch, &err);
+    } else {
+        cJSON_Delete(patch);
     }
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-        if (!strcmp(wire, map[i][0])) {
-            return map[i][1];
-        }
-    }
-    return wire; /* other $.x keys keep their wire name */
+    th_event_emit(p, TH_JOURNAL_REPORTED, id->device_id, id->module_id, data);
 }
 
 static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto_evt_message *ed,
@@ -236,66 +189,28 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
         /* Nobody to tell: skip building the record, most of the plugin's work per message;
          * th_event_emit still counts it in the sequence. */
         th_props_free(&props);
-        th_event_emit(p, "telemetry", id->device_id, id->module_id, NULL);
+        th_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, NULL);
         return MOSQ_ERR_ACL_DENIED;
     }
-    cJSON *data = cJSON_CreateObject();
-    cJSON *sys = cJSON_CreateObject();
-    cJSON *app = cJSON_CreateObject();
-    if (!data || !sys || !app) {
-        cJSON_Delete(data);
-        cJSON_Delete(sys);
-        cJSON_Delete(app);
-        th_props_free(&props);
-        return MOSQ_ERR_ACL_DENIED;
-    }
-    for (size_t i = 0; i < props.count; i++) {
-        const char *sname = system_name(props.items[i].name);
-        cJSON *target = sname ? sys : app;
-        const char *key = sname ? sname : props.items[i].name;
-        if (props.items[i].value) {
-            cJSON_AddStringToObject(target, key, props.items[i].value);
-        } else {
-            cJSON_AddNullToObject(target, key);
-        }
-    }
+    struct th_journal_telemetry ev = {
+        .topic = ed->topic,
+        .qos = ed->qos,
+        .retain = ed->retain,
+        .props = &props,
+        .device_id = id->device_id,
+        .module_id = id->module_id,
+        .generation_id = id->generation_id,
+        .model_id = id->model_id,
+        .enqueued_us = th_now_us(),
+        .body = ed->payload,
+        .len = ed->payloadlen,
+    };
+    cJSON *data = th_journal_data_telemetry(&ev);
     th_props_free(&props);
-    if (ed->retain) {
-        cJSON_AddStringToObject(app, "mqtt-retain", "true");
+    if (!data) {
+        return MOSQ_ERR_ACL_DENIED;
     }
-    char now[TH_TIME_BUF];
-    th_time_format(th_now_us(), now);
-    /* Hub-stamped anti-spoofing properties override anything the device sent. */
-    cJSON_DeleteItemFromObjectCaseSensitive(sys, "iothub-connection-device-id");
-    cJSON_AddStringToObject(sys, "iothub-connection-device-id", id->device_id);
-    if (id->module_id) {
-        cJSON_AddStringToObject(sys, "iothub-connection-module-id", id->module_id);
-    }
-    cJSON_AddStringToObject(sys, "iothub-connection-auth-generation-id", id->generation_id);
-    char method[96];
-    snprintf(method, sizeof method, "{\"scope\":\"%s\",\"type\":\"sas\",\"issuer\":\"iothub\"}",
-             id->module_id ? "module" : "device");
-    cJSON_AddStringToObject(sys, "iothub-connection-auth-method", method);
-    cJSON_AddStringToObject(sys, "iothub-enqueuedtime", now);
-    if (id->model_id) {
-        cJSON_AddStringToObject(sys, "dt-dataschema", id->model_id);
-    }
-    cJSON_AddStringToObject(data, "topic", ed->topic);
-    add_int(data, "qos", ed->qos);
-    cJSON_AddBoolToObject(data, "retain", ed->retain);
-    cJSON_AddItemToObject(data, "systemProperties", sys);
-    cJSON_AddItemToObject(data, "properties", app);
-    if (ed->payloadlen && th_utf8_is_text(ed->payload, ed->payloadlen)) {
-        cJSON_AddStringToObject(data, "body", ed->payload); /* NUL-terminated by the broker */
-    }
-    size_t b64cap = 4 * ((ed->payloadlen + 2) / 3) + 1;
-    char *b64 = malloc(b64cap);
-    if (b64 && th_b64_encode(ed->payload, ed->payloadlen, b64, b64cap) == TH_OK) {
-        cJSON_AddStringToObject(data, "bodyBase64", b64);
-    }
-    free(b64);
-    add_int(data, "size", ed->payloadlen);
-    th_event_emit(p, "telemetry", id->device_id, id->module_id, data);
+    th_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, data);
     return MOSQ_ERR_ACL_DENIED;
 }
 
@@ -346,13 +261,8 @@ void th_c2d_flush(struct th_plugin *p, struct th_identity *dev)
     while ((m = th_identity_c2d_pop(dev)) != NULL) {
         if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
             th_publish_to(g->conn->client_id, topic, m->body, m->len, g->c2d_qos);
-            cJSON *data = cJSON_CreateObject();
-            if (data) {
-                cJSON_AddStringToObject(data, "messageId", m->message_id ? m->message_id : "");
-                cJSON_AddBoolToObject(data, "delivered", true);
-                cJSON_AddNumberToObject(data, "queued", (double)dev->c2d_count);
-            }
-            th_event_emit(p, "c2d", dev->device_id, NULL, data);
+            th_event_emit(p, TH_JOURNAL_C2D, dev->device_id, NULL,
+                          th_journal_data_c2d(m->message_id, true, dev->c2d_count));
             th_log(p, MOSQ_LOG_INFO, "%s | c2d delivered | mid=%s", dev->device_id,
                    m->message_id ? m->message_id : "");
         }

@@ -1,70 +1,25 @@
 /*
  * events.c - the event stream: one record per thing that happens on the hub
- * (connections, refusals, telemetry, twin changes, methods, C2D), published
- * on $twinhub/events/{kind}/{deviceId}[/{moduleId}] for service principals
- * (docs/control-api.md), and the hub's JSON error body for device replies.
+ * (connections, refusals, telemetry, twin changes, methods, C2D), numbered,
+ * appended to the recording and published on
+ * $twinhub/events/{kind}/{deviceId}[/{moduleId}] for service principals
+ * (docs/control-api.md); the records and topics themselves are built by
+ * core/journal.c. Also the hub's JSON error body for device replies.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "journal.h"
 #include "json.h"
 #include "plugin.h"
 #include "util.h"
 
-/*
- * Copy an id into a topic level. Registry ids may hold the MQTT wildcards '+'
- * and '#', and the `mark` command takes any string, so everything a topic
- * name cannot carry, or that would add a level, goes out percent-encoded:
- * '+', '#', '/', control characters and every non-ASCII byte (the last keep
- * clients' UTF-8 checks happy: libmosquitto drops a connection that receives
- * a topic with a control character or invalid UTF-8). '%' itself stays as it
- * is, as before; the record's deviceId/moduleId hold the ids exactly.
- */
-static size_t put_level(char *out, size_t size, const char *id)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-    for (const unsigned char *s = (const unsigned char *)id; *s; s++) {
-        bool enc = *s < 0x20 || *s >= 0x7F || *s == '+' || *s == '#' || *s == '/';
-        size_t rl = enc ? 3 : 1;
-        if (n + rl >= size) {
-            break;
-        }
-        if (enc) {
-            out[n] = '%';
-            out[n + 1] = hex[*s >> 4];
-            out[n + 2] = hex[*s & 15];
-        } else {
-            out[n] = (char)*s;
-        }
-        n += rl;
-    }
-    out[n] = '\0';
-    return n;
-}
-
-/*
- * Add an integer member. cJSON 1.7.15 prints every number with "%1.15g" and
- * parses the text back with sscanf to check the round trip (about 0.3 µs per
- * number, 6% of the broker's CPU per recorded telemetry message); an integer
- * needs neither, so it goes in as its decimal text, which prints the same.
- * Returns the item or NULL.
- */
-static cJSON *add_int(cJSON *obj, const char *key, unsigned long long v)
-{
-    char text[24];
-    snprintf(text, sizeof text, "%llu", v);
-    return cJSON_AddRawToObject(obj, key, text);
-}
-
-void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
+void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *device_id,
                    const char *module_id, cJSON *data)
 {
-    char topic[600], when[TH_TIME_BUF];
-    size_t n;
-    cJSON *rec;
-    char *text;
+    char stack_topic[600];
+    char *topic = stack_topic, *text;
 
     p->event_seq++;
     if (p->service_conns == 0 && p->record_fd < 0) {
@@ -72,48 +27,30 @@ void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
         cJSON_Delete(data);
         return;
     }
-    rec = cJSON_CreateObject();
-    if (!rec) {
-        cJSON_Delete(data);
+    text = th_journal_record_text(p->event_seq, th_now_us(), kind, device_id, module_id, data);
+    if (!text) {
+        th_log(p, MOSQ_LOG_WARNING, "%s | event %llu dropped | out of memory",
+               device_id ? device_id : "-", (unsigned long long)p->event_seq);
         return;
     }
-    th_time_format(th_now_us(), when);
-    add_int(rec, "seq", p->event_seq);
-    cJSON_AddStringToObject(rec, "time", when);
-    cJSON_AddStringToObject(rec, "kind", kind);
-    if (device_id) {
-        cJSON_AddStringToObject(rec, "deviceId", device_id);
-    } else {
-        cJSON_AddNullToObject(rec, "deviceId");
+    size_t len = strlen(text);
+    if (p->record_fd >= 0) {
+        th_record_write(p, text, len);
     }
-    if (module_id) {
-        cJSON_AddStringToObject(rec, "moduleId", module_id);
-    } else {
-        cJSON_AddNullToObject(rec, "moduleId");
-    }
-    if (data) {
-        cJSON_AddItemToObject(rec, "data", data);
-    } else {
-        cJSON_AddItemToObject(rec, "data", cJSON_CreateObject());
-    }
-    n = (size_t)snprintf(topic, sizeof topic, "%s%s/", TH_EVENTS_PREFIX, kind);
-    n += put_level(topic + n, sizeof topic - n, device_id ? device_id : "-");
-    if (module_id && n + 2 < sizeof topic) {
-        topic[n++] = '/';
-        put_level(topic + n, sizeof topic - n, module_id);
-    }
-    text = th_json_print(rec);
-    cJSON_Delete(rec);
-    if (text) {
-        size_t len = strlen(text);
-        if (p->record_fd >= 0) {
-            th_record_write(p, text, len);
+    if (p->service_conns > 0) {
+        /* Ids may be long and percent-encoded three bytes a character: size from the ids. */
+        size_t need = th_journal_topic(kind, device_id, module_id, topic, sizeof stack_topic);
+        if (need >= sizeof stack_topic && (topic = malloc(need + 1)) != NULL) {
+            th_journal_topic(kind, device_id, module_id, topic, need + 1);
         }
-        if (p->service_conns > 0) {
+        if (topic) {
             th_publish_to(NULL, topic, text, len, 1);
         }
-        free(text);
+        if (topic != stack_topic) {
+            free(topic);
+        }
     }
+    free(text);
 }
 
 char *th_error_body(struct th_plugin *p, const struct th_error *err)

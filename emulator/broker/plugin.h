@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #include "ctl_proto.h" /* TH_CONTROL_TOPIC, TH_CONTROL_RESPONSE_TOPIC, TH_EVENTS_PREFIX */
+#include "journal.h"
 #include "registry.h"
 #include "th_result.h"
 
@@ -137,11 +138,12 @@ void th_record_write(struct th_plugin *p, const char *line, size_t len);
 
 /* events.c */
 /*
- * Emit one event record {seq,time,kind,deviceId,moduleId,data} on
- * $twinhub/events/{kind}/{d}[/{m}]. Takes ownership of `data` (may be NULL).
- * device_id may be NULL (refusals of unknown clients).
+ * Emit one event record {seq,time,kind,deviceId,moduleId,data} (core/journal.h,
+ * which also builds each kind's `data`): appended to the recording and
+ * published on $twinhub/events/{kind}/{d}[/{m}]. Takes ownership of `data`
+ * (NULL is {}). device_id may be NULL (refusals of unknown clients).
  */
-void th_event_emit(struct th_plugin *p, const char *kind, const char *device_id,
+void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *device_id,
                    const char *module_id, cJSON *data);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
 char *th_error_body(struct th_plugin *p, const struct th_error *err);

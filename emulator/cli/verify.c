@@ -3,7 +3,8 @@
  * "Verifying a recording"): checks a scenario's expectation steps against
  * a recording (recording.md) offline. The records are fed to the same
  * expectation engine `twinhub run` feeds live (emulator/scenario/), so the
- * verdicts, the lines and the JUnit report are the same.
+ * verdicts, the lines and the JUnit report are the same. Every line is read
+ * with the journal's parser (core/journal.h) before any scenario runs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "journal.h"
 #include "json.h"
 #include "scenario.h"
 #include "util.h"
@@ -92,17 +94,11 @@ static int read_recording(const char *path, struct recording *r)
         if (start == len)
             continue;
         cJSON *rec = NULL;
+        struct th_journal_record jr;
         struct th_error e = {0};
-        if (th_json_parse(buf + start, len - start, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &rec,
-                          &e) != TH_OK ||
-            !cJSON_IsObject(rec) ||
-            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(rec, "kind")) ||
-            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(rec, "time"))) {
-            fprintf(stderr,
-                    "twinhub verify: %s:%ld: not an event record (one JSON object per line with "
-                    "seq, time, kind, deviceId, moduleId, data; see docs/recording.md)%s%s\n",
-                    path, number, e.message[0] ? ": " : "", e.message);
-            cJSON_Delete(rec);
+        if (th_journal_parse_text(buf + start, len - start, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH,
+                                  &rec, &jr, &e) != TH_OK) {
+            fprintf(stderr, "twinhub verify: %s:%ld: %s\n", path, number, e.message);
             rc = TH_EXIT_USAGE;
             break;
         }
@@ -121,11 +117,9 @@ static int read_recording(const char *path, struct recording *r)
         l->text = strndup(buf + start, len - start);
         l->len = len - start;
         l->number = number;
-        const cJSON *data = cJSON_GetObjectItemCaseSensitive(rec, "data");
-        if (!strcmp(th_json_string(rec, "kind", ""), "mark") &&
-            !strcmp(th_json_string(data, "action", ""), "scenarioBegin") &&
-            th_json_string(data, "scenario", NULL)) {
-            l->owned_name = strdup(th_json_string(data, "scenario", ""));
+        if (jr.kind == TH_JOURNAL_MARK && jr.as.mark.action &&
+            !strcmp(jr.as.mark.action, "scenarioBegin") && jr.as.mark.scenario) {
+            l->owned_name = strdup(jr.as.mark.scenario);
             l->scenario_begin = l->owned_name;
         }
         cJSON_Delete(rec);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "patch.h"
 #include "twin_private.h"
 #include "util.h"
 
@@ -515,41 +516,6 @@ void twin_meta_share_all(struct th_twin_meta *m, const cJSON *value)
 
 /* ---- merge with $metadata (7.2, 7.4) ---- */
 
-/*
- * Set obj[key] = item, keeping the member's position when it exists.
- * Takes ownership of `item` on every path (NULL item means an earlier
- * allocation failed).
- */
-static th_result put_member(cJSON *obj, const char *key, cJSON *item)
-{
-    if (item == NULL)
-        return TH_ERR_NOMEM;
-    cJSON *old = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (old == NULL) {
-        if (!cJSON_AddItemToObject(obj, key, item)) {
-            cJSON_Delete(item);
-            return TH_ERR_NOMEM;
-        }
-        return TH_OK;
-    }
-    /* cJSON_ReplaceItemInObject does not check its strdup, so name the item ourselves. */
-    if (item->string == NULL || strcmp(item->string, key) != 0) {
-        size_t n = strlen(key) + 1;
-        char *name = cJSON_malloc(n);
-        if (name == NULL) {
-            cJSON_Delete(item);
-            return TH_ERR_NOMEM;
-        }
-        memcpy(name, key, n);
-        if (item->string != NULL && !(item->type & cJSON_StringIsConst))
-            cJSON_free(item->string);
-        item->string = name;
-        item->type &= ~cJSON_StringIsConst;
-    }
-    cJSON_ReplaceItemViaPointer(obj, old, item);
-    return TH_OK;
-}
-
 /* A new stamped metadata node for `key`; NULL on OOM. */
 struct th_twin_meta *twin_meta_stamped(const char *key, const struct twin_stamp *st)
 {
@@ -579,6 +545,8 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
             stamp_node(meta, st);
         }
     }
+    if (meta == NULL) /* no metadata to keep (tags, or a shared stamp): the plain merge patch */
+        return th_json_merge_patch(target, patch);
 
     for (const cJSON *m = patch->child; m != NULL && rc == TH_OK; m = m->next) {
         const char *key = m->string;
@@ -593,7 +561,7 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
              * and {"a":{"b":null}} leaves "a":{}. */
             if (!cJSON_IsObject(existing)) {
                 existing = cJSON_CreateObject();
-                rc = put_member(target, key, existing);
+                rc = th_json_set_member(target, key, existing);
                 if (rc == TH_OK && meta != NULL)
                     rc = meta_put(meta, twin_meta_stamped(key, st));
                 if (rc != TH_OK)
@@ -613,7 +581,7 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
             }
             rc = twin_merge_object(existing, child_meta, m, st);
         } else {
-            rc = put_member(target, key, cJSON_Duplicate(m, 1));
+            rc = th_json_set_member(target, key, cJSON_Duplicate(m, 1));
             if (rc == TH_OK && meta != NULL)
                 rc = meta_put(meta, twin_meta_stamped(key, st));
         }

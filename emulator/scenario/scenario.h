@@ -55,8 +55,6 @@ void th_scn_diag_free(struct th_scn_diag *d);
 bool th_duration_parse(const char *text, int64_t *out_us);
 /* "412 ms", "35.0 s", "2 min 5 s" for reports. */
 void th_duration_human(int64_t us, char *buf, size_t size);
-/* A record time "2026-11-23T14:01:02.1234567Z" in microseconds since the epoch. */
-bool th_record_time_parse(const char *text, int64_t *out_us);
 
 /* ---- matchers -------------------------------------------------------------------------- */
 
@@ -261,10 +259,12 @@ bool th_scn_session_set_var(struct th_scn_session *ss, const char *name, const c
 const cJSON *th_scn_session_vars(const struct th_scn_session *ss);
 
 /*
- * Feed one event record (recording.md). Takes ownership of `record` on every
- * path. A `mark` for this scenario's next step anchors that step; records
- * update the identities' state and the verdict of the step being evaluated.
- * Returns TH_ERR_FORMAT (with err) when `record` is not a record.
+ * Feed one event record (recording.md), read with th_journal_parse
+ * (core/journal.h). Takes ownership of `record` on every path. A `mark` for
+ * this scenario's next step anchors that step; records update the
+ * identities' state and the verdict of the step being evaluated. Returns
+ * TH_ERR_FORMAT (with err) when `record` is not a record, TH_ERR_NOMEM when
+ * it could not be applied (the identities' state is then as before it).
  */
 TH_NODISCARD th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record,
                                            struct th_error *err);

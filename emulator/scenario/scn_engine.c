@@ -24,7 +24,9 @@
 
 #include <uthash.h>
 
+#include "journal.h"
 #include "json.h"
+#include "patch.h"
 #include "registry.h"
 #include "scenario.h"
 
@@ -43,10 +45,8 @@ struct ident {
 };
 
 struct event {
-    int64_t seq, time_us;
-    const char *kind, *device_id, *module_id; /* point into record */
-    const cJSON *data;
-    cJSON *record; /* owned */
+    struct th_journal_record r; /* points into record */
+    cJSON *record;              /* owned */
 };
 
 struct eval {
@@ -165,39 +165,6 @@ static cJSON *reported_doc(const struct ident *id)
     if (doc)
         cJSON_AddNumberToObject(doc, "$version", id ? (double)id->version : 1);
     return doc;
-}
-
-/* IoT Hub merge-patch: objects merge, null deletes, anything else replaces. */
-static void merge_patch(cJSON *target, const cJSON *patch)
-{
-    const cJSON *c;
-    cJSON_ArrayForEach(c, patch)
-    {
-        cJSON *cur = cJSON_GetObjectItemCaseSensitive(target, c->string);
-        if (cJSON_IsNull(c)) {
-            if (cur)
-                cJSON_DeleteItemFromObjectCaseSensitive(target, c->string);
-        } else if (cJSON_IsObject(c) && cJSON_IsObject(cur)) {
-            merge_patch(cur, c);
-        } else {
-            cJSON *copy = cJSON_Duplicate(c, 1);
-            if (!copy)
-                continue;
-            if (cJSON_IsObject(copy)) {
-                /* a new object may itself carry nulls, which delete nothing */
-                cJSON *clean = cJSON_CreateObject();
-                if (clean) {
-                    merge_patch(clean, copy);
-                    cJSON_Delete(copy);
-                    copy = clean;
-                }
-            }
-            if (cur)
-                cJSON_ReplaceItemInObjectCaseSensitive(target, c->string, copy);
-            else
-                cJSON_AddItemToObject(target, c->string, copy);
-        }
-    }
 }
 
 /* ---- the session ---- */
@@ -463,11 +430,11 @@ static void who(const struct th_scn_session *ss, char *buf, size_t size)
 static bool is_ours(const struct th_scn_session *ss, const struct event *e)
 {
     const char *d = body_str(ss, "deviceId"), *m = body_str(ss, "moduleId");
-    if (!d || !e->device_id || strcmp(d, e->device_id) != 0)
+    if (!d || !e->r.device_id || strcmp(d, e->r.device_id) != 0)
         return false;
     if (!m)
-        return e->module_id == NULL;
-    return e->module_id && !strcmp(m, e->module_id);
+        return e->r.module_id == NULL;
+    return e->r.module_id && !strcmp(m, e->r.module_id);
 }
 
 void th_scn_session_begin_step(struct th_scn_session *ss, size_t i)
@@ -571,29 +538,29 @@ cJSON *th_scn_session_missing_run_vars(const struct th_scn_session *ss, size_t i
 
 /* The telemetry record matchers see: body (parsed when JSON), properties, systemProperties, topic.
  */
-static cJSON *telemetry_view(const cJSON *data)
+static cJSON *telemetry_view(const struct th_journal_record *r)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    const cJSON *body = cJSON_GetObjectItemCaseSensitive(data, "body");
+    const char *body = r->as.telemetry.body;
     cJSON *b = NULL;
-    if (cJSON_IsString(body)) {
+    if (body) {
         struct th_error e = {0};
-        if (th_json_parse(body->valuestring, strlen(body->valuestring), BODY_MAX_BYTES,
-                          TH_SCN_MAX_DEPTH, &b, &e) != TH_OK)
-            b = cJSON_CreateString(body->valuestring);
+        if (th_json_parse(body, strlen(body), BODY_MAX_BYTES, TH_SCN_MAX_DEPTH, &b, &e) != TH_OK)
+            b = cJSON_CreateString(body);
     } else {
         b = cJSON_CreateNull();
     }
     if (b)
         cJSON_AddItemToObject(o, "body", b);
-    static const char *const keep[] = {"properties", "systemProperties", "topic"};
-    for (size_t i = 0; i < 3; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(data, keep[i]);
-        if (v)
-            cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, 1));
-    }
+    if (r->as.telemetry.properties)
+        cJSON_AddItemToObject(o, "properties", cJSON_Duplicate(r->as.telemetry.properties, 1));
+    if (r->as.telemetry.system_properties)
+        cJSON_AddItemToObject(o, "systemProperties",
+                              cJSON_Duplicate(r->as.telemetry.system_properties, 1));
+    if (r->as.telemetry.topic)
+        cJSON_AddStringToObject(o, "topic", r->as.telemetry.topic);
     return o;
 }
 
@@ -635,7 +602,7 @@ static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
 {
     const struct th_step *st = cur_step(ss);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
-    cJSON *view = telemetry_view(e->data);
+    cJSON *view = telemetry_view(&e->r);
     struct th_mismatch why;
     cJSON *caps = cJSON_CreateObject();
     bool ok = !m || th_match(m, view, "telemetry", caps, &why);
@@ -644,11 +611,11 @@ static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
             char w[300], rel[64], b[64];
             who(ss, w, sizeof w);
             bound_text(st, b, sizeof b);
-            th_duration_human(e->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+            th_duration_human(e->r.time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
             char *txt = th_scn_json_short(view, SHOW_MAX);
             char *pretty = th_scn_json_pretty(view);
             set_resultf(
-                ss, TH_VERDICT_FAIL, e->time_us, pretty,
+                ss, TH_VERDICT_FAIL, e->r.time_us, pretty,
                 "expected no telemetry%s from %s during %s, but a message came after %s: %s",
                 m ? " matching the step's match" : "", w, b, rel, txt ? txt : "");
             free(txt);
@@ -662,7 +629,7 @@ static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
             caps = NULL;
         }
         ss->e.count++;
-        telemetry_counted(ss, e->time_us);
+        telemetry_counted(ss, e->r.time_us);
     } else {
         ss->e.nonmatching++;
         ss->e.have_miss = true;
@@ -699,49 +666,47 @@ static void eval_reported_now(struct th_scn_session *ss, int64_t t)
 static void eval_event(struct th_scn_session *ss, const struct event *e)
 {
     const struct th_step *st = cur_step(ss);
-    const char *kind = e->kind;
+    const struct th_journal_record *r = &e->r;
     switch (st->kind) {
     case TH_STEP_WAIT_CONNECTED:
-        if (is_ours(ss, e) && !strcmp(kind, "connected"))
-            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
-        else if (is_ours(ss, e) && !strcmp(kind, "refused")) {
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_CONNECTED)
+            set_result(ss, ss->cur, TH_VERDICT_PASS, r->time_us, NULL, NULL);
+        else if (is_ours(ss, e) && r->kind == TH_JOURNAL_REFUSED) {
             ss->e.refused++;
             snprintf(ss->e.refused_reason, sizeof ss->e.refused_reason, "%s",
-                     th_json_string(e->data, "reason", "?"));
+                     r->as.refused.reason ? r->as.refused.reason : "?");
         }
         break;
     case TH_STEP_WAIT_DISCONNECTED:
-        if (is_ours(ss, e) && !strcmp(kind, "disconnected"))
-            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_DISCONNECTED)
+            set_result(ss, ss->cur, TH_VERDICT_PASS, r->time_us, NULL, NULL);
         break;
     case TH_STEP_EXPECT_REPORTED:
-        if (is_ours(ss, e) && !strcmp(kind, "reported") &&
-            cJSON_GetObjectItemCaseSensitive(e->data, "version")) {
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_REPORTED && r->as.reported.accepted) {
             ss->e.patches++;
-            eval_reported_now(ss, e->time_us);
+            eval_reported_now(ss, r->time_us);
         }
         break;
     case TH_STEP_EXPECT_TWIN_GET:
-        if (is_ours(ss, e) && !strcmp(kind, "twinGet"))
-            set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_TWIN_GET)
+            set_result(ss, ss->cur, TH_VERDICT_PASS, r->time_us, NULL, NULL);
         break;
     case TH_STEP_EXPECT_TELEMETRY:
     case TH_STEP_EXPECT_NO_TELEMETRY:
-        if (is_ours(ss, e) && !strcmp(kind, "telemetry"))
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_TELEMETRY)
             eval_telemetry(ss, e);
         break;
     case TH_STEP_EXPECT_NO_REPORTED:
-        if (is_ours(ss, e) && !strcmp(kind, "reported") &&
-            cJSON_GetObjectItemCaseSensitive(e->data, "version")) {
+        if (is_ours(ss, e) && r->kind == TH_JOURNAL_REPORTED && r->as.reported.accepted) {
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
-            const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
+            const cJSON *patch = r->as.reported.patch;
             if (!m || th_match(m, patch, "patch", NULL, NULL)) {
                 char w[300], rel[64];
                 who(ss, w, sizeof w);
-                th_duration_human(e->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+                th_duration_human(r->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
                 char *txt = th_scn_json_short(patch, SHOW_MAX * 4);
                 char *mtxt = m ? th_scn_json_short(m, SHOW_MAX) : NULL;
-                set_resultf(ss, TH_VERDICT_FAIL, e->time_us, NULL,
+                set_resultf(ss, TH_VERDICT_FAIL, r->time_us, NULL,
                             "expected no reported patch%s%s from %s, but one came after %s: %s",
                             m ? " matching " : "", mtxt ? mtxt : "", w, rel, txt ? txt : "");
                 free(mtxt);
@@ -750,41 +715,21 @@ static void eval_event(struct th_scn_session *ss, const struct event *e)
         }
         break;
     case TH_STEP_EXPECT_C2D_DELIVERED:
-        if (e->device_id && !strcmp(kind, "c2d") && body_str(ss, "deviceId") &&
-            !strcmp(e->device_id, body_str(ss, "deviceId")) &&
-            !strcmp(th_json_string(e->data, "messageId", ""), body_str(ss, "messageId") ?: "")) {
-            if (th_json_bool(e->data, "delivered", false))
-                set_result(ss, ss->cur, TH_VERDICT_PASS, e->time_us, NULL, NULL);
+        if (r->device_id && r->kind == TH_JOURNAL_C2D && body_str(ss, "deviceId") &&
+            !strcmp(r->device_id, body_str(ss, "deviceId")) &&
+            !strcmp(r->as.c2d.message_id ?: "", body_str(ss, "messageId") ?: "")) {
+            if (r->as.c2d.delivered)
+                set_result(ss, ss->cur, TH_VERDICT_PASS, r->time_us, NULL, NULL);
             else
                 ss->e.queued = true;
         }
         break;
     case TH_STEP_INVOKE_METHOD:
-        if (ss->offline && is_ours(ss, e) && !strcmp(kind, "method") &&
-            !strcmp(th_json_string(e->data, "methodName", ""), body_str(ss, "methodName") ?: "")) {
-            cJSON *out = cJSON_CreateObject();
-            const cJSON *err = cJSON_GetObjectItemCaseSensitive(e->data, "error");
-            if (out && err) {
-                cJSON_AddItemToObject(out, "error", cJSON_Duplicate(err, 1));
-                const cJSON *code = cJSON_GetObjectItemCaseSensitive(e->data, "errorCode");
-                if (code)
-                    cJSON_AddItemToObject(out, "errorCode", cJSON_Duplicate(code, 1));
-            } else if (out) {
-                const cJSON *s = cJSON_GetObjectItemCaseSensitive(e->data, "status");
-                const cJSON *p = cJSON_GetObjectItemCaseSensitive(e->data, "payload");
-                cJSON_AddItemToObject(out, "status",
-                                      s ? cJSON_Duplicate(s, 1) : cJSON_CreateNull());
-                cJSON_AddItemToObject(out, "payload",
-                                      p ? cJSON_Duplicate(p, 1) : cJSON_CreateNull());
-                /* A body that is not JSON (control-api.md): the step fails on it. */
-                static const char *const raw[] = {"rawPayload", "rawPayloadBase64", "payloadError"};
-                for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
-                    const cJSON *r = cJSON_GetObjectItemCaseSensitive(e->data, raw[i]);
-                    if (r)
-                        cJSON_AddItemToObject(out, raw[i], cJSON_Duplicate(r, 1));
-                }
-            }
-            th_scn_session_check_outcome(ss, out, e->time_us);
+        if (ss->offline && is_ours(ss, e) && r->kind == TH_JOURNAL_METHOD &&
+            !strcmp(r->as.method.method_name ?: "", body_str(ss, "methodName") ?: "")) {
+            /* The answer the caller got; a body that is not JSON fails the step on it. */
+            cJSON *out = th_journal_method_answer(r);
+            th_scn_session_check_outcome(ss, out, r->time_us);
             cJSON_Delete(out);
         }
         break;
@@ -914,10 +859,10 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
     size_t i = ss->cur;
     ss->anchored = true;
     ss->anchor[i] = mark_index;
-    ss->res[i].start_us = mark->time_us;
-    const char *action = th_json_string(mark->data, "action", NULL);
+    ss->res[i].start_us = mark->r.time_us;
+    const char *action = mark->r.as.mark.action;
     if (action && strcmp(action, th_step_kind_name(st->kind)) != 0) {
-        set_resultf(ss, TH_VERDICT_FAIL, mark->time_us, NULL,
+        set_resultf(ss, TH_VERDICT_FAIL, mark->r.time_us, NULL,
                     "the recording's step %d is a %s step, the scenario's is %s: the recording "
                     "comes from another version of the scenario",
                     st->index, action, th_step_kind_name(st->kind));
@@ -927,7 +872,7 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
     size_t prev = 0;
     if (i > 0 && ss->anchor[i - 1] != NO_STEP)
         prev = ss->anchor[i - 1];
-    int64_t t = mark->time_us;
+    int64_t t = mark->r.time_us;
     const struct ident *id = ident_find(ss, body_str(ss, "deviceId"), body_str(ss, "moduleId"));
     switch (st->kind) {
     case TH_STEP_WAIT_CONNECTED:
@@ -940,7 +885,7 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
             break;
         }
         for (size_t k = prev; k < mark_index; k++)
-            if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "disconnected")) {
+            if (is_ours(ss, &ss->ev[k]) && ss->ev[k].r.kind == TH_JOURNAL_DISCONNECTED) {
                 set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
                 break;
             }
@@ -950,13 +895,13 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
         break;
     case TH_STEP_EXPECT_TWIN_GET:
         for (size_t k = prev; k < mark_index && ss->cur == i; k++)
-            if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "twinGet"))
+            if (is_ours(ss, &ss->ev[k]) && ss->ev[k].r.kind == TH_JOURNAL_TWIN_GET)
                 set_result(ss, i, TH_VERDICT_PASS, t, NULL, NULL);
         break;
     case TH_STEP_EXPECT_TELEMETRY:
         if (st->since >= 0 && ss->anchor[st->since] != NO_STEP) {
             for (size_t k = ss->anchor[st->since]; k < mark_index && ss->cur == i; k++)
-                if (is_ours(ss, &ss->ev[k]) && !strcmp(ss->ev[k].kind, "telemetry"))
+                if (is_ours(ss, &ss->ev[k]) && ss->ev[k].r.kind == TH_JOURNAL_TELEMETRY)
                     eval_telemetry(ss, &ss->ev[k]);
         }
         if (ss->cur == i && st->count_max < 0 && ss->e.count >= st->count_min)
@@ -985,66 +930,81 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
     }
 }
 
-/* Update the identities' state with one record. */
-static void apply_world(struct th_scn_session *ss, const struct event *e)
+/*
+ * The reported properties after a patch: merged into a copy that replaces them only when the
+ * whole patch went in, so that a failed allocation leaves the last good state.
+ */
+static th_result apply_reported(struct ident *id, const cJSON *patch, int64_t version)
 {
-    const char *k = e->kind;
-    if (!e->device_id)
-        return;
-    if (!strcmp(k, "connected") || !strcmp(k, "disconnected")) {
-        struct ident *id = ident_get(ss, e->device_id, e->module_id);
-        if (id)
-            id->connected = !strcmp(k, "connected");
-    } else if (!strcmp(k, "reported")) {
-        const cJSON *ver = cJSON_GetObjectItemCaseSensitive(e->data, "version");
-        const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e->data, "patch");
-        struct ident *id = ident_get(ss, e->device_id, e->module_id);
-        if (id && cJSON_IsNumber(ver) && cJSON_IsObject(patch) && num_i64(ver) > id->version) {
-            merge_patch(id->reported, patch);
-            id->version = num_i64(ver);
-        }
-    } else if (!strcmp(k, "deviceCreated") || !strcmp(k, "moduleCreated")) {
-        ident_get(ss, e->device_id, e->module_id);
-    } else if (!strcmp(k, "deviceDeleted") || !strcmp(k, "moduleDeleted")) {
-        struct ident *id, *tmp;
+    cJSON *next = cJSON_Duplicate(id->reported, 1);
+    th_result r = next ? th_json_merge_patch(next, patch) : TH_ERR_NOMEM;
+    if (r != TH_OK) {
+        cJSON_Delete(next);
+        return r;
+    }
+    cJSON_Delete(id->reported);
+    id->reported = next;
+    id->version = version;
+    return TH_OK;
+}
+
+/* Update the identities' state with one record; TH_ERR_NOMEM when it could not be applied. */
+static th_result apply_world(struct th_scn_session *ss, const struct th_journal_record *r)
+{
+    struct ident *id, *tmp;
+    if (!r->device_id)
+        return TH_OK;
+    switch (r->kind) {
+    case TH_JOURNAL_CONNECTED:
+    case TH_JOURNAL_DISCONNECTED:
+        if (!(id = ident_get(ss, r->device_id, r->module_id)))
+            return TH_ERR_NOMEM;
+        id->connected = r->kind == TH_JOURNAL_CONNECTED;
+        break;
+    case TH_JOURNAL_REPORTED:
+        if (!(id = ident_get(ss, r->device_id, r->module_id)))
+            return TH_ERR_NOMEM;
+        if (r->as.reported.accepted && r->as.reported.patch && r->as.reported.version > id->version)
+            return apply_reported(id, r->as.reported.patch, r->as.reported.version);
+        break;
+    case TH_JOURNAL_DEVICE_CREATED:
+    case TH_JOURNAL_MODULE_CREATED:
+        if (!ident_get(ss, r->device_id, r->module_id))
+            return TH_ERR_NOMEM;
+        break;
+    case TH_JOURNAL_DEVICE_DELETED:
+    case TH_JOURNAL_MODULE_DELETED:
         HASH_ITER(hh, ss->ids, id, tmp)
         {
-            if (!strcmp(id->device_id, e->device_id) &&
-                (!e->module_id || (id->module_id && !strcmp(id->module_id, e->module_id))))
+            if (!strcmp(id->device_id, r->device_id) &&
+                (!r->module_id || (id->module_id && !strcmp(id->module_id, r->module_id))))
                 ident_remove(ss, id);
         }
+        break;
+    default:
+        break;
     }
+    return TH_OK;
 }
 
 /* Whether a mark record belongs to this scenario; *index gets its step index (1-based). */
-static bool our_mark(const struct th_scn_session *ss, const struct event *e, long *index)
+static bool our_mark(const struct th_scn_session *ss, const struct th_journal_record *r,
+                     long *index)
 {
-    if (strcmp(e->kind, "mark") != 0 || !cJSON_IsObject(e->data))
+    if (r->kind != TH_JOURNAL_MARK || !r->as.mark.scenario ||
+        strcmp(r->as.mark.scenario, ss->s->name) != 0 || !r->as.mark.has_index)
         return false;
-    const char *sc = th_json_string(e->data, "scenario", NULL);
-    const cJSON *ix = cJSON_GetObjectItemCaseSensitive(e->data, "index");
-    if (!sc || strcmp(sc, ss->s->name) != 0 || !cJSON_IsNumber(ix))
-        return false;
-    *index = (long)num_i64(ix);
+    *index = (long)r->as.mark.index;
     return true;
 }
 
 th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct th_error *err)
 {
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(record, "seq");
-    const char *time = th_json_string(record, "time", NULL);
-    const char *kind = th_json_string(record, "kind", NULL);
-    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(record, "deviceId");
-    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(record, "moduleId");
-    struct event e = {0};
-    if (!cJSON_IsObject(record) || !cJSON_IsNumber(seq) || !kind || !time ||
-        !th_record_time_parse(time, &e.time_us) ||
-        (dev && !cJSON_IsString(dev) && !cJSON_IsNull(dev)) ||
-        (mod && !cJSON_IsString(mod) && !cJSON_IsNull(mod))) {
+    struct event e = {.record = record};
+    th_result r = th_journal_parse(record, &e.r, err);
+    if (r != TH_OK) {
         cJSON_Delete(record);
-        return th_error_set(err, TH_ERR_FORMAT, 0,
-                            "not an event record: it needs seq (a number), time (ISO 8601 "
-                            "UTC), kind, deviceId, moduleId and data (recording.md)");
+        return r;
     }
     if (ss->nev == ss->cap) {
         size_t cap = ss->cap ? ss->cap * 2 : 256;
@@ -1056,31 +1016,28 @@ th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct t
         ss->ev = n;
         ss->cap = cap;
     }
-    e.seq = num_i64(seq);
-    e.kind = kind;
-    e.device_id = cJSON_IsString(dev) ? dev->valuestring : NULL;
-    e.module_id = cJSON_IsString(mod) ? mod->valuestring : NULL;
-    e.data = cJSON_GetObjectItemCaseSensitive(record, "data");
-    e.record = record;
     size_t index = ss->nev;
     ss->ev[ss->nev++] = e;
     if (!ss->first_time)
-        ss->first_time = e.time_us;
-    if (e.time_us > ss->last_time)
-        ss->last_time = e.time_us;
+        ss->first_time = e.r.time_us;
+    if (e.r.time_us > ss->last_time)
+        ss->last_time = e.r.time_us;
 
     /* A record stamped after the deadline proves that every earlier one is in. */
-    th_scn_session_settle(ss, e.time_us - 1);
+    th_scn_session_settle(ss, e.r.time_us - 1);
 
     /* seq starts again at 1 when the hub restarts: every connection dropped. */
-    if (ss->last_seq >= 0 && e.seq <= ss->last_seq)
+    if (ss->last_seq >= 0 && e.r.seq <= ss->last_seq)
         th_scn_session_hub_restarted(ss);
-    ss->last_seq = e.seq;
+    ss->last_seq = e.r.seq;
 
-    apply_world(ss, &e);
+    if (apply_world(ss, &e.r) != TH_OK)
+        return th_error_set(err, TH_ERR_NOMEM, 0,
+                            "out of memory applying record %lld to the identities' state",
+                            (long long)e.r.seq);
 
     long mark_index;
-    if (our_mark(ss, &e, &mark_index)) {
+    if (our_mark(ss, &e.r, &mark_index)) {
         if (ss->cur != NO_STEP && !ss->anchored && mark_index == (long)ss->cur + 1) {
             anchor(ss, index, &e);
             return TH_OK;
@@ -1089,9 +1046,9 @@ th_result th_scn_session_feed(struct th_scn_session *ss, cJSON *record, struct t
         if (ss->offline && ss->cur != NO_STEP &&
             (mark_index > (long)ss->cur + 1 || mark_index == 0)) {
             if (ss->anchored) {
-                finalize(ss, e.time_us, true);
+                finalize(ss, e.r.time_us, true);
             } else if (mark_index > (long)ss->cur + 1) {
-                set_resultf(ss, TH_VERDICT_FAIL, e.time_us, NULL,
+                set_resultf(ss, TH_VERDICT_FAIL, e.r.time_us, NULL,
                             "the recording has no mark for this step (the next mark is step %ld)",
                             mark_index);
             }

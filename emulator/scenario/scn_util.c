@@ -1,7 +1,7 @@
 /*
  * scn_util.c - small pure helpers of the scenario library: validation
- * diagnostics, ISO 8601 durations (docs/scenarios.md, "Steps"), record
- * timestamps (recording.md) and short JSON text for messages.
+ * diagnostics, ISO 8601 durations (docs/scenarios.md, "Steps") and short
+ * JSON text for messages. (Record timestamps are read by core/journal.c.)
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -176,59 +176,6 @@ void th_duration_human(int64_t us, char *buf, size_t size)
     else
         snprintf(buf, size, "%lld min %lld s", (long long)(us / 60000000),
                  (long long)((us / 1000000) % 60));
-}
-
-/* ---- record times ---- */
-
-static bool digits(const char *p, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return false;
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-bool th_record_time_parse(const char *text, int64_t *out_us)
-{
-    int y, mo, d, h, mi, s;
-    if (!text || strlen(text) < 20 || !digits(text, 4, &y) || text[4] != '-' ||
-        !digits(text + 5, 2, &mo) || text[7] != '-' || !digits(text + 8, 2, &d) ||
-        text[10] != 'T' || !digits(text + 11, 2, &h) || text[13] != ':' ||
-        !digits(text + 14, 2, &mi) || text[16] != ':' || !digits(text + 17, 2, &s))
-        return false;
-    const char *p = text + 19;
-    int64_t frac = 0;
-    if (*p == '.') {
-        int n = 0;
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            if (n < 6)
-                frac = frac * 10 + (*p - '0');
-            n++;
-            p++;
-        }
-        if (n == 0)
-            return false;
-        for (; n < 6; n++)
-            frac *= 10;
-    }
-    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
-        return false;
-    struct tm tm = {.tm_year = y - 1900,
-                    .tm_mon = mo - 1,
-                    .tm_mday = d,
-                    .tm_hour = h,
-                    .tm_min = mi,
-                    .tm_sec = s};
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1 && !(y == 1969 && mo == 12 && d == 31))
-        return false;
-    *out_us = (int64_t)t * 1000000 + frac;
-    return true;
 }
 
 /* ---- JSON for messages ---- */

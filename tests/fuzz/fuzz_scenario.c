@@ -30,6 +30,7 @@
 #include <stdbool.h>
 
 #include "fuzz_common.h"
+#include "journal.h"
 #include "json.h"
 #include "scenario.h"
 #include "util.h"
@@ -171,7 +172,7 @@ static void walk_strings(const cJSON *j, const cJSON *vars)
             th_duration_human(us, buf, sizeof buf);
             FUZZ_CHECK(buf[0] != '\0');
         }
-        (void)th_record_time_parse(s, &us);
+        (void)th_journal_time_parse(s, &us);
         size_t bad;
         char unknown[128];
         int names = 0;

@@ -112,18 +112,6 @@ static void test_th_duration_human_units_succeeds(void **state)
     assert_string_equal(b, "2 min 5 s");
 }
 
-static void test_th_record_time_parse_seven_digits_succeeds(void **state)
-{
-    (void)state;
-    int64_t us;
-    assert_true(th_record_time_parse("2020-07-09T13:55:50.7976985Z", &us));
-    assert_int_equal(us, INT64_C(1594302950) * 1000000 + 797698);
-    assert_true(th_record_time_parse("2020-07-09T13:55:50Z", &us));
-    assert_int_equal(us, INT64_C(1594302950) * 1000000);
-    assert_false(th_record_time_parse("2020-07-09 13:55:50Z", &us));
-    assert_false(th_record_time_parse("2020-07-09T13:55:50.1+01:00", &us));
-}
-
 /* ---- matchers ---- */
 
 static void test_th_match_subset_object_succeeds(void **state)
@@ -682,7 +670,6 @@ int main(void)
         cmocka_unit_test(test_th_duration_parse_common_forms_succeeds),
         cmocka_unit_test(test_th_duration_parse_invalid_forms_fails),
         cmocka_unit_test(test_th_duration_human_units_succeeds),
-        cmocka_unit_test(test_th_record_time_parse_seven_digits_succeeds),
         cmocka_unit_test(test_th_match_subset_object_succeeds),
         cmocka_unit_test(test_th_match_first_difference_path_fails),
         cmocka_unit_test(test_th_match_missing_member_fails),

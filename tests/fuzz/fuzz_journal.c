@@ -1,0 +1,166 @@
+/*
+ * fuzz_journal.c - libFuzzer target for event records (docs/recording.md,
+ * core/journal.h) and the plain-JSON merge patch (core/patch.h).
+ *
+ * Input: one line of a recording, as `twinhub verify` reads it. Contracts
+ * checked for an accepted record: its kind and name agree; a known kind
+ * printed again with th_journal_record_text reads back to the same seq,
+ * time (to the microsecond), kind, ids and data; the event-stream topic of
+ * its ids is a valid MQTT topic name with exactly the levels it should
+ * have; a method record gives an answer object.
+ *
+ * An input whose JSON is an array of objects [target, patch, ...] is also
+ * merged (documents without two members of one name in any object): each
+ * patch into a copy of the target, twice. Contracts: the merge
+ * succeeds, a second merge of the same patch changes nothing (merge patch
+ * is idempotent), every non-null non-object member of the patch is in the
+ * result as it is, and a member the patch sets to null is gone.
+ */
+#include <stdbool.h>
+
+#include "fuzz_common.h"
+#include "journal.h"
+#include "json.h"
+#include "patch.h"
+
+#define MAX_BYTES (16u * 1024 * 1024)
+#define MAX_DEPTH 64
+
+/* Same JSON, compared as printed text: cJSON_Compare looks members up by name, which tells
+ * {"a":1,"a":2} from itself apart. Numbers print the same after a round trip. */
+static bool same_json(const cJSON *a, const cJSON *b)
+{
+    char *x = cJSON_PrintUnformatted(a), *y = cJSON_PrintUnformatted(b);
+    FUZZ_CHECK(x && y);
+    bool same = !strcmp(x, y);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Whether an object anywhere in the tree holds two members of one name. */
+static bool has_duplicate_names(const cJSON *j)
+{
+    for (const cJSON *c = j->child; c; c = c->next) {
+        if (cJSON_IsObject(j))
+            for (const cJSON *d = c->next; d; d = d->next)
+                if (!strcmp(c->string, d->string))
+                    return true;
+        if (has_duplicate_names(c))
+            return true;
+    }
+    return false;
+}
+
+/* A topic name: no wildcard, no NUL or control character, UTF-8 by construction (ASCII). */
+static void check_topic(const struct th_journal_record *r)
+{
+    size_t need = th_journal_topic(r->kind, r->device_id, r->module_id, NULL, 0);
+    char *topic = malloc(need + 1);
+    FUZZ_CHECK(topic != NULL);
+    FUZZ_CHECK(th_journal_topic(r->kind, r->device_id, r->module_id, topic, need + 1) == need);
+    FUZZ_CHECK(strlen(topic) == need);
+    size_t slashes = 0;
+    for (const unsigned char *p = (const unsigned char *)topic; *p; p++) {
+        FUZZ_CHECK(*p >= 0x20 && *p < 0x7F && *p != '+' && *p != '#');
+        slashes += *p == '/';
+    }
+    /* $twinhub/events/{kind}/{device}[/{module}] */
+    FUZZ_CHECK(slashes == (r->module_id ? 4u : 3u));
+    FUZZ_CHECK(!strncmp(topic, TH_JOURNAL_TOPIC_PREFIX, strlen(TH_JOURNAL_TOPIC_PREFIX)));
+    free(topic);
+}
+
+static void check_record(const struct th_journal_record *r)
+{
+    FUZZ_CHECK(r->kind_name != NULL);
+    if (r->kind == TH_JOURNAL_OTHER) {
+        FUZZ_CHECK(th_journal_kind_of(r->kind_name) == TH_JOURNAL_OTHER);
+        return;
+    }
+    FUZZ_CHECK(!strcmp(th_journal_kind_name(r->kind), r->kind_name));
+    check_topic(r);
+    if (r->kind == TH_JOURNAL_METHOD) {
+        cJSON *answer = th_journal_method_answer(r);
+        FUZZ_CHECK(cJSON_IsObject(answer));
+        cJSON_Delete(answer);
+    }
+    if (r->seq < 0)
+        return; /* the hub writes seq as an unsigned number */
+    cJSON *data = r->data ? cJSON_Duplicate(r->data, 1) : NULL;
+    FUZZ_CHECK(r->data == NULL || data != NULL);
+    char *text = th_journal_record_text((uint64_t)r->seq, r->time_us, r->kind, r->device_id,
+                                        r->module_id, data);
+    FUZZ_CHECK(text != NULL);
+    cJSON *back = NULL;
+    struct th_journal_record r2;
+    struct th_error err = {0};
+    if (th_journal_parse_text(text, strlen(text), MAX_BYTES, MAX_DEPTH + 2, &back, &r2, &err) !=
+        TH_OK) {
+        /* A time outside what th_time_format prints (year 0 or past 9999) is the one way out. */
+        FUZZ_CHECK(strstr(err.message, "time is not") != NULL);
+        free(text);
+        return;
+    }
+    FUZZ_CHECK(r2.seq == r->seq && r2.time_us == r->time_us && r2.kind == r->kind);
+    FUZZ_CHECK((r2.device_id == NULL) == (r->device_id == NULL));
+    FUZZ_CHECK(!r2.device_id || !strcmp(r2.device_id, r->device_id));
+    FUZZ_CHECK((r2.module_id == NULL) == (r->module_id == NULL));
+    FUZZ_CHECK(!r2.module_id || !strcmp(r2.module_id, r->module_id));
+    if (r->data)
+        FUZZ_CHECK(same_json(r2.data, r->data));
+    else
+        FUZZ_CHECK(cJSON_IsObject(r2.data) && r2.data->child == NULL);
+    cJSON_Delete(back);
+    free(text);
+}
+
+static void check_merge(const cJSON *target, const cJSON *patch)
+{
+    cJSON *once = cJSON_Duplicate(target, 1);
+    FUZZ_CHECK(once != NULL);
+    FUZZ_CHECK(th_json_merge_patch(once, patch) == TH_OK);
+    cJSON *twice = cJSON_Duplicate(once, 1);
+    FUZZ_CHECK(twice != NULL);
+    FUZZ_CHECK(th_json_merge_patch(twice, patch) == TH_OK);
+    FUZZ_CHECK(same_json(once, twice));
+    for (const cJSON *m = patch->child; m; m = m->next) {
+        const cJSON *got = cJSON_GetObjectItemCaseSensitive(once, m->string);
+        if (cJSON_IsNull(m))
+            FUZZ_CHECK(got == NULL);
+        else if (cJSON_IsObject(m))
+            FUZZ_CHECK(cJSON_IsObject(got));
+        else
+            FUZZ_CHECK(got && same_json(got, m));
+    }
+    cJSON_Delete(once);
+    cJSON_Delete(twice);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *buf = fuzz_bytes(data, size);
+    cJSON *json = NULL;
+    struct th_journal_record r;
+    struct th_error err = {0};
+    if (th_journal_parse_text(buf, size, MAX_BYTES, MAX_DEPTH, &json, &r, &err) == TH_OK) {
+        check_record(&r);
+        cJSON_Delete(json);
+    } else {
+        FUZZ_CHECK(json == NULL && !strncmp(err.message, "not an event record", 19));
+        if (th_json_parse(buf, size, MAX_BYTES, MAX_DEPTH, &json, &err) == TH_OK &&
+            cJSON_IsArray(json) && cJSON_IsObject(json->child) &&
+            !has_duplicate_names(json->child)) {
+            /* Two members of one name make the result depend on more than the JSON: a target's
+             * second one survives a null, and a patch's null-then-value moves the member to the
+             * end on a second merge. Such documents are left out. */
+            for (const cJSON *p = json->child->next; p; p = p->next)
+                if (cJSON_IsObject(p) && !has_duplicate_names(p))
+                    check_merge(json->child, p);
+        }
+        cJSON_Delete(json);
+    }
+    free(buf);
+    return 0;
+}
