@@ -55,7 +55,7 @@ struct th_registry {
 /* ------------------------------------------------------------------ */
 
 /* True when `key` is base64 of TH_KEY_MIN_BYTES..TH_KEY_MAX_BYTES bytes. */
-static bool key_valid(const char *key)
+static bool reg_key_valid(const char *key)
 {
     size_t len = strlen(key);
     if (len == 0 || len >= TH_KEY_BUF)
@@ -67,15 +67,15 @@ static bool key_valid(const char *key)
     return n >= TH_KEY_MIN_BYTES && n <= TH_KEY_MAX_BYTES;
 }
 
-static bool key_given(const char *key)
+static bool reg_key_given(const char *key)
 {
     return key && key[0] != '\0';
 }
 
 /* Copy a (validated) key into dst, or generate one when none is given. */
-static th_result fill_key(char dst[TH_KEY_BUF], const char *key)
+static th_result reg_fill_key(char dst[TH_KEY_BUF], const char *key)
 {
-    if (!key_given(key))
+    if (!reg_key_given(key))
         return th_random_key(TH_GENERATED_KEY_BYTES, dst, TH_KEY_BUF);
     size_t len = strlen(key);
     if (len >= TH_KEY_BUF)
@@ -84,7 +84,7 @@ static th_result fill_key(char dst[TH_KEY_BUF], const char *key)
     return TH_OK;
 }
 
-static bool policy_name_valid(const char *name, size_t len)
+static bool reg_policy_name_valid(const char *name, size_t len)
 {
     if (len == 0 || len > TH_POLICY_NAME_MAX)
         return false;
@@ -103,7 +103,7 @@ static bool id_valid(const char *id)
     return id && th_id_valid(id, strlen(id));
 }
 
-static char *dup_str(const char *s)
+static char *reg_dup_str(const char *s)
 {
     if (!s)
         return NULL;
@@ -143,13 +143,13 @@ void th_c2d_msg_free(struct th_c2d_msg *msg)
 }
 
 /* Frees an identity with its modules, twin and queue; accepts NULL and half-built. */
-static void identity_free(struct th_identity *id)
+static void reg_identity_free(struct th_identity *id)
 {
     if (!id)
         return;
     if (id->modules) {
         for (size_t i = 0; i < id->module_count; i++)
-            identity_free(id->modules[i]);
+            reg_identity_free(id->modules[i]);
         free(id->modules);
     }
     struct th_c2d_msg *m = id->c2d_head;
@@ -172,35 +172,35 @@ static void identity_free(struct th_identity *id)
 /*
  * A detached identity with keys (given or generated; none for TH_AUTH_NONE),
  * a fresh generation id, etag counter 1 and a new twin. Ids and keys must
- * already be valid. Caller frees with identity_free; NULL on failure with *r set.
+ * already be valid. Caller frees with reg_identity_free; NULL on failure with *r set.
  */
-static struct th_identity *identity_create(struct th_registry *reg, const char *device_id,
-                                           const char *module_id, enum th_auth_type auth,
-                                           const char *primary_key, const char *secondary_key,
-                                           bool enabled, int64_t now_us, th_result *r)
+static struct th_identity *reg_identity_create(struct th_registry *reg, const char *device_id,
+                                               const char *module_id, enum th_auth_type auth,
+                                               const char *primary_key, const char *secondary_key,
+                                               bool enabled, int64_t now_us, th_result *r)
 {
     struct th_identity *id = calloc(1, sizeof *id);
     if (!id) {
         *r = TH_ERR_NOMEM;
         return NULL;
     }
-    id->device_id = dup_str(device_id);
-    id->module_id = module_id ? dup_str(module_id) : NULL;
+    id->device_id = reg_dup_str(device_id);
+    id->module_id = module_id ? reg_dup_str(module_id) : NULL;
     id->twin = th_twin_new(now_us);
     if (!id->device_id || (module_id && !id->module_id) || !id->twin) {
-        identity_free(id);
+        reg_identity_free(id);
         *r = TH_ERR_NOMEM;
         return NULL;
     }
     id->auth_type = auth;
     *r = TH_OK;
     if (auth == TH_AUTH_SAS) {
-        *r = fill_key(id->primary_key, primary_key);
+        *r = reg_fill_key(id->primary_key, primary_key);
         if (*r == TH_OK)
-            *r = fill_key(id->secondary_key, secondary_key);
+            *r = reg_fill_key(id->secondary_key, secondary_key);
     }
     if (*r != TH_OK) {
-        identity_free(id);
+        reg_identity_free(id);
         return NULL;
     }
     id->enabled = module_id ? true : enabled;
@@ -210,7 +210,7 @@ static struct th_identity *identity_create(struct th_registry *reg, const char *
 }
 
 /* Inserts a built device into the table. Takes ownership on success only. */
-static th_result insert_device(struct th_registry *reg, struct th_identity *dev)
+static th_result reg_insert_device(struct th_registry *reg, struct th_identity *dev)
 {
     struct dev_node *node = calloc(1, sizeof *node);
     if (!node)
@@ -224,7 +224,8 @@ static th_result insert_device(struct th_registry *reg, struct th_identity *dev)
     return TH_OK;
 }
 
-static struct dev_node *find_node(const struct th_registry *reg, const char *device_id, size_t dlen)
+static struct dev_node *reg_find_node(const struct th_registry *reg, const char *device_id,
+                                      size_t dlen)
 {
     struct dev_node *node = NULL;
     if (!reg || !device_id)
@@ -233,8 +234,8 @@ static struct dev_node *find_node(const struct th_registry *reg, const char *dev
     return node;
 }
 
-static struct th_identity *find_module(const struct th_identity *dev, const char *module_id,
-                                       size_t mlen, size_t *index)
+static struct th_identity *reg_find_module(const struct th_identity *dev, const char *module_id,
+                                           size_t mlen, size_t *index)
 {
     for (size_t i = 0; i < dev->module_count; i++) {
         const char *m = dev->modules[i]->module_id;
@@ -248,7 +249,7 @@ static struct th_identity *find_module(const struct th_identity *dev, const char
 }
 
 /* Appends a built module to a device. Takes ownership on success only. */
-static th_result attach_module(struct th_identity *dev, struct th_identity *mod)
+static th_result reg_attach_module(struct th_identity *dev, struct th_identity *mod)
 {
     struct th_identity **grown =
         realloc(dev->modules, (dev->module_count + 1) * sizeof *dev->modules);
@@ -288,7 +289,7 @@ static char *edge_scope_new(const char *device_id, const char *ticks)
  * True when `scope` is TH_EDGE_SCOPE_PREFIX "{deviceId}-{1 to 20 digits}"
  * with a valid device id; the id goes into id_buf when it is not NULL.
  */
-static bool parse_scope(const char *scope, char *id_buf, size_t size)
+static bool reg_parse_scope(const char *scope, char *id_buf, size_t size)
 {
     size_t plen = strlen(TH_EDGE_SCOPE_PREFIX);
     if (!scope || strncmp(scope, TH_EDGE_SCOPE_PREFIX, plen) != 0)
@@ -327,10 +328,10 @@ static void scope_plan_free(struct scope_plan *s)
     s->device_scope = s->parent_scope = NULL;
 }
 
-static th_result plan_scopes(const struct th_registry *reg, const struct th_identity *id,
-                             const char *device_id, const char *gen, const struct th_ident_req *req,
-                             int64_t now_us, bool doc, bool *raw, struct scope_plan *out,
-                             struct th_error *err);
+static th_result reg_plan_scopes(const struct th_registry *reg, const struct th_identity *id,
+                                 const char *device_id, const char *gen,
+                                 const struct th_ident_req *req, int64_t now_us, bool doc,
+                                 bool *raw, struct scope_plan *out, struct th_error *err);
 
 /* The IoT Edge device whose deviceScope is `scope`; NULL when none (linear: scopes are rare). */
 static const struct th_identity *edge_by_scope(const struct th_registry *reg, const char *scope)
@@ -361,7 +362,7 @@ void th_registry_free(struct th_registry *reg)
     HASH_ITER(hh, reg->devices, node, tmp)
     {
         HASH_DEL(reg->devices, node);
-        identity_free(node->id);
+        reg_identity_free(node->id);
         free(node);
     }
     free(reg);
@@ -369,12 +370,12 @@ void th_registry_free(struct th_registry *reg)
 
 /*
  * Validates a device creation and builds the detached device. Caller
- * inserts *out or frees it with identity_free.
+ * inserts *out or frees it with reg_identity_free.
  */
-static th_result device_prepare(struct th_registry *reg, const char *device_id,
-                                enum th_auth_type auth, const char *primary_key,
-                                const char *secondary_key, bool enabled, int64_t now_us,
-                                struct th_identity **out, struct th_error *err)
+static th_result reg_device_prepare(struct th_registry *reg, const char *device_id,
+                                    enum th_auth_type auth, const char *primary_key,
+                                    const char *secondary_key, bool enabled, int64_t now_us,
+                                    struct th_identity **out, struct th_error *err)
 {
     if (!reg)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
@@ -383,15 +384,15 @@ static th_result device_prepare(struct th_registry *reg, const char *device_id,
                             "deviceId '%s' is invalid: use at most 128 letters, digits or "
                             "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
                             device_id ? device_id : "");
-    if (key_given(primary_key) && !key_valid(primary_key))
+    if (reg_key_given(primary_key) && !reg_key_valid(primary_key))
         return th_error_set(err, TH_ERR_INVAL, 0, "primaryKey must be base64 of 16 to 64 bytes");
-    if (key_given(secondary_key) && !key_valid(secondary_key))
+    if (reg_key_given(secondary_key) && !reg_key_valid(secondary_key))
         return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
-    if (find_node(reg, device_id, strlen(device_id)))
+    if (reg_find_node(reg, device_id, strlen(device_id)))
         return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists", device_id);
     th_result r;
-    struct th_identity *dev = identity_create(reg, device_id, NULL, auth, primary_key,
-                                              secondary_key, enabled, now_us, &r);
+    struct th_identity *dev = reg_identity_create(reg, device_id, NULL, auth, primary_key,
+                                                  secondary_key, enabled, now_us, &r);
     if (!dev)
         return th_error_set(err, r, 0, "cannot create device '%s': %s", device_id,
                             th_result_str(r));
@@ -404,13 +405,13 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
                                  int64_t now_us, struct th_identity **out, struct th_error *err)
 {
     struct th_identity *dev = NULL;
-    th_result r = device_prepare(reg, device_id, TH_AUTH_SAS, primary_key, secondary_key, enabled,
-                                 now_us, &dev, err);
+    th_result r = reg_device_prepare(reg, device_id, TH_AUTH_SAS, primary_key, secondary_key,
+                                     enabled, now_us, &dev, err);
     if (r != TH_OK)
         return r;
-    r = insert_device(reg, dev);
+    r = reg_insert_device(reg, dev);
     if (r != TH_OK) {
-        identity_free(dev);
+        reg_identity_free(dev);
         return th_error_set(err, r, 0, "cannot add device '%s': %s", device_id, th_result_str(r));
     }
     if (out)
@@ -420,13 +421,13 @@ th_result th_registry_add_device(struct th_registry *reg, const char *device_id,
 
 /*
  * Validates a module creation and builds the detached module; *out_dev
- * borrows its device. Caller attaches *out_mod or frees it with identity_free.
+ * borrows its device. Caller attaches *out_mod or frees it with reg_identity_free.
  */
-static th_result module_prepare(struct th_registry *reg, const char *device_id,
-                                const char *module_id, enum th_auth_type auth,
-                                const char *primary_key, const char *secondary_key, int64_t now_us,
-                                struct th_identity **out_dev, struct th_identity **out_mod,
-                                struct th_error *err)
+static th_result reg_module_prepare(struct th_registry *reg, const char *device_id,
+                                    const char *module_id, enum th_auth_type auth,
+                                    const char *primary_key, const char *secondary_key,
+                                    int64_t now_us, struct th_identity **out_dev,
+                                    struct th_identity **out_mod, struct th_error *err)
 {
     if (!reg || !device_id)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry or device id");
@@ -435,15 +436,15 @@ static th_result module_prepare(struct th_registry *reg, const char *device_id,
                             "moduleId '%s' is invalid: use at most 128 letters, digits or "
                             "- . + %% _ # * ? ! ( ) , = @ $ ' : ;",
                             module_id ? module_id : "");
-    if (key_given(primary_key) && !key_valid(primary_key))
+    if (reg_key_given(primary_key) && !reg_key_valid(primary_key))
         return th_error_set(err, TH_ERR_INVAL, 0, "primaryKey must be base64 of 16 to 64 bytes");
-    if (key_given(secondary_key) && !key_valid(secondary_key))
+    if (reg_key_given(secondary_key) && !reg_key_valid(secondary_key))
         return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
-    struct dev_node *node = find_node(reg, device_id, strlen(device_id));
+    struct dev_node *node = reg_find_node(reg, device_id, strlen(device_id));
     if (!node)
         return th_error_set(err, TH_ERR_NOT_FOUND, 404001, "device '%s' does not exist", device_id);
     struct th_identity *dev = node->id;
-    if (find_module(dev, module_id, strlen(module_id), NULL))
+    if (reg_find_module(dev, module_id, strlen(module_id), NULL))
         return th_error_set(err, TH_ERR_EXISTS, 409301, "module '%s' already exists on device '%s'",
                             module_id, device_id);
     if (dev->module_count >= TH_MAX_MODULES_PER_DEVICE)
@@ -451,8 +452,8 @@ static th_result module_prepare(struct th_registry *reg, const char *device_id,
                             "device '%s' already has %d modules, the maximum", device_id,
                             TH_MAX_MODULES_PER_DEVICE);
     th_result r;
-    struct th_identity *mod = identity_create(reg, device_id, module_id, auth, primary_key,
-                                              secondary_key, true, now_us, &r);
+    struct th_identity *mod = reg_identity_create(reg, device_id, module_id, auth, primary_key,
+                                                  secondary_key, true, now_us, &r);
     if (!mod)
         return th_error_set(err, r, 0, "cannot create module '%s': %s", module_id,
                             th_result_str(r));
@@ -467,13 +468,13 @@ th_result th_registry_add_module(struct th_registry *reg, const char *device_id,
                                  struct th_identity **out, struct th_error *err)
 {
     struct th_identity *dev = NULL, *mod = NULL;
-    th_result r = module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key, secondary_key,
-                                 now_us, &dev, &mod, err);
+    th_result r = reg_module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key,
+                                     secondary_key, now_us, &dev, &mod, err);
     if (r != TH_OK)
         return r;
-    r = attach_module(dev, mod);
+    r = reg_attach_module(dev, mod);
     if (r != TH_OK) {
-        identity_free(mod);
+        reg_identity_free(mod);
         return th_error_set(err, r, 0, "cannot add module '%s': %s", module_id, th_result_str(r));
     }
     if (out)
@@ -485,36 +486,36 @@ th_result th_registry_remove(struct th_registry *reg, const char *device_id, con
 {
     if (!reg || !device_id)
         return TH_ERR_INVAL;
-    struct dev_node *node = find_node(reg, device_id, strlen(device_id));
+    struct dev_node *node = reg_find_node(reg, device_id, strlen(device_id));
     if (!node)
         return TH_ERR_NOT_FOUND;
     if (!module_id) {
         HASH_DEL(reg->devices, node);
-        identity_free(node->id);
+        reg_identity_free(node->id);
         free(node);
         return TH_OK;
     }
     struct th_identity *dev = node->id;
     size_t i;
-    struct th_identity *mod = find_module(dev, module_id, strlen(module_id), &i);
+    struct th_identity *mod = reg_find_module(dev, module_id, strlen(module_id), &i);
     if (!mod)
         return TH_ERR_NOT_FOUND;
     memmove(&dev->modules[i], &dev->modules[i + 1],
             (dev->module_count - i - 1) * sizeof *dev->modules);
     dev->module_count--;
-    identity_free(mod);
+    reg_identity_free(mod);
     return TH_OK;
 }
 
 struct th_identity *th_registry_find_n(const struct th_registry *reg, const char *device_id,
                                        size_t dlen, const char *module_id, size_t mlen)
 {
-    struct dev_node *node = find_node(reg, device_id, dlen);
+    struct dev_node *node = reg_find_node(reg, device_id, dlen);
     if (!node)
         return NULL;
     if (!module_id)
         return node->id;
-    return find_module(node->id, module_id, mlen, NULL);
+    return reg_find_module(node->id, module_id, mlen, NULL);
 }
 
 struct th_identity *th_registry_find(const struct th_registry *reg, const char *device_id,
@@ -533,7 +534,7 @@ struct th_identity *th_registry_next_device(const struct th_registry *reg,
         return NULL;
     if (!prev)
         return reg->devices->id;
-    struct dev_node *node = find_node(reg, prev->device_id, strlen(prev->device_id));
+    struct dev_node *node = reg_find_node(reg, prev->device_id, strlen(prev->device_id));
     if (!node || !node->hh.next)
         return NULL;
     return ((struct dev_node *)node->hh.next)->id;
@@ -548,7 +549,8 @@ size_t th_registry_device_count(const struct th_registry *reg)
 /* policies                                                            */
 /* ------------------------------------------------------------------ */
 
-static struct th_policy *policy_slot(const struct th_registry *reg, const char *name, size_t len)
+static struct th_policy *reg_policy_slot(const struct th_registry *reg, const char *name,
+                                         size_t len)
 {
     for (size_t i = 0; i < reg->policy_count; i++) {
         const struct th_policy *p = &reg->policies[i];
@@ -563,20 +565,20 @@ const struct th_policy *th_registry_policy(const struct th_registry *reg, const 
 {
     if (!reg || !name)
         return NULL;
-    return policy_slot(reg, name, len);
+    return reg_policy_slot(reg, name, len);
 }
 
 /* Fills a policy value; keys must be valid or absent. */
-static th_result policy_fill(struct th_policy *p, const char *name, const char *primary_key,
-                             const char *secondary_key, unsigned perms)
+static th_result reg_policy_fill(struct th_policy *p, const char *name, const char *primary_key,
+                                 const char *secondary_key, unsigned perms)
 {
     struct th_policy tmp;
     memset(&tmp, 0, sizeof tmp);
     size_t len = strlen(name);
     memcpy(tmp.name, name, len + 1);
-    th_result r = fill_key(tmp.primary_key, primary_key);
+    th_result r = reg_fill_key(tmp.primary_key, primary_key);
     if (r == TH_OK)
-        r = fill_key(tmp.secondary_key, secondary_key);
+        r = reg_fill_key(tmp.secondary_key, secondary_key);
     if (r != TH_OK)
         return r;
     tmp.perms = perms;
@@ -591,24 +593,24 @@ static th_result policy_fill(struct th_policy *p, const char *name, const char *
 th_result th_registry_set_policy(struct th_registry *reg, const char *name, const char *primary_key,
                                  const char *secondary_key, unsigned perms)
 {
-    if (!reg || !name || !policy_name_valid(name, strlen(name)))
+    if (!reg || !name || !reg_policy_name_valid(name, strlen(name)))
         return TH_ERR_INVAL;
     if (perms == 0 || (perms & ~(unsigned)TH_PERM_ALL))
         return TH_ERR_INVAL;
-    if ((key_given(primary_key) && !key_valid(primary_key)) ||
-        (key_given(secondary_key) && !key_valid(secondary_key)))
+    if ((reg_key_given(primary_key) && !reg_key_valid(primary_key)) ||
+        (reg_key_given(secondary_key) && !reg_key_valid(secondary_key)))
         return TH_ERR_INVAL;
-    struct th_policy *slot = policy_slot(reg, name, strlen(name));
+    struct th_policy *slot = reg_policy_slot(reg, name, strlen(name));
     if (!slot) {
         if (reg->policy_count >= TH_MAX_POLICIES)
             return TH_ERR_TOO_LARGE;
         slot = &reg->policies[reg->policy_count];
-        th_result r = policy_fill(slot, name, primary_key, secondary_key, perms);
+        th_result r = reg_policy_fill(slot, name, primary_key, secondary_key, perms);
         if (r == TH_OK)
             reg->policy_count++;
         return r;
     }
-    return policy_fill(slot, name, primary_key, secondary_key, perms);
+    return reg_policy_fill(slot, name, primary_key, secondary_key, perms);
 }
 
 th_result th_registry_add_default_policies(struct th_registry *reg)
@@ -628,7 +630,7 @@ th_result th_registry_add_default_policies(struct th_registry *reg)
     th_result r;
     for (size_t i = 0; i < sizeof dev_policies / sizeof dev_policies[0]; i++) {
         const char *name = dev_policies[i].name;
-        if (policy_slot(reg, name, strlen(name)))
+        if (reg_policy_slot(reg, name, strlen(name)))
             continue;
         r = th_registry_set_policy(reg, name, TH_DEV_OWNER_KEY, TH_DEV_OWNER_SECONDARY_KEY,
                                    dev_policies[i].perms);
@@ -701,8 +703,8 @@ th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id, 
     struct th_c2d_msg *msg = calloc(1, sizeof *msg);
     if (!msg)
         return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
-    msg->message_id = dup_str(message_id ? message_id : "");
-    msg->bag = dup_str(bag ? bag : "");
+    msg->message_id = reg_dup_str(message_id ? message_id : "");
+    msg->bag = reg_dup_str(bag ? bag : "");
     if (len > 0) {
         msg->body = malloc(len);
         if (msg->body)
@@ -800,8 +802,8 @@ static th_result check_members(const cJSON *obj, const char *path, const char *c
  * Optional string member: absent and null give *out NULL; anything but a
  * string is refused, naming path.key.
  */
-static th_result opt_string(const cJSON *obj, const char *key, const char *path, const char **out,
-                            struct th_error *err)
+static th_result reg_opt_string(const cJSON *obj, const char *key, const char *path,
+                                const char **out, struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
@@ -827,8 +829,8 @@ static th_result opt_object(const cJSON *obj, const char *key, const char *path,
     return TH_OK;
 }
 
-static th_result opt_array(const cJSON *obj, const char *key, const char *path, const cJSON **out,
-                           struct th_error *err)
+static th_result reg_opt_array(const cJSON *obj, const char *key, const char *path,
+                               const cJSON **out, struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
@@ -890,7 +892,7 @@ struct auth_keys {
 static th_result check_key(const char *key, const char *path, const char *field,
                            struct th_error *err)
 {
-    if (key_given(key) && !key_valid(key))
+    if (reg_key_given(key) && !reg_key_valid(key))
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.%s: must be base64 of 16 to 64 bytes (or omit it to have "
                             "one generated)",
@@ -915,7 +917,7 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     snprintf(sub, sizeof sub, "%s.authentication", path);
     if ((r = check_members(auth, sub, auth_fields, 3, false, err)) != TH_OK)
         return r;
-    if ((r = opt_string(auth, "type", sub, &type, err)) != TH_OK)
+    if ((r = reg_opt_string(auth, "type", sub, &type, err)) != TH_OK)
         return r;
     if (type && strcmp(type, "none") == 0)
         keys->type = TH_AUTH_NONE;
@@ -929,13 +931,14 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     snprintf(sub, sizeof sub, "%s.authentication.symmetricKey", path);
     if ((r = check_members(sym, sub, sym_fields, 2, false, err)) != TH_OK)
         return r;
-    if ((r = opt_string(sym, "primaryKey", sub, &keys->primary, err)) != TH_OK ||
-        (r = opt_string(sym, "secondaryKey", sub, &keys->secondary, err)) != TH_OK)
+    if ((r = reg_opt_string(sym, "primaryKey", sub, &keys->primary, err)) != TH_OK ||
+        (r = reg_opt_string(sym, "secondaryKey", sub, &keys->secondary, err)) != TH_OK)
         return r;
     if ((r = check_key(keys->primary, sub, "primaryKey", err)) != TH_OK ||
         (r = check_key(keys->secondary, sub, "secondaryKey", err)) != TH_OK)
         return r;
-    if (keys->type == TH_AUTH_NONE && (key_given(keys->primary) || key_given(keys->secondary)))
+    if (keys->type == TH_AUTH_NONE &&
+        (reg_key_given(keys->primary) || reg_key_given(keys->secondary)))
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s: type \"none\" has no keys; remove them or use type \"sas\"", sub);
     return TH_OK;
@@ -943,7 +946,7 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
 
 /*
  * capabilities {iotEdge}, deviceScope and parentScopes (at most one entry)
- * of a device entry. Scopes must have the hub's form (parse_scope); they are
+ * of a device entry. Scopes must have the hub's form (reg_parse_scope); they are
  * resolved against the registry and the document when the devices are built.
  */
 static th_result check_edge_fields(const cJSON *dev, const char *path, struct th_error *err)
@@ -961,21 +964,21 @@ static th_result check_edge_fields(const cJSON *dev, const char *path, struct th
     item = cJSON_GetObjectItemCaseSensitive(caps, "iotEdge");
     if (item && !cJSON_IsNull(item) && !cJSON_IsBool(item))
         return th_error_set(err, TH_ERR_INVAL, 0, "%s.iotEdge: must be true or false", sub);
-    if ((r = opt_string(dev, "deviceScope", path, &scope, err)) != TH_OK)
+    if ((r = reg_opt_string(dev, "deviceScope", path, &scope, err)) != TH_OK)
         return r;
-    if (scope && scope[0] && !parse_scope(scope, NULL, 0))
+    if (scope && scope[0] && !reg_parse_scope(scope, NULL, 0))
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.deviceScope: '%s' is not a scope such as "
                             "\"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"",
                             path, scope);
-    if ((r = opt_array(dev, "parentScopes", path, &parents, err)) != TH_OK || !parents)
+    if ((r = reg_opt_array(dev, "parentScopes", path, &parents, err)) != TH_OK || !parents)
         return r;
     if (cJSON_GetArraySize(parents) > 1)
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.parentScopes: an IoT Edge device has at most one parent", path);
     cJSON_ArrayForEach(item, parents)
     {
-        if (!cJSON_IsString(item) || !parse_scope(item->valuestring, NULL, 0))
+        if (!cJSON_IsString(item) || !reg_parse_scope(item->valuestring, NULL, 0))
             return th_error_set(err, TH_ERR_INVAL, 0,
                                 "%s.parentScopes[0]: must be a scope such as "
                                 "\"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"",
@@ -1005,8 +1008,8 @@ static th_result check_twin_fields(const cJSON *ident, const char *path, struct 
     return TH_OK;
 }
 
-static th_result check_id_field(const cJSON *ident, const char *key, const char *path,
-                                const char **out, struct th_error *err)
+static th_result reg_check_id_field(const cJSON *ident, const char *key, const char *path,
+                                    const char **out, struct th_error *err)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(ident, key);
     if (!cJSON_IsString(item) || !item->valuestring)
@@ -1033,15 +1036,15 @@ static th_result check_module(const cJSON *mod, const char *path, const char *de
     if ((r = check_members(mod, path, fields, sizeof fields / sizeof fields[0], true, err)) !=
         TH_OK)
         return r;
-    if ((r = check_id_field(mod, "moduleId", path, &id, err)) != TH_OK)
+    if ((r = reg_check_id_field(mod, "moduleId", path, &id, err)) != TH_OK)
         return r;
-    if ((r = opt_string(mod, "deviceId", path, &s, err)) != TH_OK)
+    if ((r = reg_opt_string(mod, "deviceId", path, &s, err)) != TH_OK)
         return r;
     if (s && strcmp(s, device_id) != 0)
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.deviceId: '%s' differs from the enclosing device '%s'", path, s,
                             device_id);
-    if ((r = opt_string(mod, "managedBy", path, &s, err)) != TH_OK)
+    if ((r = reg_opt_string(mod, "managedBy", path, &s, err)) != TH_OK)
         return r;
     if ((r = check_auth(mod, path, &keys, err)) != TH_OK)
         return r;
@@ -1065,17 +1068,17 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
     if ((r = check_members(dev, path, fields, sizeof fields / sizeof fields[0], true, err)) !=
         TH_OK)
         return r;
-    if ((r = check_id_field(dev, "deviceId", path, &id, err)) != TH_OK)
+    if ((r = reg_check_id_field(dev, "deviceId", path, &id, err)) != TH_OK)
         return r;
     if (!allow_existing && th_registry_find(reg, id, NULL))
         return th_error_set(err, TH_ERR_EXISTS, 409001,
                             "%s.deviceId: device '%s' already exists in the registry", path, id);
-    if ((r = opt_string(dev, "status", path, &s, err)) != TH_OK)
+    if ((r = reg_opt_string(dev, "status", path, &s, err)) != TH_OK)
         return r;
     if (s && strcmp(s, "enabled") != 0 && strcmp(s, "disabled") != 0)
         return th_error_set(err, TH_ERR_INVAL, 0,
                             "%s.status: must be \"enabled\" or \"disabled\", not '%s'", path, s);
-    if ((r = opt_string(dev, "statusReason", path, &s, err)) != TH_OK)
+    if ((r = reg_opt_string(dev, "statusReason", path, &s, err)) != TH_OK)
         return r;
     if ((r = check_auth(dev, path, &keys, err)) != TH_OK)
         return r;
@@ -1083,7 +1086,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
         return r;
     if ((r = check_twin_fields(dev, path, err)) != TH_OK)
         return r;
-    if ((r = opt_array(dev, "modules", path, &mods, err)) != TH_OK || !mods)
+    if ((r = reg_opt_array(dev, "modules", path, &mods, err)) != TH_OK || !mods)
         return r;
     int n = cJSON_GetArraySize(mods);
     if (n > TH_MAX_MODULES_PER_DEVICE)
@@ -1195,12 +1198,12 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
         if ((r = check_members(pol, path, fields, 4, false, err)) != TH_OK)
             return r;
         const char *name, *pk, *sk, *rights;
-        if ((r = opt_string(pol, "keyName", path, &name, err)) != TH_OK ||
-            (r = opt_string(pol, "primaryKey", path, &pk, err)) != TH_OK ||
-            (r = opt_string(pol, "secondaryKey", path, &sk, err)) != TH_OK ||
-            (r = opt_string(pol, "rights", path, &rights, err)) != TH_OK)
+        if ((r = reg_opt_string(pol, "keyName", path, &name, err)) != TH_OK ||
+            (r = reg_opt_string(pol, "primaryKey", path, &pk, err)) != TH_OK ||
+            (r = reg_opt_string(pol, "secondaryKey", path, &sk, err)) != TH_OK ||
+            (r = reg_opt_string(pol, "rights", path, &rights, err)) != TH_OK)
             return r;
-        if (!name || !policy_name_valid(name, strlen(name)))
+        if (!name || !reg_policy_name_valid(name, strlen(name)))
             return th_error_set(err, TH_ERR_INVAL, 0,
                                 "%s.keyName: required, 1 to %d letters, digits, '.', '_' or '-'",
                                 path, TH_POLICY_NAME_MAX);
@@ -1227,13 +1230,13 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
                                     "%s.keyName: '%s' is already defined by policies[%zu]", path,
                                     name, j);
         }
-        if (!reg || !policy_slot(reg, name, strlen(name)))
+        if (!reg || !reg_policy_slot(reg, name, strlen(name)))
             added++;
         if ((reg ? reg->policy_count : 0) + added > TH_MAX_POLICIES)
             return th_error_set(err, TH_ERR_INVAL, 0,
                                 "%s: a hub has at most %d shared access policies", path,
                                 TH_MAX_POLICIES);
-        r = policy_fill(&out[*count], name, pk, sk, perms);
+        r = reg_policy_fill(&out[*count], name, pk, sk, perms);
         if (r != TH_OK)
             return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
         (*count)++;
@@ -1243,8 +1246,9 @@ static th_result stage_policies(const struct th_registry *reg, const cJSON *poli
 }
 
 /* Applies one initial twin section from the document; path names the member in errors. */
-static th_result apply_section(struct th_twin *twin, enum th_twin_section section, const cJSON *src,
-                               int64_t now_us, const char *path, struct th_error *err)
+static th_result reg_apply_section(struct th_twin *twin, enum th_twin_section section,
+                                   const cJSON *src, int64_t now_us, const char *path,
+                                   struct th_error *err)
 {
     if (!src || !src->child)
         return TH_OK; /* nothing to apply: keep the creation versions */
@@ -1273,25 +1277,25 @@ static th_result apply_section(struct th_twin *twin, enum th_twin_section sectio
     return TH_OK;
 }
 
-static th_result apply_twin(struct th_identity *id, const cJSON *src, int64_t now_us,
-                            const char *path, struct th_error *err)
+static th_result reg_apply_twin(struct th_identity *id, const cJSON *src, int64_t now_us,
+                                const char *path, struct th_error *err)
 {
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(src, "properties");
     char sub[192];
     th_result r;
     snprintf(sub, sizeof sub, "%s.tags", path);
-    r = apply_section(id->twin, TH_SECTION_TAGS, cJSON_GetObjectItemCaseSensitive(src, "tags"),
-                      now_us, sub, err);
+    r = reg_apply_section(id->twin, TH_SECTION_TAGS, cJSON_GetObjectItemCaseSensitive(src, "tags"),
+                          now_us, sub, err);
     if (r != TH_OK)
         return r;
     snprintf(sub, sizeof sub, "%s.properties.desired", path);
-    r = apply_section(id->twin, TH_SECTION_DESIRED,
-                      cJSON_GetObjectItemCaseSensitive(props, "desired"), now_us, sub, err);
+    r = reg_apply_section(id->twin, TH_SECTION_DESIRED,
+                          cJSON_GetObjectItemCaseSensitive(props, "desired"), now_us, sub, err);
     if (r != TH_OK)
         return r;
     snprintf(sub, sizeof sub, "%s.properties.reported", path);
-    return apply_section(id->twin, TH_SECTION_REPORTED,
-                         cJSON_GetObjectItemCaseSensitive(props, "reported"), now_us, sub, err);
+    return reg_apply_section(id->twin, TH_SECTION_REPORTED,
+                             cJSON_GetObjectItemCaseSensitive(props, "reported"), now_us, sub, err);
 }
 
 static void get_keys(const cJSON *ident, struct auth_keys *keys)
@@ -1307,7 +1311,7 @@ static void get_keys(const cJSON *ident, struct auth_keys *keys)
         cJSON_IsString(type) && strcmp(type->valuestring, "none") == 0 ? TH_AUTH_NONE : TH_AUTH_SAS;
 }
 
-static const char *get_str(const cJSON *obj, const char *key)
+static const char *reg_get_str(const cJSON *obj, const char *key)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsString(item) ? item->valuestring : NULL;
@@ -1315,27 +1319,28 @@ static const char *get_str(const cJSON *obj, const char *key)
 
 /*
  * Builds a detached module of `device_id` from a validated entry (keys,
- * managedBy, twin). Caller frees *out with identity_free.
+ * managedBy, twin). Caller frees *out with reg_identity_free.
  */
-static th_result build_module(struct th_registry *reg, const char *device_id, const cJSON *msrc,
-                              const char *path, int64_t now_us, struct th_identity **out,
-                              struct th_error *err)
+static th_result reg_build_module(struct th_registry *reg, const char *device_id, const cJSON *msrc,
+                                  const char *path, int64_t now_us, struct th_identity **out,
+                                  struct th_error *err)
 {
     struct auth_keys keys;
     th_result r;
     *out = NULL;
     get_keys(msrc, &keys);
-    struct th_identity *mod = identity_create(reg, device_id, get_str(msrc, "moduleId"), keys.type,
-                                              keys.primary, keys.secondary, true, now_us, &r);
+    struct th_identity *mod =
+        reg_identity_create(reg, device_id, reg_get_str(msrc, "moduleId"), keys.type, keys.primary,
+                            keys.secondary, true, now_us, &r);
     if (!mod)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
-    const char *managed = get_str(msrc, "managedBy");
-    if (managed && !(mod->managed_by = dup_str(managed)))
+    const char *managed = reg_get_str(msrc, "managedBy");
+    if (managed && !(mod->managed_by = reg_dup_str(managed)))
         r = th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     else
-        r = apply_twin(mod, msrc, now_us, path, err);
+        r = reg_apply_twin(mod, msrc, now_us, path, err);
     if (r != TH_OK) {
-        identity_free(mod);
+        reg_identity_free(mod);
         return r;
     }
     *out = mod;
@@ -1343,40 +1348,40 @@ static th_result build_module(struct th_registry *reg, const char *device_id, co
 }
 
 /* Builds a detached device (with modules and twins) from a validated entry. */
-static th_result build_device(struct th_registry *reg, const cJSON *src, const char *path,
-                              int64_t now_us, struct th_identity **out, struct th_error *err)
+static th_result reg_build_device(struct th_registry *reg, const cJSON *src, const char *path,
+                                  int64_t now_us, struct th_identity **out, struct th_error *err)
 {
     struct auth_keys keys;
-    const char *status = get_str(src, "status");
-    const char *reason = get_str(src, "statusReason");
+    const char *status = reg_get_str(src, "status");
+    const char *reason = reg_get_str(src, "statusReason");
     th_result r;
     char sub[160];
 
     *out = NULL;
     get_keys(src, &keys);
     struct th_identity *dev =
-        identity_create(reg, get_str(src, "deviceId"), NULL, keys.type, keys.primary,
-                        keys.secondary, !status || strcmp(status, "enabled") == 0, now_us, &r);
+        reg_identity_create(reg, reg_get_str(src, "deviceId"), NULL, keys.type, keys.primary,
+                            keys.secondary, !status || strcmp(status, "enabled") == 0, now_us, &r);
     if (!dev)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
-    if (reason && !(dev->status_reason = dup_str(reason))) {
-        identity_free(dev);
+    if (reason && !(dev->status_reason = reg_dup_str(reason))) {
+        reg_identity_free(dev);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
-    /* A parent named by the document is resolved by doc_resolve when all are built. */
+    /* A parent named by the document is resolved by reg_doc_resolve when all are built. */
     struct th_ident_req req;
     struct scope_plan sp;
     if ((r = th_ident_req_from_json(src, false, &req, err)) != TH_OK ||
-        (r = plan_scopes(reg, NULL, dev->device_id, dev->generation_id, &req, now_us, true, NULL,
-                         &sp, err)) != TH_OK) {
-        identity_free(dev);
+        (r = reg_plan_scopes(reg, NULL, dev->device_id, dev->generation_id, &req, now_us, true,
+                             NULL, &sp, err)) != TH_OK) {
+        reg_identity_free(dev);
         return r;
     }
     dev->iot_edge = sp.edge;
     dev->device_scope = sp.device_scope;
     dev->parent_scope = sp.parent_scope;
-    if ((r = apply_twin(dev, src, now_us, path, err)) != TH_OK) {
-        identity_free(dev);
+    if ((r = reg_apply_twin(dev, src, now_us, path, err)) != TH_OK) {
+        reg_identity_free(dev);
         return r;
     }
     const cJSON *mods = cJSON_GetObjectItemCaseSensitive(src, "modules");
@@ -1388,14 +1393,14 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
     {
         snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
         struct th_identity *mod;
-        if ((r = build_module(reg, dev->device_id, msrc, sub, now_us, &mod, err)) != TH_OK) {
-            identity_free(dev);
+        if ((r = reg_build_module(reg, dev->device_id, msrc, sub, now_us, &mod, err)) != TH_OK) {
+            reg_identity_free(dev);
             return r;
         }
-        if ((r = attach_module(dev, mod)) != TH_OK) {
+        if ((r = reg_attach_module(dev, mod)) != TH_OK) {
             th_error_set(err, r, 0, "%s: %s", sub, th_result_str(r));
-            identity_free(mod);
-            identity_free(dev);
+            reg_identity_free(mod);
+            reg_identity_free(dev);
             return r;
         }
     }
@@ -1409,10 +1414,10 @@ static th_result build_device(struct th_registry *reg, const cJSON *src, const c
  * when absent), every device entry (check_devices with `import`), and the
  * policies staged into `staged`. Changes nothing in `reg`.
  */
-static th_result check_document(const struct th_registry *reg, const cJSON *doc, bool import,
-                                const cJSON **out_policies, const cJSON **out_devices,
-                                struct th_policy *staged, size_t *staged_count,
-                                struct th_error *err)
+static th_result reg_check_document(const struct th_registry *reg, const cJSON *doc, bool import,
+                                    const cJSON **out_policies, const cJSON **out_devices,
+                                    struct th_policy *staged, size_t *staged_count,
+                                    struct th_error *err)
 {
     static const char *const top_fields[] = {"$schema", "policies", "devices"};
     const cJSON *policies, *devices;
@@ -1423,8 +1428,8 @@ static th_result check_document(const struct th_registry *reg, const cJSON *doc,
     if (!cJSON_IsObject(doc))
         return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
     if ((r = check_members(doc, "", top_fields, 3, false, err)) != TH_OK ||
-        (r = opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
-        (r = opt_array(doc, "devices", "", &devices, err)) != TH_OK)
+        (r = reg_opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
+        (r = reg_opt_array(doc, "devices", "", &devices, err)) != TH_OK)
         return r;
     if (policies && cJSON_GetArraySize(policies) > TH_MAX_POLICIES)
         return th_error_set(err, TH_ERR_INVAL, 0, "policies: at most %d are allowed",
@@ -1449,7 +1454,7 @@ struct doc_view {
     size_t nupdates;
 };
 
-static th_result doc_resolve_built(const struct doc_view *v, struct th_error *err);
+static th_result reg_doc_resolve_built(const struct doc_view *v, struct th_error *err);
 
 th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
                            struct th_error *err)
@@ -1459,7 +1464,8 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
     size_t staged_count = 0;
 
     /* Phase 1: validate everything that does not need a twin. */
-    th_result r = check_document(reg, doc, false, &policies, &devices, staged, &staged_count, err);
+    th_result r =
+        reg_check_document(reg, doc, false, &policies, &devices, staged, &staged_count, err);
     if (r != TH_OK)
         return r;
 
@@ -1475,20 +1481,20 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
     cJSON_ArrayForEach(dsrc, devices)
     {
         snprintf(path, sizeof path, "devices[%zu]", i);
-        if ((r = build_device(reg, dsrc, path, now_us, &built[i], err)) != TH_OK)
+        if ((r = reg_build_device(reg, dsrc, path, now_us, &built[i], err)) != TH_OK)
             break;
         i++;
     }
     if (r == TH_OK) {
         struct doc_view v = {reg, built, n, NULL, 0};
-        r = doc_resolve_built(&v, err);
+        r = reg_doc_resolve_built(&v, err);
     }
 
     /* Phase 3: insert; only allocation can fail here, and it is rolled back. */
     size_t inserted = 0;
     if (r == TH_OK) {
         for (; inserted < n; inserted++) {
-            if ((r = insert_device(reg, built[inserted])) != TH_OK) {
+            if ((r = reg_insert_device(reg, built[inserted])) != TH_OK) {
                 th_error_set(err, r, 0, "devices[%zu]: out of memory", inserted);
                 break;
             }
@@ -1497,12 +1503,12 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
     if (r != TH_OK) {
         for (size_t j = 0; j < inserted; j++) {
             struct dev_node *node =
-                find_node(reg, built[j]->device_id, strlen(built[j]->device_id));
+                reg_find_node(reg, built[j]->device_id, strlen(built[j]->device_id));
             HASH_DEL(reg->devices, node);
             free(node);
         }
         for (size_t j = 0; j < n; j++)
-            identity_free(built[j]);
+            reg_identity_free(built[j]);
         free(built);
         return r;
     }
@@ -1510,7 +1516,7 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
 
     /* Policies last: they go into the fixed array and cannot fail. */
     for (size_t j = 0; j < staged_count; j++) {
-        struct th_policy *slot = policy_slot(reg, staged[j].name, strlen(staged[j].name));
+        struct th_policy *slot = reg_policy_slot(reg, staged[j].name, strlen(staged[j].name));
         if (!slot)
             slot = &reg->policies[reg->policy_count++];
         *slot = staged[j];
@@ -1522,32 +1528,32 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
 /* JSON views                                                          */
 /* ------------------------------------------------------------------ */
 
-static bool add_str(cJSON *obj, const char *key, const char *value)
+static bool reg_add_str(cJSON *obj, const char *key, const char *value)
 {
     return cJSON_AddStringToObject(obj, key, value) != NULL;
 }
 
-static bool add_str_or_null(cJSON *obj, const char *key, const char *value)
+static bool reg_add_str_or_null(cJSON *obj, const char *key, const char *value)
 {
-    return value ? add_str(obj, key, value) : cJSON_AddNullToObject(obj, key) != NULL;
+    return value ? reg_add_str(obj, key, value) : cJSON_AddNullToObject(obj, key) != NULL;
 }
 
 static bool add_time(cJSON *obj, const char *key, int64_t us)
 {
     char buf[TH_TIME_BUF];
     if (us == 0)
-        return add_str(obj, key, TH_TIME_NEVER);
+        return reg_add_str(obj, key, TH_TIME_NEVER);
     th_time_format(us, buf);
-    return add_str(obj, key, buf);
+    return reg_add_str(obj, key, buf);
 }
 
-static bool add_num(cJSON *obj, const char *key, double value)
+static bool reg_add_num(cJSON *obj, const char *key, double value)
 {
     return cJSON_AddNumberToObject(obj, key, value) != NULL;
 }
 
 /* Takes ownership of `item` on every path. */
-static bool add_item(cJSON *obj, const char *key, cJSON *item)
+static bool reg_add_item(cJSON *obj, const char *key, cJSON *item)
 {
     if (!item)
         return false;
@@ -1569,7 +1575,7 @@ static cJSON *thumbprint_json(void)
     return t;
 }
 
-static cJSON *capabilities_json(const struct th_identity *id)
+static cJSON *reg_capabilities_json(const struct th_identity *id)
 {
     cJSON *c = cJSON_CreateObject();
     if (c && !cJSON_AddBoolToObject(c, "iotEdge", id->iot_edge)) {
@@ -1580,7 +1586,7 @@ static cJSON *capabilities_json(const struct th_identity *id)
 }
 
 /* parentScopes: an edge device's parent, or a leaf's deviceScope (the hub copies it). */
-static cJSON *parent_scopes_json(const struct th_identity *id)
+static cJSON *reg_parent_scopes_json(const struct th_identity *id)
 {
     const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
     cJSON *arr = cJSON_CreateArray();
@@ -1594,23 +1600,23 @@ static cJSON *parent_scopes_json(const struct th_identity *id)
 }
 
 /* A key, or null for an identity without keys (type none). */
-static bool add_key(cJSON *obj, const char *name, const char *key)
+static bool reg_add_key(cJSON *obj, const char *name, const char *key)
 {
-    return add_str_or_null(obj, name, key[0] ? key : NULL);
+    return reg_add_str_or_null(obj, name, key[0] ? key : NULL);
 }
 
 static cJSON *authentication_json(const struct th_identity *id)
 {
     cJSON *auth = cJSON_CreateObject();
     cJSON *sym = cJSON_CreateObject();
-    bool ok = auth && sym && add_key(sym, "primaryKey", id->primary_key) &&
-              add_key(sym, "secondaryKey", id->secondary_key);
+    bool ok = auth && sym && reg_add_key(sym, "primaryKey", id->primary_key) &&
+              reg_add_key(sym, "secondaryKey", id->secondary_key);
     if (ok) {
-        ok = add_item(auth, "symmetricKey", sym);
+        ok = reg_add_item(auth, "symmetricKey", sym);
         sym = NULL;
     }
-    ok = ok && add_item(auth, "x509Thumbprint", thumbprint_json()) &&
-         add_str(auth, "type", th_auth_type_name(id->auth_type));
+    ok = ok && reg_add_item(auth, "x509Thumbprint", thumbprint_json()) &&
+         reg_add_str(auth, "type", th_auth_type_name(id->auth_type));
     cJSON_Delete(sym);
     if (!ok) {
         cJSON_Delete(auth);
@@ -1629,25 +1635,25 @@ cJSON *th_identity_to_json(const struct th_identity *id)
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    bool ok = add_str(o, "deviceId", id->device_id);
+    bool ok = reg_add_str(o, "deviceId", id->device_id);
     if (!is_device)
-        ok = ok && add_str(o, "moduleId", id->module_id) &&
-             add_str_or_null(o, "managedBy", id->managed_by);
-    ok = ok && add_str(o, "generationId", id->generation_id) && add_str(o, "etag", etag) &&
-         add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected");
+        ok = ok && reg_add_str(o, "moduleId", id->module_id) &&
+             reg_add_str_or_null(o, "managedBy", id->managed_by);
+    ok = ok && reg_add_str(o, "generationId", id->generation_id) && reg_add_str(o, "etag", etag) &&
+         reg_add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected");
     if (is_device)
-        ok = ok && add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
-             add_str_or_null(o, "statusReason", id->status_reason);
+        ok = ok && reg_add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
+             reg_add_str_or_null(o, "statusReason", id->status_reason);
     ok = ok && add_time(o, "connectionStateUpdatedTime", id->connection_state_updated_us);
     if (is_device)
         ok = ok && add_time(o, "statusUpdatedTime", id->status_updated_us);
     ok = ok && add_time(o, "lastActivityTime", id->last_activity_us) &&
-         add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
-         add_item(o, "authentication", authentication_json(id));
+         reg_add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
+         reg_add_item(o, "authentication", authentication_json(id));
     if (is_device)
-        ok = ok && add_item(o, "capabilities", capabilities_json(id)) &&
-             add_str_or_null(o, "deviceScope", id->device_scope) &&
-             add_item(o, "parentScopes", parent_scopes_json(id));
+        ok = ok && reg_add_item(o, "capabilities", reg_capabilities_json(id)) &&
+             reg_add_str_or_null(o, "deviceScope", id->device_scope) &&
+             reg_add_item(o, "parentScopes", reg_parent_scopes_json(id));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -1666,30 +1672,30 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    bool ok = add_str(o, "deviceId", id->device_id);
+    bool ok = reg_add_str(o, "deviceId", id->device_id);
     if (!is_device)
-        ok = ok && add_str(o, "moduleId", id->module_id);
-    ok = ok && add_str(o, "etag", etag) && add_str(o, "deviceEtag", device_etag) &&
-         add_str(o, "status", id->enabled ? "enabled" : "disabled");
+        ok = ok && reg_add_str(o, "moduleId", id->module_id);
+    ok = ok && reg_add_str(o, "etag", etag) && reg_add_str(o, "deviceEtag", device_etag) &&
+         reg_add_str(o, "status", id->enabled ? "enabled" : "disabled");
     /* The hub omits statusReason from twins when it is not set. */
     if (id->status_reason)
-        ok = ok && add_str(o, "statusReason", id->status_reason);
+        ok = ok && reg_add_str(o, "statusReason", id->status_reason);
     ok = ok && add_time(o, "statusUpdateTime", id->status_updated_us) &&
-         add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected") &&
+         reg_add_str(o, "connectionState", id->connected ? "Connected" : "Disconnected") &&
          add_time(o, "lastActivityTime", id->last_activity_us) &&
-         add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
-         add_str(o, "authenticationType", th_auth_type_name(id->auth_type)) &&
-         add_item(o, "x509Thumbprint", thumbprint_json()) &&
-         add_str(o, "modelId", id->model_id ? id->model_id : "") &&
-         add_num(o, "version", (double)th_twin_version(id->twin)) &&
-         add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
-         add_item(o, "properties", th_twin_properties_view(id->twin));
+         reg_add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
+         reg_add_str(o, "authenticationType", th_auth_type_name(id->auth_type)) &&
+         reg_add_item(o, "x509Thumbprint", thumbprint_json()) &&
+         reg_add_str(o, "modelId", id->model_id ? id->model_id : "") &&
+         reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
+         reg_add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
+         reg_add_item(o, "properties", th_twin_properties_view(id->twin));
     /* As the hub's device twins: deviceScope and parentScopes only when set. */
     if (is_device) {
         const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
-        ok = ok && add_item(o, "capabilities", capabilities_json(id)) &&
-             (!id->device_scope || add_str(o, "deviceScope", id->device_scope)) &&
-             (!parent || add_item(o, "parentScopes", parent_scopes_json(id)));
+        ok = ok && reg_add_item(o, "capabilities", reg_capabilities_json(id)) &&
+             (!id->device_scope || reg_add_str(o, "deviceScope", id->device_scope)) &&
+             (!parent || reg_add_item(o, "parentScopes", reg_parent_scopes_json(id)));
     }
     if (!ok) {
         cJSON_Delete(o);
@@ -1738,17 +1744,17 @@ th_result th_registry_add_module_with(struct th_registry *reg, const char *devic
     if ((r = initial_section(tags, "tags", &t, err)) != TH_OK ||
         (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
         return r;
-    r = module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key, secondary_key, now_us,
-                       &dev, &mod, err);
+    r = reg_module_prepare(reg, device_id, module_id, TH_AUTH_SAS, primary_key, secondary_key,
+                           now_us, &dev, &mod, err);
     if (r != TH_OK)
         return r;
-    r = apply_section(mod->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
+    r = reg_apply_section(mod->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
     if (r == TH_OK)
-        r = apply_section(mod->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
-    if (r == TH_OK && (r = attach_module(dev, mod)) != TH_OK)
+        r = reg_apply_section(mod->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
+    if (r == TH_OK && (r = reg_attach_module(dev, mod)) != TH_OK)
         th_error_set(err, r, 0, "cannot add module '%s': %s", module_id, th_result_str(r));
     if (r != TH_OK) {
-        identity_free(mod);
+        reg_identity_free(mod);
         return r;
     }
     if (out)
@@ -1756,8 +1762,8 @@ th_result th_registry_add_module_with(struct th_registry *reg, const char *devic
     return TH_OK;
 }
 
-/* Copies a key already checked to fit (key_valid or a stored key). */
-static void copy_key(char dst[TH_KEY_BUF], const char *src)
+/* Copies a key already checked to fit (reg_key_valid or a stored key). */
+static void reg_copy_key(char dst[TH_KEY_BUF], const char *src)
 {
     size_t n = strlen(src);
     memcpy(dst, src, n + 1);
@@ -1779,17 +1785,17 @@ struct ident_change {
 };
 
 /* A change that keeps everything of `id`. */
-static void ident_change_init(struct ident_change *c, const struct th_identity *id)
+static void reg_ident_change_init(struct ident_change *c, const struct th_identity *id)
 {
     memset(c, 0, sizeof *c);
     c->enabled = -1;
     c->auth_type = id->auth_type;
-    copy_key(c->primary_key, id->primary_key);
-    copy_key(c->secondary_key, id->secondary_key);
+    reg_copy_key(c->primary_key, id->primary_key);
+    reg_copy_key(c->secondary_key, id->secondary_key);
 }
 
 /* Frees what the change still owns; accepts a committed or half-prepared change. */
-static void ident_change_free(struct ident_change *c)
+static void reg_ident_change_free(struct ident_change *c)
 {
     free(c->reason);
     free(c->managed_by);
@@ -1798,10 +1804,10 @@ static void ident_change_free(struct ident_change *c)
 }
 
 /* Applies a prepared change, bumps the etag; takes the strings from c. */
-static void ident_change_commit(struct th_identity *id, struct ident_change *c, int64_t now_us)
+static void reg_ident_change_commit(struct th_identity *id, struct ident_change *c, int64_t now_us)
 {
-    copy_key(id->primary_key, c->primary_key);
-    copy_key(id->secondary_key, c->secondary_key);
+    reg_copy_key(id->primary_key, c->primary_key);
+    reg_copy_key(id->secondary_key, c->secondary_key);
     id->auth_type = c->auth_type;
     if (c->reason_set) {
         free(id->status_reason);
@@ -1836,15 +1842,16 @@ static void ident_change_commit(struct th_identity *id, struct ident_change *c, 
  * keep, "" generate). Keys without a type mean "sas". An identity that had
  * no keys and becomes "sas" gets the given keys, generated where missing.
  */
-static th_result plan_keys(const struct th_identity *id, int type, const char *primary_key,
-                           const char *secondary_key, struct ident_change *c, struct th_error *err)
+static th_result reg_plan_keys(const struct th_identity *id, int type, const char *primary_key,
+                               const char *secondary_key, struct ident_change *c,
+                               struct th_error *err)
 {
     th_result r;
     bool keys = primary_key || secondary_key;
     enum th_auth_type t =
         type >= 0 ? (enum th_auth_type)type : (keys ? TH_AUTH_SAS : id->auth_type);
     if (t == TH_AUTH_NONE) {
-        if (key_given(primary_key) || key_given(secondary_key))
+        if (reg_key_given(primary_key) || reg_key_given(secondary_key))
             return th_error_set(err, TH_ERR_INVAL, 400004,
                                 "authentication type \"none\" has no keys: remove "
                                 "symmetricKey or use type \"sas\"");
@@ -1852,25 +1859,25 @@ static th_result plan_keys(const struct th_identity *id, int type, const char *p
         c->auth_type = t;
         return TH_OK;
     }
-    if (key_given(primary_key) && !key_valid(primary_key))
+    if (reg_key_given(primary_key) && !reg_key_valid(primary_key))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "primaryKey must be base64 of 16 to 64 bytes (or empty to have one "
                             "generated)");
-    if (key_given(secondary_key) && !key_valid(secondary_key))
+    if (reg_key_given(secondary_key) && !reg_key_valid(secondary_key))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
                             "generated)");
     bool had_none = id->auth_type == TH_AUTH_NONE;
-    if ((primary_key || had_none) && (r = fill_key(c->primary_key, primary_key)) != TH_OK)
+    if ((primary_key || had_none) && (r = reg_fill_key(c->primary_key, primary_key)) != TH_OK)
         return th_error_set(err, r, 0, "cannot generate a primary key: %s", th_result_str(r));
-    if ((secondary_key || had_none) && (r = fill_key(c->secondary_key, secondary_key)) != TH_OK)
+    if ((secondary_key || had_none) && (r = reg_fill_key(c->secondary_key, secondary_key)) != TH_OK)
         return th_error_set(err, r, 0, "cannot generate a secondary key: %s", th_result_str(r));
     c->auth_type = t;
     return TH_OK;
 }
 
 /* NULL and "" are both "no scope". */
-static bool scope_equal(const char *a, const char *b)
+static bool reg_scope_equal(const char *a, const char *b)
 {
     if (!a || !a[0])
         return !b || !b[0];
@@ -1901,13 +1908,13 @@ static th_result check_parent(const struct th_registry *reg, const char *self_id
  * `device_id` whose generation id `gen` gives its scope). Rules in
  * th_registry_create and th_identity_apply. A service request's new parent
  * must be a scope of the registry now; a registry document's (`doc`) is
- * kept as written and *raw set, for doc_resolve once every device of the
+ * kept as written and *raw set, for reg_doc_resolve once every device of the
  * document is built.
  */
-static th_result plan_scopes(const struct th_registry *reg, const struct th_identity *id,
-                             const char *device_id, const char *gen, const struct th_ident_req *req,
-                             int64_t now_us, bool doc, bool *raw, struct scope_plan *out,
-                             struct th_error *err)
+static th_result reg_plan_scopes(const struct th_registry *reg, const struct th_identity *id,
+                                 const char *device_id, const char *gen,
+                                 const struct th_ident_req *req, int64_t now_us, bool doc,
+                                 bool *raw, struct scope_plan *out, struct th_error *err)
 {
     bool was_edge = id && id->iot_edge;
     bool edge = req->iot_edge >= 0 ? req->iot_edge == 1 : was_edge;
@@ -1918,11 +1925,11 @@ static th_result plan_scopes(const struct th_registry *reg, const struct th_iden
     th_result r;
 
     memset(out, 0, sizeof *out);
-    if (edge && req->parents_given && !scope_equal(req->parent_scope, parent)) {
+    if (edge && req->parents_given && !reg_scope_equal(req->parent_scope, parent)) {
         field = "parentScopes[0]";
         want = req->parent_scope;
-    } else if (!edge && req->scope_given && !scope_equal(req->device_scope, parent) &&
-               !(own && scope_equal(req->device_scope, own))) {
+    } else if (!edge && req->scope_given && !reg_scope_equal(req->device_scope, parent) &&
+               !(own && reg_scope_equal(req->device_scope, own))) {
         field = "deviceScope";
         want = req->device_scope;
     }
@@ -1944,12 +1951,12 @@ static th_result plan_scopes(const struct th_registry *reg, const struct th_iden
     out->edge = edge;
     bool ok = true;
     if (edge) {
-        out->device_scope = own ? dup_str(own) : edge_scope_new(device_id, gen);
+        out->device_scope = own ? reg_dup_str(own) : edge_scope_new(device_id, gen);
         ok = out->device_scope != NULL;
         if (ok && parent && parent[0])
-            ok = (out->parent_scope = dup_str(parent)) != NULL;
+            ok = (out->parent_scope = reg_dup_str(parent)) != NULL;
     } else if (parent && parent[0]) {
-        ok = (out->device_scope = dup_str(parent)) != NULL;
+        ok = (out->device_scope = reg_dup_str(parent)) != NULL;
     }
     if (!ok) {
         scope_plan_free(out);
@@ -1984,27 +1991,27 @@ th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
         return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
     if ((r = check_module_status(id->device_id, id->module_id, req, err)) != TH_OK)
         return r;
-    ident_change_init(&c, id);
+    reg_ident_change_init(&c, id);
     c.enabled = req->enabled;
-    r = plan_keys(id, req->auth_type, req->primary_key, req->secondary_key, &c, err);
+    r = reg_plan_keys(id, req->auth_type, req->primary_key, req->secondary_key, &c, err);
     if (r == TH_OK && req->status_reason) {
         c.reason_set = true;
-        if (req->status_reason[0] && !(c.reason = dup_str(req->status_reason)))
+        if (req->status_reason[0] && !(c.reason = reg_dup_str(req->status_reason)))
             r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
                              id->device_id);
     }
     if (r == TH_OK && !id->module_id) {
-        r = plan_scopes(reg, id, id->device_id, NULL, req, now_us, false, NULL, &c.scopes, err);
+        r = reg_plan_scopes(reg, id, id->device_id, NULL, req, now_us, false, NULL, &c.scopes, err);
         c.scopes_set = r == TH_OK;
     } else if (r == TH_OK && req->managed_given) {
         c.managed_set = true;
-        if (req->managed_by && req->managed_by[0] && !(c.managed_by = dup_str(req->managed_by)))
+        if (req->managed_by && req->managed_by[0] && !(c.managed_by = reg_dup_str(req->managed_by)))
             r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
                              id->device_id);
     }
     if (r == TH_OK)
-        ident_change_commit(id, &c, now_us);
-    ident_change_free(&c);
+        reg_ident_change_commit(id, &c, now_us);
+    reg_ident_change_free(&c);
     return r;
 }
 
@@ -2018,7 +2025,7 @@ th_result th_identity_update(struct th_identity *id, const char *primary_key,
     req.secondary_key = secondary_key;
     req.enabled = enabled;
     req.status_reason = status_reason;
-    /* No scope is given, so plan_scopes never needs the registry. */
+    /* No scope is given, so reg_plan_scopes never needs the registry. */
     return th_identity_apply(NULL, id, &req, now_us, err);
 }
 
@@ -2175,7 +2182,8 @@ th_result th_registry_create(struct th_registry *reg, const char *device_id, con
     if (!reg || !req)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry or request");
     enum th_auth_type type = req->auth_type >= 0 ? (enum th_auth_type)req->auth_type : TH_AUTH_SAS;
-    if (type == TH_AUTH_NONE && (key_given(req->primary_key) || key_given(req->secondary_key)))
+    if (type == TH_AUTH_NONE &&
+        (reg_key_given(req->primary_key) || reg_key_given(req->secondary_key)))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "authentication type \"none\" has no keys: remove symmetricKey or "
                             "use type \"sas\"");
@@ -2184,37 +2192,37 @@ th_result th_registry_create(struct th_registry *reg, const char *device_id, con
         (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
         return r;
     if (module_id) {
-        r = module_prepare(reg, device_id, module_id, type, req->primary_key, req->secondary_key,
-                           now_us, &dev, &id, err);
+        r = reg_module_prepare(reg, device_id, module_id, type, req->primary_key,
+                               req->secondary_key, now_us, &dev, &id, err);
         if (r == TH_OK && req->managed_given && req->managed_by && req->managed_by[0] &&
-            !(id->managed_by = dup_str(req->managed_by)))
+            !(id->managed_by = reg_dup_str(req->managed_by)))
             r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
     } else {
-        r = device_prepare(reg, device_id, type, req->primary_key, req->secondary_key,
-                           req->enabled != 0, now_us, &id, err);
+        r = reg_device_prepare(reg, device_id, type, req->primary_key, req->secondary_key,
+                               req->enabled != 0, now_us, &id, err);
         if (r == TH_OK && req->status_reason && req->status_reason[0] &&
-            !(id->status_reason = dup_str(req->status_reason)))
+            !(id->status_reason = reg_dup_str(req->status_reason)))
             r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
         struct scope_plan sp;
-        if (r == TH_OK && (r = plan_scopes(reg, NULL, device_id, id->generation_id, req, now_us,
-                                           false, NULL, &sp, err)) == TH_OK) {
+        if (r == TH_OK && (r = reg_plan_scopes(reg, NULL, device_id, id->generation_id, req, now_us,
+                                               false, NULL, &sp, err)) == TH_OK) {
             id->iot_edge = sp.edge;
             id->device_scope = sp.device_scope;
             id->parent_scope = sp.parent_scope;
         }
     }
     if (r == TH_OK)
-        r = apply_section(id->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
+        r = reg_apply_section(id->twin, TH_SECTION_TAGS, t, now_us, "tags", err);
     if (r == TH_OK)
-        r = apply_section(id->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
+        r = reg_apply_section(id->twin, TH_SECTION_DESIRED, d, now_us, "properties.desired", err);
     if (r == TH_OK) {
-        r = module_id ? attach_module(dev, id) : insert_device(reg, id);
+        r = module_id ? reg_attach_module(dev, id) : reg_insert_device(reg, id);
         if (r != TH_OK)
             th_error_set(err, r, 0, "cannot add '%s%s%s': %s", device_id, module_id ? "/" : "",
                          module_id ? module_id : "", th_result_str(r));
     }
     if (r != TH_OK) {
-        identity_free(id);
+        reg_identity_free(id);
         return r;
     }
     if (out)
@@ -2261,8 +2269,10 @@ cJSON *th_registry_policies_json(const struct th_registry *reg)
         char rights[80];
         rights_text(p->perms, rights);
         cJSON *o = cJSON_CreateObject();
-        bool ok = o && add_str(o, "keyName", p->name) && add_str(o, "primaryKey", p->primary_key) &&
-                  add_str(o, "secondaryKey", p->secondary_key) && add_str(o, "rights", rights);
+        bool ok = o && reg_add_str(o, "keyName", p->name) &&
+                  reg_add_str(o, "primaryKey", p->primary_key) &&
+                  reg_add_str(o, "secondaryKey", p->secondary_key) &&
+                  reg_add_str(o, "rights", rights);
         if (!ok || !cJSON_AddItemToArray(arr, o)) {
             cJSON_Delete(o);
             cJSON_Delete(arr);
@@ -2302,7 +2312,7 @@ static cJSON *auth_doc_json(const struct th_identity *id)
 {
     if (id->auth_type == TH_AUTH_NONE) {
         cJSON *none = cJSON_CreateObject();
-        if (none && !add_str(none, "type", "none")) {
+        if (none && !reg_add_str(none, "type", "none")) {
             cJSON_Delete(none);
             return NULL;
         }
@@ -2310,11 +2320,11 @@ static cJSON *auth_doc_json(const struct th_identity *id)
     }
     cJSON *auth = cJSON_CreateObject();
     cJSON *sym = cJSON_CreateObject();
-    bool ok = auth && sym && add_str(auth, "type", "sas") &&
-              add_str(sym, "primaryKey", id->primary_key) &&
-              add_str(sym, "secondaryKey", id->secondary_key);
+    bool ok = auth && sym && reg_add_str(auth, "type", "sas") &&
+              reg_add_str(sym, "primaryKey", id->primary_key) &&
+              reg_add_str(sym, "secondaryKey", id->secondary_key);
     if (ok) {
-        ok = add_item(auth, "symmetricKey", sym);
+        ok = reg_add_item(auth, "symmetricKey", sym);
         sym = NULL;
     }
     cJSON_Delete(sym);
@@ -2328,8 +2338,8 @@ static cJSON *auth_doc_json(const struct th_identity *id)
 static cJSON *twin_props_doc_json(const struct th_twin *twin)
 {
     cJSON *props = cJSON_CreateObject();
-    if (!props || !add_item(props, "desired", cJSON_Duplicate(twin->desired, 1)) ||
-        !add_item(props, "reported", cJSON_Duplicate(twin->reported, 1))) {
+    if (!props || !reg_add_item(props, "desired", cJSON_Duplicate(twin->desired, 1)) ||
+        !reg_add_item(props, "reported", cJSON_Duplicate(twin->reported, 1))) {
         cJSON_Delete(props);
         return NULL;
     }
@@ -2345,25 +2355,25 @@ static cJSON *identity_doc_json(const struct th_identity *id, bool include_twins
         return NULL;
     bool ok;
     if (is_device) {
-        ok = add_str(o, "deviceId", id->device_id) &&
-             add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
-             (!id->status_reason || add_str(o, "statusReason", id->status_reason));
+        ok = reg_add_str(o, "deviceId", id->device_id) &&
+             reg_add_str(o, "status", id->enabled ? "enabled" : "disabled") &&
+             (!id->status_reason || reg_add_str(o, "statusReason", id->status_reason));
         /* Edge capability and parents only where set; an edge device's own scope is regenerated
          * on load, but written so that the document reads like the hub's identity. */
         if (id->iot_edge)
-            ok = ok && add_item(o, "capabilities", capabilities_json(id));
+            ok = ok && reg_add_item(o, "capabilities", reg_capabilities_json(id));
         if (id->device_scope)
-            ok = ok && add_str(o, "deviceScope", id->device_scope);
+            ok = ok && reg_add_str(o, "deviceScope", id->device_scope);
         if (id->iot_edge && id->parent_scope)
-            ok = ok && add_item(o, "parentScopes", parent_scopes_json(id));
+            ok = ok && reg_add_item(o, "parentScopes", reg_parent_scopes_json(id));
     } else {
-        ok = add_str(o, "moduleId", id->module_id) &&
-             (!id->managed_by || add_str(o, "managedBy", id->managed_by));
+        ok = reg_add_str(o, "moduleId", id->module_id) &&
+             (!id->managed_by || reg_add_str(o, "managedBy", id->managed_by));
     }
-    ok = ok && add_item(o, "authentication", auth_doc_json(id));
+    ok = ok && reg_add_item(o, "authentication", auth_doc_json(id));
     if (include_twins)
-        ok = ok && add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
-             add_item(o, "properties", twin_props_doc_json(id->twin));
+        ok = ok && reg_add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
+             reg_add_item(o, "properties", twin_props_doc_json(id->twin));
     if (ok && is_device) {
         cJSON *mods = cJSON_AddArrayToObject(o, "modules");
         ok = mods != NULL;
@@ -2388,7 +2398,7 @@ cJSON *th_registry_export(const struct th_registry *reg, bool include_twins)
         return NULL;
     cJSON *doc = cJSON_CreateObject();
     cJSON *devices = NULL;
-    bool ok = doc && add_item(doc, "policies", th_registry_policies_json(reg)) &&
+    bool ok = doc && reg_add_item(doc, "policies", th_registry_policies_json(reg)) &&
               (devices = cJSON_AddArrayToObject(doc, "devices")) != NULL;
     for (const struct dev_node *n = reg->devices; ok && n; n = n->hh.next) {
         cJSON *d = identity_doc_json(n->id, include_twins);
@@ -2436,13 +2446,13 @@ struct import_plan {
 static void plan_free(struct import_plan *p)
 {
     for (size_t i = 0; i < p->new_dev_count; i++)
-        identity_free(p->new_devs[i]);
+        reg_identity_free(p->new_devs[i]);
     for (size_t i = 0; i < p->update_count; i++) {
-        ident_change_free(&p->updates[i].change);
+        reg_ident_change_free(&p->updates[i].change);
         th_twin_free(p->updates[i].twin);
     }
     for (size_t i = 0; i < p->mod_count; i++)
-        identity_free(p->mods[i].mod);
+        reg_identity_free(p->mods[i].mod);
     free(p->new_devs);
     free(p->updates);
     free(p->mods);
@@ -2461,7 +2471,7 @@ static th_result check_twin_content(const cJSON *src, int64_t now_us, const char
     scratch.twin = th_twin_new(now_us);
     if (!scratch.twin)
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
-    th_result r = apply_twin(&scratch, src, now_us, path, err);
+    th_result r = reg_apply_twin(&scratch, src, now_us, path, err);
     th_twin_free(scratch.twin);
     return r;
 }
@@ -2517,12 +2527,12 @@ static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t n
     th_result r;
     memset(u, 0, sizeof *u);
     u->id = id;
-    ident_change_init(&u->change, id);
+    reg_ident_change_init(&u->change, id);
     if ((r = th_ident_req_from_json(src, id->module_id != NULL, &req, err)) != TH_OK)
         return r;
     /* In a document an omitted or empty key keeps the current one. */
-    r = plan_keys(id, req.auth_type, key_given(req.primary_key) ? req.primary_key : NULL,
-                  key_given(req.secondary_key) ? req.secondary_key : NULL, &u->change, err);
+    r = reg_plan_keys(id, req.auth_type, reg_key_given(req.primary_key) ? req.primary_key : NULL,
+                      reg_key_given(req.secondary_key) ? req.secondary_key : NULL, &u->change, err);
     if (r != TH_OK) {
         struct th_error e = err ? *err : (struct th_error){0};
         return th_error_set(err, r, e.code, "%s.authentication: %s", path, e.message);
@@ -2530,24 +2540,24 @@ static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t n
     u->ident_changed = u->change.auth_type != id->auth_type ||
                        strcmp(u->change.primary_key, id->primary_key) != 0 ||
                        strcmp(u->change.secondary_key, id->secondary_key) != 0;
-    if (id->module_id && req.managed_given && !scope_equal(req.managed_by, id->managed_by)) {
+    if (id->module_id && req.managed_given && !reg_scope_equal(req.managed_by, id->managed_by)) {
         u->change.managed_set = true;
         u->ident_changed = true;
         if (req.managed_by && req.managed_by[0] &&
-            !(u->change.managed_by = dup_str(req.managed_by)))
+            !(u->change.managed_by = reg_dup_str(req.managed_by)))
             return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
     /* Scopes are compared once doc_resolve_updates has resolved the parents. */
     if (!id->module_id && (req.iot_edge >= 0 || req.scope_given || req.parents_given)) {
-        r = plan_scopes(NULL, id, id->device_id, NULL, &req, now_us, true, &u->change.scope_raw,
-                        &u->change.scopes, err);
+        r = reg_plan_scopes(NULL, id, id->device_id, NULL, &req, now_us, true, &u->change.scope_raw,
+                            &u->change.scopes, err);
         if (r != TH_OK)
             return r;
         u->change.scopes_set = true;
     }
     if (!id->module_id) {
-        const char *status = get_str(src, "status");
-        const char *reason = get_str(src, "statusReason");
+        const char *status = reg_get_str(src, "status");
+        const char *reason = reg_get_str(src, "statusReason");
         if (status) {
             u->change.enabled = strcmp(status, "enabled") == 0;
             u->ident_changed = u->ident_changed || (u->change.enabled == 1) != id->enabled;
@@ -2555,7 +2565,7 @@ static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t n
         if (reason && (!id->status_reason || strcmp(reason, id->status_reason) != 0)) {
             u->change.reason_set = true;
             u->ident_changed = true;
-            if (!(u->change.reason = dup_str(reason)))
+            if (!(u->change.reason = reg_dup_str(reason)))
                 return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
         }
     }
@@ -2590,14 +2600,14 @@ static const char *doc_edge_scope(const struct doc_view *v, const char *device_i
  * parent by the device id in "ms-azure-iot-edge://{id}-{ticks}": a registry
  * document does not keep generation ids, so the ticks may differ.
  */
-static th_result doc_resolve(const struct doc_view *v, const char *self, bool edge, char **slot,
-                             struct th_error *err)
+static th_result reg_doc_resolve(const struct doc_view *v, const char *self, bool edge, char **slot,
+                                 struct th_error *err)
 {
     const char *field = edge ? "parentScopes" : "deviceScope";
     char pid[TH_MAX_ID_LEN + 1];
     if (!*slot)
         return TH_OK;
-    if (!parse_scope(*slot, pid, sizeof pid))
+    if (!reg_parse_scope(*slot, pid, sizeof pid))
         return th_error_set(err, TH_ERR_INVAL, 0, "%s of device '%s': '%s' is not a scope", field,
                             self, *slot);
     if (strcmp(pid, self) == 0)
@@ -2610,7 +2620,7 @@ static th_result doc_resolve(const struct doc_view *v, const char *self, bool ed
                             "Edge device (capabilities.iotEdge true) in the registry or in this "
                             "document",
                             field, self, *slot, pid);
-    char *copy = dup_str(scope);
+    char *copy = reg_dup_str(scope);
     if (!copy)
         return th_error_set(err, TH_ERR_NOMEM, 0, "out of memory");
     free(*slot);
@@ -2619,13 +2629,13 @@ static th_result doc_resolve(const struct doc_view *v, const char *self, bool ed
 }
 
 /* Resolves the parents of the devices a document creates (v->built). */
-static th_result doc_resolve_built(const struct doc_view *v, struct th_error *err)
+static th_result reg_doc_resolve_built(const struct doc_view *v, struct th_error *err)
 {
     for (size_t i = 0; i < v->nbuilt; i++) {
         struct th_identity *d = v->built[i];
         bool edge = d->iot_edge;
         th_result r =
-            doc_resolve(v, d->device_id, edge, edge ? &d->parent_scope : &d->device_scope, err);
+            reg_doc_resolve(v, d->device_id, edge, edge ? &d->parent_scope : &d->device_scope, err);
         if (r != TH_OK)
             return r;
     }
@@ -2646,13 +2656,13 @@ static th_result doc_resolve_updates(const struct doc_view *v, struct pending_up
         if (!c->scopes_set)
             continue;
         if (c->scope_raw &&
-            (r = doc_resolve(v, id->device_id, c->scopes.edge,
-                             c->scopes.edge ? &c->scopes.parent_scope : &c->scopes.device_scope,
-                             err)) != TH_OK)
+            (r = reg_doc_resolve(v, id->device_id, c->scopes.edge,
+                                 c->scopes.edge ? &c->scopes.parent_scope : &c->scopes.device_scope,
+                                 err)) != TH_OK)
             return r;
         if (c->scopes.edge != id->iot_edge ||
-            !scope_equal(c->scopes.device_scope, id->device_scope) ||
-            !scope_equal(c->scopes.parent_scope, id->parent_scope))
+            !reg_scope_equal(c->scopes.device_scope, id->device_scope) ||
+            !reg_scope_equal(c->scopes.parent_scope, id->parent_scope))
             updates[i].ident_changed = true;
     }
     return TH_OK;
@@ -2693,8 +2703,8 @@ static th_result plan_modules(struct th_registry *reg, struct import_plan *plan,
     cJSON_ArrayForEach(msrc, mods)
     {
         snprintf(sub, sizeof sub, "%s.modules[%zu]", path, i++);
-        const char *mid = get_str(msrc, "moduleId");
-        struct th_identity *existing = find_module(dev, mid, strlen(mid), NULL);
+        const char *mid = reg_get_str(msrc, "moduleId");
+        struct th_identity *existing = reg_find_module(dev, mid, strlen(mid), NULL);
         if (existing) {
             if ((r = plan_existing(plan, existing, msrc, overwrite, now_us, sub, err)) != TH_OK)
                 return r;
@@ -2706,7 +2716,7 @@ static th_result plan_modules(struct th_registry *reg, struct import_plan *plan,
                                 "from the device or the document",
                                 sub, dev->device_id, TH_MAX_MODULES_PER_DEVICE);
         struct pending_module *pm = &plan->mods[plan->mod_count];
-        if ((r = build_module(reg, dev->device_id, msrc, sub, now_us, &pm->mod, err)) != TH_OK)
+        if ((r = reg_build_module(reg, dev->device_id, msrc, sub, now_us, &pm->mod, err)) != TH_OK)
             return r;
         pm->dev = dev;
         plan->mod_count++;
@@ -2748,14 +2758,14 @@ static th_result insert_new_devices(struct th_registry *reg, struct import_plan 
     size_t inserted = 0;
     th_result r = TH_OK;
     for (; inserted < plan->new_dev_count; inserted++) {
-        if ((r = insert_device(reg, plan->new_devs[inserted])) != TH_OK)
+        if ((r = reg_insert_device(reg, plan->new_devs[inserted])) != TH_OK)
             break;
     }
     if (r == TH_OK)
         return TH_OK;
     for (size_t j = 0; j < inserted; j++) {
         const char *id = plan->new_devs[j]->device_id;
-        struct dev_node *node = find_node(reg, id, strlen(id));
+        struct dev_node *node = reg_find_node(reg, id, strlen(id));
         HASH_DEL(reg->devices, node);
         free(node);
     }
@@ -2774,7 +2784,7 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
     th_result r;
 
     memset(&plan, 0, sizeof plan);
-    r = check_document(reg, doc, true, &policies, &devices, staged, &staged_count, err);
+    r = reg_check_document(reg, doc, true, &policies, &devices, staged, &staged_count, err);
     if (r != TH_OK)
         return r;
 
@@ -2798,11 +2808,11 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
     cJSON_ArrayForEach(dsrc, devices)
     {
         snprintf(path, sizeof path, "devices[%zu]", i++);
-        const char *did = get_str(dsrc, "deviceId");
+        const char *did = reg_get_str(dsrc, "deviceId");
         struct th_identity *dev = th_registry_find(reg, did, NULL);
         if (!dev) {
             struct th_identity **slot = &plan.new_devs[plan.new_dev_count];
-            if ((r = build_device(reg, dsrc, path, now_us, slot, err)) != TH_OK)
+            if ((r = reg_build_device(reg, dsrc, path, now_us, slot, err)) != TH_OK)
                 break;
             plan.created += 1 + (*slot)->module_count;
             plan.new_dev_count++;
@@ -2815,7 +2825,7 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
     if (r == TH_OK) {
         struct doc_view v = {reg, plan.new_devs, plan.new_dev_count, plan.updates,
                              plan.update_count};
-        r = doc_resolve_built(&v, err);
+        r = reg_doc_resolve_built(&v, err);
         if (r == TH_OK)
             r = doc_resolve_updates(&v, plan.updates, plan.update_count, err);
     }
@@ -2833,7 +2843,7 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
     for (size_t j = 0; j < plan.update_count; j++) {
         struct pending_update *u = &plan.updates[j];
         if (u->ident_changed)
-            ident_change_commit(u->id, &u->change, now_us);
+            reg_ident_change_commit(u->id, &u->change, now_us);
         if (u->twin) {
             th_twin_free(u->id->twin);
             u->id->twin = u->twin;
@@ -2847,7 +2857,7 @@ th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool ove
         plan.mods[j].mod = NULL;
     }
     for (size_t j = 0; j < staged_count; j++) {
-        struct th_policy *slot = policy_slot(reg, staged[j].name, strlen(staged[j].name));
+        struct th_policy *slot = reg_policy_slot(reg, staged[j].name, strlen(staged[j].name));
         if (slot && !overwrite)
             continue;
         if (!slot)
@@ -2881,8 +2891,8 @@ static cJSON *c2d_state_json(const struct th_c2d_msg *m)
         body = malloc(size);
         ok = body && th_b64_encode(m->body, m->len, body, size) == TH_OK;
     }
-    ok = ok && add_str(o, "messageId", m->message_id) && add_str(o, "bag", m->bag) &&
-         add_str(o, "body", body) && add_num(o, "enqueued", (double)m->enqueued_us);
+    ok = ok && reg_add_str(o, "messageId", m->message_id) && reg_add_str(o, "bag", m->bag) &&
+         reg_add_str(o, "body", body) && reg_add_num(o, "enqueued", (double)m->enqueued_us);
     free(body);
     if (!ok) {
         cJSON_Delete(o);
@@ -2897,24 +2907,24 @@ static cJSON *identity_state_json(const struct th_identity *id)
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    bool ok = add_str(o, "deviceId", id->device_id) &&
-              (is_device || add_str(o, "moduleId", id->module_id)) &&
-              add_str(o, "authType", th_auth_type_name(id->auth_type)) &&
-              add_key(o, "primaryKey", id->primary_key) &&
-              add_key(o, "secondaryKey", id->secondary_key) &&
+    bool ok = reg_add_str(o, "deviceId", id->device_id) &&
+              (is_device || reg_add_str(o, "moduleId", id->module_id)) &&
+              reg_add_str(o, "authType", th_auth_type_name(id->auth_type)) &&
+              reg_add_key(o, "primaryKey", id->primary_key) &&
+              reg_add_key(o, "secondaryKey", id->secondary_key) &&
               cJSON_AddBoolToObject(o, "enabled", id->enabled) != NULL &&
-              add_str_or_null(o, "statusReason", id->status_reason) &&
-              add_str(o, "generationId", id->generation_id) &&
-              add_num(o, "etagCounter", (double)id->etag_counter) &&
-              add_str_or_null(o, "managedBy", id->managed_by) &&
-              add_str_or_null(o, "modelId", id->model_id) &&
-              add_num(o, "statusUpdated", (double)id->status_updated_us) &&
-              add_num(o, "lastActivity", (double)id->last_activity_us) &&
-              add_item(o, "twin", th_twin_state_json(id->twin));
+              reg_add_str_or_null(o, "statusReason", id->status_reason) &&
+              reg_add_str(o, "generationId", id->generation_id) &&
+              reg_add_num(o, "etagCounter", (double)id->etag_counter) &&
+              reg_add_str_or_null(o, "managedBy", id->managed_by) &&
+              reg_add_str_or_null(o, "modelId", id->model_id) &&
+              reg_add_num(o, "statusUpdated", (double)id->status_updated_us) &&
+              reg_add_num(o, "lastActivity", (double)id->last_activity_us) &&
+              reg_add_item(o, "twin", th_twin_state_json(id->twin));
     if (is_device)
         ok = ok && cJSON_AddBoolToObject(o, "iotEdge", id->iot_edge) != NULL &&
-             add_str_or_null(o, "deviceScope", id->device_scope) &&
-             add_str_or_null(o, "parentScope", id->parent_scope);
+             reg_add_str_or_null(o, "deviceScope", id->device_scope) &&
+             reg_add_str_or_null(o, "parentScope", id->parent_scope);
     if (ok && is_device) {
         cJSON *q = cJSON_AddArrayToObject(o, "c2d");
         ok = q != NULL;
@@ -2972,7 +2982,7 @@ static th_result state_int(const cJSON *obj, const char *key, const char *path, 
 static th_result state_str(const cJSON *obj, const char *key, const char *path, bool required,
                            const char **out, struct th_error *err)
 {
-    th_result r = opt_string(obj, key, path, out, err);
+    th_result r = reg_opt_string(obj, key, path, out, err);
     if (r == TH_OK && required && !*out)
         return th_error_set(err, TH_ERR_INVAL, 400004, "%s.%s: required string missing", path, key);
     return r;
@@ -3004,7 +3014,7 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
     th_result r;
     size_t i = 0;
     char sub[96];
-    if ((r = opt_array(st, "c2d", path, &queue, err)) != TH_OK || !queue)
+    if ((r = reg_opt_array(st, "c2d", path, &queue, err)) != TH_OK || !queue)
         return r;
     if (cJSON_GetArraySize(queue) > TH_C2D_MAX_QUEUE)
         return th_error_set(err, TH_ERR_TOO_LARGE, 403004,
@@ -3047,7 +3057,7 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
 
 /*
  * A detached identity from its state. `module_id` NULL for a device. Updates
- * *max_gen with the generation id. Caller frees *out with identity_free.
+ * *max_gen with the generation id. Caller frees *out with reg_identity_free.
  */
 static th_result restore_identity(const cJSON *st, const char *device_id, const char *module_id,
                                   const char *path, uint64_t *max_gen, struct th_identity **out,
@@ -3077,15 +3087,15 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         (r = state_int(st, "statusUpdated", path, 0, false, 0, &status_us, err)) != TH_OK ||
         (r = state_int(st, "lastActivity", path, 0, false, 0, &activity_us, err)) != TH_OK)
         return r;
-    if (none && (key_given(pk) || key_given(sk)))
+    if (none && (reg_key_given(pk) || reg_key_given(sk)))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s: authType \"none\" has no keys; primaryKey and secondaryKey "
                             "must be null",
                             path);
-    if (!none && !key_valid(pk))
+    if (!none && !reg_key_valid(pk))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s.primaryKey: must be base64 of 16 to 64 bytes", path);
-    if (!none && !key_valid(sk))
+    if (!none && !reg_key_valid(sk))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "%s.secondaryKey: must be base64 of 16 to 64 bytes", path);
     const cJSON *edge = cJSON_GetObjectItemCaseSensitive(st, "iotEdge");
@@ -3096,12 +3106,13 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         if ((r = state_str(st, "deviceScope", path, false, &scope, err)) != TH_OK ||
             (r = state_str(st, "parentScope", path, false, &parent, err)) != TH_OK)
             return r;
-        if ((scope && !parse_scope(scope, NULL, 0)) || (parent && !parse_scope(parent, NULL, 0)))
+        if ((scope && !reg_parse_scope(scope, NULL, 0)) ||
+            (parent && !reg_parse_scope(parent, NULL, 0)))
             return th_error_set(
                 err, TH_ERR_INVAL, 400004,
                 "%s.%s: '%s' is not a scope \"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"", path,
-                scope && !parse_scope(scope, NULL, 0) ? "deviceScope" : "parentScope",
-                scope && !parse_scope(scope, NULL, 0) ? scope : parent);
+                scope && !reg_parse_scope(scope, NULL, 0) ? "deviceScope" : "parentScope",
+                scope && !reg_parse_scope(scope, NULL, 0) ? scope : parent);
         if (parent && !cJSON_IsTrue(edge))
             return th_error_set(err, TH_ERR_INVAL, 400004,
                                 "%s.parentScope: only an IoT Edge device (iotEdge true) has one",
@@ -3131,24 +3142,24 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
     id->twin = twin;
-    id->device_id = dup_str(device_id);
-    id->module_id = dup_str(module_id);
-    id->status_reason = dup_str(reason);
-    id->managed_by = dup_str(managed);
-    id->model_id = dup_str(model);
-    id->device_scope = dup_str(scope);
-    id->parent_scope = dup_str(parent);
+    id->device_id = reg_dup_str(device_id);
+    id->module_id = reg_dup_str(module_id);
+    id->status_reason = reg_dup_str(reason);
+    id->managed_by = reg_dup_str(managed);
+    id->model_id = reg_dup_str(model);
+    id->device_scope = reg_dup_str(scope);
+    id->parent_scope = reg_dup_str(parent);
     if (!id->device_id || (module_id && !id->module_id) || (reason && !id->status_reason) ||
         (managed && !id->managed_by) || (model && !id->model_id) || (scope && !id->device_scope) ||
         (parent && !id->parent_scope)) {
-        identity_free(id);
+        reg_identity_free(id);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
     id->auth_type = none ? TH_AUTH_NONE : TH_AUTH_SAS;
     id->iot_edge = !module_id && cJSON_IsTrue(edge);
     if (!none) {
-        copy_key(id->primary_key, pk);
-        copy_key(id->secondary_key, sk);
+        reg_copy_key(id->primary_key, pk);
+        reg_copy_key(id->secondary_key, sk);
     }
     snprintf(id->generation_id, sizeof id->generation_id, "%s", gen);
     id->enabled = cJSON_IsTrue(enabled);
@@ -3176,12 +3187,12 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     if (!cJSON_IsObject(state))
         return th_error_set(err, TH_ERR_INVAL, 400004,
                             "device: the state must be an object as th_device_state_json writes");
-    if ((r = check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
+    if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
     if (th_registry_find(reg, did, NULL))
         return th_error_set(err, TH_ERR_EXISTS, 409001,
                             "device '%s' already exists; delete it before restoring it", did);
-    if ((r = opt_array(state, "modules", "device", &mods, err)) != TH_OK)
+    if ((r = reg_opt_array(state, "modules", "device", &mods, err)) != TH_OK)
         return r;
     if (mods && cJSON_GetArraySize(mods) > TH_MAX_MODULES_PER_DEVICE)
         return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
@@ -3203,7 +3214,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
             r = th_error_set(err, TH_ERR_INVAL, 400004, "%s: must be an object", sub);
             break;
         }
-        if ((r = check_id_field(msrc, "moduleId", sub, &mid, err)) != TH_OK ||
+        if ((r = reg_check_id_field(msrc, "moduleId", sub, &mid, err)) != TH_OK ||
             (r = state_str(msrc, "deviceId", sub, false, &mdev, err)) != TH_OK)
             break;
         if (mdev && strcmp(mdev, did) != 0) {
@@ -3211,22 +3222,22 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
                              "%s.deviceId: '%s' differs from the device '%s'", sub, mdev, did);
             break;
         }
-        if (find_module(dev, mid, strlen(mid), NULL)) {
+        if (reg_find_module(dev, mid, strlen(mid), NULL)) {
             r = th_error_set(err, TH_ERR_INVAL, 400011, "%s.moduleId: '%s' appears twice", sub,
                              mid);
             break;
         }
         if ((r = restore_identity(msrc, did, mid, sub, &max_gen, &mod, err)) != TH_OK)
             break;
-        if ((r = attach_module(dev, mod)) != TH_OK) {
-            identity_free(mod);
+        if ((r = reg_attach_module(dev, mod)) != TH_OK) {
+            reg_identity_free(mod);
             th_error_set(err, r, 0, "%s: out of memory", sub);
         }
     }
-    if (r == TH_OK && (r = insert_device(reg, dev)) != TH_OK)
+    if (r == TH_OK && (r = reg_insert_device(reg, dev)) != TH_OK)
         th_error_set(err, r, 0, "device '%s': out of memory", did);
     if (r != TH_OK) {
-        identity_free(dev);
+        reg_identity_free(dev);
         return r;
     }
     /* Generation ids issued later must still differ from every restored one. */
