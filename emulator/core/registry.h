@@ -264,17 +264,25 @@ TH_NODISCARD th_result th_registry_create(struct th_registry *reg, const char *d
  * as read is always accepted): a device that becomes an IoT Edge device
  * gets its own scope (ticks of now_us) and keeps its parent as
  * parentScopes; one that stops being one keeps its parent as deviceScope.
- * On success the identity etag advances. All-or-nothing. Does not take `req`.
+ * On success the identity etag advances, and *keys_changed (optional; false
+ * on failure) says whether a key now differs from before: new, regenerated
+ * or dropped, so that tokens signed with the old keys no longer verify and
+ * the caller closes the identity's connection. A key sent equal to the
+ * current one is no change (th_identity_update), so an identity sent back
+ * as read keeps its connection. All-or-nothing. Does not take `req`.
  */
 TH_NODISCARD th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
                                          const struct th_ident_req *req, int64_t now_us,
-                                         struct th_error *err);
+                                         bool *keys_changed, struct th_error *err);
 
 /*
  * Update an identity's keys and status (th_identity_apply with only those
  * members given; a key given to an identity without keys makes it "sas").
- * Keys: NULL keeps, "" generates a new 32-byte key, anything else must be
- * base64 of 16 to 64 bytes. enabled: -1 keeps, 0/1 sets (devices only).
+ * Keys: NULL keeps, "" generates a new 32-byte key, one equal to the
+ * current key keeps it (identical keys are not a change; with type "none"
+ * in th_identity_apply they are dropped with the others, not refused),
+ * anything else must be base64 of 16 to 64 bytes.
+ * enabled: -1 keeps, 0/1 sets (devices only).
  * status_reason: NULL keeps, "" clears, else replaces (devices only).
  * A module refuses enabled 0 or a status_reason with 400004 (modules are
  * always enabled). On success the identity etag advances, and

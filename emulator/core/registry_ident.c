@@ -229,11 +229,19 @@ void reg_ident_change_commit(struct th_identity *id, struct ident_change *c, int
  * Plans keys and authentication type (`type` -1 when not given; keys NULL
  * keep, "" generate). Keys without a type mean "sas". An identity that had
  * no keys and becomes "sas" gets the given keys, generated where missing.
+ * A key equal to the identity's current one counts as not given, so an
+ * identity sent back as read (keys included) changes no key, and with
+ * type "none" its keys are dropped rather than refused.
  */
 th_result reg_plan_keys(const struct th_identity *id, int type, const char *primary_key,
                         const char *secondary_key, struct ident_change *c, struct th_error *err)
 {
     th_result r;
+    /* Identical keys are not a change: an identity sent back as read keeps its keys. */
+    if (reg_key_given(primary_key) && strcmp(primary_key, id->primary_key) == 0)
+        primary_key = NULL;
+    if (reg_key_given(secondary_key) && strcmp(secondary_key, id->secondary_key) == 0)
+        secondary_key = NULL;
     bool keys = primary_key || secondary_key;
     enum th_auth_type t =
         type >= 0 ? (enum th_auth_type)type : (keys ? TH_AUTH_SAS : id->auth_type);
@@ -369,11 +377,14 @@ static th_result check_module_status(const char *device_id, const char *module_i
 }
 
 th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
-                            const struct th_ident_req *req, int64_t now_us, struct th_error *err)
+                            const struct th_ident_req *req, int64_t now_us, bool *keys_changed,
+                            struct th_error *err)
 {
     struct ident_change c;
     th_result r;
 
+    if (keys_changed)
+        *keys_changed = false;
     if (!id || !req)
         return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
     if ((r = check_module_status(id->device_id, id->module_id, req, err)) != TH_OK)
@@ -396,6 +407,9 @@ th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
             r = th_error_set(err, TH_ERR_NOMEM, 0, "out of memory while updating '%s'",
                              id->device_id);
     }
+    if (r == TH_OK && keys_changed)
+        *keys_changed = strcmp(c.primary_key, id->primary_key) != 0 ||
+                        strcmp(c.secondary_key, id->secondary_key) != 0;
     if (r == TH_OK)
         reg_ident_change_commit(id, &c, now_us);
     reg_ident_change_free(&c);
@@ -413,7 +427,7 @@ th_result th_identity_update(struct th_identity *id, const char *primary_key,
     req.enabled = enabled;
     req.status_reason = status_reason;
     /* No scope is given, so reg_plan_scopes never needs the registry. */
-    return th_identity_apply(NULL, id, &req, now_us, err);
+    return th_identity_apply(NULL, id, &req, now_us, NULL, err);
 }
 
 /* ------------------------------------------------------------------ */
