@@ -113,15 +113,12 @@ static void cmd_update_identity(struct cmd_ctx *x)
         !req_or_reply(x, id->module_id != NULL, &req)) {
         return;
     }
-    char old_pk[TH_KEY_BUF], old_sk[TH_KEY_BUF];
-    snprintf(old_pk, sizeof old_pk, "%s", id->primary_key);
-    snprintf(old_sk, sizeof old_sk, "%s", id->secondary_key);
-    if (th_identity_apply(x->p->reg, id, &req, th_now_us(), &err) != TH_OK) {
+    /* Core says whether the keys changed (new, regenerated or dropped; identical is no change). */
+    bool keys_changed;
+    if (th_identity_apply(x->p->reg, id, &req, th_now_us(), &keys_changed, &err) != TH_OK) {
         th_ctl_reply_err(x, &err);
         return;
     }
-    /* Keys dropped (type none) count as changed: tokens signed with the old keys no longer hold. */
-    bool keys_changed = strcmp(old_pk, id->primary_key) || strcmp(old_sk, id->secondary_key);
     if (req.enabled == 0) {
         /* A device disabled while connected loses its connection (and its modules theirs). */
         drop_connection(x->p, id);

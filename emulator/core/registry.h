@@ -3,6 +3,9 @@
  * symmetric keys, status, connection state, generation ids, twins and C2D
  * queues; shared access policies (iothub-protocol.md sections 1, 2.5, 5.2, 10.3);
  * identity updates, registry export/import (10.4, 10.7) and snapshot state.
+ * The declarations are grouped by the file that implements them (registry.c,
+ * registry_json.c, registry_ident.c, registry_doc.c, registry_import.c,
+ * registry_state.c; what those share is in registry_private.h).
  *
  * Pure data: the broker plugin owns one registry on its thread and tells it
  * about connections; nothing here does I/O.
@@ -86,15 +89,12 @@ struct th_identity {
 
 struct th_registry;
 
+/* ---- registry.c: the store (identities, lookup, policies, connections, C2D) ---- */
+
 /* An empty registry (no policies). Free with th_registry_free. NULL on OOM. */
 struct th_registry *th_registry_new(void);
 void th_registry_free(struct th_registry *reg);
 
-/*
- * Add the documented development identities: policies iothubowner, service,
- * registryRead, registryReadWrite, device with TH_DEV_* keys, device
- * TH_DEV_DEVICE_ID and its module TH_DEV_MODULE_ID. Existing ones are kept.
- */
 /*
  * Add the hub's default shared access policies (iothubowner, service, device,
  * registryRead, registryReadWrite) with the TH_DEV_OWNER_* keys; policies that
@@ -102,6 +102,11 @@ void th_registry_free(struct th_registry *reg);
  */
 TH_NODISCARD th_result th_registry_add_default_policies(struct th_registry *reg);
 
+/*
+ * Add the documented development identities: policies iothubowner, service,
+ * registryRead, registryReadWrite, device with TH_DEV_* keys, device
+ * TH_DEV_DEVICE_ID and its module TH_DEV_MODULE_ID. Existing ones are kept.
+ */
 TH_NODISCARD th_result th_registry_add_dev_identities(struct th_registry *reg, int64_t now_us);
 
 /*
@@ -118,20 +123,6 @@ TH_NODISCARD th_result th_registry_add_module(struct th_registry *reg, const cha
                                               const char *module_id, const char *primary_key,
                                               const char *secondary_key, int64_t now_us,
                                               struct th_identity **out, struct th_error *err);
-/*
- * Create a module like th_registry_add_module and give its twin initial
- * `tags` and `desired` (each NULL, JSON null or an object; $metadata and
- * $version members are ignored), validated by the twin rules (400004,
- * 403100 over a size limit; err names "tags..." or "properties.desired...").
- * Each non-empty section is applied as one update, as th_registry_load does.
- * Nothing is created on failure. Does not take `tags` or `desired`.
- * *out (optional) borrows the new module.
- */
-TH_NODISCARD th_result th_registry_add_module_with(struct th_registry *reg, const char *device_id,
-                                                   const char *module_id, const char *primary_key,
-                                                   const char *secondary_key, const cJSON *tags,
-                                                   const cJSON *desired, int64_t now_us,
-                                                   struct th_identity **out, struct th_error *err);
 /* Delete a device (with its modules, twin and queue) or one module. */
 TH_NODISCARD th_result th_registry_remove(struct th_registry *reg, const char *device_id,
                                           const char *module_id);
@@ -156,121 +147,35 @@ size_t th_registry_device_count(const struct th_registry *reg);
 /* Number of modules over all devices. */
 size_t th_registry_module_total(const struct th_registry *reg);
 
-/*
- * Seed from a registry document (docs/registry.md):
- * {"policies":[{"keyName","primaryKey","secondaryKey","rights":"RegistryRead, ServiceConnect"}],
- *  "devices":[{"deviceId","status","authentication":{"type":"sas"|"none","symmetricKey":{...}},
- *              "capabilities":{"iotEdge"},"deviceScope","parentScopes":[...],
- *              "tags":{},"properties":{"desired":{},"reported":{}},
- *              "modules":[{"moduleId","managedBy",...same...}]}]}
- * A parent scope names its IoT Edge device by the id in it (the ticks may
- * differ: generation ids are not kept); that device must be an edge device
- * of the registry or of the document. Validates everything before adding
- * anything; err names the faulty field ("devices[2].modules[0].moduleId:
- * ...") or device ("deviceScope of device 'x': ...").
- */
-TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
-                                        struct th_error *err);
+/* Connection bookkeeping. */
+void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us);
+void th_identity_touch(struct th_identity *id, int64_t now_us);
 
 /*
- * Like th_registry_load, but an identity the registry already has is not an
- * error: with overwrite false it is skipped; with overwrite true the fields
- * the entry gives replace its keys, status, statusReason, tags and desired
- * properties, and authentication type, managedBy, capabilities and scopes
- * as th_identity_apply does (omitted fields and reported properties are
- * kept; tags and desired are only rewritten when they differ, so
- * re-importing the same document changes no versions; the identity etag
- * advances only when one of those identity fields changed). New modules of
- * existing devices are created.
- * Policies with an existing name are skipped or replaced the same way.
- * Counts are per identity (a new device with two modules is 3 created):
- * *out_created / *out_updated / *out_skipped (each optional) are set on
- * success only. Validates the whole document first; all-or-nothing. Does
- * not take `doc`. Errors as th_registry_load, plus 413003 when existing
- * plus new modules exceed 50 on a device.
- *
- * Desired changes made here send no notification; a caller that must notify
- * connected devices compares desired_version before and after.
+ * Queue a C2D message (devices only). Takes no ownership: copies bag and body.
+ * TH_ERR_QUEUE_FULL at TH_C2D_MAX_QUEUE, TH_ERR_TOO_LARGE over TH_C2D_MAX_BYTES.
  */
-TH_NODISCARD th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool overwrite,
-                                          int64_t now_us, size_t *out_created, size_t *out_updated,
-                                          size_t *out_skipped, struct th_error *err);
+TH_NODISCARD th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id,
+                                            const char *bag, const void *body, size_t len,
+                                            int64_t now_us, struct th_error *err);
+/* Pop the oldest message; caller frees with th_c2d_msg_free. NULL when empty. */
+struct th_c2d_msg *th_identity_c2d_pop(struct th_identity *dev);
+void th_c2d_msg_free(struct th_c2d_msg *msg);
+
+/* Identity etag text (base64 of the decimal counter, e.g. "MQ==") into buf (>= 32). */
+void th_identity_etag(const struct th_identity *id, char buf[32]);
+
+/* ---- registry_json.c: identity JSON views, and requests read from identity JSON ---- */
 
 /*
- * A registry document in the format th_registry_load reads:
- * {"policies":[{"keyName","primaryKey","secondaryKey","rights"}],
- *  "devices":[{"deviceId","status",["statusReason",]"authentication":{"type":"sas",
- *   "symmetricKey":{...}} or {"type":"none"},["capabilities":{"iotEdge":true},]
- *   ["deviceScope",]["parentScopes":[..],]["tags","properties":{"desired","reported"},]
- *   "modules":[{"moduleId",["managedBy",]"authentication",...}]}]}
- * With include_twins, tags and property values (no $metadata/$version).
- * Loading it into an empty registry reproduces identities, keys,
- * authentication types, managedBy, edge capabilities and parents, status,
- * tags, desired and reported values (not generation ids, so not scopes,
- * etags, versions, times, model ids or C2D queues: see th_device_state_json).
- * Caller frees with cJSON_Delete; NULL on OOM.
+ * Service views as IoT Hub shapes them. Caller frees with cJSON_Delete.
+ * Device/module identity JSON (10.3) and full twin JSON (7.1).
  */
-cJSON *th_registry_export(const struct th_registry *reg, bool include_twins);
+cJSON *th_identity_to_json(const struct th_identity *id);
+cJSON *th_identity_twin_json(const struct th_identity *id);
 
-/*
- * Full-fidelity persistence state of one device and its modules:
- * {"deviceId","authType":"sas"|"none","primaryKey"|null,"secondaryKey"|null,
- *  "enabled","statusReason"|null,"generationId","etagCounter","managedBy"|null,
- *  "modelId"|null,"statusUpdated":us,"lastActivity":us,"twin":{th_twin_state_json},
- *  "iotEdge","deviceScope"|null,"parentScope"|null (devices),
- *  "c2d":[{"messageId","bag","body":base64,"enqueued":us}],
- *  "modules":[{"deviceId","moduleId",...the same without c2d and modules}]}.
- * Times are microseconds since the epoch (0 = never). Connection state is
- * not saved. Caller frees with cJSON_Delete; NULL on OOM or for a module.
- */
-cJSON *th_device_state_json(const struct th_identity *dev);
-
-/*
- * Add a device from th_device_state_json output, restoring it exactly
- * (keys, authentication type, status, edge capability and scopes as saved,
- * generation ids, etags, twin versions and metadata, C2D queue, modules);
- * it starts Disconnected. A state without authType is "sas"; scopes are
- * checked for their form only (devices come back in any order). Does not
- * take `state`.
- * TH_ERR_EXISTS (409001) if the device exists; TH_ERR_INVAL (400004) with
- * err naming the field ("device.modules[1].twin: ...") for a missing or
- * mistyped member, bad id, key, generation id, counter, time or queue entry;
- * TH_ERR_TOO_LARGE over 50 modules, 50 queued messages or 64 KB bodies.
- * Nothing is added on failure. Later generation ids stay unique.
- */
-TH_NODISCARD th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
-                                                  struct th_error *err);
-
-/*
- * The shared access policies as a registry-document array
- * [{"keyName","primaryKey","secondaryKey","rights"}]. Caller frees with
- * cJSON_Delete; NULL on OOM.
- */
-cJSON *th_registry_policies_json(const struct th_registry *reg);
-
-/*
- * Replace all policies with `arr` (that array format; validated as
- * th_registry_load validates "policies"; an omitted key is generated).
- * Unchanged on failure. Does not take `arr`.
- */
-TH_NODISCARD th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr,
-                                                    struct th_error *err);
-
-/*
- * Update an identity's keys and status (th_identity_apply with only those
- * members given; a key given to an identity without keys makes it "sas").
- * Keys: NULL keeps, "" generates a new 32-byte key, anything else must be
- * base64 of 16 to 64 bytes. enabled: -1 keeps, 0/1 sets (devices only).
- * status_reason: NULL keeps, "" clears, else replaces (devices only).
- * A module refuses enabled 0 or a status_reason with 400004 (modules are
- * always enabled). On success the identity etag advances, and
- * status_updated_us becomes now_us when enabled changed. All-or-nothing:
- * on failure the identity is unchanged. Does not take any argument.
- */
-TH_NODISCARD th_result th_identity_update(struct th_identity *id, const char *primary_key,
-                                          const char *secondary_key, int enabled,
-                                          const char *status_reason, int64_t now_us,
-                                          struct th_error *err);
+/* "sas" or "none". */
+const char *th_auth_type_name(enum th_auth_type type);
 
 /*
  * A service create or update of a device or module, read from the hub's
@@ -310,6 +215,23 @@ void th_ident_req_init(struct th_ident_req *req);
 TH_NODISCARD th_result th_ident_req_from_json(const cJSON *body, bool is_module,
                                               struct th_ident_req *out, struct th_error *err);
 
+/* ---- registry_ident.c: service create and update of identities ---- */
+
+/*
+ * Create a module like th_registry_add_module and give its twin initial
+ * `tags` and `desired` (each NULL, JSON null or an object; $metadata and
+ * $version members are ignored), validated by the twin rules (400004,
+ * 403100 over a size limit; err names "tags..." or "properties.desired...").
+ * Each non-empty section is applied as one update, as th_registry_load does.
+ * Nothing is created on failure. Does not take `tags` or `desired`.
+ * *out (optional) borrows the new module.
+ */
+TH_NODISCARD th_result th_registry_add_module_with(struct th_registry *reg, const char *device_id,
+                                                   const char *module_id, const char *primary_key,
+                                                   const char *secondary_key, const cJSON *tags,
+                                                   const cJSON *desired, int64_t now_us,
+                                                   struct th_identity **out, struct th_error *err);
+
 /*
  * Create a device (module_id NULL) or a module from a request, with
  * initial twin `tags` and `desired` as th_registry_add_module_with (each
@@ -342,39 +264,141 @@ TH_NODISCARD th_result th_registry_create(struct th_registry *reg, const char *d
  * as read is always accepted): a device that becomes an IoT Edge device
  * gets its own scope (ticks of now_us) and keeps its parent as
  * parentScopes; one that stops being one keeps its parent as deviceScope.
- * On success the identity etag advances. All-or-nothing. Does not take `req`.
+ * On success the identity etag advances, and *keys_changed (optional; false
+ * on failure) says whether a key now differs from before: new, regenerated
+ * or dropped, so that tokens signed with the old keys no longer verify and
+ * the caller closes the identity's connection. A key sent equal to the
+ * current one is no change (th_identity_update), so an identity sent back
+ * as read keeps its connection. All-or-nothing. Does not take `req`.
  */
 TH_NODISCARD th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
                                          const struct th_ident_req *req, int64_t now_us,
-                                         struct th_error *err);
-
-/* "sas" or "none". */
-const char *th_auth_type_name(enum th_auth_type type);
-
-/* Connection bookkeeping. */
-void th_identity_set_connected(struct th_identity *id, bool connected, int64_t now_us);
-void th_identity_touch(struct th_identity *id, int64_t now_us);
+                                         bool *keys_changed, struct th_error *err);
 
 /*
- * Queue a C2D message (devices only). Takes no ownership: copies bag and body.
- * TH_ERR_QUEUE_FULL at TH_C2D_MAX_QUEUE, TH_ERR_TOO_LARGE over TH_C2D_MAX_BYTES.
+ * Update an identity's keys and status (th_identity_apply with only those
+ * members given; a key given to an identity without keys makes it "sas").
+ * Keys: NULL keeps, "" generates a new 32-byte key, one equal to the
+ * current key keeps it (identical keys are not a change; with type "none"
+ * in th_identity_apply they are dropped with the others, not refused),
+ * anything else must be base64 of 16 to 64 bytes.
+ * enabled: -1 keeps, 0/1 sets (devices only).
+ * status_reason: NULL keeps, "" clears, else replaces (devices only).
+ * A module refuses enabled 0 or a status_reason with 400004 (modules are
+ * always enabled). On success the identity etag advances, and
+ * status_updated_us becomes now_us when enabled changed. All-or-nothing:
+ * on failure the identity is unchanged. Does not take any argument.
  */
-TH_NODISCARD th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id,
-                                            const char *bag, const void *body, size_t len,
-                                            int64_t now_us, struct th_error *err);
-/* Pop the oldest message; caller frees with th_c2d_msg_free. NULL when empty. */
-struct th_c2d_msg *th_identity_c2d_pop(struct th_identity *dev);
-void th_c2d_msg_free(struct th_c2d_msg *msg);
+TH_NODISCARD th_result th_identity_update(struct th_identity *id, const char *primary_key,
+                                          const char *secondary_key, int enabled,
+                                          const char *status_reason, int64_t now_us,
+                                          struct th_error *err);
 
-/* Identity etag text (base64 of the decimal counter, e.g. "MQ==") into buf (>= 32). */
-void th_identity_etag(const struct th_identity *id, char buf[32]);
+/* ---- registry_doc.c: registry documents ---- */
 
 /*
- * Service views as IoT Hub shapes them. Caller frees with cJSON_Delete.
- * Device/module identity JSON (10.3) and full twin JSON (7.1).
+ * Seed from a registry document (docs/registry.md):
+ * {"policies":[{"keyName","primaryKey","secondaryKey","rights":"RegistryRead, ServiceConnect"}],
+ *  "devices":[{"deviceId","status","authentication":{"type":"sas"|"none","symmetricKey":{...}},
+ *              "capabilities":{"iotEdge"},"deviceScope","parentScopes":[...],
+ *              "tags":{},"properties":{"desired":{},"reported":{}},
+ *              "modules":[{"moduleId","managedBy",...same...}]}]}
+ * A parent scope names its IoT Edge device by the id in it (the ticks may
+ * differ: generation ids are not kept); that device must be an edge device
+ * of the registry or of the document. Validates everything before adding
+ * anything; err names the faulty field ("devices[2].modules[0].moduleId:
+ * ...") or device ("deviceScope of device 'x': ...").
  */
-cJSON *th_identity_to_json(const struct th_identity *id);
-cJSON *th_identity_twin_json(const struct th_identity *id);
+TH_NODISCARD th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t now_us,
+                                        struct th_error *err);
+
+/*
+ * A registry document in the format th_registry_load reads:
+ * {"policies":[{"keyName","primaryKey","secondaryKey","rights"}],
+ *  "devices":[{"deviceId","status",["statusReason",]"authentication":{"type":"sas",
+ *   "symmetricKey":{...}} or {"type":"none"},["capabilities":{"iotEdge":true},]
+ *   ["deviceScope",]["parentScopes":[..],]["tags","properties":{"desired","reported"},]
+ *   "modules":[{"moduleId",["managedBy",]"authentication",...}]}]}
+ * With include_twins, tags and property values (no $metadata/$version).
+ * Loading it into an empty registry reproduces identities, keys,
+ * authentication types, managedBy, edge capabilities and parents, status,
+ * tags, desired and reported values (not generation ids, so not scopes,
+ * etags, versions, times, model ids or C2D queues: see th_device_state_json).
+ * Caller frees with cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_registry_export(const struct th_registry *reg, bool include_twins);
+
+/*
+ * The shared access policies as a registry-document array
+ * [{"keyName","primaryKey","secondaryKey","rights"}]. Caller frees with
+ * cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_registry_policies_json(const struct th_registry *reg);
+
+/*
+ * Replace all policies with `arr` (that array format; validated as
+ * th_registry_load validates "policies"; an omitted key is generated).
+ * Unchanged on failure. Does not take `arr`.
+ */
+TH_NODISCARD th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr,
+                                                    struct th_error *err);
+
+/* ---- registry_import.c ---- */
+
+/*
+ * Like th_registry_load, but an identity the registry already has is not an
+ * error: with overwrite false it is skipped; with overwrite true the fields
+ * the entry gives replace its keys, status, statusReason, tags and desired
+ * properties, and authentication type, managedBy, capabilities and scopes
+ * as th_identity_apply does (omitted fields and reported properties are
+ * kept; tags and desired are only rewritten when they differ, so
+ * re-importing the same document changes no versions; the identity etag
+ * advances only when one of those identity fields changed). New modules of
+ * existing devices are created.
+ * Policies with an existing name are skipped or replaced the same way.
+ * Counts are per identity (a new device with two modules is 3 created):
+ * *out_created / *out_updated / *out_skipped (each optional) are set on
+ * success only. Validates the whole document first; all-or-nothing. Does
+ * not take `doc`. Errors as th_registry_load, plus 413003 when existing
+ * plus new modules exceed 50 on a device.
+ *
+ * Desired changes made here send no notification; a caller that must notify
+ * connected devices compares desired_version before and after.
+ */
+TH_NODISCARD th_result th_registry_import(struct th_registry *reg, const cJSON *doc, bool overwrite,
+                                          int64_t now_us, size_t *out_created, size_t *out_updated,
+                                          size_t *out_skipped, struct th_error *err);
+
+/* ---- registry_state.c: snapshot state ---- */
+
+/*
+ * Full-fidelity persistence state of one device and its modules:
+ * {"deviceId","authType":"sas"|"none","primaryKey"|null,"secondaryKey"|null,
+ *  "enabled","statusReason"|null,"generationId","etagCounter","managedBy"|null,
+ *  "modelId"|null,"statusUpdated":us,"lastActivity":us,"twin":{th_twin_state_json},
+ *  "iotEdge","deviceScope"|null,"parentScope"|null (devices),
+ *  "c2d":[{"messageId","bag","body":base64,"enqueued":us}],
+ *  "modules":[{"deviceId","moduleId",...the same without c2d and modules}]}.
+ * Times are microseconds since the epoch (0 = never). Connection state is
+ * not saved. Caller frees with cJSON_Delete; NULL on OOM or for a module.
+ */
+cJSON *th_device_state_json(const struct th_identity *dev);
+
+/*
+ * Add a device from th_device_state_json output, restoring it exactly
+ * (keys, authentication type, status, edge capability and scopes as saved,
+ * generation ids, etags, twin versions and metadata, C2D queue, modules);
+ * it starts Disconnected. A state without authType is "sas"; scopes are
+ * checked for their form only (devices come back in any order). Does not
+ * take `state`.
+ * TH_ERR_EXISTS (409001) if the device exists; TH_ERR_INVAL (400004) with
+ * err naming the field ("device.modules[1].twin: ...") for a missing or
+ * mistyped member, bad id, key, generation id, counter, time or queue entry;
+ * TH_ERR_TOO_LARGE over 50 modules, 50 queued messages or 64 KB bodies.
+ * Nothing is added on failure. Later generation ids stay unique.
+ */
+TH_NODISCARD th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
+                                                  struct th_error *err);
 
 /* ---- development identities (documented in README and docs/cli.md) ---- */
 #define TH_DEV_DEVICE_ID "dev-device"

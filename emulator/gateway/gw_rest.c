@@ -511,55 +511,6 @@ static void h_delete_module(struct gw_conn *c)
     call(c, cmd, GW_CALL_TIMEOUT_S, done_no_content);
 }
 
-/*
- * An identity update keeps the request body (parsed again from c->req.body)
- * and first reads the identity: keys equal to the current ones are left out
- * of the update, so that re-sending an identity as read (what the SDKs'
- * update does) does not count as new keys, which would close the device's
- * connection.
- */
-static void send_update(struct gw_conn *c, const cJSON *current)
-{
-    bool answered;
-    bool is_module = c->ids[1][0] != '\0';
-    cJSON *body = body_object(c, true, &answered);
-    if (!body)
-        return; /* answered: it parsed before, so only out of memory gets here */
-    char buf[256];
-    const char *etag = if_match(c, buf, sizeof buf);
-    cJSON *cmd = command(c, is_module ? "updateModule" : "updateDevice", is_module);
-    bool ok = cmd && (!etag || cJSON_AddStringToObject(cmd, "etag", etag)) &&
-              copy_identity_fields(cmd, body, is_module);
-    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(body, "authentication");
-    if (ok && auth) {
-        cJSON *a = cJSON_Duplicate(auth, 1);
-        cJSON *sym = cJSON_GetObjectItemCaseSensitive(a, "symmetricKey");
-        const cJSON *cur = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(current, "authentication"), "symmetricKey");
-        static const char *const names[] = {"primaryKey", "secondaryKey"};
-        for (int i = 0; sym && i < 2; i++) {
-            const char *want = th_json_string(sym, names[i], NULL);
-            const char *have = th_json_string(cur, names[i], NULL);
-            if (want && have && !strcmp(want, have))
-                cJSON_DeleteItemFromObjectCaseSensitive(sym, names[i]);
-        }
-        ok = a && cJSON_AddItemToObject(cmd, "authentication", a);
-    }
-    cJSON_Delete(body);
-    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
-}
-
-static void done_prefetch(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
-{
-    (void)gw;
-    if (!answer_ok(c, entry))
-        return;
-    c->state = GW_C_WAIT;
-    send_update(c, cJSON_GetObjectItemCaseSensitive(entry, "data"));
-    if (c->state == GW_C_HEAD)
-        gw_http_resume(c);
-}
-
 /* PUT /devices/{id} and /devices/{id}/modules/{mid}: create, or update with If-Match. */
 static void put_identity(struct gw_conn *c, bool is_module)
 {
@@ -578,13 +529,17 @@ static void put_identity(struct gw_conn *c, bool is_module)
         cJSON_Delete(body);
         return;
     }
-    if (gw_req_header(&c->req, "If-Match")) {
-        cJSON_Delete(body);
-        call(c, command(c, "getDevice", is_module), GW_CALL_TIMEOUT_S, done_prefetch);
-        return;
-    }
-    cJSON *cmd = command(c, is_module ? "createModule" : "createDevice", is_module);
-    bool ok = cmd && copy_member(cmd, body, "authentication") &&
+    /*
+     * With If-Match an update, in one command: core leaves keys equal to the
+     * current ones alone, so an identity sent back as read (what the SDKs'
+     * update does) keeps its connection.
+     */
+    char buf[256];
+    const char *etag = if_match(c, buf, sizeof buf);
+    cJSON *cmd = etag ? command(c, is_module ? "updateModule" : "updateDevice", is_module)
+                      : command(c, is_module ? "createModule" : "createDevice", is_module);
+    bool ok = cmd && (!etag || cJSON_AddStringToObject(cmd, "etag", etag)) &&
+              copy_member(cmd, body, "authentication") &&
               copy_identity_fields(cmd, body, is_module);
     cJSON_Delete(body);
     call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);

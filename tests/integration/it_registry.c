@@ -505,6 +505,61 @@ static void test_registry_update_device_new_keys_refuse_old_token_succeeds(void 
     it_client_close(svc);
 }
 
+/*
+ * The identity sent back with its current keys (what the SDKs' update does) is
+ * no key change: the device stays connected. Type "none" with those keys drops
+ * them (identical keys are not refused as keys given with "none") and closes it.
+ */
+static void test_registry_update_device_same_keys_keep_connection_succeeds(void **state)
+{
+    (void)state;
+    struct it_client *svc = it_service_open(&hub, false);
+    cJSON *d = it_control_ok(svc,
+                             "{\"command\":\"createDevice\",\"deviceId\":\"reg-same\","
+                             "\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"%s\","
+                             "\"secondaryKey\":\"%s\"}}}",
+                             KEY_EXPLICIT_1, KEY_EXPLICIT_2);
+    char *etag0 = strdup(it_json_str(d, "etag"));
+    cJSON_Delete(d);
+    struct it_client *dev = it_device_open(&hub, "reg-same", NULL, KEY_EXPLICIT_1);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
+
+    d = it_control_ok(svc,
+                      "{\"command\":\"updateDevice\",\"deviceId\":\"reg-same\",\"etag\":\"*\","
+                      "\"statusReason\":\"same keys\",\"authentication\":{\"type\":\"sas\","
+                      "\"symmetricKey\":{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}}}",
+                      KEY_EXPLICIT_1, KEY_EXPLICIT_2);
+    assert_string_equal(it_json_str(d, "authentication.symmetricKey.primaryKey"), KEY_EXPLICIT_1);
+    assert_string_equal(it_json_str(d, "authentication.symmetricKey.secondaryKey"), KEY_EXPLICIT_2);
+    assert_string_equal(it_json_str(d, "statusReason"), "same keys");
+    assert_string_not_equal(it_json_str(d, "etag"), etag0);
+    cJSON_Delete(d);
+    /* barrier: a twin round trip sent after the answer; a kicked device would get none */
+    int status;
+    struct it_msg *m = it_twin_request(dev, "same-get", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    it_msg_free(m);
+    assert_true(it_client_is_connected(dev));
+    d = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"reg-same\"}");
+    assert_string_equal(it_json_str(d, "connectionState"), "Connected");
+    cJSON_Delete(d);
+
+    d = it_control_ok(svc,
+                      "{\"command\":\"updateDevice\",\"deviceId\":\"reg-same\","
+                      "\"authentication\":{\"type\":\"none\",\"symmetricKey\":"
+                      "{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}}}",
+                      KEY_EXPLICIT_1, KEY_EXPLICIT_2);
+    assert_string_equal(it_json_str(d, "authentication.type"), "none");
+    assert_true(cJSON_IsNull(it_json_get(d, "authentication.symmetricKey.primaryKey")));
+    cJSON_Delete(d);
+    assert_true(it_client_wait_disconnect(dev, IT_WAIT_MS));
+    it_client_close(dev);
+    assert_int_equal(try_identity("reg-same", NULL, KEY_EXPLICIT_1), 5);
+    free(etag0);
+    it_client_close(svc);
+}
+
 /* ---- deleteDevice ---- */
 
 static void test_registry_delete_device_kicks_and_removes_modules_succeeds(void **state)
@@ -1230,6 +1285,7 @@ int main(void)
         cmocka_unit_test(test_registry_update_device_disable_closes_connection_succeeds),
         cmocka_unit_test(test_registry_update_device_etag_mismatch_fails),
         cmocka_unit_test(test_registry_update_device_new_keys_refuse_old_token_succeeds),
+        cmocka_unit_test(test_registry_update_device_same_keys_keep_connection_succeeds),
         cmocka_unit_test(test_registry_delete_device_kicks_and_removes_modules_succeeds),
         cmocka_unit_test(test_registry_module_commands_succeed),
         cmocka_unit_test(test_registry_statistics_numbers_succeed),

@@ -1206,7 +1206,7 @@ static void test_th_registry_create_unknown_parent_fails(void **state)
     cJSON *b;
     struct th_ident_req off = req_of("{\"capabilities\":{\"iotEdge\":false}}", false, &b);
     char *old_scope = strdup(gw->device_scope);
-    assert_int_equal(th_identity_apply(reg, gw, &off, NOW, NULL), TH_OK);
+    assert_int_equal(th_identity_apply(reg, gw, &off, NOW, NULL, NULL), TH_OK);
     cJSON_Delete(b);
     snprintf(body, sizeof body, "{\"deviceScope\":\"%s\"}", old_scope);
     expect_create_refused(reg, "d", NULL, body, "not the deviceScope of an IoT Edge device");
@@ -1275,7 +1275,7 @@ static void test_th_identity_apply_none_to_sas_succeeds(void **state)
     struct th_ident_req req = req_of("{\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
                                      "{\"primaryKey\":null,\"secondaryKey\":null}}}",
                                      true, &body);
-    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, NULL, &err), TH_OK);
     cJSON_Delete(body);
     assert_int_equal(m1->auth_type, TH_AUTH_SAS);
     assert_int_equal(decoded_len(m1->primary_key), 32);
@@ -1287,7 +1287,7 @@ static void test_th_identity_apply_none_to_sas_succeeds(void **state)
     req = req_of("{\"managedBy\":\"iotedge\",\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
                  "{\"primaryKey\":\"" KEY32 "\",\"secondaryKey\":\"" KEY16 "\"}}}",
                  true, &body);
-    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, NULL, &err), TH_OK);
     cJSON_Delete(body);
     assert_string_equal(m2->primary_key, KEY32);
     assert_string_equal(m2->secondary_key, KEY16);
@@ -1295,7 +1295,7 @@ static void test_th_identity_apply_none_to_sas_succeeds(void **state)
 
     /* back to none drops both keys; managedBy null clears it */
     req = req_of("{\"managedBy\":null,\"authentication\":{\"type\":\"none\"}}", true, &body);
-    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, m2, &req, NOW, NULL, &err), TH_OK);
     cJSON_Delete(body);
     assert_int_equal(m2->auth_type, TH_AUTH_NONE);
     assert_string_equal(m2->primary_key, "");
@@ -1306,7 +1306,7 @@ static void test_th_identity_apply_none_to_sas_succeeds(void **state)
                  "\"}}}",
                  true, &body);
     uint64_t etag = m1->etag_counter;
-    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, &err), TH_ERR_INVAL);
+    assert_int_equal(th_identity_apply(reg, m1, &req, NOW, NULL, &err), TH_ERR_INVAL);
     cJSON_Delete(body);
     assert_int_equal(err.code, 400004);
     assert_int_equal(m1->auth_type, TH_AUTH_SAS);
@@ -1327,7 +1327,7 @@ static void test_th_identity_apply_edge_transitions_keep_parent_succeeds(void **
     /* becoming an edge device: an own scope (ticks of the update), the parent kept */
     int64_t later = NOW + 7000000;
     struct th_ident_req req = req_of("{\"capabilities\":{\"iotEdge\":true}}", false, &b);
-    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, NULL, &err), TH_OK);
     cJSON_Delete(b);
     char want[256];
     snprintf(want, sizeof want, TH_EDGE_SCOPE_PREFIX "d-%llu",
@@ -1340,7 +1340,7 @@ static void test_th_identity_apply_edge_transitions_keep_parent_succeeds(void **
     cJSON *read = th_identity_to_json(d);
     cJSON_ReplaceItemInObjectCaseSensitive(read, "capabilities", parse("{\"iotEdge\":false}"));
     assert_int_equal(th_ident_req_from_json(read, false, &req, &err), TH_OK);
-    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, NULL, &err), TH_OK);
     cJSON_Delete(read);
     assert_false(d->iot_edge);
     assert_string_equal(d->device_scope, parent);
@@ -1350,12 +1350,12 @@ static void test_th_identity_apply_edge_transitions_keep_parent_succeeds(void **
     assert_int_equal(th_registry_remove(reg, "gw", NULL), TH_OK);
     snprintf(body, sizeof body, "{\"deviceScope\":\"%s\",\"statusReason\":\"x\"}", parent);
     req = req_of(body, false, &b);
-    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, NULL, &err), TH_OK);
     cJSON_Delete(b);
     assert_string_equal(d->device_scope, parent);
     /* "" removes the parent */
     req = req_of("{\"deviceScope\":\"\"}", false, &b);
-    assert_int_equal(th_identity_apply(reg, d, &req, later, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, later, NULL, &err), TH_OK);
     cJSON_Delete(b);
     assert_null(d->device_scope);
     free(parent);
@@ -1370,12 +1370,146 @@ static void test_th_identity_apply_own_parent_fails(void **state)
     cJSON *b;
     struct th_ident_req req = req_of(body, false, &b);
     struct th_error err = {0};
-    assert_int_equal(th_identity_apply(reg, gw, &req, NOW, &err), TH_ERR_INVAL);
+    assert_int_equal(th_identity_apply(reg, gw, &req, NOW, NULL, &err), TH_ERR_INVAL);
     cJSON_Delete(b);
     assert_int_equal(err.code, 400004);
     assert_non_null(strstr(err.message, "its own parent"));
     assert_null(gw->parent_scope);
     assert_int_equal(gw->etag_counter, 1);
+}
+
+/* Applies `text` to `id`; fails the test when refused. Returns keys_changed. */
+static bool apply_text(struct th_registry *reg, struct th_identity *id, const char *text)
+{
+    cJSON *body;
+    struct th_ident_req req = req_of(text, id->module_id != NULL, &body);
+    struct th_error err = {0};
+    bool changed = true;
+    if (th_identity_apply(reg, id, &req, NOW, &changed, &err) != TH_OK)
+        fail_msg("update from %s refused: %s", text, err.message);
+    cJSON_Delete(body);
+    return changed;
+}
+
+static void test_th_identity_apply_identity_as_read_keeps_keys_succeeds(void **state)
+{
+    /* What the SDKs' update sends: the identity as read, keys included. */
+    struct th_registry *reg = *state;
+    struct th_identity *d =
+        create_from(reg, "d", NULL,
+                    "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY32
+                    "\",\"secondaryKey\":\"" KEY16 "\"}}}");
+    cJSON *read = th_identity_to_json(d);
+    assert_true(cJSON_ReplaceItemInObjectCaseSensitive(read, "statusReason",
+                                                       cJSON_CreateString("as read")));
+    struct th_ident_req req;
+    struct th_error err = {0};
+    bool changed = true;
+    assert_int_equal(th_ident_req_from_json(read, false, &req, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, d, &req, NOW, &changed, &err), TH_OK);
+    cJSON_Delete(read);
+    assert_false(changed);
+    assert_string_equal(d->primary_key, KEY32);
+    assert_string_equal(d->secondary_key, KEY16);
+    assert_string_equal(d->status_reason, "as read");
+    assert_int_equal(d->etag_counter, 2); /* the update itself still advances the etag */
+
+    /* the same keys with type "sas" given, or one of them alone: still no change */
+    assert_false(apply_text(reg, d,
+                            "{\"authentication\":{\"type\":\"sas\",\"symmetricKey\":"
+                            "{\"primaryKey\":\"" KEY32 "\",\"secondaryKey\":\"" KEY16 "\"}}}"));
+    assert_false(apply_text(
+        reg, d, "{\"authentication\":{\"symmetricKey\":{\"secondaryKey\":\"" KEY16 "\"}}}"));
+    /* no keys at all, and a status change, are no key change either */
+    assert_false(apply_text(reg, d, "{\"status\":\"disabled\"}"));
+    assert_string_equal(d->primary_key, KEY32);
+
+    /* a keyless identity sent back as read (keys null) stays keyless and unchanged */
+    struct th_identity *n = create_from(reg, "n", NULL, "{\"authentication\":{\"type\":\"none\"}}");
+    read = th_identity_to_json(n);
+    assert_int_equal(th_ident_req_from_json(read, false, &req, &err), TH_OK);
+    assert_int_equal(th_identity_apply(reg, n, &req, NOW, &changed, &err), TH_OK);
+    cJSON_Delete(read);
+    assert_false(changed);
+    assert_int_equal(n->auth_type, TH_AUTH_NONE);
+    assert_string_equal(n->primary_key, "");
+}
+
+static void test_th_identity_apply_different_keys_changed_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    const char *keys = "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY32
+                       "\",\"secondaryKey\":\"" KEY16 "\"}}}";
+    struct th_identity *d = create_from(reg, "d", NULL, keys);
+
+    /* one key new, the other the same */
+    assert_true(apply_text(reg, d,
+                           "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY16
+                           "\",\"secondaryKey\":\"" KEY16 "\"}}}"));
+    assert_string_equal(d->primary_key, KEY16);
+    /* swapped back and forth: each slot is compared with its own current key */
+    assert_true(apply_text(reg, d, keys));
+    assert_true(apply_text(reg, d,
+                           "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY16
+                           "\",\"secondaryKey\":\"" KEY32 "\"}}}"));
+    /* "" regenerates, even where the key is the current one's slot */
+    assert_true(
+        apply_text(reg, d, "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"\"}}}"));
+    assert_int_equal(decoded_len(d->primary_key), 32);
+    assert_string_equal(d->secondary_key, KEY32);
+
+    /* a keyless identity that gets keys (type sas, generated) */
+    struct th_identity *n = create_from(reg, "n", NULL, "{\"authentication\":{\"type\":\"none\"}}");
+    assert_true(apply_text(reg, n, "{\"authentication\":{\"type\":\"sas\"}}"));
+    assert_int_equal(decoded_len(n->primary_key), 32);
+}
+
+static void test_th_identity_apply_none_with_current_keys_succeeds(void **state)
+{
+    /* Type "none" on the identity as read: the current keys are no change, so they are dropped
+     * with the others instead of refused as keys given with "none". */
+    struct th_registry *reg = *state;
+    struct th_identity *d =
+        create_from(reg, "d", NULL,
+                    "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY32
+                    "\",\"secondaryKey\":\"" KEY16 "\"}}}");
+    assert_true(apply_text(reg, d,
+                           "{\"authentication\":{\"type\":\"none\",\"symmetricKey\":"
+                           "{\"primaryKey\":\"" KEY32 "\",\"secondaryKey\":\"" KEY16 "\"}}}"));
+    assert_int_equal(d->auth_type, TH_AUTH_NONE);
+    assert_string_equal(d->primary_key, "");
+    assert_string_equal(d->secondary_key, "");
+}
+
+static void test_th_identity_apply_refused_keys_unchanged_fails(void **state)
+{
+    /* A refused update reports no key change, and changes nothing. */
+    struct th_registry *reg = *state;
+    struct th_identity *d =
+        create_from(reg, "d", NULL,
+                    "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY32
+                    "\",\"secondaryKey\":\"" KEY16 "\"}}}");
+    const char *bad[] = {
+        /* a new key with type none */
+        "{\"authentication\":{\"type\":\"none\",\"symmetricKey\":{\"primaryKey\":\"" KEY16 "\"}}}",
+        /* a new primary key and a malformed secondary */
+        "{\"authentication\":{\"symmetricKey\":{\"primaryKey\":\"" KEY16
+        "\",\"secondaryKey\":\"***\"}}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *body;
+        struct th_ident_req req = req_of(bad[i], false, &body);
+        struct th_error err = {0};
+        bool changed = true;
+        assert_int_equal(th_identity_apply(reg, d, &req, NOW, &changed, &err), TH_ERR_INVAL);
+        cJSON_Delete(body);
+        assert_int_equal(err.code, 400004);
+        assert_false(changed);
+        assert_string_equal(d->primary_key, KEY32);
+        assert_string_equal(d->secondary_key, KEY16);
+        assert_int_equal(d->auth_type, TH_AUTH_SAS);
+        assert_int_equal(d->etag_counter, 1);
+    }
 }
 
 static void test_th_identity_twin_json_query_iot_edge_succeeds(void **state)
@@ -1539,6 +1673,10 @@ int main(void)
         TEST(test_th_identity_apply_none_to_sas_succeeds),
         TEST(test_th_identity_apply_edge_transitions_keep_parent_succeeds),
         TEST(test_th_identity_apply_own_parent_fails),
+        TEST(test_th_identity_apply_identity_as_read_keeps_keys_succeeds),
+        TEST(test_th_identity_apply_different_keys_changed_succeeds),
+        TEST(test_th_identity_apply_none_with_current_keys_succeeds),
+        TEST(test_th_identity_apply_refused_keys_unchanged_fails),
         TEST(test_th_identity_twin_json_query_iot_edge_succeeds),
         TEST(test_th_registry_load_edge_hierarchy_succeeds),
         TEST(test_th_registry_load_bad_edge_fields_fails),

@@ -2,8 +2,9 @@
  * test_state.c - unit tests for saving and restoring hub state: twin state
  * (twin_state.c th_twin_state_json / th_twin_from_state), device state with
  * modules and C2D queue, policies, registry export/load and import, identity
- * updates and module creation with an initial twin (registry.c;
- * iothub-protocol.md sections 7, 10.3-10.7).
+ * updates and module creation with an initial twin (registry_state.c,
+ * registry_doc.c, registry_import.c, registry_ident.c; iothub-protocol.md
+ * sections 7, 10.3-10.7).
  */
 #include <setjmp.h>
 #include <stdarg.h>
