@@ -55,41 +55,41 @@ int th_result_default_code(th_result r)
     case TH_OK:
         return 0;
     case TH_ERR_INVAL:
-        return 400004;
+        return TH_EC_ARGUMENT_INVALID;
     case TH_ERR_FORMAT:
-        return 400006;
+        return TH_EC_IOTHUB_FORMAT_ERROR;
     case TH_ERR_NOMEM:
-        return 500001;
+        return TH_EC_SERVER_ERROR;
     case TH_ERR_NOT_FOUND:
-        return 404001;
+        return TH_EC_DEVICE_NOT_FOUND;
     case TH_ERR_EXISTS:
-        return 409001;
+        return TH_EC_DEVICE_ALREADY_EXISTS;
     case TH_ERR_TOO_LARGE:
-        return 413001;
+        return TH_EC_MESSAGE_TOO_LARGE;
     case TH_ERR_TOO_DEEP:
-        return 400004;
+        return TH_EC_ARGUMENT_INVALID;
     case TH_ERR_PRECONDITION:
-        return 412001;
+        return TH_EC_PRECONDITION_FAILED;
     case TH_ERR_AUTH:
-        return 401002;
+        return TH_EC_IOTHUB_UNAUTHORIZED_ACCESS;
     case TH_ERR_EXPIRED:
-        return 401002;
-    /* Auth paths that must look like 401 pass 401002 explicitly. */
+        return TH_EC_IOTHUB_UNAUTHORIZED_ACCESS;
+    /* Auth paths that must look like 401 pass TH_EC_IOTHUB_UNAUTHORIZED_ACCESS explicitly. */
     case TH_ERR_DISABLED:
-        return 403012;
+        return TH_EC_DEVICE_DISABLED;
     /* A too-small buffer is our bug, never the caller's: report it as internal. */
     case TH_ERR_BUFFER:
-        return 500001;
+        return TH_EC_SERVER_ERROR;
     case TH_ERR_QUEUE_FULL:
-        return 403004;
+        return TH_EC_DEVICE_MAXIMUM_QUEUE_DEPTH_EXCEEDED;
     case TH_ERR_NOT_ONLINE:
-        return 404103;
+        return TH_EC_DEVICE_NOT_ONLINE;
     case TH_ERR_TIMEOUT:
-        return 504101;
+        return TH_EC_GATEWAY_TIMEOUT;
     case TH_ERR_THROTTLED:
-        return 429001;
+        return TH_EC_THROTTLING_EXCEPTION;
     }
-    return 500001;
+    return TH_EC_SERVER_ERROR;
 }
 
 struct code_name {
@@ -97,39 +97,11 @@ struct code_name {
     const char *name;
 };
 
-/* iothub-protocol.md section 9.3, sorted by code. */
+/* iothub-protocol.md section 9.3, sorted by code: the list of th_errcodes.h. */
 static const struct code_name code_names[] = {
-    {400001, "InvalidProtocolVersion"},
-    {400003, "InvalidOperation"},
-    {400004, "ArgumentInvalid"},
-    {400005, "ArgumentNull"},
-    {400006, "IotHubFormatError"},
-    {400011, "DeviceDefinedMultipleTimes"},
-    {400013, "BulkRegistryOperationFailure"},
-    {400027, "ConnectionForcefullyClosedOnNewConnection"},
-    {401002, "IotHubUnauthorizedAccess"},
-    {401003, "IotHubUnauthorized"},
-    {403002, "IotHubQuotaExceeded"},
-    {403004, "DeviceMaximumQueueDepthExceeded"},
-    {403006, "DeviceMaximumActiveFileUploadLimitExceeded"},
-    {403012, "DeviceDisabled"},
-    {403100, "DeviceModelMaxPropertiesExceeded"},
-    {404001, "DeviceNotFound"},
-    {404010, "ModuleNotFound"},
-    {404103, "DeviceNotOnline"},
-    {404104, "DeviceConnectionClosedRemotely"},
-    {409001, "DeviceAlreadyExists"},
-    {409301, "ModuleAlreadyExistsOnDevice"},
-    {412001, "PreconditionFailed"},
-    {412002, "DeviceMessageLockLost"},
-    {413001, "MessageTooLarge"},
-    {413002, "TooManyDevices"},
-    {413003, "TooManyModulesOnDevice"},
-    {429001, "ThrottlingException"},
-    {429002, "ThrottleBacklogLimitExceeded"},
-    {500001, "ServerError"},
-    {503001, "ServiceUnavailable"},
-    {504101, "GatewayTimeout"},
+#define TH_EC_NAME_(number, name, hub_name) {number, hub_name},
+    TH_ERROR_CODES(TH_EC_NAME_)
+#undef TH_EC_NAME_
 };
 
 const char *th_error_code_name(int code)

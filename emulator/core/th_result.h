@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stdint.h>
 
+#include "th_errcodes.h" /* TH_EC_*: the hub's errorCodes, one list */
+
 #define TH_NODISCARD __attribute__((warn_unused_result))
 
 typedef enum th_result {
