@@ -22,7 +22,7 @@
 
 /* ---- response building ---- */
 
-cJSON *th_ctl_response_entry(const char *command, const cJSON *correlation)
+cJSON *brk_ctl_response_entry(const char *command, const cJSON *correlation)
 {
     cJSON *r = cJSON_CreateObject();
     if (!r) {
@@ -39,14 +39,14 @@ cJSON *th_ctl_response_entry(const char *command, const cJSON *correlation)
     return r;
 }
 
-void th_ctl_add_error_fields(cJSON *r, const struct th_error *err)
+void brk_ctl_add_error_fields(cJSON *r, const struct th_error *err)
 {
     cJSON_AddStringToObject(r, "error", err->message[0] ? err->message : th_result_str(err->result));
     cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500);
     cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : 500001);
 }
 
-void th_ctl_send_responses(const char *client_id, cJSON *responses)
+void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 {
     cJSON *root = cJSON_CreateObject();
     char *text;
@@ -58,14 +58,14 @@ void th_ctl_send_responses(const char *client_id, cJSON *responses)
     text = th_json_print(root);
     cJSON_Delete(root);
     if (text) {
-        th_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, strlen(text), 1);
+        brk_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, strlen(text), 1);
         free(text);
     }
 }
 
-void th_ctl_reply_ok(struct cmd_ctx *x, cJSON *data)
+void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data)
 {
-    cJSON *r = th_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
+    cJSON *r = brk_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
     if (!r) {
         cJSON_Delete(data);
         return;
@@ -74,19 +74,19 @@ void th_ctl_reply_ok(struct cmd_ctx *x, cJSON *data)
     cJSON_AddItemToArray(x->responses, r);
 }
 
-void th_ctl_reply_err(struct cmd_ctx *x, const struct th_error *err)
+void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err)
 {
-    cJSON *r = th_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
+    cJSON *r = brk_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
     if (!r) {
         return;
     }
-    th_ctl_add_error_fields(r, err);
+    brk_ctl_add_error_fields(r, err);
     cJSON_AddItemToArray(x->responses, r);
 }
 
 /* ---- argument helpers ---- */
 
-bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
+bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_name)
 {
     struct th_error err = {0};
     if (x->caller->perms & perm) {
@@ -94,7 +94,7 @@ bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
     }
     th_error_set(&err, TH_ERR_AUTH, 401002, "policy '%s' does not grant %s, which '%s' needs",
                  x->caller->policy ? x->caller->policy : "", perm_name, x->name);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
     return false;
 }
 
@@ -102,7 +102,7 @@ bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
  * Resolve deviceId/moduleId of the command, or reply with the error.
  * want_module: 0 = device only, 1 = module allowed.
  */
-struct th_identity *th_ctl_identity_or_reply(struct cmd_ctx *x, bool module_allowed)
+struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module_allowed)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
@@ -110,38 +110,38 @@ struct th_identity *th_ctl_identity_or_reply(struct cmd_ctx *x, bool module_allo
     struct th_identity *id;
     if (!cJSON_IsString(jd) || !jd->valuestring[0]) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' needs a string field 'deviceId'", x->name);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (jm && !cJSON_IsNull(jm) && !cJSON_IsString(jm)) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "'moduleId' must be a string or null");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     const char *mod = cJSON_IsString(jm) ? jm->valuestring : NULL;
     if (mod && !module_allowed) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' applies to devices only, not modules",
                      x->name);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
         th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "device '%s' is not registered",
                      jd->valuestring);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     id = th_registry_find(x->p->reg, jd->valuestring, mod);
     if (!id) {
         th_error_set(&err, TH_ERR_NOT_FOUND, 404010, "module '%s' is not registered on device '%s'",
                      mod, jd->valuestring);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     return id;
 }
 
-bool th_ctl_string_or_reply(struct cmd_ctx *x, const char *field, const char **out)
+bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const char **out)
 {
     struct th_error err = {0};
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(x->cmd, field);
@@ -151,14 +151,14 @@ bool th_ctl_string_or_reply(struct cmd_ctx *x, const char *field, const char **o
     }
     if (!cJSON_IsString(j)) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' must be a string", field);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     *out = j->valuestring;
     return true;
 }
 
-bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, int hi,
+bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi,
                                int *out)
 {
     struct th_error err = {0};
@@ -172,7 +172,7 @@ bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, 
     if (!cJSON_IsNumber(j) || j->valuedouble < lo || j->valuedouble > hi ||
         j->valuedouble != (double)(long long)j->valuedouble) {
         th_error_set(&err, TH_ERR_INVAL, 400004, "%s must be within [%d; %d].", field, lo, hi);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     *out = (int)j->valuedouble;
@@ -181,16 +181,16 @@ bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, 
 
 /* ---- twin commands ---- */
 
-static void cmd_get_twin(struct cmd_ctx *x)
+static void cmd_get_twin(struct brk_cmd_ctx *x)
 {
     struct th_identity *id;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect")) {
         return;
     }
-    if (!(id = th_ctl_identity_or_reply(x, true))) {
+    if (!(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    th_ctl_reply_ok(x, th_identity_twin_json(id));
+    brk_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
 /*
@@ -199,7 +199,7 @@ static void cmd_get_twin(struct cmd_ctx *x)
  * the notification sent to the device, the event emitted and the twin
  * returned.
  */
-static void cmd_write_twin(struct cmd_ctx *x, bool replace)
+static void cmd_write_twin(struct brk_cmd_ctx *x, bool replace)
 {
     struct th_error err = {0};
     struct th_identity *id;
@@ -207,10 +207,10 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
     const char *etag;
     const cJSON *patch;
 
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    if (!(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "etag", &etag)) {
+    if (!(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "etag", &etag)) {
         return;
     }
     patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
@@ -218,54 +218,54 @@ static void cmd_write_twin(struct cmd_ctx *x, bool replace)
         th_error_set(&err, TH_ERR_INVAL, 400004,
                      "'%s' needs an object 'patch' like {\"properties\":{\"desired\":{...}}}",
                      x->name);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
     if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    th_persist_device(x->p, id);
+    brk_persist_device(x->p, id);
     if (res.notification) {
-        bool delivered = th_desired_notify(x->p, id, res.notification, res.desired_version);
-        th_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
+        bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
+        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
                       th_journal_data_desired(res.desired, res.desired_version, delivered));
         res.desired = NULL;
-        th_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
+        brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
                replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
     th_twin_write_result_free(&res);
-    th_ctl_reply_ok(x, th_identity_twin_json(id));
+    brk_ctl_reply_ok(x, th_identity_twin_json(id));
 }
 
-static void cmd_update_twin(struct cmd_ctx *x)
+static void cmd_update_twin(struct brk_cmd_ctx *x)
 {
     cmd_write_twin(x, false);
 }
 
-static void cmd_replace_twin(struct cmd_ctx *x)
+static void cmd_replace_twin(struct brk_cmd_ctx *x)
 {
     cmd_write_twin(x, true);
 }
 
 /* ---- identities ---- */
 
-static void cmd_get_device(struct cmd_ctx *x)
+static void cmd_get_device(struct brk_cmd_ctx *x)
 {
     struct th_identity *id;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(id = th_ctl_identity_or_reply(x, true))) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    th_ctl_reply_ok(x, th_identity_to_json(id));
+    brk_ctl_reply_ok(x, th_identity_to_json(id));
 }
 
-static void cmd_list_devices(struct cmd_ctx *x)
+static void cmd_list_devices(struct brk_cmd_ctx *x)
 {
     cJSON *arr;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
         return;
     }
     arr = cJSON_CreateArray();
@@ -273,32 +273,32 @@ static void cmd_list_devices(struct cmd_ctx *x)
          d = th_registry_next_device(x->p->reg, d)) {
         cJSON_AddItemToArray(arr, th_identity_to_json(d));
     }
-    th_ctl_reply_ok(x, arr);
+    brk_ctl_reply_ok(x, arr);
 }
 
-static void cmd_list_modules(struct cmd_ctx *x)
+static void cmd_list_modules(struct brk_cmd_ctx *x)
 {
     struct th_identity *d;
     cJSON *arr;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(d = th_ctl_identity_or_reply(x, false))) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(d = brk_ctl_identity_or_reply(x, false))) {
         return;
     }
     arr = cJSON_CreateArray();
     for (size_t i = 0; arr && i < d->module_count; i++) {
         cJSON_AddItemToArray(arr, th_identity_to_json(d->modules[i]));
     }
-    th_ctl_reply_ok(x, arr);
+    brk_ctl_reply_ok(x, arr);
 }
 
-static void cmd_disconnect(struct cmd_ctx *x)
+static void cmd_disconnect(struct brk_cmd_ctx *x)
 {
     struct th_identity *id;
-    struct th_idglue *g;
+    struct brk_idglue *g;
     cJSON *data;
     bool was = false;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true))) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
     g = id->glue;
@@ -311,13 +311,13 @@ static void cmd_disconnect(struct cmd_ctx *x)
     if (data) {
         cJSON_AddBoolToObject(data, "disconnected", was);
     }
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_ok(x, data);
 }
 
 /* ---- acting for a caller: "authorization" ---- */
 
 /* 400004 for a malformed "authorization" member; always false. */
-static bool bad_authorization(struct cmd_ctx *x, const char *what)
+static bool bad_authorization(struct brk_cmd_ctx *x, const char *what)
 {
     struct th_error err = {0};
     th_error_set(&err, TH_ERR_INVAL, 400004,
@@ -325,7 +325,7 @@ static bool bad_authorization(struct cmd_ctx *x, const char *what)
                  "[\"RegistryRead\"|\"RegistryWrite\"|\"ServiceConnect\"|\"DeviceConnect\", ...], "
                  "\"operation\": text, \"moduleRegistryOf\": deviceId}",
                  what);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
     return false;
 }
 
@@ -337,7 +337,7 @@ static bool bad_authorization(struct cmd_ctx *x, const char *what)
  * connection's own rights afterwards: a token narrows what a trusted caller
  * may do, it never widens it.
  */
-static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_decision *who)
+static bool authorization_or_reply(struct brk_cmd_ctx *x, struct th_auth_service_decision *who)
 {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(x->cmd, "authorization");
     if (!a) {
@@ -384,9 +384,9 @@ static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_dec
     }
     struct th_error err = {0};
     if (th_auth_service(x->p->reg, &rq, who, &err) != TH_OK) {
-        th_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
+        brk_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
                x->caller->client_id, x->name, err.message);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     x->auth = who;
@@ -394,14 +394,14 @@ static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_dec
 }
 
 /* Only the "authorization" decision: {"policy": name} or {"deviceId": id}. */
-static void cmd_authorize(struct cmd_ctx *x)
+static void cmd_authorize(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     cJSON *data;
     if (!x->auth) {
         th_error_set(&err, TH_ERR_INVAL, 400004,
                      "'authorize' decides the command's 'authorization' member; add one");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     data = cJSON_CreateObject();
@@ -413,22 +413,22 @@ static void cmd_authorize(struct cmd_ctx *x)
     }
     if (!data) {
         th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_ok(x, data);
 }
 
 /* ---- faults and marks (scenario support) ---- */
 
-static void cmd_expire_token(struct cmd_ctx *x)
+static void cmd_expire_token(struct brk_cmd_ctx *x)
 {
     struct th_identity *id;
-    struct th_idglue *g;
+    struct brk_idglue *g;
     cJSON *data;
     bool was = false;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !(g = th_idglue_of(id))) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = brk_ctl_identity_or_reply(x, true)) || !(g = brk_idglue_of(id))) {
         return;
     }
     if (g->conn) {
@@ -436,7 +436,7 @@ static void cmd_expire_token(struct cmd_ctx *x)
         g->revoked_se = g->conn->token_expiry_s;
         g->conn->kicked = true;
         was = true;
-        th_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
+        brk_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
                g->conn->client_id);
         mosquitto_kick_client_by_clientid(g->conn->client_id, false);
     }
@@ -444,27 +444,27 @@ static void cmd_expire_token(struct cmd_ctx *x)
     if (data) {
         cJSON_AddBoolToObject(data, "disconnected", was);
     }
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_ok(x, data);
 }
 
-static void cmd_inject_error(struct cmd_ctx *x)
+static void cmd_inject_error(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
-    struct th_idglue *g;
+    struct brk_idglue *g;
     const char *name;
     enum th_fault_op op;
     int status, count;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) ||
-        !th_ctl_string_or_reply(x, "operation", &name) ||
-        !th_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = brk_ctl_identity_or_reply(x, true)) ||
+        !brk_ctl_string_or_reply(x, "operation", &name) ||
+        !brk_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
                              TH_FAULT_STATUS_MAX, &status) ||
-        !th_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = th_idglue_of(id))) {
+        !brk_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = brk_idglue_of(id))) {
         return;
     }
     if (th_fault_op_parse(name, &op, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (op == TH_FAULT_TWIN_GET) {
@@ -474,38 +474,38 @@ static void cmd_inject_error(struct cmd_ctx *x)
         g->fault_patch_status = status;
         g->fault_patch_count = count;
     }
-    th_ctl_reply_ok(x, NULL);
+    brk_ctl_reply_ok(x, NULL);
 }
 
-static void cmd_mark(struct cmd_ctx *x)
+static void cmd_mark(struct brk_cmd_ctx *x)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(x->cmd, "data");
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     cJSON *out;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    th_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
+    brk_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
                   cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
     out = cJSON_CreateObject();
     if (out) {
         cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);
     }
-    th_ctl_reply_ok(x, out);
+    brk_ctl_reply_ok(x, out);
 }
 
 /* ---- dispatch ---- */
 
 static const struct {
     const char *name;
-    void (*fn)(struct cmd_ctx *x);
+    void (*fn)(struct brk_cmd_ctx *x);
 } commands[] = {
     {"getTwin", cmd_get_twin},
     {"updateTwin", cmd_update_twin},
     {"replaceTwin", cmd_replace_twin},
-    {"invokeMethod", th_cmd_invoke_method},
-    {"sendC2D", th_cmd_send_c2d},
+    {"invokeMethod", brk_cmd_invoke_method},
+    {"sendC2D", brk_cmd_send_c2d},
     {"getDevice", cmd_get_device},
     {"listDevices", cmd_list_devices},
     {"listModules", cmd_list_modules},
@@ -516,7 +516,7 @@ static const struct {
     {"authorize", cmd_authorize},
 };
 
-static void dispatch(struct cmd_ctx *x)
+static void dispatch(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     bool handled = false;
@@ -526,25 +526,25 @@ static void dispatch(struct cmd_ctx *x)
             return;
         }
     }
-    th_cmd_registry_dispatch(x, &handled);
+    brk_cmd_registry_dispatch(x, &handled);
     if (handled) {
         return;
     }
     th_error_set(&err, TH_ERR_INVAL, 400004, "unknown command '%s'", x->name);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
 }
 
-int th_on_control(int event, void *event_data, void *userdata)
+int brk_on_control(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_control *ed = event_data;
-    struct th_plugin *p = userdata;
-    struct th_conn *c = th_conn_find(p, ed->client);
+    struct brk_plugin *p = userdata;
+    struct brk_conn *c = brk_conn_find(p, ed->client);
     struct th_error err = {0};
     cJSON *root = NULL, *responses;
     const cJSON *cmds, *cmd;
     (void)event;
 
-    if (!c || c->kind != TH_CONN_SERVICE) {
+    if (!c || c->kind != BRK_CONN_SERVICE) {
         return MOSQ_ERR_ACL_DENIED;
     }
     responses = cJSON_CreateArray();
@@ -558,25 +558,25 @@ int th_on_control(int event, void *event_data, void *userdata)
             th_error_set(&err, TH_ERR_INVAL, 400004,
                          "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
         }
-        cJSON *r = th_ctl_response_entry(NULL, NULL);
+        cJSON *r = brk_ctl_response_entry(NULL, NULL);
         if (r) {
-            th_ctl_add_error_fields(r, &err);
+            brk_ctl_add_error_fields(r, &err);
             cJSON_AddItemToArray(responses, r);
         }
-        th_ctl_send_responses(c->client_id, responses);
+        brk_ctl_send_responses(c->client_id, responses);
         cJSON_Delete(root);
         return MOSQ_ERR_SUCCESS;
     }
     cJSON_ArrayForEach(cmd, cmds)
     {
-        struct cmd_ctx x = {p, c, cmd, NULL, responses, NULL};
+        struct brk_cmd_ctx x = {p, c, cmd, NULL, responses, NULL};
         struct th_auth_service_decision who;
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(cmd, "command");
         if (!cJSON_IsObject(cmd) || !cJSON_IsString(jn)) {
-            cJSON *r = th_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
+            cJSON *r = brk_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
             th_error_set(&err, TH_ERR_INVAL, 400004, "each command needs a string field 'command'");
             if (r) {
-                th_ctl_add_error_fields(r, &err);
+                brk_ctl_add_error_fields(r, &err);
                 cJSON_AddItemToArray(responses, r);
             }
             continue;
@@ -588,7 +588,7 @@ int th_on_control(int event, void *event_data, void *userdata)
     }
     cJSON_Delete(root);
     if (cJSON_GetArraySize(responses) > 0) {
-        th_ctl_send_responses(c->client_id, responses);
+        brk_ctl_send_responses(c->client_id, responses);
     } else {
         cJSON_Delete(responses); /* only invokeMethod commands: each answers on its own */
     }

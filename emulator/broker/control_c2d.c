@@ -16,7 +16,7 @@
 
 /* ---- cloud-to-device ---- */
 
-void th_cmd_send_c2d(struct cmd_ctx *x)
+void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *dev;
@@ -31,13 +31,13 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
     char *bag = NULL;
     th_result r = TH_OK;
 
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    if (!(dev = th_ctl_identity_or_reply(x, false)) || !th_ctl_string_or_reply(x, "body", &body) ||
-        !th_ctl_string_or_reply(x, "bodyBase64", &body64) ||
-        !th_ctl_string_or_reply(x, "messageId", &mid) ||
-        !th_ctl_string_or_reply(x, "ack", &ack)) {
+    if (!(dev = brk_ctl_identity_or_reply(x, false)) || !brk_ctl_string_or_reply(x, "body", &body) ||
+        !brk_ctl_string_or_reply(x, "bodyBase64", &body64) ||
+        !brk_ctl_string_or_reply(x, "messageId", &mid) ||
+        !brk_ctl_string_or_reply(x, "ack", &ack)) {
         return;
     }
     if (ack && strcmp(ack, "none") && strcmp(ack, "positive") && strcmp(ack, "negative") &&
@@ -69,7 +69,7 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
     }
     for (size_t i = 0; r == TH_OK && i < sizeof sysf / sizeof sysf[0]; i++) {
         const char *v;
-        if (!th_ctl_string_or_reply(x, sysf[i][0], &v)) {
+        if (!brk_ctl_string_or_reply(x, sysf[i][0], &v)) {
             th_props_free(&props);
             free(raw);
             return;
@@ -117,17 +117,17 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
     free(raw);
     free(bag);
     if (r != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     char midcopy[256];
     snprintf(midcopy, sizeof midcopy, "%s", mid);
     size_t before = dev->c2d_count;
-    th_c2d_flush(x->p, dev);
+    brk_deliver_c2d(x->p, dev);
     bool delivered = dev->c2d_count < before;
     if (!delivered) {
-        th_persist_device(x->p, dev);
-        th_event_emit(x->p, TH_JOURNAL_C2D, dev->device_id, NULL,
+        brk_persist_device(x->p, dev);
+        brk_event_emit(x->p, TH_JOURNAL_C2D, dev->device_id, NULL,
                       th_journal_data_c2d(midcopy, false, dev->c2d_count));
     }
     cJSON *data = cJSON_CreateObject();
@@ -136,6 +136,6 @@ void th_cmd_send_c2d(struct cmd_ctx *x)
         cJSON_AddNumberToObject(data, "queued", (double)dev->c2d_count);
         cJSON_AddBoolToObject(data, "delivered", delivered);
     }
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_ok(x, data);
 }
 

@@ -70,7 +70,7 @@
 static char pid_storage;
 static mosquitto_plugin_id_t *const PID = (mosquitto_plugin_id_t *)&pid_storage;
 
-static struct th_plugin *P;
+static struct brk_plugin *P;
 static struct mosquitto *svc;
 static char svc_policy[64];
 /* Slots 1..3: the device connection each '@' chunk acts as, and the identity it is. */
@@ -511,23 +511,23 @@ static void check_publishes(const struct expect *x, unsigned *twin_answers)
 static size_t count_calls(void)
 {
     size_t n = 0;
-    for (const struct th_method_call *m = P->calls; m; m = m->next)
+    for (const struct brk_method_call *m = P->calls; m; m = m->next)
         n++;
     return n;
 }
 
 static void check_glue(struct th_identity *id)
 {
-    struct th_idglue *g = id->glue;
+    struct brk_idglue *g = id->glue;
     if (!g || !g->conn)
         return;
-    struct th_conn *c = NULL;
-    struct th_conn *x, *tmp;
+    struct brk_conn *c = NULL;
+    struct brk_conn *x, *tmp;
     HASH_ITER(hh, P->conns, x, tmp)
     if (x == g->conn)
         c = x;
     FUZZ_CHECK(c != NULL); /* not a freed connection */
-    FUZZ_CHECK(c->kind == TH_CONN_DEVICE && c->identity == id);
+    FUZZ_CHECK(c->kind == BRK_CONN_DEVICE && c->identity == id);
     struct mosquitto *mc = (struct mosquitto *)c->client;
     FUZZ_CHECK(mc->connected); /* the plugin thinks a closed connection is online */
     FUZZ_CHECK(id->connected);
@@ -536,13 +536,13 @@ static void check_glue(struct th_identity *id)
 static void check_state(void)
 {
     unsigned services = 0;
-    struct th_conn *c, *tmp;
+    struct brk_conn *c, *tmp;
     HASH_ITER(hh, P->conns, c, tmp)
     {
         const struct mosquitto *mc = c->client;
         FUZZ_CHECK(mc->connected); /* DISCONNECT removes the record */
         FUZZ_CHECK(!strcmp(c->client_id, mc->id));
-        services += c->kind == TH_CONN_SERVICE;
+        services += c->kind == BRK_CONN_SERVICE;
     }
     FUZZ_CHECK(services == P->service_conns);
     for (struct th_identity *d = th_registry_next_device(P->reg, NULL); d;
@@ -741,8 +741,8 @@ static void op(const char *s, size_t len)
         if (secs > 0) {
             if (secs > 100000)
                 secs = 100000;
-            th_methods_tick(P, th_mono_ms() + secs * 1000);
-            th_scan_expired_tokens(P, th_now_us() / 1000000 + secs);
+            brk_methods_tick(P, th_mono_ms() + secs * 1000);
+            brk_conn_scan_expired(P, th_now_us() / 1000000 + secs);
         }
         break;
     }
@@ -787,8 +787,8 @@ static void teardown(void)
 {
     /* Long enough for every method call: sent ones time out, unsent ones give up. */
     int64_t far = th_mono_ms() + 1000LL * 1000 * 1000;
-    th_methods_tick(P, far);
-    th_methods_tick(P, far + 1000LL * 1000 * 1000);
+    brk_methods_tick(P, far);
+    brk_methods_tick(P, far + 1000LL * 1000 * 1000);
     FUZZ_CHECK(P->calls == NULL);
     check_publishes(NULL, &(unsigned){0});
 
