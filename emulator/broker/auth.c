@@ -1,12 +1,12 @@
 /*
- * auth.c - CONNECT authentication (MOSQ_EVT_BASIC_AUTH) and connection
- * bookkeeping (MOSQ_EVT_DISCONNECT) for the IoT Hub device protocol
- * (iothub-protocol.md sections 2 and 3.2-3.5).
+ * auth.c - CONNECT authentication (MOSQ_EVT_BASIC_AUTH) for the IoT Hub
+ * device protocol (iothub-protocol.md sections 2 and 3.2-3.5); what happens
+ * when the connection ends is conn.c.
  *
  * Glue only: the decision (device, module or service principal, or refused
  * with a reason) is th_auth_connect (core/auth.h). This file reads the
- * CONNECT, applies the decision (the connection record, the identity's
- * connection state and session flags, the expireToken fault) and reports it:
+ * CONNECT, applies the decision (a connection record and the identity
+ * online, conn.c; the model id; the expireToken fault) and reports it:
  * every refusal is CONNACK 5 (not authorised), logged with the reason and
  * published as a `refused` event; every device connection a `connected`
  * event.
@@ -38,35 +38,6 @@ static int refuse(struct brk_plugin *p, const struct auth_req *rq, const char *d
     return MOSQ_ERR_AUTH;
 }
 
-/* Register (or replace) the connection record for this client pointer. */
-static struct brk_conn *conn_add(struct brk_plugin *p, struct mosquitto *client,
-                                const char *client_id, enum brk_conn_kind kind)
-{
-    struct brk_conn *c = brk_conn_find(p, client);
-    if (c) {
-        HASH_DEL(p->conns, c);
-        if (c->kind == BRK_CONN_SERVICE) {
-            p->service_conns--;
-        }
-        free(c->client_id);
-        free(c->policy);
-        free(c);
-    }
-    c = calloc(1, sizeof *c);
-    if (!c) {
-        return NULL;
-    }
-    c->client_id = strdup(client_id);
-    if (!c->client_id) {
-        free(c);
-        return NULL;
-    }
-    c->client = client;
-    c->kind = kind;
-    HASH_ADD_PTR(p->conns, client, c);
-    return c;
-}
-
 static int accept_service(struct brk_plugin *p, struct mosquitto *client, const struct auth_req *rq,
                           const struct th_auth_connect_decision *d)
 {
@@ -75,13 +46,12 @@ static int accept_service(struct brk_plugin *p, struct mosquitto *client, const 
     if (!policy) {
         return MOSQ_ERR_NOMEM;
     }
-    struct brk_conn *c = conn_add(p, client, rq->client_id, BRK_CONN_SERVICE);
+    struct brk_conn *c = brk_conn_add(p, client, rq->client_id, BRK_CONN_SERVICE);
     if (!c) {
         free(policy);
         return MOSQ_ERR_NOMEM;
     }
     c->perms = pol->perms;
-    p->service_conns++;
     c->policy = policy;
     c->token_expiry_s = d->token_expiry_s;
     brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id, pol->name);
@@ -102,22 +72,11 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client, const
                       "SAS token expired (revoked by an expireToken fault); "
                       "connect with a new token");
     }
-    c = conn_add(p, client, rq->client_id, BRK_CONN_DEVICE);
-    if (!c || !g) {
+    if (!g || !(c = brk_conn_add(p, client, rq->client_id, BRK_CONN_DEVICE))) {
         return MOSQ_ERR_NOMEM;
     }
-    c->identity = id;
     c->token_expiry_s = d->token_expiry_s;
-    if (g->conn && g->conn != c) {
-        /* Take-over: the old connection's DISCONNECT follows; it no longer owns the identity. */
-        g->conn->identity = NULL;
-        brk_log(p, MOSQ_LOG_NOTICE, "%s | takeover | a new connection replaces the old one",
-               rq->client_id);
-    }
-    g->conn = c;
-    if (mosquitto_client_clean_session(client)) {
-        g->sub_twin_res = g->sub_desired = g->sub_methods = g->sub_c2d = false;
-    }
+    brk_conn_device_online(p, c, id, g, mosquitto_client_clean_session(client));
     free(id->model_id);
     id->model_id = NULL;
     if (un->model_id.ptr) {
@@ -128,8 +87,6 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client, const
             id->model_id = strdup(decoded);
         }
     }
-    int64_t now_us = th_now_us();
-    th_identity_set_connected(id, true, now_us);
 
     char api[512], ctype[512];
     size_t n;
@@ -181,48 +138,4 @@ int brk_on_basic_auth(int event, void *event_data, void *userdata)
         return accept_service(p, ed->client, &rq, &d);
     }
     return accept_identity(p, ed->client, &rq, &d);
-}
-
-int brk_on_disconnect(int event, void *event_data, void *userdata)
-{
-    struct mosquitto_evt_disconnect *ed = event_data;
-    struct brk_plugin *p = userdata;
-    struct brk_conn *c = brk_conn_find(p, ed->client);
-    (void)event;
-    if (!c) {
-        return MOSQ_ERR_SUCCESS; /* refused or never authenticated */
-    }
-    HASH_DEL(p->conns, c);
-    if (c->kind == BRK_CONN_DEVICE && c->identity) {
-        struct th_identity *id = c->identity;
-        struct brk_idglue *g = id->glue;
-        if (g && g->conn == c) {
-            g->conn = NULL;
-            th_identity_set_connected(id, false, th_now_us());
-            brk_log(p, MOSQ_LOG_NOTICE, "%s%s%s | disconnected", id->device_id,
-                   id->module_id ? "/" : "", id->module_id ? id->module_id : "");
-            brk_event_emit(p, TH_JOURNAL_DISCONNECTED, id->device_id, id->module_id, NULL);
-            brk_methods_identity_offline(p, id);
-        }
-    } else if (c->kind == BRK_CONN_SERVICE) {
-        p->service_conns--;
-        brk_log(p, MOSQ_LOG_INFO, "service | disconnected | client=%s", c->client_id);
-    }
-    free(c->client_id);
-    free(c->policy);
-    free(c);
-    return MOSQ_ERR_SUCCESS;
-}
-
-void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s)
-{
-    struct brk_conn *c, *tmp;
-    HASH_ITER(hh, p->conns, c, tmp)
-    {
-        if (!c->kicked && c->token_expiry_s + p->token_skew_s < now_s) {
-            c->kicked = true;
-            brk_log(p, MOSQ_LOG_NOTICE, "%s | token expired | closing the connection", c->client_id);
-            mosquitto_kick_client_by_clientid(c->client_id, false);
-        }
-    }
 }

@@ -304,8 +304,7 @@ static void cmd_disconnect(struct brk_cmd_ctx *x)
     g = id->glue;
     if (g && g->conn) {
         was = true;
-        g->conn->kicked = true;
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+        brk_conn_kick(x->p, g->conn);
     }
     data = cJSON_CreateObject();
     if (data) {
@@ -434,11 +433,10 @@ static void cmd_expire_token(struct brk_cmd_ctx *x)
     if (g->conn) {
         /* The current token (and any older one) is refused from now on. */
         g->revoked_se = g->conn->token_expiry_s;
-        g->conn->kicked = true;
         was = true;
         brk_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
                g->conn->client_id);
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+        brk_conn_kick(x->p, g->conn);
     }
     data = cJSON_CreateObject();
     if (data) {

@@ -50,32 +50,6 @@ static bool req_or_reply(struct brk_cmd_ctx *x, bool is_module, struct th_ident_
     return true;
 }
 
-/* Close the identity's connection (if any) and detach it from the identity. */
-static void drop_connection(struct brk_plugin *p, struct th_identity *id)
-{
-    struct brk_idglue *g = id->glue;
-    if (g && g->conn) {
-        g->conn->kicked = true;
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
-    }
-}
-
-/* Before an identity is freed: no connection may keep a pointer to it. */
-static void forget_identity(struct brk_plugin *p, struct th_identity *id)
-{
-    struct brk_idglue *g = id->glue;
-    if (g) {
-        if (g->conn) {
-            g->conn->identity = NULL;
-            g->conn->kicked = true;
-            mosquitto_kick_client_by_clientid(g->conn->client_id, false);
-        }
-        free(g);
-        id->glue = NULL;
-    }
-    (void)p;
-}
-
 /* ---- devices and modules ---- */
 
 static void cmd_create_device(struct brk_cmd_ctx *x)
@@ -121,12 +95,12 @@ static void cmd_update_identity(struct brk_cmd_ctx *x)
     }
     if (req.enabled == 0) {
         /* A device disabled while connected loses its connection (and its modules theirs). */
-        drop_connection(x->p, id);
+        brk_conn_kick_identity(x->p, id);
         for (size_t i = 0; i < id->module_count; i++) {
-            drop_connection(x->p, id->modules[i]);
+            brk_conn_kick_identity(x->p, id->modules[i]);
         }
     } else if (keys_changed) {
-        drop_connection(x->p, id); /* tokens signed with the old keys no longer hold */
+        brk_conn_kick_identity(x->p, id); /* tokens signed with the old keys no longer hold */
     }
     brk_persist_device(x->p, id->parent ? id->parent : id);
     brk_event_emit(x->p, TH_JOURNAL_IDENTITY_UPDATED, id->device_id, id->module_id, NULL);
@@ -148,10 +122,10 @@ static void cmd_delete_identity(struct brk_cmd_ctx *x)
     snprintf(mod, sizeof mod, "%s", is_module ? id->module_id : "");
     if (!is_module) {
         for (size_t i = 0; i < id->module_count; i++) {
-            forget_identity(x->p, id->modules[i]);
+            brk_conn_forget_identity(x->p, id->modules[i]);
         }
     }
-    forget_identity(x->p, id);
+    brk_conn_forget_identity(x->p, id);
     if (th_registry_remove(x->p->reg, dev, is_module ? mod : NULL) != TH_OK) {
         th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "identity vanished while deleting");
         brk_ctl_reply_err(x, &err);

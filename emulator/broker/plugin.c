@@ -42,38 +42,6 @@ void brk_log(struct brk_plugin *p, int level, const char *fmt, ...)
     mosquitto_log_printf(level, "twinhub: %s", buf);
 }
 
-struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client)
-{
-    struct brk_conn *c = NULL;
-    HASH_FIND_PTR(p->conns, &client, c);
-    return c;
-}
-
-struct brk_idglue *brk_idglue_of(struct th_identity *id)
-{
-    if (!id->glue) {
-        id->glue = calloc(1, sizeof(struct brk_idglue));
-    }
-    return id->glue;
-}
-
-static void free_glue_of(struct th_identity *id)
-{
-    free(id->glue);
-    id->glue = NULL;
-}
-
-void brk_idglue_free_all(struct brk_plugin *p)
-{
-    for (struct th_identity *d = th_registry_next_device(p->reg, NULL); d;
-         d = th_registry_next_device(p->reg, d)) {
-        for (size_t i = 0; i < d->module_count; i++) {
-            free_glue_of(d->modules[i]);
-        }
-        free_glue_of(d);
-    }
-}
-
 int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
                   int qos)
 {
@@ -83,23 +51,6 @@ int brk_publish_to(const char *client_id, const char *topic, const void *payload
                              client_id ? client_id : "(subscribers)", topic, mosquitto_strerror(rc));
     }
     return rc;
-}
-
-static int on_tick(int event, void *event_data, void *userdata)
-{
-    struct brk_plugin *p = userdata;
-    int64_t now_ms = th_mono_ms();
-    (void)event;
-    (void)event_data;
-    /* TICK runs once per broker loop iteration (thousands per second under
-     * load), so the scans below run at most every 200 ms. */
-    if (now_ms < p->next_scan_ms) {
-        return MOSQ_ERR_SUCCESS;
-    }
-    p->next_scan_ms = now_ms + 200;
-    brk_methods_tick(p, now_ms);
-    brk_conn_scan_expired(p, th_now_us() / 1000000);
-    return MOSQ_ERR_SUCCESS;
 }
 
 static bool opt_true(const char *v)
@@ -146,18 +97,11 @@ BRK_PLUGIN_API int mosquitto_plugin_version(int supported_version_count, const i
 
 static void plugin_free(struct brk_plugin *p)
 {
-    struct brk_conn *c, *tmp;
     if (!p) {
         return;
     }
     brk_methods_free_all(p);
-    HASH_ITER(hh, p->conns, c, tmp)
-    {
-        HASH_DEL(p->conns, c);
-        free(c->client_id);
-        free(c->policy);
-        free(c);
-    }
+    brk_conn_free_all(p);
     if (p->reg) {
         brk_idglue_free_all(p);
         th_registry_free(p->reg);
@@ -250,7 +194,7 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         {MOSQ_EVT_ACL_CHECK, brk_on_acl_check, NULL},
         {MOSQ_EVT_MESSAGE, brk_on_message, NULL},
         {MOSQ_EVT_DISCONNECT, brk_on_disconnect, NULL},
-        {MOSQ_EVT_TICK, on_tick, NULL},
+        {MOSQ_EVT_TICK, brk_on_tick, NULL},
         {MOSQ_EVT_CONTROL, brk_on_control, TH_CONTROL_TOPIC},
     };
     for (size_t i = 0; i < sizeof cbs / sizeof cbs[0]; i++) {
@@ -278,7 +222,7 @@ BRK_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt
         mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, brk_on_acl_check, NULL);
         mosquitto_callback_unregister(p->pid, MOSQ_EVT_MESSAGE, brk_on_message, NULL);
         mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, brk_on_disconnect, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, brk_on_tick, NULL);
         mosquitto_callback_unregister(p->pid, MOSQ_EVT_CONTROL, brk_on_control, TH_CONTROL_TOPIC);
     }
     plugin_free(p);

@@ -40,7 +40,8 @@ struct brk_conn {
     UT_hash_handle hh;
     enum brk_conn_kind kind;
     unsigned perms; /* service principals: TH_PERM_* */
-    bool kicked;    /* a kick was requested (token expiry, disconnect command) */
+    bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
+    bool kick_queued; /* ... and waits for the next tick (conn.c) */
 };
 
 /* Per-identity glue hung on th_identity.glue (owned by the plugin). */
@@ -77,6 +78,7 @@ struct brk_plugin {
     uint64_t next_call_id;
     uint64_t event_seq;
     unsigned service_conns; /* connected service principals */
+    unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
     int64_t token_skew_s;
@@ -87,16 +89,35 @@ struct brk_plugin {
 
 /* plugin.c */
 void brk_log(struct brk_plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* conn.c */
 struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client);
+/* Register (or replace) the record of this client pointer; NULL on OOM. */
+struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client,
+                              const char *client_id, enum brk_conn_kind kind);
+void brk_conn_free_all(struct brk_plugin *p);
 struct brk_idglue *brk_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
 void brk_idglue_free_all(struct brk_plugin *p);
+/* The device connection c now owns identity id (g: its glue); a take-over detaches the old one. */
+void brk_conn_device_online(struct brk_plugin *p, struct brk_conn *c, struct th_identity *id,
+                            struct brk_idglue *g, bool clean_session);
+int brk_on_disconnect(int event, void *event_data, void *userdata);
+int brk_on_tick(int event, void *event_data, void *userdata);
+/* Queue a kick of this connection; done on the next tick (brk_conn_do_kicks). */
+void brk_conn_kick(struct brk_plugin *p, struct brk_conn *c);
+/* Queue a kick of the identity's connection, if any. */
+void brk_conn_kick_identity(struct brk_plugin *p, struct th_identity *id);
+/* Before an identity is freed: detach its connection (kicked) and free its glue. */
+void brk_conn_forget_identity(struct brk_plugin *p, struct th_identity *id);
+/* Queue kicks of connections whose token expired (beyond the skew). */
+void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s);
+/* Perform the queued kicks. */
+void brk_conn_do_kicks(struct brk_plugin *p);
 /* Publish a copy of payload to one client (no subscription needed). */
 int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
 
 /* auth.c */
 int brk_on_basic_auth(int event, void *event_data, void *userdata);
-int brk_on_disconnect(int event, void *event_data, void *userdata);
-void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s);
 
 /* acl.c */
 int brk_on_acl_check(int event, void *event_data, void *userdata);
