@@ -68,26 +68,6 @@ static void call_unlink(struct brk_plugin *p, struct brk_method_call *m)
     }
 }
 
-/* Publish the request to the device if it is online and subscribed. */
-static bool call_try_send(struct brk_plugin *p, struct brk_method_call *m, int64_t now_ms)
-{
-    struct th_identity *id = th_registry_find(p->reg, m->device_id, m->module_id);
-    struct brk_idglue *g = id ? id->glue : NULL;
-    char topic[512], rid[32];
-    if (!g || !g->conn || !g->sub_methods) {
-        return false;
-    }
-    snprintf(rid, sizeof rid, "%llu", (unsigned long long)m->id);
-    if (th_topic_method_request(m->method_name, rid, topic, sizeof topic) != TH_OK) {
-        return false;
-    }
-    brk_publish_to(g->conn->client_id, topic, m->payload, strlen(m->payload), 0);
-    m->response_deadline_ms = now_ms + (int64_t)m->response_timeout_s * 1000;
-    brk_log(p, MOSQ_LOG_INFO, "%s | method %s sent | rid=%s", g->conn->client_id, m->method_name,
-           rid);
-    return true;
-}
-
 void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
@@ -138,7 +118,7 @@ void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
         brk_ctl_reply_err(x, &err);
         return;
     }
-    if (!call_try_send(x->p, m, now_ms) && cto == 0) {
+    if (!brk_deliver_method_request(x->p, m, now_ms) && cto == 0) {
         th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
                      "The operation failed because the requested device isn't online or hasn't "
                      "registered the direct method callback.");
@@ -158,7 +138,7 @@ void brk_methods_tick(struct brk_plugin *p, int64_t now_ms)
     for (; m; m = next) {
         next = m->next;
         if (m->response_deadline_ms == 0) {
-            if (call_try_send(p, m, now_ms)) {
+            if (brk_deliver_method_request(p, m, now_ms)) {
                 continue;
             }
             if (now_ms >= m->connect_deadline_ms) {

@@ -1,8 +1,8 @@
 /*
  * device_msgs.c - what a device publishes (MOSQ_EVT_MESSAGE): telemetry,
- * twin GET, reported-property PATCH and direct-method responses; and what
- * the hub sends a device: twin responses, desired notifications, C2D
- * (iothub-protocol.md sections 4, 5, 6, 8, 9.1).
+ * twin GET, reported-property PATCH and direct-method responses, and the
+ * hub's answers to the twin requests (iothub-protocol.md sections 4, 6, 8,
+ * 9.1). What the hub sends a device on its own is deliver.c.
  *
  * Every device publish is consumed here: the handler returns
  * MOSQ_ERR_ACL_DENIED, which acknowledges QoS 1 with a plain PUBACK (MQTT
@@ -249,48 +249,3 @@ int brk_on_message(int event, void *event_data, void *userdata)
     }
 }
 
-void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev)
-{
-    struct brk_idglue *g = dev->glue;
-    struct th_c2d_msg *m;
-    char topic[4096];
-    size_t delivered = 0;
-    if (!g || !g->conn || !g->sub_c2d || dev->module_id) {
-        return;
-    }
-    while ((m = th_identity_c2d_pop(dev)) != NULL) {
-        if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
-            brk_publish_to(g->conn->client_id, topic, m->body, m->len, g->c2d_qos);
-            brk_event_emit(p, TH_JOURNAL_C2D, dev->device_id, NULL,
-                          th_journal_data_c2d(m->message_id, true, dev->c2d_count));
-            brk_log(p, MOSQ_LOG_INFO, "%s | c2d delivered | mid=%s", dev->device_id,
-                   m->message_id ? m->message_id : "");
-        }
-        th_c2d_msg_free(m);
-        delivered++;
-    }
-    if (delivered) {
-        brk_persist_device(p, dev);
-    }
-}
-
-bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
-                       int64_t version)
-{
-    struct brk_idglue *g = id->glue;
-    char topic[128];
-    char *body;
-    if (!g || !g->conn || !g->sub_desired) {
-        return false;
-    }
-    if (th_topic_desired((long long)version, topic, sizeof topic) != TH_OK) {
-        return false;
-    }
-    body = th_json_print(notification);
-    if (!body) {
-        return false;
-    }
-    brk_publish_to(g->conn->client_id, topic, body, strlen(body), g->desired_qos);
-    free(body);
-    return true;
-}

@@ -1,9 +1,11 @@
 /*
  * plugin.c - entry points of the twinhub mosquitto plugin: version
- * negotiation, options, callback registration, the TICK timer and shared
- * helpers. The plugin turns a stock mosquitto 2.0 broker into an IoT Hub
- * device endpoint (docs/protocol.md) with a service control API
- * (docs/control-api.md).
+ * negotiation, options, callback registration and cleanup, and logging.
+ * The plugin turns a stock mosquitto 2.0 broker into an IoT Hub device
+ * endpoint (docs/protocol.md) with a service control API
+ * (docs/control-api.md). The callbacks live in conn.c (DISCONNECT, TICK),
+ * auth.c (BASIC_AUTH), acl.c (ACL_CHECK), device_msgs.c (MESSAGE) and
+ * control.c (CONTROL); plugin.h says which file provides what.
  *
  * Options (plugin_opt_*): registry FILE, dev_identities true|false,
  * verbose true|false, token_skew_seconds N (the clock skew every token check allows,
@@ -40,17 +42,6 @@ void brk_log(struct brk_plugin *p, int level, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     mosquitto_log_printf(level, "twinhub: %s", buf);
-}
-
-int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
-                  int qos)
-{
-    int rc = mosquitto_broker_publish_copy(client_id, topic, (int)len, payload, qos, false, NULL);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: could not publish to %s on %s: %s",
-                             client_id ? client_id : "(subscribers)", topic, mosquitto_strerror(rc));
-    }
-    return rc;
 }
 
 static bool opt_true(const char *v)

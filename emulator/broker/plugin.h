@@ -1,7 +1,8 @@
 /*
  * plugin.h - private header of the twinhub mosquitto plugin: the plugin state
  * (one struct passed to every callback as userdata), per-connection and
- * per-identity glue, and the functions each file provides.
+ * per-identity glue, and the functions each file provides, a section per
+ * file. The control API's own interface is control.h.
  *
  * The broker thread owns everything here; no other thread touches it.
  */
@@ -87,10 +88,19 @@ struct brk_plugin {
     int record_fd;   /* --record, or -1 */
 };
 
-/* plugin.c */
+/*
+ * What each file provides. Callbacks the broker calls are brk_on_*; the rest
+ * are called between the plugin's files only (brk_: the plugin's private
+ * prefix; th_ is the core's).
+ */
+
+/* ==== plugin.c: entry points, options, callback registration, cleanup; logging ==== */
+
+/* mosquitto_log_printf with a "twinhub: " prefix; INFO and DEBUG only with verbose. */
 void brk_log(struct brk_plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* conn.c */
+/* ==== conn.c: connection records, online/offline, per-identity glue, kicks, TICK ==== */
+
 struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client);
 /* Register (or replace) the record of this client pointer; NULL on OOM. */
 struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client,
@@ -101,7 +111,9 @@ void brk_idglue_free_all(struct brk_plugin *p);
 /* The device connection c now owns identity id (g: its glue); a take-over detaches the old one. */
 void brk_conn_device_online(struct brk_plugin *p, struct brk_conn *c, struct th_identity *id,
                             struct brk_idglue *g, bool clean_session);
+/* MOSQ_EVT_DISCONNECT: the identity goes offline (its pending method calls fail); record freed. */
 int brk_on_disconnect(int event, void *event_data, void *userdata);
+/* MOSQ_EVT_TICK: queued kicks; every 200 ms method timeouts and token expiry. */
 int brk_on_tick(int event, void *event_data, void *userdata);
 /* Queue a kick of this connection; done on the next tick (brk_conn_do_kicks). */
 void brk_conn_kick(struct brk_plugin *p, struct brk_conn *c);
@@ -113,35 +125,50 @@ void brk_conn_forget_identity(struct brk_plugin *p, struct th_identity *id);
 void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s);
 /* Perform the queued kicks. */
 void brk_conn_do_kicks(struct brk_plugin *p);
-/* Publish a copy of payload to one client (no subscription needed). */
-int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
 
-/* auth.c */
+/* ==== auth.c: CONNECT (MOSQ_EVT_BASIC_AUTH) ==== */
+
 int brk_on_basic_auth(int event, void *event_data, void *userdata);
 
-/* acl.c */
+/* ==== acl.c: topic access and subscriptions (MOSQ_EVT_ACL_CHECK) ==== */
+
 int brk_on_acl_check(int event, void *event_data, void *userdata);
 
-/* device_msgs.c */
+/* ==== device_msgs.c: what devices publish (MOSQ_EVT_MESSAGE) and the twin answers ==== */
+
 int brk_on_message(int event, void *event_data, void *userdata);
+
+/* ==== deliver.c: outbound to devices (desired, C2D, method requests); the publish helper ==== */
+
+/* Publish a copy of payload to one client (NULL: to subscribers; no subscription needed). */
+int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
 /* Deliver queued C2D messages to a connected, subscribed device. */
 void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev);
 /* Send a desired notification if the identity is connected and subscribed. Returns delivered. */
 bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
-                       int64_t version);
+                         int64_t version);
+/* Send the method request if its identity is connected and subscribed; starts the response
+ * timeout. Returns sent. */
+bool brk_deliver_method_request(struct brk_plugin *p, struct brk_method_call *m, int64_t now_ms);
 
-/* control.c */
+/* ==== control.c: the control API (MOSQ_EVT_CONTROL); the rest of it is control.h ==== */
+
 int brk_on_control(int event, void *event_data, void *userdata);
+
+/* ==== control_methods.c: pending direct-method calls ==== */
+
+/* Send what can be sent, fail what waited too long. */
 void brk_methods_tick(struct brk_plugin *p, int64_t now_ms);
-/* The identity went offline: fail or keep its pending calls. */
+/* The identity went offline: fail its sent calls. */
 void brk_methods_identity_offline(struct brk_plugin *p, struct th_identity *id);
 /* Device answered $iothub/methods/res/{status}/?$rid= (t: the parsed topic). */
 struct th_topic;
 void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
-                            const void *payload, size_t len);
+                             const void *payload, size_t len);
 void brk_methods_free_all(struct brk_plugin *p);
 
-/* persist.c */
+/* ==== persist.c: the state directory and the recording ==== */
+
 /* Save one device (modules included) after a change; no-op without a state dir. */
 void brk_persist_device(struct brk_plugin *p, struct th_identity *dev);
 void brk_persist_forget(struct brk_plugin *p, const char *device_id);
@@ -157,7 +184,8 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
 int brk_record_open(struct brk_plugin *p, const char *path);
 void brk_record_write(struct brk_plugin *p, const char *line, size_t len);
 
-/* events.c */
+/* ==== events.c: the event stream; the hub's error body ==== */
+
 /*
  * Emit one event record {seq,time,kind,deviceId,moduleId,data} (core/journal.h,
  * which also builds each kind's `data`): appended to the recording and
@@ -165,7 +193,7 @@ void brk_record_write(struct brk_plugin *p, const char *line, size_t len);
  * (NULL is {}). device_id may be NULL (refusals of unknown clients).
  */
 void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
-                   const char *module_id, cJSON *data);
+                    const char *module_id, cJSON *data);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
 char *brk_error_body(struct brk_plugin *p, const struct th_error *err);
 
