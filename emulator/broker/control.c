@@ -1,7 +1,8 @@
 /*
  * control.c - the service control API on TH_CONTROL_TOPIC
- * (docs/control-api.md): twin reads and writes, direct-method invocation
- * with timeouts, cloud-to-device sends, identity reads and disconnects.
+ * (docs/control-api.md): the request, the one command table and dispatch,
+ * the "authorization" member, and the reply and argument helpers every
+ * handler uses (control.h); the handlers are control_*.c.
  * Modelled on mosquitto's dynamic-security plugin: a JSON list of commands
  * in, one JSON answer per command, delivered only to the caller, and a
  * specific error for every refusal. A command may carry the token of the
@@ -13,11 +14,9 @@
 #include <string.h>
 
 #include "auth.h"
-#include "fault.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
-#include "topic.h"
 #include "util.h"
 
 /* ---- response building ---- */
@@ -179,140 +178,6 @@ bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int
     return true;
 }
 
-/* ---- twin commands ---- */
-
-static void cmd_get_twin(struct brk_cmd_ctx *x)
-{
-    struct th_identity *id;
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect")) {
-        return;
-    }
-    if (!(id = brk_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    brk_ctl_reply_ok(x, th_identity_twin_json(id));
-}
-
-/*
- * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
- * notification body) is core's th_twin_service_write; here it is persisted,
- * the notification sent to the device, the event emitted and the twin
- * returned.
- */
-static void cmd_write_twin(struct brk_cmd_ctx *x, bool replace)
-{
-    struct th_error err = {0};
-    struct th_identity *id;
-    struct th_twin_write_result res;
-    const char *etag;
-    const cJSON *patch;
-
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
-        return;
-    }
-    if (!(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "etag", &etag)) {
-        return;
-    }
-    patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
-    if (!cJSON_IsObject(patch)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
-                     "'%s' needs an object 'patch' like {\"properties\":{\"desired\":{...}}}",
-                     x->name);
-        brk_ctl_reply_err(x, &err);
-        return;
-    }
-    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
-    if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
-        brk_ctl_reply_err(x, &err);
-        return;
-    }
-    brk_persist_device(x->p, id);
-    if (res.notification) {
-        bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
-        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                      th_journal_data_desired(res.desired, res.desired_version, delivered));
-        res.desired = NULL;
-        brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
-               id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
-               replace ? "replace" : "patch", (long long)res.desired_version, delivered);
-    }
-    th_twin_write_result_free(&res);
-    brk_ctl_reply_ok(x, th_identity_twin_json(id));
-}
-
-static void cmd_update_twin(struct brk_cmd_ctx *x)
-{
-    cmd_write_twin(x, false);
-}
-
-static void cmd_replace_twin(struct brk_cmd_ctx *x)
-{
-    cmd_write_twin(x, true);
-}
-
-/* ---- identities ---- */
-
-static void cmd_get_device(struct brk_cmd_ctx *x)
-{
-    struct th_identity *id;
-    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(id = brk_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    brk_ctl_reply_ok(x, th_identity_to_json(id));
-}
-
-static void cmd_list_devices(struct brk_cmd_ctx *x)
-{
-    cJSON *arr;
-    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
-        return;
-    }
-    arr = cJSON_CreateArray();
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
-         d = th_registry_next_device(x->p->reg, d)) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d));
-    }
-    brk_ctl_reply_ok(x, arr);
-}
-
-static void cmd_list_modules(struct brk_cmd_ctx *x)
-{
-    struct th_identity *d;
-    cJSON *arr;
-    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(d = brk_ctl_identity_or_reply(x, false))) {
-        return;
-    }
-    arr = cJSON_CreateArray();
-    for (size_t i = 0; arr && i < d->module_count; i++) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d->modules[i]));
-    }
-    brk_ctl_reply_ok(x, arr);
-}
-
-static void cmd_disconnect(struct brk_cmd_ctx *x)
-{
-    struct th_identity *id;
-    struct brk_idglue *g;
-    cJSON *data;
-    bool was = false;
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = brk_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    g = id->glue;
-    if (g && g->conn) {
-        was = true;
-        brk_conn_kick(x->p, g->conn);
-    }
-    data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
-    }
-    brk_ctl_reply_ok(x, data);
-}
-
 /* ---- acting for a caller: "authorization" ---- */
 
 /* 400004 for a malformed "authorization" member; always false. */
@@ -418,115 +283,53 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, data);
 }
 
-/* ---- faults and marks (scenario support) ---- */
-
-static void cmd_expire_token(struct brk_cmd_ctx *x)
-{
-    struct th_identity *id;
-    struct brk_idglue *g;
-    cJSON *data;
-    bool was = false;
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = brk_ctl_identity_or_reply(x, true)) || !(g = brk_idglue_of(id))) {
-        return;
-    }
-    if (g->conn) {
-        /* The current token (and any older one) is refused from now on. */
-        g->revoked_se = g->conn->token_expiry_s;
-        was = true;
-        brk_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
-               g->conn->client_id);
-        brk_conn_kick(x->p, g->conn);
-    }
-    data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
-    }
-    brk_ctl_reply_ok(x, data);
-}
-
-static void cmd_inject_error(struct brk_cmd_ctx *x)
-{
-    struct th_error err = {0};
-    struct th_identity *id;
-    struct brk_idglue *g;
-    const char *name;
-    enum th_fault_op op;
-    int status, count;
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = brk_ctl_identity_or_reply(x, true)) ||
-        !brk_ctl_string_or_reply(x, "operation", &name) ||
-        !brk_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
-                             TH_FAULT_STATUS_MAX, &status) ||
-        !brk_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = brk_idglue_of(id))) {
-        return;
-    }
-    if (th_fault_op_parse(name, &op, &err) != TH_OK) {
-        brk_ctl_reply_err(x, &err);
-        return;
-    }
-    if (op == TH_FAULT_TWIN_GET) {
-        g->fault_get_status = status;
-        g->fault_get_count = count;
-    } else {
-        g->fault_patch_status = status;
-        g->fault_patch_count = count;
-    }
-    brk_ctl_reply_ok(x, NULL);
-}
-
-static void cmd_mark(struct brk_cmd_ctx *x)
-{
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(x->cmd, "data");
-    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
-    cJSON *out;
-    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
-        return;
-    }
-    brk_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
-                  cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
-    out = cJSON_CreateObject();
-    if (out) {
-        cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);
-    }
-    brk_ctl_reply_ok(x, out);
-}
-
 /* ---- dispatch ---- */
 
+/* Every command of the control API (docs/control-api.md), and the file that handles it. */
 static const struct {
     const char *name;
     void (*fn)(struct brk_cmd_ctx *x);
 } commands[] = {
-    {"getTwin", cmd_get_twin},
-    {"updateTwin", cmd_update_twin},
-    {"replaceTwin", cmd_replace_twin},
+    /* control_twin.c */
+    {"getTwin", brk_cmd_get_twin},
+    {"updateTwin", brk_cmd_update_twin},
+    {"replaceTwin", brk_cmd_replace_twin},
+    /* control_methods.c, control_c2d.c */
     {"invokeMethod", brk_cmd_invoke_method},
     {"sendC2D", brk_cmd_send_c2d},
-    {"getDevice", cmd_get_device},
-    {"listDevices", cmd_list_devices},
-    {"listModules", cmd_list_modules},
-    {"disconnect", cmd_disconnect},
-    {"expireToken", cmd_expire_token},
-    {"injectError", cmd_inject_error},
-    {"mark", cmd_mark},
+    /* control_registry.c */
+    {"getDevice", brk_cmd_get_device},
+    {"listDevices", brk_cmd_list_devices},
+    {"listModules", brk_cmd_list_modules},
+    {"createDevice", brk_cmd_create_device},
+    {"updateDevice", brk_cmd_update_identity},
+    {"deleteDevice", brk_cmd_delete_identity},
+    {"createModule", brk_cmd_create_module},
+    {"updateModule", brk_cmd_update_identity},
+    {"deleteModule", brk_cmd_delete_identity},
+    {"ensureModule", brk_cmd_ensure_module},
+    {"devicesWithoutModule", brk_cmd_devices_without_module},
+    {"query", brk_cmd_query},
+    {"getStatistics", brk_cmd_statistics},
+    {"exportRegistry", brk_cmd_export},
+    {"importRegistry", brk_cmd_import},
+    /* control_faults.c */
+    {"disconnect", brk_cmd_disconnect},
+    {"expireToken", brk_cmd_expire_token},
+    {"injectError", brk_cmd_inject_error},
+    {"mark", brk_cmd_mark},
+    /* this file */
     {"authorize", cmd_authorize},
 };
 
 static void dispatch(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
-    bool handled = false;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(commands[i].name, x->name)) {
             commands[i].fn(x);
             return;
         }
-    }
-    brk_cmd_registry_dispatch(x, &handled);
-    if (handled) {
-        return;
     }
     th_error_set(&err, TH_ERR_INVAL, 400004, "unknown command '%s'", x->name);
     brk_ctl_reply_err(x, &err);

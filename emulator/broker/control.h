@@ -1,7 +1,7 @@
 /*
  * control.h - private interface between the control-API files of the plugin:
  * the command context, reply helpers and argument readers (control.c), and
- * the command handlers that live in their own files.
+ * the command handlers (control_*.c), a section per file.
  */
 #ifndef BRK_CONTROL_H
 #define BRK_CONTROL_H
@@ -20,6 +20,8 @@ struct brk_cmd_ctx {
     const struct th_auth_service_decision *auth;
 };
 
+/* ---- control.c: reply and argument helpers ---- */
+
 /* A response entry {"command", "correlationData"?}; caller adds data or error. NULL on OOM. */
 cJSON *brk_ctl_response_entry(const char *command, const cJSON *correlation);
 void brk_ctl_add_error_fields(cJSON *r, const struct th_error *err);
@@ -37,10 +39,38 @@ bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const cha
 /* Optional integer field within [lo, hi] (absent -> def); false after replying 400004. */
 bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi, int *out);
 
-/* Handlers in other files. */
-void brk_cmd_send_c2d(struct brk_cmd_ctx *x);
+/* ---- Handlers: one per command, in the table of control.c ---- */
+
+/* control_twin.c */
+void brk_cmd_get_twin(struct brk_cmd_ctx *x);
+void brk_cmd_update_twin(struct brk_cmd_ctx *x);
+void brk_cmd_replace_twin(struct brk_cmd_ctx *x);
+
+/* control_methods.c: the answer comes later, in a response message of its own */
 void brk_cmd_invoke_method(struct brk_cmd_ctx *x);
-/* Registry, query, statistics, bulk modules, import/export; *handled false if not one of them. */
-void brk_cmd_registry_dispatch(struct brk_cmd_ctx *x, bool *handled);
+
+/* control_c2d.c */
+void brk_cmd_send_c2d(struct brk_cmd_ctx *x);
+
+/* control_registry.c: identities, bulk modules, query, statistics, import/export */
+void brk_cmd_get_device(struct brk_cmd_ctx *x);
+void brk_cmd_list_devices(struct brk_cmd_ctx *x);
+void brk_cmd_list_modules(struct brk_cmd_ctx *x);
+void brk_cmd_create_device(struct brk_cmd_ctx *x);
+void brk_cmd_update_identity(struct brk_cmd_ctx *x); /* updateDevice, updateModule */
+void brk_cmd_delete_identity(struct brk_cmd_ctx *x); /* deleteDevice, deleteModule */
+void brk_cmd_create_module(struct brk_cmd_ctx *x);
+void brk_cmd_ensure_module(struct brk_cmd_ctx *x);
+void brk_cmd_devices_without_module(struct brk_cmd_ctx *x);
+void brk_cmd_query(struct brk_cmd_ctx *x);
+void brk_cmd_statistics(struct brk_cmd_ctx *x);
+void brk_cmd_export(struct brk_cmd_ctx *x);
+void brk_cmd_import(struct brk_cmd_ctx *x);
+
+/* control_faults.c */
+void brk_cmd_disconnect(struct brk_cmd_ctx *x);
+void brk_cmd_expire_token(struct brk_cmd_ctx *x);
+void brk_cmd_inject_error(struct brk_cmd_ctx *x);
+void brk_cmd_mark(struct brk_cmd_ctx *x);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * control_registry.c - the control API's registry side: device and module
+ * control_registry.c - the control API's registry side: identity reads
+ * (getDevice, listDevices, listModules), device and module
  * create/update/delete (IoT Hub registry semantics, iothub-protocol.md 10.3,
  * 10.4), twin queries with paging (10.6, 11), statistics, the bulk
  * "give every device this module" command used for the `azureiotsecurity`
@@ -50,9 +51,50 @@ static bool req_or_reply(struct brk_cmd_ctx *x, bool is_module, struct th_ident_
     return true;
 }
 
+/* ---- reading identities ---- */
+
+void brk_cmd_get_device(struct brk_cmd_ctx *x)
+{
+    struct th_identity *id;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(id = brk_ctl_identity_or_reply(x, true))) {
+        return;
+    }
+    brk_ctl_reply_ok(x, th_identity_to_json(id));
+}
+
+void brk_cmd_list_devices(struct brk_cmd_ctx *x)
+{
+    cJSON *arr;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+        return;
+    }
+    arr = cJSON_CreateArray();
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
+         d = th_registry_next_device(x->p->reg, d)) {
+        cJSON_AddItemToArray(arr, th_identity_to_json(d));
+    }
+    brk_ctl_reply_ok(x, arr);
+}
+
+void brk_cmd_list_modules(struct brk_cmd_ctx *x)
+{
+    struct th_identity *d;
+    cJSON *arr;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(d = brk_ctl_identity_or_reply(x, false))) {
+        return;
+    }
+    arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < d->module_count; i++) {
+        cJSON_AddItemToArray(arr, th_identity_to_json(d->modules[i]));
+    }
+    brk_ctl_reply_ok(x, arr);
+}
+
 /* ---- devices and modules ---- */
 
-static void cmd_create_device(struct brk_cmd_ctx *x)
+void brk_cmd_create_device(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
@@ -77,7 +119,7 @@ static void cmd_create_device(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, th_identity_to_json(dev));
 }
 
-static void cmd_update_identity(struct brk_cmd_ctx *x)
+void brk_cmd_update_identity(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
@@ -107,7 +149,7 @@ static void cmd_update_identity(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, th_identity_to_json(id));
 }
 
-static void cmd_delete_identity(struct brk_cmd_ctx *x)
+void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
@@ -141,7 +183,7 @@ static void cmd_delete_identity(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, NULL);
 }
 
-static void cmd_create_module(struct brk_cmd_ctx *x)
+void brk_cmd_create_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
@@ -173,7 +215,7 @@ static void cmd_create_module(struct brk_cmd_ctx *x)
 
 /* ---- bulk module creation (the azureiotsecurity use case) ---- */
 
-static void cmd_ensure_module(struct brk_cmd_ctx *x)
+void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
@@ -280,7 +322,7 @@ static void cmd_ensure_module(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, data);
 }
 
-static void cmd_devices_without_module(struct brk_cmd_ctx *x)
+void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
@@ -312,7 +354,7 @@ static void cmd_devices_without_module(struct brk_cmd_ctx *x)
 
 /* ---- query and statistics ---- */
 
-static void cmd_query(struct brk_cmd_ctx *x)
+void brk_cmd_query(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const char *text, *cont;
@@ -409,7 +451,7 @@ static void cmd_query(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, data);
 }
 
-static void cmd_statistics(struct brk_cmd_ctx *x)
+void brk_cmd_statistics(struct brk_cmd_ctx *x)
 {
     size_t total = 0, enabled = 0, connected = 0, modules = 0, mconnected = 0;
     cJSON *data;
@@ -440,7 +482,7 @@ static void cmd_statistics(struct brk_cmd_ctx *x)
 
 /* ---- import / export ---- */
 
-static void cmd_export(struct brk_cmd_ctx *x)
+void brk_cmd_export(struct brk_cmd_ctx *x)
 {
     const cJSON *twins = cJSON_GetObjectItemCaseSensitive(x->cmd, "includeTwins");
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
@@ -449,7 +491,7 @@ static void cmd_export(struct brk_cmd_ctx *x)
     brk_ctl_reply_ok(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
 }
 
-static void cmd_import(struct brk_cmd_ctx *x)
+void brk_cmd_import(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *doc = cJSON_GetObjectItemCaseSensitive(x->cmd, "registry");
@@ -509,33 +551,4 @@ static void cmd_import(struct brk_cmd_ctx *x)
         cJSON_AddNumberToObject(data, "skipped", (double)skipped);
     }
     brk_ctl_reply_ok(x, data);
-}
-
-void brk_cmd_registry_dispatch(struct brk_cmd_ctx *x, bool *handled)
-{
-    static const struct {
-        const char *name;
-        void (*fn)(struct brk_cmd_ctx *x);
-    } cmds[] = {
-        {"createDevice", cmd_create_device},
-        {"updateDevice", cmd_update_identity},
-        {"deleteDevice", cmd_delete_identity},
-        {"createModule", cmd_create_module},
-        {"updateModule", cmd_update_identity},
-        {"deleteModule", cmd_delete_identity},
-        {"ensureModule", cmd_ensure_module},
-        {"devicesWithoutModule", cmd_devices_without_module},
-        {"query", cmd_query},
-        {"getStatistics", cmd_statistics},
-        {"exportRegistry", cmd_export},
-        {"importRegistry", cmd_import},
-    };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        if (!strcmp(cmds[i].name, x->name)) {
-            cmds[i].fn(x);
-            *handled = true;
-            return;
-        }
-    }
-    *handled = false;
 }
