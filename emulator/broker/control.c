@@ -42,7 +42,7 @@ void brk_ctl_add_error_fields(cJSON *r, const struct th_error *err)
 {
     cJSON_AddStringToObject(r, "error", err->message[0] ? err->message : th_result_str(err->result));
     cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500);
-    cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : 500001);
+    cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR);
 }
 
 void brk_ctl_send_responses(const char *client_id, cJSON *responses)
@@ -91,7 +91,7 @@ bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_na
     if (x->caller->perms & perm) {
         return true;
     }
-    th_error_set(&err, TH_ERR_AUTH, 401002, "policy '%s' does not grant %s, which '%s' needs",
+    th_error_set(&err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "policy '%s' does not grant %s, which '%s' needs",
                  x->caller->policy ? x->caller->policy : "", perm_name, x->name);
     brk_ctl_reply_err(x, &err);
     return false;
@@ -108,31 +108,31 @@ struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     struct th_identity *id;
     if (!cJSON_IsString(jd) || !jd->valuestring[0]) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' needs a string field 'deviceId'", x->name);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' needs a string field 'deviceId'", x->name);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (jm && !cJSON_IsNull(jm) && !cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'moduleId' must be a string or null");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'moduleId' must be a string or null");
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     const char *mod = cJSON_IsString(jm) ? jm->valuestring : NULL;
     if (mod && !module_allowed) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' applies to devices only, not modules",
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' applies to devices only, not modules",
                      x->name);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "device '%s' is not registered",
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND, "device '%s' is not registered",
                      jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     id = th_registry_find(x->p->reg, jd->valuestring, mod);
     if (!id) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404010, "module '%s' is not registered on device '%s'",
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND, "module '%s' is not registered on device '%s'",
                      mod, jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
@@ -149,7 +149,7 @@ bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const cha
         return true;
     }
     if (!cJSON_IsString(j)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' must be a string", field);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' must be a string", field);
         brk_ctl_reply_err(x, &err);
         return false;
     }
@@ -170,7 +170,7 @@ bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int
      * (found by fuzz_control with "pageSize": 1.2e26). */
     if (!cJSON_IsNumber(j) || j->valuedouble < lo || j->valuedouble > hi ||
         j->valuedouble != (double)(long long)j->valuedouble) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "%s must be within [%d; %d].", field, lo, hi);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s must be within [%d; %d].", field, lo, hi);
         brk_ctl_reply_err(x, &err);
         return false;
     }
@@ -180,11 +180,11 @@ bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int
 
 /* ---- acting for a caller: "authorization" ---- */
 
-/* 400004 for a malformed "authorization" member; always false. */
+/* TH_EC_ARGUMENT_INVALID for a malformed "authorization" member; always false. */
 static bool bad_authorization(struct brk_cmd_ctx *x, const char *what)
 {
     struct th_error err = {0};
-    th_error_set(&err, TH_ERR_INVAL, 400004,
+    th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                  "'authorization' %s: {\"token\": \"SharedAccessSignature ...\", \"rights\": "
                  "[\"RegistryRead\"|\"RegistryWrite\"|\"ServiceConnect\"|\"DeviceConnect\", ...], "
                  "\"operation\": text, \"moduleRegistryOf\": deviceId}",
@@ -196,7 +196,7 @@ static bool bad_authorization(struct brk_cmd_ctx *x, const char *what)
 /*
  * When the command carries "authorization", decide its token with
  * th_auth_service and keep who it proved to be in *who (x->auth). False after
- * replying: 400004 for a malformed member, 401 / 401002 when the token does
+ * replying: TH_EC_ARGUMENT_INVALID for a malformed member, 401 / TH_EC_IOTHUB_UNAUTHORIZED_ACCESS when the token does
  * not grant what the member asks for. The command still needs the
  * connection's own rights afterwards: a token narrows what a trusted caller
  * may do, it never widens it.
@@ -263,7 +263,7 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
     struct th_error err = {0};
     cJSON *data;
     if (!x->auth) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'authorize' decides the command's 'authorization' member; add one");
         brk_ctl_reply_err(x, &err);
         return;
@@ -276,7 +276,7 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
         data = NULL;
     }
     if (!data) {
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -331,7 +331,7 @@ static void dispatch(struct brk_cmd_ctx *x)
             return;
         }
     }
-    th_error_set(&err, TH_ERR_INVAL, 400004, "unknown command '%s'", x->name);
+    th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "unknown command '%s'", x->name);
     brk_ctl_reply_err(x, &err);
 }
 
@@ -356,7 +356,7 @@ int brk_on_control(int event, void *event_data, void *userdata)
             TH_OK ||
         !cJSON_IsArray(cmds = cJSON_GetObjectItemCaseSensitive(root, "commands"))) {
         if (root) {
-            th_error_set(&err, TH_ERR_INVAL, 400004,
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
         }
         cJSON *r = brk_ctl_response_entry(NULL, NULL);
@@ -375,7 +375,7 @@ int brk_on_control(int event, void *event_data, void *userdata)
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(cmd, "command");
         if (!cJSON_IsObject(cmd) || !cJSON_IsString(jn)) {
             cJSON *r = brk_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
-            th_error_set(&err, TH_ERR_INVAL, 400004, "each command needs a string field 'command'");
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "each command needs a string field 'command'");
             if (r) {
                 brk_ctl_add_error_fields(r, &err);
                 cJSON_AddItemToArray(responses, r);

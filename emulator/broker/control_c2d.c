@@ -42,19 +42,19 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     }
     if (ack && strcmp(ack, "none") && strcmp(ack, "positive") && strcmp(ack, "negative") &&
         strcmp(ack, "full")) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004,
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "'ack' must be one of none, positive, negative, full (got '%s')", ack);
     }
     if (r == TH_OK && body && body64) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004, "give either 'body' or 'bodyBase64', not both");
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "give either 'body' or 'bodyBase64', not both");
     }
     if (r == TH_OK && body64) {
         size_t cap = strlen(body64);
         raw = malloc(cap + 1);
         if (!raw) {
-            r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+            r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         } else if (th_b64_decode(body64, strlen(body64), raw, cap + 1, &rawlen) != TH_OK) {
-            r = th_error_set(&err, TH_ERR_INVAL, 400004, "'bodyBase64' is not valid base64");
+            r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'bodyBase64' is not valid base64");
         }
     }
     if (r == TH_OK && !mid) {
@@ -65,7 +65,7 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     snprintf(to, sizeof to, "/devices/%s/messages/devicebound", dev->device_id);
     if (r == TH_OK && (th_props_add(&props, "$.mid", mid) != TH_OK ||
                        th_props_add(&props, "$.to", to) != TH_OK)) {
-        r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     }
     for (size_t i = 0; r == TH_OK && i < sizeof sysf / sizeof sysf[0]; i++) {
         const char *v;
@@ -75,28 +75,28 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
             return;
         }
         if (v && th_props_add(&props, sysf[i][1], v) != TH_OK) {
-            r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+            r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         }
     }
     if (r == TH_OK && th_props_add(&props, "iothub-ack", ack ? ack : "none") != TH_OK) {
-        r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     }
     const cJSON *jprops = cJSON_GetObjectItemCaseSensitive(x->cmd, "properties");
     if (r == TH_OK && jprops && !cJSON_IsNull(jprops) && !cJSON_IsObject(jprops)) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004, "'properties' must be an object of strings");
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'properties' must be an object of strings");
     }
     const cJSON *it;
     const cJSON *app_props = (r == TH_OK && cJSON_IsObject(jprops)) ? jprops : NULL;
     cJSON_ArrayForEach(it, app_props)
     {
         if (!cJSON_IsString(it) && !cJSON_IsNull(it)) {
-            r = th_error_set(&err, TH_ERR_INVAL, 400004,
+            r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                              "property '%s' must be a string or null", it->string);
             break;
         }
         if (th_props_add(&props, it->string, cJSON_IsString(it) ? it->valuestring : NULL) !=
             TH_OK) {
-            r = th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+            r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
             break;
         }
     }
@@ -104,7 +104,7 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
         size_t cap = 8192, n;
         bag = malloc(cap);
         if (!bag || th_props_encode(&props, bag, cap, &n) != TH_OK) {
-            r = th_error_set(&err, TH_ERR_TOO_LARGE, 413001,
+            r = th_error_set(&err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
                              "C2D message properties are too large");
         }
     }

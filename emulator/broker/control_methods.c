@@ -85,7 +85,7 @@ void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
         return;
     }
     if (!name || !th_method_name_valid(name)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
                      "or spaces");
         brk_ctl_reply_err(x, &err);
@@ -108,18 +108,18 @@ void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
     if (!m || !m->caller_id || !m->device_id || (id->module_id && !m->module_id) ||
         !m->method_name || !m->payload) {
         call_free(m);
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         brk_ctl_reply_err(x, &err);
         return;
     }
     if (m->payload && strlen(m->payload) > TH_METHOD_MAX_PAYLOAD_BYTES) {
         call_free(m);
-        th_error_set(&err, TH_ERR_TOO_LARGE, 413001, "method payload is larger than 128 KB");
+        th_error_set(&err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE, "method payload is larger than 128 KB");
         brk_ctl_reply_err(x, &err);
         return;
     }
     if (!brk_deliver_method_request(x->p, m, now_ms) && cto == 0) {
-        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+        th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                      "The operation failed because the requested device isn't online or hasn't "
                      "registered the direct method callback.");
         call_answer(x->p, m, NULL, &err);
@@ -142,7 +142,7 @@ void brk_methods_tick(struct brk_plugin *p, int64_t now_ms)
                 continue;
             }
             if (now_ms >= m->connect_deadline_ms) {
-                th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+                th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                              "The operation failed because the requested device isn't online or "
                              "hasn't registered the direct method callback.");
                 call_unlink(p, m);
@@ -150,7 +150,7 @@ void brk_methods_tick(struct brk_plugin *p, int64_t now_ms)
                 call_free(m);
             }
         } else if (now_ms >= m->response_deadline_ms) {
-            th_error_set(&err, TH_ERR_TIMEOUT, 504101,
+            th_error_set(&err, TH_ERR_TIMEOUT, TH_EC_GATEWAY_TIMEOUT,
                          "Timed out waiting for the response from device.");
             call_unlink(p, m);
             call_answer(p, m, NULL, &err);
@@ -170,7 +170,7 @@ void brk_methods_identity_offline(struct brk_plugin *p, struct th_identity *id)
             (m->module_id && strcmp(m->module_id, id->module_id) != 0)) {
             continue;
         }
-        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+        th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                      "the device disconnected before answering the method call");
         call_unlink(p, m);
         call_answer(p, m, NULL, &err);
@@ -213,7 +213,7 @@ void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const
     call_unlink(p, m);
     if (!t->status_ok) {
         /* Only this call fails: the device stays connected (docs/protocol.md). */
-        th_error_set(&err, TH_ERR_FORMAT, 400006,
+        th_error_set(&err, TH_ERR_FORMAT, TH_EC_IOTHUB_FORMAT_ERROR,
                      "the device answered method '%s' with status '%.*s' in "
                      "$iothub/methods/res/{status}/?$rid=%s; the status must be a whole number "
                      "from -2147483648 to 2147483647",

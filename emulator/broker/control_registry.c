@@ -34,7 +34,7 @@ static bool etag_or_reply(struct brk_cmd_ctx *x, const struct th_identity *id)
     if (th_etag_matches(want, have)) {
         return true;
     }
-    th_error_set(&err, TH_ERR_PRECONDITION, 412001,
+    th_error_set(&err, TH_ERR_PRECONDITION, TH_EC_PRECONDITION_FAILED,
                  "etag %s does not match the identity's current etag \"%s\"", want, have);
     brk_ctl_reply_err(x, &err);
     return false;
@@ -105,7 +105,7 @@ void brk_cmd_create_device(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jd)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'createDevice' needs a string field 'deviceId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'createDevice' needs a string field 'deviceId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -169,7 +169,7 @@ void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
     }
     brk_conn_forget_identity(x->p, id);
     if (th_registry_remove(x->p->reg, dev, is_module ? mod : NULL) != TH_OK) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "identity vanished while deleting");
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND, "identity vanished while deleting");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -197,7 +197,7 @@ void brk_cmd_create_module(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jd) || !cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'createModule' needs string fields 'deviceId' and 'moduleId'");
         brk_ctl_reply_err(x, &err);
         return;
@@ -230,14 +230,14 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jm) || !th_id_valid(jm->valuestring, strlen(jm->valuestring))) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'ensureModule' needs a valid string 'moduleId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'ensureModule' needs a valid string 'moduleId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
     if ((tags && !cJSON_IsNull(tags) && !cJSON_IsObject(tags)) ||
         (desired && !cJSON_IsNull(desired) && !cJSON_IsObject(desired)) ||
         (ids && !cJSON_IsNull(ids) && !cJSON_IsArray(ids))) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'tags' and 'desired' must be objects and 'deviceIds' an array of strings");
         brk_ctl_reply_err(x, &err);
         return;
@@ -253,7 +253,7 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
     cJSON_ArrayForEach(it, id_list)
     {
         if (!cJSON_IsString(it) || !th_registry_find(x->p->reg, it->valuestring, NULL)) {
-            th_error_set(&err, TH_ERR_NOT_FOUND, 404001,
+            th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
                          "deviceIds: '%s' is not a registered device; nothing was created",
                          cJSON_IsString(it) ? it->valuestring : "(not a string)");
             brk_ctl_reply_err(x, &err);
@@ -267,7 +267,7 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
         cJSON_Delete(created);
         cJSON_Delete(skipped);
         cJSON_Delete(data);
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -331,7 +331,7 @@ void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'devicesWithoutModule' needs a string 'moduleId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'devicesWithoutModule' needs a string 'moduleId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -371,7 +371,7 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         return;
     }
     if (!text) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'query' needs a string field 'query'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'query' needs a string field 'query'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -383,7 +383,7 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         unsigned long long v = strtoull(cont, &end, 10);
         if (*cont < '0' || *cont > '9' || *end != '\0' || errno == ERANGE ||
             v > (unsigned long long)(SIZE_MAX - 1000)) {
-            th_error_set(&err, TH_ERR_INVAL, 400004,
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "'continuation' must be the token returned by the previous page");
             brk_ctl_reply_err(x, &err);
             return;
@@ -412,7 +412,7 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         }
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
-                       : th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+                       : th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     const char *item_type = th_query_item_type(q, is_twin); /* a static string */
     for (size_t i = 0; i < n; i++) {
         cJSON_Delete(docs[i]);
@@ -502,7 +502,7 @@ void brk_cmd_import(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsObject(doc)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'importRegistry' needs an object 'registry' in the registry file format");
         brk_ctl_reply_err(x, &err);
         return;
@@ -514,7 +514,7 @@ void brk_cmd_import(struct brk_cmd_ctx *x)
         int64_t desired_version;
     } *before = calloc(nids ? nids : 1, sizeof *before);
     if (!before) {
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         brk_ctl_reply_err(x, &err);
         return;
     }

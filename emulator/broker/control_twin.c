@@ -43,7 +43,7 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     }
     patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
     if (!cJSON_IsObject(patch)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'%s' needs an object 'patch' like {\"properties\":{\"desired\":{...}}}",
                      x->name);
         brk_ctl_reply_err(x, &err);

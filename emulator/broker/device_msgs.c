@@ -98,7 +98,7 @@ static void on_twin_get(struct brk_plugin *p, struct brk_conn *c, const struct t
     cJSON_Delete(view);
     if (!body) {
         struct th_error err = {0};
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory building the twin");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the twin");
         twin_error_reply(p, c, t->rid, &err);
         return;
     }
@@ -123,7 +123,7 @@ static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct
         return;
     }
     if (len == 0 || !payload) {
-        r = th_error_set(&err, TH_ERR_FORMAT, 400006,
+        r = th_error_set(&err, TH_ERR_FORMAT, TH_EC_IOTHUB_FORMAT_ERROR,
                          "the reported-properties patch is empty; send a JSON object");
     } else {
         r = th_json_parse(payload, len, TH_JSON_MAX_INPUT_BYTES, 64, &patch, &err);
@@ -133,7 +133,7 @@ static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct
     long long want = 0;
     int64_t if_version = 0;
     if (r == TH_OK && t->version.ptr && th_topic_version_value(t->version, &want) != TH_OK) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004,
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "$version '%.*s' in the topic is not an integer; send the reported "
                          "$version to update at, or leave $version out",
                          (int)(t->version.len > 64 ? 64 : t->version.len), t->version.ptr);
