@@ -21,39 +21,66 @@
 
 /* ---- response building ---- */
 
+bool brk_ctl_push(cJSON *arr, cJSON *item)
+{
+    if (!item || !arr || !cJSON_AddItemToArray(arr, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+bool brk_ctl_put(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item || !obj || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
 cJSON *brk_ctl_response_entry(const char *command, const cJSON *correlation)
 {
     cJSON *r = cJSON_CreateObject();
     if (!r) {
         return NULL;
     }
-    if (command) {
-        cJSON_AddStringToObject(r, "command", command);
-    } else {
-        cJSON_AddNullToObject(r, "command");
-    }
-    if (correlation) {
-        cJSON_AddItemToObject(r, "correlationData", cJSON_Duplicate(correlation, 1));
+    if (!(command ? cJSON_AddStringToObject(r, "command", command)
+                  : cJSON_AddNullToObject(r, "command")) ||
+        (correlation && !brk_ctl_put(r, "correlationData", cJSON_Duplicate(correlation, 1)))) {
+        cJSON_Delete(r);
+        return NULL;
     }
     return r;
 }
 
-void brk_ctl_add_error_fields(cJSON *r, const struct th_error *err)
+bool brk_ctl_add_error_fields(cJSON *r, const struct th_error *err)
 {
-    cJSON_AddStringToObject(r, "error", err->message[0] ? err->message : th_result_str(err->result));
-    cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500);
-    cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR);
+    return cJSON_AddStringToObject(r, "error",
+                                   err->message[0] ? err->message : th_result_str(err->result)) &&
+           cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500) &&
+           cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR);
+}
+
+cJSON *brk_ctl_error_entry(const char *command, const cJSON *correlation,
+                           const struct th_error *err)
+{
+    cJSON *r = brk_ctl_response_entry(command, correlation);
+    if (r && !brk_ctl_add_error_fields(r, err)) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
 }
 
 void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 {
     cJSON *root = cJSON_CreateObject();
     char *text;
-    if (!root) {
-        cJSON_Delete(responses);
+    if (!brk_ctl_put(root, "responses", responses)) {
+        cJSON_Delete(root);
         return;
     }
-    cJSON_AddItemToObject(root, "responses", responses);
     text = th_json_print(root);
     cJSON_Delete(root);
     if (text) {
@@ -64,23 +91,38 @@ void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 
 void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data)
 {
-    cJSON *r = brk_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
-    if (!r) {
-        cJSON_Delete(data);
+    cJSON *r = brk_ctl_response_entry(x->name,
+                                      cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
+    if (!r || !brk_ctl_put(r, "data", data ? data : cJSON_CreateObject())) {
+        struct th_error err = {0};
+        cJSON_Delete(r);
+        if (!r) {
+            cJSON_Delete(data);
+        }
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    cJSON_AddItemToObject(r, "data", data ? data : cJSON_CreateObject());
-    cJSON_AddItemToArray(x->responses, r);
+    brk_ctl_push(x->responses, r);
+}
+
+void brk_ctl_reply_data(struct brk_cmd_ctx *x, cJSON *data)
+{
+    if (!data) {
+        struct th_error err = {0};
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        brk_ctl_reply_err(x, &err);
+        return;
+    }
+    brk_ctl_reply_ok(x, data);
 }
 
 void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err)
 {
-    cJSON *r = brk_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
-    if (!r) {
-        return;
-    }
-    brk_ctl_add_error_fields(r, err);
-    cJSON_AddItemToArray(x->responses, r);
+    brk_ctl_push(x->responses,
+                 brk_ctl_error_entry(x->name,
+                                     cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"),
+                                     err));
 }
 
 /* ---- argument helpers ---- */
@@ -275,12 +317,7 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
         cJSON_Delete(data);
         data = NULL;
     }
-    if (!data) {
-        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
-        brk_ctl_reply_err(x, &err);
-        return;
-    }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- dispatch ---- */
@@ -359,11 +396,7 @@ int brk_on_control(int event, void *event_data, void *userdata)
             th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
         }
-        cJSON *r = brk_ctl_response_entry(NULL, NULL);
-        if (r) {
-            brk_ctl_add_error_fields(r, &err);
-            cJSON_AddItemToArray(responses, r);
-        }
+        brk_ctl_push(responses, brk_ctl_error_entry(NULL, NULL, &err));
         brk_ctl_send_responses(c->client_id, responses);
         cJSON_Delete(root);
         return MOSQ_ERR_SUCCESS;
@@ -374,12 +407,11 @@ int brk_on_control(int event, void *event_data, void *userdata)
         struct th_auth_service_decision who;
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(cmd, "command");
         if (!cJSON_IsObject(cmd) || !cJSON_IsString(jn)) {
-            cJSON *r = brk_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
-            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "each command needs a string field 'command'");
-            if (r) {
-                brk_ctl_add_error_fields(r, &err);
-                cJSON_AddItemToArray(responses, r);
-            }
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                         "each command needs a string field 'command'");
+            brk_ctl_push(responses,
+                         brk_ctl_error_entry(
+                             NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"), &err));
             continue;
         }
         x.name = jn->valuestring;

@@ -22,13 +22,22 @@ struct brk_cmd_ctx {
 
 /* ---- control.c: reply and argument helpers ---- */
 
+/* Add item to an array / object; false (item deleted) when either is NULL or on OOM. */
+bool brk_ctl_push(cJSON *arr, cJSON *item);
+bool brk_ctl_put(cJSON *obj, const char *key, cJSON *item);
 /* A response entry {"command", "correlationData"?}; caller adds data or error. NULL on OOM. */
 cJSON *brk_ctl_response_entry(const char *command, const cJSON *correlation);
-void brk_ctl_add_error_fields(cJSON *r, const struct th_error *err);
+/* Add "error", "status", "errorCode"; false on OOM. */
+bool brk_ctl_add_error_fields(cJSON *r, const struct th_error *err);
+/* A complete error entry; NULL on OOM. */
+cJSON *brk_ctl_error_entry(const char *command, const cJSON *correlation,
+                           const struct th_error *err);
 /* Publish {"responses": responses} to one client; takes ownership of responses. */
 void brk_ctl_send_responses(const char *client_id, cJSON *responses);
 /* Append a success entry with data (ownership taken; NULL -> {}). */
 void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data);
+/* Like brk_ctl_reply_ok, but NULL data means building it ran out of memory: replies 500. */
+void brk_ctl_reply_data(struct brk_cmd_ctx *x, cJSON *data);
 void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err);
 /* True when the caller's policy has any of `perm`; otherwise replies TH_EC_IOTHUB_UNAUTHORIZED_ACCESS. */
 bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_name);

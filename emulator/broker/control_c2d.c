@@ -131,11 +131,12 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
                       th_journal_data_c2d(midcopy, false, dev->c2d_count));
     }
     cJSON *data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddStringToObject(data, "messageId", midcopy);
-        cJSON_AddNumberToObject(data, "queued", (double)dev->c2d_count);
-        cJSON_AddBoolToObject(data, "delivered", delivered);
+    if (data && !(cJSON_AddStringToObject(data, "messageId", midcopy) &&
+                  cJSON_AddNumberToObject(data, "queued", (double)dev->c2d_count) &&
+                  cJSON_AddBoolToObject(data, "delivered", delivered))) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 

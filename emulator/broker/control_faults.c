@@ -24,10 +24,11 @@ void brk_cmd_disconnect(struct brk_cmd_ctx *x)
         brk_conn_kick(x->p, g->conn);
     }
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
+    if (data && !cJSON_AddBoolToObject(data, "disconnected", was)) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 void brk_cmd_expire_token(struct brk_cmd_ctx *x)
@@ -49,10 +50,11 @@ void brk_cmd_expire_token(struct brk_cmd_ctx *x)
         brk_conn_kick(x->p, g->conn);
     }
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
+    if (data && !cJSON_AddBoolToObject(data, "disconnected", was)) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 void brk_cmd_inject_error(struct brk_cmd_ctx *x)
@@ -97,8 +99,9 @@ void brk_cmd_mark(struct brk_cmd_ctx *x)
     brk_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
                   cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
     out = cJSON_CreateObject();
-    if (out) {
-        cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);
+    if (out && !cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq)) {
+        cJSON_Delete(out);
+        out = NULL;
     }
-    brk_ctl_reply_ok(x, out);
+    brk_ctl_reply_data(x, out);
 }

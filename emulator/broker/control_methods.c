@@ -47,14 +47,24 @@ static void call_answer(struct brk_plugin *p, struct brk_method_call *m, cJSON *
         cJSON_Delete(ev);
         return;
     }
+    bool ok;
     if (err) {
-        brk_ctl_add_error_fields(r, err);
+        ok = brk_ctl_add_error_fields(r, err);
         cJSON_Delete(data);
     } else {
-        cJSON_AddItemToObject(r, "data", data);
+        ok = brk_ctl_put(r, "data", data); /* deletes data when it fails */
     }
-    cJSON_AddItemToArray(arr, r);
-    brk_ctl_send_responses(m->caller_id, arr);
+    if (!ok) {
+        struct th_error oom = {0};
+        th_error_set(&oom, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        cJSON_Delete(r);
+        r = brk_ctl_error_entry("invokeMethod", m->correlation, &oom);
+    }
+    if (brk_ctl_push(arr, r)) {
+        brk_ctl_send_responses(m->caller_id, arr);
+    } else {
+        cJSON_Delete(arr);
+    }
     brk_event_emit(p, TH_JOURNAL_METHOD, m->device_id, m->module_id, ev);
 }
 

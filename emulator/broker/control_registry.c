@@ -60,7 +60,7 @@ void brk_cmd_get_device(struct brk_cmd_ctx *x)
         !(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    brk_ctl_reply_ok(x, th_identity_to_json(id));
+    brk_ctl_reply_data(x, th_identity_to_json(id));
 }
 
 void brk_cmd_list_devices(struct brk_cmd_ctx *x)
@@ -72,9 +72,12 @@ void brk_cmd_list_devices(struct brk_cmd_ctx *x)
     arr = cJSON_CreateArray();
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
          d = th_registry_next_device(x->p->reg, d)) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d));
+        if (!brk_ctl_push(arr, th_identity_to_json(d))) {
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
     }
-    brk_ctl_reply_ok(x, arr);
+    brk_ctl_reply_data(x, arr);
 }
 
 void brk_cmd_list_modules(struct brk_cmd_ctx *x)
@@ -87,9 +90,12 @@ void brk_cmd_list_modules(struct brk_cmd_ctx *x)
     }
     arr = cJSON_CreateArray();
     for (size_t i = 0; arr && i < d->module_count; i++) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d->modules[i]));
+        if (!brk_ctl_push(arr, th_identity_to_json(d->modules[i]))) {
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
     }
-    brk_ctl_reply_ok(x, arr);
+    brk_ctl_reply_data(x, arr);
 }
 
 /* ---- devices and modules ---- */
@@ -116,7 +122,7 @@ void brk_cmd_create_device(struct brk_cmd_ctx *x)
     }
     brk_persist_device(x->p, dev);
     brk_event_emit(x->p, TH_JOURNAL_DEVICE_CREATED, dev->device_id, NULL, NULL);
-    brk_ctl_reply_ok(x, th_identity_to_json(dev));
+    brk_ctl_reply_data(x, th_identity_to_json(dev));
 }
 
 void brk_cmd_update_identity(struct brk_cmd_ctx *x)
@@ -146,7 +152,7 @@ void brk_cmd_update_identity(struct brk_cmd_ctx *x)
     }
     brk_persist_device(x->p, id->parent ? id->parent : id);
     brk_event_emit(x->p, TH_JOURNAL_IDENTITY_UPDATED, id->device_id, id->module_id, NULL);
-    brk_ctl_reply_ok(x, th_identity_to_json(id));
+    brk_ctl_reply_data(x, th_identity_to_json(id));
 }
 
 void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
@@ -210,7 +216,7 @@ void brk_cmd_create_module(struct brk_cmd_ctx *x)
     }
     brk_persist_device(x->p, mod->parent);
     brk_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
-    brk_ctl_reply_ok(x, th_identity_to_json(mod));
+    brk_ctl_reply_data(x, th_identity_to_json(mod));
 }
 
 /* ---- bulk module creation (the azureiotsecurity use case) ---- */
@@ -225,6 +231,7 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
     cJSON *created, *skipped, *data;
     const cJSON *it;
     size_t ncreated = 0, nskipped = 0;
+    bool ok = true; /* every cJSON_Add* so far succeeded */
 
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
         return;
@@ -288,7 +295,7 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
             dev = th_registry_next_device(x->p->reg, dev);
         }
         if (th_registry_find(x->p->reg, cur->device_id, jm->valuestring)) {
-            cJSON_AddItemToArray(skipped, cJSON_CreateString(cur->device_id));
+            ok = brk_ctl_push(skipped, cJSON_CreateString(cur->device_id)) && ok;
             nskipped++;
             continue;
         }
@@ -299,27 +306,34 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
                                         &mod, &err) != TH_OK) {
             /* e.g. the device already has 50 modules: report it as skipped with the reason */
             cJSON *s = cJSON_CreateObject();
-            if (s) {
-                cJSON_AddStringToObject(s, "deviceId", cur->device_id);
-                cJSON_AddStringToObject(s, "error", err.message);
-                cJSON_AddItemToArray(skipped, s);
+            if (s && !(cJSON_AddStringToObject(s, "deviceId", cur->device_id) &&
+                       cJSON_AddStringToObject(s, "error", err.message))) {
+                cJSON_Delete(s);
+                s = NULL;
             }
+            ok = brk_ctl_push(skipped, s) && ok;
             nskipped++;
             continue;
         }
         brk_persist_device(x->p, cur);
         brk_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
-        cJSON_AddItemToArray(created, cJSON_CreateString(cur->device_id));
+        ok = brk_ctl_push(created, cJSON_CreateString(cur->device_id)) && ok;
         ncreated++;
     }
-    cJSON_AddStringToObject(data, "moduleId", jm->valuestring);
-    cJSON_AddNumberToObject(data, "created", (double)ncreated);
-    cJSON_AddNumberToObject(data, "skipped", (double)nskipped);
-    cJSON_AddItemToObject(data, "createdDevices", created);
-    cJSON_AddItemToObject(data, "skippedDevices", skipped);
+    /* The modules exist now whatever happens below: on OOM the answer is a 500, and the
+     * event stream still has every module_created. */
+    ok = cJSON_AddStringToObject(data, "moduleId", jm->valuestring) &&
+         cJSON_AddNumberToObject(data, "created", (double)ncreated) &&
+         cJSON_AddNumberToObject(data, "skipped", (double)nskipped) && ok;
+    ok = brk_ctl_put(data, "createdDevices", created) && ok;
+    ok = brk_ctl_put(data, "skippedDevices", skipped) && ok;
+    if (!ok) {
+        cJSON_Delete(data);
+        data = NULL;
+    }
     brk_log(x->p, MOSQ_LOG_NOTICE, "ensureModule %s | created=%zu skipped=%zu", jm->valuestring,
            ncreated, nskipped);
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
@@ -339,17 +353,20 @@ void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
     data = cJSON_CreateObject();
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
          d = th_registry_next_device(x->p->reg, d)) {
-        if (!th_registry_find(x->p->reg, d->device_id, jm->valuestring)) {
-            cJSON_AddItemToArray(arr, cJSON_CreateString(d->device_id));
+        if (!th_registry_find(x->p->reg, d->device_id, jm->valuestring) &&
+            !brk_ctl_push(arr, cJSON_CreateString(d->device_id))) {
+            cJSON_Delete(arr);
+            arr = NULL;
         }
     }
-    if (data && arr) {
-        cJSON_AddNumberToObject(data, "count", cJSON_GetArraySize(arr));
-        cJSON_AddItemToObject(data, "deviceIds", arr);
-        arr = NULL;
+    if (data && !(arr && cJSON_AddNumberToObject(data, "count", cJSON_GetArraySize(arr)) &&
+                  brk_ctl_put(data, "deviceIds", arr))) {
+        cJSON_Delete(data);
+        data = NULL;
+    } else if (!data) {
+        cJSON_Delete(arr);
     }
-    cJSON_Delete(arr);
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- query and statistics ---- */
@@ -430,25 +447,23 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
     for (; it; it = nx, i++) {
         nx = it->next;
         if (i >= skip && i < skip + (size_t)page && pageitems) {
-            cJSON_AddItemToArray(pageitems, cJSON_DetachItemViaPointer(items, it));
+            (void)brk_ctl_push(pageitems, cJSON_DetachItemViaPointer(items, it)); /* cannot fail */
         }
     }
     cJSON_Delete(items);
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddItemToObject(data, "items", pageitems);
-        pageitems = NULL;
-        cJSON_AddStringToObject(data, "itemType", item_type);
-        if (skip + (size_t)page < total) {
-            char next[32];
-            snprintf(next, sizeof next, "%zu", skip + (size_t)page);
-            cJSON_AddStringToObject(data, "continuation", next);
-        } else {
-            cJSON_AddNullToObject(data, "continuation");
-        }
+    char next[32];
+    snprintf(next, sizeof next, "%zu", skip + (size_t)page);
+    if (data && !(brk_ctl_put(data, "items", pageitems) &&
+                  cJSON_AddStringToObject(data, "itemType", item_type) &&
+                  (skip + (size_t)page < total ? cJSON_AddStringToObject(data, "continuation", next)
+                                               : cJSON_AddNullToObject(data, "continuation")))) {
+        cJSON_Delete(data);
+        data = NULL;
+    } else if (!data) {
+        cJSON_Delete(pageitems);
     }
-    cJSON_Delete(pageitems);
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 void brk_cmd_statistics(struct brk_cmd_ctx *x)
@@ -469,15 +484,16 @@ void brk_cmd_statistics(struct brk_cmd_ctx *x)
         }
     }
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddNumberToObject(data, "totalDeviceCount", (double)total);
-        cJSON_AddNumberToObject(data, "enabledDeviceCount", (double)enabled);
-        cJSON_AddNumberToObject(data, "disabledDeviceCount", (double)(total - enabled));
-        cJSON_AddNumberToObject(data, "connectedDeviceCount", (double)connected);
-        cJSON_AddNumberToObject(data, "totalModuleCount", (double)modules);
-        cJSON_AddNumberToObject(data, "connectedModuleCount", (double)mconnected);
+    if (data && !(cJSON_AddNumberToObject(data, "totalDeviceCount", (double)total) &&
+                  cJSON_AddNumberToObject(data, "enabledDeviceCount", (double)enabled) &&
+                  cJSON_AddNumberToObject(data, "disabledDeviceCount", (double)(total - enabled)) &&
+                  cJSON_AddNumberToObject(data, "connectedDeviceCount", (double)connected) &&
+                  cJSON_AddNumberToObject(data, "totalModuleCount", (double)modules) &&
+                  cJSON_AddNumberToObject(data, "connectedModuleCount", (double)mconnected))) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- import / export ---- */
@@ -488,7 +504,7 @@ void brk_cmd_export(struct brk_cmd_ctx *x)
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
         return;
     }
-    brk_ctl_reply_ok(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
+    brk_ctl_reply_data(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
 }
 
 void brk_cmd_import(struct brk_cmd_ctx *x)
@@ -545,10 +561,11 @@ void brk_cmd_import(struct brk_cmd_ctx *x)
     free(before);
     brk_persist_all(x->p);
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddNumberToObject(data, "created", (double)created);
-        cJSON_AddNumberToObject(data, "updated", (double)updated);
-        cJSON_AddNumberToObject(data, "skipped", (double)skipped);
+    if (data && !(cJSON_AddNumberToObject(data, "created", (double)created) &&
+                  cJSON_AddNumberToObject(data, "updated", (double)updated) &&
+                  cJSON_AddNumberToObject(data, "skipped", (double)skipped))) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    brk_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }

@@ -18,7 +18,7 @@ void brk_cmd_get_twin(struct brk_cmd_ctx *x)
     if (!(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    brk_ctl_reply_ok(x, th_identity_twin_json(id));
+    brk_ctl_reply_data(x, th_identity_twin_json(id));
 }
 
 /*
@@ -65,7 +65,7 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
                replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
     th_twin_write_result_free(&res);
-    brk_ctl_reply_ok(x, th_identity_twin_json(id));
+    brk_ctl_reply_data(x, th_identity_twin_json(id));
 }
 
 void brk_cmd_update_twin(struct brk_cmd_ctx *x)

@@ -63,10 +63,14 @@ char *brk_error_body(struct brk_plugin *p, const struct th_error *err)
     }
     th_time_format(th_now_us(), when);
     snprintf(tracking, sizeof tracking, "twinhub-%016llx", (unsigned long long)++p->tracking_seq);
-    cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR);
-    cJSON_AddStringToObject(o, "trackingId", tracking);
-    cJSON_AddStringToObject(o, "message", err->message[0] ? err->message : th_result_str(err->result));
-    cJSON_AddStringToObject(o, "timestampUtc", when);
+    if (!cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR) ||
+        !cJSON_AddStringToObject(o, "trackingId", tracking) ||
+        !cJSON_AddStringToObject(o, "message",
+                                 err->message[0] ? err->message : th_result_str(err->result)) ||
+        !cJSON_AddStringToObject(o, "timestampUtc", when)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     text = th_json_print(o);
     cJSON_Delete(o);
     return text;
