@@ -75,7 +75,7 @@ static int acl_device(struct brk_plugin *p, struct brk_conn *c,
     case MOSQ_ACL_WRITE:
         if (starts_with(ed->topic, "$CONTROL/")) {
             brk_log(p, MOSQ_LOG_WARNING, "%s | publish refused | devices may not use %s",
-                   c->client_id, ed->topic);
+                    c->client_id, ed->topic);
             return MOSQ_ERR_ACL_DENIED;
         }
         return MOSQ_ERR_SUCCESS; /* classified (and refused if foreign) in brk_on_message */
@@ -83,10 +83,10 @@ static int acl_device(struct brk_plugin *p, struct brk_conn *c,
         kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
         if (kind == TH_SUB_DENIED) {
             brk_log(p, MOSQ_LOG_WARNING,
-                   "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
-                   c->client_id, ed->topic);
+                    "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
+                    c->client_id, ed->topic);
             brk_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id->device_id, id->module_id,
-                          th_journal_data_protocol_error(ed->topic, "subscription refused"));
+                           th_journal_data_protocol_error(ed->topic, "subscription refused"));
             return MOSQ_ERR_ACL_DENIED;
         }
         g = brk_idglue_of(id);

@@ -31,10 +31,10 @@ static int refuse(struct brk_plugin *p, const struct auth_req *rq, const char *d
                   const char *module_id, const char *reason)
 {
     brk_log(p, MOSQ_LOG_WARNING, "%s%s%s | connect refused | client=%s reason=%s",
-           device_id ? device_id : "-", module_id ? "/" : "", module_id ? module_id : "",
-           rq->client_id ? rq->client_id : "(none)", reason);
+            device_id ? device_id : "-", module_id ? "/" : "", module_id ? module_id : "",
+            rq->client_id ? rq->client_id : "(none)", reason);
     brk_event_emit(p, TH_JOURNAL_REFUSED, device_id, module_id,
-                  th_journal_data_refused(rq->client_id, reason, rq->username));
+                   th_journal_data_refused(rq->client_id, reason, rq->username));
     return MOSQ_ERR_AUTH;
 }
 
@@ -54,12 +54,13 @@ static int accept_service(struct brk_plugin *p, struct mosquitto *client, const 
     c->perms = pol->perms;
     c->policy = policy;
     c->token_expiry_s = d->token_expiry_s;
-    brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id, pol->name);
+    brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
+            pol->name);
     return MOSQ_ERR_SUCCESS;
 }
 
-static int accept_identity(struct brk_plugin *p, struct mosquitto *client, const struct auth_req *rq,
-                           const struct th_auth_connect_decision *d)
+static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
+                           const struct auth_req *rq, const struct th_auth_connect_decision *d)
 {
     const struct th_username *un = &d->username;
     struct th_identity *id = d->identity;
@@ -95,18 +96,19 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client, const
     struct th_journal_connected ev = {
         .client_id = rq->client_id,
         .api_version = un->api_version.ptr ? api : NULL,
-        .client_type = un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len,
-                                                           false, ctype, sizeof ctype, &n) == TH_OK
-                           ? ctype
-                           : NULL,
+        .client_type =
+            un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len, false,
+                                                 ctype, sizeof ctype, &n) == TH_OK
+                ? ctype
+                : NULL,
         .model_id = id->model_id,
         .auth = d->policy ? TH_JOURNAL_AUTH_SAS_POLICY : TH_JOURNAL_AUTH_SAS,
         .clean_session = mosquitto_client_clean_session(client),
     };
     brk_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
-                  th_journal_data_connected(&ev));
+                   th_journal_data_connected(&ev));
     brk_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
-           (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
+            (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
     if (!modp && g->sub_c2d) {
         /* Persistent session: the C2D subscription survives, so deliver what queued up. */
         brk_deliver_c2d(p, id);

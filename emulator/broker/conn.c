@@ -47,8 +47,8 @@ static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
     free(c);
 }
 
-struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client,
-                              const char *client_id, enum brk_conn_kind kind)
+struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
+                              enum brk_conn_kind kind)
 {
     struct brk_conn *c = brk_conn_find(p, client);
     if (c) {

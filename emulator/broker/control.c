@@ -120,9 +120,8 @@ void brk_ctl_reply_data(struct brk_cmd_ctx *x, cJSON *data)
 void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err)
 {
     brk_ctl_push(x->responses,
-                 brk_ctl_error_entry(x->name,
-                                     cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"),
-                                     err));
+                 brk_ctl_error_entry(
+                     x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"), err));
 }
 
 /* ---- argument helpers ---- */
@@ -133,7 +132,8 @@ bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_na
     if (x->caller->perms & perm) {
         return true;
     }
-    th_error_set(&err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "policy '%s' does not grant %s, which '%s' needs",
+    th_error_set(&err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                 "policy '%s' does not grant %s, which '%s' needs",
                  x->caller->policy ? x->caller->policy : "", perm_name, x->name);
     brk_ctl_reply_err(x, &err);
     return false;
@@ -150,32 +150,34 @@ struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     struct th_identity *id;
     if (!cJSON_IsString(jd) || !jd->valuestring[0]) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' needs a string field 'deviceId'", x->name);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'%s' needs a string field 'deviceId'", x->name);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (jm && !cJSON_IsNull(jm) && !cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'moduleId' must be a string or null");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'moduleId' must be a string or null");
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     const char *mod = cJSON_IsString(jm) ? jm->valuestring : NULL;
     if (mod && !module_allowed) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' applies to devices only, not modules",
-                     x->name);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'%s' applies to devices only, not modules", x->name);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND, "device '%s' is not registered",
-                     jd->valuestring);
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                     "device '%s' is not registered", jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
     id = th_registry_find(x->p->reg, jd->valuestring, mod);
     if (!id) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND, "module '%s' is not registered on device '%s'",
-                     mod, jd->valuestring);
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
+                     "module '%s' is not registered on device '%s'", mod, jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
@@ -200,7 +202,7 @@ bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const cha
 }
 
 bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi,
-                               int *out)
+                          int *out)
 {
     struct th_error err = {0};
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(x->cmd, field);
@@ -212,7 +214,8 @@ bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int
      * (found by fuzz_control with "pageSize": 1.2e26). */
     if (!cJSON_IsNumber(j) || j->valuedouble < lo || j->valuedouble > hi ||
         j->valuedouble != (double)(long long)j->valuedouble) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s must be within [%d; %d].", field, lo, hi);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s must be within [%d; %d].",
+                     field, lo, hi);
         brk_ctl_reply_err(x, &err);
         return false;
     }
@@ -238,10 +241,9 @@ static bool bad_authorization(struct brk_cmd_ctx *x, const char *what)
 /*
  * When the command carries "authorization", decide its token with
  * th_auth_service and keep who it proved to be in *who (x->auth). False after
- * replying: TH_EC_ARGUMENT_INVALID for a malformed member, 401 / TH_EC_IOTHUB_UNAUTHORIZED_ACCESS when the token does
- * not grant what the member asks for. The command still needs the
- * connection's own rights afterwards: a token narrows what a trusted caller
- * may do, it never widens it.
+ * replying: TH_EC_ARGUMENT_INVALID for a malformed member, 401 / TH_EC_IOTHUB_UNAUTHORIZED_ACCESS
+ * when the token does not grant what the member asks for. The command still needs the connection's
+ * own rights afterwards: a token narrows what a trusted caller may do, it never widens it.
  */
 static bool authorization_or_reply(struct brk_cmd_ctx *x, struct th_auth_service_decision *who)
 {
@@ -291,7 +293,7 @@ static bool authorization_or_reply(struct brk_cmd_ctx *x, struct th_auth_service
     struct th_error err = {0};
     if (th_auth_service(x->p->reg, &rq, who, &err) != TH_OK) {
         brk_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
-               x->caller->client_id, x->name, err.message);
+                x->caller->client_id, x->name, err.message);
         brk_ctl_reply_err(x, &err);
         return false;
     }
@@ -389,12 +391,13 @@ int brk_on_control(int event, void *event_data, void *userdata)
     if (!responses) {
         return MOSQ_ERR_NOMEM;
     }
-    if (th_json_parse(ed->payload, ed->payloadlen, TH_JSON_MAX_INPUT_BYTES + 65536, 64, &root, &err) !=
-            TH_OK ||
+    if (th_json_parse(ed->payload, ed->payloadlen, TH_JSON_MAX_INPUT_BYTES + 65536, 64, &root,
+                      &err) != TH_OK ||
         !cJSON_IsArray(cmds = cJSON_GetObjectItemCaseSensitive(root, "commands"))) {
         if (root) {
-            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                         "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
+            th_error_set(
+                &err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
         }
         brk_ctl_push(responses, brk_ctl_error_entry(NULL, NULL, &err));
         brk_ctl_send_responses(c->client_id, responses);

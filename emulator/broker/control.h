@@ -39,15 +39,19 @@ void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data);
 /* Like brk_ctl_reply_ok, but NULL data means building it ran out of memory: replies 500. */
 void brk_ctl_reply_data(struct brk_cmd_ctx *x, cJSON *data);
 void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err);
-/* True when the caller's policy has any of `perm`; otherwise replies TH_EC_IOTHUB_UNAUTHORIZED_ACCESS. */
+/* True when the caller's policy has any of `perm`; otherwise replies
+ * TH_EC_IOTHUB_UNAUTHORIZED_ACCESS. */
 bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_name);
 /* Resolve deviceId/moduleId of the command or reply TH_EC_ARGUMENT_INVALID, _DEVICE_NOT_FOUND or
  * _MODULE_NOT_FOUND and return NULL. */
 struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module_allowed);
-/* Optional string field (absent or null -> *out NULL); false after replying TH_EC_ARGUMENT_INVALID. */
+/* Optional string field (absent or null -> *out NULL); false after replying TH_EC_ARGUMENT_INVALID.
+ */
 bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const char **out);
-/* Optional integer field within [lo, hi] (absent -> def); false after replying TH_EC_ARGUMENT_INVALID. */
-bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi, int *out);
+/* Optional integer field within [lo, hi] (absent -> def); false after replying
+ * TH_EC_ARGUMENT_INVALID. */
+bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi,
+                          int *out);
 
 /* ---- Handlers: one per command, in the table of control.c ---- */
 

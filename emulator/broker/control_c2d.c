@@ -22,8 +22,10 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     struct th_identity *dev;
     struct th_props props = {0};
     const char *body = NULL, *body64 = NULL, *mid = NULL, *ack = NULL;
-    const char *sysf[][2] = {{"correlationId", "$.cid"}, {"userId", "$.uid"},
-                             {"contentType", "$.ct"},    {"contentEncoding", "$.ce"},
+    const char *sysf[][2] = {{"correlationId", "$.cid"},
+                             {"userId", "$.uid"},
+                             {"contentType", "$.ct"},
+                             {"contentEncoding", "$.ce"},
                              {"expiryTimeUtc", "$.exp"}};
     char midbuf[48], to[300];
     uint8_t *raw = NULL;
@@ -34,7 +36,8 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    if (!(dev = brk_ctl_identity_or_reply(x, false)) || !brk_ctl_string_or_reply(x, "body", &body) ||
+    if (!(dev = brk_ctl_identity_or_reply(x, false)) ||
+        !brk_ctl_string_or_reply(x, "body", &body) ||
         !brk_ctl_string_or_reply(x, "bodyBase64", &body64) ||
         !brk_ctl_string_or_reply(x, "messageId", &mid) ||
         !brk_ctl_string_or_reply(x, "ack", &ack)) {
@@ -46,7 +49,8 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
                          "'ack' must be one of none, positive, negative, full (got '%s')", ack);
     }
     if (r == TH_OK && body && body64) {
-        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "give either 'body' or 'bodyBase64', not both");
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                         "give either 'body' or 'bodyBase64', not both");
     }
     if (r == TH_OK && body64) {
         size_t cap = strlen(body64);
@@ -54,11 +58,13 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
         if (!raw) {
             r = th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
         } else if (th_b64_decode(body64, strlen(body64), raw, cap + 1, &rawlen) != TH_OK) {
-            r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'bodyBase64' is not valid base64");
+            r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                             "'bodyBase64' is not valid base64");
         }
     }
     if (r == TH_OK && !mid) {
-        snprintf(midbuf, sizeof midbuf, "twinhub-c2d-%llu", (unsigned long long)++x->p->tracking_seq);
+        snprintf(midbuf, sizeof midbuf, "twinhub-c2d-%llu",
+                 (unsigned long long)++x->p->tracking_seq);
         mid = midbuf;
     }
     /* Property bag in the order the hub uses: $.mid, $.to, system, iothub-ack, application. */
@@ -83,7 +89,8 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     }
     const cJSON *jprops = cJSON_GetObjectItemCaseSensitive(x->cmd, "properties");
     if (r == TH_OK && jprops && !cJSON_IsNull(jprops) && !cJSON_IsObject(jprops)) {
-        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'properties' must be an object of strings");
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                         "'properties' must be an object of strings");
     }
     const cJSON *it;
     const cJSON *app_props = (r == TH_OK && cJSON_IsObject(jprops)) ? jprops : NULL;
@@ -128,7 +135,7 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     if (!delivered) {
         brk_persist_device(x->p, dev);
         brk_event_emit(x->p, TH_JOURNAL_C2D, dev->device_id, NULL,
-                      th_journal_data_c2d(midcopy, false, dev->c2d_count));
+                       th_journal_data_c2d(midcopy, false, dev->c2d_count));
     }
     cJSON *data = cJSON_CreateObject();
     if (data && !(cJSON_AddStringToObject(data, "messageId", midcopy) &&
@@ -139,4 +146,3 @@ void brk_cmd_send_c2d(struct brk_cmd_ctx *x)
     }
     brk_ctl_reply_data(x, data);
 }
-

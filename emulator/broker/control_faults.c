@@ -46,7 +46,7 @@ void brk_cmd_expire_token(struct brk_cmd_ctx *x)
         g->revoked_se = g->conn->token_expiry_s;
         was = true;
         brk_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
-               g->conn->client_id);
+                g->conn->client_id);
         brk_conn_kick(x->p, g->conn);
     }
     data = cJSON_CreateObject();
@@ -69,7 +69,7 @@ void brk_cmd_inject_error(struct brk_cmd_ctx *x)
         !(id = brk_ctl_identity_or_reply(x, true)) ||
         !brk_ctl_string_or_reply(x, "operation", &name) ||
         !brk_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
-                             TH_FAULT_STATUS_MAX, &status) ||
+                              TH_FAULT_STATUS_MAX, &status) ||
         !brk_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = brk_idglue_of(id))) {
         return;
     }
@@ -97,7 +97,7 @@ void brk_cmd_mark(struct brk_cmd_ctx *x)
         return;
     }
     brk_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
-                  cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
+                   cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
     out = cJSON_CreateObject();
     if (out && !cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq)) {
         cJSON_Delete(out);

@@ -88,16 +88,18 @@ void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
     int64_t now_ms = th_mono_ms();
 
     if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "methodName", &name) ||
+        !(id = brk_ctl_identity_or_reply(x, true)) ||
+        !brk_ctl_string_or_reply(x, "methodName", &name) ||
         !brk_ctl_int_or_reply(x, "responseTimeoutInSeconds", TH_METHOD_DEFAULT_TIMEOUT_S,
-                            TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
+                              TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
         !brk_ctl_int_or_reply(x, "connectTimeoutInSeconds", 0, 0, TH_METHOD_MAX_TIMEOUT_S, &cto)) {
         return;
     }
     if (!name || !th_method_name_valid(name)) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                     "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
-                     "or spaces");
+        th_error_set(
+            &err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+            "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
+            "or spaces");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -124,7 +126,8 @@ void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
     }
     if (m->payload && strlen(m->payload) > TH_METHOD_MAX_PAYLOAD_BYTES) {
         call_free(m);
-        th_error_set(&err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE, "method payload is larger than 128 KB");
+        th_error_set(&err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
+                     "method payload is larger than 128 KB");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -190,7 +193,7 @@ void brk_methods_identity_offline(struct brk_plugin *p, struct th_identity *id)
 
 /* The pending call `rid` of identity `id`, or NULL. */
 static struct brk_method_call *pending_call(struct brk_plugin *p, const struct th_identity *id,
-                                           const char *rid)
+                                            const char *rid)
 {
     for (struct brk_method_call *m = p->calls; m; m = m->next) {
         char mine[32];
@@ -205,7 +208,7 @@ static struct brk_method_call *pending_call(struct brk_plugin *p, const struct t
 }
 
 void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
-                            const void *payload, size_t len)
+                             const void *payload, size_t len)
 {
     char ridbuf[32];
     struct brk_method_call *m;
@@ -216,8 +219,8 @@ void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const
     m = pending_call(p, id, ridbuf);
     if (!m) {
         brk_log(p, MOSQ_LOG_WARNING,
-               "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
-               id->device_id, ridbuf);
+                "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
+                id->device_id, ridbuf);
         return;
     }
     call_unlink(p, m);
@@ -234,16 +237,16 @@ void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const
     }
     if (!data) {
         brk_log(p, MOSQ_LOG_WARNING, "%s | method %s failed | rid=%s %s", id->device_id,
-               m->method_name, ridbuf, err.message);
+                m->method_name, ridbuf, err.message);
         call_answer(p, m, NULL, &err);
         call_free(m);
         return;
     }
     if (th_method_result_is_raw(data)) {
         brk_log(p, MOSQ_LOG_NOTICE,
-               "%s | method %s answered with a body that is not JSON | rid=%s status=%ld; IoT "
-               "Hub passes it on as is and the service SDKs fail to parse the answer",
-               id->device_id, m->method_name, ridbuf, (long)t->status);
+                "%s | method %s answered with a body that is not JSON | rid=%s status=%ld; IoT "
+                "Hub passes it on as is and the service SDKs fail to parse the answer",
+                id->device_id, m->method_name, ridbuf, (long)t->status);
     }
     call_answer(p, m, data, NULL);
     call_free(m);
@@ -258,4 +261,3 @@ void brk_methods_free_all(struct brk_plugin *p)
     }
     p->calls = NULL;
 }
-

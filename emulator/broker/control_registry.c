@@ -111,7 +111,8 @@ void brk_cmd_create_device(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jd)) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'createDevice' needs a string field 'deviceId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'createDevice' needs a string field 'deviceId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -175,7 +176,8 @@ void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
     }
     brk_conn_forget_identity(x->p, id);
     if (th_registry_remove(x->p->reg, dev, is_module ? mod : NULL) != TH_OK) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND, "identity vanished while deleting");
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                     "identity vanished while deleting");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -185,7 +187,7 @@ void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
         brk_persist_forget(x->p, dev);
     }
     brk_event_emit(x->p, is_module ? TH_JOURNAL_MODULE_DELETED : TH_JOURNAL_DEVICE_DELETED, dev,
-                  is_module ? mod : NULL, NULL);
+                   is_module ? mod : NULL, NULL);
     brk_ctl_reply_ok(x, NULL);
 }
 
@@ -237,7 +239,8 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jm) || !th_id_valid(jm->valuestring, strlen(jm->valuestring))) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'ensureModule' needs a valid string 'moduleId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'ensureModule' needs a valid string 'moduleId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -302,8 +305,8 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
         struct th_identity *mod = NULL;
         if (th_registry_add_module_with(x->p->reg, cur->device_id, jm->valuestring, NULL, NULL,
                                         cJSON_IsObject(tags) ? tags : NULL,
-                                        cJSON_IsObject(desired) ? desired : NULL, th_now_us(),
-                                        &mod, &err) != TH_OK) {
+                                        cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod,
+                                        &err) != TH_OK) {
             /* e.g. the device already has 50 modules: report it as skipped with the reason */
             cJSON *s = cJSON_CreateObject();
             if (s && !(cJSON_AddStringToObject(s, "deviceId", cur->device_id) &&
@@ -332,7 +335,7 @@ void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
         data = NULL;
     }
     brk_log(x->p, MOSQ_LOG_NOTICE, "ensureModule %s | created=%zu skipped=%zu", jm->valuestring,
-           ncreated, nskipped);
+            ncreated, nskipped);
     brk_ctl_reply_data(x, data);
 }
 
@@ -345,7 +348,8 @@ void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
         return;
     }
     if (!cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'devicesWithoutModule' needs a string 'moduleId'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'devicesWithoutModule' needs a string 'moduleId'");
         brk_ctl_reply_err(x, &err);
         return;
     }
@@ -388,7 +392,8 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         return;
     }
     if (!text) {
-        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'query' needs a string field 'query'");
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'query' needs a string field 'query'");
         brk_ctl_reply_err(x, &err);
         return;
     }

@@ -58,11 +58,11 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     if (res.notification) {
         bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
         brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                      th_journal_data_desired(res.desired, res.desired_version, delivered));
+                       th_journal_data_desired(res.desired, res.desired_version, delivered));
         res.desired = NULL;
         brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
-               id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
-               replace ? "replace" : "patch", (long long)res.desired_version, delivered);
+                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
+                replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
     th_twin_write_result_free(&res);
     brk_ctl_reply_data(x, th_identity_twin_json(id));

@@ -16,12 +16,13 @@
 #include "topic.h"
 
 int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
-                  int qos)
+                   int qos)
 {
     int rc = mosquitto_broker_publish_copy(client_id, topic, (int)len, payload, qos, false, NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
         mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: could not publish to %s on %s: %s",
-                             client_id ? client_id : "(subscribers)", topic, mosquitto_strerror(rc));
+                             client_id ? client_id : "(subscribers)", topic,
+                             mosquitto_strerror(rc));
     }
     return rc;
 }
@@ -39,9 +40,9 @@ void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev)
         if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
             brk_publish_to(g->conn->client_id, topic, m->body, m->len, g->c2d_qos);
             brk_event_emit(p, TH_JOURNAL_C2D, dev->device_id, NULL,
-                          th_journal_data_c2d(m->message_id, true, dev->c2d_count));
+                           th_journal_data_c2d(m->message_id, true, dev->c2d_count));
             brk_log(p, MOSQ_LOG_INFO, "%s | c2d delivered | mid=%s", dev->device_id,
-                   m->message_id ? m->message_id : "");
+                    m->message_id ? m->message_id : "");
         }
         th_c2d_msg_free(m);
         delivered++;
@@ -52,7 +53,7 @@ void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev)
 }
 
 bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
-                       int64_t version)
+                         int64_t version)
 {
     struct brk_idglue *g = id->glue;
     char topic[128];
@@ -87,6 +88,6 @@ bool brk_deliver_method_request(struct brk_plugin *p, struct brk_method_call *m,
     brk_publish_to(g->conn->client_id, topic, m->payload, strlen(m->payload), 0);
     m->response_deadline_ms = now_ms + (int64_t)m->response_timeout_s * 1000;
     brk_log(p, MOSQ_LOG_INFO, "%s | method %s sent | rid=%s", g->conn->client_id, m->method_name,
-           rid);
+            rid);
     return true;
 }

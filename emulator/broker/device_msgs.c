@@ -40,9 +40,9 @@ static int protocol_error(struct brk_plugin *p, struct brk_conn *c, const char *
 {
     struct th_identity *id = c->identity;
     brk_log(p, MOSQ_LOG_WARNING, "%s | connection closed | %s (topic '%s')", c->client_id, reason,
-           topic);
+            topic);
     brk_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id ? id->device_id : NULL,
-                  id ? id->module_id : NULL, th_journal_data_protocol_error(topic, reason));
+                   id ? id->module_id : NULL, th_journal_data_protocol_error(topic, reason));
     return MOSQ_ERR_PROTOCOL; /* any error but ACL_DENIED makes the broker drop the client */
 }
 
@@ -81,7 +81,7 @@ static bool injected_fault(struct brk_plugin *p, struct brk_conn *c, const struc
     (void)th_fault_error(op, *status, &err);
     twin_error_reply(p, c, t->rid, &err);
     brk_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, th_fault_op_text(op),
-           *status);
+            *status);
     return true;
 }
 
@@ -89,8 +89,8 @@ static void on_twin_get(struct brk_plugin *p, struct brk_conn *c, const struct t
 {
     struct th_identity *id = c->identity;
     struct brk_idglue *g = id->glue;
-    if (g && injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count,
-                            TH_FAULT_TWIN_GET)) {
+    if (g &&
+        injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count, TH_FAULT_TWIN_GET)) {
         return;
     }
     cJSON *view = th_twin_device_view(id->twin);
@@ -106,7 +106,7 @@ static void on_twin_get(struct brk_plugin *p, struct brk_conn *c, const struct t
     free(body);
     brk_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
     brk_event_emit(p, TH_JOURNAL_TWIN_GET, id->device_id, id->module_id,
-                  events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
+                   events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
 }
 
 static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct th_topic *t,
@@ -147,11 +147,11 @@ static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct
         brk_persist_device(p, id);
         twin_reply(p, c, 204, t->rid, (long long)id->twin->reported_version, NULL);
         brk_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
-               (long long)id->twin->reported_version);
+                (long long)id->twin->reported_version);
     } else {
         twin_error_reply(p, c, t->rid, &err);
         brk_log(p, MOSQ_LOG_WARNING, "%s | reported patch refused | status=%d code=%d %s",
-               c->client_id, err.status, err.code, err.message);
+                c->client_id, err.status, err.code, err.message);
     }
     /* The twin keeps copies of what it merged, so the event takes the patch itself. */
     cJSON *data = NULL;
@@ -184,7 +184,7 @@ static int on_telemetry(struct brk_plugin *p, struct brk_conn *c, struct mosquit
         return protocol_error(p, c, ed->topic, "malformed property bag in the telemetry topic");
     }
     brk_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
-           ed->qos);
+            ed->qos);
     if (!events_wanted(p)) {
         /* Nobody to tell: skip building the record, most of the plugin's work per message;
          * brk_event_emit still counts it in the sequence. */
@@ -248,4 +248,3 @@ int brk_on_message(int event, void *event_data, void *userdata)
         return protocol_error(p, c, ed->topic, "not an IoT Hub device topic");
     }
 }
-

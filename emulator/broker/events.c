@@ -16,7 +16,7 @@
 #include "util.h"
 
 void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
-                   const char *module_id, cJSON *data)
+                    const char *module_id, cJSON *data)
 {
     char stack_topic[600];
     char *topic = stack_topic, *text;
@@ -30,7 +30,7 @@ void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char 
     text = th_journal_record_text(p->event_seq, th_now_us(), kind, device_id, module_id, data);
     if (!text) {
         brk_log(p, MOSQ_LOG_WARNING, "%s | event %llu dropped | out of memory",
-               device_id ? device_id : "-", (unsigned long long)p->event_seq);
+                device_id ? device_id : "-", (unsigned long long)p->event_seq);
         return;
     }
     size_t len = strlen(text);

@@ -107,7 +107,8 @@ void brk_persist_device(struct brk_plugin *p, struct th_identity *dev)
     e = write_atomic(path, text);
     free(text);
     if (e) {
-        brk_log(p, MOSQ_LOG_ERR, "%s | state not saved | %s: %s", dev->device_id, path, strerror(e));
+        brk_log(p, MOSQ_LOG_ERR, "%s | state not saved | %s: %s", dev->device_id, path,
+                strerror(e));
     }
 }
 
@@ -119,7 +120,8 @@ void brk_persist_forget(struct brk_plugin *p, const char *device_id)
     }
     device_path(p, device_id, path, sizeof path);
     if (unlink(path) != 0 && errno != ENOENT) {
-        brk_log(p, MOSQ_LOG_ERR, "%s | state not removed | %s: %s", device_id, path, strerror(errno));
+        brk_log(p, MOSQ_LOG_ERR, "%s | state not removed | %s: %s", device_id, path,
+                strerror(errno));
     }
 }
 

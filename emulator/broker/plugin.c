@@ -76,7 +76,8 @@ static int load_registry_file(struct brk_plugin *p, const char *path)
     return MOSQ_ERR_SUCCESS;
 }
 
-BRK_PLUGIN_API int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+BRK_PLUGIN_API int mosquitto_plugin_version(int supported_version_count,
+                                            const int *supported_versions)
 {
     for (int i = 0; i < supported_version_count; i++) {
         if (supported_versions[i] == 5) {
@@ -105,7 +106,7 @@ static void plugin_free(struct brk_plugin *p)
 }
 
 BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
-                          struct mosquitto_opt *opts, int opt_count)
+                                         struct mosquitto_opt *opts, int opt_count)
 {
     struct brk_plugin *p = calloc(1, sizeof *p);
     const char *registry_path = NULL, *record_path = NULL, *report_path = NULL;
@@ -203,7 +204,8 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
     return MOSQ_ERR_SUCCESS;
 }
 
-BRK_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+BRK_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts,
+                                            int opt_count)
 {
     struct brk_plugin *p = userdata;
     (void)opts;

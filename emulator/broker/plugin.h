@@ -40,7 +40,7 @@ struct brk_conn {
     int64_t token_expiry_s;
     UT_hash_handle hh;
     enum brk_conn_kind kind;
-    unsigned perms; /* service principals: TH_PERM_* */
+    unsigned perms;   /* service principals: TH_PERM_* */
     bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
     bool kick_queued; /* ... and waits for the next tick (conn.c) */
 };
@@ -58,16 +58,16 @@ struct brk_idglue {
 
 /* A direct method call waiting for its device. */
 struct brk_method_call {
-    uint64_t id;           /* also the $rid sent to the device */
-    char *caller_id;       /* service client id to answer */
-    cJSON *correlation;    /* echoed; owned */
+    uint64_t id;        /* also the $rid sent to the device */
+    char *caller_id;    /* service client id to answer */
+    cJSON *correlation; /* echoed; owned */
     char *device_id;
-    char *module_id;       /* NULL for a device */
+    char *module_id; /* NULL for a device */
     char *method_name;
-    char *payload;         /* serialized JSON request payload */
+    char *payload; /* serialized JSON request payload */
     int response_timeout_s;
-    int64_t connect_deadline_ms; /* waiting for the device to connect */
-    int64_t response_deadline_ms;/* 0 until sent */
+    int64_t connect_deadline_ms;  /* waiting for the device to connect */
+    int64_t response_deadline_ms; /* 0 until sent */
     struct brk_method_call *next;
 };
 
@@ -97,14 +97,15 @@ struct brk_plugin {
 /* ==== plugin.c: entry points, options, callback registration, cleanup; logging ==== */
 
 /* mosquitto_log_printf with a "twinhub: " prefix; INFO and DEBUG only with verbose. */
-void brk_log(struct brk_plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void brk_log(struct brk_plugin *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ==== conn.c: connection records, online/offline, per-identity glue, kicks, TICK ==== */
 
 struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client);
 /* Register (or replace) the record of this client pointer; NULL on OOM. */
-struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client,
-                              const char *client_id, enum brk_conn_kind kind);
+struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
+                              enum brk_conn_kind kind);
 void brk_conn_free_all(struct brk_plugin *p);
 struct brk_idglue *brk_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
 void brk_idglue_free_all(struct brk_plugin *p);
@@ -141,7 +142,8 @@ int brk_on_message(int event, void *event_data, void *userdata);
 /* ==== deliver.c: outbound to devices (desired, C2D, method requests); the publish helper ==== */
 
 /* Publish a copy of payload to one client (NULL: to subscribers; no subscription needed). */
-int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
+int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
+                   int qos);
 /* Deliver queued C2D messages to a connected, subscribed device. */
 void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev);
 /* Send a desired notification if the identity is connected and subscribed. Returns delivered. */
