@@ -19,7 +19,7 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static int acl_service(const struct th_conn *c, const struct mosquitto_evt_acl_check *ed)
+static int acl_service(const struct brk_conn *c, const struct mosquitto_evt_acl_check *ed)
 {
     switch (ed->access) {
     case MOSQ_ACL_WRITE:
@@ -38,7 +38,7 @@ static int acl_service(const struct th_conn *c, const struct mosquitto_evt_acl_c
     }
 }
 
-static void set_sub(struct th_idglue *g, enum th_sub_kind kind, bool on, int qos)
+static void set_sub(struct brk_idglue *g, enum th_sub_kind kind, bool on, int qos)
 {
     uint8_t q = qos > 0 ? 1 : 0; /* the hub delivers at min(granted QoS, 1) */
     switch (kind) {
@@ -61,11 +61,11 @@ static void set_sub(struct th_idglue *g, enum th_sub_kind kind, bool on, int qos
     }
 }
 
-static int acl_device(struct th_plugin *p, struct th_conn *c,
+static int acl_device(struct brk_plugin *p, struct brk_conn *c,
                       const struct mosquitto_evt_acl_check *ed)
 {
     struct th_identity *id = c->identity;
-    struct th_idglue *g;
+    struct brk_idglue *g;
     enum th_sub_kind kind;
 
     if (!id) {
@@ -74,33 +74,33 @@ static int acl_device(struct th_plugin *p, struct th_conn *c,
     switch (ed->access) {
     case MOSQ_ACL_WRITE:
         if (starts_with(ed->topic, "$CONTROL/")) {
-            th_log(p, MOSQ_LOG_WARNING, "%s | publish refused | devices may not use %s",
-                   c->client_id, ed->topic);
+            brk_log(p, MOSQ_LOG_WARNING, "%s | publish refused | devices may not use %s",
+                    c->client_id, ed->topic);
             return MOSQ_ERR_ACL_DENIED;
         }
-        return MOSQ_ERR_SUCCESS; /* classified (and refused if foreign) in th_on_message */
+        return MOSQ_ERR_SUCCESS; /* classified (and refused if foreign) in brk_on_message */
     case MOSQ_ACL_SUBSCRIBE:
         kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
         if (kind == TH_SUB_DENIED) {
-            th_log(p, MOSQ_LOG_WARNING,
-                   "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
-                   c->client_id, ed->topic);
-            th_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id->device_id, id->module_id,
-                          th_journal_data_protocol_error(ed->topic, "subscription refused"));
+            brk_log(p, MOSQ_LOG_WARNING,
+                    "%s | subscribe refused | filter '%s' is not an IoT Hub topic of this identity",
+                    c->client_id, ed->topic);
+            brk_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id->device_id, id->module_id,
+                           th_journal_data_protocol_error(ed->topic, "subscription refused"));
             return MOSQ_ERR_ACL_DENIED;
         }
-        g = th_idglue_of(id);
+        g = brk_idglue_of(id);
         if (!g) {
             return MOSQ_ERR_NOMEM;
         }
         set_sub(g, kind, true, ed->qos);
         if (kind == TH_SUB_C2D) {
-            th_c2d_flush(p, id);
+            brk_deliver_c2d(p, id);
         }
         return MOSQ_ERR_SUCCESS;
     case MOSQ_ACL_UNSUBSCRIBE:
         kind = th_sub_classify(ed->topic, id->device_id, id->module_id);
-        g = th_idglue_of(id);
+        g = brk_idglue_of(id);
         if (g && kind != TH_SUB_DENIED) {
             set_sub(g, kind, false, 0);
         }
@@ -111,16 +111,16 @@ static int acl_device(struct th_plugin *p, struct th_conn *c,
     }
 }
 
-int th_on_acl_check(int event, void *event_data, void *userdata)
+int brk_on_acl_check(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_acl_check *ed = event_data;
-    struct th_plugin *p = userdata;
-    struct th_conn *c = th_conn_find(p, ed->client);
+    struct brk_plugin *p = userdata;
+    struct brk_conn *c = brk_conn_find(p, ed->client);
     (void)event;
     if (!c) {
         return MOSQ_ERR_ACL_DENIED;
     }
-    if (c->kind == TH_CONN_SERVICE) {
+    if (c->kind == BRK_CONN_SERVICE) {
         return acl_service(c, ed);
     }
     return acl_device(p, c, ed);

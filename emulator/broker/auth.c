@@ -1,12 +1,12 @@
 /*
- * auth.c - CONNECT authentication (MOSQ_EVT_BASIC_AUTH) and connection
- * bookkeeping (MOSQ_EVT_DISCONNECT) for the IoT Hub device protocol
- * (iothub-protocol.md sections 2 and 3.2-3.5).
+ * auth.c - CONNECT authentication (MOSQ_EVT_BASIC_AUTH) for the IoT Hub
+ * device protocol (iothub-protocol.md sections 2 and 3.2-3.5); what happens
+ * when the connection ends is conn.c.
  *
  * Glue only: the decision (device, module or service principal, or refused
  * with a reason) is th_auth_connect (core/auth.h). This file reads the
- * CONNECT, applies the decision (the connection record, the identity's
- * connection state and session flags, the expireToken fault) and reports it:
+ * CONNECT, applies the decision (a connection record and the identity
+ * online, conn.c; the model id; the expireToken fault) and reports it:
  * every refusal is CONNACK 5 (not authorised), logged with the reason and
  * published as a `refused` event; every device connection a `connected`
  * event.
@@ -27,47 +27,18 @@ struct auth_req {
     const char *password;
 };
 
-static int refuse(struct th_plugin *p, const struct auth_req *rq, const char *device_id,
+static int refuse(struct brk_plugin *p, const struct auth_req *rq, const char *device_id,
                   const char *module_id, const char *reason)
 {
-    th_log(p, MOSQ_LOG_WARNING, "%s%s%s | connect refused | client=%s reason=%s",
-           device_id ? device_id : "-", module_id ? "/" : "", module_id ? module_id : "",
-           rq->client_id ? rq->client_id : "(none)", reason);
-    th_event_emit(p, TH_JOURNAL_REFUSED, device_id, module_id,
-                  th_journal_data_refused(rq->client_id, reason, rq->username));
+    brk_log(p, MOSQ_LOG_WARNING, "%s%s%s | connect refused | client=%s reason=%s",
+            device_id ? device_id : "-", module_id ? "/" : "", module_id ? module_id : "",
+            rq->client_id ? rq->client_id : "(none)", reason);
+    brk_event_emit(p, TH_JOURNAL_REFUSED, device_id, module_id,
+                   th_journal_data_refused(rq->client_id, reason, rq->username));
     return MOSQ_ERR_AUTH;
 }
 
-/* Register (or replace) the connection record for this client pointer. */
-static struct th_conn *conn_add(struct th_plugin *p, struct mosquitto *client,
-                                const char *client_id, enum th_conn_kind kind)
-{
-    struct th_conn *c = th_conn_find(p, client);
-    if (c) {
-        HASH_DEL(p->conns, c);
-        if (c->kind == TH_CONN_SERVICE) {
-            p->service_conns--;
-        }
-        free(c->client_id);
-        free(c->policy);
-        free(c);
-    }
-    c = calloc(1, sizeof *c);
-    if (!c) {
-        return NULL;
-    }
-    c->client_id = strdup(client_id);
-    if (!c->client_id) {
-        free(c);
-        return NULL;
-    }
-    c->client = client;
-    c->kind = kind;
-    HASH_ADD_PTR(p->conns, client, c);
-    return c;
-}
-
-static int accept_service(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
+static int accept_service(struct brk_plugin *p, struct mosquitto *client, const struct auth_req *rq,
                           const struct th_auth_connect_decision *d)
 {
     const struct th_policy *pol = d->policy;
@@ -75,49 +46,38 @@ static int accept_service(struct th_plugin *p, struct mosquitto *client, const s
     if (!policy) {
         return MOSQ_ERR_NOMEM;
     }
-    struct th_conn *c = conn_add(p, client, rq->client_id, TH_CONN_SERVICE);
+    struct brk_conn *c = brk_conn_add(p, client, rq->client_id, BRK_CONN_SERVICE);
     if (!c) {
         free(policy);
         return MOSQ_ERR_NOMEM;
     }
     c->perms = pol->perms;
-    p->service_conns++;
     c->policy = policy;
     c->token_expiry_s = d->token_expiry_s;
-    th_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id, pol->name);
+    brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
+            pol->name);
     return MOSQ_ERR_SUCCESS;
 }
 
-static int accept_identity(struct th_plugin *p, struct mosquitto *client, const struct auth_req *rq,
-                           const struct th_auth_connect_decision *d)
+static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
+                           const struct auth_req *rq, const struct th_auth_connect_decision *d)
 {
     const struct th_username *un = &d->username;
     struct th_identity *id = d->identity;
     const char *modp = d->has_module ? d->module_id : NULL;
-    struct th_idglue *g = th_idglue_of(id);
-    struct th_conn *c;
+    struct brk_idglue *g = brk_idglue_of(id);
+    struct brk_conn *c;
 
     if (g && g->revoked_se && d->token_expiry_s <= g->revoked_se) {
         return refuse(p, rq, d->device_id, modp,
                       "SAS token expired (revoked by an expireToken fault); "
                       "connect with a new token");
     }
-    c = conn_add(p, client, rq->client_id, TH_CONN_DEVICE);
-    if (!c || !g) {
+    if (!g || !(c = brk_conn_add(p, client, rq->client_id, BRK_CONN_DEVICE))) {
         return MOSQ_ERR_NOMEM;
     }
-    c->identity = id;
     c->token_expiry_s = d->token_expiry_s;
-    if (g->conn && g->conn != c) {
-        /* Take-over: the old connection's DISCONNECT follows; it no longer owns the identity. */
-        g->conn->identity = NULL;
-        th_log(p, MOSQ_LOG_NOTICE, "%s | takeover | a new connection replaces the old one",
-               rq->client_id);
-    }
-    g->conn = c;
-    if (mosquitto_client_clean_session(client)) {
-        g->sub_twin_res = g->sub_desired = g->sub_methods = g->sub_c2d = false;
-    }
+    brk_conn_device_online(p, c, id, g, mosquitto_client_clean_session(client));
     free(id->model_id);
     id->model_id = NULL;
     if (un->model_id.ptr) {
@@ -128,8 +88,6 @@ static int accept_identity(struct th_plugin *p, struct mosquitto *client, const 
             id->model_id = strdup(decoded);
         }
     }
-    int64_t now_us = th_now_us();
-    th_identity_set_connected(id, true, now_us);
 
     char api[512], ctype[512];
     size_t n;
@@ -138,29 +96,30 @@ static int accept_identity(struct th_plugin *p, struct mosquitto *client, const 
     struct th_journal_connected ev = {
         .client_id = rq->client_id,
         .api_version = un->api_version.ptr ? api : NULL,
-        .client_type = un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len,
-                                                           false, ctype, sizeof ctype, &n) == TH_OK
-                           ? ctype
-                           : NULL,
+        .client_type =
+            un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len, false,
+                                                 ctype, sizeof ctype, &n) == TH_OK
+                ? ctype
+                : NULL,
         .model_id = id->model_id,
         .auth = d->policy ? TH_JOURNAL_AUTH_SAS_POLICY : TH_JOURNAL_AUTH_SAS,
         .clean_session = mosquitto_client_clean_session(client),
     };
-    th_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
-                  th_journal_data_connected(&ev));
-    th_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
-           (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
+    brk_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
+                   th_journal_data_connected(&ev));
+    brk_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
+            (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
     if (!modp && g->sub_c2d) {
         /* Persistent session: the C2D subscription survives, so deliver what queued up. */
-        th_c2d_flush(p, id);
+        brk_deliver_c2d(p, id);
     }
     return MOSQ_ERR_SUCCESS;
 }
 
-int th_on_basic_auth(int event, void *event_data, void *userdata)
+int brk_on_basic_auth(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_basic_auth *ed = event_data;
-    struct th_plugin *p = userdata;
+    struct brk_plugin *p = userdata;
     struct auth_req rq = {mosquitto_client_id(ed->client), ed->username, ed->password};
     struct th_auth_connect_facts facts = {
         .protocol_version = mosquitto_client_protocol_version(ed->client),
@@ -181,48 +140,4 @@ int th_on_basic_auth(int event, void *event_data, void *userdata)
         return accept_service(p, ed->client, &rq, &d);
     }
     return accept_identity(p, ed->client, &rq, &d);
-}
-
-int th_on_disconnect(int event, void *event_data, void *userdata)
-{
-    struct mosquitto_evt_disconnect *ed = event_data;
-    struct th_plugin *p = userdata;
-    struct th_conn *c = th_conn_find(p, ed->client);
-    (void)event;
-    if (!c) {
-        return MOSQ_ERR_SUCCESS; /* refused or never authenticated */
-    }
-    HASH_DEL(p->conns, c);
-    if (c->kind == TH_CONN_DEVICE && c->identity) {
-        struct th_identity *id = c->identity;
-        struct th_idglue *g = id->glue;
-        if (g && g->conn == c) {
-            g->conn = NULL;
-            th_identity_set_connected(id, false, th_now_us());
-            th_log(p, MOSQ_LOG_NOTICE, "%s%s%s | disconnected", id->device_id,
-                   id->module_id ? "/" : "", id->module_id ? id->module_id : "");
-            th_event_emit(p, TH_JOURNAL_DISCONNECTED, id->device_id, id->module_id, NULL);
-            th_methods_identity_offline(p, id);
-        }
-    } else if (c->kind == TH_CONN_SERVICE) {
-        p->service_conns--;
-        th_log(p, MOSQ_LOG_INFO, "service | disconnected | client=%s", c->client_id);
-    }
-    free(c->client_id);
-    free(c->policy);
-    free(c);
-    return MOSQ_ERR_SUCCESS;
-}
-
-void th_scan_expired_tokens(struct th_plugin *p, int64_t now_s)
-{
-    struct th_conn *c, *tmp;
-    HASH_ITER(hh, p->conns, c, tmp)
-    {
-        if (!c->kicked && c->token_expiry_s + p->token_skew_s < now_s) {
-            c->kicked = true;
-            th_log(p, MOSQ_LOG_NOTICE, "%s | token expired | closing the connection", c->client_id);
-            mosquitto_kick_client_by_clientid(c->client_id, false);
-        }
-    }
 }

@@ -1,7 +1,8 @@
 /*
  * control.c - the service control API on TH_CONTROL_TOPIC
- * (docs/control-api.md): twin reads and writes, direct-method invocation
- * with timeouts, cloud-to-device sends, identity reads and disconnects.
+ * (docs/control-api.md): the request, the one command table and dispatch,
+ * the "authorization" member, and the reply and argument helpers every
+ * handler uses (control.h); the handlers are control_*.c.
  * Modelled on mosquitto's dynamic-security plugin: a JSON list of commands
  * in, one JSON answer per command, delivered only to the caller, and a
  * specific error for every refusal. A command may carry the token of the
@@ -13,88 +14,128 @@
 #include <string.h>
 
 #include "auth.h"
-#include "fault.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
-#include "topic.h"
 #include "util.h"
 
 /* ---- response building ---- */
 
-cJSON *th_ctl_response_entry(const char *command, const cJSON *correlation)
+bool brk_ctl_push(cJSON *arr, cJSON *item)
+{
+    if (!item || !arr || !cJSON_AddItemToArray(arr, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+bool brk_ctl_put(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item || !obj || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+cJSON *brk_ctl_response_entry(const char *command, const cJSON *correlation)
 {
     cJSON *r = cJSON_CreateObject();
     if (!r) {
         return NULL;
     }
-    if (command) {
-        cJSON_AddStringToObject(r, "command", command);
-    } else {
-        cJSON_AddNullToObject(r, "command");
-    }
-    if (correlation) {
-        cJSON_AddItemToObject(r, "correlationData", cJSON_Duplicate(correlation, 1));
+    if (!(command ? cJSON_AddStringToObject(r, "command", command)
+                  : cJSON_AddNullToObject(r, "command")) ||
+        (correlation && !brk_ctl_put(r, "correlationData", cJSON_Duplicate(correlation, 1)))) {
+        cJSON_Delete(r);
+        return NULL;
     }
     return r;
 }
 
-void th_ctl_add_error_fields(cJSON *r, const struct th_error *err)
+bool brk_ctl_add_error_fields(cJSON *r, const struct th_error *err)
 {
-    cJSON_AddStringToObject(r, "error", err->message[0] ? err->message : th_result_str(err->result));
-    cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500);
-    cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : 500001);
+    return cJSON_AddStringToObject(r, "error",
+                                   err->message[0] ? err->message : th_result_str(err->result)) &&
+           cJSON_AddNumberToObject(r, "status", err->status ? err->status : 500) &&
+           cJSON_AddNumberToObject(r, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR);
 }
 
-void th_ctl_send_responses(const char *client_id, cJSON *responses)
+cJSON *brk_ctl_error_entry(const char *command, const cJSON *correlation,
+                           const struct th_error *err)
+{
+    cJSON *r = brk_ctl_response_entry(command, correlation);
+    if (r && !brk_ctl_add_error_fields(r, err)) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
+}
+
+void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 {
     cJSON *root = cJSON_CreateObject();
     char *text;
-    if (!root) {
-        cJSON_Delete(responses);
+    if (!brk_ctl_put(root, "responses", responses)) {
+        cJSON_Delete(root);
         return;
     }
-    cJSON_AddItemToObject(root, "responses", responses);
     text = th_json_print(root);
     cJSON_Delete(root);
     if (text) {
-        th_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, strlen(text), 1);
+        brk_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, strlen(text), 1);
         free(text);
     }
 }
 
-void th_ctl_reply_ok(struct cmd_ctx *x, cJSON *data)
+void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data)
 {
-    cJSON *r = th_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
-    if (!r) {
-        cJSON_Delete(data);
+    cJSON *r = brk_ctl_response_entry(x->name,
+                                      cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
+    if (!r || !brk_ctl_put(r, "data", data ? data : cJSON_CreateObject())) {
+        struct th_error err = {0};
+        cJSON_Delete(r);
+        if (!r) {
+            cJSON_Delete(data);
+        }
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    cJSON_AddItemToObject(r, "data", data ? data : cJSON_CreateObject());
-    cJSON_AddItemToArray(x->responses, r);
+    brk_ctl_push(x->responses, r);
 }
 
-void th_ctl_reply_err(struct cmd_ctx *x, const struct th_error *err)
+void brk_ctl_reply_data(struct brk_cmd_ctx *x, cJSON *data)
 {
-    cJSON *r = th_ctl_response_entry(x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
-    if (!r) {
+    if (!data) {
+        struct th_error err = {0};
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    th_ctl_add_error_fields(r, err);
-    cJSON_AddItemToArray(x->responses, r);
+    brk_ctl_reply_ok(x, data);
+}
+
+void brk_ctl_reply_err(struct brk_cmd_ctx *x, const struct th_error *err)
+{
+    brk_ctl_push(x->responses,
+                 brk_ctl_error_entry(
+                     x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"), err));
 }
 
 /* ---- argument helpers ---- */
 
-bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
+bool brk_ctl_need_perm(struct brk_cmd_ctx *x, unsigned perm, const char *perm_name)
 {
     struct th_error err = {0};
     if (x->caller->perms & perm) {
         return true;
     }
-    th_error_set(&err, TH_ERR_AUTH, 401002, "policy '%s' does not grant %s, which '%s' needs",
+    th_error_set(&err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                 "policy '%s' does not grant %s, which '%s' needs",
                  x->caller->policy ? x->caller->policy : "", perm_name, x->name);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
     return false;
 }
 
@@ -102,46 +143,48 @@ bool th_ctl_need_perm(struct cmd_ctx *x, unsigned perm, const char *perm_name)
  * Resolve deviceId/moduleId of the command, or reply with the error.
  * want_module: 0 = device only, 1 = module allowed.
  */
-struct th_identity *th_ctl_identity_or_reply(struct cmd_ctx *x, bool module_allowed)
+struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module_allowed)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     struct th_identity *id;
     if (!cJSON_IsString(jd) || !jd->valuestring[0]) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' needs a string field 'deviceId'", x->name);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'%s' needs a string field 'deviceId'", x->name);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (jm && !cJSON_IsNull(jm) && !cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'moduleId' must be a string or null");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'moduleId' must be a string or null");
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     const char *mod = cJSON_IsString(jm) ? jm->valuestring : NULL;
     if (mod && !module_allowed) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' applies to devices only, not modules",
-                     x->name);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'%s' applies to devices only, not modules", x->name);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "device '%s' is not registered",
-                     jd->valuestring);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                     "device '%s' is not registered", jd->valuestring);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     id = th_registry_find(x->p->reg, jd->valuestring, mod);
     if (!id) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404010, "module '%s' is not registered on device '%s'",
-                     mod, jd->valuestring);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
+                     "module '%s' is not registered on device '%s'", mod, jd->valuestring);
+        brk_ctl_reply_err(x, &err);
         return NULL;
     }
     return id;
 }
 
-bool th_ctl_string_or_reply(struct cmd_ctx *x, const char *field, const char **out)
+bool brk_ctl_string_or_reply(struct brk_cmd_ctx *x, const char *field, const char **out)
 {
     struct th_error err = {0};
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(x->cmd, field);
@@ -150,16 +193,16 @@ bool th_ctl_string_or_reply(struct cmd_ctx *x, const char *field, const char **o
         return true;
     }
     if (!cJSON_IsString(j)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'%s' must be a string", field);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "'%s' must be a string", field);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     *out = j->valuestring;
     return true;
 }
 
-bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, int hi,
-                               int *out)
+bool brk_ctl_int_or_reply(struct brk_cmd_ctx *x, const char *field, int def, int lo, int hi,
+                          int *out)
 {
     struct th_error err = {0};
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(x->cmd, field);
@@ -171,173 +214,38 @@ bool th_ctl_int_or_reply(struct cmd_ctx *x, const char *field, int def, int lo, 
      * (found by fuzz_control with "pageSize": 1.2e26). */
     if (!cJSON_IsNumber(j) || j->valuedouble < lo || j->valuedouble > hi ||
         j->valuedouble != (double)(long long)j->valuedouble) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "%s must be within [%d; %d].", field, lo, hi);
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s must be within [%d; %d].",
+                     field, lo, hi);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     *out = (int)j->valuedouble;
     return true;
 }
 
-/* ---- twin commands ---- */
-
-static void cmd_get_twin(struct cmd_ctx *x)
-{
-    struct th_identity *id;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect")) {
-        return;
-    }
-    if (!(id = th_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    th_ctl_reply_ok(x, th_identity_twin_json(id));
-}
-
-/*
- * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
- * notification body) is core's th_twin_service_write; here it is persisted,
- * the notification sent to the device, the event emitted and the twin
- * returned.
- */
-static void cmd_write_twin(struct cmd_ctx *x, bool replace)
-{
-    struct th_error err = {0};
-    struct th_identity *id;
-    struct th_twin_write_result res;
-    const char *etag;
-    const cJSON *patch;
-
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
-        return;
-    }
-    if (!(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "etag", &etag)) {
-        return;
-    }
-    patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
-    if (!cJSON_IsObject(patch)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
-                     "'%s' needs an object 'patch' like {\"properties\":{\"desired\":{...}}}",
-                     x->name);
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
-    if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    th_persist_device(x->p, id);
-    if (res.notification) {
-        bool delivered = th_desired_notify(x->p, id, res.notification, res.desired_version);
-        th_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                      th_journal_data_desired(res.desired, res.desired_version, delivered));
-        res.desired = NULL;
-        th_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
-               id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
-               replace ? "replace" : "patch", (long long)res.desired_version, delivered);
-    }
-    th_twin_write_result_free(&res);
-    th_ctl_reply_ok(x, th_identity_twin_json(id));
-}
-
-static void cmd_update_twin(struct cmd_ctx *x)
-{
-    cmd_write_twin(x, false);
-}
-
-static void cmd_replace_twin(struct cmd_ctx *x)
-{
-    cmd_write_twin(x, true);
-}
-
-/* ---- identities ---- */
-
-static void cmd_get_device(struct cmd_ctx *x)
-{
-    struct th_identity *id;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(id = th_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    th_ctl_reply_ok(x, th_identity_to_json(id));
-}
-
-static void cmd_list_devices(struct cmd_ctx *x)
-{
-    cJSON *arr;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
-        return;
-    }
-    arr = cJSON_CreateArray();
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
-         d = th_registry_next_device(x->p->reg, d)) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d));
-    }
-    th_ctl_reply_ok(x, arr);
-}
-
-static void cmd_list_modules(struct cmd_ctx *x)
-{
-    struct th_identity *d;
-    cJSON *arr;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !(d = th_ctl_identity_or_reply(x, false))) {
-        return;
-    }
-    arr = cJSON_CreateArray();
-    for (size_t i = 0; arr && i < d->module_count; i++) {
-        cJSON_AddItemToArray(arr, th_identity_to_json(d->modules[i]));
-    }
-    th_ctl_reply_ok(x, arr);
-}
-
-static void cmd_disconnect(struct cmd_ctx *x)
-{
-    struct th_identity *id;
-    struct th_idglue *g;
-    cJSON *data;
-    bool was = false;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true))) {
-        return;
-    }
-    g = id->glue;
-    if (g && g->conn) {
-        was = true;
-        g->conn->kicked = true;
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
-    }
-    data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
-    }
-    th_ctl_reply_ok(x, data);
-}
-
 /* ---- acting for a caller: "authorization" ---- */
 
-/* 400004 for a malformed "authorization" member; always false. */
-static bool bad_authorization(struct cmd_ctx *x, const char *what)
+/* TH_EC_ARGUMENT_INVALID for a malformed "authorization" member; always false. */
+static bool bad_authorization(struct brk_cmd_ctx *x, const char *what)
 {
     struct th_error err = {0};
-    th_error_set(&err, TH_ERR_INVAL, 400004,
+    th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                  "'authorization' %s: {\"token\": \"SharedAccessSignature ...\", \"rights\": "
                  "[\"RegistryRead\"|\"RegistryWrite\"|\"ServiceConnect\"|\"DeviceConnect\", ...], "
                  "\"operation\": text, \"moduleRegistryOf\": deviceId}",
                  what);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
     return false;
 }
 
 /*
  * When the command carries "authorization", decide its token with
  * th_auth_service and keep who it proved to be in *who (x->auth). False after
- * replying: 400004 for a malformed member, 401 / 401002 when the token does
- * not grant what the member asks for. The command still needs the
- * connection's own rights afterwards: a token narrows what a trusted caller
- * may do, it never widens it.
+ * replying: TH_EC_ARGUMENT_INVALID for a malformed member, 401 / TH_EC_IOTHUB_UNAUTHORIZED_ACCESS
+ * when the token does not grant what the member asks for. The command still needs the connection's
+ * own rights afterwards: a token narrows what a trusted caller may do, it never widens it.
  */
-static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_decision *who)
+static bool authorization_or_reply(struct brk_cmd_ctx *x, struct th_auth_service_decision *who)
 {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(x->cmd, "authorization");
     if (!a) {
@@ -384,9 +292,9 @@ static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_dec
     }
     struct th_error err = {0};
     if (th_auth_service(x->p->reg, &rq, who, &err) != TH_OK) {
-        th_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
-               x->caller->client_id, x->name, err.message);
-        th_ctl_reply_err(x, &err);
+        brk_log(x->p, MOSQ_LOG_INFO, "service | caller refused | client=%s command=%s reason=%s",
+                x->caller->client_id, x->name, err.message);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     x->auth = who;
@@ -394,14 +302,14 @@ static bool authorization_or_reply(struct cmd_ctx *x, struct th_auth_service_dec
 }
 
 /* Only the "authorization" decision: {"policy": name} or {"deviceId": id}. */
-static void cmd_authorize(struct cmd_ctx *x)
+static void cmd_authorize(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     cJSON *data;
     if (!x->auth) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'authorize' decides the command's 'authorization' member; add one");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     data = cJSON_CreateObject();
@@ -411,174 +319,102 @@ static void cmd_authorize(struct cmd_ctx *x)
         cJSON_Delete(data);
         data = NULL;
     }
-    if (!data) {
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    th_ctl_reply_ok(x, data);
-}
-
-/* ---- faults and marks (scenario support) ---- */
-
-static void cmd_expire_token(struct cmd_ctx *x)
-{
-    struct th_identity *id;
-    struct th_idglue *g;
-    cJSON *data;
-    bool was = false;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !(g = th_idglue_of(id))) {
-        return;
-    }
-    if (g->conn) {
-        /* The current token (and any older one) is refused from now on. */
-        g->revoked_se = g->conn->token_expiry_s;
-        g->conn->kicked = true;
-        was = true;
-        th_log(x->p, MOSQ_LOG_NOTICE, "%s | token expired (fault) | closing the connection",
-               g->conn->client_id);
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
-    }
-    data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddBoolToObject(data, "disconnected", was);
-    }
-    th_ctl_reply_ok(x, data);
-}
-
-static void cmd_inject_error(struct cmd_ctx *x)
-{
-    struct th_error err = {0};
-    struct th_identity *id;
-    struct th_idglue *g;
-    const char *name;
-    enum th_fault_op op;
-    int status, count;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) ||
-        !th_ctl_string_or_reply(x, "operation", &name) ||
-        !th_ctl_int_or_reply(x, "status", TH_FAULT_STATUS_DEFAULT, TH_FAULT_STATUS_MIN,
-                             TH_FAULT_STATUS_MAX, &status) ||
-        !th_ctl_int_or_reply(x, "count", 1, 0, 1000000, &count) || !(g = th_idglue_of(id))) {
-        return;
-    }
-    if (th_fault_op_parse(name, &op, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
-        return;
-    }
-    if (op == TH_FAULT_TWIN_GET) {
-        g->fault_get_status = status;
-        g->fault_get_count = count;
-    } else {
-        g->fault_patch_status = status;
-        g->fault_patch_count = count;
-    }
-    th_ctl_reply_ok(x, NULL);
-}
-
-static void cmd_mark(struct cmd_ctx *x)
-{
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(x->cmd, "data");
-    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
-    cJSON *out;
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
-        return;
-    }
-    th_event_emit(x->p, TH_JOURNAL_MARK, cJSON_IsString(jd) ? jd->valuestring : NULL,
-                  cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
-    out = cJSON_CreateObject();
-    if (out) {
-        cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq);
-    }
-    th_ctl_reply_ok(x, out);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- dispatch ---- */
 
+/* Every command of the control API (docs/control-api.md), and the file that handles it. */
 static const struct {
     const char *name;
-    void (*fn)(struct cmd_ctx *x);
+    void (*fn)(struct brk_cmd_ctx *x);
 } commands[] = {
-    {"getTwin", cmd_get_twin},
-    {"updateTwin", cmd_update_twin},
-    {"replaceTwin", cmd_replace_twin},
-    {"invokeMethod", th_cmd_invoke_method},
-    {"sendC2D", th_cmd_send_c2d},
-    {"getDevice", cmd_get_device},
-    {"listDevices", cmd_list_devices},
-    {"listModules", cmd_list_modules},
-    {"disconnect", cmd_disconnect},
-    {"expireToken", cmd_expire_token},
-    {"injectError", cmd_inject_error},
-    {"mark", cmd_mark},
+    /* control_twin.c */
+    {"getTwin", brk_cmd_get_twin},
+    {"updateTwin", brk_cmd_update_twin},
+    {"replaceTwin", brk_cmd_replace_twin},
+    /* control_methods.c, control_c2d.c */
+    {"invokeMethod", brk_cmd_invoke_method},
+    {"sendC2D", brk_cmd_send_c2d},
+    /* control_registry.c */
+    {"getDevice", brk_cmd_get_device},
+    {"listDevices", brk_cmd_list_devices},
+    {"listModules", brk_cmd_list_modules},
+    {"createDevice", brk_cmd_create_device},
+    {"updateDevice", brk_cmd_update_identity},
+    {"deleteDevice", brk_cmd_delete_identity},
+    {"createModule", brk_cmd_create_module},
+    {"updateModule", brk_cmd_update_identity},
+    {"deleteModule", brk_cmd_delete_identity},
+    {"ensureModule", brk_cmd_ensure_module},
+    {"devicesWithoutModule", brk_cmd_devices_without_module},
+    {"query", brk_cmd_query},
+    {"getStatistics", brk_cmd_statistics},
+    {"exportRegistry", brk_cmd_export},
+    {"importRegistry", brk_cmd_import},
+    /* control_faults.c */
+    {"disconnect", brk_cmd_disconnect},
+    {"expireToken", brk_cmd_expire_token},
+    {"injectError", brk_cmd_inject_error},
+    {"mark", brk_cmd_mark},
+    /* this file */
     {"authorize", cmd_authorize},
 };
 
-static void dispatch(struct cmd_ctx *x)
+static void dispatch(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
-    bool handled = false;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(commands[i].name, x->name)) {
             commands[i].fn(x);
             return;
         }
     }
-    th_cmd_registry_dispatch(x, &handled);
-    if (handled) {
-        return;
-    }
-    th_error_set(&err, TH_ERR_INVAL, 400004, "unknown command '%s'", x->name);
-    th_ctl_reply_err(x, &err);
+    th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "unknown command '%s'", x->name);
+    brk_ctl_reply_err(x, &err);
 }
 
-int th_on_control(int event, void *event_data, void *userdata)
+int brk_on_control(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_control *ed = event_data;
-    struct th_plugin *p = userdata;
-    struct th_conn *c = th_conn_find(p, ed->client);
+    struct brk_plugin *p = userdata;
+    struct brk_conn *c = brk_conn_find(p, ed->client);
     struct th_error err = {0};
     cJSON *root = NULL, *responses;
     const cJSON *cmds, *cmd;
     (void)event;
 
-    if (!c || c->kind != TH_CONN_SERVICE) {
+    if (!c || c->kind != BRK_CONN_SERVICE) {
         return MOSQ_ERR_ACL_DENIED;
     }
     responses = cJSON_CreateArray();
     if (!responses) {
         return MOSQ_ERR_NOMEM;
     }
-    if (th_json_parse(ed->payload, ed->payloadlen, TH_JSON_MAX_INPUT_BYTES + 65536, 64, &root, &err) !=
-            TH_OK ||
+    if (th_json_parse(ed->payload, ed->payloadlen, TH_JSON_MAX_INPUT_BYTES + 65536, 64, &root,
+                      &err) != TH_OK ||
         !cJSON_IsArray(cmds = cJSON_GetObjectItemCaseSensitive(root, "commands"))) {
         if (root) {
-            th_error_set(&err, TH_ERR_INVAL, 400004,
-                         "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
+            th_error_set(
+                &err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                "the request needs a 'commands' array: {\"commands\":[{\"command\":...}]}");
         }
-        cJSON *r = th_ctl_response_entry(NULL, NULL);
-        if (r) {
-            th_ctl_add_error_fields(r, &err);
-            cJSON_AddItemToArray(responses, r);
-        }
-        th_ctl_send_responses(c->client_id, responses);
+        brk_ctl_push(responses, brk_ctl_error_entry(NULL, NULL, &err));
+        brk_ctl_send_responses(c->client_id, responses);
         cJSON_Delete(root);
         return MOSQ_ERR_SUCCESS;
     }
     cJSON_ArrayForEach(cmd, cmds)
     {
-        struct cmd_ctx x = {p, c, cmd, NULL, responses, NULL};
+        struct brk_cmd_ctx x = {p, c, cmd, NULL, responses, NULL};
         struct th_auth_service_decision who;
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(cmd, "command");
         if (!cJSON_IsObject(cmd) || !cJSON_IsString(jn)) {
-            cJSON *r = th_ctl_response_entry(NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"));
-            th_error_set(&err, TH_ERR_INVAL, 400004, "each command needs a string field 'command'");
-            if (r) {
-                th_ctl_add_error_fields(r, &err);
-                cJSON_AddItemToArray(responses, r);
-            }
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                         "each command needs a string field 'command'");
+            brk_ctl_push(responses,
+                         brk_ctl_error_entry(
+                             NULL, cJSON_GetObjectItemCaseSensitive(cmd, "correlationData"), &err));
             continue;
         }
         x.name = jn->valuestring;
@@ -588,7 +424,7 @@ int th_on_control(int event, void *event_data, void *userdata)
     }
     cJSON_Delete(root);
     if (cJSON_GetArraySize(responses) > 0) {
-        th_ctl_send_responses(c->client_id, responses);
+        brk_ctl_send_responses(c->client_id, responses);
     } else {
         cJSON_Delete(responses); /* only invokeMethod commands: each answers on its own */
     }

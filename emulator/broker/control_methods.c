@@ -18,7 +18,7 @@
 
 /* ---- direct methods ---- */
 
-static void call_free(struct th_method_call *m)
+static void call_free(struct brk_method_call *m)
 {
     if (!m) {
         return;
@@ -33,11 +33,11 @@ static void call_free(struct th_method_call *m)
 }
 
 /* Answer the caller of a method call (takes ownership of data); unlinks nothing. */
-static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *data,
+static void call_answer(struct brk_plugin *p, struct brk_method_call *m, cJSON *data,
                         const struct th_error *err)
 {
     cJSON *arr = cJSON_CreateArray();
-    cJSON *r = th_ctl_response_entry("invokeMethod", m->correlation);
+    cJSON *r = brk_ctl_response_entry("invokeMethod", m->correlation);
     /* The event shows the answer as the caller gets it: status, payload or the raw body. */
     cJSON *ev = th_journal_data_method(m->method_name, m->id, data, err);
     if (!arr || !r) {
@@ -47,20 +47,30 @@ static void call_answer(struct th_plugin *p, struct th_method_call *m, cJSON *da
         cJSON_Delete(ev);
         return;
     }
+    bool ok;
     if (err) {
-        th_ctl_add_error_fields(r, err);
+        ok = brk_ctl_add_error_fields(r, err);
         cJSON_Delete(data);
     } else {
-        cJSON_AddItemToObject(r, "data", data);
+        ok = brk_ctl_put(r, "data", data); /* deletes data when it fails */
     }
-    cJSON_AddItemToArray(arr, r);
-    th_ctl_send_responses(m->caller_id, arr);
-    th_event_emit(p, TH_JOURNAL_METHOD, m->device_id, m->module_id, ev);
+    if (!ok) {
+        struct th_error oom = {0};
+        th_error_set(&oom, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
+        cJSON_Delete(r);
+        r = brk_ctl_error_entry("invokeMethod", m->correlation, &oom);
+    }
+    if (brk_ctl_push(arr, r)) {
+        brk_ctl_send_responses(m->caller_id, arr);
+    } else {
+        cJSON_Delete(arr);
+    }
+    brk_event_emit(p, TH_JOURNAL_METHOD, m->device_id, m->module_id, ev);
 }
 
-static void call_unlink(struct th_plugin *p, struct th_method_call *m)
+static void call_unlink(struct brk_plugin *p, struct brk_method_call *m)
 {
-    for (struct th_method_call **pp = &p->calls; *pp; pp = &(*pp)->next) {
+    for (struct brk_method_call **pp = &p->calls; *pp; pp = &(*pp)->next) {
         if (*pp == m) {
             *pp = m->next;
             return;
@@ -68,47 +78,29 @@ static void call_unlink(struct th_plugin *p, struct th_method_call *m)
     }
 }
 
-/* Publish the request to the device if it is online and subscribed. */
-static bool call_try_send(struct th_plugin *p, struct th_method_call *m, int64_t now_ms)
-{
-    struct th_identity *id = th_registry_find(p->reg, m->device_id, m->module_id);
-    struct th_idglue *g = id ? id->glue : NULL;
-    char topic[512], rid[32];
-    if (!g || !g->conn || !g->sub_methods) {
-        return false;
-    }
-    snprintf(rid, sizeof rid, "%llu", (unsigned long long)m->id);
-    if (th_topic_method_request(m->method_name, rid, topic, sizeof topic) != TH_OK) {
-        return false;
-    }
-    th_publish_to(g->conn->client_id, topic, m->payload, strlen(m->payload), 0);
-    m->response_deadline_ms = now_ms + (int64_t)m->response_timeout_s * 1000;
-    th_log(p, MOSQ_LOG_INFO, "%s | method %s sent | rid=%s", g->conn->client_id, m->method_name,
-           rid);
-    return true;
-}
-
-void th_cmd_invoke_method(struct cmd_ctx *x)
+void brk_cmd_invoke_method(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
     const char *name;
     int rto, cto;
-    struct th_method_call *m;
+    struct brk_method_call *m;
     int64_t now_ms = th_mono_ms();
 
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !th_ctl_string_or_reply(x, "methodName", &name) ||
-        !th_ctl_int_or_reply(x, "responseTimeoutInSeconds", TH_METHOD_DEFAULT_TIMEOUT_S,
-                            TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
-        !th_ctl_int_or_reply(x, "connectTimeoutInSeconds", 0, 0, TH_METHOD_MAX_TIMEOUT_S, &cto)) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect") ||
+        !(id = brk_ctl_identity_or_reply(x, true)) ||
+        !brk_ctl_string_or_reply(x, "methodName", &name) ||
+        !brk_ctl_int_or_reply(x, "responseTimeoutInSeconds", TH_METHOD_DEFAULT_TIMEOUT_S,
+                              TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
+        !brk_ctl_int_or_reply(x, "connectTimeoutInSeconds", 0, 0, TH_METHOD_MAX_TIMEOUT_S, &cto)) {
         return;
     }
     if (!name || !th_method_name_valid(name)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
-                     "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
-                     "or spaces");
-        th_ctl_reply_err(x, &err);
+        th_error_set(
+            &err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+            "'methodName' must be a non-empty printable ASCII name without $()<>@,;:\\\"/[]?={} "
+            "or spaces");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     const cJSON *payload = cJSON_GetObjectItemCaseSensitive(x->cmd, "payload");
@@ -128,18 +120,19 @@ void th_cmd_invoke_method(struct cmd_ctx *x)
     if (!m || !m->caller_id || !m->device_id || (id->module_id && !m->module_id) ||
         !m->method_name || !m->payload) {
         call_free(m);
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (m->payload && strlen(m->payload) > TH_METHOD_MAX_PAYLOAD_BYTES) {
         call_free(m);
-        th_error_set(&err, TH_ERR_TOO_LARGE, 413001, "method payload is larger than 128 KB");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
+                     "method payload is larger than 128 KB");
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    if (!call_try_send(x->p, m, now_ms) && cto == 0) {
-        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+    if (!brk_deliver_method_request(x->p, m, now_ms) && cto == 0) {
+        th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                      "The operation failed because the requested device isn't online or hasn't "
                      "registered the direct method callback.");
         call_answer(x->p, m, NULL, &err);
@@ -151,18 +144,18 @@ void th_cmd_invoke_method(struct cmd_ctx *x)
     /* The answer comes later, in its own response message. */
 }
 
-void th_methods_tick(struct th_plugin *p, int64_t now_ms)
+void brk_methods_tick(struct brk_plugin *p, int64_t now_ms)
 {
-    struct th_method_call *m = p->calls, *next;
+    struct brk_method_call *m = p->calls, *next;
     struct th_error err = {0};
     for (; m; m = next) {
         next = m->next;
         if (m->response_deadline_ms == 0) {
-            if (call_try_send(p, m, now_ms)) {
+            if (brk_deliver_method_request(p, m, now_ms)) {
                 continue;
             }
             if (now_ms >= m->connect_deadline_ms) {
-                th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+                th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                              "The operation failed because the requested device isn't online or "
                              "hasn't registered the direct method callback.");
                 call_unlink(p, m);
@@ -170,7 +163,7 @@ void th_methods_tick(struct th_plugin *p, int64_t now_ms)
                 call_free(m);
             }
         } else if (now_ms >= m->response_deadline_ms) {
-            th_error_set(&err, TH_ERR_TIMEOUT, 504101,
+            th_error_set(&err, TH_ERR_TIMEOUT, TH_EC_GATEWAY_TIMEOUT,
                          "Timed out waiting for the response from device.");
             call_unlink(p, m);
             call_answer(p, m, NULL, &err);
@@ -179,9 +172,9 @@ void th_methods_tick(struct th_plugin *p, int64_t now_ms)
     }
 }
 
-void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id)
+void brk_methods_identity_offline(struct brk_plugin *p, struct th_identity *id)
 {
-    struct th_method_call *m = p->calls, *next;
+    struct brk_method_call *m = p->calls, *next;
     struct th_error err = {0};
     for (; m; m = next) {
         next = m->next;
@@ -190,7 +183,7 @@ void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id)
             (m->module_id && strcmp(m->module_id, id->module_id) != 0)) {
             continue;
         }
-        th_error_set(&err, TH_ERR_NOT_ONLINE, 404103,
+        th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
                      "the device disconnected before answering the method call");
         call_unlink(p, m);
         call_answer(p, m, NULL, &err);
@@ -199,10 +192,10 @@ void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id)
 }
 
 /* The pending call `rid` of identity `id`, or NULL. */
-static struct th_method_call *pending_call(struct th_plugin *p, const struct th_identity *id,
-                                           const char *rid)
+static struct brk_method_call *pending_call(struct brk_plugin *p, const struct th_identity *id,
+                                            const char *rid)
 {
-    for (struct th_method_call *m = p->calls; m; m = m->next) {
+    for (struct brk_method_call *m = p->calls; m; m = m->next) {
         char mine[32];
         snprintf(mine, sizeof mine, "%llu", (unsigned long long)m->id);
         if (m->response_deadline_ms && !strcmp(mine, rid) && !strcmp(m->device_id, id->device_id) &&
@@ -214,26 +207,26 @@ static struct th_method_call *pending_call(struct th_plugin *p, const struct th_
     return NULL;
 }
 
-void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const struct th_topic *t,
-                            const void *payload, size_t len)
+void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
+                             const void *payload, size_t len)
 {
     char ridbuf[32];
-    struct th_method_call *m;
+    struct brk_method_call *m;
     struct th_error err = {0};
     cJSON *data = NULL;
     snprintf(ridbuf, sizeof ridbuf, "%.*s", (int)(t->rid.len < 31 ? t->rid.len : 31),
              t->rid.ptr ? t->rid.ptr : "");
     m = pending_call(p, id, ridbuf);
     if (!m) {
-        th_log(p, MOSQ_LOG_WARNING,
-               "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
-               id->device_id, ridbuf);
+        brk_log(p, MOSQ_LOG_WARNING,
+                "%s | method response ignored | no pending call with $rid=%s (late or unknown)",
+                id->device_id, ridbuf);
         return;
     }
     call_unlink(p, m);
     if (!t->status_ok) {
         /* Only this call fails: the device stays connected (docs/protocol.md). */
-        th_error_set(&err, TH_ERR_FORMAT, 400006,
+        th_error_set(&err, TH_ERR_FORMAT, TH_EC_IOTHUB_FORMAT_ERROR,
                      "the device answered method '%s' with status '%.*s' in "
                      "$iothub/methods/res/{status}/?$rid=%s; the status must be a whole number "
                      "from -2147483648 to 2147483647",
@@ -243,29 +236,28 @@ void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const s
         data = NULL; /* err says why */
     }
     if (!data) {
-        th_log(p, MOSQ_LOG_WARNING, "%s | method %s failed | rid=%s %s", id->device_id,
-               m->method_name, ridbuf, err.message);
+        brk_log(p, MOSQ_LOG_WARNING, "%s | method %s failed | rid=%s %s", id->device_id,
+                m->method_name, ridbuf, err.message);
         call_answer(p, m, NULL, &err);
         call_free(m);
         return;
     }
     if (th_method_result_is_raw(data)) {
-        th_log(p, MOSQ_LOG_NOTICE,
-               "%s | method %s answered with a body that is not JSON | rid=%s status=%ld; IoT "
-               "Hub passes it on as is and the service SDKs fail to parse the answer",
-               id->device_id, m->method_name, ridbuf, (long)t->status);
+        brk_log(p, MOSQ_LOG_NOTICE,
+                "%s | method %s answered with a body that is not JSON | rid=%s status=%ld; IoT "
+                "Hub passes it on as is and the service SDKs fail to parse the answer",
+                id->device_id, m->method_name, ridbuf, (long)t->status);
     }
     call_answer(p, m, data, NULL);
     call_free(m);
 }
 
-void th_methods_free_all(struct th_plugin *p)
+void brk_methods_free_all(struct brk_plugin *p)
 {
-    struct th_method_call *m = p->calls, *next;
+    struct brk_method_call *m = p->calls, *next;
     for (; m; m = next) {
         next = m->next;
         call_free(m);
     }
     p->calls = NULL;
 }
-

@@ -1,5 +1,6 @@
 /*
- * control_registry.c - the control API's registry side: device and module
+ * control_registry.c - the control API's registry side: identity reads
+ * (getDevice, listDevices, listModules), device and module
  * create/update/delete (IoT Hub registry semantics, iothub-protocol.md 10.3,
  * 10.4), twin queries with paging (10.6, 11), statistics, the bulk
  * "give every device this module" command used for the `azureiotsecurity`
@@ -21,126 +22,148 @@
 
 /* ---- helpers ---- */
 
-static bool etag_or_reply(struct cmd_ctx *x, const struct th_identity *id)
+static bool etag_or_reply(struct brk_cmd_ctx *x, const struct th_identity *id)
 {
     struct th_error err = {0};
     const char *want;
     char have[32];
-    if (!th_ctl_string_or_reply(x, "etag", &want)) {
+    if (!brk_ctl_string_or_reply(x, "etag", &want)) {
         return false;
     }
     th_identity_etag(id, have);
     if (th_etag_matches(want, have)) {
         return true;
     }
-    th_error_set(&err, TH_ERR_PRECONDITION, 412001,
+    th_error_set(&err, TH_ERR_PRECONDITION, TH_EC_PRECONDITION_FAILED,
                  "etag %s does not match the identity's current etag \"%s\"", want, have);
-    th_ctl_reply_err(x, &err);
+    brk_ctl_reply_err(x, &err);
     return false;
 }
 
 /* The identity fields of the command (th_ident_req_from_json); false after replying. */
-static bool req_or_reply(struct cmd_ctx *x, bool is_module, struct th_ident_req *req)
+static bool req_or_reply(struct brk_cmd_ctx *x, bool is_module, struct th_ident_req *req)
 {
     struct th_error err = {0};
     if (th_ident_req_from_json(x->cmd, is_module, req, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return false;
     }
     return true;
 }
 
-/* Close the identity's connection (if any) and detach it from the identity. */
-static void drop_connection(struct th_plugin *p, struct th_identity *id)
+/* ---- reading identities ---- */
+
+void brk_cmd_get_device(struct brk_cmd_ctx *x)
 {
-    struct th_idglue *g = id->glue;
-    if (g && g->conn) {
-        g->conn->kicked = true;
-        mosquitto_kick_client_by_clientid(g->conn->client_id, false);
+    struct th_identity *id;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(id = brk_ctl_identity_or_reply(x, true))) {
+        return;
     }
+    brk_ctl_reply_data(x, th_identity_to_json(id));
 }
 
-/* Before an identity is freed: no connection may keep a pointer to it. */
-static void forget_identity(struct th_plugin *p, struct th_identity *id)
+void brk_cmd_list_devices(struct brk_cmd_ctx *x)
 {
-    struct th_idglue *g = id->glue;
-    if (g) {
-        if (g->conn) {
-            g->conn->identity = NULL;
-            g->conn->kicked = true;
-            mosquitto_kick_client_by_clientid(g->conn->client_id, false);
-        }
-        free(g);
-        id->glue = NULL;
+    cJSON *arr;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+        return;
     }
-    (void)p;
+    arr = cJSON_CreateArray();
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
+         d = th_registry_next_device(x->p->reg, d)) {
+        if (!brk_ctl_push(arr, th_identity_to_json(d))) {
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
+    }
+    brk_ctl_reply_data(x, arr);
+}
+
+void brk_cmd_list_modules(struct brk_cmd_ctx *x)
+{
+    struct th_identity *d;
+    cJSON *arr;
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !(d = brk_ctl_identity_or_reply(x, false))) {
+        return;
+    }
+    arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < d->module_count; i++) {
+        if (!brk_ctl_push(arr, th_identity_to_json(d->modules[i]))) {
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
+    }
+    brk_ctl_reply_data(x, arr);
 }
 
 /* ---- devices and modules ---- */
 
-static void cmd_create_device(struct cmd_ctx *x)
+void brk_cmd_create_device(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
     struct th_ident_req req;
     struct th_identity *dev;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
         !req_or_reply(x, false, &req)) {
         return;
     }
     if (!cJSON_IsString(jd)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'createDevice' needs a string field 'deviceId'");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'createDevice' needs a string field 'deviceId'");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (th_registry_create(x->p->reg, jd->valuestring, NULL, &req, NULL, NULL, th_now_us(), &dev,
                            &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    th_persist_device(x->p, dev);
-    th_event_emit(x->p, TH_JOURNAL_DEVICE_CREATED, dev->device_id, NULL, NULL);
-    th_ctl_reply_ok(x, th_identity_to_json(dev));
+    brk_persist_device(x->p, dev);
+    brk_event_emit(x->p, TH_JOURNAL_DEVICE_CREATED, dev->device_id, NULL, NULL);
+    brk_ctl_reply_data(x, th_identity_to_json(dev));
 }
 
-static void cmd_update_identity(struct cmd_ctx *x)
+void brk_cmd_update_identity(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
     struct th_ident_req req;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id) ||
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !(id = brk_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id) ||
         !req_or_reply(x, id->module_id != NULL, &req)) {
         return;
     }
     /* Core says whether the keys changed (new, regenerated or dropped; identical is no change). */
     bool keys_changed;
     if (th_identity_apply(x->p->reg, id, &req, th_now_us(), &keys_changed, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (req.enabled == 0) {
         /* A device disabled while connected loses its connection (and its modules theirs). */
-        drop_connection(x->p, id);
+        brk_conn_kick_identity(x->p, id);
         for (size_t i = 0; i < id->module_count; i++) {
-            drop_connection(x->p, id->modules[i]);
+            brk_conn_kick_identity(x->p, id->modules[i]);
         }
     } else if (keys_changed) {
-        drop_connection(x->p, id); /* tokens signed with the old keys no longer hold */
+        brk_conn_kick_identity(x->p, id); /* tokens signed with the old keys no longer hold */
     }
-    th_persist_device(x->p, id->parent ? id->parent : id);
-    th_event_emit(x->p, TH_JOURNAL_IDENTITY_UPDATED, id->device_id, id->module_id, NULL);
-    th_ctl_reply_ok(x, th_identity_to_json(id));
+    brk_persist_device(x->p, id->parent ? id->parent : id);
+    brk_event_emit(x->p, TH_JOURNAL_IDENTITY_UPDATED, id->device_id, id->module_id, NULL);
+    brk_ctl_reply_data(x, th_identity_to_json(id));
 }
 
-static void cmd_delete_identity(struct cmd_ctx *x)
+void brk_cmd_delete_identity(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     struct th_identity *id;
     char dev[TH_MAX_ID_LEN + 1], mod[TH_MAX_ID_LEN + 1];
     bool is_module;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !(id = th_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id)) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+        !(id = brk_ctl_identity_or_reply(x, true)) || !etag_or_reply(x, id)) {
         return;
     }
     is_module = id->module_id != NULL;
@@ -148,26 +171,27 @@ static void cmd_delete_identity(struct cmd_ctx *x)
     snprintf(mod, sizeof mod, "%s", is_module ? id->module_id : "");
     if (!is_module) {
         for (size_t i = 0; i < id->module_count; i++) {
-            forget_identity(x->p, id->modules[i]);
+            brk_conn_forget_identity(x->p, id->modules[i]);
         }
     }
-    forget_identity(x->p, id);
+    brk_conn_forget_identity(x->p, id);
     if (th_registry_remove(x->p->reg, dev, is_module ? mod : NULL) != TH_OK) {
-        th_error_set(&err, TH_ERR_NOT_FOUND, 404001, "identity vanished while deleting");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                     "identity vanished while deleting");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (is_module) {
-        th_persist_device(x->p, th_registry_find(x->p->reg, dev, NULL));
+        brk_persist_device(x->p, th_registry_find(x->p->reg, dev, NULL));
     } else {
-        th_persist_forget(x->p, dev);
+        brk_persist_forget(x->p, dev);
     }
-    th_event_emit(x->p, is_module ? TH_JOURNAL_MODULE_DELETED : TH_JOURNAL_DEVICE_DELETED, dev,
-                  is_module ? mod : NULL, NULL);
-    th_ctl_reply_ok(x, NULL);
+    brk_event_emit(x->p, is_module ? TH_JOURNAL_MODULE_DELETED : TH_JOURNAL_DEVICE_DELETED, dev,
+                   is_module ? mod : NULL, NULL);
+    brk_ctl_reply_ok(x, NULL);
 }
 
-static void cmd_create_module(struct cmd_ctx *x)
+void brk_cmd_create_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(x->cmd, "deviceId");
@@ -176,30 +200,30 @@ static void cmd_create_module(struct cmd_ctx *x)
     const cJSON *desired = cJSON_GetObjectItemCaseSensitive(x->cmd, "desired");
     struct th_ident_req req;
     struct th_identity *mod;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
         !req_or_reply(x, true, &req)) {
         return;
     }
     if (!cJSON_IsString(jd) || !cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'createModule' needs string fields 'deviceId' and 'moduleId'");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (th_registry_create(
             x->p->reg, jd->valuestring, jm->valuestring, &req, cJSON_IsObject(tags) ? tags : NULL,
             cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
-    th_persist_device(x->p, mod->parent);
-    th_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
-    th_ctl_reply_ok(x, th_identity_to_json(mod));
+    brk_persist_device(x->p, mod->parent);
+    brk_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
+    brk_ctl_reply_data(x, th_identity_to_json(mod));
 }
 
 /* ---- bulk module creation (the azureiotsecurity use case) ---- */
 
-static void cmd_ensure_module(struct cmd_ctx *x)
+void brk_cmd_ensure_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
@@ -209,38 +233,40 @@ static void cmd_ensure_module(struct cmd_ctx *x)
     cJSON *created, *skipped, *data;
     const cJSON *it;
     size_t ncreated = 0, nskipped = 0;
+    bool ok = true; /* every cJSON_Add* so far succeeded */
 
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
         return;
     }
     if (!cJSON_IsString(jm) || !th_id_valid(jm->valuestring, strlen(jm->valuestring))) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'ensureModule' needs a valid string 'moduleId'");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'ensureModule' needs a valid string 'moduleId'");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if ((tags && !cJSON_IsNull(tags) && !cJSON_IsObject(tags)) ||
         (desired && !cJSON_IsNull(desired) && !cJSON_IsObject(desired)) ||
         (ids && !cJSON_IsNull(ids) && !cJSON_IsArray(ids))) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'tags' and 'desired' must be objects and 'deviceIds' an array of strings");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     /* Validate everything before creating anything. */
     if ((cJSON_IsObject(tags) && th_twin_validate_patch(TH_SECTION_TAGS, tags, &err) != TH_OK) ||
         (cJSON_IsObject(desired) &&
          th_twin_validate_patch(TH_SECTION_DESIRED, desired, &err) != TH_OK)) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     const cJSON *id_list = cJSON_IsArray(ids) ? ids : NULL;
     cJSON_ArrayForEach(it, id_list)
     {
         if (!cJSON_IsString(it) || !th_registry_find(x->p->reg, it->valuestring, NULL)) {
-            th_error_set(&err, TH_ERR_NOT_FOUND, 404001,
+            th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
                          "deviceIds: '%s' is not a registered device; nothing was created",
                          cJSON_IsString(it) ? it->valuestring : "(not a string)");
-            th_ctl_reply_err(x, &err);
+            brk_ctl_reply_err(x, &err);
             return;
         }
     }
@@ -251,8 +277,8 @@ static void cmd_ensure_module(struct cmd_ctx *x)
         cJSON_Delete(created);
         cJSON_Delete(skipped);
         cJSON_Delete(data);
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     const cJSON *next_id = cJSON_IsArray(ids) ? ids->child : NULL;
@@ -272,73 +298,84 @@ static void cmd_ensure_module(struct cmd_ctx *x)
             dev = th_registry_next_device(x->p->reg, dev);
         }
         if (th_registry_find(x->p->reg, cur->device_id, jm->valuestring)) {
-            cJSON_AddItemToArray(skipped, cJSON_CreateString(cur->device_id));
+            ok = brk_ctl_push(skipped, cJSON_CreateString(cur->device_id)) && ok;
             nskipped++;
             continue;
         }
         struct th_identity *mod = NULL;
         if (th_registry_add_module_with(x->p->reg, cur->device_id, jm->valuestring, NULL, NULL,
                                         cJSON_IsObject(tags) ? tags : NULL,
-                                        cJSON_IsObject(desired) ? desired : NULL, th_now_us(),
-                                        &mod, &err) != TH_OK) {
+                                        cJSON_IsObject(desired) ? desired : NULL, th_now_us(), &mod,
+                                        &err) != TH_OK) {
             /* e.g. the device already has 50 modules: report it as skipped with the reason */
             cJSON *s = cJSON_CreateObject();
-            if (s) {
-                cJSON_AddStringToObject(s, "deviceId", cur->device_id);
-                cJSON_AddStringToObject(s, "error", err.message);
-                cJSON_AddItemToArray(skipped, s);
+            if (s && !(cJSON_AddStringToObject(s, "deviceId", cur->device_id) &&
+                       cJSON_AddStringToObject(s, "error", err.message))) {
+                cJSON_Delete(s);
+                s = NULL;
             }
+            ok = brk_ctl_push(skipped, s) && ok;
             nskipped++;
             continue;
         }
-        th_persist_device(x->p, cur);
-        th_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
-        cJSON_AddItemToArray(created, cJSON_CreateString(cur->device_id));
+        brk_persist_device(x->p, cur);
+        brk_event_emit(x->p, TH_JOURNAL_MODULE_CREATED, mod->device_id, mod->module_id, NULL);
+        ok = brk_ctl_push(created, cJSON_CreateString(cur->device_id)) && ok;
         ncreated++;
     }
-    cJSON_AddStringToObject(data, "moduleId", jm->valuestring);
-    cJSON_AddNumberToObject(data, "created", (double)ncreated);
-    cJSON_AddNumberToObject(data, "skipped", (double)nskipped);
-    cJSON_AddItemToObject(data, "createdDevices", created);
-    cJSON_AddItemToObject(data, "skippedDevices", skipped);
-    th_log(x->p, MOSQ_LOG_NOTICE, "ensureModule %s | created=%zu skipped=%zu", jm->valuestring,
-           ncreated, nskipped);
-    th_ctl_reply_ok(x, data);
+    /* The modules exist now whatever happens below: on OOM the answer is a 500, and the
+     * event stream still has every module_created. */
+    ok = cJSON_AddStringToObject(data, "moduleId", jm->valuestring) &&
+         cJSON_AddNumberToObject(data, "created", (double)ncreated) &&
+         cJSON_AddNumberToObject(data, "skipped", (double)nskipped) && ok;
+    ok = brk_ctl_put(data, "createdDevices", created) && ok;
+    ok = brk_ctl_put(data, "skippedDevices", skipped) && ok;
+    if (!ok) {
+        cJSON_Delete(data);
+        data = NULL;
+    }
+    brk_log(x->p, MOSQ_LOG_NOTICE, "ensureModule %s | created=%zu skipped=%zu", jm->valuestring,
+            ncreated, nskipped);
+    brk_ctl_reply_data(x, data);
 }
 
-static void cmd_devices_without_module(struct cmd_ctx *x)
+void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(x->cmd, "moduleId");
     cJSON *arr, *data;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
         return;
     }
     if (!cJSON_IsString(jm)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'devicesWithoutModule' needs a string 'moduleId'");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'devicesWithoutModule' needs a string 'moduleId'");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     arr = cJSON_CreateArray();
     data = cJSON_CreateObject();
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
          d = th_registry_next_device(x->p->reg, d)) {
-        if (!th_registry_find(x->p->reg, d->device_id, jm->valuestring)) {
-            cJSON_AddItemToArray(arr, cJSON_CreateString(d->device_id));
+        if (!th_registry_find(x->p->reg, d->device_id, jm->valuestring) &&
+            !brk_ctl_push(arr, cJSON_CreateString(d->device_id))) {
+            cJSON_Delete(arr);
+            arr = NULL;
         }
     }
-    if (data && arr) {
-        cJSON_AddNumberToObject(data, "count", cJSON_GetArraySize(arr));
-        cJSON_AddItemToObject(data, "deviceIds", arr);
-        arr = NULL;
+    if (data && !(arr && cJSON_AddNumberToObject(data, "count", cJSON_GetArraySize(arr)) &&
+                  brk_ctl_put(data, "deviceIds", arr))) {
+        cJSON_Delete(data);
+        data = NULL;
+    } else if (!data) {
+        cJSON_Delete(arr);
     }
-    cJSON_Delete(arr);
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- query and statistics ---- */
 
-static void cmd_query(struct cmd_ctx *x)
+void brk_cmd_query(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const char *text, *cont;
@@ -348,15 +385,16 @@ static void cmd_query(struct cmd_ctx *x)
     size_t n = 0, cap, skip = 0;
     bool is_twin = false;
 
-    if (!th_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect") ||
-        !th_ctl_string_or_reply(x, "query", &text) ||
-        !th_ctl_string_or_reply(x, "continuation", &cont) ||
-        !th_ctl_int_or_reply(x, "pageSize", 100, 1, 1000, &page)) {
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect") ||
+        !brk_ctl_string_or_reply(x, "query", &text) ||
+        !brk_ctl_string_or_reply(x, "continuation", &cont) ||
+        !brk_ctl_int_or_reply(x, "pageSize", 100, 1, 1000, &page)) {
         return;
     }
     if (!text) {
-        th_error_set(&err, TH_ERR_INVAL, 400004, "'query' needs a string field 'query'");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'query' needs a string field 'query'");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     if (cont) {
@@ -367,15 +405,15 @@ static void cmd_query(struct cmd_ctx *x)
         unsigned long long v = strtoull(cont, &end, 10);
         if (*cont < '0' || *cont > '9' || *end != '\0' || errno == ERANGE ||
             v > (unsigned long long)(SIZE_MAX - 1000)) {
-            th_error_set(&err, TH_ERR_INVAL, 400004,
+            th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "'continuation' must be the token returned by the previous page");
-            th_ctl_reply_err(x, &err);
+            brk_ctl_reply_err(x, &err);
             return;
         }
         skip = (size_t)v;
     }
     if (th_query_parse(text, strlen(text), &q, &err) != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     enum th_query_source source = th_query_source(q);
@@ -396,7 +434,7 @@ static void cmd_query(struct cmd_ctx *x)
         }
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
-                       : th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
+                       : th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     const char *item_type = th_query_item_type(q, is_twin); /* a static string */
     for (size_t i = 0; i < n; i++) {
         cJSON_Delete(docs[i]);
@@ -404,7 +442,7 @@ static void cmd_query(struct cmd_ctx *x)
     free(docs);
     th_query_free(q);
     if (r != TH_OK) {
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     /* Page: detach items [skip, skip+page) into a new array. */
@@ -414,32 +452,30 @@ static void cmd_query(struct cmd_ctx *x)
     for (; it; it = nx, i++) {
         nx = it->next;
         if (i >= skip && i < skip + (size_t)page && pageitems) {
-            cJSON_AddItemToArray(pageitems, cJSON_DetachItemViaPointer(items, it));
+            (void)brk_ctl_push(pageitems, cJSON_DetachItemViaPointer(items, it)); /* cannot fail */
         }
     }
     cJSON_Delete(items);
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddItemToObject(data, "items", pageitems);
-        pageitems = NULL;
-        cJSON_AddStringToObject(data, "itemType", item_type);
-        if (skip + (size_t)page < total) {
-            char next[32];
-            snprintf(next, sizeof next, "%zu", skip + (size_t)page);
-            cJSON_AddStringToObject(data, "continuation", next);
-        } else {
-            cJSON_AddNullToObject(data, "continuation");
-        }
+    char next[32];
+    snprintf(next, sizeof next, "%zu", skip + (size_t)page);
+    if (data && !(brk_ctl_put(data, "items", pageitems) &&
+                  cJSON_AddStringToObject(data, "itemType", item_type) &&
+                  (skip + (size_t)page < total ? cJSON_AddStringToObject(data, "continuation", next)
+                                               : cJSON_AddNullToObject(data, "continuation")))) {
+        cJSON_Delete(data);
+        data = NULL;
+    } else if (!data) {
+        cJSON_Delete(pageitems);
     }
-    cJSON_Delete(pageitems);
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
-static void cmd_statistics(struct cmd_ctx *x)
+void brk_cmd_statistics(struct brk_cmd_ctx *x)
 {
     size_t total = 0, enabled = 0, connected = 0, modules = 0, mconnected = 0;
     cJSON *data;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ | TH_PERM_SERVICE_CONNECT, "RegistryRead")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ | TH_PERM_SERVICE_CONNECT, "RegistryRead")) {
         return;
     }
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); d;
@@ -453,42 +489,43 @@ static void cmd_statistics(struct cmd_ctx *x)
         }
     }
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddNumberToObject(data, "totalDeviceCount", (double)total);
-        cJSON_AddNumberToObject(data, "enabledDeviceCount", (double)enabled);
-        cJSON_AddNumberToObject(data, "disabledDeviceCount", (double)(total - enabled));
-        cJSON_AddNumberToObject(data, "connectedDeviceCount", (double)connected);
-        cJSON_AddNumberToObject(data, "totalModuleCount", (double)modules);
-        cJSON_AddNumberToObject(data, "connectedModuleCount", (double)mconnected);
+    if (data && !(cJSON_AddNumberToObject(data, "totalDeviceCount", (double)total) &&
+                  cJSON_AddNumberToObject(data, "enabledDeviceCount", (double)enabled) &&
+                  cJSON_AddNumberToObject(data, "disabledDeviceCount", (double)(total - enabled)) &&
+                  cJSON_AddNumberToObject(data, "connectedDeviceCount", (double)connected) &&
+                  cJSON_AddNumberToObject(data, "totalModuleCount", (double)modules) &&
+                  cJSON_AddNumberToObject(data, "connectedModuleCount", (double)mconnected))) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    th_ctl_reply_ok(x, data);
+    brk_ctl_reply_data(x, data);
 }
 
 /* ---- import / export ---- */
 
-static void cmd_export(struct cmd_ctx *x)
+void brk_cmd_export(struct brk_cmd_ctx *x)
 {
     const cJSON *twins = cJSON_GetObjectItemCaseSensitive(x->cmd, "includeTwins");
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
         return;
     }
-    th_ctl_reply_ok(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
+    brk_ctl_reply_data(x, th_registry_export(x->p->reg, !cJSON_IsFalse(twins)));
 }
 
-static void cmd_import(struct cmd_ctx *x)
+void brk_cmd_import(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const cJSON *doc = cJSON_GetObjectItemCaseSensitive(x->cmd, "registry");
     const cJSON *ow = cJSON_GetObjectItemCaseSensitive(x->cmd, "overwrite");
     size_t created = 0, updated = 0, skipped = 0;
     cJSON *data;
-    if (!th_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite")) {
         return;
     }
     if (!cJSON_IsObject(doc)) {
-        th_error_set(&err, TH_ERR_INVAL, 400004,
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                      "'importRegistry' needs an object 'registry' in the registry file format");
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     /* Remember desired versions so connected identities hear about imported changes. */
@@ -498,8 +535,8 @@ static void cmd_import(struct cmd_ctx *x)
         int64_t desired_version;
     } *before = calloc(nids ? nids : 1, sizeof *before);
     if (!before) {
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory");
-        th_ctl_reply_err(x, &err);
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
+        brk_ctl_reply_err(x, &err);
         return;
     }
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); d && k < nids;
@@ -512,7 +549,7 @@ static void cmd_import(struct cmd_ctx *x)
     if (th_registry_import(x->p->reg, doc, cJSON_IsTrue(ow), th_now_us(), &created, &updated,
                            &skipped, &err) != TH_OK) {
         free(before);
-        th_ctl_reply_err(x, &err);
+        brk_ctl_reply_err(x, &err);
         return;
     }
     for (size_t i = 0; i < k; i++) {
@@ -521,47 +558,19 @@ static void cmd_import(struct cmd_ctx *x)
             cJSON *view = th_twin_device_view(t);
             cJSON *desired = view ? cJSON_GetObjectItemCaseSensitive(view, "desired") : NULL;
             if (desired) {
-                th_desired_notify(x->p, before[i].id, desired, t->desired_version);
+                brk_deliver_desired(x->p, before[i].id, desired, t->desired_version);
             }
             cJSON_Delete(view);
         }
     }
     free(before);
-    th_persist_all(x->p);
+    brk_persist_all(x->p);
     data = cJSON_CreateObject();
-    if (data) {
-        cJSON_AddNumberToObject(data, "created", (double)created);
-        cJSON_AddNumberToObject(data, "updated", (double)updated);
-        cJSON_AddNumberToObject(data, "skipped", (double)skipped);
+    if (data && !(cJSON_AddNumberToObject(data, "created", (double)created) &&
+                  cJSON_AddNumberToObject(data, "updated", (double)updated) &&
+                  cJSON_AddNumberToObject(data, "skipped", (double)skipped))) {
+        cJSON_Delete(data);
+        data = NULL;
     }
-    th_ctl_reply_ok(x, data);
-}
-
-void th_cmd_registry_dispatch(struct cmd_ctx *x, bool *handled)
-{
-    static const struct {
-        const char *name;
-        void (*fn)(struct cmd_ctx *x);
-    } cmds[] = {
-        {"createDevice", cmd_create_device},
-        {"updateDevice", cmd_update_identity},
-        {"deleteDevice", cmd_delete_identity},
-        {"createModule", cmd_create_module},
-        {"updateModule", cmd_update_identity},
-        {"deleteModule", cmd_delete_identity},
-        {"ensureModule", cmd_ensure_module},
-        {"devicesWithoutModule", cmd_devices_without_module},
-        {"query", cmd_query},
-        {"getStatistics", cmd_statistics},
-        {"exportRegistry", cmd_export},
-        {"importRegistry", cmd_import},
-    };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        if (!strcmp(cmds[i].name, x->name)) {
-            cmds[i].fn(x);
-            *handled = true;
-            return;
-        }
-    }
-    *handled = false;
+    brk_ctl_reply_data(x, data);
 }

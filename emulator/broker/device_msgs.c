@@ -1,8 +1,8 @@
 /*
  * device_msgs.c - what a device publishes (MOSQ_EVT_MESSAGE): telemetry,
- * twin GET, reported-property PATCH and direct-method responses; and what
- * the hub sends a device: twin responses, desired notifications, C2D
- * (iothub-protocol.md sections 4, 5, 6, 8, 9.1).
+ * twin GET, reported-property PATCH and direct-method responses, and the
+ * hub's answers to the twin requests (iothub-protocol.md sections 4, 6, 8,
+ * 9.1). What the hub sends a device on its own is deliver.c.
  *
  * Every device publish is consumed here: the handler returns
  * MOSQ_ERR_ACL_DENIED, which acknowledges QoS 1 with a plain PUBACK (MQTT
@@ -24,53 +24,53 @@
 #include "util.h"
 
 /*
- * True when an event record would reach anyone: th_event_emit (events.c) drops
+ * True when an event record would reach anyone: brk_event_emit (events.c) drops
  * it unless a service principal is connected or a recording is open. The hot
  * paths below check first, so that they do not build event data per message
  * only to have it thrown away (docs/performance.md).
  */
-static bool events_wanted(const struct th_plugin *p)
+static bool events_wanted(const struct brk_plugin *p)
 {
     return p->service_conns > 0 || p->record_fd >= 0;
 }
 
 /* Close the publisher's connection for a protocol violation. */
-static int protocol_error(struct th_plugin *p, struct th_conn *c, const char *topic,
+static int protocol_error(struct brk_plugin *p, struct brk_conn *c, const char *topic,
                           const char *reason)
 {
     struct th_identity *id = c->identity;
-    th_log(p, MOSQ_LOG_WARNING, "%s | connection closed | %s (topic '%s')", c->client_id, reason,
-           topic);
-    th_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id ? id->device_id : NULL,
-                  id ? id->module_id : NULL, th_journal_data_protocol_error(topic, reason));
+    brk_log(p, MOSQ_LOG_WARNING, "%s | connection closed | %s (topic '%s')", c->client_id, reason,
+            topic);
+    brk_event_emit(p, TH_JOURNAL_PROTOCOL_ERROR, id ? id->device_id : NULL,
+                   id ? id->module_id : NULL, th_journal_data_protocol_error(topic, reason));
     return MOSQ_ERR_PROTOCOL; /* any error but ACL_DENIED makes the broker drop the client */
 }
 
-static void twin_reply(struct th_plugin *p, struct th_conn *c, int status, struct th_slice rid,
+static void twin_reply(struct brk_plugin *p, struct brk_conn *c, int status, struct th_slice rid,
                        long long version, const char *body)
 {
     /* The topic echoes the $rid, which may be long: size the buffer from it. */
     size_t size = rid.len + 96;
     char *topic = malloc(size);
     if (!topic || th_topic_twin_response(status, rid, version, topic, size) != TH_OK) {
-        th_log(p, MOSQ_LOG_WARNING, "%s | twin reply dropped | out of memory", c->client_id);
+        brk_log(p, MOSQ_LOG_WARNING, "%s | twin reply dropped | out of memory", c->client_id);
         free(topic);
         return;
     }
-    th_publish_to(c->client_id, topic, body, body ? strlen(body) : 0, 0);
+    brk_publish_to(c->client_id, topic, body, body ? strlen(body) : 0, 0);
     free(topic);
 }
 
-static void twin_error_reply(struct th_plugin *p, struct th_conn *c, struct th_slice rid,
+static void twin_error_reply(struct brk_plugin *p, struct brk_conn *c, struct th_slice rid,
                              const struct th_error *err)
 {
-    char *body = th_error_body(p, err);
+    char *body = brk_error_body(p, err);
     twin_reply(p, c, err->status ? err->status : 500, rid, -1, body);
     free(body);
 }
 
 /* An injected fault (scenario `injectError`) answers instead of the twin; true when it did. */
-static bool injected_fault(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
+static bool injected_fault(struct brk_plugin *p, struct brk_conn *c, const struct th_topic *t,
                            int *status, int *count, enum th_fault_op op)
 {
     struct th_error err = {0};
@@ -80,17 +80,17 @@ static bool injected_fault(struct th_plugin *p, struct th_conn *c, const struct 
     (*count)--;
     (void)th_fault_error(op, *status, &err);
     twin_error_reply(p, c, t->rid, &err);
-    th_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, th_fault_op_text(op),
-           *status);
+    brk_log(p, MOSQ_LOG_NOTICE, "%s | %s | injected status %d", c->client_id, th_fault_op_text(op),
+            *status);
     return true;
 }
 
-static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_topic *t)
+static void on_twin_get(struct brk_plugin *p, struct brk_conn *c, const struct th_topic *t)
 {
     struct th_identity *id = c->identity;
-    struct th_idglue *g = id->glue;
-    if (g && injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count,
-                            TH_FAULT_TWIN_GET)) {
+    struct brk_idglue *g = id->glue;
+    if (g &&
+        injected_fault(p, c, t, &g->fault_get_status, &g->fault_get_count, TH_FAULT_TWIN_GET)) {
         return;
     }
     cJSON *view = th_twin_device_view(id->twin);
@@ -98,22 +98,22 @@ static void on_twin_get(struct th_plugin *p, struct th_conn *c, const struct th_
     cJSON_Delete(view);
     if (!body) {
         struct th_error err = {0};
-        th_error_set(&err, TH_ERR_NOMEM, 500001, "out of memory building the twin");
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the twin");
         twin_error_reply(p, c, t->rid, &err);
         return;
     }
     twin_reply(p, c, 200, t->rid, -1, body);
     free(body);
-    th_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
-    th_event_emit(p, TH_JOURNAL_TWIN_GET, id->device_id, id->module_id,
-                  events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
+    brk_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
+    brk_event_emit(p, TH_JOURNAL_TWIN_GET, id->device_id, id->module_id,
+                   events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
 }
 
-static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct th_topic *t,
+static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct th_topic *t,
                           const void *payload, size_t len)
 {
     struct th_identity *id = c->identity;
-    struct th_idglue *g = id->glue;
+    struct brk_idglue *g = id->glue;
     struct th_error err = {0};
     cJSON *patch = NULL;
     th_result r;
@@ -123,7 +123,7 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
         return;
     }
     if (len == 0 || !payload) {
-        r = th_error_set(&err, TH_ERR_FORMAT, 400006,
+        r = th_error_set(&err, TH_ERR_FORMAT, TH_EC_IOTHUB_FORMAT_ERROR,
                          "the reported-properties patch is empty; send a JSON object");
     } else {
         r = th_json_parse(payload, len, TH_JSON_MAX_INPUT_BYTES, 64, &patch, &err);
@@ -133,7 +133,7 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     long long want = 0;
     int64_t if_version = 0;
     if (r == TH_OK && t->version.ptr && th_topic_version_value(t->version, &want) != TH_OK) {
-        r = th_error_set(&err, TH_ERR_INVAL, 400004,
+        r = th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "$version '%.*s' in the topic is not an integer; send the reported "
                          "$version to update at, or leave $version out",
                          (int)(t->version.len > 64 ? 64 : t->version.len), t->version.ptr);
@@ -144,14 +144,14 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
                                       th_now_us(), &err);
     }
     if (r == TH_OK) {
-        th_persist_device(p, id);
+        brk_persist_device(p, id);
         twin_reply(p, c, 204, t->rid, (long long)id->twin->reported_version, NULL);
-        th_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
-               (long long)id->twin->reported_version);
+        brk_log(p, MOSQ_LOG_INFO, "%s | reported patch | version=%lld", c->client_id,
+                (long long)id->twin->reported_version);
     } else {
         twin_error_reply(p, c, t->rid, &err);
-        th_log(p, MOSQ_LOG_WARNING, "%s | reported patch refused | status=%d code=%d %s",
-               c->client_id, err.status, err.code, err.message);
+        brk_log(p, MOSQ_LOG_WARNING, "%s | reported patch refused | status=%d code=%d %s",
+                c->client_id, err.status, err.code, err.message);
     }
     /* The twin keeps copies of what it merged, so the event takes the patch itself. */
     cJSON *data = NULL;
@@ -161,10 +161,10 @@ static void on_twin_patch(struct th_plugin *p, struct th_conn *c, const struct t
     } else {
         cJSON_Delete(patch);
     }
-    th_event_emit(p, TH_JOURNAL_REPORTED, id->device_id, id->module_id, data);
+    brk_event_emit(p, TH_JOURNAL_REPORTED, id->device_id, id->module_id, data);
 }
 
-static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto_evt_message *ed,
+static int on_telemetry(struct brk_plugin *p, struct brk_conn *c, struct mosquitto_evt_message *ed,
                         const struct th_topic *t)
 {
     struct th_identity *id = c->identity;
@@ -183,13 +183,13 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
     if (t->props.len && th_props_parse(t->props.ptr, t->props.len, &props) != TH_OK) {
         return protocol_error(p, c, ed->topic, "malformed property bag in the telemetry topic");
     }
-    th_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
-           ed->qos);
+    brk_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
+            ed->qos);
     if (!events_wanted(p)) {
         /* Nobody to tell: skip building the record, most of the plugin's work per message;
-         * th_event_emit still counts it in the sequence. */
+         * brk_event_emit still counts it in the sequence. */
         th_props_free(&props);
-        th_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, NULL);
+        brk_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, NULL);
         return MOSQ_ERR_ACL_DENIED;
     }
     struct th_journal_telemetry ev = {
@@ -210,19 +210,19 @@ static int on_telemetry(struct th_plugin *p, struct th_conn *c, struct mosquitto
     if (!data) {
         return MOSQ_ERR_ACL_DENIED;
     }
-    th_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, data);
+    brk_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, data);
     return MOSQ_ERR_ACL_DENIED;
 }
 
-int th_on_message(int event, void *event_data, void *userdata)
+int brk_on_message(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_message *ed = event_data;
-    struct th_plugin *p = userdata;
-    struct th_conn *c = th_conn_find(p, ed->client);
+    struct brk_plugin *p = userdata;
+    struct brk_conn *c = brk_conn_find(p, ed->client);
     struct th_topic t;
     (void)event;
 
-    if (!c || c->kind != TH_CONN_DEVICE || !c->identity) {
+    if (!c || c->kind != BRK_CONN_DEVICE || !c->identity) {
         return MOSQ_ERR_ACL_DENIED;
     }
     th_identity_touch(c->identity, th_now_us());
@@ -242,55 +242,9 @@ int th_on_message(int event, void *event_data, void *userdata)
         on_twin_patch(p, c, &t, ed->payload, ed->payloadlen);
         return MOSQ_ERR_ACL_DENIED;
     case TH_TOPIC_METHOD_RESPONSE:
-        th_methods_on_response(p, c->identity, &t, ed->payload, ed->payloadlen);
+        brk_methods_on_response(p, c->identity, &t, ed->payload, ed->payloadlen);
         return MOSQ_ERR_ACL_DENIED;
     default:
         return protocol_error(p, c, ed->topic, "not an IoT Hub device topic");
     }
-}
-
-void th_c2d_flush(struct th_plugin *p, struct th_identity *dev)
-{
-    struct th_idglue *g = dev->glue;
-    struct th_c2d_msg *m;
-    char topic[4096];
-    size_t delivered = 0;
-    if (!g || !g->conn || !g->sub_c2d || dev->module_id) {
-        return;
-    }
-    while ((m = th_identity_c2d_pop(dev)) != NULL) {
-        if (th_topic_c2d(dev->device_id, m->bag ? m->bag : "", topic, sizeof topic) == TH_OK) {
-            th_publish_to(g->conn->client_id, topic, m->body, m->len, g->c2d_qos);
-            th_event_emit(p, TH_JOURNAL_C2D, dev->device_id, NULL,
-                          th_journal_data_c2d(m->message_id, true, dev->c2d_count));
-            th_log(p, MOSQ_LOG_INFO, "%s | c2d delivered | mid=%s", dev->device_id,
-                   m->message_id ? m->message_id : "");
-        }
-        th_c2d_msg_free(m);
-        delivered++;
-    }
-    if (delivered) {
-        th_persist_device(p, dev);
-    }
-}
-
-bool th_desired_notify(struct th_plugin *p, struct th_identity *id, const cJSON *notification,
-                       int64_t version)
-{
-    struct th_idglue *g = id->glue;
-    char topic[128];
-    char *body;
-    if (!g || !g->conn || !g->sub_desired) {
-        return false;
-    }
-    if (th_topic_desired((long long)version, topic, sizeof topic) != TH_OK) {
-        return false;
-    }
-    body = th_json_print(notification);
-    if (!body) {
-        return false;
-    }
-    th_publish_to(g->conn->client_id, topic, body, strlen(body), g->desired_qos);
-    free(body);
-    return true;
 }

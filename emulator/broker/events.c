@@ -15,8 +15,8 @@
 #include "plugin.h"
 #include "util.h"
 
-void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *device_id,
-                   const char *module_id, cJSON *data)
+void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
+                    const char *module_id, cJSON *data)
 {
     char stack_topic[600];
     char *topic = stack_topic, *text;
@@ -29,13 +29,13 @@ void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *d
     }
     text = th_journal_record_text(p->event_seq, th_now_us(), kind, device_id, module_id, data);
     if (!text) {
-        th_log(p, MOSQ_LOG_WARNING, "%s | event %llu dropped | out of memory",
-               device_id ? device_id : "-", (unsigned long long)p->event_seq);
+        brk_log(p, MOSQ_LOG_WARNING, "%s | event %llu dropped | out of memory",
+                device_id ? device_id : "-", (unsigned long long)p->event_seq);
         return;
     }
     size_t len = strlen(text);
     if (p->record_fd >= 0) {
-        th_record_write(p, text, len);
+        brk_record_write(p, text, len);
     }
     if (p->service_conns > 0) {
         /* Ids may be long and percent-encoded three bytes a character: size from the ids. */
@@ -44,7 +44,7 @@ void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *d
             th_journal_topic(kind, device_id, module_id, topic, need + 1);
         }
         if (topic) {
-            th_publish_to(NULL, topic, text, len, 1);
+            brk_publish_to(NULL, topic, text, len, 1);
         }
         if (topic != stack_topic) {
             free(topic);
@@ -53,7 +53,7 @@ void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *d
     free(text);
 }
 
-char *th_error_body(struct th_plugin *p, const struct th_error *err)
+char *brk_error_body(struct brk_plugin *p, const struct th_error *err)
 {
     char when[TH_TIME_BUF], tracking[64];
     cJSON *o = cJSON_CreateObject();
@@ -63,10 +63,14 @@ char *th_error_body(struct th_plugin *p, const struct th_error *err)
     }
     th_time_format(th_now_us(), when);
     snprintf(tracking, sizeof tracking, "twinhub-%016llx", (unsigned long long)++p->tracking_seq);
-    cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : 500001);
-    cJSON_AddStringToObject(o, "trackingId", tracking);
-    cJSON_AddStringToObject(o, "message", err->message[0] ? err->message : th_result_str(err->result));
-    cJSON_AddStringToObject(o, "timestampUtc", when);
+    if (!cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : TH_EC_SERVER_ERROR) ||
+        !cJSON_AddStringToObject(o, "trackingId", tracking) ||
+        !cJSON_AddStringToObject(o, "message",
+                                 err->message[0] ? err->message : th_result_str(err->result)) ||
+        !cJSON_AddStringToObject(o, "timestampUtc", when)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     text = th_json_print(o);
     cJSON_Delete(o);
     return text;

@@ -36,7 +36,7 @@
 #define TH_STATE_MAX_FILE (64 * 1024 * 1024)
 
 /* Device id -> file name: keep [A-Za-z0-9_-], percent-encode every other byte. */
-static void device_path(const struct th_plugin *p, const char *device_id, char *out, size_t size)
+static void device_path(const struct brk_plugin *p, const char *device_id, char *out, size_t size)
 {
     size_t n = (size_t)snprintf(out, size, "%s/devices/", p->state_dir);
     for (const unsigned char *s = (const unsigned char *)device_id; *s && n + 4 < size; s++) {
@@ -84,7 +84,7 @@ static int write_atomic(const char *path, const char *text)
     return e;
 }
 
-void th_persist_device(struct th_plugin *p, struct th_identity *dev)
+void brk_persist_device(struct brk_plugin *p, struct th_identity *dev)
 {
     char path[4096];
     cJSON *state;
@@ -101,17 +101,18 @@ void th_persist_device(struct th_plugin *p, struct th_identity *dev)
     cJSON_Delete(state);
     device_path(p, dev->device_id, path, sizeof path);
     if (!text) {
-        th_log(p, MOSQ_LOG_ERR, "%s | state not saved | out of memory", dev->device_id);
+        brk_log(p, MOSQ_LOG_ERR, "%s | state not saved | out of memory", dev->device_id);
         return;
     }
     e = write_atomic(path, text);
     free(text);
     if (e) {
-        th_log(p, MOSQ_LOG_ERR, "%s | state not saved | %s: %s", dev->device_id, path, strerror(e));
+        brk_log(p, MOSQ_LOG_ERR, "%s | state not saved | %s: %s", dev->device_id, path,
+                strerror(e));
     }
 }
 
-void th_persist_forget(struct th_plugin *p, const char *device_id)
+void brk_persist_forget(struct brk_plugin *p, const char *device_id)
 {
     char path[4096];
     if (!p->state_dir) {
@@ -119,11 +120,12 @@ void th_persist_forget(struct th_plugin *p, const char *device_id)
     }
     device_path(p, device_id, path, sizeof path);
     if (unlink(path) != 0 && errno != ENOENT) {
-        th_log(p, MOSQ_LOG_ERR, "%s | state not removed | %s: %s", device_id, path, strerror(errno));
+        brk_log(p, MOSQ_LOG_ERR, "%s | state not removed | %s: %s", device_id, path,
+                strerror(errno));
     }
 }
 
-static void persist_policies(struct th_plugin *p)
+static void persist_policies(struct brk_plugin *p)
 {
     char path[4096];
     cJSON *arr = th_registry_policies_json(p->reg);
@@ -135,12 +137,12 @@ static void persist_policies(struct th_plugin *p)
         return;
     }
     if ((e = write_atomic(path, text)) != 0) {
-        th_log(p, MOSQ_LOG_ERR, "policies not saved | %s: %s", path, strerror(e));
+        brk_log(p, MOSQ_LOG_ERR, "policies not saved | %s: %s", path, strerror(e));
     }
     free(text);
 }
 
-void th_persist_all(struct th_plugin *p)
+void brk_persist_all(struct brk_plugin *p)
 {
     if (!p->state_dir) {
         return;
@@ -148,7 +150,7 @@ void th_persist_all(struct th_plugin *p)
     persist_policies(p);
     for (struct th_identity *d = th_registry_next_device(p->reg, NULL); d;
          d = th_registry_next_device(p->reg, d)) {
-        th_persist_device(p, d);
+        brk_persist_device(p, d);
     }
 }
 
@@ -219,7 +221,7 @@ static void device_of_file(const char *name, char *out, size_t size)
  * Move `file` to DIR/quarantine/<base>.<UTC time>[-n] and write why beside
  * it; returns the new path (malloc'd) or NULL with `fail` filled.
  */
-static char *quarantine(struct th_plugin *p, const char *file, const char *identity,
+static char *quarantine(struct brk_plugin *p, const char *file, const char *identity,
                         const char *reason, char *fail, size_t fail_size)
 {
     char dir[4096], dest[4400], stamp[32];
@@ -248,13 +250,13 @@ static char *quarantine(struct th_plugin *p, const char *file, const char *ident
              file);
     snprintf(why_path, sizeof why_path, "%s.reason", dest);
     if (write_atomic(why_path, note) != 0) {
-        th_log(p, MOSQ_LOG_WARNING, "cannot write %s", why_path);
+        brk_log(p, MOSQ_LOG_WARNING, "cannot write %s", why_path);
     }
     return strdup(dest);
 }
 
 /* Sets `file` aside, logs it and adds it to *list; false on OOM only. */
-static bool set_aside(struct th_plugin *p, struct set_aside **list, const char *file,
+static bool set_aside(struct brk_plugin *p, struct set_aside **list, const char *file,
                       const char *identity, const char *reason)
 {
     char fail[4400] = "";
@@ -316,7 +318,7 @@ static void write_report(const char *path, size_t restored, const struct set_asi
     free(text);
 }
 
-int th_persist_load(struct th_plugin *p, const char *report_path, bool *out_found)
+int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_found)
 {
     char path[4096], why[1024];
     DIR *dir;
@@ -435,7 +437,7 @@ int th_persist_load(struct th_plugin *p, const char *report_path, bool *out_foun
     return MOSQ_ERR_SUCCESS;
 }
 
-int th_record_open(struct th_plugin *p, const char *path)
+int brk_record_open(struct brk_plugin *p, const char *path)
 {
     p->record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (p->record_fd < 0) {
@@ -446,7 +448,7 @@ int th_record_open(struct th_plugin *p, const char *path)
     return MOSQ_ERR_SUCCESS;
 }
 
-void th_record_write(struct th_plugin *p, const char *line, size_t len)
+void brk_record_write(struct brk_plugin *p, const char *line, size_t len)
 {
     /* One write() per record: appends from one process never interleave. */
     char stackbuf[8192];
@@ -463,7 +465,7 @@ void th_record_write(struct th_plugin *p, const char *line, size_t len)
             if (errno == EINTR) {
                 continue;
             }
-            th_log(p, MOSQ_LOG_ERR, "recording write failed: %s", strerror(errno));
+            brk_log(p, MOSQ_LOG_ERR, "recording write failed: %s", strerror(errno));
             break;
         }
         off += (size_t)w;

@@ -1,9 +1,11 @@
 /*
  * plugin.c - entry points of the twinhub mosquitto plugin: version
- * negotiation, options, callback registration, the TICK timer and shared
- * helpers. The plugin turns a stock mosquitto 2.0 broker into an IoT Hub
- * device endpoint (docs/protocol.md) with a service control API
- * (docs/control-api.md).
+ * negotiation, options, callback registration and cleanup, and logging.
+ * The plugin turns a stock mosquitto 2.0 broker into an IoT Hub device
+ * endpoint (docs/protocol.md) with a service control API
+ * (docs/control-api.md). The callbacks live in conn.c (DISCONNECT, TICK),
+ * auth.c (BASIC_AUTH), acl.c (ACL_CHECK), device_msgs.c (MESSAGE) and
+ * control.c (CONTROL); plugin.h says which file provides what.
  *
  * Options (plugin_opt_*): registry FILE, dev_identities true|false,
  * verbose true|false, token_skew_seconds N (the clock skew every token check allows,
@@ -27,9 +29,9 @@
 #define TH_REGISTRY_FILE_MAX_BYTES (64u * 1024 * 1024)
 
 /* The plugin is built with -fvisibility=hidden; only the entry points are exported. */
-#define TH_PLUGIN_API __attribute__((visibility("default")))
+#define BRK_PLUGIN_API __attribute__((visibility("default")))
 
-void th_log(struct th_plugin *p, int level, const char *fmt, ...)
+void brk_log(struct brk_plugin *p, int level, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
@@ -42,72 +44,12 @@ void th_log(struct th_plugin *p, int level, const char *fmt, ...)
     mosquitto_log_printf(level, "twinhub: %s", buf);
 }
 
-struct th_conn *th_conn_find(struct th_plugin *p, const struct mosquitto *client)
-{
-    struct th_conn *c = NULL;
-    HASH_FIND_PTR(p->conns, &client, c);
-    return c;
-}
-
-struct th_idglue *th_idglue_of(struct th_identity *id)
-{
-    if (!id->glue) {
-        id->glue = calloc(1, sizeof(struct th_idglue));
-    }
-    return id->glue;
-}
-
-static void free_glue_of(struct th_identity *id)
-{
-    free(id->glue);
-    id->glue = NULL;
-}
-
-void th_idglue_free_all(struct th_plugin *p)
-{
-    for (struct th_identity *d = th_registry_next_device(p->reg, NULL); d;
-         d = th_registry_next_device(p->reg, d)) {
-        for (size_t i = 0; i < d->module_count; i++) {
-            free_glue_of(d->modules[i]);
-        }
-        free_glue_of(d);
-    }
-}
-
-int th_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
-                  int qos)
-{
-    int rc = mosquitto_broker_publish_copy(client_id, topic, (int)len, payload, qos, false, NULL);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: could not publish to %s on %s: %s",
-                             client_id ? client_id : "(subscribers)", topic, mosquitto_strerror(rc));
-    }
-    return rc;
-}
-
-static int on_tick(int event, void *event_data, void *userdata)
-{
-    struct th_plugin *p = userdata;
-    int64_t now_ms = th_mono_ms();
-    (void)event;
-    (void)event_data;
-    /* TICK runs once per broker loop iteration (thousands per second under
-     * load), so the scans below run at most every 200 ms. */
-    if (now_ms < p->next_scan_ms) {
-        return MOSQ_ERR_SUCCESS;
-    }
-    p->next_scan_ms = now_ms + 200;
-    th_methods_tick(p, now_ms);
-    th_scan_expired_tokens(p, th_now_us() / 1000000);
-    return MOSQ_ERR_SUCCESS;
-}
-
 static bool opt_true(const char *v)
 {
     return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"));
 }
 
-static int load_registry_file(struct th_plugin *p, const char *path)
+static int load_registry_file(struct brk_plugin *p, const char *path)
 {
     size_t len = 0;
     char *text = th_file_read(path, TH_REGISTRY_FILE_MAX_BYTES, &len);
@@ -134,7 +76,8 @@ static int load_registry_file(struct th_plugin *p, const char *path)
     return MOSQ_ERR_SUCCESS;
 }
 
-TH_PLUGIN_API int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+BRK_PLUGIN_API int mosquitto_plugin_version(int supported_version_count,
+                                            const int *supported_versions)
 {
     for (int i = 0; i < supported_version_count; i++) {
         if (supported_versions[i] == 5) {
@@ -144,22 +87,15 @@ TH_PLUGIN_API int mosquitto_plugin_version(int supported_version_count, const in
     return -1;
 }
 
-static void plugin_free(struct th_plugin *p)
+static void plugin_free(struct brk_plugin *p)
 {
-    struct th_conn *c, *tmp;
     if (!p) {
         return;
     }
-    th_methods_free_all(p);
-    HASH_ITER(hh, p->conns, c, tmp)
-    {
-        HASH_DEL(p->conns, c);
-        free(c->client_id);
-        free(c->policy);
-        free(c);
-    }
+    brk_methods_free_all(p);
+    brk_conn_free_all(p);
     if (p->reg) {
-        th_idglue_free_all(p);
+        brk_idglue_free_all(p);
         th_registry_free(p->reg);
     }
     if (p->record_fd >= 0) {
@@ -169,10 +105,10 @@ static void plugin_free(struct th_plugin *p)
     free(p);
 }
 
-TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
-                          struct mosquitto_opt *opts, int opt_count)
+BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                                         struct mosquitto_opt *opts, int opt_count)
 {
-    struct th_plugin *p = calloc(1, sizeof *p);
+    struct brk_plugin *p = calloc(1, sizeof *p);
     const char *registry_path = NULL, *record_path = NULL, *report_path = NULL;
     bool restored = false;
     bool dev = true;
@@ -211,7 +147,7 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
                                  opts[i].key);
         }
     }
-    if (p->state_dir && (rc = th_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
+    if (p->state_dir && (rc = brk_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }
@@ -235,8 +171,8 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
         plugin_free(p);
         return MOSQ_ERR_NOMEM;
     }
-    th_persist_all(p);
-    if (record_path && (rc = th_record_open(p, record_path)) != MOSQ_ERR_SUCCESS) {
+    brk_persist_all(p);
+    if (record_path && (rc = brk_record_open(p, record_path)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }
@@ -246,12 +182,12 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
         MOSQ_FUNC_generic_callback cb;
         const char *data;
     } cbs[] = {
-        {MOSQ_EVT_BASIC_AUTH, th_on_basic_auth, NULL},
-        {MOSQ_EVT_ACL_CHECK, th_on_acl_check, NULL},
-        {MOSQ_EVT_MESSAGE, th_on_message, NULL},
-        {MOSQ_EVT_DISCONNECT, th_on_disconnect, NULL},
-        {MOSQ_EVT_TICK, on_tick, NULL},
-        {MOSQ_EVT_CONTROL, th_on_control, TH_CONTROL_TOPIC},
+        {MOSQ_EVT_BASIC_AUTH, brk_on_basic_auth, NULL},
+        {MOSQ_EVT_ACL_CHECK, brk_on_acl_check, NULL},
+        {MOSQ_EVT_MESSAGE, brk_on_message, NULL},
+        {MOSQ_EVT_DISCONNECT, brk_on_disconnect, NULL},
+        {MOSQ_EVT_TICK, brk_on_tick, NULL},
+        {MOSQ_EVT_CONTROL, brk_on_control, TH_CONTROL_TOPIC},
     };
     for (size_t i = 0; i < sizeof cbs / sizeof cbs[0]; i++) {
         rc = mosquitto_callback_register(identifier, cbs[i].event, cbs[i].cb, cbs[i].data, p);
@@ -268,18 +204,19 @@ TH_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
     return MOSQ_ERR_SUCCESS;
 }
 
-TH_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+BRK_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts,
+                                            int opt_count)
 {
-    struct th_plugin *p = userdata;
+    struct brk_plugin *p = userdata;
     (void)opts;
     (void)opt_count;
     if (p) {
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_BASIC_AUTH, th_on_basic_auth, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, th_on_acl_check, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_MESSAGE, th_on_message, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, th_on_disconnect, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
-        mosquitto_callback_unregister(p->pid, MOSQ_EVT_CONTROL, th_on_control, TH_CONTROL_TOPIC);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_BASIC_AUTH, brk_on_basic_auth, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, brk_on_acl_check, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_MESSAGE, brk_on_message, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, brk_on_disconnect, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, brk_on_tick, NULL);
+        mosquitto_callback_unregister(p->pid, MOSQ_EVT_CONTROL, brk_on_control, TH_CONTROL_TOPIC);
     }
     plugin_free(p);
     return MOSQ_ERR_SUCCESS;

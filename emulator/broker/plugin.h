@@ -1,12 +1,13 @@
 /*
  * plugin.h - private header of the twinhub mosquitto plugin: the plugin state
  * (one struct passed to every callback as userdata), per-connection and
- * per-identity glue, and the functions each file provides.
+ * per-identity glue, and the functions each file provides, a section per
+ * file. The control API's own interface is control.h.
  *
  * The broker thread owns everything here; no other thread touches it.
  */
-#ifndef TH_PLUGIN_H
-#define TH_PLUGIN_H
+#ifndef BRK_PLUGIN_H
+#define BRK_PLUGIN_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,9 +22,9 @@
 #include "registry.h"
 #include "th_result.h"
 
-enum th_conn_kind {
-    TH_CONN_DEVICE,  /* a device or module identity */
-    TH_CONN_SERVICE, /* a shared access policy (service principal) */
+enum brk_conn_kind {
+    BRK_CONN_DEVICE,  /* a device or module identity */
+    BRK_CONN_SERVICE, /* a shared access policy (service principal) */
 };
 
 /*
@@ -31,21 +32,22 @@ enum th_conn_kind {
  * Members ordered by size: 112 B, one per connected device (the scale
  * benchmark counts them, docs/performance.md).
  */
-struct th_conn {
+struct brk_conn {
     const struct mosquitto *client; /* hash key; never dereferenced after DISCONNECT */
     char *client_id;                /* malloc'd copy */
     struct th_identity *identity;   /* devices: borrowed; NULL once superseded or deleted */
     char *policy;                   /* service principals: malloc'd policy name; else NULL */
     int64_t token_expiry_s;
     UT_hash_handle hh;
-    enum th_conn_kind kind;
-    unsigned perms; /* service principals: TH_PERM_* */
-    bool kicked;    /* a kick was requested (token expiry, disconnect command) */
+    enum brk_conn_kind kind;
+    unsigned perms;   /* service principals: TH_PERM_* */
+    bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
+    bool kick_queued; /* ... and waits for the next tick (conn.c) */
 };
 
 /* Per-identity glue hung on th_identity.glue (owned by the plugin). */
-struct th_idglue {
-    struct th_conn *conn; /* the current connection, or NULL */
+struct brk_idglue {
+    struct brk_conn *conn; /* the current connection, or NULL */
     bool sub_twin_res, sub_desired, sub_methods, sub_c2d;
     uint8_t desired_qos, c2d_qos; /* QoS to publish at: min(granted, 1) */
     int64_t revoked_se;           /* tokens with se <= this are refused (expireToken fault) */
@@ -55,28 +57,29 @@ struct th_idglue {
 };
 
 /* A direct method call waiting for its device. */
-struct th_method_call {
-    uint64_t id;           /* also the $rid sent to the device */
-    char *caller_id;       /* service client id to answer */
-    cJSON *correlation;    /* echoed; owned */
+struct brk_method_call {
+    uint64_t id;        /* also the $rid sent to the device */
+    char *caller_id;    /* service client id to answer */
+    cJSON *correlation; /* echoed; owned */
     char *device_id;
-    char *module_id;       /* NULL for a device */
+    char *module_id; /* NULL for a device */
     char *method_name;
-    char *payload;         /* serialized JSON request payload */
+    char *payload; /* serialized JSON request payload */
     int response_timeout_s;
-    int64_t connect_deadline_ms; /* waiting for the device to connect */
-    int64_t response_deadline_ms;/* 0 until sent */
-    struct th_method_call *next;
+    int64_t connect_deadline_ms;  /* waiting for the device to connect */
+    int64_t response_deadline_ms; /* 0 until sent */
+    struct brk_method_call *next;
 };
 
-struct th_plugin {
+struct brk_plugin {
     mosquitto_plugin_id_t *pid;
     struct th_registry *reg;
-    struct th_conn *conns; /* uthash by client pointer */
-    struct th_method_call *calls;
+    struct brk_conn *conns; /* uthash by client pointer */
+    struct brk_method_call *calls;
     uint64_t next_call_id;
     uint64_t event_seq;
     unsigned service_conns; /* connected service principals */
+    unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
     int64_t token_skew_s;
@@ -85,46 +88,93 @@ struct th_plugin {
     int record_fd;   /* --record, or -1 */
 };
 
-/* plugin.c */
-void th_log(struct th_plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-struct th_conn *th_conn_find(struct th_plugin *p, const struct mosquitto *client);
-struct th_idglue *th_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
-void th_idglue_free_all(struct th_plugin *p);
-/* Publish a copy of payload to one client (no subscription needed). */
-int th_publish_to(const char *client_id, const char *topic, const void *payload, size_t len, int qos);
+/*
+ * What each file provides. Callbacks the broker calls are brk_on_*; the rest
+ * are called between the plugin's files only (brk_: the plugin's private
+ * prefix; th_ is the core's).
+ */
 
-/* auth.c */
-int th_on_basic_auth(int event, void *event_data, void *userdata);
-int th_on_disconnect(int event, void *event_data, void *userdata);
-void th_scan_expired_tokens(struct th_plugin *p, int64_t now_s);
+/* ==== plugin.c: entry points, options, callback registration, cleanup; logging ==== */
 
-/* acl.c */
-int th_on_acl_check(int event, void *event_data, void *userdata);
+/* mosquitto_log_printf with a "twinhub: " prefix; INFO and DEBUG only with verbose. */
+void brk_log(struct brk_plugin *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-/* device_msgs.c */
-int th_on_message(int event, void *event_data, void *userdata);
+/* ==== conn.c: connection records, online/offline, per-identity glue, kicks, TICK ==== */
+
+struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client);
+/* Register (or replace) the record of this client pointer; NULL on OOM. */
+struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
+                              enum brk_conn_kind kind);
+void brk_conn_free_all(struct brk_plugin *p);
+struct brk_idglue *brk_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
+void brk_idglue_free_all(struct brk_plugin *p);
+/* The device connection c now owns identity id (g: its glue); a take-over detaches the old one. */
+void brk_conn_device_online(struct brk_plugin *p, struct brk_conn *c, struct th_identity *id,
+                            struct brk_idglue *g, bool clean_session);
+/* MOSQ_EVT_DISCONNECT: the identity goes offline (its pending method calls fail); record freed. */
+int brk_on_disconnect(int event, void *event_data, void *userdata);
+/* MOSQ_EVT_TICK: queued kicks; every 200 ms method timeouts and token expiry. */
+int brk_on_tick(int event, void *event_data, void *userdata);
+/* Queue a kick of this connection; done on the next tick (brk_conn_do_kicks). */
+void brk_conn_kick(struct brk_plugin *p, struct brk_conn *c);
+/* Queue a kick of the identity's connection, if any. */
+void brk_conn_kick_identity(struct brk_plugin *p, struct th_identity *id);
+/* Before an identity is freed: detach its connection (kicked) and free its glue. */
+void brk_conn_forget_identity(struct brk_plugin *p, struct th_identity *id);
+/* Queue kicks of connections whose token expired (beyond the skew). */
+void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s);
+/* Perform the queued kicks. */
+void brk_conn_do_kicks(struct brk_plugin *p);
+
+/* ==== auth.c: CONNECT (MOSQ_EVT_BASIC_AUTH) ==== */
+
+int brk_on_basic_auth(int event, void *event_data, void *userdata);
+
+/* ==== acl.c: topic access and subscriptions (MOSQ_EVT_ACL_CHECK) ==== */
+
+int brk_on_acl_check(int event, void *event_data, void *userdata);
+
+/* ==== device_msgs.c: what devices publish (MOSQ_EVT_MESSAGE) and the twin answers ==== */
+
+int brk_on_message(int event, void *event_data, void *userdata);
+
+/* ==== deliver.c: outbound to devices (desired, C2D, method requests); the publish helper ==== */
+
+/* Publish a copy of payload to one client (NULL: to subscribers; no subscription needed). */
+int brk_publish_to(const char *client_id, const char *topic, const void *payload, size_t len,
+                   int qos);
 /* Deliver queued C2D messages to a connected, subscribed device. */
-void th_c2d_flush(struct th_plugin *p, struct th_identity *dev);
+void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev);
 /* Send a desired notification if the identity is connected and subscribed. Returns delivered. */
-bool th_desired_notify(struct th_plugin *p, struct th_identity *id, const cJSON *notification,
-                       int64_t version);
+bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
+                         int64_t version);
+/* Send the method request if its identity is connected and subscribed; starts the response
+ * timeout. Returns sent. */
+bool brk_deliver_method_request(struct brk_plugin *p, struct brk_method_call *m, int64_t now_ms);
 
-/* control.c */
-int th_on_control(int event, void *event_data, void *userdata);
-void th_methods_tick(struct th_plugin *p, int64_t now_ms);
-/* The identity went offline: fail or keep its pending calls. */
-void th_methods_identity_offline(struct th_plugin *p, struct th_identity *id);
+/* ==== control.c: the control API (MOSQ_EVT_CONTROL); the rest of it is control.h ==== */
+
+int brk_on_control(int event, void *event_data, void *userdata);
+
+/* ==== control_methods.c: pending direct-method calls ==== */
+
+/* Send what can be sent, fail what waited too long. */
+void brk_methods_tick(struct brk_plugin *p, int64_t now_ms);
+/* The identity went offline: fail its sent calls. */
+void brk_methods_identity_offline(struct brk_plugin *p, struct th_identity *id);
 /* Device answered $iothub/methods/res/{status}/?$rid= (t: the parsed topic). */
 struct th_topic;
-void th_methods_on_response(struct th_plugin *p, struct th_identity *id, const struct th_topic *t,
-                            const void *payload, size_t len);
-void th_methods_free_all(struct th_plugin *p);
+void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
+                             const void *payload, size_t len);
+void brk_methods_free_all(struct brk_plugin *p);
 
-/* persist.c */
+/* ==== persist.c: the state directory and the recording ==== */
+
 /* Save one device (modules included) after a change; no-op without a state dir. */
-void th_persist_device(struct th_plugin *p, struct th_identity *dev);
-void th_persist_forget(struct th_plugin *p, const char *device_id);
-void th_persist_all(struct th_plugin *p);
+void brk_persist_device(struct brk_plugin *p, struct th_identity *dev);
+void brk_persist_forget(struct brk_plugin *p, const char *device_id);
+void brk_persist_all(struct brk_plugin *p);
 /*
  * Restore policies and devices from the state dir; *out_found when any state
  * existed. A file that cannot be loaded is set aside (persist.c) and the
@@ -132,20 +182,21 @@ void th_persist_all(struct th_plugin *p);
  * written there as JSON for `serve`. Fails only when the directory cannot be
  * read or memory runs out.
  */
-int th_persist_load(struct th_plugin *p, const char *report_path, bool *out_found);
-int th_record_open(struct th_plugin *p, const char *path);
-void th_record_write(struct th_plugin *p, const char *line, size_t len);
+int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_found);
+int brk_record_open(struct brk_plugin *p, const char *path);
+void brk_record_write(struct brk_plugin *p, const char *line, size_t len);
 
-/* events.c */
+/* ==== events.c: the event stream; the hub's error body ==== */
+
 /*
  * Emit one event record {seq,time,kind,deviceId,moduleId,data} (core/journal.h,
  * which also builds each kind's `data`): appended to the recording and
  * published on $twinhub/events/{kind}/{d}[/{m}]. Takes ownership of `data`
  * (NULL is {}). device_id may be NULL (refusals of unknown clients).
  */
-void th_event_emit(struct th_plugin *p, enum th_journal_kind kind, const char *device_id,
-                   const char *module_id, cJSON *data);
+void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
+                    const char *module_id, cJSON *data);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
-char *th_error_body(struct th_plugin *p, const struct th_error *err);
+char *brk_error_body(struct brk_plugin *p, const struct th_error *err);
 
 #endif

@@ -30,7 +30,8 @@
  *   @X             a second connection takes the slot's session over
  *   @A<policy>     the service principal reconnects with another policy
  *   @K[seconds]    TICK, then time advanced by that many seconds for
- *                  method timeouts and token expiry
+ *                  method timeouts and token expiry (and the kicks queued
+ *                  for the tick performed)
  *
  * Contracts checked (FUZZ_CHECK), besides crashes, ASan/UBSan and leaks:
  * every message on the response topic is JSON {"responses": [...]} whose
@@ -44,7 +45,7 @@
  * publishes on is a valid MQTT topic name (UTF-8 as libmosquitto checks it,
  * no wildcards), never retained, at QoS 0 or 1; a twin request gets exactly
  * one answer with the right shape; the plugin's connection bookkeeping
- * agrees with the stand-in's; after a long enough TICK no method call is
+ * agrees with the stand-in's (queued kicks included); after a long enough TICK no method call is
  * pending; and the registry still exports a document that loads again.
  */
 #define _GNU_SOURCE /* memmem */
@@ -70,7 +71,7 @@
 static char pid_storage;
 static mosquitto_plugin_id_t *const PID = (mosquitto_plugin_id_t *)&pid_storage;
 
-static struct th_plugin *P;
+static struct brk_plugin *P;
 static struct mosquitto *svc;
 static char svc_policy[64];
 /* Slots 1..3: the device connection each '@' chunk acts as, and the identity it is. */
@@ -511,23 +512,23 @@ static void check_publishes(const struct expect *x, unsigned *twin_answers)
 static size_t count_calls(void)
 {
     size_t n = 0;
-    for (const struct th_method_call *m = P->calls; m; m = m->next)
+    for (const struct brk_method_call *m = P->calls; m; m = m->next)
         n++;
     return n;
 }
 
 static void check_glue(struct th_identity *id)
 {
-    struct th_idglue *g = id->glue;
+    struct brk_idglue *g = id->glue;
     if (!g || !g->conn)
         return;
-    struct th_conn *c = NULL;
-    struct th_conn *x, *tmp;
+    struct brk_conn *c = NULL;
+    struct brk_conn *x, *tmp;
     HASH_ITER(hh, P->conns, x, tmp)
     if (x == g->conn)
         c = x;
     FUZZ_CHECK(c != NULL); /* not a freed connection */
-    FUZZ_CHECK(c->kind == TH_CONN_DEVICE && c->identity == id);
+    FUZZ_CHECK(c->kind == BRK_CONN_DEVICE && c->identity == id);
     struct mosquitto *mc = (struct mosquitto *)c->client;
     FUZZ_CHECK(mc->connected); /* the plugin thinks a closed connection is online */
     FUZZ_CHECK(id->connected);
@@ -535,16 +536,19 @@ static void check_glue(struct th_identity *id)
 
 static void check_state(void)
 {
-    unsigned services = 0;
-    struct th_conn *c, *tmp;
+    unsigned services = 0, kicks = 0;
+    struct brk_conn *c, *tmp;
     HASH_ITER(hh, P->conns, c, tmp)
     {
         const struct mosquitto *mc = c->client;
         FUZZ_CHECK(mc->connected); /* DISCONNECT removes the record */
         FUZZ_CHECK(!strcmp(c->client_id, mc->id));
-        services += c->kind == TH_CONN_SERVICE;
+        FUZZ_CHECK(c->kicked || !c->kick_queued);
+        services += c->kind == BRK_CONN_SERVICE;
+        kicks += c->kick_queued;
     }
     FUZZ_CHECK(services == P->service_conns);
+    FUZZ_CHECK(kicks == P->kicks_queued); /* queued kicks wait for the tick (conn.c) */
     for (struct th_identity *d = th_registry_next_device(P->reg, NULL); d;
          d = th_registry_next_device(P->reg, d)) {
         check_glue(d);
@@ -741,8 +745,9 @@ static void op(const char *s, size_t len)
         if (secs > 0) {
             if (secs > 100000)
                 secs = 100000;
-            th_methods_tick(P, th_mono_ms() + secs * 1000);
-            th_scan_expired_tokens(P, th_now_us() / 1000000 + secs);
+            brk_methods_tick(P, th_mono_ms() + secs * 1000);
+            brk_conn_scan_expired(P, th_now_us() / 1000000 + secs);
+            brk_conn_do_kicks(P); /* the kicks the scan queued, as the next TICK would */
         }
         break;
     }
@@ -787,8 +792,8 @@ static void teardown(void)
 {
     /* Long enough for every method call: sent ones time out, unsent ones give up. */
     int64_t far = th_mono_ms() + 1000LL * 1000 * 1000;
-    th_methods_tick(P, far);
-    th_methods_tick(P, far + 1000LL * 1000 * 1000);
+    brk_methods_tick(P, far);
+    brk_methods_tick(P, far + 1000LL * 1000 * 1000);
     FUZZ_CHECK(P->calls == NULL);
     check_publishes(NULL, &(unsigned){0});
 
@@ -806,7 +811,7 @@ static void teardown(void)
 
     for (size_t i = 0; i < nclients; i++)
         stub_disconnect(clients[i]);
-    FUZZ_CHECK(P->conns == NULL && P->service_conns == 0);
+    FUZZ_CHECK(P->conns == NULL && P->service_conns == 0 && P->kicks_queued == 0);
     check_publishes(NULL, &(unsigned){0});
     FUZZ_CHECK(mosquitto_plugin_cleanup(P, NULL, 0) == MOSQ_ERR_SUCCESS);
     FUZZ_CHECK(stub_callback_count() == 0);

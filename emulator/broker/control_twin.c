@@ -1,0 +1,79 @@
+/*
+ * control_twin.c - the control API's twin commands: getTwin, updateTwin,
+ * replaceTwin (iothub-protocol.md section 10.2). The write itself is core's
+ * th_twin_service_write; here the result is persisted, the desired
+ * notification delivered (deliver.c) and the event emitted.
+ */
+#include "control.h"
+#include "json.h"
+#include "twin.h"
+#include "util.h"
+
+void brk_cmd_get_twin(struct brk_cmd_ctx *x)
+{
+    struct th_identity *id;
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect")) {
+        return;
+    }
+    if (!(id = brk_ctl_identity_or_reply(x, true))) {
+        return;
+    }
+    brk_ctl_reply_data(x, th_identity_twin_json(id));
+}
+
+/*
+ * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
+ * notification body) is core's th_twin_service_write; here it is persisted,
+ * the notification sent to the device, the event emitted and the twin
+ * returned.
+ */
+static void write_twin(struct brk_cmd_ctx *x, bool replace)
+{
+    struct th_error err = {0};
+    struct th_identity *id;
+    struct th_twin_write_result res;
+    const char *etag;
+    const cJSON *patch;
+
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+        return;
+    }
+    if (!(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "etag", &etag)) {
+        return;
+    }
+    patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
+    if (!cJSON_IsObject(patch)) {
+        th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                     "'%s' needs an object 'patch' like {\"properties\":{\"desired\":{...}}}",
+                     x->name);
+        brk_ctl_reply_err(x, &err);
+        return;
+    }
+    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
+    if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
+        brk_ctl_reply_err(x, &err);
+        return;
+    }
+    brk_persist_device(x->p, id);
+    if (res.notification) {
+        bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
+        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
+                       th_journal_data_desired(res.desired, res.desired_version, delivered));
+        res.desired = NULL;
+        brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
+                id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
+                replace ? "replace" : "patch", (long long)res.desired_version, delivered);
+    }
+    th_twin_write_result_free(&res);
+    brk_ctl_reply_data(x, th_identity_twin_json(id));
+}
+
+void brk_cmd_update_twin(struct brk_cmd_ctx *x)
+{
+    write_twin(x, false);
+}
+
+void brk_cmd_replace_twin(struct brk_cmd_ctx *x)
+{
+    write_twin(x, true);
+}
