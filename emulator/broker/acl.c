@@ -117,7 +117,9 @@ int brk_on_acl_check(int event, void *event_data, void *userdata)
     struct brk_plugin *p = userdata;
     struct brk_conn *c = brk_conn_find(p, ed->client);
     (void)event;
-    if (!c) {
+    /* A connection whose kick waits for the tick (conn.c) may do nothing more: a disabled,
+     * re-keyed or expired identity is refused from the moment the hub decided so. */
+    if (!c || c->kicked) {
         return MOSQ_ERR_ACL_DENIED;
     }
     if (c->kind == BRK_CONN_SERVICE) {

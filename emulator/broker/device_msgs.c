@@ -222,8 +222,8 @@ int brk_on_message(int event, void *event_data, void *userdata)
     struct th_topic t;
     (void)event;
 
-    if (!c || c->kind != BRK_CONN_DEVICE || !c->identity) {
-        return MOSQ_ERR_ACL_DENIED;
+    if (!c || c->kicked || c->kind != BRK_CONN_DEVICE || !c->identity) {
+        return MOSQ_ERR_ACL_DENIED; /* kicked: refused until the tick closes it (acl.c) */
     }
     th_identity_touch(c->identity, th_now_us());
     if (ed->qos > 1) {
