@@ -321,7 +321,7 @@ th_result th_auth_service(const struct th_registry *reg, const struct th_auth_se
     if (out)
         memset(out, 0, sizeof *out);
     if (reg == NULL || rq == NULL || out == NULL)
-        return th_error_set(err, TH_ERR_INVAL, 500001, "no registry or request to decide on");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_SERVER_ERROR, "no registry or request to decide on");
     const char *what = rq->operation ? rq->operation : "this request";
     size_t len = rq->token ? strlen(rq->token) : 0;
     if (len == 0)

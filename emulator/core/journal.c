@@ -329,7 +329,7 @@ cJSON *th_journal_data_reported_refused(cJSON *patch, const struct th_error *err
     bool ok = (patch == NULL || add_item(o, "patch", patch)) &&
               add_str(o, "error", err ? err->message : "") &&
               add_int(o, "status", err ? err->status : 500) &&
-              add_int(o, "errorCode", err ? err->code : 500001);
+              add_int(o, "errorCode", err ? err->code : TH_EC_SERVER_ERROR);
     return built(o, ok);
 }
 
