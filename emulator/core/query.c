@@ -303,8 +303,8 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     if (pos >= p->len)
-        return th_error_set(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "query: %s at column %zu (end of query)", what, p->len + 1);
+        return th_error_set_at(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, p->len + 1,
+                               "query: %s at column %zu (end of query)", what, p->len + 1);
     size_t n = 0;
     while (pos + n < p->len && n < NEAR_BYTES && p->text[pos + n] != '\n' &&
            p->text[pos + n] != '\r' && p->text[pos + n] != '\0')
@@ -313,7 +313,8 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
         while (n > 0 && is_utf8_cont(p->text[pos + n]))
             n--;
     }
-    return th_error_set(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: %s at column %zu near '%.*s'",
+    return th_error_set_at(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, pos + 1,
+                           "query: %s at column %zu near '%.*s'",
                         what, pos + 1, (int)n, p->text + pos);
 }
 

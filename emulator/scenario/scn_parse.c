@@ -388,10 +388,8 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
     cJSON *out = NULL;
     if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK)
         return out;
-    const char *at = strstr(e.message, "byte ");
-    size_t byte;
-    if (at && sscanf(at + 5, "%zu", &byte) == 1 && byte <= len) {
-        size_t line = 1, col = 1;
+    if (e.position > 0 && e.position - 1 <= len) {
+        size_t byte = e.position - 1, line = 1, col = 1;
         for (size_t i = 0; i < byte; i++) {
             if (text[i] == '\n') {
                 line++;
