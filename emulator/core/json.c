@@ -192,9 +192,9 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
     while (start < len && (unsigned char)buf[start] <= 0x20) {
         if (!is_json_ws((unsigned char)buf[start]))
             return th_error_set_at(err, TH_ERR_FORMAT, 0, start + 1,
-                                "JSON body has control character 0x%02x at byte %zu; only "
-                                "spaces, tabs and line breaks may surround the document",
-                                (unsigned char)buf[start], start);
+                                   "JSON body has control character 0x%02x at byte %zu; only "
+                                   "spaces, tabs and line breaks may surround the document",
+                                   (unsigned char)buf[start], start);
         start++;
     }
     if (start == len)
@@ -215,17 +215,17 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
     if (root == NULL) {
         size_t at = (end != NULL && end >= buf && end <= buf + len) ? (size_t)(end - buf) : 0;
         return th_error_set_at(err, TH_ERR_FORMAT, 0, at + 1,
-                            "JSON body is not valid JSON (error near byte %zu); send one "
-                            "well-formed JSON document",
-                            at);
+                               "JSON body is not valid JSON (error near byte %zu); send one "
+                               "well-formed JSON document",
+                               at);
     }
     for (const char *p = end; p < buf + len; p++) {
         if (!is_json_ws((unsigned char)*p)) {
             cJSON_Delete(root);
             return th_error_set_at(err, TH_ERR_FORMAT, 0, (size_t)(p - buf) + 1,
-                                "JSON body has extra data at byte %zu after the document; send "
-                                "exactly one JSON document",
-                                (size_t)(p - buf));
+                                   "JSON body has extra data at byte %zu after the document; send "
+                                   "exactly one JSON document",
+                                   (size_t)(p - buf));
         }
     }
     struct walk w = {.p = buf + start, .end = end, .ok = true};

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_PARSE_NESTING 64  /* parentheses, NOT/sign chains and arrays inside each other */
-#define MAX_TREE_DEPTH 1000   /* bounds evaluation recursion for long operator chains */
+#define MAX_PARSE_NESTING 64 /* parentheses, NOT/sign chains and arrays inside each other */
+#define MAX_TREE_DEPTH 1000  /* bounds evaluation recursion for long operator chains */
 #define MAX_CALL_ARGS 32
 #define NEAR_BYTES 24 /* how much of the text an error message quotes */
 
@@ -314,8 +314,8 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
             n--;
     }
     return th_error_set_at(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, pos + 1,
-                           "query: %s at column %zu near '%.*s'",
-                        what, pos + 1, (int)n, p->text + pos);
+                           "query: %s at column %zu near '%.*s'", what, pos + 1, (int)n,
+                           p->text + pos);
 }
 
 static th_result oom(struct th_error *err)
@@ -2437,8 +2437,8 @@ th_result th_query_run(const struct th_query *q, cJSON *const *docs, size_t n, c
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: nothing to run");
     for (size_t k = 0; k < n; k++) {
         if (!docs[k])
-            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: document %zu is missing",
-                                k);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "query: document %zu is missing", k);
     }
     cJSON *items = cJSON_CreateArray();
     if (!items)

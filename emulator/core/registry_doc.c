@@ -816,8 +816,8 @@ th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr
                             "policies: must be an array of {\"keyName\",\"primaryKey\","
                             "\"secondaryKey\",\"rights\"}");
     if (cJSON_GetArraySize(arr) > TH_MAX_POLICIES)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "policies: at most %d are allowed",
-                            TH_MAX_POLICIES);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "policies: at most %d are allowed", TH_MAX_POLICIES);
     if ((r = stage_policies(NULL, arr, staged, &count, err)) != TH_OK)
         return r;
     memcpy(reg->policies, staged, count * sizeof staged[0]);

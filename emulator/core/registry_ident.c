@@ -293,8 +293,8 @@ static th_result check_parent(const struct th_registry *reg, const char *self_id
                             "copy it from the parent's identity (GET /devices/{parentId})",
                             field, scope);
     if (strcmp(parent->device_id, self_id) == 0)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: device '%s' cannot be its own parent",
-                            field, self_id);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s: device '%s' cannot be its own parent", field, self_id);
     return TH_OK;
 }
 

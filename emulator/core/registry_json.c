@@ -222,7 +222,8 @@ static th_result req_string(const cJSON *obj, const char *key, const char *path,
     if (!item || cJSON_IsNull(item))
         return TH_OK;
     if (!cJSON_IsString(item) || !item->valuestring)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s%s must be a string or null", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s%s must be a string or null", path, key);
     *out = item->valuestring;
     return TH_OK;
 }
@@ -236,7 +237,8 @@ static th_result req_object(const cJSON *obj, const char *key, const char *path,
     if (!item || cJSON_IsNull(item))
         return TH_OK;
     if (!cJSON_IsObject(item))
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s%s must be an object or null", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s%s must be an object or null", path, key);
     *out = item;
     return TH_OK;
 }
@@ -303,7 +305,8 @@ static th_result req_device_fields(const cJSON *body, struct th_ident_req *out,
                             "parent",
                             cJSON_GetArraySize(parents));
     if (parents->child && !cJSON_IsString(parents->child))
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "parentScopes[0] must be a string");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "parentScopes[0] must be a string");
     out->parent_scope = parents->child ? parents->child->valuestring : NULL;
     return TH_OK;
 }
@@ -315,7 +318,8 @@ th_result th_ident_req_from_json(const cJSON *body, bool is_module, struct th_id
     th_result r;
     th_ident_req_init(out);
     if (!cJSON_IsObject(body))
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "the identity must be a JSON object");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "the identity must be a JSON object");
     if ((r = req_auth(body, out, err)) != TH_OK ||
         (r = req_string(body, "status", "", NULL, &status, err)) != TH_OK ||
         (r = req_string(body, "statusReason", "", NULL, &out->status_reason, err)) != TH_OK)

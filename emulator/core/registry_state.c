@@ -112,8 +112,9 @@ static th_result state_int(const cJSON *obj, const char *key, const char *path, 
     }
     double d = cJSON_IsNumber(item) ? item->valuedouble : -1.0;
     if (!cJSON_IsNumber(item) || d != d || d < min || d > STATE_MAX_INT || d != (double)(int64_t)d)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.%s: %s an integer from %.0f to 2^53",
-                            path, key, item ? "must be" : "missing; it must be", min);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.%s: %s an integer from %.0f to 2^53", path, key,
+                            item ? "must be" : "missing; it must be", min);
     *out = (int64_t)d;
     return TH_OK;
 }
@@ -123,7 +124,8 @@ static th_result state_str(const cJSON *obj, const char *key, const char *path, 
 {
     th_result r = reg_opt_string(obj, key, path, out, err);
     if (r == TH_OK && required && !*out)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.%s: required string missing", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.%s: required string missing", path, key);
     return r;
 }
 
@@ -165,7 +167,8 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
         int64_t enqueued;
         snprintf(sub, sizeof sub, "%s.c2d[%zu]", path, i++);
         if (!cJSON_IsObject(item))
-            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object", sub);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object",
+                                sub);
         if ((r = state_str(item, "messageId", sub, true, &mid, err)) != TH_OK ||
             (r = state_str(item, "bag", sub, true, &bag, err)) != TH_OK ||
             (r = state_str(item, "body", sub, true, &body, err)) != TH_OK ||
@@ -181,7 +184,8 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
             return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", sub);
         if (th_b64_decode(body, blen, raw, blen / 4 * 3 + 3, &len) != TH_OK) {
             free(raw);
-            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.body: must be base64", sub);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "%s.body: must be base64", sub);
         }
         /* th_identity_c2d_push copies and enforces the size limit and queue depth. */
         r = th_identity_c2d_push(dev, mid, bag, raw, len, enqueued, err);
@@ -213,8 +217,8 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     if ((r = state_str(st, "authType", path, false, &type, err)) != TH_OK)
         return r;
     if (type && strcmp(type, "sas") != 0 && strcmp(type, "none") != 0)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.authType: \"sas\" or \"none\", not '%s'",
-                            path, type);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.authType: \"sas\" or \"none\", not '%s'", path, type);
     bool none = type && strcmp(type, "none") == 0;
     if ((r = state_str(st, "primaryKey", path, !none, &pk, err)) != TH_OK ||
         (r = state_str(st, "secondaryKey", path, !none, &sk, err)) != TH_OK ||
@@ -240,8 +244,8 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     const cJSON *edge = cJSON_GetObjectItemCaseSensitive(st, "iotEdge");
     if (!module_id) {
         if (edge && !cJSON_IsBool(edge) && !cJSON_IsNull(edge))
-            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.iotEdge: must be true or false",
-                                path);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "%s.iotEdge: must be true or false", path);
         if ((r = state_str(st, "deviceScope", path, false, &scope, err)) != TH_OK ||
             (r = state_str(st, "parentScope", path, false, &parent, err)) != TH_OK)
             return r;
@@ -262,7 +266,8 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
                             "%s.generationId: '%s' must be 1 to 20 decimal digits", path, gen);
     const cJSON *enabled = cJSON_GetObjectItemCaseSensitive(st, "enabled");
     if (!cJSON_IsBool(enabled))
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s.enabled: must be true or false", path);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.enabled: must be true or false", path);
     if (module_id && !cJSON_IsTrue(enabled))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.enabled: modules are always enabled, use true", path);
@@ -350,7 +355,8 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
             break;
         snprintf(sub, sizeof sub, "device.modules[%zu]", i++);
         if (!cJSON_IsObject(msrc)) {
-            r = th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object", sub);
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object",
+                             sub);
             break;
         }
         if ((r = reg_check_id_field(msrc, "moduleId", sub, &mid, err)) != TH_OK ||
@@ -362,8 +368,8 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
             break;
         }
         if (reg_find_module(dev, mid, strlen(mid), NULL)) {
-            r = th_error_set(err, TH_ERR_INVAL, TH_EC_DEVICE_DEFINED_MULTIPLE_TIMES, "%s.moduleId: '%s' appears twice", sub,
-                             mid);
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_DEVICE_DEFINED_MULTIPLE_TIMES,
+                             "%s.moduleId: '%s' appears twice", sub, mid);
             break;
         }
         if ((r = restore_identity(msrc, did, mid, sub, &max_gen, &mod, err)) != TH_OK)

@@ -58,7 +58,8 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
         return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "password is not a SAS token: it must start with '%s'", TH_SAS_PREFIX);
     if (memchr(token, '\0', len) != NULL)
-        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "SAS token contains a NUL byte");
+        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token contains a NUL byte");
 
     const char *p = token + plen;
     const char *end = token + len;
@@ -103,8 +104,8 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const struct th_slice *s = (const struct th_slice *)((const char *)out + required[i].off);
         if (s->ptr == NULL)
-            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "SAS token has no '%s' field",
-                                required[i].name);
+            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                                "SAS token has no '%s' field", required[i].name);
         if (s->len == 0)
             return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                                 "SAS token field '%s' is empty", required[i].name);
@@ -169,7 +170,8 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
                         int64_t skew_s, struct th_error *err)
 {
     if (tok == NULL || tok->sr.ptr == NULL || tok->sig.ptr == NULL || tok->se.ptr == NULL)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "SAS token was not parsed");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token was not parsed");
 
     uint8_t want[TH_SHA256_LEN];
     th_result r = sas_hmac(key_b64, tok->sr.ptr, tok->sr.len, tok->se.ptr, tok->se.len, want);
@@ -248,7 +250,8 @@ th_result th_sas_resource(const struct th_sas_token *tok, struct th_sas_resource
 {
     memset(out, 0, sizeof(*out));
     if (tok == NULL || tok->sr.ptr == NULL)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS, "SAS token was not parsed");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token was not parsed");
 
     char buf[TH_SAS_MAX_SR + 1];
     size_t len = 0;

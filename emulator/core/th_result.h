@@ -44,8 +44,8 @@ const char *th_result_str(th_result r);
  */
 struct th_error {
     th_result result;
-    int status;       /* e.g. 400 */
-    int code;         /* e.g. 400004 */
+    int status; /* e.g. 400 */
+    int code;   /* e.g. 400004 */
     /*
      * Where in the parsed text the error is, as a 1-based byte offset: a
      * query's "column N", a JSON document's byte + 1. 0 = no position. Read
@@ -56,8 +56,9 @@ struct th_error {
 };
 
 /*
- * Record an error (no position). `code` 0 picks the default code for `r` (see th_result_default_code).
- * Returns `r` so callers can `return th_error_set(err, ...)`. `err` may be NULL.
+ * Record an error (no position). `code` 0 picks the default code for `r` (see
+ * th_result_default_code). Returns `r` so callers can `return th_error_set(err, ...)`. `err` may be
+ * NULL.
  */
 th_result th_error_set(struct th_error *err, th_result r, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

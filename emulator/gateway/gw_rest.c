@@ -464,7 +464,8 @@ static void h_list_devices(struct gw_conn *c)
         char *end;
         long v = strtol(top, &end, 10);
         if (!top[0] || *end || v < 1) {
-            gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "top must be a whole number from 1 to 1000");
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
+                          "top must be a whole number from 1 to 1000");
             return;
         }
         c->arg = v > 1000 ? 1000 : v;
@@ -678,8 +679,8 @@ static void h_c2d(struct gw_conn *c)
     struct gw_buf *b = &c->req.body;
     size_t n = gw_buf_size(b);
     if (n > TH_C2D_MAX_BYTES) {
-        gw_rest_error(c, 413, TH_EC_MESSAGE_TOO_LARGE, "message of %zu bytes exceeds the %d byte limit", n,
-                      TH_C2D_MAX_BYTES);
+        gw_rest_error(c, 413, TH_EC_MESSAGE_TOO_LARGE,
+                      "message of %zu bytes exceeds the %d byte limit", n, TH_C2D_MAX_BYTES);
         return;
     }
     char *b64 = malloc(4 * ((n + 2) / 3) + 1);

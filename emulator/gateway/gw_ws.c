@@ -176,7 +176,8 @@ void gw_ws_upgrade(struct gw_conn *c)
     if (!connect_broker(b)) {
         c->bridge = NULL;
         free(b);
-        gw_rest_error(c, 503, TH_EC_SERVICE_UNAVAILABLE, "the broker's MQTT listener cannot be reached");
+        gw_rest_error(c, 503, TH_EC_SERVICE_UNAVAILABLE,
+                      "the broker's MQTT listener cannot be reached");
         return;
     }
 

@@ -1285,8 +1285,8 @@ cJSON *th_scenario_identities(const struct th_scenario *s)
         const char *did = th_json_string(d, "deviceId", NULL);
         ok = ok && add_identity(arr, did, NULL);
         const cJSON *m;
-        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "modules"))
-            ok = ok && add_identity(arr, did, th_json_string(m, "moduleId", NULL));
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "modules")) ok =
+            ok && add_identity(arr, did, th_json_string(m, "moduleId", NULL));
     }
     ok = ok && add_identity(arr, s->agent_device, s->agent_module);
     for (size_t i = 0; ok && i < s->nsteps; i++) {
