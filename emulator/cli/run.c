@@ -350,12 +350,20 @@ static bool seed_identities(struct run *r)
     if (!ids)
         return false;
     cJSON *dev = cJSON_CreateObject();
-    cJSON_AddStringToObject(dev, "deviceId", TH_DEV_DEVICE_ID);
-    cJSON_AddItemToArray(ids, dev);
+    if (!dev || !cJSON_AddStringToObject(dev, "deviceId", TH_DEV_DEVICE_ID) ||
+        !cJSON_AddItemToArray(ids, dev)) {
+        cJSON_Delete(dev);
+        cJSON_Delete(ids);
+        return false;
+    }
     cJSON *mod = cJSON_CreateObject();
-    cJSON_AddStringToObject(mod, "deviceId", TH_DEV_DEVICE_ID);
-    cJSON_AddStringToObject(mod, "moduleId", TH_DEV_MODULE_ID);
-    cJSON_AddItemToArray(ids, mod);
+    if (!mod || !cJSON_AddStringToObject(mod, "deviceId", TH_DEV_DEVICE_ID) ||
+        !cJSON_AddStringToObject(mod, "moduleId", TH_DEV_MODULE_ID) ||
+        !cJSON_AddItemToArray(ids, mod)) {
+        cJSON_Delete(mod);
+        cJSON_Delete(ids);
+        return false;
+    }
     size_t n = (size_t)cJSON_GetArraySize(ids);
     cJSON **cmds = calloc(2 * n, sizeof *cmds);
     char(*corrs)[TH_CTL_CORR_MAX] = calloc(2 * n, sizeof *corrs);
@@ -529,6 +537,8 @@ static bool scenario_mark(struct run *r, const char *action)
 static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
 {
     cJSON *items = cJSON_CreateArray();
+    if (!items)
+        return NULL;
     const cJSON *entry = first_entry;
     cJSON *owned = NULL;
     for (int page = 0; page < 1000; page++) {
@@ -542,7 +552,15 @@ static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
         const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
         const cJSON *it;
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(data, "items"))
-            cJSON_AddItemToArray(items, cJSON_Duplicate(it, 1));
+        {
+            cJSON *copy = cJSON_Duplicate(it, 1);
+            if (!copy || !cJSON_AddItemToArray(items, copy)) {
+                cJSON_Delete(copy);
+                cJSON_Delete(items);
+                cJSON_Delete(owned);
+                return NULL; /* out of memory: no outcome */
+            }
+        }
         const char *cont = th_json_string(data, "continuation", NULL);
         if (!cont)
             break;
@@ -554,8 +572,12 @@ static cJSON *run_query(struct run *r, const cJSON *first_entry, const char *q)
     }
     cJSON_Delete(owned);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(items));
-    cJSON_AddItemToObject(o, "items", items);
+    if (!o || !cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(items)) ||
+        !cJSON_AddItemToObject(o, "items", items)) {
+        cJSON_Delete(o);
+        cJSON_Delete(items);
+        return NULL;
+    }
     return o;
 }
 

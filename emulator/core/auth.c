@@ -65,9 +65,10 @@ th_result th_auth_verify_keys(const struct th_sas_token *tok, const char *primar
      * empty key, so it must never pass as a signature. */
     if ((primary_key == NULL || primary_key[0] == '\0') &&
         (secondary_key == NULL || secondary_key[0] == '\0'))
-        return th_error_set(err, TH_ERR_AUTH, TH_AUTH_ERR_CODE,
-                            "the identity has no keys (authentication type 'none'), so no SAS "
-                            "token can sign for it; give it keys (authentication type 'sas') first");
+        return th_error_set(
+            err, TH_ERR_AUTH, TH_AUTH_ERR_CODE,
+            "the identity has no keys (authentication type 'none'), so no SAS "
+            "token can sign for it; give it keys (authentication type 'sas') first");
     th_result r = th_sas_verify(tok, primary_key != NULL ? primary_key : "", now_s, skew_s, err);
     if (r == TH_ERR_AUTH && secondary_key != NULL && secondary_key[0] != '\0')
         r = th_sas_verify(tok, secondary_key, now_s, skew_s, err);
@@ -321,7 +322,8 @@ th_result th_auth_service(const struct th_registry *reg, const struct th_auth_se
     if (out)
         memset(out, 0, sizeof *out);
     if (reg == NULL || rq == NULL || out == NULL)
-        return th_error_set(err, TH_ERR_INVAL, 500001, "no registry or request to decide on");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_SERVER_ERROR,
+                            "no registry or request to decide on");
     const char *what = rq->operation ? rq->operation : "this request";
     size_t len = rq->token ? strlen(rq->token) : 0;
     if (len == 0)

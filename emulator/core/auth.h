@@ -42,7 +42,7 @@
 #include "topic.h"
 
 /* errorCode of every refusal here (IotHubUnauthorizedAccess). */
-#define TH_AUTH_ERR_CODE 401002
+#define TH_AUTH_ERR_CODE TH_EC_IOTHUB_UNAUTHORIZED_ACCESS
 
 /*
  * Seconds a token may be past its `se` and still be accepted, for CONNECT,

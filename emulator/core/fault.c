@@ -22,8 +22,8 @@ static const struct {
     int status;
     int code;
 } codes[] = {
-    {429, 429001}, /* ThrottlingException */
-    {503, 503001}, /* ServiceUnavailable */
+    {429, TH_EC_THROTTLING_EXCEPTION},
+    {503, TH_EC_SERVICE_UNAVAILABLE},
 };
 
 th_result th_fault_op_parse(const char *name, enum th_fault_op *out, struct th_error *err)
@@ -34,7 +34,7 @@ th_result th_fault_op_parse(const char *name, enum th_fault_op *out, struct th_e
             return TH_OK;
         }
     }
-    return th_error_set(err, TH_ERR_INVAL, 400004,
+    return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                         "'operation' must be \"twinGet\" or \"twinPatch\"");
 }
 

@@ -329,7 +329,7 @@ cJSON *th_journal_data_reported_refused(cJSON *patch, const struct th_error *err
     bool ok = (patch == NULL || add_item(o, "patch", patch)) &&
               add_str(o, "error", err ? err->message : "") &&
               add_int(o, "status", err ? err->status : 500) &&
-              add_int(o, "errorCode", err ? err->code : 500001);
+              add_int(o, "errorCode", err ? err->code : TH_EC_SERVER_ERROR);
     return built(o, ok);
 }
 
@@ -416,14 +416,14 @@ static bool digits(const char *p, int n, int *out)
     return true;
 }
 
-bool th_journal_time_parse(const char *text, int64_t *out_us)
+th_result th_journal_time_parse(const char *text, int64_t *out_us)
 {
     int y, mo, d, h, mi, s;
     if (!text || strlen(text) < 20 || !digits(text, 4, &y) || text[4] != '-' ||
         !digits(text + 5, 2, &mo) || text[7] != '-' || !digits(text + 8, 2, &d) ||
         text[10] != 'T' || !digits(text + 11, 2, &h) || text[13] != ':' ||
         !digits(text + 14, 2, &mi) || text[16] != ':' || !digits(text + 17, 2, &s))
-        return false;
+        return TH_ERR_FORMAT;
     const char *p = text + 19;
     int64_t frac = 0;
     if (*p == '.') {
@@ -436,12 +436,12 @@ bool th_journal_time_parse(const char *text, int64_t *out_us)
             p++;
         }
         if (n == 0)
-            return false;
+            return TH_ERR_FORMAT;
         for (; n < 6; n++)
             frac *= 10;
     }
     if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
-        return false;
+        return TH_ERR_FORMAT;
     struct tm tm = {.tm_year = y - 1900,
                     .tm_mon = mo - 1,
                     .tm_mday = d,
@@ -450,9 +450,9 @@ bool th_journal_time_parse(const char *text, int64_t *out_us)
                     .tm_sec = s};
     time_t t = timegm(&tm);
     if (t == (time_t)-1 && !(y == 1969 && mo == 12 && d == 31))
-        return false;
+        return TH_ERR_FORMAT;
     *out_us = (int64_t)t * 1000000 + frac;
-    return true;
+    return TH_OK;
 }
 
 static const char *str_member(const cJSON *obj, const char *key)
@@ -530,7 +530,7 @@ th_result th_journal_parse(const cJSON *record, struct th_journal_record *out, s
         return not_a_record(err, "seq is not a number");
     if (!kind)
         return not_a_record(err, "kind is not a string");
-    if (!th_journal_time_parse(time, &out->time_us))
+    if (th_journal_time_parse(time, &out->time_us) != TH_OK)
         return not_a_record(err, "time is not an ISO 8601 UTC time");
     if (dev && !cJSON_IsString(dev) && !cJSON_IsNull(dev))
         return not_a_record(err, "deviceId is neither a string nor null");

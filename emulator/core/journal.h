@@ -263,9 +263,10 @@ TH_NODISCARD th_result th_journal_parse_text(const char *text, size_t len, size_
 /*
  * A record's time ("2020-07-09T13:55:50.7976985Z"; fractional digits
  * optional, any number of them, microseconds kept) as microseconds since
- * the epoch. False for anything else, including offsets other than Z.
+ * the epoch. TH_ERR_FORMAT (and *out_us untouched) for anything else,
+ * including offsets other than Z.
  */
-bool th_journal_time_parse(const char *text, int64_t *out_us);
+TH_NODISCARD th_result th_journal_time_parse(const char *text, int64_t *out_us);
 
 /*
  * The answer a method record's caller got, rebuilt: {"error", "errorCode"?}

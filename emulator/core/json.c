@@ -191,10 +191,10 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
         start = 3;
     while (start < len && (unsigned char)buf[start] <= 0x20) {
         if (!is_json_ws((unsigned char)buf[start]))
-            return th_error_set(err, TH_ERR_FORMAT, 0,
-                                "JSON body has control character 0x%02x at byte %zu; only "
-                                "spaces, tabs and line breaks may surround the document",
-                                (unsigned char)buf[start], start);
+            return th_error_set_at(err, TH_ERR_FORMAT, 0, start + 1,
+                                   "JSON body has control character 0x%02x at byte %zu; only "
+                                   "spaces, tabs and line breaks may surround the document",
+                                   (unsigned char)buf[start], start);
         start++;
     }
     if (start == len)
@@ -214,18 +214,18 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     if (root == NULL) {
         size_t at = (end != NULL && end >= buf && end <= buf + len) ? (size_t)(end - buf) : 0;
-        return th_error_set(err, TH_ERR_FORMAT, 0,
-                            "JSON body is not valid JSON (error near byte %zu); send one "
-                            "well-formed JSON document",
-                            at);
+        return th_error_set_at(err, TH_ERR_FORMAT, 0, at + 1,
+                               "JSON body is not valid JSON (error near byte %zu); send one "
+                               "well-formed JSON document",
+                               at);
     }
     for (const char *p = end; p < buf + len; p++) {
         if (!is_json_ws((unsigned char)*p)) {
             cJSON_Delete(root);
-            return th_error_set(err, TH_ERR_FORMAT, 0,
-                                "JSON body has extra data at byte %zu after the document; send "
-                                "exactly one JSON document",
-                                (size_t)(p - buf));
+            return th_error_set_at(err, TH_ERR_FORMAT, 0, (size_t)(p - buf) + 1,
+                                   "JSON body has extra data at byte %zu after the document; send "
+                                   "exactly one JSON document",
+                                   (size_t)(p - buf));
         }
     }
     struct walk w = {.p = buf + start, .end = end, .ok = true};

@@ -48,14 +48,14 @@ th_result th_method_result(int32_t status, const void *body, size_t len, cJSON *
 {
     *out = NULL;
     if (len > TH_METHOD_MAX_PAYLOAD_BYTES)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413001,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
                             "the device answered with a %zu-byte body; a method response may "
                             "hold at most %d bytes (128 KB)",
                             len, TH_METHOD_MAX_PAYLOAD_BYTES);
     cJSON *data = cJSON_CreateObject();
     if (data == NULL || !add_status(data, status)) {
         cJSON_Delete(data);
-        return th_error_set(err, TH_ERR_NOMEM, 500001, "out of memory");
+        return th_error_set(err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     }
     cJSON *payload = NULL;
     struct th_error why = {0};
@@ -74,7 +74,7 @@ th_result th_method_result(int32_t status, const void *body, size_t len, cJSON *
     }
     if (r != TH_OK) {
         cJSON_Delete(data);
-        return th_error_set(err, r, 500001, "out of memory");
+        return th_error_set(err, r, TH_EC_SERVER_ERROR, "out of memory");
     }
     *out = data;
     return TH_OK;

@@ -31,7 +31,10 @@ th_result th_json_set_member(cJSON *obj, const char *key, cJSON *item)
         item->string = name;
         item->type &= ~cJSON_StringIsConst;
     }
-    cJSON_ReplaceItemViaPointer(obj, old, item);
+    if (!cJSON_ReplaceItemViaPointer(obj, old, item)) {
+        cJSON_Delete(item);
+        return TH_ERR_INVAL; /* only for NULL arguments, which callers never pass */
+    }
     return TH_OK;
 }
 

@@ -15,9 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QUERY_ERR_CODE 400004 /* ArgumentInvalid, as the hub answers bad queries */
-#define MAX_PARSE_NESTING 64  /* parentheses, NOT/sign chains and arrays inside each other */
-#define MAX_TREE_DEPTH 1000   /* bounds evaluation recursion for long operator chains */
+#define MAX_PARSE_NESTING 64 /* parentheses, NOT/sign chains and arrays inside each other */
+#define MAX_TREE_DEPTH 1000  /* bounds evaluation recursion for long operator chains */
 #define MAX_CALL_ARGS 32
 #define NEAR_BYTES 24 /* how much of the text an error message quotes */
 
@@ -304,8 +303,8 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     if (pos >= p->len)
-        return th_error_set(p->err, TH_ERR_INVAL, QUERY_ERR_CODE,
-                            "query: %s at column %zu (end of query)", what, p->len + 1);
+        return th_error_set_at(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, p->len + 1,
+                               "query: %s at column %zu (end of query)", what, p->len + 1);
     size_t n = 0;
     while (pos + n < p->len && n < NEAR_BYTES && p->text[pos + n] != '\n' &&
            p->text[pos + n] != '\r' && p->text[pos + n] != '\0')
@@ -314,8 +313,9 @@ __attribute__((format(printf, 3, 4))) static th_result fail_at(const struct pars
         while (n > 0 && is_utf8_cont(p->text[pos + n]))
             n--;
     }
-    return th_error_set(p->err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: %s at column %zu near '%.*s'",
-                        what, pos + 1, (int)n, p->text + pos);
+    return th_error_set_at(p->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, pos + 1,
+                           "query: %s at column %zu near '%.*s'", what, pos + 1, (int)n,
+                           p->text + pos);
 }
 
 static th_result oom(struct th_error *err)
@@ -1623,17 +1623,17 @@ void th_query_free(struct th_query *q)
 th_result th_query_parse(const char *text, size_t len, struct th_query **out, struct th_error *err)
 {
     if (!out)
-        return th_error_set(err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: no output given");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: no output given");
     *out = NULL;
     if (!text && len)
-        return th_error_set(err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: no text given");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: no text given");
     size_t chars = 0;
     for (size_t k = 0; k < len; k++) {
         if (!is_utf8_cont(text[k]))
             chars++;
     }
     if (chars > TH_QUERY_MAX_CHARS)
-        return th_error_set(err, TH_ERR_TOO_LARGE, QUERY_ERR_CODE,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_ARGUMENT_INVALID,
                             "query: text is %zu characters long, the limit is %d", chars,
                             TH_QUERY_MAX_CHARS);
 
@@ -2434,11 +2434,11 @@ th_result th_query_run(const struct th_query *q, cJSON *const *docs, size_t n, c
     if (out_items)
         *out_items = NULL;
     if (!q || !out_items || (n && !docs))
-        return th_error_set(err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: nothing to run");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "query: nothing to run");
     for (size_t k = 0; k < n; k++) {
         if (!docs[k])
-            return th_error_set(err, TH_ERR_INVAL, QUERY_ERR_CODE, "query: document %zu is missing",
-                                k);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "query: document %zu is missing", k);
     }
     cJSON *items = cJSON_CreateArray();
     if (!items)

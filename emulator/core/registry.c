@@ -276,7 +276,8 @@ th_result reg_device_prepare(struct th_registry *reg, const char *device_id, enu
     if (reg_key_given(secondary_key) && !reg_key_valid(secondary_key))
         return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
     if (reg_find_node(reg, device_id, strlen(device_id)))
-        return th_error_set(err, TH_ERR_EXISTS, 409001, "device '%s' already exists", device_id);
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
+                            "device '%s' already exists", device_id);
     th_result r;
     struct th_identity *dev = reg_identity_create(reg, device_id, NULL, auth, primary_key,
                                                   secondary_key, enabled, now_us, &r);
@@ -329,13 +330,14 @@ th_result reg_module_prepare(struct th_registry *reg, const char *device_id, con
         return th_error_set(err, TH_ERR_INVAL, 0, "secondaryKey must be base64 of 16 to 64 bytes");
     struct dev_node *node = reg_find_node(reg, device_id, strlen(device_id));
     if (!node)
-        return th_error_set(err, TH_ERR_NOT_FOUND, 404001, "device '%s' does not exist", device_id);
+        return th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                            "device '%s' does not exist", device_id);
     struct th_identity *dev = node->id;
     if (reg_find_module(dev, module_id, strlen(module_id), NULL))
-        return th_error_set(err, TH_ERR_EXISTS, 409301, "module '%s' already exists on device '%s'",
-                            module_id, device_id);
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_MODULE_ALREADY_EXISTS_ON_DEVICE,
+                            "module '%s' already exists on device '%s'", module_id, device_id);
     if (dev->module_count >= TH_MAX_MODULES_PER_DEVICE)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_MODULES_ON_DEVICE,
                             "device '%s' already has %d modules, the maximum", device_id,
                             TH_MAX_MODULES_PER_DEVICE);
     th_result r;
@@ -578,11 +580,11 @@ th_result th_identity_c2d_push(struct th_identity *dev, const char *message_id, 
     if (len > 0 && !body)
         return th_error_set(err, TH_ERR_INVAL, 0, "message body missing");
     if (len > TH_C2D_MAX_BYTES)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413001,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
                             "message of %zu bytes exceeds the %d byte limit", len,
                             TH_C2D_MAX_BYTES);
     if (dev->c2d_count >= TH_C2D_MAX_QUEUE)
-        return th_error_set(err, TH_ERR_QUEUE_FULL, 403004,
+        return th_error_set(err, TH_ERR_QUEUE_FULL, TH_EC_DEVICE_MAXIMUM_QUEUE_DEPTH_EXCEEDED,
                             "device '%s' already has %d queued messages; let it receive "
                             "some first",
                             dev->device_id, TH_C2D_MAX_QUEUE);

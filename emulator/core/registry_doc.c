@@ -344,7 +344,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
     if ((r = reg_check_id_field(dev, "deviceId", path, &id, err)) != TH_OK)
         return r;
     if (!allow_existing && th_registry_find(reg, id, NULL))
-        return th_error_set(err, TH_ERR_EXISTS, 409001,
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
                             "%s.deviceId: device '%s' already exists in the registry", path, id);
     if ((r = reg_opt_string(dev, "status", path, &s, err)) != TH_OK)
         return r;
@@ -363,7 +363,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
         return r;
     int n = cJSON_GetArraySize(mods);
     if (n > TH_MAX_MODULES_PER_DEVICE)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_MODULES_ON_DEVICE,
                             "%s.modules: %d modules, at most %d are allowed per device", path, n,
                             TH_MAX_MODULES_PER_DEVICE);
     const cJSON *mod;
@@ -382,7 +382,7 @@ static th_result check_device(const struct th_registry *reg, const cJSON *dev, c
             if (j == i)
                 break;
             if (strcmp(cJSON_GetObjectItemCaseSensitive(prev, "moduleId")->valuestring, mid) == 0)
-                return th_error_set(err, TH_ERR_INVAL, 400011,
+                return th_error_set(err, TH_ERR_INVAL, TH_EC_DEVICE_DEFINED_MULTIPLE_TIMES,
                                     "%s.moduleId: '%s' is already defined by %s.modules[%zu]", sub,
                                     mid, path, j);
             j++;
@@ -426,7 +426,7 @@ static th_result check_devices(const struct th_registry *reg, const cJSON *devic
         struct seen_id *s = NULL;
         HASH_FIND(hh, seen, id, strlen(id), s);
         if (s) {
-            r = th_error_set(err, TH_ERR_INVAL, 400011,
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_DEVICE_DEFINED_MULTIPLE_TIMES,
                              "%s.deviceId: '%s' is already defined by devices[%zu]", path, id,
                              s->index);
             break;
@@ -812,12 +812,12 @@ th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr
     if (!reg)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
     if (!cJSON_IsArray(arr))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "policies: must be an array of {\"keyName\",\"primaryKey\","
                             "\"secondaryKey\",\"rights\"}");
     if (cJSON_GetArraySize(arr) > TH_MAX_POLICIES)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "policies: at most %d are allowed",
-                            TH_MAX_POLICIES);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "policies: at most %d are allowed", TH_MAX_POLICIES);
     if ((r = stage_policies(NULL, arr, staged, &count, err)) != TH_OK)
         return r;
     memcpy(reg->policies, staged, count * sizeof staged[0]);

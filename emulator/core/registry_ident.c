@@ -132,7 +132,7 @@ static th_result initial_section(const cJSON *src, const char *name, const cJSON
     if (!src || cJSON_IsNull(src))
         return TH_OK;
     if (!cJSON_IsObject(src))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s must be a JSON object such as {\"name\": value}, or omitted", name);
     *out = src;
     return TH_OK;
@@ -247,7 +247,7 @@ th_result reg_plan_keys(const struct th_identity *id, int type, const char *prim
         type >= 0 ? (enum th_auth_type)type : (keys ? TH_AUTH_SAS : id->auth_type);
     if (t == TH_AUTH_NONE) {
         if (reg_key_given(primary_key) || reg_key_given(secondary_key))
-            return th_error_set(err, TH_ERR_INVAL, 400004,
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "authentication type \"none\" has no keys: remove "
                                 "symmetricKey or use type \"sas\"");
         c->primary_key[0] = c->secondary_key[0] = '\0';
@@ -255,11 +255,11 @@ th_result reg_plan_keys(const struct th_identity *id, int type, const char *prim
         return TH_OK;
     }
     if (reg_key_given(primary_key) && !reg_key_valid(primary_key))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "primaryKey must be base64 of 16 to 64 bytes (or empty to have one "
                             "generated)");
     if (reg_key_given(secondary_key) && !reg_key_valid(secondary_key))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
                             "generated)");
     bool had_none = id->auth_type == TH_AUTH_NONE;
@@ -288,13 +288,13 @@ static th_result check_parent(const struct th_registry *reg, const char *self_id
 {
     const struct th_identity *parent = edge_by_scope(reg, scope);
     if (!parent)
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s '%s' is not the deviceScope of an IoT Edge device in this hub; "
                             "copy it from the parent's identity (GET /devices/{parentId})",
                             field, scope);
     if (strcmp(parent->device_id, self_id) == 0)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s: device '%s' cannot be its own parent",
-                            field, self_id);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s: device '%s' cannot be its own parent", field, self_id);
     return TH_OK;
 }
 
@@ -365,11 +365,11 @@ static th_result check_module_status(const char *device_id, const char *module_i
                                      const struct th_ident_req *req, struct th_error *err)
 {
     if (req->enabled < -1 || req->enabled > 1)
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "enabled must be -1 (keep), 0 (disabled) or 1 (enabled), not %d",
                             req->enabled);
     if (module_id && (req->enabled == 0 || req->status_reason))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "module '%s/%s' has no status: modules are always enabled; send no "
                             "status or statusReason for a module (disable its device instead)",
                             device_id, module_id);
@@ -386,7 +386,7 @@ th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
     if (keys_changed)
         *keys_changed = false;
     if (!id || !req)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "no identity to update");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "no identity to update");
     if ((r = check_module_status(id->device_id, id->module_id, req, err)) != TH_OK)
         return r;
     reg_ident_change_init(&c, id);
@@ -448,7 +448,7 @@ th_result th_registry_create(struct th_registry *reg, const char *device_id, con
     enum th_auth_type type = req->auth_type >= 0 ? (enum th_auth_type)req->auth_type : TH_AUTH_SAS;
     if (type == TH_AUTH_NONE &&
         (reg_key_given(req->primary_key) || reg_key_given(req->secondary_key)))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "authentication type \"none\" has no keys: remove symmetricKey or "
                             "use type \"sas\"");
     if ((r = check_module_status(device_id ? device_id : "", module_id, req, err)) != TH_OK ||

@@ -234,7 +234,7 @@ static th_result plan_modules(struct th_registry *reg, struct import_plan *plan,
             continue;
         }
         if (dev->module_count + added + 1 > TH_MAX_MODULES_PER_DEVICE)
-            return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+            return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_MODULES_ON_DEVICE,
                                 "%s: device '%s' would have more than %d modules; remove some "
                                 "from the device or the document",
                                 sub, dev->device_id, TH_MAX_MODULES_PER_DEVICE);

@@ -222,7 +222,8 @@ static th_result req_string(const cJSON *obj, const char *key, const char *path,
     if (!item || cJSON_IsNull(item))
         return TH_OK;
     if (!cJSON_IsString(item) || !item->valuestring)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s%s must be a string or null", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s%s must be a string or null", path, key);
     *out = item->valuestring;
     return TH_OK;
 }
@@ -236,7 +237,8 @@ static th_result req_object(const cJSON *obj, const char *key, const char *path,
     if (!item || cJSON_IsNull(item))
         return TH_OK;
     if (!cJSON_IsObject(item))
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s%s must be an object or null", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s%s must be an object or null", path, key);
     *out = item;
     return TH_OK;
 }
@@ -255,12 +257,12 @@ static th_result req_auth(const cJSON *body, struct th_ident_req *out, struct th
     else if (type && strcmp(type, "none") == 0)
         out->auth_type = TH_AUTH_NONE;
     else if (type && (strcmp(type, "selfSigned") == 0 || strcmp(type, "certificateAuthority") == 0))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "authentication type '%s' is not supported: twinhub emulates SAS "
                             "keys (\"sas\") and identities without credentials (\"none\") only",
                             type);
     else if (type)
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "authentication.type '%s' is unknown: use \"sas\", \"none\", "
                             "\"selfSigned\" or \"certificateAuthority\"",
                             type);
@@ -285,7 +287,7 @@ static th_result req_device_fields(const cJSON *body, struct th_ident_req *out,
     if (cJSON_IsBool(edge))
         out->iot_edge = cJSON_IsTrue(edge);
     else if (edge && !cJSON_IsNull(edge))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "capabilities.iotEdge must be true or false");
     if ((r = req_string(body, "deviceScope", "", &out->scope_given, &out->device_scope, err)) !=
         TH_OK)
@@ -295,15 +297,16 @@ static th_result req_device_fields(const cJSON *body, struct th_ident_req *out,
     if (!parents || cJSON_IsNull(parents))
         return TH_OK;
     if (!cJSON_IsArray(parents))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "parentScopes must be an array of at most one scope");
     if (cJSON_GetArraySize(parents) > 1)
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "parentScopes holds %d scopes: an IoT Edge device has at most one "
                             "parent",
                             cJSON_GetArraySize(parents));
     if (parents->child && !cJSON_IsString(parents->child))
-        return th_error_set(err, TH_ERR_INVAL, 400004, "parentScopes[0] must be a string");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "parentScopes[0] must be a string");
     out->parent_scope = parents->child ? parents->child->valuestring : NULL;
     return TH_OK;
 }
@@ -315,7 +318,8 @@ th_result th_ident_req_from_json(const cJSON *body, bool is_module, struct th_id
     th_result r;
     th_ident_req_init(out);
     if (!cJSON_IsObject(body))
-        return th_error_set(err, TH_ERR_INVAL, 400004, "the identity must be a JSON object");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "the identity must be a JSON object");
     if ((r = req_auth(body, out, err)) != TH_OK ||
         (r = req_string(body, "status", "", NULL, &status, err)) != TH_OK ||
         (r = req_string(body, "statusReason", "", NULL, &out->status_reason, err)) != TH_OK)
@@ -325,7 +329,7 @@ th_result th_ident_req_from_json(const cJSON *body, bool is_module, struct th_id
     else if (status && strcmp(status, "disabled") == 0)
         out->enabled = 0;
     else if (status)
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "'status' must be \"enabled\" or \"disabled\"");
     if (is_module)
         return req_string(body, "managedBy", "", &out->managed_given, &out->managed_by, err);

@@ -112,8 +112,9 @@ static th_result state_int(const cJSON *obj, const char *key, const char *path, 
     }
     double d = cJSON_IsNumber(item) ? item->valuedouble : -1.0;
     if (!cJSON_IsNumber(item) || d != d || d < min || d > STATE_MAX_INT || d != (double)(int64_t)d)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.%s: %s an integer from %.0f to 2^53",
-                            path, key, item ? "must be" : "missing; it must be", min);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.%s: %s an integer from %.0f to 2^53", path, key,
+                            item ? "must be" : "missing; it must be", min);
     *out = (int64_t)d;
     return TH_OK;
 }
@@ -123,7 +124,8 @@ static th_result state_str(const cJSON *obj, const char *key, const char *path, 
 {
     th_result r = reg_opt_string(obj, key, path, out, err);
     if (r == TH_OK && required && !*out)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.%s: required string missing", path, key);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.%s: required string missing", path, key);
     return r;
 }
 
@@ -156,7 +158,7 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
     if ((r = reg_opt_array(st, "c2d", path, &queue, err)) != TH_OK || !queue)
         return r;
     if (cJSON_GetArraySize(queue) > TH_C2D_MAX_QUEUE)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 403004,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_DEVICE_MAXIMUM_QUEUE_DEPTH_EXCEEDED,
                             "%s.c2d: %d messages, a device queue holds at most %d", path,
                             cJSON_GetArraySize(queue), TH_C2D_MAX_QUEUE);
     cJSON_ArrayForEach(item, queue)
@@ -165,7 +167,8 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
         int64_t enqueued;
         snprintf(sub, sizeof sub, "%s.c2d[%zu]", path, i++);
         if (!cJSON_IsObject(item))
-            return th_error_set(err, TH_ERR_INVAL, 400004, "%s: must be an object", sub);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object",
+                                sub);
         if ((r = state_str(item, "messageId", sub, true, &mid, err)) != TH_OK ||
             (r = state_str(item, "bag", sub, true, &bag, err)) != TH_OK ||
             (r = state_str(item, "body", sub, true, &body, err)) != TH_OK ||
@@ -173,7 +176,7 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
             return r;
         size_t blen = strlen(body);
         if (blen / 4 * 3 > (size_t)TH_C2D_MAX_BYTES + 2)
-            return th_error_set(err, TH_ERR_TOO_LARGE, 413001,
+            return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
                                 "%s.body: over the %d byte message limit", sub, TH_C2D_MAX_BYTES);
         uint8_t *raw = blen ? malloc(blen / 4 * 3 + 3) : NULL;
         size_t len = 0;
@@ -181,7 +184,8 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
             return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", sub);
         if (th_b64_decode(body, blen, raw, blen / 4 * 3 + 3, &len) != TH_OK) {
             free(raw);
-            return th_error_set(err, TH_ERR_INVAL, 400004, "%s.body: must be base64", sub);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "%s.body: must be base64", sub);
         }
         /* th_identity_c2d_push copies and enforces the size limit and queue depth. */
         r = th_identity_c2d_push(dev, mid, bag, raw, len, enqueued, err);
@@ -213,8 +217,8 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     if ((r = state_str(st, "authType", path, false, &type, err)) != TH_OK)
         return r;
     if (type && strcmp(type, "sas") != 0 && strcmp(type, "none") != 0)
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.authType: \"sas\" or \"none\", not '%s'",
-                            path, type);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.authType: \"sas\" or \"none\", not '%s'", path, type);
     bool none = type && strcmp(type, "none") == 0;
     if ((r = state_str(st, "primaryKey", path, !none, &pk, err)) != TH_OK ||
         (r = state_str(st, "secondaryKey", path, !none, &sk, err)) != TH_OK ||
@@ -227,44 +231,45 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         (r = state_int(st, "lastActivity", path, 0, false, 0, &activity_us, err)) != TH_OK)
         return r;
     if (none && (reg_key_given(pk) || reg_key_given(sk)))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s: authType \"none\" has no keys; primaryKey and secondaryKey "
                             "must be null",
                             path);
     if (!none && !reg_key_valid(pk))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.primaryKey: must be base64 of 16 to 64 bytes", path);
     if (!none && !reg_key_valid(sk))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.secondaryKey: must be base64 of 16 to 64 bytes", path);
     const cJSON *edge = cJSON_GetObjectItemCaseSensitive(st, "iotEdge");
     if (!module_id) {
         if (edge && !cJSON_IsBool(edge) && !cJSON_IsNull(edge))
-            return th_error_set(err, TH_ERR_INVAL, 400004, "%s.iotEdge: must be true or false",
-                                path);
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "%s.iotEdge: must be true or false", path);
         if ((r = state_str(st, "deviceScope", path, false, &scope, err)) != TH_OK ||
             (r = state_str(st, "parentScope", path, false, &parent, err)) != TH_OK)
             return r;
         if ((scope && !reg_parse_scope(scope, NULL, 0)) ||
             (parent && !reg_parse_scope(parent, NULL, 0)))
             return th_error_set(
-                err, TH_ERR_INVAL, 400004,
+                err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                 "%s.%s: '%s' is not a scope \"" TH_EDGE_SCOPE_PREFIX "{deviceId}-{digits}\"", path,
                 scope && !reg_parse_scope(scope, NULL, 0) ? "deviceScope" : "parentScope",
                 scope && !reg_parse_scope(scope, NULL, 0) ? scope : parent);
         if (parent && !cJSON_IsTrue(edge))
-            return th_error_set(err, TH_ERR_INVAL, 400004,
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "%s.parentScope: only an IoT Edge device (iotEdge true) has one",
                                 path);
     }
     if (!generation_parse(gen, &gen_value))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.generationId: '%s' must be 1 to 20 decimal digits", path, gen);
     const cJSON *enabled = cJSON_GetObjectItemCaseSensitive(st, "enabled");
     if (!cJSON_IsBool(enabled))
-        return th_error_set(err, TH_ERR_INVAL, 400004, "%s.enabled: must be true or false", path);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.enabled: must be true or false", path);
     if (module_id && !cJSON_IsTrue(enabled))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.enabled: modules are always enabled, use true", path);
 
     struct th_error e;
@@ -324,17 +329,17 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     if (!reg)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
     if (!cJSON_IsObject(state))
-        return th_error_set(err, TH_ERR_INVAL, 400004,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "device: the state must be an object as th_device_state_json writes");
     if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
     if (th_registry_find(reg, did, NULL))
-        return th_error_set(err, TH_ERR_EXISTS, 409001,
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
                             "device '%s' already exists; delete it before restoring it", did);
     if ((r = reg_opt_array(state, "modules", "device", &mods, err)) != TH_OK)
         return r;
     if (mods && cJSON_GetArraySize(mods) > TH_MAX_MODULES_PER_DEVICE)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413003,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_MODULES_ON_DEVICE,
                             "device.modules: %d modules, at most %d are allowed per device",
                             cJSON_GetArraySize(mods), TH_MAX_MODULES_PER_DEVICE);
     if ((r = restore_identity(state, did, NULL, "device", &max_gen, &dev, err)) != TH_OK)
@@ -350,20 +355,21 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
             break;
         snprintf(sub, sizeof sub, "device.modules[%zu]", i++);
         if (!cJSON_IsObject(msrc)) {
-            r = th_error_set(err, TH_ERR_INVAL, 400004, "%s: must be an object", sub);
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "%s: must be an object",
+                             sub);
             break;
         }
         if ((r = reg_check_id_field(msrc, "moduleId", sub, &mid, err)) != TH_OK ||
             (r = state_str(msrc, "deviceId", sub, false, &mdev, err)) != TH_OK)
             break;
         if (mdev && strcmp(mdev, did) != 0) {
-            r = th_error_set(err, TH_ERR_INVAL, 400004,
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                              "%s.deviceId: '%s' differs from the device '%s'", sub, mdev, did);
             break;
         }
         if (reg_find_module(dev, mid, strlen(mid), NULL)) {
-            r = th_error_set(err, TH_ERR_INVAL, 400011, "%s.moduleId: '%s' appears twice", sub,
-                             mid);
+            r = th_error_set(err, TH_ERR_INVAL, TH_EC_DEVICE_DEFINED_MULTIPLE_TIMES,
+                             "%s.moduleId: '%s' appears twice", sub, mid);
             break;
         }
         if ((r = restore_identity(msrc, did, mid, sub, &max_gen, &mod, err)) != TH_OK)

@@ -19,8 +19,6 @@
 #include "topic.h"
 #include "util.h"
 
-/* errorCode for every SAS failure (IotHubUnauthorizedAccess). */
-#define TH_SAS_ERR_CODE 401002
 /* Longest `sr` we sign or verify; a real one is host + two ids, well below. */
 #define TH_SAS_MAX_SR 2048
 /* Longest decoded key; hub keys are 32 bytes (16 to 64 accepted by the hub). */
@@ -57,10 +55,11 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
     memset(out, 0, sizeof(*out));
 
     if (token == NULL || len < plen || memcmp(token, prefix, plen) != 0)
-        return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "password is not a SAS token: it must start with '%s'", TH_SAS_PREFIX);
     if (memchr(token, '\0', len) != NULL)
-        return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE, "SAS token contains a NUL byte");
+        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token contains a NUL byte");
 
     const char *p = token + plen;
     const char *end = token + len;
@@ -69,7 +68,7 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
         const char *field_end = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(field_end - p));
         if (eq == NULL || eq == p)
-            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                                 "SAS token field '%.*s' is not of the form key=value",
                                 (int)(field_end - p), p);
         struct th_slice key = {p, (size_t)(eq - p)};
@@ -87,7 +86,7 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
         /* Unknown fields are ignored, as the hub's own parser does. */
         if (slot != NULL) {
             if (slot->ptr != NULL)
-                return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+                return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                                     "SAS token has the '%.*s' field twice", (int)key.len, key.ptr);
             *slot = val;
         }
@@ -105,14 +104,14 @@ th_result th_sas_parse(const char *token, size_t len, struct th_sas_token *out,
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const struct th_slice *s = (const struct th_slice *)((const char *)out + required[i].off);
         if (s->ptr == NULL)
-            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE, "SAS token has no '%s' field",
-                                required[i].name);
+            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                                "SAS token has no '%s' field", required[i].name);
         if (s->len == 0)
-            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                                 "SAS token field '%s' is empty", required[i].name);
     }
     if (!parse_seconds(out->se, &out->expiry))
-        return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS token 'se' must be expiry seconds since 1970, got '%.*s'",
                             (int)(out->se.len > 40 ? 40 : out->se.len), out->se.ptr);
     return TH_OK;
@@ -171,16 +170,17 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
                         int64_t skew_s, struct th_error *err)
 {
     if (tok == NULL || tok->sr.ptr == NULL || tok->sig.ptr == NULL || tok->se.ptr == NULL)
-        return th_error_set(err, TH_ERR_INVAL, TH_SAS_ERR_CODE, "SAS token was not parsed");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token was not parsed");
 
     uint8_t want[TH_SHA256_LEN];
     th_result r = sas_hmac(key_b64, tok->sr.ptr, tok->sr.len, tok->se.ptr, tok->se.len, want);
     if (r == TH_ERR_TOO_LARGE)
-        return th_error_set(err, TH_ERR_AUTH, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS token 'sr' is %zu bytes long, at most %d are accepted",
                             tok->sr.len, TH_SAS_MAX_SR);
     if (r != TH_OK)
-        return th_error_set(err, TH_ERR_INVAL, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "the identity's key is not valid base64; regenerate it");
 
     /*
@@ -195,13 +195,13 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
             TH_OK ||
         th_b64_decode(sig_b64, sig_b64_len, got, sizeof(got), &got_len) != TH_OK) {
         OPENSSL_cleanse(want, sizeof(want));
-        return th_error_set(err, TH_ERR_AUTH, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS token 'sig' is not a URL-encoded base64 HMAC-SHA256");
     }
     bool match = th_consttime_eq(want, sizeof(want), got, got_len);
     OPENSSL_cleanse(want, sizeof(want));
     if (!match)
-        return th_error_set(err, TH_ERR_AUTH, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_AUTH, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS signature does not match the identity's keys");
 
     /* The skew comes from configuration unchecked; keep the arithmetic defined for any. */
@@ -212,7 +212,7 @@ th_result th_sas_verify(const struct th_sas_token *tok, const char *key_b64, int
         char at[TH_TIME_BUF], now[TH_TIME_BUF];
         th_time_format(seconds_to_us(tok->expiry), at);
         th_time_format(seconds_to_us(now_s), now);
-        return th_error_set(err, TH_ERR_EXPIRED, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_EXPIRED, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS token expired at %s, now %s; create a new token", at, now);
     }
     return TH_OK;
@@ -250,7 +250,8 @@ th_result th_sas_resource(const struct th_sas_token *tok, struct th_sas_resource
 {
     memset(out, 0, sizeof(*out));
     if (tok == NULL || tok->sr.ptr == NULL)
-        return th_error_set(err, TH_ERR_INVAL, TH_SAS_ERR_CODE, "SAS token was not parsed");
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
+                            "SAS token was not parsed");
 
     char buf[TH_SAS_MAX_SR + 1];
     size_t len = 0;
@@ -265,11 +266,11 @@ th_result th_sas_resource(const struct th_sas_token *tok, struct th_sas_resource
         if (r == TH_ERR_BUFFER)
             goto too_long;
         if (r != TH_OK)
-            return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+            return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                                 "SAS token 'sr' has a broken percent escape");
     }
     if (memchr(buf, '\0', len) != NULL)
-        return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+        return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                             "SAS token 'sr' contains an encoded NUL byte");
 
     /* The path is matched by segment; tolerate one trailing '/'. */
@@ -312,17 +313,17 @@ th_result th_sas_resource(const struct th_sas_token *tok, struct th_sas_resource
 
 too_long:
     memset(out, 0, sizeof(*out));
-    return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+    return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                         "SAS token 'sr' is longer than %d bytes", TH_SAS_MAX_SR);
 bad_id:
     memset(out, 0, sizeof(*out));
-    return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+    return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                         "SAS token 'sr' names an invalid device or module id (1-%d characters "
                         "of letters, digits and -.+%%_#*?!(),=@$':;)",
                         TH_MAX_ID_LEN);
 bad_shape:
     memset(out, 0, sizeof(*out));
-    return th_error_set(err, TH_ERR_FORMAT, TH_SAS_ERR_CODE,
+    return th_error_set(err, TH_ERR_FORMAT, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                         "SAS token 'sr' '%.*s' is not {host}, {host}/devices, "
                         "{host}/devices/{id} or {host}/devices/{id}/modules/{id}",
                         (int)(len > 120 ? 120 : len), buf);

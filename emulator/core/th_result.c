@@ -113,7 +113,11 @@ const char *th_error_code_name(int code)
     return "ServerError";
 }
 
-th_result th_error_set(struct th_error *err, th_result r, int code, const char *fmt, ...)
+static th_result error_vset(struct th_error *err, th_result r, int code, size_t position,
+                            const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+
+static th_result error_vset(struct th_error *err, th_result r, int code, size_t position,
+                            const char *fmt, va_list ap)
 {
     if (!err)
         return r;
@@ -122,13 +126,29 @@ th_result th_error_set(struct th_error *err, th_result r, int code, const char *
     err->result = r;
     err->code = code;
     err->status = code / 1000;
+    err->position = position;
     err->message[0] = '\0';
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        /* Truncation is fine: the message is advisory and always NUL-terminated. */
+    /* Truncation is fine: the message is advisory and always NUL-terminated. */
+    if (fmt)
         vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
+    return r;
+}
+
+th_result th_error_set(struct th_error *err, th_result r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, r, code, 0, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+th_result th_error_set_at(struct th_error *err, th_result r, int code, size_t position,
+                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, r, code, position, fmt, ap);
+    va_end(ap);
     return r;
 }

@@ -7,6 +7,7 @@
 #define TH_RESULT_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "th_errcodes.h" /* TH_EC_*: the hub's errorCodes, one list */
@@ -43,17 +44,28 @@ const char *th_result_str(th_result r);
  */
 struct th_error {
     th_result result;
-    int status;       /* e.g. 400 */
-    int code;         /* e.g. 400004 */
+    int status; /* e.g. 400 */
+    int code;   /* e.g. 400004 */
+    /*
+     * Where in the parsed text the error is, as a 1-based byte offset: a
+     * query's "column N", a JSON document's byte + 1. 0 = no position. Read
+     * this, never the number in `message`.
+     */
+    size_t position;
     char message[256];
 };
 
 /*
- * Record an error. `code` 0 picks the default code for `r` (see th_result_default_code).
- * Returns `r` so callers can `return th_error_set(err, ...)`. `err` may be NULL.
+ * Record an error (no position). `code` 0 picks the default code for `r` (see
+ * th_result_default_code). Returns `r` so callers can `return th_error_set(err, ...)`. `err` may be
+ * NULL.
  */
 th_result th_error_set(struct th_error *err, th_result r, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* th_error_set that also records the error's 1-based byte `position` (0 = none). */
+th_result th_error_set_at(struct th_error *err, th_result r, int code, size_t position,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* The default hub errorCode for a result (TH_ERR_INVAL -> 400004, ...); 500001 for unknown. */
 int th_result_default_code(th_result r);

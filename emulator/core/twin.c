@@ -154,22 +154,22 @@ static th_result check_key(struct validator *v, const char *key, bool key_nul)
     size_t len = strlen(key);
 
     if (key_nul)
-        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "property name '%s\\u0000...' at %s contains control character "
                             "0x00; " KEY_RULE,
                             key_text(key, shown), twin_path_text(&v->path, where, sizeof where));
     if (len == 0)
-        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "empty property name at %s; twin property names need 1 to %d bytes",
                             twin_path_text(&v->path, where, sizeof where), TH_TWIN_MAX_KEY_BYTES);
     if (len > TH_TWIN_MAX_KEY_BYTES)
-        return th_error_set(v->err, TH_ERR_TOO_LARGE, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_TOO_LARGE, TH_EC_ARGUMENT_INVALID,
                             "property name '%s' at %s is %zu bytes; twin property names may be "
                             "at most %d bytes",
                             key_text(key, shown), twin_path_text(&v->path, where, sizeof where),
                             len, TH_TWIN_MAX_KEY_BYTES);
     if (v->section == TH_SECTION_REPORTED && is_readonly_name(key))
-        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "'%s' at %s is read-only; a device may not write $version or "
                             "$metadata, remove it from the reported patch",
                             key, twin_path_text(&v->path, where, sizeof where));
@@ -177,20 +177,20 @@ static th_result check_key(struct validator *v, const char *key, bool key_nul)
         const unsigned char *at = (const unsigned char *)key + i;
         unsigned char c = at[0], next = at[1];
         if (c == '.' || c == '$' || c == ' ' || c == '#')
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "property name '%s' at %s contains '%c'; " KEY_RULE,
                                 key_text(key, shown), twin_path_text(&v->path, where, sizeof where),
                                 c);
         /* C0, DEL, and C1 (U+0080..U+009F, UTF-8 C2 80..C2 9F). */
         if (c < 0x20 || c == 0x7F || (c == 0xC2 && next >= 0x80 && next <= 0x9F))
             return th_error_set(
-                v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+                v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                 "property name '%s' at %s contains control character 0x%02x; " KEY_RULE,
                 key_text(key, shown), twin_path_text(&v->path, where, sizeof where),
                 c == 0xC2 ? next : c);
         unsigned space = unicode_space_at(at);
         if (space != 0)
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "property name '%s' at %s contains white space U+%04X; " KEY_RULE,
                                 key_text(key, shown), twin_path_text(&v->path, where, sizeof where),
                                 space);
@@ -218,14 +218,14 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
     if (cJSON_IsNull(item)) {
         if (!in_array && !v->replace)
             return TH_OK; /* a patch's "delete this property" */
-        return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "value of property or tag cannot be null: null at %s %s; null only "
                             "deletes a property as a member of a patch",
                             twin_path_text(&v->path, where, sizeof where),
                             in_array ? "is inside an array" : "is in a replacement document");
     }
     if ((cJSON_IsObject(item) || cJSON_IsArray(item)) && level > TH_TWIN_MAX_DEPTH)
-        return th_error_set(v->err, TH_ERR_TOO_DEEP, CODE_ARGUMENT_INVALID,
+        return th_error_set(v->err, TH_ERR_TOO_DEEP, TH_EC_ARGUMENT_INVALID,
                             "nesting depth exceeds %d at %s; twin objects and arrays may nest at "
                             "most %d levels below the section",
                             TH_TWIN_MAX_DEPTH, twin_path_text(&v->path, where, sizeof where),
@@ -238,11 +238,11 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
          * A number built in code is held to the integer range. */
         double d = item->valuedouble;
         if (!isfinite(d))
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "number at %s is not finite; send a finite number",
                                 twin_path_text(&v->path, where, sizeof where));
         if (!(item->type & TH_JSON_DECIMAL) && (d > TH_TWIN_MAX_INT || d < TH_TWIN_MIN_INT))
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "integer %.17g at %s is out of range; twin integers must be "
                                 "between -4503599627370496 and 4503599627370495 (+-2^52)",
                                 d, twin_path_text(&v->path, where, sizeof where));
@@ -251,12 +251,12 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
     if (cJSON_IsString(item)) {
         size_t len = item->valuestring != NULL ? strlen(item->valuestring) : 0;
         if (item->type & TH_JSON_STRING_NUL)
-            return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "string value at %s holds \\u0000, which twinhub cannot store; "
                                 "remove the NUL character",
                                 twin_path_text(&v->path, where, sizeof where));
         if (len > TH_TWIN_MAX_STRING_BYTES)
-            return th_error_set(v->err, TH_ERR_TOO_LARGE, CODE_ARGUMENT_INVALID,
+            return th_error_set(v->err, TH_ERR_TOO_LARGE, TH_EC_ARGUMENT_INVALID,
                                 "string value at %s is %zu bytes; twin string values may be at "
                                 "most %d bytes",
                                 twin_path_text(&v->path, where, sizeof where), len,
@@ -276,7 +276,7 @@ static th_result check_value(struct validator *v, const cJSON *item, int level, 
         }
         return TH_OK;
     }
-    return th_error_set(v->err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+    return th_error_set(v->err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                         "value at %s has an unsupported type; use a boolean, number, string, "
                         "object or array",
                         twin_path_text(&v->path, where, sizeof where));
@@ -310,7 +310,7 @@ th_result twin_validate(enum th_twin_section section, const cJSON *patch, bool s
     twin_path_init(&v.path, twin_section_name(section));
 
     if (!cJSON_IsObject(patch))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s must be a JSON object; send {\"name\": value, ...}",
                             twin_section_name(section));
     return check_object(&v, patch, 1, false);
@@ -379,7 +379,7 @@ th_result twin_check_size(enum th_twin_section section, const cJSON *merged, str
                                                    : TH_TWIN_MAX_REPORTED_BYTES;
     size_t size = th_twin_section_size(merged);
     if (size > limit)
-        return th_error_set(err, TH_ERR_TOO_LARGE, CODE_MAX_PROPERTIES_EXCEEDED,
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_DEVICE_MODEL_MAX_PROPERTIES_EXCEEDED,
                             "%s would be %zu bytes after this update; it may be at most %zu bytes "
                             "(keys plus values, without $metadata and $version), remove or "
                             "shorten properties",
@@ -504,7 +504,7 @@ struct th_twin *th_twin_clone(const struct th_twin *twin)
 
 static th_result bad_twin(struct th_error *err)
 {
-    return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID, "no twin or no patch given");
+    return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "no twin or no patch given");
 }
 
 th_result th_twin_patch_reported_if(struct th_twin *twin, const cJSON *patch,
@@ -527,7 +527,7 @@ th_result th_twin_patch_reported_if(struct th_twin *twin, const cJSON *patch,
     if (if_version != NULL && *if_version != twin->reported_version) {
         cJSON_Delete(section);
         twin_meta_free(meta);
-        return th_error_set(err, TH_ERR_PRECONDITION, CODE_PRECONDITION_FAILED,
+        return th_error_set(err, TH_ERR_PRECONDITION, TH_EC_PRECONDITION_FAILED,
                             "the request's $version %lld is not the reported properties' "
                             "$version %lld; read the twin (or take the $version of the last "
                             "204 answer) and send the patch with that version, or without one",
@@ -718,7 +718,7 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     bool replace = req->mode == TH_TWIN_WRITE_REPLACE;
     const cJSON *doc = req->doc;
     if (!cJSON_IsObject(doc))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "a twin write must be a JSON object like "
                             "{\"tags\":{...},\"properties\":{\"desired\":{...}}}");
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
@@ -729,12 +729,12 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
         cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, "reported") : NULL;
 
     if (reported_written(reported))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "reported properties are written by the device only; "
                             "properties.reported may carry only the $metadata and $version of "
                             "a twin as read, remove its other members from the request");
     if (bad_part(tags, replace) || bad_part(desired, replace))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "'tags' and 'properties.desired' must be objects");
 
     struct twin_stamp tags_st = {.with_version = false};
@@ -750,7 +750,7 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     char etag[16];
     th_twin_etag(twin, etag);
     if (rc == TH_OK && !th_etag_matches(req->if_match, etag))
-        rc = th_error_set(err, TH_ERR_PRECONDITION, CODE_PRECONDITION_FAILED,
+        rc = th_error_set(err, TH_ERR_PRECONDITION, TH_EC_PRECONDITION_FAILED,
                           "etag %s does not match the twin's current etag \"%s\"; read the twin "
                           "again, or send If-Match * to write unconditionally",
                           req->if_match, etag);

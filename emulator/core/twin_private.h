@@ -19,10 +19,6 @@
 #include "th_result.h"
 #include "twin.h"
 
-#define CODE_ARGUMENT_INVALID 400004
-#define CODE_MAX_PROPERTIES_EXCEEDED 403100
-#define CODE_PRECONDITION_FAILED 412001
-
 #define KEY_LAST_UPDATED "$lastUpdated"
 #define KEY_LAST_UPDATED_VERSION "$lastUpdatedVersion"
 #define KEY_METADATA "$metadata"

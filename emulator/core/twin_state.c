@@ -80,7 +80,7 @@ static bool state_int(const cJSON *item, double min, double max, int64_t *out)
 
 static th_result bad_state(struct th_error *err, const char *what, const char *fix)
 {
-    return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID, "twin state: %s %s", what, fix);
+    return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "twin state: %s %s", what, fix);
 }
 
 /* A stored section never holds null (null only means "delete" in a patch). */
@@ -88,7 +88,7 @@ static th_result check_no_null(const cJSON *item, struct twin_path *p, struct th
 {
     char where[PATH_SHOWN + 8];
     if (cJSON_IsNull(item))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "twin state: %s is null; a stored twin holds no nulls, remove it",
                             twin_path_text(p, where, sizeof where));
     int i = 0;
@@ -115,17 +115,17 @@ static th_result check_meta(const cJSON *meta, const cJSON *node, bool desired, 
     int64_t v;
 
     if (!cJSON_IsObject(meta))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "twin state: %s must be a metadata object with \"" KEY_LAST_UPDATED
                             "\"",
                             twin_path_text(p, where, sizeof where));
     if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(meta, KEY_LAST_UPDATED)))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "twin state: %s." KEY_LAST_UPDATED " must be a time string",
                             twin_path_text(p, where, sizeof where));
     if (desired && !state_int(cJSON_GetObjectItemCaseSensitive(meta, KEY_LAST_UPDATED_VERSION), 1,
                               (double)max_version, &v))
-        return th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "twin state: %s." KEY_LAST_UPDATED_VERSION
                             " must be an integer from 1 to desiredVersion (%lld)",
                             twin_path_text(p, where, sizeof where), (long long)max_version);
@@ -139,7 +139,7 @@ static th_result check_meta(const cJSON *meta, const cJSON *node, bool desired, 
         size_t saved = twin_path_push(p, key, 0);
         th_result rc;
         if (child == NULL)
-            rc = th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            rc = th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                               "twin state: %s has no matching property; remove that metadata",
                               twin_path_text(p, where, sizeof where));
         else
@@ -151,7 +151,7 @@ static th_result check_meta(const cJSON *meta, const cJSON *node, bool desired, 
     for (const cJSON *c = node != NULL ? node->child : NULL; c != NULL; c = c->next) {
         if (cJSON_GetObjectItemCaseSensitive(meta, c->string) == NULL) {
             size_t saved = twin_path_push(p, c->string, 0);
-            th_error_set(err, TH_ERR_INVAL, CODE_ARGUMENT_INVALID,
+            th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "twin state: %s has no metadata; every property needs a metadata node",
                          twin_path_text(p, where, sizeof where));
             twin_path_pop(p, saved);

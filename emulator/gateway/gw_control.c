@@ -163,7 +163,7 @@ static cJSON *unavailable_entry(const char *why)
     cJSON *e = cJSON_CreateObject();
     if (!e || !cJSON_AddStringToObject(e, "error", why) ||
         !cJSON_AddNumberToObject(e, "status", 503) ||
-        !cJSON_AddNumberToObject(e, "errorCode", 503001)) {
+        !cJSON_AddNumberToObject(e, "errorCode", TH_EC_SERVICE_UNAVAILABLE)) {
         cJSON_Delete(e);
         return NULL;
     }

@@ -185,7 +185,7 @@ static bool parse_head(struct gw_conn *c, const char *src, size_t n)
     r->start_us = th_now_us();
     r->head = malloc(n + 1);
     if (!r->head) {
-        reject(c, 503, 503001, "out of memory");
+        reject(c, 503, TH_EC_SERVICE_UNAVAILABLE, "out of memory");
         return false;
     }
     memcpy(r->head, src, n);
@@ -232,7 +232,7 @@ static int take_body(struct gw_conn *c)
         size_t have = gw_buf_size(&c->in);
         size_t n = have < want ? have : want;
         if (n && !gw_buf_put(&r->body, gw_buf_head(&c->in), n)) {
-            reject(c, 503, 503001, "out of memory");
+            reject(c, 503, TH_EC_SERVICE_UNAVAILABLE, "out of memory");
             return -1;
         }
         gw_buf_consume(&c->in, n);
@@ -248,7 +248,7 @@ static int take_body(struct gw_conn *c)
             return -1;
         }
         if (data.len && !gw_buf_put(&r->body, data.ptr, data.len)) {
-            reject(c, 503, 503001, "out of memory");
+            reject(c, 503, TH_EC_SERVICE_UNAVAILABLE, "out of memory");
             return -1;
         }
         gw_buf_consume(&c->in, used);

@@ -60,9 +60,9 @@ static bool hold_error(struct gw_conn *c, int status, int code, const char *msg)
 /* The hub's name for an errorCode, plus the two twinhub uses for paths the hub lacks. */
 static const char *code_name(int code)
 {
-    if (code == 404000)
+    if (code == TH_EC_NOT_FOUND)
         return "NotFound";
-    if (code == 405000)
+    if (code == TH_EC_METHOD_NOT_ALLOWED)
         return "MethodNotAllowed";
     return th_error_code_name(code);
 }
@@ -149,7 +149,7 @@ void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...
 static void error_from_entry(struct gw_conn *c, const cJSON *entry)
 {
     int status = (int)th_json_number(entry, "status", 500);
-    int code = (int)th_json_number(entry, "errorCode", 500001);
+    int code = (int)th_json_number(entry, "errorCode", TH_EC_SERVER_ERROR);
     if (status < 400 || status > 599)
         status = 500;
     gw_rest_error(c, status, code, "%s",
@@ -160,7 +160,7 @@ static void respond_json(struct gw_conn *c, int status, const cJSON *item, const
 {
     char *text = item ? th_json_print(item) : NULL;
     if (item && !text) {
-        gw_rest_error(c, 500, 500001, "out of memory");
+        gw_rest_error(c, 500, TH_EC_SERVER_ERROR, "out of memory");
         return;
     }
     gw_http_respond(c, status, extra, JSON_TYPE, text ? text : "", text ? strlen(text) : 0);
@@ -170,7 +170,7 @@ static void respond_json(struct gw_conn *c, int status, const cJSON *item, const
 static void unreachable(struct gw_conn *c)
 {
     c->auth_pending = false; /* nobody can decide the token: this is the answer */
-    gw_rest_error(c, 503, 503001,
+    gw_rest_error(c, 503, TH_EC_SERVICE_UNAVAILABLE,
                   "the hub cannot be reached right now (the gateway's control connection is "
                   "down); try again");
 }
@@ -184,7 +184,7 @@ static cJSON *body_object(struct gw_conn *c, bool required, bool *answered)
     *answered = false;
     if (gw_buf_size(b) == 0) {
         if (required) {
-            gw_rest_error(c, 400, 400005, "this request needs a JSON object body");
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_NULL, "this request needs a JSON object body");
             *answered = true;
         }
         return NULL;
@@ -193,13 +193,13 @@ static cJSON *body_object(struct gw_conn *c, bool required, bool *answered)
     struct th_error err = {0};
     if (th_json_parse((const char *)gw_buf_head(b), gw_buf_size(b), GW_MAX_BODY, 64, &doc, &err) !=
         TH_OK) {
-        gw_rest_error(c, 400, 400006, "%s", err.message);
+        gw_rest_error(c, 400, TH_EC_IOTHUB_FORMAT_ERROR, "%s", err.message);
         *answered = true;
         return NULL;
     }
     if (!cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
-        gw_rest_error(c, 400, 400004, "the request body must be a JSON object");
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "the request body must be a JSON object");
         *answered = true;
         return NULL;
     }
@@ -293,7 +293,7 @@ static void call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn don
 {
     if (cmd && !add_authorization(c, cmd)) {
         cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
+        gw_rest_error(c, 500, TH_EC_SERVER_ERROR, "out of memory");
         return;
     }
     if (!gw_ctl_call(c->gw, c, cmd, timeout_s, done))
@@ -305,7 +305,7 @@ static void call_built(struct gw_conn *c, bool ok, cJSON *cmd, double timeout_s,
 {
     if (!ok) {
         cJSON_Delete(cmd);
-        gw_rest_error(c, 500, 500001, "out of memory");
+        gw_rest_error(c, 500, TH_EC_SERVER_ERROR, "out of memory");
         return;
     }
     call(c, cmd, timeout_s, done);
@@ -373,7 +373,7 @@ static void done_method(struct th_gateway *gw, struct gw_conn *c, const cJSON *e
     if (body)
         gw_http_respond(c, 200, NULL, JSON_TYPE, body, len);
     else
-        gw_rest_error(c, 500, 500001, "the hub's method result could not be written");
+        gw_rest_error(c, 500, TH_EC_SERVER_ERROR, "the hub's method result could not be written");
     free(body);
     gw_http_resume(c);
 }
@@ -432,7 +432,7 @@ static void stats(struct gw_conn *c, const cJSON *entry, const char *const *keys
     if (out)
         respond_json(c, 200, out, NULL);
     else
-        gw_rest_error(c, 500, 500001, "out of memory");
+        gw_rest_error(c, 500, TH_EC_SERVER_ERROR, "out of memory");
     cJSON_Delete(out);
     gw_http_resume(c);
 }
@@ -464,7 +464,8 @@ static void h_list_devices(struct gw_conn *c)
         char *end;
         long v = strtol(top, &end, 10);
         if (!top[0] || *end || v < 1) {
-            gw_rest_error(c, 400, 400004, "top must be a whole number from 1 to 1000");
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
+                          "top must be a whole number from 1 to 1000");
             return;
         }
         c->arg = v > 1000 ? 1000 : v;
@@ -521,7 +522,7 @@ static void put_identity(struct gw_conn *c, bool is_module)
     const char *bd = th_json_string(body, "deviceId", NULL);
     const char *bm = th_json_string(body, "moduleId", NULL);
     if ((bd && strcmp(bd, c->ids[0])) || (is_module && bm && strcmp(bm, c->ids[1]))) {
-        gw_rest_error(c, 400, 400004,
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
                       "the %s in the body ('%s') does not match the one in the path ('%s')",
                       bd && strcmp(bd, c->ids[0]) ? "deviceId" : "moduleId",
                       bd && strcmp(bd, c->ids[0]) ? bd : bm,
@@ -630,7 +631,7 @@ static void h_query(struct gw_conn *c)
         page = strtol(tmp, &end, 10);
         if (!tmp[0] || *end || page < 1) {
             cJSON_Delete(body);
-            gw_rest_error(c, 400, 400004,
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
                           "x-ms-max-item-count must be a whole number from 1 to 1000");
             return;
         }
@@ -678,8 +679,8 @@ static void h_c2d(struct gw_conn *c)
     struct gw_buf *b = &c->req.body;
     size_t n = gw_buf_size(b);
     if (n > TH_C2D_MAX_BYTES) {
-        gw_rest_error(c, 413, 413001, "message of %zu bytes exceeds the %d byte limit", n,
-                      TH_C2D_MAX_BYTES);
+        gw_rest_error(c, 413, TH_EC_MESSAGE_TOO_LARGE,
+                      "message of %zu bytes exceeds the %d byte limit", n, TH_C2D_MAX_BYTES);
         return;
     }
     char *b64 = malloc(4 * ((n + 2) / 3) + 1);
@@ -867,7 +868,7 @@ static void run(struct gw_conn *c)
      * hub as sent; it is no SAS token either. */
     const struct gw_slice *h = gw_req_header(&c->req, "Authorization");
     if (c->route->rights[0] && h && memchr(h->p, '\0', h->n)) {
-        gw_rest_error(c, 401, 401002,
+        gw_rest_error(c, 401, TH_EC_IOTHUB_UNAUTHORIZED_ACCESS,
                       "the Authorization header is not a valid SAS token: it holds a NUL byte");
         return;
     }
@@ -913,11 +914,11 @@ void gw_rest_dispatch(struct gw_conn *c)
         snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
         snprintf(msg, sizeof msg, "%.*s is not allowed on %.*s; use %s", (int)r->method_text.n,
                  r->method_text.p, (int)r->path.n, r->path.p, allow);
-        error_reply(c, 405, 405000, extra, msg);
+        error_reply(c, 405, TH_EC_METHOD_NOT_ALLOWED, extra, msg);
         return;
     }
     if (!rt) {
-        gw_rest_error(c, 404, 404000,
+        gw_rest_error(c, 404, TH_EC_NOT_FOUND,
                       "no such endpoint: %.*s %.*s (twinhub serves the IoT Hub service API subset "
                       "in docs/rest-api.md)",
                       (int)r->method_text.n, r->method_text.p, (int)r->path.n, r->path.p);
@@ -929,7 +930,7 @@ void gw_rest_dispatch(struct gw_conn *c)
         struct gw_slice s = seg[idseg[k]];
         if (th_pct_decode(s.p, s.n, false, c->ids[k], GW_ID_BUF, &n) != TH_OK || n == 0 ||
             strlen(c->ids[k]) != n) {
-            gw_rest_error(c, 400, 400004,
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
                           "the %s id in the path is not valid (percent-encoded, at most %d "
                           "characters)",
                           k ? "module" : "device", TH_MAX_ID_LEN);
@@ -939,7 +940,7 @@ void gw_rest_dispatch(struct gw_conn *c)
     if (rt->azure) {
         char v[64];
         if (!gw_req_query(r, "api-version", v, sizeof v) || !v[0]) {
-            gw_rest_error(c, 400, 400001,
+            gw_rest_error(c, 400, TH_EC_INVALID_PROTOCOL_VERSION,
                           "the api-version query parameter is required, e.g. "
                           "?api-version=2021-04-12");
             return;

@@ -145,7 +145,7 @@ void gw_ws_upgrade(struct gw_conn *c)
     const struct gw_slice *ver = gw_req_header(r, "Sec-WebSocket-Version");
     if (r->method != GW_GET || !header_has(r, "Upgrade", "websocket") ||
         !header_has(r, "Connection", "upgrade") || !key || !key->n || key->n > 64 || !r->http11) {
-        gw_rest_error(c, 400, 400004,
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
                       "/$iothub/websocket takes WebSocket upgrades only (GET, Upgrade: websocket, "
                       "Sec-WebSocket-Protocol: mqtt)");
         return;
@@ -159,7 +159,7 @@ void gw_ws_upgrade(struct gw_conn *c)
     struct th_slice offered_th = gw_slice_to_th(offered);
     const char *proto = th_ws_pick_subprotocol(offered ? &offered_th : NULL);
     if (!proto) {
-        gw_rest_error(c, 400, 400004,
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID,
                       "the WebSocket subprotocol must be mqtt (or mqttv3.1); twinhub does not "
                       "emulate AMQP over WebSockets");
         return;
@@ -167,7 +167,7 @@ void gw_ws_upgrade(struct gw_conn *c)
 
     struct gw_bridge *b = calloc(1, sizeof *b);
     if (!b) {
-        gw_rest_error(c, 503, 503001, "out of memory");
+        gw_rest_error(c, 503, TH_EC_SERVICE_UNAVAILABLE, "out of memory");
         return;
     }
     b->gw = c->gw;
@@ -176,7 +176,8 @@ void gw_ws_upgrade(struct gw_conn *c)
     if (!connect_broker(b)) {
         c->bridge = NULL;
         free(b);
-        gw_rest_error(c, 503, 503001, "the broker's MQTT listener cannot be reached");
+        gw_rest_error(c, 503, TH_EC_SERVICE_UNAVAILABLE,
+                      "the broker's MQTT listener cannot be reached");
         return;
     }
 

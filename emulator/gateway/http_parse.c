@@ -47,7 +47,7 @@ static bool is_tchar(char ch)
 
 static th_result malformed(struct th_error *err, const char *why)
 {
-    return th_error_set(err, TH_ERR_FORMAT, 400004, "%s", why);
+    return th_error_set(err, TH_ERR_FORMAT, TH_EC_ARGUMENT_INVALID, "%s", why);
 }
 
 /* ---- heads ------------------------------------------------------------------------------- */
@@ -70,7 +70,8 @@ th_result th_http_head_find(const char *in, size_t len, size_t *skip, size_t *he
         return TH_OK;
     }
     if (have >= TH_HTTP_MAX_HEAD)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 400004, "request head larger than 16 KB");
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_ARGUMENT_INVALID,
+                            "request head larger than 16 KB");
     return TH_OK;
 }
 
@@ -138,7 +139,8 @@ static th_result parse_framing(struct th_http_head *out, size_t max_body, struct
         out->chunked = true;
     }
     if (out->content_length >= 0 && (unsigned long long)out->content_length > max_body)
-        return th_error_set(err, TH_ERR_TOO_LARGE, 413001, "request body too large");
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE,
+                            "request body too large");
     const struct th_slice *conn = th_http_header(out, "Connection");
     out->keep_alive =
         out->http11 ? !th_http_has_token(conn, "close") : th_http_has_token(conn, "keep-alive");
@@ -264,7 +266,7 @@ bool th_http_chunked_done(const struct th_http_chunked *d)
 
 static th_result too_large(struct th_error *err)
 {
-    return th_error_set(err, TH_ERR_TOO_LARGE, 413001, "request body too large");
+    return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_MESSAGE_TOO_LARGE, "request body too large");
 }
 
 th_result th_http_chunked_decode(struct th_http_chunked *d, const char *in, size_t len,

@@ -208,7 +208,8 @@ struct th_scenario *th_scenario_parse_ex(const char *text, size_t len, const cha
 /*
  * The identities a scenario names (registry devices and modules, the agent's,
  * every step's deviceId/moduleId without ${...}), as an array of
- * {"deviceId", "moduleId"?} objects without duplicates. The caller frees.
+ * {"deviceId", "moduleId"?} objects without duplicates. The caller frees;
+ * NULL when out of memory.
  */
 cJSON *th_scenario_identities(const struct th_scenario *s);
 
@@ -289,7 +290,8 @@ void th_scn_session_settle(struct th_scn_session *ss, int64_t t_us);
  * FAIL ("unknown variable ${x}") when a name is unknown. Owned by the session.
  */
 const cJSON *th_scn_session_resolved(struct th_scn_session *ss);
-/* Run variables the current step uses that are not set yet (array of names; caller frees). */
+/* Run variables the current step uses that are not set yet (array of names; caller
+ * frees; NULL when out of memory). */
 cJSON *th_scn_session_missing_run_vars(const struct th_scn_session *ss, size_t i);
 
 /*

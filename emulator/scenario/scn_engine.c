@@ -162,8 +162,10 @@ static void ident_remove(struct th_scn_session *ss, struct ident *id)
 static cJSON *reported_doc(const struct ident *id)
 {
     cJSON *doc = id ? cJSON_Duplicate(id->reported, 1) : cJSON_CreateObject();
-    if (doc)
-        cJSON_AddNumberToObject(doc, "$version", id ? (double)id->version : 1);
+    if (doc && !cJSON_AddNumberToObject(doc, "$version", id ? (double)id->version : 1)) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
     return doc;
 }
 
@@ -284,11 +286,12 @@ bool th_scn_session_set_var(struct th_scn_session *ss, const char *name, const c
     cJSON *v = cJSON_CreateString(value);
     if (!v)
         return false;
-    if (cJSON_GetObjectItemCaseSensitive(ss->vars, name))
-        cJSON_ReplaceItemInObjectCaseSensitive(ss->vars, name, v);
-    else
-        cJSON_AddItemToObject(ss->vars, name, v);
-    return true;
+    bool ok = cJSON_GetObjectItemCaseSensitive(ss->vars, name)
+                  ? cJSON_ReplaceItemInObjectCaseSensitive(ss->vars, name, v)
+                  : cJSON_AddItemToObject(ss->vars, name, v);
+    if (!ok)
+        cJSON_Delete(v);
+    return ok;
 }
 
 /* Scenario variables may use run variables and earlier variables: resolve them once. */
@@ -503,6 +506,7 @@ const cJSON *th_scn_session_resolved(struct th_scn_session *ss)
 struct missing_ctx {
     const struct th_scn_session *ss;
     cJSON *out;
+    bool nomem;
 };
 
 static void note_missing(const char *name, void *arg)
@@ -512,7 +516,11 @@ static void note_missing(const char *name, void *arg)
         return;
     const cJSON *e;
     cJSON_ArrayForEach(e, m->out) if (!strcmp(e->valuestring, name)) return;
-    cJSON_AddItemToArray(m->out, cJSON_CreateString(name));
+    cJSON *s = cJSON_CreateString(name);
+    if (!s || !cJSON_AddItemToArray(m->out, s)) {
+        cJSON_Delete(s);
+        m->nomem = true;
+    }
 }
 
 static void scan_missing(const cJSON *j, struct missing_ctx *m)
@@ -528,9 +536,13 @@ static void scan_missing(const cJSON *j, struct missing_ctx *m)
 
 cJSON *th_scn_session_missing_run_vars(const struct th_scn_session *ss, size_t i)
 {
-    struct missing_ctx m = {ss, cJSON_CreateArray()};
+    struct missing_ctx m = {ss, cJSON_CreateArray(), false};
     if (m.out && i < ss->s->nsteps)
         scan_missing(ss->s->steps[i].body, &m);
+    if (m.nomem) {
+        cJSON_Delete(m.out);
+        return NULL;
+    }
     return m.out;
 }
 
@@ -552,15 +564,28 @@ static cJSON *telemetry_view(const struct th_journal_record *r)
     } else {
         b = cJSON_CreateNull();
     }
-    if (b)
-        cJSON_AddItemToObject(o, "body", b);
-    if (r->as.telemetry.properties)
-        cJSON_AddItemToObject(o, "properties", cJSON_Duplicate(r->as.telemetry.properties, 1));
-    if (r->as.telemetry.system_properties)
-        cJSON_AddItemToObject(o, "systemProperties",
-                              cJSON_Duplicate(r->as.telemetry.system_properties, 1));
-    if (r->as.telemetry.topic)
-        cJSON_AddStringToObject(o, "topic", r->as.telemetry.topic);
+    bool ok = b != NULL && cJSON_AddItemToObject(o, "body", b);
+    if (!ok)
+        cJSON_Delete(b);
+    cJSON *props = NULL, *sys = NULL;
+    if (ok && r->as.telemetry.properties) {
+        props = cJSON_Duplicate(r->as.telemetry.properties, 1);
+        ok = props && cJSON_AddItemToObject(o, "properties", props);
+        if (!ok)
+            cJSON_Delete(props);
+    }
+    if (ok && r->as.telemetry.system_properties) {
+        sys = cJSON_Duplicate(r->as.telemetry.system_properties, 1);
+        ok = sys && cJSON_AddItemToObject(o, "systemProperties", sys);
+        if (!ok)
+            cJSON_Delete(sys);
+    }
+    if (ok && r->as.telemetry.topic)
+        ok = cJSON_AddStringToObject(o, "topic", r->as.telemetry.topic) != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL; /* out of memory */
+    }
     return o;
 }
 

@@ -501,7 +501,17 @@ static bool exact_at(struct mctx *x, const cJSON *m, const cJSON *a, char *path,
     return true;
 }
 
-/* Merge captured strings from `from` into `into` (replacing). */
+/* Merge captured strings from `from` into `into` (replacing). Out of memory drops a capture, as
+ * it does where a capture is made: the match itself still decides. */
+static void put_cap(cJSON *caps, const char *k, cJSON *item)
+{
+    bool ok = cJSON_GetObjectItemCaseSensitive(caps, k)
+                  ? cJSON_ReplaceItemInObjectCaseSensitive(caps, k, item)
+                  : cJSON_AddItemToObject(caps, k, item);
+    if (!ok)
+        cJSON_Delete(item);
+}
+
 static void merge_caps(cJSON *into, cJSON *from)
 {
     if (!into || !from)
@@ -510,11 +520,7 @@ static void merge_caps(cJSON *into, cJSON *from)
     while (c) {
         cJSON *next = c->next;
         cJSON *item = cJSON_DetachItemViaPointer(from, c);
-        const char *k = item->string;
-        if (cJSON_GetObjectItemCaseSensitive(into, k))
-            cJSON_ReplaceItemInObjectCaseSensitive(into, k, item);
-        else
-            cJSON_AddItemToObject(into, k, item);
+        put_cap(into, item->string, item);
         c = next;
     }
 }
@@ -600,12 +606,8 @@ static bool match_op(struct mctx *x, const cJSON *m, const cJSON *op, const cJSO
             char *text = cJSON_IsString(a) ? strdup(a->valuestring) : cJSON_PrintUnformatted(a);
             cJSON *s = text ? cJSON_CreateString(text) : NULL;
             free(text);
-            if (s) {
-                if (cJSON_GetObjectItemCaseSensitive(caps, op->valuestring))
-                    cJSON_ReplaceItemInObjectCaseSensitive(caps, op->valuestring, s);
-                else
-                    cJSON_AddItemToObject(caps, op->valuestring, s);
-            }
+            if (s)
+                put_cap(caps, op->valuestring, s);
         }
         return true;
     }

@@ -353,11 +353,17 @@ static void check_refs(struct v *v, const cJSON *j)
     }
 }
 
+/* Put `name` in the set of names `set` (pending captures, known variables). */
+static void note_name(struct v *v, cJSON *set, const char *name)
+{
+    if (!cJSON_GetObjectItemCaseSensitive(set, name) && !cJSON_AddTrueToObject(set, name))
+        err(v, "out of memory");
+}
+
 static void on_capture(const char *name, void *arg)
 {
     struct v *v = arg;
-    if (!cJSON_GetObjectItemCaseSensitive(v->pending, name))
-        cJSON_AddTrueToObject(v->pending, name);
+    note_name(v, v->pending, name);
 }
 
 /* ---- files next to the scenario ---- */
@@ -388,10 +394,8 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
     cJSON *out = NULL;
     if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK)
         return out;
-    const char *at = strstr(e.message, "byte ");
-    size_t byte;
-    if (at && sscanf(at + 5, "%zu", &byte) == 1 && byte <= len) {
-        size_t line = 1, col = 1;
+    if (e.position > 0 && e.position - 1 <= len) {
+        size_t byte = e.position - 1, line = 1, col = 1;
         for (size_t i = 0; i < byte; i++) {
             if (text[i] == '\n') {
                 line++;
@@ -1034,8 +1038,8 @@ static void validate(struct v *v, cJSON *doc)
                            "with a digit)");
                 else if (!cJSON_IsString(c))
                     err(v, "expected a string");
-                else if (!cJSON_GetObjectItemCaseSensitive(v->known, c->string))
-                    cJSON_AddTrueToObject(v->known, c->string);
+                else
+                    note_name(v, v->known, c->string);
                 pop(v, o2);
             }
             s->variables = vars;
@@ -1116,11 +1120,7 @@ static void validate(struct v *v, cJSON *doc)
                 check_step(v, c, &s->steps[i], i);
                 /* captures of this step are usable from the next one */
                 const cJSON *cap;
-                cJSON_ArrayForEach(cap, v->pending)
-                {
-                    if (!cJSON_GetObjectItemCaseSensitive(v->known, cap->string))
-                        cJSON_AddTrueToObject(v->known, cap->string);
-                }
+                cJSON_ArrayForEach(cap, v->pending) note_name(v, v->known, cap->string);
                 i++;
             }
         }
@@ -1135,9 +1135,8 @@ static void validate(struct v *v, cJSON *doc)
         cJSON *saved = v->known;
         cJSON *known = cJSON_CreateObject();
         if (vars && cJSON_IsObject(vars))
-            cJSON_ArrayForEach(c, vars) if (th_vars_valid_name(c->string) &&
-                                            !cJSON_GetObjectItemCaseSensitive(known, c->string))
-                cJSON_AddTrueToObject(known, c->string);
+            cJSON_ArrayForEach(c, vars) if (th_vars_valid_name(c->string))
+                note_name(v, known, c->string);
         for (int i = 0; i < s->agent_start_at && (size_t)i < s->nsteps; i++) {
             cJSON *tmp = cJSON_CreateObject();
             const struct th_step *st = &s->steps[i];
@@ -1151,11 +1150,7 @@ static void validate(struct v *v, cJSON *doc)
                 th_scn_diag_free(&quiet);
             }
             const cJSON *cap;
-            cJSON_ArrayForEach(cap, tmp)
-            {
-                if (!cJSON_GetObjectItemCaseSensitive(known, cap->string))
-                    cJSON_AddTrueToObject(known, cap->string);
-            }
+            cJSON_ArrayForEach(cap, tmp) note_name(v, known, cap->string);
             cJSON_Delete(tmp);
         }
         v->known = known;
@@ -1254,10 +1249,11 @@ void th_scenario_free(struct th_scenario *s)
 
 /* ---- identities ---- */
 
-static void add_identity(cJSON *arr, const char *d, const char *m)
+/* Add {deviceId, moduleId} to arr unless present; false when out of memory. */
+static bool add_identity(cJSON *arr, const char *d, const char *m)
 {
     if (!d || strstr(d, "${") || (m && strstr(m, "${")))
-        return;
+        return true;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr)
     {
@@ -1265,15 +1261,15 @@ static void add_identity(cJSON *arr, const char *d, const char *m)
         const cJSON *em = cJSON_GetObjectItemCaseSensitive(e, "moduleId");
         if (!strcmp(ed->valuestring, d) &&
             ((!m && !em) || (m && em && !strcmp(em->valuestring, m))))
-            return;
+            return true;
     }
     cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return;
-    cJSON_AddStringToObject(o, "deviceId", d);
-    if (m)
-        cJSON_AddStringToObject(o, "moduleId", m);
-    cJSON_AddItemToArray(arr, o);
+    if (!o || !cJSON_AddStringToObject(o, "deviceId", d) ||
+        (m && !cJSON_AddStringToObject(o, "moduleId", m)) || !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        return false;
+    }
+    return true;
 }
 
 cJSON *th_scenario_identities(const struct th_scenario *s)
@@ -1282,21 +1278,26 @@ cJSON *th_scenario_identities(const struct th_scenario *s)
     if (!arr)
         return NULL;
     const cJSON *devs = cJSON_GetObjectItemCaseSensitive(s->registry, "devices");
+    bool ok = true;
     const cJSON *d;
     cJSON_ArrayForEach(d, devs)
     {
         const char *did = th_json_string(d, "deviceId", NULL);
-        add_identity(arr, did, NULL);
+        ok = ok && add_identity(arr, did, NULL);
         const cJSON *m;
-        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "modules"))
-            add_identity(arr, did, th_json_string(m, "moduleId", NULL));
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "modules")) ok =
+            ok && add_identity(arr, did, th_json_string(m, "moduleId", NULL));
     }
-    add_identity(arr, s->agent_device, s->agent_module);
-    for (size_t i = 0; i < s->nsteps; i++) {
+    ok = ok && add_identity(arr, s->agent_device, s->agent_module);
+    for (size_t i = 0; ok && i < s->nsteps; i++) {
         const cJSON *b = s->steps[i].body;
         if (cJSON_IsObject(b))
-            add_identity(arr, th_json_string(b, "deviceId", NULL),
-                         th_json_string(b, "moduleId", NULL));
+            ok = add_identity(arr, th_json_string(b, "deviceId", NULL),
+                              th_json_string(b, "moduleId", NULL));
+    }
+    if (!ok) {
+        cJSON_Delete(arr);
+        return NULL; /* out of memory */
     }
     return arr;
 }

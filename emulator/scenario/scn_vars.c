@@ -159,10 +159,13 @@ cJSON *th_vars_subst(const cJSON *in, const cJSON *vars, char *unknown, size_t s
                 cJSON_Delete(out);
                 return NULL;
             }
-            if (cJSON_IsObject(in))
-                cJSON_AddItemToObject(out, c->string, v);
-            else
-                cJSON_AddItemToArray(out, v);
+            bool added = cJSON_IsObject(in) ? cJSON_AddItemToObject(out, c->string, v)
+                                            : cJSON_AddItemToArray(out, v);
+            if (!added) {
+                cJSON_Delete(v);
+                cJSON_Delete(out);
+                return NULL;
+            }
         }
         return out;
     }

@@ -27,7 +27,7 @@
 static int64_t time_of(const char *text)
 {
     int64_t us = 0;
-    assert_true(th_journal_time_parse(text, &us));
+    assert_int_equal(th_journal_time_parse(text, &us), TH_OK);
     return us;
 }
 
@@ -541,14 +541,14 @@ static void test_th_journal_time_parse_seven_digits_succeeds(void **state)
 {
     (void)state;
     int64_t us;
-    assert_true(th_journal_time_parse("2020-07-09T13:55:50.7976985Z", &us));
+    assert_int_equal(th_journal_time_parse("2020-07-09T13:55:50.7976985Z", &us), TH_OK);
     assert_int_equal(us, INT64_C(1594302950) * 1000000 + 797698);
-    assert_true(th_journal_time_parse("2020-07-09T13:55:50Z", &us));
+    assert_int_equal(th_journal_time_parse("2020-07-09T13:55:50Z", &us), TH_OK);
     assert_int_equal(us, INT64_C(1594302950) * 1000000);
     /* What th_time_format writes reads back to the same microsecond. */
     char text[TH_TIME_BUF];
     th_time_format(INT64_C(1594302950797698), text);
-    assert_true(th_journal_time_parse(text, &us));
+    assert_int_equal(th_journal_time_parse(text, &us), TH_OK);
     assert_int_equal(us, INT64_C(1594302950797698));
 }
 
@@ -556,13 +556,13 @@ static void test_th_journal_time_parse_other_forms_fails(void **state)
 {
     (void)state;
     int64_t us;
-    assert_false(th_journal_time_parse("2020-07-09 13:55:50Z", &us));
-    assert_false(th_journal_time_parse("2020-07-09T13:55:50.1+01:00", &us));
-    assert_false(th_journal_time_parse("2020-07-09T13:55:50.Z", &us));
-    assert_false(th_journal_time_parse("2020-13-09T13:55:50Z", &us));
-    assert_false(th_journal_time_parse("2020-07-09T24:55:50Z", &us));
-    assert_false(th_journal_time_parse("", &us));
-    assert_false(th_journal_time_parse(NULL, &us));
+    assert_int_equal(th_journal_time_parse("2020-07-09 13:55:50Z", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse("2020-07-09T13:55:50.1+01:00", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse("2020-07-09T13:55:50.Z", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse("2020-13-09T13:55:50Z", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse("2020-07-09T24:55:50Z", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse("", &us), TH_ERR_FORMAT);
+    assert_int_equal(th_journal_time_parse(NULL, &us), TH_ERR_FORMAT);
 }
 
 /* ---- allocation failures ---- */

@@ -119,6 +119,24 @@ static void test_th_json_parse_invalid_json_fails(void **state)
     assert_int_equal(err.code, th_result_default_code(TH_ERR_FORMAT));
 }
 
+static void test_th_json_parse_error_position_fails(void **state)
+{
+    /* err.position is the 1-based byte of the problem, for callers that point at it. */
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":1} x", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_int_equal(err.position, 9); /* extra data at byte 8 */
+    assert_int_equal(parse_str(" \x01{}", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_int_equal(err.position, 2); /* control character at byte 1 */
+    assert_int_equal(parse_str("{\"a\":", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_int_equal(err.position, 5); /* syntax error near byte 4 */
+    assert_int_equal(parse_str("[[1]]", 1024, 1, &doc, &err), TH_ERR_TOO_DEEP);
+    assert_int_equal(err.position, 0); /* no single byte to blame */
+    assert_int_equal(parse_str("   ", 1024, 10, &doc, &err), TH_ERR_FORMAT);
+    assert_int_equal(err.position, 0);
+    assert_null(doc);
+}
+
 static void test_th_json_parse_empty_input_fails(void **state)
 {
     cJSON *doc = NULL;
@@ -420,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_th_json_parse_nul_after_document_fails),
         cmocka_unit_test(test_th_json_parse_control_byte_before_document_fails),
         cmocka_unit_test(test_th_json_parse_invalid_json_fails),
+        cmocka_unit_test(test_th_json_parse_error_position_fails),
         cmocka_unit_test(test_th_json_parse_empty_input_fails),
         cmocka_unit_test(test_th_json_parse_over_byte_limit_fails),
         cmocka_unit_test(test_th_json_parse_at_byte_limit_succeeds),

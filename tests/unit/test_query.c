@@ -264,6 +264,7 @@ static void check_parse_fails_at_offset(const char *text, const char *what, cons
     if (at_text) {
         snprintf(want, sizeof want, "query: %s at column %zu near '", what,
                  (size_t)(at_text - text) + 1);
+        assert_int_equal(err.position, (size_t)(at_text - text) + 1);
         if (strncmp(err.message, want, strlen(want)) != 0)
             fail_msg("\"%s\": got \"%s\", want prefix \"%s\"", text, err.message, want);
         /* The quoted text starts with the offending token. */
@@ -272,6 +273,7 @@ static void check_parse_fails_at_offset(const char *text, const char *what, cons
     } else {
         snprintf(want, sizeof want, "query: %s at column %zu (end of query)", what,
                  strlen(text) + 1);
+        assert_int_equal(err.position, strlen(text) + 1);
         assert_string_equal(err.message, want);
     }
 }
@@ -1283,6 +1285,22 @@ static void test_th_query_free_null_succeeds(void **state)
 
 /* ---- refusals ---- */
 
+static void test_th_query_parse_error_position_field_fails(void **state)
+{
+    (void)state;
+    /* The column is a field: callers never read it back out of the message. */
+    struct th_query *q = NULL;
+    struct th_error err = {0};
+    const char *text = "SELECT * FORM devices";
+    assert_int_equal(th_query_parse(text, strlen(text), &q, &err), TH_ERR_INVAL);
+    assert_int_equal(err.position, 10);
+    assert_int_equal(err.code, TH_EC_ARGUMENT_INVALID);
+    text = "SELECT * FROM";
+    assert_int_equal(th_query_parse(text, strlen(text), &q, &err), TH_ERR_INVAL);
+    assert_int_equal(err.position, strlen(text) + 1);
+    assert_null(q);
+}
+
 static void test_th_query_parse_misspelled_from_fails(void **state)
 {
     (void)state;
@@ -1609,6 +1627,7 @@ int main(void)
         cmocka_unit_test(test_th_query_parse_whitespace_and_newlines_succeeds),
         cmocka_unit_test(test_th_query_parse_at_length_limit_succeeds),
         cmocka_unit_test(test_th_query_free_null_succeeds),
+        cmocka_unit_test(test_th_query_parse_error_position_field_fails),
         cmocka_unit_test(test_th_query_parse_misspelled_from_fails),
         cmocka_unit_test(test_th_query_parse_unknown_function_fails),
         cmocka_unit_test(test_th_query_parse_group_by_on_modules_fails),

@@ -160,6 +160,31 @@ static void test_th_error_set_long_message_truncated_succeeds(void **state)
     assert_int_equal(err.status, 400);
 }
 
+static void test_th_error_set_at_records_position_succeeds(void **state)
+{
+    (void)state;
+    struct th_error err;
+    memset(&err, 0xAA, sizeof err);
+    th_result r = th_error_set_at(&err, TH_ERR_FORMAT, 0, 7, "bad at %d", 6);
+    assert_int_equal(r, TH_ERR_FORMAT);
+    assert_int_equal(err.position, 7);
+    assert_int_equal(err.code, TH_EC_IOTHUB_FORMAT_ERROR);
+    assert_string_equal(err.message, "bad at 6");
+    assert_int_equal(th_error_set_at(NULL, TH_ERR_INVAL, 0, 3, "x"), TH_ERR_INVAL);
+}
+
+static void test_th_error_set_clears_position_succeeds(void **state)
+{
+    (void)state;
+    struct th_error err;
+    memset(&err, 0xAA, sizeof err);
+    th_error_set(&err, TH_ERR_INVAL, 0, "no position");
+    assert_int_equal(err.position, 0);
+    th_error_set_at(&err, TH_ERR_INVAL, 0, 5, "at 5");
+    th_error_set(&err, TH_ERR_INVAL, 0, "again none");
+    assert_int_equal(err.position, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +198,8 @@ int main(void)
         cmocka_unit_test(test_th_error_set_default_code_succeeds),
         cmocka_unit_test(test_th_error_set_explicit_code_succeeds),
         cmocka_unit_test(test_th_error_set_null_err_succeeds),
+        cmocka_unit_test(test_th_error_set_at_records_position_succeeds),
+        cmocka_unit_test(test_th_error_set_clears_position_succeeds),
         cmocka_unit_test(test_th_error_set_long_message_truncated_succeeds),
     };
     return cmocka_run_group_tests_name("th_result", tests, NULL, NULL);
