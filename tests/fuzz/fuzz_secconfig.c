@@ -70,6 +70,7 @@ static void check_config(const cJSON *config)
     cJSON_Delete(defaults);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = fuzz_cstr(data, size);
