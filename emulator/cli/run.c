@@ -1,7 +1,8 @@
 /*
  * run.c - `twinhub run FILE...` (docs/scenarios.md, "Running"): for each
- * scenario, start a hub (`twinhub serve` from this same binary on free
- * loopback ports, with a state directory so that restartHub keeps state)
+ * scenario, start a hub (`twinhub serve` from this same binary on a loopback
+ * address of its own with the standard ports, with a state directory so that
+ * restartHub keeps state)
  * or use a running one (--hub), seed the registry, start the agent with
  * its connection string, run the steps through the control API, and decide
  * the expectations with the engine of emulator/scenario/ fed by the live
@@ -62,8 +63,9 @@ void th_usage_run(FILE *out)
         "                   [--record FILE] [--report-dir DIR] [-v]\n"
         "\n"
         "Run scenario files against an agent. Without --hub each scenario gets its own hub\n"
-        "on free loopback ports; the agent is started with its connection string in\n"
-        "TWINHUB_CONNECTION_STRING; one line is printed per step.\n"
+        "on a loopback address of its own (127.84.72.N) with the standard ports 8883, 1883\n"
+        "and, when allowed, 443; the agent is started with its connection string\n"
+        "(HostName=that address) in TWINHUB_CONNECTION_STRING; one line is printed per step.\n"
         "\n"
         "options:\n"
         "  --agent CMD       the agent's command line (overrides the scenario's agent.command)\n"
@@ -307,9 +309,17 @@ static bool ctl_lost(const struct run *r)
 
 /* ---- run variables and identities ---- */
 
-/* GatewayHostName of the hub, for the identities' connection strings. */
+/*
+ * GatewayHostName of the hub, for the identities' connection strings: none
+ * when the hub's name is the address it listens on with 8883 (the runner's
+ * own hub), so that HostName alone is what the agent dials.
+ */
 static void hub_gateway(const struct run *r, char *buf, size_t size)
 {
+    buf[0] = '\0';
+    if (r->hub.own && !strcmp(r->hub.host, r->hub.hub_name) &&
+        r->hub.mqtts_port == TH_MQTTS_DEFAULT_PORT)
+        return;
     if (th_connstr_gateway(r->hub.host, r->hub.mqtts_port, buf, size) != TH_OK)
         buf[0] = '\0';
 }
@@ -953,7 +963,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 int th_cmd_run(int argc, char **argv)
 {
-    struct run r = {.sig_fd = -1, .t0_ms = th_mono_ms()};
+    struct run r = {.sig_fd = -1, .t0_ms = th_mono_ms(), .addr.lock_fd = -1};
     int rc = parse_args(argc, argv, &r.o);
     if (rc >= 0)
         return rc;
@@ -1096,6 +1106,7 @@ out:
         free(outs[i].system_out);
     }
     free(outs);
+    th_run_hub_release_addr(&r);
     if (r.own_record)
         fclose(r.own_record);
     if (r.sig_fd >= 0) {
