@@ -32,6 +32,9 @@ struct opts {
     const char *record;
     const char *report_dir;
     bool verbose;
+    double time_scale;             /* --time-scale; 1 when not given */
+    const char *vars[MAX_FILES];   /* --var NAME=VALUE, as given */
+    size_t nvars;
     const char *files[MAX_FILES];
     size_t nfiles;
 };
