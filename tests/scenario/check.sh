@@ -263,6 +263,24 @@ walkthrough)
     expect_rc walkv 0
   fi
   ;;
+options)
+  # --time-scale multiplies the bounds and reaches the agent; --var overrides a declared variable.
+  run_twinhub scaled run pass.json --agent 'AGENT_MODE=wrong "$SCN_AGENT"' --time-scale 0.2 \
+    --var firmware=9.9.9 --report-dir "$TMP/scaled-report"
+  expect_rc scaled 1
+  expect_in "$TMP/scaled.out" "did not match within 1.0 s" "--time-scale 0.2: the 5 s bound became 1 s"
+  expect_in "$TMP/scaled-report/agent.log" '"firmware":"9.9.9"' "--var reached the agent's env"
+  run_twinhub envcheck run pass.json --time-scale 3 --report-dir "$TMP/env-report" \
+    --agent 'echo "scale=$TWINHUB_TIME_SCALE"; exec "$SCN_AGENT"'
+  expect_rc envcheck 0
+  expect_in "$TMP/env-report/agent.log" "scale=3" "the agent gets TWINHUB_TIME_SCALE"
+  run_twinhub novar run pass.json --var nosuch=1
+  expect_rc novar 2
+  expect_in "$TMP/novar.err" "no scenario given declares the variable nosuch" "an undeclared --var is refused"
+  run_twinhub badscale run pass.json --time-scale 0
+  expect_rc badscale 2
+  expect_in "$TMP/badscale.err" "--time-scale 0: expected a number" "a bad --time-scale is refused"
+  ;;
 ports)
   # Every hub of `twinhub run` has a loopback address of its own with the standard ports, so an
   # agent that dials HostName:8883 and nothing else runs unmodified, and runs go side by side:
