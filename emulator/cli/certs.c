@@ -6,7 +6,10 @@
  *
  * The cert directory holds ca.pem/ca.key (self-signed, 10 years) and
  * server.pem/server.key (signed by the CA, 2 years, SANs localhost,
- * 127.0.0.1, ::1 plus the hub name and any specific bind address). Keys are
+ * 127.0.0.1, ::1 plus the hub name and any specific bind address). A hub
+ * bound to an address of its own (`twinhub run` gives each scenario's hub
+ * one, 127.x.y.z) gets server-<address>.pem/.key instead, so that hubs on
+ * different addresses sharing the directory do not re-issue each other's. Keys are
  * EC P-256, signatures SHA-256, all through the OpenSSL 3 C API. Files are
  * written to a temporary name and renamed, keys with mode 0600, so a crash
  * never leaves a half-written file behind. The CA is kept as long as it is
@@ -363,8 +366,21 @@ bool th_certs_default_dir(char *buf, size_t size)
     return true;
 }
 
-bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, bool verbose,
-                     struct th_cert_files *out)
+/* "server" or "server-<variant>" (a host name or an IP literal: safe in a file name). */
+static bool server_stem(const char *variant, char *buf, size_t size)
+{
+    bool base = false;
+    for (size_t i = 0; variant && i < sizeof base_names / sizeof base_names[0]; i++)
+        base = base || same_name(variant, base_names[i]);
+    if (!variant || !variant[0] || base)
+        return snprintf(buf, size, "server") < (int)size;
+    if (!is_ip_literal(variant) && !is_dns_name(variant))
+        return false;
+    return snprintf(buf, size, "server-%s", variant) < (int)size;
+}
+
+bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames,
+                     const char *variant, bool verbose, struct th_cert_files *out)
 {
     /* The full SAN list: base names, then the caller's, without duplicates. */
     const char *all[16];
@@ -386,10 +402,17 @@ bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, b
             all[nall++] = names[i];
     }
 
+    char stem[300], cert_name[320], key_name[320];
+    if (!server_stem(variant, stem, sizeof stem)) {
+        fprintf(stderr, "twinhub: '%s' cannot name a certificate file\n", variant);
+        return false;
+    }
+    snprintf(cert_name, sizeof cert_name, "%s.pem", stem);
+    snprintf(key_name, sizeof key_name, "%s.key", stem);
     if (!mkdir_p(dir))
         return false;
     if (!join(out->ca_cert, dir, "ca.pem") || !join(out->ca_key, dir, "ca.key") ||
-        !join(out->server_cert, dir, "server.pem") || !join(out->server_key, dir, "server.key")) {
+        !join(out->server_cert, dir, cert_name) || !join(out->server_key, dir, key_name)) {
         fprintf(stderr, "twinhub: cert directory path too long: %s\n", dir);
         return false;
     }

@@ -63,11 +63,14 @@ bool th_certs_default_dir(char *buf, size_t size);
  * Missing or unusable files are created; an existing CA is kept whenever it
  * is usable, so clients that already trust it keep working. Concurrent
  * callers on the same directory are serialised with a lock file.
+ * The server pair is server.pem/server.key, or server-<variant>.pem/.key
+ * when `variant` (a host name or IP literal: a hub's own bind address) is
+ * not NULL, so hubs on different addresses keep certificates of their own.
  * Prints errors (and, with `verbose`, what it created) to stderr; returns
  * false on failure. Fills `out` on success.
  */
-bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames, bool verbose,
-                     struct th_cert_files *out);
+bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames,
+                     const char *variant, bool verbose, struct th_cert_files *out);
 
 /* ---- processes and files (proc.c), for serve, run and verify ---- */
 

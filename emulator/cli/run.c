@@ -1,7 +1,8 @@
 /*
  * run.c - `twinhub run FILE...` (docs/scenarios.md, "Running"): for each
- * scenario, start a hub (`twinhub serve` from this same binary on free
- * loopback ports, with a state directory so that restartHub keeps state)
+ * scenario, start a hub (`twinhub serve` from this same binary on a loopback
+ * address of its own with the standard ports, with a state directory so that
+ * restartHub keeps state)
  * or use a running one (--hub), seed the registry, start the agent with
  * its connection string, run the steps through the control API, and decide
  * the expectations with the engine of emulator/scenario/ fed by the live
@@ -59,11 +60,13 @@ void th_usage_run(FILE *out)
     fprintf(
         out,
         "usage: twinhub run FILE... [--agent CMD] [--hub FILE] [--junit FILE]\n"
-        "                   [--record FILE] [--report-dir DIR] [-v]\n"
+        "                   [--record FILE] [--report-dir DIR] [--time-scale F]\n"
+        "                   [--var NAME=VALUE]... [-v]\n"
         "\n"
         "Run scenario files against an agent. Without --hub each scenario gets its own hub\n"
-        "on free loopback ports; the agent is started with its connection string in\n"
-        "TWINHUB_CONNECTION_STRING; one line is printed per step.\n"
+        "on a loopback address of its own (127.84.72.N) with the standard ports 8883, 1883\n"
+        "and, when allowed, 443; the agent is started with its connection string\n"
+        "(HostName=that address) in TWINHUB_CONNECTION_STRING; one line is printed per step.\n"
         "\n"
         "options:\n"
         "  --agent CMD       the agent's command line (overrides the scenario's agent.command)\n"
@@ -73,6 +76,9 @@ void th_usage_run(FILE *out)
         "                    first), for `twinhub verify`\n"
         "  --report-dir DIR  where agent.log goes (default: a temporary directory, kept\n"
         "                    when a step fails)\n"
+        "  --time-scale F    multiply every within, during and sleep bound by F (0.001 to\n"
+        "                    1000); the agent gets F in TWINHUB_TIME_SCALE\n"
+        "  --var NAME=VALUE  give the scenario variable NAME this value (repeatable)\n"
         "  -v, --verbose     show the hub's output, every event and the timings\n"
         "  -h, --help        show this text\n"
         "\n"
@@ -307,9 +313,17 @@ static bool ctl_lost(const struct run *r)
 
 /* ---- run variables and identities ---- */
 
-/* GatewayHostName of the hub, for the identities' connection strings. */
+/*
+ * GatewayHostName of the hub, for the identities' connection strings: none
+ * when the hub's name is the address it listens on with 8883 (the runner's
+ * own hub), so that HostName alone is what the agent dials.
+ */
 static void hub_gateway(const struct run *r, char *buf, size_t size)
 {
+    buf[0] = '\0';
+    if (r->hub.own && !strcmp(r->hub.host, r->hub.hub_name) &&
+        r->hub.mqtts_port == TH_MQTTS_DEFAULT_PORT)
+        return;
     if (th_connstr_gateway(r->hub.host, r->hub.mqtts_port, buf, size) != TH_OK)
         buf[0] = '\0';
 }
@@ -905,7 +919,7 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
 
 /* ---- the command ---- */
 
-enum { OPT_AGENT = 256, OPT_HUB, OPT_JUNIT, OPT_RECORD, OPT_REPORT_DIR };
+enum { OPT_AGENT = 256, OPT_HUB, OPT_JUNIT, OPT_RECORD, OPT_REPORT_DIR, OPT_TIME_SCALE, OPT_VAR };
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
@@ -915,6 +929,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"junit", required_argument, NULL, OPT_JUNIT},
         {"record", required_argument, NULL, OPT_RECORD},
         {"report-dir", required_argument, NULL, OPT_REPORT_DIR},
+        {"time-scale", required_argument, NULL, OPT_TIME_SCALE},
+        {"var", required_argument, NULL, OPT_VAR},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -939,6 +955,32 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case OPT_REPORT_DIR:
             o->report_dir = optarg;
             break;
+        case OPT_TIME_SCALE:
+            if (!th_scn_parse_time_scale(optarg, &o->time_scale)) {
+                fprintf(stderr,
+                        "twinhub run: --time-scale %s: expected a number from %g to %g, such as "
+                        "0.1 (bounds ten times shorter) or 3\n",
+                        optarg, TH_SCN_TIME_SCALE_MIN, TH_SCN_TIME_SCALE_MAX);
+                return TH_EXIT_USAGE;
+            }
+            break;
+        case OPT_VAR: {
+            char name[256];
+            const char *value;
+            if (!th_scn_parse_var_arg(optarg, name, sizeof name, &value)) {
+                fprintf(stderr,
+                        "twinhub run: --var %s: expected NAME=VALUE with NAME a scenario "
+                        "variable (letters, digits, '_' and '-', not starting with a digit)\n",
+                        optarg);
+                return TH_EXIT_USAGE;
+            }
+            if (o->nvars == MAX_FILES) {
+                fprintf(stderr, "twinhub run: at most %d --var options\n", MAX_FILES);
+                return TH_EXIT_USAGE;
+            }
+            o->vars[o->nvars++] = optarg;
+            break;
+        }
         case 'v':
             o->verbose = true;
             break;
@@ -973,9 +1015,44 @@ static int parse_args(int argc, char **argv, struct opts *o)
     return -1;
 }
 
+/*
+ * --var and --time-scale on every loaded scenario. A --var that no scenario
+ * declares is a mistake (a typo would otherwise change nothing): false after
+ * a message.
+ */
+static bool apply_options(const struct opts *o, struct outcome *outs)
+{
+    for (size_t v = 0; v < o->nvars; v++) {
+        char name[256];
+        const char *value;
+        if (!th_scn_parse_var_arg(o->vars[v], name, sizeof name, &value))
+            return false;
+        bool declared = false;
+        for (size_t i = 0; i < o->nfiles; i++) {
+            th_result res = th_scenario_set_variable(outs[i].s, name, value);
+            if (res == TH_ERR_NOMEM) {
+                fprintf(stderr, "twinhub run: out of memory\n");
+                return false;
+            }
+            declared = declared || res == TH_OK;
+        }
+        if (!declared) {
+            fprintf(stderr,
+                    "twinhub run: --var %s: no scenario given declares the variable %s in its "
+                    "\"variables\"\n",
+                    o->vars[v], name);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < o->nfiles; i++)
+        th_scenario_scale_time(outs[i].s, o->time_scale);
+    return true;
+}
+
 int th_cmd_run(int argc, char **argv)
 {
-    struct run r = {.sig_fd = -1, .t0_ms = th_mono_ms()};
+    struct run r = {.sig_fd = -1, .t0_ms = th_mono_ms(), .addr.lock_fd = -1,
+                    .o.time_scale = 1.0};
     int rc = parse_args(argc, argv, &r.o);
     if (rc >= 0)
         return rc;
@@ -999,6 +1076,10 @@ int th_cmd_run(int argc, char **argv)
         th_scn_diag_free(&diag);
     }
     if (invalid) {
+        rc = TH_EXIT_USAGE;
+        goto out;
+    }
+    if (!apply_options(&r.o, outs)) {
         rc = TH_EXIT_USAGE;
         goto out;
     }
@@ -1118,6 +1199,7 @@ out:
         free(outs[i].system_out);
     }
     free(outs);
+    th_run_hub_release_addr(&r);
     if (r.own_record)
         fclose(r.own_record);
     if (r.sig_fd >= 0) {

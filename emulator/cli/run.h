@@ -32,6 +32,9 @@ struct opts {
     const char *record;
     const char *report_dir;
     bool verbose;
+    double time_scale;             /* --time-scale; 1 when not given */
+    const char *vars[MAX_FILES];   /* --var NAME=VALUE, as given */
+    size_t nvars;
     const char *files[MAX_FILES];
     size_t nfiles;
 };
@@ -45,6 +48,7 @@ struct hub {
     size_t outlen;
     bool ready;
     int mqtt_port, mqtts_port;
+    int https_port; /* own: 443 when it could be bound on the hub's address, else 0 */
     char host[300]; /* where the control client and the agent connect */
     char hub_name[256];
     char ca_file[PATH_MAX];
@@ -81,6 +85,15 @@ struct run {
     char report_dir[PATH_MAX];
     bool report_dir_temp;
     bool any_failed;
+    /* The loopback address of the runner's own hubs (run_hub.c), kept for the whole run. */
+    struct {
+        char ip[16];     /* 127.x.y.z, or "" while none is chosen */
+        int lock_fd;     /* an flock that keeps other runners off it; -1 */
+        int next;        /* the next candidate */
+        bool https;      /* 443 can be bound on it */
+        bool fallback;   /* no address of its own: free ports on 127.0.0.1 */
+        bool noted;      /* the note about 443 was printed */
+    } addr;
 };
 
 /* Wait up to timeout_ms for anything (network, signals, hub output) and handle it. */
@@ -88,7 +101,11 @@ void th_run_pump(struct run *r, int timeout_ms);
 
 /* ---- the hub (run_hub.c) ---- */
 
-/* Start the runner's own hub for the current scenario on free ports; 0 or EXIT_HUB. */
+/*
+ * Start the runner's own hub for the current scenario on a loopback address
+ * of its own (127.x.y.z) with the standard ports 8883, 1883 and, when it can
+ * be bound, 443; 0 or EXIT_HUB.
+ */
 int th_run_hub_start_own(struct run *r);
 /* Use the running hub of --hub (its info file); 0 or EXIT_HUB after a message. */
 int th_run_hub_use_file(struct run *r);
@@ -98,6 +115,8 @@ bool th_run_hub_spawn(struct run *r);
 void th_run_hub_stop(struct run *r);
 /* Why the hub did not come up, with the end of its log. */
 void th_run_hub_explain(struct run *r);
+/* Give the run's hub address back (at the end of the run). */
+void th_run_hub_release_addr(struct run *r);
 
 /* ---- the agent (run_agent.c) ---- */
 

@@ -30,14 +30,16 @@ bool th_run_agent_spawn(struct run *r, const char *cmdline, const char *cs, cons
         return false;
     }
     /* The environment: ours plus the hub's and the scenario's. */
-    char mp[16], sp[16];
+    char mp[16], sp[16], ts[32];
     snprintf(mp, sizeof mp, "%d", r->hub.mqtt_port);
     snprintf(sp, sizeof sp, "%d", r->hub.mqtts_port);
+    snprintf(ts, sizeof ts, "%g", r->o.time_scale);
     const char *fixed[][2] = {
         {"TWINHUB_CONNECTION_STRING", cs},   {"IOTHUB_DEVICE_CONNECTION_STRING", cs},
         {"TWINHUB_CA_FILE", r->hub.ca_file}, {"NODE_EXTRA_CA_CERTS", r->hub.ca_file},
         {"SSL_CERT_FILE", r->hub.ca_file},   {"TWINHUB_MQTT_PORT", mp},
         {"TWINHUB_MQTTS_PORT", sp},          {"TWINHUB_HUB_NAME", r->hub.hub_name},
+        {"TWINHUB_TIME_SCALE", ts},
     };
     size_t nenv = sizeof fixed / sizeof fixed[0] + (size_t)cJSON_GetArraySize(s->agent_env);
     char **env_set = calloc(nenv + 1, 2 * sizeof *env_set);

@@ -1,13 +1,25 @@
 /*
  * run_hub.c - the hub of `twinhub run` (docs/scenarios.md, "Running"): its
- * own `twinhub serve` (this same binary) on free loopback ports with a state
- * directory, so that restartHub keeps the state, or a running hub given with
- * --hub (its info file). Waits go through th_run_pump, which reads serve's
- * stdout until "twinhub: ready" and reaps it when it exits.
+ * own `twinhub serve` (this same binary) with a state directory, so that
+ * restartHub keeps the state, or a running hub given with --hub (its info
+ * file). Waits go through th_run_pump, which reads serve's stdout until
+ * "twinhub: ready" and reaps it when it exits.
+ *
+ * The own hub listens on a loopback address of its own, 127.x.y.z (Linux
+ * routes all of 127.0.0.0/8 to lo), on the standard ports 8883 and 1883 and,
+ * when it may bind it, 443: an agent whose SDK hard-codes 8883 (the Azure
+ * IoT C SDKs) dials HostName=127.x.y.z unmodified, and runs side by side
+ * each get another address. The address is the hub's name as well, so the
+ * connection string needs no GatewayHostName, and serve issues a server
+ * certificate for it (server-<address>.pem in the cert dir, cached). An
+ * flock on a file per address in the cert dir keeps concurrent runners off
+ * each other's address; a bind probe skips addresses someone else listens
+ * on. 127.0.0.1 is never used (a user's `twinhub serve` lives there).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +53,98 @@ static int free_port(void)
     return port;
 }
 
+/* The standard ports of IoT Hub (protocol.md): what SDKs hard-code. */
+#define STD_MQTTS_PORT 8883
+#define STD_MQTT_PORT 1883
+#define STD_HTTPS_PORT 443
+/* Candidates 127.84.72.1, 127.84.72.2, ... ("TH"): one per concurrent run. */
+#define ADDR_FIRST_B 84
+#define ADDR_FIRST_C 72
+#define ADDR_TRIES 508
+
+/* Candidate `i` as text. */
+static void addr_candidate(int i, char buf[static 16])
+{
+    snprintf(buf, 16, "127.%d.%d.%d", ADDR_FIRST_B, (ADDR_FIRST_C + i / 254) & 0xff, 1 + i % 254);
+}
+
+/* Whether `port` on `ip` can be bound the way mosquitto binds it: 0 or the errno. */
+static int probe_bind(const char *ip, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int one = 1, err = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        err = errno;
+    close(fd);
+    return err;
+}
+
+void th_run_hub_release_addr(struct run *r)
+{
+    if (r->addr.lock_fd >= 0)
+        close(r->addr.lock_fd); /* releases the flock */
+    r->addr.lock_fd = -1;
+    r->addr.ip[0] = '\0';
+}
+
+/*
+ * Choose the next free 127.x.y.z for the run's hubs (r->addr). False when
+ * this machine has no such addresses or none is free: then the hub falls back
+ * to free ports on 127.0.0.1 (r->addr.fallback).
+ */
+static bool pick_addr(struct run *r, const char *lock_dir)
+{
+    th_run_hub_release_addr(r);
+    for (; r->addr.next < ADDR_TRIES; r->addr.next++) {
+        char ip[16], lock[PATH_MAX];
+        addr_candidate(r->addr.next, ip);
+        int fd = -1;
+        if (snprintf(lock, sizeof lock, "%s/.run-%s.lock", lock_dir, ip) < (int)sizeof lock)
+            fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            close(fd); /* another runner has it */
+            continue;
+        }
+        int e1 = probe_bind(ip, STD_MQTTS_PORT);
+        int e2 = e1 ? e1 : probe_bind(ip, STD_MQTT_PORT);
+        if (e2 == EADDRINUSE) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        if (e2) {
+            /* EADDRNOTAVAIL: 127/8 is not ours here; anything else: the same for every one */
+            if (fd >= 0)
+                close(fd);
+            if (r->o.verbose)
+                fprintf(stderr, "twinhub run: cannot listen on %s: %s; using free ports on "
+                                "127.0.0.1\n", ip, strerror(e2));
+            return false;
+        }
+        snprintf(r->addr.ip, sizeof r->addr.ip, "%s", ip);
+        r->addr.lock_fd = fd;
+        r->addr.https = probe_bind(ip, STD_HTTPS_PORT) == 0;
+        r->addr.next++;
+        if (!r->addr.https && !r->addr.noted) {
+            r->addr.noted = true;
+            fprintf(stderr,
+                    "twinhub run: note: the hubs have no HTTPS listener: port 443 needs root or "
+                    "cap_net_bind_service (sudo setcap cap_net_bind_service=+ep twinhub); MQTT "
+                    "is on 8883 and 1883 as usual\n");
+        }
+        return true;
+    }
+    if (r->o.verbose)
+        fprintf(stderr, "twinhub run: no free address in 127.%d.%d.0/23; using free ports on "
+                        "127.0.0.1\n", ADDR_FIRST_B, ADDR_FIRST_C);
+    return false;
+}
+
 /* Where the runner keeps its development certificates between runs. */
 static void run_cert_dir(struct hub *h)
 {
@@ -64,12 +168,13 @@ static void run_cert_dir(struct hub *h)
 bool th_run_hub_spawn(struct run *r)
 {
     struct hub *h = &r->hub;
-    char mp[16], sp[16], info[PATH_MAX + 16], state[PATH_MAX + 16];
+    char mp[16], sp[16], hp[16], info[PATH_MAX + 16], state[PATH_MAX + 16];
     snprintf(mp, sizeof mp, "%d", h->mqtt_port);
     snprintf(sp, sizeof sp, "%d", h->mqtts_port);
+    snprintf(hp, sizeof hp, "%d", h->https_port);
     snprintf(info, sizeof info, "%s/hub.json", h->dir);
     snprintf(state, sizeof state, "%s/state", h->dir);
-    const char *argv[24];
+    const char *argv[32];
     int ac = 0;
     argv[ac++] = "twinhub";
     argv[ac++] = "serve";
@@ -77,8 +182,13 @@ bool th_run_hub_spawn(struct run *r)
     argv[ac++] = mp;
     argv[ac++] = "--mqtts-port";
     argv[ac++] = sp;
-    argv[ac++] = "--https-port"; /* scenarios drive the hub through the control API */
-    argv[ac++] = "0";
+    /* Scenarios drive the hub through the control API; 443 is for agents on WebSockets. */
+    argv[ac++] = "--https-port";
+    argv[ac++] = hp;
+    if (h->host[0] && strcmp(h->host, "127.0.0.1") != 0) {
+        argv[ac++] = "--bind";
+        argv[ac++] = h->host;
+    }
     argv[ac++] = "--hub-name";
     argv[ac++] = h->hub_name;
     argv[ac++] = "--cert-dir";
@@ -190,14 +300,13 @@ void th_run_hub_explain(struct run *r)
     }
 }
 
-/* Start the runner's own hub for the current scenario: free ports, retried when taken. */
+/* Start the runner's own hub for the current scenario: its own address (or free ports),
+ * retried on another one when taken. */
 int th_run_hub_start_own(struct run *r)
 {
     struct hub *h = &r->hub;
     h->own = true;
     h->out_fd = -1;
-    snprintf(h->hub_name, sizeof h->hub_name, "twinhub.localhost");
-    snprintf(h->host, sizeof h->host, "127.0.0.1");
     snprintf(h->policy, sizeof h->policy, "iothubowner");
     snprintf(h->key, sizeof h->key, "%s", TH_DEV_OWNER_KEY);
     const char *tmp = getenv("TMPDIR");
@@ -216,6 +325,10 @@ int th_run_hub_start_own(struct run *r)
         fprintf(stderr, "twinhub run: the certificate directory's path is too long\n");
         return EXIT_HUB;
     }
+    if (!th_make_dirs(h->cert_dir, 0700, NULL, 0)) {
+        fprintf(stderr, "twinhub run: cannot create %s: %s\n", h->cert_dir, strerror(errno));
+        return EXIT_HUB;
+    }
     h->registry[0] = '\0';
     if (r->s->registry) {
         snprintf(h->registry, sizeof h->registry, "%s/registry.json", h->dir);
@@ -225,14 +338,28 @@ int th_run_hub_start_own(struct run *r)
         if (!ok)
             return EXIT_HUB;
     }
-    for (int attempt = 0; attempt < 3; attempt++) {
-        h->mqtt_port = free_port();
-        do
-            h->mqtts_port = free_port();
-        while (h->mqtts_port == h->mqtt_port);
-        if (h->mqtt_port <= 0 || h->mqtts_port <= 0) {
-            fprintf(stderr, "twinhub run: no free loopback port: %s\n", strerror(errno));
-            return EXIT_HUB;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (!r->addr.fallback && !r->addr.ip[0] && !pick_addr(r, h->cert_dir))
+            r->addr.fallback = true;
+        if (r->addr.fallback) {
+            snprintf(h->hub_name, sizeof h->hub_name, "twinhub.localhost");
+            snprintf(h->host, sizeof h->host, "127.0.0.1");
+            h->mqtt_port = free_port();
+            do
+                h->mqtts_port = free_port();
+            while (h->mqtts_port == h->mqtt_port);
+            h->https_port = 0;
+            if (h->mqtt_port <= 0 || h->mqtts_port <= 0) {
+                fprintf(stderr, "twinhub run: no free loopback port: %s\n", strerror(errno));
+                return EXIT_HUB;
+            }
+        } else {
+            /* The address is the hub's name: HostName is what the agent dials. */
+            snprintf(h->hub_name, sizeof h->hub_name, "%s", r->addr.ip);
+            snprintf(h->host, sizeof h->host, "%s", r->addr.ip);
+            h->mqtt_port = STD_MQTT_PORT;
+            h->mqtts_port = STD_MQTTS_PORT;
+            h->https_port = r->addr.https ? STD_HTTPS_PORT : 0;
         }
         if (th_run_hub_spawn(r))
             return 0;
@@ -244,6 +371,7 @@ int th_run_hub_start_own(struct run *r)
         free(tail);
         if (!in_use || h->pid > 0)
             break;
+        th_run_hub_release_addr(r); /* the next attempt picks the next address */
     }
     th_run_hub_explain(r);
     th_run_hub_stop(r);

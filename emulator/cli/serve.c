@@ -1494,7 +1494,9 @@ static int serve(struct serve *s)
     size_t nnames = 1;
     if (!s->bind_wildcard)
         names[nnames++] = s->o.bind;
-    if (!th_certs_ensure(s->cert_dir, names, nnames, s->o.verbose, &s->certs))
+    /* A specific bind address gets server-<address>.pem, the default one server.pem. */
+    if (!th_certs_ensure(s->cert_dir, names, nnames, s->bind_wildcard ? NULL : s->o.bind,
+                         s->o.verbose, &s->certs))
         return TH_EXIT_FAIL;
     if ((rc = open_gateway(s)))
         return rc;

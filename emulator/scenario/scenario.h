@@ -205,6 +205,30 @@ struct th_scenario *th_scenario_parse_ex(const char *text, size_t len, const cha
                                          const struct th_scn_parse_opts *opts,
                                          struct th_scn_diag *diag);
 
+/* ---- command-line adjustments (twinhub run --time-scale, --var) ------------------------ */
+
+#define TH_SCN_TIME_SCALE_MIN 0.001
+#define TH_SCN_TIME_SCALE_MAX 1000.0
+/* A --time-scale value: a plain decimal number from 0.001 to 1000 ("0.1", "2", "1e1"). */
+bool th_scn_parse_time_scale(const char *text, double *out);
+/*
+ * Split a --var argument "NAME=VALUE": NAME (a valid variable name, shorter
+ * than `size`) into `name`, *value points after the '='. False otherwise.
+ */
+bool th_scn_parse_var_arg(const char *arg, char *name, size_t size, const char **value);
+/*
+ * Multiply every time bound of `s` by f: each step's `within`, `during` and
+ * sleep `for` (defaults applied) and the default within.
+ */
+void th_scenario_scale_time(struct th_scenario *s, double f);
+/*
+ * Give the scenario variable `name` the value `value`, taken literally (a
+ * "${" in it is not expanded). TH_ERR_NOT_FOUND when `s` does not declare
+ * the variable in `variables`, TH_ERR_NOMEM.
+ */
+TH_NODISCARD th_result th_scenario_set_variable(struct th_scenario *s, const char *name,
+                                                const char *value);
+
 /*
  * The identities a scenario names (registry devices and modules, the agent's,
  * every step's deviceId/moduleId without ${...}), as an array of

@@ -22,9 +22,17 @@
 //
 // Environment: TWINHUB_CONNECTION_STRING (a module connection string for azureiotsecurity, a
 // device one works too), TWINHUB_CA_FILE and/or NODE_EXTRA_CA_CERTS, and optionally
-//   SECURITY_AGENT_TIME_SCALE  factor applied to every period the agent waits (default 1;
-//                              0.1 turns PT15S into 1.5 s). Reported values are not scaled.
+//   TWINHUB_TIME_SCALE         factor applied to every period the agent waits (default 1;
+//                              0.1 turns PT15S into 1.5 s). `twinhub run --time-scale F` sets
+//                              it, and multiplies the scenarios' bounds by the same F, so the
+//                              agent keeps real-time cadence relative to the scenario.
+//                              Reported values are not scaled.
+//   SECURITY_AGENT_TIME_SCALE  the same, taking precedence (the agent's own knob)
 //   SECURITY_AGENT_ID          the AgentId GUID (default: a random one per process)
+//
+// options.applyPeriodMs (security-agent-periodic.mjs: 10000, the C agent's twin update period)
+// makes the agent apply desired changes only on a timer of that period (scaled like every other
+// period) instead of as they arrive; the start-up configuration is applied at once.
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -267,10 +275,12 @@ const SNAPSHOT_COLLECTORS = [
  * options.markAsSecurity (default true): set $.ifid on every message.
  */
 export async function runSecurityAgent(options = {}) {
-  const opts = { lenientTypes: false, markAsSecurity: true, name: 'security-agent', ...options };
+  const opts = {
+    lenientTypes: false, markAsSecurity: true, applyPeriodMs: 0, name: 'security-agent', ...options,
+  };
   setAgentName(opts.name);
   const { cs, fields } = connectionSettings();
-  const scale = envNumber('SECURITY_AGENT_TIME_SCALE', 1);
+  const scale = envNumber('SECURITY_AGENT_TIME_SCALE', envNumber('TWINHUB_TIME_SCALE', 1));
   const agentId = process.env.SECURITY_AGENT_ID || randomUUID();
   const scaled = (ms) => Math.max(100, Math.round(ms * scale));
   const periodOf = (text, dflt) => scaled(parseDuration(text) ?? parseDuration(dflt));
@@ -405,8 +415,10 @@ export async function runSecurityAgent(options = {}) {
     }
   });
 
+  let applyTimer = null;
   onShutdown(async () => {
     closing = true;
+    if (applyTimer) clearInterval(applyTimer);
     for (const t of Object.values(timers)) clearInterval(t.handle);
     await client.close();
   });
@@ -432,10 +444,24 @@ export async function runSecurityAgent(options = {}) {
   // Subscribe to desired patches, then read the twin again (the GET follows the
   // SUBSCRIBE on the connection), so that no patch falls between reading and listening.
   let ready = false;
+  let pending = false;
   twin.on('properties.desired', () => {
     if (!ready) return;
+    if (opts.applyPeriodMs) {
+      pending = true; // applied at the next tick of the update period
+      return;
+    }
     apply(twin.properties.desired, 'patch').catch((err) => log(`apply failed: ${err.message}`));
   });
+  if (opts.applyPeriodMs) {
+    const period = scaled(opts.applyPeriodMs);
+    log(`applies desired changes every ${period} ms`);
+    applyTimer = setInterval(() => {
+      if (closing || !pending) return;
+      pending = false;
+      apply(twin.properties.desired, 'update period').catch((err) => log(`apply failed: ${err.message}`));
+    }, period);
+  }
   twin = await client.getTwin();
   ready = true;
   await apply(twin.properties.desired, 'start');

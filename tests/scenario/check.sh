@@ -263,6 +263,65 @@ walkthrough)
     expect_rc walkv 0
   fi
   ;;
+options)
+  # --time-scale multiplies the bounds and reaches the agent; --var overrides a declared variable.
+  run_twinhub scaled run pass.json --agent 'AGENT_MODE=wrong "$SCN_AGENT"' --time-scale 0.2 \
+    --var firmware=9.9.9 --report-dir "$TMP/scaled-report"
+  expect_rc scaled 1
+  expect_in "$TMP/scaled.out" "did not match within 1.0 s" "--time-scale 0.2: the 5 s bound became 1 s"
+  expect_in "$TMP/scaled-report/agent.log" '"firmware":"9.9.9"' "--var reached the agent's env"
+  run_twinhub envcheck run pass.json --time-scale 3 --report-dir "$TMP/env-report" \
+    --agent 'echo "scale=$TWINHUB_TIME_SCALE"; exec "$SCN_AGENT"'
+  expect_rc envcheck 0
+  expect_in "$TMP/env-report/agent.log" "scale=3" "the agent gets TWINHUB_TIME_SCALE"
+  run_twinhub novar run pass.json --var nosuch=1
+  expect_rc novar 2
+  expect_in "$TMP/novar.err" "no scenario given declares the variable nosuch" "an undeclared --var is refused"
+  run_twinhub badscale run pass.json --time-scale 0
+  expect_rc badscale 2
+  expect_in "$TMP/badscale.err" "--time-scale 0: expected a number" "a bad --time-scale is refused"
+  ;;
+ports)
+  # Every hub of `twinhub run` has a loopback address of its own with the standard ports, so an
+  # agent that dials HostName:8883 and nothing else runs unmodified, and runs go side by side:
+  # two shipped scenarios with their reference agents (the Node SDK's Mqtt transport dials
+  # mqtts://<GatewayHostName or HostName>, port 8883), plain `twinhub run`, at the same time as
+  # pass.json with scn_agent told to dial HostName:8883 whatever else it is given.
+  : "${SCN_NODE_MODULES:?}"
+  shipped="$SCN_DIR/../../scenarios"
+  TWINHUB_NODE_MODULES="$SCN_NODE_MODULES" "$TWINHUB_BIN" run -v \
+    "$shipped/device-agent/01-startup.json" >"$TMP/dev.out" 2>"$TMP/dev.err" &
+  dev_pid=$!
+  TWINHUB_NODE_MODULES="$SCN_NODE_MODULES" "$TWINHUB_BIN" run -v \
+    "$shipped/security-module/02-reported-shape.json" >"$TMP/sec.out" 2>"$TMP/sec.err" &
+  sec_pid=$!
+  AGENT_DIAL=hostname "$TWINHUB_BIN" run -v pass.json --report-dir "$TMP/c-report" \
+    >"$TMP/c.out" 2>"$TMP/c.err" &
+  c_pid=$!
+  wait "$dev_pid"; RC=$?; expect_rc dev 0
+  wait "$sec_pid"; RC=$?; expect_rc sec 0
+  wait "$c_pid"; RC=$?; expect_rc c 0
+  # Each hub's MQTT/TLS listener, from serve's banner: 127.x.y.z:8883, three different ones.
+  addrs=""
+  for n in dev sec c; do
+    a=$(sed -n 's/^  MQTT\/TLS  \(127\.[0-9.]*\):8883 .*/\1/p' "$TMP/$n.err" | head -n 1)
+    case "$a" in
+    127.0.0.1 | "") fail "$n: no hub of its own on 127.x.y.z:8883 (got '$a')"; show "$TMP/$n.err" ;;
+    *) ok "$n: its hub listens on $a:8883" ;;
+    esac
+    addrs="$addrs $a"
+  done
+  # One run alone always takes the first free address, so three different ones mean that the
+  # three hubs were up at the same time.
+  distinct=$(echo $addrs | tr ' ' '\n' | sort -u | wc -l)
+  [ "$distinct" -eq 3 ] && ok "three runs side by side on three addresses ($addrs )" ||
+    fail "the runs shared an address:$addrs"
+  c_addr=$(echo $addrs | cut -d' ' -f3)
+  expect_in "$TMP/c-report/agent.log" "agent: dialling $c_addr port 8883" \
+    "scn_agent dialled HostName:8883 only"
+  expect_in "$TMP/dev.out" "passed, 0 failed, 0 skipped" "device-agent/01 passes"
+  expect_in "$TMP/sec.out" "passed, 0 failed, 0 skipped" "security-module/02 passes"
+  ;;
 *)
   echo "check.sh: unknown case $CASE"
   exit 2

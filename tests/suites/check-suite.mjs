@@ -4,7 +4,10 @@
 // messages say.
 //
 //   node check-suite.mjs --twinhub BIN --scenarios DIR --agent-script FILE.mjs [--expect SPEC.json]
+//                        [--time-scale F]
 //
+// --time-scale F is passed to `twinhub run` (every bound times F; the agent gets
+// TWINHUB_TIME_SCALE=F and scales its own periods by it).
 // Without --expect, every step of every scenario in DIR must pass (exit 0). SPEC.json
 // describes a run that must fail:
 //   {"exit": 1,
@@ -21,7 +24,7 @@ import { basename, join, resolve } from 'node:path';
 
 function usage(msg) {
   process.stderr.write(`check-suite: ${msg}\n` +
-    'usage: node check-suite.mjs --twinhub BIN --scenarios DIR --agent-script FILE.mjs [--expect SPEC.json] [--keep]\n');
+    'usage: node check-suite.mjs --twinhub BIN --scenarios DIR --agent-script FILE.mjs [--expect SPEC.json] [--time-scale F] [--keep]\n');
   process.exit(2);
 }
 
@@ -36,6 +39,7 @@ for (let i = 2; i < process.argv.length; i++) {
   else if (a === '--scenarios') args.scenarios = next();
   else if (a === '--agent-script') args.agentScript = next();
   else if (a === '--expect') args.expect = next();
+  else if (a === '--time-scale') args.timeScale = next();
   else if (a === '--keep') args.keep = true;
   else usage(`unknown argument ${a}`);
 }
@@ -64,6 +68,7 @@ const problem = (msg) => problems.push(msg);
 const work = mkdtempSync(join(tmpdir(), `twinhub-suite-${basename(scenarioDir)}-`));
 const junitPath = join(work, 'junit.xml');
 const runArgs = ['run', ...files, '--agent', agentCommand, '--junit', junitPath, '--report-dir', join(work, 'report')];
+if (args.timeScale) runArgs.push('--time-scale', args.timeScale);
 process.stdout.write(`# ${twinhub} ${runArgs.map((a) => (/[\s']/.test(a) ? shq(a) : a)).join(' ')}\n`);
 
 const started = Date.now();
