@@ -196,7 +196,7 @@ int th_run_hub_start_own(struct run *r)
     struct hub *h = &r->hub;
     h->own = true;
     h->out_fd = -1;
-    snprintf(h->hub_name, sizeof h->hub_name, "twinhub.localhost");
+    snprintf(h->hub_name, sizeof h->hub_name, "127.0.0.1"); /* serve's default name */
     snprintf(h->host, sizeof h->host, "127.0.0.1");
     snprintf(h->policy, sizeof h->policy, "iothubowner");
     snprintf(h->key, sizeof h->key, "%s", TH_DEV_OWNER_KEY);

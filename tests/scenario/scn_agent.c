@@ -231,12 +231,13 @@ int main(void)
     A.telemetry_ms = getenv("AGENT_TELEMETRY_MS") ? atol(getenv("AGENT_TELEMETRY_MS")) : 200;
     if (!cs || !A.ca || !field(cs, "HostName", A.hub, sizeof A.hub) ||
         !field(cs, "DeviceId", A.device, sizeof A.device) ||
-        !field(cs, "SharedAccessKey", A.key, sizeof A.key) ||
-        !field(cs, "GatewayHostName", gw, sizeof gw)) {
-        fprintf(stderr, "agent: needs TWINHUB_CONNECTION_STRING with GatewayHostName and "
-                        "TWINHUB_CA_FILE\n");
+        !field(cs, "SharedAccessKey", A.key, sizeof A.key)) {
+        fprintf(stderr, "agent: needs TWINHUB_CONNECTION_STRING and TWINHUB_CA_FILE\n");
         return 2;
     }
+    /* As the SDKs: dial GatewayHostName, else HostName (on 8883). */
+    if (!field(cs, "GatewayHostName", gw, sizeof gw))
+        snprintf(gw, sizeof gw, "%s", A.hub);
     field(cs, "ModuleId", A.module, sizeof A.module);
     char *colon = strrchr(gw, ':');
     A.port = colon ? atoi(colon + 1) : 8883;
