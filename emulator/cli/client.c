@@ -9,6 +9,7 @@
  * so every wait is bounded by --timeout and nothing sleeps.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -242,7 +243,12 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
             return rc;
         if (!a->hub_file) {
             snprintf(t->source, sizeof t->source, "--connection-string");
-            snprintf(t->ctl.host, sizeof t->ctl.host, "%s", DEFAULT_HOST);
+            /* A HostName that is an address (serve's default) is where the hub is. */
+            unsigned char addr[16];
+            bool is_addr = inet_pton(AF_INET, t->ctl.hub_name, addr) == 1 ||
+                           inet_pton(AF_INET6, t->ctl.hub_name, addr) == 1;
+            snprintf(t->ctl.host, sizeof t->ctl.host, "%s",
+                     is_addr ? t->ctl.hub_name : DEFAULT_HOST);
             t->ctl.port = a->ca_file ? TH_MQTTS_DEFAULT_PORT : DEFAULT_MQTT_PORT;
             if (gw[0]) {
                 int before = t->ctl.port;
