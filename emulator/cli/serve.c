@@ -7,7 +7,7 @@
  * restored from --state-dir and set aside (its state report in the runtime
  * directory), and ready-to-paste connection strings, and stops the broker
  * cleanly on SIGINT or SIGTERM.
- * When ready it also writes <cert-dir>/hub.json, which the admin
+ * When ready it also writes <cert-dir>/hubs/<pid>.json, which the admin
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
  * port is bound before the broker starts, and it is started once the broker
@@ -53,7 +53,7 @@
 #include "client.h"       /* th_read_json_file, th_parse_long */
 #include "connstr.h"      /* the connection strings we print */
 #include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
-#include "hubinfo_file.h" /* --info-file and <cert-dir>/hub.json */
+#include "hubinfo_file.h" /* --info-file and <cert-dir>/hubs/<pid>.json */
 #include "json.h"         /* th_json_string, th_json_number */
 #include "registry.h"     /* TH_DEV_* */
 #include "util.h"         /* th_mono_ms */
