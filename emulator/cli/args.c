@@ -59,17 +59,19 @@ void th_global_options_usage(FILE *out)
             "  --json                    print the hub's answer as JSON (for scripts)\n"
             "  --timeout S               give up waiting for the hub after S seconds (default 10)\n"
             "  --hub FILE                the running hub's info file (twinhub serve --info-file)\n"
-            "  --cert-dir DIR            find the hub in DIR/hub.json (default: serve's cert dir)\n"
+            "  --cert-dir DIR            find the hub in DIR/hubs/ (default: serve's cert dir)\n"
             "  --connection-string CS    a service connection string: HostName=...;\n"
             "                            SharedAccessKeyName=...;SharedAccessKey=...\n"
             "  --host H, --port N        where to connect (with --connection-string the\n"
-            "                            default is 127.0.0.1 port 1883)\n"
+            "                            default is its HostName if an address, else\n"
+            "                            127.0.0.1, port 1883); --port N also picks the hub\n"
+            "                            listening on N when several run\n"
             "  --ca-file FILE            connect with TLS, trusting FILE (default port then 8883)\n"
             "  -v, --verbose             show the control requests and responses on stderr\n"
             "  -h, --help                show the help of the command\n"
             "\n"
             "exit status: 0 done, 1 the hub refused the command (or another failure),\n"
-            "2 bad command line, 3 no running hub could be reached.\n");
+            "2 bad command line or several hubs run, 3 no running hub could be reached.\n");
 }
 
 int th_usage_error(const struct th_args *a, const char *fmt, ...)

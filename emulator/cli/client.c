@@ -9,6 +9,7 @@
  * so every wait is bounded by --timeout and nothing sleeps.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,7 +35,11 @@ struct hub_target {
     char gateway[320];          /* GatewayHostName for device connection strings; "" unknown */
     char source[PATH_MAX + 64]; /* where we found it, for messages */
     long pid;                   /* serve's pid from the hub file, 0 when unknown */
+    int tls_port;               /* the hub file's MQTT/TLS port, 0 when unknown or off */
 };
+
+/* How many running hubs on one cert dir we tell apart; more are listed as "and N more". */
+#define MAX_HUBS 16
 
 /*
  * Take the hub name, policy and key from a service connection string
@@ -111,6 +116,7 @@ static int read_hub_file(const struct th_args *a, const char *path, bool explici
     }
     snprintf(t->source, sizeof t->source, "hub file %s", path);
     t->pid = info.pid;
+    t->tls_port = info.mqtts_port;
     /* GatewayHostName as serve prints it, for device connection strings. */
     if (th_connstr_gateway(t->ctl.host, info.mqtts_port, t->gateway, sizeof t->gateway) != TH_OK)
         t->gateway[0] = '\0';
@@ -133,6 +139,86 @@ static int read_hub_file(const struct th_args *a, const char *path, bool explici
     return -1;
 }
 
+/* "MQTT 127.0.0.1:1883  MQTT/TLS 127.0.0.1:8883  HTTPS 443" for one found hub. */
+static void print_hub_line(const struct th_hubinfo_entry *e)
+{
+    char host[300];
+    if (th_hubinfo_host(&e->info, host, sizeof host) != TH_OK)
+        snprintf(host, sizeof host, "?");
+    fprintf(stderr, "  pid %ld  hub %s", e->info.pid, e->info.hub_name);
+    if (e->info.mqtt_port)
+        fprintf(stderr, "  MQTT %s:%d", host, e->info.mqtt_port);
+    if (e->info.mqtts_port)
+        fprintf(stderr, "  MQTT/TLS %s:%d", host, e->info.mqtts_port);
+    if (e->info.https_port)
+        fprintf(stderr, "  HTTPS %s:%d", host, e->info.https_port);
+    fprintf(stderr, "\n    --hub %s\n", e->path);
+}
+
+/*
+ * The one running hub of a cert dir (its hubs directory, serve.c), or with
+ * --port the one that listens there. Returns -1 with `path` set, or an exit
+ * code after saying that none or several run and how to choose.
+ */
+static int find_running_hub(const struct th_args *a, const char *cert_dir, char *path,
+                            size_t size)
+{
+    char dir[PATH_MAX + 8];
+    if (snprintf(dir, sizeof dir, "%s/" TH_HUBINFO_DIR_NAME, cert_dir) >= (int)sizeof dir)
+        return th_usage_error(a, "--cert-dir is too long");
+    struct th_hubinfo_entry *hubs = calloc(MAX_HUBS, sizeof *hubs);
+    if (!hubs) {
+        fprintf(stderr, "twinhub: out of memory\n");
+        return TH_EXIT_FAIL;
+    }
+    int n = th_hubinfo_find(dir, hubs, MAX_HUBS);
+    int rc = -1;
+    if (n < 0) {
+        fprintf(stderr, "twinhub: cannot read %s: %s; pass --hub FILE\n", dir, strerror(errno));
+        rc = TH_EXIT_FAIL;
+        goto out;
+    }
+    int all = n;
+    if (a->port && n > 1 && n <= MAX_HUBS) { /* --port picks the hub that listens there */
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+            kept += hubs[i].info.mqtt_port == a->port || hubs[i].info.mqtts_port == a->port;
+        for (int i = 0, k = 0; kept > 0 && i < n; i++)
+            if (hubs[i].info.mqtt_port == a->port || hubs[i].info.mqtts_port == a->port)
+                hubs[k++] = hubs[i];
+        n = kept; /* 0: the list below shows them all */
+    }
+    if (n == 1) {
+        snprintf(path, size, "%s", hubs[0].path);
+        goto out;
+    }
+    if (n == 0 && all == 0) {
+        fprintf(stderr,
+                "twinhub: no running hub found (no hub in %s); start one with `twinhub serve`, "
+                "or pass --hub FILE or --connection-string\n",
+                dir);
+        rc = TH_EXIT_UNREACHABLE;
+        goto out;
+    }
+    if (n == 0)
+        fprintf(stderr, "twinhub: none of the %d running hubs in %s listens on port %d:\n", all,
+                dir, a->port);
+    else
+        fprintf(stderr,
+                "twinhub: %d hubs are running in %s; choose one with --hub FILE (or --port N, "
+                "one of its MQTT ports):\n",
+                n, dir);
+    int listed = n ? n : all;
+    for (int i = 0; i < listed && i < MAX_HUBS; i++)
+        print_hub_line(&hubs[i]);
+    if (listed > MAX_HUBS)
+        fprintf(stderr, "  and %d more\n", listed - MAX_HUBS);
+    rc = n == 0 ? TH_EXIT_UNREACHABLE : TH_EXIT_USAGE;
+out:
+    free(hubs);
+    return rc;
+}
+
 /* Work out where and as whom to connect (docs/cli.md, "Finding the hub"). */
 static int locate_hub(const struct th_args *a, struct hub_target *t)
 {
@@ -142,14 +228,13 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
         if ((rc = read_hub_file(a, a->hub_file, true, t)) >= 0)
             return rc;
     } else if (!a->conn_str) {
-        char dir[PATH_MAX], path[PATH_MAX + 16];
+        char dir[PATH_MAX], path[TH_HUBINFO_PATH_MAX];
         if (a->cert_dir)
             snprintf(dir, sizeof dir, "%s", a->cert_dir);
         else if (!th_certs_default_dir(dir, sizeof dir))
             return TH_EXIT_UNREACHABLE;
-        if (snprintf(path, sizeof path, "%s/%s", dir, TH_HUBINFO_FILE_NAME) >= (int)sizeof path)
-            return th_usage_error(a, "--cert-dir is too long");
-        if ((rc = read_hub_file(a, path, false, t)) >= 0)
+        if ((rc = find_running_hub(a, dir, path, sizeof path)) >= 0 ||
+            (rc = read_hub_file(a, path, false, t)) >= 0)
             return rc;
     }
     if (a->conn_str) {
@@ -158,7 +243,12 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
             return rc;
         if (!a->hub_file) {
             snprintf(t->source, sizeof t->source, "--connection-string");
-            snprintf(t->ctl.host, sizeof t->ctl.host, "%s", DEFAULT_HOST);
+            /* A HostName that is an address (serve's default) is where the hub is. */
+            unsigned char addr[16];
+            bool is_addr = inet_pton(AF_INET, t->ctl.hub_name, addr) == 1 ||
+                           inet_pton(AF_INET6, t->ctl.hub_name, addr) == 1;
+            snprintf(t->ctl.host, sizeof t->ctl.host, "%s",
+                     is_addr ? t->ctl.hub_name : DEFAULT_HOST);
             t->ctl.port = a->ca_file ? TH_MQTTS_DEFAULT_PORT : DEFAULT_MQTT_PORT;
             if (gw[0]) {
                 int before = t->ctl.port;
@@ -179,8 +269,9 @@ static int locate_hub(const struct th_args *a, struct hub_target *t)
     }
     if (a->port) {
         t->ctl.port = a->port;
+        /* The hub file's TLS port is dialled with TLS and the hub's CA. */
         if (!a->ca_file)
-            t->ctl.tls = false;
+            t->ctl.tls = t->tls_port == a->port && t->ctl.ca_file[0];
     }
     if (t->ctl.tls && !t->ctl.ca_file[0])
         return th_usage_error(a, "the hub only listens with TLS; pass --ca-file with its CA");

@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "show this text, or `twinhub help <command>` for one command");
     fprintf(out, "\n"
                  "The admin commands (device ... stats) talk to a running `twinhub serve`,\n"
-                 "found through <cert-dir>/hub.json unless --hub or --connection-string says\n"
+                 "found through <cert-dir>/hubs/ unless --hub or --connection-string says\n"
                  "otherwise. `twinhub help <command>` shows the options. See docs/cli.md.\n");
 }
 

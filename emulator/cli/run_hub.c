@@ -342,7 +342,7 @@ int th_run_hub_start_own(struct run *r)
         if (!r->addr.fallback && !r->addr.ip[0] && !pick_addr(r, h->cert_dir))
             r->addr.fallback = true;
         if (r->addr.fallback) {
-            snprintf(h->hub_name, sizeof h->hub_name, "twinhub.localhost");
+            snprintf(h->hub_name, sizeof h->hub_name, "127.0.0.1"); /* serve's default name */
             snprintf(h->host, sizeof h->host, "127.0.0.1");
             h->mqtt_port = free_port();
             do

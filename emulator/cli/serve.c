@@ -7,7 +7,7 @@
  * restored from --state-dir and set aside (its state report in the runtime
  * directory), and ready-to-paste connection strings, and stops the broker
  * cleanly on SIGINT or SIGTERM.
- * When ready it also writes <cert-dir>/hub.json, which the admin
+ * When ready it also writes <cert-dir>/hubs/<pid>.json, which the admin
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
  * port is bound before the broker starts, and it is started once the broker
@@ -53,7 +53,7 @@
 #include "client.h"       /* th_read_json_file, th_parse_long */
 #include "connstr.h"      /* the connection strings we print */
 #include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
-#include "hubinfo_file.h" /* --info-file and <cert-dir>/hub.json */
+#include "hubinfo_file.h" /* --info-file and <cert-dir>/hubs/<pid>.json */
 #include "json.h"         /* th_json_string, th_json_number */
 #include "registry.h"     /* TH_DEV_* */
 #include "util.h"         /* th_mono_ms */
@@ -61,7 +61,6 @@
 #define DEFAULT_MQTT_PORT 1883
 #define DEFAULT_MQTTS_PORT 8883
 #define DEFAULT_BIND "127.0.0.1"
-#define DEFAULT_HUB_NAME "twinhub.localhost"
 #define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
 #define READY_TIMEOUT_MS 10000
 #define PROBE_INTERVAL_MS 5
@@ -75,7 +74,7 @@ struct serve_opts {
     int mqtts_port; /* 0 = disabled */
     int https_port; /* 0 = disabled; the gateway */
     const char *bind;
-    const char *hub_name;
+    const char *hub_name; /* NULL = the address clients dial (default_hub_name) */
     const char *cert_dir;  /* NULL = default */
     const char *registry;  /* NULL = none */
     const char *plugin;    /* NULL = default */
@@ -103,7 +102,7 @@ struct serve {
     char registry[PATH_MAX];  /* absolute; "" when none */
     char record[PATH_MAX];    /* absolute; "" when none */
     char state_dir[PATH_MAX]; /* absolute; "" when none */
-    char hub_file[PATH_MAX];  /* <cert dir>/hub.json; "" until written */
+    char hub_file[PATH_MAX];  /* <cert dir>/hubs/<pid>.json; "" until written */
     char plugin[PATH_MAX];
     char mosquitto[PATH_MAX];
     struct addrinfo *bind_ai;      /* every address mosquitto will bind */
@@ -112,6 +111,7 @@ struct serve {
     struct sockaddr_storage probe; /* where readiness is checked; port filled per listener */
     socklen_t probe_len;
     char gateway_host[INET6_ADDRSTRLEN + 300]; /* GatewayHostName without the port */
+    char dial_host[INET6_ADDRSTRLEN + 300];    /* the same without brackets */
     struct th_cert_files certs;
     char run_dir[PATH_MAX]; /* "" until created */
     char conf_path[PATH_MAX];
@@ -182,7 +182,9 @@ void th_usage_serve(FILE *out)
             "                      (default $TWINHUB_HTTPS_PORT, else 443, which the Azure SDKs\n"
             "                      always dial; 0 disables it)\n"
             "  --bind ADDR         address to listen on (default %s; anything else is a warning)\n"
-            "  --hub-name NAME     the hub's host name in connection strings (default %s)\n"
+            "  --hub-name NAME     the hub's host name in connection strings, for a name you\n"
+            "                      map to the hub yourself (default: the address clients\n"
+            "                      dial, %s with the default --bind)\n"
             "  --cert-dir DIR      where the development CA and server certificate live\n"
             "                      (default $XDG_DATA_HOME/twinhub or ~/.local/share/twinhub)\n"
             "  --registry FILE     seed the identity registry from FILE\n"
@@ -192,15 +194,14 @@ void th_usage_serve(FILE *out)
             "  --mosquitto PATH    the broker (default $TWINHUB_MOSQUITTO, else %s,\n"
             "                      else mosquitto on PATH)\n"
             "  --info-file FILE    write the endpoints and connection strings as JSON when ready\n"
-            "                      (always also written to <cert-dir>/hub.json, for the admin\n"
-            "                      commands; removed on exit)\n"
+            "                      (always also written to <cert-dir>/hubs/<pid>.json, for\n"
+            "                      the admin commands; removed on exit)\n"
             "  --record FILE       append every hub event to FILE as JSON Lines\n"
             "  --state-dir DIR     keep the registry, twins and C2D queues in DIR across\n"
             "                      restarts (created with mode 0700)\n"
             "  -v, --verbose       more output from twinhub, the broker and the plugin\n"
             "  -h, --help          show this text\n",
-            DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT, DEFAULT_BIND, DEFAULT_HUB_NAME,
-            DEFAULT_MOSQUITTO);
+            DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT, DEFAULT_BIND, DEFAULT_BIND, DEFAULT_MOSQUITTO);
 }
 
 /* ---- options ---------------------------------------------------------------------------- */
@@ -348,7 +349,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 o->https_port);
         return TH_EXIT_USAGE;
     }
-    if (!is_host_name(o->hub_name)) {
+    if (o->hub_name && !is_host_name(o->hub_name)) {
         fprintf(stderr,
                 "twinhub serve: --hub-name '%s' is not a host name; use letters, digits, "
                 "'-' and '.', such as myhub.azure-devices.net\n",
@@ -554,6 +555,14 @@ static int resolve_bind(struct serve *s)
         else
             snprintf(s->gateway_host, sizeof s->gateway_host, "%s", bind);
     }
+    /* The service SDKs dial HostName itself (real-clients.md 3.1): no brackets, no port. */
+    const char *h = s->gateway_host[0] == '[' ? s->gateway_host + 1 : s->gateway_host;
+    snprintf(s->dial_host, sizeof s->dial_host, "%.*s",
+             (int)(strlen(h) - (s->gateway_host[0] == '[' ? 1 : 0)), h);
+    /* By default the hub is named after the address clients dial, so that HostName alone
+     * reaches it (docs/cli.md, "Connection strings"). */
+    if (!s->o.hub_name)
+        s->o.hub_name = s->dial_host;
     return 0;
 }
 
@@ -1156,7 +1165,9 @@ struct conn_strings {
     char device[512];
     char module[512];
     char service[512];
-    char rest[512]; /* the service SDKs' REST connection string; "" without the gateway */
+    /* The service string with HostName = the address the gateway listens on; the same as
+     * `service` unless --hub-name names the hub. "" without the gateway. Info file only. */
+    char rest[512];
 };
 
 /* A connection string that did not fit its buffer is left out ("") rather than cut. */
@@ -1169,7 +1180,9 @@ static void or_empty(th_result r, char *buf)
 /*
  * The development identities' connection strings: HostName is the hub name
  * (what goes into the username and the token's sr), GatewayHostName is where
- * the SDK actually dials (real-clients.md section 2.1).
+ * the SDK actually dials (real-clients.md section 2.1), left out when that is
+ * HostName itself on 8883 (the default), so agents that take only HostName
+ * and a key reach the hub too.
  */
 static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
 {
@@ -1184,15 +1197,11 @@ static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
     or_empty(th_connstr_service(s->o.hub_name, "iothubowner", TH_DEV_OWNER_KEY, cs->service,
                                 sizeof cs->service),
              cs->service);
-    /* The service SDKs dial HostName itself on 443 (real-clients.md 3.1): no brackets, no port. */
-    char host[sizeof s->gateway_host];
-    const char *h = s->gateway_host[0] == '[' ? s->gateway_host + 1 : s->gateway_host;
-    snprintf(host, sizeof host, "%.*s", (int)(strlen(h) - (s->gateway_host[0] == '[' ? 1 : 0)), h);
     cs->rest[0] = '\0';
     if (s->o.https_port)
-        or_empty(
-            th_connstr_service(host, "iothubowner", TH_DEV_OWNER_KEY, cs->rest, sizeof cs->rest),
-            cs->rest);
+        or_empty(th_connstr_service(s->dial_host, "iothubowner", TH_DEV_OWNER_KEY, cs->rest,
+                                    sizeof cs->rest),
+                 cs->rest);
 }
 
 /*
@@ -1267,8 +1276,6 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
                "    module   %s\n"
                "    service  %s\n",
                cs->device, cs->module, cs->service);
-        if (cs->rest[0])
-            printf("    rest     %s\n", cs->rest);
     } else {
         printf("  Development identities are off; identities come from %s\n",
                s->registry[0] ? s->registry : "the control API only");
@@ -1316,18 +1323,23 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs, con
     return true;
 }
 
-/*
- * Remove <cert dir>/hub.json if it still describes this process: another
- * `serve` on the same cert dir may have replaced it since, and keeps it.
- */
+/* <cert dir>/hubs, mode 0700 (it holds the development keys). */
+static bool make_hubs_dir(const char *dir)
+{
+    char failed[PATH_MAX];
+    if (th_make_dirs(dir, 0700, failed, sizeof failed) && is_directory(dir))
+        return true;
+    fprintf(stderr, "twinhub: cannot create %s: %s; pass another --cert-dir\n", dir,
+            strerror(is_directory(dir) ? errno : ENOTDIR));
+    return false;
+}
+
+/* Remove our <cert dir>/hubs/<pid>.json: the file is this process's alone. */
 static void remove_hub_file(struct serve *s)
 {
     if (!s->hub_file[0])
         return;
-    char err[PATH_MAX + 320];
-    struct th_hubinfo info;
-    if (th_hubinfo_load(s->hub_file, &info, err, sizeof err) == TH_OK &&
-        info.pid == (long)getpid() && unlink(s->hub_file) != 0 && s->o.verbose)
+    if (unlink(s->hub_file) != 0 && s->o.verbose)
         fprintf(stderr, "twinhub: could not remove %s: %s\n", s->hub_file, strerror(errno));
     s->hub_file[0] = '\0';
 }
@@ -1516,11 +1528,12 @@ static int serve(struct serve *s)
         stop_broker(s);
         return TH_EXIT_FAIL;
     }
-    /* The admin commands find the hub here; the last `serve` to start on a cert dir wins. */
-    char hub_file[PATH_MAX];
-    if (snprintf(hub_file, sizeof hub_file, "%s/" TH_HUBINFO_FILE_NAME, s->cert_dir) >=
-            (int)sizeof hub_file ||
-        !write_info(s, &cs, hub_file, 0600, "the hub file")) {
+    /* The admin commands find the hub here: one file per running hub on a cert dir. */
+    char hubs_dir[PATH_MAX + 8], hub_file[PATH_MAX];
+    if (snprintf(hubs_dir, sizeof hubs_dir, "%s/" TH_HUBINFO_DIR_NAME, s->cert_dir) >=
+            (int)sizeof hubs_dir ||
+        !th_hubinfo_pid_path(hubs_dir, (long)getpid(), hub_file, sizeof hub_file) ||
+        !make_hubs_dir(hubs_dir) || !write_info(s, &cs, hub_file, 0600, "the hub file")) {
         stop_broker(s);
         return TH_EXIT_FAIL;
     }
@@ -1536,7 +1549,6 @@ int th_cmd_serve(int argc, char **argv)
         .o = {.mqtt_port = DEFAULT_MQTT_PORT,
               .mqtts_port = DEFAULT_MQTTS_PORT,
               .bind = DEFAULT_BIND,
-              .hub_name = DEFAULT_HUB_NAME,
               .dev_identities = true},
         .sig_fd = -1,
         .log_fd = -1,

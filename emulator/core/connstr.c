@@ -74,7 +74,8 @@ th_result th_connstr_gateway(const char *host, int tls_port, char *out, size_t s
 th_result th_connstr_identity(const char *hub, const char *device, const char *module,
                               const char *key, const char *gateway, char *out, size_t size)
 {
-    bool gw = gateway && gateway[0];
+    /* A GatewayHostName that only repeats HostName says nothing: the SDKs dial HostName then. */
+    bool gw = gateway && gateway[0] && strcasecmp(gateway, hub) != 0;
     int n = snprintf(out, size, "HostName=%s;DeviceId=%s%s%s;SharedAccessKey=%s%s%s", hub, device,
                      module ? ";ModuleId=" : "", module ? module : "", key,
                      gw ? ";GatewayHostName=" : "", gw ? gateway : "");

@@ -47,8 +47,10 @@ TH_NODISCARD th_result th_connstr_parse(const char *text, struct th_connstr *out
 TH_NODISCARD th_result th_connstr_gateway(const char *host, int tls_port, char *out, size_t size);
 
 /*
- * A device (module NULL) or module connection string; `gateway` NULL or ""
- * leaves GatewayHostName out. TH_ERR_BUFFER when `size` is too small.
+ * A device (module NULL) or module connection string; `gateway` NULL, "" or
+ * equal to `hub` (ignoring ASCII case) leaves GatewayHostName out, so that a
+ * hub dialled at its HostName gets a string every SDK and agent reads alike
+ * (docs/cli.md, "Connection strings"). TH_ERR_BUFFER when `size` is too small.
  */
 TH_NODISCARD th_result th_connstr_identity(const char *hub, const char *device, const char *module,
                                            const char *key, const char *gateway, char *out,

@@ -1,7 +1,7 @@
 /*
  * hubinfo.h - the hub info file (docs/cli.md, "Finding the hub"): the JSON
  * document `twinhub serve` writes when it is ready (--info-file, and
- * <cert-dir>/hub.json for the admin commands) and that the CLI, `twinhub run
+ * <cert-dir>/hubs/<pid>.json for the admin commands) and that the CLI, `twinhub run
  * --hub` and the integration tests read to find the hub. This is its one
  * definition, both ways; reading and writing the file itself is
  * emulator/ctl/ctl_client.h (th_hubinfo_load, th_hubinfo_save). Pure.
@@ -34,7 +34,7 @@ struct th_hubinfo {
     char device_cs[TH_HUBINFO_CS_MAX];
     char module_cs[TH_HUBINFO_CS_MAX];
     char service_cs[TH_HUBINFO_CS_MAX]; /* the development owner policy (iothubowner) */
-    char rest_cs[TH_HUBINFO_CS_MAX];    /* the same policy for the service SDKs over HTTPS */
+    char rest_cs[TH_HUBINFO_CS_MAX];    /* the same, HostName the gateway's address (alias) */
     long pid;                           /* serve's */
     /* serve --state-dir: what loading it could not load, [{identity, file, movedTo, reason}]
      * ([] when all did); NULL without a state dir. Borrowed: to_json copies it; from_json

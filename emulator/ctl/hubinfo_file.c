@@ -3,10 +3,13 @@
  */
 #include "hubinfo_file.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "th_file.h"
@@ -54,4 +57,57 @@ bool th_hubinfo_save(const char *path, mode_t mode, const struct th_hubinfo *inf
     free(line);
     errno = e;
     return ok;
+}
+
+bool th_hubinfo_pid_path(const char *dir, long pid, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/%ld.json", dir, pid);
+    return n >= 0 && (size_t)n < size;
+}
+
+/* "<digits>.json": a hub file, not a temporary file of th_file_replace_bytes. */
+static bool is_hub_file_name(const char *name)
+{
+    size_t digits = strspn(name, "0123456789");
+    return digits > 0 && strcmp(name + digits, ".json") == 0;
+}
+
+/* Whether process `pid` exists (EPERM: it does, as another user's). */
+static bool process_alive(long pid)
+{
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+static int by_path(const void *a, const void *b)
+{
+    return strcmp(((const struct th_hubinfo_entry *)a)->path,
+                  ((const struct th_hubinfo_entry *)b)->path);
+}
+
+int th_hubinfo_find(const char *dir, struct th_hubinfo_entry *out, int max)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    int n = 0;
+    struct dirent *de;
+    struct th_hubinfo_entry e;
+    while ((de = readdir(d)) != NULL) {
+        char err[TH_HUBINFO_PATH_MAX + 320];
+        if (!is_hub_file_name(de->d_name) ||
+            snprintf(e.path, sizeof e.path, "%s/%s", dir, de->d_name) >= (int)sizeof e.path ||
+            th_hubinfo_load(e.path, &e.info, err, sizeof err) != TH_OK)
+            continue;
+        if (!process_alive(e.info.pid)) {
+            unlink(e.path); /* stale: its serve was killed; another reader may have won */
+            continue;
+        }
+        if (n < max)
+            out[n] = e;
+        n++;
+    }
+    closedir(d);
+    if (out && max > 0)
+        qsort(out, (size_t)(n < max ? n : max), sizeof *out, by_path);
+    return n;
 }

@@ -13,8 +13,12 @@
 
 #include "hubinfo.h"
 
-/* The info file `twinhub serve` keeps in its cert dir, where the admin commands look first. */
-#define TH_HUBINFO_FILE_NAME "hub.json"
+/*
+ * Where `twinhub serve` keeps its info file for the admin commands: one file
+ * per running hub, <cert-dir>/hubs/<pid>.json (mode 0600 in a 0700
+ * directory), removed when serve exits (docs/cli.md, "Finding the hub").
+ */
+#define TH_HUBINFO_DIR_NAME "hubs"
 /* An info file is a few hundred bytes; anything past this is not one. */
 #define TH_HUBINFO_MAX_BYTES (1u << 20)
 
@@ -35,5 +39,27 @@ TH_NODISCARD th_result th_hubinfo_load(const char *path, struct th_hubinfo *out,
  * file. False with errno set on failure (ENOMEM when out of memory).
  */
 bool th_hubinfo_save(const char *path, mode_t mode, const struct th_hubinfo *info);
+
+/*
+ * The file a `serve` with process id `pid` keeps in `dir` (the hubs
+ * directory): "<dir>/<pid>.json". False when it does not fit `size`.
+ */
+bool th_hubinfo_pid_path(const char *dir, long pid, char *out, size_t size);
+
+/* One hub found in a hubs directory. */
+struct th_hubinfo_entry {
+    char path[TH_HUBINFO_PATH_MAX];
+    struct th_hubinfo info;
+};
+
+/*
+ * The hubs running according to the hubs directory `dir`: every
+ * "<digits>.json" that loads and whose serve process is alive goes to
+ * out[0..max) in the order of their paths. A file whose process is gone
+ * (serve was killed with SIGKILL) is stale: it is removed. Files that do not
+ * load are skipped. Returns how many live hubs there are (possibly more than
+ * `max`); 0 when `dir` does not exist; -1 with errno when it cannot be read.
+ */
+int th_hubinfo_find(const char *dir, struct th_hubinfo_entry *out, int max);
 
 #endif

@@ -336,11 +336,19 @@ static bool hub_start_once(struct cli_hub *h, bool *in_use)
 
 void cli_hub_start(struct cli_hub *h)
 {
+    cli_hub_start_in(h, NULL);
+}
+
+void cli_hub_start_in(struct cli_hub *h, const char *cert_dir)
+{
     memset(h, 0, sizeof *h);
     const char *tmp = getenv("TMPDIR");
     snprintf(h->dir, sizeof h->dir, "%s/twinhub-cli-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     assert_non_null(mkdtemp(h->dir));
-    snprintf(h->cert_dir, sizeof h->cert_dir, "%s/certs", h->dir);
+    if (cert_dir)
+        snprintf(h->cert_dir, sizeof h->cert_dir, "%s", cert_dir);
+    else
+        snprintf(h->cert_dir, sizeof h->cert_dir, "%s/certs", h->dir);
     snprintf(h->state_dir, sizeof h->state_dir, "%s/state", h->dir);
     snprintf(h->record, sizeof h->record, "%s/recording.jsonl", h->dir);
     snprintf(h->info, sizeof h->info, "%s/info.json", h->dir);

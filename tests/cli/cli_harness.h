@@ -71,6 +71,8 @@ struct cli_hub {
 
 /* Start `twinhub serve` in a new temporary directory; fails the test when it does not come up. */
 void cli_hub_start(struct cli_hub *h);
+/* The same with the cert dir `cert_dir` (NULL: its own), which several hubs may share. */
+void cli_hub_start_in(struct cli_hub *h, const char *cert_dir);
 /* SIGTERM serve and wait for it; returns its exit status (-1 when killed or not running). */
 int cli_hub_stop(struct cli_hub *h);
 /* Remove the hub's temporary directory. */

@@ -251,7 +251,7 @@ struct hub {
     char state_dir[2048];
     char record[2048];
     char info[2048];
-    char hub_file[PATH_LEN]; /* cert_dir/hub.json */
+    char hub_file[PATH_LEN]; /* cert_dir/hubs/<pid>.json */
     char serve_err[2048];
     char flag[PATH_LEN + 16]; /* "--cert-dir=<cert_dir>", the admin commands' way to it */
     pid_t pid;
@@ -314,6 +314,7 @@ static bool hub_start_once(struct hub *h, bool *in_use)
     }
     close(outp[1]);
     h->pid = pid;
+    snprintf(h->hub_file, sizeof h->hub_file, "%s/hubs/%ld.json", h->cert_dir, (long)pid);
     h->out_fd = outp[0];
     struct buf b = {0};
     buf_add(&b, "", 0);
@@ -364,7 +365,6 @@ static void hub_start(struct hub *h)
     snprintf(h->state_dir, sizeof h->state_dir, "%s/state", h->dir);
     snprintf(h->record, sizeof h->record, "%s/recording.jsonl", h->dir);
     snprintf(h->info, sizeof h->info, "%s/info.json", h->dir);
-    snprintf(h->hub_file, sizeof h->hub_file, "%s/hub.json", h->cert_dir);
     snprintf(h->serve_err, sizeof h->serve_err, "%s/serve.err", h->dir);
     snprintf(h->flag, sizeof h->flag, "--cert-dir=%s", h->cert_dir);
     hub_restart(h);
@@ -516,7 +516,7 @@ static void test_device_create_new_id_succeeds(void **state)
     expect_code(&r, 0);
     expect_in(r.out, "created device dcn-a", &r);
     expect_in(r.out, "primary key", &r);
-    expect_in(r.out, "HostName=twinhub.localhost;DeviceId=dcn-a;SharedAccessKey=", &r);
+    expect_in(r.out, "HostName=127.0.0.1;DeviceId=dcn-a;SharedAccessKey=", &r);
     result_free(&r);
 }
 

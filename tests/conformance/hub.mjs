@@ -137,7 +137,8 @@ process.once('exit', () => {
 /**
  * Start `twinhub serve` on free loopback ports. Options: `registry` (path to a
  * registry JSON file), `httpsPort` (the HTTPS gateway's port; default 0, off),
- * `mqttPort: 0` (no plain MQTT listener). Resolves to a Hub once it printed
+ * `mqttPort: 0` (no plain MQTT listener), `mqttsPort` (the TLS port; default a free one).
+ * Resolves to a Hub once it printed
  * `twinhub: ready`.
  */
 export async function startHub(options = {}) {
@@ -150,7 +151,8 @@ export async function startHub(options = {}) {
   let lastError;
   // A port picked here can in theory be taken before the hub binds it: retry then.
   for (let attempt = 0; attempt < 3; attempt++) {
-    const [mqttPort, mqttsPort] = await freePorts(2);
+    const [mqttPort, freeTls] = await freePorts(2);
+    const mqttsPort = options.mqttsPort ?? freeTls;
     try {
       return await launch(bin, dir, mqttPort, mqttsPort, options);
     } catch (err) {

@@ -51,15 +51,15 @@ export class SdkError extends Error {
   }
 }
 
-/** The service SDK in a child process trusting the hub's CA. */
+/** The service SDK in a child process trusting the hub's CA; `cs` defaults to serviceConnectionString. */
 export class ServiceSdk {
-  static async start(hub) {
+  static async start(hub, cs = serviceConnectionString(hub)) {
     const sdk = new ServiceSdk();
     sdk.child = fork(join(HERE, 'fixtures', 'service-worker.mjs'), [], {
       env: {
         ...process.env,
         NODE_EXTRA_CA_CERTS: hub.info.caFile,
-        TWINHUB_SERVICE_CS: serviceConnectionString(hub),
+        TWINHUB_SERVICE_CS: cs,
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

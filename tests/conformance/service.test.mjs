@@ -4,11 +4,13 @@
 // require; plus refusals and error bodies checked with raw HTTPS requests.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import {
-  Message, desiredSubscribed, methodsSubscribed, c2dSubscribed, mqtt, newKey, nextEvent, sasToken,
-  within,
+  Message, desiredSubscribed, methodsSubscribed, c2dSubscribed, mqtt, newKey, nextEvent,
+  parseConnectionString, sasToken, within,
 } from './hub.mjs';
 import {
   GATEWAY_HOST, ServiceSdk, innerError, ownerKey, rest, startGatewayHub, wsClient,
@@ -21,7 +23,9 @@ let sdk;
 let svc;
 
 before(async () => {
-  hub = await startGatewayHub();
+  // MQTT/TLS on the SDKs' own port, as with `twinhub serve` and no options, so that the
+  // printed connection strings are the default ones (no GatewayHostName).
+  hub = await startGatewayHub({ mqttsPort: 8883 });
   sdk = await ServiceSdk.start(hub);
   svc = await hub.service();
 });
@@ -53,6 +57,79 @@ async function assertRejects(promise, sdkName, status) {
     return true;
   });
 }
+
+/** The connection strings of serve's ready banner, by label (`device`, `module`, `service`). */
+function printedConnectionStrings(stdout) {
+  const out = {};
+  for (const line of stdout.split('\n')) {
+    const m = /^ {4}(\w+) +(HostName=\S+)$/.exec(line);
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+const twinhub = (...args) => promisify(execFile)(process.env.TWINHUB_BIN, args);
+
+test('the printed connection strings work as they are with the device and service SDKs', T, async () => {
+  const printed = printedConnectionStrings(hub.out.stdout);
+  assert.deepEqual(Object.keys(printed).sort(), ['device', 'module', 'service'], hub.out.stdout);
+  for (const cs of Object.values(printed)) {
+    // HostName alone reaches the hub: it resolves, it is in the server certificate, and the
+    // embedded C SDK and the security agents dial HostName:8883 with nothing else to go on.
+    const p = parseConnectionString(cs);
+    assert.equal(p.HostName, '127.0.0.1', cs);
+    assert.equal(p.GatewayHostName, undefined, cs);
+  }
+  assert.equal(hub.info.serviceConnectionString, printed.service);
+  assert.equal(hub.info.restConnectionString, printed.service, 'the old key is the same string');
+
+  // The device and the module with azure-iot-device over Mqtt (TLS, trusting the printed CA).
+  const device = await hub.deviceClient(printed.device);
+  await within(20000, device.open(), 'Client.open() with the printed device string');
+  device.onDeviceMethod('ping', (req, res) => res.send(200, { pong: req.payload }, () => {}));
+  await methodsSubscribed(device);
+  const mod = await hub.moduleClient(printed.module);
+  await within(20000, mod.open(), 'ModuleClient.open() with the printed module string');
+  const modTwin = await within(10000, mod.getTwin(), 'the module twin');
+  const marker = randomUUID();
+  await new Promise((resolve, reject) => {
+    modTwin.properties.reported.update({ printed: marker }, (e) => (e ? reject(e) : resolve()));
+  });
+
+  // The service string with azure-iothub: Registry and Client over REST on 443.
+  const printedSdk = await ServiceSdk.start(hub, printed.service);
+  try {
+    const got = await printedSdk.registry('get', 'dev-device');
+    assert.equal(got.body.connectionState, 'Connected');
+    const mt = await printedSdk.registry('getModuleTwin', 'dev-device', 'dev-module');
+    assert.equal(mt.body.properties.reported.printed, marker);
+    const r = await printedSdk.client('invokeDeviceMethod', 'dev-device',
+      { methodName: 'ping', payload: 7, responseTimeoutInSeconds: 10 });
+    assert.deepEqual(r.body, { status: 200, payload: { pong: 7 } });
+  } finally {
+    await printedSdk.close();
+  }
+
+  // The same string with twinhub's own CLI (the control API over MQTT, dialling HostName).
+  const stats = await twinhub('stats', '--json', '--connection-string', printed.service,
+    '--port', String(hub.info.mqttPort));
+  assert.ok(JSON.parse(stats.stdout).connectedDeviceCount >= 1, stats.stdout);
+
+  // `twinhub device create` prints a connection string by the same rule.
+  const infoFile = hub.args[hub.args.indexOf('--info-file') + 1];
+  const id = unique('printed');
+  const created = await twinhub('device', 'create', id, '--hub', infoFile);
+  const line = created.stdout.split('\n').find((l) => /^\s*connection string\s/.test(l));
+  assert.ok(line, created.stdout);
+  const cs = line.replace(/^\s*connection string\s+/, '').trim();
+  assert.equal(parseConnectionString(cs).HostName, '127.0.0.1', cs);
+  assert.equal(parseConnectionString(cs).GatewayHostName, undefined, cs);
+  const fresh = await hub.deviceClient(cs);
+  await within(20000, fresh.open(), 'Client.open() with the string `device create` printed');
+  const got = await sdk.registry('get', id);
+  assert.equal(got.body.connectionState, 'Connected');
+  await Promise.all([device.close(), mod.close(), fresh.close()]);
+});
 
 test('GET /health answers healthy without a token', T, async () => {
   const res = await rest(hub, 'GET', '/health');

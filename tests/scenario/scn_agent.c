@@ -241,6 +241,7 @@ int main(void)
         return 2;
     }
     field(cs, "ModuleId", A.module, sizeof A.module);
+    /* As the SDKs: dial GatewayHostName, else HostName (on 8883). */
     const char *dial = getenv("AGENT_DIAL");
     if ((dial && !strcmp(dial, "hostname")) || !field(cs, "GatewayHostName", gw, sizeof gw))
         snprintf(gw, sizeof gw, "%s", A.hub);

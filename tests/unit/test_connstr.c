@@ -131,6 +131,26 @@ static void test_th_connstr_identity_module_without_gateway_succeeds(void **stat
     assert_string_equal(cs, "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=k=");
 }
 
+/* A hub dialled at its HostName (serve's default): no GatewayHostName, as agents that read
+ * HostName alone need; a port or another address keeps it. */
+static void test_th_connstr_identity_gateway_same_as_host_succeeds(void **state)
+{
+    (void)state;
+    char cs[256];
+    assert_int_equal(
+        th_connstr_identity("127.0.0.1", "d", NULL, "k=", "127.0.0.1", cs, sizeof cs), TH_OK);
+    assert_string_equal(cs, "HostName=127.0.0.1;DeviceId=d;SharedAccessKey=k=");
+    assert_int_equal(th_connstr_identity("Hub.Example", "d", NULL, "k=", "hub.example", cs,
+                                         sizeof cs),
+                     TH_OK);
+    assert_string_equal(cs, "HostName=Hub.Example;DeviceId=d;SharedAccessKey=k=");
+    assert_int_equal(
+        th_connstr_identity("127.0.0.1", "d", NULL, "k=", "127.0.0.1:18883", cs, sizeof cs),
+        TH_OK);
+    assert_string_equal(cs, "HostName=127.0.0.1;DeviceId=d;SharedAccessKey=k=;"
+                            "GatewayHostName=127.0.0.1:18883");
+}
+
 static void test_th_connstr_identity_round_trip_succeeds(void **state)
 {
     (void)state;
@@ -184,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_th_connstr_gateway_ipv6_brackets_succeeds),
         cmocka_unit_test(test_th_connstr_gateway_small_buffer_fails),
         cmocka_unit_test(test_th_connstr_identity_device_succeeds),
+        cmocka_unit_test(test_th_connstr_identity_gateway_same_as_host_succeeds),
         cmocka_unit_test(test_th_connstr_identity_module_without_gateway_succeeds),
         cmocka_unit_test(test_th_connstr_identity_round_trip_succeeds),
         cmocka_unit_test(test_th_connstr_identity_small_buffer_fails),

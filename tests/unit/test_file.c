@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -257,7 +258,7 @@ static void test_th_file_replace_name_too_long_fails(void **state)
 static void test_th_hubinfo_save_then_load_succeeds(void **state)
 {
     (void)state;
-    char *p = path_in(TH_HUBINFO_FILE_NAME);
+    char *p = path_in("hub.json");
     struct th_hubinfo in = {.mqtt_port = 1883, .mqtts_port = 18883, .pid = 77}, out;
     snprintf(in.hub_name, sizeof in.hub_name, "twinhub.localhost");
     snprintf(in.ca_file, sizeof in.ca_file, "/x/ca.pem");
@@ -312,6 +313,78 @@ static void test_th_hubinfo_load_not_an_info_file_fails(void **state)
     free(p);
 }
 
+/* ---- finding the running hubs ---- */
+
+/* An info file in `hubs` for a hub run by process `pid`. */
+static void put_hub(const char *hubs, long pid, int mqtt_port)
+{
+    char path[512];
+    assert_true(th_hubinfo_pid_path(hubs, pid, path, sizeof path));
+    struct th_hubinfo in = {.mqtt_port = mqtt_port, .pid = pid};
+    snprintf(in.hub_name, sizeof in.hub_name, "127.0.0.1");
+    assert_true(th_hubinfo_save(path, 0600, &in));
+}
+
+/* A process id that is not running any more: a child that has exited and been reaped. */
+static long dead_pid(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    return (long)pid;
+}
+
+static void test_th_hubinfo_find_live_hubs_succeeds(void **state)
+{
+    (void)state;
+    char *hubs = path_in("hubs-live");
+    assert_int_equal(mkdir(hubs, 0700), 0);
+    put_hub(hubs, (long)getpid(), 21883);
+    put_hub(hubs, (long)getppid(), 21884);
+    char *tmp = NULL, *other = NULL; /* neither is a hub file */
+    assert_true(asprintf(&tmp, "%s/%ld.json.tmp.1", hubs, (long)getpid()) > 0);
+    assert_true(asprintf(&other, "%s/notes.json", hubs) > 0);
+    put(tmp, "{}");
+    put(other, "{}");
+    struct th_hubinfo_entry found[4];
+    assert_int_equal(th_hubinfo_find(hubs, found, 4), 2);
+    int ports = found[0].info.mqtt_port + found[1].info.mqtt_port;
+    assert_int_equal(ports, 21883 + 21884);
+    assert_true(strcmp(found[0].path, found[1].path) < 0);
+    /* More than fit are still counted. */
+    assert_int_equal(th_hubinfo_find(hubs, found, 1), 2);
+    assert_int_equal(th_hubinfo_find(hubs, NULL, 0), 2);
+    free(tmp);
+    free(other);
+    free(hubs);
+}
+
+static void test_th_hubinfo_find_stale_file_removed_succeeds(void **state)
+{
+    (void)state;
+    char *hubs = path_in("hubs-stale");
+    assert_int_equal(mkdir(hubs, 0700), 0);
+    long dead = dead_pid();
+    put_hub(hubs, dead, 21885);
+    char path[512];
+    assert_true(th_hubinfo_pid_path(hubs, dead, path, sizeof path));
+    struct th_hubinfo_entry found[2];
+    assert_int_equal(th_hubinfo_find(hubs, found, 2), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    free(hubs);
+}
+
+static void test_th_hubinfo_find_missing_dir_succeeds(void **state)
+{
+    (void)state;
+    char *hubs = path_in("no-hubs-here");
+    struct th_hubinfo_entry found[1];
+    assert_int_equal(th_hubinfo_find(hubs, found, 1), 0);
+    free(hubs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +405,9 @@ int main(void)
         cmocka_unit_test(test_th_hubinfo_load_missing_fails),
         cmocka_unit_test(test_th_hubinfo_load_not_json_fails),
         cmocka_unit_test(test_th_hubinfo_load_not_an_info_file_fails),
+        cmocka_unit_test(test_th_hubinfo_find_live_hubs_succeeds),
+        cmocka_unit_test(test_th_hubinfo_find_stale_file_removed_succeeds),
+        cmocka_unit_test(test_th_hubinfo_find_missing_dir_succeeds),
     };
     return cmocka_run_group_tests_name("file", tests, setup, teardown);
 }
