@@ -65,6 +65,7 @@
 #define READY_TIMEOUT_MS 10000
 #define PROBE_INTERVAL_MS 5
 #define STOP_TIMEOUT_MS 10000
+#define STOP_RESEND_MS 500 /* SIGTERM again while mosquitto has not stopped */
 #define MAX_PACKET_SIZE 1048576
 #define GATEWAY_SOCKET "mqtt.sock" /* in the runtime dir, when --mqtt-port is 0 */
 #define STATE_REPORT "state-report.json" /* in the runtime dir: what the plugin loaded */
@@ -1088,16 +1089,24 @@ static void stop_broker(struct serve *s)
     kill(s->child, SIGTERM);
     s->stop_requested = false;
     int64_t deadline = th_mono_ms() + STOP_TIMEOUT_MS;
+    int64_t resend = th_mono_ms() + STOP_RESEND_MS;
     bool killed = false;
     while (s->child > 0) {
-        int64_t left = deadline - th_mono_ms();
+        int64_t now = th_mono_ms(), left = deadline - now;
         if (!killed && (left <= 0 || s->stop_requested)) {
             fprintf(stderr, "twinhub: mosquitto %s; killing it\n",
                     left <= 0 ? "did not stop within 10 s" : "is still stopping");
             kill(s->child, SIGKILL);
             killed = true;
+        } else if (!killed && now >= resend) {
+            /* mosquitto 2.0 installs its SIGTERM handler after its listeners open and then
+             * sets its run flag, so a SIGTERM that lands in between (a hub stopped right
+             * after it became ready) is lost: say it again until it is heard. */
+            kill(s->child, SIGTERM);
+            resend = now + STOP_RESEND_MS;
         }
-        wait_events(s, killed ? 100 : (int)(left > 0 ? left : 0));
+        int64_t wait = killed ? 100 : (resend - now < left ? resend - now : left);
+        wait_events(s, (int)(wait > 0 ? wait : 0));
     }
     while (s->log_fd >= 0)
         wait_events(s, 100);
