@@ -1,7 +1,6 @@
 /*
  * cli_harness.c - running `twinhub` and `twinhub serve` for CLI tests, and an
- * MQTT identity that reports like an agent (see cli_harness.h). The process
- * and hub handling is the same as test_cli.c's.
+ * MQTT identity that reports like an agent (see cli_harness.h).
  */
 #define _GNU_SOURCE
 #include "cli_harness.h"
@@ -297,6 +296,7 @@ static bool hub_start_once(struct cli_hub *h, bool *in_use)
     }
     close(outp[1]);
     h->pid = pid;
+    snprintf(h->hub_file, sizeof h->hub_file, "%s/hubs/%ld.json", h->cert_dir, (long)pid);
     h->out_fd = outp[0];
     struct buf b = {0};
     buf_add(&b, "", 0);
@@ -354,6 +354,11 @@ void cli_hub_start_in(struct cli_hub *h, const char *cert_dir)
     snprintf(h->info, sizeof h->info, "%s/info.json", h->dir);
     snprintf(h->serve_err, sizeof h->serve_err, "%s/serve.err", h->dir);
     snprintf(h->flag, sizeof h->flag, "--cert-dir=%s", h->cert_dir);
+    cli_hub_restart(h);
+}
+
+void cli_hub_restart(struct cli_hub *h)
+{
     for (int attempt = 0; attempt < 3; attempt++) {
         bool in_use = false;
         if (hub_start_once(h, &in_use))
@@ -465,8 +470,8 @@ static void wait_locked(struct cli_identity *c, const int *flag)
         ;
 }
 
-struct cli_identity *cli_identity_connect(const struct cli_hub *h, const char *device_id,
-                                          const char *module_id)
+void cli_login_of(const struct cli_hub *h, const char *device_id, const char *module_id,
+                  struct cli_login *l)
 {
     struct cli_result r = module_id
                               ? CLI_RUN("module", "show", device_id, module_id, "--json", h->flag)
@@ -480,24 +485,31 @@ struct cli_identity *cli_identity_connect(const struct cli_hub *h, const char *d
     free(info_text);
     assert_non_null(info);
     const char *hub = cJSON_GetStringValue(cli_path(info, "hubName"));
-    int port = (int)cJSON_GetNumberValue(cli_path(info, "mqttPort"));
+    l->port = (int)cJSON_GetNumberValue(cli_path(info, "mqttPort"));
     assert_non_null(hub);
-    char resource[512], token[1024], user[512], client_id[300];
+    char resource[512];
     if (module_id) {
         snprintf(resource, sizeof resource, "%s/devices/%s/modules/%s", hub, device_id, module_id);
-        snprintf(user, sizeof user, "%s/%s/%s/?api-version=2021-04-12", hub, device_id, module_id);
-        snprintf(client_id, sizeof client_id, "%s/%s", device_id, module_id);
+        snprintf(l->user, sizeof l->user, "%s/%s/%s/?api-version=2021-04-12", hub, device_id,
+                 module_id);
+        snprintf(l->client_id, sizeof l->client_id, "%s/%s", device_id, module_id);
     } else {
         snprintf(resource, sizeof resource, "%s/devices/%s", hub, device_id);
-        snprintf(user, sizeof user, "%s/%s/?api-version=2021-04-12", hub, device_id);
-        snprintf(client_id, sizeof client_id, "%s", device_id);
+        snprintf(l->user, sizeof l->user, "%s/%s/?api-version=2021-04-12", hub, device_id);
+        snprintf(l->client_id, sizeof l->client_id, "%s", device_id);
     }
-    assert_int_equal(th_sas_sign(resource, key, time(NULL) + 3600, NULL, token, sizeof token),
+    assert_int_equal(th_sas_sign(resource, key, time(NULL) + 3600, NULL, l->token, sizeof l->token),
                      TH_OK);
     cJSON_Delete(info);
     cJSON_Delete(id);
     cli_result_free(&r);
+}
 
+struct cli_identity *cli_identity_connect(const struct cli_hub *h, const char *device_id,
+                                          const char *module_id)
+{
+    struct cli_login l;
+    cli_login_of(h, device_id, module_id, &l);
     struct cli_identity *c = calloc(1, sizeof *c);
     assert_non_null(c);
     pthread_mutex_init(&c->mu, NULL);
@@ -505,20 +517,20 @@ struct cli_identity *cli_identity_connect(const struct cli_hub *h, const char *d
     c->next_rid = 1;
     c->waiting_rid = -1;
     mosquitto_lib_init();
-    c->mosq = mosquitto_new(client_id, true, c);
+    c->mosq = mosquitto_new(l.client_id, true, c);
     assert_non_null(c->mosq);
     mosquitto_connect_callback_set(c->mosq, id_on_connect);
     mosquitto_subscribe_callback_set(c->mosq, id_on_subscribe);
     mosquitto_message_callback_set(c->mosq, id_on_message);
-    mosquitto_username_pw_set(c->mosq, user, token);
-    assert_int_equal(mosquitto_connect(c->mosq, "127.0.0.1", port, 60), MOSQ_ERR_SUCCESS);
+    mosquitto_username_pw_set(c->mosq, l.user, l.token);
+    assert_int_equal(mosquitto_connect(c->mosq, "127.0.0.1", l.port, 60), MOSQ_ERR_SUCCESS);
     assert_int_equal(mosquitto_loop_start(c->mosq), MOSQ_ERR_SUCCESS);
     pthread_mutex_lock(&c->mu);
     wait_locked(c, &c->subscribed);
     bool done = c->subscribed;
     pthread_mutex_unlock(&c->mu);
     if (!done)
-        print_message("# %s did not get its twin subscription acknowledged\n", client_id);
+        print_message("# %s did not get its twin subscription acknowledged\n", l.client_id);
     assert_true(done);
     return c;
 }

@@ -63,6 +63,7 @@ struct cli_hub {
     char state_dir[2048];
     char record[2048];
     char info[2048];
+    char hub_file[CLI_PATH_LEN]; /* <cert_dir>/hubs/<pid>.json of the running serve */
     char serve_err[2048];
     char flag[CLI_PATH_LEN]; /* "--cert-dir=<cert_dir>", to pass to admin commands */
     pid_t pid;
@@ -73,12 +74,30 @@ struct cli_hub {
 void cli_hub_start(struct cli_hub *h);
 /* The same with the cert dir `cert_dir` (NULL: its own), which several hubs may share. */
 void cli_hub_start_in(struct cli_hub *h, const char *cert_dir);
+/* Start serve again with the same directories (and new ports) after cli_hub_stop. */
+void cli_hub_restart(struct cli_hub *h);
 /* SIGTERM serve and wait for it; returns its exit status (-1 when killed or not running). */
 int cli_hub_stop(struct cli_hub *h);
 /* Remove the hub's temporary directory. */
 void cli_hub_remove_dir(struct cli_hub *h);
 
 /* ---- an identity over MQTT ---- */
+
+/* What a device or module connects to the hub's plain MQTT listener with. */
+struct cli_login {
+    int port; /* the plain MQTT listener's */
+    char client_id[300];
+    char user[512];
+    char token[1024]; /* a SAS token valid for an hour, signed with the primary key */
+};
+
+/*
+ * The login of device `device_id` (module `module_id`, or the device itself
+ * when NULL) on hub h: its primary key read with `twinhub device|module show
+ * --json`, the hub name and port from the info file. Fails the test on any error.
+ */
+void cli_login_of(const struct cli_hub *h, const char *device_id, const char *module_id,
+                  struct cli_login *l);
 
 struct cli_identity;
 
