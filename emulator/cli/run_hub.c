@@ -35,23 +35,8 @@
 #include "hubinfo_file.h"
 #include "registry.h" /* TH_DEV_OWNER_KEY */
 #include "run.h"
+#include "th_net.h"
 #include "util.h"
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 /* The standard ports of IoT Hub (protocol.md): what SDKs hard-code. */
 #define STD_MQTTS_PORT 8883
@@ -344,9 +329,9 @@ int th_run_hub_start_own(struct run *r)
         if (r->addr.fallback) {
             snprintf(h->hub_name, sizeof h->hub_name, "127.0.0.1"); /* serve's default name */
             snprintf(h->host, sizeof h->host, "127.0.0.1");
-            h->mqtt_port = free_port();
+            h->mqtt_port = th_free_loopback_port();
             do
-                h->mqtts_port = free_port();
+                h->mqtts_port = th_free_loopback_port();
             while (h->mqtts_port == h->mqtt_port);
             h->https_port = 0;
             if (h->mqtt_port <= 0 || h->mqtts_port <= 0) {

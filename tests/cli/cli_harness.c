@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "cli_harness.h"
+#include "th_net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -240,21 +241,6 @@ const cJSON *cli_path(const cJSON *obj, const char *dotted)
 
 /* ---- the hub ------------------------------------------------------------------------------ */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void print_file(const char *label, const char *file)
 {
     FILE *f = fopen(file, "r");
@@ -273,8 +259,8 @@ static void print_file(const char *label, const char *file)
 static bool hub_start_once(struct cli_hub *h, bool *in_use)
 {
     char mqtt[16], mqtts[16];
-    snprintf(mqtt, sizeof mqtt, "%d", free_port());
-    snprintf(mqtts, sizeof mqtts, "%d", free_port());
+    snprintf(mqtt, sizeof mqtt, "%d", th_free_loopback_port());
+    snprintf(mqtts, sizeof mqtts, "%d", th_free_loopback_port());
     int outp[2];
     if (pipe2(outp, O_CLOEXEC) != 0)
         return false;
