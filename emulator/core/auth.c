@@ -262,19 +262,7 @@ th_result th_auth_connect(const struct th_registry *reg, const struct th_auth_co
 
 unsigned th_auth_right(const char *name)
 {
-    static const struct {
-        const char *name;
-        unsigned perm;
-    } rights[] = {
-        {"RegistryRead", TH_PERM_REGISTRY_READ},
-        {"RegistryWrite", TH_PERM_REGISTRY_WRITE},
-        {"ServiceConnect", TH_PERM_SERVICE_CONNECT},
-        {"DeviceConnect", TH_PERM_DEVICE_CONNECT},
-    };
-    for (size_t i = 0; name && i < sizeof rights / sizeof rights[0]; i++)
-        if (th_slice_ieq(name, strlen(name), rights[i].name, strlen(rights[i].name)))
-            return rights[i].perm;
-    return 0;
+    return name ? th_perm_from_name(name, strlen(name)) : 0;
 }
 
 /* Every refusal of a service caller is 401 / 401002, whatever rule said no. */

@@ -30,6 +30,10 @@ enum {
     TH_PERM_DEVICE_CONNECT = 1 << 3,
 };
 
+/* The TH_PERM_* bit of a right's name ("RegistryRead", ...; ASCII case ignored; `len` bytes of
+ * `name`); 0 if none (registry_doc.c, which also writes the names back). */
+unsigned th_perm_from_name(const char *name, size_t len);
+
 struct th_policy {
     char name[64];
     char primary_key[TH_KEY_BUF];

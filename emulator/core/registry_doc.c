@@ -116,18 +116,28 @@ th_result reg_opt_array(const cJSON *obj, const char *key, const char *path, con
     return TH_OK;
 }
 
+/* The policy rights' names (iothub-protocol.md 2.5), both ways. */
+static const struct {
+    unsigned perm;
+    const char *name;
+} perm_names[] = {
+    {TH_PERM_REGISTRY_READ, "RegistryRead"},
+    {TH_PERM_REGISTRY_WRITE, "RegistryWrite"},
+    {TH_PERM_SERVICE_CONNECT, "ServiceConnect"},
+    {TH_PERM_DEVICE_CONNECT, "DeviceConnect"},
+};
+
+unsigned th_perm_from_name(const char *name, size_t len)
+{
+    for (size_t i = 0; name && i < sizeof perm_names / sizeof perm_names[0]; i++)
+        if (th_slice_ieq(name, len, perm_names[i].name, strlen(perm_names[i].name)))
+            return perm_names[i].perm;
+    return 0;
+}
+
 /* Parses "RegistryRead, ServiceConnect" (comma and/or space separated). 0 when invalid. */
 static unsigned parse_rights(const char *s, const char **bad, size_t *bad_len)
 {
-    static const struct {
-        const char *name;
-        unsigned perm;
-    } names[] = {
-        {"RegistryRead", TH_PERM_REGISTRY_READ},
-        {"RegistryWrite", TH_PERM_REGISTRY_WRITE},
-        {"ServiceConnect", TH_PERM_SERVICE_CONNECT},
-        {"DeviceConnect", TH_PERM_DEVICE_CONNECT},
-    };
     unsigned perms = 0;
     *bad = NULL;
     *bad_len = 0;
@@ -140,11 +150,7 @@ static unsigned parse_rights(const char *s, const char **bad, size_t *bad_len)
         while (*s && *s != ',' && *s != ' ' && *s != '\t')
             s++;
         size_t len = (size_t)(s - start);
-        unsigned perm = 0;
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            if (th_slice_ieq(start, len, names[i].name, strlen(names[i].name)))
-                perm = names[i].perm;
-        }
+        unsigned perm = th_perm_from_name(start, len);
         if (!perm) {
             *bad = start;
             *bad_len = len;
@@ -758,21 +764,12 @@ th_result th_registry_load(struct th_registry *reg, const cJSON *doc, int64_t no
 /* "RegistryRead, ServiceConnect" for a permission set. */
 static void rights_text(unsigned perms, char buf[80])
 {
-    static const struct {
-        unsigned perm;
-        const char *name;
-    } names[] = {
-        {TH_PERM_REGISTRY_READ, "RegistryRead"},
-        {TH_PERM_REGISTRY_WRITE, "RegistryWrite"},
-        {TH_PERM_SERVICE_CONNECT, "ServiceConnect"},
-        {TH_PERM_DEVICE_CONNECT, "DeviceConnect"},
-    };
     size_t at = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (!(perms & names[i].perm))
+    for (size_t i = 0; i < sizeof perm_names / sizeof perm_names[0]; i++) {
+        if (!(perms & perm_names[i].perm))
             continue;
-        int n = snprintf(buf + at, 80 - at, "%s%s", at ? ", " : "", names[i].name);
+        int n = snprintf(buf + at, 80 - at, "%s%s", at ? ", " : "", perm_names[i].name);
         if (n > 0)
             at += (size_t)n;
     }
