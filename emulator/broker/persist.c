@@ -31,6 +31,7 @@
 
 #include "json.h"
 #include "plugin.h"
+#include "th_file.h"
 #include "util.h"
 
 #define TH_STATE_MAX_FILE (64 * 1024 * 1024)
@@ -50,38 +51,12 @@ static void device_path(const struct brk_plugin *p, const char *device_id, char 
     snprintf(out + n, size - n, ".json");
 }
 
-/* Write text to path atomically (tmp + rename). Returns 0 or an errno. */
+/* Write text to path atomically (th_file_replace: tmp + rename). Returns 0 or an errno. */
 static int write_atomic(const char *path, const char *text)
 {
-    char tmp[4200];
-    size_t len = strlen(text), off = 0;
-    int fd, e = 0;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return errno;
-    }
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            e = errno;
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (close(fd) != 0 && !e) {
-        e = errno;
-    }
-    if (!e && rename(tmp, path) != 0) {
-        e = errno;
-    }
-    if (e) {
-        unlink(tmp);
-    }
-    return e;
+    if (th_file_replace_bytes(path, 0600, text, strlen(text)) == TH_FILE_DONE)
+        return 0;
+    return errno ? errno : EIO;
 }
 
 void brk_persist_device(struct brk_plugin *p, struct th_identity *dev)
@@ -157,28 +132,21 @@ void brk_persist_all(struct brk_plugin *p)
 /* Parse one state file; NULL with `why` filled when it cannot be read or is not JSON. */
 static cJSON *read_json(const char *path, char *why, size_t why_size)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long len = -1;
+    size_t len = 0;
     cJSON *doc = NULL;
     struct th_error err = {0};
-    if (!f) {
-        snprintf(why, why_size, "cannot read it: %s", strerror(errno));
+    char *buf = th_file_read(path, TH_STATE_MAX_FILE - 1, &len);
+    if (!buf) {
+        if (errno == EFBIG)
+            snprintf(why, why_size, "it is %d bytes or more, more than a state file can be",
+                     TH_STATE_MAX_FILE);
+        else
+            snprintf(why, why_size, "cannot read it: %s", strerror(errno));
         return NULL;
     }
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && len < TH_STATE_MAX_FILE &&
-        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
-        fread(buf, 1, (size_t)len, f) == (size_t)len) {
-        if (th_json_parse(buf, (size_t)len, TH_STATE_MAX_FILE, 64, &doc, &err) != TH_OK) {
-            snprintf(why, why_size, "not a state file: %s", err.message);
-        }
-    } else if (len >= TH_STATE_MAX_FILE) {
-        snprintf(why, why_size, "it is %ld bytes, more than a state file can be", len);
-    } else {
-        snprintf(why, why_size, "cannot read it: %s", buf ? strerror(errno) : "out of memory");
-    }
+    if (th_json_parse(buf, len, TH_STATE_MAX_FILE, 64, &doc, &err) != TH_OK)
+        snprintf(why, why_size, "not a state file: %s", err.message);
     free(buf);
-    fclose(f);
     return doc;
 }
 
