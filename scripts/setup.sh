@@ -5,10 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-  uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc libcap2-bin)
+  uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc libcap2-bin
+  libjs-chart.js)
 # clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check;
-# python3-jsonschema: the scenario JSON Schema check.
-TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind python3-jsonschema)
+# python3-jsonschema: the scenario JSON Schema check; chromium: the dashboard's browser tests
+# (tests/browser, driven by playwright-core; no browser is ever downloaded).
+# libjs-chart.js (above): the dashboard's charts, served from its install path.
+TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind python3-jsonschema
+  chromium)
 want=("${APT_PACKAGES[@]}")
 if [ "${1:-}" = "--tests" ]; then want+=("${TEST_PACKAGES[@]}"); fi
 
@@ -56,5 +60,6 @@ fi
 quiet ninja -C build
 if [ "${1:-}" = "--tests" ]; then
   (cd tests/conformance && quiet npm ci --no-audit --no-fund --loglevel=error)
+  (cd tests/browser && quiet npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "setup: built build/emulator/cli/twinhub"

@@ -357,6 +357,8 @@ static const struct {
     {"expireToken", brk_cmd_expire_token},
     {"injectError", brk_cmd_inject_error},
     {"mark", brk_cmd_mark},
+    /* control_dashboard.c */
+    {"listDeviceSummaries", brk_cmd_list_device_summaries},
     /* this file */
     {"authorize", cmd_authorize},
 };

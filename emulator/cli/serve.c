@@ -1177,6 +1177,8 @@ struct conn_strings {
     /* The service string with HostName = the address the gateway listens on; the same as
      * `service` unless --hub-name names the hub. "" without the gateway. Info file only. */
     char rest[512];
+    /* The web dashboard's URL with its one-time token (docs/dashboard.md); "" without the gateway. */
+    char dashboard[512];
 };
 
 /* A connection string that did not fit its buffer is left out ("") rather than cut. */
@@ -1211,6 +1213,15 @@ static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
         or_empty(th_connstr_service(s->dial_host, "iothubowner", TH_DEV_OWNER_KEY, cs->rest,
                                     sizeof cs->rest),
                  cs->rest);
+    cs->dashboard[0] = '\0';
+    const char *token = th_gateway_dashboard_token(s->gw);
+    if (token) {
+        char port[16] = "";
+        if (s->o.https_port != TH_GATEWAY_DEFAULT_HTTPS_PORT)
+            snprintf(port, sizeof port, ":%d", s->o.https_port);
+        snprintf(cs->dashboard, sizeof cs->dashboard, "https://%s%s/?token=%s", s->gateway_host,
+                 port, token);
+    }
 }
 
 /*
@@ -1272,6 +1283,8 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
         printf("  HTTPS     %s:%d (service REST API, MQTT over WebSockets at /$iothub/websocket, "
                "/health)\n",
                s->gateway_host, s->o.https_port);
+    if (cs->dashboard[0])
+        printf("  Dashboard %s\n", cs->dashboard);
     printf("  CA        %s\n", ca);
     print_state(s);
     printf("  Trust the CA in your client:\n"
@@ -1316,6 +1329,7 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs, con
         snprintf(info.service_cs, sizeof info.service_cs, "%s", cs->service);
         snprintf(info.rest_cs, sizeof info.rest_cs, "%s", cs->rest);
     }
+    snprintf(info.dashboard_url, sizeof info.dashboard_url, "%s", cs->dashboard);
     /* What --state-dir could not load: [{identity, file, movedTo, reason}], [] when all did. */
     cJSON *aside = NULL;
     if (s->state_dir[0]) {
@@ -1397,7 +1411,11 @@ static int open_gateway(struct serve *s)
         fprintf(stderr, "twinhub: %s\n", err);
         return TH_EXIT_FAIL;
     }
+    char device_gw[sizeof s->gateway_host + 8];
+    if (th_connstr_gateway(s->gateway_host, s->o.mqtts_port, device_gw, sizeof device_gw) != TH_OK)
+        device_gw[0] = '\0';
     struct th_gateway_config cfg = {
+        .device_gateway = device_gw,
         .hub_name = s->o.hub_name,
         .bind_ai = s->bind_ai,
         .https_port = s->o.https_port,

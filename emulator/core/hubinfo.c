@@ -26,6 +26,7 @@ static const struct {
     STRING("deviceConnectionString", device_cs),
     STRING("moduleConnectionString", module_cs),
     STRING("serviceConnectionString", service_cs),
+    STRING("dashboardUrl", dashboard_url),
 };
 #undef STRING
 
@@ -59,6 +60,7 @@ cJSON *th_hubinfo_to_json(const struct th_hubinfo *info)
               add_string(o, "deviceConnectionString", info->device_cs) &&
               add_string(o, "moduleConnectionString", info->module_cs) &&
               add_string(o, "serviceConnectionString", info->service_cs) &&
+              add_string(o, "dashboardUrl", info->dashboard_url) &&
               cJSON_AddNumberToObject(o, "pid", (double)info->pid);
     if (ok && info->state_set_aside) {
         cJSON *copy = cJSON_Duplicate(info->state_set_aside, true);

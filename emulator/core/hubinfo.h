@@ -35,6 +35,7 @@ struct th_hubinfo {
     char module_cs[TH_HUBINFO_CS_MAX];
     char service_cs[TH_HUBINFO_CS_MAX]; /* the development owner policy (iothubowner) */
     char rest_cs[TH_HUBINFO_CS_MAX];    /* the same, HostName the gateway's address (alias) */
+    char dashboard_url[TH_HUBINFO_CS_MAX]; /* the web dashboard with its token; "" without gateway */
     long pid;                           /* serve's */
     /* serve --state-dir: what loading it could not load, [{identity, file, movedTo, reason}]
      * ([] when all did); NULL without a state dir. Borrowed: to_json copies it; from_json
@@ -46,7 +47,8 @@ struct th_hubinfo {
  * The document: {"hubName", "bind", "mqttPort", "mqttsPort", "httpsPort",
  * "restConnectionString", "caFile", "deviceId", "moduleId",
  * "deviceConnectionString", "moduleConnectionString",
- * "serviceConnectionString", "pid", "stateSetAside" (only with a state dir)} in that order,
+ * "serviceConnectionString", "dashboardUrl", "pid", "stateSetAside" (only with a state dir)}
+ * in that order,
  * "" strings as null.
  * NULL when out of memory; the caller frees with cJSON_Delete.
  */

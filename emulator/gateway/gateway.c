@@ -67,6 +67,8 @@ static void gateway_free(struct th_gateway *gw)
     free(gw->broker_host);
     free(gw->policy_name);
     free(gw->policy_key);
+    free(gw->device_gateway);
+    gw_dash_free(gw->dash);
     pthread_mutex_destroy(&gw->lock);
     free(gw);
 }
@@ -92,7 +94,10 @@ struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *e
     gw->key_file = dup_or_null(cfg->key_file);
     gw->policy_name = dup_or_null(cfg->policy_name);
     gw->policy_key = dup_or_null(cfg->policy_key);
-    if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->policy_name || !gw->policy_key) {
+    gw->device_gateway = dup_or_null(cfg->device_gateway);
+    gw->dash = gw_dash_new(gw, cfg->https_port);
+    if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->policy_name || !gw->policy_key ||
+        !gw->dash || (cfg->device_gateway && !gw->device_gateway)) {
         gateway_free(gw);
         *err_no = ENOMEM;
         return NULL;
@@ -311,6 +316,7 @@ void th_gateway_stop(struct th_gateway *gw)
     }
     if (gw->ctx) {
         lws_sul_cancel(&gw->sul_tick);
+        gw_dash_stop(gw);
         lws_context_destroy(gw->ctx);
         gw->ctx = NULL;
     }

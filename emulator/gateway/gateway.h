@@ -39,6 +39,8 @@ struct th_gateway_config {
     const char *policy_name;
     const char *policy_key;
     bool verbose; /* one stderr line per request and per WebSocket */
+    /* GatewayHostName of device connection strings (the dashboard shows them); may be NULL. */
+    const char *device_gateway;
 };
 
 /*
@@ -71,6 +73,13 @@ enum th_gateway_state {
 
 /* Current state (any thread). For REFUSED or DOWN, `why` gets a reason when non-NULL. */
 enum th_gateway_state th_gateway_state(struct th_gateway *gw, char *why, size_t why_size);
+
+/*
+ * The dashboard's one-time token (docs/dashboard.md): 32 hex digits, fresh
+ * for each gateway; the dashboard's URL is https://<host>:<port>/?token=<it>.
+ * Borrowed from the gateway; NULL without one.
+ */
+const char *th_gateway_dashboard_token(const struct th_gateway *gw);
 
 /* Stop serving, close every connection and free; accepts NULL and a gateway never started. */
 void th_gateway_stop(struct th_gateway *gw);

@@ -21,6 +21,7 @@
 #include <mosquitto.h>
 
 #include "ctl_proto.h"
+#include "journal.h" /* TH_JOURNAL_TOPIC_PREFIX */
 #include "gw_private.h"
 #include "json.h"
 #include "sas.h"
@@ -88,7 +89,8 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
 {
     (void)mosq;
-    if (strcmp(msg->topic, TH_CONTROL_RESPONSE_TOPIC) != 0 || msg->payloadlen <= 0)
+    bool event = !strncmp(msg->topic, TH_JOURNAL_TOPIC_PREFIX, strlen(TH_JOURNAL_TOPIC_PREFIX));
+    if ((!event && strcmp(msg->topic, TH_CONTROL_RESPONSE_TOPIC) != 0) || msg->payloadlen <= 0)
         return;
     struct gw_inbox_item *it = calloc(1, sizeof *it);
     char *copy = malloc((size_t)msg->payloadlen + 1);
@@ -99,7 +101,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     }
     memcpy(copy, msg->payload, (size_t)msg->payloadlen);
     copy[msg->payloadlen] = '\0';
-    it->kind = GW_IN_MESSAGE;
+    it->kind = event ? GW_IN_EVENT : GW_IN_MESSAGE; /* events: the dashboard's (gw_dash.c) */
     it->payload = copy;
     it->len = (size_t)msg->payloadlen;
     push(obj, it);
@@ -315,6 +317,7 @@ void gw_ctl_drain(struct th_gateway *gw)
                     gw_log(gw, true, "control connection to the hub is back");
             }
             gw->ctl_was_up = true;
+            gw_dash_connected(gw);
             break;
         case GW_IN_REFUSED:
             gw->ctl_up = false;
@@ -333,6 +336,10 @@ void gw_ctl_drain(struct th_gateway *gw)
         case GW_IN_MESSAGE:
             if (!stopping)
                 handle_answer(gw, it->payload, it->len);
+            break;
+        case GW_IN_EVENT:
+            if (!stopping)
+                gw_dash_event(gw, it->payload, it->len);
             break;
         }
         free(it->payload);

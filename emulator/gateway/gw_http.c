@@ -67,6 +67,8 @@ static const char *reason(int status)
         return "Created";
     case 204:
         return "No Content";
+    case 303:
+        return "See Other";
     case 400:
         return "Bad Request";
     case 401:
@@ -321,7 +323,7 @@ static void on_rx(struct gw_conn *c, const uint8_t *p, size_t n)
         gw_ws_rx(c, p, n);
         return;
     }
-    if (c->state == GW_C_CLOSING)
+    if (c->state == GW_C_CLOSING || c->state == GW_C_STREAM)
         return;
     if (!gw_buf_put(&c->in, p, n)) {
         c->state = GW_C_CLOSING;
@@ -376,6 +378,7 @@ static void on_close(struct gw_conn *c)
     if (!gw)
         return; /* closed before adoption completed */
     gw_ctl_forget(gw, c);
+    gw_dash_closed(c);
     gw_rest_request_done(c);
     if (c->bridge)
         gw_ws_closed(c);

@@ -94,6 +94,7 @@ enum gw_conn_state {
     GW_C_WAIT,    /* dispatched; waiting for the hub's answer */
     GW_C_WS,      /* upgraded to a WebSocket bridged to the broker */
     GW_C_CLOSING, /* answer queued; close once it is written */
+    GW_C_STREAM,  /* the dashboard's event feed: output only, until it closes (gw_dash.c) */
 };
 
 struct gw_bridge;
@@ -153,9 +154,9 @@ struct gw_call {
 };
 
 struct gw_inbox_item {
-    enum { GW_IN_CONNECTED, GW_IN_REFUSED, GW_IN_DISCONNECTED, GW_IN_MESSAGE } kind;
+    enum { GW_IN_CONNECTED, GW_IN_REFUSED, GW_IN_DISCONNECTED, GW_IN_MESSAGE, GW_IN_EVENT } kind;
     int rc;
-    char *payload; /* GW_IN_MESSAGE: malloc'd, NUL-terminated */
+    char *payload; /* GW_IN_MESSAGE, GW_IN_EVENT: malloc'd, NUL-terminated */
     size_t len;
     struct gw_inbox_item *next;
 };
@@ -194,6 +195,10 @@ struct th_gateway {
     bool ctl_was_up; /* connected at least once: a later connect is "back" */
     uint64_t next_call_id;
     struct gw_call *calls;
+
+    /* the dashboard (gw_dash.c); NULL when out of memory at start */
+    struct gw_dash *dash;
+    char *device_gateway; /* GatewayHostName for device connection strings; owned, may be NULL */
 };
 
 /* gw_log.c */
@@ -256,6 +261,21 @@ void gw_rest_request_done(struct gw_conn *c);
 /* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* gw_dash.c: the web dashboard (docs/dashboard.md) */
+/* A dashboard with a fresh token for the gateway on `port`; NULL on failure. */
+struct gw_dash *gw_dash_new(struct th_gateway *gw, int port);
+/* Cancel its timer (before the lws context goes); gw_dash_free frees; both accept NULL. */
+void gw_dash_stop(struct th_gateway *gw);
+void gw_dash_free(struct gw_dash *d);
+/* A request for / or /dashboard...: answered (true), or not the dashboard's (false). */
+bool gw_dash_dispatch(struct gw_conn *c);
+/* One event record from $twinhub/events/... (the inbox). */
+void gw_dash_event(struct th_gateway *gw, const char *text, size_t len);
+/* The control connection is (back) up: subscribe to what the dashboard follows. */
+void gw_dash_connected(struct th_gateway *gw);
+/* A connection closes: if it was a feed, forget it. */
+void gw_dash_closed(struct gw_conn *c);
 
 /* gw_ws.c */
 /* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */

@@ -892,6 +892,8 @@ void gw_rest_dispatch(struct gw_conn *c)
         gw_ws_upgrade(c);
         return;
     }
+    if (gw_dash_dispatch(c))
+        return;
     struct gw_slice seg[MAX_SEGMENTS];
     int nseg = split(r->path, seg);
     const struct gw_route *rt = NULL;

@@ -31,6 +31,7 @@ static struct th_hubinfo sample(void)
              "SharedAccessKey=a2V5;GatewayHostName=127.0.0.1");
     snprintf(i.service_cs, sizeof i.service_cs,
              "HostName=twinhub.localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du");
+    snprintf(i.dashboard_url, sizeof i.dashboard_url, "https://127.0.0.1/?token=00ff");
     i.pid = 4242;
     return i;
 }
@@ -52,7 +53,8 @@ static void test_th_hubinfo_to_json_serve_layout_succeeds(void **state)
               "\"moduleId\":\"dev-module\",\"deviceConnectionString\":\"HostName=twinhub."
               "localhost;DeviceId=dev-device;SharedAccessKey=a2V5;GatewayHostName=127.0.0.1\","
               "\"moduleConnectionString\":null,\"serviceConnectionString\":\"HostName=twinhub."
-              "localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du\",\"pid\":4242}");
+              "localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du\","
+              "\"dashboardUrl\":\"https://127.0.0.1/?token=00ff\",\"pid\":4242}");
     free(text);
     cJSON_Delete(doc);
 }
