@@ -40,6 +40,10 @@ void th_usage_verify(FILE *out);
 int th_cmd_security(int argc, char **argv);
 void th_usage_security(FILE *out);
 
+/* `twinhub monitor` (monitor.c; docs/cli.md): follow the hub's events. */
+int th_cmd_monitor(int argc, char **argv);
+void th_usage_monitor(FILE *out);
+
 /* Absolute paths of the four files in a cert directory. */
 struct th_cert_files {
     char ca_cert[PATH_MAX];     /* ca.pem, 0644 */

@@ -364,6 +364,15 @@ static int connect_failed(const struct th_client *c, const struct th_ctl_failure
 
 int th_client_open(const struct th_args *a, double default_timeout_s, struct th_client **out)
 {
+    return th_client_open_events(a, default_timeout_s, NULL, NULL, out);
+}
+
+int th_client_open_events(const struct th_args *a, double default_timeout_s,
+                          void (*on_event)(void *arg, const char *topic, const void *payload,
+                                           int len),
+                          void *arg, struct th_client **out)
+{
+    static const char *const events_topic[] = {TH_EVENTS_TOPIC};
     *out = NULL;
     struct th_client *c = calloc(1, sizeof *c);
     if (!c)
@@ -381,6 +390,10 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
         .token_lifetime_s = TOKEN_LIFETIME_S,
         .trace_send = a->verbose ? "twinhub: -> " : NULL,
         .trace_recv = a->verbose ? "twinhub: <- " : NULL,
+        .topics = on_event ? events_topic : NULL,
+        .ntopics = on_event ? 1 : 0,
+        .on_message = on_event,
+        .arg = arg,
     };
     c->ctl = th_ctl_client_new(&o);
     if (!c->ctl) {
@@ -400,6 +413,11 @@ int th_client_open(const struct th_args *a, double default_timeout_s, struct th_
     }
     *out = c;
     return -1;
+}
+
+struct th_ctl_client *th_client_ctl(struct th_client *c)
+{
+    return c->ctl;
 }
 
 void th_client_close(struct th_client *c)

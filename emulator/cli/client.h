@@ -163,6 +163,19 @@ struct th_client;
  */
 int th_client_open(const struct th_args *a, double default_timeout_s, struct th_client **out);
 
+/*
+ * th_client_open that also subscribes to the hub's event stream
+ * (TH_EVENTS_TOPIC): each event goes to on_event(arg, topic, payload, len),
+ * called from inside the client's network calls (`twinhub monitor`).
+ */
+struct th_ctl_client;
+int th_client_open_events(const struct th_args *a, double default_timeout_s,
+                          void (*on_event)(void *arg, const char *topic, const void *payload,
+                                           int len),
+                          void *arg, struct th_client **out);
+/* The control-API client under `c`, for a caller's own poll() loop; borrowed. */
+struct th_ctl_client *th_client_ctl(struct th_client *c);
+
 /* Disconnect and free; accepts NULL. */
 void th_client_close(struct th_client *c);
 

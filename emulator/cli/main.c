@@ -33,6 +33,8 @@ static const struct command commands[] = {
     {"stats", th_cmd_stats, th_usage_stats, "device and module counts"},
     {"security", th_cmd_security, th_usage_security,
      "the azureiotsecurity module: ensure it, check a configuration, status"},
+    {"monitor", th_cmd_monitor, th_usage_monitor,
+     "print the hub's events as they happen: telemetry, connections, twins, methods"},
     {"run", th_cmd_run, th_usage_run, "run scenario files against an agent (JUnit, recording)"},
     {"verify", th_cmd_verify, th_usage_verify, "check a recording against scenarios, offline"},
 };

@@ -540,6 +540,13 @@ int cli_identity_report(struct cli_identity *c, const char *patch)
     return answer;
 }
 
+void cli_identity_publish(struct cli_identity *c, const char *topic, const char *payload)
+{
+    assert_int_equal(mosquitto_publish(c->mosq, NULL, topic, (int)strlen(payload), payload, 0,
+                                       false),
+                     MOSQ_ERR_SUCCESS);
+}
+
 void cli_identity_close(struct cli_identity *c)
 {
     if (!c)

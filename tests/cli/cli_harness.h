@@ -117,6 +117,9 @@ struct cli_identity *cli_identity_connect(const struct cli_hub *h, const char *d
  */
 int cli_identity_report(struct cli_identity *c, const char *patch);
 
+/* Publish `payload` on `topic` (QoS 0), e.g. telemetry on devices/{id}/messages/events/. */
+void cli_identity_publish(struct cli_identity *c, const char *topic, const char *payload);
+
 /* Disconnect and free; accepts NULL. */
 void cli_identity_close(struct cli_identity *c);
 
