@@ -6,6 +6,8 @@
 #
 # Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale] [--report FILE]
 #                         [--scale-devices N] [-v]
+#        scripts/bench.sh --dashboard [DEVICES] [RATE] [SECONDS]   (tests/bench/dashboard_bench.mjs:
+#                         the dashboard's device list and event feed; needs node)
 # Builds a release build in ./build-bench (BENCH_BUILD_DIR overrides). Takes about 3 minutes
 # (--quick: under 1). Run it on an otherwise idle machine: the broker and the load generator
 # share its CPUs with everything else.
@@ -17,4 +19,8 @@ if [ ! -f "$builddir/build.ninja" ]; then
 fi
 ninja -C "$builddir" emulator/cli/twinhub emulator/broker/twinhub_plugin.so \
   tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
+if [ "${1:-}" = "--dashboard" ]; then
+  shift
+  exec node tests/bench/dashboard_bench.mjs "$builddir/emulator/cli/twinhub" "$@"
+fi
 exec "$builddir/tests/bench/thbench" "$@"

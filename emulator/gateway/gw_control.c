@@ -124,6 +124,9 @@ bool gw_ctl_init(struct th_gateway *gw, char *err, size_t errsize)
         return false;
     }
     mosquitto_int_option(gw->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    /* Each command is one small publish answered by one small publish: without this, Nagle
+     * holds the next one back for the broker's delayed ACK (40 ms a round trip). */
+    mosquitto_int_option(gw->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_username_pw_set(gw->mosq, gw->hub_name, token);
     mosquitto_reconnect_delay_set(gw->mosq, 1, 2, false);
     mosquitto_connect_callback_set(gw->mosq, on_connect);
