@@ -7,6 +7,7 @@
  * security module, and registry import/export.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,12 +67,16 @@ void brk_cmd_get_device(struct brk_cmd_ctx *x)
 void brk_cmd_list_devices(struct brk_cmd_ctx *x)
 {
     cJSON *arr;
-    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead")) {
+    int top = 0, n = 0;
+    /* "top" (optional) stops the walk early: the REST API's GET /devices?top=N
+     * asks for at most 1000 of a registry that may hold 100,000. */
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
+        !brk_ctl_int_or_reply(x, "top", 0, 0, INT_MAX, &top)) {
         return;
     }
     arr = cJSON_CreateArray();
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL); arr && d;
-         d = th_registry_next_device(x->p->reg, d)) {
+    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
+         arr && d && (top == 0 || n < top); d = th_registry_next_device(x->p->reg, d), n++) {
         if (!brk_ctl_push(arr, th_identity_to_json(d))) {
             cJSON_Delete(arr);
             arr = NULL;

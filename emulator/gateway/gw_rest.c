@@ -470,7 +470,12 @@ static void h_list_devices(struct gw_conn *c)
         }
         c->arg = v > 1000 ? 1000 : v;
     }
-    call(c, command(c, "listDevices", false), GW_CALL_TIMEOUT_S, done_list);
+    cJSON *cmd = command(c, "listDevices", false);
+    if (cmd && !cJSON_AddNumberToObject(cmd, "top", (double)c->arg)) {
+        cJSON_Delete(cmd);
+        cmd = NULL;
+    }
+    call(c, cmd, GW_CALL_TIMEOUT_S, done_list);
 }
 
 static void h_get_device(struct gw_conn *c)

@@ -338,6 +338,12 @@ static void test_registry_list_devices_succeeds(void **state)
             assert_string_equal(it_json_str(e, "status"), "enabled");
     }
     cJSON_Delete(resp);
+    /* "top" stops the list early; a negative top is refused */
+    cJSON *two = it_control_ok(svc, "{\"command\":\"listDevices\",\"top\":2}");
+    assert_int_equal(cJSON_GetArraySize(two), 2);
+    cJSON_Delete(two);
+    cJSON *e2 = it_control_err(svc, 400, 400004, "{\"command\":\"listDevices\",\"top\":-1}");
+    cJSON_Delete(e2);
     it_client_close(svc);
 }
 
