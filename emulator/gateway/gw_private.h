@@ -257,6 +257,11 @@ void gw_rest_request_done(struct gw_conn *c);
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* gw_dps.c */
+/* A request for the provisioning service (device registration or its service API): answered
+ * or sent to the hub, true; false for any other path. */
+bool gw_dps_dispatch(struct gw_conn *c);
+
 /* gw_ws.c */
 /* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */
 void gw_ws_upgrade(struct gw_conn *c);
