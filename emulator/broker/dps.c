@@ -233,7 +233,9 @@ int brk_dps_acl(struct brk_plugin *p, struct brk_conn *c, const struct mosquitto
                    ? MOSQ_ERR_SUCCESS
                    : MOSQ_ERR_ACL_DENIED;
     case MOSQ_ACL_WRITE:
-        return strncmp(ed->topic, "$dps/", 5) == 0 ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+        /* Classified in brk_dps_on_message, which closes the connection for any topic but the
+         * two requests, as for devices (a denied write would be dropped without a word). */
+        return strncmp(ed->topic, "$CONTROL/", 9) == 0 ? MOSQ_ERR_ACL_DENIED : MOSQ_ERR_SUCCESS;
     case MOSQ_ACL_UNSUBSCRIBE:
         return MOSQ_ERR_SUCCESS;
     default:
