@@ -928,9 +928,11 @@ th_result th_dps_query(const struct th_dps *dps, bool registrations, bool group,
     long skip = 0;
     *out = NULL;
     *out_next = NULL;
-    if (!q || strncasecmp(q, "select *", 8)) {
+    /* "*" is what the SDK samples and e2e tests send; "SELECT *" the docs' form. */
+    if (!q || (strcmp(q, "*") && strncasecmp(q, "select *", 8))) {
         return dps_err(err, TH_ERR_INVAL, 400, TH_DPS_EC_BAD_REQUEST,
-                       "the query specification needs {\"query\": \"SELECT *\"...}");
+                       "the query specification needs {\"query\": \"*\"} (all entries; no "
+                       "other query is supported)");
     }
     if (continuation && continuation[0]) {
         char *end;

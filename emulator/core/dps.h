@@ -159,7 +159,7 @@ void th_dps_enrollment_etag(const struct th_dps_enrollment *e, char buf[32]);
 /*
  * A query page over enrollments (group false/true) or over the registrations
  * of group `group_id` (registrations true). The query specification's "query"
- * must be "SELECT *" from anything (DPS supports only that); others are 400.
+ * must be "*" (what the SDKs' samples send) or "SELECT *..."; others are 400.
  * `continuation` NULL or "" starts; *out_next (caller frees) is NULL on the
  * last page. *out is a JSON array (caller frees). TH_ERR_INVAL for a bad query
  * or continuation.
