@@ -21,7 +21,7 @@ const { SymmetricKeySecurityClient } = requireSdk('azure-iot-security-symmetric-
  */
 export async function runDpsAgent({ name, signWithGroupKey = false }) {
   setAgentName(name);
-  const env = (name) => process.env[name] || fail(`${name} is not set`);
+  const env = (v) => process.env[v] || fail(`${v} is not set`);
   const host = env('DPS_PROVISIONING_HOST');
   const idScope = env('DPS_ID_SCOPE');
   const registrationId = env('DPS_REGISTRATION_ID');
@@ -31,7 +31,7 @@ export async function runDpsAgent({ name, signWithGroupKey = false }) {
 
   const provisioning = ProvisioningDeviceClient.create(host, idScope, new ProvisioningMqtt(),
     new SymmetricKeySecurityClient(registrationId, key));
-  provisioning.setProvisioningPayload({ agent: 'dps-agent-ref', version: '1.0.0' });
+  provisioning.setProvisioningPayload({ agent: name, version: '1.0.0' });
   let state;
   // A refused registration is retried every 5 s, as a real agent keeps trying.
   while (!state) {
