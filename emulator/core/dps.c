@@ -1042,9 +1042,11 @@ th_result th_dps_load(struct th_dps *dps, const cJSON *section, int64_t now_us,
                             "\"enrollmentGroups\"}");
     }
     const char *scope = th_json_string(section, "idScope", NULL);
-    if (scope && !th_dps_id_scope_valid(scope)) {
+    /* The scope is the hub's (banner, info file): a document may only repeat it. */
+    if (scope && strcmp(scope, dps->id_scope)) {
         return th_error_set(err, TH_ERR_INVAL, TH_DPS_EC_BAD_REQUEST,
-                            "dps.idScope '%s' must be 1-64 letters and digits", scope);
+                            "dps.idScope '%s' is not the hub's ID scope '%s'; leave it out", scope,
+                            dps->id_scope);
     }
     /* All or nothing: load into a scratch DPS first. */
     struct th_dps *tmp = th_dps_new(scope ? scope : dps->id_scope);

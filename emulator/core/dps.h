@@ -266,7 +266,8 @@ TH_NODISCARD th_result th_dps_auth_service(const struct th_dps *dps, const char 
 
 /*
  * Load the registry file's "dps" section {"idScope", "enrollments":[...],
- * "enrollmentGroups":[...]} (each entry as th_dps_enrollment_put takes it).
+ * "enrollmentGroups":[...]} (each entry as th_dps_enrollment_put takes it);
+ * "idScope", when given, must be the DPS's own. Replaces the enrollments.
  * All or nothing; err names the entry.
  */
 TH_NODISCARD th_result th_dps_load(struct th_dps *dps, const cJSON *section, int64_t now_us,

@@ -493,6 +493,26 @@ static void test_th_dps_load_duplicate_fails(void **state)
     th_dps_free(dps);
 }
 
+static void test_th_dps_load_section_succeeds(void **state)
+{
+    struct th_dps *dps = th_dps_new(NULL);
+    cJSON *sec = parse("{\"idScope\":\"0ne00000001\",\"enrollments\":[{\"registrationId\":\"a\","
+                       "\"attestation\":{\"type\":\"symmetricKey\"}}],\"enrollmentGroups\":[{"
+                       "\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"symmetricKey\"}}]}");
+    cJSON *other = parse("{\"idScope\":\"0neOTHER\"}");
+    struct th_error err = {0};
+    (void)state;
+    assert_int_equal(th_dps_load(dps, sec, NOW_US, NULL), TH_OK);
+    assert_non_null(th_dps_find(dps, false, "a"));
+    assert_non_null(th_dps_find(dps, true, "g"));
+    assert_int_equal(th_dps_load(dps, other, NOW_US, &err), TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "not the hub's ID scope"));
+    assert_int_equal(dps->count, 2);
+    cJSON_Delete(sec);
+    cJSON_Delete(other);
+    th_dps_free(dps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_th_dps_query_pages_succeeds),
         cmocka_unit_test(test_th_dps_state_json_round_trip_succeeds),
         cmocka_unit_test(test_th_dps_load_duplicate_fails),
+        cmocka_unit_test(test_th_dps_load_section_succeeds),
     };
     return cmocka_run_group_tests_name("dps", tests, NULL, NULL);
 }
