@@ -76,9 +76,9 @@ static const char *scope(void)
     return s;
 }
 
-/* A registering client as the SDKs connect: client id = registration id; subscribed. */
-static struct it_client *dps_open(const char *id_scope, const char *rid, const char *key,
-                                  int *connack)
+/* A registering client as the SDKs connect, to hub `h`: client id = registration id; subscribed. */
+static struct it_client *dps_open_on(const struct it_hub *h, const char *id_scope,
+                                     const char *rid, const char *key, int *connack)
 {
     char user[512], res[400], tok[1024];
     snprintf(user, sizeof user,
@@ -86,11 +86,17 @@ static struct it_client *dps_open(const char *id_scope, const char *rid, const c
     snprintf(res, sizeof res, "%s/registrations/%s", id_scope, rid);
     assert_int_equal(th_sas_sign(res, key, it_expiry(), "registration", tok, sizeof tok), TH_OK);
     struct it_connect_opts o = {.client_id = rid, .username = user, .password = tok};
-    struct it_client *c = it_client_connect(&hub, &o, connack);
+    struct it_client *c = it_client_connect(h, &o, connack);
     if (*connack == 0) {
         assert_int_equal(it_client_subscribe(c, RES "#", 1, IT_WAIT_MS), 1);
     }
     return c;
+}
+
+static struct it_client *dps_open(const char *id_scope, const char *rid, const char *key,
+                                  int *connack)
+{
+    return dps_open_on(&hub, id_scope, rid, key, connack);
 }
 
 /* Publish a request with $rid and wait for the answer with that rid; *status from the topic. */
@@ -263,6 +269,47 @@ static void test_dps_foreign_subscription_and_topic_fails(void **state)
     it_client_close(c);
 }
 
+/* Enrollments from the registry file's dps section; registrations kept in --state-dir. */
+static void test_dps_registry_file_and_state_dir_succeeds(void **state)
+{
+    struct it_hub h2;
+    char dir[] = "/tmp/it-dps-state-XXXXXX", reg[IT_PATH_MAX];
+    int connack;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(reg, sizeof reg, "%s/registry-dps.json", getenv("IT_SOURCE_DIR"));
+    const char *extra[] = {"--state-dir", dir, NULL};
+    assert_int_equal(it_hub_start_with(&h2, reg, extra), 0);
+    struct it_client *s2 = it_service_open(&h2, false);
+    cJSON *g = it_control_ok(s2, "{\"command\":\"dpsGet\",\"collection\":\"enrollmentGroups\","
+                                 "\"id\":\"it-file-group\"}");
+    assert_string_equal(it_json_str(g, "attestation.x509.caReferences.primary"), "my-ca");
+    cJSON_Delete(g);
+    struct it_client *c = dps_open_on(&h2, scope(), "it-file-ind",
+                                      "dHdpbmh1Yi1pbnRlZ3JhdGlvbi1maWxlLWtleS0wMDE=", &connack);
+    assert_int_equal(connack, 0);
+    cJSON *j = register_and_poll(c, "it-file-ind", "{\"n\":1}");
+    cJSON_Delete(j);
+    it_client_close(c);
+    it_client_close(s2);
+    assert_int_equal(it_hub_stop(&h2), 0);
+
+    /* Again on the same state dir: the enrollment, the registration and the device are back. */
+    assert_int_equal(it_hub_start_with(&h2, reg, extra), 0);
+    s2 = it_service_open(&h2, false);
+    cJSON *r = it_control_ok(s2, "{\"command\":\"dpsGet\",\"collection\":\"registrations\","
+                                 "\"id\":\"it-file-ind\"}");
+    assert_string_equal(it_json_str(r, "deviceId"), "it-file-ind");
+    assert_int_equal(it_json_num(r, "payload.n", 0), 1);
+    cJSON_Delete(r);
+    cJSON *t = it_control_ok(s2, "{\"command\":\"getTwin\",\"deviceId\":\"it-file-ind\"}");
+    assert_string_equal(it_json_str(t, "properties.desired.from"), "file");
+    cJSON_Delete(t);
+    it_client_close(s2);
+    assert_int_equal(it_hub_stop(&h2), 0);
+    assert_int_equal(it_rmtree(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_dps_operation_status_unknown_operation_fails),
         cmocka_unit_test(test_dps_connect_other_scope_fails),
         cmocka_unit_test(test_dps_foreign_subscription_and_topic_fails),
+        cmocka_unit_test(test_dps_registry_file_and_state_dir_succeeds),
     };
     return cmocka_run_group_tests_name("it_dps", tests, group_setup, group_teardown);
 }
