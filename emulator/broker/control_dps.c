@@ -238,9 +238,9 @@ void brk_cmd_dps_register(struct brk_cmd_ctx *x)
         !brk_ctl_string_or_reply(x, "token", &token)) {
         return;
     }
-    int status = brk_dps_register(x->p, scope, rid, token,
-                                  cJSON_GetObjectItemCaseSensitive(x->cmd, "payload"), "https",
-                                  &body, &err);
+    int status =
+        brk_dps_register(x->p, scope, rid, token,
+                         cJSON_GetObjectItemCaseSensitive(x->cmd, "payload"), "https", &body, &err);
     if (status != 202) {
         brk_ctl_reply_err(x, &err);
         return;

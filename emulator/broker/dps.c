@@ -142,8 +142,7 @@ int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *reg
         ev.error = err->message;
         brk_log(p, MOSQ_LOG_WARNING, "%s | dps registration refused | status=%d %s",
                 registration_id ? registration_id : "-", ev.status, err->message);
-        brk_event_emit(p, TH_JOURNAL_REGISTRATION, NULL, NULL,
-                       th_journal_data_registration(&ev));
+        brk_event_emit(p, TH_JOURNAL_REGISTRATION, NULL, NULL, th_journal_data_registration(&ev));
         return ev.status;
     }
     bool created = plan.action != TH_DPS_KEEP;
@@ -205,8 +204,8 @@ int brk_dps_on_connect(struct brk_plugin *p, struct mosquitto *client, const cha
      * another ID scope or without a client id. */
     if (strcmp(d->id_scope, p->dps->id_scope) || !client_id || !client_id[0]) {
         const char *why = client_id && client_id[0] ? "unknown ID scope" : "no client id";
-        brk_log(p, MOSQ_LOG_WARNING, "%s | dps connect refused | scope=%s: %s",
-                d->registration_id, d->id_scope, why);
+        brk_log(p, MOSQ_LOG_WARNING, "%s | dps connect refused | scope=%s: %s", d->registration_id,
+                d->id_scope, why);
         brk_event_emit(p, TH_JOURNAL_REFUSED, NULL, NULL,
                        th_journal_data_refused(client_id, why, username));
         brk_dps_conn_free(d);
@@ -295,9 +294,9 @@ static void on_register(struct brk_plugin *p, struct brk_conn *c, const struct t
         cJSON_Delete(doc);
         return;
     }
-    int status = brk_dps_register(p, d->id_scope, d->registration_id, d->token,
-                                  cJSON_GetObjectItemCaseSensitive(doc, "payload"), "mqtt", &body,
-                                  &err);
+    int status =
+        brk_dps_register(p, d->id_scope, d->registration_id, d->token,
+                         cJSON_GetObjectItemCaseSensitive(doc, "payload"), "mqtt", &body, &err);
     cJSON_Delete(doc);
     if (status == 202) {
         reply_json(p, c, 202, t->rid, TH_DPS_RETRY_AFTER_S, body);

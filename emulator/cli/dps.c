@@ -105,7 +105,8 @@ static int put(const struct th_args *a, const char *id, bool group)
     if (rc >= 0)
         return rc;
     cJSON *cmd = th_command_new("dpsPut");
-    if (!cmd || !cJSON_AddStringToObject(cmd, "collection", group ? "enrollmentGroups" : "enrollments") ||
+    if (!cmd ||
+        !cJSON_AddStringToObject(cmd, "collection", group ? "enrollmentGroups" : "enrollments") ||
         !cJSON_AddStringToObject(cmd, "id", id) || !cJSON_AddItemToObject(cmd, "body", body)) {
         if (!cmd || !cJSON_GetObjectItemCaseSensitive(cmd, "body"))
             cJSON_Delete(body);
@@ -149,8 +150,8 @@ static int dps_show(const struct th_args *a, const char *const *args, int nargs)
     bool group = th_args_has(a, "group");
     cJSON *data;
     (void)nargs;
-    int rc = th_call_once(a, coll_cmd("dpsGet", group ? "enrollmentGroups" : "enrollments", args[0]),
-                          &data, NULL);
+    int rc = th_call_once(
+        a, coll_cmd("dpsGet", group ? "enrollmentGroups" : "enrollments", args[0]), &data, NULL);
     return th_finish(a, rc, data, human_enrollment, group ? &group_t : &group_f);
 }
 
@@ -250,10 +251,18 @@ static int dps_derive_key(const struct th_args *a, const char *const *args, int 
 }
 
 static const struct th_optspec dps_specs[] = {
-    {"primary-key", 0, true},  {"secondary-key", 0, true},        {"device-id", 0, true},
-    {"disabled", 0, false},    {"edge", 0, false},                {"initial-twin", 0, true},
-    {"group", 0, false},       {"groups", 0, false},              {"registration", 0, false},
-    {"etag", 0, true},         {"reset-on-reprovision", 0, false}, {NULL, 0, false},
+    {"primary-key", 0, true},
+    {"secondary-key", 0, true},
+    {"device-id", 0, true},
+    {"disabled", 0, false},
+    {"edge", 0, false},
+    {"initial-twin", 0, true},
+    {"group", 0, false},
+    {"groups", 0, false},
+    {"registration", 0, false},
+    {"etag", 0, true},
+    {"reset-on-reprovision", 0, false},
+    {NULL, 0, false},
 };
 
 #define PUT_OPTS "primary-key secondary-key disabled edge initial-twin reset-on-reprovision"
@@ -272,31 +281,30 @@ static const struct th_action dps_actions[] = {
 
 void th_usage_dps(FILE *out)
 {
-    fprintf(out,
-            "usage: twinhub dps info\n"
-            "       twinhub dps enroll REGISTRATION-ID [--device-id D] [--primary-key K]\n"
-            "                          [--secondary-key K] [--disabled] [--edge]\n"
-            "                          [--initial-twin JSON] [--reset-on-reprovision]\n"
-            "       twinhub dps enroll-group GROUP-ID [the same options but --device-id]\n"
-            "       twinhub dps show ID [--group]\n"
-            "       twinhub dps list [--groups]\n"
-            "       twinhub dps delete ID [--group | --registration] [--etag E]\n"
-            "       twinhub dps registration REGISTRATION-ID\n"
-            "       twinhub dps derive-key GROUP-KEY REGISTRATION-ID\n"
-            "\n"
-            "The running hub's Device Provisioning Service (docs/dps.md): devices register\n"
-            "with its ID scope and are assigned to this hub.\n"
-            "\n"
-            "  info          the ID scope, the assigned hub and the service policy\n"
-            "  enroll        create or replace an individual enrollment (symmetric key;\n"
-            "                keys not given are generated); --initial-twin\n"
-            "                '{\"tags\":{...},\"properties\":{\"desired\":{...}}}'\n"
-            "  enroll-group  create or replace an enrollment group; a member's key is\n"
-            "                derive-key of the group key and its registration id\n"
-            "  show, list    enrollments (--group, --groups: enrollment groups)\n"
-            "  delete        an enrollment, a group, or a registration state\n"
-            "  registration  the registration state of a registration id\n"
-            "  derive-key    a group member's device key, computed here\n");
+    fprintf(out, "usage: twinhub dps info\n"
+                 "       twinhub dps enroll REGISTRATION-ID [--device-id D] [--primary-key K]\n"
+                 "                          [--secondary-key K] [--disabled] [--edge]\n"
+                 "                          [--initial-twin JSON] [--reset-on-reprovision]\n"
+                 "       twinhub dps enroll-group GROUP-ID [the same options but --device-id]\n"
+                 "       twinhub dps show ID [--group]\n"
+                 "       twinhub dps list [--groups]\n"
+                 "       twinhub dps delete ID [--group | --registration] [--etag E]\n"
+                 "       twinhub dps registration REGISTRATION-ID\n"
+                 "       twinhub dps derive-key GROUP-KEY REGISTRATION-ID\n"
+                 "\n"
+                 "The running hub's Device Provisioning Service (docs/dps.md): devices register\n"
+                 "with its ID scope and are assigned to this hub.\n"
+                 "\n"
+                 "  info          the ID scope, the assigned hub and the service policy\n"
+                 "  enroll        create or replace an individual enrollment (symmetric key;\n"
+                 "                keys not given are generated); --initial-twin\n"
+                 "                '{\"tags\":{...},\"properties\":{\"desired\":{...}}}'\n"
+                 "  enroll-group  create or replace an enrollment group; a member's key is\n"
+                 "                derive-key of the group key and its registration id\n"
+                 "  show, list    enrollments (--group, --groups: enrollment groups)\n"
+                 "  delete        an enrollment, a group, or a registration state\n"
+                 "  registration  the registration state of a registration id\n"
+                 "  derive-key    a group member's device key, computed here\n");
     th_global_options_usage(out);
 }
 

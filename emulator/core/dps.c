@@ -27,7 +27,8 @@
 
 /* ---- small helpers ---- */
 
-static th_result bad(struct th_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static th_result bad(struct th_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static th_result dps_err(struct th_error *err, th_result r, int status, int code, const char *fmt,
                          ...) __attribute__((format(printf, 5, 6)));
 static th_result unauthorized(struct th_error *err, th_result r, const char *fmt, ...)
@@ -258,8 +259,7 @@ static th_result check_initial_twin(const cJSON *t, struct th_error *err)
         return TH_OK;
     }
     if (!cJSON_IsObject(t)) {
-        return bad(err, "initialTwin must be an object {\"tags\", \"properties\": {\"desired\"}}"
-                   );
+        return bad(err, "initialTwin must be an object {\"tags\", \"properties\": {\"desired\"}}");
     }
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(t, "tags");
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(t, "properties");
@@ -269,7 +269,7 @@ static th_result check_initial_twin(const cJSON *t, struct th_error *err)
         return bad(err, "initialTwin.tags: %s", e2.message);
     }
     if (props && !cJSON_IsNull(props) && !cJSON_IsObject(props)) {
-        return bad(err, "initialTwin.properties must be an object" );
+        return bad(err, "initialTwin.properties must be an object");
     }
     if (desired && !cJSON_IsNull(desired) &&
         th_twin_validate_patch(TH_SECTION_DESIRED, desired, &e2) != TH_OK) {
@@ -310,10 +310,11 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
 {
     char when[TH_TIME_BUF];
     if (!cJSON_IsObject(body)) {
-        return bad(err, "the enrollment must be a JSON object" );
+        return bad(err, "the enrollment must be a JSON object");
     }
-    if (group ? !id[0] || strlen(id) > TH_MAX_ID_LEN || !th_dps_registration_id_valid(id, strlen(id))
-              : !th_dps_registration_id_valid(id, strlen(id))) {
+    if (group
+            ? !id[0] || strlen(id) > TH_MAX_ID_LEN || !th_dps_registration_id_valid(id, strlen(id))
+            : !th_dps_registration_id_valid(id, strlen(id))) {
         return bad(err,
                    "'%s' is not a valid %s: 1-128 characters of letters, digits and -._: ending "
                    "in a letter, digit or '-'",
@@ -327,22 +328,19 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(body, "attestation");
     const char *type = th_json_string(att, "type", NULL);
     if (!cJSON_IsObject(att) || !type) {
-        return bad(err,
-                   "attestation is required: {\"type\": \"symmetricKey\", \"symmetricKey\": "
-                   "{\"primaryKey\", \"secondaryKey\"}}"
-                   );
+        return bad(err, "attestation is required: {\"type\": \"symmetricKey\", \"symmetricKey\": "
+                        "{\"primaryKey\", \"secondaryKey\"}}");
     }
     const char *pk = NULL, *sk = NULL;
     if (!strcmp(type, "symmetricKey")) {
         const cJSON *sym = cJSON_GetObjectItemCaseSensitive(att, "symmetricKey");
         if (sym && !cJSON_IsNull(sym) && !cJSON_IsObject(sym)) {
-            return bad(err, "attestation.symmetricKey must be an object" );
+            return bad(err, "attestation.symmetricKey must be an object");
         }
         pk = th_json_string(sym, "primaryKey", NULL);
         sk = th_json_string(sym, "secondaryKey", NULL);
         if ((pk && pk[0] && !key_valid(pk)) || (sk && sk[0] && !key_valid(sk))) {
-            return bad(err,
-                       "attestation.symmetricKey: a key must be base64 of 16 to 64 bytes" );
+            return bad(err, "attestation.symmetricKey: a key must be base64 of 16 to 64 bytes");
         }
         e->attestation = TH_DPS_ATT_SYMMETRIC_KEY;
     } else if (!strcmp(type, "x509")) {
@@ -350,8 +348,8 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
     } else if (!strcmp(type, "tpm") && !group) {
         e->attestation = TH_DPS_ATT_TPM;
     } else {
-        return bad(err, "attestation.type '%s' is not valid here; use symmetricKey or x509%s",
-                   type, group ? "" : " (or tpm)");
+        return bad(err, "attestation.type '%s' is not valid here; use symmetricKey or x509%s", type,
+                   group ? "" : " (or tpm)");
     }
     const char *status = th_json_string(body, "provisioningStatus", "enabled");
     const cJSON *jst = cJSON_GetObjectItemCaseSensitive(body, "provisioningStatus");
@@ -363,19 +361,18 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
     if (rp && !cJSON_IsNull(rp) &&
         (!cJSON_IsObject(rp) || !bool_or_absent(rp, "updateHubAssignment") ||
          !bool_or_absent(rp, "migrateDeviceData"))) {
-        return bad(err,
-                   "reprovisionPolicy must be {\"updateHubAssignment\": bool, "
-                   "\"migrateDeviceData\": bool}"
-                   );
+        return bad(err, "reprovisionPolicy must be {\"updateHubAssignment\": bool, "
+                        "\"migrateDeviceData\": bool}");
     }
     const cJSON *caps = cJSON_GetObjectItemCaseSensitive(body, "capabilities");
-    if (caps && !cJSON_IsNull(caps) && (!cJSON_IsObject(caps) || !bool_or_absent(caps, "iotEdge"))) {
-        return bad(err, "capabilities must be {\"iotEdge\": bool}" );
+    if (caps && !cJSON_IsNull(caps) &&
+        (!cJSON_IsObject(caps) || !bool_or_absent(caps, "iotEdge"))) {
+        return bad(err, "capabilities must be {\"iotEdge\": bool}");
     }
     const cJSON *did = cJSON_GetObjectItemCaseSensitive(body, "deviceId");
     if (!group && did && !cJSON_IsNull(did) &&
         !(cJSON_IsString(did) && th_id_valid(did->valuestring, strlen(did->valuestring)))) {
-        return bad(err, "deviceId is not a valid device id" );
+        return bad(err, "deviceId is not a valid device id");
     }
     th_result r = check_initial_twin(cJSON_GetObjectItemCaseSensitive(body, "initialTwin"), err);
     if (r != TH_OK) {
@@ -463,8 +460,8 @@ th_result th_dps_enrollment_put(struct th_dps *dps, bool group, const char *id, 
                        "the etag in If-Match does not match enrollment '%s'; read it again", id);
     }
     if (!old && dps->count >= TH_DPS_MAX_ENROLLMENTS) {
-        return th_error_set(err, TH_ERR_TOO_LARGE, TH_DPS_EC_BAD_REQUEST,
-                            "at most %d enrollments", TH_DPS_MAX_ENROLLMENTS);
+        return th_error_set(err, TH_ERR_TOO_LARGE, TH_DPS_EC_BAD_REQUEST, "at most %d enrollments",
+                            TH_DPS_MAX_ENROLLMENTS);
     }
     struct th_dps_enrollment tmp = {.etag_counter = old ? old->etag_counter + 1 : 1};
     th_result r = build_enrollment(group, id, body, old, now_us, &tmp, err);
@@ -620,8 +617,8 @@ static th_result verify2(const struct th_sas_token *tok, const char *k1, const c
 }
 
 th_result th_dps_attest(struct th_dps *dps, const char *id_scope, const char *registration_id,
-                        const char *token, int64_t now_s, int64_t skew_s,
-                        struct th_dps_attest *out, struct th_error *err)
+                        const char *token, int64_t now_s, int64_t skew_s, struct th_dps_attest *out,
+                        struct th_error *err)
 {
     struct th_sas_token tok;
     char sr[512], expect[TH_DPS_ID_SCOPE_MAX + TH_MAX_ID_LEN + 32];
@@ -634,7 +631,8 @@ th_result th_dps_attest(struct th_dps *dps, const char *id_scope, const char *re
     if (!registration_id ||
         !th_dps_registration_id_valid(registration_id, strlen(registration_id))) {
         return dps_err(err, TH_ERR_INVAL, 400, TH_DPS_EC_BAD_REQUEST,
-                       "'%s' is not a valid registration id", registration_id ? registration_id : "");
+                       "'%s' is not a valid registration id",
+                       registration_id ? registration_id : "");
     }
     struct th_dps_enrollment *ind = th_dps_find(dps, false, registration_id);
     if (!token || !token[0]) {
@@ -688,8 +686,8 @@ th_result th_dps_attest(struct th_dps *dps, const char *id_scope, const char *re
                                 registration_id);
         }
         if (!enabled(ind)) {
-            return unauthorized(err, TH_ERR_DISABLED,
-                                "the individual enrollment '%s' is disabled", registration_id);
+            return unauthorized(err, TH_ERR_DISABLED, "the individual enrollment '%s' is disabled",
+                                registration_id);
         }
         out->enrollment = ind;
         memcpy(out->device_key, ind->primary_key, sizeof out->device_key);
@@ -756,8 +754,8 @@ void th_dps_plan(const struct th_dps *dps, const struct th_registry *reg,
         out->substatus = "deviceDataReset";
     } else {
         out->action = TH_DPS_KEEP;
-        out->substatus = policy_flag(e, "updateHubAssignment") ? "deviceDataMigrated"
-                                                               : "initialAssignment";
+        out->substatus =
+            policy_flag(e, "updateHubAssignment") ? "deviceDataMigrated" : "initialAssignment";
     }
 }
 
@@ -898,8 +896,7 @@ th_result th_dps_auth_service(const struct th_dps *dps, const char *token, int64
     }
     if (th_sas_parse(token, strlen(token), &tok, NULL) != TH_OK || !tok.skn.ptr) {
         return unauthorized(err, TH_ERR_AUTH,
-                            "the Authorization header is not a SAS token of a policy (skn)"
-                            );
+                            "the Authorization header is not a SAS token of a policy (skn)");
     }
     if (!(tok.skn.len == strlen(TH_DPS_POLICY_NAME) &&
           !memcmp(tok.skn.ptr, TH_DPS_POLICY_NAME, tok.skn.len))) {
@@ -909,7 +906,7 @@ th_result th_dps_auth_service(const struct th_dps *dps, const char *token, int64
     }
     th_result r = verify2(&tok, dps->policy_primary, dps->policy_secondary, now_s, skew_s);
     if (r == TH_ERR_EXPIRED) {
-        return unauthorized(err, r, "the provisioning service token expired" );
+        return unauthorized(err, r, "the provisioning service token expired");
     }
     if (r != TH_OK) {
         return unauthorized(err, TH_ERR_AUTH,
@@ -921,8 +918,7 @@ th_result th_dps_auth_service(const struct th_dps *dps, const char *token, int64
 
 th_result th_dps_query(const struct th_dps *dps, bool registrations, bool group,
                        const char *group_id, const cJSON *spec, int page_size,
-                       const char *continuation, cJSON **out, char **out_next,
-                       struct th_error *err)
+                       const char *continuation, cJSON **out, char **out_next, struct th_error *err)
 {
     const char *q = th_json_string(spec, "query", NULL);
     long skip = 0;
@@ -1140,8 +1136,7 @@ th_result th_dps_restore(struct th_dps *dps, const cJSON *state, struct th_error
         if (!id || th_dps_enrollment_put(tmp, group, id, doc, NULL, 0, &e, &e2) != TH_OK) {
             th_dps_free(tmp);
             return th_error_set(err, TH_ERR_INVAL, TH_DPS_EC_BAD_REQUEST,
-                                "DPS state enrollments[%d]: %s", i,
-                                id ? e2.message : "no id");
+                                "DPS state enrollments[%d]: %s", i, id ? e2.message : "no id");
         }
         /* Keep the saved document exactly (times and etag included). */
         cJSON_Delete(e->doc);
@@ -1275,8 +1270,8 @@ th_result th_dps_topic_response(int status, struct th_slice rid, int retry_after
     int n = retry_after_s >= 0
                 ? snprintf(buf, size, TH_DPS_TOPIC_RES_PREFIX "%d/?$rid=%.*s&retry-after=%d",
                            status, (int)rid.len, rid.ptr, retry_after_s)
-                : snprintf(buf, size, TH_DPS_TOPIC_RES_PREFIX "%d/?$rid=%.*s", status,
-                           (int)rid.len, rid.ptr);
+                : snprintf(buf, size, TH_DPS_TOPIC_RES_PREFIX "%d/?$rid=%.*s", status, (int)rid.len,
+                           rid.ptr);
     return n < 0 || (size_t)n >= size ? TH_ERR_BUFFER : TH_OK;
 }
 
@@ -1285,10 +1280,12 @@ cJSON *th_dps_error_json(const struct th_error *err, const char *tracking_id, in
     char ts[TH_TIME_BUF];
     cJSON *o = cJSON_CreateObject();
     th_time_format(now_us, ts);
-    if (o && (!cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : TH_DPS_EC_SERVER_ERROR) ||
-              !cJSON_AddStringToObject(o, "trackingId", tracking_id ? tracking_id : "") ||
-              !cJSON_AddStringToObject(o, "message", err->message[0] ? err->message : th_result_str(err->result)) ||
-              !cJSON_AddStringToObject(o, "timestampUtc", ts))) {
+    if (o &&
+        (!cJSON_AddNumberToObject(o, "errorCode", err->code ? err->code : TH_DPS_EC_SERVER_ERROR) ||
+         !cJSON_AddStringToObject(o, "trackingId", tracking_id ? tracking_id : "") ||
+         !cJSON_AddStringToObject(o, "message",
+                                  err->message[0] ? err->message : th_result_str(err->result)) ||
+         !cJSON_AddStringToObject(o, "timestampUtc", ts))) {
         cJSON_Delete(o);
         return NULL;
     }

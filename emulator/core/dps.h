@@ -88,7 +88,7 @@ struct th_dps_registration {
     char *group_id;        /* the enrollment group, or NULL for an individual enrollment */
     char *substatus;       /* malloc'd: initialAssignment, deviceDataMigrated, deviceDataReset */
     char operation_id[80];
-    cJSON *payload;         /* the device's custom payload, or NULL */
+    cJSON *payload; /* the device's custom payload, or NULL */
     int64_t created_us, updated_us;
     uint64_t etag_counter;
     struct th_dps_registration *next;
@@ -277,8 +277,7 @@ TH_NODISCARD th_result th_dps_load(struct th_dps *dps, const cJSON *section, int
  * operation ids). Caller frees; NULL on OOM. */
 cJSON *th_dps_state_json(const struct th_dps *dps);
 /* Replace the DPS's contents with a state document; unchanged on failure. */
-TH_NODISCARD th_result th_dps_restore(struct th_dps *dps, const cJSON *state,
-                                      struct th_error *err);
+TH_NODISCARD th_result th_dps_restore(struct th_dps *dps, const cJSON *state, struct th_error *err);
 
 /* ---- the MQTT wire (broker/dps.c) ---- */
 
@@ -296,8 +295,8 @@ bool th_dps_username_parse(const char *username, char scope[TH_DPS_ID_SCOPE_MAX 
 
 enum th_dps_topic_kind {
     TH_DPS_TOPIC_OTHER = 0,
-    TH_DPS_TOPIC_REGISTER_REQ,  /* PUT iotdps-register */
-    TH_DPS_TOPIC_STATUS_REQ,    /* GET iotdps-get-operationstatus */
+    TH_DPS_TOPIC_REGISTER_REQ, /* PUT iotdps-register */
+    TH_DPS_TOPIC_STATUS_REQ,   /* GET iotdps-get-operationstatus */
 };
 
 struct th_dps_topic {

@@ -307,8 +307,7 @@ static bool is(struct gw_slice s, const char *lit)
 static bool decode(struct gw_conn *c, struct gw_slice s, char *buf)
 {
     size_t n;
-    if (th_pct_decode(s.p, s.n, false, buf, GW_ID_BUF, &n) != TH_OK || n == 0 ||
-        strlen(buf) != n) {
+    if (th_pct_decode(s.p, s.n, false, buf, GW_ID_BUF, &n) != TH_OK || n == 0 || strlen(buf) != n) {
         dps_error(c, 400, TH_DPS_EC_BAD_REQUEST,
                   "an id in the path is not valid (percent-encoded, at most %d characters)",
                   TH_MAX_ID_LEN);

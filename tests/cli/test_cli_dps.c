@@ -91,8 +91,8 @@ static void test_dps_enroll_show_list_delete_succeeds(void **state)
 static void test_dps_enroll_group_and_derive_key_succeeds(void **state)
 {
     (void)state;
-    struct cli_result r = CLI_RUN("dps", "enroll-group", "cli-g1", "--primary-key", KEY,
-                                  "--disabled", hub.flag);
+    struct cli_result r =
+        CLI_RUN("dps", "enroll-group", "cli-g1", "--primary-key", KEY, "--disabled", hub.flag);
     cli_expect_code(&r, 0);
     cli_expect_in(r.out, "enrollment group cli-g1 (disabled)", &r);
     cli_result_free(&r);

@@ -77,12 +77,12 @@ static const char *scope(void)
 }
 
 /* A registering client as the SDKs connect, to hub `h`: client id = registration id; subscribed. */
-static struct it_client *dps_open_on(const struct it_hub *h, const char *id_scope,
-                                     const char *rid, const char *key, int *connack)
+static struct it_client *dps_open_on(const struct it_hub *h, const char *id_scope, const char *rid,
+                                     const char *key, int *connack)
 {
     char user[512], res[400], tok[1024];
-    snprintf(user, sizeof user,
-             "%s/registrations/%s/api-version=2019-03-31&ClientVersion=it_dps", id_scope, rid);
+    snprintf(user, sizeof user, "%s/registrations/%s/api-version=2019-03-31&ClientVersion=it_dps",
+             id_scope, rid);
     snprintf(res, sizeof res, "%s/registrations/%s", id_scope, rid);
     assert_int_equal(th_sas_sign(res, key, it_expiry(), "registration", tok, sizeof tok), TH_OK);
     struct it_connect_opts o = {.client_id = rid, .username = user, .password = tok};
@@ -119,7 +119,6 @@ static struct it_msg *request(struct it_client *c, const char *rid, const char *
     *status = atoi(m->topic + strlen(RES));
     return m;
 }
-
 
 /* Register and poll as the SDK does; returns the final answer's JSON (caller frees). */
 static cJSON *register_and_poll(struct it_client *c, const char *rid, const char *payload)
@@ -263,8 +262,7 @@ static void test_dps_foreign_subscription_and_topic_fails(void **state)
     struct it_client *c = dps_open(scope(), IND, IND_KEY, &connack);
     assert_int_equal(connack, 0);
     assert_int_equal(it_client_subscribe(c, "$iothub/twin/res/#", 0, IT_WAIT_MS), 0x80);
-    assert_int_equal(it_client_publish_str(c, "$iothub/twin/GET/?$rid=1", "", 0),
-                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(it_client_publish_str(c, "$iothub/twin/GET/?$rid=1", "", 0), MOSQ_ERR_SUCCESS);
     assert_true(it_client_wait_disconnect(c, IT_WAIT_MS));
     it_client_close(c);
 }

@@ -145,7 +145,8 @@ static void test_th_dps_enrollment_put_generates_keys_succeeds(void **state)
 {
     struct th_dps *dps = th_dps_new(NULL);
     struct th_dps_enrollment *e = NULL;
-    cJSON *body = parse("{\"registrationId\":\"dev-1\",\"attestation\":{\"type\":\"symmetricKey\"}}");
+    cJSON *body =
+        parse("{\"registrationId\":\"dev-1\",\"attestation\":{\"type\":\"symmetricKey\"}}");
     (void)state;
     assert_int_equal(th_dps_enrollment_put(dps, false, "dev-1", body, NULL, NOW_US, &e, NULL),
                      TH_OK);
@@ -169,8 +170,7 @@ static void test_th_dps_enrollment_put_keeps_x509_fields_succeeds(void **state)
     cJSON *body = parse("{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":"
                         "{\"primary\":{\"info\":{\"sha1Thumbprint\":\"AB\"}}}}}}");
     (void)state;
-    assert_int_equal(th_dps_enrollment_put(dps, false, "x-1", body, NULL, NOW_US, &e, NULL),
-                     TH_OK);
+    assert_int_equal(th_dps_enrollment_put(dps, false, "x-1", body, NULL, NOW_US, &e, NULL), TH_OK);
     assert_int_equal(e->attestation, TH_DPS_ATT_X509);
     cJSON *doc = th_dps_enrollment_json(dps, e);
     assert_non_null(cJSON_GetObjectItemCaseSensitive(th_json_object(doc, "attestation"), "x509"));
@@ -212,8 +212,7 @@ static void test_th_dps_enrollment_put_stale_etag_fails(void **state)
     struct th_error err = {0};
     cJSON *body = parse("{\"attestation\":{\"type\":\"symmetricKey\"}}");
     (void)state;
-    assert_int_equal(th_dps_enrollment_put(dps, true, "g1", body, NULL, NOW_US, NULL, NULL),
-                     TH_OK);
+    assert_int_equal(th_dps_enrollment_put(dps, true, "g1", body, NULL, NOW_US, NULL, NULL), TH_OK);
     assert_int_equal(th_dps_enrollment_put(dps, true, "g1", body, "\"MQ==\"", NOW_US, NULL, NULL),
                      TH_OK);
     assert_int_equal(th_dps_enrollment_put(dps, true, "g1", body, "MQ==", NOW_US, NULL, &err),
@@ -248,8 +247,7 @@ static void test_th_dps_attest_individual_and_group_succeeds(void **state)
 
     assert_int_equal(th_dps_derive_key(KEY2, "member-7", derived, sizeof derived), TH_OK);
     token(dps->id_scope, "member-7", derived, tok, sizeof tok);
-    assert_int_equal(th_dps_attest(dps, dps->id_scope, "member-7", tok, NOW_S, 0, &a, NULL),
-                     TH_OK);
+    assert_int_equal(th_dps_attest(dps, dps->id_scope, "member-7", tok, NOW_S, 0, &a, NULL), TH_OK);
     assert_true(a.enrollment->group);
     assert_string_equal(a.device_key, derived);
     th_dps_free(dps);
@@ -329,22 +327,23 @@ static void test_th_dps_assign_creates_device_with_initial_twin_succeeds(void **
     th_dps_plan(dps, reg, "dev-1", &a, &plan);
     assert_int_equal(plan.action, TH_DPS_CREATE);
     assert_string_equal(plan.device_id, "device-one");
-    assert_int_equal(th_dps_assign(dps, reg, "dev-1", &a, &plan, payload, NOW_US, &id, &changed,
-                                   &rs, NULL),
-                     TH_OK);
+    assert_int_equal(
+        th_dps_assign(dps, reg, "dev-1", &a, &plan, payload, NOW_US, &id, &changed, &rs, NULL),
+        TH_OK);
     assert_false(changed);
     assert_string_equal(id->primary_key, KEY1);
     assert_true(id->iot_edge);
     cJSON *twin = th_identity_twin_json(id);
     assert_string_equal(th_json_string(th_json_object(twin, "tags"), "site", ""), "a");
     assert_int_equal(
-        th_json_number(th_json_object(th_json_object(twin, "properties"), "desired"), "rate", 0), 5);
+        th_json_number(th_json_object(th_json_object(twin, "properties"), "desired"), "rate", 0),
+        5);
     cJSON_Delete(twin);
 
     cJSON *status = NULL;
-    assert_int_equal(th_dps_operation_status(dps, "dev-1", rs->operation_id, "hub.example",
-                                             &status, NULL),
-                     TH_OK);
+    assert_int_equal(
+        th_dps_operation_status(dps, "dev-1", rs->operation_id, "hub.example", &status, NULL),
+        TH_OK);
     assert_string_equal(th_json_string(status, "status", ""), "assigned");
     const cJSON *st = th_json_object(status, "registrationState");
     assert_string_equal(th_json_string(st, "assignedHub", ""), "hub.example");
@@ -396,13 +395,13 @@ static void test_th_dps_auth_service_policy_token_succeeds(void **state)
     char tok[512];
     struct th_error err = {0};
     (void)state;
-    assert_int_equal(th_sas_sign("localhost", TH_DEV_DPS_KEY, NOW_S + 60, TH_DPS_POLICY_NAME, tok,
-                                 sizeof tok),
-                     TH_OK);
+    assert_int_equal(
+        th_sas_sign("localhost", TH_DEV_DPS_KEY, NOW_S + 60, TH_DPS_POLICY_NAME, tok, sizeof tok),
+        TH_OK);
     assert_int_equal(th_dps_auth_service(dps, tok, NOW_S, 0, &err), TH_OK);
-    assert_int_equal(th_sas_sign("localhost", TH_DEV_DPS_KEY, NOW_S + 60, "iothubowner", tok,
-                                 sizeof tok),
-                     TH_OK);
+    assert_int_equal(
+        th_sas_sign("localhost", TH_DEV_DPS_KEY, NOW_S + 60, "iothubowner", tok, sizeof tok),
+        TH_OK);
     assert_int_equal(th_dps_auth_service(dps, tok, NOW_S, 0, &err), TH_ERR_AUTH);
     assert_int_equal(err.status, 401);
     assert_int_equal(th_dps_auth_service(dps, NULL, NOW_S, 0, &err), TH_ERR_AUTH);
@@ -496,9 +495,10 @@ static void test_th_dps_load_duplicate_fails(void **state)
 static void test_th_dps_load_section_succeeds(void **state)
 {
     struct th_dps *dps = th_dps_new(NULL);
-    cJSON *sec = parse("{\"idScope\":\"0ne00000001\",\"enrollments\":[{\"registrationId\":\"a\","
-                       "\"attestation\":{\"type\":\"symmetricKey\"}}],\"enrollmentGroups\":[{"
-                       "\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"symmetricKey\"}}]}");
+    cJSON *sec =
+        parse("{\"idScope\":\"0ne00000001\",\"enrollments\":[{\"registrationId\":\"a\","
+              "\"attestation\":{\"type\":\"symmetricKey\"}}],\"enrollmentGroups\":[{"
+              "\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"symmetricKey\"}}]}");
     cJSON *other = parse("{\"idScope\":\"0neOTHER\"}");
     struct th_error err = {0};
     (void)state;
