@@ -199,14 +199,14 @@ cJSON *th_journal_data_mark(const cJSON *data);
 /* A DPS registration request, answered (status 202) or refused (docs/dps.md). */
 struct th_journal_registration {
     const char *registration_id;
-    const char *transport;      /* "mqtt" or "https" */
-    int status;                 /* 202, or the refusal's status */
-    const char *device_id;      /* assigned: the device; NULL when refused */
+    const char *transport;           /* "mqtt" or "https" */
+    int status;                      /* 202, or the refusal's status */
+    const char *device_id;           /* assigned: the device; NULL when refused */
     const char *enrollment_group_id; /* NULL: an individual enrollment (or refused) */
-    const char *substatus;      /* initialAssignment, deviceDataMigrated, deviceDataReset */
-    bool created;               /* the registration created the device */
-    const cJSON *payload;       /* the device's payload, or NULL */
-    const char *error;          /* refused: why */
+    const char *substatus;           /* initialAssignment, deviceDataMigrated, deviceDataReset */
+    bool created;                    /* the registration created the device */
+    const cJSON *payload;            /* the device's payload, or NULL */
+    const char *error;               /* refused: why */
 };
 /* {"registrationId","transport","status",["deviceId","enrollmentGroupId","substatus","created",
  * "payload"] | ["error"]}; NULL on OOM. */

@@ -165,16 +165,15 @@ static bool enrollment_args(cJSON *cmd, bool group, const cJSON *b)
     cJSON *body = cJSON_AddObjectToObject(cmd, "body");
     cJSON *att = body ? cJSON_AddObjectToObject(body, "attestation") : NULL;
     cJSON *sym = att ? cJSON_AddObjectToObject(att, "symmetricKey") : NULL;
-    static const char *const copied[] = {"deviceId",          "provisioningStatus",
-                                         "initialTwin",       "reprovisionPolicy",
-                                         "capabilities",      "registrationId",
-                                         "enrollmentGroupId"};
-    bool ok = sym &&
-              cJSON_AddStringToObject(cmd, "collection",
-                                      group ? "enrollmentGroups" : "enrollments") &&
-              cJSON_AddStringToObject(cmd, "id", th_json_string(b, idkey, "")) &&
-              cJSON_AddStringToObject(att, "type", "symmetricKey") &&
-              copy_member(sym, b, "primaryKey") && copy_member(sym, b, "secondaryKey");
+    static const char *const copied[] = {
+        "deviceId",     "provisioningStatus", "initialTwin",      "reprovisionPolicy",
+        "capabilities", "registrationId",     "enrollmentGroupId"};
+    bool ok =
+        sym &&
+        cJSON_AddStringToObject(cmd, "collection", group ? "enrollmentGroups" : "enrollments") &&
+        cJSON_AddStringToObject(cmd, "id", th_json_string(b, idkey, "")) &&
+        cJSON_AddStringToObject(att, "type", "symmetricKey") && copy_member(sym, b, "primaryKey") &&
+        copy_member(sym, b, "secondaryKey");
     for (size_t i = 0; ok && i < sizeof copied / sizeof copied[0]; i++)
         ok = copy_member(body, b, copied[i]);
     return ok;

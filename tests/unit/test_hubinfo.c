@@ -52,8 +52,9 @@ static void test_th_hubinfo_to_json_serve_layout_succeeds(void **state)
               "\"moduleId\":\"dev-module\",\"deviceConnectionString\":\"HostName=twinhub."
               "localhost;DeviceId=dev-device;SharedAccessKey=a2V5;GatewayHostName=127.0.0.1\","
               "\"moduleConnectionString\":null,\"serviceConnectionString\":\"HostName=twinhub."
-              "localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du\",\"pid\":4242,\"idScope\":null,\"provisioningHost\":"
-        "null,\"provisioningServiceConnectionString\":null}");
+              "localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du\",\"pid\":4242,"
+              "\"idScope\":null,\"provisioningHost\":"
+              "null,\"provisioningServiceConnectionString\":null}");
     free(text);
     cJSON_Delete(doc);
 }
