@@ -1208,7 +1208,9 @@ bool th_dps_username_parse(const char *username, char scope[TH_DPS_ID_SCOPE_MAX 
     if (n == 0 || n > TH_MAX_ID_LEN || memchr(username, '/', (size_t)(s - username))) {
         return false;
     }
-    if (end && strncmp(end + 1, "api-version=", 12) != 0) {
+    /* The api-version part is required: "{host}/registrations/?api-version=..." is a hub
+     * device named "registrations", ".../registrations/{m}/?api-version=..." its module. */
+    if (!end || strncmp(end + 1, "api-version=", 12) != 0) {
         return false;
     }
     memcpy(scope, username, (size_t)(s - username));

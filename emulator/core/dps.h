@@ -287,8 +287,9 @@ TH_NODISCARD th_result th_dps_restore(struct th_dps *dps, const cJSON *state, st
 
 /*
  * Whether `username` is a DPS username "{idScope}/registrations/{registrationId}/api-version=..."
- * (the api-version part may be absent). Copies the scope and the id (both NUL-terminated) when
- * it is; false for anything else (a hub username, for instance), and for ids too long.
+ * (the api-version part is required, so that a hub device named "registrations" stays one). Copies
+ * the scope and the id (both NUL-terminated) when it is; false for anything else (a hub username,
+ * for instance), and for ids too long.
  */
 bool th_dps_username_parse(const char *username, char scope[TH_DPS_ID_SCOPE_MAX + 1],
                            char registration_id[TH_MAX_ID_LEN + 1]);

@@ -97,6 +97,10 @@ static void test_th_dps_username_parse_hub_username_fails(void **state)
     assert_false(th_dps_username_parse("127.0.0.1/dev-1/?api-version=2021-04-12", scope, rid));
     assert_false(th_dps_username_parse("hub", scope, rid));
     assert_false(th_dps_username_parse("a/b/registrations/x/api-version=1", scope, rid));
+    /* a device named "registrations" and its module, on host "h" */
+    assert_false(th_dps_username_parse("h/registrations/?api-version=2021-04-12", scope, rid));
+    assert_false(th_dps_username_parse("h/registrations/m/?api-version=2021-04-12", scope, rid));
+    assert_false(th_dps_username_parse("0ne00000001/registrations/dev-1", scope, rid));
 }
 
 static void test_th_dps_topic_parse_requests_succeeds(void **state)
