@@ -125,5 +125,8 @@ int brk_on_acl_check(int event, void *event_data, void *userdata)
     if (c->kind == BRK_CONN_SERVICE) {
         return acl_service(c, ed);
     }
+    if (c->kind == BRK_CONN_DPS) {
+        return brk_dps_acl(p, c, ed);
+    }
     return acl_device(p, c, ed);
 }

@@ -132,6 +132,9 @@ int brk_on_basic_auth(int event, void *event_data, void *userdata)
     struct th_auth_connect_decision d;
     (void)event;
 
+    if (brk_dps_is_username(rq.username)) {
+        return brk_dps_on_connect(p, ed->client, rq.client_id, rq.username, rq.password);
+    }
     if (th_auth_connect(p->reg, &facts, &d) != TH_OK) {
         return refuse(p, &rq, d.device_id[0] ? d.device_id : NULL,
                       d.has_module ? d.module_id : NULL, d.reason);

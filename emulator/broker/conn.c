@@ -44,6 +44,7 @@ static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
     }
     free(c->client_id);
     free(c->policy);
+    brk_dps_conn_free(c->dps);
     free(c);
 }
 

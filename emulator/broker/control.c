@@ -352,6 +352,14 @@ static const struct {
     {"getStatistics", brk_cmd_statistics},
     {"exportRegistry", brk_cmd_export},
     {"importRegistry", brk_cmd_import},
+    /* control_dps.c */
+    {"dpsInfo", brk_cmd_dps_info},
+    {"dpsPut", brk_cmd_dps_put},
+    {"dpsGet", brk_cmd_dps_get},
+    {"dpsDelete", brk_cmd_dps_delete},
+    {"dpsQuery", brk_cmd_dps_query},
+    {"dpsRegister", brk_cmd_dps_register},
+    {"dpsOperationStatus", brk_cmd_dps_operation_status},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},

@@ -81,6 +81,15 @@ void brk_cmd_statistics(struct brk_cmd_ctx *x);
 void brk_cmd_export(struct brk_cmd_ctx *x);
 void brk_cmd_import(struct brk_cmd_ctx *x);
 
+/* control_dps.c: the provisioning service */
+void brk_cmd_dps_info(struct brk_cmd_ctx *x);
+void brk_cmd_dps_put(struct brk_cmd_ctx *x);
+void brk_cmd_dps_get(struct brk_cmd_ctx *x);
+void brk_cmd_dps_delete(struct brk_cmd_ctx *x);
+void brk_cmd_dps_query(struct brk_cmd_ctx *x);
+void brk_cmd_dps_register(struct brk_cmd_ctx *x);
+void brk_cmd_dps_operation_status(struct brk_cmd_ctx *x);
+
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);
 void brk_cmd_expire_token(struct brk_cmd_ctx *x);

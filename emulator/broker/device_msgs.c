@@ -222,6 +222,9 @@ int brk_on_message(int event, void *event_data, void *userdata)
     struct th_topic t;
     (void)event;
 
+    if (c && !c->kicked && c->kind == BRK_CONN_DPS) {
+        return brk_dps_on_message(p, c, ed);
+    }
     if (!c || c->kicked || c->kind != BRK_CONN_DEVICE || !c->identity) {
         return MOSQ_ERR_ACL_DENIED; /* kicked: refused until the tick closes it (acl.c) */
     }

@@ -10,7 +10,9 @@
  * Options (plugin_opt_*): registry FILE, dev_identities true|false,
  * verbose true|false, token_skew_seconds N (the clock skew every token check allows,
  * default TH_AUTH_TOKEN_SKEW_S), state_dir DIR, state_report FILE (where to write what
- * loading DIR restored and set aside), record FILE.
+ * loading DIR restored and set aside), record FILE, hub_name HOST (the assignedHub the
+ * provisioning service gives devices; default localhost), dps_id_scope SCOPE (default
+ * TH_DPS_DEFAULT_ID_SCOPE).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "dps.h"
 #include "json.h"
 #include "plugin.h"
 #include "th_file.h"
@@ -64,6 +67,10 @@ static int load_registry_file(struct brk_plugin *p, const char *path)
     free(text);
     if (r == TH_OK) {
         r = th_registry_load(p->reg, doc, th_now_us(), &err);
+        if (r == TH_OK) {
+            r = th_dps_load(p->dps, cJSON_GetObjectItemCaseSensitive(doc, "dps"), th_now_us(),
+                            &err);
+        }
         cJSON_Delete(doc);
     }
     if (r != TH_OK) {
@@ -102,6 +109,8 @@ static void plugin_free(struct brk_plugin *p)
         close(p->record_fd);
     }
     free(p->state_dir);
+    th_dps_free(p->dps);
+    free(p->hub_host);
     free(p);
 }
 
@@ -110,6 +119,7 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
 {
     struct brk_plugin *p = calloc(1, sizeof *p);
     const char *registry_path = NULL, *record_path = NULL, *report_path = NULL;
+    const char *id_scope = NULL;
     bool restored = false;
     bool dev = true;
     int rc;
@@ -140,12 +150,34 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
             report_path = opts[i].value;
         } else if (!strcmp(opts[i].key, "record")) {
             record_path = opts[i].value;
+        } else if (!strcmp(opts[i].key, "hub_name")) {
+            free(p->hub_host);
+            p->hub_host = strdup(opts[i].value);
+        } else if (!strcmp(opts[i].key, "dps_id_scope")) {
+            id_scope = opts[i].value;
         } else if (!strcmp(opts[i].key, "token_skew_seconds")) {
             p->token_skew_s = strtoll(opts[i].value, NULL, 10);
         } else {
             mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: ignoring unknown option plugin_opt_%s",
                                  opts[i].key);
         }
+    }
+    if (!p->hub_host && !(p->hub_host = strdup("localhost"))) {
+        plugin_free(p);
+        return MOSQ_ERR_NOMEM;
+    }
+    if (!(p->dps = th_dps_new(id_scope))) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "twinhub: plugin_opt_dps_id_scope '%s' must be 1-64 letters and "
+                             "digits",
+                             id_scope ? id_scope : "");
+        plugin_free(p);
+        return MOSQ_ERR_INVAL;
+    }
+    bool dps_restored = false;
+    if ((rc = brk_dps_load_state(p, &dps_restored)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
     }
     if (p->state_dir && (rc = brk_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
@@ -172,6 +204,7 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         return MOSQ_ERR_NOMEM;
     }
     brk_persist_all(p);
+    brk_dps_persist(p);
     if (record_path && (rc = brk_record_open(p, record_path)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;

@@ -25,11 +25,14 @@
 enum brk_conn_kind {
     BRK_CONN_DEVICE,  /* a device or module identity */
     BRK_CONN_SERVICE, /* a shared access policy (service principal) */
+    BRK_CONN_DPS,     /* a device registering with the provisioning service (dps.c) */
 };
+
+struct brk_dps_conn;
 
 /*
  * One authenticated MQTT connection, keyed by the broker's client pointer.
- * Members ordered by size: 112 B, one per connected device (the scale
+ * Members ordered by size: 120 B, one per connected device (the scale
  * benchmark counts them, docs/performance.md).
  */
 struct brk_conn {
@@ -37,6 +40,7 @@ struct brk_conn {
     char *client_id;                /* malloc'd copy */
     struct th_identity *identity;   /* devices: borrowed; NULL once superseded or deleted */
     char *policy;                   /* service principals: malloc'd policy name; else NULL */
+    struct brk_dps_conn *dps;       /* BRK_CONN_DPS: what it registers (dps.c); else NULL */
     int64_t token_expiry_s;
     UT_hash_handle hh;
     enum brk_conn_kind kind;
@@ -86,6 +90,8 @@ struct brk_plugin {
     bool verbose;
     char *state_dir; /* --state-dir, or NULL for in-memory */
     int record_fd;   /* --record, or -1 */
+    struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
+    char *hub_host;     /* hub_name option: the assignedHub devices are given */
 };
 
 /*
@@ -185,6 +191,35 @@ void brk_persist_all(struct brk_plugin *p);
 int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_found);
 int brk_record_open(struct brk_plugin *p, const char *path);
 void brk_record_write(struct brk_plugin *p, const char *line, size_t len);
+
+/* ==== dps.c: the provisioning service over MQTT; registrations; the DPS state file ==== */
+
+struct th_error;
+void brk_dps_conn_free(struct brk_dps_conn *d);
+/* Whether a CONNECT username is a DPS one ({idScope}/registrations/{id}/...). */
+bool brk_dps_is_username(const char *username);
+/* CONNECT of a registering device: MOSQ_ERR_SUCCESS with a BRK_CONN_DPS record, or refused. */
+int brk_dps_on_connect(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
+                       const char *username, const char *password);
+int brk_dps_acl(struct brk_plugin *p, struct brk_conn *c, const struct mosquitto_evt_acl_check *ed);
+int brk_dps_on_message(struct brk_plugin *p, struct brk_conn *c,
+                       const struct mosquitto_evt_message *ed);
+/*
+ * Carry out a registration request (MQTT and HTTPS alike): 202 with *out_body
+ * {"operationId","status":"assigning"} (caller frees), or the error status with err.
+ * Records a `registration` event either way.
+ */
+int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *registration_id,
+                     const char *token, const cJSON *payload, const char *transport,
+                     cJSON **out_body, struct th_error *err);
+/* An operation status request: 200 with *out_body (caller frees), or the error status. */
+int brk_dps_operation_status(struct brk_plugin *p, const char *id_scope,
+                             const char *registration_id, const char *token,
+                             const char *operation_id, cJSON **out_body, struct th_error *err);
+/* Save the DPS to --state-dir/dps.json (no-op without a state dir). */
+void brk_dps_persist(struct brk_plugin *p);
+/* Restore it at start; *found when the file existed. */
+int brk_dps_load_state(struct brk_plugin *p, bool *found);
 
 /* ==== events.c: the event stream; the hub's error body ==== */
 

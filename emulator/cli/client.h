@@ -262,6 +262,9 @@ int th_cmd_import(int argc, char **argv);
 void th_usage_import(FILE *out);
 int th_cmd_stats(int argc, char **argv);
 void th_usage_stats(FILE *out);
+/* dps.c: the provisioning service */
+int th_cmd_dps(int argc, char **argv);
+void th_usage_dps(FILE *out);
 
 /* The global options' help text, shared by every admin usage. */
 void th_global_options_usage(FILE *out);

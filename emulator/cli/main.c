@@ -31,6 +31,7 @@ static const struct command commands[] = {
     {"export", th_cmd_export, th_usage_export, "write the registry and twins as a document"},
     {"import", th_cmd_import, th_usage_import, "add identities from a registry document"},
     {"stats", th_cmd_stats, th_usage_stats, "device and module counts"},
+    {"dps", th_cmd_dps, th_usage_dps, "the provisioning service: enrollments, registrations"},
     {"security", th_cmd_security, th_usage_security,
      "the azureiotsecurity module: ensure it, check a configuration, status"},
     {"monitor", th_cmd_monitor, th_usage_monitor,

@@ -43,6 +43,7 @@
 #include "cli.h"
 #include "connstr.h"
 #include "ctl_client.h"
+#include "dps.h" /* TH_DPS_DEFAULT_ID_SCOPE: hub.idScope of the runner's own hub */
 #include "json.h"
 #include "registry.h"
 #include "run.h"
@@ -841,6 +842,8 @@ static int run_scenario(struct run *r, struct outcome *out, size_t index)
         th_scn_session_set_var(r->ss, "hub.caFile", r->hub.ca_file);
         th_scn_session_set_var(r->ss, "hub.mqttPort", mp);
         th_scn_session_set_var(r->ss, "hub.mqttsPort", sp);
+        th_scn_session_set_var(r->ss, "hub.idScope",
+                               r->hub.id_scope[0] ? r->hub.id_scope : TH_DPS_DEFAULT_ID_SCOPE);
         if (!seed_identities(r))
             rc = EXIT_HUB;
     }

@@ -51,6 +51,7 @@ struct hub {
     int https_port; /* own: 443 when it could be bound on the hub's address, else 0 */
     char host[300]; /* where the control client and the agent connect */
     char hub_name[256];
+    char id_scope[72]; /* --hub: the info file's idScope; own: "" (serve's default) */
     char ca_file[PATH_MAX];
     char policy[64];
     char key[128];

@@ -391,6 +391,7 @@ int th_run_hub_use_file(struct run *r)
     h->mqtt_port = info.mqtt_port;
     h->mqtts_port = info.mqtts_port;
     snprintf(h->hub_name, sizeof h->hub_name, "%s", t.hub_name);
+    snprintf(h->id_scope, sizeof h->id_scope, "%s", info.id_scope);
     snprintf(h->ca_file, sizeof h->ca_file, "%s", t.ca_file);
     snprintf(h->host, sizeof h->host, "%s", t.host);
     snprintf(h->policy, sizeof h->policy, "%s", t.policy);

@@ -55,6 +55,7 @@
 #include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
 #include "hubinfo_file.h" /* --info-file and <cert-dir>/hubs/<pid>.json */
 #include "json.h"         /* th_json_string, th_json_number */
+#include "dps.h"          /* TH_DPS_DEFAULT_ID_SCOPE, TH_DEV_DPS_KEY */
 #include "registry.h"     /* TH_DEV_* */
 #include "util.h"         /* th_mono_ms */
 
@@ -855,6 +856,8 @@ static bool write_conf(const struct serve *s)
         fprintf(f, "user %s\n", user);
     fprintf(f, "plugin %s\n", s->plugin);
     fprintf(f, "plugin_opt_dev_identities %s\n", s->o.dev_identities ? "true" : "false");
+    /* The provisioning service assigns devices to the hub by this name (docs/dps.md). */
+    fprintf(f, "plugin_opt_hub_name %s\n", s->o.hub_name);
     if (s->registry[0])
         fprintf(f, "plugin_opt_registry %s\n", s->registry);
     if (s->record[0])
@@ -1179,6 +1182,9 @@ struct conn_strings {
     char rest[512];
     /* The web dashboard's URL with its one-time token (docs/dashboard.md); "" without the gateway. */
     char dashboard[512];
+    /* The provisioning service's API (docs/dps.md): HostName the gateway's address, the
+     * provisioningserviceowner policy. "" without the gateway. */
+    char dps[512];
 };
 
 /* A connection string that did not fit its buffer is left out ("") rather than cut. */
@@ -1208,7 +1214,11 @@ static void make_conn_strings(const struct serve *s, struct conn_strings *cs)
     or_empty(th_connstr_service(s->o.hub_name, "iothubowner", TH_DEV_OWNER_KEY, cs->service,
                                 sizeof cs->service),
              cs->service);
-    cs->rest[0] = '\0';
+    cs->rest[0] = cs->dps[0] = '\0';
+    if (s->o.https_port)
+        or_empty(th_connstr_service(s->dial_host, TH_DPS_POLICY_NAME, TH_DEV_DPS_KEY, cs->dps,
+                                    sizeof cs->dps),
+                 cs->dps);
     if (s->o.https_port)
         or_empty(th_connstr_service(s->dial_host, "iothubowner", TH_DEV_OWNER_KEY, cs->rest,
                                     sizeof cs->rest),
@@ -1302,6 +1312,11 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
         printf("  Development identities are off; identities come from %s\n",
                s->registry[0] ? s->registry : "the control API only");
     }
+    printf("  DPS       ID scope %s, provisioning host %s (registration over HTTPS on 443, "
+           "MQTT/TLS on the TLS port; devices are assigned to %s)\n",
+           TH_DPS_DEFAULT_ID_SCOPE, s->dial_host, s->o.hub_name);
+    if (cs->dps[0])
+        printf("    DPS service  %s\n", cs->dps);
     if (!s->lis[1].port)
         printf("  MQTT/TLS is off (--mqtts-port 0): the Azure SDKs need TLS to connect\n");
     if (s->o.https_port && s->o.https_port != TH_GATEWAY_DEFAULT_HTTPS_PORT)
@@ -1321,6 +1336,9 @@ static bool write_info(const struct serve *s, const struct conn_strings *cs, con
     snprintf(info.hub_name, sizeof info.hub_name, "%s", s->o.hub_name);
     snprintf(info.bind, sizeof info.bind, "%s", s->o.bind ? s->o.bind : "");
     snprintf(info.ca_file, sizeof info.ca_file, "%s", s->certs.ca_cert);
+    snprintf(info.id_scope, sizeof info.id_scope, "%s", TH_DPS_DEFAULT_ID_SCOPE);
+    snprintf(info.provisioning_host, sizeof info.provisioning_host, "%s", s->dial_host);
+    snprintf(info.dps_cs, sizeof info.dps_cs, "%s", cs->dps);
     if (s->o.dev_identities) {
         snprintf(info.device_id, sizeof info.device_id, "%s", TH_DEV_DEVICE_ID);
         snprintf(info.module_id, sizeof info.module_id, "%s", TH_DEV_MODULE_ID);

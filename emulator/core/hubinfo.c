@@ -27,6 +27,9 @@ static const struct {
     STRING("moduleConnectionString", module_cs),
     STRING("serviceConnectionString", service_cs),
     STRING("dashboardUrl", dashboard_url),
+    STRING("idScope", id_scope),
+    STRING("provisioningHost", provisioning_host),
+    STRING("provisioningServiceConnectionString", dps_cs),
 };
 #undef STRING
 
@@ -61,7 +64,10 @@ cJSON *th_hubinfo_to_json(const struct th_hubinfo *info)
               add_string(o, "moduleConnectionString", info->module_cs) &&
               add_string(o, "serviceConnectionString", info->service_cs) &&
               add_string(o, "dashboardUrl", info->dashboard_url) &&
-              cJSON_AddNumberToObject(o, "pid", (double)info->pid);
+              cJSON_AddNumberToObject(o, "pid", (double)info->pid) &&
+              add_string(o, "idScope", info->id_scope) &&
+              add_string(o, "provisioningHost", info->provisioning_host) &&
+              add_string(o, "provisioningServiceConnectionString", info->dps_cs);
     if (ok && info->state_set_aside) {
         cJSON *copy = cJSON_Duplicate(info->state_set_aside, true);
         ok = copy && cJSON_AddItemToObject(o, "stateSetAside", copy);

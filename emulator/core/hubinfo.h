@@ -37,6 +37,12 @@ struct th_hubinfo {
     char rest_cs[TH_HUBINFO_CS_MAX];    /* the same, HostName the gateway's address (alias) */
     char dashboard_url[TH_HUBINFO_CS_MAX]; /* the web dashboard with its token; "" without gateway */
     long pid;                           /* serve's */
+    /* The provisioning service (docs/dps.md): its ID scope, the host devices register at
+     * (bare: the HTTPS transport dials it on 443, MQTT on 8883 unless given host:port) and the
+     * service API's connection string (the gateway's; "" without it). */
+    char id_scope[72];
+    char provisioning_host[TH_HUBINFO_CS_MAX];
+    char dps_cs[TH_HUBINFO_CS_MAX];
     /* serve --state-dir: what loading it could not load, [{identity, file, movedTo, reason}]
      * ([] when all did); NULL without a state dir. Borrowed: to_json copies it; from_json
      * leaves it NULL. */
@@ -47,8 +53,8 @@ struct th_hubinfo {
  * The document: {"hubName", "bind", "mqttPort", "mqttsPort", "httpsPort",
  * "restConnectionString", "caFile", "deviceId", "moduleId",
  * "deviceConnectionString", "moduleConnectionString",
- * "serviceConnectionString", "dashboardUrl", "pid", "stateSetAside" (only with a state dir)}
- * in that order,
+ * "serviceConnectionString", "dashboardUrl", "pid", "idScope", "provisioningHost",
+ * "provisioningServiceConnectionString", "stateSetAside" (only with a state dir)} in that order,
  * "" strings as null.
  * NULL when out of memory; the caller frees with cJSON_Delete.
  */

@@ -391,6 +391,35 @@ cJSON *th_journal_data_mark(const cJSON *data)
     return data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject();
 }
 
+cJSON *th_journal_data_registration(const struct th_journal_registration *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && cJSON_AddStringToObject(o, "registrationId", r->registration_id) &&
+              cJSON_AddStringToObject(o, "transport", r->transport ? r->transport : "mqtt") &&
+              cJSON_AddNumberToObject(o, "status", r->status);
+    if (ok && r->device_id) {
+        ok = cJSON_AddStringToObject(o, "deviceId", r->device_id) &&
+             (r->enrollment_group_id
+                  ? cJSON_AddStringToObject(o, "enrollmentGroupId", r->enrollment_group_id)
+                  : cJSON_AddNullToObject(o, "enrollmentGroupId")) &&
+             cJSON_AddStringToObject(o, "substatus", r->substatus ? r->substatus : "") &&
+             cJSON_AddBoolToObject(o, "created", r->created);
+        if (ok && r->payload) {
+            cJSON *p = cJSON_Duplicate(r->payload, 1);
+            ok = p && cJSON_AddItemToObject(o, "payload", p);
+            if (!ok)
+                cJSON_Delete(p);
+        }
+    }
+    if (ok && r->error)
+        ok = cJSON_AddStringToObject(o, "error", r->error) != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* ---- reading ---- */
 
 /* A record's number as an integer, clamped to +-2^53 (see journal.h). */

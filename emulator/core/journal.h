@@ -79,7 +79,8 @@
     X(MODULE_CREATED, "moduleCreated")                                                             \
     X(IDENTITY_UPDATED, "identityUpdated")                                                         \
     X(DEVICE_DELETED, "deviceDeleted")                                                             \
-    X(MODULE_DELETED, "moduleDeleted")
+    X(MODULE_DELETED, "moduleDeleted")                                                             \
+    X(REGISTRATION, "registration")
 
 /* clang-format off */
 enum th_journal_kind {
@@ -194,6 +195,22 @@ cJSON *th_journal_data_c2d(const char *message_id, bool delivered, size_t queued
 cJSON *th_journal_data_protocol_error(const char *topic, const char *reason);
 /* A copy of the mark command's `data` (any JSON); NULL data gives {}. */
 cJSON *th_journal_data_mark(const cJSON *data);
+
+/* A DPS registration request, answered (status 202) or refused (docs/dps.md). */
+struct th_journal_registration {
+    const char *registration_id;
+    const char *transport;           /* "mqtt" or "https" */
+    int status;                      /* 202, or the refusal's status */
+    const char *device_id;           /* assigned: the device; NULL when refused */
+    const char *enrollment_group_id; /* NULL: an individual enrollment (or refused) */
+    const char *substatus;           /* initialAssignment, deviceDataMigrated, deviceDataReset */
+    bool created;                    /* the registration created the device */
+    const cJSON *payload;            /* the device's payload, or NULL */
+    const char *error;               /* refused: why */
+};
+/* {"registrationId","transport","status",["deviceId","enrollmentGroupId","substatus","created",
+ * "payload"] | ["error"]}; NULL on OOM. */
+cJSON *th_journal_data_registration(const struct th_journal_registration *r);
 
 /* ---- reading records (the scenario engine, `twinhub verify`) ---- */
 

@@ -665,7 +665,8 @@ th_result reg_check_document(const struct th_registry *reg, const cJSON *doc, bo
                              const cJSON **out_policies, const cJSON **out_devices,
                              struct th_policy *staged, size_t *staged_count, struct th_error *err)
 {
-    static const char *const top_fields[] = {"$schema", "policies", "devices"};
+    /* "dps": the provisioning service's enrollments, read by th_dps_load (dps.h). */
+    static const char *const top_fields[] = {"$schema", "policies", "devices", "dps"};
     const cJSON *policies, *devices;
     th_result r;
 
@@ -673,7 +674,7 @@ th_result reg_check_document(const struct th_registry *reg, const cJSON *doc, bo
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
     if (!cJSON_IsObject(doc))
         return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
-    if ((r = check_members(doc, "", top_fields, 3, false, err)) != TH_OK ||
+    if ((r = check_members(doc, "", top_fields, 4, false, err)) != TH_OK ||
         (r = reg_opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
         (r = reg_opt_array(doc, "devices", "", &devices, err)) != TH_OK)
         return r;

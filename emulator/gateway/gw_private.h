@@ -276,6 +276,10 @@ void gw_dash_event(struct th_gateway *gw, const char *text, size_t len);
 void gw_dash_connected(struct th_gateway *gw);
 /* A connection closes: if it was a feed, forget it. */
 void gw_dash_closed(struct gw_conn *c);
+/* gw_dps.c */
+/* A request for the provisioning service (device registration or its service API): answered
+ * or sent to the hub, true; false for any other path. */
+bool gw_dps_dispatch(struct gw_conn *c);
 
 /* gw_ws.c */
 /* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */

@@ -893,6 +893,8 @@ void gw_rest_dispatch(struct gw_conn *c)
 {
     struct gw_req *r = &c->req;
     c->auth_pending = false;
+    if (gw_dps_dispatch(c)) /* the provisioning service's paths (gw_dps.c) */
+        return;
     if (is_websocket_path(r->path)) {
         gw_ws_upgrade(c);
         return;

@@ -122,6 +122,8 @@ enum th_step_kind {
     TH_STEP_SEND_C2D,
     TH_STEP_QUERY,
     TH_STEP_CREATE_MODULES,
+    TH_STEP_CREATE_ENROLLMENT,       /* the provisioning service (docs/dps.md) */
+    TH_STEP_CREATE_ENROLLMENT_GROUP, /* the same, a group */
     TH_STEP_SLEEP,
     /* expectations */
     TH_STEP_WAIT_CONNECTED,
@@ -132,6 +134,7 @@ enum th_step_kind {
     TH_STEP_EXPECT_NO_TELEMETRY,
     TH_STEP_EXPECT_NO_REPORTED,
     TH_STEP_EXPECT_C2D_DELIVERED,
+    TH_STEP_EXPECT_REGISTRATION, /* a DPS registration (the `registration` record) */
     /* faults */
     TH_STEP_DISCONNECT,
     TH_STEP_EXPIRE_TOKEN,

@@ -155,6 +155,30 @@ static bool module_args(cJSON *cmd, const struct th_scenario *s, const cJSON *b,
     return copy_member(cmd, b, "tags") && copy_member(cmd, b, "deviceIds");
 }
 
+/*
+ * dpsPut {"collection", "id", "body"}: the step's fields as the provisioning service's
+ * enrollment document (symmetric-key attestation; keys not given are generated).
+ */
+static bool enrollment_args(cJSON *cmd, bool group, const cJSON *b)
+{
+    const char *idkey = group ? "enrollmentGroupId" : "registrationId";
+    cJSON *body = cJSON_AddObjectToObject(cmd, "body");
+    cJSON *att = body ? cJSON_AddObjectToObject(body, "attestation") : NULL;
+    cJSON *sym = att ? cJSON_AddObjectToObject(att, "symmetricKey") : NULL;
+    static const char *const copied[] = {
+        "deviceId",     "provisioningStatus", "initialTwin",      "reprovisionPolicy",
+        "capabilities", "registrationId",     "enrollmentGroupId"};
+    bool ok =
+        sym &&
+        cJSON_AddStringToObject(cmd, "collection", group ? "enrollmentGroups" : "enrollments") &&
+        cJSON_AddStringToObject(cmd, "id", th_json_string(b, idkey, "")) &&
+        cJSON_AddStringToObject(att, "type", "symmetricKey") && copy_member(sym, b, "primaryKey") &&
+        copy_member(sym, b, "secondaryKey");
+    for (size_t i = 0; ok && i < sizeof copied / sizeof copied[0]; i++)
+        ok = copy_member(body, b, copied[i]);
+    return ok;
+}
+
 cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *st, const cJSON *b,
                              const struct th_scn_parse_opts *opts, char *err, size_t errsize)
 {
@@ -182,6 +206,11 @@ cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *
     case TH_STEP_CREATE_MODULES:
         cmd = th_ctl_command("ensureModule", NULL, NULL);
         ok = cmd && module_args(cmd, s, b, opts, err, errsize);
+        break;
+    case TH_STEP_CREATE_ENROLLMENT:
+    case TH_STEP_CREATE_ENROLLMENT_GROUP:
+        cmd = th_ctl_command("dpsPut", NULL, NULL);
+        ok = cmd && enrollment_args(cmd, st->kind == TH_STEP_CREATE_ENROLLMENT_GROUP, b);
         break;
     case TH_STEP_QUERY:
         cmd = th_scn_query_command(th_json_string(b, "query", ""), NULL);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <uthash.h>
 
@@ -664,6 +665,29 @@ static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
     cJSON_Delete(view);
 }
 
+/* expectRegistration: a `registration` record of the step's registration id (any case). */
+static void eval_registration(struct th_scn_session *ss, const struct event *e)
+{
+    const struct th_journal_record *r = &e->r;
+    const char *want = body_str(ss, "registrationId");
+    const char *got = th_json_string(r->data, "registrationId", NULL);
+    if (r->kind != TH_JOURNAL_REGISTRATION || !want || !got || strcasecmp(want, got))
+        return;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
+    cJSON *caps = cJSON_CreateObject();
+    struct th_mismatch why;
+    if (!m || th_match(m, r->data, "registration", caps, &why)) {
+        cJSON_Delete(ss->e.captures);
+        ss->e.captures = caps;
+        set_result(ss, ss->cur, TH_VERDICT_PASS, r->time_us, NULL, NULL);
+        return;
+    }
+    cJSON_Delete(caps);
+    ss->e.nonmatching++;
+    ss->e.have_miss = true;
+    ss->e.miss = why;
+}
+
 static void eval_reported_now(struct th_scn_session *ss, int64_t t)
 {
     const struct th_step *st = cur_step(ss);
@@ -748,6 +772,9 @@ static void eval_event(struct th_scn_session *ss, const struct event *e)
             else
                 ss->e.queued = true;
         }
+        break;
+    case TH_STEP_EXPECT_REGISTRATION:
+        eval_registration(ss, e);
         break;
     case TH_STEP_INVOKE_METHOD:
         if (ss->offline && is_ours(ss, e) && r->kind == TH_JOURNAL_METHOD &&
@@ -854,6 +881,14 @@ static void finalize(struct th_scn_session *ss, int64_t t, bool cut_short)
                                    "subscribed to C2D)"
                                  : "");
         break;
+    case TH_STEP_EXPECT_REGISTRATION:
+        set_resultf(ss, TH_VERDICT_FAIL, t, NULL, "no registration of %s%s%s within %s%s%s%s",
+                    body_str(ss, "registrationId"),
+                    cJSON_GetObjectItemCaseSensitive(ss->resolved, "match") ? " matching the step"
+                                                                            : "",
+                    "", b, moved, ss->e.have_miss ? "; the last one did not match: " : "",
+                    ss->e.have_miss ? ss->e.miss.message : "");
+        break;
     case TH_STEP_INVOKE_METHOD:
         set_resultf(ss, TH_VERDICT_FAIL, t, NULL,
                     "the recording holds no answer of %s to method %s", w,
@@ -935,6 +970,11 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
     case TH_STEP_EXPECT_C2D_DELIVERED:
         for (size_t k = 0; k < mark_index && ss->cur == i; k++)
             eval_event(ss, &ss->ev[k]);
+        break;
+    case TH_STEP_EXPECT_REGISTRATION:
+        /* since the previous step began, like expectTwinGet */
+        for (size_t k = prev; k < mark_index && ss->cur == i; k++)
+            eval_registration(ss, &ss->ev[k]);
         break;
     case TH_STEP_INVOKE_METHOD:
         break; /* live: the runner's outcome; offline: the method record */

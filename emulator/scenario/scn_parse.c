@@ -124,6 +124,35 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                  {"expect", F_EXPECT, false, 0, 0,
                                   "moduleId created skipped createdDevices skippedDevices", NULL},
                                  END}},
+    [TH_STEP_CREATE_ENROLLMENT] = {"createEnrollment",
+                                   TH_STEP_CLASS_ACTION,
+                                   ID_NONE,
+                                   NULL,
+                                   {{"registrationId", F_STRING, true, 0, 0, NULL,
+                                     "the registration id the device registers with"},
+                                    {"deviceId", F_STRING, false, 0, 0, NULL, NULL},
+                                    {"primaryKey", F_STRING, false, 0, 0, NULL, NULL},
+                                    {"secondaryKey", F_STRING, false, 0, 0, NULL, NULL},
+                                    {"provisioningStatus", F_ENUM, false, 0, 0, "enabled disabled",
+                                     "\"enabled\" or \"disabled\""},
+                                    {"initialTwin", F_OBJECT, false, 0, 0, NULL, NULL},
+                                    {"reprovisionPolicy", F_OBJECT, false, 0, 0, NULL, NULL},
+                                    {"capabilities", F_OBJECT, false, 0, 0, NULL, NULL},
+                                    END}},
+    [TH_STEP_CREATE_ENROLLMENT_GROUP] = {"createEnrollmentGroup",
+                                         TH_STEP_CLASS_ACTION,
+                                         ID_NONE,
+                                         NULL,
+                                         {{"enrollmentGroupId", F_STRING, true, 0, 0, NULL,
+                                           "the enrollment group's id"},
+                                          {"primaryKey", F_STRING, false, 0, 0, NULL, NULL},
+                                          {"secondaryKey", F_STRING, false, 0, 0, NULL, NULL},
+                                          {"provisioningStatus", F_ENUM, false, 0, 0,
+                                           "enabled disabled", "\"enabled\" or \"disabled\""},
+                                          {"initialTwin", F_OBJECT, false, 0, 0, NULL, NULL},
+                                          {"reprovisionPolicy", F_OBJECT, false, 0, 0, NULL, NULL},
+                                          {"capabilities", F_OBJECT, false, 0, 0, NULL, NULL},
+                                          END}},
     [TH_STEP_SLEEP] = {"sleep",
                        TH_STEP_CLASS_ACTION,
                        ID_NONE,
@@ -185,6 +214,15 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                         "the messageId given to sendC2D"},
                                        {"within", F_DURATION, false, 0, 0, NULL, NULL},
                                        END}},
+    [TH_STEP_EXPECT_REGISTRATION] = {"expectRegistration",
+                                     TH_STEP_CLASS_EXPECTATION,
+                                     ID_NONE,
+                                     "within",
+                                     {{"registrationId", F_STRING, true, 0, 0, NULL,
+                                       "the registration id"},
+                                      {"match", F_MATCHER, false, 0, 0, NULL, NULL},
+                                      {"within", F_DURATION, false, 0, 0, NULL, NULL},
+                                      END}},
     [TH_STEP_DISCONNECT] = {"disconnect", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL, {END}},
     [TH_STEP_EXPIRE_TOKEN] = {"expireToken", TH_STEP_CLASS_FAULT, ID_DEVICE_OR_MODULE, NULL, {END}},
     [TH_STEP_INJECT_ERROR] = {"injectError",
@@ -314,7 +352,7 @@ static void check_ref(const char *name, void *arg)
         return;
     err(r->v,
         "unknown variable ${%s}: define it in \"variables\", capture it in an earlier step, or "
-        "use a run variable (hub.name, hub.caFile, hub.mqttPort, hub.mqttsPort, "
+        "use a run variable (hub.name, hub.caFile, hub.mqttPort, hub.mqttsPort, hub.idScope, "
         "device.<id>.connectionString, device.<id>.primaryKey, "
         "module.<id>.<mid>.connectionString); write $${ for a literal ${",
         name);
@@ -778,10 +816,11 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
     }
     if (nfound == 0 && unknown == 0) {
         err(v, "no step kind; a step holds exactly one of patchDesired, replaceDesired, "
-               "updateTags, invokeMethod, sendC2D, query, createModules, sleep, waitConnected, "
-               "waitDisconnected, expectReported, expectTwinGet, expectTelemetry, "
-               "expectNoTelemetry, expectNoReported, expectC2DDelivered, disconnect, "
-               "expireToken, injectError, restartHub");
+               "updateTags, invokeMethod, sendC2D, query, createModules, createEnrollment, "
+               "createEnrollmentGroup, sleep, waitConnected, waitDisconnected, expectReported, "
+               "expectTwinGet, expectTelemetry, expectNoTelemetry, expectNoReported, "
+               "expectC2DDelivered, expectRegistration, disconnect, expireToken, injectError, "
+               "restartHub");
     } else if (nfound == 0) {
         /* the unknown member above is the reason */
     } else if (nfound > 1) {

@@ -19,7 +19,7 @@ static bool has_suffix(const char *s, const char *suffix)
 bool th_vars_is_run_var(const char *name)
 {
     if (!strcmp(name, "hub.name") || !strcmp(name, "hub.caFile") || !strcmp(name, "hub.mqttPort") ||
-        !strcmp(name, "hub.mqttsPort"))
+        !strcmp(name, "hub.mqttsPort") || !strcmp(name, "hub.idScope"))
         return true;
     if (!strncmp(name, "device.", 7))
         return (has_suffix(name + 7, ".connectionString") &&

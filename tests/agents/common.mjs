@@ -23,6 +23,8 @@ function sdkRequire() {
 }
 
 const req = sdkRequire();
+/** require() for the other SDK packages installed there (the provisioning ones). */
+export const requireSdk = req;
 export const device = req('azure-iot-device');
 export const { Mqtt } = req('azure-iot-device-mqtt');
 export const { Client, ModuleClient, Message } = device;

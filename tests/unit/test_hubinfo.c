@@ -54,7 +54,9 @@ static void test_th_hubinfo_to_json_serve_layout_succeeds(void **state)
               "localhost;DeviceId=dev-device;SharedAccessKey=a2V5;GatewayHostName=127.0.0.1\","
               "\"moduleConnectionString\":null,\"serviceConnectionString\":\"HostName=twinhub."
               "localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=b3du\","
-              "\"dashboardUrl\":\"https://127.0.0.1/?token=00ff\",\"pid\":4242}");
+              "\"dashboardUrl\":\"https://127.0.0.1/?token=00ff\",\"pid\":4242,"
+              "\"idScope\":null,\"provisioningHost\":"
+              "null,\"provisioningServiceConnectionString\":null}");
     free(text);
     cJSON_Delete(doc);
 }

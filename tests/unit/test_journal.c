@@ -52,6 +52,7 @@ static void test_th_journal_kind_of_every_name_succeeds(void **state)
         "reported",      "desired",         "twinGet",       "method",
         "c2d",           "protocolError",   "mark",          "deviceCreated",
         "moduleCreated", "identityUpdated", "deviceDeleted", "moduleDeleted",
+        "registration",
     };
     assert_int_equal(sizeof names / sizeof names[0], TH_JOURNAL_KIND_COUNT - 1);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -35,7 +35,11 @@ static const char scenario[] =
     "{\"name\": \"j\", \"injectError\": {\"deviceId\": \"d1\", \"operation\": \"twinGet\","
     " \"status\": 503}},"
     "{\"name\": \"s\", \"sleep\": {\"for\": \"PT0.1S\"}},"
-    "{\"name\": \"w\", \"waitConnected\": {\"deviceId\": \"d1\"}}"
+    "{\"name\": \"w\", \"waitConnected\": {\"deviceId\": \"d1\"}},"
+    "{\"name\": \"en\", \"createEnrollment\": {\"registrationId\": \"r1\", \"deviceId\": \"d9\","
+    " \"primaryKey\": \"k1\", \"initialTwin\": {\"tags\": {\"a\": 1}}}},"
+    "{\"name\": \"eg\", \"createEnrollmentGroup\": {\"enrollmentGroupId\": \"g1\","
+    " \"provisioningStatus\": \"disabled\"}}"
     "]}";
 
 /* Serves desired.json from memory, refuses any other file; counts the reads. */
@@ -151,6 +155,24 @@ static void test_th_scn_action_command_faults_succeeds(void **state)
     expect_command(8, "{\"command\":\"expireToken\",\"deviceId\":\"d1\",\"moduleId\":\"m1\"}");
     expect_command(9, "{\"command\":\"injectError\",\"deviceId\":\"d1\",\"operation\":\"twinGet\","
                       "\"status\":503,\"count\":1}");
+}
+
+static void test_th_scn_action_command_create_enrollment_succeeds(void **state)
+{
+    (void)state;
+    expect_command(12, "{\"command\":\"dpsPut\",\"body\":{\"attestation\":{\"symmetricKey\":"
+                       "{\"primaryKey\":\"k1\"},\"type\":\"symmetricKey\"},\"deviceId\":\"d9\","
+                       "\"initialTwin\":{\"tags\":{\"a\":1}},\"registrationId\":\"r1\"},"
+                       "\"collection\":\"enrollments\",\"id\":\"r1\"}");
+}
+
+static void test_th_scn_action_command_create_enrollment_group_succeeds(void **state)
+{
+    (void)state;
+    expect_command(13, "{\"command\":\"dpsPut\",\"body\":{\"attestation\":{\"symmetricKey\":"
+                       "{},\"type\":\"symmetricKey\"},\"provisioningStatus\":\"disabled\","
+                       "\"enrollmentGroupId\":\"g1\"},\"collection\":\"enrollmentGroups\","
+                       "\"id\":\"g1\"}");
 }
 
 static void test_th_scn_action_command_desired_file_gone_fails(void **state)
@@ -315,6 +337,8 @@ int main(void)
         cmocka_unit_test(test_th_scn_action_command_query_succeeds),
         cmocka_unit_test(test_th_scn_action_command_create_modules_reads_desired_file_succeeds),
         cmocka_unit_test(test_th_scn_action_command_faults_succeeds),
+        cmocka_unit_test(test_th_scn_action_command_create_enrollment_succeeds),
+        cmocka_unit_test(test_th_scn_action_command_create_enrollment_group_succeeds),
         cmocka_unit_test(test_th_scn_action_command_desired_file_gone_fails),
         cmocka_unit_test(test_th_scn_action_command_desired_file_not_json_fails),
         cmocka_unit_test(test_th_scn_action_command_sleep_and_expectation_fails),

@@ -85,7 +85,8 @@ static void test_shipped_scenarios_validate_succeeds(void **state)
     (void)state;
     char dir[4096];
     int n = 0;
-    static const char *const suites[] = {"scenarios/device-agent", "scenarios/security-module"};
+    static const char *const suites[] = {"scenarios/device-agent", "scenarios/security-module",
+                                         "scenarios/dps-agent"};
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
         snprintf(dir, sizeof dir, "%s/%s", root(), suites[i]);
         DIR *d = opendir(dir);

@@ -311,6 +311,47 @@ static void test_expect_twin_get_since_previous_step_succeeds(void **state)
     th_scenario_free(s);
 }
 
+static void test_expect_registration_matching_record_succeeds(void **state)
+{
+    (void)state;
+    struct th_scenario *s =
+        load("{\"name\":\"r\",\"steps\":["
+             "{\"createEnrollment\":{\"registrationId\":\"reg-1\"}},"
+             "{\"expectRegistration\":{\"registrationId\":\"REG-1\",\"match\":{\"status\":202},"
+             "\"within\":\"PT1S\"}}]}");
+    struct th_scn_session *ss = offline(s);
+    mark(ss, s, 0, 1);
+    feed(ss, 5, "registration", NULL, NULL,
+         "{\"registrationId\":\"reg-1\",\"transport\":\"mqtt\",\"status\":401}");
+    feed(ss, 8, "registration", "reg-1", NULL,
+         "{\"registrationId\":\"reg-1\",\"transport\":\"mqtt\",\"status\":202,"
+         "\"deviceId\":\"reg-1\"}");
+    mark(ss, s, 10, 2); /* since the previous step began: the 202 counts */
+    assert_int_equal(V(ss, 1), TH_VERDICT_PASS);
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+}
+
+static void test_expect_registration_refused_shows_mismatch_fails(void **state)
+{
+    (void)state;
+    struct th_scenario *s =
+        load("{\"name\":\"r\",\"steps\":[{\"expectRegistration\":{\"registrationId\":"
+             "\"reg-2\",\"match\":{\"status\":202},\"within\":\"PT1S\"}}]}");
+    struct th_scn_session *ss = offline(s);
+    mark(ss, s, 0, 1);
+    feed(ss, 5, "registration", "other", NULL, "{\"registrationId\":\"other\",\"status\":202}");
+    feed(ss, 6, "registration", NULL, NULL, "{\"registrationId\":\"reg-2\",\"status\":401}");
+    assert_int_equal(V(ss, 0), TH_VERDICT_PENDING);
+    th_scn_session_finish(ss);
+    assert_int_equal(V(ss, 0), TH_VERDICT_FAIL);
+    assert_string_equal(MSG(ss, 0), "no registration of reg-2 matching the step within 1.0 s; the "
+                                    "last one did not match: registration.status: expected 202, "
+                                    "got 401");
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+}
+
 static void test_expect_c2d_delivered_during_send_succeeds(void **state)
 {
     (void)state;
@@ -635,6 +676,8 @@ int main(void)
         cmocka_unit_test(test_expect_telemetry_none_shows_last_mismatch_fails),
         cmocka_unit_test(test_expect_no_telemetry_match_fails),
         cmocka_unit_test(test_expect_twin_get_since_previous_step_succeeds),
+        cmocka_unit_test(test_expect_registration_matching_record_succeeds),
+        cmocka_unit_test(test_expect_registration_refused_shows_mismatch_fails),
         cmocka_unit_test(test_expect_c2d_delivered_during_send_succeeds),
         cmocka_unit_test(test_invoke_method_offline_from_method_record_succeeds),
         cmocka_unit_test(test_invoke_method_answer_not_json_fails),
