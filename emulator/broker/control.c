@@ -322,6 +322,19 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
     brk_ctl_reply_data(x, data);
 }
 
+/* A command holding "\u0000" in a string is refused whole: cJSON already cut it (json.h). */
+static bool nul_free_or_reply(struct brk_cmd_ctx *x)
+{
+    struct th_error err = {0};
+    char what[96];
+    snprintf(what, sizeof what, "command '%s'", x->name);
+    if (th_json_refuse_nul(x->cmd, what, &err) == TH_OK) {
+        return true;
+    }
+    brk_ctl_reply_err(x, &err);
+    return false;
+}
+
 /* ---- dispatch ---- */
 
 /* Every command of the control API (docs/control-api.md), and the file that handles it. */
@@ -418,7 +431,7 @@ int brk_on_control(int event, void *event_data, void *userdata)
             continue;
         }
         x.name = jn->valuestring;
-        if (authorization_or_reply(&x, &who)) {
+        if (authorization_or_reply(&x, &who) && nul_free_or_reply(&x)) {
             dispatch(&x);
         }
     }

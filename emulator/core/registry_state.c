@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
@@ -331,6 +332,8 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     if (!cJSON_IsObject(state))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "device: the state must be an object as th_device_state_json writes");
+    if ((r = th_json_refuse_nul(state, "the device state", err)) != TH_OK)
+        return r;
     if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
     if (th_registry_find(reg, did, NULL))

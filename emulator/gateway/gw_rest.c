@@ -203,6 +203,14 @@ static cJSON *body_object(struct gw_conn *c, bool required, bool *answered)
         *answered = true;
         return NULL;
     }
+    /* The control API's text would carry the string cut at the NUL: refused, as the hub's
+     * core refuses it on every other path (json.h). */
+    if (th_json_refuse_nul(doc, "the request body", &err) != TH_OK) {
+        cJSON_Delete(doc);
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "%s", err.message);
+        *answered = true;
+        return NULL;
+    }
     return doc;
 }
 

@@ -392,8 +392,14 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
 {
     struct th_error e = {0};
     cJSON *out = NULL;
-    if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK)
-        return out;
+    if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK) {
+        /* Its values go to the hub as JSON text, which would cut the string at the NUL. */
+        if (th_json_refuse_nul(out, "the scenario", &e) == TH_OK)
+            return out;
+        snprintf(msg, size, "%s", e.message);
+        cJSON_Delete(out);
+        return NULL;
+    }
     if (e.position > 0 && e.position - 1 <= len) {
         size_t byte = e.position - 1, line = 1, col = 1;
         for (size_t i = 0; i < byte; i++) {

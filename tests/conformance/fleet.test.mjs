@@ -85,3 +85,22 @@ test('PATCH tags: null removes every tag', T, async () => {
   assert.equal(res.status, 200, res.text);
   assert.deepEqual(res.json.tags, {});
 });
+
+test('a request body holding \\u0000 in a string is refused whole with 400004 (REST)', T, async () => {
+  const { id } = await newDevice('nul');
+  const cases = [
+    ['PATCH', `/twins/${id}?${API}`, '{"properties":{"desired":{"s":"a\\u0000b"}}}'],
+    ['PATCH', `/twins/${id}?${API}`, '{"tags":{"k\\u0000":1}}'],
+    ['PUT', `/devices/nul-${randomUUID().slice(0, 8)}?${API}`, '{"statusReason":"a\\u0000b"}'],
+    ['POST', `/twins/${id}/methods?${API}`, '{"methodName":"m","payload":{"p":"\\u0000"}}'],
+  ];
+  for (const [method, path, body] of cases) {
+    const res = await rest(hub, method, path, { headers: authHeaders(), body });
+    assert.equal(res.status, 400, `${method} ${path}: ${res.text}`);
+    assert.equal(innerError(res).errorCode, 400004);
+    assert.match(innerError(res).message, /\\u0000/);
+  }
+  const twin = await sdk.registry('getTwin', id);
+  assert.equal(twin.body.properties.desired.s, undefined);
+  assert.equal(twin.body.tags.k, undefined);
+});
