@@ -365,6 +365,8 @@ static const struct {
     {"getStatistics", brk_cmd_statistics},
     {"exportRegistry", brk_cmd_export},
     {"importRegistry", brk_cmd_import},
+    /* control_bulk.c */
+    {"bulkRegistry", brk_cmd_bulk_registry},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},

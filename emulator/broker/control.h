@@ -81,6 +81,9 @@ void brk_cmd_statistics(struct brk_cmd_ctx *x);
 void brk_cmd_export(struct brk_cmd_ctx *x);
 void brk_cmd_import(struct brk_cmd_ctx *x);
 
+/* control_bulk.c */
+void brk_cmd_bulk_registry(struct brk_cmd_ctx *x);
+
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);
 void brk_cmd_expire_token(struct brk_cmd_ctx *x);

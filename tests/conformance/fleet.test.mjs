@@ -104,3 +104,114 @@ test('a request body holding \\u0000 in a string is refused whole with 400004 (R
   assert.equal(twin.body.properties.desired.s, undefined);
   assert.equal(twin.body.tags.k, undefined);
 });
+
+// ---- bulk registry: Registry.addDevices / updateDevices / removeDevices ------------------------
+
+test('Registry.addDevices creates every new device and reports the existing one', T, async () => {
+  const existing = await newDevice('bulk-old');
+  const fresh = [unique('bulk-a'), unique('bulk-b')];
+  const all = await sdk.registry('addDevices', fresh.map((deviceId) => ({ deviceId })));
+  assert.equal(all.status, 200);
+  assert.equal(all.body.isSuccessful, true);
+  assert.deepEqual(all.body.errors, []);
+  for (const id of fresh) {
+    const dev = await sdk.registry('get', id);
+    assert.equal(dev.body.status, 'enabled');
+    assert.equal(typeof dev.body.authentication.symmetricKey.primaryKey, 'string');
+  }
+
+  // Mixed: the hub carries out each entry on its own; the SDK reports a 400 as ArgumentError
+  // with the per-device results in responseBody.
+  const third = unique('bulk-c');
+  await assert.rejects(sdk.registry('addDevices', [{ deviceId: third }, { deviceId: existing.id }]),
+    (err) => {
+      assert.equal(err.sdkName, 'ArgumentError', err.message);
+      assert.equal(err.status, 400);
+      const result = JSON.parse(err.body);
+      assert.equal(result.isSuccessful, false);
+      assert.equal(result.errors.length, 1);
+      assert.equal(result.errors[0].deviceId, existing.id);
+      assert.equal(result.errors[0].errorCode, 'DeviceAlreadyExists');
+      assert.match(result.errors[0].errorStatus, /already/);
+      return true;
+    });
+  assert.equal((await sdk.registry('get', third)).body.deviceId, third, 'the good entry was carried out');
+});
+
+test('Registry.updateDevices: forced, with etags, and a stale etag among good ones', T, async () => {
+  const a = await newDevice('bulk-up');
+  const b = await newDevice('bulk-up');
+  const forced = await sdk.registry('updateDevices',
+    [{ deviceId: a.id, status: 'disabled', statusReason: 'bulk' }], true);
+  assert.equal(forced.body.isSuccessful, true);
+  const readA = (await sdk.registry('get', a.id)).body;
+  assert.equal(readA.status, 'disabled');
+  assert.equal(readA.statusReason, 'bulk');
+
+  // updateDevices(devices, false) sends importMode UpdateIfMatchETag with each device's `etag`
+  // as Registry.get returned it (the export-import spelling is `eTag`; both are read).
+  const readB = (await sdk.registry('get', b.id)).body;
+  const stale = { ...readA, status: 'enabled' };
+  stale.etag = 'bm90LXRoZS1ldGFn';
+  await assert.rejects(sdk.registry('updateDevices', [{ ...readB, status: 'disabled' }, stale], false),
+    (err) => {
+      assert.equal(err.status, 400);
+      const result = JSON.parse(err.body);
+      assert.equal(result.isSuccessful, false);
+      assert.deepEqual(result.errors.map((e) => [e.deviceId, e.errorCode]), [[a.id, 'PreconditionFailed']]);
+      return true;
+    });
+  assert.equal((await sdk.registry('get', b.id)).body.status, 'disabled');
+  assert.equal((await sdk.registry('get', a.id)).body.status, 'disabled', 'the stale entry changed nothing');
+});
+
+test('Registry.removeDevices deletes what exists and reports what does not', T, async () => {
+  const a = await newDevice('bulk-rm');
+  const b = await newDevice('bulk-rm');
+  const gone = unique('bulk-none');
+  await assert.rejects(sdk.registry('removeDevices', [{ deviceId: a.id }, { deviceId: gone }], true),
+    (err) => {
+      const result = JSON.parse(err.body);
+      assert.deepEqual(result.errors.map((e) => [e.deviceId, e.errorCode]), [[gone, 'DeviceNotFound']]);
+      return true;
+    });
+  await assert.rejects(sdk.registry('get', a.id), (err) => err.sdkName === 'DeviceNotFoundError');
+  const readB = (await sdk.registry('get', b.id)).body;
+  const res = await sdk.registry('removeDevices', [readB], false); // DeleteIfMatchETag
+  assert.equal(res.body.isSuccessful, true);
+  await assert.rejects(sdk.registry('get', b.id), (err) => err.sdkName === 'DeviceNotFoundError');
+});
+
+test('POST /devices: 413 TooManyDevices over 100, eTag spelling, modules, twin content', T, async () => {
+  const many = Array.from({ length: 101 }, (_, i) => ({ id: `too-many-${i}`, importMode: 'create' }));
+  let res = await rest(hub, 'POST', `/devices?${API}`, { headers: authHeaders(), body: JSON.stringify(many) });
+  assert.equal(res.status, 413, res.text);
+  assert.equal(innerError(res).errorCode, 413002);
+  assert.equal(res.headers['iothub-errorcode'], 'TooManyDevices');
+  res = await rest(hub, 'GET', `/devices/too-many-0?${API}`, { headers: authHeaders() });
+  assert.equal(res.status, 404, 'nothing of a refused request is carried out');
+
+  const id = unique('bulk-raw');
+  res = await rest(hub, 'POST', `/devices?${API}`, {
+    headers: authHeaders(),
+    body: JSON.stringify([
+      { id, importMode: 'create', tags: { fleet: 'raw' }, properties: { desired: { mode: 'eco' } } },
+      { id, moduleId: 'agent', importMode: 'create', managedBy: 'me' },
+    ]),
+  });
+  assert.equal(res.status, 200, res.text);
+  const twin = await sdk.registry('getTwin', id);
+  assert.equal(twin.body.tags.fleet, 'raw');
+  assert.equal(twin.body.properties.desired.mode, 'eco');
+  const mod = await rest(hub, 'GET', `/devices/${id}/modules/agent?${API}`, { headers: authHeaders() });
+  assert.equal(mod.json.managedBy, 'me');
+  const etag = (await sdk.registry('get', id)).body.etag;
+  res = await rest(hub, 'POST', `/devices?${API}`, {
+    headers: authHeaders(),
+    body: JSON.stringify([{ id, importMode: 'updateIfMatchETag', eTag: etag, status: 'disabled' },
+      { id: 'bad id with spaces', importMode: 'create' }]),
+  });
+  assert.equal(res.status, 400, res.text);
+  assert.deepEqual(res.json.errors.map((e) => e.errorCode), ['ArgumentInvalid']);
+  assert.equal((await sdk.registry('get', id)).body.status, 'disabled');
+});
