@@ -242,5 +242,6 @@ int brk_on_tick(int event, void *event_data, void *userdata)
         brk_conn_scan_expired(p, th_now_us() / 1000000);
     }
     brk_conn_do_kicks(p);
+    brk_config_apply(p); /* reported properties changed by devices since the last tick */
     return MOSQ_ERR_SUCCESS;
 }

@@ -367,6 +367,13 @@ static const struct {
     {"importRegistry", brk_cmd_import},
     /* control_bulk.c */
     {"bulkRegistry", brk_cmd_bulk_registry},
+    /* control_config.c */
+    {"createConfiguration", brk_cmd_create_configuration},
+    {"updateConfiguration", brk_cmd_update_configuration},
+    {"getConfiguration", brk_cmd_get_configuration},
+    {"listConfigurations", brk_cmd_list_configurations},
+    {"deleteConfiguration", brk_cmd_delete_configuration},
+    {"testConfigurationQueries", brk_cmd_test_configuration_queries},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},
@@ -438,6 +445,7 @@ int brk_on_control(int event, void *event_data, void *userdata)
         }
     }
     cJSON_Delete(root);
+    brk_config_apply(p); /* what the commands changed reaches the configurations at once */
     if (cJSON_GetArraySize(responses) > 0) {
         brk_ctl_send_responses(c->client_id, responses);
     } else {

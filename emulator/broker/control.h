@@ -84,6 +84,14 @@ void brk_cmd_import(struct brk_cmd_ctx *x);
 /* control_bulk.c */
 void brk_cmd_bulk_registry(struct brk_cmd_ctx *x);
 
+/* control_config.c */
+void brk_cmd_create_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_update_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_get_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_list_configurations(struct brk_cmd_ctx *x);
+void brk_cmd_delete_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_test_configuration_queries(struct brk_cmd_ctx *x);
+
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);
 void brk_cmd_expire_token(struct brk_cmd_ctx *x);

@@ -85,6 +85,8 @@ struct brk_plugin {
     int64_t token_skew_s;
     bool verbose;
     char *state_dir; /* --state-dir, or NULL for in-memory */
+    struct th_config_store *configs; /* automatic configurations (control_config.c) */
+    bool configs_dirty;              /* a twin or the registry changed since they were applied */
     int record_fd;   /* --record, or -1 */
 };
 
@@ -185,6 +187,14 @@ void brk_persist_all(struct brk_plugin *p);
 int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_found);
 int brk_record_open(struct brk_plugin *p, const char *path);
 void brk_record_write(struct brk_plugin *p, const char *line, size_t len);
+
+/* ==== control_config.c: automatic configurations ==== */
+
+/* The store, restored from the state dir's configurations.json when there is one. */
+int brk_config_load(struct brk_plugin *p);
+void brk_config_free(struct brk_plugin *p);
+/* When something changed since the last time (configs_dirty): bring every twin in line. */
+void brk_config_apply(struct brk_plugin *p);
 
 /* ==== events.c: the event stream; the hub's error body ==== */
 

@@ -215,3 +215,156 @@ test('POST /devices: 413 TooManyDevices over 100, eTag spelling, modules, twin c
   assert.deepEqual(res.json.errors.map((e) => e.errorCode), ['ArgumentInvalid']);
   assert.equal((await sdk.registry('get', id)).body.status, 'disabled');
 });
+
+// ---- automatic device and module configurations ------------------------------------------------
+
+/** The e2e test's configuration (azure-iot-sdk-node e2etests/test/configurations.js). */
+function e2eConfig(entity) {
+  return {
+    id: `node_e2e_${entity}_${randomUUID()}`,
+    content: { [`${entity}Content`]: { 'properties.desired': { prop1: 'foo' } } },
+    targetCondition: '',
+    priority: 20,
+  };
+}
+
+for (const entity of ['module', 'device']) {
+  test(`${entity} configuration: add, get, list, update, force-update, remove (the SDK's e2e steps)`, T, async () => {
+    const config = e2eConfig(entity);
+    await sdk.registry('addConfiguration', config);
+    const found = (await sdk.registry('getConfiguration', config.id)).body;
+    assert.equal(found.id, config.id);
+    assert.deepEqual(found.content, config.content);
+    assert.equal(found.schemaVersion, '1.0');
+    assert.equal(found.systemMetrics.results.targetedCount, 0, "'' targets nothing");
+    const all = (await sdk.registry('getConfigurations')).body;
+    assert.deepEqual(all.find((c) => c.id === config.id)?.content, config.content);
+
+    found.priority = 99;
+    await sdk.registry('updateConfiguration', found);
+    assert.equal((await sdk.registry('getConfiguration', config.id)).body.priority, 99);
+    await assert.rejects(sdk.registry('updateConfiguration', { ...found, priority: 1 }),
+      (err) => err.sdkName === 'InvalidEtagError', 'the etag read before the update is stale');
+    config.priority = 98;
+    await sdk.registry('updateConfiguration', config, true);
+    assert.equal((await sdk.registry('getConfiguration', config.id)).body.priority, 98);
+
+    await sdk.registry('removeConfiguration', config.id);
+    await assert.rejects(sdk.registry('getConfiguration', config.id));
+  });
+}
+
+test('configurations reach connected devices and modules, with priority, re-evaluation and metrics', T, async () => {
+  const fleet = unique('fleet');
+  const a = await newDevice('cfg');
+  const b = await newDevice('cfg');
+  for (const d of [a, b]) await sdk.registry('updateTwin', d.id, { tags: { fleet } }, '*');
+  const mod = await sdk.registry('addModule', { deviceId: a.id, moduleId: 'azureiotsecurity' });
+  const modKey = mod.body.authentication.symmetricKey.primaryKey;
+  const devA = await connectedTwin(a.id, a.key);
+  const modA = await connectedTwin(a.id, modKey, 'azureiotsecurity');
+
+  // A device configuration for the fleet: both devices get the content at once.
+  const low = {
+    id: unique('low'),
+    content: { deviceContent: { 'properties.desired.telemetry': { interval: 30, mode: 'std' } } },
+    targetCondition: `tags.fleet='${fleet}'`,
+    priority: 1,
+    metrics: { queries: { applied: `SELECT deviceId FROM devices WHERE configurations.[[${'PLACEHOLDER'}]].status = 'Applied'` } },
+  };
+  low.metrics.queries.applied = low.metrics.queries.applied.replace('PLACEHOLDER', low.id);
+  let seen = nextEvent(devA.twin, 'properties.desired', (d) => d.telemetry?.interval === 30, 15000);
+  await sdk.registry('addConfiguration', low);
+  await seen;
+  let cfg = (await sdk.registry('getConfiguration', low.id)).body;
+  assert.deepEqual(cfg.systemMetrics.results, { targetedCount: 2, appliedCount: 2 });
+  assert.equal(cfg.metrics.results.applied, 2);
+  const twinB = (await sdk.registry('getTwin', b.id)).body;
+  assert.deepEqual(twinB.properties.desired.telemetry, { interval: 30, mode: 'std' });
+  assert.deepEqual(twinB.configurations, { [low.id]: { status: 'Applied' } });
+
+  // A higher priority configuration for device a only: a takes it, its old settings removed.
+  const high = {
+    id: unique('high'),
+    content: { deviceContent: { 'properties.desired.telemetry.interval': 5 } },
+    targetCondition: `deviceId = '${a.id}'`,
+    priority: 10,
+  };
+  seen = nextEvent(devA.twin, 'properties.desired', (d) => d.telemetry?.interval === 5, 15000);
+  await sdk.registry('addConfiguration', high);
+  await seen;
+  const twinA = (await sdk.registry('getTwin', a.id)).body;
+  assert.deepEqual(twinA.properties.desired.telemetry, { interval: 5 });
+  assert.deepEqual(twinA.configurations, { [low.id]: { status: 'Targeted' }, [high.id]: { status: 'Applied' } });
+  cfg = (await sdk.registry('getConfiguration', low.id)).body;
+  assert.deepEqual(cfg.systemMetrics.results, { targetedCount: 2, appliedCount: 1 });
+
+  // A module configuration for every azureiotsecurity module of the fleet's devices.
+  const sec = {
+    id: unique('sec'),
+    content: { moduleContent: { 'properties.desired.ms_iotn:urn_azureiot_Security_SecurityAgentConfiguration': { eventPriorityProcessList: { value: 'Low' } } } },
+    targetCondition: "from devices.modules where moduleId = 'azureiotsecurity'",
+    priority: 5,
+  };
+  seen = nextEvent(modA.twin, 'properties.desired',
+    (d) => d['ms_iotn:urn_azureiot_Security_SecurityAgentConfiguration']?.eventPriorityProcessList?.value === 'Low', 15000);
+  await sdk.registry('addConfiguration', sec);
+  await seen;
+  cfg = (await sdk.registry('getConfiguration', sec.id)).body;
+  assert.equal(cfg.systemMetrics.results.appliedCount, 1);
+  assert.match(cfg.systemMetrics.queries.appliedCount, /FROM devices\.modules/);
+
+  // Re-evaluated when tags change: b leaves the fleet, low's settings are removed from its twin.
+  await sdk.registry('updateTwin', b.id, { tags: { fleet: 'elsewhere' } }, '*');
+  const leftB = (await sdk.registry('getTwin', b.id)).body;
+  assert.equal(leftB.properties.desired.telemetry, undefined);
+  assert.equal(leftB.configurations, undefined);
+
+  // Deleting high: a takes low again.
+  seen = nextEvent(devA.twin, 'properties.desired', (d) => d.telemetry?.interval === 30, 15000);
+  await sdk.registry('removeConfiguration', high.id);
+  await seen;
+  assert.equal(devA.twin.properties.desired.telemetry.mode, 'std');
+  for (const id of [low.id, sec.id]) await sdk.registry('removeConfiguration', id);
+  await devA.client.close();
+  await modA.client.close();
+});
+
+test('configuration refusals and /configurations/testQueries', T, async () => {
+  const put = (id, body, headers = {}) => rest(hub, 'PUT', `/configurations/${id}?${API}`,
+    { headers: { ...authHeaders(), ...headers }, body: JSON.stringify(body) });
+  const ok = { content: { deviceContent: { 'properties.desired.x': 1 } }, targetCondition: '*' };
+  for (const [id, body] of [
+    ['UPPER', ok],
+    ['c1', { ...ok, content: { moduleContent: { 'properties.desired.x': 1 } }, targetCondition: '*' }],
+    ['c2', { ...ok, content: { deviceContent: { 'tags.x': 1 } } }],
+    ['c3', { ...ok, content: { modulesContent: { $edgeAgent: { 'properties.desired': {} } } } }],
+    ['c4', { ...ok, targetCondition: "tags.x = 'unterminated" }],
+    ['c5', { ...ok, metrics: { queries: { a: 'x', b: 'x', c: 'x', d: 'x', e: 'x', f: 'x' } } }],
+  ]) {
+    const res = await put(id, body);
+    assert.equal(res.status, 400, `${id}: ${res.text}`);
+    assert.equal(innerError(res).errorCode, 400004);
+  }
+  const id = unique('cfg-ref');
+  assert.equal((await put(id, ok)).status, 200);
+  const again = await put(id, ok);
+  assert.equal(again.status, 409);
+  const changed = await put(id, { ...ok, content: { deviceContent: { 'properties.desired.x': 2 } } }, { 'If-Match': '*' });
+  assert.equal(changed.status, 400, 'the content cannot change');
+  const gone = await rest(hub, 'GET', `/configurations/none-such?${API}`, { headers: authHeaders() });
+  assert.equal(gone.status, 404);
+  assert.equal((await rest(hub, 'DELETE', `/configurations/${id}?${API}`, { headers: authHeaders() })).status, 204);
+
+  const test1 = await rest(hub, 'POST', `/configurations/testQueries?${API}`, {
+    headers: authHeaders(),
+    body: JSON.stringify({
+      targetCondition: "from devices.modules where moduleId = 'azureiotsecurity'",
+      customMetricQueries: { good: 'SELECT deviceId FROM devices', bad: 'SELECT FROM' },
+    }),
+  });
+  assert.equal(test1.status, 200, test1.text);
+  assert.equal(test1.json.targetConditionError, '');
+  assert.equal(test1.json.customMetricQueryErrors.good, '');
+  assert.notEqual(test1.json.customMetricQueryErrors.bad, '');
+});
