@@ -495,14 +495,50 @@ th_result th_config_create(struct th_config_store *s, const char *id, const cJSO
     return r;
 }
 
+/* Adds a copy of `item` as o[key]; false on out-of-memory. */
+static bool add_copy(cJSON *o, const char *key, const cJSON *item)
+{
+    cJSON *dup = cJSON_Duplicate(item, 1);
+    if (dup && cJSON_AddItemToObject(o, key, dup))
+        return true;
+    cJSON_Delete(dup);
+    return false;
+}
+
 th_result th_config_update(struct th_config_store *s, const char *id, const cJSON *doc,
                            const char *if_match, int64_t now_us, struct th_error *err)
 {
     struct th_config *old = find(s, id);
     if (!old)
         return not_found(id, err);
+    if (!cJSON_IsObject(doc))
+        return invalid(err, "configuration", "the body must be a JSON object");
+    /* The stored members, replaced by those the body gives: an absent member keeps its value. */
+    cJSON *merged = cJSON_CreateObject();
+    cJSON *metrics = merged ? cJSON_AddObjectToObject(merged, "metrics") : NULL;
+    bool ok = metrics && cJSON_AddStringToObject(merged, "schemaVersion", old->schema_version) &&
+              cJSON_AddStringToObject(merged, "targetCondition", old->target) &&
+              cJSON_AddNumberToObject(merged, "priority", (double)old->priority) &&
+              (!old->labels || add_copy(merged, "labels", old->labels)) &&
+              add_copy(merged, "content", old->content) &&
+              add_copy(metrics, "queries", old->queries);
+    static const char *const members[] = {"schemaVersion", "targetCondition", "priority",
+                                          "labels",        "content",         "metrics"};
+    for (size_t i = 0; ok && i < sizeof members / sizeof members[0]; i++) {
+        const cJSON *given = cJSON_GetObjectItemCaseSensitive(doc, members[i]);
+        if (given && th_json_set_member(merged, members[i], cJSON_Duplicate(given, 1)) != TH_OK)
+            ok = false;
+    }
+    if (!ok) {
+        cJSON_Delete(merged);
+        return nomem(err);
+    }
+    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(doc, "id");
     struct th_config *c;
-    th_result r = config_from_json(id, doc, old->content, &c, err);
+    th_result r = jid && !cJSON_IsNull(jid) && (!cJSON_IsString(jid) || strcmp(jid->valuestring, id))
+                      ? invalid(err, "id", "the body's id differs from the configuration's")
+                      : config_from_json(id, merged, old->content, &c, err);
+    cJSON_Delete(merged);
     if (r != TH_OK)
         return r;
     if (!cJSON_Compare(c->content, old->content, 1)) {
@@ -880,16 +916,6 @@ static bool system_queries(cJSON *q, const struct th_config *c)
     return cJSON_AddStringToObject(q, "appliedCount", text) != NULL;
 }
 
-/* Adds a copy of `item` as o[key]; false on out-of-memory (nothing leaks). */
-static bool add_dup(cJSON *o, const char *key, const cJSON *item)
-{
-    cJSON *dup = cJSON_Duplicate(item, 1);
-    if (dup && cJSON_AddItemToObject(o, key, dup))
-        return true;
-    cJSON_Delete(dup);
-    return false;
-}
-
 static cJSON *config_view(const struct th_config *c, struct metric_docs *md)
 {
     size_t targeted = 0, applied = 0;
@@ -912,9 +938,9 @@ static cJSON *config_view(const struct th_config *c, struct metric_docs *md)
     cJSON *o = cJSON_CreateObject();
     bool ok = o && cJSON_AddStringToObject(o, "id", c->id) &&
               cJSON_AddStringToObject(o, "schemaVersion", c->schema_version) &&
-              (c->labels ? add_dup(o, "labels", c->labels)
+              (c->labels ? add_copy(o, "labels", c->labels)
                          : cJSON_AddNullToObject(o, "labels") != NULL) &&
-              add_dup(o, "content", c->content) &&
+              add_copy(o, "content", c->content) &&
               cJSON_AddStringToObject(o, "targetCondition", c->target) &&
               add_time(o, "createdTimeUtc", c->created_us) &&
               add_time(o, "lastUpdatedTimeUtc", c->updated_us) &&
@@ -927,7 +953,7 @@ static cJSON *config_view(const struct th_config *c, struct metric_docs *md)
          system_queries(sys_queries, c);
     cJSON *metrics = ok ? cJSON_AddObjectToObject(o, "metrics") : NULL;
     cJSON *results = metrics ? cJSON_AddObjectToObject(metrics, "results") : NULL;
-    ok = results && add_dup(metrics, "queries", c->queries);
+    ok = results && add_copy(metrics, "queries", c->queries);
     for (const cJSON *m = c->queries->child; ok && m; m = m->next) {
         double rows = metric_rows(md, m->valuestring);
         ok = md->ok && (rows < 0 || cJSON_AddNumberToObject(results, m->string, rows));

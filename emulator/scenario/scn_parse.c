@@ -60,6 +60,11 @@ struct kind_spec {
         NULL, 0, false, 0, 0, NULL, NULL                                                           \
     }
 
+/* What an expect over a configuration (createConfiguration, updateConfiguration) may name. */
+#define CONFIG_EXPECT                                                                              \
+    "id schemaVersion labels content targetCondition createdTimeUtc lastUpdatedTimeUtc priority "  \
+    "systemMetrics metrics etag"
+
 static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
     [TH_STEP_PATCH_DESIRED] = {"patchDesired",
                                TH_STEP_CLASS_ACTION,
@@ -124,6 +129,32 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                  {"expect", F_EXPECT, false, 0, 0,
                                   "moduleId created skipped createdDevices skippedDevices", NULL},
                                  END}},
+    [TH_STEP_CREATE_CONFIGURATION] = {"createConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       {"configuration", F_OBJECT, true, 0, 0, NULL,
+                                        "an object: the configuration (content, targetCondition, "
+                                        "priority, labels, metrics)"},
+                                       {"expect", F_EXPECT, false, 0, 0, CONFIG_EXPECT, NULL},
+                                       END}},
+    [TH_STEP_UPDATE_CONFIGURATION] = {"updateConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       {"configuration", F_OBJECT, true, 0, 0, NULL,
+                                        "an object: the members to change (targetCondition, "
+                                        "priority, labels, metrics)"},
+                                       {"expect", F_EXPECT, false, 0, 0, CONFIG_EXPECT, NULL},
+                                       END}},
+    [TH_STEP_DELETE_CONFIGURATION] = {"deleteConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       END}},
     [TH_STEP_SLEEP] = {"sleep",
                        TH_STEP_CLASS_ACTION,
                        ID_NONE,
@@ -784,7 +815,8 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
     }
     if (nfound == 0 && unknown == 0) {
         err(v, "no step kind; a step holds exactly one of patchDesired, replaceDesired, "
-               "updateTags, invokeMethod, sendC2D, query, createModules, sleep, waitConnected, "
+               "updateTags, invokeMethod, sendC2D, query, createModules, createConfiguration, "
+               "updateConfiguration, deleteConfiguration, sleep, waitConnected, "
                "waitDisconnected, expectReported, expectTwinGet, expectTelemetry, "
                "expectNoTelemetry, expectNoReported, expectC2DDelivered, disconnect, "
                "expireToken, injectError, restartHub");
