@@ -75,8 +75,7 @@ int brk_config_load(struct brk_plugin *p)
         char aside[4200];
         snprintf(aside, sizeof aside, "%s.unloadable", path);
         bool moved = rename(path, aside) == 0;
-        mosquitto_log_printf(MOSQ_LOG_ERR,
-                             "twinhub: configurations not loaded: %s: %s; %s%s", path,
+        mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: configurations not loaded: %s: %s; %s%s", path,
                              err.message, moved ? "moved to " : "left in place",
                              moved ? aside : "");
         return MOSQ_ERR_SUCCESS;
@@ -102,9 +101,9 @@ static void hook_twin_written(void *arg, struct th_identity *id,
         return;
     }
     bool delivered = brk_deliver_desired(p, id, res->notification, res->desired_version);
-    brk_event_emit(p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                   th_journal_data_desired(cJSON_Duplicate(res->desired, 1), res->desired_version,
-                                           delivered));
+    brk_event_emit(
+        p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
+        th_journal_data_desired(cJSON_Duplicate(res->desired, 1), res->desired_version, delivered));
     brk_log(p, MOSQ_LOG_INFO, "%s%s%s | configuration content | version=%lld delivered=%d",
             id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
             (long long)res->desired_version, delivered);
@@ -180,8 +179,8 @@ static void write_config(struct brk_cmd_ctx *x, bool update)
         return;
     }
     save_configs(x->p);
-    brk_log(x->p, MOSQ_LOG_INFO, "service | configuration %s | id=%s", update ? "updated" : "created",
-            id);
+    brk_log(x->p, MOSQ_LOG_INFO, "service | configuration %s | id=%s",
+            update ? "updated" : "created", id);
     x->p->configs_dirty = true;
     brk_config_apply(x->p);
     reply_view(x, id);

@@ -14,16 +14,15 @@
 static void human_list(const cJSON *data, const void *ctx)
 {
     (void)ctx;
-    static const char *const head[] = {"ID", "KIND", "PRIORITY", "TARGETED", "APPLIED",
-                                       "TARGET CONDITION"};
+    static const char *const head[] = {"ID",       "KIND",    "PRIORITY",
+                                       "TARGETED", "APPLIED", "TARGET CONDITION"};
     struct th_table *t = th_table_new(6, head);
     const cJSON *c;
     int n = 0;
     cJSON_ArrayForEach(c, data)
     {
-        const cJSON *results =
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "systemMetrics"),
-                                             "results");
+        const cJSON *results = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c, "systemMetrics"), "results");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(c, "content");
         char pri[24], tgt[24], app[24];
         snprintf(pri, sizeof pri, "%d", (int)th_num(c, "priority"));
@@ -32,7 +31,10 @@ static void human_list(const cJSON *data, const void *ctx)
         const char *row[] = {th_str(c, "id", "?"),
                              cJSON_GetObjectItemCaseSensitive(content, "moduleContent") ? "module"
                                                                                         : "device",
-                             pri, tgt, app, th_str(c, "targetCondition", "")};
+                             pri,
+                             tgt,
+                             app,
+                             th_str(c, "targetCondition", "")};
         if (t && !th_table_row(t, row)) {
             th_table_free(t);
             t = NULL;
@@ -181,7 +183,8 @@ static int config_create(const struct th_args *a, const char *const *args, int n
     return th_finish(a, rc, data, human_config, "created");
 }
 
-/* Reads the configuration, changes what the options say, writes it back with its etag (or --etag). */
+/* Reads the configuration, changes what the options say, writes it back with its etag (or --etag).
+ */
 static int config_update(const struct th_args *a, const char *const *args, int nargs)
 {
     (void)nargs;
@@ -197,8 +200,7 @@ static int config_update(const struct th_args *a, const char *const *args, int n
         const char *etag = th_args_get(a, "etag");
         char read_etag[64];
         snprintf(read_etag, sizeof read_etag, "%s", th_str(doc, "etag", "*"));
-        cJSON *cmd = config_command("updateConfiguration", args[0], doc,
-                                    etag ? etag : read_etag);
+        cJSON *cmd = config_command("updateConfiguration", args[0], doc, etag ? etag : read_etag);
         doc = NULL;
         rc = cmd ? th_client_call(c, cmd, TH_CLI_DEFAULT_TIMEOUT_S, &data) : th_oom();
         cJSON_Delete(cmd);
@@ -226,8 +228,8 @@ static int config_test(const struct th_args *a, const char *const *args, int nar
     const char *target = th_args_get(a, "target"), *metrics = th_args_get(a, "metrics");
     cJSON *m = NULL;
     int rc = metrics ? th_arg_json(a, "metrics", metrics, true, &m) : -1;
-    if (rc >= 0 || !input || !cmd || (target && !cJSON_AddStringToObject(input, "targetCondition",
-                                                                         target)) ||
+    if (rc >= 0 || !input || !cmd ||
+        (target && !cJSON_AddStringToObject(input, "targetCondition", target)) ||
         (m && !cJSON_AddItemToObject(input, "customMetricQueries", m)) ||
         !cJSON_AddItemToObject(cmd, "input", input)) {
         if (!cJSON_GetObjectItemCaseSensitive(input, "customMetricQueries"))

@@ -52,11 +52,11 @@ struct th_bulk_change {
     enum th_bulk_change_kind kind;
     struct th_identity *id; /* created / updated: the identity; deleted: NULL */
     const char *device_id;
-    const char *module_id;      /* NULL for a device */
-    bool disabled;              /* updated: the device is disabled now (close it and its modules) */
-    bool keys_changed;          /* updated: tokens signed with the old keys no longer hold */
-    const cJSON *notification;  /* updated: the desired notification when desired was written */
-    const cJSON *desired;       /* ... and the desired document written (for events) */
+    const char *module_id;     /* NULL for a device */
+    bool disabled;             /* updated: the device is disabled now (close it and its modules) */
+    bool keys_changed;         /* updated: tokens signed with the old keys no longer hold */
+    const cJSON *notification; /* updated: the desired notification when desired was written */
+    const cJSON *desired;      /* ... and the desired document written (for events) */
     int64_t desired_version;
 };
 

@@ -24,20 +24,20 @@
 struct th_config {
     char *id;
     char *schema_version;
-    char *target;            /* targetCondition as given */
-    cJSON *labels;           /* object, or NULL (JSON null) */
-    cJSON *content;          /* as given */
-    cJSON *queries;          /* metrics.queries: object of strings, maybe empty */
+    char *target;   /* targetCondition as given */
+    cJSON *labels;  /* object, or NULL (JSON null) */
+    cJSON *content; /* as given */
+    cJSON *queries; /* metrics.queries: object of strings, maybe empty */
     int64_t priority;
     int64_t created_us, updated_us;
     uint64_t etag_counter;
-    uint64_t seq;            /* creation order: breaks ties of created_us */
-    bool module;             /* moduleContent: targets module twins */
-    bool all;                /* targetCondition "*" */
-    bool deleting;           /* th_config_delete: targets nothing, content still known */
-    struct th_query *query;  /* parsed target; NULL: targets nothing (or all) */
-    cJSON *patch;            /* the desired patch the content stands for */
-    cJSON *removal;          /* the same paths, each null */
+    uint64_t seq;           /* creation order: breaks ties of created_us */
+    bool module;            /* moduleContent: targets module twins */
+    bool all;               /* targetCondition "*" */
+    bool deleting;          /* th_config_delete: targets nothing, content still known */
+    struct th_query *query; /* parsed target; NULL: targets nothing (or all) */
+    cJSON *patch;           /* the desired patch the content stands for */
+    cJSON *removal;         /* the same paths, each null */
 };
 
 struct th_config_store {
@@ -120,8 +120,7 @@ static th_result check_labels(const cJSON *labels, struct th_error *err)
     if (!cJSON_IsObject(labels))
         return invalid(err, "labels", "must be an object of strings, {\"name\": \"value\"}");
     for (const cJSON *l = labels->child; l; l = l->next)
-        if (!cJSON_IsString(l) || !l->string[0] ||
-            strlen(l->string) > TH_CONFIG_MAX_LABEL_LEN ||
+        if (!cJSON_IsString(l) || !l->string[0] || strlen(l->string) > TH_CONFIG_MAX_LABEL_LEN ||
             strlen(l->valuestring) > TH_CONFIG_MAX_LABEL_LEN)
             return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                                 "labels: '%.64s' must have a string value; names and values are "
@@ -132,10 +131,11 @@ static th_result check_labels(const cJSON *labels, struct th_error *err)
 
 static th_result check_metrics(const cJSON *metrics, struct th_error *err)
 {
-    const cJSON *q = cJSON_IsObject(metrics) ? cJSON_GetObjectItemCaseSensitive(metrics, "queries")
-                                             : NULL;
+    const cJSON *q =
+        cJSON_IsObject(metrics) ? cJSON_GetObjectItemCaseSensitive(metrics, "queries") : NULL;
     if (metrics && !cJSON_IsNull(metrics) && !cJSON_IsObject(metrics))
-        return invalid(err, "metrics", "must be an object {\"queries\": {\"name\": \"SELECT ...\"}}");
+        return invalid(err, "metrics",
+                       "must be an object {\"queries\": {\"name\": \"SELECT ...\"}}");
     if (q && !cJSON_IsNull(q) && !cJSON_IsObject(q))
         return invalid(err, "metrics.queries", "must be an object of query strings");
     int n = 0;
@@ -250,7 +250,7 @@ static int split_path(const char *path, char *buf, size_t size, char **segs)
 {
     snprintf(buf, size, "%s", path);
     int n = 0;
-    for (char *p = buf;; ) {
+    for (char *p = buf;;) {
         char *dot = strchr(p, '.');
         if (dot)
             *dot = '\0';
@@ -301,10 +301,11 @@ static th_result build_patches(const cJSON *section, const char *name, cJSON **p
             strlen(key) < sizeof buf)
             n = split_path(key + sizeof root, buf, sizeof buf, segs);
         if (n < 1)
-            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                                "content.%s: '%.200s' is not a twin path; write "
-                                "\"properties.desired\" or \"properties.desired.<name>[.<name>...]\"",
-                                name, key);
+            return th_error_set(
+                err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                "content.%s: '%.200s' is not a twin path; write "
+                "\"properties.desired\" or \"properties.desired.<name>[.<name>...]\"",
+                name, key);
         th_result r = put_path(*patch, segs, (size_t)n, k, key, err);
         if (r == TH_OK)
             r = put_path(*removal, segs, (size_t)n, NULL, key, err);
@@ -404,14 +405,14 @@ static th_result config_from_json(const char *id, const cJSON *doc, const cJSON 
     if (!c)
         return nomem(err);
     if ((r = check_content(content, c, err)) != TH_OK ||
-        (r = parse_target(cJSON_IsString(tc) ? tc->valuestring : "", c->module, &c->query,
-                          &c->all, err)) != TH_OK) {
+        (r = parse_target(cJSON_IsString(tc) ? tc->valuestring : "", c->module, &c->query, &c->all,
+                          err)) != TH_OK) {
         config_free(c);
         return r;
     }
     bool ok = true;
-    const cJSON *q = cJSON_IsObject(metrics) ? cJSON_GetObjectItemCaseSensitive(metrics, "queries")
-                                             : NULL;
+    const cJSON *q =
+        cJSON_IsObject(metrics) ? cJSON_GetObjectItemCaseSensitive(metrics, "queries") : NULL;
     c->id = dup_or(id, &ok);
     c->schema_version = dup_or(cJSON_IsString(sv) ? sv->valuestring : "1.0", &ok);
     c->target = dup_or(cJSON_IsString(tc) ? tc->valuestring : "", &ok);
@@ -535,9 +536,10 @@ th_result th_config_update(struct th_config_store *s, const char *id, const cJSO
     }
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(doc, "id");
     struct th_config *c;
-    th_result r = jid && !cJSON_IsNull(jid) && (!cJSON_IsString(jid) || strcmp(jid->valuestring, id))
-                      ? invalid(err, "id", "the body's id differs from the configuration's")
-                      : config_from_json(id, merged, old->content, &c, err);
+    th_result r =
+        jid && !cJSON_IsNull(jid) && (!cJSON_IsString(jid) || strcmp(jid->valuestring, id))
+            ? invalid(err, "id", "the body's id differs from the configuration's")
+            : config_from_json(id, merged, old->content, &c, err);
     cJSON_Delete(merged);
     if (r != TH_OK)
         return r;
@@ -625,9 +627,8 @@ static bool merge_next(cJSON *dst, const cJSON *src, const cJSON *current)
 {
     for (const cJSON *m = src->child; m; m = m->next) {
         cJSON *have = cJSON_GetObjectItemCaseSensitive(dst, m->string);
-        const cJSON *cur = cJSON_IsObject(current)
-                               ? cJSON_GetObjectItemCaseSensitive(current, m->string)
-                               : NULL;
+        const cJSON *cur =
+            cJSON_IsObject(current) ? cJSON_GetObjectItemCaseSensitive(current, m->string) : NULL;
         if (cJSON_IsObject(m) && cJSON_IsObject(have)) {
             if (!merge_next(have, m, cur))
                 return false;
@@ -755,8 +756,8 @@ static th_result eval_identity(struct th_config_store *s, struct th_identity *id
         cJSON_Delete(statuses);
         statuses = NULL;
     }
-    bool same = (!statuses && !had) ||
-                (statuses && had && cJSON_Compare(statuses, id->configurations, 1));
+    bool same =
+        (!statuses && !had) || (statuses && had && cJSON_Compare(statuses, id->configurations, 1));
     if (same) {
         cJSON_Delete(statuses);
         return TH_OK;
@@ -1103,9 +1104,9 @@ th_result th_config_store_restore(struct th_config_store *s, const cJSON *state,
         r = config_from_json(id, e, NULL, &c, &ce);
         if (r == TH_OK && find(s, id))
             r = th_error_set(&ce, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID, "id '%s' twice", id);
-        if (r == TH_OK &&
-            (!state_number(e, "createdUs", 0, &created) ||
-             !state_number(e, "updatedUs", 0, &updated) || !state_number(e, "etagCounter", 1, &etag)))
+        if (r == TH_OK && (!state_number(e, "createdUs", 0, &created) ||
+                           !state_number(e, "updatedUs", 0, &updated) ||
+                           !state_number(e, "etagCounter", 1, &etag)))
             r = th_error_set(&ce, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                              "createdUs, updatedUs and etagCounter must be whole numbers");
         if (r == TH_OK) {

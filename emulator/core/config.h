@@ -48,8 +48,8 @@
 #include "th_result.h"
 #include "twin.h"
 
-#define TH_CONFIG_MAX 100           /* configurations per hub (docs: 100) */
-#define TH_CONFIG_MAX_METRICS 5     /* custom metrics per configuration */
+#define TH_CONFIG_MAX 100       /* configurations per hub (docs: 100) */
+#define TH_CONFIG_MAX_METRICS 5 /* custom metrics per configuration */
 #define TH_CONFIG_MAX_ID_LEN 128
 #define TH_CONFIG_MAX_LABEL_LEN 128 /* label names and values */
 
@@ -85,8 +85,8 @@ struct th_config_hooks {
  * 409 / 409000 when it exists; 403 / 403002 beyond TH_CONFIG_MAX. Does not
  * apply it: call th_config_apply. Does not take `doc`.
  */
-TH_NODISCARD th_result th_config_create(struct th_config_store *s, const char *id,
-                                        const cJSON *doc, int64_t now_us, struct th_error *err);
+TH_NODISCARD th_result th_config_create(struct th_config_store *s, const char *id, const cJSON *doc,
+                                        int64_t now_us, struct th_error *err);
 
 /*
  * Update configuration `id` from `doc` with If-Match `if_match` (NULL or
@@ -96,9 +96,8 @@ TH_NODISCARD th_result th_config_create(struct th_config_store *s, const char *i
  * 412 / 412001 on an etag mismatch (checked after validation). The etag and
  * lastUpdatedTimeUtc advance. Call th_config_apply afterwards.
  */
-TH_NODISCARD th_result th_config_update(struct th_config_store *s, const char *id,
-                                        const cJSON *doc, const char *if_match, int64_t now_us,
-                                        struct th_error *err);
+TH_NODISCARD th_result th_config_update(struct th_config_store *s, const char *id, const cJSON *doc,
+                                        const char *if_match, int64_t now_us, struct th_error *err);
 
 /*
  * Delete configuration `id` (If-Match as above; 404 / 412), first removing

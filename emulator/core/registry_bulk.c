@@ -71,10 +71,10 @@ static th_result read_entry(const cJSON *e, struct entry *out, struct th_error *
             }
         if (!found)
             return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                       "importMode '%s' is not one of create, createOrUpdate, "
-                       "createOrUpdateIfMatchETag, update, updateIfMatchETag, delete, "
-                       "deleteIfMatchETag, updateTwin, updateTwinIfMatchETag",
-                       cJSON_IsString(jmode) ? jmode->valuestring : "(not a string)");
+                                "importMode '%s' is not one of create, createOrUpdate, "
+                                "createOrUpdateIfMatchETag, update, updateIfMatchETag, delete, "
+                                "deleteIfMatchETag, updateTwin, updateTwinIfMatchETag",
+                                cJSON_IsString(jmode) ? jmode->valuestring : "(not a string)");
     }
     const cJSON *je = cJSON_GetObjectItemCaseSensitive(e, "eTag");
     if (!je || cJSON_IsNull(je))
@@ -88,9 +88,8 @@ static th_result read_entry(const cJSON *e, struct entry *out, struct th_error *
     out->twin_etag = cJSON_IsString(jt) ? jt->valuestring : NULL;
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(e, "tags");
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(e, "properties");
-    const cJSON *desired = cJSON_IsObject(props)
-                               ? cJSON_GetObjectItemCaseSensitive(props, "desired")
-                               : NULL;
+    const cJSON *desired =
+        cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, "desired") : NULL;
     if ((tags && !cJSON_IsNull(tags) && !cJSON_IsObject(tags)) ||
         (props && !cJSON_IsNull(props) && !cJSON_IsObject(props)) ||
         (desired && !cJSON_IsNull(desired) && !cJSON_IsObject(desired)))
@@ -107,8 +106,7 @@ static cJSON *twin_doc(const struct entry *en)
     cJSON *doc = cJSON_CreateObject();
     cJSON *props = doc ? cJSON_AddObjectToObject(doc, "properties") : NULL;
     if (!props || (en->tags && !cJSON_AddItemReferenceToObject(doc, "tags", (cJSON *)en->tags)) ||
-        (en->desired &&
-         !cJSON_AddItemReferenceToObject(props, "desired", (cJSON *)en->desired))) {
+        (en->desired && !cJSON_AddItemReferenceToObject(props, "desired", (cJSON *)en->desired))) {
         cJSON_Delete(doc);
         return NULL;
     }
@@ -224,12 +222,11 @@ static th_result run_entry(struct th_registry *reg, const struct entry *en, int6
                    : th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
                                   "a device with id '%s' is already registered", en->device_id);
     if (!id)
-        return !dev || !en->module_id
-                   ? th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
-                                  "device '%s' is not registered", en->device_id)
-                   : th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
-                                  "module '%s' is not registered on device '%s'", en->module_id,
-                                  en->device_id);
+        return !dev || !en->module_id ? th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
+                                                     "device '%s' is not registered", en->device_id)
+                                      : th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
+                                                     "module '%s' is not registered on device '%s'",
+                                                     en->module_id, en->device_id);
     th_result r = etag_check(en, id, err);
     if (r != TH_OK)
         return r;
@@ -288,8 +285,7 @@ th_result th_registry_bulk(struct th_registry *reg, const cJSON *devices, int64_
     int n = cJSON_GetArraySize(devices);
     if (n == 0)
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "the array of identities is empty; send 1 to %d",
-                            TH_BULK_MAX_DEVICES);
+                            "the array of identities is empty; send 1 to %d", TH_BULK_MAX_DEVICES);
     if (n > TH_BULK_MAX_DEVICES)
         return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_DEVICES,
                             "%d identities in one bulk operation; at most %d are allowed, send "

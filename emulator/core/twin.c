@@ -757,7 +757,8 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
                             "'tags' and 'properties.desired' must be objects (or null)");
     /* A patch's whole-section null removes every member: the same as a patch naming each. */
     cJSON *tags_removal = NULL, *desired_removal = NULL;
-    if (!replace && cJSON_IsNull(tags) && (tags = tags_removal = section_removal(twin->tags)) == NULL)
+    if (!replace && cJSON_IsNull(tags) &&
+        (tags = tags_removal = section_removal(twin->tags)) == NULL)
         return twin_nomem(err);
     if (!replace && cJSON_IsNull(desired) &&
         (desired = desired_removal = section_removal(twin->desired)) == NULL) {

@@ -260,7 +260,7 @@ void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...
 /* The request helpers the handlers of other gw_*.c files share with gw_rest.c. */
 /* Send `cmd` (taken; NULL answers 500) with the request's authorization; `done` gets the answer. */
 void gw_rest_call(struct gw_conn *c, cJSON *cmd, gw_done_fn done);
-/* Common start of an answer handler: false when nobody is waiting or it was answered as an error. */
+/* Common start of an answer handler: false when nobody waits or it was answered as an error. */
 bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
 /* 200-style answer with `item` as the JSON body and `extra` header lines (may be NULL). */
 void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);

@@ -51,9 +51,8 @@ static int group_teardown(void **state)
 static struct it_client *desired_client(const char *d, const char *key)
 {
     struct it_client *c = it_device_open(&hub, d, NULL, key);
-    assert_int_equal(it_client_subscribe(c, "$iothub/twin/PATCH/properties/desired/#", 1,
-                                         IT_WAIT_MS),
-                     1);
+    assert_int_equal(
+        it_client_subscribe(c, "$iothub/twin/PATCH/properties/desired/#", 1, IT_WAIT_MS), 1);
     assert_int_equal(it_client_subscribe(c, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
     return c;
 }
@@ -142,8 +141,8 @@ static void test_config_restart_keeps_configurations_succeeds(void **state)
     cJSON_Delete(r);
     r = it_control_ok(svc, "{\"command\":\"deleteConfiguration\",\"id\":\"canary\"}");
     cJSON_Delete(r);
-    cJSON *e = it_control_err(svc, 404, 404000,
-                              "{\"command\":\"getConfiguration\",\"id\":\"canary\"}");
+    cJSON *e =
+        it_control_err(svc, 404, 404000, "{\"command\":\"getConfiguration\",\"id\":\"canary\"}");
     cJSON_Delete(e);
     after = twin_of(svc, IT_DEV1);
     assert_null(it_json_get(after, "properties.desired.fw"));

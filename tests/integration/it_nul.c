@@ -56,8 +56,8 @@ static void refused(struct it_client *svc, const char *command_json)
     static int seq;
     char corr[32];
     snprintf(corr, sizeof corr, "nul-%d", ++seq);
-    char *text = it_strdupf("{\"commands\":[{\"correlationData\":\"%s\",%s]}", corr,
-                            command_json + 1);
+    char *text =
+        it_strdupf("{\"commands\":[{\"correlationData\":\"%s\",%s]}", corr, command_json + 1);
     assert_int_equal(it_client_publish_str(svc, TH_CONTROL_TOPIC, text, 1), MOSQ_ERR_SUCCESS);
     free(text);
     cJSON *r = it_control_wait(svc, corr, IT_WAIT_MS);
@@ -78,7 +78,8 @@ static void test_nul_control_commands_refused_fails(void **state)
     struct it_client *svc = it_service_open(&hub, false);
     refused(svc, "{\"command\":\"createDevice\",\"deviceId\":\"nul-dev\","
                  "\"statusReason\":\"a\\u0000b\"}");
-    cJSON *e = it_control_err(svc, 404, 404001, "{\"command\":\"getDevice\",\"deviceId\":\"nul-dev\"}");
+    cJSON *e =
+        it_control_err(svc, 404, 404001, "{\"command\":\"getDevice\",\"deviceId\":\"nul-dev\"}");
     cJSON_Delete(e);
     refused(svc, "{\"command\":\"updateTwin\",\"deviceId\":\"" IT_DEV2 "\","
                  "\"patch\":{\"tags\":{\"t\":\"x\\u0000y\"}}}");
@@ -194,7 +195,8 @@ static void test_nul_state_file_set_aside_fails(void **state)
     assert_int_equal(access(file, F_OK), -1);
     free(file);
     struct it_client *svc = it_service_open(&hub, false);
-    cJSON *e = it_control_err(svc, 404, 404001, "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\"}");
+    cJSON *e = it_control_err(svc, 404, 404001,
+                              "{\"command\":\"getDevice\",\"deviceId\":\"" IT_DEV2 "\"}");
     cJSON_Delete(e);
     it_client_close(svc);
 }

@@ -59,7 +59,8 @@ static struct th_registry *registry_with(const char *const *ids)
     assert_non_null(reg);
     struct th_error err = {0};
     for (; ids && *ids; ids++)
-        assert_int_equal(th_registry_add_device(reg, *ids, NULL, NULL, true, T0, NULL, &err), TH_OK);
+        assert_int_equal(th_registry_add_device(reg, *ids, NULL, NULL, true, T0, NULL, &err),
+                         TH_OK);
     return reg;
 }
 

@@ -114,18 +114,26 @@ static void test_th_config_create_invalid_fails(void **state)
     snprintf(doc, sizeof doc, "{%s}", dc);
     create_fails(s, "Upper", doc, 400);
     create_fails(s, "sp ace", doc, 400);
-    create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired.a\":1},"
-                         "\"moduleContent\":{\"properties.desired.b\":1}}}", 400);
+    create_fails(s, "c",
+                 "{\"content\":{\"deviceContent\":{\"properties.desired.a\":1},"
+                 "\"moduleContent\":{\"properties.desired.b\":1}}}",
+                 400);
     create_fails(s, "c", "{\"content\":{\"modulesContent\":{\"$edgeAgent\":{}}}}", 400);
     create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.reported.a\":1}}}", 400);
-    create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired.a\":1,"
-                         "\"properties.desired.a.b\":2}}}", 400);
+    create_fails(s, "c",
+                 "{\"content\":{\"deviceContent\":{\"properties.desired.a\":1,"
+                 "\"properties.desired.a.b\":2}}}",
+                 400);
     create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired..a\":1}}}", 400);
     create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired.$a\":1}}}", 400);
-    create_fails(s, "c", "{\"content\":{\"moduleContent\":{\"properties.desired.a\":1}},"
-                         "\"targetCondition\":\"*\"}", 400);
-    create_fails(s, "c", "{\"content\":{\"moduleContent\":{\"properties.desired.a\":1}},"
-                         "\"targetCondition\":\"tags.x = 1\"}", 400);
+    create_fails(s, "c",
+                 "{\"content\":{\"moduleContent\":{\"properties.desired.a\":1}},"
+                 "\"targetCondition\":\"*\"}",
+                 400);
+    create_fails(s, "c",
+                 "{\"content\":{\"moduleContent\":{\"properties.desired.a\":1}},"
+                 "\"targetCondition\":\"tags.x = 1\"}",
+                 400);
     snprintf(doc, sizeof doc, "{%s,\"targetCondition\":\"from devices.modules where x=1\"}", dc);
     create_fails(s, "c", doc, 400);
     snprintf(doc, sizeof doc, "{%s,\"targetCondition\":\"tags.x = \"}", dc);
@@ -144,8 +152,10 @@ static void test_th_config_create_invalid_fails(void **state)
     create_fails(s, "c", doc, 400);
     assert_int_equal(th_config_count(s), 0);
     /* accepted: '' targets nothing; metric queries are not checked at creation (az CLI tests) */
-    snprintf(doc, sizeof doc, "{%s,\"targetCondition\":\"\",\"metrics\":{\"queries\":{\"m\":"
-                              "\"select *\"}}}", dc);
+    snprintf(doc, sizeof doc,
+             "{%s,\"targetCondition\":\"\",\"metrics\":{\"queries\":{\"m\":"
+             "\"select *\"}}}",
+             dc);
     create_ok(s, "node_e2e_device_x-1", doc, T0);
     create_fails(s, "node_e2e_device_x-1", doc, 409);
     th_config_store_free(s);
@@ -157,16 +167,20 @@ static void test_th_config_apply_priority_and_ties_succeeds(void **state)
     struct th_registry *reg = fleet();
     struct th_config_store *s = th_config_store_new();
     written = changed = 0;
-    create_ok(s, "all", "{\"content\":{\"deviceContent\":{\"properties.desired\":{\"a\":1,"
-                        "\"b\":{\"c\":2}}}},\"targetCondition\":\"*\",\"priority\":1}", T0);
+    create_ok(s, "all",
+              "{\"content\":{\"deviceContent\":{\"properties.desired\":{\"a\":1,"
+              "\"b\":{\"c\":2}}}},\"targetCondition\":\"*\",\"priority\":1}",
+              T0);
     apply_ok(s, reg);
     assert_string_equal(status_of(reg, "d1", NULL, "all"), "Applied");
     assert_string_equal(status_of(reg, "d2", NULL, "all"), "Applied");
     assert_null(th_registry_find(reg, "d1", "sec")->configurations);
     assert_int_equal(written, 2);
     /* same priority, created later: wins on d1; all's paths removed there */
-    create_ok(s, "prod", "{\"content\":{\"deviceContent\":{\"properties.desired.b.d\":3}},"
-                         "\"targetCondition\":\"tags.env = 'prod'\",\"priority\":1}", T0 + 1);
+    create_ok(s, "prod",
+              "{\"content\":{\"deviceContent\":{\"properties.desired.b.d\":3}},"
+              "\"targetCondition\":\"tags.env = 'prod'\",\"priority\":1}",
+              T0 + 1);
     apply_ok(s, reg);
     assert_string_equal(status_of(reg, "d1", NULL, "all"), "Targeted");
     assert_string_equal(status_of(reg, "d1", NULL, "prod"), "Applied");
@@ -211,10 +225,10 @@ static void test_th_config_module_content_and_metrics_succeeds(void **state)
     cJSON *view = NULL;
     struct th_error err = {0};
     assert_int_equal(th_config_get_json(s, reg, "sec", &view, &err), TH_OK);
-    assert_int_equal((int)th_json_number(th_json_object(th_json_object(view, "systemMetrics"),
-                                                        "results"),
-                                         "appliedCount", -1),
-                     1);
+    assert_int_equal(
+        (int)th_json_number(th_json_object(th_json_object(view, "systemMetrics"), "results"),
+                            "appliedCount", -1),
+        1);
     const cJSON *results = th_json_object(th_json_object(view, "metrics"), "results");
     assert_int_equal((int)th_json_number(results, "applied", -1), 1);
     assert_null(cJSON_GetObjectItemCaseSensitive(results, "broken"));
@@ -238,8 +252,10 @@ static void test_th_config_update_and_delete_succeeds(void **state)
     (void)state;
     struct th_registry *reg = fleet();
     struct th_config_store *s = th_config_store_new();
-    create_ok(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired.x\":1}},"
-                      "\"targetCondition\":\"tags.env = 'prod'\"}", T0);
+    create_ok(s, "c",
+              "{\"content\":{\"deviceContent\":{\"properties.desired.x\":1}},"
+              "\"targetCondition\":\"tags.env = 'prod'\"}",
+              T0);
     apply_ok(s, reg);
     struct th_error err = {0};
     cJSON *d = parse("{\"targetCondition\":\"tags.env = 'test'\",\"priority\":3}");
@@ -266,8 +282,10 @@ static void test_th_config_store_round_trip_succeeds(void **state)
 {
     (void)state;
     struct th_config_store *s = th_config_store_new();
-    create_ok(s, "a", "{\"content\":{\"deviceContent\":{\"properties.desired.x\":1}},"
-                      "\"targetCondition\":\"*\",\"priority\":7,\"labels\":{\"k\":\"v\"}}", T0);
+    create_ok(s, "a",
+              "{\"content\":{\"deviceContent\":{\"properties.desired.x\":1}},"
+              "\"targetCondition\":\"*\",\"priority\":7,\"labels\":{\"k\":\"v\"}}",
+              T0);
     cJSON *st = th_config_store_json(s);
     struct th_config_store *t = th_config_store_new();
     struct th_error err = {0};
