@@ -2,8 +2,8 @@
  * control_config.c - automatic device and module configurations in the
  * broker (core/config.h): the control API's configuration commands, the
  * re-evaluation of every twin when twins, tags or configurations change
- * (at once: after each control request and on the tick when a device's
- * reported properties changed), the desired notifications of the content
+ * (at once after each control request; within the 200 ms scan interval of
+ * the tick when a device's reported properties changed), the desired notifications of the content
  * written, and configurations.json in the state directory.
  */
 #include <errno.h>
@@ -128,9 +128,8 @@ void brk_config_apply(struct brk_plugin *p)
         return;
     }
     p->configs_dirty = false;
-    if (th_config_count(p->configs) == 0) {
-        return;
-    }
+    /* Also without configurations: statuses restored from device files whose configurations
+     * are gone (configurations.json set aside) are cleared. */
     if (th_config_apply(p->configs, p->reg, th_now_us(), hooks_of(p), &err) != TH_OK) {
         brk_log(p, MOSQ_LOG_ERR, "configurations not applied | %s", err.message);
         p->configs_dirty = true;
