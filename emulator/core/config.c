@@ -328,9 +328,16 @@ static th_result check_content(const cJSON *content, struct th_config *c, struct
     const cJSON *dc = cJSON_GetObjectItemCaseSensitive(content, "deviceContent");
     const cJSON *mc = cJSON_GetObjectItemCaseSensitive(content, "moduleContent");
     const cJSON *edge = cJSON_GetObjectItemCaseSensitive(content, "modulesContent");
-    for (const cJSON *m = content->child; m; m = m->next)
+    for (const cJSON *m = content->child; m; m = m->next) {
+        if (strcmp(m->string, "deviceContent") && strcmp(m->string, "moduleContent") &&
+            strcmp(m->string, "modulesContent"))
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "content: unknown member '%.64s'; a configuration's content is "
+                                "deviceContent or moduleContent",
+                                m->string);
         if (!cJSON_IsNull(m) && !cJSON_IsObject(m))
             return invalid(err, "content", "deviceContent and moduleContent must be objects");
+    }
     if (cJSON_IsObject(edge) && edge->child)
         return invalid(err, "content.modulesContent",
                        "IoT Edge deployments are not emulated by twinhub; use deviceContent or "
@@ -1018,6 +1025,7 @@ th_result th_config_test_queries(const cJSON *input, cJSON **out, struct th_erro
     struct th_error te = {0};
     th_result r = parse_target(cond, module_target(cond), &q, &all, &te);
     th_query_free(q);
+    q = NULL;
     if (r == TH_ERR_NOMEM)
         ok = false;
     ok = ok && cJSON_AddStringToObject(o, "targetConditionError", r == TH_OK ? "" : te.message);

@@ -148,6 +148,9 @@ static void test_th_config_create_invalid_fails(void **state)
              dc);
     create_fails(s, "c", doc, 400);
     create_fails(s, "c", "{\"targetCondition\":\"*\"}", 400);
+    /* found by fuzz_config: an unknown content member held a number the state could not keep */
+    create_fails(s, "c", "{\"content\":{\"deviceContent\":{},\"x\":{\"y\":1e400}}}", 400);
+    create_fails(s, "c", "{\"content\":{\"deviceContent\":{\"properties.desired.y\":1e400}}}", 400);
     snprintf(doc, sizeof doc, "{%s,\"id\":\"other\"}", dc);
     create_fails(s, "c", doc, 400);
     assert_int_equal(th_config_count(s), 0);
@@ -312,6 +315,14 @@ static void test_th_config_store_round_trip_succeeds(void **state)
 static void test_th_config_test_queries_succeeds(void **state)
 {
     (void)state;
+    /* found by fuzz_config: a query that is no string after a valid target freed it twice */
+    cJSON *odd = parse("{\"targetCondition\":\"tags.x = 1\",\"customMetricQueries\":{\"n\":1}}");
+    cJSON *res = NULL;
+    struct th_error e0 = {0};
+    assert_int_equal(th_config_test_queries(odd, &res, &e0), TH_OK);
+    assert_true(th_json_string(th_json_object(res, "customMetricQueryErrors"), "n", "")[0] != '\0');
+    cJSON_Delete(res);
+    cJSON_Delete(odd);
     cJSON *in = parse("{\"targetCondition\":\"tags.x = \",\"customMetricQueries\":{\"ok\":"
                       "\"SELECT deviceId FROM devices\",\"bad\":\"SELECT\"}}");
     cJSON *out = NULL;
