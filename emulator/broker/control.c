@@ -322,6 +322,19 @@ static void cmd_authorize(struct brk_cmd_ctx *x)
     brk_ctl_reply_data(x, data);
 }
 
+/* A command holding "\u0000" in a string is refused whole: cJSON already cut it (json.h). */
+static bool nul_free_or_reply(struct brk_cmd_ctx *x)
+{
+    struct th_error err = {0};
+    char what[96];
+    snprintf(what, sizeof what, "command '%s'", x->name);
+    if (th_json_refuse_nul(x->cmd, what, &err) == TH_OK) {
+        return true;
+    }
+    brk_ctl_reply_err(x, &err);
+    return false;
+}
+
 /* ---- dispatch ---- */
 
 /* Every command of the control API (docs/control-api.md), and the file that handles it. */
@@ -360,6 +373,15 @@ static const struct {
     {"dpsQuery", brk_cmd_dps_query},
     {"dpsRegister", brk_cmd_dps_register},
     {"dpsOperationStatus", brk_cmd_dps_operation_status},
+    /* control_bulk.c */
+    {"bulkRegistry", brk_cmd_bulk_registry},
+    /* control_config.c */
+    {"createConfiguration", brk_cmd_create_configuration},
+    {"updateConfiguration", brk_cmd_update_configuration},
+    {"getConfiguration", brk_cmd_get_configuration},
+    {"listConfigurations", brk_cmd_list_configurations},
+    {"deleteConfiguration", brk_cmd_delete_configuration},
+    {"testConfigurationQueries", brk_cmd_test_configuration_queries},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},
@@ -428,11 +450,12 @@ int brk_on_control(int event, void *event_data, void *userdata)
             continue;
         }
         x.name = jn->valuestring;
-        if (authorization_or_reply(&x, &who)) {
+        if (authorization_or_reply(&x, &who) && nul_free_or_reply(&x)) {
             dispatch(&x);
         }
     }
     cJSON_Delete(root);
+    brk_config_apply(p); /* what the commands changed reaches the configurations at once */
     if (cJSON_GetArraySize(responses) > 0) {
         brk_ctl_send_responses(c->client_id, responses);
     } else {

@@ -89,6 +89,16 @@ void brk_cmd_dps_delete(struct brk_cmd_ctx *x);
 void brk_cmd_dps_query(struct brk_cmd_ctx *x);
 void brk_cmd_dps_register(struct brk_cmd_ctx *x);
 void brk_cmd_dps_operation_status(struct brk_cmd_ctx *x);
+/* control_bulk.c */
+void brk_cmd_bulk_registry(struct brk_cmd_ctx *x);
+
+/* control_config.c */
+void brk_cmd_create_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_update_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_get_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_list_configurations(struct brk_cmd_ctx *x);
+void brk_cmd_delete_configuration(struct brk_cmd_ctx *x);
+void brk_cmd_test_configuration_queries(struct brk_cmd_ctx *x);
 
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);

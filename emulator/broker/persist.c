@@ -65,6 +65,7 @@ void brk_persist_device(struct brk_plugin *p, struct th_identity *dev)
     cJSON *state;
     char *text;
     int e;
+    p->configs_dirty = true; /* a twin, tags or an identity changed: configurations may follow */
     if (!p->state_dir || !dev) {
         return;
     }
@@ -90,6 +91,7 @@ void brk_persist_device(struct brk_plugin *p, struct th_identity *dev)
 void brk_persist_forget(struct brk_plugin *p, const char *device_id)
 {
     char path[4096];
+    p->configs_dirty = true;
     if (!p->state_dir) {
         return;
     }

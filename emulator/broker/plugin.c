@@ -101,6 +101,7 @@ static void plugin_free(struct brk_plugin *p)
     }
     brk_methods_free_all(p);
     brk_conn_free_all(p);
+    brk_config_free(p);
     if (p->reg) {
         brk_idglue_free_all(p);
         th_registry_free(p->reg);
@@ -203,6 +204,11 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         plugin_free(p);
         return MOSQ_ERR_NOMEM;
     }
+    if ((rc = brk_config_load(p)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
+    }
+    p->configs_dirty = true;
     brk_persist_all(p);
     brk_dps_persist(p);
     if (record_path && (rc = brk_record_open(p, record_path)) != MOSQ_ERR_SUCCESS) {

@@ -89,6 +89,8 @@ struct brk_plugin {
     int64_t token_skew_s;
     bool verbose;
     char *state_dir; /* --state-dir, or NULL for in-memory */
+    struct th_config_store *configs; /* automatic configurations (control_config.c) */
+    bool configs_dirty;              /* a twin or the registry changed since they were applied */
     int record_fd;   /* --record, or -1 */
     struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
     char *hub_host;     /* hub_name option: the assignedHub devices are given */
@@ -220,6 +222,14 @@ int brk_dps_operation_status(struct brk_plugin *p, const char *id_scope,
 void brk_dps_persist(struct brk_plugin *p);
 /* Restore it at start; *found when the file existed. */
 int brk_dps_load_state(struct brk_plugin *p, bool *found);
+
+/* ==== control_config.c: automatic configurations ==== */
+
+/* The store, restored from the state dir's configurations.json when there is one. */
+int brk_config_load(struct brk_plugin *p);
+void brk_config_free(struct brk_plugin *p);
+/* When something changed since the last time (configs_dirty): bring every twin in line. */
+void brk_config_apply(struct brk_plugin *p);
 
 /* ==== events.c: the event stream; the hub's error body ==== */
 

@@ -257,6 +257,12 @@ cJSON *th_parse_json_text(const char *text, size_t len, const char *what, char *
         th_json_error_about(&e, what, err, errsize);
         return NULL;
     }
+    /* Sent on as JSON text, the string would arrive cut at the NUL: refused like the hub does. */
+    if (th_json_refuse_nul(out, what, &e) != TH_OK) {
+        snprintf(err, errsize, "%s", e.message);
+        cJSON_Delete(out);
+        return NULL;
+    }
     return out;
 }
 

@@ -39,6 +39,9 @@ void th_usage_verify(FILE *out);
 /* `twinhub security ensure|check|status` (security.c; docs/cli.md). */
 int th_cmd_security(int argc, char **argv);
 void th_usage_security(FILE *out);
+/* config.c: twinhub config (automatic configurations) */
+int th_cmd_config(int argc, char **argv);
+void th_usage_config(FILE *out);
 
 /* `twinhub monitor` (monitor.c; docs/cli.md): follow the hub's events. */
 int th_cmd_monitor(int argc, char **argv);

@@ -32,6 +32,8 @@ static const struct command commands[] = {
     {"import", th_cmd_import, th_usage_import, "add identities from a registry document"},
     {"stats", th_cmd_stats, th_usage_stats, "device and module counts"},
     {"dps", th_cmd_dps, th_usage_dps, "the provisioning service: enrollments, registrations"},
+    {"config", th_cmd_config, th_usage_config,
+     "automatic device and module configurations: list, show, create, update, delete"},
     {"security", th_cmd_security, th_usage_security,
      "the azureiotsecurity module: ensure it, check a configuration, status"},
     {"monitor", th_cmd_monitor, th_usage_monitor,

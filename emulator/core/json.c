@@ -274,6 +274,54 @@ bool th_json_bool(const cJSON *obj, const char *key, bool fallback)
     return cJSON_IsTrue(item);
 }
 
+/* Appends one path step ("a", "[3]") to path; keeps what fits. */
+static void path_step(char *path, size_t size, const cJSON *item, int index)
+{
+    size_t n = strlen(path);
+    if (n + 1 >= size)
+        return;
+    if (item->string != NULL)
+        snprintf(path + n, size - n, "%s%s", n ? "." : "", item->string);
+    else
+        snprintf(path + n, size - n, "[%d]", index);
+}
+
+/* Depth-first search for a flagged item; path holds the way to it. */
+static bool find_nul(const cJSON *item, int index, char *path, size_t size, bool *in_key)
+{
+    size_t keep = strlen(path);
+    path_step(path, size, item, index);
+    if (item->type & (TH_JSON_KEY_NUL | TH_JSON_STRING_NUL)) {
+        *in_key = (item->type & TH_JSON_KEY_NUL) != 0;
+        return true;
+    }
+    int i = 0;
+    for (const cJSON *c = item->child; c != NULL; c = c->next, i++)
+        if (find_nul(c, i, path, size, in_key))
+            return true;
+    path[keep] = '\0';
+    return false;
+}
+
+th_result th_json_refuse_nul(const cJSON *doc, const char *what, struct th_error *err)
+{
+    char path[256] = "";
+    bool in_key = false;
+    int i = 0;
+    for (const cJSON *c = doc != NULL ? doc->child : NULL; c != NULL; c = c->next, i++)
+        if (find_nul(c, i, path, sizeof path, &in_key))
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "%s holds \\u0000 in the %s at '%s'; twinhub cannot keep the "
+                                "NUL character in a JSON string, remove it",
+                                what, in_key ? "member name" : "string value", path);
+    if (doc != NULL && (doc->type & TH_JSON_STRING_NUL))
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s is a string holding \\u0000; twinhub cannot keep the NUL "
+                            "character in a JSON string, remove it",
+                            what);
+    return TH_OK;
+}
+
 cJSON *th_json_object(const cJSON *obj, const char *key)
 {
     cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);

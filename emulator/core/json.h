@@ -45,6 +45,17 @@ TH_NODISCARD th_result th_json_parse(const char *buf, size_t len, size_t max_byt
  */
 void th_json_error_about(const struct th_error *err, const char *what, char *out, size_t size);
 
+/*
+ * Whether a tree th_json_parse built held "\u0000" in a member name or a
+ * string value (TH_JSON_KEY_NUL / TH_JSON_STRING_NUL anywhere in it). cJSON
+ * keeps strings NUL-terminated, so such a text was already cut at that
+ * character: twinhub refuses these documents on every path rather than keep
+ * a changed copy (docs/protocol.md, "U+0000 in strings"). On a find, sets err
+ * to 400 / 400004 naming `what` and the JSON path of the first one and
+ * returns TH_ERR_INVAL; TH_OK otherwise.
+ */
+TH_NODISCARD th_result th_json_refuse_nul(const cJSON *doc, const char *what, struct th_error *err);
+
 /* Depth of a tree: a scalar is 0, `{}` or `[]` is 1, `{"a":{}}` is 2. */
 int th_json_depth(const cJSON *item);
 

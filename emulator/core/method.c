@@ -64,12 +64,16 @@ th_result th_method_result(int32_t status, const void *body, size_t len, cJSON *
         if (!cJSON_AddNullToObject(data, "payload"))
             r = TH_ERR_NOMEM;
     } else if (th_json_parse(body, len, TH_METHOD_MAX_PAYLOAD_BYTES, TH_METHOD_MAX_DEPTH, &payload,
-                             &why) == TH_OK) {
+                             &why) == TH_OK &&
+               th_json_refuse_nul(payload, "the device's answer", &why) == TH_OK) {
         if (!cJSON_AddItemToObject(data, "payload", payload)) {
             cJSON_Delete(payload);
             r = TH_ERR_NOMEM;
         }
     } else {
+        /* Not JSON, or JSON holding \u0000, which a tree would cut: passed on verbatim. */
+        cJSON_Delete(payload);
+        payload = NULL;
         r = raw_result(data, body, len, why.message);
     }
     if (r != TH_OK) {

@@ -132,6 +132,7 @@ void reg_identity_free(struct th_identity *id)
         m = next;
     }
     th_twin_free(id->twin);
+    cJSON_Delete(id->configurations);
     free(id->device_id);
     free(id->module_id);
     free(id->status_reason);

@@ -88,6 +88,9 @@ struct th_identity {
     struct th_identity **modules;
     size_t module_count;
     struct th_identity *parent; /* module -> its device */
+    /* Automatic configurations targeting this twin (config.h): {"<id>": {"status": "Applied" or
+     * "Targeted"}}, shown as the twin's "configurations"; owned; NULL when none. */
+    cJSON *configurations;
     void *glue;                 /* owned by the plugin (per-connection state); never freed here */
 };
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "topic.h"
 #include "util.h"
 
@@ -674,6 +675,8 @@ th_result reg_check_document(const struct th_registry *reg, const cJSON *doc, bo
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
     if (!cJSON_IsObject(doc))
         return th_error_set(err, TH_ERR_INVAL, 0, "the registry document must be an object");
+    if ((r = th_json_refuse_nul(doc, "the registry document", err)) != TH_OK)
+        return r;
     if ((r = check_members(doc, "", top_fields, 4, false, err)) != TH_OK ||
         (r = reg_opt_array(doc, "policies", "", &policies, err)) != TH_OK ||
         (r = reg_opt_array(doc, "devices", "", &devices, err)) != TH_OK)

@@ -184,6 +184,9 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
              (!id->device_scope || reg_add_str(o, "deviceScope", id->device_scope)) &&
              (!parent || reg_add_item(o, "parentScopes", reg_parent_scopes_json(id)));
     }
+    /* The statuses of the automatic configurations that target the twin (config.h). */
+    if (id->configurations)
+        ok = ok && reg_add_item(o, "configurations", cJSON_Duplicate(id->configurations, 1));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

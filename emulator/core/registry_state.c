@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
@@ -59,7 +60,9 @@ static cJSON *identity_state_json(const struct th_identity *id)
               reg_add_str_or_null(o, "modelId", id->model_id) &&
               reg_add_num(o, "statusUpdated", (double)id->status_updated_us) &&
               reg_add_num(o, "lastActivity", (double)id->last_activity_us) &&
-              reg_add_item(o, "twin", th_twin_state_json(id->twin));
+              reg_add_item(o, "twin", th_twin_state_json(id->twin)) &&
+              (!id->configurations ||
+               reg_add_item(o, "configurations", cJSON_Duplicate(id->configurations, 1)));
     if (is_device)
         ok = ok && cJSON_AddBoolToObject(o, "iotEdge", id->iot_edge) != NULL &&
              reg_add_str_or_null(o, "deviceScope", id->device_scope) &&
@@ -310,6 +313,24 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     id->etag_counter = (uint64_t)etag;
     id->status_updated_us = status_us;
     id->last_activity_us = activity_us;
+    /* Automatic configuration statuses (config.h): an object of {"status": text}, or absent. */
+    const cJSON *cfgs = cJSON_GetObjectItemCaseSensitive(st, "configurations");
+    if (cJSON_IsObject(cfgs) && cfgs->child) {
+        for (const cJSON *c = cfgs->child; c; c = c->next)
+            if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "status"))) {
+                reg_identity_free(id);
+                return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                    "%s.configurations: each entry is {\"status\": text}", path);
+            }
+        if (!(id->configurations = cJSON_Duplicate(cfgs, 1))) {
+            reg_identity_free(id);
+            return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
+        }
+    } else if (cfgs && !cJSON_IsNull(cfgs) && !cJSON_IsObject(cfgs)) {
+        reg_identity_free(id);
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s.configurations: must be an object", path);
+    }
     if (gen_value > *max_gen)
         *max_gen = gen_value;
     *out = id;
@@ -331,6 +352,8 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     if (!cJSON_IsObject(state))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "device: the state must be an object as th_device_state_json writes");
+    if ((r = th_json_refuse_nul(state, "the device state", err)) != TH_OK)
+        return r;
     if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
     if (th_registry_find(reg, did, NULL))

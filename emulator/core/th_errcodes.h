@@ -34,6 +34,7 @@
     X(404103, DEVICE_NOT_ONLINE, "DeviceNotOnline")                                                \
     X(404104, DEVICE_CONNECTION_CLOSED_REMOTELY, "DeviceConnectionClosedRemotely")                 \
     X(405000, METHOD_NOT_ALLOWED, "MethodNotAllowed") /* twinhub's: route without that verb */     \
+    X(409000, GENERIC_CONFLICT, "GenericConflict")    /* an existing configuration (config.h) */   \
     X(409001, DEVICE_ALREADY_EXISTS, "DeviceAlreadyExists")                                        \
     X(409301, MODULE_ALREADY_EXISTS_ON_DEVICE, "ModuleAlreadyExistsOnDevice")                      \
     X(412001, PRECONDITION_FAILED, "PreconditionFailed")                                           \

@@ -701,10 +701,29 @@ static bool reported_written(const cJSON *reported)
     return false;
 }
 
-/* A `tags` / `properties.desired` member a write of `replace` kind cannot take. */
-static bool bad_part(const cJSON *part, bool replace)
+/* A `tags` / `properties.desired` member a write cannot take (null is a whole-section removal in
+ * a patch and "leave it" in a replace). */
+static bool bad_part(const cJSON *part)
 {
-    return part != NULL && !cJSON_IsObject(part) && !(replace && cJSON_IsNull(part));
+    return part != NULL && !cJSON_IsObject(part) && !cJSON_IsNull(part);
+}
+
+/*
+ * The patch a whole-section null in a PATCH stands for: every member of
+ * `section` set to null, so that the section is emptied and the device's
+ * notification names each removed property with a null, as any patch does
+ * (docs/protocol.md, "Whole-section nulls"). NULL on out-of-memory.
+ */
+static cJSON *section_removal(const cJSON *section)
+{
+    cJSON *patch = cJSON_CreateObject();
+    for (const cJSON *m = section != NULL ? section->child : NULL; patch != NULL && m != NULL;
+         m = m->next)
+        if (cJSON_AddNullToObject(patch, m->string) == NULL) {
+            cJSON_Delete(patch);
+            patch = NULL;
+        }
+    return patch;
 }
 
 th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write *req,
@@ -733,9 +752,19 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
                             "reported properties are written by the device only; "
                             "properties.reported may carry only the $metadata and $version of "
                             "a twin as read, remove its other members from the request");
-    if (bad_part(tags, replace) || bad_part(desired, replace))
+    if (bad_part(tags) || bad_part(desired))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "'tags' and 'properties.desired' must be objects");
+                            "'tags' and 'properties.desired' must be objects (or null)");
+    /* A patch's whole-section null removes every member: the same as a patch naming each. */
+    cJSON *tags_removal = NULL, *desired_removal = NULL;
+    if (!replace && cJSON_IsNull(tags) &&
+        (tags = tags_removal = section_removal(twin->tags)) == NULL)
+        return twin_nomem(err);
+    if (!replace && cJSON_IsNull(desired) &&
+        (desired = desired_removal = section_removal(twin->desired)) == NULL) {
+        cJSON_Delete(tags_removal);
+        return twin_nomem(err);
+    }
 
     struct twin_stamp tags_st = {.with_version = false};
     struct twin_stamp desired_st = {
@@ -758,6 +787,8 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     if (rc == TH_OK && dp.section != NULL &&
         (out->notification = notification_of(&dp, replace, desired_st.version)) == NULL)
         rc = twin_nomem(err);
+    cJSON_Delete(tags_removal); /* prepare_part kept copies */
+    cJSON_Delete(desired_removal);
     if (rc != TH_OK) {
         part_free(&tp);
         part_free(&dp);

@@ -155,8 +155,11 @@ struct th_twin_write_result {
 /*
  * The service-side twin write (REST PATCH/PUT /twins/{id}[/modules/{mid}],
  * control API updateTwin/replaceTwin) as one operation on `twin`:
- * 1. the shape: `doc` an object; `tags` and `properties.desired` objects (or
- *    absent; a replace also takes null as "leave it"), else 400/400004;
+ * 1. the shape: `doc` an object; `tags` and `properties.desired` objects, null
+ *    or absent, else 400/400004. In a patch a null section removes every
+ *    member of that section (the same as a patch naming each with null, so
+ *    the desired notification names each removed key with null); in a
+ *    replace null means "leave it";
  *    `properties.reported` holds nothing the service would write: absent,
  *    null, or an object whose only members are the read-only $metadata and
  *    $version of a twin as read (the Azure SDKs send those back), else

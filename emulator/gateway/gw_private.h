@@ -280,6 +280,23 @@ void gw_dash_closed(struct gw_conn *c);
 /* A request for the provisioning service (device registration or its service API): answered
  * or sent to the hub, true; false for any other path. */
 bool gw_dps_dispatch(struct gw_conn *c);
+/* The request helpers the handlers of other gw_*.c files share with gw_rest.c. */
+/* Send `cmd` (taken; NULL answers 500) with the request's authorization; `done` gets the answer. */
+void gw_rest_call(struct gw_conn *c, cJSON *cmd, gw_done_fn done);
+/* Common start of an answer handler: false when nobody waits or it was answered as an error. */
+bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
+/* 200-style answer with `item` as the JSON body and `extra` header lines (may be NULL). */
+void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);
+/* If-Match as a NUL-terminated string in buf (W/ dropped), or NULL when absent. */
+const char *gw_rest_if_match(struct gw_conn *c, char *buf, size_t size);
+
+/* gw_fleet.c: bulk registry and automatic configurations (rest-api.md) */
+void gw_fleet_bulk(struct gw_conn *c);
+void gw_fleet_put_config(struct gw_conn *c);
+void gw_fleet_get_config(struct gw_conn *c);
+void gw_fleet_list_configs(struct gw_conn *c);
+void gw_fleet_delete_config(struct gw_conn *c);
+void gw_fleet_test_queries(struct gw_conn *c);
 
 /* gw_ws.c */
 /* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */

@@ -124,6 +124,9 @@ enum th_step_kind {
     TH_STEP_CREATE_MODULES,
     TH_STEP_CREATE_ENROLLMENT,       /* the provisioning service (docs/dps.md) */
     TH_STEP_CREATE_ENROLLMENT_GROUP, /* the same, a group */
+    TH_STEP_CREATE_CONFIGURATION,
+    TH_STEP_UPDATE_CONFIGURATION,
+    TH_STEP_DELETE_CONFIGURATION,
     TH_STEP_SLEEP,
     /* expectations */
     TH_STEP_WAIT_CONNECTED,

@@ -212,6 +212,16 @@ cJSON *th_scn_action_command(const struct th_scenario *s, const struct th_step *
         cmd = th_ctl_command("dpsPut", NULL, NULL);
         ok = cmd && enrollment_args(cmd, st->kind == TH_STEP_CREATE_ENROLLMENT_GROUP, b);
         break;
+    case TH_STEP_CREATE_CONFIGURATION:
+    case TH_STEP_UPDATE_CONFIGURATION:
+    case TH_STEP_DELETE_CONFIGURATION:
+        cmd = th_ctl_command(st->kind == TH_STEP_CREATE_CONFIGURATION   ? "createConfiguration"
+                             : st->kind == TH_STEP_UPDATE_CONFIGURATION ? "updateConfiguration"
+                                                                        : "deleteConfiguration",
+                             NULL, NULL);
+        ok = cmd && cJSON_AddStringToObject(cmd, "id", th_json_string(b, "id", "")) &&
+             copy_member(cmd, b, "configuration");
+        break;
     case TH_STEP_QUERY:
         cmd = th_scn_query_command(th_json_string(b, "query", ""), NULL);
         ok = cmd != NULL;

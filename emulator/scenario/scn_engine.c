@@ -984,7 +984,9 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
         break; /* decided at the deadline */
     default:
         if (ss->offline && th_step_kind_class(st->kind) != TH_STEP_CLASS_EXPECTATION) {
-            if ((st->kind == TH_STEP_QUERY || st->kind == TH_STEP_CREATE_MODULES) &&
+            if ((st->kind == TH_STEP_QUERY || st->kind == TH_STEP_CREATE_MODULES ||
+                 st->kind == TH_STEP_CREATE_CONFIGURATION ||
+                 st->kind == TH_STEP_UPDATE_CONFIGURATION) &&
                 cJSON_GetObjectItemCaseSensitive(ss->resolved, "expect"))
                 set_result(ss, i, TH_VERDICT_PASS, t,
                            "not checked offline: the recording does not hold its result", NULL);
@@ -1191,7 +1193,8 @@ void th_scn_session_check_outcome(struct th_scn_session *ss, const cJSON *outcom
         return;
     }
     if (expect && (st->kind == TH_STEP_INVOKE_METHOD || st->kind == TH_STEP_QUERY ||
-                   st->kind == TH_STEP_CREATE_MODULES)) {
+                   st->kind == TH_STEP_CREATE_MODULES || st->kind == TH_STEP_CREATE_CONFIGURATION ||
+                   st->kind == TH_STEP_UPDATE_CONFIGURATION)) {
         struct th_mismatch why;
         cJSON *caps = cJSON_CreateObject();
         const char *root = st->kind == TH_STEP_INVOKE_METHOD ? "answer" : "result";

@@ -60,6 +60,11 @@ struct kind_spec {
         NULL, 0, false, 0, 0, NULL, NULL                                                           \
     }
 
+/* What an expect over a configuration (createConfiguration, updateConfiguration) may name. */
+#define CONFIG_EXPECT                                                                              \
+    "id schemaVersion labels content targetCondition createdTimeUtc lastUpdatedTimeUtc priority "  \
+    "systemMetrics metrics etag"
+
 static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
     [TH_STEP_PATCH_DESIRED] = {"patchDesired",
                                TH_STEP_CLASS_ACTION,
@@ -153,6 +158,32 @@ static const struct kind_spec kinds[TH_STEP_KIND_COUNT] = {
                                           {"reprovisionPolicy", F_OBJECT, false, 0, 0, NULL, NULL},
                                           {"capabilities", F_OBJECT, false, 0, 0, NULL, NULL},
                                           END}},
+    [TH_STEP_CREATE_CONFIGURATION] = {"createConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       {"configuration", F_OBJECT, true, 0, 0, NULL,
+                                        "an object: the configuration (content, targetCondition, "
+                                        "priority, labels, metrics)"},
+                                       {"expect", F_EXPECT, false, 0, 0, CONFIG_EXPECT, NULL},
+                                       END}},
+    [TH_STEP_UPDATE_CONFIGURATION] = {"updateConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       {"configuration", F_OBJECT, true, 0, 0, NULL,
+                                        "an object: the members to change (targetCondition, "
+                                        "priority, labels, metrics)"},
+                                       {"expect", F_EXPECT, false, 0, 0, CONFIG_EXPECT, NULL},
+                                       END}},
+    [TH_STEP_DELETE_CONFIGURATION] = {"deleteConfiguration",
+                                      TH_STEP_CLASS_ACTION,
+                                      ID_NONE,
+                                      NULL,
+                                      {{"id", F_STRING, true, 0, 0, NULL, "the configuration id"},
+                                       END}},
     [TH_STEP_SLEEP] = {"sleep",
                        TH_STEP_CLASS_ACTION,
                        ID_NONE,
@@ -430,8 +461,14 @@ static cJSON *parse_text(const char *text, size_t len, char *msg, size_t size)
 {
     struct th_error e = {0};
     cJSON *out = NULL;
-    if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK)
-        return out;
+    if (th_json_parse(text, len, TH_SCN_MAX_FILE_BYTES, TH_SCN_MAX_DEPTH, &out, &e) == TH_OK) {
+        /* Its values go to the hub as JSON text, which would cut the string at the NUL. */
+        if (th_json_refuse_nul(out, "the scenario", &e) == TH_OK)
+            return out;
+        snprintf(msg, size, "%s", e.message);
+        cJSON_Delete(out);
+        return NULL;
+    }
     if (e.position > 0 && e.position - 1 <= len) {
         size_t byte = e.position - 1, line = 1, col = 1;
         for (size_t i = 0; i < byte; i++) {
@@ -817,7 +854,8 @@ static void check_step(struct v *v, const cJSON *j, struct th_step *st, size_t i
     if (nfound == 0 && unknown == 0) {
         err(v, "no step kind; a step holds exactly one of patchDesired, replaceDesired, "
                "updateTags, invokeMethod, sendC2D, query, createModules, createEnrollment, "
-               "createEnrollmentGroup, sleep, waitConnected, waitDisconnected, expectReported, "
+               "createEnrollmentGroup, createConfiguration, updateConfiguration, "
+               "deleteConfiguration, sleep, waitConnected, waitDisconnected, expectReported, "
                "expectTwinGet, expectTelemetry, expectNoTelemetry, expectNoReported, "
                "expectC2DDelivered, expectRegistration, disconnect, expireToken, injectError, "
                "restartHub");

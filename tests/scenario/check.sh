@@ -69,7 +69,8 @@ verdicts() {
 # A free loopback port pair for `twinhub serve`: tried by serve itself, retried when taken.
 start_serve() {
   for attempt in 1 2 3 4 5; do
-    base=$(( ( $$ * 7 + attempt * 131 ) % 20000 + 30000 ))
+    # Below the kernel's ephemeral range (32768-60999), where outgoing connections take ports.
+    base=$(( ( $$ * 7 + attempt * 131 ) % 12000 + 20000 ))
     mkfifo "$TMP/serve.fifo.$attempt"
     "$TWINHUB_BIN" serve --mqtt-port "$base" --mqtts-port $((base + 1)) --https-port 0 \
       --cert-dir "$TMP/certs" --info-file "$TMP/hub.json" \

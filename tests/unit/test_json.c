@@ -363,6 +363,35 @@ static void test_th_json_parse_marks_nul_escapes_succeeds(void **state)
     cJSON_Delete(doc);
 }
 
+static void test_th_json_refuse_nul_names_the_path_fails(void **state)
+{
+    (void)state;
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"a\":{\"b\":[1,\"x\\u0000\"]}}", 1024, 10, &doc, NULL), TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
+    assert_int_equal(err.status, 400);
+    assert_int_equal(err.code, 400004);
+    assert_non_null(strstr(err.message, "string value at 'a.b[1]'"));
+    cJSON_Delete(doc);
+    assert_int_equal(parse_str("{\"k\\u0000\":1}", 1024, 10, &doc, NULL), TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "member name"));
+    cJSON_Delete(doc);
+}
+
+static void test_th_json_refuse_nul_clean_document_succeeds(void **state)
+{
+    (void)state;
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(parse_str("{\"ok\":\"\\\\u0000\",\"n\":[{\"m\":null}]}", 1024, 10, &doc, NULL),
+                     TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_OK);
+    cJSON_Delete(doc);
+    assert_int_equal(th_json_refuse_nul(NULL, "nothing", &err), TH_OK);
+}
+
 static void test_th_json_print_keeps_decimal_beyond_2_52_succeeds(void **state)
 {
     cJSON *doc = NULL;
@@ -459,6 +488,8 @@ int main(void)
         cmocka_unit_test(test_th_json_print_compact_succeeds),
         cmocka_unit_test(test_th_json_parse_marks_decimal_numbers_succeeds),
         cmocka_unit_test(test_th_json_parse_marks_nul_escapes_succeeds),
+        cmocka_unit_test(test_th_json_refuse_nul_names_the_path_fails),
+        cmocka_unit_test(test_th_json_refuse_nul_clean_document_succeeds),
         cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
         cmocka_unit_test(test_th_json_error_about_syntax_names_the_file_succeeds),
         cmocka_unit_test(test_th_json_error_about_limits_drop_the_advice_succeeds),

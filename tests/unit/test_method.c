@@ -79,6 +79,22 @@ static void test_th_method_result_int32_extremes_succeeds(void **state)
     cJSON_Delete(data);
 }
 
+/* JSON holding \u0000 would be cut in a tree: passed on verbatim, whole. */
+static void test_th_method_result_json_with_nul_is_raw_succeeds(void **state)
+{
+    (void)state;
+    static const char text[] = "{\"s\":\"a\\u0000b\"}";
+    cJSON *data = result_of(200, text, sizeof text - 1);
+    assert_true(th_method_result_is_raw(data));
+    assert_string_equal(th_json_string(data, "rawPayload", ""), text);
+    assert_non_null(strstr(th_json_string(data, "payloadError", ""), "\\u0000"));
+    size_t len;
+    char *body = rest_body(data, &len);
+    assert_string_equal(body, "{\"status\":200,\"payload\":{\"s\":\"a\\u0000b\"}}");
+    free(body);
+    cJSON_Delete(data);
+}
+
 /* The hub copies a body that is not JSON verbatim (Azure/azure-iot-sdk-node#736, PR #448). */
 static void test_th_method_result_text_not_json_is_raw_succeeds(void **state)
 {
@@ -163,6 +179,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_th_method_result_json_body_succeeds),
+        cmocka_unit_test(test_th_method_result_json_with_nul_is_raw_succeeds),
         cmocka_unit_test(test_th_method_result_empty_body_is_null_succeeds),
         cmocka_unit_test(test_th_method_result_int32_extremes_succeeds),
         cmocka_unit_test(test_th_method_result_text_not_json_is_raw_succeeds),

@@ -441,6 +441,10 @@ static void test_th_scenario_parse_errors_name_paths_fails(void **state)
     (void)state;
     assert_refused("{\"steps\":[{\"sleep\":{\"for\":\"PT1S\"}}]}", "t.json: name: required");
     assert_refused("{\"name\":\"n\",\"steps\":[]}", "t.json: steps: expected a non-empty array");
+    /* a value the hub would get cut at the NUL (docs/protocol.md, "U+0000 in strings") */
+    assert_refused("{\"name\":\"n\",\"steps\":[{\"patchDesired\":{\"deviceId\":\"d\","
+                   "\"patch\":{\"s\":\"a\\u0000b\"}}}]}",
+                   "\\u0000 in the string value at 'steps[0].patchDesired.patch.s'");
     assert_refused("{\"name\":\"n\",\"stesp\":[]}",
                    "stesp: unknown member; did you mean \"steps\"?");
     assert_refused("{\"name\":\"n\",\"steps\":[{\"sleep\":{\"for\":\"PT0S\"}}]}",

@@ -39,7 +39,12 @@ static const char scenario[] =
     "{\"name\": \"en\", \"createEnrollment\": {\"registrationId\": \"r1\", \"deviceId\": \"d9\","
     " \"primaryKey\": \"k1\", \"initialTwin\": {\"tags\": {\"a\": 1}}}},"
     "{\"name\": \"eg\", \"createEnrollmentGroup\": {\"enrollmentGroupId\": \"g1\","
-    " \"provisioningStatus\": \"disabled\"}}"
+    " \"provisioningStatus\": \"disabled\"}},"
+    "{\"name\": \"cc\", \"createConfiguration\": {\"id\": \"c1\", \"configuration\":"
+    " {\"content\": {\"deviceContent\": {\"properties.desired.x\": 1}}, \"priority\": 2}}},"
+    "{\"name\": \"uc\", \"updateConfiguration\": {\"id\": \"c1\", \"configuration\":"
+    " {\"priority\": 3}, \"expect\": {\"priority\": 3}}},"
+    "{\"name\": \"dc\", \"deleteConfiguration\": {\"id\": \"c1\"}}"
     "]}";
 
 /* Serves desired.json from memory, refuses any other file; counts the reads. */
@@ -137,6 +142,17 @@ static void test_th_scn_action_command_query_succeeds(void **state)
     (void)state;
     expect_command(5,
                    "{\"command\":\"query\",\"query\":\"SELECT * FROM devices\",\"pageSize\":1000}");
+}
+
+static void test_th_scn_action_command_configurations_succeeds(void **state)
+{
+    (void)state;
+    expect_command(14, "{\"command\":\"createConfiguration\",\"id\":\"c1\",\"configuration\":"
+                       "{\"content\":{\"deviceContent\":{\"properties.desired.x\":1}},"
+                       "\"priority\":2}}");
+    expect_command(15, "{\"command\":\"updateConfiguration\",\"id\":\"c1\",\"configuration\":"
+                       "{\"priority\":3}}");
+    expect_command(16, "{\"command\":\"deleteConfiguration\",\"id\":\"c1\"}");
 }
 
 static void test_th_scn_action_command_create_modules_reads_desired_file_succeeds(void **state)
@@ -335,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_th_scn_action_command_invoke_method_succeeds),
         cmocka_unit_test(test_th_scn_action_command_send_c2d_body_json_succeeds),
         cmocka_unit_test(test_th_scn_action_command_query_succeeds),
+        cmocka_unit_test(test_th_scn_action_command_configurations_succeeds),
         cmocka_unit_test(test_th_scn_action_command_create_modules_reads_desired_file_succeeds),
         cmocka_unit_test(test_th_scn_action_command_faults_succeeds),
         cmocka_unit_test(test_th_scn_action_command_create_enrollment_succeeds),

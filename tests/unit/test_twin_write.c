@@ -210,6 +210,40 @@ static void test_th_twin_service_write_replace_null_part_leaves_it_succeeds(void
     th_twin_free(twin);
 }
 
+static void test_th_twin_service_write_patch_null_sections_remove_all_succeeds(void **state)
+{
+    (void)state;
+    struct th_twin *twin = seeded_twin();
+    uint64_t etag0 = twin->etag_counter;
+    struct th_twin_write_result out;
+    write_ok(twin, TH_TWIN_WRITE_PATCH, "{\"tags\":null,\"properties\":{\"desired\":null}}", "*",
+             &out);
+    assert_true(out.tags_written);
+    assert_true(out.desired_written);
+    assert_json_eq(twin->tags, "{}");
+    assert_json_eq(twin->desired, "{}");
+    /* the device hears of each removed property, as for any patch that nulls them */
+    assert_json_eq(out.notification, "{\"a\":null,\"b\":null,\"$version\":3}");
+    assert_int_equal(twin->desired_version, 3);
+    assert_int_equal(twin->etag_counter, etag0 + 1);
+    th_twin_write_result_free(&out);
+    /* an empty section: still a write, $version moves on, the notification names nothing */
+    write_ok(twin, TH_TWIN_WRITE_PATCH, "{\"properties\":{\"desired\":null}}", NULL, &out);
+    assert_json_eq(out.notification, "{\"$version\":4}");
+    assert_json_eq(twin->desired, "{}");
+    th_twin_write_result_free(&out);
+    th_twin_free(twin);
+}
+
+static void test_th_twin_service_write_patch_null_section_stale_etag_fails(void **state)
+{
+    (void)state;
+    struct th_twin *twin = seeded_twin();
+    write_refused(twin, TH_TWIN_WRITE_PATCH, "{\"properties\":{\"desired\":null}}",
+                  "\"AAAAAAAAAAE=\"", 412, 412001);
+    th_twin_free(twin);
+}
+
 static void test_th_twin_service_write_tags_only_sends_nothing_succeeds(void **state)
 {
     (void)state;
@@ -384,7 +418,6 @@ static void test_th_twin_service_write_invalid_part_changes_nothing_fails(void *
                   "{\"tags\":{\"fresh\":1},\"properties\":{\"desired\":{\"bad.key\":1}}}", NULL,
                   400, 400004);
     write_refused(twin, TH_TWIN_WRITE_PATCH, "{\"tags\":5}", NULL, 400, 400004);
-    write_refused(twin, TH_TWIN_WRITE_PATCH, "{\"tags\":null}", NULL, 400, 400004);
     write_refused(twin, TH_TWIN_WRITE_PATCH, "{\"properties\":{\"desired\":[1,2]}}", NULL, 400,
                   400004);
     write_refused(twin, TH_TWIN_WRITE_REPLACE, "{\"properties\":{\"desired\":\"x\"}}", NULL, 400,
@@ -445,6 +478,8 @@ int main(void)
         cmocka_unit_test(test_th_twin_service_write_patch_stamps_metadata_succeeds),
         cmocka_unit_test(test_th_twin_service_write_replace_replaces_both_succeeds),
         cmocka_unit_test(test_th_twin_service_write_replace_null_part_leaves_it_succeeds),
+        cmocka_unit_test(test_th_twin_service_write_patch_null_sections_remove_all_succeeds),
+        cmocka_unit_test(test_th_twin_service_write_patch_null_section_stale_etag_fails),
         cmocka_unit_test(test_th_twin_service_write_tags_only_sends_nothing_succeeds),
         cmocka_unit_test(test_th_twin_service_write_empty_request_changes_nothing_succeeds),
         cmocka_unit_test(test_th_twin_service_write_read_only_members_ignored_succeeds),
