@@ -352,6 +352,13 @@ static const struct {
     {"getStatistics", brk_cmd_statistics},
     {"exportRegistry", brk_cmd_export},
     {"importRegistry", brk_cmd_import},
+    /* control_certs.c */
+    {"listCertificates", brk_cmd_list_certificates},
+    {"getCertificate", brk_cmd_get_certificate},
+    {"putCertificate", brk_cmd_put_certificate},
+    {"deleteCertificate", brk_cmd_delete_certificate},
+    {"generateVerificationCode", brk_cmd_verification_code},
+    {"verifyCertificate", brk_cmd_verify_certificate},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},
