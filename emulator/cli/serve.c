@@ -901,7 +901,7 @@ static bool write_conf(const struct serve *s)
                 s->state_dir, s->run_dir);
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
-    if (s->lis[1].port) {
+    {
         /* The front's secret: the runtime directory is 0700 and this file 0600. */
         char hex[2 * TH_X509_SECRET_LEN + 1];
         for (size_t i = 0; i < TH_X509_SECRET_LEN; i++)
@@ -1436,12 +1436,13 @@ static int run_until_stopped(struct serve *s)
 /* Draw the secret and bind the MQTT/TLS port (every --bind address) before the broker starts. */
 static int open_front(struct serve *s)
 {
-    if (!s->lis[1].port)
-        return 0;
+    /* Drawn even without the front: MQTT over WebSockets on the gateway uses it too. */
     if (RAND_bytes(s->secret, sizeof s->secret) != 1) {
-        fprintf(stderr, "twinhub: no random bytes for the MQTT/TLS front's secret\n");
+        fprintf(stderr, "twinhub: no random bytes for the X.509 front secret\n");
         return TH_EXIT_FAIL;
     }
+    if (!s->lis[1].port)
+        return 0;
     int e;
     char where[INET6_ADDRSTRLEN + 16];
     if (th_tlsfront_listen(s->bind_ai, s->lis[1].port, s->front_fds, &s->front_nfds, NULL, &e,
@@ -1502,6 +1503,7 @@ static int open_gateway(struct serve *s)
         .policy_name = s->gw_policy,
         .policy_key = s->gw_key,
         .verbose = s->o.verbose,
+        .front_secret = s->secret,
     };
     int e;
     char where[INET6_ADDRSTRLEN + 16];

@@ -89,6 +89,15 @@ bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int 
     *err_no = 0;
     where[0] = '\0';
     for (const struct addrinfo *ai = bind_ai; ai && *n < TH_TLSFRONT_MAX_LISTEN; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        /* getaddrinfo may list one address twice (once per socket type asked for). */
+        bool dup = false;
+        for (const struct addrinfo *q = bind_ai; q != ai; q = q->ai_next)
+            if (q->ai_addrlen == ai->ai_addrlen && !memcmp(q->ai_addr, ai->ai_addr, ai->ai_addrlen))
+                dup = true;
+        if (dup)
+            continue;
         struct sockaddr_storage ss;
         memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
         int p = *n > 0 && bound_port ? *bound_port : port;
