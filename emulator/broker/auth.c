@@ -68,7 +68,7 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
     struct brk_idglue *g = brk_idglue_of(id);
     struct brk_conn *c;
 
-    if (g && g->revoked_se && d->token_expiry_s <= g->revoked_se) {
+    if (g && g->revoked_se && !d->x509 && d->token_expiry_s <= g->revoked_se) {
         return refuse(p, rq, d->device_id, modp,
                       "SAS token expired (revoked by an expireToken fault); "
                       "connect with a new token");
