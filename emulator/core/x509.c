@@ -371,16 +371,19 @@ th_result th_x509_authenticate(const struct th_x509_chain *chain,
                    sha1, sha256, id->device_id, id->module_id ? "/" : "",
                    id->module_id ? id->module_id : "");
     }
-    char cn[256];
+    /* A module's CN is "{deviceId}/{moduleId}", its identity name (docs/protocol.md). */
+    char cn[600], want[2 * 128 + 2];
+    snprintf(want, sizeof want, "%s%s%s", id->device_id, id->module_id ? "/" : "",
+             id->module_id ? id->module_id : "");
+    const char *what = id->module_id ? "module identity name" : "device id";
     if (!subject_cn(chain->certs[0], cn, sizeof cn))
         return say(reason, reason_size, TH_ERR_AUTH,
                    "the client certificate has no subject CN; a CA-signed certificate's CN must "
-                   "be the device id '%s'",
-                   id->device_id);
-    if (strcmp(cn, id->device_id) != 0)
+                   "be the %s '%s'",
+                   what, want);
+    if (strcmp(cn, want) != 0)
         return say(reason, reason_size, TH_ERR_AUTH,
-                   "the client certificate's subject CN '%s' is not the device id '%s'", cn,
-                   id->device_id);
+                   "the client certificate's subject CN '%s' is not the %s '%s'", cn, what, want);
     return cas ? check_chain(chain, cas, now_s, reason, reason_size)
                : say(reason, reason_size, TH_ERR_AUTH, "this hub has no CA certificates");
 }

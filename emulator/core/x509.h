@@ -12,8 +12,8 @@
  *   hub stores them;
  * - the decision on a device or module of type selfSigned (a thumbprint
  *   matches) or certificateAuthority (the chain leads to a verified CA of
- *   the hub, the leaf's CN names the identity), both within the validity
- *   period.
+ *   the hub, the leaf's CN names the identity: the device id, or
+ *   "{deviceId}/{moduleId}"), both within the validity period.
  *
  * Pure: OpenSSL's in-memory X509 API, no files, no sockets, no logging.
  */
@@ -118,8 +118,8 @@ struct th_x509_identity {
  * Decide a certificate for an identity at `now_s` (seconds since the
  * epoch). Checks, in this order: the leaf's validity period; selfSigned:
  * its SHA-1 or SHA-256 thumbprint is the primary or secondary one;
- * certificateAuthority: the leaf's subject CN is the device id (a module's
- * too: docs/protocol.md), and the chain (the intermediates the client sent)
+ * certificateAuthority: the leaf's subject CN is the device id, or for a
+ * module "{deviceId}/{moduleId}" (docs/protocol.md), and the chain (the intermediates the client sent)
  * leads to a certificate of `cas` that is verified (a registered CA that
  * is not verified, or one that expired, is named in the reason).
  * TH_OK; TH_ERR_AUTH with `reason` (one sentence saying what to fix).

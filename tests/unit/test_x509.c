@@ -212,9 +212,16 @@ static void test_th_x509_authenticate_ca_signed_succeeds(void **state)
     char reason[TH_X509_REASON_BUF] = "";
     struct th_x509_identity id = {"d1", NULL, true, NULL, NULL};
     assert_int_equal(th_x509_authenticate(ch, &id, cas, now_s(), reason, sizeof reason), TH_OK);
-    /* A module of d1 with the device's certificate: the CN is the device id. */
+    /* A module's CN is "{deviceId}/{moduleId}": the device's certificate is refused for it. */
     id.module_id = "m1";
+    assert_int_equal(th_x509_authenticate(ch, &id, cas, now_s(), reason, sizeof reason),
+                     TH_ERR_AUTH);
+    assert_non_null(strstr(reason, "'d1/m1'"));
+    th_x509_chain_free(ch);
+    struct fx_cert mleaf = fx_make("d1/m1", &inter, false, -60, DAY);
+    ch = chain_of(&mleaf, &inter, "d1/m1", "u");
     assert_int_equal(th_x509_authenticate(ch, &id, cas, now_s(), reason, sizeof reason), TH_OK);
+    fx_free(&mleaf);
     th_x509_chain_free(ch);
     th_cacerts_free(cas);
     fx_free(&leaf);
