@@ -37,7 +37,10 @@
 #include "tlsfront.h"
 #include "x509.h"
 
-#define BUF_SIZE (64 * 1024)
+/* Per direction and connection: one TLS record's worth (16 KB) keeps a connection at about
+ * 40 KB with OpenSSL's own buffers; a first packet may grow its buffer to FIRST_MAX. */
+#define BUF_SIZE (16 * 1024)
+#define FIRST_MAX (64 * 1024)
 /* A credential must fit the password field (two length bytes). */
 #define MAX_CRED 65535
 
@@ -293,6 +296,16 @@ static bool first_packet(struct fconn *c)
 {
     size_t avail = c->c2b_len - c->c2b_off, plen;
     th_result r = th_mqtt_packet_length(c->c2b + c->c2b_off, avail, &plen);
+    if (r == TH_OK && plen > c->c2b_cap - c->c2b_off && plen <= FIRST_MAX) {
+        /* A CONNECT with a large will: room for all of it (c2b_off is 0 before the first). */
+        uint8_t *nb = realloc(c->c2b, plen);
+        if (!nb) {
+            c->dead = true;
+            return false;
+        }
+        c->c2b = nb;
+        c->c2b_cap = plen;
+    }
     if (r == TH_ERR_BUFFER || (r == TH_OK && plen > avail && plen <= c->c2b_cap - c->c2b_off))
         return false; /* wait for more */
     if (r == TH_OK && plen <= avail) {
