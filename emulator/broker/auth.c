@@ -140,10 +140,10 @@ int brk_on_basic_auth(int event, void *event_data, void *userdata)
     /* A password made by our TLS front carries the client's certificate (core/x509.h). */
     if (th_x509_is_cred(rq.password)) {
         char why[TH_X509_REASON_BUF];
-        th_result r = th_x509_cred_open(p->has_front_secret ? p->front_secret : NULL,
-                                        p->has_front_secret ? sizeof p->front_secret : 0,
-                                        rq.client_id, rq.username, rq.password, &chain, why,
-                                        sizeof why);
+        th_result r =
+            th_x509_cred_open(p->has_front_secret ? p->front_secret : NULL,
+                              p->has_front_secret ? sizeof p->front_secret : 0, rq.client_id,
+                              rq.username, rq.password, &chain, why, sizeof why);
         if (r == TH_ERR_NOMEM) {
             return MOSQ_ERR_NOMEM;
         }

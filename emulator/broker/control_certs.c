@@ -99,8 +99,7 @@ void brk_cmd_get_certificate(struct brk_cmd_ctx *x)
 {
     const char *name;
     struct th_error err = {0};
-    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
-        !need_str(x, "name", &name))
+    if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") || !need_str(x, "name", &name))
         return;
     cJSON *o = th_cacerts_get_json(x->p->cas, name, &err);
     if (!o) {
@@ -133,8 +132,7 @@ void brk_cmd_put_certificate(struct brk_cmd_ctx *x)
     struct th_error err = {0};
     cJSON *out = NULL;
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !need_str(x, "name", &name) ||
-        !need_str(x, "certificate", &pem))
+        !need_str(x, "name", &name) || !need_str(x, "certificate", &pem))
         return;
     bool verified = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x->cmd, "isVerified"));
     th_result r = th_cacerts_put(x->p->cas, name, pem, verified, opt_str(x->cmd, "ifMatch"),
@@ -172,10 +170,9 @@ void brk_cmd_verify_certificate(struct brk_cmd_ctx *x)
     struct th_error err = {0};
     cJSON *out = NULL;
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
-        !need_str(x, "name", &name) ||
-        !need_str(x, "certificate", &pem))
+        !need_str(x, "name", &name) || !need_str(x, "certificate", &pem))
         return;
-    th_result r = th_cacerts_verify(x->p->cas, name, opt_str(x->cmd, "ifMatch"), pem,
-                                    th_now_us(), &out, &err);
+    th_result r = th_cacerts_verify(x->p->cas, name, opt_str(x->cmd, "ifMatch"), pem, th_now_us(),
+                                    &out, &err);
     changed(x, r, out, &err, "verified (proof of possession)", name);
 }

@@ -165,8 +165,9 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
             p->token_skew_s = strtoll(opts[i].value, NULL, 10);
         } else if (!strcmp(opts[i].key, "front_secret")) {
             if (!parse_secret(opts[i].value, p->front_secret)) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: plugin_opt_front_secret must be %d "
-                                                   "hex digits",
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     "twinhub: plugin_opt_front_secret must be %d "
+                                     "hex digits",
                                      2 * TH_X509_SECRET_LEN);
                 plugin_free(p);
                 return MOSQ_ERR_INVAL;

@@ -206,10 +206,10 @@ static void human_created_x509(const cJSON *data, const void *ctx)
  * certificate issued here) or --x509-ca: the authentication member of an X.509 identity.
  * Returns -1 to go on, else the exit status (after saying why).
  */
-static int add_x509(const struct th_args *a, const char *device_id, cJSON *cmd,
-                    struct issued *is)
+static int add_x509(const struct th_args *a, const char *device_id, cJSON *cmd, struct issued *is)
 {
-    const char *tp = th_args_get(a, "x509-thumbprint"), *tp2 = th_args_get(a, "x509-secondary-thumbprint");
+    const char *tp = th_args_get(a, "x509-thumbprint"),
+               *tp2 = th_args_get(a, "x509-secondary-thumbprint");
     const char *file = th_args_get(a, "x509-cert");
     bool issue = th_args_has(a, "x509"), ca = th_args_has(a, "x509-ca");
     int kinds = (tp != NULL) + (file != NULL) + issue + ca;
@@ -240,8 +240,8 @@ static int add_x509(const struct th_args *a, const char *device_id, cJSON *cmd,
         }
     }
     cJSON *auth = cJSON_AddObjectToObject(cmd, "authentication"), *t = NULL;
-    bool ok = auth && cJSON_AddStringToObject(auth, "type", ca ? "certificateAuthority"
-                                                                : "selfSigned");
+    bool ok =
+        auth && cJSON_AddStringToObject(auth, "type", ca ? "certificateAuthority" : "selfSigned");
     if (ok && !ca)
         ok = (t = cJSON_AddObjectToObject(auth, "x509Thumbprint")) &&
              cJSON_AddStringToObject(t, "primaryThumbprint", tp ? tp : sha256) &&
@@ -365,11 +365,20 @@ static int device_disconnect(const struct th_args *a, const char *const *args, i
 }
 
 static const struct th_optspec device_specs[] = {
-    {"disabled", 0, false},     {"enable", 0, false},     {"disable", 0, false},
-    {"status-reason", 0, true}, {"primary-key", 0, true}, {"secondary-key", 0, true},
-    {"etag", 0, true},          {"edge", 0, false},       {"x509-thumbprint", 0, true},
-    {"x509-secondary-thumbprint", 0, true}, {"x509-cert", 0, true}, {"x509", 0, false},
-    {"x509-ca", 0, false},      {NULL, 0, false},
+    {"disabled", 0, false},
+    {"enable", 0, false},
+    {"disable", 0, false},
+    {"status-reason", 0, true},
+    {"primary-key", 0, true},
+    {"secondary-key", 0, true},
+    {"etag", 0, true},
+    {"edge", 0, false},
+    {"x509-thumbprint", 0, true},
+    {"x509-secondary-thumbprint", 0, true},
+    {"x509-cert", 0, true},
+    {"x509", 0, false},
+    {"x509-ca", 0, false},
+    {NULL, 0, false},
 };
 
 static const struct th_action device_actions[] = {

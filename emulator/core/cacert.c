@@ -173,7 +173,8 @@ static cJSON *cert_json(const struct cacert *c)
     /* ARM writes the subject as "CN=name", OpenSSL as "/CN=name/O=x": turn one into the other. */
     char subj[512];
     size_t w = 0;
-    for (const char *s = subject[0] == '/' ? subject + 1 : subject; *s && w + 3 < sizeof subj; s++) {
+    for (const char *s = subject[0] == '/' ? subject + 1 : subject; *s && w + 3 < sizeof subj;
+         s++) {
         if (*s == '/') {
             subj[w++] = ',';
             subj[w++] = ' ';
@@ -209,8 +210,8 @@ static cJSON *cert_json(const struct cacert *c)
 
 static th_result not_found(struct th_error *err, const char *name)
 {
-    return th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_NOT_FOUND,
-                        "certificate '%s' does not exist", name ? name : "");
+    return th_error_set(err, TH_ERR_NOT_FOUND, TH_EC_NOT_FOUND, "certificate '%s' does not exist",
+                        name ? name : "");
 }
 
 static th_result json_out(const struct cacert *c, cJSON **out, struct th_error *err)

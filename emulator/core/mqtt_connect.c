@@ -89,8 +89,9 @@ th_result th_mqtt_connect_parse(const uint8_t *buf, size_t len, struct th_mqtt_c
 {
     memset(out, 0, sizeof *out);
     size_t total, pos = 1, rem;
-    if (!buf || len < 2 || buf[0] != CONNECT_TYPE || th_mqtt_packet_length(buf, len, &total) != TH_OK ||
-        total != len || !read_varint(buf, len, &pos, &rem))
+    if (!buf || len < 2 || buf[0] != CONNECT_TYPE ||
+        th_mqtt_packet_length(buf, len, &total) != TH_OK || total != len ||
+        !read_varint(buf, len, &pos, &rem))
         return TH_ERR_FORMAT;
     if (!read_field(buf, len, &pos, &out->protocol_name) || len - pos < 4)
         return TH_ERR_FORMAT;
@@ -126,7 +127,7 @@ th_result th_mqtt_connect_parse(const uint8_t *buf, size_t len, struct th_mqtt_c
 static size_t remaining_size(const struct th_mqtt_connect *c)
 {
     const struct th_bytes *fields[] = {&c->protocol_name, &c->client_id, &c->will_topic,
-                                       &c->will_payload, &c->username, &c->password};
+                                       &c->will_payload,  &c->username,  &c->password};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (fields[i]->len > 65535)
             return 0;

@@ -43,8 +43,8 @@ struct th_policy {
 
 /* How an identity authenticates: AuthenticationMechanism.type (10.3). */
 enum th_auth_type {
-    TH_AUTH_SAS = 0,  /* symmetric keys */
-    TH_AUTH_NONE = 1, /* no credentials (IoT Edge creates its modules so, then adds keys) */
+    TH_AUTH_SAS = 0,         /* symmetric keys */
+    TH_AUTH_NONE = 1,        /* no credentials (IoT Edge creates its modules so, then adds keys) */
     TH_AUTH_SELF_SIGNED = 2, /* "selfSigned": an X.509 certificate known by its thumbprint */
     TH_AUTH_CA = 3,          /* "certificateAuthority": signed by a verified CA of the hub */
 };

@@ -222,10 +222,10 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
         return r;
     char tsub[200];
     snprintf(tsub, sizeof tsub, "%s.x509Thumbprint", sub);
-    if (tp && ((r = reg_opt_string(tp, "primaryThumbprint", tsub, &keys->x509_primary, err)) !=
-                   TH_OK ||
-               (r = reg_opt_string(tp, "secondaryThumbprint", tsub, &keys->x509_secondary,
-                                   err)) != TH_OK))
+    if (tp &&
+        ((r = reg_opt_string(tp, "primaryThumbprint", tsub, &keys->x509_primary, err)) != TH_OK ||
+         (r = reg_opt_string(tp, "secondaryThumbprint", tsub, &keys->x509_secondary, err)) !=
+             TH_OK))
         return r;
     struct ident_change xc;
     memset(&xc, 0, sizeof xc);

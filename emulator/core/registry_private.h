@@ -106,7 +106,7 @@ struct ident_change {
     char primary_key[TH_KEY_BUF];
     char secondary_key[TH_KEY_BUF];
     enum th_auth_type auth_type; /* matches the keys above */
-    char x509_primary[TH_THUMBPRINT_BUF];   /* TH_AUTH_SELF_SIGNED only, else "" */
+    char x509_primary[TH_THUMBPRINT_BUF]; /* TH_AUTH_SELF_SIGNED only, else "" */
     char x509_secondary[TH_THUMBPRINT_BUF];
     int enabled;                 /* -1 keeps */
     bool reason_set;             /* replace status_reason with `reason` (NULL clears) */

@@ -238,7 +238,8 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         ((r = state_str(st, "x509Primary", path, true, &tp1, err)) != TH_OK ||
          (r = state_str(st, "x509Secondary", path, false, &tp2, err)) != TH_OK))
         return r;
-    if (tp1 && (!th_x509_thumbprint_valid(tp1) || (tp2 && tp2[0] && !th_x509_thumbprint_valid(tp2))))
+    if (tp1 &&
+        (!th_x509_thumbprint_valid(tp1) || (tp2 && tp2[0] && !th_x509_thumbprint_valid(tp2))))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s: x509Primary and x509Secondary must be 40 or 64 hex digits", path);
     if ((r = state_str(st, "primaryKey", path, !none, &pk, err)) != TH_OK ||

@@ -136,8 +136,8 @@ static th_result say(char *reason, size_t size, th_result r, const char *fmt, ..
 }
 
 th_result th_x509_cred_open(const uint8_t *secret, size_t secret_len, const char *client_id,
-                            const char *username, const char *password,
-                            struct th_x509_chain **out, char *reason, size_t reason_size)
+                            const char *username, const char *password, struct th_x509_chain **out,
+                            char *reason, size_t reason_size)
 {
     *out = NULL;
     size_t plen = strlen(TH_X509_CRED_PREFIX);
@@ -350,9 +350,9 @@ out:
     return r;
 }
 
-th_result th_x509_authenticate(const struct th_x509_chain *chain,
-                               const struct th_x509_identity *id, const struct th_cacerts *cas,
-                               int64_t now_s, char *reason, size_t reason_size)
+th_result th_x509_authenticate(const struct th_x509_chain *chain, const struct th_x509_identity *id,
+                               const struct th_cacerts *cas, int64_t now_s, char *reason,
+                               size_t reason_size)
 {
     if (!chain || !chain->n || !id || !id->device_id)
         return say(reason, reason_size, TH_ERR_AUTH, "no client certificate to decide on");

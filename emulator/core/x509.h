@@ -108,8 +108,8 @@ struct th_cacerts;
 /* What the registry holds about the identity a certificate is presented for. */
 struct th_x509_identity {
     const char *device_id;
-    const char *module_id; /* NULL for a device */
-    bool ca;               /* certificateAuthority; else selfSigned */
+    const char *module_id;            /* NULL for a device */
+    bool ca;                          /* certificateAuthority; else selfSigned */
     const char *primary_thumbprint;   /* selfSigned: NULL or "" for none */
     const char *secondary_thumbprint; /* selfSigned: NULL or "" for none */
 };
@@ -119,10 +119,10 @@ struct th_x509_identity {
  * epoch). Checks, in this order: the leaf's validity period; selfSigned:
  * its SHA-1 or SHA-256 thumbprint is the primary or secondary one;
  * certificateAuthority: the leaf's subject CN is the device id, or for a
- * module "{deviceId}/{moduleId}" (docs/protocol.md), and the chain (the intermediates the client sent)
- * leads to a certificate of `cas` that is verified (a registered CA that
- * is not verified, or one that expired, is named in the reason).
- * TH_OK; TH_ERR_AUTH with `reason` (one sentence saying what to fix).
+ * module "{deviceId}/{moduleId}" (docs/protocol.md), and the chain (the intermediates the client
+ * sent) leads to a certificate of `cas` that is verified (a registered CA that is not verified, or
+ * one that expired, is named in the reason). TH_OK; TH_ERR_AUTH with `reason` (one sentence saying
+ * what to fix).
  */
 TH_NODISCARD th_result th_x509_authenticate(const struct th_x509_chain *chain,
                                             const struct th_x509_identity *id,

@@ -89,8 +89,8 @@ struct th_tlsfront {
 
 /* ---- listening ---------------------------------------------------------------------------- */
 
-bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int *n,
-                        int *bound_port, int *err_no, char *where, size_t where_size)
+bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int *n, int *bound_port,
+                        int *err_no, char *where, size_t where_size)
 {
     *n = 0;
     *err_no = 0;
@@ -176,8 +176,7 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
     /* The whole chain, else the leaf alone (a CA-signed device then needs its CA's
      * intermediates registered), else pass it on: the hub refuses it for having no password. */
     th_result r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
-                                     c.username.ptr, c.username.len, der, n, cred, MAX_CRED,
-                                     &clen);
+                                     c.username.ptr, c.username.len, der, n, cred, MAX_CRED, &clen);
     if (r == TH_ERR_BUFFER)
         r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
                                c.username.ptr, c.username.len, der, 1, cred, MAX_CRED, &clen);
@@ -311,8 +310,8 @@ static bool first_packet(struct fconn *c)
     if (r == TH_OK && plen <= avail) {
         uint8_t *pk = NULL;
         size_t pk_len = 0;
-        int rw = th_tlsfront_rewrite_connect(c->ssl, c->f->secret, c->c2b + c->c2b_off, plen,
-                                             &pk, &pk_len);
+        int rw = th_tlsfront_rewrite_connect(c->ssl, c->f->secret, c->c2b + c->c2b_off, plen, &pk,
+                                             &pk_len);
         if (rw < 0) {
             c->dead = true;
             return false;

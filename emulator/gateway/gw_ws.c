@@ -263,8 +263,8 @@ static bool first_packet(struct gw_conn *c, struct gw_bridge *b)
         return true; /* not ours to read: the broker refuses it */
     uint8_t *pk = NULL;
     size_t pk_len = 0;
-    int rw = th_tlsfront_rewrite_connect(lws_get_ssl(c->wsi), c->gw->front_secret, head, plen,
-                                         &pk, &pk_len);
+    int rw = th_tlsfront_rewrite_connect(lws_get_ssl(c->wsi), c->gw->front_secret, head, plen, &pk,
+                                         &pk_len);
     if (rw < 0) {
         send_close(c, 1011, "out of memory");
         return false;

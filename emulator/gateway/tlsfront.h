@@ -43,8 +43,8 @@ struct th_tlsfront_config {
  * false with *err_no and `where` (the failing address) otherwise, with
  * nothing left open. port 0 binds a free port; *bound_port gets it.
  */
-bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int *n,
-                        int *bound_port, int *err_no, char *where, size_t where_size);
+bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int *n, int *bound_port,
+                        int *err_no, char *where, size_t where_size);
 
 /*
  * Start relaying connections accepted on `fds` (taken over: closed by

@@ -118,7 +118,8 @@ static void write_cert(const char *cert_path, const char *key_path)
 
 static bool accepts_tcp(int port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
@@ -280,8 +281,7 @@ static size_t read_packet_blocking(struct dev *d)
             continue;
         }
         int e = SSL_get_error(d->ssl, r);
-        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) ||
-            thb_now_us() - t0 > 10000000)
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || thb_now_us() - t0 > 10000000)
             thb_die("%s: no answer", d->id);
         struct pollfd p = {d->fd, POLLIN, 0};
         poll(&p, 1, 100);
@@ -299,7 +299,8 @@ static void dev_open(struct dev *d, int i, int port, SSL_CTX *ctx)
     char user[512], pass[512];
     thb_device_id(i, d->id, sizeof d->id);
     thb_device_credentials(i, user, sizeof user, pass, sizeof pass);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     d->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -384,7 +385,8 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
         thb_die("out of memory");
     for (int i = 0; i < NDEV; i++)
         dev_open(&devs[i], i, path == FRONT ? front_port : tls_port, ctx);
-    int64_t start = thb_now_us(), measure_from = start + (int64_t)(WARMUP_S * 1e6 * thb_cfg.time_scale),
+    int64_t start = thb_now_us(),
+            measure_from = start + (int64_t)(WARMUP_S * 1e6 * thb_cfg.time_scale),
             end = measure_from + (int64_t)(MEASURE_S * 1e6 * thb_cfg.time_scale);
     size_t nlat = 0;
     long done = 0;

@@ -96,7 +96,8 @@ void thb_target(const char *name, bool met, const char *fmt, ...)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: thbench [--only telemetry,twin,fanout,scale,tlsfront] [--quick] [--scale-devices N]\n"
+    fprintf(f, "usage: thbench [--only telemetry,twin,fanout,scale,tlsfront] [--quick] "
+               "[--scale-devices N]\n"
                "               [--report FILE] [-v] [--twinhub PATH] [--plugin PATH]\n"
                "               [--echo-plugin PATH] [--mosquitto PATH]\n");
 }
@@ -293,10 +294,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(void);
     } cases[] = {
-        {"telemetry", thb_bench_telemetry},
-        {"twin", thb_bench_twin},
-        {"fanout", thb_bench_fanout},
-        {"scale", thb_bench_scale},
+        {"telemetry", thb_bench_telemetry}, {"twin", thb_bench_twin},
+        {"fanout", thb_bench_fanout},       {"scale", thb_bench_scale},
         {"tlsfront", thb_bench_tlsfront},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -51,8 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct th_x509_chain *ch = NULL;
     static const uint8_t secret[TH_X509_SECRET_LEN] = {1};
     char reason[TH_X509_REASON_BUF];
-    FUZZ_CHECK(th_x509_cred_open(secret, sizeof secret, "d", "u", pw, &ch, reason,
-                                 sizeof reason) != TH_OK);
+    FUZZ_CHECK(th_x509_cred_open(secret, sizeof secret, "d", "u", pw, &ch, reason, sizeof reason) !=
+               TH_OK);
     free(pw);
     free(in);
     return 0;

@@ -83,8 +83,8 @@ static int group_teardown(void **state)
     struct fx_cert *all[] = {&ca, &self, &expired, &leaf, &wrong_cn, &foreign_ca, &foreign};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         fx_free(all[i]);
-    char *files[] = {self_cert,    self_key,      expired_cert, expired_key,  leaf_cert,
-                     leaf_key,     wrong_cn_cert, wrong_cn_key, foreign_cert, foreign_key};
+    char *files[] = {self_cert, self_key,      expired_cert, expired_key,  leaf_cert,
+                     leaf_key,  wrong_cn_cert, wrong_cn_key, foreign_cert, foreign_key};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         free(files[i]);
     return it_hub_stop(&hub);
@@ -137,12 +137,13 @@ static void works(struct it_client *c, const char *id)
     m = it_client_wait_topic(svc, ev_topic, IT_WAIT_MS);
     assert_non_null(m);
     cJSON *ev = it_msg_json(m);
-    const cJSON *method = cJSON_GetObjectItemCaseSensitive(
-        it_json_get(ev, "data.systemProperties"), "iothub-connection-auth-method");
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(it_json_get(ev, "data.systemProperties"),
+                                                           "iothub-connection-auth-method");
     assert_true(cJSON_IsString(method));
-    assert_string_equal(method->valuestring,
-                        "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"external\","
-                        "\"acceptingIpFilterRule\":null}");
+    assert_string_equal(
+        method->valuestring,
+        "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"external\","
+        "\"acceptingIpFilterRule\":null}");
     cJSON_Delete(ev);
     it_msg_free(m);
     free(topic);

@@ -15,21 +15,21 @@
 
 /* MQTT 3.1.1: client id "d1", username "h/d1/?api-version=x", no password, keep-alive 60. */
 static const uint8_t v311[] = {
-    0x10, 35,                                                   /* CONNECT, remaining 35 */
-    0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x82, 0x00, 0x3c,     /* name, level, flags, ka */
-    0x00, 0x02, 'd', '1',                                       /* client id */
-    0x00, 0x13, 'h', '/', 'd', '1', '/', '?', 'a', 'p', 'i', '-', /* username ... */
-    'v', 'e', 'r', 's', 'i', 'o', 'n', '=', 'x'};
+    0x10, 35,                                                         /* CONNECT, remaining 35 */
+    0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x82, 0x00, 0x3c,           /* name, level, flags, ka */
+    0x00, 0x02, 'd', '1',                                             /* client id */
+    0x00, 0x13, 'h', '/', 'd', '1', '/',  '?',  'a',  'p',  'i', '-', /* username ... */
+    'v',  'e',  'r', 's', 'i', 'o', 'n',  '=',  'x'};
 
 /* MQTT 5: properties (session expiry 0x11 = 10), will with properties, username, password. */
 static const uint8_t v5[] = {
-    0x10, 41,
-    0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0xc6, 0x00, 0x0a, /* user, pass, will qos0, clean */
-    0x05, 0x11, 0x00, 0x00, 0x00, 0x0a,                     /* properties */
-    0x00, 0x01, 'c',                                        /* client id */
-    0x00,                                                   /* will properties: none */
-    0x00, 0x01, 't', 0x00, 0x02, 'w', 'p',                  /* will topic, payload */
-    0x00, 0x02, 'u', 's', 0x00, 0x03, 'p', 'w', 'd',        /* username, password */
+    0x10, 41,   0x00, 0x04, 'M',  'Q',  'T', 'T', 0x05,
+    0xc6, 0x00, 0x0a,                                  /* user, pass, will qos0, clean */
+    0x05, 0x11, 0x00, 0x00, 0x00, 0x0a,                /* properties */
+    0x00, 0x01, 'c',                                   /* client id */
+    0x00,                                              /* will properties: none */
+    0x00, 0x01, 't',  0x00, 0x02, 'w',  'p',           /* will topic, payload */
+    0x00, 0x02, 'u',  's',  0x00, 0x03, 'p', 'w', 'd', /* username, password */
     0x00, 0x00, 0x00, 0x00, 0x00}; /* 5 stray bytes: cut by the tests that need a valid one */
 
 static void test_th_mqtt_packet_length_short_and_long_succeeds(void **state)

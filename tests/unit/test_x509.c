@@ -153,8 +153,8 @@ static void test_th_x509_authenticate_self_signed_succeeds(void **state)
     struct th_x509_identity id = {"d1", NULL, false, sha1, NULL};
     assert_int_equal(th_x509_authenticate(ch, &id, NULL, now_s(), reason, sizeof reason), TH_OK);
     /* The secondary matches, in lower case, as SHA-256. */
-    id = (struct th_x509_identity){"d1", NULL, false,
-                                   "0000000000000000000000000000000000000000", lower};
+    id = (struct th_x509_identity){"d1", NULL, false, "0000000000000000000000000000000000000000",
+                                   lower};
     assert_int_equal(th_x509_authenticate(ch, &id, NULL, now_s(), reason, sizeof reason), TH_OK);
     th_x509_chain_free(ch);
     fx_free(&c);
@@ -287,15 +287,14 @@ static void test_th_cacerts_proof_of_possession_succeeds(void **state)
 
     /* Without If-Match, and with a stale one. */
     cJSON *out = NULL;
-    assert_int_equal(th_cacerts_verification_code(cas, "root", NULL, 2, &out, &err),
-                     TH_ERR_INVAL);
+    assert_int_equal(th_cacerts_verification_code(cas, "root", NULL, 2, &out, &err), TH_ERR_INVAL);
     assert_int_equal(th_cacerts_verification_code(cas, "root", "\"bm9wZQ==\"", 2, &out, &err),
                      TH_ERR_PRECONDITION);
     assert_int_equal(th_cacerts_verification_code(cas, "root", etag, 2, &out, &err), TH_OK);
     char code[64];
     snprintf(code, sizeof code, "%s",
-             th_json_string(cJSON_GetObjectItemCaseSensitive(out, "properties"),
-                            "verificationCode", ""));
+             th_json_string(cJSON_GetObjectItemCaseSensitive(out, "properties"), "verificationCode",
+                            ""));
     assert_int_equal(strlen(code), 48);
     cJSON_Delete(out);
 
@@ -386,8 +385,8 @@ static void test_th_auth_connect_x509_succeeds(void **state)
     struct fx_cert c = fx_make("d1", NULL, false, -60, DAY);
     struct th_registry *reg = x509_registry(&c);
     struct th_x509_chain *ch = chain_of(&c, NULL, "d1", "127.0.0.1/d1/?api-version=2021-04-12");
-    struct th_auth_connect_facts f = {4, "d1", "127.0.0.1/d1/?api-version=2021-04-12", NULL,
-                                      now_s(), 0, ch, NULL};
+    struct th_auth_connect_facts f = {
+        4, "d1", "127.0.0.1/d1/?api-version=2021-04-12", NULL, now_s(), 0, ch, NULL};
     struct th_auth_connect_decision d;
     assert_int_equal(th_auth_connect(reg, &f, &d), TH_OK);
     assert_int_equal(d.kind, TH_AUTH_IDENTITY);
@@ -411,9 +410,14 @@ static void test_th_auth_connect_x509_mismatches_fails(void **state)
     assert_non_null(strstr(d.reason, "'sas'"));
     th_x509_chain_free(ch);
     /* An X.509 device with a SAS token (any password). */
-    f = (struct th_auth_connect_facts){4, "d2", "h/d2/?api-version=1",
+    f = (struct th_auth_connect_facts){4,
+                                       "d2",
+                                       "h/d2/?api-version=1",
                                        "SharedAccessSignature sr=h%2Fdevices%2Fd2&sig=x&se=1",
-                                       now_s(), 0, NULL, NULL};
+                                       now_s(),
+                                       0,
+                                       NULL,
+                                       NULL};
     assert_int_equal(th_auth_connect(reg, &f, &d), TH_ERR_AUTH);
     th_registry_free(reg);
     fx_free(&c);
@@ -429,10 +433,9 @@ static void test_th_identity_to_json_x509_types_succeeds(void **state)
     cJSON *j = th_identity_to_json(th_registry_find(reg, "d1", NULL));
     const cJSON *auth = cJSON_GetObjectItemCaseSensitive(j, "authentication");
     assert_string_equal(th_json_string(auth, "type", ""), "selfSigned");
-    assert_string_equal(
-        th_json_string(cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint"),
-                       "primaryThumbprint", ""),
-        sha1);
+    assert_string_equal(th_json_string(cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint"),
+                                       "primaryThumbprint", ""),
+                        sha1);
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey"), "primaryKey")));
     cJSON_Delete(j);
