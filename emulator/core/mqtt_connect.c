@@ -10,7 +10,11 @@
 
 #define CONNECT_TYPE 0x10
 
-/* A variable byte integer at p[*pos]; false when it runs past `end` or over 4 bytes. */
+/*
+ * A variable byte integer at p[*pos]; false when it runs past `end`, is over 4 bytes, or is
+ * longer than it needs to be ("MUST use the minimum number of bytes", MQTT 5 section 1.5.5):
+ * a CONNECT written back must be the bytes that were read.
+ */
 static bool read_varint(const uint8_t *p, size_t end, size_t *pos, size_t *value)
 {
     size_t v = 0;
@@ -21,7 +25,7 @@ static bool read_varint(const uint8_t *p, size_t end, size_t *pos, size_t *value
         v |= (size_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {
             *value = v;
-            return true;
+            return i == 0 || b != 0;
         }
     }
     return false;

@@ -72,7 +72,7 @@ TH_NODISCARD th_result th_mqtt_packet_length(const uint8_t *buf, size_t len, siz
  * TH_OK with `out` filled (slices into `buf`); TH_ERR_FORMAT when it is not a
  * CONNECT, a field runs past the packet, bytes follow the last field, the
  * protocol level is not 3, 4 or 5, the reserved flag is set, or a password
- * comes without a username at level 3 or 4.
+ * comes without a username at level 3 or 4, or a length is not in its shortest form.
  */
 TH_NODISCARD th_result th_mqtt_connect_parse(const uint8_t *buf, size_t len,
                                              struct th_mqtt_connect *out);

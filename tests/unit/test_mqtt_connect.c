@@ -173,6 +173,13 @@ static void test_th_mqtt_connect_parse_malformed_fails(void **state)
     assert_int_equal(th_mqtt_connect_parse(buf, sizeof buf, &c), TH_ERR_FORMAT);
     /* bytes after the last field */
     assert_int_equal(th_mqtt_connect_parse(v5, sizeof v5, &c), TH_ERR_FORMAT);
+    /* a length longer than it needs to be (0x84 0x00 is 4 in two bytes; fuzz_mqtt_connect) */
+    static const uint8_t long_props[] = {0x10, 0x24, 0x00, 0x04, 'M',  'Q',  'T',  'T',  0x05,
+                                         0x8c, 0x00, 0x05, 0x84, 0x00, 0x00, 0x00, 0x00, 0x0a,
+                                         0x00, 0x01, 'c',  0x01, 0x00, 0x00, 0x00, 0x00, 0x06,
+                                         'M',  'Q',  'I',  's',  'd',  'p',  0x00, 0x03, 'p',
+                                         'w',  'd'};
+    assert_int_equal(th_mqtt_connect_parse(long_props, sizeof long_props, &c), TH_ERR_FORMAT);
 }
 
 int main(void)
