@@ -16,9 +16,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import {
-  Client, Message, Mqtt, c2dSubscribed, desiredSubscribed, methodsSubscribed, nextEvent, within,
+  Client, Message, Mqtt, c2dSubscribed, desiredSubscribed, methodsSubscribed, nextEvent, sasToken,
+  within,
 } from './hub.mjs';
-import { MqttWs, ServiceSdk, ownerKey, startGatewayHub } from './service.mjs';
+import {
+  GATEWAY_HOST, MqttWs, ServiceSdk, innerError, ownerKey, rest, startGatewayHub,
+} from './service.mjs';
 
 const T = { timeout: 90000 };
 const run = promisify(execFile);
@@ -180,4 +183,49 @@ test('a SAS device on the same port 8883 is unchanged', T, async () => {
   assert.equal(ev.data.auth, 'sas');
   await client.close();
   assert.ok(ownerKey(hub));
+});
+
+test('the CA certificate resource at /certificates in the ARM shapes, with If-Match', T, async () => {
+  const auth = { Authorization: sasToken(GATEWAY_HOST, ownerKey(hub), 'iothubowner') };
+  const json = { ...auth, 'Content-Type': 'application/json' };
+  const q = '?api-version=2021-07-02';
+  const certificate = await pem('ca');
+  const put = await rest(hub, 'PUT', `/certificates/rest-root${q}`, {
+    headers: json, body: JSON.stringify({ properties: { certificate } }),
+  });
+  assert.equal(put.status, 200, put.text);
+  assert.equal(put.json.name, 'rest-root');
+  assert.equal(put.json.properties.isVerified, false);
+  assert.equal(put.json.properties.subject, 'CN=x509-conformance-root');
+  assert.match(put.json.properties.thumbprint, /^[0-9A-F]{40}$/);
+  assert.equal(put.json.properties.certificate, certificate);
+  const list = await rest(hub, 'GET', `/certificates${q}`, { headers: auth });
+  assert.ok(list.json.value.some((c) => c.name === 'rest-root'), list.text);
+  const got = await rest(hub, 'GET', `/certificates/rest-root${q}`, { headers: auth });
+  assert.equal(got.status, 200);
+  assert.equal(got.headers.etag.replace(/"/g, ''), got.json.etag);
+
+  // generateVerificationCode and verify need If-Match; a stale one is 412.
+  const noMatch = await rest(hub, 'POST', `/certificates/rest-root/generateVerificationCode${q}`,
+    { headers: auth });
+  assert.equal(noMatch.status, 400, noMatch.text);
+  const stale = await rest(hub, 'POST', `/certificates/rest-root/generateVerificationCode${q}`,
+    { headers: { ...auth, 'If-Match': '"c3RhbGU="' } });
+  assert.equal(stale.status, 412, stale.text);
+  const code = await rest(hub, 'POST', `/certificates/rest-root/generateVerificationCode${q}`,
+    { headers: { ...auth, 'If-Match': got.json.etag } });
+  assert.equal(code.status, 200, code.text);
+  assert.match(code.json.properties.verificationCode, /^[0-9A-F]{48}$/);
+  // A certificate that is not the proof (its CN is not the code) is refused with the reason.
+  const wrong = await rest(hub, 'POST', `/certificates/rest-root/verify${q}`, {
+    headers: { ...json, 'If-Match': '*' }, body: JSON.stringify({ certificate: await pem('leaf') }),
+  });
+  assert.equal(wrong.status, 400, wrong.text);
+  assert.match(innerError(wrong).message, /verification code/);
+  // Unknown name, then delete.
+  assert.equal((await rest(hub, 'GET', `/certificates/nope${q}`, { headers: auth })).status, 404);
+  const del = await rest(hub, 'DELETE', `/certificates/rest-root${q}`,
+    { headers: { ...auth, 'If-Match': '*' } });
+  assert.equal(del.status, 204, del.text);
+  assert.equal((await rest(hub, 'GET', `/certificates/rest-root${q}`, { headers: auth })).status, 404);
 });

@@ -90,16 +90,24 @@ static int group_teardown(void **state)
     return it_hub_stop(&hub);
 }
 
-/* An X.509 device over TLS: no password. */
+/* An X.509 device (module_id NULL) or module over TLS: no password. */
+static struct it_client *x509_identity(const char *id, const char *module_id, const char *cert,
+                                       const char *key, int *connack)
+{
+    char *user = it_device_username(hub.hub_name, id, module_id);
+    char *cid = module_id ? it_strdupf("%s/%s", id, module_id) : it_strdupf("%s", id);
+    struct it_connect_opts o = {
+        .client_id = cid, .username = user, .tls = true, .cert_file = cert, .key_file = key};
+    struct it_client *c = it_client_connect(&hub, &o, connack);
+    free(user);
+    free(cid);
+    return c;
+}
+
 static struct it_client *x509_device(const char *id, const char *cert, const char *key,
                                      int *connack)
 {
-    char *user = it_device_username(hub.hub_name, id, NULL);
-    struct it_connect_opts o = {
-        .client_id = id, .username = user, .tls = true, .cert_file = cert, .key_file = key};
-    struct it_client *c = it_client_connect(&hub, &o, connack);
-    free(user);
-    return c;
+    return x509_identity(id, NULL, cert, key, connack);
 }
 
 /* The `refused` event for `id`, whose reason must hold `why`. */
@@ -265,6 +273,61 @@ static void test_x509_ca_signed_after_verify_succeeds(void **state)
     free(pem);
 }
 
+/* Modules: selfSigned by thumbprint; certificateAuthority with CN "{deviceId}/{moduleId}". */
+static void test_x509_modules_succeeds(void **state)
+{
+    (void)state;
+    char tp[41];
+    fx_thumb(&self, false, tp);
+    cJSON *d = it_control_ok(svc,
+                             "{\"command\":\"createModule\",\"deviceId\":\"x509-self\","
+                             "\"moduleId\":\"m-self\",\"authentication\":{\"type\":\"selfSigned\","
+                             "\"x509Thumbprint\":{\"primaryThumbprint\":\"%s\"}}}",
+                             tp);
+    cJSON_Delete(d);
+    d = it_control_ok(svc, "{\"command\":\"createModule\",\"deviceId\":\"x509-ca\","
+                           "\"moduleId\":\"m-ca\",\"authentication\":{\"type\":"
+                           "\"certificateAuthority\"}}");
+    cJSON_Delete(d);
+    int connack;
+    struct it_client *c = x509_identity("x509-self", "m-self", self_cert, self_key, &connack);
+    assert_int_equal(connack, 0);
+    assert_int_equal(it_client_subscribe(c, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
+    int status;
+    struct it_msg *m = it_twin_request(c, "m1", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    it_msg_free(m);
+    it_client_close(c);
+
+    /* The CA (verified by the test before) signs "x509-ca/m-ca"; the device's own CN is not
+     * the module's. */
+    struct fx_cert mod = fx_make("x509-ca/m-ca", &ca, false, -60, DAY);
+    char *mcert, *mkey;
+    write_pair(&mod, "module-ca", &mcert, &mkey);
+    c = x509_identity("x509-ca", "m-ca", mcert, mkey, &connack);
+    assert_int_equal(connack, 0);
+    assert_true(it_client_publish_acked(c, "devices/x509-ca/modules/m-ca/messages/events/",
+                                        "{}", IT_WAIT_MS));
+    m = it_client_wait_topic(svc, "$twinhub/events/telemetry/x509-ca/m-ca", IT_WAIT_MS);
+    assert_non_null(m);
+    cJSON *ev = it_msg_json(m);
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(
+        it_json_get(ev, "data.systemProperties"), "iothub-connection-auth-method");
+    assert_true(cJSON_IsString(method));
+    assert_non_null(strstr(method->valuestring, "\"scope\":\"module\",\"type\":\"x509Certificate\""));
+    cJSON_Delete(ev);
+    it_msg_free(m);
+    it_client_close(c);
+    c = x509_identity("x509-ca", "m-ca", leaf_cert, leaf_key, &connack);
+    assert_int_equal(connack, 5);
+    it_client_close(c);
+    expect_refused("x509-ca/m-ca", "'x509-ca/m-ca'");
+    fx_free(&mod);
+    free(mcert);
+    free(mkey);
+}
+
 static void test_x509_sas_device_same_port_succeeds(void **state)
 {
     (void)state;
@@ -328,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_x509_wrong_thumbprint_fails),
         cmocka_unit_test(test_x509_expired_fails),
         cmocka_unit_test(test_x509_ca_signed_after_verify_succeeds),
+        cmocka_unit_test(test_x509_modules_succeeds),
         cmocka_unit_test(test_x509_sas_device_same_port_succeeds),
         cmocka_unit_test(test_x509_sas_device_with_certificate_only_fails),
         cmocka_unit_test(test_x509_forged_credential_on_plain_port_fails),

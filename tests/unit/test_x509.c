@@ -466,6 +466,40 @@ static void test_th_identity_to_json_x509_types_succeeds(void **state)
     fx_free(&c);
 }
 
+static void test_th_registry_import_x509_overwrite_succeeds(void **state)
+{
+    (void)state;
+    struct fx_cert c = fx_make("d3", NULL, false, -60, DAY);
+    struct th_registry *reg = x509_registry(&c);
+    char sha256[65], doc_text[512];
+    fx_thumb(&c, true, sha256);
+    /* d3 (sas) becomes selfSigned; d1 (selfSigned) becomes certificateAuthority; new d4. */
+    snprintf(doc_text, sizeof doc_text,
+             "{\"devices\":[{\"deviceId\":\"d3\",\"authentication\":{\"type\":\"selfSigned\","
+             "\"x509Thumbprint\":{\"primaryThumbprint\":\"%s\"}}},"
+             "{\"deviceId\":\"d1\",\"authentication\":{\"type\":\"certificateAuthority\"}},"
+             "{\"deviceId\":\"d4\",\"authentication\":{\"type\":\"certificateAuthority\"}}]}",
+             sha256);
+    cJSON *doc = cJSON_Parse(doc_text);
+    size_t created = 0, updated = 0, skipped = 0;
+    struct th_error err = {0};
+    assert_int_equal(
+        th_registry_import(reg, doc, true, 2, &created, &updated, &skipped, &err), TH_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(updated, 2);
+    const struct th_identity *d3 = th_registry_find(reg, "d3", NULL);
+    assert_int_equal(d3->auth_type, TH_AUTH_SELF_SIGNED);
+    assert_string_equal(d3->x509_primary, sha256);
+    assert_string_equal(d3->primary_key, "");
+    const struct th_identity *d1 = th_registry_find(reg, "d1", NULL);
+    assert_int_equal(d1->auth_type, TH_AUTH_CA);
+    assert_string_equal(d1->x509_primary, "");
+    assert_int_equal(th_registry_find(reg, "d4", NULL)->auth_type, TH_AUTH_CA);
+    cJSON_Delete(doc);
+    th_registry_free(reg);
+    fx_free(&c);
+}
+
 static void test_th_registry_create_x509_bad_requests_fails(void **state)
 {
     (void)state;
@@ -510,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_th_auth_connect_x509_succeeds),
         cmocka_unit_test(test_th_auth_connect_x509_mismatches_fails),
         cmocka_unit_test(test_th_identity_to_json_x509_types_succeeds),
+        cmocka_unit_test(test_th_registry_import_x509_overwrite_succeeds),
         cmocka_unit_test(test_th_registry_create_x509_bad_requests_fails),
     };
     return cmocka_run_group_tests_name("x509", tests, NULL, NULL);
