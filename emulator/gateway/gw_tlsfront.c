@@ -26,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -41,6 +42,9 @@
  * 40 KB with OpenSSL's own buffers; a first packet may grow its buffer to FIRST_MAX. */
 #define BUF_SIZE (16 * 1024)
 #define FIRST_MAX (64 * 1024)
+/* A client has this long to finish its TLS handshake and send its CONNECT (as the gateway's
+ * HTTPS port allows for its handshake). */
+#define FIRST_PACKET_TIMEOUT_S 10
 /* A credential must fit the password field (two length bytes). */
 #define MAX_CRED 65535
 
@@ -68,6 +72,7 @@ struct fconn {
      * pump() reads only a side that has something, which halves the system calls. */
     bool cl_ready, be_ready;
     bool in_round; /* already collected in this round of events */
+    time_t born;   /* accepted at (CLOCK_MONOTONIC seconds) */
     uint32_t cl_mask, be_mask;
     struct fconn *next, *prev;
 };
@@ -206,9 +211,18 @@ done:
 
 /* ---- connections -------------------------------------------------------------------------- */
 
+static time_t mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
 static void conn_close(struct fconn *c)
 {
     struct th_tlsfront *f = c->f;
+    if (c->st != HANDSHAKE)
+        SSL_shutdown(c->ssl); /* best effort: a close_notify, never waited for */
     if (c->cl.fd >= 0) {
         epoll_ctl(f->ep, EPOLL_CTL_DEL, c->cl.fd, NULL);
         close(c->cl.fd);
@@ -485,6 +499,7 @@ static void accept_all(struct th_tlsfront *f, int lfd)
         c->cl = (struct fend){fd, true, c};
         c->be = (struct fend){-1, false, c};
         c->cl_mask = EPOLLIN;
+        c->born = mono_s();
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->cl};
         if (epoll_ctl(f->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             SSL_free(ssl);
@@ -509,8 +524,9 @@ static void *front_thread(void *arg)
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+    time_t swept = mono_s();
     while (!atomic_load(&f->stopping)) {
-        int n = epoll_wait(f->ep, evs, 64, -1);
+        int n = epoll_wait(f->ep, evs, 64, 1000);
         if (n < 0 && errno != EINTR)
             break;
         /* Note what each side is ready for, then pump each connection once per round, even
@@ -540,6 +556,21 @@ static void *front_thread(void *arg)
         for (int i = 0; i < nround; i++) {
             round[i]->in_round = false;
             pump(round[i]); /* may free it: nothing below touches it again */
+        }
+        /* Once a second (after the events: they may point at what this closes): clients that
+         * never finished their handshake or first packet. */
+        time_t now = mono_s();
+        if (now != swept) {
+            swept = now;
+            for (struct fconn *c = f->conns, *next; c; c = next) {
+                next = c->next;
+                if (c->st != RELAY && now - c->born > FIRST_PACKET_TIMEOUT_S) {
+                    if (f->verbose)
+                        fprintf(stderr, "twinhub front: fd %d | no CONNECT within %d s | closed\n",
+                                c->cl.fd, FIRST_PACKET_TIMEOUT_S);
+                    conn_close(c);
+                }
+            }
         }
     }
     return NULL;

@@ -17,6 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <mosquitto.h>
 
@@ -384,6 +390,23 @@ static void test_x509_forged_credential_on_plain_port_fails(void **state)
     free(user);
 }
 
+/* A client that opens the MQTT/TLS port and says nothing is closed after 10 s (not kept). */
+static void test_x509_front_silent_client_closed_succeeds(void **state)
+{
+    (void)state;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hub.mqtts_port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct pollfd p = {fd, POLLIN, 0};
+    /* The front sweeps once a second: closed between 10 and about 12 s after the accept. */
+    assert_int_equal(poll(&p, 1, 20000), 1);
+    char b;
+    assert_int_equal(recv(fd, &b, 1, 0), 0);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_x509_sas_device_same_port_succeeds),
         cmocka_unit_test(test_x509_sas_device_with_certificate_only_fails),
         cmocka_unit_test(test_x509_forged_credential_on_plain_port_fails),
+        cmocka_unit_test(test_x509_front_silent_client_closed_succeeds),
     };
     return cmocka_run_group_tests_name("it_x509", tests, group_setup, group_teardown);
 }
