@@ -218,11 +218,13 @@ static time_t mono_s(void)
     return ts.tv_sec;
 }
 
-static void conn_close(struct fconn *c)
+/* Close both sides; `notify` sends the client a close_notify first (the front's thread only,
+ * where SIGPIPE is blocked), never waiting for an answer. */
+static void conn_close(struct fconn *c, bool notify)
 {
     struct th_tlsfront *f = c->f;
-    if (c->st != HANDSHAKE)
-        SSL_shutdown(c->ssl); /* best effort: a close_notify, never waited for */
+    if (notify && c->st != HANDSHAKE)
+        SSL_shutdown(c->ssl);
     if (c->cl.fd >= 0) {
         epoll_ctl(f->ep, EPOLL_CTL_DEL, c->cl.fd, NULL);
         close(c->cl.fd);
@@ -452,7 +454,7 @@ static void pump(struct fconn *c)
     while (!c->dead && pump_once(c))
         ;
     if (c->dead) {
-        conn_close(c);
+        conn_close(c, true);
         return;
     }
     uint32_t cl = 0, be = 0;
@@ -568,7 +570,7 @@ static void *front_thread(void *arg)
                     if (f->verbose)
                         fprintf(stderr, "twinhub front: fd %d | no CONNECT within %d s | closed\n",
                                 c->cl.fd, FIRST_PACKET_TIMEOUT_S);
-                    conn_close(c);
+                    conn_close(c, true);
                 }
             }
         }
@@ -614,7 +616,7 @@ struct th_tlsfront *th_tlsfront_start(const struct th_tlsfront_config *cfg, cons
     SSL_CTX_set_mode(f->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* No resumption: a resumed session would not show the client's certificate chain again. */
     SSL_CTX_set_session_cache_mode(f->ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(f->ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_options(f->ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_num_tickets(f->ctx, 0);
     SSL_CTX_set_verify(f->ctx, SSL_VERIFY_PEER, accept_any);
     if (SSL_CTX_use_certificate_chain_file(f->ctx, cfg->cert_file) != 1 ||
@@ -655,7 +657,7 @@ void th_tlsfront_stop(struct th_tlsfront *f)
         pthread_join(f->thread, NULL);
     }
     while (f->conns)
-        conn_close(f->conns);
+        conn_close(f->conns, false);
     for (int i = 0; i < f->nlisten; i++)
         close(f->listeners[i].fd);
     if (f->wake >= 0)
