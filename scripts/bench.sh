@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # twinhub's benchmarks (tests/bench, results in docs/performance.md): telemetry ingest, twin
-# round trips, desired-property fan-out and 10,000-device scale, each against a baseline
+# round trips, desired-property fan-out, 10,000-device scale and the MQTT/TLS front, each against a baseline
 # (plain mosquitto, or mosquitto with a minimal echo plugin) measured in the same run.
 # Not part of the test suite: nothing here passes or fails on numbers.
 #
-# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale] [--report FILE]
+# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale,tlsfront] [--report FILE]
 #                         [--scale-devices N] [-v]
 #        scripts/bench.sh --dashboard [DEVICES] [RATE] [SECONDS]   (tests/bench/dashboard_bench.mjs:
 #                         the dashboard's device list and event feed; needs node)

@@ -68,7 +68,7 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
     struct brk_idglue *g = brk_idglue_of(id);
     struct brk_conn *c;
 
-    if (g && g->revoked_se && d->token_expiry_s <= g->revoked_se) {
+    if (g && g->revoked_se && !d->x509 && d->token_expiry_s <= g->revoked_se) {
         return refuse(p, rq, d->device_id, modp,
                       "SAS token expired (revoked by an expireToken fault); "
                       "connect with a new token");
@@ -77,6 +77,7 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
         return MOSQ_ERR_NOMEM;
     }
     c->token_expiry_s = d->token_expiry_s;
+    c->x509 = d->x509;
     brk_conn_device_online(p, c, id, g, mosquitto_client_clean_session(client));
     free(id->model_id);
     id->model_id = NULL;
@@ -102,13 +103,16 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
                 ? ctype
                 : NULL,
         .model_id = id->model_id,
-        .auth = d->policy ? TH_JOURNAL_AUTH_SAS_POLICY : TH_JOURNAL_AUTH_SAS,
+        .auth = d->x509     ? TH_JOURNAL_AUTH_X509
+                : d->policy ? TH_JOURNAL_AUTH_SAS_POLICY
+                            : TH_JOURNAL_AUTH_SAS,
         .clean_session = mosquitto_client_clean_session(client),
     };
     brk_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
                    th_journal_data_connected(&ev));
-    brk_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s", rq->client_id,
-            (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "");
+    brk_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s auth=%s", rq->client_id,
+            (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "",
+            d->x509 ? "x509" : "sas");
     if (!modp && g->sub_c2d) {
         /* Persistent session: the C2D subscription survives, so deliver what queued up. */
         brk_deliver_c2d(p, id);
@@ -130,12 +134,31 @@ int brk_on_basic_auth(int event, void *event_data, void *userdata)
         .skew_s = p->token_skew_s,
     };
     struct th_auth_connect_decision d;
+    struct th_x509_chain *chain = NULL;
     (void)event;
 
     if (brk_dps_is_username(rq.username)) {
         return brk_dps_on_connect(p, ed->client, rq.client_id, rq.username, rq.password);
     }
-    if (th_auth_connect(p->reg, &facts, &d) != TH_OK) {
+    /* A password made by our TLS front carries the client's certificate (core/x509.h). */
+    if (th_x509_is_cred(rq.password)) {
+        char why[TH_X509_REASON_BUF];
+        th_result r =
+            th_x509_cred_open(p->has_front_secret ? p->front_secret : NULL,
+                              p->has_front_secret ? sizeof p->front_secret : 0, rq.client_id,
+                              rq.username, rq.password, &chain, why, sizeof why);
+        if (r == TH_ERR_NOMEM) {
+            return MOSQ_ERR_NOMEM;
+        }
+        if (r != TH_OK) {
+            return refuse(p, &rq, NULL, NULL, why);
+        }
+        facts.x509 = chain;
+        facts.cas = p->cas;
+    }
+    th_result r = th_auth_connect(p->reg, &facts, &d);
+    th_x509_chain_free(chain);
+    if (r != TH_OK) {
         return refuse(p, &rq, d.device_id[0] ? d.device_id : NULL,
                       d.has_module ? d.module_id : NULL, d.reason);
     }

@@ -191,7 +191,8 @@ void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s)
     struct brk_conn *c, *tmp;
     HASH_ITER(hh, p->conns, c, tmp)
     {
-        if (!c->kicked && c->token_expiry_s + p->token_skew_s < now_s) {
+        /* A certificate has no token to run out (its validity is checked at CONNECT). */
+        if (!c->kicked && !c->x509 && c->token_expiry_s + p->token_skew_s < now_s) {
             brk_log(p, MOSQ_LOG_NOTICE, "%s | token expired | closing the connection",
                     c->client_id);
             brk_conn_kick(p, c);

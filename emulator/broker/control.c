@@ -382,6 +382,13 @@ static const struct {
     {"listConfigurations", brk_cmd_list_configurations},
     {"deleteConfiguration", brk_cmd_delete_configuration},
     {"testConfigurationQueries", brk_cmd_test_configuration_queries},
+    /* control_certs.c */
+    {"listCertificates", brk_cmd_list_certificates},
+    {"getCertificate", brk_cmd_get_certificate},
+    {"putCertificate", brk_cmd_put_certificate},
+    {"deleteCertificate", brk_cmd_delete_certificate},
+    {"generateVerificationCode", brk_cmd_verification_code},
+    {"verifyCertificate", brk_cmd_verify_certificate},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},

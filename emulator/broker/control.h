@@ -99,6 +99,13 @@ void brk_cmd_get_configuration(struct brk_cmd_ctx *x);
 void brk_cmd_list_configurations(struct brk_cmd_ctx *x);
 void brk_cmd_delete_configuration(struct brk_cmd_ctx *x);
 void brk_cmd_test_configuration_queries(struct brk_cmd_ctx *x);
+/* control_certs.c: CA certificates (brk_certs_load, plugin.h, reads them at start) */
+void brk_cmd_list_certificates(struct brk_cmd_ctx *x);
+void brk_cmd_get_certificate(struct brk_cmd_ctx *x);
+void brk_cmd_put_certificate(struct brk_cmd_ctx *x);
+void brk_cmd_delete_certificate(struct brk_cmd_ctx *x);
+void brk_cmd_verification_code(struct brk_cmd_ctx *x);
+void brk_cmd_verify_certificate(struct brk_cmd_ctx *x);
 
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);

@@ -201,6 +201,7 @@ static int on_telemetry(struct brk_plugin *p, struct brk_conn *c, struct mosquit
         .module_id = id->module_id,
         .generation_id = id->generation_id,
         .model_id = id->model_id,
+        .x509 = c->x509,
         .enqueued_us = th_now_us(),
         .body = ed->payload,
         .len = ed->payloadlen,

@@ -12,7 +12,9 @@
  * default TH_AUTH_TOKEN_SKEW_S), state_dir DIR, state_report FILE (where to write what
  * loading DIR restored and set aside), record FILE, hub_name HOST (the assignedHub the
  * provisioning service gives devices; default localhost), dps_id_scope SCOPE (default
- * TH_DPS_DEFAULT_ID_SCOPE).
+ * TH_DPS_DEFAULT_ID_SCOPE), front_secret HEX (the TLS front's
+ * per-start secret, 64 hex digits: CONNECT passwords it vouched for carry a client
+ * certificate, core/x509.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -21,8 +23,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "auth.h"
 #include "dps.h"
+#include "cacert.h"
 #include "json.h"
 #include "plugin.h"
 #include "th_file.h"
@@ -112,7 +117,23 @@ static void plugin_free(struct brk_plugin *p)
     free(p->state_dir);
     th_dps_free(p->dps);
     free(p->hub_host);
+    th_cacerts_free(p->cas);
+    OPENSSL_cleanse(p->front_secret, sizeof p->front_secret);
     free(p);
+}
+
+/* 64 hex digits into 32 bytes. */
+static bool parse_secret(const char *hex, uint8_t out[TH_X509_SECRET_LEN])
+{
+    if (!hex || strlen(hex) != 2 * TH_X509_SECRET_LEN)
+        return false;
+    for (size_t i = 0; i < TH_X509_SECRET_LEN; i++) {
+        int hi = th_hex_value(hex[2 * i]), lo = th_hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
 }
 
 BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
@@ -158,6 +179,16 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
             id_scope = opts[i].value;
         } else if (!strcmp(opts[i].key, "token_skew_seconds")) {
             p->token_skew_s = strtoll(opts[i].value, NULL, 10);
+        } else if (!strcmp(opts[i].key, "front_secret")) {
+            if (!parse_secret(opts[i].value, p->front_secret)) {
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     "twinhub: plugin_opt_front_secret must be %d "
+                                     "hex digits",
+                                     2 * TH_X509_SECRET_LEN);
+                plugin_free(p);
+                return MOSQ_ERR_INVAL;
+            }
+            p->has_front_secret = true;
         } else {
             mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: ignoring unknown option plugin_opt_%s",
                                  opts[i].key);
@@ -180,7 +211,8 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         plugin_free(p);
         return rc;
     }
-    if (p->state_dir && (rc = brk_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
+    if ((rc = brk_certs_load(p)) != MOSQ_ERR_SUCCESS ||
+        (p->state_dir && (rc = brk_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS)) {
         plugin_free(p);
         return rc;
     }

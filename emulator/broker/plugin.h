@@ -21,6 +21,7 @@
 #include "journal.h"
 #include "registry.h"
 #include "th_result.h"
+#include "x509.h"
 
 enum brk_conn_kind {
     BRK_CONN_DEVICE,  /* a device or module identity */
@@ -45,6 +46,7 @@ struct brk_conn {
     UT_hash_handle hh;
     enum brk_conn_kind kind;
     unsigned perms;   /* service principals: TH_PERM_* */
+    bool x509;        /* devices: authenticated by a client certificate */
     bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
     bool kick_queued; /* ... and waits for the next tick (conn.c) */
 };
@@ -94,6 +96,11 @@ struct brk_plugin {
     int record_fd;   /* --record, or -1 */
     struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
     char *hub_host;     /* hub_name option: the assignedHub devices are given */
+    struct th_cacerts *cas; /* the hub's CA certificates (control_certs.c) */
+    /* The TLS front's secret (plugin_opt_front_secret, hex): credentials made with it carry
+     * a client's certificate (core/x509.h). has_front_secret false: none accepted. */
+    uint8_t front_secret[TH_X509_SECRET_LEN];
+    bool has_front_secret;
 };
 
 /*
@@ -176,6 +183,12 @@ struct th_topic;
 void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
                              const void *payload, size_t len);
 void brk_methods_free_all(struct brk_plugin *p);
+
+/* ==== control_certs.c: the CA certificates' store, loaded from --state-dir ==== */
+
+/* Create p->cas and load certificates.json from the state directory (a file that cannot be
+ * read is logged and left alone). MOSQ_ERR_NOMEM only. */
+int brk_certs_load(struct brk_plugin *p);
 
 /* ==== persist.c: the state directory and the recording ==== */
 

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "client.h"
 #include "connstr.h"
+#include "x509_cli.h"
 
 #define NEVER "0001-01-01T00:00:00Z"
 
@@ -61,8 +63,21 @@ static void print_identity(const cJSON *id, const struct th_hub_info *info)
             kv("parent scope", parents->child->valuestring);
     }
     const cJSON *auth = cJSON_GetObjectItemCaseSensitive(id, "authentication");
-    if (!strcmp(th_str(auth, "type", "sas"), "none"))
+    const char *type = th_str(auth, "type", "sas");
+    bool x509 = !strcmp(type, "selfSigned") || !strcmp(type, "certificateAuthority");
+    if (!strcmp(type, "none"))
         kv("authentication", "none: no keys, so it cannot connect until it gets some");
+    if (x509) {
+        const cJSON *tp = cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint");
+        kv("authentication", !strcmp(type, "selfSigned")
+                                 ? "selfSigned: an X.509 certificate with a registered thumbprint"
+                                 : "certificateAuthority: an X.509 certificate whose CN is the "
+                                   "device id, signed by a verified CA (twinhub cert)");
+        if (th_str(tp, "primaryThumbprint", NULL))
+            kv("thumbprint", th_str(tp, "primaryThumbprint", ""));
+        if (th_str(tp, "secondaryThumbprint", NULL))
+            kv("2nd thumbprint", th_str(tp, "secondaryThumbprint", ""));
+    }
     snprintf(buf, sizeof buf, "%s (since %s)", th_str(id, "connectionState", "?"),
              when(id, "connectionStateUpdatedTime"));
     kv("connection", buf);
@@ -81,6 +96,12 @@ static void print_identity(const cJSON *id, const struct th_hub_info *info)
         th_connstr_identity(info->hub_name, dev, mod, k1->valuestring, info->gateway, buf,
                             sizeof buf) == TH_OK)
         kv("connection string", buf);
+    /* The SDKs dial HostName itself for X.509 (GatewayHostName is not read): docs/cli.md. */
+    if (info && info->hub_name[0] && x509) {
+        snprintf(buf, sizeof buf, "HostName=%s;DeviceId=%s%s%s;x509=true", info->hub_name, dev,
+                 mod ? ";ModuleId=" : "", mod ? mod : "");
+        kv("connection string", buf);
+    }
 }
 
 /* ---- twinhub device --------------------------------------------------------------------- */
@@ -166,12 +187,80 @@ static void human_created(const cJSON *data, const void *info)
     print_identity(data, info);
 }
 
+/* Paths of a certificate the development CA issued for --x509 (human output). */
+struct issued {
+    struct th_hub_info *info;
+    char cert[PATH_MAX], key[PATH_MAX];
+};
+
+static void human_created_x509(const cJSON *data, const void *ctx)
+{
+    const struct issued *is = ctx;
+    human_created(data, is->info);
+    printf("  %-18s %s\n", "certificate", is->cert);
+    printf("  %-18s %s\n", "private key", is->key);
+}
+
+/*
+ * --x509-thumbprint T [--x509-secondary-thumbprint T], --x509-cert FILE, --x509 (a
+ * certificate issued here) or --x509-ca: the authentication member of an X.509 identity.
+ * Returns -1 to go on, else the exit status (after saying why).
+ */
+static int add_x509(const struct th_args *a, const char *device_id, cJSON *cmd, struct issued *is)
+{
+    const char *tp = th_args_get(a, "x509-thumbprint"),
+               *tp2 = th_args_get(a, "x509-secondary-thumbprint");
+    const char *file = th_args_get(a, "x509-cert");
+    bool issue = th_args_has(a, "x509"), ca = th_args_has(a, "x509-ca");
+    int kinds = (tp != NULL) + (file != NULL) + issue + ca;
+    if (kinds == 0 && !tp2)
+        return -1;
+    if (kinds != 1 || (tp2 && ca))
+        return th_usage_error(a, "give one of --x509-thumbprint, --x509-cert, --x509 and "
+                                 "--x509-ca (--x509-secondary-thumbprint goes with the first "
+                                 "three)");
+    if (th_args_has(a, "primary-key") || th_args_has(a, "secondary-key"))
+        return th_usage_error(a, "an X.509 device has no keys: drop --primary-key and "
+                                 "--secondary-key");
+    char sha256[65], err[PATH_MAX + 256];
+    if (file && !th_x509_file_thumbprint(file, sha256, err, sizeof err)) {
+        fprintf(stderr, "twinhub device create: %s\n", err);
+        return TH_EXIT_FAIL;
+    }
+    if (issue) {
+        char dir[PATH_MAX];
+        if (a->cert_dir)
+            snprintf(dir, sizeof dir, "%s", a->cert_dir);
+        else if (!th_certs_default_dir(dir, sizeof dir))
+            return TH_EXIT_FAIL;
+        if (!th_x509_issue_device(dir, device_id, is->cert, is->key, sizeof is->cert, sha256, err,
+                                  sizeof err)) {
+            fprintf(stderr, "twinhub device create: %s\n", err);
+            return TH_EXIT_FAIL;
+        }
+    }
+    cJSON *auth = cJSON_AddObjectToObject(cmd, "authentication"), *t = NULL;
+    bool ok =
+        auth && cJSON_AddStringToObject(auth, "type", ca ? "certificateAuthority" : "selfSigned");
+    if (ok && !ca)
+        ok = (t = cJSON_AddObjectToObject(auth, "x509Thumbprint")) &&
+             cJSON_AddStringToObject(t, "primaryThumbprint", tp ? tp : sha256) &&
+             (!tp2 || cJSON_AddStringToObject(t, "secondaryThumbprint", tp2));
+    return ok ? -1 : th_oom();
+}
+
 static int device_create(const struct th_args *a, const char *const *args, int nargs)
 {
     cJSON *cmd = th_command_new("createDevice"), *data;
     struct th_hub_info info;
+    struct issued is = {.info = &info};
     const char *reason = th_args_get(a, "status-reason");
     cJSON *caps = NULL;
+    int x = cmd ? add_x509(a, args[0], cmd, &is) : -1;
+    if (x >= 0) {
+        cJSON_Delete(cmd);
+        return x;
+    }
     if (!th_command_ids(cmd, args[0], NULL) ||
         !cJSON_AddStringToObject(cmd, "status",
                                  th_args_has(a, "disabled") ? "disabled" : "enabled") ||
@@ -182,6 +271,8 @@ static int device_create(const struct th_args *a, const char *const *args, int n
         return th_oom();
     }
     int rc = th_call_once(a, cmd, &data, &info);
+    if (is.cert[0])
+        return th_finish(a, rc, data, human_created_x509, &is);
     return th_finish(a, rc, data, human_created, &info);
 }
 
@@ -274,15 +365,29 @@ static int device_disconnect(const struct th_args *a, const char *const *args, i
 }
 
 static const struct th_optspec device_specs[] = {
-    {"disabled", 0, false},     {"enable", 0, false},     {"disable", 0, false},
-    {"status-reason", 0, true}, {"primary-key", 0, true}, {"secondary-key", 0, true},
-    {"etag", 0, true},          {"edge", 0, false},       {NULL, 0, false},
+    {"disabled", 0, false},
+    {"enable", 0, false},
+    {"disable", 0, false},
+    {"status-reason", 0, true},
+    {"primary-key", 0, true},
+    {"secondary-key", 0, true},
+    {"etag", 0, true},
+    {"edge", 0, false},
+    {"x509-thumbprint", 0, true},
+    {"x509-secondary-thumbprint", 0, true},
+    {"x509-cert", 0, true},
+    {"x509", 0, false},
+    {"x509-ca", 0, false},
+    {NULL, 0, false},
 };
 
 static const struct th_action device_actions[] = {
     {"list", device_list, "", 0, 0, ""},
     {"show", device_show, "", 1, 1, "ID"},
-    {"create", device_create, "disabled status-reason primary-key secondary-key edge", 1, 1, "ID"},
+    {"create", device_create,
+     "disabled status-reason primary-key secondary-key edge x509-thumbprint "
+     "x509-secondary-thumbprint x509-cert x509 x509-ca",
+     1, 1, "ID"},
     {"update", device_update, "enable disable status-reason primary-key secondary-key etag", 1, 1,
      "ID"},
     {"delete", device_delete, "etag", 1, 1, "ID"},
@@ -297,6 +402,8 @@ void th_usage_device(FILE *out)
             "       twinhub device show ID\n"
             "       twinhub device create ID [--disabled] [--status-reason R] [--edge]\n"
             "                                [--primary-key K] [--secondary-key K]\n"
+            "                                [--x509-thumbprint T [--x509-secondary-thumbprint T]\n"
+            "                                 | --x509-cert FILE | --x509 | --x509-ca]\n"
             "       twinhub device update ID [--enable | --disable] [--status-reason R]\n"
             "                                [--primary-key K] [--secondary-key K] [--etag E]\n"
             "       twinhub device delete ID [--etag E]\n"
@@ -307,7 +414,13 @@ void th_usage_device(FILE *out)
             "  list        every device: status, connection state, pending C2D, last activity\n"
             "  show        one device with its keys and a device connection string\n"
             "  create      register a device; keys not given are generated; --edge makes it\n"
-            "              an IoT Edge device (capabilities.iotEdge, with its deviceScope)\n"
+            "              an IoT Edge device (capabilities.iotEdge, with its deviceScope).\n"
+            "              X.509 (no keys): --x509-thumbprint registers a selfSigned\n"
+            "              certificate by its SHA-1 or SHA-256 thumbprint, --x509-cert FILE\n"
+            "              by its file, --x509 has the development CA issue one (written to\n"
+            "              <cert-dir>/devices/ID.pem and .key), --x509-ca makes it\n"
+            "              certificateAuthority (a certificate with CN=ID signed by a\n"
+            "              verified CA: twinhub cert)\n"
             "  update      enable or disable (a disabled device is disconnected at once),\n"
             "              set the status reason or new keys; --etag makes it conditional\n"
             "  delete      remove a device with its modules, twin and queued C2D messages\n"

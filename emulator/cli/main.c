@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "x509_cli.h"
 #include "client.h"
 
 struct command {
@@ -22,6 +23,7 @@ static const struct command commands[] = {
      "run a local IoT Hub: mosquitto with the twinhub plugin, on loopback"},
     {"device", th_cmd_device, th_usage_device,
      "list, show, create, update, delete or disconnect devices"},
+    {"cert", th_cmd_cert, th_usage_cert, "CA certificates: list, upload, verify, delete"},
     {"module", th_cmd_module, th_usage_module,
      "list, show, create or delete modules; ensure a module on every device"},
     {"twin", th_cmd_twin, th_usage_twin, "show, patch or replace a device or module twin"},

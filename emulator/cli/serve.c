@@ -11,7 +11,11 @@
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
  * port is bound before the broker starts, and it is started once the broker
- * accepts connections and stopped before the broker is.
+ * accepts connections and stopped before the broker is. The MQTT/TLS port is
+ * the gateway's TLS front (tlsfront.h, docs/protocol.md "X.509 client
+ * certificates"), bound and started the same way; it relays to the broker's
+ * unix socket in the runtime directory, and serve draws the secret that the
+ * front and the plugin share at each start.
  *
  * The broker settings come from mosquitto-plugin-facts.md section 5 and
  * architecture.md ("Required broker settings"); the connection string shape
@@ -42,6 +46,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <time.h>
@@ -53,6 +58,11 @@
 #include "client.h"       /* th_read_json_file, th_parse_long */
 #include "connstr.h"      /* the connection strings we print */
 #include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
+#include "tlsfront.h"     /* the MQTT/TLS front */
+#include "x509.h"         /* TH_X509_SECRET_LEN */
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include "hubinfo_file.h" /* --info-file and <cert-dir>/hubs/<pid>.json */
 #include "json.h"         /* th_json_string, th_json_number */
 #include "dps.h"          /* TH_DPS_DEFAULT_ID_SCOPE, TH_DEV_DPS_KEY */
@@ -132,6 +142,12 @@ struct serve {
     char gw_key[128];
     char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
     cJSON *state_report;      /* the plugin's report on --state-dir (persist.c); NULL if none */
+    /* The MQTT/TLS front: its bound sockets until started, then the front. */
+    int front_fds[TH_TLSFRONT_MAX_LISTEN];
+    int front_nfds;
+    struct th_tlsfront *front;
+    uint8_t secret[TH_X509_SECRET_LEN]; /* shared by the front and the plugin */
+    bool sock_ready;                    /* the broker's unix socket accepts */
 };
 
 enum {
@@ -754,6 +770,27 @@ static int check_ports(struct serve *s)
     return 0;
 }
 
+/* One connect to the broker's unix socket (the front's way in); true when accepted. */
+static bool probe_unix(const struct serve *s, int *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s/" GATEWAY_SOCKET, s->run_dir) >=
+        (int)sizeof sa.sun_path) {
+        *err = ENAMETOOLONG;
+        return false;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = errno;
+        return false;
+    }
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (!ok)
+        *err = errno;
+    close(fd);
+    return ok;
+}
+
 /* One TCP connect to a listener; true when it was accepted. */
 static bool probe(const struct serve *s, int port, int *err)
 {
@@ -867,19 +904,19 @@ static bool write_conf(const struct serve *s)
                 s->state_dir, s->run_dir);
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
-    if (s->gw && !s->lis[0].port) /* the gateway's way in when there is no plain TCP listener */
+    {
+        /* The front's secret: the runtime directory is 0700 and this file 0600. */
+        char hex[2 * TH_X509_SECRET_LEN + 1];
+        for (size_t i = 0; i < TH_X509_SECRET_LEN; i++)
+            snprintf(hex + 2 * i, 3, "%02x", s->secret[i]);
+        fprintf(f, "plugin_opt_front_secret %s\n", hex);
+        OPENSSL_cleanse(hex, sizeof hex);
+    }
+    /* The way in of the MQTT/TLS front, and of the gateway when there is no plain listener. */
+    if (s->lis[1].port || (s->gw && !s->lis[0].port))
         fprintf(f, "listener 0 %s/" GATEWAY_SOCKET "\n", s->run_dir);
     if (s->lis[0].port)
         fprintf(f, "listener %d %s\n", s->lis[0].port, s->o.bind);
-    if (s->lis[1].port)
-        fprintf(f,
-                "listener %d %s\n"
-                "cafile %s\n"
-                "certfile %s\n"
-                "keyfile %s\n"
-                "tls_version tlsv1.2\n",
-                s->lis[1].port, s->o.bind, s->certs.ca_cert, s->certs.server_cert,
-                s->certs.server_key);
     if (ferror(f) | (fclose(f) != 0)) {
         fprintf(stderr, "twinhub: cannot write %s: %s\n", s->conf_path, strerror(errno));
         return false;
@@ -1004,7 +1041,8 @@ static void end_line(struct serve *s, bool newline)
         p = q + 2;
     bool noise = !s->o.verbose && strstr(p, "should not be run as root") != NULL;
     /* set_tcp_nodelay also meets the gateway's unix-socket connections, where it cannot apply. */
-    noise = noise || (s->gw && !s->lis[0].port && strstr(p, "Unable to set TCP_NODELAY") != NULL);
+    noise = noise || ((s->front_nfds || s->front || (s->gw && !s->lis[0].port)) &&
+                      strstr(p, "Unable to set TCP_NODELAY") != NULL);
     if (!noise) {
         put_stderr(s->line, s->line_len);
         if (newline)
@@ -1085,6 +1123,8 @@ static void stop_broker(struct serve *s)
     /* The gateway first: its control connection must not see the broker go away. */
     th_gateway_stop(s->gw);
     s->gw = NULL;
+    th_tlsfront_stop(s->front);
+    s->front = NULL;
     if (s->child <= 0)
         return;
     if (s->o.verbose)
@@ -1128,9 +1168,18 @@ static int wait_ready(struct serve *s)
     const struct listener *waiting = NULL;
     for (;;) {
         bool all = true;
+        static const struct listener sock = {.label = "internal (unix socket)"};
+        if (s->lis[1].port && !s->sock_ready) {
+            s->sock_ready = probe_unix(s, &last_err);
+            if (!s->sock_ready) {
+                all = false;
+                waiting = &sock;
+            }
+        }
         for (int i = 0; i < 2; i++) {
             struct listener *l = &s->lis[i];
-            if (!l->port || l->ready)
+            /* The MQTT/TLS port is the front's, bound by us: the unix socket is the probe. */
+            if (!l->port || l->ready || i == 1)
                 continue;
             l->ready = probe(s, l->port, &last_err);
             if (!l->ready) {
@@ -1288,7 +1337,9 @@ static void print_banner(const struct serve *s, const struct conn_strings *cs)
     if (s->lis[0].port)
         printf("  MQTT      %s:%d (plain TCP, for local tools)\n", s->gateway_host, s->lis[0].port);
     if (s->lis[1].port)
-        printf("  MQTT/TLS  %s:%d (the Azure IoT device SDKs)\n", s->gateway_host, s->lis[1].port);
+        printf("  MQTT/TLS  %s:%d (the Azure IoT device SDKs; SAS tokens or X.509 client "
+               "certificates)\n",
+               s->gateway_host, s->lis[1].port);
     if (s->o.https_port)
         printf("  HTTPS     %s:%d (service REST API, MQTT over WebSockets at /$iothub/websocket, "
                "/health)\n",
@@ -1412,6 +1463,52 @@ static int run_until_stopped(struct serve *s)
     }
 }
 
+/* ---- the MQTT/TLS front ------------------------------------------------------------------ */
+
+/* Draw the secret and bind the MQTT/TLS port (every --bind address) before the broker starts. */
+static int open_front(struct serve *s)
+{
+    /* Drawn even without the front: MQTT over WebSockets on the gateway uses it too. */
+    if (RAND_bytes(s->secret, sizeof s->secret) != 1) {
+        fprintf(stderr, "twinhub: no random bytes for the X.509 front secret\n");
+        return TH_EXIT_FAIL;
+    }
+    if (!s->lis[1].port)
+        return 0;
+    int e;
+    char where[INET6_ADDRSTRLEN + 16];
+    if (th_tlsfront_listen(s->bind_ai, s->lis[1].port, s->front_fds, &s->front_nfds, NULL, &e,
+                           where, sizeof where))
+        return 0;
+    fprintf(stderr, "twinhub: cannot listen on %s port %d: %s; pass --mqtts-port N\n", where,
+            s->lis[1].port, strerror(e));
+    return TH_EXIT_FAIL;
+}
+
+/* Once the broker's unix socket accepts: start relaying. -1 when up, else TH_EXIT_FAIL. */
+static int start_front(struct serve *s)
+{
+    if (!s->front_nfds)
+        return -1;
+    char sock[PATH_MAX + 16], err[PATH_MAX + 200];
+    snprintf(sock, sizeof sock, "%s/" GATEWAY_SOCKET, s->run_dir);
+    struct th_tlsfront_config cfg = {
+        .cert_file = s->certs.server_cert,
+        .key_file = s->certs.server_key,
+        .backend = sock,
+        .backend_port = 0,
+        .secret = s->secret,
+        .verbose = s->o.verbose,
+    };
+    s->front = th_tlsfront_start(&cfg, s->front_fds, s->front_nfds, err, sizeof err);
+    s->front_nfds = 0; /* the front owns them now, even on failure */
+    if (s->front)
+        return -1;
+    fprintf(stderr, "twinhub: %s\n", err);
+    stop_broker(s);
+    return TH_EXIT_FAIL;
+}
+
 /* ---- the HTTPS gateway ------------------------------------------------------------------ */
 
 /*
@@ -1442,6 +1539,7 @@ static int open_gateway(struct serve *s)
         .policy_name = s->gw_policy,
         .policy_key = s->gw_key,
         .verbose = s->o.verbose,
+        .front_secret = s->secret,
     };
     int e;
     char where[INET6_ADDRSTRLEN + 16];
@@ -1555,14 +1653,14 @@ static int serve(struct serve *s)
     if (!th_certs_ensure(s->cert_dir, names, nnames, s->bind_wildcard ? NULL : s->o.bind,
                          s->o.verbose, &s->certs))
         return TH_EXIT_FAIL;
-    if ((rc = open_gateway(s)))
+    if ((rc = open_front(s)) || (rc = open_gateway(s)))
         return rc;
 
     if (!setup_signals(s) || !make_run_dir(s) || !write_conf(s) || !spawn_broker(s))
         return TH_EXIT_FAIL;
     if (s->o.verbose)
         fprintf(stderr, "twinhub: runtime directory %s\n", s->run_dir);
-    if ((rc = wait_ready(s)) >= 0 || (rc = start_gateway(s)) >= 0)
+    if ((rc = wait_ready(s)) >= 0 || (rc = start_front(s)) >= 0 || (rc = start_gateway(s)) >= 0)
         return rc;
 
     struct conn_strings cs;
@@ -1613,6 +1711,11 @@ int th_cmd_serve(int argc, char **argv)
 
     th_gateway_stop(s.gw); /* when serve failed before the broker started */
     s.gw = NULL;
+    th_tlsfront_stop(s.front);
+    s.front = NULL;
+    for (int i = 0; i < s.front_nfds; i++)
+        close(s.front_fds[i]);
+    OPENSSL_cleanse(s.secret, sizeof s.secret);
     if (s.child > 0) /* only on an internal failure after spawning */
         stop_broker(&s);
     remove_run_dir(&s);

@@ -169,10 +169,16 @@ static th_result connect_service(const struct th_registry *reg,
     return TH_OK;
 }
 
-static th_result connect_identity(const struct th_registry *reg,
-                                  const struct th_auth_connect_facts *f,
-                                  const struct th_sas_token *tok, const struct th_sas_resource *res,
-                                  struct th_auth_connect_decision *d)
+/*
+ * The identity a CONNECT's username and client id name, registered and
+ * enabled; `res` (NULL for X.509) is the token's resource, whose host must
+ * agree with the username's. TH_OK with *out, or a refusal in d.
+ */
+static th_result connect_named_identity(const struct th_registry *reg,
+                                        const struct th_auth_connect_facts *f,
+                                        const struct th_sas_resource *res,
+                                        struct th_auth_connect_decision *d,
+                                        struct th_identity **out)
 {
     struct th_username *un = &d->username;
     struct th_error err = {0};
@@ -192,7 +198,7 @@ static th_result connect_identity(const struct th_registry *reg,
     if (strcmp(f->client_id, expect_cid) != 0)
         return refuse(d, "client id '%s' does not match the identity '%s' named in the username",
                       f->client_id, expect_cid);
-    if (!th_slice_ieq(un->host.ptr, un->host.len, res->host, strlen(res->host)))
+    if (res && !th_slice_ieq(un->host.ptr, un->host.len, res->host, strlen(res->host)))
         return refuse(d, "SAS token host '%s' does not match the username's host '%.*s'", res->host,
                       (int)un->host.len, un->host.ptr);
     struct th_identity *id = th_registry_find(reg, dev, mod);
@@ -201,6 +207,23 @@ static th_result connect_identity(const struct th_registry *reg,
     const struct th_identity *device = id->parent ? id->parent : id;
     if (!device->enabled)
         return refuse(d, "device '%s' is disabled", dev);
+    *out = id;
+    return TH_OK;
+}
+
+static th_result connect_identity(const struct th_registry *reg,
+                                  const struct th_auth_connect_facts *f,
+                                  const struct th_sas_token *tok, const struct th_sas_resource *res,
+                                  struct th_auth_connect_decision *d)
+{
+    struct th_error err = {0};
+    struct th_identity *id = NULL;
+    th_result r = connect_named_identity(reg, f, res, d, &id);
+    if (r != TH_OK)
+        return r;
+    const char *dev = d->device_id, *mod = d->has_module ? d->module_id : NULL;
+    char expect_cid[2 * TH_MAX_ID_LEN + 2];
+    snprintf(expect_cid, sizeof expect_cid, "%s%s%s", dev, mod ? "/" : "", mod ? mod : "");
 
     const struct th_policy *pol = NULL;
     const char *k1 = id->primary_key, *k2 = id->secondary_key;
@@ -212,6 +235,11 @@ static th_result connect_identity(const struct th_registry *reg,
                           tok->skn.ptr);
         k1 = pol->primary_key;
         k2 = pol->secondary_key;
+    } else if (th_auth_type_is_x509(id->auth_type)) {
+        return refuse(d,
+                      "%s '%s' has authentication type '%s': it connects with its X.509 "
+                      "certificate (TLS client certificate, no password), not a SAS token",
+                      mod ? "module" : "device", expect_cid, th_auth_type_name(id->auth_type));
     } else if (id->auth_type == TH_AUTH_NONE) {
         return refuse(d,
                       "%s '%s' has authentication type 'none' (no keys), so no SAS token can sign "
@@ -224,6 +252,40 @@ static th_result connect_identity(const struct th_registry *reg,
     d->kind = TH_AUTH_IDENTITY;
     d->identity = id;
     d->policy = pol;
+    return TH_OK;
+}
+
+/* A CONNECT whose client presented a certificate (vouched for by the TLS front). */
+static th_result connect_x509(const struct th_registry *reg, const struct th_auth_connect_facts *f,
+                              struct th_auth_connect_decision *d)
+{
+    struct th_identity *id = NULL;
+    if (!strchr(f->username, '/'))
+        return refuse(d, "a service principal signs in with a SAS token, not a certificate");
+    th_result r = connect_named_identity(reg, f, NULL, d, &id);
+    if (r != TH_OK)
+        return r;
+    const char *mod = d->has_module ? d->module_id : NULL;
+    if (!th_auth_type_is_x509(id->auth_type))
+        return refuse(d,
+                      "%s '%s%s%s' has authentication type '%s', but the client presented a "
+                      "certificate and no password; send a SAS token, or register the identity "
+                      "as selfSigned or certificateAuthority",
+                      mod ? "module" : "device", d->device_id, mod ? "/" : "", mod ? mod : "",
+                      th_auth_type_name(id->auth_type));
+    struct th_x509_identity xi = {
+        .device_id = id->device_id,
+        .module_id = id->module_id,
+        .ca = id->auth_type == TH_AUTH_CA,
+        .primary_thumbprint = id->x509_primary,
+        .secondary_thumbprint = id->x509_secondary,
+    };
+    char why[TH_X509_REASON_BUF];
+    if (th_x509_authenticate(f->x509, &xi, f->cas, f->now_s, why, sizeof why) != TH_OK)
+        return refuse(d, "%s", why);
+    d->kind = TH_AUTH_IDENTITY;
+    d->identity = id;
+    d->x509 = true;
     return TH_OK;
 }
 
@@ -247,8 +309,11 @@ th_result th_auth_connect(const struct th_registry *reg, const struct th_auth_co
         return refuse(out, "an empty client id is not accepted");
     if (!facts->username || !facts->username[0])
         return refuse(out, "no username; IoT Hub needs {host}/{deviceId}/?api-version=...");
+    if (facts->x509)
+        return connect_x509(reg, facts, out);
     if (!facts->password || !facts->password[0])
-        return refuse(out, "no password; send a SAS token (X.509 authentication is not supported)");
+        return refuse(out, "no password and no client certificate; send a SAS token, or connect "
+                           "with the identity's X.509 certificate over TLS");
     if (th_sas_parse(facts->password, strlen(facts->password), &tok, &err) != TH_OK ||
         th_sas_resource(&tok, &res, &err) != TH_OK)
         return refuse(out, "%s", err.message);

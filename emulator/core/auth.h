@@ -40,6 +40,7 @@
 #include "th_limits.h"
 #include "th_result.h"
 #include "topic.h"
+#include "x509.h"
 
 /* errorCode of every refusal here (IotHubUnauthorizedAccess). */
 #define TH_AUTH_ERR_CODE TH_EC_IOTHUB_UNAUTHORIZED_ACCESS
@@ -140,6 +141,10 @@ struct th_auth_connect_facts {
     const char *password;  /* NULL when absent */
     int64_t now_s;
     int64_t skew_s; /* TH_AUTH_TOKEN_SKEW_S unless configured */
+    /* The client's certificate chain when the TLS front vouched for it (th_x509_cred_open);
+     * then `password` is ignored. NULL otherwise. */
+    const struct th_x509_chain *x509;
+    const struct th_cacerts *cas; /* the hub's CA certificates (for certificateAuthority) */
 };
 
 enum th_auth_principal {
@@ -155,7 +160,8 @@ struct th_auth_connect_decision {
     /* TH_AUTH_SERVICE: the policy; TH_AUTH_IDENTITY: the DeviceConnect policy that signed the
      * token, or NULL when the identity's own key did. Borrowed from the registry. */
     const struct th_policy *policy;
-    int64_t token_expiry_s; /* the token's `se` */
+    int64_t token_expiry_s; /* the token's `se`; 0 for an X.509 certificate */
+    bool x509;              /* TH_AUTH_IDENTITY: authenticated by its certificate */
     /* TH_AUTH_IDENTITY: the parsed username (slices into facts->username): api-version,
      * DeviceClientType and model-id for the connected event. */
     struct th_username username;
@@ -176,7 +182,12 @@ struct th_auth_connect_decision {
  * with the username's and that is signed with the identity's own key or a
  * DeviceConnect policy whose `sr` covers it (th_auth_connect_scope), and not
  * expired beyond skew_s. Checks run in that order and the first failure is
- * the reason.
+ * the reason. With facts->x509 (a certificate the TLS front vouched for)
+ * the identity must be of type selfSigned or certificateAuthority and the
+ * certificate is decided by th_x509_authenticate; the username's host is
+ * not checked (there is no token to agree with). An X.509 identity that
+ * connects without a certificate, and a SAS identity that presents one
+ * without a password, are refused naming the mismatch.
  *
  * TH_OK with out->kind IDENTITY or SERVICE; TH_ERR_AUTH with out->kind
  * REFUSED and out->reason; TH_ERR_INVAL (and a reason) without a registry or

@@ -174,7 +174,10 @@ cJSON *th_journal_data_connected(const struct th_journal_connected *c)
               add_str_or_null(o, "apiVersion", c->api_version) &&
               add_str_or_null(o, "clientType", c->client_type) &&
               add_str_or_null(o, "modelId", c->model_id) &&
-              add_str(o, "auth", c->auth == TH_JOURNAL_AUTH_SAS_POLICY ? "sas-policy" : "sas") &&
+              add_str(o, "auth",
+                      c->auth == TH_JOURNAL_AUTH_SAS_POLICY ? "sas-policy"
+                      : c->auth == TH_JOURNAL_AUTH_X509     ? "x509"
+                                                            : "sas") &&
               add_bool(o, "cleanSession", c->clean_session);
     return built(o, ok);
 }
@@ -264,9 +267,13 @@ static cJSON *system_properties(const struct th_journal_telemetry *t)
     }
     if (!ok)
         return built(sys, false);
-    char method[96], now[TH_TIME_BUF];
-    snprintf(method, sizeof method, "{\"scope\":\"%s\",\"type\":\"sas\",\"issuer\":\"iothub\"}",
-             t->module_id ? "module" : "device");
+    char method[128], now[TH_TIME_BUF];
+    /* As the hub writes it (docs/protocol.md, "X.509 client certificates"). */
+    snprintf(method, sizeof method,
+             "{\"scope\":\"%s\",\"type\":\"%s\",\"issuer\":\"%s\","
+             "\"acceptingIpFilterRule\":null}",
+             t->module_id ? "module" : "device", t->x509 ? "x509Certificate" : "sas",
+             t->x509 ? "external" : "iothub");
     th_time_format(t->enqueued_us, now);
     ok = add_str(sys, "iothub-connection-device-id", t->device_id) &&
          (!t->module_id || add_str(sys, "iothub-connection-module-id", t->module_id)) &&

@@ -132,6 +132,7 @@ size_t th_journal_topic(enum th_journal_kind kind, const char *device_id, const 
 enum th_journal_auth {
     TH_JOURNAL_AUTH_SAS,        /* "sas": a token signed with the identity's own key */
     TH_JOURNAL_AUTH_SAS_POLICY, /* "sas-policy": a token signed with a policy key (skn) */
+    TH_JOURNAL_AUTH_X509,       /* "x509": a client certificate (selfSigned or CA) */
 };
 
 struct th_journal_connected {
@@ -171,6 +172,7 @@ struct th_journal_telemetry {
     const char *module_id; /* NULL for a device */
     const char *generation_id;
     const char *model_id; /* NULL when none */
+    bool x509;            /* the connection authenticated with a certificate */
     int64_t enqueued_us;
     const void *body; /* may be NULL when len is 0; need not be NUL-terminated */
     size_t len;

@@ -43,9 +43,20 @@ struct th_policy {
 
 /* How an identity authenticates: AuthenticationMechanism.type (10.3). */
 enum th_auth_type {
-    TH_AUTH_SAS = 0,  /* symmetric keys */
-    TH_AUTH_NONE = 1, /* no credentials (IoT Edge creates its modules so, then adds keys) */
+    TH_AUTH_SAS = 0,         /* symmetric keys */
+    TH_AUTH_NONE = 1,        /* no credentials (IoT Edge creates its modules so, then adds keys) */
+    TH_AUTH_SELF_SIGNED = 2, /* "selfSigned": an X.509 certificate known by its thumbprint */
+    TH_AUTH_CA = 3,          /* "certificateAuthority": signed by a verified CA of the hub */
 };
+
+/* Room for an X.509 thumbprint as the hub stores it: SHA-256 hex (64) + NUL. */
+#define TH_THUMBPRINT_BUF 65
+
+/* Whether an authentication type is one of the X.509 ones. */
+static inline bool th_auth_type_is_x509(enum th_auth_type t)
+{
+    return t == TH_AUTH_SELF_SIGNED || t == TH_AUTH_CA;
+}
 
 /* deviceScope of an IoT Edge device: TH_EDGE_SCOPE_PREFIX "{deviceId}-{ticks}". */
 #define TH_EDGE_SCOPE_PREFIX "ms-azure-iot-edge://"
@@ -69,7 +80,11 @@ struct th_identity {
     char *status_reason;   /* malloc'd or NULL */
     char generation_id[24];
     uint64_t etag_counter; /* identity etag: base64 of the decimal text */
-    enum th_auth_type auth_type; /* TH_AUTH_NONE: both keys are "" */
+    enum th_auth_type auth_type; /* TH_AUTH_NONE and the X.509 types: both keys are "" */
+    /* TH_AUTH_SELF_SIGNED: the thumbprints (hex as given, either case; secondary "" for none);
+     * "" for every other type. */
+    char x509_primary[TH_THUMBPRINT_BUF];
+    char x509_secondary[TH_THUMBPRINT_BUF];
     char *managed_by;      /* modules: malloc'd or NULL */
     bool iot_edge;         /* devices: capabilities.iotEdge */
     /* Devices: an edge device's own scope, or a leaf's parent scope; malloc'd or NULL. */
@@ -181,7 +196,7 @@ void th_identity_etag(const struct th_identity *id, char buf[32]);
 cJSON *th_identity_to_json(const struct th_identity *id);
 cJSON *th_identity_twin_json(const struct th_identity *id);
 
-/* "sas" or "none". */
+/* "sas", "none", "selfSigned" or "certificateAuthority". */
 const char *th_auth_type_name(enum th_auth_type type);
 
 /*
@@ -203,6 +218,9 @@ struct th_ident_req {
     const char *parent_scope;  /* with parents_given: its one entry, NULL for [] */
     bool managed_given;        /* managedBy present (modules) */
     const char *managed_by;    /* with managed_given: NULL or "" for none */
+    /* x509Thumbprint.primaryThumbprint / secondaryThumbprint: NULL not given, "" none. */
+    const char *x509_primary;
+    const char *x509_secondary;
 };
 
 /* Everything "not given". */
@@ -215,9 +233,9 @@ void th_ident_req_init(struct th_ident_req *req);
  * (devices) or managedBy (modules). Absent and null members are "not
  * given", except deviceScope, parentScopes and managedBy, where null means
  * "none". Other members are ignored, as the hub ignores read-only ones.
- * TH_ERR_INVAL (400004) naming the member for a wrong type, an
- * authentication type other than sas or none (X.509 is not emulated), or
- * more than one parent scope. *out borrows strings from `body`.
+ * TH_ERR_INVAL (400004) naming the member for a wrong type, an unknown
+ * authentication type, or more than one parent scope. Thumbprints are read
+ * from authentication.x509Thumbprint. *out borrows strings from `body`.
  */
 TH_NODISCARD th_result th_ident_req_from_json(const cJSON *body, bool is_module,
                                               struct th_ident_req *out, struct th_error *err);

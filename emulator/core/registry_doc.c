@@ -167,7 +167,20 @@ struct auth_keys {
     const char *primary;
     const char *secondary;
     enum th_auth_type type; /* TH_AUTH_SAS when no type is given */
+    const char *x509_primary; /* selfSigned: the thumbprints (NULL when absent) */
+    const char *x509_secondary;
 };
+
+static enum th_auth_type auth_type_of(const char *type)
+{
+    if (type && strcmp(type, "none") == 0)
+        return TH_AUTH_NONE;
+    if (type && strcmp(type, "selfSigned") == 0)
+        return TH_AUTH_SELF_SIGNED;
+    if (type && strcmp(type, "certificateAuthority") == 0)
+        return TH_AUTH_CA;
+    return TH_AUTH_SAS;
+}
 
 static th_result check_key(const char *key, const char *path, const char *field,
                            struct th_error *err)
@@ -190,7 +203,7 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     char sub[160];
     th_result r;
 
-    keys->primary = keys->secondary = NULL;
+    keys->primary = keys->secondary = keys->x509_primary = keys->x509_secondary = NULL;
     keys->type = TH_AUTH_SAS;
     if ((r = opt_object(ident, "authentication", path, &auth, err)) != TH_OK || !auth)
         return r;
@@ -199,13 +212,28 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
         return r;
     if ((r = reg_opt_string(auth, "type", sub, &type, err)) != TH_OK)
         return r;
-    if (type && strcmp(type, "none") == 0)
-        keys->type = TH_AUTH_NONE;
-    else if (type && strcmp(type, "sas") != 0)
+    keys->type = auth_type_of(type);
+    if (type && keys->type == TH_AUTH_SAS && strcmp(type, "sas") != 0)
         return th_error_set(err, TH_ERR_INVAL, 0,
-                            "%s.type: \"sas\" or \"none\" (X.509 types are not emulated), "
-                            "not '%s'",
+                            "%s.type: \"sas\", \"none\", \"selfSigned\" or "
+                            "\"certificateAuthority\", not '%s'",
                             sub, type);
+    const cJSON *tp;
+    if ((r = opt_object(auth, "x509Thumbprint", sub, &tp, err)) != TH_OK)
+        return r;
+    char tsub[200];
+    snprintf(tsub, sizeof tsub, "%s.x509Thumbprint", sub);
+    if (tp &&
+        ((r = reg_opt_string(tp, "primaryThumbprint", tsub, &keys->x509_primary, err)) != TH_OK ||
+         (r = reg_opt_string(tp, "secondaryThumbprint", tsub, &keys->x509_secondary, err)) !=
+             TH_OK))
+        return r;
+    struct ident_change xc;
+    memset(&xc, 0, sizeof xc);
+    xc.auth_type = keys->type;
+    struct th_error xe = {0};
+    if (reg_plan_x509(NULL, keys->x509_primary, keys->x509_secondary, &xc, &xe) != TH_OK)
+        return th_error_set(err, TH_ERR_INVAL, 0, "%s: %s", sub, xe.message);
     if ((r = opt_object(auth, "symmetricKey", sub, &sym, err)) != TH_OK || !sym)
         return r;
     snprintf(sub, sizeof sub, "%s.authentication.symmetricKey", path);
@@ -217,10 +245,11 @@ static th_result check_auth(const cJSON *ident, const char *path, struct auth_ke
     if ((r = check_key(keys->primary, sub, "primaryKey", err)) != TH_OK ||
         (r = check_key(keys->secondary, sub, "secondaryKey", err)) != TH_OK)
         return r;
-    if (keys->type == TH_AUTH_NONE &&
+    if (keys->type != TH_AUTH_SAS &&
         (reg_key_given(keys->primary) || reg_key_given(keys->secondary)))
         return th_error_set(err, TH_ERR_INVAL, 0,
-                            "%s: type \"none\" has no keys; remove them or use type \"sas\"", sub);
+                            "%s: type \"%s\" has no keys; remove them or use type \"sas\"", sub,
+                            th_auth_type_name(keys->type));
     return TH_OK;
 }
 
@@ -555,8 +584,21 @@ static void get_keys(const cJSON *ident, struct auth_keys *keys)
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(auth, "type");
     keys->primary = cJSON_IsString(pk) ? pk->valuestring : NULL;
     keys->secondary = cJSON_IsString(sk) ? sk->valuestring : NULL;
-    keys->type =
-        cJSON_IsString(type) && strcmp(type->valuestring, "none") == 0 ? TH_AUTH_NONE : TH_AUTH_SAS;
+    keys->type = auth_type_of(cJSON_IsString(type) ? type->valuestring : NULL);
+    const cJSON *tp = cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint");
+    keys->x509_primary = reg_get_str(tp, "primaryThumbprint");
+    keys->x509_secondary = reg_get_str(tp, "secondaryThumbprint");
+}
+
+/* A built identity's thumbprints from its validated entry. */
+static void set_thumbprints(struct th_identity *id, const struct auth_keys *keys)
+{
+    if (id && keys->type == TH_AUTH_SELF_SIGNED) {
+        snprintf(id->x509_primary, sizeof id->x509_primary, "%s",
+                 keys->x509_primary ? keys->x509_primary : "");
+        snprintf(id->x509_secondary, sizeof id->x509_secondary, "%s",
+                 keys->x509_secondary ? keys->x509_secondary : "");
+    }
 }
 
 const char *reg_get_str(const cJSON *obj, const char *key)
@@ -582,6 +624,7 @@ th_result reg_build_module(struct th_registry *reg, const char *device_id, const
                             keys.secondary, true, now_us, &r);
     if (!mod)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
+    set_thumbprints(mod, &keys);
     const char *managed = reg_get_str(msrc, "managedBy");
     if (managed && !(mod->managed_by = reg_dup_str(managed)))
         r = th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
@@ -612,6 +655,7 @@ th_result reg_build_device(struct th_registry *reg, const cJSON *src, const char
                             keys.secondary, !status || strcmp(status, "enabled") == 0, now_us, &r);
     if (!dev)
         return th_error_set(err, r, 0, "%s: %s", path, th_result_str(r));
+    set_thumbprints(dev, &keys);
     if (reason && !(dev->status_reason = reg_dup_str(reason))) {
         reg_identity_free(dev);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
@@ -832,9 +876,17 @@ th_result th_registry_restore_policies(struct th_registry *reg, const cJSON *arr
  */
 static cJSON *auth_doc_json(const struct th_identity *id)
 {
-    if (id->auth_type == TH_AUTH_NONE) {
-        cJSON *none = cJSON_CreateObject();
-        if (none && !reg_add_str(none, "type", "none")) {
+    if (id->auth_type != TH_AUTH_SAS) {
+        cJSON *none = cJSON_CreateObject(), *tp = NULL;
+        bool ok = none && reg_add_str(none, "type", th_auth_type_name(id->auth_type));
+        if (ok && id->auth_type == TH_AUTH_SELF_SIGNED) {
+            tp = cJSON_CreateObject();
+            ok = tp && reg_add_str(tp, "primaryThumbprint", id->x509_primary) &&
+                 reg_add_str_or_null(tp, "secondaryThumbprint",
+                                     id->x509_secondary[0] ? id->x509_secondary : NULL);
+            ok = reg_add_item(none, "x509Thumbprint", ok ? tp : (cJSON_Delete(tp), NULL)) && ok;
+        }
+        if (!ok) {
             cJSON_Delete(none);
             return NULL;
         }

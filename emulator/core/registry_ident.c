@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "topic.h"
+#include "x509.h"
+#include <strings.h>
 
 /* ------------------------------------------------------------------ */
 /* IoT Edge scopes                                                     */
@@ -180,6 +182,8 @@ void reg_ident_change_init(struct ident_change *c, const struct th_identity *id)
     c->auth_type = id->auth_type;
     reg_copy_key(c->primary_key, id->primary_key);
     reg_copy_key(c->secondary_key, id->secondary_key);
+    snprintf(c->x509_primary, sizeof c->x509_primary, "%s", id->x509_primary);
+    snprintf(c->x509_secondary, sizeof c->x509_secondary, "%s", id->x509_secondary);
 }
 
 /* Frees what the change still owns; accepts a committed or half-prepared change. */
@@ -197,6 +201,8 @@ void reg_ident_change_commit(struct th_identity *id, struct ident_change *c, int
     reg_copy_key(id->primary_key, c->primary_key);
     reg_copy_key(id->secondary_key, c->secondary_key);
     id->auth_type = c->auth_type;
+    snprintf(id->x509_primary, sizeof id->x509_primary, "%s", c->x509_primary);
+    snprintf(id->x509_secondary, sizeof id->x509_secondary, "%s", c->x509_secondary);
     if (c->reason_set) {
         free(id->status_reason);
         id->status_reason = c->reason;
@@ -245,11 +251,12 @@ th_result reg_plan_keys(const struct th_identity *id, int type, const char *prim
     bool keys = primary_key || secondary_key;
     enum th_auth_type t =
         type >= 0 ? (enum th_auth_type)type : (keys ? TH_AUTH_SAS : id->auth_type);
-    if (t == TH_AUTH_NONE) {
+    if (t != TH_AUTH_SAS) {
         if (reg_key_given(primary_key) || reg_key_given(secondary_key))
             return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                                "authentication type \"none\" has no keys: remove "
-                                "symmetricKey or use type \"sas\"");
+                                "authentication type \"%s\" has no keys: remove "
+                                "symmetricKey or use type \"sas\"",
+                                th_auth_type_name(t));
         c->primary_key[0] = c->secondary_key[0] = '\0';
         c->auth_type = t;
         return TH_OK;
@@ -262,12 +269,43 @@ th_result reg_plan_keys(const struct th_identity *id, int type, const char *prim
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "secondaryKey must be base64 of 16 to 64 bytes (or empty to have one "
                             "generated)");
-    bool had_none = id->auth_type == TH_AUTH_NONE;
+    bool had_none = id->auth_type != TH_AUTH_SAS;
     if ((primary_key || had_none) && (r = reg_fill_key(c->primary_key, primary_key)) != TH_OK)
         return th_error_set(err, r, 0, "cannot generate a primary key: %s", th_result_str(r));
     if ((secondary_key || had_none) && (r = reg_fill_key(c->secondary_key, secondary_key)) != TH_OK)
         return th_error_set(err, r, 0, "cannot generate a secondary key: %s", th_result_str(r));
     c->auth_type = t;
+    return TH_OK;
+}
+
+th_result reg_plan_x509(const struct th_identity *id, const char *primary, const char *secondary,
+                        struct ident_change *c, struct th_error *err)
+{
+    if (c->auth_type != TH_AUTH_SELF_SIGNED) {
+        if ((primary && primary[0]) || (secondary && secondary[0]))
+            return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                                "x509Thumbprint is only for authentication type \"selfSigned\", "
+                                "not \"%s\"",
+                                th_auth_type_name(c->auth_type));
+        c->x509_primary[0] = c->x509_secondary[0] = '\0';
+        return TH_OK;
+    }
+    if (id && id->auth_type != TH_AUTH_SELF_SIGNED)
+        c->x509_primary[0] = c->x509_secondary[0] = '\0';
+    if (primary)
+        snprintf(c->x509_primary, sizeof c->x509_primary, "%.64s", primary);
+    if (secondary)
+        snprintf(c->x509_secondary, sizeof c->x509_secondary, "%.64s", secondary);
+    if ((primary && strlen(primary) > 64) || !th_x509_thumbprint_valid(c->x509_primary))
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "authentication type \"selfSigned\" needs "
+                            "x509Thumbprint.primaryThumbprint: the certificate's SHA-1 (40 hex "
+                            "digits) or SHA-256 (64 hex digits) thumbprint");
+    if ((secondary && strlen(secondary) > 64) ||
+        (c->x509_secondary[0] && !th_x509_thumbprint_valid(c->x509_secondary)))
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "x509Thumbprint.secondaryThumbprint must be 40 or 64 hex digits, or "
+                            "null");
     return TH_OK;
 }
 
@@ -392,6 +430,8 @@ th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
     reg_ident_change_init(&c, id);
     c.enabled = req->enabled;
     r = reg_plan_keys(id, req->auth_type, req->primary_key, req->secondary_key, &c, err);
+    if (r == TH_OK)
+        r = reg_plan_x509(id, req->x509_primary, req->x509_secondary, &c, err);
     if (r == TH_OK && req->status_reason) {
         c.reason_set = true;
         if (req->status_reason[0] && !(c.reason = reg_dup_str(req->status_reason)))
@@ -409,7 +449,10 @@ th_result th_identity_apply(struct th_registry *reg, struct th_identity *id,
     }
     if (r == TH_OK && keys_changed)
         *keys_changed = strcmp(c.primary_key, id->primary_key) != 0 ||
-                        strcmp(c.secondary_key, id->secondary_key) != 0;
+                        strcmp(c.secondary_key, id->secondary_key) != 0 ||
+                        c.auth_type != id->auth_type ||
+                        strcasecmp(c.x509_primary, id->x509_primary) != 0 ||
+                        strcasecmp(c.x509_secondary, id->x509_secondary) != 0;
     if (r == TH_OK)
         reg_ident_change_commit(id, &c, now_us);
     reg_ident_change_free(&c);
@@ -446,11 +489,17 @@ th_result th_registry_create(struct th_registry *reg, const char *device_id, con
     if (!reg || !req)
         return th_error_set(err, TH_ERR_INVAL, 0, "no registry or request");
     enum th_auth_type type = req->auth_type >= 0 ? (enum th_auth_type)req->auth_type : TH_AUTH_SAS;
-    if (type == TH_AUTH_NONE &&
+    if (type != TH_AUTH_SAS &&
         (reg_key_given(req->primary_key) || reg_key_given(req->secondary_key)))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "authentication type \"none\" has no keys: remove symmetricKey or "
-                            "use type \"sas\"");
+                            "authentication type \"%s\" has no keys: remove symmetricKey or "
+                            "use type \"sas\"",
+                            th_auth_type_name(type));
+    struct ident_change xc;
+    memset(&xc, 0, sizeof xc);
+    xc.auth_type = type;
+    if ((r = reg_plan_x509(NULL, req->x509_primary, req->x509_secondary, &xc, err)) != TH_OK)
+        return r;
     if ((r = check_module_status(device_id ? device_id : "", module_id, req, err)) != TH_OK ||
         (r = initial_section(tags, "tags", &t, err)) != TH_OK ||
         (r = initial_section(desired, "properties.desired", &d, err)) != TH_OK)
@@ -474,6 +523,10 @@ th_result th_registry_create(struct th_registry *reg, const char *device_id, con
             id->device_scope = sp.device_scope;
             id->parent_scope = sp.parent_scope;
         }
+    }
+    if (r == TH_OK) {
+        memcpy(id->x509_primary, xc.x509_primary, sizeof id->x509_primary);
+        memcpy(id->x509_secondary, xc.x509_secondary, sizeof id->x509_secondary);
     }
     if (r == TH_OK)
         r = reg_apply_section(id->twin, TH_SECTION_TAGS, t, now_us, "tags", err);

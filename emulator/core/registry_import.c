@@ -124,11 +124,15 @@ static th_result plan_update(struct th_identity *id, const cJSON *src, int64_t n
     /* In a document an omitted or empty key keeps the current one. */
     r = reg_plan_keys(id, req.auth_type, reg_key_given(req.primary_key) ? req.primary_key : NULL,
                       reg_key_given(req.secondary_key) ? req.secondary_key : NULL, &u->change, err);
+    if (r == TH_OK)
+        r = reg_plan_x509(id, req.x509_primary, req.x509_secondary, &u->change, err);
     if (r != TH_OK) {
         struct th_error e = err ? *err : (struct th_error){0};
         return th_error_set(err, r, e.code, "%s.authentication: %s", path, e.message);
     }
     u->ident_changed = u->change.auth_type != id->auth_type ||
+                       strcmp(u->change.x509_primary, id->x509_primary) != 0 ||
+                       strcmp(u->change.x509_secondary, id->x509_secondary) != 0 ||
                        strcmp(u->change.primary_key, id->primary_key) != 0 ||
                        strcmp(u->change.secondary_key, id->secondary_key) != 0;
     if (id->module_id && req.managed_given && !reg_scope_equal(req.managed_by, id->managed_by)) {

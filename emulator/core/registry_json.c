@@ -51,11 +51,13 @@ bool reg_add_item(cJSON *obj, const char *key, cJSON *item)
     return true;
 }
 
-static cJSON *thumbprint_json(void)
+static cJSON *thumbprint_json(const struct th_identity *id)
 {
     cJSON *t = cJSON_CreateObject();
-    if (t && (!cJSON_AddNullToObject(t, "primaryThumbprint") ||
-              !cJSON_AddNullToObject(t, "secondaryThumbprint"))) {
+    if (t && (!reg_add_str_or_null(t, "primaryThumbprint",
+                                   id->x509_primary[0] ? id->x509_primary : NULL) ||
+              !reg_add_str_or_null(t, "secondaryThumbprint",
+                                   id->x509_secondary[0] ? id->x509_secondary : NULL))) {
         cJSON_Delete(t);
         return NULL;
     }
@@ -102,7 +104,7 @@ static cJSON *authentication_json(const struct th_identity *id)
         ok = reg_add_item(auth, "symmetricKey", sym);
         sym = NULL;
     }
-    ok = ok && reg_add_item(auth, "x509Thumbprint", thumbprint_json()) &&
+    ok = ok && reg_add_item(auth, "x509Thumbprint", thumbprint_json(id)) &&
          reg_add_str(auth, "type", th_auth_type_name(id->auth_type));
     cJSON_Delete(sym);
     if (!ok) {
@@ -172,7 +174,7 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
          add_time(o, "lastActivityTime", id->last_activity_us) &&
          reg_add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
          reg_add_str(o, "authenticationType", th_auth_type_name(id->auth_type)) &&
-         reg_add_item(o, "x509Thumbprint", thumbprint_json()) &&
+         reg_add_item(o, "x509Thumbprint", thumbprint_json(id)) &&
          reg_add_str(o, "modelId", id->model_id ? id->model_id : "") &&
          reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
          reg_add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
@@ -200,7 +202,16 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
 
 const char *th_auth_type_name(enum th_auth_type type)
 {
-    return type == TH_AUTH_NONE ? "none" : "sas";
+    switch (type) {
+    case TH_AUTH_NONE:
+        return "none";
+    case TH_AUTH_SELF_SIGNED:
+        return "selfSigned";
+    case TH_AUTH_CA:
+        return "certificateAuthority";
+    default:
+        return "sas";
+    }
 }
 
 void th_ident_req_init(struct th_ident_req *req)
@@ -259,16 +270,24 @@ static th_result req_auth(const cJSON *body, struct th_ident_req *out, struct th
         out->auth_type = TH_AUTH_SAS;
     else if (type && strcmp(type, "none") == 0)
         out->auth_type = TH_AUTH_NONE;
-    else if (type && (strcmp(type, "selfSigned") == 0 || strcmp(type, "certificateAuthority") == 0))
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "authentication type '%s' is not supported: twinhub emulates SAS "
-                            "keys (\"sas\") and identities without credentials (\"none\") only",
-                            type);
+    else if (type && strcmp(type, "selfSigned") == 0)
+        out->auth_type = TH_AUTH_SELF_SIGNED;
+    else if (type && strcmp(type, "certificateAuthority") == 0)
+        out->auth_type = TH_AUTH_CA;
     else if (type)
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "authentication.type '%s' is unknown: use \"sas\", \"none\", "
                             "\"selfSigned\" or \"certificateAuthority\"",
                             type);
+    const cJSON *tp;
+    if ((r = req_object(auth, "x509Thumbprint", "authentication.", &tp, err)) != TH_OK)
+        return r;
+    /* A null thumbprint is "not given", so an identity sent back as read keeps its own. */
+    if (tp && ((r = req_string(tp, "primaryThumbprint", "authentication.x509Thumbprint.", NULL,
+                               &out->x509_primary, err)) != TH_OK ||
+               (r = req_string(tp, "secondaryThumbprint", "authentication.x509Thumbprint.", NULL,
+                               &out->x509_secondary, err)) != TH_OK))
+        return r;
     if ((r = req_object(auth, "symmetricKey", "authentication.", &sym, err)) != TH_OK || !sym)
         return r;
     if ((r = req_string(sym, "primaryKey", "authentication.symmetricKey.", NULL, &out->primary_key,

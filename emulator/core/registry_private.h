@@ -106,6 +106,8 @@ struct ident_change {
     char primary_key[TH_KEY_BUF];
     char secondary_key[TH_KEY_BUF];
     enum th_auth_type auth_type; /* matches the keys above */
+    char x509_primary[TH_THUMBPRINT_BUF]; /* TH_AUTH_SELF_SIGNED only, else "" */
+    char x509_secondary[TH_THUMBPRINT_BUF];
     int enabled;                 /* -1 keeps */
     bool reason_set;             /* replace status_reason with `reason` (NULL clears) */
     char *reason;                /* owned until committed */
@@ -130,6 +132,9 @@ void reg_ident_change_free(struct ident_change *c);
 void reg_ident_change_commit(struct th_identity *id, struct ident_change *c, int64_t now_us);
 th_result reg_plan_keys(const struct th_identity *id, int type, const char *primary_key,
                         const char *secondary_key, struct ident_change *c, struct th_error *err);
+/* The thumbprints after a request, for the type reg_plan_keys chose (c->auth_type). */
+th_result reg_plan_x509(const struct th_identity *id, const char *primary, const char *secondary,
+                        struct ident_change *c, struct th_error *err);
 /* Applies one initial twin section (tags, desired or reported); path names it in errors. */
 th_result reg_apply_section(struct th_twin *twin, enum th_twin_section section, const cJSON *src,
                             int64_t now_us, const char *path, struct th_error *err);

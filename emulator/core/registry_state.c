@@ -13,6 +13,7 @@
 
 #include "json.h"
 #include "util.h"
+#include "x509.h"
 
 /* ------------------------------------------------------------------ */
 /* persistence state                                                   */
@@ -63,6 +64,9 @@ static cJSON *identity_state_json(const struct th_identity *id)
               reg_add_item(o, "twin", th_twin_state_json(id->twin)) &&
               (!id->configurations ||
                reg_add_item(o, "configurations", cJSON_Duplicate(id->configurations, 1)));
+    if (ok && id->auth_type == TH_AUTH_SELF_SIGNED)
+        ok = reg_add_str(o, "x509Primary", id->x509_primary) &&
+             reg_add_str(o, "x509Secondary", id->x509_secondary);
     if (is_device)
         ok = ok && cJSON_AddBoolToObject(o, "iotEdge", id->iot_edge) != NULL &&
              reg_add_str_or_null(o, "deviceScope", id->device_scope) &&
@@ -219,10 +223,28 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     /* States written before authType existed are "sas". */
     if ((r = state_str(st, "authType", path, false, &type, err)) != TH_OK)
         return r;
-    if (type && strcmp(type, "sas") != 0 && strcmp(type, "none") != 0)
+    enum th_auth_type atype = TH_AUTH_SAS;
+    if (type && strcmp(type, "none") == 0)
+        atype = TH_AUTH_NONE;
+    else if (type && strcmp(type, "selfSigned") == 0)
+        atype = TH_AUTH_SELF_SIGNED;
+    else if (type && strcmp(type, "certificateAuthority") == 0)
+        atype = TH_AUTH_CA;
+    else if (type && strcmp(type, "sas") != 0)
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "%s.authType: \"sas\" or \"none\", not '%s'", path, type);
-    bool none = type && strcmp(type, "none") == 0;
+                            "%s.authType: \"sas\", \"none\", \"selfSigned\" or "
+                            "\"certificateAuthority\", not '%s'",
+                            path, type);
+    bool none = atype != TH_AUTH_SAS; /* no keys */
+    const char *tp1 = NULL, *tp2 = NULL;
+    if (atype == TH_AUTH_SELF_SIGNED &&
+        ((r = state_str(st, "x509Primary", path, true, &tp1, err)) != TH_OK ||
+         (r = state_str(st, "x509Secondary", path, false, &tp2, err)) != TH_OK))
+        return r;
+    if (tp1 &&
+        (!th_x509_thumbprint_valid(tp1) || (tp2 && tp2[0] && !th_x509_thumbprint_valid(tp2))))
+        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                            "%s: x509Primary and x509Secondary must be 40 or 64 hex digits", path);
     if ((r = state_str(st, "primaryKey", path, !none, &pk, err)) != TH_OK ||
         (r = state_str(st, "secondaryKey", path, !none, &sk, err)) != TH_OK ||
         (r = state_str(st, "generationId", path, true, &gen, err)) != TH_OK ||
@@ -235,9 +257,9 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         return r;
     if (none && (reg_key_given(pk) || reg_key_given(sk)))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "%s: authType \"none\" has no keys; primaryKey and secondaryKey "
+                            "%s: authType \"%s\" has no keys; primaryKey and secondaryKey "
                             "must be null",
-                            path);
+                            path, type);
     if (!none && !reg_key_valid(pk))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "%s.primaryKey: must be base64 of 16 to 64 bytes", path);
@@ -302,7 +324,9 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
         reg_identity_free(id);
         return th_error_set(err, TH_ERR_NOMEM, 0, "%s: out of memory", path);
     }
-    id->auth_type = none ? TH_AUTH_NONE : TH_AUTH_SAS;
+    id->auth_type = atype;
+    snprintf(id->x509_primary, sizeof id->x509_primary, "%s", tp1 ? tp1 : "");
+    snprintf(id->x509_secondary, sizeof id->x509_secondary, "%s", tp2 ? tp2 : "");
     id->iot_edge = !module_id && cJSON_IsTrue(edge);
     if (!none) {
         reg_copy_key(id->primary_key, pk);

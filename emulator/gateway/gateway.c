@@ -96,6 +96,10 @@ struct th_gateway *th_gateway_listen(const struct th_gateway_config *cfg, int *e
     gw->policy_key = dup_or_null(cfg->policy_key);
     gw->device_gateway = dup_or_null(cfg->device_gateway);
     gw->dash = gw_dash_new(gw, cfg->https_port);
+    if (cfg->front_secret) {
+        memcpy(gw->front_secret, cfg->front_secret, sizeof gw->front_secret);
+        gw->has_front_secret = true;
+    }
     if (!gw->hub_name || !gw->cert_file || !gw->key_file || !gw->policy_name || !gw->policy_key ||
         !gw->dash || (cfg->device_gateway && !gw->device_gateway)) {
         gateway_free(gw);
@@ -262,6 +266,12 @@ bool th_gateway_start(struct th_gateway *gw, const char *broker_host, int broker
     vi.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_SSLv3;
     /* The broker connections are plain: no need to load the system's CA list (~20 ms). */
     vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+    /* An optional client certificate, any accepted here (protocol 0 answers
+     * LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION with 0): the hub decides in the
+     * CONNACK of MQTT over WebSockets, as on the MQTT/TLS port. */
+    if (gw->has_front_secret)
+        vi.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT |
+                      LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
     vi.timeout_secs = 10;
     gw->vhost = lws_create_vhost(gw->ctx, &vi);
     if (!gw->vhost) {

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct addrinfo;
 struct th_gateway;
@@ -41,6 +42,10 @@ struct th_gateway_config {
     bool verbose; /* one stderr line per request and per WebSocket */
     /* GatewayHostName of device connection strings (the dashboard shows them); may be NULL. */
     const char *device_gateway;
+    /* The MQTT/TLS front's secret (TH_X509_SECRET_LEN bytes, copied): with it, the HTTPS port
+     * asks for an optional client certificate, and an MQTT over WebSockets client that
+     * presented one gets its CONNECT rewritten as the front does (tlsfront.h). NULL: none. */
+    const uint8_t *front_secret;
 };
 
 /*

@@ -138,6 +138,7 @@ struct gw_bridge {
     bool broker_paused;  /* broker RX paused because the WebSocket side is behind */
     bool connecting;     /* inside lws_client_connect_via_info */
     bool connect_failed; /* it failed before returning */
+    bool first_done;     /* the first MQTT packet went through the X.509 rewrite (tlsfront.h) */
 };
 
 /* ---- control API calls (gw_control.c) ---- */
@@ -170,6 +171,8 @@ struct th_gateway {
     bool verbose;
     int listen_fds[GW_MAX_LISTEN];
     int nlisten;
+    uint8_t front_secret[32]; /* TH_X509_SECRET_LEN; valid with has_front_secret */
+    bool has_front_secret;
 
     /* lws */
     struct lws_context *ctx;

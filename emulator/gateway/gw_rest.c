@@ -569,6 +569,77 @@ static void h_put_module(struct gw_conn *c)
     put_identity(c, true);
 }
 
+/* ---- handlers: CA certificates (the ARM resource's shapes, docs/rest-api.md) -------------- */
+
+/* {"command": name, "name": the path's certificate name[, "ifMatch": If-Match]}. */
+static cJSON *cert_command(struct gw_conn *c, const char *name)
+{
+    char buf[256];
+    const char *etag = if_match(c, buf, sizeof buf);
+    cJSON *cmd = cJSON_CreateObject();
+    if (!cmd || !cJSON_AddStringToObject(cmd, "command", name) ||
+        (c->ids[0][0] && !cJSON_AddStringToObject(cmd, "name", c->ids[0])) ||
+        (etag && !cJSON_AddStringToObject(cmd, "ifMatch", etag))) {
+        cJSON_Delete(cmd);
+        return NULL;
+    }
+    return cmd;
+}
+
+static void h_list_certs(struct gw_conn *c)
+{
+    call(c, cert_command(c, "listCertificates"), GW_CALL_TIMEOUT_S, done_data);
+}
+
+static void h_get_cert(struct gw_conn *c)
+{
+    call(c, cert_command(c, "getCertificate"), GW_CALL_TIMEOUT_S, done_entity);
+}
+
+static void h_delete_cert(struct gw_conn *c)
+{
+    call(c, cert_command(c, "deleteCertificate"), GW_CALL_TIMEOUT_S, done_no_content);
+}
+
+static void h_code_cert(struct gw_conn *c)
+{
+    call(c, cert_command(c, "generateVerificationCode"), GW_CALL_TIMEOUT_S, done_entity);
+}
+
+/* PUT {"properties":{"certificate","isVerified"}}; POST .../verify {"certificate"}. */
+static void cert_with_pem(struct gw_conn *c, const char *name, bool put)
+{
+    bool answered;
+    cJSON *body = body_object(c, true, &answered);
+    if (!body)
+        return;
+    const cJSON *props = put ? cJSON_GetObjectItemCaseSensitive(body, "properties") : body;
+    const char *pem = th_json_string(props, "certificate", NULL);
+    if (!pem) {
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "%s needs a PEM certificate",
+                      put ? "properties.certificate" : "certificate");
+        cJSON_Delete(body);
+        return;
+    }
+    cJSON *cmd = cert_command(c, name);
+    bool ok = cmd && cJSON_AddStringToObject(cmd, "certificate", pem) &&
+              (!put || cJSON_AddBoolToObject(
+                           cmd, "isVerified",
+                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(props, "isVerified"))));
+    cJSON_Delete(body);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
+}
+
+static void h_put_cert(struct gw_conn *c)
+{
+    cert_with_pem(c, "putCertificate", true);
+}
+
+static void h_verify_cert(struct gw_conn *c)
+{
+    cert_with_pem(c, "verifyCertificate", false);
+}
+
 /* ---- handlers: twins, methods, query, statistics, C2D ------------------------------------ */
 
 static void h_get_twin(struct gw_conn *c)
@@ -792,6 +863,12 @@ static const struct gw_route routes[] = {
     {GW_GET, "/configurations/{}", {RR}, true, gw_fleet_get_config, SV},
     {GW_PUT, "/configurations/{}", {RW}, true, gw_fleet_put_config, SV},
     {GW_DELETE, "/configurations/{}", {RW}, true, gw_fleet_delete_config, SV},
+    {GW_GET, "/certificates", {RR}, true, h_list_certs, SV},
+    {GW_GET, "/certificates/{}", {RR}, true, h_get_cert, SV},
+    {GW_PUT, "/certificates/{}", {RW}, true, h_put_cert, SV},
+    {GW_DELETE, "/certificates/{}", {RW}, true, h_delete_cert, SV},
+    {GW_POST, "/certificates/{}/generateVerificationCode", {RW}, true, h_code_cert, SV},
+    {GW_POST, "/certificates/{}/verify", {RW}, true, h_verify_cert, SV},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 #define MAX_SEGMENTS 8

@@ -20,7 +20,12 @@
 #include <strings.h>
 
 #include "gw_private.h"
+#include "mqtt_connect.h"
+#include "tlsfront.h"
 #include "util.h"
+
+/* A first packet longer than this is passed on unread (a CONNECT is far shorter). */
+#define GW_FIRST_PACKET_MAX (64 * 1024)
 
 /* ---- frames to the client ---------------------------------------------------------------- */
 
@@ -78,8 +83,11 @@ void gw_ws_closed(struct gw_conn *c)
     b->ws = NULL;
     if (b->gw->verbose)
         gw_log(b->gw, false, "websocket | closed | peer=%s", c->peer);
-    /* What the client sent last (often its DISCONNECT) still goes to the broker. */
-    if (b->broker && b->broker_up && gw_buf_size(&b->to_broker)) {
+    /* What the client sent last (often its DISCONNECT) still goes to the broker; a client
+     * that left before its first packet was whole leaves nothing to pass on. */
+    if (!b->first_done) {
+        kill_broker(b);
+    } else if (b->broker && b->broker_up && gw_buf_size(&b->to_broker)) {
         b->close_broker_when_flushed = true;
         lws_callback_on_writable(b->broker);
     } else if (b->broker && !b->broker_up && gw_buf_size(&b->to_broker)) {
@@ -172,6 +180,7 @@ void gw_ws_upgrade(struct gw_conn *c)
     }
     b->gw = c->gw;
     b->ws = c;
+    b->first_done = !c->gw->has_front_secret;
     c->bridge = b;
     if (!connect_broker(b)) {
         c->bridge = NULL;
@@ -237,6 +246,49 @@ static void control_frame(struct gw_conn *c, int opcode, const uint8_t *p, size_
 
 static int broker_write(struct gw_bridge *b, bool writable);
 
+/*
+ * Hold the client's bytes until its first MQTT packet is whole, then rewrite
+ * it when the client presented a certificate and no password (tlsfront.h).
+ * False while waiting; also false after closing the WebSocket on failure.
+ */
+static bool first_packet(struct gw_conn *c, struct gw_bridge *b)
+{
+    size_t avail = gw_buf_size(&b->to_broker), plen;
+    const uint8_t *head = gw_buf_head(&b->to_broker);
+    th_result r = th_mqtt_packet_length(head, avail, &plen);
+    if (r == TH_ERR_BUFFER || (r == TH_OK && plen > avail && plen <= GW_FIRST_PACKET_MAX))
+        return false;
+    b->first_done = true;
+    if (r != TH_OK || plen > avail)
+        return true; /* not ours to read: the broker refuses it */
+    uint8_t *pk = NULL;
+    size_t pk_len = 0;
+    int rw = th_tlsfront_rewrite_connect(lws_get_ssl(c->wsi), c->gw->front_secret, head, plen, &pk,
+                                         &pk_len);
+    if (rw < 0) {
+        send_close(c, 1011, "out of memory");
+        return false;
+    }
+    if (rw > 0) {
+        struct gw_buf nb = {0};
+        if (!gw_buf_reserve(&nb, pk_len + avail - plen)) {
+            free(pk);
+            send_close(c, 1011, "out of memory");
+            return false;
+        }
+        memcpy(nb.data, pk, pk_len);
+        memcpy(nb.data + pk_len, head + plen, avail - plen);
+        nb.len = pk_len + avail - plen;
+        free(pk);
+        gw_buf_free(&b->to_broker);
+        b->to_broker = nb;
+        if (c->gw->verbose)
+            gw_log(c->gw, false, "websocket | client certificate | credential added | peer=%s",
+                   c->peer);
+    }
+    return true;
+}
+
 void gw_ws_rx(struct gw_conn *c, const uint8_t *p, size_t n)
 {
     struct gw_bridge *b = c->bridge;
@@ -262,6 +314,8 @@ void gw_ws_rx(struct gw_conn *c, const uint8_t *p, size_t n)
             b->to_broker.len += ev.len;
         }
     }
+    if (b && !b->first_done && !first_packet(c, b))
+        return;
     if (b && gw_buf_size(&b->to_broker)) {
         if (b->broker && b->broker_up) {
             if (idle && broker_write(b, false) < 0)
@@ -292,6 +346,8 @@ void gw_ws_drained(struct gw_conn *c)
 static int broker_write(struct gw_bridge *b, bool writable)
 {
     struct lws *wsi = b->broker;
+    if (!b->first_done)
+        return 0; /* gw_ws_rx asks for a write once the first packet is through */
     size_t n = gw_buf_size(&b->to_broker);
     if (n) {
         if (n > GW_IO_CHUNK)

@@ -220,6 +220,7 @@ int thb_bench_telemetry(void);
 int thb_bench_twin(void);
 int thb_bench_fanout(void);
 int thb_bench_scale(void);
+int thb_bench_tlsfront(void); /* bench_tlsfront.c: the MQTT/TLS front vs mosquitto's TLS */
 
 /* Abort with a message (setup failures inside a case). */
 void thb_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -176,6 +176,8 @@ async function launch(bin, dir, mqttPort, mqttsPort, options) {
     '--https-port', String(options.httpsPort ?? 0),
   ];
   if (options.registry) args.push('--registry', options.registry);
+  // A debugging aid: the hub's own log (-v) in hub.out.stderr.
+  if (process.env.TWINHUB_SERVE_VERBOSE) args.push('-v');
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   child.once('exit', () => live.delete(child));

@@ -723,7 +723,7 @@ struct it_client *it_client_connect(const struct it_hub *hub, const struct it_co
     int port = o->port;
     if (o->tls) {
         assert_int_equal(mosquitto_tls_set(c->mosq, o->ca_file ? o->ca_file : hub->ca_file, NULL,
-                                           NULL, NULL, NULL),
+                                           o->cert_file, o->key_file, NULL),
                          MOSQ_ERR_SUCCESS);
         if (!port)
             port = hub->mqtts_port;

@@ -162,6 +162,8 @@ struct it_connect_opts {
     const char *host;     /* default "127.0.0.1" */
     int port;             /* 0: the hub's mqtt (or mqtts with tls) port */
     bool persistent;      /* CleanSession 0 (default: clean session) */
+    const char *cert_file; /* with tls: a client certificate (PEM) and its key; NULL: none */
+    const char *key_file;
 };
 
 /*

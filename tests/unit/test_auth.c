@@ -405,7 +405,7 @@ static int registry_teardown(void **state)
 static struct th_auth_connect_facts facts(const char *client_id, const char *username,
                                           const char *password)
 {
-    return (struct th_auth_connect_facts){4, client_id, username, password, NOW, 0};
+    return (struct th_auth_connect_facts){4, client_id, username, password, NOW, 0, NULL, NULL};
 }
 
 /* Sign `resource` with `key` (skn when non-NULL) expiring at SE. */

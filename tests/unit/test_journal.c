@@ -304,7 +304,8 @@ static void test_th_journal_data_telemetry_properties_succeeds(void **state)
               "\"$.x\":\"y\",\"contentType\":\"a/b\",\"iothub-connection-device-id\":\"d\","
               "\"iothub-connection-module-id\":\"m\",\"iothub-connection-auth-generation-id\":"
               "\"g1\",\"iothub-connection-auth-method\":\"{\\\"scope\\\":\\\"module\\\","
-              "\\\"type\\\":\\\"sas\\\",\\\"issuer\\\":\\\"iothub\\\"}\",\"iothub-enqueuedtime\":"
+              "\\\"type\\\":\\\"sas\\\",\\\"issuer\\\":\\\"iothub\\\","
+              "\\\"acceptingIpFilterRule\\\":null}\",\"iothub-enqueuedtime\":"
               "\"2026-11-23T14:00:00.0000000Z\",\"dt-dataschema\":\"dtmi:x;1\"},\"properties\":"
               "{\"app\":\"1\",\"flag\":null,\"mqtt-retain\":\"true\"},\"bodyBase64\":\"/wBB\","
               "\"size\":3}");
@@ -321,7 +322,8 @@ static void test_th_journal_data_telemetry_properties_succeeds(void **state)
                               "false,\"systemProperties\":{\"iothub-connection-device-id\":\"d\","
                               "\"iothub-connection-auth-generation-id\":\"g\","
                               "\"iothub-connection-auth-method\":\"{\\\"scope\\\":\\\"device\\\","
-                              "\\\"type\\\":\\\"sas\\\",\\\"issuer\\\":\\\"iothub\\\"}\","
+                              "\\\"type\\\":\\\"sas\\\",\\\"issuer\\\":\\\"iothub\\\","
+                              "\\\"acceptingIpFilterRule\\\":null}\","
                               "\"iothub-enqueuedtime\":\"1970-01-01T00:00:00.0000000Z\"},"
                               "\"properties\":{},\"bodyBase64\":\"\",\"size\":0}");
     free(text);

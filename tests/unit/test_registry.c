@@ -865,8 +865,13 @@ static void test_th_registry_load_non_sas_auth_fails(void **state)
 {
     expect_load_refused(*state,
                         "{\"devices\":[" OK_DEV ",{\"deviceId\":\"d\",\"authentication\":"
-                        "{\"type\":\"selfSigned\"}}]}",
+                        "{\"type\":\"x509\"}}]}",
                         TH_ERR_INVAL, "devices[1].authentication.type");
+    /* selfSigned without its thumbprint */
+    expect_load_refused(*state,
+                        "{\"devices\":[" OK_DEV ",{\"deviceId\":\"d\",\"authentication\":"
+                        "{\"type\":\"selfSigned\"}}]}",
+                        TH_ERR_INVAL, "primaryThumbprint");
 }
 
 static void test_th_registry_load_invalid_status_fails(void **state)
@@ -1071,8 +1076,9 @@ static void test_th_ident_req_from_json_bad_members_fails(void **state)
         {"{\"parentScopes\":\"a\"}", "parentScopes", false},
         {"{\"parentScopes\":[\"a\",\"b\"]}", "at most one parent", false},
         {"{\"parentScopes\":[1]}", "parentScopes[0]", false},
-        {"{\"authentication\":{\"type\":\"selfSigned\"}}", "not supported", false},
-        {"{\"authentication\":{\"type\":\"certificateAuthority\"}}", "not supported", true},
+        {"{\"authentication\":{\"x509Thumbprint\":{\"primaryThumbprint\":5}}}", "primaryThumbprint",
+         false},
+        {"{\"authentication\":{\"x509Thumbprint\":[]}}", "x509Thumbprint", true},
         {"{\"authentication\":{\"type\":\"token\"}}", "unknown", false},
         {"{\"authentication\":{\"symmetricKey\":{\"primaryKey\":7}}}", "primaryKey", false},
         {"{\"status\":\"on\"}", "'status'", false},
