@@ -187,8 +187,7 @@ static bool write_pem(const char *path, mode_t mode, X509 *cert, EVP_PKEY *key)
     return false;
 }
 
-/* Add one extension given in openssl.cnf syntax, with issuer/subject context for key ids. */
-static bool add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+bool th_certs_add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
@@ -240,16 +239,16 @@ static X509 *make_cert(EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, const 
               X509_set_pubkey(cert, key) == 1;
     X509 *signer = issuer ? issuer : cert;
     if (ok && !issuer) {
-        ok = add_ext(cert, signer, NID_basic_constraints, "critical,CA:TRUE") &&
-             add_ext(cert, signer, NID_key_usage, "critical,keyCertSign,cRLSign") &&
-             add_ext(cert, signer, NID_subject_key_identifier, "hash");
+        ok = th_certs_add_ext(cert, signer, NID_basic_constraints, "critical,CA:TRUE") &&
+             th_certs_add_ext(cert, signer, NID_key_usage, "critical,keyCertSign,cRLSign") &&
+             th_certs_add_ext(cert, signer, NID_subject_key_identifier, "hash");
     } else if (ok) {
-        ok = add_ext(cert, signer, NID_basic_constraints, "critical,CA:FALSE") &&
-             add_ext(cert, signer, NID_key_usage, "critical,digitalSignature") &&
-             add_ext(cert, signer, NID_ext_key_usage, "serverAuth") &&
-             add_ext(cert, signer, NID_subject_alt_name, san) &&
-             add_ext(cert, signer, NID_subject_key_identifier, "hash") &&
-             add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
+        ok = th_certs_add_ext(cert, signer, NID_basic_constraints, "critical,CA:FALSE") &&
+             th_certs_add_ext(cert, signer, NID_key_usage, "critical,digitalSignature") &&
+             th_certs_add_ext(cert, signer, NID_ext_key_usage, "serverAuth") &&
+             th_certs_add_ext(cert, signer, NID_subject_alt_name, san) &&
+             th_certs_add_ext(cert, signer, NID_subject_key_identifier, "hash") &&
+             th_certs_add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
     }
     if (ok)
         ok = X509_sign(cert, issuer ? issuer_key : key, EVP_sha256()) > 0;

@@ -79,6 +79,11 @@ bool th_certs_default_dir(char *buf, size_t size);
 bool th_certs_ensure(const char *dir, const char *const *names, size_t nnames,
                      const char *variant, bool verbose, struct th_cert_files *out);
 
+struct x509_st;
+/* Add one X.509 extension given in openssl.cnf syntax (e.g. "critical,CA:FALSE") to `cert`,
+ * with `issuer` as the context for key identifiers; false when OpenSSL refuses it. */
+bool th_certs_add_ext(struct x509_st *cert, struct x509_st *issuer, int nid, const char *value);
+
 /* ---- processes and files (proc.c), for serve, run and verify ---- */
 
 /*

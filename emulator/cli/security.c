@@ -453,9 +453,7 @@ static cJSON *device_status(const char *device, const cJSON *twin)
         cJSON_Delete(o);
         return NULL;
     }
-    const char *verdict = !reported || cJSON_IsNull(reported) ? "not reported"
-                          : cJSON_GetArraySize(diff) == 0     ? "matches"
-                                                              : "differs";
+    const char *verdict = th_secconfig_verdict(reported, diff);
     if (!cJSON_AddStringToObject(o, "configuration", verdict) ||
         !cJSON_AddItemToObject(o, "differences", diff)) {
         cJSON_Delete(diff);

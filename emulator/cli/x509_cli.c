@@ -57,19 +57,6 @@ bool th_x509_file_thumbprint(const char *path, char sha256[65], char *err, size_
     return ok;
 }
 
-static bool add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-    X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, &ctx, nid, value);
-    if (!ext)
-        return false;
-    int ok = X509_add_ext(cert, ext, -1);
-    X509_EXTENSION_free(ext);
-    return ok == 1;
-}
-
 /* A client certificate for `key` with subject CN `cn`, signed by issuer/issuer_key. */
 static X509 *client_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
                          long days)
@@ -88,10 +75,10 @@ static X509 *client_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *
               X509_gmtime_adj(X509_getm_notBefore(cert), -BACKDATE_S) &&
               X509_time_adj_ex(X509_getm_notAfter(cert), (int)days, 0, NULL) &&
               X509_set_pubkey(cert, key) == 1 &&
-              add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE") &&
-              add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature") &&
-              add_ext(cert, issuer, NID_ext_key_usage, "clientAuth") &&
-              add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always") &&
+              th_certs_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE") &&
+              th_certs_add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature") &&
+              th_certs_add_ext(cert, issuer, NID_ext_key_usage, "clientAuth") &&
+              th_certs_add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always") &&
               X509_sign(cert, issuer_key, EVP_sha256()) > 0;
     ASN1_INTEGER_free(serial);
     BN_free(bn);

@@ -145,9 +145,7 @@ static cJSON *security_json(const struct th_identity *dev)
     if (!cJSON_AddStringToObject(o, "connectionState", conn_state(m)) ||
         th_secconfig_diff(desired, reported, &diff) != TH_OK)
         goto fail;
-    const char *verdict = !reported || cJSON_IsNull(reported) ? "not reported"
-                          : cJSON_GetArraySize(diff) == 0     ? "matches"
-                                                              : "differs";
+    const char *verdict = th_secconfig_verdict(reported, diff);
     if (!cJSON_AddStringToObject(o, "configuration", verdict) ||
         !cJSON_AddItemToObject(o, "differences", diff)) {
         cJSON_Delete(diff);

@@ -614,6 +614,13 @@ static const cJSON *entry_value(const cJSON *entry)
     return entry;
 }
 
+const char *th_secconfig_verdict(const cJSON *reported, const cJSON *diff)
+{
+    if (!reported || cJSON_IsNull(reported))
+        return "not reported";
+    return cJSON_GetArraySize(diff) == 0 ? "matches" : "differs";
+}
+
 th_result th_secconfig_diff(const cJSON *desired, const cJSON *reported, cJSON **out)
 {
     *out = cJSON_CreateArray();

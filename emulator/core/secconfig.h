@@ -155,4 +155,11 @@ bool th_secconfig_values_equal(const struct th_secconfig_key *key, const cJSON *
  */
 TH_NODISCARD th_result th_secconfig_diff(const cJSON *desired, const cJSON *reported, cJSON **out);
 
+/*
+ * The one-word verdict `twinhub security status` and the dashboard show for a module:
+ * "not reported" when `reported` is absent or null, "matches" when `diff` (from
+ * th_secconfig_diff) is empty, "differs" otherwise. A static string.
+ */
+const char *th_secconfig_verdict(const cJSON *reported, const cJSON *diff);
+
 #endif

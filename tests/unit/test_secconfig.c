@@ -615,6 +615,21 @@ static void test_th_secconfig_diff_matching_succeeds(void **state)
     cJSON_Delete(r);
 }
 
+static void test_th_secconfig_verdict_each_case_succeeds(void **state)
+{
+    (void)state;
+    cJSON *empty = parse("[]"), *one = parse("[{\"key\": \"k\"}]"), *obj = parse("{}");
+    cJSON *null = parse("null");
+    assert_string_equal(th_secconfig_verdict(NULL, empty), "not reported");
+    assert_string_equal(th_secconfig_verdict(null, one), "not reported");
+    assert_string_equal(th_secconfig_verdict(obj, empty), "matches");
+    assert_string_equal(th_secconfig_verdict(obj, one), "differs");
+    cJSON_Delete(empty);
+    cJSON_Delete(one);
+    cJSON_Delete(obj);
+    cJSON_Delete(null);
+}
+
 static void test_th_secconfig_diff_different_fails(void **state)
 {
     (void)state;
@@ -699,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_th_secconfig_values_equal_same_meaning_succeeds),
         cmocka_unit_test(test_th_secconfig_values_equal_different_fails),
         cmocka_unit_test(test_th_secconfig_diff_matching_succeeds),
+        cmocka_unit_test(test_th_secconfig_verdict_each_case_succeeds),
         cmocka_unit_test(test_th_secconfig_diff_different_fails),
     };
     return cmocka_run_group_tests_name("secconfig", tests, NULL, NULL);
