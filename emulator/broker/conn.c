@@ -242,5 +242,8 @@ int brk_on_tick(int event, void *event_data, void *userdata)
         brk_conn_scan_expired(p, th_now_us() / 1000000);
     }
     brk_conn_do_kicks(p);
+    if (p->jobs) {
+        brk_jobs_tick(p);
+    }
     return MOSQ_ERR_SUCCESS;
 }

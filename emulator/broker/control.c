@@ -352,6 +352,11 @@ static const struct {
     {"getStatistics", brk_cmd_statistics},
     {"exportRegistry", brk_cmd_export},
     {"importRegistry", brk_cmd_import},
+    /* control_jobs.c */
+    {"createJob", brk_cmd_create_job},
+    {"getJob", brk_cmd_get_job},
+    {"cancelJob", brk_cmd_cancel_job},
+    {"listJobs", brk_cmd_list_jobs},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},

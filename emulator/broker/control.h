@@ -81,6 +81,12 @@ void brk_cmd_statistics(struct brk_cmd_ctx *x);
 void brk_cmd_export(struct brk_cmd_ctx *x);
 void brk_cmd_import(struct brk_cmd_ctx *x);
 
+/* control_jobs.c */
+void brk_cmd_create_job(struct brk_cmd_ctx *x);
+void brk_cmd_get_job(struct brk_cmd_ctx *x);
+void brk_cmd_cancel_job(struct brk_cmd_ctx *x);
+void brk_cmd_list_jobs(struct brk_cmd_ctx *x);
+
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);
 void brk_cmd_expire_token(struct brk_cmd_ctx *x);

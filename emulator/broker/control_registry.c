@@ -418,11 +418,12 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
     }
     enum th_query_source source = th_query_source(q);
     bool modules = source == TH_QUERY_MODULES;
-    /* FROM devices.jobs reads job records: twinhub has no jobs, so the result is empty. */
+    /* FROM devices.jobs reads the jobs' per-device records (control_jobs.c). */
     cap = source == TH_QUERY_JOBS ? 0
           : modules               ? th_registry_module_total(x->p->reg)
                                   : th_registry_device_count(x->p->reg);
-    docs = calloc(cap ? cap : 1, sizeof *docs);
+    docs = source == TH_QUERY_JOBS ? brk_jobs_device_docs(x->p, &n)
+                                   : calloc(cap ? cap : 1, sizeof *docs);
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
          docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
         if (!modules) {

@@ -93,6 +93,7 @@ static void plugin_free(struct brk_plugin *p)
         return;
     }
     brk_methods_free_all(p);
+    brk_jobs_free_all(p);
     brk_conn_free_all(p);
     if (p->reg) {
         brk_idglue_free_all(p);
@@ -148,6 +149,10 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         }
     }
     if (p->state_dir && (rc = brk_persist_load(p, report_path, &restored)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
+    }
+    if (p->state_dir && (rc = brk_jobs_load(p)) != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
     }

@@ -256,6 +256,22 @@ void gw_rest_request_done(struct gw_conn *c);
 /* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* For route files besides gw_rest.c (gw_jobs.c): send `cmd` (NULL: out of memory, answered
+ * 500) with the request's credentials; `done` gets the answer. */
+void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done);
+/* The request's JSON object body; NULL after answering 400. */
+cJSON *gw_rest_body(struct gw_conn *c);
+/* Start of an answer handler: false when there is nobody to answer or the answer (an error)
+ * was sent. */
+bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
+/* Answer `status` with `item` as JSON and the `extra` header lines (may be NULL). */
+void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);
+
+/* gw_jobs.c: /jobs/v2 (docs/rest-api.md "Jobs") */
+void gw_jobs_put(struct gw_conn *c);
+void gw_jobs_get(struct gw_conn *c);
+void gw_jobs_cancel(struct gw_conn *c);
+void gw_jobs_query(struct gw_conn *c);
 
 /* gw_ws.c */
 /* GET /$iothub/websocket with Upgrade: answer 101 and connect the bridge, or answer an error. */

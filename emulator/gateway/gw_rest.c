@@ -722,6 +722,29 @@ static void h_health(struct gw_conn *c)
                     strlen(body));
 }
 
+/* ---- for the other route files ------------------------------------------------------------ */
+
+void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done)
+{
+    call_built(c, cmd != NULL, cmd, timeout_s, done);
+}
+
+cJSON *gw_rest_body(struct gw_conn *c)
+{
+    bool answered;
+    return body_object(c, true, &answered);
+}
+
+bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry)
+{
+    return answer_ok(c, entry);
+}
+
+void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra)
+{
+    respond_json(c, status, item, extra);
+}
+
 /* ---- routes ------------------------------------------------------------------------------ */
 
 #define RR "RegistryRead"
@@ -750,6 +773,11 @@ static const struct gw_route routes[] = {
     {GW_GET, "/statistics/devices", {RR}, true, h_stats_devices, SV},
     {GW_GET, "/statistics/service", {SC}, true, h_stats_service, SV},
     {GW_POST, "/twinhub/devices/{}/messages", {SC}, false, h_c2d, SV},
+    /* gw_jobs.c; the query route before /jobs/v2/{} */
+    {GW_GET, "/jobs/v2/query", {RR, RW}, true, gw_jobs_query, SV},
+    {GW_PUT, "/jobs/v2/{}", {RW}, true, gw_jobs_put, SV},
+    {GW_GET, "/jobs/v2/{}", {RR, RW}, true, gw_jobs_get, SV},
+    {GW_POST, "/jobs/v2/{}/cancel", {RW}, true, gw_jobs_cancel, SV},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 #define MAX_SEGMENTS 8
