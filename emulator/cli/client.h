@@ -249,6 +249,8 @@ int th_cmd_import(int argc, char **argv);
 void th_usage_import(FILE *out);
 int th_cmd_stats(int argc, char **argv);
 void th_usage_stats(FILE *out);
+int th_cmd_job(int argc, char **argv); /* admin_jobs.c */
+void th_usage_job(FILE *out);
 
 /* The global options' help text, shared by every admin usage. */
 void th_global_options_usage(FILE *out);

@@ -31,6 +31,7 @@ static const struct command commands[] = {
     {"export", th_cmd_export, th_usage_export, "write the registry and twins as a document"},
     {"import", th_cmd_import, th_usage_import, "add identities from a registry document"},
     {"stats", th_cmd_stats, th_usage_stats, "device and module counts"},
+    {"job", th_cmd_job, th_usage_job, "run a twin update or direct method over a query (jobs)"},
     {"security", th_cmd_security, th_usage_security,
      "the azureiotsecurity module: ensure it, check a configuration, status"},
     {"run", th_cmd_run, th_usage_run, "run scenario files against an agent (JUnit, recording)"},
