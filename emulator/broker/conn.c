@@ -39,6 +39,9 @@ static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
     if (c->kind == BRK_CONN_SERVICE) {
         p->service_conns--;
     }
+    if (c->events_sub) {
+        p->event_subs--;
+    }
     if (c->kick_queued) {
         p->kicks_queued--;
     }

@@ -43,6 +43,7 @@ struct brk_conn {
     unsigned perms;   /* service principals: TH_PERM_* */
     bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
     bool kick_queued; /* ... and waits for the next tick (conn.c) */
+    bool events_sub;  /* service: may receive events (acl.c); counted in event_subs */
 };
 
 /* Per-identity glue hung on th_identity.glue (owned by the plugin). */
@@ -81,6 +82,7 @@ struct brk_plugin {
     uint64_t next_call_id;
     uint64_t event_seq;
     unsigned service_conns; /* connected service principals */
+    unsigned event_subs;    /* ... of which may receive events (events_sub) */
     unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
