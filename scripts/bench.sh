@@ -4,8 +4,10 @@
 # (plain mosquitto, or mosquitto with a minimal echo plugin) measured in the same run.
 # Not part of the test suite: nothing here passes or fails on numbers.
 #
-# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale] [--report FILE]
-#                         [--scale-devices N] [-v]
+# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale,fleet] [--report FILE]
+#                         [--scale-devices N] [--fleet-devices N] [-v]
+# The fleet case (100,000 registered devices, docs/performance.md "Fleet") runs only when
+# named in --only: it takes a few minutes and about 1 GB.
 # Builds a release build in ./build-bench (BENCH_BUILD_DIR overrides). Takes about 3 minutes
 # (--quick: under 1). Run it on an otherwise idle machine: the broker and the load generator
 # share its CPUs with everything else.

@@ -424,14 +424,26 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
                                   : th_registry_device_count(x->p->reg);
     docs = source == TH_QUERY_JOBS ? brk_jobs_device_docs(x->p, &n)
                                    : calloc(cap ? cap : 1, sizeof *docs);
+    /* Over a large registry building every twin document is most of the work: a query that
+     * names no "$" member is run on cheap query docs (registry.h) when it only aggregates, and
+     * otherwise filtered with them first, so that only the matching twins are built in full. */
+    bool light = !strchr(text, '$') && th_query_grouped(q) && !th_query_has_group_by(q);
+    bool prefilter = !strchr(text, '$') && !th_query_grouped(q);
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
          docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
-        if (!modules) {
-            docs[n++] = th_identity_twin_json(d);
-            continue;
-        }
-        for (size_t i = 0; i < d->module_count && n < cap; i++) {
-            docs[n++] = th_identity_twin_json(d->modules[i]);
+        for (size_t i = 0; modules ? i < d->module_count && n < cap : i < 1; i++) {
+            struct th_identity *id = modules ? d->modules[i] : d;
+            if (prefilter) {
+                cJSON *qd = th_identity_query_doc(id);
+                bool match = false;
+                /* On out-of-memory the twin is built in full and the query decides. */
+                if (qd && th_query_matches(q, qd, &match) == TH_OK && !match) {
+                    cJSON_Delete(qd);
+                    continue;
+                }
+                cJSON_Delete(qd);
+            }
+            docs[n++] = light ? th_identity_query_doc(id) : th_identity_twin_json(id);
         }
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)

@@ -203,6 +203,8 @@ void brk_jobs_free_all(struct brk_plugin *p);
 void brk_persist_device(struct brk_plugin *p, struct th_identity *dev);
 void brk_persist_forget(struct brk_plugin *p, const char *device_id);
 void brk_persist_all(struct brk_plugin *p);
+/* Only the policies file (after a restore, whose device files are current). */
+void brk_persist_policies(struct brk_plugin *p);
 /*
  * Restore policies and devices from the state dir; *out_found when any state
  * existed. A file that cannot be loaded is set aside (persist.c) and the

@@ -385,55 +385,54 @@ static void pb_putc(struct pbuf *b, char c)
         b->p[b->len++] = c;
 }
 
+/* Bytes a string byte takes in cJSON's output: 1, 2 (\" \\ \b \f \n \r \t) or 6 (\u00xx). */
+static const uint8_t esc_len[256] = {
+    6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 static void pb_string(struct pbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    pb_putc(b, '"');
     const unsigned char *u = (const unsigned char *)(s ? s : "");
-    while (*u) {
-        const unsigned char *run = u;
-        while (*u > 31 && *u != '"' && *u != '\\')
-            u++;
-        if (u > run)
-            pb_put(b, (const char *)run, (size_t)(u - run));
-        if (!*u)
+    size_t n = strlen((const char *)u);
+    /* At most 6 bytes per byte: reserve once, then write without checks. */
+    if (n > (SIZE_MAX - 2) / 6 || !pb_reserve(b, 6 * n + 2)) {
+        b->failed = true;
+        return;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (; *u; u++) {
+        switch (esc_len[*u]) {
+        case 1:
+            *o++ = (char)*u;
             break;
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t n = 2;
-        switch (*u) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
+        case 2:
+            *o++ = '\\';
+            *o++ = *u == '"'    ? '"'
+                   : *u == '\\' ? '\\'
+                   : *u == '\b' ? 'b'
+                   : *u == '\f' ? 'f'
+                   : *u == '\n' ? 'n'
+                   : *u == '\r' ? 'r'
+                                : 't';
             break;
         default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[*u >> 4];
-            esc[5] = hex[*u & 15];
-            n = 6;
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[*u >> 4];
+            o[5] = hex[*u & 15];
+            o += 6;
         }
-        pb_put(b, esc, n);
-        u++;
     }
-    pb_putc(b, '"');
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
 }
 
 /* Decimal text of v ending at `end` (NUL-terminated); returns its start. */

@@ -2165,6 +2165,16 @@ static th_result matches(const struct th_query *q, const cJSON *doc, bool *ok)
     return r;
 }
 
+bool th_query_grouped(const struct th_query *q)
+{
+    return q && q->grouped;
+}
+
+bool th_query_has_group_by(const struct th_query *q)
+{
+    return q && q->ngroup > 0;
+}
+
 th_result th_query_matches(const struct th_query *q, const cJSON *doc, bool *out_match)
 {
     if (out_match)

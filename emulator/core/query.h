@@ -104,4 +104,9 @@ TH_NODISCARD th_result th_query_run(const struct th_query *q, cJSON *const *docs
 TH_NODISCARD th_result th_query_matches(const struct th_query *q, const cJSON *doc,
                                         bool *out_match);
 
+/* Does the query aggregate or group (its results come from groups, not documents)? */
+bool th_query_grouped(const struct th_query *q);
+/* Does it have a GROUP BY clause? */
+bool th_query_has_group_by(const struct th_query *q);
+
 #endif
