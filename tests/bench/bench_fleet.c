@@ -13,7 +13,7 @@
  *   B. twinhub --registry --state-dir: the same job with every twin written to
  *      the state directory; the broker restarted (SIGTERM, started again on
  *      the state directory: state-dir start-up time), every connected device
- *      reconnecting at once (time until all are connected again), and nothing
+ *      reconnecting (500 CONNECTs in flight: time until all are connected again), and nothing
  *      lost (the job and every twin's desired value are there).
  *
  * Only with --only fleet (it takes minutes and about 1 GB); every wait is
@@ -31,6 +31,7 @@
 
 #define FLEET_DESIRED_BYTES 1000
 #define FLEET_CONNECT_WINDOW 64
+#define FLEET_RECONNECT_WINDOW 500
 #define FLEET_JOB_TIMEOUT_S 120
 #define FLEET_CTL_TIMEOUT_S 60
 #define CTL_INDEX (-7)
@@ -282,8 +283,10 @@ int thb_bench_fleet(void)
     memset(devs, 0, (size_t)n_conn * sizeof *devs);
     memset(&ctl, 0, sizeof ctl);
     thb_loop_init(&l, fleet_packet, NULL, &s);
-    /* All at once: every CONNECT is sent before the first CONNACK is waited for. */
-    if (connect_fleet(&l, devs, n_conn, b.port, n_conn, &reconnect_s) != 0 ||
+    /* All at once, as far as the broker's listen backlog lets them in: with every SYN sent
+     * together the kernel drops most and retries them a second and more later, so
+     * FLEET_RECONNECT_WINDOW connections are in flight at a time. */
+    if (connect_fleet(&l, devs, n_conn, b.port, FLEET_RECONNECT_WINDOW, &reconnect_s) != 0 ||
         thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0) != 0) {
         goto fail_a;
     }
@@ -339,12 +342,14 @@ fail:
             "(%ld of %ld succeeded) | |\n",
             job_b.updated_s, job_b.notified_s, job_b.succeeded, job_b.devices);
     thb_out("| broker restart: state-dir start-up (start to ready) | %.2f s | |\n", restart_s);
-    thb_out("| %d devices reconnecting at once: until all connected | %.1f s | |\n", n_conn,
-            reconnect_s);
-    thb_out("| after the restart: twins with the job's value / job status | %ld of %d / %s | |\n\n",
-            count_after, n_reg, status_after);
+    thb_out("| %d devices reconnecting after the restart (%d in flight): until all connected | "
+            "%.1f s | |\n",
+            n_conn, FLEET_RECONNECT_WINDOW, reconnect_s);
+    thb_out("| after the restart: twins with the job's value / job status | %ld of %ld / %s | |\n\n",
+            count_after, job_b.devices, status_after);
 
-    bool a_ok = job_a.ok && job_a.succeeded == n_reg;
+    /* The jobs select every device: the registry's and serve's development device. */
+    bool a_ok = job_a.ok && job_a.devices >= n_reg && job_a.succeeded == job_a.devices;
     thb_target("fleet: broker RSS < 1 GB with the registry and the connected devices",
                rss_conn < 1024 * 1024, "%.0f MB with %d registered, %d connected", rss_conn / mb,
                n_reg, n_conn);
@@ -356,11 +361,13 @@ fail:
                job_a.updated_s, job_a.notified_s);
     thb_target("fleet: state-dir start-up < 5 s", restart_s < 5, "%.2f s with %d devices",
                restart_s, n_reg);
-    thb_target("fleet: query over every twin < 1 s", query_s < 1 && count == n_reg,
+    thb_target("fleet: query over every twin < 1 s", query_s < 1 && count >= n_reg,
                "%.2f s over %d twins", query_s, n_reg);
     thb_target("fleet: nothing lost across the restart",
-               count_after == n_reg && status_after && !strcmp(status_after, "completed"),
-               "%ld of %d twins with the job's value, job %s", count_after, n_reg, status_after);
+               job_b.devices >= n_reg && count_after == job_b.devices && status_after &&
+                   !strcmp(status_after, "completed"),
+               "%ld of %ld twins with the job's value, job %s", count_after, job_b.devices,
+               status_after);
     free(status_after);
     return a_ok ? 0 : -1;
 }

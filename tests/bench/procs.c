@@ -32,7 +32,7 @@
 #include "registry.h"
 #include "sas.h"
 
-#define READY_TIMEOUT_MS 120000 /* the fleet case's 100k-device registry takes a while */
+#define READY_TIMEOUT_MS 200000 /* the fleet case seeds a state dir with 100,000 devices */
 #define STOP_TIMEOUT_MS 15000
 
 int64_t thb_now_us(void)
