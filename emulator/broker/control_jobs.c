@@ -30,8 +30,8 @@
 #include "twin.h"
 #include "util.h"
 
-#define BRK_JOB_SLICE_MS 40      /* work per tick: the broker keeps serving between slices */
-#define BRK_JOBS_MAX 1000        /* jobs kept (ended ones are dropped first, oldest first) */
+#define BRK_JOB_SLICE_MS 40 /* work per tick: the broker keeps serving between slices */
+#define BRK_JOBS_MAX 1000   /* jobs kept (ended ones are dropped first, oldest first) */
 #define BRK_JOB_STATE_MAX (256 * 1024 * 1024)
 
 struct brk_job {
@@ -229,8 +229,8 @@ static bool take_candidates(struct brk_plugin *p, struct brk_job *j)
 }
 
 /* The twin update of a twin job on one selected device (index i). */
-static void update_twin(struct brk_plugin *p, struct th_job *job, struct th_identity *id,
-                        size_t i, int64_t now_us)
+static void update_twin(struct brk_plugin *p, struct th_job *job, struct th_identity *id, size_t i,
+                        int64_t now_us)
 {
     struct th_error err = {0};
     struct th_twin_write_result res;
@@ -292,8 +292,7 @@ static void job_ended(struct brk_plugin *p, struct brk_job *j)
 {
     struct th_job *job = j->job;
     free_cand(j);
-    brk_log(p, MOSQ_LOG_NOTICE,
-            "job %s | %s | devices=%zu succeeded=%zu failed=%zu", job->id,
+    brk_log(p, MOSQ_LOG_NOTICE, "job %s | %s | devices=%zu succeeded=%zu failed=%zu", job->id,
             th_job_status_name(job->status), job->ndevices, job->succeeded, job->failed);
     save_job(p, job);
 }
@@ -441,8 +440,7 @@ void brk_cmd_create_job(struct brk_cmd_ctx *x)
     if (!make_room(x->p)) {
         th_job_free(job);
         th_error_set(&err, TH_ERR_THROTTLED, TH_EC_THROTTLING_EXCEPTION,
-                     "%d jobs have not ended yet; wait for one to end or cancel one",
-                     BRK_JOBS_MAX);
+                     "%d jobs have not ended yet; wait for one to end or cancel one", BRK_JOBS_MAX);
         brk_ctl_reply_err(x, &err);
         return;
     }

@@ -88,8 +88,8 @@ struct brk_plugin {
     int64_t next_scan_ms;
     int64_t token_skew_s;
     bool verbose;
-    char *state_dir; /* --state-dir, or NULL for in-memory */
-    int record_fd;   /* --record, or -1 */
+    char *state_dir;      /* --state-dir, or NULL for in-memory */
+    int record_fd;        /* --record, or -1 */
     struct brk_job *jobs; /* control_jobs.c, oldest first */
 };
 

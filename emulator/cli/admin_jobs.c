@@ -225,8 +225,8 @@ static void human_list(const cJSON *items, const void *ctx)
         snprintf(d, sizeof d, "%.0f", th_num(st, "deviceCount"));
         snprintf(s, sizeof s, "%.0f", th_num(st, "succeededCount"));
         snprintf(f, sizeof f, "%.0f", th_num(st, "failedCount"));
-        const char *row[] = {th_str(j, "jobId", ""), th_str(j, "type", ""),
-                             th_str(j, "status", ""), d, s, f};
+        const char *row[] = {
+            th_str(j, "jobId", ""), th_str(j, "type", ""), th_str(j, "status", ""), d, s, f};
         if (t)
             th_table_row(t, row);
         n++;
@@ -281,10 +281,9 @@ static int job_list(const struct th_args *a, const char *const *args, int nargs)
 }
 
 static const struct th_optspec job_specs[] = {
-    {"desired", 0, true}, {"tags", 0, true},  {"method", 0, true},
-    {"payload", 0, true}, {"start", 0, true}, {"max-execution", 0, true},
-    {"wait", 0, false},   {"type", 0, true},  {"status", 0, true},
-    {NULL, 0, false},
+    {"desired", 0, true}, {"tags", 0, true},          {"method", 0, true}, {"payload", 0, true},
+    {"start", 0, true},   {"max-execution", 0, true}, {"wait", 0, false},  {"type", 0, true},
+    {"status", 0, true},  {NULL, 0, false},
 };
 
 static const struct th_action job_actions[] = {
@@ -298,31 +297,32 @@ static const struct th_action job_actions[] = {
 
 void th_usage_job(FILE *out)
 {
-    fprintf(out,
-            "usage: twinhub job create JOB \"CONDITION\" (--desired JSON|FILE | --tags JSON|FILE |\n"
-            "                          --method NAME [--payload JSON]) [--start TIME]\n"
-            "                          [--max-execution S] [--wait]\n"
-            "       twinhub job show JOB [--wait]\n"
-            "       twinhub job cancel JOB\n"
-            "       twinhub job list [--type scheduleUpdateTwin|scheduleDeviceMethod]\n"
-            "                        [--status queued|scheduled|running|completed|failed|cancelled]\n"
-            "\n"
-            "IoT Hub jobs (docs/jobs.md): one request that updates the twins of, or calls a\n"
-            "direct method on, every device the CONDITION (the WHERE clause of a query over\n"
-            "devices) selects when the job starts.\n"
-            "\n"
-            "  create   --desired / --tags: a twin update (merge-patch); --method NAME: a\n"
-            "           direct method (--payload JSON, --timeout S its response timeout);\n"
-            "           --start TIME an ISO-8601 UTC time (default now); --max-execution S\n"
-            "           (default 3600); --wait: wait until the job ends, then show it\n"
-            "  show     the job, its status and device counts (--wait: once it ends)\n"
-            "  cancel   cancel a job that has not ended\n"
-            "  list     the jobs, oldest first; FROM devices.jobs (twinhub query) lists\n"
-            "           every device's part\n"
-            "\n"
-            "examples:\n"
-            "  twinhub job create fw-2 \"tags.site = 'lab'\" --desired '{\"fw\":\"2.0\"}' --wait\n"
-            "  twinhub job create reboot-all \"status = 'enabled'\" --method reboot\n");
+    fprintf(
+        out,
+        "usage: twinhub job create JOB \"CONDITION\" (--desired JSON|FILE | --tags JSON|FILE |\n"
+        "                          --method NAME [--payload JSON]) [--start TIME]\n"
+        "                          [--max-execution S] [--wait]\n"
+        "       twinhub job show JOB [--wait]\n"
+        "       twinhub job cancel JOB\n"
+        "       twinhub job list [--type scheduleUpdateTwin|scheduleDeviceMethod]\n"
+        "                        [--status queued|scheduled|running|completed|failed|cancelled]\n"
+        "\n"
+        "IoT Hub jobs (docs/jobs.md): one request that updates the twins of, or calls a\n"
+        "direct method on, every device the CONDITION (the WHERE clause of a query over\n"
+        "devices) selects when the job starts.\n"
+        "\n"
+        "  create   --desired / --tags: a twin update (merge-patch); --method NAME: a\n"
+        "           direct method (--payload JSON, --timeout S its response timeout);\n"
+        "           --start TIME an ISO-8601 UTC time (default now); --max-execution S\n"
+        "           (default 3600); --wait: wait until the job ends, then show it\n"
+        "  show     the job, its status and device counts (--wait: once it ends)\n"
+        "  cancel   cancel a job that has not ended\n"
+        "  list     the jobs, oldest first; FROM devices.jobs (twinhub query) lists\n"
+        "           every device's part\n"
+        "\n"
+        "examples:\n"
+        "  twinhub job create fw-2 \"tags.site = 'lab'\" --desired '{\"fw\":\"2.0\"}' --wait\n"
+        "  twinhub job create reboot-all \"status = 'enabled'\" --method reboot\n");
     th_global_options_usage(out);
 }
 

@@ -16,8 +16,8 @@
 #include "util.h"
 
 static const char *const type_names[] = {"scheduleUpdateTwin", "scheduleDeviceMethod"};
-static const char *const status_names[] = {"queued", "scheduled", "running",
-                                           "completed", "failed", "cancelled"};
+static const char *const status_names[] = {"queued",    "scheduled", "running",
+                                           "completed", "failed",    "cancelled"};
 static const char *const dj_status_names[] = {"pending", "running", "completed", "failed",
                                               "cancelled"};
 
@@ -117,9 +117,10 @@ static th_result parse_condition(struct th_job *job, struct th_error *err)
     if (r == TH_ERR_NOMEM)
         return th_error_set(err, r, TH_EC_SERVER_ERROR, "out of memory");
     if (r != TH_OK)
-        return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
-                            "queryCondition is not a valid condition (in \"%s<queryCondition>\"): %s",
-                            prefix, qerr.message);
+        return th_error_set(
+            err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+            "queryCondition is not a valid condition (in \"%s<queryCondition>\"): %s", prefix,
+            qerr.message);
     return TH_OK;
 }
 
@@ -171,9 +172,8 @@ static th_result take_method(struct th_job *job, const cJSON *body, struct th_er
                         "{\"methodName\":..}");
     const char *name = th_json_string(m, "methodName", NULL);
     if (!name || !th_method_name_valid(name))
-        return bad(err,
-                   "cloudToDeviceMethod.methodName must be a non-empty printable ASCII name "
-                   "without $()<>@,;:\\\"/[]?={} or spaces");
+        return bad(err, "cloudToDeviceMethod.methodName must be a non-empty printable ASCII name "
+                        "without $()<>@,;:\\\"/[]?={} or spaces");
     int64_t rto, cto;
     if (!int_member(m, "responseTimeoutInSeconds", TH_METHOD_DEFAULT_TIMEOUT_S,
                     TH_METHOD_MIN_TIMEOUT_S, TH_METHOD_MAX_TIMEOUT_S, &rto) ||
@@ -210,8 +210,8 @@ static th_result take_method(struct th_job *job, const cJSON *body, struct th_er
     return TH_OK;
 }
 
-th_result th_job_create(const cJSON *body, const char *path_id, int64_t now_us,
-                        struct th_job **out, struct th_error *err)
+th_result th_job_create(const cJSON *body, const char *path_id, int64_t now_us, struct th_job **out,
+                        struct th_error *err)
 {
     if (out)
         *out = NULL;
@@ -219,7 +219,7 @@ th_result th_job_create(const cJSON *body, const char *path_id, int64_t now_us,
         return bad(err, "job: nothing to create");
     if (!th_job_id_valid(path_id))
         return bad(err, "the job id must be 1 to 128 printable ASCII characters without "
-                              "'/', '?', '#', '%' or spaces");
+                        "'/', '?', '#', '%' or spaces");
     if (!cJSON_IsObject(body))
         return bad(err, "the job request must be a JSON object");
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(body, "jobId");
@@ -242,7 +242,7 @@ th_result th_job_create(const cJSON *body, const char *path_id, int64_t now_us,
         r = bad(err, "type must be \"scheduleUpdateTwin\" or \"scheduleDeviceMethod\"");
     } else if (!cond || !cond[0]) {
         r = bad(err, "queryCondition must be a non-empty WHERE clause over devices, like "
-                           "\"deviceId IN ['d1', 'd2']\"");
+                     "\"deviceId IN ['d1', 'd2']\"");
     } else if (!(job->query_condition = strdup(cond))) {
         r = th_error_set(err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     } else if ((r = parse_condition(job, err)) != TH_OK) {
@@ -251,7 +251,7 @@ th_result th_job_create(const cJSON *body, const char *path_id, int64_t now_us,
                (!cJSON_IsString(jstart) ||
                 th_journal_time_parse(jstart->valuestring, &job->start_us) != TH_OK)) {
         r = bad(err, "startTime must be an ISO-8601 UTC time like "
-                           "\"2026-12-06T20:00:00.000Z\", or null for now");
+                     "\"2026-12-06T20:00:00.000Z\", or null for now");
     } else if (!int_member(body, "maxExecutionTimeInSeconds", TH_JOB_DEFAULT_MAX_EXECUTION_S, 0,
                            INT32_MAX, &max_s)) {
         r = bad(err, "maxExecutionTimeInSeconds must be a whole number of seconds >= 0");
@@ -442,26 +442,25 @@ cJSON *th_job_json(const struct th_job *job)
     for (size_t i = 0; job->status == TH_JOB_CANCELLED && i < job->ndevices; i++)
         cancelled += job->devices[i].status == TH_DJ_CANCELLED;
     pending -= cancelled;
-    bool ok = st && cJSON_AddStringToObject(o, "jobId", job->id) &&
-              cJSON_AddStringToObject(o, "queryCondition", job->query_condition) &&
-              add_time(o, "createdTime", job->created_us) &&
-              add_time(o, "startTime", job->start_us) &&
-              (!job->end_us || add_time(o, "endTime", job->end_us)) &&
-              cJSON_AddNumberToObject(o, "maxExecutionTimeInSeconds",
-                                      (double)job->max_execution_s) &&
-              cJSON_AddStringToObject(o, "type", th_job_type_name(job->type)) &&
-              cJSON_AddStringToObject(o, "status", th_job_status_name(job->status)) &&
-              (!job->update_twin || add_copy(o, "updateTwin", job->update_twin)) &&
-              (!job->method || add_copy(o, "cloudToDeviceMethod", job->method)) &&
-              (!job->failure_reason ||
-               cJSON_AddStringToObject(o, "failureReason", job->failure_reason)) &&
-              (!job->status_message ||
-               cJSON_AddStringToObject(o, "statusMessage", job->status_message)) &&
-              add_raw_count(st, "deviceCount", job->ndevices) &&
-              add_raw_count(st, "failedCount", job->failed) &&
-              add_raw_count(st, "succeededCount", job->succeeded) &&
-              add_raw_count(st, "runningCount", job->running) &&
-              add_raw_count(st, "pendingCount", pending);
+    bool ok =
+        st && cJSON_AddStringToObject(o, "jobId", job->id) &&
+        cJSON_AddStringToObject(o, "queryCondition", job->query_condition) &&
+        add_time(o, "createdTime", job->created_us) && add_time(o, "startTime", job->start_us) &&
+        (!job->end_us || add_time(o, "endTime", job->end_us)) &&
+        cJSON_AddNumberToObject(o, "maxExecutionTimeInSeconds", (double)job->max_execution_s) &&
+        cJSON_AddStringToObject(o, "type", th_job_type_name(job->type)) &&
+        cJSON_AddStringToObject(o, "status", th_job_status_name(job->status)) &&
+        (!job->update_twin || add_copy(o, "updateTwin", job->update_twin)) &&
+        (!job->method || add_copy(o, "cloudToDeviceMethod", job->method)) &&
+        (!job->failure_reason ||
+         cJSON_AddStringToObject(o, "failureReason", job->failure_reason)) &&
+        (!job->status_message ||
+         cJSON_AddStringToObject(o, "statusMessage", job->status_message)) &&
+        add_raw_count(st, "deviceCount", job->ndevices) &&
+        add_raw_count(st, "failedCount", job->failed) &&
+        add_raw_count(st, "succeededCount", job->succeeded) &&
+        add_raw_count(st, "runningCount", job->running) &&
+        add_raw_count(st, "pendingCount", pending);
     if (ok && cJSON_AddItemToObject(o, "deviceJobStatistics", st))
         return o;
     if (!ok || !cJSON_GetObjectItemCaseSensitive(o, "deviceJobStatistics"))

@@ -61,10 +61,10 @@ enum th_device_job_status {
 
 /* One device's part in a job: a row of devices.jobs. */
 struct th_job_device {
-    char *device_id;   /* owned */
-    cJSON *outcome;    /* method jobs: {"status": n, "payload": ...} the device answered; owned */
-    char *error_code;  /* failed: the hub's error name ("DeviceNotOnline"); owned */
-    char *error_text;  /* failed: what happened; owned */
+    char *device_id;  /* owned */
+    cJSON *outcome;   /* method jobs: {"status": n, "payload": ...} the device answered; owned */
+    char *error_code; /* failed: the hub's error name ("DeviceNotOnline"); owned */
+    char *error_text; /* failed: what happened; owned */
     int64_t start_us, end_us;
     uint8_t status; /* enum th_device_job_status */
 };
@@ -74,15 +74,15 @@ struct th_job {
     enum th_job_type type;
     enum th_job_status status;
     char *query_condition;
-    struct th_query *query; /* SELECT * FROM devices WHERE <query_condition> */
-    cJSON *update_twin;     /* twin jobs: {"tags":..,"properties":{"desired":..}} as given */
-    cJSON *method;          /* method jobs: cloudToDeviceMethod, defaults filled in */
-    const char *method_name;        /* in `method` */
+    struct th_query *query;  /* SELECT * FROM devices WHERE <query_condition> */
+    cJSON *update_twin;      /* twin jobs: {"tags":..,"properties":{"desired":..}} as given */
+    cJSON *method;           /* method jobs: cloudToDeviceMethod, defaults filled in */
+    const char *method_name; /* in `method` */
     int response_timeout_s, connect_timeout_s;
     int64_t created_us, start_us, end_us; /* end_us 0 until the job ends */
     int64_t max_execution_s;
     char *failure_reason, *status_message; /* NULL or owned */
-    struct th_job_device *devices; /* the devices selected so far, in registry order */
+    struct th_job_device *devices;         /* the devices selected so far, in registry order */
     size_t ndevices, cap;
     size_t failed, succeeded, running; /* counts over devices[]; pending = the rest */
 };
@@ -125,8 +125,8 @@ void th_job_begin(struct th_job *job, int64_t now_us);
  * Add a selected device (pending) and give its index in job->devices.
  * TH_ERR_NOMEM; TH_ERR_INVAL when the job is not running.
  */
-TH_NODISCARD th_result th_job_add_device(struct th_job *job, const char *device_id,
-                                         int64_t now_us, size_t *out_index);
+TH_NODISCARD th_result th_job_add_device(struct th_job *job, const char *device_id, int64_t now_us,
+                                         size_t *out_index);
 
 /* Device `i` is running (a method request went out). */
 void th_job_device_running(struct th_job *job, size_t i, int64_t now_us);

@@ -213,12 +213,11 @@ cJSON *th_identity_query_doc(const struct th_identity *id)
      * to a condition), the sections by reference. */
     cJSON *o = twin_json_head(id);
     cJSON *props = o ? cJSON_AddObjectToObject(o, "properties") : NULL;
-    bool ok = props && reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
-              reg_add_item(o, "tags", cJSON_CreateObjectReference(id->twin->tags->child)) &&
-              reg_add_item(props, "desired",
-                           cJSON_CreateObjectReference(id->twin->desired->child)) &&
-              reg_add_item(props, "reported",
-                           cJSON_CreateObjectReference(id->twin->reported->child));
+    bool ok =
+        props && reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
+        reg_add_item(o, "tags", cJSON_CreateObjectReference(id->twin->tags->child)) &&
+        reg_add_item(props, "desired", cJSON_CreateObjectReference(id->twin->desired->child)) &&
+        reg_add_item(props, "reported", cJSON_CreateObjectReference(id->twin->reported->child));
     if (ok && id->module_id == NULL) {
         const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
         ok = reg_add_item(o, "capabilities", reg_capabilities_json(id)) &&

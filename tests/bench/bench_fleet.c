@@ -44,9 +44,9 @@ static const char *const filters[] = {
 };
 
 struct fleet_state {
-    char marker[48];   /* in the current job's desired patch */
-    long notified;     /* devices that got the notification with the marker */
-    char *ctl_reply;   /* last control response payload (malloc'd) */
+    char marker[48]; /* in the current job's desired patch */
+    long notified;   /* devices that got the notification with the marker */
+    char *ctl_reply; /* last control response payload (malloc'd) */
 };
 
 static void fleet_packet(struct thb_conn *c, uint8_t hdr, const uint8_t *body, size_t len,
@@ -329,10 +329,9 @@ fail:
     thb_out("| broker RSS: empty / registry loaded / %d connected | %.0f / %.0f / %.0f MB | "
             "%.0f / - / %.0f MB |\n",
             n_conn, rss0 / mb, rss_loaded / mb, rss_conn / mb, base_rss0 / mb, base_rss / mb);
-    thb_out("| connects/s (%d in flight) | %.0f | %.0f |\n", FLEET_CONNECT_WINDOW, rate,
-            base_rate);
-    thb_out("| query `SELECT COUNT()` over %d twins | %.2f s (%ld matched) | |\n", n_reg,
-            query_s, count);
+    thb_out("| connects/s (%d in flight) | %.0f | %.0f |\n", FLEET_CONNECT_WINDOW, rate, base_rate);
+    thb_out("| query `SELECT COUNT()` over %d twins | %.2f s (%ld matched) | |\n", n_reg, query_s,
+            count);
     thb_out("| twin-update job over %d devices: every twin updated / every connected device "
             "notified | %.1f s / %.1f s (%ld of %ld succeeded) | |\n",
             n_reg, job_a.updated_s, job_a.notified_s, job_a.succeeded, job_a.devices);
@@ -345,8 +344,9 @@ fail:
     thb_out("| %d devices reconnecting after the restart (%d in flight): until all connected | "
             "%.1f s | |\n",
             n_conn, FLEET_RECONNECT_WINDOW, reconnect_s);
-    thb_out("| after the restart: twins with the job's value / job status | %ld of %ld / %s | |\n\n",
-            count_after, job_b.devices, status_after);
+    thb_out(
+        "| after the restart: twins with the job's value / job status | %ld of %ld / %s | |\n\n",
+        count_after, job_b.devices, status_after);
 
     /* The jobs select every device: the registry's and serve's development device. */
     bool a_ok = job_a.ok && job_a.devices >= n_reg && job_a.succeeded == job_a.devices;
@@ -355,8 +355,8 @@ fail:
                n_reg, n_conn);
     thb_target("fleet: connect rate >= mosquitto's", rate >= base_rate, "%.0f/s vs %.0f/s (%.2f)",
                rate, base_rate, base_rate > 0 ? rate / base_rate : 0);
-    thb_target("fleet: twin-update job over every device < 10 s", a_ok && job_a.notified_s < 10 &&
-               job_a.updated_s < 10,
+    thb_target("fleet: twin-update job over every device < 10 s",
+               a_ok && job_a.notified_s < 10 && job_a.updated_s < 10,
                "every twin updated after %.1f s, every connected device notified after %.1f s",
                job_a.updated_s, job_a.notified_s);
     thb_target("fleet: state-dir start-up < 5 s", restart_s < 5, "%.2f s with %d devices",

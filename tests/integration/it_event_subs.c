@@ -88,7 +88,7 @@ static void test_events_to_kept_session_succeeds(void **state)
     struct it_client *l = owner("kept-listener", true);
     assert_int_equal(it_client_subscribe(l, TH_EVENTS_TOPIC, 1, IT_WAIT_MS), 1);
     it_client_close(l);
-    write_desired(ctl, 3); /* nobody connected listens: this one is not built */
+    write_desired(ctl, 3);            /* nobody connected listens: this one is not built */
     l = owner("kept-listener", true); /* no SUBSCRIBE: the session has it */
     int n = 4;
     write_desired(ctl, n);

@@ -88,16 +88,16 @@ static void test_twin_job_over_fleet_succeeds(void **state)
             free(k);
     }
     struct it_client *dev = it_device_open(&hub, "jf-000", NULL, key0);
-    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/PATCH/properties/desired/#", 1,
-                                         IT_WAIT_MS),
-                     1);
+    assert_int_equal(
+        it_client_subscribe(dev, "$iothub/twin/PATCH/properties/desired/#", 1, IT_WAIT_MS), 1);
     cJSON *job = it_control_ok(
         svc, "{\"command\":\"createJob\",\"jobId\":\"roll-1\",\"job\":{\"type\":"
              "\"scheduleUpdateTwin\",\"queryCondition\":\"tags.group = 'even'\",\"updateTwin\":"
              "{\"tags\":{\"rolled\":1},\"properties\":{\"desired\":{\"fw\":\"9.1\"}}}}}");
     assert_string_equal(it_json_str(job, "type"), "scheduleUpdateTwin");
     cJSON_Delete(job);
-    struct it_msg *m = it_client_wait_prefix(dev, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
+    struct it_msg *m =
+        it_client_wait_prefix(dev, "$iothub/twin/PATCH/properties/desired/", IT_WAIT_MS);
     assert_non_null(m);
     cJSON *body = it_msg_json(m);
     assert_string_equal(it_json_str(body, "fw"), "9.1");
@@ -135,10 +135,10 @@ static void test_method_job_offline_and_cancel_succeeds(void **state)
     assert_int_equal(it_hub_start(&hub), 0);
     struct it_client *svc = it_service_open(&hub, false);
     free(create_device(svc, "jm-1", "m"));
-    cJSON_Delete(it_control_ok(
-        svc, "{\"command\":\"createJob\",\"jobId\":\"m-1\",\"job\":{\"type\":"
-             "\"scheduleDeviceMethod\",\"queryCondition\":\"deviceId = 'jm-1'\","
-             "\"cloudToDeviceMethod\":{\"methodName\":\"reboot\"}}}"));
+    cJSON_Delete(it_control_ok(svc,
+                               "{\"command\":\"createJob\",\"jobId\":\"m-1\",\"job\":{\"type\":"
+                               "\"scheduleDeviceMethod\",\"queryCondition\":\"deviceId = 'jm-1'\","
+                               "\"cloudToDeviceMethod\":{\"methodName\":\"reboot\"}}}"));
     cJSON *job = job_until(svc, "m-1", "completed");
     assert_int_equal(it_json_num(job, "deviceJobStatistics.failedCount", -1), 1);
     cJSON_Delete(job);
@@ -170,10 +170,10 @@ static void test_jobs_survive_restart_with_state_dir_succeeds(void **state)
     assert_int_equal(it_hub_start_with(&hub, NULL, extra), 0);
     struct it_client *svc = it_service_open(&hub, false);
     free(create_device(svc, "js-1", "s"));
-    cJSON_Delete(it_control_ok(
-        svc, "{\"command\":\"createJob\",\"jobId\":\"done\",\"job\":{\"type\":"
-             "\"scheduleUpdateTwin\",\"queryCondition\":\"deviceId = 'js-1'\","
-             "\"updateTwin\":{\"tags\":{\"x\":1}}}}"));
+    cJSON_Delete(it_control_ok(svc,
+                               "{\"command\":\"createJob\",\"jobId\":\"done\",\"job\":{\"type\":"
+                               "\"scheduleUpdateTwin\",\"queryCondition\":\"deviceId = 'js-1'\","
+                               "\"updateTwin\":{\"tags\":{\"x\":1}}}}"));
     cJSON_Delete(job_until(svc, "done", "completed"));
     cJSON_Delete(it_control_ok(
         svc, "{\"command\":\"createJob\",\"jobId\":\"future\",\"job\":{\"type\":"
@@ -205,8 +205,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_twin_job_over_fleet_succeeds, jobs_teardown),
         cmocka_unit_test_teardown(test_method_job_offline_and_cancel_succeeds, jobs_teardown),
-        cmocka_unit_test_teardown(test_jobs_survive_restart_with_state_dir_succeeds,
-                                  jobs_teardown),
+        cmocka_unit_test_teardown(test_jobs_survive_restart_with_state_dir_succeeds, jobs_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -183,15 +183,13 @@ static void test_th_job_device_json_outcome_and_error_succeeds(void **state)
     cJSON *b = th_job_device_json(job, 1);
     assert_string_equal(cJSON_GetObjectItem(a, "status")->valuestring, "completed");
     assert_string_equal(cJSON_GetObjectItem(a, "jobType")->valuestring, "scheduleDeviceMethod");
-    assert_int_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "outcome"),
-                                                "deviceMethodResponse"),
-                            "status")
-            ->valueint,
-        200);
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(b, "error"), "code")->valuestring,
-        "DeviceNotOnline");
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "outcome"),
+                                                             "deviceMethodResponse"),
+                                         "status")
+                         ->valueint,
+                     200);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(b, "error"), "code")->valuestring,
+                        "DeviceNotOnline");
     assert_null(th_job_device_json(job, 3));
     cJSON_Delete(a);
     cJSON_Delete(b);
@@ -210,10 +208,10 @@ static void test_th_job_cancel_ends_pending_and_running_succeeds(void **state)
     th_job_device_done(job, 2, parse("{\"status\":200}"), NULL, NULL, NOW + 5);
     assert_int_equal(job->devices[2].status, TH_DJ_CANCELLED);
     cJSON *j = th_job_json(job);
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "deviceJobStatistics"),
-                                         "pendingCount")
-                         ->valueint,
-                     0);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "deviceJobStatistics"), "pendingCount")
+            ->valueint,
+        0);
     cJSON_Delete(j);
     th_job_free(job);
 }

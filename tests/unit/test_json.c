@@ -437,10 +437,28 @@ static unsigned lcg_next(unsigned *seed)
 /* A pseudo-random number of many kinds: ints, halves, decimals, tiny, huge, negative. */
 static double some_number(unsigned *seed)
 {
-    static const double fixed[] = {0.0, -0.0, 1e-5, 1e-4, 0.1, 0.3, 22.5, -7.25, 1e15, 1e15 - 1,
-                                   123456789012345.0, 1234567890123456.0, 2147483647.0,
-                                   -2147483648.0, 2147483648.0, 4503599627370496.5, 1e300,
-                                   -1e-300, 3.141592653589793, 0.1 + 0.2, 99.99, 1.0 / 3};
+    static const double fixed[] = {0.0,
+                                   -0.0,
+                                   1e-5,
+                                   1e-4,
+                                   0.1,
+                                   0.3,
+                                   22.5,
+                                   -7.25,
+                                   1e15,
+                                   1e15 - 1,
+                                   123456789012345.0,
+                                   1234567890123456.0,
+                                   2147483647.0,
+                                   -2147483648.0,
+                                   2147483648.0,
+                                   4503599627370496.5,
+                                   1e300,
+                                   -1e-300,
+                                   3.141592653589793,
+                                   0.1 + 0.2,
+                                   99.99,
+                                   1.0 / 3};
     unsigned r = lcg_next(seed);
     switch (r % 6) {
     case 0:
@@ -476,7 +494,8 @@ static void test_th_json_print_same_bytes_as_cjson_succeeds(void **state)
             cJSON_AddItemToArray(arr, cJSON_CreateNumber(some_number(&seed)));
             cJSON_AddItemToArray(arr, cJSON_CreateString(str));
         }
-        cJSON_AddItemToObject(root, "\t\"key\"\x01\xc3\xa9", cJSON_CreateString("\xe2\x82\xac\x7f"));
+        cJSON_AddItemToObject(root, "\t\"key\"\x01\xc3\xa9",
+                              cJSON_CreateString("\xe2\x82\xac\x7f"));
         cJSON_AddItemToObject(root, "nested", cJSON_Duplicate(arr, true));
         cJSON_AddItemToObject(root, "e", cJSON_CreateObject());
         cJSON_AddItemToObject(root, "ea", cJSON_CreateArray());

@@ -1628,10 +1628,18 @@ static void test_th_identity_query_doc_same_matches_succeeds(void **state)
     assert_int_equal(th_twin_patch_reported(dev->twin, rp, NOW, &err), TH_OK);
     cJSON_Delete(rp);
     static const char *const conds[] = {
-        "tags.site = 'lab'", "tags.n > 2", "tags.n < 2", "properties.desired.fw = '2.0'",
-        "properties.desired.cfg.a = 1", "properties.reported.temp > 20", "status = 'enabled'",
-        "deviceId = 'qd1'", "IS_OBJECT(properties.desired.cfg)", "IS_DEFINED(tags.nope)",
-        "connectionState = 'Disconnected' AND version >= 1", "NOT (tags.site = 'lab')",
+        "tags.site = 'lab'",
+        "tags.n > 2",
+        "tags.n < 2",
+        "properties.desired.fw = '2.0'",
+        "properties.desired.cfg.a = 1",
+        "properties.reported.temp > 20",
+        "status = 'enabled'",
+        "deviceId = 'qd1'",
+        "IS_OBJECT(properties.desired.cfg)",
+        "IS_DEFINED(tags.nope)",
+        "connectionState = 'Disconnected' AND version >= 1",
+        "NOT (tags.site = 'lab')",
     };
     cJSON *full = th_identity_twin_json(dev);
     for (size_t i = 0; i < sizeof conds / sizeof conds[0]; i++) {

@@ -399,7 +399,10 @@ static void test_th_time_format_same_as_gmtime_succeeds(void **state)
 {
     (void)state;
     unsigned seed = 7;
-    static const int64_t fixed[] = {0, -1, 1, 951782400000000LL /* 2000-02-29 */,
+    static const int64_t fixed[] = {0,
+                                    -1,
+                                    1,
+                                    951782400000000LL /* 2000-02-29 */,
                                     -62135596800000000LL /* 0001-01-01 */,
                                     253402300799999999LL /* 9999-12-31T23:59:59.999999 */,
                                     4107542399000000LL /* 2100-02-28T23:59:59 */};
