@@ -88,6 +88,7 @@ static void test_twin_job_over_fleet_succeeds(void **state)
             free(k);
     }
     struct it_client *dev = it_device_open(&hub, "jf-000", NULL, key0);
+    free(key0);
     assert_int_equal(
         it_client_subscribe(dev, "$iothub/twin/PATCH/properties/desired/#", 1, IT_WAIT_MS), 1);
     cJSON *job = it_control_ok(
