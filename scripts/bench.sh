@@ -4,10 +4,12 @@
 # (plain mosquitto, or mosquitto with a minimal echo plugin) measured in the same run.
 # Not part of the test suite: nothing here passes or fails on numbers.
 #
-# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale,tlsfront] [--report FILE]
-#                         [--scale-devices N] [-v]
+# Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--report FILE]
+#                         [--scale-devices N] [--fleet-devices N] [-v]
 #        scripts/bench.sh --dashboard [DEVICES] [RATE] [SECONDS]   (tests/bench/dashboard_bench.mjs:
 #                         the dashboard's device list and event feed; needs node)
+# The fleet case (100,000 registered devices, docs/performance.md "Fleet") runs only when
+# named in --only: it takes a few minutes and about 1 GB.
 # Builds a release build in ./build-bench (BENCH_BUILD_DIR overrides). Takes about 3 minutes
 # (--quick: under 1). Run it on an otherwise idle machine: the broker and the load generator
 # share its CPUs with everything else.

@@ -19,12 +19,37 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static int acl_service(const struct brk_conn *c, const struct mosquitto_evt_acl_check *ed)
+/*
+ * Can subscription filter `f` match an event topic ($twinhub/events/{kind}/...)?
+ * Wildcards at the first level do not match topics starting with '$' (MQTT
+ * 3.1.1 4.7.2), so the first level is "$twinhub"; the second "events", "+" or
+ * "#". An over-approximation is harmless: it only keeps events being built.
+ */
+static bool filter_may_match_events(const char *f)
+{
+    static const char first[] = "$twinhub/";
+    if (strncmp(f, first, sizeof first - 1) != 0) {
+        return false;
+    }
+    const char *l2 = f + sizeof first - 1;
+    return starts_with(l2, "events/") || !strcmp(l2, "events") || starts_with(l2, "+") ||
+           starts_with(l2, "#");
+}
+
+static int acl_service(struct brk_plugin *p, struct brk_conn *c,
+                       const struct mosquitto_evt_acl_check *ed)
 {
     switch (ed->access) {
     case MOSQ_ACL_WRITE:
         return !strcmp(ed->topic, TH_CONTROL_TOPIC) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
     case MOSQ_ACL_SUBSCRIBE:
+        /* Events are built only while someone may receive them (events.c); unsubscribing is
+         * not tracked: the connection counts until it ends. */
+        if (!c->events_sub && filter_may_match_events(ed->topic)) {
+            c->events_sub = true;
+            p->event_subs++;
+        }
+        /* fall through */
     case MOSQ_ACL_READ:
         if (!strcmp(ed->topic, TH_CONTROL_RESPONSE_TOPIC) || starts_with(ed->topic, "$twinhub/")) {
             return MOSQ_ERR_SUCCESS;
@@ -33,7 +58,6 @@ static int acl_service(const struct brk_conn *c, const struct mosquitto_evt_acl_
     case MOSQ_ACL_UNSUBSCRIBE:
         return MOSQ_ERR_SUCCESS;
     default:
-        (void)c;
         return MOSQ_ERR_ACL_DENIED;
     }
 }
@@ -123,7 +147,7 @@ int brk_on_acl_check(int event, void *event_data, void *userdata)
         return MOSQ_ERR_ACL_DENIED;
     }
     if (c->kind == BRK_CONN_SERVICE) {
-        return acl_service(c, ed);
+        return acl_service(p, c, ed);
     }
     if (c->kind == BRK_CONN_DPS) {
         return brk_dps_acl(p, c, ed);

@@ -53,6 +53,11 @@ static int accept_service(struct brk_plugin *p, struct mosquitto *client, const 
     }
     c->perms = pol->perms;
     c->policy = policy;
+    if (!mosquitto_client_clean_session(client)) {
+        /* A kept session may hold an events subscription the hub never saw (acl.c). */
+        c->events_sub = true;
+        p->event_subs++;
+    }
     c->token_expiry_s = d->token_expiry_s;
     brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
             pol->name);

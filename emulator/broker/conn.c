@@ -39,6 +39,9 @@ static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
     if (c->kind == BRK_CONN_SERVICE) {
         p->service_conns--;
     }
+    if (c->events_sub) {
+        p->event_subs--;
+    }
     if (c->kick_queued) {
         p->kicks_queued--;
     }
@@ -247,5 +250,8 @@ int brk_on_tick(int event, void *event_data, void *userdata)
         brk_config_apply(p);
     }
     brk_conn_do_kicks(p);
+    if (p->jobs) {
+        brk_jobs_tick(p);
+    }
     return MOSQ_ERR_SUCCESS;
 }

@@ -389,6 +389,11 @@ static const struct {
     {"deleteCertificate", brk_cmd_delete_certificate},
     {"generateVerificationCode", brk_cmd_verification_code},
     {"verifyCertificate", brk_cmd_verify_certificate},
+    /* control_jobs.c */
+    {"createJob", brk_cmd_create_job},
+    {"getJob", brk_cmd_get_job},
+    {"cancelJob", brk_cmd_cancel_job},
+    {"listJobs", brk_cmd_list_jobs},
     /* control_faults.c */
     {"disconnect", brk_cmd_disconnect},
     {"expireToken", brk_cmd_expire_token},

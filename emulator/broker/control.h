@@ -106,6 +106,11 @@ void brk_cmd_put_certificate(struct brk_cmd_ctx *x);
 void brk_cmd_delete_certificate(struct brk_cmd_ctx *x);
 void brk_cmd_verification_code(struct brk_cmd_ctx *x);
 void brk_cmd_verify_certificate(struct brk_cmd_ctx *x);
+/* control_jobs.c */
+void brk_cmd_create_job(struct brk_cmd_ctx *x);
+void brk_cmd_get_job(struct brk_cmd_ctx *x);
+void brk_cmd_cancel_job(struct brk_cmd_ctx *x);
+void brk_cmd_list_jobs(struct brk_cmd_ctx *x);
 
 /* control_faults.c */
 void brk_cmd_disconnect(struct brk_cmd_ctx *x);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "job.h"
 #include "json.h"
 #include "method.h"
 #include "th_limits.h"
@@ -36,6 +37,13 @@ static void call_free(struct brk_method_call *m)
 static void call_answer(struct brk_plugin *p, struct brk_method_call *m, cJSON *data,
                         const struct th_error *err)
 {
+    if (m->job) {
+        /* A method job's call: the answer is the device's record in the job (control_jobs.c). */
+        brk_event_emit(p, TH_JOURNAL_METHOD, m->device_id, m->module_id,
+                       th_journal_data_method(m->method_name, m->id, data, err));
+        brk_jobs_method_done(p, m->job, m->job_index, data, err);
+        return;
+    }
     cJSON *arr = cJSON_CreateArray();
     cJSON *r = brk_ctl_response_entry("invokeMethod", m->correlation);
     /* The event shows the answer as the caller gets it: status, payload or the raw body. */
@@ -152,6 +160,9 @@ void brk_methods_tick(struct brk_plugin *p, int64_t now_ms)
         next = m->next;
         if (m->response_deadline_ms == 0) {
             if (brk_deliver_method_request(p, m, now_ms)) {
+                if (m->job) {
+                    brk_jobs_device_sent(p, m->job, m->job_index);
+                }
                 continue;
             }
             if (now_ms >= m->connect_deadline_ms) {
@@ -250,6 +261,55 @@ void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const
     }
     call_answer(p, m, data, NULL);
     call_free(m);
+}
+
+void brk_methods_start_for_job(struct brk_plugin *p, struct th_identity *id, struct brk_job *j,
+                               size_t i)
+{
+    const struct th_job *job = brk_job_of(j);
+    struct th_error err = {0};
+    int64_t now_ms = th_mono_ms();
+    struct brk_method_call *m = calloc(1, sizeof *m);
+    if (m) {
+        m->id = p->next_call_id++;
+        m->device_id = strdup(id->device_id);
+        m->method_name = strdup(job->method_name);
+        m->payload = th_json_print(cJSON_GetObjectItemCaseSensitive(job->method, "payload"));
+        m->response_timeout_s = job->response_timeout_s;
+        m->connect_deadline_ms = now_ms + (int64_t)job->connect_timeout_s * 1000;
+        m->job = j;
+        m->job_index = i;
+    }
+    if (!m || !m->device_id || !m->method_name || !m->payload) {
+        call_free(m);
+        th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
+        brk_jobs_method_done(p, j, i, NULL, &err);
+        return;
+    }
+    if (brk_deliver_method_request(p, m, now_ms)) {
+        brk_jobs_device_sent(p, j, i);
+    } else if (job->connect_timeout_s == 0) {
+        th_error_set(&err, TH_ERR_NOT_ONLINE, TH_EC_DEVICE_NOT_ONLINE,
+                     "The operation failed because the requested device isn't online or hasn't "
+                     "registered the direct method callback.");
+        call_answer(p, m, NULL, &err);
+        call_free(m);
+        return;
+    }
+    m->next = p->calls;
+    p->calls = m;
+}
+
+void brk_methods_forget_job(struct brk_plugin *p, struct brk_job *j)
+{
+    struct brk_method_call *m = p->calls, *next;
+    for (; m; m = next) {
+        next = m->next;
+        if (m->job == j) {
+            call_unlink(p, m);
+            call_free(m);
+        }
+    }
 }
 
 void brk_methods_free_all(struct brk_plugin *p)

@@ -423,19 +423,32 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
     }
     enum th_query_source source = th_query_source(q);
     bool modules = source == TH_QUERY_MODULES;
-    /* FROM devices.jobs reads job records: twinhub has no jobs, so the result is empty. */
+    /* FROM devices.jobs reads the jobs' per-device records (control_jobs.c). */
     cap = source == TH_QUERY_JOBS ? 0
           : modules               ? th_registry_module_total(x->p->reg)
                                   : th_registry_device_count(x->p->reg);
-    docs = calloc(cap ? cap : 1, sizeof *docs);
+    docs = source == TH_QUERY_JOBS ? brk_jobs_device_docs(x->p, &n)
+                                   : calloc(cap ? cap : 1, sizeof *docs);
+    /* Over a large registry building every twin document is most of the work: a query that
+     * names no "$" member is run on cheap query docs (registry.h) when it only aggregates, and
+     * otherwise filtered with them first, so that only the matching twins are built in full. */
+    bool light = !strchr(text, '$') && th_query_grouped(q) && !th_query_has_group_by(q);
+    bool prefilter = !strchr(text, '$') && !th_query_grouped(q);
     for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
          docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
-        if (!modules) {
-            docs[n++] = th_identity_twin_json(d);
-            continue;
-        }
-        for (size_t i = 0; i < d->module_count && n < cap; i++) {
-            docs[n++] = th_identity_twin_json(d->modules[i]);
+        for (size_t i = 0; modules ? i < d->module_count && n < cap : i < 1; i++) {
+            struct th_identity *id = modules ? d->modules[i] : d;
+            if (prefilter) {
+                cJSON *qd = th_identity_query_doc(id);
+                bool match = false;
+                /* On out-of-memory the twin is built in full and the query decides. */
+                if (qd && th_query_matches(q, qd, &match) == TH_OK && !match) {
+                    cJSON_Delete(qd);
+                    continue;
+                }
+                cJSON_Delete(qd);
+            }
+            docs[n++] = light ? th_identity_query_doc(id) : th_identity_twin_json(id);
         }
     }
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)

@@ -25,13 +25,13 @@
 
 /*
  * True when an event record would reach anyone: brk_event_emit (events.c) drops
- * it unless a service principal is connected or a recording is open. The hot
+ * it unless a service principal subscribed to events or a recording is open. The hot
  * paths below check first, so that they do not build event data per message
  * only to have it thrown away (docs/performance.md).
  */
 static bool events_wanted(const struct brk_plugin *p)
 {
-    return p->service_conns > 0 || p->record_fd >= 0;
+    return p->event_subs > 0 || p->record_fd >= 0;
 }
 
 /* Close the publisher's connection for a protocol violation. */

@@ -22,8 +22,9 @@ void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char 
     char *topic = stack_topic, *text;
 
     p->event_seq++;
-    if (p->service_conns == 0 && p->record_fd < 0) {
-        /* Nobody can be listening and nothing is recorded: skip the work. */
+    if (p->event_subs == 0 && p->record_fd < 0) {
+        /* Nobody can be listening (no service principal subscribed to an events filter,
+         * acl.c) and nothing is recorded: skip the work. */
         cJSON_Delete(data);
         return;
     }
@@ -37,7 +38,7 @@ void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char 
     if (p->record_fd >= 0) {
         brk_record_write(p, text, len);
     }
-    if (p->service_conns > 0) {
+    if (p->event_subs > 0) {
         /* Ids may be long and percent-encoded three bytes a character: size from the ids. */
         size_t need = th_journal_topic(kind, device_id, module_id, topic, sizeof stack_topic);
         if (need >= sizeof stack_topic && (topic = malloc(need + 1)) != NULL) {

@@ -119,6 +119,13 @@ static void persist_policies(struct brk_plugin *p)
     free(text);
 }
 
+void brk_persist_policies(struct brk_plugin *p)
+{
+    if (p->state_dir) {
+        persist_policies(p);
+    }
+}
+
 void brk_persist_all(struct brk_plugin *p)
 {
     if (!p->state_dir) {

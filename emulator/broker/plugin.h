@@ -49,6 +49,7 @@ struct brk_conn {
     bool x509;        /* devices: authenticated by a client certificate */
     bool kicked;      /* a kick was requested (token expiry, disconnect command, ...) */
     bool kick_queued; /* ... and waits for the next tick (conn.c) */
+    bool events_sub;  /* service: may receive events (acl.c); counted in event_subs */
 };
 
 /* Per-identity glue hung on th_identity.glue (owned by the plugin). */
@@ -75,6 +76,8 @@ struct brk_method_call {
     int64_t connect_deadline_ms;  /* waiting for the device to connect */
     int64_t response_deadline_ms; /* 0 until sent */
     struct brk_method_call *next;
+    struct brk_job *job; /* a method job's call (control_jobs.c): answered there; else NULL */
+    size_t job_index;    /* ... the device's index in the job */
 };
 
 struct brk_plugin {
@@ -85,6 +88,7 @@ struct brk_plugin {
     uint64_t next_call_id;
     uint64_t event_seq;
     unsigned service_conns; /* connected service principals */
+    unsigned event_subs;    /* ... of which may receive events (events_sub) */
     unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
@@ -101,6 +105,7 @@ struct brk_plugin {
      * a client's certificate (core/x509.h). has_front_secret false: none accepted. */
     uint8_t front_secret[TH_X509_SECRET_LEN];
     bool has_front_secret;
+    struct brk_job *jobs; /* control_jobs.c, oldest first */
 };
 
 /*
@@ -183,6 +188,29 @@ struct th_topic;
 void brk_methods_on_response(struct brk_plugin *p, struct th_identity *id, const struct th_topic *t,
                              const void *payload, size_t len);
 void brk_methods_free_all(struct brk_plugin *p);
+/* A method job's call on device `id` (index i in job j): sent now, or waiting for the device
+ * for the job's connect timeout, or failed at once (DeviceNotOnline). */
+struct brk_job;
+void brk_methods_start_for_job(struct brk_plugin *p, struct th_identity *id, struct brk_job *j,
+                               size_t i);
+/* The job ended (cancelled, expired): its pending calls are dropped unanswered. */
+void brk_methods_forget_job(struct brk_plugin *p, struct brk_job *j);
+
+/* ==== control_jobs.c: jobs (the commands are in control.h) ==== */
+
+/* Run due jobs a slice at a time (from TICK). */
+void brk_jobs_tick(struct brk_plugin *p);
+/* A method job's request went out to device i: it is running. */
+void brk_jobs_device_sent(struct brk_plugin *p, struct brk_job *j, size_t i);
+/* A method job's call ended: the answer (data, owned) or err. */
+void brk_jobs_method_done(struct brk_plugin *p, struct brk_job *j, size_t i, cJSON *data,
+                          const struct th_error *err);
+const struct th_job *brk_job_of(const struct brk_job *j);
+/* The rows of FROM devices.jobs (each caller-owned, and the array); NULL on out-of-memory. */
+cJSON **brk_jobs_device_docs(struct brk_plugin *p, size_t *out_n);
+/* --state-dir: load DIR/jobs/ (a file that cannot be read is skipped with a warning). */
+int brk_jobs_load(struct brk_plugin *p);
+void brk_jobs_free_all(struct brk_plugin *p);
 
 /* ==== control_certs.c: the CA certificates' store, loaded from --state-dir ==== */
 
@@ -196,6 +224,8 @@ int brk_certs_load(struct brk_plugin *p);
 void brk_persist_device(struct brk_plugin *p, struct th_identity *dev);
 void brk_persist_forget(struct brk_plugin *p, const char *device_id);
 void brk_persist_all(struct brk_plugin *p);
+/* Only the policies file (after a restore, whose device files are current). */
+void brk_persist_policies(struct brk_plugin *p);
 /*
  * Restore policies and devices from the state dir; *out_found when any state
  * existed. A file that cannot be loaded is set aside (persist.c) and the

@@ -212,7 +212,7 @@ void th_usage_query(FILE *out)
             "Run an IoT Hub query against the twins of the running hub and print every\n"
             "result, following continuations. Rows of plain values print as a table; whole\n"
             "twins and nested values print as JSON, one item after another. The last line\n"
-            "counts the items. FROM devices.jobs is always empty: twinhub runs no jobs.\n"
+            "counts the items. FROM devices.jobs lists the devices of jobs (twinhub job).\n"
             "\n"
             "  --page-size N   items per control call, 1-1000 (default: the hub's, 100)\n"
             "\n"

@@ -266,6 +266,9 @@ void th_usage_stats(FILE *out);
 int th_cmd_dps(int argc, char **argv);
 void th_usage_dps(FILE *out);
 
+int th_cmd_job(int argc, char **argv); /* admin_jobs.c */
+void th_usage_job(FILE *out);
+
 /* The global options' help text, shared by every admin usage. */
 void th_global_options_usage(FILE *out);
 

@@ -36,6 +36,7 @@ static const struct command commands[] = {
     {"dps", th_cmd_dps, th_usage_dps, "the provisioning service: enrollments, registrations"},
     {"config", th_cmd_config, th_usage_config,
      "automatic device and module configurations: list, show, create, update, delete"},
+    {"job", th_cmd_job, th_usage_job, "run a twin update or direct method over a query (jobs)"},
     {"security", th_cmd_security, th_usage_security,
      "the azureiotsecurity module: ensure it, check a configuration, status"},
     {"monitor", th_cmd_monitor, th_usage_monitor,

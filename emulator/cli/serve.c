@@ -74,6 +74,9 @@
 #define DEFAULT_BIND "127.0.0.1"
 #define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
 #define READY_TIMEOUT_MS 10000
+/* With a registry file or a state directory the broker loads them before it listens: 100,000
+ * devices take seconds, and seeding a new state directory with them longer (performance.md). */
+#define READY_TIMEOUT_LOADING_MS 180000
 #define PROBE_INTERVAL_MS 5
 #define STOP_TIMEOUT_MS 10000
 #define STOP_RESEND_MS 500 /* SIGTERM again while mosquitto has not stopped */
@@ -1163,7 +1166,8 @@ static void stop_broker(struct serve *s)
  */
 static int wait_ready(struct serve *s)
 {
-    int64_t start = th_mono_ms(), deadline = start + READY_TIMEOUT_MS;
+    int timeout_ms = s->o.registry || s->o.state_dir ? READY_TIMEOUT_LOADING_MS : READY_TIMEOUT_MS;
+    int64_t start = th_mono_ms(), deadline = start + timeout_ms;
     int last_err = 0;
     const struct listener *waiting = NULL;
     for (;;) {
@@ -1197,8 +1201,9 @@ static int wait_ready(struct serve *s)
         if (left <= 0) {
             fprintf(stderr,
                     "twinhub: mosquitto did not accept connections on its %s listener (%s "
-                    "port %d) within 10 s (%s)%s%s\n",
-                    waiting->label, s->gateway_host, waiting->port, strerror(last_err),
+                    "port %d) within %d s (%s)%s%s\n",
+                    waiting->label, s->gateway_host, waiting->port, timeout_ms / 1000,
+                    strerror(last_err),
                     s->last_line[0] ? "; its last message: " : "", s->last_line);
             stop_broker(s);
             return TH_EXIT_FAIL;

@@ -17,7 +17,9 @@
  */
 #include "json.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,36 +361,6 @@ static bool loses_decimal(const cJSON *item, char text[32])
     return strpbrk(text, ".eE") == NULL;
 }
 
-static bool any_loses_decimal(const cJSON *item)
-{
-    char text[32];
-    for (; item != NULL; item = item->next)
-        if (loses_decimal(item, text) || any_loses_decimal(item->child))
-            return true;
-    return false;
-}
-
-/* Turns such numbers into raw text with ".0"; false on OOM. */
-static bool keep_decimals(cJSON *item)
-{
-    char text[32];
-    for (; item != NULL; item = item->next) {
-        if (loses_decimal(item, text)) {
-            size_t n = strlen(text);
-            char *raw = cJSON_malloc(n + 3);
-            if (raw == NULL)
-                return false;
-            memcpy(raw, text, n);
-            memcpy(raw + n, ".0", 3);
-            item->type = cJSON_Raw | (item->type & cJSON_StringIsConst);
-            item->valuestring = raw;
-        } else if (!keep_decimals(item->child)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Ownership: the returned string is the caller's, freed with free() (cJSON's default hooks). */
 void th_json_error_about(const struct th_error *err, const char *what, char *out, size_t size)
 {
@@ -403,18 +375,267 @@ void th_json_error_about(const struct th_error *err, const char *what, char *out
                  m[0] ? m : th_result_str(err->result));
 }
 
+/*
+ * The printer behind th_json_print: the bytes cJSON_PrintUnformatted (cJSON
+ * 1.7.15, print_value and friends) writes for the same tree, written without
+ * its per-value sprintf calls and buffer copies, which were a fifth of the
+ * broker's instructions per twin update (docs/performance.md, "Fan-out").
+ * Integers (below 2^31 in size) are written digit by digit; a number
+ * that is exactly r / 10^k (k <= 6) with at most 15 significant digits is
+ * written from those digits, which is the text "%1.15g" gives it and reads
+ * back equal, so cJSON keeps it too; anything else goes through cJSON's own
+ * steps (cjson_print_number). Strings are escaped as cJSON does (", \, \b \f
+ * \n \r \t, other bytes below 0x20 as \u00xx, everything else as is). The
+ * hub never calls setlocale, so the decimal point is '.', as cJSON writes it.
+ * tests/unit/test_json.c compares the two printers on many documents.
+ */
+struct pbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static bool pb_reserve(struct pbuf *b, size_t more)
+{
+    if (b->failed)
+        return false;
+    if (b->len + more + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more + 1) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *np = realloc(b->p, cap);
+    if (np == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->p = np;
+    b->cap = cap;
+    return true;
+}
+
+static void pb_put(struct pbuf *b, const char *s, size_t n)
+{
+    if (pb_reserve(b, n)) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+static void pb_putc(struct pbuf *b, char c)
+{
+    if (pb_reserve(b, 1))
+        b->p[b->len++] = c;
+}
+
+/* Bytes a string byte takes in cJSON's output: 1, 2 (\" \\ \b \f \n \r \t) or 6 (\u00xx). */
+static const uint8_t esc_len[256] = {
+    6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+static void pb_string(struct pbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)(s ? s : "");
+    size_t n = strlen((const char *)u);
+    /* At most 6 bytes per byte: reserve once, then write without checks. */
+    if (n > (SIZE_MAX - 2) / 6 || !pb_reserve(b, 6 * n + 2)) {
+        b->failed = true;
+        return;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (; *u; u++) {
+        switch (esc_len[*u]) {
+        case 1:
+            *o++ = (char)*u;
+            break;
+        case 2:
+            *o++ = '\\';
+            *o++ = *u == '"'    ? '"'
+                   : *u == '\\' ? '\\'
+                   : *u == '\b' ? 'b'
+                   : *u == '\f' ? 'f'
+                   : *u == '\n' ? 'n'
+                   : *u == '\r' ? 'r'
+                                : 't';
+            break;
+        default:
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[*u >> 4];
+            o[5] = hex[*u & 15];
+            o += 6;
+        }
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+}
+
+/* Decimal text of v ending at `end` (NUL-terminated); returns its start. */
+static char *fmt_u64(uint64_t v, char *end)
+{
+    *--end = '\0';
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+/* cJSON 1.7.15's compare_double. */
+static bool cjson_close(double a, double b)
+{
+    double max = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+    return fabs(a - b) <= max * DBL_EPSILON;
+}
+
+/* What cJSON 1.7.15's print_number writes for a finite number that is not its valueint. */
+static void cjson_print_number(double d, char out[32])
+{
+    double back = 0;
+    snprintf(out, 32, "%1.15g", d);
+    if (sscanf(out, "%lg", &back) != 1 || !cjson_close(back, d))
+        snprintf(out, 32, "%1.17g", d);
+}
+
+static void pb_number(struct pbuf *b, const cJSON *item)
+{
+    static const double pow10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+    char text[48];
+    double d = item->valuedouble;
+    if (isnan(d) || isinf(d)) {
+        pb_put(b, "null", 4);
+        return;
+    }
+    if (loses_decimal(item, text)) { /* th_json_print's ".0" rule (json.h) */
+        pb_put(b, text, strlen(text));
+        pb_put(b, ".0", 2);
+        return;
+    }
+    if (d == 0) { /* "%1.15g" keeps the sign of -0 */
+        pb_put(b, signbit(d) ? "-0" : "0", signbit(d) ? 2 : 1);
+        return;
+    }
+    if (d == (double)item->valueint) {
+        int v = item->valueint;
+        char *s = fmt_u64(v < 0 ? (uint64_t)(-(int64_t)v) : (uint64_t)v, text + sizeof text);
+        if (v < 0)
+            *--s = '-';
+        pb_put(b, s, strlen(s));
+        return;
+    }
+    double a = fabs(d);
+    for (int k = 0; a >= 1e-4 && a < 1e15 && k <= 6; k++) {
+        double x = a * pow10[k];
+        if (x >= 1e15)
+            break; /* more decimals only make it longer: not 15 significant digits */
+        double r = (double)(int64_t)(x + 0.5); /* no libm: the core links without it */
+        if (r / pow10[k] != a)
+            continue;
+        /* a is the decimal r / 10^k; k is the smallest, so its last digit is not 0. */
+        char digits[24];
+        char *s = fmt_u64((uint64_t)r, digits + sizeof digits);
+        size_t n = strlen(s), kk = (size_t)k;
+        char *o = text;
+        if (d < 0)
+            *o++ = '-';
+        if (n <= kk) {
+            *o++ = '0';
+            *o++ = '.';
+            memset(o, '0', kk - n);
+            o += kk - n;
+            memcpy(o, s, n);
+            o += n;
+        } else {
+            memcpy(o, s, n - kk);
+            o += n - kk;
+            if (kk) {
+                *o++ = '.';
+                memcpy(o, s + n - kk, kk);
+                o += kk;
+            }
+        }
+        pb_put(b, text, (size_t)(o - text));
+        return;
+    }
+    cjson_print_number(d, text);
+    pb_put(b, text, strlen(text));
+}
+
+static bool pb_value(struct pbuf *b, const cJSON *item, int depth)
+{
+    if (depth > 10000) { /* far beyond anything th_json_parse accepts */
+        b->failed = true;
+        return false;
+    }
+    switch (item->type & 0xFF) {
+    case cJSON_NULL:
+        pb_put(b, "null", 4);
+        break;
+    case cJSON_False:
+        pb_put(b, "false", 5);
+        break;
+    case cJSON_True:
+        pb_put(b, "true", 4);
+        break;
+    case cJSON_Number:
+        pb_number(b, item);
+        break;
+    case cJSON_Raw:
+        if (item->valuestring == NULL) {
+            b->failed = true;
+            return false;
+        }
+        pb_put(b, item->valuestring, strlen(item->valuestring));
+        break;
+    case cJSON_String:
+        pb_string(b, item->valuestring);
+        break;
+    case cJSON_Array:
+    case cJSON_Object: {
+        bool obj = (item->type & 0xFF) == cJSON_Object;
+        pb_putc(b, obj ? '{' : '[');
+        for (const cJSON *c = item->child; c != NULL; c = c->next) {
+            if (obj) {
+                pb_string(b, c->string);
+                pb_putc(b, ':');
+            }
+            if (!pb_value(b, c, depth + 1))
+                return false;
+            if (c->next)
+                pb_putc(b, ',');
+        }
+        pb_putc(b, obj ? '}' : ']');
+        break;
+    }
+    default:
+        b->failed = true;
+        return false;
+    }
+    return !b->failed;
+}
+
 char *th_json_print(const cJSON *item)
 {
     if (item == NULL)
         return NULL;
-    char text[32];
-    if (!loses_decimal(item, text) && !any_loses_decimal(item->child))
-        return cJSON_PrintUnformatted(item);
-    /* Rare: print a copy whose numbers of that kind are raw text. */
-    cJSON *copy = cJSON_Duplicate(item, true);
-    char *out = NULL;
-    if (copy != NULL && keep_decimals(copy)) /* a duplicate has no siblings to walk */
-        out = cJSON_PrintUnformatted(copy);
-    cJSON_Delete(copy);
-    return out;
+    struct pbuf b = {0};
+    if (!pb_reserve(&b, 255) || !pb_value(&b, item, 0)) {
+        free(b.p);
+        return NULL;
+    }
+    b.p[b.len] = '\0';
+    return b.p;
 }

@@ -2165,6 +2165,28 @@ static th_result matches(const struct th_query *q, const cJSON *doc, bool *ok)
     return r;
 }
 
+bool th_query_grouped(const struct th_query *q)
+{
+    return q && q->grouped;
+}
+
+bool th_query_has_group_by(const struct th_query *q)
+{
+    return q && q->ngroup > 0;
+}
+
+th_result th_query_matches(const struct th_query *q, const cJSON *doc, bool *out_match)
+{
+    if (out_match)
+        *out_match = false;
+    if (!q || !doc || !out_match)
+        return TH_ERR_INVAL;
+    bool ok;
+    th_result r = matches(q, doc, &ok);
+    *out_match = r == TH_OK && ok;
+    return r;
+}
+
 /* Add a copy of `src` to obj under key unless the key is already there. Takes `item`. */
 static th_result add_member(cJSON *obj, const char *key, cJSON *item)
 {

@@ -95,4 +95,18 @@ const char *th_query_item_type(const struct th_query *q, bool is_twin);
 TH_NODISCARD th_result th_query_run(const struct th_query *q, cJSON *const *docs, size_t n,
                                     cJSON **out_items, bool *out_is_twin, struct th_error *err);
 
+/*
+ * Does `doc` satisfy q's WHERE clause (true without one)? For running a
+ * condition over one document at a time (jobs: core/job.h) without building
+ * result arrays. TH_ERR_INVAL on NULL arguments, TH_ERR_NOMEM; *out_match is
+ * false then.
+ */
+TH_NODISCARD th_result th_query_matches(const struct th_query *q, const cJSON *doc,
+                                        bool *out_match);
+
+/* Does the query aggregate or group (its results come from groups, not documents)? */
+bool th_query_grouped(const struct th_query *q);
+/* Does it have a GROUP BY clause? */
+bool th_query_has_group_by(const struct th_query *q);
+
 #endif

@@ -196,6 +196,17 @@ void th_identity_etag(const struct th_identity *id, char buf[32]);
 cJSON *th_identity_to_json(const struct th_identity *id);
 cJSON *th_identity_twin_json(const struct th_identity *id);
 
+/*
+ * A cheaper stand-in for th_identity_twin_json, for evaluating query
+ * conditions over many twins (jobs, COUNT over a fleet): the same members,
+ * except that tags, properties.desired and properties.reported reference the
+ * twin's own trees (cJSON references: cJSON_Delete of the doc leaves them) and
+ * hold no "$version" or "$metadata". Valid until the twin changes; read only.
+ * Use it only for queries whose text names no "$" member (the caller checks).
+ * Caller frees with cJSON_Delete; NULL on OOM.
+ */
+cJSON *th_identity_query_doc(const struct th_identity *id);
+
 /* "sas", "none", "selfSigned" or "certificateAuthority". */
 const char *th_auth_type_name(enum th_auth_type type);
 

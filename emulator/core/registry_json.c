@@ -150,10 +150,9 @@ cJSON *th_identity_to_json(const struct th_identity *id)
     return o;
 }
 
-cJSON *th_identity_twin_json(const struct th_identity *id)
+/* The members of a twin document before "version": ids, etags, status, connection. */
+static cJSON *twin_json_head(const struct th_identity *id)
 {
-    if (!id || !id->twin)
-        return NULL;
     bool is_device = id->module_id == NULL;
     char etag[16], device_etag[32];
     th_twin_etag(id->twin, etag);
@@ -175,10 +174,25 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
          reg_add_num(o, "cloudToDeviceMessageCount", (double)id->c2d_count) &&
          reg_add_str(o, "authenticationType", th_auth_type_name(id->auth_type)) &&
          reg_add_item(o, "x509Thumbprint", thumbprint_json(id)) &&
-         reg_add_str(o, "modelId", id->model_id ? id->model_id : "") &&
-         reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
-         reg_add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
-         reg_add_item(o, "properties", th_twin_properties_view(id->twin));
+         reg_add_str(o, "modelId", id->model_id ? id->model_id : "");
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *th_identity_twin_json(const struct th_identity *id)
+{
+    if (!id || !id->twin)
+        return NULL;
+    bool is_device = id->module_id == NULL;
+    cJSON *o = twin_json_head(id);
+    if (!o)
+        return NULL;
+    bool ok = reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
+              reg_add_item(o, "tags", cJSON_Duplicate(id->twin->tags, 1)) &&
+              reg_add_item(o, "properties", th_twin_properties_view(id->twin));
     /* As the hub's device twins: deviceScope and parentScopes only when set. */
     if (is_device) {
         const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
@@ -189,6 +203,32 @@ cJSON *th_identity_twin_json(const struct th_identity *id)
     /* The statuses of the automatic configurations that target the twin (config.h). */
     if (id->configurations)
         ok = ok && reg_add_item(o, "configurations", cJSON_Duplicate(id->configurations, 1));
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *th_identity_query_doc(const struct th_identity *id)
+{
+    if (!id || !id->twin)
+        return NULL;
+    /* The members of th_identity_twin_json (properties before version: order does not matter
+     * to a condition), the sections by reference. */
+    cJSON *o = twin_json_head(id);
+    cJSON *props = o ? cJSON_AddObjectToObject(o, "properties") : NULL;
+    bool ok =
+        props && reg_add_num(o, "version", (double)th_twin_version(id->twin)) &&
+        reg_add_item(o, "tags", cJSON_CreateObjectReference(id->twin->tags->child)) &&
+        reg_add_item(props, "desired", cJSON_CreateObjectReference(id->twin->desired->child)) &&
+        reg_add_item(props, "reported", cJSON_CreateObjectReference(id->twin->reported->child));
+    if (ok && id->module_id == NULL) {
+        const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
+        ok = reg_add_item(o, "capabilities", reg_capabilities_json(id)) &&
+             (!id->device_scope || reg_add_str(o, "deviceScope", id->device_scope)) &&
+             (!parent || reg_add_item(o, "parentScopes", reg_parent_scopes_json(id)));
+    }
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

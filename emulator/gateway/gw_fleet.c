@@ -73,43 +73,10 @@ void gw_fleet_bulk(struct gw_conn *c)
     cJSON *body = body_json(c, true);
     if (!body)
         return;
-    gw_rest_call(c, command_with("bulkRegistry", "devices", body), done_bulk);
+    gw_rest_call(c, command_with("bulkRegistry", "devices", body), GW_CALL_TIMEOUT_S, done_bulk);
 }
 
 /* ---- configurations ---------------------------------------------------------------------- */
-
-/* 200 with the configuration and its etag as ETag. */
-static void done_config(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
-{
-    (void)gw;
-    if (!gw_rest_answer_ok(c, entry))
-        return;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
-    const char *etag = th_json_string(data, "etag", NULL);
-    char extra[200] = "";
-    if (etag)
-        snprintf(extra, sizeof extra, "ETag: \"%s\"\r\n", etag);
-    gw_rest_respond_json(c, 200, data, extra);
-    gw_http_resume(c);
-}
-
-static void done_data(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
-{
-    (void)gw;
-    if (!gw_rest_answer_ok(c, entry))
-        return;
-    gw_rest_respond_json(c, 200, cJSON_GetObjectItemCaseSensitive(entry, "data"), NULL);
-    gw_http_resume(c);
-}
-
-static void done_no_content(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
-{
-    (void)gw;
-    if (!gw_rest_answer_ok(c, entry))
-        return;
-    gw_http_respond(c, 204, NULL, NULL, NULL, 0);
-    gw_http_resume(c);
-}
 
 /* {"command", "id": the path's id}[, "etag": If-Match]; NULL on out-of-memory. */
 static cJSON *config_command(struct gw_conn *c, const char *name, bool with_etag)
@@ -149,17 +116,19 @@ void gw_fleet_put_config(struct gw_conn *c)
         body = NULL;
     }
     cJSON_Delete(body);
-    gw_rest_call(c, cmd, done_config);
+    gw_rest_call(c, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 void gw_fleet_get_config(struct gw_conn *c)
 {
-    gw_rest_call(c, config_command(c, "getConfiguration", false), done_config);
+    gw_rest_call(c, config_command(c, "getConfiguration", false), GW_CALL_TIMEOUT_S,
+                 gw_rest_done_entity);
 }
 
 void gw_fleet_delete_config(struct gw_conn *c)
 {
-    gw_rest_call(c, config_command(c, "deleteConfiguration", true), done_no_content);
+    gw_rest_call(c, config_command(c, "deleteConfiguration", true), GW_CALL_TIMEOUT_S,
+                 gw_rest_done_no_content);
 }
 
 void gw_fleet_list_configs(struct gw_conn *c)
@@ -179,7 +148,7 @@ void gw_fleet_list_configs(struct gw_conn *c)
             cmd = NULL;
         }
     }
-    gw_rest_call(c, cmd, done_data);
+    gw_rest_call(c, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_data);
 }
 
 /* POST /configurations/testQueries {"targetCondition", "customMetricQueries"}. */
@@ -188,5 +157,6 @@ void gw_fleet_test_queries(struct gw_conn *c)
     cJSON *body = body_json(c, false);
     if (!body)
         return;
-    gw_rest_call(c, command_with("testConfigurationQueries", "input", body), done_data);
+    gw_rest_call(c, command_with("testConfigurationQueries", "input", body), GW_CALL_TIMEOUT_S,
+                 gw_rest_done_data);
 }

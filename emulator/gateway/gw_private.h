@@ -264,6 +264,29 @@ void gw_rest_request_done(struct gw_conn *c);
 /* An error answer in the hub's format (iothub-errorcode header, JSON envelope). */
 void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* For route files besides gw_rest.c (gw_jobs.c, gw_fleet.c): send `cmd` (NULL: out of memory, answered
+ * 500) with the request's credentials; `done` gets the answer. */
+void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done);
+/* The request's JSON object body; NULL after answering 400. */
+cJSON *gw_rest_body(struct gw_conn *c);
+/* Start of an answer handler: false when there is nobody to answer or the answer (an error)
+ * was sent. */
+bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
+/* Answer `status` with `item` as JSON and the `extra` header lines (may be NULL). */
+void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);
+/* If-Match as a NUL-terminated string in buf (W/ dropped), or NULL when absent. */
+const char *gw_rest_if_match(struct gw_conn *c, char *buf, size_t size);
+/* Answer handlers (gw_done_fn) for any route: 200 with the answer's data and its etag as ETag;
+ * 200 with the data as it is; 204 with no body. */
+void gw_rest_done_entity(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry);
+void gw_rest_done_data(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry);
+void gw_rest_done_no_content(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry);
+
+/* gw_jobs.c: /jobs/v2 (docs/rest-api.md "Jobs") */
+void gw_jobs_put(struct gw_conn *c);
+void gw_jobs_get(struct gw_conn *c);
+void gw_jobs_cancel(struct gw_conn *c);
+void gw_jobs_query(struct gw_conn *c);
 
 /* gw_dash.c: the web dashboard (docs/dashboard.md) */
 /* A dashboard with a fresh token for the gateway on `port`; NULL on failure. */
@@ -283,15 +306,6 @@ void gw_dash_closed(struct gw_conn *c);
 /* A request for the provisioning service (device registration or its service API): answered
  * or sent to the hub, true; false for any other path. */
 bool gw_dps_dispatch(struct gw_conn *c);
-/* The request helpers the handlers of other gw_*.c files share with gw_rest.c. */
-/* Send `cmd` (taken; NULL answers 500) with the request's authorization; `done` gets the answer. */
-void gw_rest_call(struct gw_conn *c, cJSON *cmd, gw_done_fn done);
-/* Common start of an answer handler: false when nobody waits or it was answered as an error. */
-bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
-/* 200-style answer with `item` as the JSON body and `extra` header lines (may be NULL). */
-void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);
-/* If-Match as a NUL-terminated string in buf (W/ dropped), or NULL when absent. */
-const char *gw_rest_if_match(struct gw_conn *c, char *buf, size_t size);
 
 /* gw_fleet.c: bulk registry and automatic configurations (rest-api.md) */
 void gw_fleet_bulk(struct gw_conn *c);

@@ -345,7 +345,7 @@ static void etag_header(const cJSON *data, char *buf, size_t size)
 /* ---- answers ----------------------------------------------------------------------------- */
 
 /* 200 with `data` and its etag as ETag (identities and twins). */
-static void done_entity(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+void gw_rest_done_entity(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
 {
     (void)gw;
     if (!answer_ok(c, entry))
@@ -358,7 +358,7 @@ static void done_entity(struct th_gateway *gw, struct gw_conn *c, const cJSON *e
 }
 
 /* 200 with `data` as it is. */
-static void done_data(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+void gw_rest_done_data(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
 {
     (void)gw;
     if (!answer_ok(c, entry))
@@ -386,7 +386,7 @@ static void done_method(struct th_gateway *gw, struct gw_conn *c, const cJSON *e
     gw_http_resume(c);
 }
 
-static void done_no_content(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+void gw_rest_done_no_content(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
 {
     (void)gw;
     if (!answer_ok(c, entry))
@@ -488,17 +488,17 @@ static void h_list_devices(struct gw_conn *c)
 
 static void h_get_device(struct gw_conn *c)
 {
-    call(c, command(c, "getDevice", false), GW_CALL_TIMEOUT_S, done_entity);
+    call(c, command(c, "getDevice", false), GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_get_module(struct gw_conn *c)
 {
-    call(c, command(c, "getDevice", true), GW_CALL_TIMEOUT_S, done_entity);
+    call(c, command(c, "getDevice", true), GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_list_modules(struct gw_conn *c)
 {
-    call(c, command(c, "listModules", false), GW_CALL_TIMEOUT_S, done_data);
+    call(c, command(c, "listModules", false), GW_CALL_TIMEOUT_S, gw_rest_done_data);
 }
 
 static void h_delete_device(struct gw_conn *c)
@@ -510,7 +510,7 @@ static void h_delete_device(struct gw_conn *c)
         cJSON_Delete(cmd);
         cmd = NULL;
     }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_no_content);
+    call(c, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_no_content);
 }
 
 static void h_delete_module(struct gw_conn *c)
@@ -522,7 +522,7 @@ static void h_delete_module(struct gw_conn *c)
         cJSON_Delete(cmd);
         cmd = NULL;
     }
-    call(c, cmd, GW_CALL_TIMEOUT_S, done_no_content);
+    call(c, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_no_content);
 }
 
 /* PUT /devices/{id} and /devices/{id}/modules/{mid}: create, or update with If-Match. */
@@ -556,7 +556,7 @@ static void put_identity(struct gw_conn *c, bool is_module)
               copy_member(cmd, body, "authentication") &&
               copy_identity_fields(cmd, body, is_module);
     cJSON_Delete(body);
-    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_put_device(struct gw_conn *c)
@@ -588,22 +588,22 @@ static cJSON *cert_command(struct gw_conn *c, const char *name)
 
 static void h_list_certs(struct gw_conn *c)
 {
-    call(c, cert_command(c, "listCertificates"), GW_CALL_TIMEOUT_S, done_data);
+    call(c, cert_command(c, "listCertificates"), GW_CALL_TIMEOUT_S, gw_rest_done_data);
 }
 
 static void h_get_cert(struct gw_conn *c)
 {
-    call(c, cert_command(c, "getCertificate"), GW_CALL_TIMEOUT_S, done_entity);
+    call(c, cert_command(c, "getCertificate"), GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_delete_cert(struct gw_conn *c)
 {
-    call(c, cert_command(c, "deleteCertificate"), GW_CALL_TIMEOUT_S, done_no_content);
+    call(c, cert_command(c, "deleteCertificate"), GW_CALL_TIMEOUT_S, gw_rest_done_no_content);
 }
 
 static void h_code_cert(struct gw_conn *c)
 {
-    call(c, cert_command(c, "generateVerificationCode"), GW_CALL_TIMEOUT_S, done_entity);
+    call(c, cert_command(c, "generateVerificationCode"), GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 /* PUT {"properties":{"certificate","isVerified"}}; POST .../verify {"certificate"}. */
@@ -627,7 +627,7 @@ static void cert_with_pem(struct gw_conn *c, const char *name, bool put)
                            cmd, "isVerified",
                            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(props, "isVerified"))));
     cJSON_Delete(body);
-    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_put_cert(struct gw_conn *c)
@@ -644,7 +644,7 @@ static void h_verify_cert(struct gw_conn *c)
 
 static void h_get_twin(struct gw_conn *c)
 {
-    call(c, command(c, "getTwin", c->ids[1][0] != '\0'), GW_CALL_TIMEOUT_S, done_entity);
+    call(c, command(c, "getTwin", c->ids[1][0] != '\0'), GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 /*
@@ -669,7 +669,7 @@ static void write_twin(struct gw_conn *c, bool replace)
         ok = p && copy_member(p, props, "desired") && copy_member(p, props, "reported");
     }
     cJSON_Delete(body);
-    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_entity);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_entity);
 }
 
 static void h_patch_twin(struct gw_conn *c)
@@ -794,7 +794,7 @@ static void h_c2d(struct gw_conn *c)
          header_member(c, cmd, "iothub-contentencoding", "contentEncoding") &&
          header_member(c, cmd, "Content-Encoding", "contentEncoding");
     free(b64);
-    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, done_data);
+    call_built(c, ok, cmd, GW_CALL_TIMEOUT_S, gw_rest_done_data);
 }
 
 static void h_health(struct gw_conn *c)
@@ -806,11 +806,17 @@ static void h_health(struct gw_conn *c)
                     strlen(body));
 }
 
-/* ---- shared with the other handler files (gw_private.h) --------------------------------- */
+/* ---- for the other route files ------------------------------------------------------------ */
 
-void gw_rest_call(struct gw_conn *c, cJSON *cmd, gw_done_fn done)
+void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done)
 {
-    call(c, cmd, GW_CALL_TIMEOUT_S, done);
+    call_built(c, cmd != NULL, cmd, timeout_s, done);
+}
+
+cJSON *gw_rest_body(struct gw_conn *c)
+{
+    bool answered;
+    return body_object(c, true, &answered);
 }
 
 bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry)
@@ -869,6 +875,11 @@ static const struct gw_route routes[] = {
     {GW_DELETE, "/certificates/{}", {RW}, true, h_delete_cert, SV},
     {GW_POST, "/certificates/{}/generateVerificationCode", {RW}, true, h_code_cert, SV},
     {GW_POST, "/certificates/{}/verify", {RW}, true, h_verify_cert, SV},
+    /* gw_jobs.c; the query route before /jobs/v2/{} */
+    {GW_GET, "/jobs/v2/query", {RR, RW}, true, gw_jobs_query, SV},
+    {GW_PUT, "/jobs/v2/{}", {RW}, true, gw_jobs_put, SV},
+    {GW_GET, "/jobs/v2/{}", {RR, RW}, true, gw_jobs_get, SV},
+    {GW_POST, "/jobs/v2/{}/cancel", {RW}, true, gw_jobs_cancel, SV},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 #define MAX_SEGMENTS 8

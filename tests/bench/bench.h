@@ -159,6 +159,9 @@ struct thb_config {
     int scale_devices;              /* 10000 unless lowered */
     double time_scale;              /* 1.0; --quick makes runs shorter */
     bool verbose;
+    int fleet_devices;     /* registered devices of the fleet case (100,000) */
+    int fleet_connected;   /* ... connected: up to the descriptor limit */
+    const char *state_dir; /* when set, twinhub starts with --state-dir (fleet case) */
 };
 
 extern struct thb_config thb_cfg;
@@ -221,6 +224,7 @@ int thb_bench_twin(void);
 int thb_bench_fanout(void);
 int thb_bench_scale(void);
 int thb_bench_tlsfront(void); /* bench_tlsfront.c: the MQTT/TLS front vs mosquitto's TLS */
+int thb_bench_fleet(void); /* only with --only fleet */
 
 /* Abort with a message (setup failures inside a case). */
 void thb_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

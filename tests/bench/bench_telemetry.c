@@ -349,6 +349,12 @@ int thb_bench_telemetry(void)
             thb_target("telemetry >= 80% of mosquitto", met, "%s, %d devices, QoS %d: %.2f",
                        variant_name[v], dev_counts[k / 2], qos_levels[k % 2], ratio);
         }
+        /* The fair counterpart of the relay: each message becomes an event to a subscriber. */
+        const struct tel_result *sub = &res[V_EVENTS][k];
+        double sub_ratio = base->rate ? sub->rate / base->rate : 0;
+        thb_target("telemetry with an event subscriber >= 80% of the mosquitto relay",
+                   sub_ratio >= 0.8 && sub->ok, "%d devices, QoS %d: %.2f", dev_counts[k / 2],
+                   qos_levels[k % 2], sub_ratio);
     }
     thb_out("\n");
     return 0;

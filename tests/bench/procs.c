@@ -32,7 +32,7 @@
 #include "registry.h"
 #include "sas.h"
 
-#define READY_TIMEOUT_MS 60000 /* the 10k-device registry takes a while to load */
+#define READY_TIMEOUT_MS 200000 /* the fleet case seeds a state dir with 100,000 devices */
 #define STOP_TIMEOUT_MS 15000
 
 int64_t thb_now_us(void)
@@ -280,6 +280,10 @@ static int start_twinhub(struct thb_broker *b, const char *registry, const char 
         if (record) {
             argv[n++] = "--record";
             argv[n++] = (char *)record;
+        }
+        if (thb_cfg.state_dir) {
+            argv[n++] = "--state-dir";
+            argv[n++] = (char *)thb_cfg.state_dir;
         }
         argv[n] = NULL;
         int pfd[2];

@@ -15,9 +15,12 @@
  *              connect rate against plain mosquitto with the same connections
  *   tlsfront   50 devices over TLS through the MQTT/TLS front (X.509's way in)
  *              against mosquitto's own TLS listener, twin GETs and telemetry
+ *   fleet      100,000 registered devices, up to the descriptor limit connected:
+ *              memory, a job over all, a query over all, a restart with
+ *              --state-dir (bench_fleet.c; only with --only fleet)
  *
- * Usage: thbench [--only telemetry,twin,fanout,scale,tlsfront] [--quick]
- *                [--scale-devices N] [--report FILE] [-v]
+ * Usage: thbench [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--quick]
+ *                [--scale-devices N] [--fleet-devices N] [--report FILE] [-v]
  *                [--twinhub PATH] [--plugin PATH] [--echo-plugin PATH] [--mosquitto PATH]
  * Exit status: 0 when every case ran (targets met or not), 1 when a case
  * could not run, 2 on a usage or setup error. Run through scripts/bench.sh.
@@ -96,8 +99,8 @@ void thb_target(const char *name, bool met, const char *fmt, ...)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: thbench [--only telemetry,twin,fanout,scale,tlsfront] [--quick] "
-               "[--scale-devices N]\n"
+    fprintf(f, "usage: thbench [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--quick]\n"
+               "               [--scale-devices N] [--fleet-devices N]\n"
                "               [--report FILE] [-v] [--twinhub PATH] [--plugin PATH]\n"
                "               [--echo-plugin PATH] [--mosquitto PATH]\n");
 }
@@ -124,6 +127,13 @@ static void raise_fd_limit(bool scale)
     /* The load generator and the broker (which inherits this limit) each hold one descriptor
      * per connection. */
     long can = rl.rlim_cur == RLIM_INFINITY ? 1000000 : (long)rl.rlim_cur - FD_MARGIN;
+    /* The fleet case connects as many devices as fit, at most 19,800 (20,000 less the margin). */
+    if (thb_cfg.fleet_connected > can) {
+        thb_cfg.fleet_connected = can < 100 ? 100 : (int)(can / 100 * 100);
+    }
+    if (thb_cfg.fleet_connected > thb_cfg.fleet_devices) {
+        thb_cfg.fleet_connected = thb_cfg.fleet_devices;
+    }
     if (scale && can < thb_cfg.scale_devices) {
         int lowered = (int)(can / 100 * 100);
         if (lowered < 100) {
@@ -194,11 +204,12 @@ static bool want(const char *only, const char *name)
 int main(int argc, char **argv)
 {
     const char *only = NULL, *report_path = NULL;
-    enum { O_ONLY = 1, O_QUICK, O_SCALE, O_REPORT, O_TWINHUB, O_PLUGIN, O_ECHO, O_MOSQ };
+    enum { O_ONLY = 1, O_QUICK, O_SCALE, O_REPORT, O_TWINHUB, O_PLUGIN, O_ECHO, O_MOSQ, O_FLEET };
     static const struct option longopts[] = {
         {"only", required_argument, NULL, O_ONLY},
         {"quick", no_argument, NULL, O_QUICK},
         {"scale-devices", required_argument, NULL, O_SCALE},
+        {"fleet-devices", required_argument, NULL, O_FLEET},
         {"report", required_argument, NULL, O_REPORT},
         {"twinhub", required_argument, NULL, O_TWINHUB},
         {"plugin", required_argument, NULL, O_PLUGIN},
@@ -213,6 +224,8 @@ int main(int argc, char **argv)
     set_path(thb_cfg.echo_plugin, THB_DEFAULT_ECHO_PLUGIN);
     set_path(thb_cfg.mosquitto, THB_DEFAULT_MOSQUITTO);
     thb_cfg.scale_devices = 10000;
+    thb_cfg.fleet_devices = 100000;
+    thb_cfg.fleet_connected = 19800;
     thb_cfg.time_scale = 1.0;
     int opt;
     while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
@@ -223,6 +236,12 @@ int main(int argc, char **argv)
         case O_QUICK:
             thb_cfg.time_scale = 0.25;
             thb_cfg.scale_devices = 2000;
+            break;
+        case O_FLEET:
+            thb_cfg.fleet_devices = atoi(optarg);
+            if (thb_cfg.fleet_devices < 100 || thb_cfg.fleet_devices > 200000) {
+                thb_die("--fleet-devices must be 100..200000");
+            }
             break;
         case O_SCALE:
             thb_cfg.scale_devices = atoi(optarg);
@@ -303,6 +322,11 @@ int main(int argc, char **argv)
             check_background(cases[i].name);
             failed += cases[i].run() != 0;
         }
+    }
+    /* The fleet case takes minutes and about 1 GB: only when asked for by name. */
+    if (only && want(only, "fleet")) {
+        check_background("fleet");
+        failed += thb_bench_fleet() != 0;
     }
 
     thb_out("## Targets\n\n");

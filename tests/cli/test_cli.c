@@ -776,7 +776,7 @@ static void test_query_follows_continuations_succeeds(void **state)
 
 static void test_query_jobs_empty_succeeds(void **state)
 {
-    /* IoT Hub answers an empty result when there are no jobs; twinhub runs none. */
+    /* IoT Hub answers an empty result when there are no jobs (none on this shared hub). */
     const struct cli_hub *h = *state;
     struct cli_result r = CLI_RUN("query", "SELECT * FROM devices.jobs", h->flag);
     cli_expect_code(&r, 0);
@@ -794,6 +794,41 @@ static void test_query_jobs_empty_succeeds(void **state)
     r = CLI_RUN("query", "SELECT * FROM devices.things", h->flag);
     cli_expect_code(&r, 1);
     cli_expect_in(r.err, "errorCode 400004", &r);
+    cli_result_free(&r);
+}
+
+/* twinhub job: a twin update over a condition, waited for; list; an unknown job. */
+static void test_job_create_wait_list_succeeds(void **state)
+{
+    const struct cli_hub *h = *state;
+    create_device(h, "job-1");
+    create_device(h, "job-2");
+    struct cli_result r = CLI_RUN("job", "create", "j-fw", "deviceId IN ['job-1','job-2']",
+                                  "--desired", "{\"fw\":\"2.0\"}", "--wait", h->flag);
+    cli_expect_code(&r, 0);
+    cli_expect_in(r.out, "job j-fw: scheduleUpdateTwin completed", &r);
+    cli_expect_in(r.out, "2: 2 succeeded, 0 failed", &r);
+    cli_result_free(&r);
+    r = CLI_RUN("twin", "show", "job-2", "--json", h->flag);
+    cli_expect_code(&r, 0);
+    cJSON *j = cli_json_of(&r);
+    assert_string_equal(cJSON_GetStringValue(cli_path(j, "properties.desired.fw")), "2.0");
+    cJSON_Delete(j);
+    cli_result_free(&r);
+    r = CLI_RUN("job", "list", "--status", "completed", h->flag);
+    cli_expect_code(&r, 0);
+    cli_expect_in(r.out, "j-fw", &r);
+    cli_result_free(&r);
+    r = CLI_RUN("query", "SELECT * FROM devices.jobs WHERE jobId = 'j-fw'", h->flag);
+    cli_expect_code(&r, 0);
+    cli_expect_in(r.out, "2 items\n", &r);
+    cli_result_free(&r);
+    r = CLI_RUN("job", "show", "no-such-job", h->flag);
+    cli_expect_code(&r, 1);
+    cli_expect_in(r.err, "404000", &r);
+    cli_result_free(&r);
+    r = CLI_RUN("job", "create", "j-x", "deviceId = 'job-1'", h->flag);
+    cli_expect_code(&r, 2);
     cli_result_free(&r);
 }
 
@@ -1061,6 +1096,7 @@ static const struct CMUnitTest all_tests[] = {
     FRESH_HUB_TEST(test_query_tag_filter_succeeds),
     SHARED_HUB_TEST(test_query_follows_continuations_succeeds),
     SHARED_HUB_TEST(test_query_jobs_empty_succeeds),
+    FRESH_HUB_TEST(test_job_create_wait_list_succeeds),
     SHARED_HUB_TEST(test_query_syntax_error_fails),
     FRESH_HUB_TEST(test_stats_counts_devices_succeeds),
     FRESH_HUB_TEST(test_export_then_import_into_fresh_hub_succeeds),

@@ -101,6 +101,11 @@ export class ServiceSdk {
     return this.call('client', method, ...args);
   }
 
+  /** A JobClient call (scheduleTwinUpdate, scheduleDeviceMethod, getJob, cancelJob). */
+  jobs(method, ...args) {
+    return this.call('jobs', method, ...args);
+  }
+
   /** Every page of createQuery(sql, pageSize).nextAsTwin(). */
   query(sql, pageSize) {
     return this.call('registry', 'query', sql, pageSize);

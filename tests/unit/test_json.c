@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <stdio.h>
 
 #include "json.h"
 
@@ -455,6 +456,96 @@ static void test_th_json_error_about_limits_drop_the_advice_succeeds(void **stat
     assert_string_equal(out, "/x/hub.json is 99 bytes");
 }
 
+/* A small deterministic generator (31 bits), so the test needs nothing from the libc's. */
+static unsigned lcg_next(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 1) & 0x7fffffffu;
+}
+
+/* A pseudo-random number of many kinds: ints, halves, decimals, tiny, huge, negative. */
+static double some_number(unsigned *seed)
+{
+    static const double fixed[] = {0.0,
+                                   -0.0,
+                                   1e-5,
+                                   1e-4,
+                                   0.1,
+                                   0.3,
+                                   22.5,
+                                   -7.25,
+                                   1e15,
+                                   1e15 - 1,
+                                   123456789012345.0,
+                                   1234567890123456.0,
+                                   2147483647.0,
+                                   -2147483648.0,
+                                   2147483648.0,
+                                   4503599627370496.5,
+                                   1e300,
+                                   -1e-300,
+                                   3.141592653589793,
+                                   0.1 + 0.2,
+                                   99.99,
+                                   1.0 / 3};
+    unsigned r = lcg_next(seed);
+    switch (r % 6) {
+    case 0:
+        return fixed[lcg_next(seed) % (sizeof fixed / sizeof fixed[0])];
+    case 1:
+        return (double)((int)lcg_next(seed) - 0x7fffffffu / 2);
+    case 2:
+        return (double)(lcg_next(seed) % 100000) / 100.0;
+    case 3:
+        return ((double)lcg_next(seed) / 0x7fffffffu - 0.5) * 1e6;
+    case 4:
+        return (double)(lcg_next(seed) % 1000) / 1e4;
+    default:
+        return ((double)lcg_next(seed) / 0x7fffffffu) * 1e17;
+    }
+}
+
+/* th_json_print writes the bytes cJSON_PrintUnformatted writes (numbers, escapes, nesting). */
+static void test_th_json_print_same_bytes_as_cjson_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 12345;
+    for (int round = 0; round < 300; round++) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(root, "a");
+        for (int i = 0; i < 40; i++) {
+            char key[16], str[8];
+            snprintf(key, sizeof key, "k%d", i);
+            for (int c = 0; c < 7; c++)
+                str[c] = (char)(1 + lcg_next(&seed) % 126); /* control bytes, quotes, backslash */
+            str[7] = '\0';
+            cJSON_AddNumberToObject(root, key, some_number(&seed));
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(some_number(&seed)));
+            cJSON_AddItemToArray(arr, cJSON_CreateString(str));
+        }
+        cJSON_AddItemToObject(root, "\t\"key\"\x01\xc3\xa9",
+                              cJSON_CreateString("\xe2\x82\xac\x7f"));
+        cJSON_AddItemToObject(root, "nested", cJSON_Duplicate(arr, true));
+        cJSON_AddItemToObject(root, "e", cJSON_CreateObject());
+        cJSON_AddItemToObject(root, "ea", cJSON_CreateArray());
+        cJSON_AddItemToObject(root, "raw", cJSON_CreateRaw("{\"x\":1}"));
+        cJSON_AddItemToObject(root, "t", cJSON_CreateTrue());
+        cJSON_AddItemToObject(root, "f", cJSON_CreateFalse());
+        cJSON_AddItemToObject(root, "n", cJSON_CreateNull());
+        char *mine = th_json_print(root), *theirs = cJSON_PrintUnformatted(root);
+        assert_non_null(mine);
+        size_t at = 0;
+        while (mine[at] && mine[at] == theirs[at])
+            at++;
+        if (mine[at] != theirs[at])
+            fail_msg("round %d, byte %zu: th_json_print '%.40s' cJSON '%.40s'", round, at,
+                     mine + (at > 20 ? at - 20 : 0), theirs + (at > 20 ? at - 20 : 0));
+        free(mine);
+        free(theirs);
+        cJSON_Delete(root);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_th_json_refuse_nul_names_the_path_fails),
         cmocka_unit_test(test_th_json_refuse_nul_clean_document_succeeds),
         cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
+        cmocka_unit_test(test_th_json_print_same_bytes_as_cjson_succeeds),
         cmocka_unit_test(test_th_json_error_about_syntax_names_the_file_succeeds),
         cmocka_unit_test(test_th_json_error_about_limits_drop_the_advice_succeeds),
     };

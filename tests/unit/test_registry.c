@@ -18,6 +18,7 @@
 #include "th_limits.h"
 #include "query.h"
 #include "registry.h"
+#include "twin.h"
 #include "util.h"
 
 #define NOW 1700000000000000LL /* 2023-11-14T22:13:20Z in microseconds */
@@ -1614,6 +1615,59 @@ static void test_th_registry_load_bad_edge_fields_fails(void **state)
                         TH_ERR_INVAL, "devices[1].modules[0].authentication");
 }
 
+/* th_identity_query_doc decides every "$"-free condition as the full twin does, and frees
+ * nothing of the twin. */
+static void test_th_identity_query_doc_same_matches_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *dev = NULL;
+    struct th_error err = {0};
+    assert_int_equal(th_registry_add_device(reg, "qd1", NULL, NULL, true, NOW, &dev, &err), TH_OK);
+    cJSON *w = cJSON_Parse("{\"tags\":{\"site\":\"lab\",\"n\":3},\"properties\":{\"desired\":"
+                           "{\"fw\":\"2.0\",\"cfg\":{\"a\":1}}}}");
+    struct th_twin_write req = {TH_TWIN_WRITE_PATCH, w, NULL};
+    struct th_twin_write_result res;
+    assert_int_equal(th_twin_service_write(dev->twin, &req, NOW, &res, &err), TH_OK);
+    th_twin_write_result_free(&res);
+    cJSON_Delete(w);
+    cJSON *rp = cJSON_Parse("{\"temp\":21.5,\"ok\":true}");
+    assert_int_equal(th_twin_patch_reported(dev->twin, rp, NOW, &err), TH_OK);
+    cJSON_Delete(rp);
+    static const char *const conds[] = {
+        "tags.site = 'lab'",
+        "tags.n > 2",
+        "tags.n < 2",
+        "properties.desired.fw = '2.0'",
+        "properties.desired.cfg.a = 1",
+        "properties.reported.temp > 20",
+        "status = 'enabled'",
+        "deviceId = 'qd1'",
+        "IS_OBJECT(properties.desired.cfg)",
+        "IS_DEFINED(tags.nope)",
+        "connectionState = 'Disconnected' AND version >= 1",
+        "NOT (tags.site = 'lab')",
+    };
+    cJSON *full = th_identity_twin_json(dev);
+    for (size_t i = 0; i < sizeof conds / sizeof conds[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "SELECT * FROM devices WHERE %s", conds[i]);
+        struct th_query *q = NULL;
+        assert_int_equal(th_query_parse(text, strlen(text), &q, &err), TH_OK);
+        cJSON *qd = th_identity_query_doc(dev);
+        bool a = false, b = false;
+        assert_int_equal(th_query_matches(q, full, &a), TH_OK);
+        assert_int_equal(th_query_matches(q, qd, &b), TH_OK);
+        if (a != b)
+            fail_msg("%s: full twin %d, query doc %d", conds[i], a, b);
+        cJSON_Delete(qd); /* must leave the twin's own sections alone */
+        th_query_free(q);
+    }
+    cJSON *again = th_identity_twin_json(dev);
+    assert_true(cJSON_Compare(full, again, true));
+    cJSON_Delete(again);
+    cJSON_Delete(full);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1686,6 +1740,7 @@ int main(void)
         TEST(test_th_identity_twin_json_query_iot_edge_succeeds),
         TEST(test_th_registry_load_edge_hierarchy_succeeds),
         TEST(test_th_registry_load_bad_edge_fields_fails),
+        TEST(test_th_identity_query_doc_same_matches_succeeds),
     };
     return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }

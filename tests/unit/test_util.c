@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <stdio.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -385,6 +387,51 @@ static void test_th_etag_matches_other_etag_fails(void **state)
     assert_false(th_etag_matches("MQ==", NULL));
 }
 
+/* A small deterministic generator (31 bits), so the test needs nothing from the libc's. */
+static unsigned lcg_next(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 1) & 0x7fffffffu;
+}
+
+/* th_time_format gives the text of gmtime_r + snprintf, across eras, leap days and ends. */
+static void test_th_time_format_same_as_gmtime_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    static const int64_t fixed[] = {0,
+                                    -1,
+                                    1,
+                                    951782400000000LL /* 2000-02-29 */,
+                                    -62135596800000000LL /* 0001-01-01 */,
+                                    253402300799999999LL /* 9999-12-31T23:59:59.999999 */,
+                                    4107542399000000LL /* 2100-02-28T23:59:59 */};
+    for (int i = 0; i < 200000; i++) {
+        int64_t us = i < 7 ? fixed[i]
+                           : ((int64_t)lcg_next(&seed) << 32 | (int64_t)lcg_next(&seed) << 1) %
+                                     (253402300800000000LL + 62135596800000000LL) -
+                                 62135596800000000LL;
+        char mine[TH_TIME_BUF], ref[64];
+        th_time_format(us, mine);
+        int64_t secs = us / 1000000, frac = us % 1000000;
+        if (frac < 0) {
+            frac += 1000000;
+            secs -= 1;
+        }
+        time_t t = (time_t)secs;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        snprintf(ref, sizeof ref, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long long)frac * 10);
+        assert_string_equal(mine, ref);
+    }
+    char out[TH_TIME_BUF];
+    th_time_format(-62135596800000001LL, out); /* year 0 */
+    assert_string_equal(out, TH_TIME_NEVER);
+    th_time_format(253402300800000000LL, out); /* year 10000 */
+    assert_string_equal(out, TH_TIME_NEVER);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_th_etag_matches_absent_or_star_succeeds),
         cmocka_unit_test(test_th_etag_matches_same_etag_succeeds),
         cmocka_unit_test(test_th_etag_matches_other_etag_fails),
+        cmocka_unit_test(test_th_time_format_same_as_gmtime_succeeds),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
