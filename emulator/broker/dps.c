@@ -12,11 +12,11 @@
  * Glue only: who the token proves to be, what the registration does to the
  * registry and the documents are core/dps.c.
  *
- * Known limitation (docs/dps.md): the SDKs use the registration id as the
- * MQTT client id, which for a group member is the device id too, so a
- * registration while the device is connected to the hub takes its session
- * over (mosquitto allows one client per id). The X.509 branch's TLS front
- * can rewrite client ids; until then this is documented, not worked around.
+ * The client id (docs/dps.md): the SDKs use the registration id, which for a
+ * group member is the device id too; the gateway's TLS front and WebSocket
+ * bridge rewrite it to "~dps/{registrationId}" (core/dps_front.h) so that a
+ * registration does not take over the device's hub session. Either form is
+ * accepted here, for the username's registration id only.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "dps.h"
+#include "dps_front.h"
 #include "json.h"
 #include "plugin.h"
 #include "th_file.h"
@@ -201,9 +202,14 @@ int brk_dps_on_connect(struct brk_plugin *p, struct mosquitto *client, const cha
     (void)th_dps_username_parse(username, d->id_scope, d->registration_id);
     /* The token is decided on each request, so that a wrong key or a disabled enrollment gets
      * the service's 401 with a reason in-band (docs/dps.md); the CONNECT is refused only for
-     * another ID scope or without a client id. */
-    if (strcmp(d->id_scope, p->dps->id_scope) || !client_id || !client_id[0]) {
-        const char *why = client_id && client_id[0] ? "unknown ID scope" : "no client id";
+     * another ID scope or a client id other than the registration id (plain or as the front
+     * rewrites it, core/dps_front.h). */
+    if (strcmp(d->id_scope, p->dps->id_scope) ||
+        !th_dps_client_id_valid(client_id, d->registration_id)) {
+        const char *why = th_dps_client_id_valid(client_id, d->registration_id)
+                              ? "unknown ID scope"
+                              : "the client id must be the registration id (DPS docs: "
+                                "\"For the ClientId field, use registrationId\")";
         brk_log(p, MOSQ_LOG_WARNING, "%s | dps connect refused | scope=%s: %s", d->registration_id,
                 d->id_scope, why);
         brk_event_emit(p, TH_JOURNAL_REFUSED, NULL, NULL,

@@ -33,8 +33,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "dps_front.h"
 #include "gateway.h" /* th_gateway_addr_text */
 #include "mqtt_connect.h"
+#include "th_limits.h"
 #include "tlsfront.h"
 #include "x509.h"
 
@@ -152,17 +154,30 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
 {
     struct th_mqtt_connect c;
     X509 *leaf = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
-    if (!secret || !leaf || th_mqtt_connect_parse(pkt, len, &c) != TH_OK || c.has_password ||
-        !c.has_username)
+    char dps_cid[sizeof TH_DPS_CLIENT_ID_PREFIX + TH_MAX_ID_LEN];
+    size_t dps_cid_len = 0;
+    if (th_mqtt_connect_parse(pkt, len, &c) != TH_OK || !c.has_username)
+        return 0;
+    /* A registering device gets a client id no hub device can hold (core/dps_front.h). */
+    bool dps = th_dps_front_client_id((const char *)c.username.ptr, c.username.len, dps_cid,
+                                      sizeof dps_cid, &dps_cid_len) == TH_OK;
+    if (dps) {
+        c.client_id.ptr = (const uint8_t *)dps_cid;
+        c.client_id.len = dps_cid_len;
+    }
+    bool cert = secret && leaf && !c.has_password;
+    if (!dps && !cert)
         return 0;
     /* The leaf, then what else the client sent (the server side's chain leaves the leaf out). */
-    STACK_OF(X509) *rest = SSL_get_peer_cert_chain(ssl);
+    STACK_OF(X509) *rest = cert ? SSL_get_peer_cert_chain(ssl) : NULL;
     struct th_x509_der der[TH_X509_MAX_CHAIN];
     unsigned char *bufs[TH_X509_MAX_CHAIN] = {0};
     size_t n = 0;
     int rc = -1;
     X509 *certs[TH_X509_MAX_CHAIN];
-    certs[n++] = leaf;
+    char *cred = NULL;
+    if (cert)
+        certs[n++] = leaf;
     for (int i = 0; rest && i < sk_X509_num(rest) && n < TH_X509_MAX_CHAIN; i++) {
         X509 *x = sk_X509_value(rest, i);
         if (X509_cmp(x, leaf) != 0)
@@ -174,25 +189,30 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
             goto done;
         der[i] = (struct th_x509_der){bufs[i], (size_t)k};
     }
-    char *cred = malloc(MAX_CRED);
-    size_t clen = 0;
-    if (!cred)
-        goto done;
-    /* The whole chain, else the leaf alone (a CA-signed device then needs its CA's
-     * intermediates registered), else pass it on: the hub refuses it for having no password. */
-    th_result r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
-                                     c.username.ptr, c.username.len, der, n, cred, MAX_CRED, &clen);
-    if (r == TH_ERR_BUFFER)
-        r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
-                               c.username.ptr, c.username.len, der, 1, cred, MAX_CRED, &clen);
-    if (r != TH_OK) {
-        free(cred);
-        rc = r == TH_ERR_BUFFER ? 0 : -1;
-        goto done;
+    if (cert) {
+        size_t clen = 0;
+        cred = malloc(MAX_CRED);
+        if (!cred)
+            goto done;
+        /* The whole chain, else the leaf alone (a CA-signed device then needs its CA's
+         * intermediates registered), else pass it on: the hub refuses it for having no password
+         * (a DPS client still gets its client id rewritten). The HMAC covers the client id as
+         * the broker will see it. */
+        th_result r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr,
+                                         c.client_id.len, c.username.ptr, c.username.len, der, n,
+                                         cred, MAX_CRED, &clen);
+        if (r == TH_ERR_BUFFER)
+            r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
+                                   c.username.ptr, c.username.len, der, 1, cred, MAX_CRED, &clen);
+        if (r == TH_OK) {
+            c.has_password = true;
+            c.password.ptr = (const uint8_t *)cred;
+            c.password.len = clen;
+        } else if (r != TH_ERR_BUFFER || !dps) {
+            rc = r == TH_ERR_BUFFER ? 0 : -1;
+            goto done;
+        }
     }
-    c.has_password = true;
-    c.password.ptr = (const uint8_t *)cred;
-    c.password.len = clen;
     size_t size = th_mqtt_connect_size(&c);
     uint8_t *pk = size ? malloc(size) : NULL;
     if (pk && th_mqtt_connect_write(&c, pk, size, out_len) == TH_OK) {
@@ -202,8 +222,8 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
         free(pk);
         rc = size ? -1 : 0;
     }
-    free(cred);
 done:
+    free(cred);
     for (size_t i = 0; i < n; i++)
         OPENSSL_free(bufs[i]);
     return rc;
