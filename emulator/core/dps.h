@@ -65,7 +65,7 @@
 
 enum th_dps_attestation {
     TH_DPS_ATT_SYMMETRIC_KEY = 0,
-    TH_DPS_ATT_X509, /* kept, not usable for registration yet */
+    TH_DPS_ATT_X509, /* dps_x509.h */
     TH_DPS_ATT_TPM,  /* kept, not usable for registration */
 };
 
@@ -89,6 +89,7 @@ struct th_dps_registration {
     char *substatus;       /* malloc'd: initialAssignment, deviceDataMigrated, deviceDataReset */
     char operation_id[80];
     cJSON *payload; /* the device's custom payload, or NULL */
+    bool x509;      /* registered with X.509 attestation (x509.enrollmentGroupId for a group) */
     int64_t created_us, updated_us;
     uint64_t etag_counter;
     struct th_dps_registration *next;
@@ -183,6 +184,10 @@ struct th_dps_attest {
     struct th_dps_enrollment *enrollment; /* borrowed: the individual enrollment or the group */
     char device_key[TH_KEY_BUF];          /* the device's primary key (derived for a group) */
     char device_secondary_key[TH_KEY_BUF];
+    /* X.509 attestation (dps_x509.h): the device is created or updated as selfSigned with the
+     * leaf's SHA-256 thumbprint, and has no keys. */
+    bool x509;
+    char thumbprint[TH_THUMBPRINT_BUF];
 };
 
 /*

@@ -40,3 +40,11 @@ bool th_dps_client_id_valid(const char *client_id, const char *registration_id)
     return !strncmp(client_id, TH_DPS_CLIENT_ID_PREFIX, pl) &&
            !strcmp(client_id + pl, registration_id);
 }
+
+th_result th_dps_https_cred_username(const char *id_scope, const char *registration_id, char *out,
+                                     size_t cap)
+{
+    int w = snprintf(out, cap, "%s/registrations/%s", id_scope ? id_scope : "",
+                     registration_id ? registration_id : "");
+    return w < 0 || (size_t)w >= cap ? TH_ERR_BUFFER : TH_OK;
+}

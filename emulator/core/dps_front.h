@@ -30,6 +30,14 @@
 #define TH_DPS_CLIENT_ID_PREFIX "~dps/"
 
 /*
+ * The HTTPS registration (gateway/gw_dps.c) carries a client certificate to
+ * the plugin in the same front credential (x509.h), bound to this client id
+ * and the username "{idScope}/registrations/{registrationId}"
+ * (th_dps_https_cred_username).
+ */
+#define TH_DPS_HTTPS_CRED_CLIENT_ID "~dps-https"
+
+/*
  * The client id the front gives a CONNECT with `username` (`len` bytes, not
  * NUL-terminated): TH_DPS_CLIENT_ID_PREFIX + the username's registration id,
  * NUL-terminated in `out`. TH_OK with *out_len; TH_ERR_INVAL when `username`
@@ -38,6 +46,10 @@
  */
 TH_NODISCARD th_result th_dps_front_client_id(const char *username, size_t len, char *out,
                                               size_t cap, size_t *out_len);
+
+/* "{idScope}/registrations/{registrationId}" into out; TH_ERR_BUFFER when it does not fit. */
+TH_NODISCARD th_result th_dps_https_cred_username(const char *id_scope, const char *registration_id,
+                                                  char *out, size_t cap);
 
 /* Whether `client_id` may register as `registration_id`: equal to it, or the prefixed form. */
 bool th_dps_client_id_valid(const char *client_id, const char *registration_id);

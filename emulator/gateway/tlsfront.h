@@ -58,6 +58,15 @@ struct th_tlsfront *th_tlsfront_start(const struct th_tlsfront_config *cfg, cons
 void th_tlsfront_stop(struct th_tlsfront *f);
 
 /*
+ * The front credential (core/x509.h) for the client certificate on `ssl`, bound to `client_id`
+ * and `username`: malloc'd, NUL-terminated (caller frees); NULL without a certificate or
+ * secret, or on out of memory. The HTTPS registration of DPS carries it to the plugin
+ * (core/dps_front.h).
+ */
+char *th_tlsfront_cred(SSL *ssl, const uint8_t *secret, const char *client_id,
+                       const char *username);
+
+/*
  * The first MQTT packet of a client on `ssl`, rewritten when it is a CONNECT
  * without a password from a client that presented a certificate (the front
  * credential goes in the password), and when its username is a DPS one (the
