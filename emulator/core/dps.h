@@ -15,10 +15,10 @@
  * - One hub: every registration is assigned to this hub; allocation policies,
  *   iotHubs and custom allocation are kept in the documents but not applied.
  * - An enrollment document is kept as sent (unknown members included) with
- *   the members the service sets (etag, times, generated keys) replaced, so
- *   attestation data twinhub does not use yet (X.509 thumbprints and CA
- *   references) round-trips; a registration against an X.509 or TPM
- *   enrollment is refused (TH_ERR_AUTH) saying it is not supported yet.
+ *   the members the service sets (etag, times, generated keys, X.509
+ *   certificate info) replaced, so attestation data twinhub does not use
+ *   (TPM) round-trips; a registration against a TPM enrollment is refused
+ *   (TH_ERR_AUTH) saying it is not supported. X.509 attestation: dps_x509.h.
  * - A refused registration (unknown registration, wrong key, disabled
  *   enrollment, expired token) is 401 / 401002 with a message naming which,
  *   on both transports: the Node SDK retries >= 429 over MQTT until its
@@ -199,7 +199,7 @@ struct th_dps_attest {
  * enrollment's keys, else with a group's derived keys, within skew_s.
  * TH_OK with *out; TH_ERR_AUTH / TH_ERR_EXPIRED / TH_ERR_DISABLED, all 401 /
  * TH_DPS_EC_UNAUTHORIZED, with a message that names the cause (unknown
- * registration, wrong key, disabled enrollment, X.509 not supported yet);
+ * registration, wrong key, disabled enrollment, an X.509 or TPM enrollment);
  * TH_ERR_NOT_FOUND (404) for another ID scope; TH_ERR_INVAL (400) for an
  * invalid registration id.
  */
