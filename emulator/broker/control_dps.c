@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dps_front.h"
+#include "x509.h"
 #include "control.h"
 #include "dps.h"
 #include "json.h"
@@ -228,19 +230,61 @@ static cJSON *answer(int status, cJSON *body)
     return o;
 }
 
+/*
+ * The request's "x509" member, when present: the gateway's front credential carrying the client
+ * certificate of an HTTPS registration (core/dps_front.h). *chain NULL without one; false after
+ * replying 401 when it was not made by the front for this registration.
+ */
+static bool x509_or_reply(struct brk_cmd_ctx *x, const char *scope, const char *rid,
+                          struct th_x509_chain **chain)
+{
+    const char *cred = th_json_string(x->cmd, "x509", NULL);
+    char user[TH_DPS_ID_SCOPE_MAX + TH_MAX_ID_LEN + 32], why[TH_X509_REASON_BUF];
+    *chain = NULL;
+    if (!cred) {
+        return true;
+    }
+    th_result r = th_dps_https_cred_username(scope, rid, user, sizeof user);
+    if (r == TH_OK) {
+        r = brk_dps_open_cred(x->p, TH_DPS_HTTPS_CRED_CLIENT_ID, user, cred, chain, why,
+                              sizeof why);
+    } else {
+        snprintf(why, sizeof why, "registration id too long");
+    }
+    if (r != TH_OK) {
+        struct th_error err = {0};
+        th_error_set(&err, TH_ERR_AUTH, TH_DPS_EC_UNAUTHORIZED, "%s", why);
+        err.status = 401;
+        brk_ctl_reply_err(x, &err);
+        return false;
+    }
+    return true;
+}
+
+/* The token, required unless a certificate came (then NULL). */
+static bool token_or_reply(struct brk_cmd_ctx *x, const struct th_x509_chain *chain,
+                           const char **token)
+{
+    *token = NULL;
+    return chain ? true : brk_ctl_string_or_reply(x, "token", token);
+}
+
 void brk_cmd_dps_register(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const char *scope, *rid, *token;
+    struct th_x509_chain *chain = NULL;
     cJSON *body = NULL;
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_WRITE, "RegistryWrite") ||
         !id_or_reply(x, "idScope", &scope) || !id_or_reply(x, "registrationId", &rid) ||
-        !brk_ctl_string_or_reply(x, "token", &token)) {
+        !x509_or_reply(x, scope, rid, &chain) || !token_or_reply(x, chain, &token)) {
+        th_x509_chain_free(chain);
         return;
     }
-    int status =
-        brk_dps_register(x->p, scope, rid, token,
-                         cJSON_GetObjectItemCaseSensitive(x->cmd, "payload"), "https", &body, &err);
+    int status = brk_dps_register(x->p, scope, rid, token, chain,
+                                  cJSON_GetObjectItemCaseSensitive(x->cmd, "payload"), "https",
+                                  &body, &err);
+    th_x509_chain_free(chain);
     if (status != 202) {
         brk_ctl_reply_err(x, &err);
         return;
@@ -252,13 +296,17 @@ void brk_cmd_dps_operation_status(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const char *scope, *rid, *token, *op;
+    struct th_x509_chain *chain = NULL;
     cJSON *body = NULL;
     if (!brk_ctl_need_perm(x, TH_PERM_REGISTRY_READ, "RegistryRead") ||
         !id_or_reply(x, "idScope", &scope) || !id_or_reply(x, "registrationId", &rid) ||
-        !id_or_reply(x, "operationId", &op) || !brk_ctl_string_or_reply(x, "token", &token)) {
+        !id_or_reply(x, "operationId", &op) || !x509_or_reply(x, scope, rid, &chain) ||
+        !token_or_reply(x, chain, &token)) {
+        th_x509_chain_free(chain);
         return;
     }
-    int status = brk_dps_operation_status(x->p, scope, rid, token, op, &body, &err);
+    int status = brk_dps_operation_status(x->p, scope, rid, token, chain, op, &body, &err);
+    th_x509_chain_free(chain);
     if (status != 200) {
         brk_ctl_reply_err(x, &err);
         return;

@@ -12,11 +12,11 @@
  * Glue only: who the token proves to be, what the registration does to the
  * registry and the documents are core/dps.c.
  *
- * Known limitation (docs/dps.md): the SDKs use the registration id as the
- * MQTT client id, which for a group member is the device id too, so a
- * registration while the device is connected to the hub takes its session
- * over (mosquitto allows one client per id). The X.509 branch's TLS front
- * can rewrite client ids; until then this is documented, not worked around.
+ * The client id (docs/dps.md): the SDKs use the registration id, which for a
+ * group member is the device id too; the gateway's TLS front and WebSocket
+ * bridge rewrite it to "~dps/{registrationId}" (core/dps_front.h) so that a
+ * registration does not take over the device's hub session. Either form is
+ * accepted here, for the username's registration id only.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +25,9 @@
 #include <strings.h>
 
 #include "dps.h"
+#include "dps_front.h"
+#include "dps_x509.h"
+#include "x509.h"
 #include "json.h"
 #include "plugin.h"
 #include "th_file.h"
@@ -34,14 +37,25 @@ struct brk_dps_conn {
     char registration_id[TH_MAX_ID_LEN + 1];
     char id_scope[TH_DPS_ID_SCOPE_MAX + 1];
     char *token; /* the CONNECT password (the SAS token), malloc'd; NULL when none */
+    struct th_x509_chain *chain; /* the client certificate from the front credential, or NULL */
 };
 
 void brk_dps_conn_free(struct brk_dps_conn *d)
 {
     if (d) {
         free(d->token);
+        th_x509_chain_free(d->chain);
         free(d);
     }
+}
+
+th_result brk_dps_open_cred(struct brk_plugin *p, const char *client_id, const char *username,
+                            const char *cred, struct th_x509_chain **out, char *why,
+                            size_t why_size)
+{
+    return th_x509_cred_open(p->has_front_secret ? p->front_secret : NULL,
+                             p->has_front_secret ? sizeof p->front_secret : 0, client_id, username,
+                             cred, out, why, why_size);
 }
 
 bool brk_dps_is_username(const char *username)
@@ -104,8 +118,8 @@ int brk_dps_load_state(struct brk_plugin *p, bool *found)
 /* ---- a registration ---- */
 
 int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *registration_id,
-                     const char *token, const cJSON *payload, const char *transport,
-                     cJSON **out_body, struct th_error *err)
+                     const char *token, const struct th_x509_chain *chain, const cJSON *payload,
+                     const char *transport, cJSON **out_body, struct th_error *err)
 {
     struct th_dps_attest a;
     struct th_dps_plan plan;
@@ -117,8 +131,10 @@ int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *reg
     struct th_journal_registration ev = {
         .registration_id = registration_id, .transport = transport, .payload = payload};
 
-    th_result r = th_dps_attest(p->dps, id_scope, registration_id, token, now_us / 1000000,
-                                p->token_skew_s, &a, err);
+    th_result r = chain ? th_dps_attest_x509(p->dps, id_scope, registration_id, chain, p->cas,
+                                             now_us / 1000000, &a, err)
+                        : th_dps_attest(p->dps, id_scope, registration_id, token, now_us / 1000000,
+                                        p->token_skew_s, &a, err);
     if (r == TH_OK) {
         th_dps_plan(p->dps, p->reg, registration_id, &a, &plan);
         if (plan.action == TH_DPS_RECREATE) {
@@ -175,12 +191,16 @@ int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *reg
 
 int brk_dps_operation_status(struct brk_plugin *p, const char *id_scope,
                              const char *registration_id, const char *token,
-                             const char *operation_id, cJSON **out_body, struct th_error *err)
+                             const struct th_x509_chain *chain, const char *operation_id,
+                             cJSON **out_body, struct th_error *err)
 {
     struct th_dps_attest a;
+    int64_t now_s = th_now_us() / 1000000;
     *out_body = NULL;
-    if (th_dps_attest(p->dps, id_scope, registration_id, token, th_now_us() / 1000000,
-                      p->token_skew_s, &a, err) != TH_OK ||
+    if ((chain ? th_dps_attest_x509(p->dps, id_scope, registration_id, chain, p->cas, now_s, &a,
+                                    err)
+               : th_dps_attest(p->dps, id_scope, registration_id, token, now_s, p->token_skew_s,
+                               &a, err)) != TH_OK ||
         th_dps_operation_status(p->dps, registration_id, operation_id, p->hub_host, out_body,
                                 err) != TH_OK) {
         return err->status ? err->status : 500;
@@ -201,15 +221,36 @@ int brk_dps_on_connect(struct brk_plugin *p, struct mosquitto *client, const cha
     (void)th_dps_username_parse(username, d->id_scope, d->registration_id);
     /* The token is decided on each request, so that a wrong key or a disabled enrollment gets
      * the service's 401 with a reason in-band (docs/dps.md); the CONNECT is refused only for
-     * another ID scope or without a client id. */
-    if (strcmp(d->id_scope, p->dps->id_scope) || !client_id || !client_id[0]) {
-        const char *why = client_id && client_id[0] ? "unknown ID scope" : "no client id";
+     * another ID scope or a client id other than the registration id (plain or as the front
+     * rewrites it, core/dps_front.h). */
+    if (strcmp(d->id_scope, p->dps->id_scope) ||
+        !th_dps_client_id_valid(client_id, d->registration_id)) {
+        const char *why = th_dps_client_id_valid(client_id, d->registration_id)
+                              ? "unknown ID scope"
+                              : "the client id must be the registration id (DPS docs: "
+                                "\"For the ClientId field, use registrationId\")";
         brk_log(p, MOSQ_LOG_WARNING, "%s | dps connect refused | scope=%s: %s", d->registration_id,
                 d->id_scope, why);
         brk_event_emit(p, TH_JOURNAL_REFUSED, NULL, NULL,
                        th_journal_data_refused(client_id, why, username));
         brk_dps_conn_free(d);
         return MOSQ_ERR_AUTH;
+    }
+    if (th_x509_is_cred(password)) {
+        /* The front's credential: the client's certificate, bound to this client id and
+         * username (core/x509.h); decided per request like a token. */
+        char why[TH_X509_REASON_BUF];
+        th_result r = brk_dps_open_cred(p, client_id, username, password, &d->chain, why,
+                                        sizeof why);
+        if (r != TH_OK) {
+            brk_log(p, MOSQ_LOG_WARNING, "%s | dps connect refused | %s", d->registration_id,
+                    why);
+            brk_event_emit(p, TH_JOURNAL_REFUSED, NULL, NULL,
+                           th_journal_data_refused(client_id, why, username));
+            brk_dps_conn_free(d);
+            return r == TH_ERR_NOMEM ? MOSQ_ERR_NOMEM : MOSQ_ERR_AUTH;
+        }
+        password = NULL;
     }
     if ((password && !(d->token = strdup(password))) ||
         !(c = brk_conn_add(p, client, client_id, BRK_CONN_DPS))) {
@@ -295,7 +336,7 @@ static void on_register(struct brk_plugin *p, struct brk_conn *c, const struct t
         return;
     }
     int status =
-        brk_dps_register(p, d->id_scope, d->registration_id, d->token,
+        brk_dps_register(p, d->id_scope, d->registration_id, d->token, d->chain,
                          cJSON_GetObjectItemCaseSensitive(doc, "payload"), "mqtt", &body, &err);
     cJSON_Delete(doc);
     if (status == 202) {
@@ -315,7 +356,8 @@ static void on_status(struct brk_plugin *p, struct brk_conn *c, const struct th_
     snprintf(op, sizeof op, "%.*s", (int)(t->operation_id.len < 95 ? t->operation_id.len : 95),
              t->operation_id.ptr);
     int status =
-        brk_dps_operation_status(p, d->id_scope, d->registration_id, d->token, op, &body, &err);
+        brk_dps_operation_status(p, d->id_scope, d->registration_id, d->token, d->chain, op,
+                                 &body, &err);
     if (status == 200) {
         reply_json(p, c, 200, t->rid, -1, body);
     } else {

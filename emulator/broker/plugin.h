@@ -252,15 +252,26 @@ int brk_dps_on_message(struct brk_plugin *p, struct brk_conn *c,
 /*
  * Carry out a registration request (MQTT and HTTPS alike): 202 with *out_body
  * {"operationId","status":"assigning"} (caller frees), or the error status with err.
- * Records a `registration` event either way.
+ * `chain` (the client certificate the front credential carried, already checked) decides
+ * by X.509 attestation; NULL: `token` by symmetric key. Records a `registration` event
+ * either way.
  */
+struct th_x509_chain;
 int brk_dps_register(struct brk_plugin *p, const char *id_scope, const char *registration_id,
-                     const char *token, const cJSON *payload, const char *transport,
-                     cJSON **out_body, struct th_error *err);
+                     const char *token, const struct th_x509_chain *chain, const cJSON *payload,
+                     const char *transport, cJSON **out_body, struct th_error *err);
 /* An operation status request: 200 with *out_body (caller frees), or the error status. */
 int brk_dps_operation_status(struct brk_plugin *p, const char *id_scope,
                              const char *registration_id, const char *token,
-                             const char *operation_id, cJSON **out_body, struct th_error *err);
+                             const struct th_x509_chain *chain, const char *operation_id,
+                             cJSON **out_body, struct th_error *err);
+/*
+ * Open a front credential (x509.h) given to a DPS request: bound to `client_id` and
+ * `username` as the front made it. TH_OK with *out (caller frees); else a reason in `why`.
+ */
+th_result brk_dps_open_cred(struct brk_plugin *p, const char *client_id, const char *username,
+                            const char *cred, struct th_x509_chain **out, char *why,
+                            size_t why_size);
 /* Save the DPS to --state-dir/dps.json (no-op without a state dir). */
 void brk_dps_persist(struct brk_plugin *p);
 /* Restore it at start; *found when the file existed. */

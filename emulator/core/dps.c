@@ -5,6 +5,7 @@
  * operation ids, the service API's documents and the DPS state file.
  */
 #include "dps.h"
+#include "dps_x509.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -344,6 +345,11 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
         }
         e->attestation = TH_DPS_ATT_SYMMETRIC_KEY;
     } else if (!strcmp(type, "x509")) {
+        th_result xr =
+            th_dps_x509_check(cJSON_GetObjectItemCaseSensitive(att, "x509"), group, err);
+        if (xr != TH_OK) {
+            return xr;
+        }
         e->attestation = TH_DPS_ATT_X509;
     } else if (!strcmp(type, "tpm") && !group) {
         e->attestation = TH_DPS_ATT_TPM;
@@ -433,6 +439,10 @@ static th_result build_enrollment(bool group, const char *id, const cJSON *body,
         ok = sym && cJSON_AddStringToObject(sym, "primaryKey", e->primary_key) &&
              cJSON_AddStringToObject(sym, "secondaryKey", e->secondary_key) &&
              set_member(a, "symmetricKey", sym);
+    }
+    if (ok && e->attestation == TH_DPS_ATT_X509) {
+        ok = th_dps_x509_fill_info(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(doc, "attestation"), "x509"));
     }
     if (!ok) {
         cJSON_Delete(doc);
@@ -561,7 +571,7 @@ cJSON *th_dps_registration_json(const struct th_dps_registration *r, const char 
               cJSON_AddStringToObject(o, "lastUpdatedDateTimeUtc", updated) &&
               cJSON_AddStringToObject(o, "etag", etag);
     if (ok && r->group_id) {
-        cJSON *sym = cJSON_AddObjectToObject(o, "symmetricKey");
+        cJSON *sym = cJSON_AddObjectToObject(o, r->x509 ? "x509" : "symmetricKey");
         ok = sym && cJSON_AddStringToObject(sym, "registrationId", r->registration_id) &&
              cJSON_AddStringToObject(sym, "enrollmentGroupId", r->group_id);
     }
@@ -638,13 +648,12 @@ th_result th_dps_attest(struct th_dps *dps, const char *id_scope, const char *re
     if (!token || !token[0]) {
         if (ind && ind->attestation == TH_DPS_ATT_X509) {
             return unauthorized(err, TH_ERR_AUTH,
-                                "registration '%s' uses X.509 attestation, which twinhub does not "
-                                "support yet; use symmetric-key attestation",
+                                "registration '%s' uses X.509 attestation: connect over TLS with "
+                                "its client certificate",
                                 registration_id);
         }
         return unauthorized(err, TH_ERR_AUTH,
-                            "registration '%s' sent no SAS token (X.509 attestation is not "
-                            "supported yet by twinhub)",
+                            "registration '%s' sent no SAS token and no client certificate",
                             registration_id);
     }
     if (th_sas_parse(token, strlen(token), &tok, NULL) != TH_OK ||
@@ -667,12 +676,17 @@ th_result th_dps_attest(struct th_dps *dps, const char *id_scope, const char *re
                             registration_id);
     }
     if (ind) {
+        if (ind->attestation == TH_DPS_ATT_X509) {
+            return unauthorized(err, TH_ERR_AUTH,
+                                "the enrollment of '%s' uses X.509 attestation: register with its "
+                                "client certificate over TLS, not a SAS token",
+                                registration_id);
+        }
         if (ind->attestation != TH_DPS_ATT_SYMMETRIC_KEY) {
             return unauthorized(err, TH_ERR_AUTH,
-                                "the enrollment of '%s' uses %s attestation, which twinhub does "
-                                "not support yet; use symmetric-key attestation",
-                                registration_id,
-                                ind->attestation == TH_DPS_ATT_X509 ? "X.509" : "TPM");
+                                "the enrollment of '%s' uses TPM attestation, which twinhub does "
+                                "not support; use symmetric-key or X.509 attestation",
+                                registration_id);
         }
         th_result r = verify2(&tok, ind->primary_key, ind->secondary_key, now_s, skew_s);
         if (r == TH_ERR_EXPIRED) {
@@ -771,8 +785,16 @@ th_result th_dps_assign(struct th_dps *dps, struct th_registry *reg, const char 
     th_result r;
     bool changed = false;
     th_ident_req_init(&req);
-    req.primary_key = a->device_key;
-    req.secondary_key = a->device_secondary_key;
+    if (a->x509) {
+        /* Decision (docs/dps.md): the device gets the leaf's thumbprint, so the same certificate
+         * connects to the hub without a CA registered there. */
+        req.auth_type = TH_AUTH_SELF_SIGNED;
+        req.x509_primary = a->thumbprint;
+        req.x509_secondary = "";
+    } else {
+        req.primary_key = a->device_key;
+        req.secondary_key = a->device_secondary_key;
+    }
     req.iot_edge = th_json_bool(th_json_object(e->doc, "capabilities"), "iotEdge", false) ? 1 : 0;
     if (keys_changed) {
         *keys_changed = false;
@@ -837,6 +859,7 @@ th_result th_dps_assign(struct th_dps *dps, struct th_registry *reg, const char 
     rs->substatus = sub;
     rs->group_id = gid;
     rs->payload = pl;
+    rs->x509 = a->x509;
     rs->updated_us = now_us;
     rs->etag_counter++;
     snprintf(rs->operation_id, sizeof rs->operation_id, "4.%016llx.%08llx",
@@ -1099,6 +1122,7 @@ cJSON *th_dps_state_json(const struct th_dps *dps)
              (r->group_id ? cJSON_AddStringToObject(x, "enrollmentGroupId", r->group_id)
                           : cJSON_AddNullToObject(x, "enrollmentGroupId")) &&
              cJSON_AddStringToObject(x, "substatus", r->substatus) &&
+             (!r->x509 || cJSON_AddBoolToObject(x, "x509", true)) &&
              cJSON_AddStringToObject(x, "operationId", r->operation_id) &&
              cJSON_AddNumberToObject(x, "created", (double)r->created_us) &&
              cJSON_AddNumberToObject(x, "updated", (double)r->updated_us) &&
@@ -1169,6 +1193,7 @@ th_result th_dps_restore(struct th_dps *dps, const cJSON *state, struct th_error
             return th_error_set(err, TH_ERR_INVAL, TH_DPS_EC_BAD_REQUEST,
                                 "DPS state registrations[%d] is incomplete", i);
         }
+        r->x509 = th_json_bool(x, "x509", false);
         const cJSON *pl = cJSON_GetObjectItemCaseSensitive(x, "payload");
         if (pl && !cJSON_IsNull(pl) && !(r->payload = cJSON_Duplicate(pl, true))) {
             th_dps_free(tmp);

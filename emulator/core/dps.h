@@ -15,10 +15,10 @@
  * - One hub: every registration is assigned to this hub; allocation policies,
  *   iotHubs and custom allocation are kept in the documents but not applied.
  * - An enrollment document is kept as sent (unknown members included) with
- *   the members the service sets (etag, times, generated keys) replaced, so
- *   attestation data twinhub does not use yet (X.509 thumbprints and CA
- *   references) round-trips; a registration against an X.509 or TPM
- *   enrollment is refused (TH_ERR_AUTH) saying it is not supported yet.
+ *   the members the service sets (etag, times, generated keys, X.509
+ *   certificate info) replaced, so attestation data twinhub does not use
+ *   (TPM) round-trips; a registration against a TPM enrollment is refused
+ *   (TH_ERR_AUTH) saying it is not supported. X.509 attestation: dps_x509.h.
  * - A refused registration (unknown registration, wrong key, disabled
  *   enrollment, expired token) is 401 / 401002 with a message naming which,
  *   on both transports: the Node SDK retries >= 429 over MQTT until its
@@ -65,7 +65,7 @@
 
 enum th_dps_attestation {
     TH_DPS_ATT_SYMMETRIC_KEY = 0,
-    TH_DPS_ATT_X509, /* kept, not usable for registration yet */
+    TH_DPS_ATT_X509, /* dps_x509.h */
     TH_DPS_ATT_TPM,  /* kept, not usable for registration */
 };
 
@@ -89,6 +89,7 @@ struct th_dps_registration {
     char *substatus;       /* malloc'd: initialAssignment, deviceDataMigrated, deviceDataReset */
     char operation_id[80];
     cJSON *payload; /* the device's custom payload, or NULL */
+    bool x509;      /* registered with X.509 attestation (x509.enrollmentGroupId for a group) */
     int64_t created_us, updated_us;
     uint64_t etag_counter;
     struct th_dps_registration *next;
@@ -183,6 +184,10 @@ struct th_dps_attest {
     struct th_dps_enrollment *enrollment; /* borrowed: the individual enrollment or the group */
     char device_key[TH_KEY_BUF];          /* the device's primary key (derived for a group) */
     char device_secondary_key[TH_KEY_BUF];
+    /* X.509 attestation (dps_x509.h): the device is created or updated as selfSigned with the
+     * leaf's SHA-256 thumbprint, and has no keys. */
+    bool x509;
+    char thumbprint[TH_THUMBPRINT_BUF];
 };
 
 /*
@@ -194,7 +199,7 @@ struct th_dps_attest {
  * enrollment's keys, else with a group's derived keys, within skew_s.
  * TH_OK with *out; TH_ERR_AUTH / TH_ERR_EXPIRED / TH_ERR_DISABLED, all 401 /
  * TH_DPS_EC_UNAUTHORIZED, with a message that names the cause (unknown
- * registration, wrong key, disabled enrollment, X.509 not supported yet);
+ * registration, wrong key, disabled enrollment, an X.509 or TPM enrollment);
  * TH_ERR_NOT_FOUND (404) for another ID scope; TH_ERR_INVAL (400) for an
  * invalid registration id.
  */

@@ -219,6 +219,16 @@ static void thumbprints(const X509 *x, char sha1[41], char sha256[TH_X509_THUMB_
         sha256[0] = '\0';
 }
 
+size_t th_x509_chain_count(const struct th_x509_chain *chain)
+{
+    return chain ? chain->n : 0;
+}
+
+const void *th_x509_chain_at(const struct th_x509_chain *chain, size_t i)
+{
+    return chain && i < chain->n ? chain->certs[i] : NULL;
+}
+
 void th_x509_chain_thumbprints(const struct th_x509_chain *chain, char sha1[41],
                                char sha256[TH_X509_THUMB_BUF])
 {

@@ -83,6 +83,11 @@ TH_NODISCARD th_result th_x509_cred_open(const uint8_t *secret, size_t secret_le
  */
 struct th_x509_chain *th_x509_chain_from_pem(const char *pem, size_t len);
 
+/* How many certificates a chain holds, and the i-th (an X509 *, as void * to keep OpenSSL out of
+ * this header; NULL past the end). Borrowed. */
+size_t th_x509_chain_count(const struct th_x509_chain *chain);
+const void *th_x509_chain_at(const struct th_x509_chain *chain, size_t i);
+
 /* The leaf's thumbprints, upper-case hex: SHA-1 (41 bytes) and SHA-256 (65). */
 void th_x509_chain_thumbprints(const struct th_x509_chain *chain, char sha1[41],
                                char sha256[TH_X509_THUMB_BUF]);

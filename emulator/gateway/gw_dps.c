@@ -20,6 +20,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dps_front.h"
+#include "tlsfront.h"
 #include "dps.h"
 #include "gw_private.h"
 #include "json.h"
@@ -221,6 +223,17 @@ static void registration(struct gw_conn *c, const char ids[3][GW_ID_BUF], bool r
     }
     if (ok && !reg) {
         ok = cJSON_AddStringToObject(cmd, "operationId", ids[2]) != NULL;
+    }
+    if (ok && !cJSON_GetObjectItemCaseSensitive(cmd, "token") && c->gw->has_front_secret) {
+        /* No SAS token: the client certificate of this TLS connection, if any, goes to the
+         * plugin in the front's credential, bound to this registration (core/dps_front.h). */
+        char user[TH_DPS_ID_SCOPE_MAX + TH_MAX_ID_LEN + 32];
+        char *cred = th_dps_https_cred_username(ids[0], ids[1], user, sizeof user) == TH_OK
+                         ? th_tlsfront_cred(lws_get_ssl(c->wsi), c->gw->front_secret,
+                                            TH_DPS_HTTPS_CRED_CLIENT_ID, user)
+                         : NULL;
+        ok = !cred || cJSON_AddStringToObject(cmd, "x509", cred) != NULL;
+        free(cred);
     }
     cJSON_Delete(body);
     send_cmd(c, cmd, ok, done_status_body);

@@ -33,8 +33,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "dps_front.h"
 #include "gateway.h" /* th_gateway_addr_text */
 #include "mqtt_connect.h"
+#include "th_limits.h"
 #include "tlsfront.h"
 #include "x509.h"
 
@@ -147,21 +149,25 @@ bool th_tlsfront_listen(const struct addrinfo *bind_ai, int port, int *fds, int 
 
 /* ---- the first packet --------------------------------------------------------------------- */
 
-int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *pkt, size_t len,
-                                uint8_t **out, size_t *out_len)
+/*
+ * The front credential (core/x509.h) for the client certificate on `ssl`, bound to `cid` and
+ * `user`, into `cred` (MAX_CRED bytes): the whole chain, else the leaf alone (a CA-signed
+ * device then needs its CA's intermediates registered). TH_OK with *clen; TH_ERR_INVAL without
+ * a certificate; TH_ERR_BUFFER when even the leaf does not fit; TH_ERR_NOMEM.
+ */
+static th_result build_cred(SSL *ssl, const uint8_t *secret, const uint8_t *cid, size_t cid_len,
+                            const uint8_t *user, size_t user_len, char *cred, size_t *clen)
 {
-    struct th_mqtt_connect c;
     X509 *leaf = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
-    if (!secret || !leaf || th_mqtt_connect_parse(pkt, len, &c) != TH_OK || c.has_password ||
-        !c.has_username)
-        return 0;
+    if (!secret || !leaf)
+        return TH_ERR_INVAL;
     /* The leaf, then what else the client sent (the server side's chain leaves the leaf out). */
     STACK_OF(X509) *rest = SSL_get_peer_cert_chain(ssl);
     struct th_x509_der der[TH_X509_MAX_CHAIN];
     unsigned char *bufs[TH_X509_MAX_CHAIN] = {0};
-    size_t n = 0;
-    int rc = -1;
     X509 *certs[TH_X509_MAX_CHAIN];
+    size_t n = 0;
+    th_result r = TH_ERR_NOMEM;
     certs[n++] = leaf;
     for (int i = 0; rest && i < sk_X509_num(rest) && n < TH_X509_MAX_CHAIN; i++) {
         X509 *x = sk_X509_value(rest, i);
@@ -174,25 +180,71 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
             goto done;
         der[i] = (struct th_x509_der){bufs[i], (size_t)k};
     }
-    char *cred = malloc(MAX_CRED);
-    size_t clen = 0;
-    if (!cred)
-        goto done;
-    /* The whole chain, else the leaf alone (a CA-signed device then needs its CA's
-     * intermediates registered), else pass it on: the hub refuses it for having no password. */
-    th_result r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
-                                     c.username.ptr, c.username.len, der, n, cred, MAX_CRED, &clen);
+    r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, cid, cid_len, user, user_len, der, n, cred,
+                           MAX_CRED, clen);
     if (r == TH_ERR_BUFFER)
-        r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, c.client_id.ptr, c.client_id.len,
-                               c.username.ptr, c.username.len, der, 1, cred, MAX_CRED, &clen);
-    if (r != TH_OK) {
-        free(cred);
-        rc = r == TH_ERR_BUFFER ? 0 : -1;
-        goto done;
+        r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, cid, cid_len, user, user_len, der, 1,
+                               cred, MAX_CRED, clen);
+done:
+    for (size_t i = 0; i < n; i++)
+        OPENSSL_free(bufs[i]);
+    return r;
+}
+
+char *th_tlsfront_cred(SSL *ssl, const uint8_t *secret, const char *client_id,
+                       const char *username)
+{
+    char *cred = malloc(MAX_CRED + 1);
+    size_t clen = 0;
+    if (cred && build_cred(ssl, secret, (const uint8_t *)client_id, strlen(client_id),
+                           (const uint8_t *)username, strlen(username), cred, &clen) == TH_OK) {
+        cred[clen] = '\0';
+        return cred;
     }
-    c.has_password = true;
-    c.password.ptr = (const uint8_t *)cred;
-    c.password.len = clen;
+    free(cred);
+    return NULL;
+}
+
+int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *pkt, size_t len,
+                                uint8_t **out, size_t *out_len)
+{
+    struct th_mqtt_connect c;
+    X509 *leaf = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    char dps_cid[sizeof TH_DPS_CLIENT_ID_PREFIX + TH_MAX_ID_LEN];
+    size_t dps_cid_len = 0;
+    if (th_mqtt_connect_parse(pkt, len, &c) != TH_OK || !c.has_username)
+        return 0;
+    /* A registering device gets a client id no hub device can hold (core/dps_front.h). */
+    bool dps = th_dps_front_client_id((const char *)c.username.ptr, c.username.len, dps_cid,
+                                      sizeof dps_cid, &dps_cid_len) == TH_OK;
+    if (dps) {
+        c.client_id.ptr = (const uint8_t *)dps_cid;
+        c.client_id.len = dps_cid_len;
+    }
+    bool cert = secret && leaf && !c.has_password;
+    if (!dps && !cert)
+        return 0;
+    char *cred = NULL;
+    if (cert) {
+        size_t clen = 0;
+        cred = malloc(MAX_CRED);
+        if (!cred)
+            return -1;
+        /* The HMAC covers the client id as the broker will see it. Without a credential that
+         * fits, the CONNECT passes on without one (the hub refuses it for having no password);
+         * a DPS client still gets its client id rewritten. */
+        th_result r = build_cred(ssl, secret, c.client_id.ptr, c.client_id.len, c.username.ptr,
+                                 c.username.len, cred, &clen);
+        if (r == TH_OK) {
+            c.has_password = true;
+            c.password.ptr = (const uint8_t *)cred;
+            c.password.len = clen;
+        } else if (r != TH_ERR_BUFFER || !dps) {
+            free(cred);
+            return r == TH_ERR_BUFFER ? 0 : -1;
+        }
+    }
+    int rc;
     size_t size = th_mqtt_connect_size(&c);
     uint8_t *pk = size ? malloc(size) : NULL;
     if (pk && th_mqtt_connect_write(&c, pk, size, out_len) == TH_OK) {
@@ -203,9 +255,6 @@ int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *
         rc = size ? -1 : 0;
     }
     free(cred);
-done:
-    for (size_t i = 0; i < n; i++)
-        OPENSSL_free(bufs[i]);
     return rc;
 }
 

@@ -180,7 +180,7 @@ void gw_ws_upgrade(struct gw_conn *c)
     }
     b->gw = c->gw;
     b->ws = c;
-    b->first_done = !c->gw->has_front_secret;
+    b->first_done = false; /* a DPS client id is rewritten with or without the front secret */
     c->bridge = b;
     if (!connect_broker(b)) {
         c->bridge = NULL;
@@ -248,7 +248,8 @@ static int broker_write(struct gw_bridge *b, bool writable);
 
 /*
  * Hold the client's bytes until its first MQTT packet is whole, then rewrite
- * it when the client presented a certificate and no password (tlsfront.h).
+ * it when the client presented a certificate and no password, or registers
+ * with DPS (tlsfront.h).
  * False while waiting; also false after closing the WebSocket on failure.
  */
 static bool first_packet(struct gw_conn *c, struct gw_bridge *b)
@@ -263,8 +264,9 @@ static bool first_packet(struct gw_conn *c, struct gw_bridge *b)
         return true; /* not ours to read: the broker refuses it */
     uint8_t *pk = NULL;
     size_t pk_len = 0;
-    int rw = th_tlsfront_rewrite_connect(lws_get_ssl(c->wsi), c->gw->front_secret, head, plen, &pk,
-                                         &pk_len);
+    int rw = th_tlsfront_rewrite_connect(lws_get_ssl(c->wsi),
+                                         c->gw->has_front_secret ? c->gw->front_secret : NULL, head,
+                                         plen, &pk, &pk_len);
     if (rw < 0) {
         send_close(c, 1011, "out of memory");
         return false;
@@ -283,8 +285,7 @@ static bool first_packet(struct gw_conn *c, struct gw_bridge *b)
         gw_buf_free(&b->to_broker);
         b->to_broker = nb;
         if (c->gw->verbose)
-            gw_log(c->gw, false, "websocket | client certificate | credential added | peer=%s",
-                   c->peer);
+            gw_log(c->gw, false, "websocket | first packet rewritten | peer=%s", c->peer);
     }
     return true;
 }

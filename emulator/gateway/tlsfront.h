@@ -58,11 +58,22 @@ struct th_tlsfront *th_tlsfront_start(const struct th_tlsfront_config *cfg, cons
 void th_tlsfront_stop(struct th_tlsfront *f);
 
 /*
+ * The front credential (core/x509.h) for the client certificate on `ssl`, bound to `client_id`
+ * and `username`: malloc'd, NUL-terminated (caller frees); NULL without a certificate or
+ * secret, or on out of memory. The HTTPS registration of DPS carries it to the plugin
+ * (core/dps_front.h).
+ */
+char *th_tlsfront_cred(SSL *ssl, const uint8_t *secret, const char *client_id,
+                       const char *username);
+
+/*
  * The first MQTT packet of a client on `ssl`, rewritten when it is a CONNECT
- * without a password from a client that presented a certificate: then 1 and
- * *out (malloc'd, caller frees) / *out_len; 0 when it passes unchanged (no
- * certificate, a password, no username, not a CONNECT); -1 on out of
- * memory. `secret` NULL: always 0.
+ * without a password from a client that presented a certificate (the front
+ * credential goes in the password), and when its username is a DPS one (the
+ * client id becomes TH_DPS_CLIENT_ID_PREFIX + the registration id,
+ * core/dps_front.h): then 1 and *out (malloc'd, caller frees) / *out_len; 0
+ * when it passes unchanged (neither case, no username, not a CONNECT); -1 on
+ * out of memory. `secret` NULL: no credential is added.
  */
 int th_tlsfront_rewrite_connect(SSL *ssl, const uint8_t *secret, const uint8_t *pkt, size_t len,
                                 uint8_t **out, size_t *out_len);

@@ -76,6 +76,26 @@ static const char *scope(void)
     return s;
 }
 
+/* A registering client with `client_id` (NULL: the registration id, as the SDKs connect), over
+ * the TLS front (`tls`) or the broker's plain port; subscribed when accepted. */
+static struct it_client *dps_connect(const struct it_hub *h, const char *id_scope, const char *rid,
+                                     const char *client_id, const char *key, bool tls,
+                                     int *connack)
+{
+    char user[512], res[400], tok[1024];
+    snprintf(user, sizeof user, "%s/registrations/%s/api-version=2019-03-31&ClientVersion=it_dps",
+             id_scope, rid);
+    snprintf(res, sizeof res, "%s/registrations/%s", id_scope, rid);
+    assert_int_equal(th_sas_sign(res, key, it_expiry(), "registration", tok, sizeof tok), TH_OK);
+    struct it_connect_opts o = {
+        .client_id = client_id ? client_id : rid, .username = user, .password = tok, .tls = tls};
+    struct it_client *c = it_client_connect(h, &o, connack);
+    if (*connack == 0) {
+        assert_int_equal(it_client_subscribe(c, RES "#", 1, IT_WAIT_MS), 1);
+    }
+    return c;
+}
+
 /* A registering client as the SDKs connect, to hub `h`: client id = registration id; subscribed. */
 static struct it_client *dps_open_on(const struct it_hub *h, const char *id_scope, const char *rid,
                                      const char *key, int *connack)
@@ -216,6 +236,63 @@ static void expect_refused(const char *rid, const char *key, int want, const cha
     it_client_close(c);
 }
 
+/*
+ * A group member registers again through the TLS front while its device is connected to the hub
+ * with client id = device id = registration id: the front gives the registration the client id
+ * "~dps/{registrationId}", so the device's session is not taken over (docs/dps.md).
+ */
+static void test_dps_register_while_device_connected_keeps_session_succeeds(void **state)
+{
+    int connack;
+    char derived[64];
+    (void)state;
+    assert_int_equal(th_dps_derive_key(GROUP_KEY, "it-member-tls", derived, sizeof derived), TH_OK);
+    struct it_client *c = dps_connect(&hub, scope(), "it-member-tls", NULL, derived, true, &connack);
+    assert_int_equal(connack, 0);
+    cJSON *j = register_and_poll(c, "it-member-tls", "null");
+    cJSON_Delete(j);
+    it_client_close(c);
+
+    struct it_client *dev = it_device_open(&hub, "it-member-tls", NULL, derived);
+    assert_int_equal(it_client_subscribe(dev, "$iothub/twin/res/#", 1, IT_WAIT_MS), 1);
+    c = dps_connect(&hub, scope(), "it-member-tls", NULL, derived, true, &connack);
+    assert_int_equal(connack, 0);
+    j = register_and_poll(c, "it-member-tls", "{\"again\":true}");
+    assert_string_equal(it_json_str(j, "registrationState.deviceId"), "it-member-tls");
+    assert_string_equal(it_json_str(j, "registrationState.substatus"), "deviceDataMigrated");
+    cJSON_Delete(j);
+    it_client_close(c);
+
+    /* The device's session lived through it: still connected, and its twin GET is answered. */
+    assert_true(it_client_is_connected(dev));
+    int status;
+    struct it_msg *m = it_twin_request(dev, "t1", NULL, &status);
+    assert_non_null(m);
+    assert_int_equal(status, 200);
+    it_msg_free(m);
+    assert_true(it_client_is_connected(dev));
+    it_client_close(dev);
+}
+
+/* On the plain port a registering client's id must be its registration id or "~dps/" + it. */
+static void test_dps_connect_client_id_fails(void **state)
+{
+    int connack;
+    char derived[64];
+    (void)state;
+    assert_int_equal(th_dps_derive_key(GROUP_KEY, "it-member-cid", derived, sizeof derived), TH_OK);
+    struct it_client *c =
+        dps_connect(&hub, scope(), "it-member-cid", "~dps/it-member-cid", derived, false, &connack);
+    assert_int_equal(connack, 0);
+    it_client_close(c);
+    c = dps_connect(&hub, scope(), "it-member-cid", "~dps/it-member-1", derived, false, &connack);
+    assert_int_equal(connack, 5);
+    it_client_close(c);
+    c = dps_connect(&hub, scope(), "it-member-cid", "it-member-1", derived, false, &connack);
+    assert_int_equal(connack, 5);
+    it_client_close(c);
+}
+
 static void test_dps_register_wrong_key_fails(void **state)
 {
     (void)state;
@@ -313,6 +390,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dps_register_individual_succeeds),
         cmocka_unit_test(test_dps_register_group_member_derived_key_succeeds),
+        cmocka_unit_test(test_dps_register_while_device_connected_keeps_session_succeeds),
+        cmocka_unit_test(test_dps_connect_client_id_fails),
         cmocka_unit_test(test_dps_register_wrong_key_fails),
         cmocka_unit_test(test_dps_register_disabled_enrollment_fails),
         cmocka_unit_test(test_dps_register_unknown_registration_fails),

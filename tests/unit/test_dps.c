@@ -172,7 +172,7 @@ static void test_th_dps_enrollment_put_keeps_x509_fields_succeeds(void **state)
     struct th_dps *dps = th_dps_new(NULL);
     struct th_dps_enrollment *e = NULL;
     cJSON *body = parse("{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":"
-                        "{\"primary\":{\"info\":{\"sha1Thumbprint\":\"AB\"}}}}}}");
+                        "{\"primary\":{\"info\":{\"sha1Thumbprint\":\"0123456789ABCDEF0123456789ABCDEF01234567\"}}}}}}");
     (void)state;
     assert_int_equal(th_dps_enrollment_put(dps, false, "x-1", body, NULL, NOW_US, &e, NULL), TH_OK);
     assert_int_equal(e->attestation, TH_DPS_ATT_X509);
@@ -270,7 +270,9 @@ static void test_th_dps_attest_refusals_fails(void **state)
     put(dps, false, "off-1",
         "{\"provisioningStatus\":\"disabled\",\"attestation\":{\"type\":\"symmetricKey\","
         "\"symmetricKey\":{\"primaryKey\":\"" KEY1 "\"}}}");
-    put(dps, false, "x-1", "{\"attestation\":{\"type\":\"x509\"}}");
+    put(dps, false, "x-1",
+        "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{\"primary\":"
+        "{\"info\":{\"sha1Thumbprint\":\"0123456789ABCDEF0123456789ABCDEF01234567\"}}}}}}");
     put(dps, true, "offgroup",
         "{\"provisioningStatus\":\"disabled\",\"attestation\":{\"type\":\"symmetricKey\","
         "\"symmetricKey\":{\"primaryKey\":\"" KEY2 "\"}}}");

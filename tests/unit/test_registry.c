@@ -1633,7 +1633,12 @@ static void test_th_identity_query_doc_same_matches_succeeds(void **state)
     cJSON *rp = cJSON_Parse("{\"temp\":21.5,\"ok\":true}");
     assert_int_equal(th_twin_patch_reported(dev->twin, rp, NOW, &err), TH_OK);
     cJSON_Delete(rp);
+    dev->configurations = cJSON_Parse("{\"c1\":{\"status\":\"Applied\"}}");
+    assert_non_null(dev->configurations);
     static const char *const conds[] = {
+        "configurations.[[c1]].status = 'Applied'",
+        "configurations.[[c1]].status = 'Targeted'",
+        "IS_DEFINED(configurations.[[c2]])",
         "tags.site = 'lab'",
         "tags.n > 2",
         "tags.n < 2",
