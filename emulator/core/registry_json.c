@@ -229,6 +229,10 @@ cJSON *th_identity_query_doc(const struct th_identity *id)
              (!id->device_scope || reg_add_str(o, "deviceScope", id->device_scope)) &&
              (!parent || reg_add_item(o, "parentScopes", reg_parent_scopes_json(id)));
     }
+    /* The automatic configurations' statuses, which their metric queries select on. */
+    if (ok && id->configurations)
+        ok = reg_add_item(o, "configurations",
+                          cJSON_CreateObjectReference(id->configurations->child));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
