@@ -13,35 +13,6 @@
 #include "gw_private.h"
 #include "json.h"
 
-/* The request's JSON body, an array (`array`) or an object; NULL after answering 400. */
-static cJSON *body_json(struct gw_conn *c, bool array)
-{
-    struct gw_buf *b = &c->req.body;
-    const char *want = array ? "a JSON array" : "a JSON object";
-    if (gw_buf_size(b) == 0) {
-        gw_rest_error(c, 400, TH_EC_ARGUMENT_NULL, "this request needs %s body", want);
-        return NULL;
-    }
-    cJSON *doc = NULL;
-    struct th_error err = {0};
-    if (th_json_parse((const char *)gw_buf_head(b), gw_buf_size(b), GW_MAX_BODY, 64, &doc, &err) !=
-        TH_OK) {
-        gw_rest_error(c, 400, TH_EC_IOTHUB_FORMAT_ERROR, "%s", err.message);
-        return NULL;
-    }
-    if (array ? !cJSON_IsArray(doc) : !cJSON_IsObject(doc)) {
-        cJSON_Delete(doc);
-        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "the request body must be %s", want);
-        return NULL;
-    }
-    if (th_json_refuse_nul(doc, "the request body", &err) != TH_OK) {
-        cJSON_Delete(doc);
-        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "%s", err.message);
-        return NULL;
-    }
-    return doc;
-}
-
 /* {"command": name} plus `key`: `value` (taken; NULL: none); NULL on out-of-memory. */
 static cJSON *command_with(const char *name, const char *key, cJSON *value)
 {
@@ -70,7 +41,7 @@ static void done_bulk(struct th_gateway *gw, struct gw_conn *c, const cJSON *ent
 
 void gw_fleet_bulk(struct gw_conn *c)
 {
-    cJSON *body = body_json(c, true);
+    cJSON *body = gw_rest_body(c, true);
     if (!body)
         return;
     gw_rest_call(c, command_with("bulkRegistry", "devices", body), GW_CALL_TIMEOUT_S, done_bulk);
@@ -95,7 +66,7 @@ static cJSON *config_command(struct gw_conn *c, const char *name, bool with_etag
 /* PUT /configurations/{id}: create, or with If-Match update (the SDKs' updateConfiguration). */
 void gw_fleet_put_config(struct gw_conn *c)
 {
-    cJSON *body = body_json(c, false);
+    cJSON *body = gw_rest_body(c, false);
     if (!body)
         return;
     const char *bid = th_json_string(body, "id", NULL);
@@ -154,7 +125,7 @@ void gw_fleet_list_configs(struct gw_conn *c)
 /* POST /configurations/testQueries {"targetCondition", "customMetricQueries"}. */
 void gw_fleet_test_queries(struct gw_conn *c)
 {
-    cJSON *body = body_json(c, false);
+    cJSON *body = gw_rest_body(c, false);
     if (!body)
         return;
     gw_rest_call(c, command_with("testConfigurationQueries", "input", body), GW_CALL_TIMEOUT_S,

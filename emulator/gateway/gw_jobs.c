@@ -50,7 +50,7 @@ static void done_list(struct th_gateway *gw, struct gw_conn *c, const cJSON *ent
 
 void gw_jobs_put(struct gw_conn *c)
 {
-    cJSON *body = gw_rest_body(c);
+    cJSON *body = gw_rest_body(c, false);
     if (!body)
         return;
     cJSON *cmd = job_command(c, "createJob");

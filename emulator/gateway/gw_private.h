@@ -267,8 +267,8 @@ void gw_rest_error(struct gw_conn *c, int status, int code, const char *fmt, ...
 /* For route files besides gw_rest.c (gw_jobs.c, gw_fleet.c): send `cmd` (NULL: out of memory, answered
  * 500) with the request's credentials; `done` gets the answer. */
 void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn done);
-/* The request's JSON object body; NULL after answering 400. */
-cJSON *gw_rest_body(struct gw_conn *c);
+/* The request's JSON body, an array (`array`) or an object; NULL after answering 400. */
+cJSON *gw_rest_body(struct gw_conn *c, bool array);
 /* Start of an answer handler: false when there is nobody to answer or the answer (an error)
  * was sent. */
 bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);

@@ -177,14 +177,16 @@ static void unreachable(struct gw_conn *c)
 
 /* ---- request helpers --------------------------------------------------------------------- */
 
-/* The JSON object body; NULL after answering 400 (or when absent and !required). */
-static cJSON *body_object(struct gw_conn *c, bool required, bool *answered)
+/* The JSON body, an array (`array`) or an object; NULL after answering 400 (or when absent
+ * and !required: *answered false). */
+static cJSON *body_json(struct gw_conn *c, bool array, bool required, bool *answered)
 {
     struct gw_buf *b = &c->req.body;
+    const char *want = array ? "a JSON array" : "a JSON object";
     *answered = false;
     if (gw_buf_size(b) == 0) {
         if (required) {
-            gw_rest_error(c, 400, TH_EC_ARGUMENT_NULL, "this request needs a JSON object body");
+            gw_rest_error(c, 400, TH_EC_ARGUMENT_NULL, "this request needs %s body", want);
             *answered = true;
         }
         return NULL;
@@ -197,9 +199,9 @@ static cJSON *body_object(struct gw_conn *c, bool required, bool *answered)
         *answered = true;
         return NULL;
     }
-    if (!cJSON_IsObject(doc)) {
+    if (array ? !cJSON_IsArray(doc) : !cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
-        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "the request body must be a JSON object");
+        gw_rest_error(c, 400, TH_EC_ARGUMENT_INVALID, "the request body must be %s", want);
         *answered = true;
         return NULL;
     }
@@ -529,7 +531,7 @@ static void h_delete_module(struct gw_conn *c)
 static void put_identity(struct gw_conn *c, bool is_module)
 {
     bool answered;
-    cJSON *body = body_object(c, true, &answered);
+    cJSON *body = body_json(c, false, true, &answered);
     if (!body)
         return;
     const char *bd = th_json_string(body, "deviceId", NULL);
@@ -610,7 +612,7 @@ static void h_code_cert(struct gw_conn *c)
 static void cert_with_pem(struct gw_conn *c, const char *name, bool put)
 {
     bool answered;
-    cJSON *body = body_object(c, true, &answered);
+    cJSON *body = body_json(c, false, true, &answered);
     if (!body)
         return;
     const cJSON *props = put ? cJSON_GetObjectItemCaseSensitive(body, "properties") : body;
@@ -654,7 +656,7 @@ static void h_get_twin(struct gw_conn *c)
 static void write_twin(struct gw_conn *c, bool replace)
 {
     bool answered;
-    cJSON *body = body_object(c, true, &answered);
+    cJSON *body = body_json(c, false, true, &answered);
     if (!body)
         return;
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(body, "properties");
@@ -685,7 +687,7 @@ static void h_put_twin(struct gw_conn *c)
 static void h_invoke(struct gw_conn *c)
 {
     bool answered;
-    cJSON *body = body_object(c, true, &answered);
+    cJSON *body = body_json(c, false, true, &answered);
     if (!body)
         return;
     cJSON *cmd = command(c, "invokeMethod", c->ids[1][0] != '\0');
@@ -703,7 +705,7 @@ static void h_invoke(struct gw_conn *c)
 static void h_query(struct gw_conn *c)
 {
     bool answered;
-    cJSON *body = body_object(c, true, &answered);
+    cJSON *body = body_json(c, false, true, &answered);
     if (!body)
         return;
     long page = 100;
@@ -813,10 +815,10 @@ void gw_rest_call(struct gw_conn *c, cJSON *cmd, double timeout_s, gw_done_fn do
     call_built(c, cmd != NULL, cmd, timeout_s, done);
 }
 
-cJSON *gw_rest_body(struct gw_conn *c)
+cJSON *gw_rest_body(struct gw_conn *c, bool array)
 {
     bool answered;
-    return body_object(c, true, &answered);
+    return body_json(c, array, true, &answered);
 }
 
 bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry)
