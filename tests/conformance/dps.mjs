@@ -19,10 +19,11 @@ export async function worker(hub, job) {
   return JSON.parse(line);
 }
 
-/** Register with the device SDK: transport 'mqtt' or 'http'. */
-export function register(hub, { transport, host, registrationId, key, payload }) {
+/** Register with the device SDK: transport 'mqtt' or 'http'; `key` (symmetric key) or
+ * `cert` and `certKey` (PEM, X.509 attestation with azure-iot-security-x509). */
+export function register(hub, { transport, host, registrationId, key, cert, certKey, payload }) {
   return worker(hub, {
-    op: 'register', transport, host, idScope: hub.info.idScope, registrationId, key, payload,
+    op: 'register', transport, host, idScope: hub.info.idScope, registrationId, key, cert, certKey, payload,
   });
 }
 
