@@ -179,8 +179,13 @@ export async function runDeviceAgent(options = {}) {
         response.send(status, body, (err) => { if (err) log(`method response failed: ${err.message}`); });
       });
     }
+    // Messages queued while the device was offline arrive as soon as open() subscribes, before
+    // open() resolves and this client becomes `client`: acknowledge once it has.
+    let opened;
+    const openedP = new Promise((resolve) => { opened = resolve; });
     // Cloud-to-device messages: acknowledged with a telemetry message.
     c.on('message', async (msg) => {
+      await openedP;
       const props = {};
       for (const p of msg.properties?.propertyList ?? []) props[p.key] = p.value;
       const text = msg.data === undefined ? '' : Buffer.from(msg.data).toString('utf8');
@@ -204,6 +209,7 @@ export async function runDeviceAgent(options = {}) {
 
     await c.open();
     client = c;
+    opened();
     // Subscribe to desired patches first, then read the twin (a second GET once the
     // subscription is in place), so that no patch falls between the two.
     const t = await c.getTwin();
