@@ -128,12 +128,20 @@ void brk_config_apply(struct brk_plugin *p)
         return;
     }
     p->configs_dirty = false;
-    /* Also without configurations: statuses restored from device files whose configurations
-     * are gone (configurations.json set aside) are cleared. */
+    size_t n = th_config_count(p->configs);
+    /* Also without configurations, once: statuses restored from device files whose
+     * configurations are gone (configurations.json set aside) are cleared. After that pass
+     * nothing can change until a configuration exists; skipping keeps a twin write from
+     * walking the whole registry (the desired fan-out bench, performance.md). */
+    if (n == 0 && p->configs_none_applied) {
+        return;
+    }
     if (th_config_apply(p->configs, p->reg, th_now_us(), hooks_of(p), &err) != TH_OK) {
         brk_log(p, MOSQ_LOG_ERR, "configurations not applied | %s", err.message);
         p->configs_dirty = true;
+        return;
     }
+    p->configs_none_applied = n == 0;
 }
 
 /* ---- commands ---- */

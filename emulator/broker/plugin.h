@@ -97,6 +97,9 @@ struct brk_plugin {
     char *state_dir; /* --state-dir, or NULL for in-memory */
     struct th_config_store *configs; /* automatic configurations (control_config.c) */
     bool configs_dirty;              /* a twin or the registry changed since they were applied */
+    /* The last pass ran with no configuration: no twin holds a configuration status any more,
+     * and none can gain one until a configuration is created, so passes can be skipped. */
+    bool configs_none_applied;
     int record_fd;   /* --record, or -1 */
     struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
     char *hub_host;     /* hub_name option: the assignedHub devices are given */
