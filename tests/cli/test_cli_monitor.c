@@ -139,7 +139,9 @@ static int stop(struct child *c)
         waitpid(c->pid, &status, 0);
         status = -1;
     }
+    /* What it wrote between the last poll and its exit (its "N events shown" line). */
     drain(c->out, c->obuf, sizeof c->obuf, &c->on);
+    drain(c->err, c->ebuf, sizeof c->ebuf, &c->en);
     close(c->out);
     close(c->err);
     return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
