@@ -35,16 +35,7 @@ static void done_list(struct th_gateway *gw, struct gw_conn *c, const cJSON *ent
     (void)gw;
     if (!gw_rest_answer_ok(c, entry))
         return;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
-    const char *cont = th_json_string(data, "continuation", NULL);
-    char extra[256];
-    int n = snprintf(extra, sizeof extra, "x-ms-item-type: jobResponse\r\n");
-    if (cont && strlen(cont) < 64)
-        snprintf(extra + n, sizeof extra - (size_t)n, "x-ms-continuation: %s\r\n", cont);
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
-    cJSON *empty = items ? NULL : cJSON_CreateArray();
-    gw_rest_respond_json(c, 200, items ? items : empty, extra);
-    cJSON_Delete(empty);
+    gw_rest_respond_page(c, cJSON_GetObjectItemCaseSensitive(entry, "data"), "jobResponse");
     gw_http_resume(c);
 }
 

@@ -274,6 +274,9 @@ cJSON *gw_rest_body(struct gw_conn *c, bool array);
 bool gw_rest_answer_ok(struct gw_conn *c, const cJSON *entry);
 /* Answer `status` with `item` as JSON and the `extra` header lines (may be NULL). */
 void gw_rest_respond_json(struct gw_conn *c, int status, const cJSON *item, const char *extra);
+/* 200 with a page of results: data's "items" ([] when absent), x-ms-item-type `item_type` and,
+ * while there are more, x-ms-continuation from data's "continuation". */
+void gw_rest_respond_page(struct gw_conn *c, const cJSON *data, const char *item_type);
 /* If-Match as a NUL-terminated string in buf (W/ dropped), or NULL when absent. */
 const char *gw_rest_if_match(struct gw_conn *c, char *buf, size_t size);
 /* Answer handlers (gw_done_fn) for any route: 200 with the answer's data and its etag as ETag;

@@ -410,16 +410,11 @@ static void done_list(struct th_gateway *gw, struct gw_conn *c, const cJSON *ent
     gw_http_resume(c);
 }
 
-static void done_query(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+void gw_rest_respond_page(struct gw_conn *c, const cJSON *data, const char *item_type)
 {
-    (void)gw;
-    if (!answer_ok(c, entry))
-        return;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
     const char *cont = th_json_string(data, "continuation", NULL);
     char extra[512];
-    int n = snprintf(extra, sizeof extra, "x-ms-item-type: %s\r\n",
-                     th_json_string(data, "itemType", "raw"));
+    int n = snprintf(extra, sizeof extra, "x-ms-item-type: %s\r\n", item_type);
     /* The SDKs take an absent header as "no more pages". */
     if (cont && strlen(cont) < 200)
         snprintf(extra + n, sizeof extra - (size_t)n, "x-ms-continuation: %s\r\n", cont);
@@ -427,6 +422,15 @@ static void done_query(struct th_gateway *gw, struct gw_conn *c, const cJSON *en
     cJSON *empty = items ? NULL : cJSON_CreateArray();
     respond_json(c, 200, items ? items : empty, extra);
     cJSON_Delete(empty);
+}
+
+static void done_query(struct th_gateway *gw, struct gw_conn *c, const cJSON *entry)
+{
+    (void)gw;
+    if (!answer_ok(c, entry))
+        return;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(entry, "data");
+    gw_rest_respond_page(c, data, th_json_string(data, "itemType", "raw"));
     gw_http_resume(c);
 }
 
