@@ -69,6 +69,8 @@ struct th_query_doc {
     cJSON *root;           /* holds the attached members */
     cJSON *node[QD_COUNT]; /* NULL: not named by the query; owned (by root while attached) */
     bool attached[QD_COUNT];
+    enum qd_member named[QD_COUNT]; /* the members with a node */
+    size_t nnamed;
     /* Children the fill changes. */
     cJSON *x509_primary, *x509_secondary, *desired, *reported, *iot_edge, *parent_scope;
     char etag[16], device_etag[32], status_time[TH_TIME_BUF], activity_time[TH_TIME_BUF];
@@ -164,6 +166,7 @@ th_result th_query_doc_new(const struct th_query *q, struct th_query_doc **out)
         if (q && !th_query_names_member(q, qd_names[m]))
             continue;
         d->node[m] = member_node(d, (enum qd_member)m);
+        d->named[d->nnamed++] = (enum qd_member)m;
         ok = d->node[m] != NULL;
     }
     if (!ok) {
@@ -211,78 +214,91 @@ static void set_time(char buf[TH_TIME_BUF], int64_t us)
         th_time_format(us, buf);
 }
 
+/* Give member m id's value; false when id's twin document has no such member. */
+static bool fill_member(struct th_query_doc *d, enum qd_member m, const struct th_identity *id)
+{
+    bool is_device = id->module_id == NULL;
+    const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
+    cJSON *n = d->node[m];
+    /* As th_identity_twin_json: each member that the twin has, with its value. */
+    switch (m) {
+    case QD_DEVICE_ID:
+        set_str(n, id->device_id);
+        return true;
+    case QD_MODULE_ID:
+        set_str(n, id->module_id);
+        return !is_device;
+    case QD_ETAG:
+        th_twin_etag(id->twin, d->etag);
+        set_str(n, d->etag);
+        return true;
+    case QD_DEVICE_ETAG:
+        th_identity_etag(id, d->device_etag);
+        set_str(n, d->device_etag);
+        return true;
+    case QD_STATUS:
+        set_str(n, id->enabled ? "enabled" : "disabled");
+        return true;
+    case QD_STATUS_REASON:
+        set_str(n, id->status_reason);
+        return id->status_reason != NULL;
+    case QD_STATUS_UPDATE_TIME:
+        set_time(d->status_time, id->status_updated_us);
+        set_str(n, d->status_time);
+        return true;
+    case QD_CONNECTION_STATE:
+        set_str(n, id->connected ? "Connected" : "Disconnected");
+        return true;
+    case QD_LAST_ACTIVITY_TIME:
+        set_time(d->activity_time, id->last_activity_us);
+        set_str(n, d->activity_time);
+        return true;
+    case QD_C2D_COUNT:
+        cJSON_SetNumberValue(n, (double)id->c2d_count);
+        return true;
+    case QD_AUTH_TYPE:
+        set_str(n, th_auth_type_name(id->auth_type));
+        return true;
+    case QD_X509:
+        set_str(d->x509_primary, id->x509_primary[0] ? id->x509_primary : NULL);
+        set_str(d->x509_secondary, id->x509_secondary[0] ? id->x509_secondary : NULL);
+        return true;
+    case QD_MODEL_ID:
+        set_str(n, id->model_id ? id->model_id : "");
+        return true;
+    case QD_VERSION:
+        cJSON_SetNumberValue(n, (double)th_twin_version(id->twin));
+        return true;
+    case QD_TAGS:
+        n->child = id->twin->tags->child;
+        return true;
+    case QD_PROPERTIES:
+        d->desired->child = id->twin->desired->child;
+        d->reported->child = id->twin->reported->child;
+        return true;
+    case QD_CAPABILITIES:
+        set_type(d->iot_edge, id->iot_edge ? cJSON_True : cJSON_False);
+        return is_device;
+    case QD_DEVICE_SCOPE:
+        set_str(n, id->device_scope);
+        return is_device && id->device_scope;
+    case QD_PARENT_SCOPES:
+        set_str(d->parent_scope, parent);
+        return is_device && parent;
+    case QD_CONFIGURATIONS:
+        n->child = id->configurations ? id->configurations->child : NULL;
+        return id->configurations != NULL;
+    default:
+        return false;
+    }
+}
+
 const cJSON *th_query_doc_fill(struct th_query_doc *d, const struct th_identity *id)
 {
     if (!d || !id || !id->twin)
         return NULL;
-    bool is_device = id->module_id == NULL;
-    const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
-    cJSON **n = d->node;
-    /* As th_identity_twin_json: each member that the twin has, with its value. */
-    bool present[QD_COUNT];
-    for (int m = 0; m < QD_COUNT; m++)
-        present[m] = true;
-    present[QD_MODULE_ID] = !is_device;
-    present[QD_STATUS_REASON] = id->status_reason != NULL;
-    present[QD_CAPABILITIES] = is_device;
-    present[QD_DEVICE_SCOPE] = is_device && id->device_scope;
-    present[QD_PARENT_SCOPES] = is_device && parent;
-    present[QD_CONFIGURATIONS] = id->configurations != NULL;
-    for (int m = 0; m < QD_COUNT; m++)
-        show(d, (enum qd_member)m, present[m]);
-
-    if (n[QD_DEVICE_ID])
-        set_str(n[QD_DEVICE_ID], id->device_id);
-    if (n[QD_MODULE_ID] && !is_device)
-        set_str(n[QD_MODULE_ID], id->module_id);
-    if (n[QD_ETAG]) {
-        th_twin_etag(id->twin, d->etag);
-        set_str(n[QD_ETAG], d->etag);
-    }
-    if (n[QD_DEVICE_ETAG]) {
-        th_identity_etag(id, d->device_etag);
-        set_str(n[QD_DEVICE_ETAG], d->device_etag);
-    }
-    if (n[QD_STATUS])
-        set_str(n[QD_STATUS], id->enabled ? "enabled" : "disabled");
-    if (n[QD_STATUS_REASON] && id->status_reason)
-        set_str(n[QD_STATUS_REASON], id->status_reason);
-    if (n[QD_STATUS_UPDATE_TIME]) {
-        set_time(d->status_time, id->status_updated_us);
-        set_str(n[QD_STATUS_UPDATE_TIME], d->status_time);
-    }
-    if (n[QD_CONNECTION_STATE])
-        set_str(n[QD_CONNECTION_STATE], id->connected ? "Connected" : "Disconnected");
-    if (n[QD_LAST_ACTIVITY_TIME]) {
-        set_time(d->activity_time, id->last_activity_us);
-        set_str(n[QD_LAST_ACTIVITY_TIME], d->activity_time);
-    }
-    if (n[QD_C2D_COUNT])
-        cJSON_SetNumberValue(n[QD_C2D_COUNT], (double)id->c2d_count);
-    if (n[QD_AUTH_TYPE])
-        set_str(n[QD_AUTH_TYPE], th_auth_type_name(id->auth_type));
-    if (n[QD_X509]) {
-        set_str(d->x509_primary, id->x509_primary[0] ? id->x509_primary : NULL);
-        set_str(d->x509_secondary, id->x509_secondary[0] ? id->x509_secondary : NULL);
-    }
-    if (n[QD_MODEL_ID])
-        set_str(n[QD_MODEL_ID], id->model_id ? id->model_id : "");
-    if (n[QD_VERSION])
-        cJSON_SetNumberValue(n[QD_VERSION], (double)th_twin_version(id->twin));
-    if (n[QD_TAGS])
-        n[QD_TAGS]->child = id->twin->tags->child;
-    if (n[QD_PROPERTIES]) {
-        d->desired->child = id->twin->desired->child;
-        d->reported->child = id->twin->reported->child;
-    }
-    if (n[QD_CAPABILITIES])
-        set_type(d->iot_edge, id->iot_edge ? cJSON_True : cJSON_False);
-    if (n[QD_DEVICE_SCOPE] && present[QD_DEVICE_SCOPE])
-        set_str(n[QD_DEVICE_SCOPE], id->device_scope);
-    if (n[QD_PARENT_SCOPES] && present[QD_PARENT_SCOPES])
-        set_str(d->parent_scope, parent);
-    if (n[QD_CONFIGURATIONS] && id->configurations)
-        n[QD_CONFIGURATIONS]->child = id->configurations->child;
+    for (size_t k = 0; k < d->nnamed; k++)
+        show(d, d->named[k], fill_member(d, d->named[k], id));
     return d->root;
 }
 

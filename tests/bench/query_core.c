@@ -9,7 +9,7 @@
  * For callgrind, run one path only ("old" or "new") and compare instruction
  * counts per twin (docs/performance.md, "Fleet: 100,000 devices").
  *
- *   query_core [devices (100000)] [both|old|new] [rounds (3)]
+ *   query_core [devices (100000)] [both|old|new] [rounds (3)] [query index (all)]
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -74,7 +74,8 @@ static struct th_registry *fleet(int n)
 }
 
 /* The control API's query before this work (broker/control_registry.c at 20354aa). */
-static char *old_run(const struct th_registry *reg, const char *text, const struct th_query *q)
+/* noinline: callgrind --toggle-collect=old_run / new_run counts one path alone. */
+__attribute__((noinline)) static char *old_run(const struct th_registry *reg, const char *text, const struct th_query *q)
 {
     size_t cap = th_registry_device_count(reg), n = 0;
     cJSON **docs = calloc(cap ? cap : 1, sizeof *docs);
@@ -118,7 +119,7 @@ static char *old_run(const struct th_registry *reg, const char *text, const stru
     return out;
 }
 
-static char *new_run(const struct th_registry *reg, const struct th_query *q)
+__attribute__((noinline)) static char *new_run(const struct th_registry *reg, const struct th_query *q)
 {
     struct th_query_page pg;
     struct th_error err = {0};
@@ -137,6 +138,7 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 100000;
     const char *mode = argc > 2 ? argv[2] : "both";
     int rounds = argc > 3 ? atoi(argv[3]) : 3;
+    int only = argc > 4 ? atoi(argv[4]) : -1;
     bool old = strcmp(mode, "new") != 0, new = strcmp(mode, "old") != 0;
     double t0 = cpu_s();
     struct th_registry *reg = fleet(n);
@@ -145,6 +147,8 @@ int main(int argc, char **argv)
     printf("| query | before | after | same bytes |\n|---|---|---|---|\n");
     int bad = 0;
     for (size_t k = 0; k < NQUERIES; k++) {
+        if (only >= 0 && (size_t)only != k)
+            continue;
         struct th_query *q;
         if (th_query_parse(queries[k], strlen(queries[k]), &q, NULL) != TH_OK)
             return 2;
