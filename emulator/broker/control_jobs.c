@@ -26,6 +26,7 @@
 #include "job.h"
 #include "json.h"
 #include "query.h"
+#include "registry_query.h"
 #include "th_file.h"
 #include "twin.h"
 #include "util.h"
@@ -255,23 +256,29 @@ static void run_slice(struct brk_plugin *p, struct brk_job *j, int64_t deadline_
 {
     struct th_job *job = j->job;
     int64_t now_us = th_now_us();
-    /* A condition that names no "$" member can run on the cheap query doc (registry.h). */
-    bool light = strchr(job->query_condition, '$') == NULL;
+    /* A condition that names no "$" member runs on one query document filled in place per
+     * twin (registry_query.h); NULL (also on OOM): each twin's full document. */
+    struct th_query_doc *qd = NULL;
+    if (!th_query_needs_meta(job->query) && th_query_doc_new(job->query, &qd) != TH_OK) {
+        qd = NULL;
+    }
     while (j->next < j->ncand) {
         if ((j->next & 31) == 0 && th_mono_ms() >= deadline_ms) {
+            th_query_doc_free(qd);
             return;
         }
         const char *dev_id = j->cand[j->next];
         struct th_identity *id = th_registry_find(p->reg, dev_id, NULL);
         bool match = false;
         if (id) {
-            cJSON *doc = light ? th_identity_query_doc(id) : th_identity_twin_json(id);
+            cJSON *full = qd ? NULL : th_identity_twin_json(id);
+            const cJSON *doc = qd ? th_query_doc_fill(qd, id) : full;
             if (!doc || th_query_matches(job->query, doc, &match) != TH_OK) {
                 match = false;
                 brk_log(p, MOSQ_LOG_WARNING, "job %s | %s not examined | out of memory", job->id,
                         dev_id);
             }
-            cJSON_Delete(doc);
+            cJSON_Delete(full);
         }
         size_t i;
         if (match && th_job_add_device(job, dev_id, now_us, &i) == TH_OK) {
@@ -285,6 +292,7 @@ static void run_slice(struct brk_plugin *p, struct brk_job *j, int64_t deadline_
         j->cand[j->next] = NULL;
         j->next++;
     }
+    th_query_doc_free(qd);
     free_cand(j);
 }
 

@@ -16,6 +16,7 @@
 #include "control.h"
 #include "json.h"
 #include "query.h"
+#include "registry_query.h"
 #include "th_limits.h"
 #include "topic.h"
 #include "twin.h"
@@ -380,14 +381,33 @@ void brk_cmd_devices_without_module(struct brk_cmd_ctx *x)
 
 /* ---- query and statistics ---- */
 
+/* Answer a page of query results: takes `items` (NULL: out of memory). */
+static void reply_page(struct brk_cmd_ctx *x, cJSON *items, const char *item_type, bool more,
+                       size_t next_pos)
+{
+    cJSON *data = cJSON_CreateObject();
+    char next[32];
+    snprintf(next, sizeof next, "%zu", next_pos);
+    if (data && !(brk_ctl_put(data, "items", items) &&
+                  cJSON_AddStringToObject(data, "itemType", item_type) &&
+                  (more ? cJSON_AddStringToObject(data, "continuation", next)
+                        : cJSON_AddNullToObject(data, "continuation")))) {
+        cJSON_Delete(data);
+        data = NULL;
+    } else if (!data) {
+        cJSON_Delete(items);
+    }
+    brk_ctl_reply_data(x, data);
+}
+
 void brk_cmd_query(struct brk_cmd_ctx *x)
 {
     struct th_error err = {0};
     const char *text, *cont;
     int page;
     struct th_query *q = NULL;
-    cJSON **docs = NULL, *items = NULL, *data, *pageitems;
-    size_t n = 0, cap, skip = 0;
+    cJSON **docs = NULL, *items = NULL, *pageitems;
+    size_t n = 0, skip = 0;
     bool is_twin = false;
 
     if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT | TH_PERM_REGISTRY_READ, "ServiceConnect") ||
@@ -421,36 +441,22 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         brk_ctl_reply_err(x, &err);
         return;
     }
-    enum th_query_source source = th_query_source(q);
-    bool modules = source == TH_QUERY_MODULES;
-    /* FROM devices.jobs reads the jobs' per-device records (control_jobs.c). */
-    cap = source == TH_QUERY_JOBS ? 0
-          : modules               ? th_registry_module_total(x->p->reg)
-                                  : th_registry_device_count(x->p->reg);
-    docs = source == TH_QUERY_JOBS ? brk_jobs_device_docs(x->p, &n)
-                                   : calloc(cap ? cap : 1, sizeof *docs);
-    /* Over a large registry building every twin document is most of the work: a query that
-     * names no "$" member is run on cheap query docs (registry.h) when it only aggregates, and
-     * otherwise filtered with them first, so that only the matching twins are built in full. */
-    bool light = !strchr(text, '$') && th_query_grouped(q) && !th_query_has_group_by(q);
-    bool prefilter = !strchr(text, '$') && !th_query_grouped(q);
-    for (struct th_identity *d = th_registry_next_device(x->p->reg, NULL);
-         docs && d && source != TH_QUERY_JOBS; d = th_registry_next_device(x->p->reg, d)) {
-        for (size_t i = 0; modules ? i < d->module_count && n < cap : i < 1; i++) {
-            struct th_identity *id = modules ? d->modules[i] : d;
-            if (prefilter) {
-                cJSON *qd = th_identity_query_doc(id);
-                bool match = false;
-                /* On out-of-memory the twin is built in full and the query decides. */
-                if (qd && th_query_matches(q, qd, &match) == TH_OK && !match) {
-                    cJSON_Delete(qd);
-                    continue;
-                }
-                cJSON_Delete(qd);
-            }
-            docs[n++] = light ? th_identity_query_doc(id) : th_identity_twin_json(id);
+    if (th_query_source(q) != TH_QUERY_JOBS) {
+        /* Twins: the core pages the run itself and builds full twin documents only for the
+         * results on the page (registry_query.h). */
+        struct th_query_page pg;
+        th_result r = th_registry_query(x->p->reg, q, skip, (size_t)page, &pg, &err);
+        const char *item_type = th_query_item_type(q, pg.is_twin); /* a static string */
+        th_query_free(q);
+        if (r != TH_OK) {
+            brk_ctl_reply_err(x, &err);
+            return;
         }
+        reply_page(x, pg.items, item_type, pg.more, skip + (size_t)page);
+        return;
     }
+    /* FROM devices.jobs reads the jobs' per-device records (control_jobs.c). */
+    docs = brk_jobs_device_docs(x->p, &n);
     th_result r = docs ? th_query_run(q, docs, n, &items, &is_twin, &err)
                        : th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory");
     const char *item_type = th_query_item_type(q, is_twin); /* a static string */
@@ -474,19 +480,7 @@ void brk_cmd_query(struct brk_cmd_ctx *x)
         }
     }
     cJSON_Delete(items);
-    data = cJSON_CreateObject();
-    char next[32];
-    snprintf(next, sizeof next, "%zu", skip + (size_t)page);
-    if (data && !(brk_ctl_put(data, "items", pageitems) &&
-                  cJSON_AddStringToObject(data, "itemType", item_type) &&
-                  (skip + (size_t)page < total ? cJSON_AddStringToObject(data, "continuation", next)
-                                               : cJSON_AddNullToObject(data, "continuation")))) {
-        cJSON_Delete(data);
-        data = NULL;
-    } else if (!data) {
-        cJSON_Delete(pageitems);
-    }
-    brk_ctl_reply_data(x, data);
+    reply_page(x, pageitems, item_type, skip + (size_t)page < total, skip + (size_t)page);
 }
 
 void brk_cmd_statistics(struct brk_cmd_ctx *x)

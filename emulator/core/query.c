@@ -2170,6 +2170,16 @@ bool th_query_grouped(const struct th_query *q)
     return q && q->grouped;
 }
 
+bool th_query_star(const struct th_query *q)
+{
+    return q && q->star;
+}
+
+size_t th_query_top(const struct th_query *q)
+{
+    return q ? q->top : SIZE_MAX;
+}
+
 bool th_query_has_group_by(const struct th_query *q)
 {
     return q && q->ngroup > 0;
@@ -2185,6 +2195,85 @@ th_result th_query_matches(const struct th_query *q, const cJSON *doc, bool *out
     th_result r = matches(q, doc, &ok);
     *out_match = r == TH_OK && ok;
     return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* What a query reads (for query documents, query.h)                        */
+/* ------------------------------------------------------------------------ */
+
+/* Call visit on every path of n; stops at the first true. */
+static bool any_path(const struct node *n, bool (*visit)(const struct node *, const void *),
+                     const void *arg)
+{
+    if (!n)
+        return false;
+    if (n->kind == N_PATH)
+        return visit(n, arg);
+    if (any_path(n->a, visit, arg) || any_path(n->b, visit, arg))
+        return true;
+    for (size_t k = 0; k < n->nargs; k++) {
+        if (any_path(n->args[k], visit, arg))
+            return true;
+    }
+    return false;
+}
+
+/* Any path of the query: WHERE (when `where`), the select list and GROUP BY (when `out`). */
+static bool query_any_path(const struct th_query *q, bool where, bool out,
+                           bool (*visit)(const struct node *, const void *), const void *arg)
+{
+    if (where && any_path(q->where, visit, arg))
+        return true;
+    for (size_t k = 0; out && k < q->nitems; k++) {
+        if (any_path(q->items[k].expr, visit, arg))
+            return true;
+    }
+    for (size_t k = 0; out && k < q->ngroup; k++) {
+        if (any_path(q->group[k], visit, arg))
+            return true;
+    }
+    return false;
+}
+
+static bool path_has_dollar(const struct node *n, const void *arg)
+{
+    (void)arg;
+    for (size_t k = n->first; k < n->nsegs; k++) {
+        if (strchr(n->segs[k].name, '$'))
+            return true;
+    }
+    return false;
+}
+
+/* properties, properties.desired or properties.reported (any case): the sections themselves. */
+static bool path_is_section(const struct node *n, const void *arg)
+{
+    (void)arg;
+    size_t len = n->nsegs - n->first;
+    const struct path_seg *s = &n->segs[n->first];
+    return (len == 1 && ieq(s[0].name, "properties")) ||
+           (len == 2 && ieq(s[0].name, "properties") &&
+            (ieq(s[1].name, "desired") || ieq(s[1].name, "reported")));
+}
+
+static bool path_starts_with(const struct node *n, const void *arg)
+{
+    return ieq(n->segs[n->first].name, (const char *)arg);
+}
+
+bool th_query_needs_meta(const struct th_query *q)
+{
+    return !q || q->source == TH_QUERY_JOBS || query_any_path(q, true, true, path_has_dollar, NULL);
+}
+
+bool th_query_reads_sections(const struct th_query *q)
+{
+    return !q || query_any_path(q, false, true, path_is_section, NULL);
+}
+
+bool th_query_names_member(const struct th_query *q, const char *name)
+{
+    return q && name && query_any_path(q, true, true, path_starts_with, name);
 }
 
 /* Add a copy of `src` to obj under key unless the key is already there. Takes `item`. */
@@ -2228,6 +2317,20 @@ static th_result project(const struct th_query *q, const cJSON *doc, cJSON *item
     return TH_OK;
 }
 
+th_result th_query_project(const struct th_query *q, const cJSON *doc, cJSON *items)
+{
+    if (!q || !doc || !cJSON_IsArray(items) || q->grouped)
+        return TH_ERR_INVAL;
+    if (!q->star)
+        return project(q, doc, items);
+    cJSON *copy = cJSON_Duplicate(doc, true);
+    if (!copy || !cJSON_AddItemToArray(items, copy)) {
+        cJSON_Delete(copy);
+        return TH_ERR_NOMEM;
+    }
+    return TH_OK;
+}
+
 static th_result run_plain(const struct th_query *q, cJSON *const *docs, size_t n, cJSON *items)
 {
     size_t count = 0;
@@ -2238,17 +2341,9 @@ static th_result run_plain(const struct th_query *q, cJSON *const *docs, size_t 
             return r;
         if (!ok)
             continue;
-        if (q->star) {
-            cJSON *copy = cJSON_Duplicate(docs[k], true);
-            if (!copy || !cJSON_AddItemToArray(items, copy)) {
-                cJSON_Delete(copy);
-                return TH_ERR_NOMEM;
-            }
-        } else {
-            r = project(q, docs[k], items);
-            if (r != TH_OK)
-                return r;
-        }
+        r = th_query_project(q, docs[k], items);
+        if (r != TH_OK)
+            return r;
         count++;
     }
     return TH_OK;
@@ -2258,18 +2353,22 @@ static th_result run_plain(const struct th_query *q, cJSON *const *docs, size_t 
 struct acc {
     double sum;
     size_t nums;
-    const cJSON *best; /* MIN/MAX so far, borrowed from a document */
+    cJSON *best; /* MIN/MAX so far: a copy, so documents may go once added */
 };
 
 struct group {
-    const cJSON **keys; /* one per GROUP BY path, NULL = undefined; borrowed */
-    struct acc *accs;   /* one per select item */
+    cJSON **keys;     /* one per GROUP BY path, NULL = undefined; copies, owned */
+    struct acc *accs; /* one per select item */
     size_t count;
 };
 
-static void groups_free(struct group *groups, size_t n)
+static void groups_free(struct group *groups, size_t n, const struct th_query *q)
 {
     for (size_t k = 0; k < n; k++) {
+        for (size_t j = 0; groups[k].keys && j < q->ngroup; j++)
+            cJSON_Delete(groups[k].keys[j]);
+        for (size_t j = 0; groups[k].accs && j < q->nitems; j++)
+            cJSON_Delete(groups[k].accs[j].best);
         free(groups[k].keys);
         free(groups[k].accs);
     }
@@ -2302,10 +2401,21 @@ static int order_prims(const struct val *a, const struct val *b)
     return c;
 }
 
-static void accumulate(const struct sel_item *item, const cJSON *doc, struct acc *acc)
+/* Replace acc->best with a copy of j (a primitive). */
+static th_result set_best(struct acc *acc, const cJSON *j)
+{
+    cJSON *copy = cJSON_Duplicate(j, true);
+    if (!copy)
+        return TH_ERR_NOMEM;
+    cJSON_Delete(acc->best);
+    acc->best = copy;
+    return TH_OK;
+}
+
+static th_result accumulate(const struct sel_item *item, const cJSON *doc, struct acc *acc)
 {
     if (item->agg == AGG_COUNT || item->agg == AGG_NONE)
-        return;
+        return TH_OK;
     struct val v;
     val_from_json(lookup_path(item->expr, doc), &v);
     if (item->agg == AGG_SUM || item->agg == AGG_AVG) {
@@ -2313,22 +2423,21 @@ static void accumulate(const struct sel_item *item, const cJSON *doc, struct acc
             acc->sum += v.n;
             acc->nums++;
         }
-        return;
+        return TH_OK;
     }
     if (!val_is_primitive(&v))
-        return;
-    if (!acc->best) {
-        acc->best = v.j;
-        return;
-    }
+        return TH_OK;
+    if (!acc->best)
+        return set_best(acc, v.j);
     struct val best;
     val_from_json(acc->best, &best);
     int c = order_prims(&v, &best);
     if ((item->agg == AGG_MIN && c < 0) || (item->agg == AGG_MAX && c > 0))
-        acc->best = v.j;
+        return set_best(acc, v.j);
+    return TH_OK;
 }
 
-static bool same_keys(const cJSON **a, const cJSON **b, size_t n)
+static bool same_keys(cJSON *const *a, const cJSON **b, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         if (!a[k] != !b[k])
@@ -2353,8 +2462,10 @@ static th_result group_add(const struct th_query *q, struct group **groups, size
     (*ngroups)++; /* counted now so groups_free releases a half-built group */
     if (!g->keys || !g->accs)
         return TH_ERR_NOMEM;
-    if (q->ngroup)
-        memcpy(g->keys, keys, q->ngroup * sizeof *keys);
+    for (size_t k = 0; k < q->ngroup; k++) {
+        if (keys[k] && !(g->keys[k] = cJSON_Duplicate(keys[k], true)))
+            return TH_ERR_NOMEM;
+    }
     *out = g;
     return TH_OK;
 }
@@ -2407,46 +2518,98 @@ static th_result emit_group(const struct th_query *q, const struct group *g, cJS
     return TH_OK;
 }
 
+/* Results gathered one matching document at a time (query.h). */
+struct th_query_groups {
+    const struct th_query *q;
+    struct group *groups;
+    size_t ngroups;
+    const cJSON **keys; /* scratch: the current document's GROUP BY values */
+};
+
+void th_query_groups_free(struct th_query_groups *gs)
+{
+    if (!gs)
+        return;
+    groups_free(gs->groups, gs->ngroups, gs->q);
+    free(gs->keys);
+    free(gs);
+}
+
+th_result th_query_groups_new(const struct th_query *q, struct th_query_groups **out)
+{
+    if (!out)
+        return TH_ERR_INVAL;
+    *out = NULL;
+    if (!q || !q->grouped)
+        return TH_ERR_INVAL;
+    struct th_query_groups *gs = calloc(1, sizeof *gs);
+    if (!gs)
+        return TH_ERR_NOMEM;
+    gs->q = q;
+    gs->keys = calloc(q->ngroup ? q->ngroup : 1, sizeof *gs->keys);
+    struct group *g;
+    /* Without GROUP BY every match lands in one group, which exists even when nothing matches. */
+    th_result r = gs->keys ? TH_OK : TH_ERR_NOMEM;
+    if (r == TH_OK && q->ngroup == 0)
+        r = group_add(q, &gs->groups, &gs->ngroups, gs->keys, &g);
+    if (r != TH_OK) {
+        th_query_groups_free(gs);
+        return r;
+    }
+    *out = gs;
+    return TH_OK;
+}
+
+th_result th_query_groups_add(struct th_query_groups *gs, const cJSON *doc)
+{
+    if (!gs || !doc)
+        return TH_ERR_INVAL;
+    const struct th_query *q = gs->q;
+    struct group *g = gs->ngroups ? &gs->groups[0] : NULL;
+    th_result r = TH_OK;
+    if (q->ngroup > 0) {
+        for (size_t j = 0; j < q->ngroup; j++)
+            gs->keys[j] = lookup_path(q->group[j], doc);
+        g = NULL;
+        /* Linear search: fine for emulator-sized hubs, keeps first-seen order. */
+        for (size_t j = 0; j < gs->ngroups; j++) {
+            if (same_keys(gs->groups[j].keys, gs->keys, q->ngroup)) {
+                g = &gs->groups[j];
+                break;
+            }
+        }
+        if (!g && (r = group_add(q, &gs->groups, &gs->ngroups, gs->keys, &g)) != TH_OK)
+            return r;
+    }
+    g->count++;
+    for (size_t j = 0; r == TH_OK && j < q->nitems; j++)
+        r = accumulate(&q->items[j], doc, &g->accs[j]);
+    return r;
+}
+
+th_result th_query_groups_emit(const struct th_query_groups *gs, cJSON *items)
+{
+    if (!gs || !cJSON_IsArray(items))
+        return TH_ERR_INVAL;
+    th_result r = TH_OK;
+    for (size_t k = 0; r == TH_OK && k < gs->ngroups && k < gs->q->top; k++)
+        r = emit_group(gs->q, &gs->groups[k], items);
+    return r;
+}
+
 static th_result run_grouped(const struct th_query *q, cJSON *const *docs, size_t n, cJSON *items)
 {
-    struct group *groups = NULL;
-    size_t ngroups = 0;
-    const cJSON **keys = calloc(q->ngroup ? q->ngroup : 1, sizeof *keys);
-    th_result r = keys ? TH_OK : TH_ERR_NOMEM;
-    struct group *g = NULL;
-    /* Without GROUP BY every match lands in one group, which exists even when nothing matches. */
-    if (r == TH_OK && q->ngroup == 0)
-        r = group_add(q, &groups, &ngroups, keys, &g);
+    struct th_query_groups *gs;
+    th_result r = th_query_groups_new(q, &gs);
     for (size_t k = 0; r == TH_OK && k < n; k++) {
         bool ok;
         r = matches(q, docs[k], &ok);
-        if (r != TH_OK || !ok)
-            continue;
-        if (q->ngroup > 0) {
-            for (size_t j = 0; j < q->ngroup; j++)
-                keys[j] = lookup_path(q->group[j], docs[k]);
-            g = NULL;
-            /* Linear search: fine for emulator-sized hubs, keeps first-seen order. */
-            for (size_t j = 0; j < ngroups; j++) {
-                if (same_keys(groups[j].keys, keys, q->ngroup)) {
-                    g = &groups[j];
-                    break;
-                }
-            }
-            if (!g) {
-                r = group_add(q, &groups, &ngroups, keys, &g);
-                if (r != TH_OK)
-                    break;
-            }
-        }
-        g->count++;
-        for (size_t j = 0; j < q->nitems; j++)
-            accumulate(&q->items[j], docs[k], &g->accs[j]);
+        if (r == TH_OK && ok)
+            r = th_query_groups_add(gs, docs[k]);
     }
-    for (size_t k = 0; r == TH_OK && k < ngroups && k < q->top; k++)
-        r = emit_group(q, &groups[k], items);
-    free(keys);
-    groups_free(groups, ngroups);
+    if (r == TH_OK)
+        r = th_query_groups_emit(gs, items);
+    th_query_groups_free(gs);
     return r;
 }
 

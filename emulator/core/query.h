@@ -109,4 +109,55 @@ bool th_query_grouped(const struct th_query *q);
 /* Does it have a GROUP BY clause? */
 bool th_query_has_group_by(const struct th_query *q);
 
+/* Is it SELECT * (results are whole documents)? */
+bool th_query_star(const struct th_query *q);
+/* TOP n's n; SIZE_MAX without TOP. */
+size_t th_query_top(const struct th_query *q);
+
+/*
+ * Running a query one document at a time, for callers that build each
+ * document just before it is examined and free it after (registry_query.h).
+ * The results are those of th_query_run over the same documents in the same
+ * order.
+ *
+ * Plain queries (not th_query_grouped): for each document that
+ * th_query_matches, append its result item to `items` (a copy of doc for
+ * SELECT *, its projection otherwise); th_query_run stops after
+ * th_query_top items. TH_ERR_INVAL for a grouped query or bad arguments, TH_ERR_NOMEM.
+ */
+TH_NODISCARD th_result th_query_project(const struct th_query *q, const cJSON *doc, cJSON *items);
+
+/*
+ * Grouped queries: th_query_groups_new (TH_ERR_INVAL for a plain query), then
+ * th_query_groups_add for each document that th_query_matches (it copies what
+ * it keeps: the document may change or go after the call), then
+ * th_query_groups_emit appends the result objects to `items` (TOP applied).
+ * Free with th_query_groups_free (accepts NULL); after a failed add the
+ * groups may only be freed.
+ */
+struct th_query_groups;
+TH_NODISCARD th_result th_query_groups_new(const struct th_query *q, struct th_query_groups **out);
+TH_NODISCARD th_result th_query_groups_add(struct th_query_groups *gs, const cJSON *doc);
+TH_NODISCARD th_result th_query_groups_emit(const struct th_query_groups *gs, cJSON *items);
+void th_query_groups_free(struct th_query_groups *gs);
+
+/*
+ * What the query reads, for running it on query documents (registry.h's
+ * th_identity_query_doc, query_doc.h), which hold the twin's sections without
+ * "$metadata" and "$version":
+ * - th_query_needs_meta: some path (WHERE, select list or GROUP BY) has a
+ *   segment with a '$' (such documents cannot decide it); true FROM
+ *   devices.jobs and for NULL.
+ * - th_query_reads_sections: the select list or GROUP BY names properties,
+ *   properties.desired or properties.reported itself, whose value (copied
+ *   into results, compared between groups) would lack them. A WHERE clause
+ *   only tests such objects' types, which the documents share.
+ * - th_query_names_member: some path starts with twin member `name` (after
+ *   any devices./devices.modules. qualifier; names compared as the engine
+ *   matches them, ASCII case-insensitively).
+ */
+bool th_query_needs_meta(const struct th_query *q);
+bool th_query_reads_sections(const struct th_query *q);
+bool th_query_names_member(const struct th_query *q, const char *name);
+
 #endif

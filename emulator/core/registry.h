@@ -197,8 +197,9 @@ cJSON *th_identity_to_json(const struct th_identity *id);
 cJSON *th_identity_twin_json(const struct th_identity *id);
 
 /*
- * A cheaper stand-in for th_identity_twin_json, for evaluating query
- * conditions over many twins (jobs, COUNT over a fleet): the same members,
+ * A cheaper stand-in for th_identity_twin_json for evaluating query
+ * conditions (registry_query.h's query documents, filled in place, are
+ * cheaper still and are what the query command and jobs use): the same members,
  * except that tags, properties.desired and properties.reported reference the
  * twin's own trees (cJSON references: cJSON_Delete of the doc leaves them) and
  * hold no "$version" or "$metadata". Valid until the twin changes; read only.

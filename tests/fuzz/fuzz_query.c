@@ -2,13 +2,17 @@
  * fuzz_query.c - libFuzzer target for the twin query language: the input is
  * the query text (as the control API's `query` command receives it), parsed
  * with th_query_parse and, when valid, run with th_query_run over the device
- * or module twins of a small registry, as control_registry.c does.
+ * or module twins of a small registry; and run again with th_registry_query
+ * (query documents, paged), which must give the same bytes as th_query_run
+ * over the full twin documents, page by page.
  */
 #include <stdbool.h>
+#include <string.h>
 
 #include "fuzz_common.h"
 #include "query.h"
 #include "registry.h"
+#include "registry_query.h"
 
 static const char registry_doc[] =
     "{\"devices\":["
@@ -30,10 +34,11 @@ static const char registry_doc[] =
 
 static cJSON *devs[8], *mods[8];
 static size_t ndev, nmod;
+static struct th_registry *reg; /* kept: th_registry_query runs over it */
 
 static void setup_docs(void)
 {
-    struct th_registry *reg = th_registry_new();
+    reg = th_registry_new();
     cJSON *doc = cJSON_Parse(registry_doc);
     FUZZ_CHECK(reg && doc);
     struct th_error err = {0};
@@ -53,7 +58,40 @@ static void setup_docs(void)
         }
     }
     cJSON_Delete(doc);
-    th_registry_free(reg);
+}
+
+/* th_registry_query's pages equal th_query_run's answer `all` cut into the same pages. */
+static void check_pages(const struct th_query *q, const cJSON *all, bool twin)
+{
+    static const size_t pages[][2] = {{0, 1000}, {0, 1}, {1, 2}, {3, 1}};
+    size_t total = (size_t)cJSON_GetArraySize(all);
+    for (size_t k = 0; k < sizeof pages / sizeof pages[0]; k++) {
+        size_t skip = pages[k][0], size = pages[k][1];
+        struct th_query_page pg;
+        struct th_error err = {0};
+        FUZZ_CHECK(th_registry_query(reg, q, skip, size, &pg, &err) == TH_OK);
+        cJSON *want = cJSON_CreateArray();
+        FUZZ_CHECK(want != NULL);
+        size_t i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, all)
+        {
+            if (i >= skip && i < skip + size)
+                FUZZ_CHECK(cJSON_AddItemToArray(want, cJSON_Duplicate(it, true)));
+            i++;
+        }
+        char *a = cJSON_PrintUnformatted(want), *b = cJSON_PrintUnformatted(pg.items);
+        FUZZ_CHECK(a && b);
+        if (strcmp(a, b) != 0 || pg.more != (skip + size < total) || pg.is_twin != twin) {
+            fprintf(stderr, "th_query_run: %s\nth_registry_query (skip %zu, page %zu): %s\n", a,
+                    skip, size, b);
+            abort();
+        }
+        free(a);
+        free(b);
+        cJSON_Delete(want);
+        th_query_page_free(&pg);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -85,6 +123,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             char *text = cJSON_PrintUnformatted(items);
             FUZZ_CHECK(text != NULL);
             free(text);
+            if (k == 0 && th_query_source(q) != TH_QUERY_JOBS)
+                check_pages(q, items, twin);
         } else {
             FUZZ_CHECK(items == NULL);
         }

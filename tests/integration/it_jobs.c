@@ -125,6 +125,19 @@ static void test_twin_job_over_fleet_succeeds(void **state)
     assert_int_equal(cJSON_GetArraySize(it_json_get(q, "items")), FLEET / 2);
     assert_string_equal(it_json_str(q, "itemType"), "deviceJob");
     cJSON_Delete(q);
+    /* A condition on "$version" is decided on the whole twin (a query document has no "$"
+     * members): the odd twins' desired properties were never written, the even ones' once. */
+    cJSON_Delete(it_control_ok(
+        svc, "{\"command\":\"createJob\",\"jobId\":\"roll-2\",\"job\":{\"type\":"
+             "\"scheduleUpdateTwin\",\"queryCondition\":\"properties.desired.$version = 1 AND "
+             "STARTSWITH(deviceId, 'jf-')\","
+             "\"updateTwin\":{\"tags\":{\"rolled\":2}}}}"));
+    job = job_until(svc, "roll-2", "completed");
+    assert_int_equal(it_json_num(job, "deviceJobStatistics.deviceCount", -1), FLEET / 2);
+    cJSON_Delete(job);
+    t = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"jf-199\"}");
+    assert_int_equal(it_json_num(t, "tags.rolled", -1), 2);
+    cJSON_Delete(t);
     it_client_close(dev);
     it_client_close(svc);
     assert_int_equal(it_hub_stop(&hub), 0);

@@ -766,6 +766,59 @@ static void test_query_paging_succeeds(void **state)
     }
 }
 
+/*
+ * The query run pages itself and reads twins through query documents that hold their sections
+ * without "$metadata" and "$version" (core/registry_query.h). Pages of 3 joined must be the
+ * whole answer byte for byte, whatever the query's shape; whole sections and "$" paths must
+ * still see the metadata.
+ */
+static void test_query_pages_join_to_whole_answer_succeeds(void **state)
+{
+    (void)state;
+    seed_once();
+    static const char *const queries[] = {
+        "SELECT * FROM devices WHERE tags.site != 'lab'",
+        "SELECT deviceId, properties.desired AS d, tags.floor FROM devices",
+        "SELECT properties FROM devices WHERE properties.desired.interval > 10",
+        "SELECT deviceId FROM devices WHERE properties.desired.$version >= 1",
+        "SELECT tags.site, COUNT() AS n, MAX(tags.floor) AS hi FROM devices GROUP BY tags.site",
+        "SELECT properties.desired, COUNT() AS n FROM devices GROUP BY properties.desired",
+        "SELECT COUNT() AS n, MIN(properties.reported.temp) AS lo FROM devices",
+        "SELECT TOP 5 * FROM devices.modules",
+        "SELECT * FROM devices WHERE IS_DEFINED(properties.reported.$metadata.temp)",
+    };
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+        cJSON *whole = query_page(queries[i], 1000, NULL);
+        assert_true(cJSON_IsNull(it_json_get(whole, "continuation")));
+        const char *type;
+        cJSON *joined = query_all(queries[i], 3, &type);
+        char *a = cJSON_PrintUnformatted(it_json_get(whole, "items"));
+        char *b = cJSON_PrintUnformatted(joined);
+        if (strcmp(a, b) != 0 || strcmp(type, it_json_str(whole, "itemType")) != 0)
+            fail_msg("%s: one page %s, pages of 3 %s", queries[i], a, b);
+        free(a);
+        free(b);
+        cJSON_Delete(joined);
+        cJSON_Delete(whole);
+    }
+    /* A whole section in the results carries its metadata; a "$" condition sees it. */
+    cJSON *data = query_page("SELECT properties.desired AS d FROM devices", 1000, NULL);
+    const cJSON *it;
+    int n = 0;
+    cJSON_ArrayForEach(it, it_json_get(data, "items"))
+    {
+        assert_true(cJSON_IsNumber(it_json_get(it, "d.$version")));
+        assert_true(cJSON_IsObject(it_json_get(it, "d.$metadata")));
+        n++;
+    }
+    assert_int_equal(n, NDEV);
+    cJSON_Delete(data);
+    data = query_page("SELECT deviceId FROM devices WHERE properties.desired.$version >= 1", 1000,
+                      NULL);
+    assert_int_equal(cJSON_GetArraySize(it_json_get(data, "items")), NDEV);
+    cJSON_Delete(data);
+}
+
 /* The column the hub names in "... column N ...", or -1. */
 static int error_column(const char *msg)
 {
@@ -883,6 +936,7 @@ int main(void)
         cmocka_unit_test(test_query_modules_succeeds),
         cmocka_unit_test(test_query_top_succeeds),
         cmocka_unit_test(test_query_paging_succeeds),
+        cmocka_unit_test(test_query_pages_join_to_whole_answer_succeeds),
         cmocka_unit_test(test_query_jobs_empty_succeeds),
         cmocka_unit_test(test_query_malformed_fails),
         cmocka_unit_test(test_query_malformed_at_end_names_column_fails),
