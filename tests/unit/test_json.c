@@ -381,6 +381,27 @@ static void test_th_json_refuse_nul_names_the_path_fails(void **state)
     cJSON_Delete(doc);
 }
 
+/* Deep in a large document, after clean members: still found, with its path. */
+static void test_th_json_refuse_nul_deep_after_clean_members_fails(void **state)
+{
+    (void)state;
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(
+        parse_str("{\"a\":[1,2,{\"b\":\"x\"}],\"c\":{\"d\":{\"e\":[true,{\"f\\u0000g\":0}]}}}",
+                  1024, 10, &doc, NULL),
+        TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "member name at 'c.d.e[1].f'"));
+    cJSON_Delete(doc);
+    /* Only `doc` and what is below it count, not its siblings. */
+    assert_int_equal(parse_str("{\"p\":{\"ok\":1},\"q\":\"\\u0000\"}", 1024, 10, &doc, NULL),
+                     TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc->child, "the member", &err), TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
+    cJSON_Delete(doc);
+}
+
 static void test_th_json_refuse_nul_clean_document_succeeds(void **state)
 {
     (void)state;
@@ -581,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_th_json_parse_marks_nul_escapes_succeeds),
         cmocka_unit_test(test_th_json_refuse_nul_names_the_path_fails),
         cmocka_unit_test(test_th_json_refuse_nul_clean_document_succeeds),
+        cmocka_unit_test(test_th_json_refuse_nul_deep_after_clean_members_fails),
         cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
         cmocka_unit_test(test_th_json_print_same_bytes_as_cjson_succeeds),
         cmocka_unit_test(test_th_json_error_about_syntax_names_the_file_succeeds),
