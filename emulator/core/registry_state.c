@@ -361,8 +361,14 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     return TH_OK;
 }
 
-th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
-                                     struct th_error *err)
+/*
+ * The detached device of `state` with its modules, C2D queue and twins, every
+ * member checked; nothing of a registry is read or written, so loaders may
+ * run it on several threads at once. `reg` NULL skips the existence check.
+ */
+static th_result device_from_state(const struct th_registry *reg, const cJSON *state,
+                                   struct th_identity **out, uint64_t *out_max_gen,
+                                   struct th_error *err)
 {
     const char *did;
     const cJSON *mods, *msrc;
@@ -371,8 +377,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     char sub[192];
     th_result r;
 
-    if (!reg)
-        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    *out = NULL;
     if (!cJSON_IsObject(state))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "device: the state must be an object as th_device_state_json writes");
@@ -380,7 +385,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
         return r;
     if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
-    if (th_registry_find(reg, did, NULL))
+    if (reg && th_registry_find(reg, did, NULL))
         return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
                             "device '%s' already exists; delete it before restoring it", did);
     if ((r = reg_opt_array(state, "modules", "device", &mods, err)) != TH_OK)
@@ -426,14 +431,58 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
             th_error_set(err, r, 0, "%s: out of memory", sub);
         }
     }
-    if (r == TH_OK && (r = reg_insert_device(reg, dev)) != TH_OK)
-        th_error_set(err, r, 0, "device '%s': out of memory", did);
     if (r != TH_OK) {
         reg_identity_free(dev);
         return r;
     }
+    *out = dev;
+    *out_max_gen = max_gen;
+    return TH_OK;
+}
+
+th_result th_device_from_state(const cJSON *state, struct th_identity **out, uint64_t *max_gen,
+                               struct th_error *err)
+{
+    if (!out || !max_gen)
+        return th_error_set(err, TH_ERR_INVAL, 0, "th_device_from_state: no output given");
+    return device_from_state(NULL, state, out, max_gen, err);
+}
+
+void th_device_from_state_free(struct th_identity *dev)
+{
+    if (dev)
+        reg_identity_free(dev);
+}
+
+th_result th_registry_add_restored(struct th_registry *reg, struct th_identity *dev,
+                                   uint64_t max_gen, struct th_error *err)
+{
+    th_result r;
+    if (!reg || !dev || dev->module_id)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry or no device");
+    if (th_registry_find(reg, dev->device_id, NULL))
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
+                            "device '%s' already exists; delete it before restoring it",
+                            dev->device_id);
+    if ((r = reg_insert_device(reg, dev)) != TH_OK)
+        return th_error_set(err, r, 0, "device '%s': out of memory", dev->device_id);
     /* Generation ids issued later must still differ from every restored one. */
     if (max_gen > reg->last_generation)
         reg->last_generation = max_gen;
     return TH_OK;
+}
+
+th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
+                                     struct th_error *err)
+{
+    struct th_identity *dev = NULL;
+    uint64_t max_gen = 0;
+    th_result r;
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if ((r = device_from_state(reg, state, &dev, &max_gen, err)) != TH_OK)
+        return r;
+    if ((r = th_registry_add_restored(reg, dev, max_gen, err)) != TH_OK)
+        reg_identity_free(dev);
+    return r;
 }
