@@ -39,21 +39,14 @@ static bool is_json_ws(unsigned char c)
 static int text_depth(const char *buf, size_t len, int limit)
 {
     int depth = 0, max = 0;
-    bool in_string = false, escaped = false;
 
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
         if (c == '"') {
-            in_string = true;
+            /* A string, in a loop of its own: most bytes of a document are in strings. */
+            for (i++; i < len && buf[i] != '"'; i++)
+                if (buf[i] == '\\')
+                    i++; /* the escaped byte */
         } else if (c == '{' || c == '[') {
             if (++depth > max) {
                 max = depth;

@@ -436,17 +436,27 @@ cJSON *twin_meta_json(const struct th_twin_meta *m, const cJSON *value, bool wit
     return obj;
 }
 
-/*
- * The compact form of a $metadata object that passed check_meta (so every
- * node is an object with a "$lastUpdated" string, and desired nodes have an
- * integral "$lastUpdatedVersion"); NULL on OOM. `key` names the node.
- */
-struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, bool desired)
+/* The last "$lastUpdated" text read and what th_time_parse made of it: a twin's nodes
+ * mostly share one time (all written by one patch), so most need no parse. */
+struct time_memo {
+    const char *text; /* borrowed from the JSON being read; NULL before the first */
+    int64_t us;
+    bool parsed;
+};
+
+static struct th_twin_meta *meta_from_json(const cJSON *json, const char *key, bool desired,
+                                           struct time_memo *memo)
 {
     const cJSON *lu = cJSON_GetObjectItemCaseSensitive(json, KEY_LAST_UPDATED);
     int64_t us = 0, version = 0;
     const char *text = NULL;
-    if (!th_time_parse(lu->valuestring, &us))
+    if (!memo->text || strcmp(memo->text, lu->valuestring) != 0) {
+        memo->text = lu->valuestring;
+        memo->parsed = th_time_parse(lu->valuestring, &memo->us);
+    }
+    if (memo->parsed)
+        us = memo->us;
+    else
         text = lu->valuestring;
     if (desired)
         version =
@@ -460,13 +470,24 @@ struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, boo
         if (strcmp(ck, KEY_LAST_UPDATED) == 0 ||
             (desired && strcmp(ck, KEY_LAST_UPDATED_VERSION) == 0))
             continue;
-        if ((*tail = twin_meta_from_json(c, ck, desired)) == NULL) {
+        if ((*tail = meta_from_json(c, ck, desired, memo)) == NULL) {
             twin_meta_free(m);
             return NULL;
         }
         tail = &(*tail)->next;
     }
     return m;
+}
+
+/*
+ * The compact form of a $metadata object that passed check_meta (so every
+ * node is an object with a "$lastUpdated" string, and desired nodes have an
+ * integral "$lastUpdatedVersion"); NULL on OOM. `key` names the node.
+ */
+struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, bool desired)
+{
+    struct time_memo memo = {0};
+    return meta_from_json(json, key, desired, &memo);
 }
 
 /* Makes every node of `m` (describing `value`) shared where that changes nothing. */
