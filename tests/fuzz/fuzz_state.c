@@ -70,7 +70,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The two steps of a state dir's load, into a registry of their own. */
     struct th_identity *built = NULL;
     uint64_t max_gen = 0;
-    th_result two = th_device_from_state(doc, &built, &max_gen, &err);
+    cJSON *copy = cJSON_Duplicate(doc, true); /* th_device_from_state takes the twins out */
+    FUZZ_CHECK(copy != NULL);
+    th_result two = th_device_from_state(copy, &built, &max_gen, &err);
+    cJSON_Delete(copy);
     struct th_registry *r4 = th_registry_new();
     FUZZ_CHECK(r4 != NULL);
     if (two == TH_OK) {
