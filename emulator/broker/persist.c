@@ -16,12 +16,20 @@
  * ready banner. Everything the hub accepted loads again (tests/fuzz/fuzz_twin.c
  * checks it), so only damage from outside ends up there.
  *
+ * Loading reads, parses and checks the device files on worker threads (one
+ * per CPU, at most LOAD_MAX_WORKERS; th_device_from_state builds each device
+ * apart from the registry) a bounded window ahead of the loading thread, which
+ * adds them to the registry one by one in directory order, exactly as one
+ * thread did: no worker touches the registry, and each frees its own parse
+ * trees (frees across threads cost more than the work they save).
+ *
  * Recording: every event record is appended as one JSON line with a single
  * write() before the triggering message is acknowledged.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,13 +146,78 @@ void brk_persist_all(struct brk_plugin *p)
     }
 }
 
+/* A read buffer kept from file to file: a new 4 KB buffer per file made malloc consolidate
+ * its free lists for each of them (performance.md). */
+struct read_buf {
+    char *data;
+    size_t cap;
+};
+
+/*
+ * The whole of `path` (at most `max` bytes) in b->data, NUL-terminated;
+ * NULL with errno set (EFBIG when larger, EISDIR for a directory), as
+ * th_file_read does. The text stays b's.
+ */
+static char *read_into(const char *path, size_t max, struct read_buf *b, size_t *len_out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    size_t len = 0;
+    int e = 0;
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) != 0) {
+        e = errno;
+    } else if (S_ISDIR(st.st_mode)) {
+        e = EISDIR;
+    } else if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
+        e = EFBIG;
+    }
+    size_t limit = max + 2; /* one byte more than max proves the excess, and the NUL */
+    size_t want = !e && S_ISREG(st.st_mode) ? (size_t)st.st_size + 2 : 4096;
+    while (!e) {
+        if (b->cap < want || len + 1 >= b->cap) {
+            size_t ncap = b->cap ? b->cap * 2 : 64 * 1024;
+            while (ncap < want)
+                ncap *= 2;
+            if (ncap > limit)
+                ncap = limit;
+            char *grown = ncap > b->cap ? realloc(b->data, ncap) : NULL;
+            if (!grown) {
+                e = ncap > b->cap ? ENOMEM : EFBIG;
+                break;
+            }
+            b->data = grown;
+            b->cap = ncap;
+        }
+        ssize_t n = read(fd, b->data + len, b->cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            e = errno;
+        } else if (n == 0) {
+            break;
+        } else if ((len += (size_t)n) > max) {
+            e = EFBIG;
+        }
+    }
+    close(fd);
+    if (e) {
+        errno = e;
+        return NULL;
+    }
+    b->data[len] = '\0';
+    *len_out = len;
+    return b->data;
+}
+
 /* Parse one state file; NULL with `why` filled when it cannot be read or is not JSON. */
-static cJSON *read_json(const char *path, char *why, size_t why_size)
+static cJSON *read_json(const char *path, struct read_buf *b, char *why, size_t why_size)
 {
     size_t len = 0;
     cJSON *doc = NULL;
     struct th_error err = {0};
-    char *buf = th_file_read(path, TH_STATE_MAX_FILE - 1, &len);
+    char *buf = read_into(path, TH_STATE_MAX_FILE - 1, b, &len);
     if (!buf) {
         if (errno == EFBIG)
             snprintf(why, why_size, "it is %d bytes or more, more than a state file can be",
@@ -155,7 +228,6 @@ static cJSON *read_json(const char *path, char *why, size_t why_size)
     }
     if (th_json_parse(buf, len, TH_STATE_MAX_FILE, 64, &doc, &err) != TH_OK)
         snprintf(why, why_size, "not a state file: %s", err.message);
-    free(buf);
     return doc;
 }
 
@@ -295,6 +367,140 @@ static void write_report(const char *path, size_t restored, const struct set_asi
     free(text);
 }
 
+/* ---- reading device files ahead of the restore ---- */
+
+/* Worker threads at most, and parsed files held ahead of the restore at most (memory bound). */
+#define LOAD_MAX_WORKERS 4
+#define LOAD_WINDOW 256
+
+/* One device file: its device built apart from the registry, or why it cannot be loaded. */
+struct load_slot {
+    struct th_identity *dev; /* owned until th_registry_add_restored takes it */
+    uint64_t max_gen;
+    char *why;  /* malloc'd; NULL with dev NULL: out of memory */
+    bool nomem; /* th_device_from_state ran out of memory: the load fails */
+    bool done;
+};
+
+/*
+ * The files of DIR/devices and their slots. Workers take the next index
+ * while it is less than `consumed` + LOAD_WINDOW; the loading thread waits
+ * for slot i to be done, restores it and raises `consumed`. Everything
+ * below `mu` is read and written under it; a slot's doc/why are written by
+ * one worker before `done` and read by the loader after it.
+ */
+struct loader {
+    const char *dir;
+    char **names;
+    struct load_slot *slots;
+    size_t count;
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv; /* a slot became done */
+    pthread_cond_t room_cv; /* consumed moved, or stop */
+    size_t next, consumed;
+    bool stop;
+    struct read_buf own_buf; /* the loading thread's, when it reads the files itself */
+};
+
+/* Reads, parses and checks file i into *out (no lock held; the registry is not touched). */
+static void load_one(struct loader *l, size_t i, struct read_buf *b, struct load_slot *out)
+{
+    char file[4400], why[1024];
+    struct th_error err = {0};
+    snprintf(file, sizeof file, "%s/%s", l->dir, l->names[i]);
+    cJSON *doc = read_json(file, b, why, sizeof why);
+    if (doc) {
+        th_result r = th_device_from_state(doc, &out->dev, &out->max_gen, &err);
+        cJSON_Delete(doc);
+        if (r == TH_OK)
+            return;
+        out->nomem = r == TH_ERR_NOMEM;
+        snprintf(why, sizeof why, "%s", err.message);
+    }
+    out->why = strdup(why);
+}
+
+static void *load_worker(void *arg)
+{
+    struct loader *l = arg;
+    struct read_buf b = {0};
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        while (!l->stop && l->next < l->count && l->next >= l->consumed + LOAD_WINDOW)
+            pthread_cond_wait(&l->room_cv, &l->mu);
+        if (l->stop || l->next >= l->count) {
+            pthread_mutex_unlock(&l->mu);
+            free(b.data);
+            return NULL;
+        }
+        size_t i = l->next++;
+        pthread_mutex_unlock(&l->mu);
+        struct load_slot r = {0};
+        load_one(l, i, &b, &r);
+        pthread_mutex_lock(&l->mu);
+        r.done = true;
+        l->slots[i] = r;
+        pthread_cond_broadcast(&l->done_cv);
+        pthread_mutex_unlock(&l->mu);
+    }
+}
+
+/* Slot i once a worker has filled it (or filled by the caller when there are no workers). */
+static struct load_slot *load_wait(struct loader *l, size_t i, size_t workers)
+{
+    if (workers == 0) {
+        load_one(l, i, &l->own_buf, &l->slots[i]);
+        l->slots[i].done = true;
+        return &l->slots[i];
+    }
+    pthread_mutex_lock(&l->mu);
+    while (!l->slots[i].done)
+        pthread_cond_wait(&l->done_cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+    return &l->slots[i];
+}
+
+/* Slot i restored (or given up): the workers may read further ahead. */
+static void load_consumed(struct loader *l, size_t i, size_t workers)
+{
+    if (workers == 0)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->consumed = i + 1;
+    pthread_cond_broadcast(&l->room_cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Workers for `count` files: one per CPU, 0 when a thread cannot be started (then the
+ * loading thread reads every file itself). */
+static size_t load_start(struct loader *l, pthread_t *threads)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t want = cpus > 0 ? (size_t)cpus : 1, n = 0;
+    if (want > LOAD_MAX_WORKERS)
+        want = LOAD_MAX_WORKERS;
+    if (l->count < 64)
+        want = 0; /* not worth a thread */
+    while (n < want && pthread_create(&threads[n], NULL, load_worker, l) == 0)
+        n++;
+    return n;
+}
+
+/* Stops and joins the workers, frees every parse tree not restored. */
+static void load_finish(struct loader *l, pthread_t *threads, size_t workers)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stop = true;
+    pthread_cond_broadcast(&l->room_cv);
+    pthread_mutex_unlock(&l->mu);
+    for (size_t t = 0; t < workers; t++)
+        pthread_join(threads[t], NULL);
+    for (size_t i = 0; i < l->count; i++) {
+        th_device_from_state_free(l->slots[i].dev);
+        free(l->slots[i].why);
+    }
+}
+
 int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_found)
 {
     char path[4096], why[1024];
@@ -324,7 +530,10 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
     if (access(path, F_OK) == 0) {
         *out_found = true;
         th_result r = TH_ERR_FORMAT;
-        if ((doc = read_json(path, why, sizeof why)) != NULL) {
+        struct read_buf pb = {0};
+        doc = read_json(path, &pb, why, sizeof why);
+        free(pb.data);
+        if (doc != NULL) {
             r = th_registry_restore_policies(p->reg, doc, &err);
             cJSON_Delete(doc);
             if (r != TH_OK) {
@@ -370,18 +579,38 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
         }
         closedir(dir);
     }
+    struct loader ld = {.dir = path, .names = names, .count = count};
+    pthread_t threads[LOAD_MAX_WORKERS];
+    size_t workers = 0;
+    if (!oom && count > 0) {
+        ld.slots = calloc(count, sizeof *ld.slots);
+        oom = !ld.slots;
+    }
+    if (!oom && count > 0) {
+        pthread_mutex_init(&ld.mu, NULL);
+        pthread_cond_init(&ld.done_cv, NULL);
+        pthread_cond_init(&ld.room_cv, NULL);
+        workers = load_start(&ld, threads);
+    }
     for (size_t i = 0; i < count && !oom; i++) {
         char file[4400];
+        struct load_slot *slot = load_wait(&ld, i, workers);
         snprintf(file, sizeof file, "%s/%s", path, names[i]);
         *out_found = true;
         th_result r = TH_ERR_FORMAT;
-        if ((doc = read_json(file, why, sizeof why)) != NULL) {
-            r = th_registry_restore_device(p->reg, doc, &err);
-            cJSON_Delete(doc);
-            if (r != TH_OK) {
+        if (slot->dev) {
+            r = th_registry_add_restored(p->reg, slot->dev, slot->max_gen, &err);
+            if (r == TH_OK) {
+                slot->dev = NULL; /* the registry's now */
+            } else {
                 snprintf(why, sizeof why, "%s", err.message);
             }
+        } else if (slot->why && !slot->nomem) {
+            snprintf(why, sizeof why, "%s", slot->why);
+        } else {
+            r = TH_ERR_NOMEM; /* out of memory building it, or keeping the reason */
         }
+        load_consumed(&ld, i, workers);
         if (r == TH_OK) {
             n++;
             continue;
@@ -393,6 +622,14 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
         char identity[1100];
         device_of_file(names[i], identity, sizeof identity);
         oom = !set_aside(p, &aside, file, identity, why);
+    }
+    if (ld.slots) {
+        load_finish(&ld, threads, workers);
+        pthread_cond_destroy(&ld.room_cv);
+        pthread_cond_destroy(&ld.done_cv);
+        pthread_mutex_destroy(&ld.mu);
+        free(ld.slots);
+        free(ld.own_buf.data);
     }
     for (size_t i = 0; i < count; i++) {
         free(names[i]);

@@ -437,6 +437,27 @@ cJSON *th_device_state_json(const struct th_identity *dev);
 TH_NODISCARD th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
                                                   struct th_error *err);
 
+/*
+ * th_registry_restore_device in two steps, for loaders that check many
+ * states on several threads and add them on one:
+ * th_device_from_state builds the detached device of `state` with every
+ * check of th_registry_restore_device but the existence one, touching no
+ * registry (safe to call from several threads at once); *max_gen receives
+ * its highest generation id. The twins' sections are moved out of `state`
+ * (th_twin_from_state_take), which the caller still deletes; even on
+ * failure `state` may have lost some. On TH_OK the caller owns
+ * *out: it passes it to th_registry_add_restored or frees it with
+ * th_device_from_state_free.
+ * th_registry_add_restored adds such a device: TH_ERR_EXISTS (409001) if
+ * the registry has that device id (then the caller still owns `dev`);
+ * takes `dev` on TH_OK only. Later generation ids stay unique.
+ */
+TH_NODISCARD th_result th_device_from_state(cJSON *state, struct th_identity **out,
+                                            uint64_t *max_gen, struct th_error *err);
+void th_device_from_state_free(struct th_identity *dev);
+TH_NODISCARD th_result th_registry_add_restored(struct th_registry *reg, struct th_identity *dev,
+                                                uint64_t max_gen, struct th_error *err);
+
 /* ---- development identities (documented in README and docs/cli.md) ---- */
 #define TH_DEV_DEVICE_ID "dev-device"
 #define TH_DEV_MODULE_ID "dev-module"

@@ -210,8 +210,8 @@ static th_result restore_c2d(struct th_identity *dev, const cJSON *st, const cha
  * *max_gen with the generation id. Caller frees *out with reg_identity_free.
  */
 static th_result restore_identity(const cJSON *st, const char *device_id, const char *module_id,
-                                  const char *path, uint64_t *max_gen, struct th_identity **out,
-                                  struct th_error *err)
+                                  const char *path, bool take, uint64_t *max_gen,
+                                  struct th_identity **out, struct th_error *err)
 {
     const char *pk, *sk, *gen, *reason, *managed, *model, *type, *scope = NULL, *parent = NULL;
     int64_t etag, status_us, activity_us;
@@ -299,7 +299,10 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
 
     struct th_error e;
     memset(&e, 0, sizeof e);
-    struct th_twin *twin = th_twin_from_state(cJSON_GetObjectItemCaseSensitive(st, "twin"), &e);
+    /* With `take`, `st` belongs to a caller that gave it up (th_device_from_state). */
+    cJSON *twin_state = cJSON_GetObjectItemCaseSensitive(st, "twin");
+    struct th_twin *twin =
+        take ? th_twin_from_state_take(twin_state, &e) : th_twin_from_state(twin_state, &e);
     if (!twin) {
         snprintf(sub, sizeof sub, "%s.twin", path);
         return th_error_set(err, e.result ? e.result : TH_ERR_INVAL, e.code, "%s: %s", sub,
@@ -361,8 +364,14 @@ static th_result restore_identity(const cJSON *st, const char *device_id, const 
     return TH_OK;
 }
 
-th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
-                                     struct th_error *err)
+/*
+ * The detached device of `state` with its modules, C2D queue and twins, every
+ * member checked; nothing of a registry is read or written, so loaders may
+ * run it on several threads at once. `reg` NULL skips the existence check.
+ */
+static th_result device_from_state(const struct th_registry *reg, const cJSON *state, bool take,
+                                   struct th_identity **out, uint64_t *out_max_gen,
+                                   struct th_error *err)
 {
     const char *did;
     const cJSON *mods, *msrc;
@@ -371,8 +380,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
     char sub[192];
     th_result r;
 
-    if (!reg)
-        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    *out = NULL;
     if (!cJSON_IsObject(state))
         return th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                             "device: the state must be an object as th_device_state_json writes");
@@ -380,7 +388,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
         return r;
     if ((r = reg_check_id_field(state, "deviceId", "device", &did, err)) != TH_OK)
         return r;
-    if (th_registry_find(reg, did, NULL))
+    if (reg && th_registry_find(reg, did, NULL))
         return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
                             "device '%s' already exists; delete it before restoring it", did);
     if ((r = reg_opt_array(state, "modules", "device", &mods, err)) != TH_OK)
@@ -389,7 +397,7 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
         return th_error_set(err, TH_ERR_TOO_LARGE, TH_EC_TOO_MANY_MODULES_ON_DEVICE,
                             "device.modules: %d modules, at most %d are allowed per device",
                             cJSON_GetArraySize(mods), TH_MAX_MODULES_PER_DEVICE);
-    if ((r = restore_identity(state, did, NULL, "device", &max_gen, &dev, err)) != TH_OK)
+    if ((r = restore_identity(state, did, NULL, "device", take, &max_gen, &dev, err)) != TH_OK)
         return r;
     r = restore_c2d(dev, state, "device", err);
 
@@ -419,21 +427,65 @@ th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state
                              "%s.moduleId: '%s' appears twice", sub, mid);
             break;
         }
-        if ((r = restore_identity(msrc, did, mid, sub, &max_gen, &mod, err)) != TH_OK)
+        if ((r = restore_identity(msrc, did, mid, sub, take, &max_gen, &mod, err)) != TH_OK)
             break;
         if ((r = reg_attach_module(dev, mod)) != TH_OK) {
             reg_identity_free(mod);
             th_error_set(err, r, 0, "%s: out of memory", sub);
         }
     }
-    if (r == TH_OK && (r = reg_insert_device(reg, dev)) != TH_OK)
-        th_error_set(err, r, 0, "device '%s': out of memory", did);
     if (r != TH_OK) {
         reg_identity_free(dev);
         return r;
     }
+    *out = dev;
+    *out_max_gen = max_gen;
+    return TH_OK;
+}
+
+th_result th_device_from_state(cJSON *state, struct th_identity **out, uint64_t *max_gen,
+                               struct th_error *err)
+{
+    if (!out || !max_gen)
+        return th_error_set(err, TH_ERR_INVAL, 0, "th_device_from_state: no output given");
+    return device_from_state(NULL, state, true, out, max_gen, err);
+}
+
+void th_device_from_state_free(struct th_identity *dev)
+{
+    if (dev)
+        reg_identity_free(dev);
+}
+
+th_result th_registry_add_restored(struct th_registry *reg, struct th_identity *dev,
+                                   uint64_t max_gen, struct th_error *err)
+{
+    th_result r;
+    if (!reg || !dev || dev->module_id)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry or no device");
+    if (th_registry_find(reg, dev->device_id, NULL))
+        return th_error_set(err, TH_ERR_EXISTS, TH_EC_DEVICE_ALREADY_EXISTS,
+                            "device '%s' already exists; delete it before restoring it",
+                            dev->device_id);
+    if ((r = reg_insert_device(reg, dev)) != TH_OK)
+        return th_error_set(err, r, 0, "device '%s': out of memory", dev->device_id);
     /* Generation ids issued later must still differ from every restored one. */
     if (max_gen > reg->last_generation)
         reg->last_generation = max_gen;
     return TH_OK;
+}
+
+th_result th_registry_restore_device(struct th_registry *reg, const cJSON *state,
+                                     struct th_error *err)
+{
+    struct th_identity *dev = NULL;
+    uint64_t max_gen = 0;
+    th_result r;
+    if (!reg)
+        return th_error_set(err, TH_ERR_INVAL, 0, "no registry");
+    if ((r = device_from_state(reg, state, false, &dev, &max_gen, err)) != TH_OK)
+        return r;
+    if ((r = th_registry_add_restored(reg, dev, max_gen, err)) != TH_OK)
+        reg_identity_free(dev);
+    return r;
 }

@@ -45,10 +45,20 @@ size_t twin_path_push(struct twin_path *p, const char *key, int index)
     size_t saved = p->want;
     size_t at = path_shown_len(p->want);
     int n;
-    if (key != NULL)
-        n = snprintf(p->buf + at, sizeof p->buf - at, ".%s", key);
-    else
-        n = snprintf(p->buf + at, sizeof p->buf - at, "[%d]", index);
+    if (key != NULL) {
+        /* What snprintf(".%s") wrote, without its cost: this runs for every member checked. */
+        size_t len = strlen(key), room = sizeof p->buf - at; /* room >= 1 */
+        size_t put = len + 1 < room ? len + 1 : room - 1;
+        char *d = p->buf + at;
+        if (put > 0) {
+            d[0] = '.';
+            memcpy(d + 1, key, put - 1);
+        }
+        d[put] = '\0';
+        p->want += len + 1;
+        return saved;
+    }
+    n = snprintf(p->buf + at, sizeof p->buf - at, "[%d]", index);
     p->want += n > 0 ? (size_t)n : 0;
     return saved;
 }

@@ -226,5 +226,12 @@ cJSON *th_twin_state_json(const struct th_twin *twin);
  * TH_ERR_NOMEM. Caller frees the twin with th_twin_free.
  */
 struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err);
+/*
+ * th_twin_from_state that moves the sections ("tags", "desired",
+ * "reported") out of `state` instead of copying them, once every check
+ * passed: for a loader that deletes `state` next. On failure `state` may
+ * have lost them too.
+ */
+struct th_twin *th_twin_from_state_take(cJSON *state, struct th_error *err);
 
 #endif

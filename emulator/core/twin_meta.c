@@ -436,53 +436,27 @@ cJSON *twin_meta_json(const struct th_twin_meta *m, const cJSON *value, bool wit
     return obj;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
+/* The last "$lastUpdated" text read and what th_time_parse made of it: a twin's nodes
+ * mostly share one time (all written by one patch), so most need no parse. */
+struct time_memo {
+    const char *text; /* borrowed from the JSON being read; NULL before the first */
+    int64_t us;
+    bool parsed;
+};
 
-/*
- * The microseconds th_time_format turns into exactly `text`; false when it
- * makes no such text (then the node keeps the text itself).
- */
-static bool time_of_text(const char *text, int64_t *out)
-{
-    int y, mo, d, h, mi, s;
-    long long frac;
-    int n = 0;
-    if (strlen(text) != 28 ||
-        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%7lldZ%n", &y, &mo, &d, &h, &mi, &s, &frac, &n) !=
-            7 ||
-        n != 28 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59 ||
-        frac < 0 || frac % 10 != 0)
-        return false;
-    int64_t us = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000000) +
-                 (int64_t)(frac / 10);
-    char back[TH_TIME_BUF];
-    th_time_format(us, back);
-    if (strcmp(back, text) != 0)
-        return false;
-    *out = us;
-    return true;
-}
-
-/*
- * The compact form of a $metadata object that passed check_meta (so every
- * node is an object with a "$lastUpdated" string, and desired nodes have an
- * integral "$lastUpdatedVersion"); NULL on OOM. `key` names the node.
- */
-struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, bool desired)
+static struct th_twin_meta *meta_from_json(const cJSON *json, const char *key, bool desired,
+                                           struct time_memo *memo)
 {
     const cJSON *lu = cJSON_GetObjectItemCaseSensitive(json, KEY_LAST_UPDATED);
     int64_t us = 0, version = 0;
     const char *text = NULL;
-    if (!time_of_text(lu->valuestring, &us))
+    if (!memo->text || strcmp(memo->text, lu->valuestring) != 0) {
+        memo->text = lu->valuestring;
+        memo->parsed = th_time_parse(lu->valuestring, &memo->us);
+    }
+    if (memo->parsed)
+        us = memo->us;
+    else
         text = lu->valuestring;
     if (desired)
         version =
@@ -496,13 +470,24 @@ struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, boo
         if (strcmp(ck, KEY_LAST_UPDATED) == 0 ||
             (desired && strcmp(ck, KEY_LAST_UPDATED_VERSION) == 0))
             continue;
-        if ((*tail = twin_meta_from_json(c, ck, desired)) == NULL) {
+        if ((*tail = meta_from_json(c, ck, desired, memo)) == NULL) {
             twin_meta_free(m);
             return NULL;
         }
         tail = &(*tail)->next;
     }
     return m;
+}
+
+/*
+ * The compact form of a $metadata object that passed check_meta (so every
+ * node is an object with a "$lastUpdated" string, and desired nodes have an
+ * integral "$lastUpdatedVersion"); NULL on OOM. `key` names the node.
+ */
+struct th_twin_meta *twin_meta_from_json(const cJSON *json, const char *key, bool desired)
+{
+    struct time_memo memo = {0};
+    return meta_from_json(json, key, desired, &memo);
 }
 
 /* Makes every node of `m` (describing `value`) shared where that changes nothing. */

@@ -180,7 +180,11 @@ static th_result check_state_section(enum th_twin_section kind, const cJSON *sec
     return rc;
 }
 
-struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err)
+/*
+ * th_twin_from_state; with `take` (the same object as `state`) the twin's
+ * sections are moved out of it instead of copied, once every check passed.
+ */
+static struct th_twin *from_state(const cJSON *state, cJSON *take, struct th_error *err)
 {
     static const char *const version_names[] = {"desiredVersion", "reportedVersion", "etagCounter"};
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(state, "tags");
@@ -223,9 +227,16 @@ struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err)
     twin->desired_version = versions[0];
     twin->reported_version = versions[1];
     twin->etag_counter = (uint64_t)versions[2];
-    twin->tags = cJSON_Duplicate(tags, 1);
-    twin->desired = cJSON_Duplicate(desired, 1);
-    twin->reported = cJSON_Duplicate(reported, 1);
+    if (take != NULL) {
+        /* cJSON_DetachItemViaPointer cannot fail for a member of `take`. */
+        twin->tags = cJSON_DetachItemViaPointer(take, (cJSON *)tags);
+        twin->desired = cJSON_DetachItemViaPointer(take, (cJSON *)desired);
+        twin->reported = cJSON_DetachItemViaPointer(take, (cJSON *)reported);
+    } else {
+        twin->tags = cJSON_Duplicate(tags, 1);
+        twin->desired = cJSON_Duplicate(desired, 1);
+        twin->reported = cJSON_Duplicate(reported, 1);
+    }
     twin->desired_meta = twin_meta_from_json(dmeta, "", true);
     twin->reported_meta = twin_meta_from_json(rmeta, "", false);
     if (twin->desired_meta != NULL)
@@ -242,4 +253,14 @@ struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err)
     twin_intern_names(twin->desired);
     twin_intern_names(twin->reported);
     return twin;
+}
+
+struct th_twin *th_twin_from_state(const cJSON *state, struct th_error *err)
+{
+    return from_state(state, NULL, err);
+}
+
+struct th_twin *th_twin_from_state_take(cJSON *state, struct th_error *err)
+{
+    return from_state(state, state, err);
 }

@@ -19,6 +19,11 @@ int64_t th_mono_ms(void);
 
 /* Format as the hub does: "2020-07-09T13:55:50.7976985Z" (7 fractional digits). */
 void th_time_format(int64_t us, char buf[TH_TIME_BUF]);
+/*
+ * The microseconds th_time_format turns into exactly `text` (28 bytes,
+ * "2020-07-09T13:55:50.7976980Z"); false, *out untouched, for any other text.
+ */
+bool th_time_parse(const char *text, int64_t *out);
 /* The hub's never-set time "0001-01-01T00:00:00Z". */
 #define TH_TIME_NEVER "0001-01-01T00:00:00Z"
 

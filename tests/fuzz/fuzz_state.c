@@ -4,13 +4,55 @@
  * given to th_registry_restore_device. Contracts checked: a refused state
  * adds nothing; an accepted one saves to the same state and restores again
  * into an identical device (keys, twin versions, metadata, C2D queue,
- * modules).
+ * modules). The two steps a state dir is loaded with (th_device_from_state,
+ * th_registry_add_restored) decide as th_registry_restore_device does and
+ * build the same device; th_time_parse (the $metadata times) decides as the
+ * sscanf reading it replaced, on the input's first bytes as a time text.
  */
 #include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "fuzz_common.h"
 #include "json.h"
 #include "registry.h"
+#include "util.h"
+
+/* The sscanf reading th_time_parse replaced (twin_meta.c before), the reference. */
+static bool ref_time_parse(const char *text, int64_t *out)
+{
+    int y, mo, d, h, mi, s;
+    long long frac;
+    int n = 0;
+    if (strlen(text) != 28 ||
+        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%7lldZ%n", &y, &mo, &d, &h, &mi, &s, &frac, &n) !=
+            7 ||
+        n != 28 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59 ||
+        frac < 0 || frac % 10 != 0)
+        return false;
+    int64_t yy = y - (mo <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    int64_t us = (days * 86400 + h * 3600 + mi * 60 + s) * 1000000 + (int64_t)(frac / 10);
+    char back[TH_TIME_BUF];
+    th_time_format(us, back);
+    if (strcmp(back, text) != 0)
+        return false;
+    *out = us;
+    return true;
+}
+
+static void check_time_parse(const char *buf, size_t size)
+{
+    char text[40];
+    size_t n = size < sizeof text - 1 ? size : sizeof text - 1;
+    memcpy(text, buf, n);
+    text[n] = '\0';
+    int64_t a = -7, b = -7;
+    FUZZ_CHECK(th_time_parse(text, &a) == ref_time_parse(text, &b) && a == b);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -18,13 +60,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *buf = fuzz_bytes(data, size);
     struct th_error err = {0};
     cJSON *doc = NULL;
+    check_time_parse(buf, size);
     if (th_json_parse(buf, size, 64 * 1024 * 1024, 64, &doc, &err) != TH_OK) {
         free(buf);
         return 0;
     }
     struct th_registry *reg = th_registry_new();
     FUZZ_CHECK(reg != NULL);
+    /* The two steps of a state dir's load, into a registry of their own. */
+    struct th_identity *built = NULL;
+    uint64_t max_gen = 0;
+    cJSON *copy = cJSON_Duplicate(doc, true); /* th_device_from_state takes the twins out */
+    FUZZ_CHECK(copy != NULL);
+    th_result two = th_device_from_state(copy, &built, &max_gen, &err);
+    cJSON_Delete(copy);
+    struct th_registry *r4 = th_registry_new();
+    FUZZ_CHECK(r4 != NULL);
+    if (two == TH_OK) {
+        FUZZ_CHECK(built != NULL);
+        FUZZ_CHECK(th_registry_add_restored(r4, built, max_gen, &err) == TH_OK);
+    }
     if (th_registry_restore_device(reg, doc, &err) == TH_OK) {
+        FUZZ_CHECK(two == TH_OK);
+        cJSON *a = th_device_state_json(th_registry_next_device(reg, NULL));
+        cJSON *b = th_device_state_json(th_registry_next_device(r4, NULL));
+        FUZZ_CHECK(a && b && cJSON_Compare(a, b, true));
+        cJSON_Delete(a);
+        cJSON_Delete(b);
         FUZZ_CHECK(th_registry_device_count(reg) == 1);
         struct th_identity *dev = th_registry_next_device(reg, NULL);
         FUZZ_CHECK(dev != NULL && !dev->connected);
@@ -80,7 +142,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         th_registry_free(r3);
     } else {
         FUZZ_CHECK(th_registry_device_count(reg) == 0);
+        FUZZ_CHECK(two != TH_OK && th_registry_device_count(r4) == 0);
     }
+    th_registry_free(r4);
     th_registry_free(reg);
     cJSON_Delete(doc);
     free(buf);

@@ -909,6 +909,112 @@ static void test_persist_unloadable_state_files_set_aside_succeeds(void **state)
     free(state_dir);
 }
 
+/*
+ * A state dir of many devices loads on several threads (persist.c): every
+ * device comes back with its own twin and identity, none lost, none mixed
+ * up with another, the damaged files set aside by name, and generation ids
+ * issued after the restart differ from every restored one.
+ */
+#define MANY 300
+static void test_persist_many_devices_restart_keeps_every_twin_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    char *registry = it_strdupf("%s/registry.json", dir);
+    FILE *f = fopen(registry, "w");
+    assert_non_null(f);
+    fputs("{\"devices\":[", f);
+    for (int i = 0; i < MANY; i++)
+        fprintf(f,
+                "%s{\"deviceId\":\"m-%03d\",\"authentication\":{\"type\":\"sas\","
+                "\"symmetricKey\":{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}},"
+                "\"tags\":{\"n\":%d},\"properties\":{\"desired\":{\"i\":%d,\"name\":\"dev-%d\","
+                "\"cfg\":{\"a\":%d,\"b\":[%d,\"x\"]}}}}",
+                i ? "," : "", i, i % 2 ? KEY_A : KEY_B, i % 2 ? KEY_B : KEY_A, i, i, i, i * 3, i);
+    fputs("]}", f);
+    assert_int_equal(fclose(f), 0);
+    const char *extra[] = {"--state-dir", state_dir, NULL};
+    assert_int_equal(it_hub_start_with(&hub_a, registry, extra), 0);
+
+    /* Later writes to some of them: versions and metadata times differ from device to device. */
+    struct it_client *svc = it_service_open(&hub_a, false);
+    for (int i = 0; i < MANY; i += 7) {
+        cJSON *r =
+            it_control_ok(svc,
+                          "{\"command\":\"updateTwin\",\"deviceId\":\"m-%03d\",\"patch\":"
+                          "{\"properties\":{\"desired\":{\"later\":%d,\"cfg\":{\"a\":null}}}}}",
+                          i, i);
+        cJSON_Delete(r);
+    }
+    cJSON *before[MANY];
+    char id[16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(id, sizeof id, "m-%03d", i);
+        before[i] = durable_state(svc, id, NULL);
+    }
+    it_client_close(svc);
+    crash_hub(&hub_a);
+
+    /* Three files damaged from outside, anywhere in the directory's order. */
+    static const int damaged[] = {5, 150, 298};
+    char *f5 = it_strdupf("%s/devices/m-005.json", state_dir);
+    char *f150 = it_strdupf("%s/devices/m-150.json", state_dir);
+    char *f298 = it_strdupf("%s/devices/m-298.json", state_dir);
+    write_text(f5, "{\"deviceId\":\"m-005\",\"twin\":{\"desi");
+    write_text(f150, "[]");
+    cJSON *d298 = it_read_json(f298);
+    assert_non_null(d298);
+    cJSON_ReplaceItemInObjectCaseSensitive(d298, "generationId", cJSON_CreateString("x1"));
+    char *t298 = cJSON_PrintUnformatted(d298);
+    write_text(f298, t298);
+    free(t298);
+    cJSON_Delete(d298);
+
+    start_hub(&hub_b, "--state-dir", state_dir);
+    char *out = hub_output(&hub_b, "stdout");
+    assert_has(out, "NOT LOADED: 3 state files set aside", "the banner");
+    assert_has(out, "device 'm-005': not a state file", "the banner");
+    assert_has(out, "device 'm-150': device: the state must be an object", "the banner");
+    assert_has(out, "device 'm-298': device.generationId: 'x1'", "the banner");
+    free(out);
+    svc = it_service_open(&hub_b, false);
+    for (int i = 0, d = 0; i < MANY; i++) {
+        snprintf(id, sizeof id, "m-%03d", i);
+        if (d < 3 && i == damaged[d]) {
+            cJSON *e = it_control_err(svc, 404, 404001,
+                                      "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}", id);
+            cJSON_Delete(e);
+            d++;
+        } else {
+            cJSON *after = durable_state(svc, id, NULL);
+            assert_json_equal(after, before[i], id);
+            cJSON_Delete(after);
+        }
+        cJSON_Delete(before[i]);
+    }
+    /* A device created now gets a generation id no restored device has. */
+    cJSON *created = it_control_ok(svc, "{\"command\":\"createDevice\",\"deviceId\":\"m-new\"}");
+    const char *gen = it_json_str(created, "generationId");
+    assert_non_null(gen);
+    for (int i = 0; i < MANY; i += 1) {
+        if (i == 5 || i == 150 || i == 298)
+            continue;
+        snprintf(id, sizeof id, "m-%03d", i);
+        cJSON *ident = it_control_ok(svc, "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}", id);
+        assert_string_not_equal(it_json_str(ident, "generationId"), gen);
+        cJSON_Delete(ident);
+    }
+    cJSON_Delete(created);
+    it_client_close(svc);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+    free(f5);
+    free(f150);
+    free(f298);
+    free(registry);
+    free(state_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,6 +1027,8 @@ int main(void)
         cmocka_unit_test_teardown(test_persist_recording_holds_every_acknowledged_event_succeeds,
                                   persist_teardown),
         cmocka_unit_test_teardown(test_persist_unloadable_state_files_set_aside_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_many_devices_restart_keeps_every_twin_succeeds,
                                   persist_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

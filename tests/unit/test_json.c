@@ -202,6 +202,55 @@ static void test_th_json_parse_brackets_inside_strings_succeeds(void **state)
     cJSON_Delete(doc);
 }
 
+/* A random document of strings full of brackets, quotes and backslashes, nested up to 6 deep. */
+static void random_doc(unsigned *seed, int level, char *out, size_t size, size_t *n)
+{
+    static const char *const strings[] = {"\"a\"",    "\"[{\"",          "\"\\\"]\"",
+                                          "\"\\\\\"", "\"x\\\\\\\"{[\"", "\"}]\\u005b\""};
+    *seed = *seed * 1103515245u + 12345u;
+    unsigned r = (*seed >> 8) % 10;
+    if (level >= 6 || r < 3) {
+        const char *sc = r == 0 ? "12" : strings[(*seed >> 4) % 6];
+        *n += (size_t)snprintf(out + *n, size - *n, "%s", sc);
+        return;
+    }
+    bool obj = r % 2;
+    *n += (size_t)snprintf(out + *n, size - *n, "%c", obj ? '{' : '[');
+    int members = (int)((*seed >> 12) % 4);
+    for (int i = 0; i < members && *n + 200 < size; i++) {
+        if (i)
+            *n += (size_t)snprintf(out + *n, size - *n, ",");
+        if (obj)
+            *n += (size_t)snprintf(out + *n, size - *n, "%s:", strings[(*seed >> (i + 3)) % 6]);
+        random_doc(seed, level + 1, out, size, n);
+    }
+    *n += (size_t)snprintf(out + *n, size - *n, "%c", obj ? '}' : ']');
+}
+
+/* The depth limit counts the tree's depth, never brackets or quotes inside strings. */
+static void test_th_json_parse_depth_limit_same_as_tree_depth_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 3;
+    for (int i = 0; i < 3000; i++) {
+        char text[8192];
+        size_t n = 0;
+        random_doc(&seed, 0, text, sizeof text, &n);
+        cJSON *doc = NULL;
+        assert_int_equal(parse_str(text, sizeof text, 64, &doc, NULL), TH_OK);
+        int depth = th_json_depth(doc);
+        cJSON_Delete(doc);
+        for (int limit = depth - 1; limit <= depth; limit++) {
+            th_result r = parse_str(text, sizeof text, limit, &doc, NULL);
+            if ((r == TH_ERR_TOO_DEEP) != (limit < depth))
+                fprintf(stderr, "# depth %d, limit %d: %s\n", depth, limit, text);
+            assert_int_equal(r, limit < depth ? TH_ERR_TOO_DEEP : TH_OK);
+            cJSON_Delete(doc);
+            doc = NULL;
+        }
+    }
+}
+
 static void test_th_json_parse_scalar_with_zero_depth_succeeds(void **state)
 {
     cJSON *doc = NULL;
@@ -378,6 +427,27 @@ static void test_th_json_refuse_nul_names_the_path_fails(void **state)
     assert_int_equal(parse_str("{\"k\\u0000\":1}", 1024, 10, &doc, NULL), TH_OK);
     assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
     assert_non_null(strstr(err.message, "member name"));
+    cJSON_Delete(doc);
+}
+
+/* Deep in a large document, after clean members: still found, with its path. */
+static void test_th_json_refuse_nul_deep_after_clean_members_fails(void **state)
+{
+    (void)state;
+    cJSON *doc = NULL;
+    struct th_error err = {0};
+    assert_int_equal(
+        parse_str("{\"a\":[1,2,{\"b\":\"x\"}],\"c\":{\"d\":{\"e\":[true,{\"f\\u0000g\":0}]}}}",
+                  1024, 10, &doc, NULL),
+        TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
+    assert_non_null(strstr(err.message, "member name at 'c.d.e[1].f'"));
+    cJSON_Delete(doc);
+    /* Only `doc` and what is below it count, not its siblings. */
+    assert_int_equal(parse_str("{\"p\":{\"ok\":1},\"q\":\"\\u0000\"}", 1024, 10, &doc, NULL),
+                     TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc->child, "the member", &err), TH_OK);
+    assert_int_equal(th_json_refuse_nul(doc, "the body", &err), TH_ERR_INVAL);
     cJSON_Delete(doc);
 }
 
@@ -581,6 +651,8 @@ int main(void)
         cmocka_unit_test(test_th_json_parse_marks_nul_escapes_succeeds),
         cmocka_unit_test(test_th_json_refuse_nul_names_the_path_fails),
         cmocka_unit_test(test_th_json_refuse_nul_clean_document_succeeds),
+        cmocka_unit_test(test_th_json_refuse_nul_deep_after_clean_members_fails),
+        cmocka_unit_test(test_th_json_parse_depth_limit_same_as_tree_depth_succeeds),
         cmocka_unit_test(test_th_json_print_keeps_decimal_beyond_2_52_succeeds),
         cmocka_unit_test(test_th_json_print_same_bytes_as_cjson_succeeds),
         cmocka_unit_test(test_th_json_error_about_syntax_names_the_file_succeeds),

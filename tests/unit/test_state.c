@@ -481,6 +481,65 @@ static void test_th_registry_restore_device_existing_device_fails(void **state)
     cJSON_Delete(saved);
 }
 
+/* The two steps give what th_registry_restore_device gives; a refused device stays the caller's. */
+static void test_th_device_from_state_then_add_restored_succeeds(void **state)
+{
+    struct th_registry *reg = *state;
+    struct th_identity *dev = rich_device(reg, "d1");
+    cJSON *saved = th_device_state_json(dev);
+    set_at(saved, "generationId", "\"900000000000000000\"");
+    struct th_identity *built = NULL;
+    uint64_t max_gen = 0;
+    struct th_error err = {0};
+    cJSON *copy = cJSON_Duplicate(saved, 1);
+    assert_int_equal(th_device_from_state(copy, &built, &max_gen, &err), TH_OK);
+    /* the twin's sections were moved out of the state, not copied */
+    assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "twin"),
+                                                 "desired"));
+    cJSON_Delete(copy);
+    assert_non_null(built);
+    assert_true(max_gen >= 900000000000000000ULL);
+    /* d1 is there: refused, the device stays the caller's */
+    assert_int_equal(th_registry_add_restored(reg, built, max_gen, &err), TH_ERR_EXISTS);
+    assert_int_equal(err.code, 409001);
+    assert_ptr_equal(th_registry_find(reg, "d1", NULL), dev);
+    th_device_from_state_free(built);
+
+    /* Under another id (its modules name d1, so without them): added, exactly as saved, and
+     * later generation ids stay larger. */
+    set_at(saved, "deviceId", "\"d2\"");
+    set_at(saved, "modules", "[]");
+    copy = cJSON_Duplicate(saved, 1);
+    assert_int_equal(th_device_from_state(copy, &built, &max_gen, &err), TH_OK);
+    cJSON_Delete(copy);
+    assert_int_equal(th_registry_add_restored(reg, built, max_gen, &err), TH_OK);
+    assert_ptr_equal(th_registry_find(reg, "d2", NULL), built);
+    cJSON *again = th_device_state_json(built);
+    assert_same_json(again, saved);
+    cJSON_Delete(again);
+    struct th_identity *d3 = add_device(reg, "d3");
+    assert_true(strcmp(d3->generation_id, "900000000000000000") > 0 &&
+                strlen(d3->generation_id) == 18);
+    cJSON_Delete(saved);
+}
+
+static void test_th_device_from_state_bad_state_fails(void **state)
+{
+    (void)state;
+    struct th_identity *built = (struct th_identity *)1;
+    uint64_t max_gen = 0;
+    struct th_error err = {0};
+    cJSON *doc = cJSON_Parse("[]");
+    assert_int_equal(th_device_from_state(doc, &built, &max_gen, &err), TH_ERR_INVAL);
+    assert_null(built);
+    assert_non_null(strstr(err.message, "must be an object"));
+    cJSON_Delete(doc);
+    doc = cJSON_Parse("{\"deviceId\":\"d1\",\"authType\":\"sas\"}");
+    assert_int_equal(th_device_from_state(doc, &built, &max_gen, &err), TH_ERR_INVAL);
+    assert_null(built);
+    cJSON_Delete(doc);
+}
+
 static void test_th_registry_restore_device_bad_types_fails(void **state)
 {
     struct th_registry *reg = *state;
@@ -1425,6 +1484,8 @@ int main(void)
         TEST(test_th_registry_restore_device_round_trip_with_modules_and_queue_succeeds),
         TEST(test_th_registry_restore_device_later_generation_ids_stay_unique_succeeds),
         TEST(test_th_registry_restore_device_existing_device_fails),
+        TEST(test_th_device_from_state_then_add_restored_succeeds),
+        TEST(test_th_device_from_state_bad_state_fails),
         TEST(test_th_registry_restore_device_bad_types_fails),
         TEST(test_th_registry_restore_device_queue_over_limit_fails),
         TEST(test_th_device_state_json_module_fails),

@@ -794,6 +794,33 @@ static void test_th_twin_patch_reported_depth_over_limit_fails(void **state)
     th_twin_free(twin);
 }
 
+/* A path longer than a message shows is cut after 96 bytes with "..." (twin_path_push). */
+static void test_th_twin_patch_reported_long_path_cut_fails(void **state)
+{
+    (void)state;
+    struct th_twin *twin = new_twin();
+    char a[61], b[61], c[61], text[512], want[160];
+    memset(a, 'a', 60);
+    memset(b, 'b', 60);
+    memset(c, 'c', 60);
+    a[60] = b[60] = c[60] = '\0';
+    snprintf(text, sizeof text, "{\"%s\":{\"%s\":{\"%s\":{\"\":1}}}}", a, b, c);
+    cJSON *patch = cJSON_Parse(text);
+    assert_non_null(patch);
+    struct th_error err = {0};
+    assert_int_equal(th_twin_patch_reported(twin, patch, T1, &err), TH_ERR_INVAL);
+    /* "reported.aaa...a.bbb...b" cut to its first 96 bytes, then "..." */
+    snprintf(want, sizeof want, "reported.%s.%s", a, b);
+    want[96] = '\0';
+    strcat(want, "...");
+    if (strstr(err.message, want) == NULL)
+        fprintf(stderr, "# message: %s\n# wanted:  %s\n", err.message, want);
+    assert_non_null(strstr(err.message, want));
+    assert_null(strstr(err.message, "ccc"));
+    cJSON_Delete(patch);
+    th_twin_free(twin);
+}
+
 static void test_th_twin_patch_reported_array_depth_over_limit_fails(void **state)
 {
     /* Array elements are one level deeper than the array: an array at level 10 may hold
@@ -1210,6 +1237,7 @@ int main(void)
         cmocka_unit_test(test_th_twin_patch_reported_depth_at_limit_succeeds),
         cmocka_unit_test(test_th_twin_patch_reported_depth_over_limit_fails),
         cmocka_unit_test(test_th_twin_patch_reported_array_depth_over_limit_fails),
+        cmocka_unit_test(test_th_twin_patch_reported_long_path_cut_fails),
         cmocka_unit_test(test_th_twin_patch_tags_article_depth_example_succeeds),
         cmocka_unit_test(test_th_twin_patch_null_in_object_in_array_fails),
         cmocka_unit_test(test_th_twin_patch_key_with_hash_fails),

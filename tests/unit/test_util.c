@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -432,6 +433,120 @@ static void test_th_time_format_same_as_gmtime_succeeds(void **state)
     assert_string_equal(out, TH_TIME_NEVER);
 }
 
+/* The sscanf reading th_time_parse replaced (twin_meta.c's time_of_text), the reference. */
+static int64_t ref_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool ref_time_parse(const char *text, int64_t *out)
+{
+    int y, mo, d, h, mi, s;
+    long long frac;
+    int n = 0;
+    if (strlen(text) != 28 ||
+        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%7lldZ%n", &y, &mo, &d, &h, &mi, &s, &frac, &n) !=
+            7 ||
+        n != 28 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59 ||
+        frac < 0 || frac % 10 != 0)
+        return false;
+    int64_t us = ((ref_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000000) +
+                 (int64_t)(frac / 10);
+    char back[TH_TIME_BUF];
+    th_time_format(us, back);
+    if (strcmp(back, text) != 0)
+        return false;
+    *out = us;
+    return true;
+}
+
+/*
+ * th_time_parse decides as the sscanf version did, on formatted times and on
+ * texts one to three random bytes away from them (signs, spaces, days past a
+ * month's end, odd last digits, cut short or longer): same verdict, same value.
+ */
+static void test_th_time_parse_same_as_sscanf_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 11;
+    static const char alphabet[] = "0123456789+- .:TZ\t0x9";
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 300000; i++) {
+        int64_t us = ((int64_t)lcg_next(&seed) << 32 | (int64_t)lcg_next(&seed) << 1) %
+                         (253402300800000000LL + 62135596800000000LL) -
+                     62135596800000000LL;
+        char text[64];
+        th_time_format(us, text);
+        int edits = i % 4; /* a quarter unchanged */
+        for (int e = 0; e < edits; e++) {
+            unsigned r = lcg_next(&seed);
+            size_t at = r % 28;
+            switch (r / 28 % 4) {
+            case 0: /* another digit */
+                text[at] = (char)('0' + lcg_next(&seed) % 10);
+                break;
+            case 1: /* any character of the alphabet */
+                text[at] = alphabet[lcg_next(&seed) % (sizeof alphabet - 1)];
+                break;
+            case 2: /* cut short */
+                text[at] = '\0';
+                break;
+            default: /* one more character */
+                if (strlen(text) < 60) {
+                    size_t len = strlen(text);
+                    text[len] = (char)('0' + lcg_next(&seed) % 10);
+                    text[len + 1] = '\0';
+                }
+                break;
+            }
+        }
+        int64_t mine = -7, ref = -7;
+        bool a = th_time_parse(text, &mine), b = ref_time_parse(text, &ref);
+        if (a != b || mine != ref)
+            fprintf(stderr, "# '%s': th_time_parse %d (%lld), sscanf %d (%lld)\n", text, a,
+                    (long long)mine, b, (long long)ref);
+        assert_int_equal(a, b);
+        assert_true(mine == ref);
+        if (a)
+            accepted++;
+        else
+            refused++;
+        if (edits == 0) {
+            assert_true(a); /* every formatted time reads back */
+            assert_true(mine == us);
+        }
+    }
+    assert_true(accepted > 75000 && refused > 50000);
+}
+
+static void test_th_time_parse_not_a_hub_time_fails(void **state)
+{
+    (void)state;
+    int64_t us = 42;
+    static const char *const bad[] = {
+        "",
+        "2020-07-09T13:55:50.797698Z",   /* six digits */
+        "2020-07-09T13:55:50.7976981Z",  /* not a whole microsecond */
+        "2020-02-30T13:55:50.7976980Z",  /* no such day */
+        "2020-07-09 13:55:50.7976980Z",  /* space for T */
+        "+020-07-09T13:55:50.7976980Z",  /* a sign */
+        "0000-01-01T00:00:00.0000000Z",  /* year 0 */
+        "2020-07-09T13:55:50.7976980Zx", /* more after Z */
+        TH_TIME_NEVER,
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(th_time_parse(bad[i], &us));
+        assert_true(us == 42);
+    }
+    assert_true(th_time_parse("2020-07-09T13:55:50.7976980Z", &us));
+    assert_true(us == INT64_C(1594302950) * 1000000 + 797698);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +589,8 @@ int main(void)
         cmocka_unit_test(test_th_etag_matches_same_etag_succeeds),
         cmocka_unit_test(test_th_etag_matches_other_etag_fails),
         cmocka_unit_test(test_th_time_format_same_as_gmtime_succeeds),
+        cmocka_unit_test(test_th_time_parse_same_as_sscanf_succeeds),
+        cmocka_unit_test(test_th_time_parse_not_a_hub_time_fails),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
