@@ -40,13 +40,44 @@ static size_t bound(const char *s)
     return s ? 6 * strlen(s) + 2 : 4;
 }
 
+/* The record-side names of the first properties (th_journal_system_name), looked up once. */
+#define NAMES_CACHED 32
+struct sys_names {
+    const char *name[NAMES_CACHED];
+};
+
+static const char *sys_name(const struct th_journal_telemetry *t, const struct sys_names *c,
+                            size_t i)
+{
+    return i < NAMES_CACHED ? c->name[i] : th_journal_system_name(t->props->items[i].name);
+}
+
+/* True when `len` bytes are ASCII without NUL (so UTF-8 text), eight at a time; a body that is
+ * not gets the full UTF-8 check (th_utf8_is_text). */
+static bool ascii_text(const char *s, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; len - i >= 8; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if ((x & highs) || ((x - ones) & ~x & highs))
+            return false;
+    }
+    for (; i < len; i++)
+        if (s[i] == 0 || (unsigned char)s[i] >= 0x80)
+            return false;
+    return true;
+}
+
 /* The device's system properties and then the hub's, as system_properties() in journal.c. */
-static void put_system_properties(struct th_jsonw *w, const struct th_journal_telemetry *t)
+static void put_system_properties(struct th_jsonw *w, const struct th_journal_telemetry *t,
+                                  const struct sys_names *names)
 {
     bool first = true;
     RAW(w, "{");
     for (size_t i = 0; t->props && i < t->props->count; i++) {
-        const char *sname = th_journal_system_name(t->props->items[i].name);
+        const char *sname = sys_name(t, names, i);
         if (!sname)
             continue;
         if (!first)
@@ -96,13 +127,14 @@ static void put_system_properties(struct th_jsonw *w, const struct th_journal_te
 }
 
 /* The application properties, then mqtt-retain, as app_properties() in journal.c. */
-static void put_app_properties(struct th_jsonw *w, const struct th_journal_telemetry *t)
+static void put_app_properties(struct th_jsonw *w, const struct th_journal_telemetry *t,
+                               const struct sys_names *names)
 {
     bool first = true;
     RAW(w, "{");
     for (size_t i = 0; t->props && i < t->props->count; i++) {
         const char *name = t->props->items[i].name;
-        if (th_journal_system_name(name))
+        if (sys_name(t, names, i))
             continue;
         if (!first)
             RAW(w, ",");
@@ -127,16 +159,21 @@ char *th_journal_telemetry_record_text(uint64_t seq, int64_t time_us,
     size_t len = t->body ? t->len : 0;
     if (t->device_id == NULL)
         return NULL; /* the tree path refuses a NULL string member too */
-    bool text = len && th_utf8_is_text(body, len);
+    bool text = len && (ascii_text(body, len) || th_utf8_is_text(body, len));
     size_t b64 = 4 * ((len + 2) / 3);
-    size_t body_size = text ? th_jsonw_string_size(body, len) : 0;
+    /* The worst case for a small body, the exact size for a large one (up to 256 KB). */
+    size_t body_size = !text ? 0 : len <= 16384 ? 6 * len + 2 : th_jsonw_string_size(body, len);
+    struct sys_names names;
 
     /* One allocation: the fixed text (names, times, the auth method) is under 700 bytes; every
      * variable string is bounded by its escaped size. */
     size_t size = 700 + b64 + body_size + bound(t->topic) + 2 * bound(t->device_id) +
                   2 * bound(t->module_id) + bound(t->generation_id) + bound(t->model_id);
-    for (size_t i = 0; t->props && i < t->props->count; i++)
+    for (size_t i = 0; t->props && i < t->props->count; i++) {
         size += bound(t->props->items[i].name) + bound(t->props->items[i].value) + 32;
+        if (i < NAMES_CACHED)
+            names.name[i] = th_journal_system_name(t->props->items[i].name);
+    }
     struct th_jsonw w = {0};
     if (!th_jsonw_reserve(&w, size))
         return NULL;
@@ -160,9 +197,9 @@ char *th_journal_telemetry_record_text(uint64_t seq, int64_t time_us,
     else
         RAW(&w, ",\"retain\":false");
     PUT_KEY(&w, "\"systemProperties\"");
-    put_system_properties(&w, t);
+    put_system_properties(&w, t, &names);
     PUT_KEY(&w, "\"properties\"");
-    put_app_properties(&w, t);
+    put_app_properties(&w, t, &names);
     if (text) {
         PUT_KEY(&w, "\"body\"");
         th_jsonw_string(&w, body, len);

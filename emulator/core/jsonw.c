@@ -31,14 +31,6 @@ bool th_jsonw_reserve(struct th_jsonw *w, size_t more)
     return true;
 }
 
-void th_jsonw_raw(struct th_jsonw *w, const char *s, size_t n)
-{
-    if (th_jsonw_reserve(w, n)) {
-        memcpy(w->p + w->len, s, n);
-        w->len += n;
-    }
-}
-
 /* Bytes a string byte takes in cJSON's output: 1, 2 (\" \\ \b \f \n \r \t) or 6 (\u00xx). */
 static const uint8_t esc_len[256] = {
     6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
@@ -60,19 +52,54 @@ size_t th_jsonw_string_size(const char *s, size_t n)
     return size;
 }
 
+/* Bytes of a 64-bit word that need an escape: below 0x20, '"' or '\\' (high bit of each set).
+ * The classic "has a byte less than / equal to" tests; a false positive can only follow a
+ * true one in the same word, and a word with any is escaped byte by byte. */
+static uint64_t needs_escape(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t ctl = (x - ones * 0x20) & ~x; /* below 0x20 */
+    uint64_t quote = (q - ones) & ~q;      /* '"' */
+    uint64_t bslash = (b - ones) & ~b;     /* '\\' */
+    return (ctl | quote | bslash) & highs;
+}
+
 void th_jsonw_string(struct th_jsonw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
-    /* At most 6 bytes per byte: reserve once, then write without checks. */
-    if (n > (SIZE_MAX - 2) / 6 || !th_jsonw_reserve(w, 6 * n + 2)) {
+    /* Room for the worst case (6 bytes per byte) when that is at hand, else for the exact size:
+     * then write without checks. */
+    if (n > (SIZE_MAX - 2) / 6) {
         w->failed = true;
         return;
     }
+    if (!(w->cap - w->len > 6 * n + 2 && !w->failed) &&
+        !th_jsonw_reserve(w, th_jsonw_string_size(s, n)))
+        return;
     char *o = w->p + w->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = u[i];
+    size_t i = 0;
+    while (i < n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (n - i >= 8) {
+            uint64_t x, m;
+            memcpy(&x, u + i, 8);
+            memcpy(o, &x, 8); /* the bytes before the first escape go out as they are */
+            m = needs_escape(x);
+            if (m == 0) {
+                o += 8;
+                i += 8;
+                continue;
+            }
+            /* The lowest flagged byte comes first in memory and is a true one. */
+            size_t k = (size_t)__builtin_ctzll(m) / 8;
+            o += k;
+            i += k;
+        }
+#endif
+        unsigned char c = u[i++];
         switch (esc_len[c]) {
         case 1:
             *o++ = (char)c;

@@ -366,10 +366,11 @@ static char *random_text(unsigned *seed, size_t max)
     return s;
 }
 
-/* A body: empty (NULL or not), text, binary with NULs, or large (up to 256 KB). */
+/* A body: empty (NULL or not), text, binary with NULs, ASCII but for one NUL, or large (up to
+ * 256 KB). */
 static uint8_t *random_body(unsigned *seed, size_t *len)
 {
-    unsigned kind = lcg_next(seed) % 6;
+    unsigned kind = lcg_next(seed) % 7;
     size_t n = kind == 0 ? 0 : kind == 5 ? lcg_next(seed) % (256 * 1024 + 1) : lcg_next(seed) % 300;
     if (kind == 0 && lcg_next(seed) % 2) {
         *len = 0;
@@ -387,6 +388,12 @@ static uint8_t *random_body(unsigned *seed, size_t *len)
         else
             b[i] = (uint8_t) "\xc3\xa9\xe2\x82\xac\"\\\n\x01"
                              "ab"[lcg_next(seed) % 11]; /* UTF-8 or cut */
+    }
+    if (kind == 6) { /* ASCII text but for one NUL: not text */
+        for (size_t i = 0; i < n; i++)
+            b[i] = (uint8_t)(32 + lcg_next(seed) % 95);
+        if (n)
+            b[lcg_next(seed) % n] = 0;
     }
     *len = n;
     return b;

@@ -57,6 +57,16 @@ static void test_th_jsonw_string_every_byte_same_as_cjson_succeeds(void **state)
         same_as_cjson(s);
     }
     same_as_cjson("");
+    /* Every byte at every place of a run that is otherwise copied eight bytes at a time. */
+    for (int c = 1; c < 256; c++) {
+        for (int at = 0; at < 20; at++) {
+            char s[21];
+            memset(s, 'a' + at % 26, 20);
+            s[20] = '\0';
+            s[at] = (char)c;
+            same_as_cjson(s);
+        }
+    }
 }
 
 static void test_th_jsonw_string_embedded_nul_succeeds(void **state)
