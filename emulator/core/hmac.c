@@ -36,9 +36,11 @@ th_result th_hmac_sha256(const void *key, size_t key_len, const void *msg, size_
 {
     static const uint8_t empty[1] = {0};
     pthread_once(&fetch_once, fetch_sha256);
-    if (sha256 == NULL || key_len > INT32_MAX) {
+    if (sha256 == NULL) {
         /* No provider fetch possible (should not happen): the one-shot call. */
         unsigned int n = 0;
+        if (key_len > INT32_MAX)
+            return TH_ERR_INVAL;
         if (!HMAC(EVP_sha256(), key ? key : empty, (int)key_len, msg ? msg : empty, msg_len, out,
                   &n) ||
             n != TH_HMAC_SHA256_LEN)

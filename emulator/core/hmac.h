@@ -20,7 +20,8 @@
 /*
  * HMAC-SHA256(key, msg) into out. Any key length (longer than the 64-byte
  * block: hashed first, as RFC 2104 says); key and msg may be NULL when their
- * length is 0. TH_ERR_NOMEM (out untouched) when OpenSSL cannot allocate.
+ * length is 0. TH_ERR_NOMEM (out untouched) when OpenSSL cannot allocate
+ * (TH_ERR_INVAL for a key over 2 GB if SHA-256 could not be fetched).
  * Thread-safe.
  */
 TH_NODISCARD th_result th_hmac_sha256(const void *key, size_t key_len, const void *msg,
