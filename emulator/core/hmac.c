@@ -14,11 +14,17 @@
 #define BLOCK 64 /* SHA-256's block size */
 
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
-static EVP_MD *sha256; /* held for the life of the process; NULL: use HMAC() */
+static EVP_MD *sha256; /* until th_hmac_release; NULL: use HMAC() */
 
 static void fetch_sha256(void)
 {
     sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+void th_hmac_release(void)
+{
+    EVP_MD_free(sha256);
+    sha256 = NULL;
 }
 
 /* SHA-256 of pad (one block) followed by data, into out. */

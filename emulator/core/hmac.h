@@ -27,4 +27,12 @@
 TH_NODISCARD th_result th_hmac_sha256(const void *key, size_t key_len, const void *msg,
                                       size_t msg_len, uint8_t out[TH_HMAC_SHA256_LEN]);
 
+/*
+ * Release the fetched SHA-256 (later calls use the one-shot HMAC()). For code
+ * that is unloaded before the process exits (the broker plugin's cleanup), so
+ * that a leak checker does not report the fetch. Not a destructor: at exit
+ * OpenSSL's own atexit cleanup has already freed what the fetch points at.
+ */
+void th_hmac_release(void);
+
 #endif
