@@ -95,26 +95,30 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
         }
     }
 
-    char api[512], ctype[512];
-    size_t n;
-    snprintf(api, sizeof api, "%.*s", (int)un->api_version.len,
-             un->api_version.ptr ? un->api_version.ptr : "");
-    struct th_journal_connected ev = {
-        .client_id = rq->client_id,
-        .api_version = un->api_version.ptr ? api : NULL,
-        .client_type =
-            un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len, false,
-                                                 ctype, sizeof ctype, &n) == TH_OK
-                ? ctype
-                : NULL,
-        .model_id = id->model_id,
-        .auth = d->x509     ? TH_JOURNAL_AUTH_X509
-                : d->policy ? TH_JOURNAL_AUTH_SAS_POLICY
-                            : TH_JOURNAL_AUTH_SAS,
-        .clean_session = mosquitto_client_clean_session(client),
-    };
-    brk_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id,
-                   th_journal_data_connected(&ev));
+    cJSON *data = NULL;
+    if (brk_events_wanted(p)) {
+        char api[512], ctype[512];
+        size_t n;
+        snprintf(api, sizeof api, "%.*s", (int)un->api_version.len,
+                 un->api_version.ptr ? un->api_version.ptr : "");
+        struct th_journal_connected ev = {
+            .client_id = rq->client_id,
+            .api_version = un->api_version.ptr ? api : NULL,
+            .client_type =
+                un->client_type.ptr && th_pct_decode(un->client_type.ptr, un->client_type.len,
+                                                     false, ctype, sizeof ctype, &n) == TH_OK
+                    ? ctype
+                    : NULL,
+            .model_id = id->model_id,
+            .auth = d->x509     ? TH_JOURNAL_AUTH_X509
+                    : d->policy ? TH_JOURNAL_AUTH_SAS_POLICY
+                                : TH_JOURNAL_AUTH_SAS,
+            .clean_session = mosquitto_client_clean_session(client),
+        };
+        data = th_journal_data_connected(&ev);
+    }
+    /* Counted in the event sequence either way; built only when someone can get it. */
+    brk_event_emit(p, TH_JOURNAL_CONNECTED, id->device_id, id->module_id, data);
     brk_log(p, MOSQ_LOG_NOTICE, "%s | connected | api-version=%.*s auth=%s", rq->client_id,
             (int)un->api_version.len, un->api_version.ptr ? un->api_version.ptr : "",
             d->x509 ? "x509" : "sas");

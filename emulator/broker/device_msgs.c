@@ -206,12 +206,8 @@ static int on_telemetry(struct brk_plugin *p, struct brk_conn *c, struct mosquit
         .body = ed->payload,
         .len = ed->payloadlen,
     };
-    cJSON *data = th_journal_data_telemetry(&ev);
+    brk_event_emit_telemetry(p, &ev);
     th_props_free(&props);
-    if (!data) {
-        return MOSQ_ERR_ACL_DENIED;
-    }
-    brk_event_emit(p, TH_JOURNAL_TELEMETRY, id->device_id, id->module_id, data);
     return MOSQ_ERR_ACL_DENIED;
 }
 

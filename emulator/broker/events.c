@@ -15,26 +15,18 @@
 #include "plugin.h"
 #include "util.h"
 
-void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
-                    const char *module_id, cJSON *data)
+/* Record and publish one record's text (takes ownership of `text`; NULL: out of memory). */
+static void emit_text(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
+                      const char *module_id, char *text, size_t len)
 {
     char stack_topic[600];
-    char *topic = stack_topic, *text;
+    char *topic = stack_topic;
 
-    p->event_seq++;
-    if (p->event_subs == 0 && p->record_fd < 0) {
-        /* Nobody can be listening (no service principal subscribed to an events filter,
-         * acl.c) and nothing is recorded: skip the work. */
-        cJSON_Delete(data);
-        return;
-    }
-    text = th_journal_record_text(p->event_seq, th_now_us(), kind, device_id, module_id, data);
     if (!text) {
         brk_log(p, MOSQ_LOG_WARNING, "%s | event %llu dropped | out of memory",
                 device_id ? device_id : "-", (unsigned long long)p->event_seq);
         return;
     }
-    size_t len = strlen(text);
     if (p->record_fd >= 0) {
         brk_record_write(p, text, len);
     }
@@ -52,6 +44,40 @@ void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char 
         }
     }
     free(text);
+}
+
+bool brk_events_wanted(const struct brk_plugin *p)
+{
+    return p->event_subs > 0 || p->record_fd >= 0;
+}
+
+void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
+                    const char *module_id, cJSON *data)
+{
+    char *text;
+
+    p->event_seq++;
+    if (p->event_subs == 0 && p->record_fd < 0) {
+        /* Nobody can be listening (no service principal subscribed to an events filter,
+         * acl.c) and nothing is recorded: skip the work. */
+        cJSON_Delete(data);
+        return;
+    }
+    text = th_journal_record_text(p->event_seq, th_now_us(), kind, device_id, module_id, data);
+    emit_text(p, kind, device_id, module_id, text, text ? strlen(text) : 0);
+}
+
+void brk_event_emit_telemetry(struct brk_plugin *p, const struct th_journal_telemetry *t)
+{
+    size_t len = 0;
+    char *text;
+
+    p->event_seq++;
+    if (p->event_subs == 0 && p->record_fd < 0) {
+        return; /* as brk_event_emit: nobody can be listening */
+    }
+    text = th_journal_telemetry_record_text(p->event_seq, th_now_us(), t, &len);
+    emit_text(p, TH_JOURNAL_TELEMETRY, t->device_id, t->module_id, text, len);
 }
 
 char *brk_error_body(struct brk_plugin *p, const struct th_error *err)

@@ -28,6 +28,7 @@
 
 #include "auth.h"
 #include "dps.h"
+#include "hmac.h"
 #include "cacert.h"
 #include "json.h"
 #include "plugin.h"
@@ -308,5 +309,6 @@ BRK_PLUGIN_API int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt
         mosquitto_callback_unregister(p->pid, MOSQ_EVT_CONTROL, brk_on_control, TH_CONTROL_TOPIC);
     }
     plugin_free(p);
+    th_hmac_release(); /* the plugin is unloaded next: release the SAS check's SHA-256 */
     return MOSQ_ERR_SUCCESS;
 }

@@ -298,6 +298,15 @@ void brk_config_apply(struct brk_plugin *p);
  */
 void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
                     const char *module_id, cJSON *data);
+/*
+ * brk_event_emit for a telemetry message, its record written straight as
+ * text (th_journal_telemetry_record_text: the same bytes, no cJSON tree).
+ * Counts the event in the sequence even when nobody listens.
+ */
+void brk_event_emit_telemetry(struct brk_plugin *p, const struct th_journal_telemetry *t);
+/* True when an event record would reach anyone (an events subscriber or a recording): callers
+ * on hot paths build a record's data only then. */
+bool brk_events_wanted(const struct brk_plugin *p);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
 char *brk_error_body(struct brk_plugin *p, const struct th_error *err);
 

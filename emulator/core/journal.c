@@ -214,6 +214,11 @@ static const char *system_name(const char *wire)
     return wire; /* other $.x keys keep their wire name */
 }
 
+const char *th_journal_system_name(const char *wire)
+{
+    return system_name(wire);
+}
+
 /* A string item holding `len` bytes that are known to be text (no NUL); one copy. */
 static cJSON *text_item(const void *bytes, size_t len)
 {

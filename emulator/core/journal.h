@@ -178,6 +178,18 @@ struct th_journal_telemetry {
     size_t len;
 };
 cJSON *th_journal_data_telemetry(const struct th_journal_telemetry *t);
+/*
+ * The whole telemetry record, th_journal_record_text(seq, time_us,
+ * TH_JOURNAL_TELEMETRY, t->device_id, t->module_id, th_journal_data_telemetry(t))
+ * byte for byte, written straight into one buffer (journal_text.c: the
+ * per-message path of the event stream). Returns a string the caller frees
+ * with free(), its length in *len (may be NULL); NULL on out-of-memory or
+ * where the tree path gives NULL (t->device_id NULL).
+ */
+char *th_journal_telemetry_record_text(uint64_t seq, int64_t time_us,
+                                       const struct th_journal_telemetry *t, size_t *len);
+/* A `$.x` wire name's name in systemProperties; NULL for an application property. */
+const char *th_journal_system_name(const char *wire);
 
 /* An accepted reported patch; takes ownership of `patch`. */
 cJSON *th_journal_data_reported(cJSON *patch, int64_t version);

@@ -7,7 +7,9 @@
  * printed again with th_journal_record_text reads back to the same seq,
  * time (to the microsecond), kind, ids and data; the event-stream topic of
  * its ids is a valid MQTT topic name with exactly the levels it should
- * have; a method record gives an answer object.
+ * have; a method record gives an answer object; a telemetry record that
+ * describes a message is written the same by the broker's direct path
+ * (th_journal_telemetry_record_text) as by the tree.
  *
  * An input whose JSON is an array of objects [target, patch, ...] is also
  * merged (documents without two members of one name in any object): each
@@ -22,6 +24,8 @@
 #include "journal.h"
 #include "json.h"
 #include "patch.h"
+#include "topic.h"
+#include "util.h"
 
 #define MAX_BYTES (16u * 1024 * 1024)
 #define MAX_DEPTH 64
@@ -71,6 +75,60 @@ static void check_topic(const struct th_journal_record *r)
     free(topic);
 }
 
+/*
+ * A telemetry record whose parts describe a message (its topic's property bag parses, the body
+ * is base64): the broker's direct text (journal_text.c) is the tree path's record byte for
+ * byte.
+ */
+static void check_telemetry_text(const struct th_journal_record *r)
+{
+    const cJSON *data = r->data, *sys = r->as.telemetry.system_properties;
+    const char *topic = r->as.telemetry.topic;
+    const char *b64 = th_json_string(data, "bodyBase64", NULL);
+    struct th_topic t;
+    struct th_props props = {0};
+    const cJSON *qos = cJSON_GetObjectItemCaseSensitive(data, "qos");
+    int64_t enq = 0;
+    if (!topic || !b64 || !r->device_id || r->seq < 0 ||
+        th_topic_parse(topic, strlen(topic), &t) != TH_OK || t.kind != TH_TOPIC_TELEMETRY ||
+        th_journal_time_parse(th_json_string(sys, "iothub-enqueuedtime", ""), &enq) != TH_OK)
+        return;
+    if (t.props.len && th_props_parse(t.props.ptr, t.props.len, &props) != TH_OK)
+        return;
+    size_t cap = strlen(b64) + 1, len = 0;
+    uint8_t *body = malloc(cap);
+    FUZZ_CHECK(body != NULL);
+    if (th_b64_decode(b64, strlen(b64), body, cap, &len) == TH_OK) {
+        struct th_journal_telemetry tm = {
+            .topic = topic,
+            .qos = cJSON_IsNumber(qos) ? qos->valueint : 0, /* cJSON's valueint is clamped */
+            .retain = th_json_bool(data, "retain", false),
+            .props = &props,
+            .device_id = r->device_id,
+            .module_id = r->module_id,
+            .generation_id = th_json_string(sys, "iothub-connection-auth-generation-id", NULL),
+            .model_id = th_json_string(sys, "dt-dataschema", NULL),
+            .x509 = strstr(th_json_string(sys, "iothub-connection-auth-method", ""),
+                           "x509Certificate") != NULL,
+            .enqueued_us = enq,
+            .body = body,
+            .len = len,
+        };
+        size_t direct_len = 0;
+        char *tree =
+            th_journal_record_text((uint64_t)r->seq, r->time_us, TH_JOURNAL_TELEMETRY, r->device_id,
+                                   r->module_id, th_journal_data_telemetry(&tm));
+        char *direct =
+            th_journal_telemetry_record_text((uint64_t)r->seq, r->time_us, &tm, &direct_len);
+        FUZZ_CHECK(tree && direct);
+        FUZZ_CHECK(!strcmp(tree, direct) && direct_len == strlen(tree));
+        free(tree);
+        free(direct);
+    }
+    free(body);
+    th_props_free(&props);
+}
+
 static void check_record(const struct th_journal_record *r)
 {
     FUZZ_CHECK(r->kind_name != NULL);
@@ -85,6 +143,8 @@ static void check_record(const struct th_journal_record *r)
         FUZZ_CHECK(cJSON_IsObject(answer));
         cJSON_Delete(answer);
     }
+    if (r->kind == TH_JOURNAL_TELEMETRY)
+        check_telemetry_text(r);
     if (r->seq < 0)
         return; /* the hub writes seq as an unsigned number */
     cJSON *data = r->data ? cJSON_Duplicate(r->data, 1) : NULL;

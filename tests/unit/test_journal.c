@@ -106,6 +106,17 @@ static cJSON *rebuild_telemetry(const struct th_journal_record *r)
         .len = len,
     };
     cJSON *out = th_journal_data_telemetry(&tm);
+    /* The broker's per-message path writes the same record without the tree. */
+    size_t direct_len = 0;
+    char *direct = th_journal_telemetry_record_text((uint64_t)r->seq, r->time_us, &tm, &direct_len);
+    assert_non_null(direct);
+    char *printed = th_journal_record_text((uint64_t)r->seq, r->time_us, TH_JOURNAL_TELEMETRY,
+                                           r->device_id, r->module_id, cJSON_Duplicate(out, 1));
+    assert_non_null(printed);
+    assert_string_equal(direct, printed);
+    assert_int_equal(direct_len, strlen(printed));
+    free(direct);
+    free(printed);
     th_props_free(&props);
     free(body);
     return out;
@@ -328,6 +339,154 @@ static void test_th_journal_data_telemetry_properties_succeeds(void **state)
                               "\"properties\":{},\"bodyBase64\":\"\",\"size\":0}");
     free(text);
     cJSON_Delete(data);
+}
+
+/* ---- the telemetry record written directly, against the tree ---- */
+
+static unsigned lcg_next(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 1) & 0x7fffffffu;
+}
+
+/* A random string of up to `max` bytes from 1..255: every escape, quotes, UTF-8 and not. */
+static char *random_text(unsigned *seed, size_t max)
+{
+    size_t n = lcg_next(seed) % (max + 1);
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned r = lcg_next(seed) % 8;
+        s[i] = r == 0   ? (char)(1 + lcg_next(seed) % 31)       /* control bytes */
+               : r == 1 ? "\"\\/\b\f\n\r\t"[lcg_next(seed) % 8] /* the two-byte escapes */
+               : r == 2 ? (char)(0x80 + lcg_next(seed) % 128)   /* high bytes */
+                        : (char)(32 + lcg_next(seed) % 95);     /* printable */
+    }
+    s[n] = '\0';
+    return s;
+}
+
+/* A body: empty (NULL or not), text, binary with NULs, ASCII but for one NUL, or large (up to
+ * 256 KB). */
+static uint8_t *random_body(unsigned *seed, size_t *len)
+{
+    unsigned kind = lcg_next(seed) % 7;
+    size_t n = kind == 0 ? 0 : kind == 5 ? lcg_next(seed) % (256 * 1024 + 1) : lcg_next(seed) % 300;
+    if (kind == 0 && lcg_next(seed) % 2) {
+        *len = 0;
+        return NULL;
+    }
+    uint8_t *b = malloc(n + 1);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) {
+        if (kind == 1 || kind == 5)
+            b[i] = (uint8_t)(32 + lcg_next(seed) % 95); /* text */
+        else if (kind == 2)
+            b[i] = (uint8_t)(lcg_next(seed) % 256); /* binary, NULs included */
+        else if (kind == 3)
+            b[i] = (uint8_t)(1 + lcg_next(seed) % 127); /* ASCII with control bytes */
+        else
+            b[i] = (uint8_t) "\xc3\xa9\xe2\x82\xac\"\\\n\x01"
+                             "ab"[lcg_next(seed) % 11]; /* UTF-8 or cut */
+    }
+    if (kind == 6) { /* ASCII text but for one NUL: not text */
+        for (size_t i = 0; i < n; i++)
+            b[i] = (uint8_t)(32 + lcg_next(seed) % 95);
+        if (n)
+            b[lcg_next(seed) % n] = 0;
+    }
+    *len = n;
+    return b;
+}
+
+static void test_th_journal_telemetry_record_text_same_bytes_as_tree_succeeds(void **state)
+{
+    (void)state;
+    static const char *const wire_names[] = {"$.mid",   "$.cid", "$.uid",  "$.ct", "$.ce",
+                                             "$.ctime", "$.sub", "$.ifid", "$.on", "$.schema",
+                                             "$.exp",   "$.x",   "$.",     "$",    "app"};
+    unsigned seed = 2026;
+    int bodies_text = 0, bodies_binary = 0, bodies_empty = 0, bodies_large = 0;
+    for (int round = 0; round < 2000; round++) {
+        struct th_props props = {0};
+        size_t nprops = lcg_next(&seed) % 8;
+        for (size_t i = 0; i < nprops; i++) {
+            char *name = lcg_next(&seed) % 2 ? strdup(wire_names[lcg_next(&seed) % 15])
+                                             : random_text(&seed, 12);
+            char *value = lcg_next(&seed) % 5 ? random_text(&seed, 40) : NULL;
+            if (name[0] == '\0') { /* a bag never holds an empty name */
+                free(name);
+                name = strdup("e");
+            }
+            assert_int_equal(th_props_add(&props, name, value), TH_OK);
+            free(name);
+            free(value);
+        }
+        size_t len = 0;
+        uint8_t *body = random_body(&seed, &len);
+        char *topic = random_text(&seed, 80), *dev = random_text(&seed, 20);
+        char *mod = lcg_next(&seed) % 3 ? NULL : random_text(&seed, 20);
+        char *gen = lcg_next(&seed) % 4 ? random_text(&seed, 20) : NULL;
+        char *model = lcg_next(&seed) % 2 ? random_text(&seed, 30) : NULL;
+        struct th_journal_telemetry tm = {
+            .topic = lcg_next(&seed) % 10 ? topic : NULL,
+            .qos = (int)(lcg_next(&seed) % 2),
+            .retain = lcg_next(&seed) % 2,
+            .props = lcg_next(&seed) % 10 ? &props : NULL,
+            .device_id = dev,
+            .module_id = mod,
+            .generation_id = gen,
+            .model_id = model,
+            .x509 = lcg_next(&seed) % 2,
+            .enqueued_us = (int64_t)lcg_next(&seed) * 1000003 % INT64_C(253402300799000000),
+            .body = body,
+            .len = len,
+        };
+        uint64_t seq = round % 7 == 0 ? UINT64_MAX - (uint64_t)round : (uint64_t)lcg_next(&seed);
+        int64_t time_us = (int64_t)lcg_next(&seed) * 4099 * 1000;
+        char *tree = th_journal_record_text(seq, time_us, TH_JOURNAL_TELEMETRY, dev, mod,
+                                            th_journal_data_telemetry(&tm));
+        size_t direct_len = 0;
+        char *direct = th_journal_telemetry_record_text(seq, time_us, &tm, &direct_len);
+        assert_non_null(tree);
+        assert_non_null(direct);
+        size_t at = 0;
+        while (tree[at] && tree[at] == direct[at])
+            at++;
+        if (tree[at] != direct[at])
+            fail_msg("round %d, byte %zu: tree '%.60s' direct '%.60s'", round, at,
+                     tree + (at > 30 ? at - 30 : 0), direct + (at > 30 ? at - 30 : 0));
+        assert_int_equal(direct_len, strlen(tree));
+        if (len == 0)
+            bodies_empty++;
+        else if (len > 64 * 1024)
+            bodies_large++;
+        else if (th_utf8_is_text(body, len))
+            bodies_text++;
+        else
+            bodies_binary++;
+        free(tree);
+        free(direct);
+        free(body);
+        free(topic);
+        free(dev);
+        free(mod);
+        free(gen);
+        free(model);
+        th_props_free(&props);
+    }
+    /* Every kind of body was compared. */
+    assert_true(bodies_text > 100 && bodies_binary > 100 && bodies_empty > 100 &&
+                bodies_large > 50);
+}
+
+/* No device id: no record, as the tree path gives none. */
+static void test_th_journal_telemetry_record_text_no_device_fails(void **state)
+{
+    (void)state;
+    struct th_journal_telemetry tm = {.topic = "t", .body = "x", .len = 1};
+    assert_null(th_journal_data_telemetry(&tm));
+    assert_null(th_journal_telemetry_record_text(1, 0, &tm, NULL));
 }
 
 /* ---- topics ---- */
@@ -659,6 +818,8 @@ int main(void)
         cmocka_unit_test(test_th_journal_record_text_fixture_recordings_byte_for_byte_succeeds),
         cmocka_unit_test(test_th_journal_record_text_other_kinds_succeeds),
         cmocka_unit_test(test_th_journal_data_telemetry_properties_succeeds),
+        cmocka_unit_test(test_th_journal_telemetry_record_text_same_bytes_as_tree_succeeds),
+        cmocka_unit_test(test_th_journal_telemetry_record_text_no_device_fails),
         cmocka_unit_test(test_th_journal_topic_encodes_ids_succeeds),
         cmocka_unit_test(test_th_journal_topic_small_buffer_fails),
         cmocka_unit_test(test_th_journal_parse_not_a_record_fails),
