@@ -4,10 +4,26 @@
  * th_twin_service_write; here the result is persisted, the desired
  * notification delivered (deliver.c) and the event emitted.
  */
+#include <stdlib.h>
+
 #include "control.h"
 #include "json.h"
 #include "twin.h"
 #include "util.h"
+
+/*
+ * The twin as the answer's "data": printed straight from the twin
+ * (th_identity_twin_text, the bytes th_identity_twin_json would print as) and
+ * carried as raw JSON, so no tree of the whole twin is built and freed per
+ * answer. NULL on OOM.
+ */
+static cJSON *twin_data(const struct th_identity *id)
+{
+    char *text = th_identity_twin_text(id);
+    cJSON *raw = text ? cJSON_CreateRaw(text) : NULL;
+    free(text);
+    return raw;
+}
 
 void brk_cmd_get_twin(struct brk_cmd_ctx *x)
 {
@@ -18,7 +34,7 @@ void brk_cmd_get_twin(struct brk_cmd_ctx *x)
     if (!(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    brk_ctl_reply_data(x, th_identity_twin_json(id));
+    brk_ctl_reply_data(x, twin_data(id));
 }
 
 /*
@@ -57,15 +73,19 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     brk_persist_device(x->p, id);
     if (res.notification) {
         bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
-        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                       th_journal_data_desired(res.desired, res.desired_version, delivered));
-        res.desired = NULL;
+        /* The event's data only when someone may receive it (brk_events_wanted). */
+        cJSON *data = NULL;
+        if (brk_events_wanted(x->p)) {
+            data = th_journal_data_desired(res.desired, res.desired_version, delivered);
+            res.desired = NULL; /* taken by data */
+        }
+        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id, data);
         brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                 id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
                 replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
     th_twin_write_result_free(&res);
-    brk_ctl_reply_data(x, th_identity_twin_json(id));
+    brk_ctl_reply_data(x, twin_data(id));
 }
 
 void brk_cmd_update_twin(struct brk_cmd_ctx *x)

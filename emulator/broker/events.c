@@ -15,6 +15,11 @@
 #include "plugin.h"
 #include "util.h"
 
+bool brk_events_wanted(const struct brk_plugin *p)
+{
+    return p->event_subs > 0 || p->record_fd >= 0;
+}
+
 void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
                     const char *module_id, cJSON *data)
 {

@@ -298,6 +298,9 @@ void brk_config_apply(struct brk_plugin *p);
  */
 void brk_event_emit(struct brk_plugin *p, enum th_journal_kind kind, const char *device_id,
                     const char *module_id, cJSON *data);
+/* Whether an event may reach anyone (a service principal that may receive events, or the
+ * recording): when not, callers may skip building the event's data (brk_event_emit drops it). */
+bool brk_events_wanted(const struct brk_plugin *p);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
 char *brk_error_body(struct brk_plugin *p, const struct th_error *err);
 

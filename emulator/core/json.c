@@ -18,6 +18,7 @@
 #include "json.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -638,4 +639,82 @@ char *th_json_print(const cJSON *item)
     }
     b.p[b.len] = '\0';
     return b.p;
+}
+
+/* ---- th_jbuf: the printer above, piece by piece (json.h) ---- */
+
+static struct pbuf jbuf_in(const struct th_jbuf *b)
+{
+    return (struct pbuf){b->p, b->len, b->cap, b->failed};
+}
+
+static void jbuf_out(struct th_jbuf *b, const struct pbuf *pb)
+{
+    b->p = pb->p;
+    b->len = pb->len;
+    b->cap = pb->cap;
+    b->failed = pb->failed;
+}
+
+void th_jbuf_put(struct th_jbuf *b, const char *s, size_t n)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_put(&pb, s, n);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_string(struct th_jbuf *b, const char *s)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_string(&pb, s);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_key(struct th_jbuf *b, const char *key)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_string(&pb, key);
+    pb_putc(&pb, ':');
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_number(struct th_jbuf *b, double d)
+{
+    /* The item cJSON_CreateNumber makes: valueint saturated as cJSON 1.7.15 does. */
+    cJSON item = {.type = cJSON_Number, .valuedouble = d};
+    if (isnan(d))
+        item.valueint = 0; /* printed as null either way */
+    else if (d >= INT_MAX)
+        item.valueint = INT_MAX;
+    else if (d <= (double)INT_MIN)
+        item.valueint = INT_MIN;
+    else
+        item.valueint = (int)d;
+    struct pbuf pb = jbuf_in(b);
+    pb_number(&pb, &item);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_value(struct th_jbuf *b, const cJSON *item)
+{
+    struct pbuf pb = jbuf_in(b);
+    if (item == NULL)
+        pb.failed = true;
+    else
+        pb_value(&pb, item, 0);
+    jbuf_out(b, &pb);
+}
+
+char *th_jbuf_finish(struct th_jbuf *b)
+{
+    struct pbuf pb = jbuf_in(b);
+    char *text = NULL;
+    if (pb_reserve(&pb, 0)) { /* room for the NUL (pb_reserve keeps one byte spare) */
+        text = pb.p;
+        text[pb.len] = '\0';
+    } else {
+        free(pb.p);
+    }
+    memset(b, 0, sizeof *b);
+    return text;
 }
