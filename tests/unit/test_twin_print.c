@@ -18,6 +18,7 @@
 #include "json.h"
 #include "registry.h"
 #include "twin.h"
+#include "twin_private.h"
 
 #define NOW 1700000000000000LL /* 2023-11-14T22:13:20Z in microseconds */
 
@@ -193,8 +194,8 @@ static void test_th_identity_twin_text_same_bytes_as_twin_json_succeeds(void **s
         id.status_updated_us = lcg_next(&seed) & 1 ? NOW - (int64_t)lcg_next(&seed) : 0;
         id.c2d_count = lcg_next(&seed) % 70;
         if (lcg_next(&seed) % 3 == 0)
-            id.configurations =
-                cJSON_Parse("{\"cfg-1\":{\"status\":\"Applied\"},\"c2\":{\"status\":\"Targeted\"}}");
+            id.configurations = cJSON_Parse(
+                "{\"cfg-1\":{\"status\":\"Applied\"},\"c2\":{\"status\":\"Targeted\"}}");
         struct th_twin *twin = th_twin_new(NOW);
         assert_non_null(twin);
         churn(twin, &seed);
@@ -263,6 +264,39 @@ static void test_th_jbuf_finish_empty_succeeds(void **state)
     assert_null(b.p);
 }
 
+/* twin_path_push writes what snprintf(".%s") wrote, cut at the same byte, and counts alike. */
+static void test_twin_path_push_same_as_snprintf_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    for (int round = 0; round < 2000; round++) {
+        struct twin_path p;
+        char ref[PATH_SHOWN + 1];
+        size_t ref_want;
+        twin_path_init(&p, "desired");
+        ref_want = (size_t)snprintf(ref, sizeof ref, "%s", "desired");
+        int depth = 1 + (int)(lcg_next(&seed) % 12);
+        for (int d = 0; d < depth; d++) {
+            char key[64];
+            size_t len = lcg_next(&seed) % 40;
+            for (size_t i = 0; i < len; i++)
+                key[i] = (char)('a' + lcg_next(&seed) % 26);
+            key[len] = '\0';
+            size_t at = ref_want < PATH_SHOWN ? ref_want : PATH_SHOWN;
+            if (lcg_next(&seed) % 5 == 0) {
+                int i = (int)(lcg_next(&seed) % 1000);
+                (void)twin_path_push(&p, NULL, i);
+                ref_want += (size_t)snprintf(ref + at, sizeof ref - at, "[%d]", i);
+            } else {
+                (void)twin_path_push(&p, key, 0);
+                ref_want += (size_t)snprintf(ref + at, sizeof ref - at, ".%s", key);
+            }
+            assert_string_equal(p.buf, ref);
+            assert_int_equal(p.want, ref_want);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_th_identity_twin_text_no_twin_fails),
         cmocka_unit_test(test_th_jbuf_number_same_as_created_number_succeeds),
         cmocka_unit_test(test_th_jbuf_finish_empty_succeeds),
+        cmocka_unit_test(test_twin_path_push_same_as_snprintf_succeeds),
     };
     return cmocka_run_group_tests_name("twin_print", tests, NULL, NULL);
 }
