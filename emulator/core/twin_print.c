@@ -152,3 +152,18 @@ char *th_identity_twin_text(const struct th_identity *id)
     th_jbuf_put(&b, "}", 1);
     return th_jbuf_finish(&b);
 }
+
+char *th_twin_short_answer_text(const struct th_twin *twin)
+{
+    if (twin == NULL)
+        return NULL;
+    char etag[16];
+    th_twin_etag(twin, etag);
+    struct th_jbuf b = {0};
+    put_lit(&b, "{\"status\":200,\"etag\":");
+    th_jbuf_string(&b, etag);
+    put_lit(&b, ",\"$version\":");
+    th_jbuf_number(&b, (double)twin->desired_version);
+    th_jbuf_put(&b, "}", 1);
+    return th_jbuf_finish(&b);
+}

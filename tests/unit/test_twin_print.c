@@ -264,6 +264,25 @@ static void test_th_jbuf_finish_empty_succeeds(void **state)
     assert_null(b.p);
 }
 
+static void test_th_twin_short_answer_text_etag_and_desired_version_succeeds(void **state)
+{
+    (void)state;
+    struct th_twin *twin = th_twin_new(NOW);
+    assert_non_null(twin);
+    struct th_error err = {0};
+    cJSON *patch = cJSON_Parse("{\"a\":1}"), *note = NULL;
+    assert_int_equal(th_twin_patch_desired(twin, patch, NOW, &note, &err), TH_OK);
+    cJSON_Delete(note);
+    assert_int_equal(th_twin_patch_tags(twin, patch, &err), TH_OK);
+    cJSON_Delete(patch);
+    char *text = th_twin_short_answer_text(twin);
+    /* etag counter 3 (two writes), desired $version 2 (one desired write) */
+    assert_string_equal(text, "{\"status\":200,\"etag\":\"AAAAAAAAAAM=\",\"$version\":2}");
+    free(text);
+    assert_null(th_twin_short_answer_text(NULL));
+    th_twin_free(twin);
+}
+
 /* twin_path_push writes what snprintf(".%s") wrote, cut at the same byte, and counts alike. */
 static void test_twin_path_push_same_as_snprintf_succeeds(void **state)
 {
@@ -305,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_th_jbuf_number_same_as_created_number_succeeds),
         cmocka_unit_test(test_th_jbuf_finish_empty_succeeds),
         cmocka_unit_test(test_twin_path_push_same_as_snprintf_succeeds),
+        cmocka_unit_test(test_th_twin_short_answer_text_etag_and_desired_version_succeeds),
     };
     return cmocka_run_group_tests_name("twin_print", tests, NULL, NULL);
 }
