@@ -16,6 +16,7 @@
  *   marks those items (json.h, TH_JSON_DECIMAL and friends).
  */
 #include "json.h"
+#include "json_fast.h"
 
 #include <float.h>
 #include <limits.h>
@@ -203,6 +204,15 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
     if (start == len)
         return th_error_set(err, TH_ERR_FORMAT, 0,
                             "JSON body is empty; send one JSON document (for example {})");
+
+    /* Plain JSON takes one pass (json_fast.c); anything else, and every error, is cJSON's.
+     * cJSON skips a BOM only when more than 4 bytes follow its start: those texts are its. */
+    bool bom_cjson_keeps = len <= 4 && len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0;
+    cJSON *fast = bom_cjson_keeps ? NULL : th_json_parse_fast(buf + start, len - start, max_depth);
+    if (fast != NULL) {
+        *out = fast;
+        return TH_OK;
+    }
 
     /* Measured on the text, before cJSON recurses: exact for valid JSON (every '{' or
      * '[' outside a string opens a container), and it keeps input deeper than cJSON's
