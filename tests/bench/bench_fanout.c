@@ -194,9 +194,10 @@ static int run_target(bool twinhub, const char *registry, struct fan_result *out
                           64, &ft) != 0) {
         goto out;
     }
-    if (twinhub ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0)
-                : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL,
-                                     NULL, 0)) {
+    if (twinhub
+            ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0)
+            : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL, NULL,
+                                 0)) {
         goto out;
     }
     rc = 0;
