@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "registry.h"
+#include "topic.h"
 #include "twin.h"
 #include "twin_private.h"
 
@@ -283,6 +284,26 @@ static void test_th_twin_short_answer_text_etag_and_desired_version_succeeds(voi
     th_twin_free(twin);
 }
 
+/* th_topic_desired, written without vsnprintf, gives what "%lld" gave, and the same results. */
+static void test_th_topic_desired_same_as_snprintf_succeeds(void **state)
+{
+    (void)state;
+    static const long long edge[] = {
+        0, 1, 9, 10, -1, 4503599627370496LL, 9223372036854775807LL, -9223372036854775807LL - 1};
+    unsigned seed = 5;
+    for (int i = 0; i < 20000; i++) {
+        long long v = i < 8 ? edge[i] : (long long)lcg_next(&seed) * (i % 3 ? 1 : -977);
+        char mine[128], ref[128];
+        snprintf(ref, sizeof ref, "$iothub/twin/PATCH/properties/desired/?$version=%lld", v);
+        assert_int_equal(th_topic_desired(v, mine, sizeof mine), TH_OK);
+        assert_string_equal(mine, ref);
+        size_t need = strlen(ref);
+        assert_int_equal(th_topic_desired(v, mine, need), TH_ERR_BUFFER); /* no room for NUL */
+        assert_string_equal(mine, "");
+        assert_int_equal(th_topic_desired(v, mine, need + 1), TH_OK);
+    }
+}
+
 /* twin_path_push writes what snprintf(".%s") wrote, cut at the same byte, and counts alike. */
 static void test_twin_path_push_same_as_snprintf_succeeds(void **state)
 {
@@ -324,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_th_jbuf_number_same_as_created_number_succeeds),
         cmocka_unit_test(test_th_jbuf_finish_empty_succeeds),
         cmocka_unit_test(test_twin_path_push_same_as_snprintf_succeeds),
+        cmocka_unit_test(test_th_topic_desired_same_as_snprintf_succeeds),
         cmocka_unit_test(test_th_twin_short_answer_text_etag_and_desired_version_succeeds),
     };
     return cmocka_run_group_tests_name("twin_print", tests, NULL, NULL);
