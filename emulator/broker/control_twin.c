@@ -4,10 +4,27 @@
  * th_twin_service_write; here the result is persisted, the desired
  * notification delivered (deliver.c) and the event emitted.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "control.h"
 #include "json.h"
 #include "twin.h"
 #include "util.h"
+
+/*
+ * The twin as the answer's "data": printed straight from the twin
+ * (th_identity_twin_text, the bytes th_identity_twin_json would print as) and
+ * carried as raw JSON, so no tree of the whole twin is built and freed per
+ * answer. NULL on OOM.
+ */
+static cJSON *twin_data(const struct th_identity *id)
+{
+    char *text = th_identity_twin_text(id);
+    cJSON *raw = text ? cJSON_CreateRaw(text) : NULL;
+    free(text);
+    return raw;
+}
 
 void brk_cmd_get_twin(struct brk_cmd_ctx *x)
 {
@@ -18,14 +35,42 @@ void brk_cmd_get_twin(struct brk_cmd_ctx *x)
     if (!(id = brk_ctl_identity_or_reply(x, true))) {
         return;
     }
-    brk_ctl_reply_data(x, th_identity_twin_json(id));
+    brk_ctl_reply_data(x, twin_data(id));
+}
+
+/*
+ * The command's "answer": "twin" (the default: the whole twin) or "short"
+ * ({"status":200,"etag":..,"$version":..}, th_twin_short_answer_text), for
+ * callers that read nothing else (docs/control-api.md). False after replying
+ * 400004 to any other value.
+ */
+static bool short_answer_or_reply(struct brk_cmd_ctx *x, bool *is_short)
+{
+    struct th_error err = {0};
+    const char *answer;
+    *is_short = false;
+    if (!brk_ctl_string_or_reply(x, "answer", &answer)) {
+        return false;
+    }
+    if (!answer || !strcmp(answer, "twin")) {
+        return true;
+    }
+    if (!strcmp(answer, "short")) {
+        *is_short = true;
+        return true;
+    }
+    th_error_set(&err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
+                 "'answer' must be \"twin\" (the whole twin, the default) or \"short\" (status, "
+                 "etag and desired $version)");
+    brk_ctl_reply_err(x, &err);
+    return false;
 }
 
 /*
  * updateTwin / replaceTwin: the write itself (If-Match, rules, etag step,
  * notification body) is core's th_twin_service_write; here it is persisted,
- * the notification sent to the device, the event emitted and the twin
- * returned.
+ * the notification sent to the device, the event emitted and the twin (or
+ * the short answer) returned.
  */
 static void write_twin(struct brk_cmd_ctx *x, bool replace)
 {
@@ -34,11 +79,13 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     struct th_twin_write_result res;
     const char *etag;
     const cJSON *patch;
+    bool is_short;
 
     if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
         return;
     }
-    if (!(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "etag", &etag)) {
+    if (!(id = brk_ctl_identity_or_reply(x, true)) || !brk_ctl_string_or_reply(x, "etag", &etag) ||
+        !short_answer_or_reply(x, &is_short)) {
         return;
     }
     patch = cJSON_GetObjectItemCaseSensitive(x->cmd, "patch");
@@ -57,15 +104,25 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     brk_persist_device(x->p, id);
     if (res.notification) {
         bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
-        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id,
-                       th_journal_data_desired(res.desired, res.desired_version, delivered));
-        res.desired = NULL;
+        /* The event's data only when someone may receive it (brk_events_wanted). */
+        cJSON *data = NULL;
+        if (brk_events_wanted(x->p)) {
+            data = th_journal_data_desired(res.desired, res.desired_version, delivered);
+            res.desired = NULL; /* taken by data */
+        }
+        brk_event_emit(x->p, TH_JOURNAL_DESIRED, id->device_id, id->module_id, data);
         brk_log(x->p, MOSQ_LOG_INFO, "%s%s%s | desired %s | version=%lld delivered=%d",
                 id->device_id, id->module_id ? "/" : "", id->module_id ? id->module_id : "",
                 replace ? "replace" : "patch", (long long)res.desired_version, delivered);
     }
     th_twin_write_result_free(&res);
-    brk_ctl_reply_data(x, th_identity_twin_json(id));
+    if (is_short) {
+        char *text = th_twin_short_answer_text(id->twin);
+        brk_ctl_reply_data(x, text ? cJSON_CreateRaw(text) : NULL);
+        free(text);
+        return;
+    }
+    brk_ctl_reply_data(x, twin_data(id));
 }
 
 void brk_cmd_update_twin(struct brk_cmd_ctx *x)

@@ -16,8 +16,10 @@
  *   marks those items (json.h, TH_JSON_DECIMAL and friends).
  */
 #include "json.h"
+#include "json_fast.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -205,6 +207,15 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
     if (start == len)
         return th_error_set(err, TH_ERR_FORMAT, 0,
                             "JSON body is empty; send one JSON document (for example {})");
+
+    /* Plain JSON takes one pass (json_fast.c); anything else, and every error, is cJSON's.
+     * cJSON skips a BOM only when more than 4 bytes follow its start: those texts are its. */
+    bool bom_cjson_keeps = len <= 4 && len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0;
+    cJSON *fast = bom_cjson_keeps ? NULL : th_json_parse_fast(buf + start, len - start, max_depth);
+    if (fast != NULL) {
+        *out = fast;
+        return TH_OK;
+    }
 
     /* Measured on the text, before cJSON recurses: exact for valid JSON (every '{' or
      * '[' outside a string opens a container), and it keeps input deeper than cJSON's
@@ -658,4 +669,82 @@ char *th_json_print(const cJSON *item)
     }
     b.p[b.len] = '\0';
     return b.p;
+}
+
+/* ---- th_jbuf: the printer above, piece by piece (json.h) ---- */
+
+static struct pbuf jbuf_in(const struct th_jbuf *b)
+{
+    return (struct pbuf){b->p, b->len, b->cap, b->failed};
+}
+
+static void jbuf_out(struct th_jbuf *b, const struct pbuf *pb)
+{
+    b->p = pb->p;
+    b->len = pb->len;
+    b->cap = pb->cap;
+    b->failed = pb->failed;
+}
+
+void th_jbuf_put(struct th_jbuf *b, const char *s, size_t n)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_put(&pb, s, n);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_string(struct th_jbuf *b, const char *s)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_string(&pb, s);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_key(struct th_jbuf *b, const char *key)
+{
+    struct pbuf pb = jbuf_in(b);
+    pb_string(&pb, key);
+    pb_putc(&pb, ':');
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_number(struct th_jbuf *b, double d)
+{
+    /* The item cJSON_CreateNumber makes: valueint saturated as cJSON 1.7.15 does. */
+    cJSON item = {.type = cJSON_Number, .valuedouble = d};
+    if (isnan(d))
+        item.valueint = 0; /* printed as null either way */
+    else if (d >= INT_MAX)
+        item.valueint = INT_MAX;
+    else if (d <= (double)INT_MIN)
+        item.valueint = INT_MIN;
+    else
+        item.valueint = (int)d;
+    struct pbuf pb = jbuf_in(b);
+    pb_number(&pb, &item);
+    jbuf_out(b, &pb);
+}
+
+void th_jbuf_value(struct th_jbuf *b, const cJSON *item)
+{
+    struct pbuf pb = jbuf_in(b);
+    if (item == NULL)
+        pb.failed = true;
+    else
+        pb_value(&pb, item, 0);
+    jbuf_out(b, &pb);
+}
+
+char *th_jbuf_finish(struct th_jbuf *b)
+{
+    struct pbuf pb = jbuf_in(b);
+    char *text = NULL;
+    if (pb_reserve(&pb, 0)) { /* room for the NUL (pb_reserve keeps one byte spare) */
+        text = pb.p;
+        text[pb.len] = '\0';
+    } else {
+        free(pb.p);
+    }
+    memset(b, 0, sizeof *b);
+    return text;
 }

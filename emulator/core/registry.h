@@ -195,6 +195,12 @@ void th_identity_etag(const struct th_identity *id, char buf[32]);
  */
 cJSON *th_identity_to_json(const struct th_identity *id);
 cJSON *th_identity_twin_json(const struct th_identity *id);
+/*
+ * th_json_print(th_identity_twin_json(id)) without building the tree: the
+ * same bytes, printed from the twin (twin_print.c). Caller frees with free();
+ * NULL on OOM or without a twin.
+ */
+char *th_identity_twin_text(const struct th_identity *id);
 
 /*
  * A cheaper stand-in for th_identity_twin_json for evaluating query

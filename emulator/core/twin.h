@@ -196,6 +196,14 @@ cJSON *th_twin_device_view(const struct th_twin *twin);
  */
 cJSON *th_twin_properties_view(const struct th_twin *twin);
 
+/*
+ * The control API's short answer to a twin write (docs/control-api.md,
+ * updateTwin "answer": "short"): {"status":200,"etag":"<twin etag>",
+ * "$version":<desired $version>} (twin_print.c). Caller frees with free();
+ * NULL on OOM or without a twin.
+ */
+char *th_twin_short_answer_text(const struct th_twin *twin);
+
 /* Twin etag text ("AAAAAAAAAAE=" for counter 1) into buf (>= 16 bytes). */
 void th_twin_etag(const struct th_twin *twin, char buf[16]);
 /* etag_counter + reported $version. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "patch.h"
 #include "twin_private.h"
 #include "util.h"
@@ -443,6 +444,56 @@ struct time_memo {
     int64_t us;
     bool parsed;
 };
+/*
+ * twin_meta_json printed instead of built: the same members in the same
+ * order, written to `b` (what th_json_print of twin_meta_json gives).
+ */
+static void stamp_print(struct th_jbuf *b, const struct th_twin_meta *m, bool with_version)
+{
+    char time[TH_TIME_BUF];
+    const char *text = time;
+    if (m->us == META_TIME_TEXT)
+        text = meta_time_text(m);
+    else
+        th_time_format(m->us, time);
+    th_jbuf_put(b, "{\"" KEY_LAST_UPDATED "\":", sizeof KEY_LAST_UPDATED + 3);
+    th_jbuf_string(b, text);
+    if (with_version) {
+        th_jbuf_put(b, ",\"" KEY_LAST_UPDATED_VERSION "\":", sizeof KEY_LAST_UPDATED_VERSION + 3);
+        th_jbuf_number(b, (double)m->version);
+    }
+}
+
+static void shared_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSON *value,
+                         bool with_version)
+{
+    stamp_print(b, m, with_version);
+    for (const cJSON *c = cJSON_IsObject(value) ? value->child : NULL; c != NULL && !b->failed;
+         c = c->next) {
+        th_jbuf_put(b, ",", 1);
+        th_jbuf_key(b, c->string != NULL ? c->string : "");
+        shared_print(b, m, c, with_version);
+    }
+    th_jbuf_put(b, "}", 1);
+}
+
+void twin_meta_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSON *value,
+                     bool with_version)
+{
+    if (m->shared) {
+        shared_print(b, m, value, with_version);
+        return;
+    }
+    stamp_print(b, m, with_version);
+    for (const struct th_twin_meta *c = m->child; c != NULL && !b->failed; c = c->next) {
+        const cJSON *sub =
+            cJSON_IsObject(value) ? cJSON_GetObjectItemCaseSensitive(value, c->key) : NULL;
+        th_jbuf_put(b, ",", 1);
+        th_jbuf_key(b, c->key);
+        twin_meta_print(b, c, sub, with_version);
+    }
+    th_jbuf_put(b, "}", 1);
+}
 
 static struct th_twin_meta *meta_from_json(const cJSON *json, const char *key, bool desired,
                                            struct time_memo *memo)

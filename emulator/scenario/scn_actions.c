@@ -80,9 +80,15 @@ static bool add_taken(cJSON *obj, const char *key, cJSON *item)
     return true;
 }
 
-/* updateTwin / replaceTwin with {"properties":{"desired": b[key]}}, or the tags of updateTags. */
+/*
+ * updateTwin / replaceTwin with {"properties":{"desired": b[key]}}, or the tags of updateTags.
+ * The step reads only whether the write failed (th_scn_outcome's error), so it asks for the
+ * short answer rather than the whole twin (docs/control-api.md, "answer").
+ */
 static bool twin_patch(cJSON *cmd, const struct th_step *st, const cJSON *b)
 {
+    if (!cJSON_AddStringToObject(cmd, "answer", "short"))
+        return false;
     cJSON *patch = cJSON_AddObjectToObject(cmd, "patch");
     if (st->kind == TH_STEP_UPDATE_TAGS)
         return patch && copy_member(patch, b, "tags");

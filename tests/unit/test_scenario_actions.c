@@ -105,21 +105,24 @@ static void expect_command(size_t i, const char *json)
 static void test_th_scn_action_command_patch_desired_succeeds(void **state)
 {
     (void)state;
-    expect_command(0, "{\"command\":\"updateTwin\",\"deviceId\":\"d1\",\"patch\":{\"properties\":"
+    expect_command(0, "{\"command\":\"updateTwin\",\"deviceId\":\"d1\",\"answer\":\"short\","
+                      "\"patch\":{\"properties\":"
                       "{\"desired\":{\"a\":1}}}}");
 }
 
 static void test_th_scn_action_command_replace_desired_succeeds(void **state)
 {
     (void)state;
-    expect_command(1, "{\"command\":\"replaceTwin\",\"deviceId\":\"d1\",\"moduleId\":\"m1\","
-                      "\"patch\":{\"properties\":{\"desired\":{\"b\":null}}}}");
+    expect_command(1,
+                   "{\"command\":\"replaceTwin\",\"deviceId\":\"d1\",\"moduleId\":\"m1\","
+                   "\"answer\":\"short\",\"patch\":{\"properties\":{\"desired\":{\"b\":null}}}}");
 }
 
 static void test_th_scn_action_command_update_tags_succeeds(void **state)
 {
     (void)state;
-    expect_command(2, "{\"command\":\"updateTwin\",\"deviceId\":\"d1\",\"patch\":{\"tags\":"
+    expect_command(2, "{\"command\":\"updateTwin\",\"deviceId\":\"d1\",\"answer\":\"short\","
+                      "\"patch\":{\"tags\":"
                       "{\"site\":\"x\"}}}");
 }
 
