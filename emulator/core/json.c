@@ -209,9 +209,12 @@ th_result th_json_parse(const char *buf, size_t len, size_t max_bytes, int max_d
                             "JSON body is empty; send one JSON document (for example {})");
 
     /* Plain JSON takes one pass (json_fast.c); anything else, and every error, is cJSON's.
-     * cJSON skips a BOM only when more than 4 bytes follow its start: those texts are its. */
+     * cJSON skips a BOM only when more than 4 bytes follow its start: those texts are its.
+     * A negative depth limit refuses even a scalar (the walk below): cJSON's path decides it. */
     bool bom_cjson_keeps = len <= 4 && len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0;
-    cJSON *fast = bom_cjson_keeps ? NULL : th_json_parse_fast(buf + start, len - start, max_depth);
+    cJSON *fast = bom_cjson_keeps || max_depth < 0
+                      ? NULL
+                      : th_json_parse_fast(buf + start, len - start, max_depth);
     if (fast != NULL) {
         *out = fast;
         return TH_OK;
