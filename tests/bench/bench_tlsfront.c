@@ -16,8 +16,14 @@
  *            rather than the queue 50 requests in flight build up (at
  *            saturation the mean latency is 50 / rate by Little's law, about
  *            4.5 ms at 11,000/s for mosquitto's own listener too).
- * Target (issue 12): the front keeps >= 0.8 of the baseline's rate, and its
- * p99 stays under 5 ms, at 50 devices.
+ * Target (issue 12): the front keeps >= 0.8 of the baseline's rate (the
+ * median over 5 rounds of the ratio between the two paths' runs of a round),
+ * and its p99 stays under 5 ms, at 50 devices.
+ *
+ * The load generator is one epoll thread that reads with read-ahead and never
+ * reads to EAGAIN: it stands in for devices on other machines, and on two CPUs
+ * every microsecond it spends is taken from the front's path (three busy
+ * threads) rather than from mosquitto's (two).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -33,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -52,7 +59,8 @@
 #include "x509.h"
 
 #define NDEV 50
-#define ROUNDS 3
+#define ROUNDS 3      /* paced rounds per path */
+#define RATE_ROUNDS 5 /* closed-loop rounds per path: the verdict is the median of their ratios */
 #define WARMUP_S 0.2
 #define MEASURE_S 1.5
 #define MAX_SAMPLES 2000000
@@ -78,7 +86,10 @@ struct dev {
 struct result {
     double rate;
     int64_t p50, p99;
-    double cpu_us; /* CPU per message of the broker, plus the front's thread on its path */
+    double cpu_us;       /* CPU per message of the broker, plus the front's thread on its path */
+    double front_cpu_us; /* of which the front's thread (0 on mosquitto's own listener) */
+    double load_cpu_us;  /* the load generator's (this thread), not counted above */
+    char cipher[64];     /* what the first device negotiated */
 };
 
 /* ---- the broker, the front and a certificate ---------------------------------------------- */
@@ -368,6 +379,14 @@ static void send_request(struct dev *d, enum op op)
     d->t0 = thb_now_us();
 }
 
+/* CPU of the calling thread (the load generator), in µs. */
+static int64_t self_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* CPU of this process's threads other than the caller's (the front's), in µs. */
 static int64_t front_cpu_us(void)
 {
@@ -380,18 +399,26 @@ static int64_t front_cpu_us(void)
 static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, int64_t *lat)
 {
     struct dev *devs = calloc(NDEV, sizeof *devs);
-    struct pollfd *pfd = calloc(NDEV, sizeof *pfd);
-    if (!devs || !pfd)
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!devs || ep < 0)
         thb_die("out of memory");
-    for (int i = 0; i < NDEV; i++)
+    for (int i = 0; i < NDEV; i++) {
         dev_open(&devs[i], i, path == FRONT ? front_port : tls_port, ctx);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, devs[i].fd, &ev) != 0)
+            thb_die("epoll_ctl: %s", strerror(errno));
+    }
     int64_t start = thb_now_us(),
             measure_from = start + (int64_t)(WARMUP_S * 1e6 * thb_cfg.time_scale),
             end = measure_from + (int64_t)(MEASURE_S * 1e6 * thb_cfg.time_scale);
     size_t nlat = 0;
     long done = 0;
     bool sampled = false;
-    int64_t cpu0 = 0;
+    int64_t cpu0 = 0, fcpu0 = 0, lcpu0 = 0;
+    struct epoll_event evs[NDEV];
+    struct result res = {0};
+    snprintf(res.cipher, sizeof res.cipher, "%s %s", SSL_get_version(devs[0].ssl),
+             SSL_get_cipher_name(devs[0].ssl));
     /* Paced devices start spread over one period. */
     for (int i = 0; i < NDEV; i++) {
         devs[i].next_send = start + (paced ? (int64_t)i * PACE_MS * 1000 / NDEV : 0);
@@ -402,7 +429,9 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
         int64_t now = thb_now_us(), wake = now + 100000;
         if (!sampled && now >= measure_from) {
             sampled = true;
-            cpu0 = thb_proc_cpu_us(broker) + (path == FRONT ? front_cpu_us() : 0);
+            fcpu0 = path == FRONT ? front_cpu_us() : 0;
+            lcpu0 = self_cpu_us();
+            cpu0 = thb_proc_cpu_us(broker) + fcpu0;
         }
         for (int i = 0; paced && i < NDEV; i++) {
             struct dev *d = &devs[i];
@@ -413,15 +442,15 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
             if (!d->outstanding && d->next_send < wake)
                 wake = d->next_send;
         }
-        for (int i = 0; i < NDEV; i++)
-            pfd[i] = (struct pollfd){devs[i].fd, POLLIN, 0};
         int64_t wait_ms = (wake - thb_now_us() + 999) / 1000;
-        poll(pfd, NDEV, wait_ms < 0 ? 0 : (int)wait_ms);
-        for (int i = 0; i < NDEV; i++) {
-            struct dev *d = &devs[i];
-            if (!(pfd[i].revents & POLLIN) && !SSL_pending(d->ssl))
-                continue;
-            for (;;) {
+        int nev = epoll_wait(ep, evs, NDEV, wait_ms < 0 ? 0 : (int)wait_ms);
+        for (int k = 0; k < nev; k++) {
+            struct dev *d = &devs[evs[k].data.u32];
+            /* The load generator stands in for devices on other machines, so it spends as
+             * little of the shared CPUs as it can on both paths: with read-ahead one read takes
+             * what the socket holds, and epoll (level-triggered) reports the socket again if
+             * anything is left, so no read ends in EAGAIN. */
+            do {
                 int r = SSL_read(d->ssl, d->in + d->inlen, (int)(sizeof d->in - d->inlen));
                 if (r <= 0) {
                     int e = SSL_get_error(d->ssl, r);
@@ -430,7 +459,7 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
                     break;
                 }
                 d->inlen += (size_t)r;
-            }
+            } while (SSL_has_pending(d->ssl) && d->inlen < sizeof d->in);
             size_t plen;
             while (th_mqtt_packet_length(d->in, d->inlen, &plen) == TH_OK && plen <= d->inlen) {
                 uint8_t type = d->in[0] >> 4;
@@ -451,18 +480,45 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
         }
     }
     double secs = (double)(thb_now_us() - measure_from) / 1e6;
-    int64_t cpu = thb_proc_cpu_us(broker) + (path == FRONT ? front_cpu_us() : 0) - cpu0;
+    int64_t lcpu = self_cpu_us() - lcpu0, fcpu = (path == FRONT ? front_cpu_us() : 0) - fcpu0,
+            cpu = thb_proc_cpu_us(broker) + fcpu + fcpu0 - cpu0;
     for (int i = 0; i < NDEV; i++)
         dev_close(&devs[i]);
     free(devs);
-    free(pfd);
-    struct result res = {done / secs, 0, 0, done ? (double)cpu / (double)done : 0};
+    close(ep);
+    res.rate = done / secs;
+    res.cpu_us = done ? (double)cpu / (double)done : 0;
+    res.front_cpu_us = done ? (double)fcpu / (double)done : 0;
+    res.load_cpu_us = done ? (double)lcpu / (double)done : 0;
     if (nlat) {
         thb_sort_i64(lat, nlat);
         res.p50 = lat[nlat / 2];
         res.p99 = lat[(size_t)((double)nlat * 0.99)];
     }
     return res;
+}
+
+/*
+ * THBENCH_TLSFRONT_PROFILE=PATH,OP,SECONDS (PATH front or mosquitto, OP twin or telemetry): one
+ * closed-loop run of that path and operation only, for profiling it (performance.md "MQTT/TLS
+ * front"); prints the PIDs to attach to and the CPU per message split. 0 when it was set.
+ */
+static bool profile_run(SSL_CTX *ctx, int64_t *lat)
+{
+    const char *spec = getenv("THBENCH_TLSFRONT_PROFILE");
+    char p[32], o[32];
+    double secs = 0;
+    if (!spec || sscanf(spec, "%31[^,],%31[^,],%lf", p, o, &secs) != 3 || secs <= 0)
+        return false;
+    enum path path = strcmp(p, "front") == 0 ? FRONT : DIRECT;
+    enum op op = strcmp(o, "twin") == 0 ? OP_TWIN : OP_TELEMETRY;
+    thb_out("  profiling %s %s for %.1f s: thbench pid %d, broker pid %d\n", path_name[path],
+            op_name[op], secs, (int)getpid(), (int)broker);
+    thb_cfg.time_scale = secs / MEASURE_S;
+    struct result r = run(path, op, false, ctx, lat);
+    thb_out("  %s: %.0f/s, CPU %.2f us/msg (front thread %.2f; load generator %.2f), %s\n",
+            path_name[path], r.rate, r.cpu_us, r.front_cpu_us, r.load_cpu_us, r.cipher);
+    return true;
 }
 
 int thb_bench_tlsfront(void)
@@ -472,16 +528,20 @@ int thb_bench_tlsfront(void)
     start();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* our own certificate; not what is measured */
+    SSL_CTX_set_read_ahead(ctx, 1);
     int64_t *lat = malloc(MAX_SAMPLES * sizeof *lat);
     if (!ctx || !lat)
         thb_die("out of memory");
-    for (int op = OP_TWIN; op <= OP_TELEMETRY; op++) {
+    bool profiled = profile_run(ctx, lat);
+    for (int op = profiled ? OP_TELEMETRY + 1 : OP_TWIN; op <= OP_TELEMETRY; op++) {
         /* [paced][path]: the best round of each, the least disturbed by the rest of the
          * machine (highest rate; for paced runs, lowest p99). */
         struct result best[2][2];
+        double ratios[RATE_ROUNDS];
         memset(best, 0, sizeof best);
         for (int paced = 0; paced <= 1; paced++) {
-            for (int round = 0; round < ROUNDS; round++) {
+            for (int round = 0; round < (paced ? ROUNDS : RATE_ROUNDS); round++) {
+                double pair[2] = {0, 0};
                 for (int p = FRONT; p <= DIRECT; p++) {
                     /* Alternate which goes first, so neither always follows the other. */
                     enum path path = (round % 2) ? (enum path)(1 - p) : (enum path)p;
@@ -493,10 +553,24 @@ int thb_bench_tlsfront(void)
                     struct result *b = &best[paced][path];
                     if (b->rate == 0 || (paced ? r.p99 < b->p99 : r.rate > b->rate))
                         *b = r;
+                    pair[path] = r.rate;
                 }
+                if (!paced)
+                    ratios[round] = pair[DIRECT] > 0 ? pair[FRONT] / pair[DIRECT] : 0;
             }
         }
-        double ratio = best[0][DIRECT].rate > 0 ? best[0][FRONT].rate / best[0][DIRECT].rate : 0;
+        /* The rate ratio: the median over the rounds of the two paths' ratio within a round
+         * (the two runs next to each other in time, so a load from elsewhere that comes and
+         * goes falls on both). The best round of each path, which earlier runs compared, lets
+         * the path whose rate varies more win on luck; it is printed for information. */
+        for (int i = 1; i < RATE_ROUNDS; i++)
+            for (int j = i; j > 0 && ratios[j - 1] > ratios[j]; j--) {
+                double t = ratios[j];
+                ratios[j] = ratios[j - 1];
+                ratios[j - 1] = t;
+            }
+        double ratio = ratios[RATE_ROUNDS / 2],
+               best_ratio = best[0][DIRECT].rate > 0 ? best[0][FRONT].rate / best[0][DIRECT].rate : 0;
         int64_t p99 = best[1][FRONT].p99;
         bool met = ratio >= 0.8 && p99 < 5000;
         thb_out("  %s\n", op_name[op]);
@@ -505,9 +579,17 @@ int thb_bench_tlsfront(void)
                     "ms  p99 %5.2f ms\n",
                     path_name[p], best[0][p].rate, best[0][p].p99 / 1000.0, best[0][p].cpu_us,
                     NDEV * 1000 / PACE_MS, best[1][p].p50 / 1000.0, best[1][p].p99 / 1000.0);
-        thb_out("    front/mosquitto TLS rate %.2f, front p99 at %d/s %.2f ms: %s (>= 0.80 and "
-                "< 5 ms); CPU per message %.2f times (broker + front against broker alone)\n",
-                ratio, NDEV * 1000 / PACE_MS, p99 / 1000.0, met ? "MET" : "NOT MET",
+        /* Like with like: both paths negotiate with the same client and certificate. */
+        thb_out("    negotiated: front %s, mosquitto TLS %s; of the front path's CPU per message "
+                "%.1f us is the front's thread; the load generator (not counted) %.1f / %.1f "
+                "us/msg\n",
+                best[0][FRONT].cipher, best[0][DIRECT].cipher, best[0][FRONT].front_cpu_us,
+                best[0][FRONT].load_cpu_us, best[0][DIRECT].load_cpu_us);
+        thb_out("    front/mosquitto TLS rate %.2f (median of %d paired rounds, %.2f to %.2f; best "
+                "rounds %.2f), front p99 at %d/s %.2f ms: %s (>= 0.80 and < 5 ms); CPU per "
+                "message %.2f times (broker + front against broker alone)\n",
+                ratio, RATE_ROUNDS, ratios[0], ratios[RATE_ROUNDS - 1], best_ratio,
+                NDEV * 1000 / PACE_MS, p99 / 1000.0, met ? "MET" : "NOT MET",
                 best[0][DIRECT].cpu_us > 0 ? best[0][FRONT].cpu_us / best[0][DIRECT].cpu_us : 0);
         thb_target("tlsfront", met, "%s: %.2f of mosquitto's TLS rate, p99 %.2f ms at %d/s",
                    op_name[op], ratio, p99 / 1000.0, NDEV * 1000 / PACE_MS);
