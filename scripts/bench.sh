@@ -20,7 +20,7 @@ if [ ! -f "$builddir/build.ninja" ]; then
   meson setup "$builddir" --buildtype=release >/dev/null
 fi
 ninja -C "$builddir" emulator/cli/twinhub emulator/broker/twinhub_plugin.so \
-  tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
+  emulator/tlsshim/twinhub_tlsshim.so tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
 if [ "${1:-}" = "--dashboard" ]; then
   shift
   exec node tests/bench/dashboard_bench.mjs "$builddir/emulator/cli/twinhub" "$@"

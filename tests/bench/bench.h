@@ -153,6 +153,7 @@ struct thb_config {
     char twinhub[THB_PATH_MAX];     /* the twinhub executable */
     char plugin[THB_PATH_MAX];      /* twinhub_plugin.so */
     char echo_plugin[THB_PATH_MAX]; /* echo_plugin.so */
+    char tlsshim[THB_PATH_MAX];     /* twinhub_tlsshim.so (bench_tlsfront.c preloads it) */
     char mosquitto[THB_PATH_MAX];   /* the broker executable */
     char work[1024];                /* temp directory of this run */
     char cert_dir[THB_PATH_MAX];    /* shared by every twinhub start */

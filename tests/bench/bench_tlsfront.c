@@ -1,12 +1,16 @@
 /*
- * bench_tlsfront.c - the MQTT/TLS front (gateway/tlsfront.h) against
- * mosquitto's own TLS listener, same broker, same run: 50 SAS devices over
- * TLS doing twin GET round trips, then QoS 1 telemetry (each device sends
- * its next message when the PUBACK of the last arrives). The front relays to
- * the broker's unix socket as `twinhub serve` runs it; the baseline is a TLS
- * listener of the same mosquitto with the same certificate and plugin.
- * Rounds alternate between the two paths so that load from elsewhere falls
- * on both.
+ * bench_tlsfront.c - twinhub's MQTT/TLS path (mosquitto's own TLS listener
+ * with the TLS shim preloaded and plugin_opt_tls_shim required, as `twinhub
+ * serve` runs it: tlsshim/tlsshim.h) against mosquitto's own TLS listener
+ * with the same plugin and no shim, same run: 50 SAS devices over TLS doing
+ * twin GET round trips, then QoS 1 telemetry (each device sends its next
+ * message when the PUBACK of the last arrives). The two paths are two
+ * mosquitto processes with the same configuration but for the shim's part
+ * (require_certificate with the CA, the preload), the same certificate and
+ * plugin; only the path being measured has clients. Rounds alternate
+ * between the two paths so that load from elsewhere falls on both.
+ * (Until the shim, the first path was a relay front in serve's process; the
+ * name of the case stays "tlsfront".)
  *
  * Two measurements per operation and path:
  *   rate     closed loop: each device sends its next request when the answer
@@ -16,14 +20,12 @@
  *            rather than the queue 50 requests in flight build up (at
  *            saturation the mean latency is 50 / rate by Little's law, about
  *            4.5 ms at 11,000/s for mosquitto's own listener too).
- * Target (issue 12): the front keeps >= 0.8 of the baseline's rate (the
+ * Target (issue 12): twinhub's path keeps >= 0.8 of the baseline's rate (the
  * median over 5 rounds of the ratio between the two paths' runs of a round),
  * and its p99 stays under 5 ms, at 50 devices.
  *
  * The load generator is one epoll thread that reads with read-ahead and never
- * reads to EAGAIN: it stands in for devices on other machines, and on two CPUs
- * every microsecond it spends is taken from the front's path (three busy
- * threads) rather than from mosquitto's (two).
+ * reads to EAGAIN: it stands in for devices on other machines.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -55,7 +57,6 @@
 #include <openssl/x509.h>
 
 #include "mqtt_connect.h"
-#include "tlsfront.h"
 #include "x509.h"
 
 #define NDEV 50
@@ -66,8 +67,8 @@
 #define MAX_SAMPLES 2000000
 #define PACE_MS 50 /* paced runs: one request per device every PACE_MS */
 
-enum path { FRONT, DIRECT };
-static const char *const path_name[] = {"front", "mosquitto TLS"};
+enum path { SHIM, DIRECT };
+static const char *const path_name[] = {"twinhub (shim)", "mosquitto TLS"};
 enum op { OP_TWIN, OP_TELEMETRY };
 static const char *const op_name[] = {"twin GET round trips", "QoS 1 telemetry"};
 
@@ -86,18 +87,16 @@ struct dev {
 struct result {
     double rate;
     int64_t p50, p99;
-    double cpu_us;       /* CPU per message of the broker, plus the front's thread on its path */
-    double front_cpu_us; /* of which the front's thread (0 on mosquitto's own listener) */
-    double load_cpu_us;  /* the load generator's (this thread), not counted above */
+    double cpu_us;      /* CPU per message of the path's broker process */
+    double load_cpu_us; /* the load generator's (this thread), not counted above */
     char cipher[64];     /* what the first device negotiated */
 };
 
-/* ---- the broker, the front and a certificate ---------------------------------------------- */
+/* ---- the brokers and a certificate -------------------------------------------------------- */
 
-static pid_t broker = -1;
-static struct th_tlsfront *front;
-static char dir[THB_PATH_MAX], sock_path[THB_PATH_MAX + 16];
-static int tls_port, front_port;
+static pid_t broker[2] = {-1, -1};
+static char dir[THB_PATH_MAX];
+static int path_port[2];
 
 static void write_cert(const char *cert_path, const char *key_path)
 {
@@ -139,31 +138,62 @@ static bool accepts_tcp(int port)
     return ok;
 }
 
-static bool accepts_unix(const char *path)
+/* One broker for `path` (its own configuration and log), started and accepting. */
+static void start_broker(enum path path, const char *reg, const char *cert, const char *key,
+                         const char *hex)
 {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof a.sun_path)
-        thb_die("socket path too long: %s", path);
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
+    char conf[THB_PATH_MAX + 32], log[THB_PATH_MAX + 32];
+    const char *name = path == SHIM ? "shim" : "plain";
+    snprintf(conf, sizeof conf, "%s/mosquitto-%s.conf", dir, name);
+    snprintf(log, sizeof log, "%s/broker-%s.log", dir, name);
+    path_port[path] = thb_free_port();
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        thb_die("cannot write %s", conf);
+    const struct passwd *pw = getpwuid(getuid());
+    /* As `twinhub serve` writes it; the baseline without the shim's two lines. */
+    fprintf(f,
+            "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous false\n"
+            "persistence false\nmax_inflight_messages 0\nmax_queued_messages 10000\n"
+            "log_dest stderr\nlog_type error\n%s%s%s"
+            "plugin %s\nplugin_opt_dev_identities false\nplugin_opt_registry %s\n"
+            "plugin_opt_front_secret %s\n%s"
+            "listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n",
+            pw ? "user " : "", pw ? pw->pw_name : "", pw ? "\n" : "", thb_cfg.plugin, reg, hex,
+            path == SHIM ? "plugin_opt_tls_shim required\n" : "", path_port[path], cert, key);
+    if (path == SHIM)
+        fprintf(f, "cafile %s\nrequire_certificate true\n", cert);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (path == SHIM)
+            setenv("LD_PRELOAD", thb_cfg.tlsshim, 1);
+        execl(thb_cfg.mosquitto, thb_cfg.mosquitto, "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    broker[path] = pid;
+    int64_t t0 = thb_now_us();
+    while (!accepts_tcp(path_port[path])) {
+        if (thb_now_us() - t0 > 10000000 || waitpid(pid, NULL, WNOHANG) == pid)
+            thb_die("mosquitto did not start (see %s)", log);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static void start(void)
 {
-    char conf[THB_PATH_MAX + 32], reg[THB_PATH_MAX + 32], cert[THB_PATH_MAX + 32],
-        key[THB_PATH_MAX + 32], log[THB_PATH_MAX + 32];
+    char reg[THB_PATH_MAX + 32], cert[THB_PATH_MAX + 32], key[THB_PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/tlsfront", thb_cfg.work);
     mkdir(dir, 0700);
-    snprintf(conf, sizeof conf, "%s/mosquitto.conf", dir);
     snprintf(reg, sizeof reg, "%s/registry.json", dir);
     snprintf(cert, sizeof cert, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
-    snprintf(log, sizeof log, "%s/broker.log", dir);
-    snprintf(sock_path, sizeof sock_path, "%s/mqtt.sock", dir);
     if (thb_write_registry(reg, NDEV, 0) != 0)
         thb_die("cannot write %s", reg);
     write_cert(cert, key);
@@ -172,64 +202,18 @@ static void start(void)
     RAND_bytes(secret, sizeof secret);
     for (size_t i = 0; i < sizeof secret; i++)
         snprintf(hex + 2 * i, 3, "%02x", secret[i]);
-    tls_port = thb_free_port();
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        thb_die("cannot write %s", conf);
-    const struct passwd *pw = getpwuid(getuid());
-    /* As `twinhub serve` writes it, plus mosquitto's own TLS listener for the baseline. */
-    fprintf(f,
-            "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous false\n"
-            "persistence false\nmax_inflight_messages 0\nmax_queued_messages 10000\n"
-            "log_dest stderr\nlog_type error\n%s%s%s"
-            "plugin %s\nplugin_opt_dev_identities false\nplugin_opt_registry %s\n"
-            "plugin_opt_front_secret %s\n"
-            "listener 0 %s\n"
-            "listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n",
-            pw ? "user " : "", pw ? pw->pw_name : "", pw ? "\n" : "", thb_cfg.plugin, reg, hex,
-            sock_path, tls_port, cert, key);
-    fclose(f);
-    broker = fork();
-    if (broker == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(thb_cfg.mosquitto, thb_cfg.mosquitto, "-c", conf, (char *)NULL);
-        _exit(127);
-    }
-    int64_t t0 = thb_now_us();
-    while (!accepts_tcp(tls_port) || !accepts_unix(sock_path)) {
-        if (thb_now_us() - t0 > 10000000 || waitpid(broker, NULL, WNOHANG) == broker)
-            thb_die("mosquitto did not start (see %s)", log);
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-    /* The front, on a free port, as serve runs it. */
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
-    if (getaddrinfo("127.0.0.1", NULL, &hints, &ai) != 0)
-        thb_die("getaddrinfo");
-    int fds[TH_TLSFRONT_MAX_LISTEN], nfds, e;
-    char where[64], err[512];
-    if (!th_tlsfront_listen(ai, 0, fds, &nfds, &front_port, &e, where, sizeof where))
-        thb_die("front listen: %s", strerror(e));
-    freeaddrinfo(ai);
-    struct th_tlsfront_config cfg = {
-        .cert_file = cert, .key_file = key, .backend = sock_path, .secret = secret};
-    front = th_tlsfront_start(&cfg, fds, nfds, err, sizeof err);
-    if (!front)
-        thb_die("front: %s", err);
+    start_broker(SHIM, reg, cert, key, hex);
+    start_broker(DIRECT, reg, cert, key, hex);
 }
 
 static void stop(void)
 {
-    th_tlsfront_stop(front);
-    front = NULL;
-    if (broker > 0) {
-        kill(broker, SIGTERM);
-        waitpid(broker, NULL, 0);
-        broker = -1;
+    for (int i = 0; i < 2; i++) {
+        if (broker[i] > 0) {
+            kill(broker[i], SIGTERM);
+            waitpid(broker[i], NULL, 0);
+            broker[i] = -1;
+        }
     }
 }
 
@@ -387,14 +371,6 @@ static int64_t self_cpu_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* CPU of this process's threads other than the caller's (the front's), in µs. */
-static int64_t front_cpu_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return thb_proc_cpu_us(getpid()) - ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-}
-
 /* One measured run of `op` over `path`; `paced` spaces each device's requests by PACE_MS. */
 static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, int64_t *lat)
 {
@@ -403,7 +379,7 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
     if (!devs || ep < 0)
         thb_die("out of memory");
     for (int i = 0; i < NDEV; i++) {
-        dev_open(&devs[i], i, path == FRONT ? front_port : tls_port, ctx);
+        dev_open(&devs[i], i, path_port[path], ctx);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, devs[i].fd, &ev) != 0)
             thb_die("epoll_ctl: %s", strerror(errno));
@@ -414,7 +390,7 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
     size_t nlat = 0;
     long done = 0;
     bool sampled = false;
-    int64_t cpu0 = 0, fcpu0 = 0, lcpu0 = 0;
+    int64_t cpu0 = 0, lcpu0 = 0;
     struct epoll_event evs[NDEV];
     struct result res = {0};
     snprintf(res.cipher, sizeof res.cipher, "%s %s", SSL_get_version(devs[0].ssl),
@@ -429,9 +405,8 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
         int64_t now = thb_now_us(), wake = now + 100000;
         if (!sampled && now >= measure_from) {
             sampled = true;
-            fcpu0 = path == FRONT ? front_cpu_us() : 0;
             lcpu0 = self_cpu_us();
-            cpu0 = thb_proc_cpu_us(broker) + fcpu0;
+            cpu0 = thb_proc_cpu_us(broker[path]);
         }
         for (int i = 0; paced && i < NDEV; i++) {
             struct dev *d = &devs[i];
@@ -480,15 +455,13 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
         }
     }
     double secs = (double)(thb_now_us() - measure_from) / 1e6;
-    int64_t lcpu = self_cpu_us() - lcpu0, fcpu = (path == FRONT ? front_cpu_us() : 0) - fcpu0,
-            cpu = thb_proc_cpu_us(broker) + fcpu + fcpu0 - cpu0;
+    int64_t lcpu = self_cpu_us() - lcpu0, cpu = thb_proc_cpu_us(broker[path]) - cpu0;
     for (int i = 0; i < NDEV; i++)
         dev_close(&devs[i]);
     free(devs);
     close(ep);
     res.rate = done / secs;
     res.cpu_us = done ? (double)cpu / (double)done : 0;
-    res.front_cpu_us = done ? (double)fcpu / (double)done : 0;
     res.load_cpu_us = done ? (double)lcpu / (double)done : 0;
     if (nlat) {
         thb_sort_i64(lat, nlat);
@@ -499,9 +472,9 @@ static struct result run(enum path path, enum op op, bool paced, SSL_CTX *ctx, i
 }
 
 /*
- * THBENCH_TLSFRONT_PROFILE=PATH,OP,SECONDS (PATH front or mosquitto, OP twin or telemetry): one
+ * THBENCH_TLSFRONT_PROFILE=PATH,OP,SECONDS (PATH shim or mosquitto, OP twin or telemetry): one
  * closed-loop run of that path and operation only, for profiling it (performance.md "MQTT/TLS
- * front"); prints the PIDs to attach to and the CPU per message split. 0 when it was set.
+ * front"); prints the PIDs to attach to and the CPU per message. 0 when it was set.
  */
 static bool profile_run(SSL_CTX *ctx, int64_t *lat)
 {
@@ -510,20 +483,21 @@ static bool profile_run(SSL_CTX *ctx, int64_t *lat)
     double secs = 0;
     if (!spec || sscanf(spec, "%31[^,],%31[^,],%lf", p, o, &secs) != 3 || secs <= 0)
         return false;
-    enum path path = strcmp(p, "front") == 0 ? FRONT : DIRECT;
+    enum path path = strcmp(p, "shim") == 0 ? SHIM : DIRECT;
     enum op op = strcmp(o, "twin") == 0 ? OP_TWIN : OP_TELEMETRY;
     thb_out("  profiling %s %s for %.1f s: thbench pid %d, broker pid %d\n", path_name[path],
-            op_name[op], secs, (int)getpid(), (int)broker);
+            op_name[op], secs, (int)getpid(), (int)broker[path]);
     thb_cfg.time_scale = secs / MEASURE_S;
     struct result r = run(path, op, false, ctx, lat);
-    thb_out("  %s: %.0f/s, CPU %.2f us/msg (front thread %.2f; load generator %.2f), %s\n",
-            path_name[path], r.rate, r.cpu_us, r.front_cpu_us, r.load_cpu_us, r.cipher);
+    thb_out("  %s: %.0f/s, CPU %.2f us/msg (load generator %.2f), %s\n", path_name[path], r.rate,
+            r.cpu_us, r.load_cpu_us, r.cipher);
     return true;
 }
 
 int thb_bench_tlsfront(void)
 {
-    thb_out("\n== MQTT/TLS front vs mosquitto's TLS listener (%d SAS devices, same broker) ==\n",
+    thb_out("\n== MQTT/TLS: mosquitto's TLS listener with the TLS shim vs without (%d SAS devices, "
+            "same plugin) ==\n",
             NDEV);
     start();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -542,7 +516,7 @@ int thb_bench_tlsfront(void)
         for (int paced = 0; paced <= 1; paced++) {
             for (int round = 0; round < (paced ? ROUNDS : RATE_ROUNDS); round++) {
                 double pair[2] = {0, 0};
-                for (int p = FRONT; p <= DIRECT; p++) {
+                for (int p = SHIM; p <= DIRECT; p++) {
                     /* Alternate which goes first, so neither always follows the other. */
                     enum path path = (round % 2) ? (enum path)(1 - p) : (enum path)p;
                     struct result r = run(path, (enum op)op, paced, ctx, lat);
@@ -556,7 +530,7 @@ int thb_bench_tlsfront(void)
                     pair[path] = r.rate;
                 }
                 if (!paced)
-                    ratios[round] = pair[DIRECT] > 0 ? pair[FRONT] / pair[DIRECT] : 0;
+                    ratios[round] = pair[DIRECT] > 0 ? pair[SHIM] / pair[DIRECT] : 0;
             }
         }
         /* The rate ratio: the median over the rounds of the two paths' ratio within a round
@@ -570,27 +544,26 @@ int thb_bench_tlsfront(void)
                 ratios[j - 1] = t;
             }
         double ratio = ratios[RATE_ROUNDS / 2],
-               best_ratio = best[0][DIRECT].rate > 0 ? best[0][FRONT].rate / best[0][DIRECT].rate : 0;
-        int64_t p99 = best[1][FRONT].p99;
+               best_ratio = best[0][DIRECT].rate > 0 ? best[0][SHIM].rate / best[0][DIRECT].rate : 0;
+        int64_t p99 = best[1][SHIM].p99;
         bool met = ratio >= 0.8 && p99 < 5000;
         thb_out("  %s\n", op_name[op]);
-        for (int p = FRONT; p <= DIRECT; p++)
+        for (int p = SHIM; p <= DIRECT; p++)
             thb_out("    %-14s rate %9.0f/s (p99 %6.2f ms, CPU %5.1f us/msg)   at %d/s: p50 %5.2f "
                     "ms  p99 %5.2f ms\n",
                     path_name[p], best[0][p].rate, best[0][p].p99 / 1000.0, best[0][p].cpu_us,
                     NDEV * 1000 / PACE_MS, best[1][p].p50 / 1000.0, best[1][p].p99 / 1000.0);
         /* Like with like: both paths negotiate with the same client and certificate. */
-        thb_out("    negotiated: front %s, mosquitto TLS %s; of the front path's CPU per message "
-                "%.1f us is the front's thread; the load generator (not counted) %.1f / %.1f "
-                "us/msg\n",
-                best[0][FRONT].cipher, best[0][DIRECT].cipher, best[0][FRONT].front_cpu_us,
-                best[0][FRONT].load_cpu_us, best[0][DIRECT].load_cpu_us);
-        thb_out("    front/mosquitto TLS rate %.2f (median of %d paired rounds, %.2f to %.2f; best "
-                "rounds %.2f), front p99 at %d/s %.2f ms: %s (>= 0.80 and < 5 ms); CPU per "
-                "message %.2f times (broker + front against broker alone)\n",
+        thb_out("    negotiated: twinhub %s, mosquitto TLS %s; the load generator (not counted) "
+                "%.1f / %.1f us/msg\n",
+                best[0][SHIM].cipher, best[0][DIRECT].cipher, best[0][SHIM].load_cpu_us,
+                best[0][DIRECT].load_cpu_us);
+        thb_out("    twinhub/mosquitto TLS rate %.2f (median of %d paired rounds, %.2f to %.2f; best "
+                "rounds %.2f), twinhub p99 at %d/s %.2f ms: %s (>= 0.80 and < 5 ms); CPU per "
+                "message %.2f times (broker with the shim against broker without)\n",
                 ratio, RATE_ROUNDS, ratios[0], ratios[RATE_ROUNDS - 1], best_ratio,
                 NDEV * 1000 / PACE_MS, p99 / 1000.0, met ? "MET" : "NOT MET",
-                best[0][DIRECT].cpu_us > 0 ? best[0][FRONT].cpu_us / best[0][DIRECT].cpu_us : 0);
+                best[0][DIRECT].cpu_us > 0 ? best[0][SHIM].cpu_us / best[0][DIRECT].cpu_us : 0);
         thb_target("tlsfront", met, "%s: %.2f of mosquitto's TLS rate, p99 %.2f ms at %d/s",
                    op_name[op], ratio, p99 / 1000.0, NDEV * 1000 / PACE_MS);
     }

@@ -47,6 +47,9 @@
 #ifndef THB_DEFAULT_PLUGIN
 #define THB_DEFAULT_PLUGIN "twinhub_plugin.so"
 #endif
+#ifndef THB_DEFAULT_TLSSHIM
+#define THB_DEFAULT_TLSSHIM "twinhub_tlsshim.so"
+#endif
 #ifndef THB_DEFAULT_ECHO_PLUGIN
 #define THB_DEFAULT_ECHO_PLUGIN "echo_plugin.so"
 #endif
@@ -222,6 +225,7 @@ int main(int argc, char **argv)
     set_path(thb_cfg.twinhub, THB_DEFAULT_TWINHUB);
     set_path(thb_cfg.plugin, THB_DEFAULT_PLUGIN);
     set_path(thb_cfg.echo_plugin, THB_DEFAULT_ECHO_PLUGIN);
+    set_path(thb_cfg.tlsshim, THB_DEFAULT_TLSSHIM);
     set_path(thb_cfg.mosquitto, THB_DEFAULT_MOSQUITTO);
     thb_cfg.scale_devices = 10000;
     thb_cfg.fleet_devices = 100000;
@@ -279,7 +283,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *files[] = {thb_cfg.twinhub, thb_cfg.plugin, thb_cfg.echo_plugin, thb_cfg.mosquitto};
+    const char *files[] = {thb_cfg.twinhub, thb_cfg.plugin, thb_cfg.echo_plugin, thb_cfg.mosquitto,
+                           thb_cfg.tlsshim};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         if (access(files[i], R_OK) != 0) {
             thb_die("%s: %s (build with `ninja -C <builddir>` or pass the path)", files[i],
