@@ -29,4 +29,6 @@ if [ -n "${TH_SAN_LOG_DIR:-}" ]; then
   asan="$asan:log_path=$TH_SAN_LOG_DIR/mosquitto-asan"
   ubsan="$ubsan:log_path=$TH_SAN_LOG_DIR/mosquitto-ubsan"
 fi
-ASAN_OPTIONS=$asan UBSAN_OPTIONS=$ubsan LSAN_OPTIONS=$lsan LD_PRELOAD=$runtime exec "$real" "$@"
+# ASan first, then what serve preloads (the TLS shim of the same build, instrumented too).
+ASAN_OPTIONS=$asan UBSAN_OPTIONS=$ubsan LSAN_OPTIONS=$lsan \
+  LD_PRELOAD="$runtime${LD_PRELOAD:+ $LD_PRELOAD}" exec "$real" "$@"
