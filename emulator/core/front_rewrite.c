@@ -22,8 +22,8 @@ th_result th_front_cred(const uint8_t *secret, const uint8_t *cid, size_t cid_le
     th_result r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, cid, cid_len, user, user_len,
                                      chain, n, cred, TH_FRONT_MAX_CRED, clen);
     if (r == TH_ERR_BUFFER && n > 1)
-        r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, cid, cid_len, user, user_len, chain,
-                               1, cred, TH_FRONT_MAX_CRED, clen);
+        r = th_x509_cred_build(secret, TH_X509_SECRET_LEN, cid, cid_len, user, user_len, chain, 1,
+                               cred, TH_FRONT_MAX_CRED, clen);
     return r;
 }
 

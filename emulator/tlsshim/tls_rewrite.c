@@ -44,8 +44,7 @@ static void chain_free(unsigned char **bufs)
         OPENSSL_free(bufs[i]);
 }
 
-char *th_tlsfront_cred(SSL *ssl, const uint8_t *secret, const char *client_id,
-                       const char *username)
+char *th_tlsfront_cred(SSL *ssl, const uint8_t *secret, const char *client_id, const char *username)
 {
     struct th_x509_der der[TH_X509_MAX_CHAIN];
     unsigned char *bufs[TH_X509_MAX_CHAIN] = {0};

@@ -77,7 +77,8 @@ __attribute__((constructor)) static void resolve(void)
     real_read = (int (*)(SSL *, void *, int))dlsym(RTLD_NEXT, "SSL_read");
     real_pending = (int (*)(const SSL *))dlsym(RTLD_NEXT, "SSL_pending");
     real_accept = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_accept");
-    real_set_verify = (void (*)(SSL_CTX *, int, SSL_verify_cb))dlsym(RTLD_NEXT, "SSL_CTX_set_verify");
+    real_set_verify =
+        (void (*)(SSL_CTX *, int, SSL_verify_cb))dlsym(RTLD_NEXT, "SSL_CTX_set_verify");
 }
 
 static time_t mono_s(void)
@@ -109,8 +110,7 @@ static void first_free(struct first *f)
 }
 
 /* SSL_free's ex_data callback. */
-static void on_ssl_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void on_ssl_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     if (ptr && ptr != DONE && ptr != FAIL)

@@ -89,7 +89,7 @@ struct result {
     int64_t p50, p99;
     double cpu_us;      /* CPU per message of the path's broker process */
     double load_cpu_us; /* the load generator's (this thread), not counted above */
-    char cipher[64];     /* what the first device negotiated */
+    char cipher[64];    /* what the first device negotiated */
 };
 
 /* ---- the brokers and a certificate -------------------------------------------------------- */
@@ -544,7 +544,8 @@ int thb_bench_tlsfront(void)
                 ratios[j - 1] = t;
             }
         double ratio = ratios[RATE_ROUNDS / 2],
-               best_ratio = best[0][DIRECT].rate > 0 ? best[0][SHIM].rate / best[0][DIRECT].rate : 0;
+               best_ratio =
+                   best[0][DIRECT].rate > 0 ? best[0][SHIM].rate / best[0][DIRECT].rate : 0;
         int64_t p99 = best[1][SHIM].p99;
         bool met = ratio >= 0.8 && p99 < 5000;
         thb_out("  %s\n", op_name[op]);
@@ -558,12 +559,13 @@ int thb_bench_tlsfront(void)
                 "%.1f / %.1f us/msg\n",
                 best[0][SHIM].cipher, best[0][DIRECT].cipher, best[0][SHIM].load_cpu_us,
                 best[0][DIRECT].load_cpu_us);
-        thb_out("    twinhub/mosquitto TLS rate %.2f (median of %d paired rounds, %.2f to %.2f; best "
-                "rounds %.2f), twinhub p99 at %d/s %.2f ms: %s (>= 0.80 and < 5 ms); CPU per "
-                "message %.2f times (broker with the shim against broker without)\n",
-                ratio, RATE_ROUNDS, ratios[0], ratios[RATE_ROUNDS - 1], best_ratio,
-                NDEV * 1000 / PACE_MS, p99 / 1000.0, met ? "MET" : "NOT MET",
-                best[0][DIRECT].cpu_us > 0 ? best[0][SHIM].cpu_us / best[0][DIRECT].cpu_us : 0);
+        thb_out(
+            "    twinhub/mosquitto TLS rate %.2f (median of %d paired rounds, %.2f to %.2f; best "
+            "rounds %.2f), twinhub p99 at %d/s %.2f ms: %s (>= 0.80 and < 5 ms); CPU per "
+            "message %.2f times (broker with the shim against broker without)\n",
+            ratio, RATE_ROUNDS, ratios[0], ratios[RATE_ROUNDS - 1], best_ratio,
+            NDEV * 1000 / PACE_MS, p99 / 1000.0, met ? "MET" : "NOT MET",
+            best[0][DIRECT].cpu_us > 0 ? best[0][SHIM].cpu_us / best[0][DIRECT].cpu_us : 0);
         thb_target("tlsfront", met, "%s: %.2f of mosquitto's TLS rate, p99 %.2f ms at %d/s",
                    op_name[op], ratio, p99 / 1000.0, NDEV * 1000 / PACE_MS);
     }
