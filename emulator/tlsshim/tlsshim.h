@@ -14,7 +14,8 @@
  *   SSL_read, rewritten (tls_rewrite.h: the front credential for a client
  *   with a certificate and no password, the DPS client id), and mosquitto's
  *   reads are served from the result; afterwards each call passes straight
- *   through after one ex_data lookup;
+ *   through: with one ex_data lookup while any connection of the process is
+ *   still in its first packet, with none (a counter) otherwise;
  * - SSL_pending: counts what is left of the rewritten packet.
  */
 #ifndef TH_TLSSHIM_H
