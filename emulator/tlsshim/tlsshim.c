@@ -240,10 +240,10 @@ static int collect(SSL *ssl, struct first *f)
     }
 }
 
-API int SSL_read(SSL *ssl, void *buf, int num)
+/* SSL_read while some connection is in its first packet (kept out of line, so that the common
+ * path below is a load, a test and a jump). */
+static __attribute__((noinline)) int read_slow(SSL *ssl, void *buf, int num)
 {
-    if (atomic_load_explicit(&unfinished, memory_order_relaxed) == 0)
-        return real_read(ssl, buf, num);
     void *st = SSL_get_ex_data(ssl, ssl_idx);
     if (!st || st == DONE)
         return real_read(ssl, buf, num);
@@ -270,17 +270,29 @@ API int SSL_read(SSL *ssl, void *buf, int num)
     return (int)n;
 }
 
-API int SSL_pending(const SSL *ssl)
+API int SSL_read(SSL *ssl, void *buf, int num)
+{
+    if (__builtin_expect(atomic_load_explicit(&unfinished, memory_order_relaxed) == 0, 1))
+        return real_read(ssl, buf, num);
+    return read_slow(ssl, buf, num);
+}
+
+static __attribute__((noinline)) int pending_slow(const SSL *ssl)
 {
     int real = real_pending(ssl);
-    if (atomic_load_explicit(&unfinished, memory_order_relaxed) == 0)
-        return real;
     void *st = SSL_get_ex_data(ssl, ssl_idx);
     if (st && st != DONE && st != FAIL && ((struct first *)st)->serving) {
         struct first *f = st;
         return real + (int)(f->out_len - f->out_off);
     }
     return real;
+}
+
+API int SSL_pending(const SSL *ssl)
+{
+    if (__builtin_expect(atomic_load_explicit(&unfinished, memory_order_relaxed) == 0, 1))
+        return real_pending(ssl);
+    return pending_slow(ssl);
 }
 
 API int th_tlsshim_arm(const uint8_t *s, size_t len)
