@@ -953,8 +953,10 @@ static bool spawn_broker(struct serve *s)
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
     char *argv[] = {s->mosquitto, "-c", s->conf_path, NULL};
-    /* The TLS shim first, then whatever our environment preloads (the asan setup's wrapper puts
-     * the ASan runtime before both). */
+    /* The TLS shim first, then whatever our environment preloads. A broker command that is a
+     * wrapper preloading libraries itself (TWINHUB_MOSQUITTO_PRELOADS set: the asan test setup's
+     * scripts/asan-mosquitto.sh, whose shell must not load the instrumented shim before the ASan
+     * runtime) gets the shim's path in TWINHUB_TLSSHIM_PRELOAD instead. */
     char preload[2 * PATH_MAX + 2] = "";
     if (s->tlsshim[0]) {
         const char *old = getenv("LD_PRELOAD");
@@ -966,7 +968,10 @@ static bool spawn_broker(struct serve *s)
         int e;
         if (!th_child_setup(&s->old_mask, parent))
             _exit(0);
-        if (preload[0])
+        const char *wrapper = getenv("TWINHUB_MOSQUITTO_PRELOADS");
+        if (preload[0] && wrapper && *wrapper)
+            setenv("TWINHUB_TLSSHIM_PRELOAD", s->tlsshim, 1);
+        else if (preload[0])
             setenv("LD_PRELOAD", preload, 1);
         if ((devnull >= 0 && dup2(devnull, STDIN_FILENO) < 0) || dup2(logp[1], STDOUT_FILENO) < 0 ||
             dup2(logp[1], STDERR_FILENO) < 0) {

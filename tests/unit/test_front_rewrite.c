@@ -64,7 +64,9 @@ static void test_th_front_rewrite_connect_certificate_adds_credential_succeeds(v
     assert_int_equal(r.keep_alive, 240);
     assert_true(r.has_password);
     /* The plugin opens it with the same secret, client id and username. */
-    char *pw = strndup((const char *)r.password.ptr, r.password.len), reason[TH_X509_REASON_BUF];
+    char *pw = calloc(1, r.password.len + 1), reason[TH_X509_REASON_BUF];
+    assert_non_null(pw);
+    memcpy(pw, r.password.ptr, r.password.len);
     struct th_x509_chain *ch = NULL;
     assert_int_equal(th_x509_cred_open(SECRET, sizeof SECRET, "d1", "h/d1/?api-version=1", pw, &ch,
                                        reason, sizeof reason),
