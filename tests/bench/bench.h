@@ -224,7 +224,7 @@ int thb_bench_telemetry(void);
 int thb_bench_twin(void);
 int thb_bench_fanout(void);
 int thb_bench_scale(void);
-int thb_bench_tlsfront(void); /* bench_tlsfront.c: the MQTT/TLS front vs mosquitto's TLS */
+int thb_bench_tlsfront(void); /* bench_tlsfront.c: mosquitto's TLS with the shim vs without */
 int thb_bench_fleet(void); /* only with --only fleet */
 
 /* Abort with a message (setup failures inside a case). */

@@ -13,8 +13,9 @@
  *              delivering 1,000 direct publishes
  *   scale      10,000 connected devices with ~1 KB twins: broker memory and
  *              connect rate against plain mosquitto with the same connections
- *   tlsfront   50 devices over TLS through the MQTT/TLS front (X.509's way in)
- *              against mosquitto's own TLS listener, twin GETs and telemetry
+ *   tlsfront   50 devices over TLS: mosquitto's TLS listener with the TLS shim
+ *              (X.509's way in) against the same listener without it, twin GETs
+ *              and telemetry
  *   fleet      100,000 registered devices, up to the descriptor limit connected:
  *              memory, a job over all, a query over all, a restart with
  *              --state-dir (bench_fleet.c; only with --only fleet)
