@@ -1,6 +1,7 @@
 /*
  * front_rewrite.c - the first packet's rewrite (front_rewrite.h), moved here
- * from the relay front (gateway/gw_tlsfront.c) unchanged in behaviour.
+ * from the relay front that served the MQTT/TLS port before the TLS shim
+ * (gateway/gw_tlsfront.c, removed), unchanged in behaviour.
  */
 #include "front_rewrite.h"
 
