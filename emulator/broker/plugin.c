@@ -13,7 +13,7 @@
  * loading DIR restored and set aside), record FILE, hub_name HOST (the assignedHub the
  * provisioning service gives devices; default localhost), dps_id_scope SCOPE (default
  * TH_DPS_DEFAULT_ID_SCOPE), front_secret HEX (the TLS shim's and WebSocket bridge's
- * per-start secret, 64 hex digits: CONNECT passwords it vouched for carry a client
+ * per-start secret, 64 hex digits: CONNECT passwords they vouched for carry a client
  * certificate, core/x509.h), tls_shim required (the MQTT/TLS listener relies on the TLS
  * shim preloaded into mosquitto: refuse to start without it, tlsshim_link.c).
  */

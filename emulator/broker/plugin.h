@@ -104,8 +104,9 @@ struct brk_plugin {
     struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
     char *hub_host;     /* hub_name option: the assignedHub devices are given */
     struct th_cacerts *cas; /* the hub's CA certificates (control_certs.c) */
-    /* The front secret (plugin_opt_front_secret, hex; the TLS shim and the WebSocket bridge): credentials made with it carry
-     * a client's certificate (core/x509.h). has_front_secret false: none accepted. */
+    /* The front secret (plugin_opt_front_secret, hex; shared with the TLS shim and the
+     * WebSocket bridge): credentials made with it carry a client's certificate (core/x509.h).
+     * has_front_secret false: none accepted. */
     uint8_t front_secret[TH_X509_SECRET_LEN];
     bool has_front_secret;
     /* The TLS shim's sweep (tlsshim_link.c, tlsshim/tlsshim.h) when plugin_opt_tls_shim found
