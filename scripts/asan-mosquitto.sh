@@ -29,4 +29,9 @@ if [ -n "${TH_SAN_LOG_DIR:-}" ]; then
   asan="$asan:log_path=$TH_SAN_LOG_DIR/mosquitto-asan"
   ubsan="$ubsan:log_path=$TH_SAN_LOG_DIR/mosquitto-ubsan"
 fi
-ASAN_OPTIONS=$asan UBSAN_OPTIONS=$ubsan LSAN_OPTIONS=$lsan LD_PRELOAD=$runtime exec "$real" "$@"
+# ASan first, then the TLS shim `twinhub serve` names in TWINHUB_TLSSHIM_PRELOAD (the asan
+# setup sets TWINHUB_MOSQUITTO_PRELOADS, so serve leaves LD_PRELOAD alone: this shell must not
+# load the instrumented shim before the runtime).
+shim=${TWINHUB_TLSSHIM_PRELOAD:-}
+ASAN_OPTIONS=$asan UBSAN_OPTIONS=$ubsan LSAN_OPTIONS=$lsan \
+  LD_PRELOAD="$runtime${shim:+ $shim}" exec "$real" "$@"

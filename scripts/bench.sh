@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # twinhub's benchmarks (tests/bench, results in docs/performance.md): telemetry ingest, twin
-# round trips, desired-property fan-out, 10,000-device scale and the MQTT/TLS front, each against a baseline
+# round trips, desired-property fan-out, 10,000-device scale and the MQTT/TLS port (the TLS shim), each against a baseline
 # (plain mosquitto, or mosquitto with a minimal echo plugin) measured in the same run.
 # Not part of the test suite: nothing here passes or fails on numbers.
 #
@@ -20,7 +20,7 @@ if [ ! -f "$builddir/build.ninja" ]; then
   meson setup "$builddir" --buildtype=release >/dev/null
 fi
 ninja -C "$builddir" emulator/cli/twinhub emulator/broker/twinhub_plugin.so \
-  tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
+  emulator/tlsshim/twinhub_tlsshim.so tests/bench/thbench tests/bench/echo_plugin.so >/dev/null
 if [ "${1:-}" = "--dashboard" ]; then
   shift
   exec node tests/bench/dashboard_bench.mjs "$builddir/emulator/cli/twinhub" "$@"

@@ -245,6 +245,7 @@ int brk_on_tick(int event, void *event_data, void *userdata)
         p->next_scan_ms = now_ms + BRK_SCAN_INTERVAL_MS;
         brk_methods_tick(p, now_ms);
         brk_conn_scan_expired(p, th_now_us() / 1000000);
+        brk_tlsshim_sweep(p);
         /* What devices changed (reported properties) reaches the configurations; at most every
          * scan interval, so that a flood of reports does not re-evaluate every twin per loop. */
         brk_config_apply(p);

@@ -13,8 +13,8 @@
  * registry and the documents are core/dps.c.
  *
  * The client id (docs/dps.md): the SDKs use the registration id, which for a
- * group member is the device id too; the gateway's TLS front and WebSocket
- * bridge rewrite it to "~dps/{registrationId}" (core/dps_front.h) so that a
+ * group member is the device id too; the TLS shim in mosquitto and the
+ * gateway's WebSocket bridge rewrite it to "~dps/{registrationId}" (core/dps_front.h) so that a
  * registration does not take over the device's hub session. Either form is
  * accepted here, for the username's registration id only.
  */

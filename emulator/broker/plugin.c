@@ -12,9 +12,10 @@
  * default TH_AUTH_TOKEN_SKEW_S), state_dir DIR, state_report FILE (where to write what
  * loading DIR restored and set aside), record FILE, hub_name HOST (the assignedHub the
  * provisioning service gives devices; default localhost), dps_id_scope SCOPE (default
- * TH_DPS_DEFAULT_ID_SCOPE), front_secret HEX (the TLS front's
- * per-start secret, 64 hex digits: CONNECT passwords it vouched for carry a client
- * certificate, core/x509.h).
+ * TH_DPS_DEFAULT_ID_SCOPE), front_secret HEX (the TLS shim's and WebSocket bridge's
+ * per-start secret, 64 hex digits: CONNECT passwords they vouched for carry a client
+ * certificate, core/x509.h), tls_shim required (the MQTT/TLS listener relies on the TLS
+ * shim preloaded into mosquitto: refuse to start without it, tlsshim_link.c).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -147,7 +148,7 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
     const char *registry_path = NULL, *record_path = NULL, *report_path = NULL;
     const char *id_scope = NULL;
     bool restored = false;
-    bool dev = true;
+    bool dev = true, tls_shim = false;
     int rc;
 
     if (!p) {
@@ -193,10 +194,16 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
                 return MOSQ_ERR_INVAL;
             }
             p->has_front_secret = true;
+        } else if (!strcmp(opts[i].key, "tls_shim")) {
+            tls_shim = !strcmp(opts[i].value, "required");
         } else {
             mosquitto_log_printf(MOSQ_LOG_WARNING, "twinhub: ignoring unknown option plugin_opt_%s",
                                  opts[i].key);
         }
+    }
+    if (tls_shim && (rc = brk_tlsshim_link(p)) != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
     }
     if (!p->hub_host && !(p->hub_host = strdup("localhost"))) {
         plugin_free(p);

@@ -104,10 +104,14 @@ struct brk_plugin {
     struct th_dps *dps; /* the provisioning service (dps.c, control_dps.c) */
     char *hub_host;     /* hub_name option: the assignedHub devices are given */
     struct th_cacerts *cas; /* the hub's CA certificates (control_certs.c) */
-    /* The TLS front's secret (plugin_opt_front_secret, hex): credentials made with it carry
-     * a client's certificate (core/x509.h). has_front_secret false: none accepted. */
+    /* The front secret (plugin_opt_front_secret, hex; shared with the TLS shim and the
+     * WebSocket bridge): credentials made with it carry a client's certificate (core/x509.h).
+     * has_front_secret false: none accepted. */
     uint8_t front_secret[TH_X509_SECRET_LEN];
     bool has_front_secret;
+    /* The TLS shim's sweep (tlsshim_link.c, tlsshim/tlsshim.h) when plugin_opt_tls_shim found
+     * it; NULL otherwise. */
+    int (*tlsshim_sweep)(void);
     struct brk_job *jobs; /* control_jobs.c, oldest first */
 };
 
@@ -309,5 +313,11 @@ void brk_event_emit_telemetry(struct brk_plugin *p, const struct th_journal_tele
 bool brk_events_wanted(const struct brk_plugin *p);
 /* Build the hub's error body {"errorCode","trackingId","message","timestampUtc"}; caller frees. */
 char *brk_error_body(struct brk_plugin *p, const struct th_error *err);
+
+/* tlsshim_link.c: find the TLS shim preloaded into mosquitto (tlsshim/tlsshim.h) and give it
+ * the front secret; MOSQ_ERR_SUCCESS, else an error logged (the broker does not start). */
+int brk_tlsshim_link(struct brk_plugin *p);
+/* On the scan tick: have the shim shut down connections without a first packet in time. */
+void brk_tlsshim_sweep(struct brk_plugin *p);
 
 #endif

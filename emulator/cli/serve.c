@@ -12,10 +12,11 @@
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
  * port is bound before the broker starts, and it is started once the broker
  * accepts connections and stopped before the broker is. The MQTT/TLS port is
- * the gateway's TLS front (tlsfront.h, docs/protocol.md "X.509 client
- * certificates"), bound and started the same way; it relays to the broker's
- * unix socket in the runtime directory, and serve draws the secret that the
- * front and the plugin share at each start.
+ * mosquitto's own TLS listener with the TLS shim preloaded (LD_PRELOAD, see
+ * tlsshim/tlsshim.h, docs/protocol.md "X.509 client certificates"): it asks
+ * for an optional client certificate and rewrites the first packet; serve
+ * draws the secret that the shim (through the plugin) and the gateway's
+ * MQTT over WebSockets bridge share with the plugin at each start.
  *
  * The broker settings come from mosquitto-plugin-facts.md section 5 and
  * architecture.md ("Required broker settings"); the connection string shape
@@ -58,7 +59,6 @@
 #include "client.h"       /* th_read_json_file, th_parse_long */
 #include "connstr.h"      /* the connection strings we print */
 #include "gateway.h"      /* the HTTPS gateway (REST API, MQTT over WebSockets) */
-#include "tlsfront.h"     /* the MQTT/TLS front */
 #include "x509.h"         /* TH_X509_SECRET_LEN */
 
 #include <openssl/crypto.h>
@@ -145,12 +145,8 @@ struct serve {
     char gw_key[128];
     char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
     cJSON *state_report;      /* the plugin's report on --state-dir (persist.c); NULL if none */
-    /* The MQTT/TLS front: its bound sockets until started, then the front. */
-    int front_fds[TH_TLSFRONT_MAX_LISTEN];
-    int front_nfds;
-    struct th_tlsfront *front;
-    uint8_t secret[TH_X509_SECRET_LEN]; /* shared by the front and the plugin */
-    bool sock_ready;                    /* the broker's unix socket accepts */
+    char tlsshim[PATH_MAX]; /* the TLS shim preloaded into mosquitto with the MQTT/TLS port */
+    uint8_t secret[TH_X509_SECRET_LEN]; /* the front secret: the plugin, the shim, the gateway */
 };
 
 enum {
@@ -773,27 +769,6 @@ static int check_ports(struct serve *s)
     return 0;
 }
 
-/* One connect to the broker's unix socket (the front's way in); true when accepted. */
-static bool probe_unix(const struct serve *s, int *err)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s/" GATEWAY_SOCKET, s->run_dir) >=
-        (int)sizeof sa.sun_path) {
-        *err = ENAMETOOLONG;
-        return false;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *err = errno;
-        return false;
-    }
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (!ok)
-        *err = errno;
-    close(fd);
-    return ok;
-}
-
 /* One TCP connect to a listener; true when it was accepted. */
 static bool probe(const struct serve *s, int port, int *err)
 {
@@ -908,18 +883,35 @@ static bool write_conf(const struct serve *s)
     if (s->o.verbose)
         fprintf(f, "plugin_opt_verbose true\n");
     {
-        /* The front's secret: the runtime directory is 0700 and this file 0600. */
+        /* The front secret: the runtime directory is 0700 and this file 0600. The plugin
+         * hands it to the TLS shim (plugin_opt_tls_shim). */
         char hex[2 * TH_X509_SECRET_LEN + 1];
         for (size_t i = 0; i < TH_X509_SECRET_LEN; i++)
             snprintf(hex + 2 * i, 3, "%02x", s->secret[i]);
         fprintf(f, "plugin_opt_front_secret %s\n", hex);
         OPENSSL_cleanse(hex, sizeof hex);
     }
-    /* The way in of the MQTT/TLS front, and of the gateway when there is no plain listener. */
-    if (s->lis[1].port || (s->gw && !s->lis[0].port))
+    /* The plugin refuses to start without the shim: without it the TLS listener would refuse
+     * every client that has no certificate from the dev CA. */
+    if (s->lis[1].port)
+        fprintf(f, "plugin_opt_tls_shim required\n");
+    /* The gateway's way in when there is no plain listener. */
+    if (s->gw && !s->lis[0].port)
         fprintf(f, "listener 0 %s/" GATEWAY_SOCKET "\n", s->run_dir);
     if (s->lis[0].port)
         fprintf(f, "listener %d %s\n", s->lis[0].port, s->o.bind);
+    /* require_certificate true is what the shim turns into an optional certificate that any
+     * client may present (tlsshim.h); cafile is then only the list of CA names sent. */
+    if (s->lis[1].port)
+        fprintf(f,
+                "listener %d %s\n"
+                "cafile %s\n"
+                "certfile %s\n"
+                "keyfile %s\n"
+                "require_certificate true\n"
+                "tls_version tlsv1.2\n",
+                s->lis[1].port, s->o.bind, s->certs.ca_cert, s->certs.server_cert,
+                s->certs.server_key);
     if (ferror(f) | (fclose(f) != 0)) {
         fprintf(stderr, "twinhub: cannot write %s: %s\n", s->conf_path, strerror(errno));
         return false;
@@ -961,11 +953,26 @@ static bool spawn_broker(struct serve *s)
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
     char *argv[] = {s->mosquitto, "-c", s->conf_path, NULL};
+    /* The TLS shim first, then whatever our environment preloads. A broker command that is a
+     * wrapper preloading libraries itself (TWINHUB_MOSQUITTO_PRELOADS set: the asan test setup's
+     * scripts/asan-mosquitto.sh, whose shell must not load the instrumented shim before the ASan
+     * runtime) gets the shim's path in TWINHUB_TLSSHIM_PRELOAD instead. */
+    char preload[2 * PATH_MAX + 2] = "";
+    if (s->tlsshim[0]) {
+        const char *old = getenv("LD_PRELOAD");
+        snprintf(preload, sizeof preload, "%s%s%s", s->tlsshim, old && *old ? " " : "",
+                 old ? old : "");
+    }
     pid_t pid = fork();
     if (pid == 0) {
         int e;
         if (!th_child_setup(&s->old_mask, parent))
             _exit(0);
+        const char *wrapper = getenv("TWINHUB_MOSQUITTO_PRELOADS");
+        if (preload[0] && wrapper && *wrapper)
+            setenv("TWINHUB_TLSSHIM_PRELOAD", s->tlsshim, 1);
+        else if (preload[0])
+            setenv("LD_PRELOAD", preload, 1);
         if ((devnull >= 0 && dup2(devnull, STDIN_FILENO) < 0) || dup2(logp[1], STDOUT_FILENO) < 0 ||
             dup2(logp[1], STDERR_FILENO) < 0) {
             e = errno;
@@ -1004,9 +1011,15 @@ static bool spawn_broker(struct serve *s)
         s->child = 0;
         return false;
     }
-    if (s->o.verbose)
+    if (s->o.verbose) {
         fprintf(stderr, "twinhub: started %s -c %s (pid %ld)\n", s->mosquitto, s->conf_path,
                 (long)pid);
+        if (s->tlsshim[0])
+            fprintf(stderr,
+                    "twinhub: MQTT/TLS port %d: mosquitto's TLS listener with the TLS shim %s "
+                    "(optional client certificates)\n",
+                    s->lis[1].port, s->tlsshim);
+    }
     return true;
 fail:
     fprintf(stderr, "twinhub: cannot start mosquitto: %s\n", strerror(errno));
@@ -1044,8 +1057,7 @@ static void end_line(struct serve *s, bool newline)
         p = q + 2;
     bool noise = !s->o.verbose && strstr(p, "should not be run as root") != NULL;
     /* set_tcp_nodelay also meets the gateway's unix-socket connections, where it cannot apply. */
-    noise = noise || ((s->front_nfds || s->front || (s->gw && !s->lis[0].port)) &&
-                      strstr(p, "Unable to set TCP_NODELAY") != NULL);
+    noise = noise || (s->gw && !s->lis[0].port && strstr(p, "Unable to set TCP_NODELAY") != NULL);
     if (!noise) {
         put_stderr(s->line, s->line_len);
         if (newline)
@@ -1126,8 +1138,6 @@ static void stop_broker(struct serve *s)
     /* The gateway first: its control connection must not see the broker go away. */
     th_gateway_stop(s->gw);
     s->gw = NULL;
-    th_tlsfront_stop(s->front);
-    s->front = NULL;
     if (s->child <= 0)
         return;
     if (s->o.verbose)
@@ -1172,18 +1182,9 @@ static int wait_ready(struct serve *s)
     const struct listener *waiting = NULL;
     for (;;) {
         bool all = true;
-        static const struct listener sock = {.label = "internal (unix socket)"};
-        if (s->lis[1].port && !s->sock_ready) {
-            s->sock_ready = probe_unix(s, &last_err);
-            if (!s->sock_ready) {
-                all = false;
-                waiting = &sock;
-            }
-        }
         for (int i = 0; i < 2; i++) {
             struct listener *l = &s->lis[i];
-            /* The MQTT/TLS port is the front's, bound by us: the unix socket is the probe. */
-            if (!l->port || l->ready || i == 1)
+            if (!l->port || l->ready)
                 continue;
             l->ready = probe(s, l->port, &last_err);
             if (!l->ready) {
@@ -1468,49 +1469,55 @@ static int run_until_stopped(struct serve *s)
     }
 }
 
-/* ---- the MQTT/TLS front ------------------------------------------------------------------ */
+/* ---- the MQTT/TLS port -------------------------------------------------------------------- */
 
-/* Draw the secret and bind the MQTT/TLS port (every --bind address) before the broker starts. */
-static int open_front(struct serve *s)
+/* The front secret, drawn at each start: the plugin, the TLS shim and the gateway's MQTT over
+ * WebSockets bridge share it. */
+static int draw_secret(struct serve *s)
 {
-    /* Drawn even without the front: MQTT over WebSockets on the gateway uses it too. */
     if (RAND_bytes(s->secret, sizeof s->secret) != 1) {
         fprintf(stderr, "twinhub: no random bytes for the X.509 front secret\n");
         return TH_EXIT_FAIL;
     }
-    if (!s->lis[1].port)
-        return 0;
-    int e;
-    char where[INET6_ADDRSTRLEN + 16];
-    if (th_tlsfront_listen(s->bind_ai, s->lis[1].port, s->front_fds, &s->front_nfds, NULL, &e,
-                           where, sizeof where))
-        return 0;
-    fprintf(stderr, "twinhub: cannot listen on %s port %d: %s; pass --mqtts-port N\n", where,
-            s->lis[1].port, strerror(e));
-    return TH_EXIT_FAIL;
+    return 0;
 }
 
-/* Once the broker's unix socket accepts: start relaying. -1 when up, else TH_EXIT_FAIL. */
-static int start_front(struct serve *s)
+/*
+ * With the MQTT/TLS port on: $TWINHUB_TLSSHIM, else twinhub_tlsshim.so next to the plugin
+ * (the build tree and the install put them together), else the built one, else the installed
+ * one. An absolute path, for LD_PRELOAD.
+ */
+static int find_tlsshim(struct serve *s)
 {
-    if (!s->front_nfds)
-        return -1;
-    char sock[PATH_MAX + 16], err[PATH_MAX + 200];
-    snprintf(sock, sizeof sock, "%s/" GATEWAY_SOCKET, s->run_dir);
-    struct th_tlsfront_config cfg = {
-        .cert_file = s->certs.server_cert,
-        .key_file = s->certs.server_key,
-        .backend = sock,
-        .backend_port = 0,
-        .secret = s->secret,
-        .verbose = s->o.verbose,
-    };
-    s->front = th_tlsfront_start(&cfg, s->front_fds, s->front_nfds, err, sizeof err);
-    s->front_nfds = 0; /* the front owns them now, even on failure */
-    if (s->front)
-        return -1;
-    fprintf(stderr, "twinhub: %s\n", err);
-    stop_broker(s);
+    if (!s->lis[1].port)
+        return 0;
+    const char *env = getenv("TWINHUB_TLSSHIM");
+    if (env && *env) {
+        if (absolute(env, s->tlsshim, sizeof s->tlsshim) && is_readable_file(s->tlsshim))
+            return 0;
+        fprintf(stderr, "twinhub: TWINHUB_TLSSHIM=%s is not a readable file; fix or unset it\n",
+                env);
+        return TH_EXIT_FAIL;
+    }
+    char near[PATH_MAX];
+    const char *slash = strrchr(s->plugin, '/');
+    if (slash && snprintf(near, sizeof near, "%.*s/twinhub_tlsshim.so", (int)(slash - s->plugin),
+                          s->plugin) < (int)sizeof near &&
+        is_readable_file(near)) {
+        snprintf(s->tlsshim, sizeof s->tlsshim, "%s", near);
+        return 0;
+    }
+    const char *candidates[] = {TH_TLSSHIM_BUILD_PATH, TH_TLSSHIM_INSTALL_PATH};
+    for (size_t i = 0; i < 2; i++) {
+        if (is_readable_file(candidates[i])) {
+            snprintf(s->tlsshim, sizeof s->tlsshim, "%s", candidates[i]);
+            return 0;
+        }
+    }
+    fprintf(stderr,
+            "twinhub: the TLS shim for the MQTT/TLS port is neither installed (%s) nor built (%s); "
+            "build it with ninja, or pass --mqtts-port 0\n",
+            TH_TLSSHIM_INSTALL_PATH, TH_TLSSHIM_BUILD_PATH);
     return TH_EXIT_FAIL;
 }
 
@@ -1658,14 +1665,14 @@ static int serve(struct serve *s)
     if (!th_certs_ensure(s->cert_dir, names, nnames, s->bind_wildcard ? NULL : s->o.bind,
                          s->o.verbose, &s->certs))
         return TH_EXIT_FAIL;
-    if ((rc = open_front(s)) || (rc = open_gateway(s)))
+    if ((rc = find_tlsshim(s)) || (rc = draw_secret(s)) || (rc = open_gateway(s)))
         return rc;
 
     if (!setup_signals(s) || !make_run_dir(s) || !write_conf(s) || !spawn_broker(s))
         return TH_EXIT_FAIL;
     if (s->o.verbose)
         fprintf(stderr, "twinhub: runtime directory %s\n", s->run_dir);
-    if ((rc = wait_ready(s)) >= 0 || (rc = start_front(s)) >= 0 || (rc = start_gateway(s)) >= 0)
+    if ((rc = wait_ready(s)) >= 0 || (rc = start_gateway(s)) >= 0)
         return rc;
 
     struct conn_strings cs;
@@ -1716,10 +1723,6 @@ int th_cmd_serve(int argc, char **argv)
 
     th_gateway_stop(s.gw); /* when serve failed before the broker started */
     s.gw = NULL;
-    th_tlsfront_stop(s.front);
-    s.front = NULL;
-    for (int i = 0; i < s.front_nfds; i++)
-        close(s.front_fds[i]);
     OPENSSL_cleanse(s.secret, sizeof s.secret);
     if (s.child > 0) /* only on an internal failure after spawning */
         stop_broker(&s);

@@ -6,9 +6,9 @@
  * ("iot-dps-mqtt-support": "For the ClientId field, use registrationId"),
  * which for an enrollment-group member is its device id too. DPS and the hub
  * are one mosquitto here, which holds one session per client id, so the
- * gateway's TLS front (and the WebSocket bridge) rewrites the client id of
- * every CONNECT with a DPS username to TH_DPS_CLIENT_ID_PREFIX + the
- * registration id: '~' is not a character of device or module ids
+ * TLS shim in mosquitto (and the gateway's WebSocket bridge) rewrites the
+ * client id of every CONNECT with a DPS username to TH_DPS_CLIENT_ID_PREFIX +
+ * the registration id: '~' is not a character of device or module ids
  * (th_id_valid), so no hub client can hold such an id.
  *
  * The plugin accepts, for a DPS username, the registration id itself (a

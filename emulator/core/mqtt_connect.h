@@ -3,9 +3,10 @@
  * packet of a connection ends, read a CONNECT (MQTT 3.1, 3.1.1 and 5) into
  * slices of its input, and write one back with some fields replaced.
  *
- * The TLS front of the gateway (gateway/gw_tlsfront.c) reads the first packet
- * a device sends, and when the device authenticated with a client
- * certificate and sent no password, writes the CONNECT again with the
+ * The TLS shim in mosquitto and the gateway's WebSocket bridge
+ * (front_rewrite.h) read the first packet a device sends, and when the
+ * device authenticated with a client certificate and sent no password,
+ * write the CONNECT again with the
  * front's credential (x509.h) as the password (docs/protocol.md, "X.509
  * client certificates"). Anything else in the packet is written back as it
  * was read, so a later change can replace other fields (the client id) the

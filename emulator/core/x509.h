@@ -1,8 +1,8 @@
 /*
  * x509.h - X.509 device authentication (docs/protocol.md, "X.509 client
  * certificates"):
- * - the front credential: what the gateway's TLS front (gw_tlsfront.c) puts
- *   in the password of a CONNECT whose client presented a certificate and no
+ * - the front credential: what the TLS shim in mosquitto and the gateway's
+ *   WebSocket bridge (front_rewrite.h) put in the password of a CONNECT whose client presented a certificate and no
  *   password, and what the plugin checks: the client's certificate chain
  *   (DER, base64) and an HMAC-SHA256 over it, the client id and the
  *   username, keyed with a secret `twinhub serve` draws at each start and

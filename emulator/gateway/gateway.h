@@ -42,9 +42,9 @@ struct th_gateway_config {
     bool verbose; /* one stderr line per request and per WebSocket */
     /* GatewayHostName of device connection strings (the dashboard shows them); may be NULL. */
     const char *device_gateway;
-    /* The MQTT/TLS front's secret (TH_X509_SECRET_LEN bytes, copied): with it, the HTTPS port
+    /* The front secret (TH_X509_SECRET_LEN bytes, copied): with it, the HTTPS port
      * asks for an optional client certificate, and an MQTT over WebSockets client that
-     * presented one gets its CONNECT rewritten as the front does (tlsfront.h). NULL: none. */
+     * presented one gets its CONNECT rewritten as the TLS shim does (tls_rewrite.h). NULL: none. */
     const uint8_t *front_secret;
 };
 

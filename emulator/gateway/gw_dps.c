@@ -21,7 +21,7 @@
 #include <strings.h>
 
 #include "dps_front.h"
-#include "tlsfront.h"
+#include "tls_rewrite.h"
 #include "dps.h"
 #include "gw_private.h"
 #include "json.h"

@@ -138,7 +138,7 @@ struct gw_bridge {
     bool broker_paused;  /* broker RX paused because the WebSocket side is behind */
     bool connecting;     /* inside lws_client_connect_via_info */
     bool connect_failed; /* it failed before returning */
-    bool first_done;     /* the first MQTT packet went through the X.509 rewrite (tlsfront.h) */
+    bool first_done;     /* the first MQTT packet went through the X.509 rewrite (tls_rewrite.h) */
 };
 
 /* ---- control API calls (gw_control.c) ---- */

@@ -21,7 +21,7 @@
 
 #include "gw_private.h"
 #include "mqtt_connect.h"
-#include "tlsfront.h"
+#include "tls_rewrite.h"
 #include "util.h"
 
 /* A first packet longer than this is passed on unread (a CONNECT is far shorter). */
@@ -249,7 +249,7 @@ static int broker_write(struct gw_bridge *b, bool writable);
 /*
  * Hold the client's bytes until its first MQTT packet is whole, then rewrite
  * it when the client presented a certificate and no password, or registers
- * with DPS (tlsfront.h).
+ * with DPS (tlsshim/tls_rewrite.h).
  * False while waiting; also false after closing the WebSocket on failure.
  */
 static bool first_packet(struct gw_conn *c, struct gw_bridge *b)

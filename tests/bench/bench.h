@@ -153,6 +153,7 @@ struct thb_config {
     char twinhub[THB_PATH_MAX];     /* the twinhub executable */
     char plugin[THB_PATH_MAX];      /* twinhub_plugin.so */
     char echo_plugin[THB_PATH_MAX]; /* echo_plugin.so */
+    char tlsshim[THB_PATH_MAX];     /* twinhub_tlsshim.so (bench_tlsfront.c preloads it) */
     char mosquitto[THB_PATH_MAX];   /* the broker executable */
     char work[1024];                /* temp directory of this run */
     char cert_dir[THB_PATH_MAX];    /* shared by every twinhub start */
@@ -223,7 +224,7 @@ int thb_bench_telemetry(void);
 int thb_bench_twin(void);
 int thb_bench_fanout(void);
 int thb_bench_scale(void);
-int thb_bench_tlsfront(void); /* bench_tlsfront.c: the MQTT/TLS front vs mosquitto's TLS */
+int thb_bench_tlsfront(void); /* bench_tlsfront.c: mosquitto's TLS with the shim vs without */
 int thb_bench_fleet(void); /* only with --only fleet */
 
 /* Abort with a message (setup failures inside a case). */

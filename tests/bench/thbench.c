@@ -13,8 +13,9 @@
  *              delivering 1,000 direct publishes
  *   scale      10,000 connected devices with ~1 KB twins: broker memory and
  *              connect rate against plain mosquitto with the same connections
- *   tlsfront   50 devices over TLS through the MQTT/TLS front (X.509's way in)
- *              against mosquitto's own TLS listener, twin GETs and telemetry
+ *   tlsfront   50 devices over TLS: mosquitto's TLS listener with the TLS shim
+ *              (X.509's way in) against the same listener without it, twin GETs
+ *              and telemetry
  *   fleet      100,000 registered devices, up to the descriptor limit connected:
  *              memory, a job over all, a query over all, a restart with
  *              --state-dir (bench_fleet.c; only with --only fleet)
@@ -46,6 +47,9 @@
 #endif
 #ifndef THB_DEFAULT_PLUGIN
 #define THB_DEFAULT_PLUGIN "twinhub_plugin.so"
+#endif
+#ifndef THB_DEFAULT_TLSSHIM
+#define THB_DEFAULT_TLSSHIM "twinhub_tlsshim.so"
 #endif
 #ifndef THB_DEFAULT_ECHO_PLUGIN
 #define THB_DEFAULT_ECHO_PLUGIN "echo_plugin.so"
@@ -222,6 +226,7 @@ int main(int argc, char **argv)
     set_path(thb_cfg.twinhub, THB_DEFAULT_TWINHUB);
     set_path(thb_cfg.plugin, THB_DEFAULT_PLUGIN);
     set_path(thb_cfg.echo_plugin, THB_DEFAULT_ECHO_PLUGIN);
+    set_path(thb_cfg.tlsshim, THB_DEFAULT_TLSSHIM);
     set_path(thb_cfg.mosquitto, THB_DEFAULT_MOSQUITTO);
     thb_cfg.scale_devices = 10000;
     thb_cfg.fleet_devices = 100000;
@@ -279,7 +284,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *files[] = {thb_cfg.twinhub, thb_cfg.plugin, thb_cfg.echo_plugin, thb_cfg.mosquitto};
+    const char *files[] = {thb_cfg.twinhub, thb_cfg.plugin, thb_cfg.echo_plugin, thb_cfg.mosquitto,
+                           thb_cfg.tlsshim};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         if (access(files[i], R_OK) != 0) {
             thb_die("%s: %s (build with `ninja -C <builddir>` or pass the path)", files[i],

@@ -4,9 +4,12 @@
  * client sends: th_mqtt_packet_length on the input, th_mqtt_connect_parse on
  * the packet it delimits; a CONNECT that parses is written back (unchanged it
  * must be the same bytes), and with a password added it must parse again with
- * every other field as it was. Then the X.509 credential is opened on the
- * input as a password (core/x509.h), which must never crash or accept.
+ * every other field as it was. The TLS shim's rewrite (core/front_rewrite.h)
+ * runs on the packet with a certificate: what it writes must parse, with a
+ * password. Then the X.509 credential is opened on the input as a password
+ * (core/x509.h), which must never crash or accept.
  */
+#include "front_rewrite.h"
 #include "fuzz_common.h"
 #include "mqtt_connect.h"
 #include "x509.h"
@@ -46,6 +49,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        same(back.will_payload, c.will_payload) &&
                        same(back.properties, c.properties) && back.keep_alive == c.keep_alive);
             free(out);
+        }
+    }
+    if (th_mqtt_packet_length(in, size, &plen) == TH_OK && plen <= size) {
+        static const uint8_t der[] = {0x30, 0x03, 0x02, 0x01, 0x01}; /* not parsed here */
+        static const uint8_t key[TH_X509_SECRET_LEN] = {2};
+        const struct th_x509_der chain[1] = {{der, sizeof der}};
+        uint8_t *rw = NULL;
+        size_t rwlen = 0;
+        int r = th_front_rewrite_connect(key, chain, 1, in, plen, &rw, &rwlen);
+        FUZZ_CHECK(r == 0 || r == 1);
+        if (r == 1) {
+            FUZZ_CHECK(th_mqtt_connect_parse(rw, rwlen, &back) == TH_OK && back.has_password);
+            free(rw);
         }
     }
     char *pw = fuzz_cstr(data, size);

@@ -1,6 +1,6 @@
 /*
  * it_dps_x509.c - X.509 attestation in the provisioning service over MQTT
- * through `twinhub serve`'s TLS front, against the real broker and plugin
+ * through `twinhub serve`'s MQTT/TLS port (the TLS shim), against the real broker and plugin
  * (docs/dps.md, "X.509 attestation"): a device presents its certificate and
  * no password with the DPS username; an individual enrollment matches by
  * the certificate, a group by its signing certificate; the device made is
