@@ -17,6 +17,7 @@
  */
 #include "json.h"
 #include "json_fast.h"
+#include "jsonw.h"
 
 #include <float.h>
 #include <limits.h>
@@ -423,98 +424,21 @@ void th_json_error_about(const struct th_error *err, const char *what, char *out
  * hub never calls setlocale, so the decimal point is '.', as cJSON writes it.
  * tests/unit/test_json.c compares the two printers on many documents.
  */
-struct pbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static bool pb_reserve(struct pbuf *b, size_t more)
+/* The text is written with jsonw.c's writer (the same escapes, one growing buffer). */
+static inline void pb_put(struct th_jsonw *b, const char *s, size_t n)
 {
-    if (b->failed)
-        return false;
-    if (b->len + more + 1 <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more + 1) {
-        if (cap > SIZE_MAX / 2) {
-            b->failed = true;
-            return false;
-        }
-        cap *= 2;
-    }
-    char *np = realloc(b->p, cap);
-    if (np == NULL) {
-        b->failed = true;
-        return false;
-    }
-    b->p = np;
-    b->cap = cap;
-    return true;
+    th_jsonw_raw(b, s, n);
 }
 
-static void pb_put(struct pbuf *b, const char *s, size_t n)
+static inline void pb_putc(struct th_jsonw *b, char c)
 {
-    if (pb_reserve(b, n)) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-    }
+    th_jsonw_raw(b, &c, 1);
 }
 
-static void pb_putc(struct pbuf *b, char c)
+static void pb_string(struct th_jsonw *b, const char *s)
 {
-    if (pb_reserve(b, 1))
-        b->p[b->len++] = c;
-}
-
-/* Bytes a string byte takes in cJSON's output: 1, 2 (\" \\ \b \f \n \r \t) or 6 (\u00xx). */
-static const uint8_t esc_len[256] = {
-    6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-};
-
-static void pb_string(struct pbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *u = (const unsigned char *)(s ? s : "");
-    size_t n = strlen((const char *)u);
-    /* At most 6 bytes per byte: reserve once, then write without checks. */
-    if (n > (SIZE_MAX - 2) / 6 || !pb_reserve(b, 6 * n + 2)) {
-        b->failed = true;
-        return;
-    }
-    char *o = b->p + b->len;
-    *o++ = '"';
-    for (; *u; u++) {
-        switch (esc_len[*u]) {
-        case 1:
-            *o++ = (char)*u;
-            break;
-        case 2:
-            *o++ = '\\';
-            *o++ = *u == '"'    ? '"'
-                   : *u == '\\' ? '\\'
-                   : *u == '\b' ? 'b'
-                   : *u == '\f' ? 'f'
-                   : *u == '\n' ? 'n'
-                   : *u == '\r' ? 'r'
-                                : 't';
-            break;
-        default:
-            memcpy(o, "\\u00", 4);
-            o[4] = hex[*u >> 4];
-            o[5] = hex[*u & 15];
-            o += 6;
-        }
-    }
-    *o++ = '"';
-    b->len = (size_t)(o - b->p);
+    s = s ? s : "";
+    th_jsonw_string(b, s, strlen(s));
 }
 
 /* Decimal text of v ending at `end` (NUL-terminated); returns its start. */
@@ -544,7 +468,7 @@ static void cjson_print_number(double d, char out[32])
         snprintf(out, 32, "%1.17g", d);
 }
 
-static void pb_number(struct pbuf *b, const cJSON *item)
+static void pb_number(struct th_jsonw *b, const cJSON *item)
 {
     static const double pow10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
     char text[48];
@@ -608,7 +532,7 @@ static void pb_number(struct pbuf *b, const cJSON *item)
     pb_put(b, text, strlen(text));
 }
 
-static bool pb_value(struct pbuf *b, const cJSON *item, int depth)
+static bool pb_value(struct th_jsonw *b, const cJSON *item, int depth)
 {
     if (depth > 10000) { /* far beyond anything th_json_parse accepts */
         b->failed = true;
@@ -665,8 +589,8 @@ char *th_json_print(const cJSON *item)
 {
     if (item == NULL)
         return NULL;
-    struct pbuf b = {0};
-    if (!pb_reserve(&b, 255) || !pb_value(&b, item, 0)) {
+    struct th_jsonw b = {0};
+    if (!th_jsonw_reserve(&b, 255) || !pb_value(&b, item, 0)) {
         free(b.p);
         return NULL;
     }
@@ -676,12 +600,12 @@ char *th_json_print(const cJSON *item)
 
 /* ---- th_jbuf: the printer above, piece by piece (json.h) ---- */
 
-static struct pbuf jbuf_in(const struct th_jbuf *b)
+static struct th_jsonw jbuf_in(const struct th_jbuf *b)
 {
-    return (struct pbuf){b->p, b->len, b->cap, b->failed};
+    return (struct th_jsonw){.p = b->p, .len = b->len, .cap = b->cap, .failed = b->failed};
 }
 
-static void jbuf_out(struct th_jbuf *b, const struct pbuf *pb)
+static void jbuf_out(struct th_jbuf *b, const struct th_jsonw *pb)
 {
     b->p = pb->p;
     b->len = pb->len;
@@ -691,21 +615,21 @@ static void jbuf_out(struct th_jbuf *b, const struct pbuf *pb)
 
 void th_jbuf_put(struct th_jbuf *b, const char *s, size_t n)
 {
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     pb_put(&pb, s, n);
     jbuf_out(b, &pb);
 }
 
 void th_jbuf_string(struct th_jbuf *b, const char *s)
 {
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     pb_string(&pb, s);
     jbuf_out(b, &pb);
 }
 
 void th_jbuf_key(struct th_jbuf *b, const char *key)
 {
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     pb_string(&pb, key);
     pb_putc(&pb, ':');
     jbuf_out(b, &pb);
@@ -723,14 +647,14 @@ void th_jbuf_number(struct th_jbuf *b, double d)
         item.valueint = INT_MIN;
     else
         item.valueint = (int)d;
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     pb_number(&pb, &item);
     jbuf_out(b, &pb);
 }
 
 void th_jbuf_value(struct th_jbuf *b, const cJSON *item)
 {
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     if (item == NULL)
         pb.failed = true;
     else
@@ -740,9 +664,9 @@ void th_jbuf_value(struct th_jbuf *b, const cJSON *item)
 
 char *th_jbuf_finish(struct th_jbuf *b)
 {
-    struct pbuf pb = jbuf_in(b);
+    struct th_jsonw pb = jbuf_in(b);
     char *text = NULL;
-    if (pb_reserve(&pb, 0)) { /* room for the NUL (pb_reserve keeps one byte spare) */
+    if (th_jsonw_reserve(&pb, 0)) { /* room for the NUL (th_jsonw_reserve keeps one byte spare) */
         text = pb.p;
         text[pb.len] = '\0';
     } else {
