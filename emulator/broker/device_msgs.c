@@ -23,17 +23,6 @@
 #include "twin.h"
 #include "util.h"
 
-/*
- * True when an event record would reach anyone: brk_event_emit (events.c) drops
- * it unless a service principal subscribed to events or a recording is open. The hot
- * paths below check first, so that they do not build event data per message
- * only to have it thrown away (docs/performance.md).
- */
-static bool events_wanted(const struct brk_plugin *p)
-{
-    return p->event_subs > 0 || p->record_fd >= 0;
-}
-
 /* Close the publisher's connection for a protocol violation. */
 static int protocol_error(struct brk_plugin *p, struct brk_conn *c, const char *topic,
                           const char *reason)
@@ -106,7 +95,7 @@ static void on_twin_get(struct brk_plugin *p, struct brk_conn *c, const struct t
     free(body);
     brk_log(p, MOSQ_LOG_INFO, "%s | twin get | status=200", c->client_id);
     brk_event_emit(p, TH_JOURNAL_TWIN_GET, id->device_id, id->module_id,
-                   events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
+                   brk_events_wanted(p) ? th_journal_data_twin_get(200) : NULL);
 }
 
 static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct th_topic *t,
@@ -155,7 +144,7 @@ static void on_twin_patch(struct brk_plugin *p, struct brk_conn *c, const struct
     }
     /* The twin keeps copies of what it merged, so the event takes the patch itself. */
     cJSON *data = NULL;
-    if (events_wanted(p)) {
+    if (brk_events_wanted(p)) {
         data = r == TH_OK ? th_journal_data_reported(patch, id->twin->reported_version)
                           : th_journal_data_reported_refused(patch, &err);
     } else {
@@ -185,7 +174,7 @@ static int on_telemetry(struct brk_plugin *p, struct brk_conn *c, struct mosquit
     }
     brk_log(p, MOSQ_LOG_INFO, "%s | telemetry | bytes=%u qos=%d", c->client_id, ed->payloadlen,
             ed->qos);
-    if (!events_wanted(p)) {
+    if (!brk_events_wanted(p)) {
         /* Nobody to tell: skip building the record, most of the plugin's work per message;
          * brk_event_emit still counts it in the sequence. */
         th_props_free(&props);

@@ -13,7 +13,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "hmac.h"
 #include "th_limits.h"
