@@ -598,44 +598,20 @@ char *th_json_print(const cJSON *item)
     return b.p;
 }
 
-/* ---- th_jbuf: the printer above, piece by piece (json.h) ---- */
+/* ---- th_jbuf: the printer above, piece by piece, on a jsonw.h writer (json.h) ---- */
 
-static struct th_jsonw jbuf_in(const struct th_jbuf *b)
+void th_jbuf_string(struct th_jsonw *b, const char *s)
 {
-    return (struct th_jsonw){.p = b->p, .len = b->len, .cap = b->cap, .failed = b->failed};
+    pb_string(b, s);
 }
 
-static void jbuf_out(struct th_jbuf *b, const struct th_jsonw *pb)
+void th_jbuf_key(struct th_jsonw *b, const char *key)
 {
-    b->p = pb->p;
-    b->len = pb->len;
-    b->cap = pb->cap;
-    b->failed = pb->failed;
+    pb_string(b, key);
+    pb_putc(b, ':');
 }
 
-void th_jbuf_put(struct th_jbuf *b, const char *s, size_t n)
-{
-    struct th_jsonw pb = jbuf_in(b);
-    pb_put(&pb, s, n);
-    jbuf_out(b, &pb);
-}
-
-void th_jbuf_string(struct th_jbuf *b, const char *s)
-{
-    struct th_jsonw pb = jbuf_in(b);
-    pb_string(&pb, s);
-    jbuf_out(b, &pb);
-}
-
-void th_jbuf_key(struct th_jbuf *b, const char *key)
-{
-    struct th_jsonw pb = jbuf_in(b);
-    pb_string(&pb, key);
-    pb_putc(&pb, ':');
-    jbuf_out(b, &pb);
-}
-
-void th_jbuf_number(struct th_jbuf *b, double d)
+void th_jbuf_number(struct th_jsonw *b, double d)
 {
     /* The item cJSON_CreateNumber makes: valueint saturated as cJSON 1.7.15 does. */
     cJSON item = {.type = cJSON_Number, .valuedouble = d};
@@ -647,31 +623,13 @@ void th_jbuf_number(struct th_jbuf *b, double d)
         item.valueint = INT_MIN;
     else
         item.valueint = (int)d;
-    struct th_jsonw pb = jbuf_in(b);
-    pb_number(&pb, &item);
-    jbuf_out(b, &pb);
+    pb_number(b, &item);
 }
 
-void th_jbuf_value(struct th_jbuf *b, const cJSON *item)
+void th_jbuf_value(struct th_jsonw *b, const cJSON *item)
 {
-    struct th_jsonw pb = jbuf_in(b);
     if (item == NULL)
-        pb.failed = true;
+        b->failed = true;
     else
-        pb_value(&pb, item, 0);
-    jbuf_out(b, &pb);
-}
-
-char *th_jbuf_finish(struct th_jbuf *b)
-{
-    struct th_jsonw pb = jbuf_in(b);
-    char *text = NULL;
-    if (th_jsonw_reserve(&pb, 0)) { /* room for the NUL (th_jsonw_reserve keeps one byte spare) */
-        text = pb.p;
-        text[pb.len] = '\0';
-    } else {
-        free(pb.p);
-    }
-    memset(b, 0, sizeof *b);
-    return text;
+        pb_value(b, item, 0);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <cjson/cJSON.h>
+#include "jsonw.h"
 #include "th_result.h"
 
 /*
@@ -75,30 +76,19 @@ cJSON *th_json_object(const cJSON *obj, const char *key);
 char *th_json_print(const cJSON *item);
 
 /*
- * A text being written piece by piece, for writers that print a document
- * without building its cJSON tree first and must give the very bytes
- * th_json_print gives for that tree (twin answers, twin_print.c). Start from
- * {0}; after a failure (out of memory) every call does nothing and
- * th_jbuf_finish returns NULL.
+ * Pieces of a document printed without building its cJSON tree first, giving
+ * the very bytes th_json_print gives for that tree (twin answers,
+ * twin_print.c), on a jsonw.h writer: start from {0}, add punctuation with
+ * th_jsonw_raw and take the text with th_jsonw_finish. After a failure (out
+ * of memory) every call does nothing and th_jsonw_finish returns NULL.
  */
-struct th_jbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-/* Appends n bytes as they are (JSON punctuation, or text printed before). */
-void th_jbuf_put(struct th_jbuf *b, const char *s, size_t n);
 /* Appends `s` as a JSON string, escaped as th_json_print escapes it. */
-void th_jbuf_string(struct th_jbuf *b, const char *s);
+void th_jbuf_string(struct th_jsonw *b, const char *s);
 /* Appends `"key":`, the key escaped as th_json_print escapes member names. */
-void th_jbuf_key(struct th_jbuf *b, const char *key);
+void th_jbuf_key(struct th_jsonw *b, const char *key);
 /* Appends the number th_json_print prints for cJSON_CreateNumber(d). */
-void th_jbuf_number(struct th_jbuf *b, double d);
+void th_jbuf_number(struct th_jsonw *b, double d);
 /* Appends what th_json_print(item) gives. */
-void th_jbuf_value(struct th_jbuf *b, const cJSON *item);
-/* The NUL-terminated text (the caller frees it with free()), or NULL after a failure; b is
- * emptied either way. */
-char *th_jbuf_finish(struct th_jbuf *b);
+void th_jbuf_value(struct th_jsonw *b, const cJSON *item);
 
 #endif

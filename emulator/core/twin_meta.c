@@ -448,7 +448,7 @@ struct time_memo {
  * twin_meta_json printed instead of built: the same members in the same
  * order, written to `b` (what th_json_print of twin_meta_json gives).
  */
-static void stamp_print(struct th_jbuf *b, const struct th_twin_meta *m, bool with_version)
+static void stamp_print(struct th_jsonw *b, const struct th_twin_meta *m, bool with_version)
 {
     char time[TH_TIME_BUF];
     const char *text = time;
@@ -456,28 +456,28 @@ static void stamp_print(struct th_jbuf *b, const struct th_twin_meta *m, bool wi
         text = meta_time_text(m);
     else
         th_time_format(m->us, time);
-    th_jbuf_put(b, "{\"" KEY_LAST_UPDATED "\":", sizeof KEY_LAST_UPDATED + 3);
+    th_jsonw_raw(b, "{\"" KEY_LAST_UPDATED "\":", sizeof KEY_LAST_UPDATED + 3);
     th_jbuf_string(b, text);
     if (with_version) {
-        th_jbuf_put(b, ",\"" KEY_LAST_UPDATED_VERSION "\":", sizeof KEY_LAST_UPDATED_VERSION + 3);
+        th_jsonw_raw(b, ",\"" KEY_LAST_UPDATED_VERSION "\":", sizeof KEY_LAST_UPDATED_VERSION + 3);
         th_jbuf_number(b, (double)m->version);
     }
 }
 
-static void shared_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSON *value,
+static void shared_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
                          bool with_version)
 {
     stamp_print(b, m, with_version);
     for (const cJSON *c = cJSON_IsObject(value) ? value->child : NULL; c != NULL && !b->failed;
          c = c->next) {
-        th_jbuf_put(b, ",", 1);
+        th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, c->string != NULL ? c->string : "");
         shared_print(b, m, c, with_version);
     }
-    th_jbuf_put(b, "}", 1);
+    th_jsonw_raw(b, "}", 1);
 }
 
-void twin_meta_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSON *value,
+void twin_meta_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
                      bool with_version)
 {
     if (m->shared) {
@@ -488,11 +488,11 @@ void twin_meta_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSO
     for (const struct th_twin_meta *c = m->child; c != NULL && !b->failed; c = c->next) {
         const cJSON *sub =
             cJSON_IsObject(value) ? cJSON_GetObjectItemCaseSensitive(value, c->key) : NULL;
-        th_jbuf_put(b, ",", 1);
+        th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, c->key);
         twin_meta_print(b, c, sub, with_version);
     }
-    th_jbuf_put(b, "}", 1);
+    th_jsonw_raw(b, "}", 1);
 }
 
 static struct th_twin_meta *meta_from_json(const cJSON *json, const char *key, bool desired,

@@ -16,21 +16,21 @@
 #include "twin_private.h"
 #include "util.h"
 
-static void put_lit(struct th_jbuf *b, const char *s)
+static void put_lit(struct th_jsonw *b, const char *s)
 {
-    th_jbuf_put(b, s, strlen(s));
+    th_jsonw_raw(b, s, strlen(s));
 }
 
 /* `,"key":"value"` (or without the comma when first). */
-static void member_str(struct th_jbuf *b, const char *key, const char *value, bool first)
+static void member_str(struct th_jsonw *b, const char *key, const char *value, bool first)
 {
     if (!first)
-        th_jbuf_put(b, ",", 1);
+        th_jsonw_raw(b, ",", 1);
     th_jbuf_key(b, key);
     th_jbuf_string(b, value);
 }
 
-static void member_time(struct th_jbuf *b, const char *key, int64_t us)
+static void member_time(struct th_jsonw *b, const char *key, int64_t us)
 {
     char buf[TH_TIME_BUF];
     if (us == 0) {
@@ -41,25 +41,25 @@ static void member_time(struct th_jbuf *b, const char *key, int64_t us)
     member_str(b, key, buf, false);
 }
 
-static void member_str_or_null(struct th_jbuf *b, const char *key, const char *value, bool first)
+static void member_str_or_null(struct th_jsonw *b, const char *key, const char *value, bool first)
 {
     if (value != NULL) {
         member_str(b, key, value, first);
         return;
     }
     if (!first)
-        th_jbuf_put(b, ",", 1);
+        th_jsonw_raw(b, ",", 1);
     th_jbuf_key(b, key);
     put_lit(b, "null");
 }
 
 /* The members of an object, as th_json_print writes them inside its braces. */
-static bool members(struct th_jbuf *b, const cJSON *obj)
+static bool members(struct th_jsonw *b, const cJSON *obj)
 {
     bool any = false;
     for (const cJSON *c = obj != NULL ? obj->child : NULL; c != NULL && !b->failed; c = c->next) {
         if (any)
-            th_jbuf_put(b, ",", 1);
+            th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, c->string != NULL ? c->string : "");
         th_jbuf_value(b, c);
         any = true;
@@ -68,32 +68,32 @@ static bool members(struct th_jbuf *b, const cJSON *obj)
 }
 
 /* section_view (twin.c): {...section,"$metadata":{...},"$version":n}. */
-static void section(struct th_jbuf *b, const cJSON *sec, const struct th_twin_meta *meta,
+static void section(struct th_jsonw *b, const cJSON *sec, const struct th_twin_meta *meta,
                     bool with_version, int64_t version)
 {
-    th_jbuf_put(b, "{", 1);
+    th_jsonw_raw(b, "{", 1);
     bool any = members(b, sec);
     if (meta != NULL) {
         if (any)
-            th_jbuf_put(b, ",", 1);
+            th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, KEY_METADATA);
         twin_meta_print(b, meta, sec, with_version);
         any = true;
     }
     if (any)
-        th_jbuf_put(b, ",", 1);
+        th_jsonw_raw(b, ",", 1);
     th_jbuf_key(b, KEY_VERSION);
     th_jbuf_number(b, (double)version);
-    th_jbuf_put(b, "}", 1);
+    th_jsonw_raw(b, "}", 1);
 }
 
 /* twin_json_head (registry_json.c): ids, etags, status, connection. */
-static void head(struct th_jbuf *b, const struct th_identity *id)
+static void head(struct th_jsonw *b, const struct th_identity *id)
 {
     char etag[16], device_etag[32];
     th_twin_etag(id->twin, etag);
     th_identity_etag(id, device_etag);
-    th_jbuf_put(b, "{", 1);
+    th_jsonw_raw(b, "{", 1);
     member_str(b, "deviceId", id->device_id, true);
     if (id->module_id != NULL)
         member_str(b, "moduleId", id->module_id, false);
@@ -112,7 +112,7 @@ static void head(struct th_jbuf *b, const struct th_identity *id)
     member_str_or_null(b, "primaryThumbprint", id->x509_primary[0] ? id->x509_primary : NULL, true);
     member_str_or_null(b, "secondaryThumbprint", id->x509_secondary[0] ? id->x509_secondary : NULL,
                        false);
-    th_jbuf_put(b, "}", 1);
+    th_jsonw_raw(b, "}", 1);
     member_str(b, "modelId", id->model_id ? id->model_id : "", false);
 }
 
@@ -121,7 +121,7 @@ char *th_identity_twin_text(const struct th_identity *id)
     if (id == NULL || id->twin == NULL)
         return NULL;
     const struct th_twin *t = id->twin;
-    struct th_jbuf b = {0};
+    struct th_jsonw b = {0};
     head(&b, id);
     put_lit(&b, ",\"version\":");
     th_jbuf_number(&b, (double)th_twin_version(t));
@@ -131,7 +131,7 @@ char *th_identity_twin_text(const struct th_identity *id)
     section(&b, t->desired, t->desired_meta, true, t->desired_version);
     put_lit(&b, ",\"reported\":");
     section(&b, t->reported, t->reported_meta, false, t->reported_version);
-    th_jbuf_put(&b, "}", 1);
+    th_jsonw_raw(&b, "}", 1);
     /* As the hub's device twins: deviceScope and parentScopes only when set. */
     if (id->module_id == NULL) {
         const char *parent = id->iot_edge ? id->parent_scope : id->device_scope;
@@ -142,15 +142,15 @@ char *th_identity_twin_text(const struct th_identity *id)
         if (parent) {
             put_lit(&b, ",\"parentScopes\":[");
             th_jbuf_string(&b, parent);
-            th_jbuf_put(&b, "]", 1);
+            th_jsonw_raw(&b, "]", 1);
         }
     }
     if (id->configurations) {
         put_lit(&b, ",\"configurations\":");
         th_jbuf_value(&b, id->configurations);
     }
-    th_jbuf_put(&b, "}", 1);
-    return th_jbuf_finish(&b);
+    th_jsonw_raw(&b, "}", 1);
+    return th_jsonw_finish(&b, NULL);
 }
 
 char *th_twin_short_answer_text(const struct th_twin *twin)
@@ -159,11 +159,11 @@ char *th_twin_short_answer_text(const struct th_twin *twin)
         return NULL;
     char etag[16];
     th_twin_etag(twin, etag);
-    struct th_jbuf b = {0};
+    struct th_jsonw b = {0};
     put_lit(&b, "{\"status\":200,\"etag\":");
     th_jbuf_string(&b, etag);
     put_lit(&b, ",\"$version\":");
     th_jbuf_number(&b, (double)twin->desired_version);
-    th_jbuf_put(&b, "}", 1);
-    return th_jbuf_finish(&b);
+    th_jsonw_raw(&b, "}", 1);
+    return th_jsonw_finish(&b, NULL);
 }

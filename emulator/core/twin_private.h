@@ -87,8 +87,8 @@ struct th_twin_meta *twin_meta_clone(const struct th_twin_meta *m);
  */
 cJSON *twin_meta_json(const struct th_twin_meta *m, const cJSON *value, bool with_version);
 /* twin_meta_json written to b instead of built (the bytes th_json_print gives for it). */
-struct th_jbuf;
-void twin_meta_print(struct th_jbuf *b, const struct th_twin_meta *m, const cJSON *value,
+struct th_jsonw;
+void twin_meta_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
                      bool with_version);
 /*
  * The compact form of a $metadata object that passed twin_state.c's checks

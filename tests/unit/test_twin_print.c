@@ -1,6 +1,6 @@
 /*
  * test_twin_print.c - th_identity_twin_text (core/twin_print.c) and the
- * th_jbuf writer (core/json.c) give the very bytes th_json_print gives for
+ * th_jbuf_* pieces (core/json.c, on a jsonw.h writer) give the very bytes th_json_print gives for
  * th_identity_twin_json and for a built cJSON item, on many random twins and
  * identities: devices and modules, every optional member, metadata shared
  * and explicit, restored time texts, numbers of every kind, escapes.
@@ -241,9 +241,9 @@ static void test_th_jbuf_number_same_as_created_number_succeeds(void **state)
             d = -d * 1e10;
         cJSON *n = cJSON_CreateNumber(d);
         char *theirs = th_json_print(n);
-        struct th_jbuf b = {0};
+        struct th_jsonw b = {0};
         th_jbuf_number(&b, d);
-        char *mine = th_jbuf_finish(&b);
+        char *mine = th_jsonw_finish(&b, NULL);
         assert_same_text(mine, theirs, i);
         free(mine);
         free(theirs);
@@ -251,17 +251,17 @@ static void test_th_jbuf_number_same_as_created_number_succeeds(void **state)
     }
 }
 
-static void test_th_jbuf_finish_empty_succeeds(void **state)
+static void test_th_jsonw_finish_empty_succeeds(void **state)
 {
     (void)state;
-    struct th_jbuf b = {0};
-    char *text = th_jbuf_finish(&b);
+    struct th_jsonw b = {0};
+    char *text = th_jsonw_finish(&b, NULL);
     assert_non_null(text);
     assert_string_equal(text, "");
     free(text);
     th_jbuf_key(&b, "k\n");
     th_jbuf_value(&b, NULL); /* a failure: the text is dropped */
-    assert_null(th_jbuf_finish(&b));
+    assert_null(th_jsonw_finish(&b, NULL));
     assert_null(b.p);
 }
 
@@ -343,7 +343,7 @@ int main(void)
         cmocka_unit_test(test_th_identity_twin_text_same_bytes_as_twin_json_succeeds),
         cmocka_unit_test(test_th_identity_twin_text_no_twin_fails),
         cmocka_unit_test(test_th_jbuf_number_same_as_created_number_succeeds),
-        cmocka_unit_test(test_th_jbuf_finish_empty_succeeds),
+        cmocka_unit_test(test_th_jsonw_finish_empty_succeeds),
         cmocka_unit_test(test_twin_path_push_same_as_snprintf_succeeds),
         cmocka_unit_test(test_th_topic_desired_same_as_snprintf_succeeds),
         cmocka_unit_test(test_th_twin_short_answer_text_etag_and_desired_version_succeeds),
