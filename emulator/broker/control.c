@@ -418,6 +418,7 @@ static const struct {
     {"expireToken", brk_cmd_expire_token},
     {"injectError", brk_cmd_inject_error},
     {"mark", brk_cmd_mark},
+    {"brokerIo", brk_cmd_broker_io},
     /* control_dashboard.c */
     {"listDeviceSummaries", brk_cmd_list_device_summaries},
     /* this file */

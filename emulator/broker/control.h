@@ -117,6 +117,7 @@ void brk_cmd_disconnect(struct brk_cmd_ctx *x);
 void brk_cmd_expire_token(struct brk_cmd_ctx *x);
 void brk_cmd_inject_error(struct brk_cmd_ctx *x);
 void brk_cmd_mark(struct brk_cmd_ctx *x);
+void brk_cmd_broker_io(struct brk_cmd_ctx *x);
 
 /* control_dashboard.c: the dashboard's device list */
 void brk_cmd_list_device_summaries(struct brk_cmd_ctx *x);

@@ -1,10 +1,15 @@
 /*
  * control_faults.c - the control API's commands that act on connections
  * and inject faults, mostly for scenarios: disconnect, expireToken,
- * injectError and mark (docs/control-api.md). Kicks are queued and done on
+ * injectError and mark (docs/control-api.md), and brokerIo (the broker I/O
+ * layer's counters). Kicks are queued and done on
  * the tick (conn.c).
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include <dlfcn.h>
+
 #include "control.h"
+#include "iolayer.h"
 #include "fault.h"
 #include "util.h"
 
@@ -100,6 +105,37 @@ void brk_cmd_mark(struct brk_cmd_ctx *x)
                    cJSON_IsString(jm) ? jm->valuestring : NULL, th_journal_data_mark(data));
     out = cJSON_CreateObject();
     if (out && !cJSON_AddNumberToObject(out, "seq", (double)x->p->event_seq)) {
+        cJSON_Delete(out);
+        out = NULL;
+    }
+    brk_ctl_reply_data(x, out);
+}
+
+/*
+ * brokerIo: the broker I/O layer's counters (tlsshim/iolayer.h), looked up in the process, so
+ * that a test or an operator can see that the layer runs and what it saves:
+ * {"loaded", "active", "reads", "kernelReads", "epollCtlCalls", "epollCtlApplied", "waits",
+ *  "readyFromKept"}; "loaded": false when mosquitto runs without the shim.
+ */
+void brk_cmd_broker_io(struct brk_cmd_ctx *x)
+{
+    if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
+        return;
+    }
+    th_iolayer_get_stats_fn get =
+        (th_iolayer_get_stats_fn)dlsym(RTLD_DEFAULT, TH_IOLAYER_GET_STATS_SYMBOL);
+    struct th_iolayer_stats st = {0};
+    bool loaded = get && get(&st) == 0;
+    cJSON *out = cJSON_CreateObject();
+    if (out &&
+        !(cJSON_AddBoolToObject(out, "loaded", loaded) &&
+          cJSON_AddBoolToObject(out, "active", loaded && st.active) &&
+          cJSON_AddNumberToObject(out, "reads", (double)st.reads) &&
+          cJSON_AddNumberToObject(out, "kernelReads", (double)st.kernel_reads) &&
+          cJSON_AddNumberToObject(out, "epollCtlCalls", (double)st.epoll_ctl_calls) &&
+          cJSON_AddNumberToObject(out, "epollCtlApplied", (double)st.epoll_ctl_applied) &&
+          cJSON_AddNumberToObject(out, "waits", (double)st.waits) &&
+          cJSON_AddNumberToObject(out, "readyFromKept", (double)st.ready_from_kept))) {
         cJSON_Delete(out);
         out = NULL;
     }

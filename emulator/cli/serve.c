@@ -11,9 +11,12 @@
  * subcommands (client.c) read to find the hub, and removes it on exit.
  * It also runs the HTTPS gateway (emulator/gateway, docs/rest-api.md): its
  * port is bound before the broker starts, and it is started once the broker
- * accepts connections and stopped before the broker is. The MQTT/TLS port is
- * mosquitto's own TLS listener with the TLS shim preloaded (LD_PRELOAD, see
- * tlsshim/tlsshim.h, docs/protocol.md "X.509 client certificates"): it asks
+ * accepts connections and stopped before the broker is. mosquitto always runs
+ * with twinhub's shim preloaded (LD_PRELOAD), which carries the broker I/O
+ * layer (tlsshim/iolayer.c: buffered reads, epoll changes applied once per
+ * loop pass) and the TLS shim. The MQTT/TLS port is mosquitto's own TLS
+ * listener with the TLS shim (tlsshim/tlsshim.h, docs/protocol.md "X.509
+ * client certificates"): it asks
  * for an optional client certificate and rewrites the first packet; serve
  * draws the secret that the shim (through the plugin) and the gateway's
  * MQTT over WebSockets bridge share with the plugin at each start.
@@ -145,7 +148,7 @@ struct serve {
     char gw_key[128];
     char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
     cJSON *state_report;      /* the plugin's report on --state-dir (persist.c); NULL if none */
-    char tlsshim[PATH_MAX]; /* the TLS shim preloaded into mosquitto with the MQTT/TLS port */
+    char tlsshim[PATH_MAX]; /* the shim preloaded into mosquitto: the TLS shim and the I/O layer */
     uint8_t secret[TH_X509_SECRET_LEN]; /* the front secret: the plugin, the shim, the gateway */
 };
 
@@ -1015,10 +1018,13 @@ static bool spawn_broker(struct serve *s)
         fprintf(stderr, "twinhub: started %s -c %s (pid %ld)\n", s->mosquitto, s->conf_path,
                 (long)pid);
         if (s->tlsshim[0])
+            fprintf(stderr, "twinhub: preloaded %s (the broker I/O layer%s)\n", s->tlsshim,
+                    getenv("TWINHUB_BROKER_IO") ? "; TWINHUB_BROKER_IO is set" : "");
+        if (s->tlsshim[0] && s->lis[1].port)
             fprintf(stderr,
-                    "twinhub: MQTT/TLS port %d: mosquitto's TLS listener with the TLS shim %s "
+                    "twinhub: MQTT/TLS port %d: mosquitto's TLS listener with the TLS shim "
                     "(optional client certificates)\n",
-                    s->lis[1].port, s->tlsshim);
+                    s->lis[1].port);
     }
     return true;
 fail:
@@ -1483,14 +1489,14 @@ static int draw_secret(struct serve *s)
 }
 
 /*
- * With the MQTT/TLS port on: $TWINHUB_TLSSHIM, else twinhub_tlsshim.so next to the plugin
- * (the build tree and the install put them together), else the built one, else the installed
- * one. An absolute path, for LD_PRELOAD.
+ * The shim preloaded into mosquitto (twinhub_tlsshim.so: the TLS shim, tlsshim/tlsshim.h, and the
+ * broker I/O layer, tlsshim/iolayer.h): $TWINHUB_TLSSHIM, else twinhub_tlsshim.so next to the
+ * plugin (the build tree and the install put them together), else the built one, else the
+ * installed one. An absolute path, for LD_PRELOAD. The MQTT/TLS port cannot do without it; with
+ * that port off the broker runs without the I/O layer when the shim is missing, and says so.
  */
 static int find_tlsshim(struct serve *s)
 {
-    if (!s->lis[1].port)
-        return 0;
     const char *env = getenv("TWINHUB_TLSSHIM");
     if (env && *env) {
         if (absolute(env, s->tlsshim, sizeof s->tlsshim) && is_readable_file(s->tlsshim))
@@ -1513,6 +1519,14 @@ static int find_tlsshim(struct serve *s)
             snprintf(s->tlsshim, sizeof s->tlsshim, "%s", candidates[i]);
             return 0;
         }
+    }
+    s->tlsshim[0] = '\0';
+    if (!s->lis[1].port) {
+        fprintf(stderr,
+                "twinhub: note: the broker shim (twinhub_tlsshim.so) is neither installed (%s) nor "
+                "built (%s): mosquitto runs without twinhub's I/O layer\n",
+                TH_TLSSHIM_INSTALL_PATH, TH_TLSSHIM_BUILD_PATH);
+        return 0;
     }
     fprintf(stderr,
             "twinhub: the TLS shim for the MQTT/TLS port is neither installed (%s) nor built (%s); "

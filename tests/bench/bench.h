@@ -137,6 +137,7 @@ enum thb_broker_kind {
     THB_PLAIN,   /* mosquitto, no plugin, allow_anonymous */
     THB_ECHO,    /* mosquitto + echo_plugin.so, allow_anonymous */
     THB_TWINHUB, /* twinhub serve */
+    THB_PLAIN_IO, /* THB_PLAIN with twinhub's shim preloaded: mosquitto on twinhub's I/O layer */
 };
 
 struct thb_broker {

@@ -156,7 +156,7 @@ static pid_t child_of(pid_t parent)
     return found;
 }
 
-static int start_mosquitto(struct thb_broker *b, bool echo)
+static int start_mosquitto(struct thb_broker *b, bool echo, bool iolayer)
 {
     char conf[THB_PATH_MAX + 32], log[THB_PATH_MAX + 32];
     snprintf(conf, sizeof conf, "%s/mosquitto.conf", b->dir);
@@ -192,7 +192,15 @@ static int start_mosquitto(struct thb_broker *b, bool echo)
         fclose(f);
         char *argv[] = {thb_cfg.mosquitto, "-c", conf, NULL};
         int64_t t0 = thb_now_us();
+        /* The like-for-like baseline: the same shim `twinhub serve` preloads (its I/O layer;
+         * its TLS part does nothing on a plain listener). */
+        if (iolayer) {
+            setenv("LD_PRELOAD", thb_cfg.tlsshim, 1);
+        }
         b->child = b->broker = spawn(argv, -1, log);
+        if (iolayer) {
+            unsetenv("LD_PRELOAD");
+        }
         while (thb_now_us() - t0 < 10000000) {
             int st;
             if (waitpid(b->child, &st, WNOHANG) == b->child) {
@@ -363,9 +371,10 @@ int thb_broker_start(struct thb_broker *b, enum thb_broker_kind kind, const char
         return -1;
     }
     int rc = kind == THB_TWINHUB ? start_twinhub(b, registry, record)
-                                 : start_mosquitto(b, kind == THB_ECHO);
+                                 : start_mosquitto(b, kind == THB_ECHO, kind == THB_PLAIN_IO);
     if (rc == 0 && thb_cfg.verbose) {
-        static const char *const names[] = {"mosquitto", "mosquitto + echo plugin", "twinhub"};
+        static const char *const names[] = {"mosquitto", "mosquitto + echo plugin", "twinhub",
+                                            "mosquitto + twinhub's I/O layer"};
         fprintf(stderr, "thbench: %s%s on port %d, broker pid %d, ready in %.1f ms\n", names[kind],
                 record ? " --record" : "", b->port, (int)b->broker, (double)b->start_us / 1000);
     }

@@ -35,7 +35,6 @@
 
 #include "harness.h"
 
-#define RAW_WAIT_MS 5000 /* a close or an answer the broker owes us */
 #define FLOOD_N 5000     /* twin requests in one flood */
 #define FLOOD_SLOTS 50   /* reported keys the PATCH flood cycles through */
 #define STORM_THREADS 6
@@ -46,15 +45,6 @@
 
 static struct it_hub hub;
 static pid_t broker_pid; /* the broker must never be restarted behind our back */
-
-/* ------------------------------------------------------------------ time */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------- failure records */
 
@@ -86,358 +76,7 @@ static void assert_no_worker_failures(void)
     assert_int_equal(n, 0);
 }
 
-/* ----------------------------------------------------------- MQTT bytes */
-
-struct buf {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static void b_put(struct buf *b, const void *d, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n)
-            cap *= 2;
-        uint8_t *np = realloc(b->p, cap);
-        if (!np)
-            abort();
-        b->p = np;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->len, d, n);
-    b->len += n;
-}
-
-static void b_u8(struct buf *b, uint8_t v)
-{
-    b_put(b, &v, 1);
-}
-
-static void b_u16(struct buf *b, unsigned v)
-{
-    b_u8(b, (uint8_t)(v >> 8));
-    b_u8(b, (uint8_t)v);
-}
-
-static void b_strn(struct buf *b, const char *s, size_t n)
-{
-    b_u16(b, (unsigned)n);
-    b_put(b, s, n);
-}
-
-static void b_str(struct buf *b, const char *s)
-{
-    b_strn(b, s, strlen(s));
-}
-
-static void b_free(struct buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Append a whole packet: fixed header byte, remaining length, body. */
-static void b_packet(struct buf *out, uint8_t header, const struct buf *body)
-{
-    size_t rl = body->len;
-    b_u8(out, header);
-    do {
-        uint8_t d = rl % 128;
-        rl /= 128;
-        b_u8(out, (uint8_t)(d | (rl ? 0x80 : 0)));
-    } while (rl);
-    b_put(out, body->p, body->len);
-}
-
-/* CONNECT (3.1.1 unless level says otherwise); user/pass NULL for none. */
-static void mk_connect(struct buf *out, const char *proto, int level, const char *cid,
-                       size_t cid_len, const char *user, size_t user_len, const char *pass,
-                       bool clean)
-{
-    struct buf body = {0};
-    b_str(&body, proto);
-    b_u8(&body, (uint8_t)level);
-    b_u8(&body, (uint8_t)((clean ? 0x02 : 0) | (user ? 0x80 : 0) | (pass ? 0x40 : 0)));
-    b_u16(&body, 60);
-    if (level == 5)
-        b_u8(&body, 0); /* no properties */
-    b_strn(&body, cid, cid_len);
-    if (user)
-        b_strn(&body, user, user_len);
-    if (pass)
-        b_str(&body, pass);
-    b_packet(out, 0x10, &body);
-    b_free(&body);
-}
-
-static void mk_publish(struct buf *out, const char *topic, size_t topic_len, const void *payload,
-                       size_t len, int qos, unsigned mid)
-{
-    struct buf body = {0};
-    b_strn(&body, topic, topic_len);
-    if (qos > 0)
-        b_u16(&body, mid);
-    b_put(&body, payload, len);
-    b_packet(out, (uint8_t)(0x30 | (qos << 1)), &body);
-    b_free(&body);
-}
-
-static void mk_subscribe(struct buf *out, unsigned mid, const char *filter, size_t flen, int qos)
-{
-    struct buf body = {0};
-    b_u16(&body, mid);
-    if (filter) {
-        b_strn(&body, filter, flen);
-        b_u8(&body, (uint8_t)qos);
-    }
-    b_packet(out, 0x82, &body);
-    b_free(&body);
-}
-
-/* ---------------------------------------------------------- raw sockets */
-
-struct raw {
-    int fd;
-    uint8_t *in;
-    size_t in_len, in_cap;
-};
-
-struct pkt {
-    uint8_t header;
-    uint8_t *body; /* malloc'd, NUL-terminated copy */
-    size_t len;
-};
-
-/* Connect to the hub's plain port; rcvbuf > 0 shrinks the receive buffer (a slow reader). */
-static bool raw_open(struct raw *r, int rcvbuf)
-{
-    memset(r, 0, sizeof *r);
-    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (r->fd < 0)
-        return false;
-    if (rcvbuf > 0)
-        setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    int one = 1;
-    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hub.mqtt_port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(r->fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(r->fd);
-        r->fd = -1;
-        return false;
-    }
-    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
-    return true;
-}
-
-/* Close; rst sends a TCP reset instead of a FIN (an abrupt loss of the connection). */
-static void raw_close(struct raw *r, bool rst)
-{
-    if (r->fd >= 0) {
-        if (rst) {
-            struct linger l = {.l_onoff = 1, .l_linger = 0};
-            setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-        }
-        close(r->fd);
-    }
-    free(r->in);
-    memset(r, 0, sizeof *r);
-    r->fd = -1;
-}
-
-/* Send everything within timeout_ms; false on error (the peer closed) or timeout. */
-static bool raw_send(struct raw *r, const void *data, size_t len, int timeout_ms)
-{
-    const uint8_t *p = data;
-    int64_t deadline = mono_ms() + timeout_ms;
-    while (len > 0) {
-        ssize_t n = send(r->fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno != EAGAIN && errno != EINTR)
-            return false;
-        int left = (int)(deadline - mono_ms());
-        if (left <= 0)
-            return false;
-        struct pollfd pfd = {.fd = r->fd, .events = POLLOUT};
-        poll(&pfd, 1, left);
-    }
-    return true;
-}
-
-static bool raw_send_buf(struct raw *r, const struct buf *b)
-{
-    return raw_send(r, b->p, b->len, RAW_WAIT_MS);
-}
-
-/*
- * Next packet within timeout_ms: 1 with *out filled (free out->body), 0 on
- * timeout, -1 when the connection ended or the bytes are not MQTT.
- */
-static int raw_recv(struct raw *r, struct pkt *out, int timeout_ms)
-{
-    int64_t deadline = mono_ms() + timeout_ms;
-    for (;;) {
-        if (r->in_len >= 2) {
-            size_t rl = 0, mult = 1, i = 1;
-            bool complete = false;
-            for (; i < r->in_len && i <= 4; i++) {
-                rl += (size_t)(r->in[i] & 0x7F) * mult;
-                mult *= 128;
-                if (!(r->in[i] & 0x80)) {
-                    complete = true;
-                    i++;
-                    break;
-                }
-            }
-            if (!complete && i > 4)
-                return -1;
-            if (complete && r->in_len >= i + rl) {
-                out->header = r->in[0];
-                out->len = rl;
-                out->body = malloc(rl + 1);
-                if (!out->body)
-                    abort();
-                memcpy(out->body, r->in + i, rl);
-                out->body[rl] = '\0';
-                memmove(r->in, r->in + i + rl, r->in_len - i - rl);
-                r->in_len -= i + rl;
-                return 1;
-            }
-        }
-        if (r->in_cap - r->in_len < 4096) {
-            size_t cap = r->in_cap ? r->in_cap * 2 : 16384;
-            uint8_t *np = realloc(r->in, cap);
-            if (!np)
-                abort();
-            r->in = np;
-            r->in_cap = cap;
-        }
-        ssize_t n = recv(r->fd, r->in + r->in_len, r->in_cap - r->in_len, 0);
-        if (n > 0) {
-            r->in_len += (size_t)n;
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            return -1;
-        int left = (int)(deadline - mono_ms());
-        if (left <= 0)
-            return 0;
-        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
-        poll(&pfd, 1, left);
-    }
-}
-
-/* True when the broker closes the connection within timeout_ms (whatever it sends first). */
-static bool raw_wait_closed(struct raw *r, int timeout_ms)
-{
-    int64_t deadline = mono_ms() + timeout_ms;
-    for (;;) {
-        struct pkt p;
-        int left = (int)(deadline - mono_ms());
-        if (left <= 0)
-            return false;
-        int rc = raw_recv(r, &p, left);
-        if (rc < 0)
-            return true;
-        if (rc == 0)
-            return false;
-        free(p.body);
-    }
-}
-
-/* Wait for a packet of type `type` (upper nibble), skipping others; CONNACK/SUBACK code in *code.
- */
-static bool raw_expect(struct raw *r, uint8_t type, int *code, int timeout_ms)
-{
-    int64_t deadline = mono_ms() + timeout_ms;
-    for (;;) {
-        struct pkt p;
-        int left = (int)(deadline - mono_ms());
-        if (left <= 0 || raw_recv(r, &p, left) != 1)
-            return false;
-        bool match = (p.header & 0xF0) == type;
-        if (match && code) {
-            if (type == 0x20 && p.len >= 2)
-                *code = p.body[1];
-            else if (type == 0x90 && p.len >= 3)
-                *code = p.body[2];
-        }
-        free(p.body);
-        if (match)
-            return true;
-    }
-}
-
-/* ------------------------------------------------------------ identities */
-
-/* CONNECT credentials, made on the test thread (the token helper asserts). */
-struct cred {
-    char cid[300];
-    char *user;
-    char *pass;
-};
-
-static void cred_make(struct cred *c, const char *device_id, const char *module_id, const char *key)
-{
-    if (module_id)
-        snprintf(c->cid, sizeof c->cid, "%s/%s", device_id, module_id);
-    else
-        snprintf(c->cid, sizeof c->cid, "%s", device_id);
-    c->user = it_device_username(hub.hub_name, device_id, module_id);
-    c->pass = it_device_token(hub.hub_name, device_id, module_id, key, it_expiry());
-}
-
-static void cred_free(struct cred *c)
-{
-    free(c->user);
-    free(c->pass);
-}
-
-static void connect_packet(struct buf *b, const struct cred *c, bool clean)
-{
-    mk_connect(b, "MQTT", 4, c->cid, strlen(c->cid), c->user, strlen(c->user), c->pass, clean);
-}
-
-/* Raw device connection with CONNACK 0; false (connection closed) otherwise. */
-static bool raw_device(struct raw *r, const struct cred *c, int rcvbuf, bool clean)
-{
-    struct buf b = {0};
-    int code = -1;
-    if (!raw_open(r, rcvbuf))
-        return false;
-    connect_packet(&b, c, clean);
-    bool ok = raw_send_buf(r, &b) && raw_expect(r, 0x20, &code, RAW_WAIT_MS) && code == 0;
-    b_free(&b);
-    if (!ok)
-        raw_close(r, false);
-    return ok;
-}
-
-static bool raw_subscribe(struct raw *r, const char *filter)
-{
-    struct buf b = {0};
-    int granted = -1;
-    mk_subscribe(&b, 1, filter, strlen(filter), 0);
-    bool ok = raw_send_buf(r, &b) && raw_expect(r, 0x90, &granted, RAW_WAIT_MS) && granted == 0;
-    b_free(&b);
-    return ok;
-}
-
-/* Send one publish (QoS 0 or 1, mid 1) of a string payload. */
-static bool raw_publish(struct raw *r, const char *topic, const char *payload, int qos)
-{
-    struct buf b = {0};
-    mk_publish(&b, topic, strlen(topic), payload, payload ? strlen(payload) : 0, qos, 1);
-    bool ok = raw_send_buf(r, &b);
-    b_free(&b);
-    return ok;
-}
+#include "rawmqtt.h"
 
 static struct cred cred_dev1, cred_dev2, cred_dev3, cred_dev4, cred_mod1;
 
@@ -449,11 +88,11 @@ static int group_setup(void **state)
     if (it_hub_start(&hub) != 0)
         return -1;
     broker_pid = it_hub_broker_pid(&hub);
-    cred_make(&cred_dev1, IT_DEV1, NULL, IT_DEV1_KEY);
-    cred_make(&cred_dev2, IT_DEV2, NULL, IT_DEV2_KEY);
-    cred_make(&cred_dev3, IT_DEV3, NULL, IT_DEV3_KEY);
-    cred_make(&cred_dev4, IT_DEV4, NULL, IT_DEV4_KEY);
-    cred_make(&cred_mod1, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
+    cred_make(&cred_dev1, &hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    cred_make(&cred_dev2, &hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    cred_make(&cred_dev3, &hub, IT_DEV3, NULL, IT_DEV3_KEY);
+    cred_make(&cred_dev4, &hub, IT_DEV4, NULL, IT_DEV4_KEY);
+    cred_make(&cred_mod1, &hub, IT_DEV1, IT_MOD1, IT_MOD1_KEY);
     return broker_pid > 0 ? 0 : -1;
 }
 
@@ -501,7 +140,7 @@ static double reported_version(struct it_client *svc, const char *device_id, con
 static bool wait_connection_state(struct it_client *svc, const char *device_id,
                                   const char *module_id, const char *want)
 {
-    int64_t deadline = mono_ms() + RAW_WAIT_MS;
+    int64_t deadline = raw_now_ms() + RAW_WAIT_MS;
     char last[64] = "";
     do {
         cJSON *r = module_id
@@ -517,7 +156,7 @@ static bool wait_connection_state(struct it_client *svc, const char *device_id,
         if (!strcmp(last, want))
             return true;
         /* Not a sleep: the next control round trip is the wait. */
-    } while (mono_ms() < deadline);
+    } while (raw_now_ms() < deadline);
     fprintf(stderr, "# %s%s%s: connectionState stayed '%s', expected '%s'\n", device_id,
             module_id ? "/" : "", module_id ? module_id : "", last, want);
     return false;
@@ -592,11 +231,11 @@ static bool run_bad_case(enum bad_case k, unsigned seed)
     bool device = k >= BAD_DEVICE_UTF8_TOPIC;
 
     if (device) {
-        if (!raw_device(&r, &cred_dev2, 0, true)) {
+        if (!raw_device(&r, hub.mqtt_port, &cred_dev2, 0, true)) {
             fail_note("%s: the device could not connect", bad_names[k]);
             return false;
         }
-    } else if (!raw_open(&r, 0)) {
+    } else if (!raw_open(&r, hub.mqtt_port, 0)) {
         fail_note("%s: cannot connect to the broker", bad_names[k]);
         return false;
     }
@@ -793,7 +432,7 @@ static bool set_ballast(const struct cred *c)
 {
     struct raw r;
     struct buf b = {0};
-    bool ok = raw_device(&r, c, 0, true) && raw_subscribe(&r, "$iothub/twin/res/#");
+    bool ok = raw_device(&r, hub.mqtt_port, c, 0, true) && raw_subscribe(&r, "$iothub/twin/res/#");
     if (ok) {
         b_put(&b, "{", 1);
         for (int i = 0; i < 6; i++) {
@@ -839,7 +478,7 @@ static void *patch_flood_main(void *arg)
     struct flood_result *res = arg;
     struct raw r;
     res->max_acked = -1;
-    if (!raw_device(&r, &cred_dev3, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
+    if (!raw_device(&r, hub.mqtt_port, &cred_dev3, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
         fail_note("flood: it-dev3 could not connect and subscribe");
         return NULL;
     }
@@ -867,14 +506,14 @@ static void *patch_flood_main(void *arg)
     b_free(&b);
     res->sent = FLOOD_N;
 
-    int64_t deadline = mono_ms() + 60000;
+    int64_t deadline = raw_now_ms() + 60000;
     int finals = 0;
     int64_t final_at = 0;
-    while (!res->final_seen && mono_ms() < deadline) {
-        if (res->pubacks == FLOOD_N && (finals == 0 || mono_ms() - final_at > 2000) && finals < 5) {
+    while (!res->final_seen && raw_now_ms() < deadline) {
+        if (res->pubacks == FLOOD_N && (finals == 0 || raw_now_ms() - final_at > 2000) && finals < 5) {
             char topic[64];
             snprintf(topic, sizeof topic, "$iothub/twin/GET/?$rid=final-%d", finals++);
-            final_at = mono_ms();
+            final_at = raw_now_ms();
             if (!raw_publish(&r, topic, NULL, 0))
                 break;
         }
@@ -930,7 +569,7 @@ static void *get_flood_main(void *arg)
 {
     int *sent = arg;
     struct raw r;
-    if (!raw_device(&r, &cred_mod1, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
+    if (!raw_device(&r, hub.mqtt_port, &cred_mod1, 2048, true) || !raw_subscribe(&r, "$iothub/twin/res/#")) {
         fail_note("get flood: it-mod1 could not connect and subscribe");
         return NULL;
     }
@@ -1042,7 +681,7 @@ static void *abrupt_main(void *arg)
         int variant = (i + t) % 5;
         if (variant == 4) {
             /* CONNECT and a request back to back, gone before the CONNACK is read. */
-            if (!raw_open(&r, 0)) {
+            if (!raw_open(&r, hub.mqtt_port, 0)) {
                 fail_note("abrupt: cannot connect");
                 return NULL;
             }
@@ -1053,7 +692,7 @@ static void *abrupt_main(void *arg)
             raw_close(&r, true);
             continue;
         }
-        if (!raw_device(&r, c, 0, true)) {
+        if (!raw_device(&r, hub.mqtt_port, c, 0, true)) {
             /* Another thread's take-over can end the connection first; that is fine. */
             continue;
         }
@@ -1098,7 +737,7 @@ static void test_hostile_abrupt_disconnects_mid_request_succeeds(void **state)
 
     /* A method call in flight when its device vanishes is answered, not left hanging. */
     struct raw dev;
-    assert_true(raw_device(&dev, &cred_dev2, 0, true));
+    assert_true(raw_device(&dev, hub.mqtt_port, &cred_dev2, 0, true));
     assert_true(raw_subscribe(&dev, "$iothub/methods/POST/#"));
     char corr[32];
     it_control_send(svc, corr,
@@ -1141,7 +780,7 @@ static void *churn_main(void *arg)
         struct buf b = {0};
         int variant = (i * 3 + t) % 5;
         bool clean = (i + t) % 3 != 0; /* some persistent sessions too */
-        if (!raw_open(&r, 0)) {
+        if (!raw_open(&r, hub.mqtt_port, 0)) {
             fail_note("churn: cannot connect");
             return NULL;
         }
@@ -1202,13 +841,13 @@ static int stat_count(struct it_client *svc, const char *field)
  */
 static bool wait_connected_count(struct it_client *svc, int want)
 {
-    int64_t deadline = mono_ms() + RAW_WAIT_MS;
+    int64_t deadline = raw_now_ms() + RAW_WAIT_MS;
     int n;
     do {
         n = stat_count(svc, "connectedDeviceCount");
         if (n == want)
             return true;
-    } while (mono_ms() < deadline);
+    } while (raw_now_ms() < deadline);
     cJSON *r = it_control(svc, IT_WAIT_MS, "{\"command\":\"listDevices\"}");
     const cJSON *list = r ? it_json_get(r, "data") : NULL, *d;
     cJSON_ArrayForEach(d, list)
@@ -1312,7 +951,7 @@ static void huge_but_legal_requests(void)
     struct raw r;
     struct buf topic = {0}, b = {0};
     int code = -1;
-    assert_true(raw_device(&r, &cred_dev4, 0, true));
+    assert_true(raw_device(&r, hub.mqtt_port, &cred_dev4, 0, true));
 
     /* telemetry with a 60 KB property bag of 6000 properties */
     b_put(&topic, "devices/" IT_DEV4 "/messages/events/",
