@@ -134,9 +134,9 @@ uint16_t thb_packet_mid(const uint8_t *body, size_t len);
 /* ---- processes ---- */
 
 enum thb_broker_kind {
-    THB_PLAIN,   /* mosquitto, no plugin, allow_anonymous */
-    THB_ECHO,    /* mosquitto + echo_plugin.so, allow_anonymous */
-    THB_TWINHUB, /* twinhub serve */
+    THB_PLAIN,    /* mosquitto, no plugin, allow_anonymous */
+    THB_ECHO,     /* mosquitto + echo_plugin.so, allow_anonymous */
+    THB_TWINHUB,  /* twinhub serve */
     THB_PLAIN_IO, /* THB_PLAIN with twinhub's shim preloaded: mosquitto on twinhub's I/O layer */
 };
 
@@ -226,7 +226,7 @@ int thb_bench_twin(void);
 int thb_bench_fanout(void);
 int thb_bench_scale(void);
 int thb_bench_tlsfront(void); /* bench_tlsfront.c: mosquitto's TLS with the shim vs without */
-int thb_bench_fleet(void); /* only with --only fleet */
+int thb_bench_fleet(void);    /* only with --only fleet */
 
 /* Abort with a message (setup failures inside a case). */
 void thb_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

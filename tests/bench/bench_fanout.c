@@ -185,8 +185,11 @@ static int run_target(bool twinhub, bool iolayer, const char *registry, struct f
     if (!devs) {
         thb_die("out of memory");
     }
-    if (thb_broker_start(&b, twinhub ? THB_TWINHUB : iolayer ? THB_PLAIN_IO : THB_PLAIN, registry,
-                         NULL) != 0) {
+    if (thb_broker_start(&b,
+                         twinhub   ? THB_TWINHUB
+                         : iolayer ? THB_PLAIN_IO
+                                   : THB_PLAIN,
+                         registry, NULL) != 0) {
         free(devs);
         return -1;
     }
@@ -195,10 +198,9 @@ static int run_target(bool twinhub, bool iolayer, const char *registry, struct f
                           64, &ft) != 0) {
         goto out;
     }
-    if (twinhub
-            ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0)
-            : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL, NULL,
-                                 0)) {
+    if (twinhub ? thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0)
+                : thb_client_connect(&l, &ctl, CTL_INDEX, b.port, "bench-publisher", NULL, NULL,
+                                     NULL, 0)) {
         goto out;
     }
     rc = 0;

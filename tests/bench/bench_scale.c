@@ -92,7 +92,8 @@ struct scale_result {
     bool ok;
 };
 
-static int run_target(bool twinhub, const char *registry, int n, struct scale_result *out)
+static int run_target(bool twinhub, bool iolayer, const char *registry, int n,
+                      struct scale_result *out)
 {
     struct thb_broker b;
     struct thb_loop l;
@@ -114,8 +115,11 @@ static int run_target(bool twinhub, const char *registry, int n, struct scale_re
         out->rss0_kb = thb_proc_status_kb(b.broker, "VmRSS");
         thb_broker_stop(&b);
     }
-    if (thb_broker_start(&b, twinhub ? THB_TWINHUB : THB_PLAIN, twinhub ? registry : NULL, NULL) !=
-        0) {
+    if (thb_broker_start(&b,
+                         twinhub   ? THB_TWINHUB
+                         : iolayer ? THB_PLAIN_IO
+                                   : THB_PLAIN,
+                         twinhub ? registry : NULL, NULL) != 0) {
         free(devs);
         return -1;
     }
@@ -189,9 +193,9 @@ static double median(double *v, int n)
 int thb_bench_scale(void)
 {
     int n = thb_cfg.scale_devices;
-    struct scale_result base, th;
+    struct scale_result base, like, th;
     double base_rate[SCALE_ROUNDS], th_rate[SCALE_ROUNDS], base_cpu[SCALE_ROUNDS],
-        th_cpu[SCALE_ROUNDS];
+        th_cpu[SCALE_ROUNDS], like_rate[SCALE_ROUNDS], like_cpu[SCALE_ROUNDS];
     bool all_ok = true;
     char registry[THB_PATH_MAX + 32];
     snprintf(registry, sizeof registry, "%s/registry-scale.json", thb_cfg.work);
@@ -199,7 +203,9 @@ int thb_bench_scale(void)
         return -1;
     }
     for (int round = 0; round < SCALE_ROUNDS; round++) {
-        if (run_target(false, NULL, n, &base) != 0 || run_target(true, registry, n, &th) != 0) {
+        if (run_target(false, false, NULL, n, &base) != 0 ||
+            run_target(true, false, registry, n, &th) != 0 ||
+            run_target(false, true, NULL, n, &like) != 0) {
             fprintf(stderr, "thbench: scale could not run\n");
             return -1;
         }
@@ -207,7 +213,9 @@ int thb_bench_scale(void)
         th_rate[round] = th.connect_rate;
         base_cpu[round] = base.connect_cpu_us;
         th_cpu[round] = th.connect_cpu_us;
-        all_ok = all_ok && base.ok && th.ok;
+        like_rate[round] = like.connect_rate;
+        like_cpu[round] = like.connect_cpu_us;
+        all_ok = all_ok && base.ok && th.ok && like.ok;
         if (thb_cfg.verbose) {
             fprintf(stderr,
                     "thbench: scale round %d: connects/s mosquitto %.0f, twinhub %.0f; broker CPU "
@@ -227,6 +235,8 @@ int thb_bench_scale(void)
     double base_rate_med = median(base_rate, SCALE_ROUNDS),
            th_rate_med = median(th_rate, SCALE_ROUNDS);
     double base_cpu_med = median(base_cpu, SCALE_ROUNDS), th_cpu_med = median(th_cpu, SCALE_ROUNDS);
+    double like_rate_med = median(like_rate, SCALE_ROUNDS),
+           like_cpu_med = median(like_cpu, SCALE_ROUNDS);
     /* Memory: the last round (the rounds differ by a few bytes per device). */
     double base_per = (double)(base.rss_kb - base.rss0_kb) * 1024 / n;
     double th_per = (double)(th.rss_kb - th.rss0_kb) * 1024 / n;
@@ -255,6 +265,12 @@ int thb_bench_scale(void)
             "per connection, mosquitto / twinhub: %.2f.\n\n",
             th.twin_len, limit, base_rate_med ? th_rate_med / base_rate_med : 0,
             th_cpu_med > 0 ? base_cpu_med / th_cpu_med : 0);
+    thb_out("Like for like, mosquitto on the same I/O layer as twinhub's broker (the shim `twinhub "
+            "serve` preloads): %.0f connects/s, %.1f µs of broker CPU per connection; ratio "
+            "twinhub / it %.2f (CPU %.2f). This is the hub's own cost over the broker's; the "
+            "comparison above is with plain mosquitto.\n\n",
+            like_rate_med, like_cpu_med, like_rate_med ? th_rate_med / like_rate_med : 0,
+            th_cpu_med > 0 ? like_cpu_med / th_cpu_med : 0);
     thb_target("memory per device <= 2x mosquitto + twin", th_per <= limit && all_ok,
                "%.0f B vs %.0f B (mosquitto %.0f B, twin %zu B)", th_per, limit, base_per,
                th.twin_len);

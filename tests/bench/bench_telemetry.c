@@ -259,8 +259,8 @@ static int measure(struct tel_target *t, int k, const char *record, struct tel_r
     /* The subscriber takes QoS 0: with QoS 1, mosquitto 2.0.11 strands messages queued
      * behind its 20 in-flight ones (inflight quota bug, eclipse/mosquitto#2306, fixed in
      * 2.0.13), which stalls the event stream under this load. */
-    if (relay && thb_client_connect(&t->l, &sink, SINK_INDEX, t->b.port, "bench-sink",
-                                              NULL, NULL, "devices/+/messages/events/#", 0) != 0) {
+    if (relay && thb_client_connect(&t->l, &sink, SINK_INDEX, t->b.port, "bench-sink", NULL, NULL,
+                                    "devices/+/messages/events/#", 0) != 0) {
         return -1;
     }
     if (t->v == V_EVENTS && thb_service_connect(&t->l, &sink, SINK_INDEX, t->b.port,
