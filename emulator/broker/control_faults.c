@@ -115,7 +115,8 @@ void brk_cmd_mark(struct brk_cmd_ctx *x)
  * brokerIo: the broker I/O layer's counters (tlsshim/iolayer.h), looked up in the process, so
  * that a test or an operator can see that the layer runs and what it saves:
  * {"loaded", "active", "reads", "kernelReads", "epollCtlCalls", "epollCtlApplied", "waits",
- *  "readyFromKept"}; "loaded": false when mosquitto runs without the shim.
+ *  "readyFromKept", "writes", "kernelWrites"}; "loaded": false when mosquitto runs without the
+ * shim.
  */
 void brk_cmd_broker_io(struct brk_cmd_ctx *x)
 {
@@ -135,7 +136,9 @@ void brk_cmd_broker_io(struct brk_cmd_ctx *x)
           cJSON_AddNumberToObject(out, "epollCtlCalls", (double)st.epoll_ctl_calls) &&
           cJSON_AddNumberToObject(out, "epollCtlApplied", (double)st.epoll_ctl_applied) &&
           cJSON_AddNumberToObject(out, "waits", (double)st.waits) &&
-          cJSON_AddNumberToObject(out, "readyFromKept", (double)st.ready_from_kept))) {
+          cJSON_AddNumberToObject(out, "readyFromKept", (double)st.ready_from_kept) &&
+          cJSON_AddNumberToObject(out, "writes", (double)st.writes) &&
+          cJSON_AddNumberToObject(out, "kernelWrites", (double)st.kernel_writes))) {
         cJSON_Delete(out);
         out = NULL;
     }

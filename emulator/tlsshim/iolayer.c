@@ -56,6 +56,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "iolayer.h"
@@ -72,6 +73,10 @@ API int th_iolayer_get_stats(struct th_iolayer_stats *out);
 #define IO_MAX_FDS (1 << 20)
 /* The epoll flags the layer keeps itself; a registration with any other (EPOLLET, EPOLLONESHOT,
  * EPOLLEXCLUSIVE, ...) passes straight through and is not followed. */
+/* Output held per socket at most; a write beyond it waits for the kernel, as without the layer. */
+#define IO_OUT_CAP (64 * 1024)
+/* Output is held at most this long while the loop still has kept input to go through. */
+#define IO_HOLD_NS 500000
 /* At most this many readable events per wait for sockets with kept bytes. */
 #define IO_MAX_KEPT_READY 256
 #define IO_PLAIN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
@@ -87,6 +92,11 @@ struct io_fd {
     uint64_t kdata, ddata; /* epoll data: the kernel's, and the wanted */
     uint8_t *kept;         /* bytes read from the kernel, not yet handed to mosquitto */
     uint32_t kept_off, kept_len;
+    uint8_t *out; /* bytes mosquitto wrote, not yet given to the kernel */
+    uint32_t out_off, out_len, out_cap;
+    bool out_listed; /* on the output list */
+    bool stalled;    /* the kernel took only part of out: waiting for EPOLLOUT */
+    int out_err;     /* the error a write of out met; mosquitto's next write returns it */
 };
 
 static bool active;
@@ -94,6 +104,8 @@ static int nfds;
 static struct io_fd *fds;
 static int *dirty_list, ndirty;
 static int *kept_list, nkept;
+static int *out_list, nout;
+static struct timespec out_since; /* when the output list last became non-empty */
 static int loop_epfd = -1;
 static pthread_t loop_thread;
 static uint8_t chunk[IO_CHUNK]; /* the loop thread's read buffer */
@@ -102,6 +114,8 @@ static struct th_iolayer_stats stats;
 static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static int (*real_shutdown)(int, int);
 static int (*real_close)(int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -111,6 +125,8 @@ __attribute__((constructor)) static void io_init(void)
     real_epoll_ctl = (int (*)(int, int, int, struct epoll_event *))dlsym(RTLD_NEXT, "epoll_ctl");
     real_epoll_wait = (int (*)(int, struct epoll_event *, int, int))dlsym(RTLD_NEXT, "epoll_wait");
     real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    real_write = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    real_shutdown = (int (*)(int, int))dlsym(RTLD_NEXT, "shutdown");
     real_close = (int (*)(int))dlsym(RTLD_NEXT, "close");
     real_accept = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "accept");
     real_accept4 = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
@@ -125,9 +141,11 @@ __attribute__((constructor)) static void io_init(void)
     fds = calloc((size_t)nfds, sizeof *fds);
     dirty_list = calloc((size_t)nfds, sizeof *dirty_list);
     kept_list = calloc((size_t)nfds, sizeof *kept_list);
-    if (!fds || !dirty_list || !kept_list || !real_epoll_ctl || !real_epoll_wait || !real_read ||
-        !real_close || !real_accept || !real_accept4) {
-        free(fds), free(dirty_list), free(kept_list);
+    out_list = calloc((size_t)nfds, sizeof *out_list);
+    if (!fds || !dirty_list || !kept_list || !out_list || !real_epoll_ctl || !real_epoll_wait ||
+        !real_read || !real_write || !real_shutdown || !real_close || !real_accept ||
+        !real_accept4) {
+        free(fds), free(dirty_list), free(kept_list), free(out_list);
         fds = NULL;
         nfds = 0;
         return; /* the layer stays off: every call passes through */
@@ -152,23 +170,109 @@ static void drop_kept(struct io_fd *s)
     s->kept_off = s->kept_len = 0;
 }
 
+static void drop_out(struct io_fd *s)
+{
+    free(s->out);
+    s->out = NULL;
+    s->out_off = s->out_len = s->out_cap = 0;
+}
+
+static void mark_dirty(int fd, struct io_fd *s)
+{
+    if (!s->dirty) {
+        s->dirty = true;
+        dirty_list[ndirty++] = fd;
+    }
+}
+
+/* The events the kernel should report for a socket: mosquitto's, and EPOLLOUT while the layer
+ * waits to hand the kernel the rest of the socket's output. */
+static inline uint32_t wanted(const struct io_fd *s)
+{
+    return s->dev | (s->stalled ? (uint32_t)EPOLLOUT : 0);
+}
+
+/*
+ * Give the kernel a socket's held output. On EAGAIN the rest stays (stalled: EPOLLOUT is asked
+ * for, and the rest goes when the kernel reports it); on another error the output is dropped and
+ * the error kept for mosquitto's next write, which is where it would have met it.
+ */
+static void flush_out(int fd, struct io_fd *s)
+{
+    int saved = errno;
+    while (s->out_off < s->out_len) {
+        ssize_t w = real_write(fd, s->out + s->out_off, s->out_len - s->out_off);
+        stats.kernel_writes++;
+        if (w > 0) {
+            s->out_off += (uint32_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!s->stalled) {
+                s->stalled = true;
+                mark_dirty(fd, s);
+            }
+            errno = saved;
+            return;
+        }
+        s->out_err = w < 0 ? errno : EPIPE;
+        break;
+    }
+    drop_out(s);
+    if (s->stalled) {
+        s->stalled = false;
+        mark_dirty(fd, s);
+    }
+    errno = saved;
+}
+
+/* Hand the kernel every socket's held output (stalled sockets wait for their EPOLLOUT). */
+static void flush_all(void)
+{
+    int keep = 0;
+    for (int i = 0; i < nout; i++) {
+        int fd = out_list[i];
+        struct io_fd *s = &fds[fd];
+        if (s->out_len && !s->stalled)
+            flush_out(fd, s);
+        if (s->out_len)
+            out_list[keep++] = fd;
+        else
+            s->out_listed = false;
+    }
+    nout = keep;
+    clock_gettime(CLOCK_MONOTONIC, &out_since);
+}
+
+static int64_t ns_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - t->tv_sec) * 1000000000 + (now.tv_nsec - t->tv_nsec);
+}
+
 /* Forget everything about a descriptor that is being released or was just handed out. Touches
  * nothing for a descriptor the layer never followed (a worker's file). */
 static void forget(int fd)
 {
     struct io_fd *s = slot(fd);
-    if (!s || (!atomic_load_explicit(&s->tracked, memory_order_relaxed) && !s->kept &&
-               s->kstate == K_UNKNOWN))
+    if (!s || (!atomic_load_explicit(&s->tracked, memory_order_relaxed) && !s->kept && !s->out &&
+               !s->out_err && !s->stalled && s->kstate == K_UNKNOWN))
         return;
     atomic_store(&s->tracked, false);
     drop_kept(s);
+    drop_out(s);
+    s->stalled = false;
+    s->out_err = 0;
     s->kstate = K_UNKNOWN;
-    /* dirty and listed stay: the lists drop the entry when they next look at it. */
+    /* dirty, listed and out_listed stay: the lists drop the entry when they next look at it. */
 }
 
 static int apply(int fd, struct io_fd *s)
 {
-    struct epoll_event ev = {.events = s->dev, .data.u64 = s->ddata};
+    struct epoll_event ev = {.events = wanted(s), .data.u64 = s->ddata};
     int op = s->kstate == K_PRESENT ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int rc = real_epoll_ctl(loop_epfd, op, fd, &ev);
     if (rc != 0 && errno == EEXIST)
@@ -178,7 +282,7 @@ static int apply(int fd, struct io_fd *s)
     stats.epoll_ctl_applied++;
     if (rc == 0) {
         s->kstate = K_PRESENT;
-        s->kev = s->dev;
+        s->kev = ev.events;
         s->kdata = s->ddata;
     } else {
         s->kstate = K_UNKNOWN; /* mosquitto's next change tries again */
@@ -195,7 +299,7 @@ static void apply_dirty(void)
         s->dirty = false;
         if (!atomic_load_explicit(&s->tracked, memory_order_relaxed))
             continue;
-        if (s->kstate == K_PRESENT && s->kev == s->dev && s->kdata == s->ddata)
+        if (s->kstate == K_PRESENT && s->kev == wanted(s) && s->kdata == s->ddata)
             continue;
         apply(fd, s);
     }
@@ -209,6 +313,7 @@ API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
         return real_epoll_ctl(epfd, op, fd, event);
     stats.epoll_ctl_calls++;
     if (op == EPOLL_CTL_DEL) {
+        /* Held output stays for close() to hand over: mosquitto deletes, then closes. */
         bool was = atomic_load_explicit(&s->tracked, memory_order_relaxed);
         atomic_store(&s->tracked, false);
         drop_kept(s);
@@ -222,6 +327,8 @@ API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
     if ((op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD) || !event ||
         (event->events & ~(uint32_t)IO_PLAIN_EVENTS)) {
         /* Not a plain registration: the kernel decides, and the layer stops following it. */
+        if (s->out_len)
+            flush_out(fd, s);
         atomic_store(&s->tracked, false);
         drop_kept(s);
         s->kstate = K_UNKNOWN;
@@ -242,11 +349,46 @@ API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
     s->dev = event->events;
     s->ddata = event->data.u64;
     atomic_store(&s->tracked, true);
-    if (!s->dirty) {
-        s->dirty = true;
-        dirty_list[ndirty++] = fd;
-    }
+    mark_dirty(fd, s);
     return 0;
+}
+
+/* The stalled socket whose registration carries this data, or -1. */
+static int stalled_fd(uint64_t data)
+{
+    for (int i = 0; i < nout; i++) {
+        struct io_fd *s = &fds[out_list[i]];
+        if (s->stalled && s->ddata == data &&
+            atomic_load_explicit(&s->tracked, memory_order_relaxed))
+            return out_list[i];
+    }
+    return -1;
+}
+
+/* The kernel's events, after the layer took its own: a stalled socket's EPOLLOUT hands over more
+ * of its output, and is passed on only when mosquitto asked for it. Returns the new count. */
+static int take_own_events(struct epoll_event *events, int n)
+{
+    bool any = false;
+    for (int i = 0; i < nout && !any; i++)
+        any = fds[out_list[i]].stalled;
+    if (!any)
+        return n;
+    for (int i = 0; i < n; i++) {
+        if (!(events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            continue;
+        int fd = stalled_fd(events[i].data.u64);
+        if (fd < 0)
+            continue;
+        struct io_fd *s = &fds[fd];
+        flush_out(fd, s);
+        if (!(s->dev & EPOLLOUT))
+            events[i].events &= ~(uint32_t)EPOLLOUT;
+        if (!events[i].events) {
+            events[i--] = events[--n];
+        }
+    }
+    return n;
 }
 
 API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
@@ -259,7 +401,6 @@ API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int time
     }
     if (epfd != loop_epfd || !on_loop_thread())
         return real_epoll_wait(epfd, events, maxevents, timeout);
-    apply_dirty();
     /* Sockets with kept bytes are readable now. At most half the events (and IO_MAX_KEPT_READY)
      * go to them, so the kernel's events are not starved; the rest come in a later pass. */
     int room = maxevents / 2 < IO_MAX_KEPT_READY ? maxevents / 2 : IO_MAX_KEPT_READY;
@@ -282,11 +423,18 @@ API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int time
         }
     }
     nkept = keep;
+    /* Held output goes to the kernel before the loop may block, and while it still has kept
+     * input to go through, once it has been held IO_HOLD_NS: a burst's answers to one client go
+     * in a few writes instead of one each, and nothing waits longer than that. */
+    if (nout && (!nready || ns_since(&out_since) >= IO_HOLD_NS))
+        flush_all();
+    apply_dirty();
     stats.waits++;
     if (nready) {
         int n = nready < maxevents ? real_epoll_wait(epfd, events, maxevents - nready, 0) : 0;
         if (n < 0)
             n = 0; /* EINTR and the like: the kept sockets are still ready */
+        n = take_own_events(events, n);
         /* A socket may now have two events (the kernel's and this one): mosquitto then reads it
          * twice in this pass, which it handles as any two reads (a connection ended by the
          * first is skipped by the second: its socket is INVALID_SOCKET, and its context is
@@ -295,7 +443,9 @@ API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int time
         stats.ready_from_kept += (uint64_t)nready;
         return n + nready;
     }
-    return real_epoll_wait(epfd, events, maxevents, timeout);
+    int n = real_epoll_wait(epfd, events, maxevents, timeout);
+    /* Only the layer's own events: 0, which mosquitto's loop takes as a wait that timed out. */
+    return n > 0 ? take_own_events(events, n) : n;
 }
 
 API ssize_t read(int fd, void *buf, size_t count)
@@ -343,10 +493,93 @@ API ssize_t read(int fd, void *buf, size_t count)
     return (ssize_t)n;
 }
 
+/*
+ * write on one of the broker's sockets: held (up to IO_OUT_CAP per socket) and handed to the
+ * kernel at the end of the loop pass, or later in a burst (epoll_wait above), so that several
+ * packets to one client go in one system call. What the kernel cannot take at once is kept for
+ * its EPOLLOUT; beyond IO_OUT_CAP mosquitto gets EAGAIN and waits for EPOLLOUT itself, as it
+ * does without the layer, so a client that does not read is held back by mosquitto's own limits.
+ */
+API ssize_t write(int fd, const void *buf, size_t count)
+{
+    struct io_fd *s = slot(fd);
+    if (!active || !s || !on_loop_thread() || count == 0)
+        return real_write(fd, buf, count);
+    if (!atomic_load_explicit(&s->tracked, memory_order_relaxed)) {
+        /* No longer one of the broker's sockets (deleted from the set, about to be closed; a TLS
+         * connection's close_notify is written then): what is held goes first. */
+        if (s->out_len)
+            flush_out(fd, s);
+        if (s->out_len)
+            return errno = EAGAIN, -1;
+        return real_write(fd, buf, count);
+    }
+    stats.writes++;
+    if (s->out_err) {
+        errno = s->out_err;
+        s->out_err = 0;
+        return -1;
+    }
+    if (s->out_len + count > IO_OUT_CAP && s->out_len && !s->stalled)
+        flush_out(fd, s);
+    if (s->out_err) {
+        errno = s->out_err;
+        s->out_err = 0;
+        return -1;
+    }
+    if (!s->out_len && count >= IO_OUT_CAP) {
+        stats.kernel_writes++;
+        return real_write(fd, buf, count); /* nothing held: a large write goes straight through */
+    }
+    if (s->out_len + count > IO_OUT_CAP) {
+        errno = EAGAIN; /* the kernel has not taken what is held: mosquitto waits for EPOLLOUT */
+        return -1;
+    }
+    if (s->out_len + count > s->out_cap) {
+        uint32_t cap = s->out_cap ? s->out_cap : 1024;
+        while (cap < s->out_len + count)
+            cap *= 2;
+        if (s->out_off) {
+            memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
+            s->out_len -= s->out_off;
+            s->out_off = 0;
+        }
+        uint8_t *nb = realloc(s->out, cap);
+        if (!nb) {
+            flush_out(fd, s); /* out of memory: what is held goes now, this write as it is */
+            stats.kernel_writes++;
+            return s->out_len ? (errno = EAGAIN, -1) : real_write(fd, buf, count);
+        }
+        s->out = nb;
+        s->out_cap = cap;
+    }
+    memcpy(s->out + s->out_len, buf, count);
+    s->out_len += (uint32_t)count;
+    if (!s->out_listed) {
+        if (!nout)
+            clock_gettime(CLOCK_MONOTONIC, &out_since);
+        s->out_listed = true;
+        out_list[nout++] = fd;
+    }
+    return (ssize_t)count;
+}
+
+API int shutdown(int fd, int how)
+{
+    struct io_fd *s = slot(fd);
+    if (active && s && s->out_len && (how == SHUT_WR || how == SHUT_RDWR))
+        flush_out(fd, s);
+    return real_shutdown(fd, how);
+}
+
 API int close(int fd)
 {
-    if (active)
+    if (active) {
+        struct io_fd *s = slot(fd);
+        if (s && s->out_len && on_loop_thread())
+            flush_out(fd, s); /* what mosquitto wrote before closing goes out first */
         forget(fd);
+    }
     return real_close(fd);
 }
 
@@ -364,6 +597,13 @@ API int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     if (active && r >= 0)
         forget(r);
     return r;
+}
+
+/* At exit, whatever is still held goes out (the broker closes its sockets itself first). */
+__attribute__((destructor)) static void io_fini(void)
+{
+    if (active && on_loop_thread())
+        flush_all();
 }
 
 int th_iolayer_get_stats(struct th_iolayer_stats *out)

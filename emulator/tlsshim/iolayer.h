@@ -19,6 +19,8 @@ struct th_iolayer_stats {
     uint64_t epoll_ctl_applied; /* epoll_ctl calls made to the kernel for them */
     uint64_t waits;             /* epoll_waits of the broker's loop */
     uint64_t ready_from_kept;   /* readable events given for bytes the layer kept */
+    uint64_t writes;            /* mosquitto's writes to its sockets */
+    uint64_t kernel_writes;     /* write(2) calls the layer made for them */
 };
 
 /* "th_iolayer_get_stats": copy the counters to *out; 0, or -1 when out is NULL. */
