@@ -624,6 +624,16 @@ static void telemetry_counted(struct th_scn_session *ss, int64_t t)
 }
 
 /* One telemetry record of our identity inside the window. */
+/* When a record came, relative to the current step's mark: "after 3 ms", or for a record from
+ * before the mark (looked back at: the previous step's action), "3 ms before this step began". */
+static void when_text(const struct th_scn_session *ss, int64_t t_us, char *buf, size_t size)
+{
+    char d[64];
+    int64_t start = ss->res[ss->cur].start_us;
+    th_duration_human(t_us >= start ? t_us - start : start - t_us, d, sizeof d);
+    snprintf(buf, size, t_us >= start ? "after %s" : "%s before this step began", d);
+}
+
 static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
 {
     const struct th_step *st = cur_step(ss);
@@ -634,15 +644,15 @@ static void eval_telemetry(struct th_scn_session *ss, const struct event *e)
     bool ok = !m || th_match(m, view, "telemetry", caps, &why);
     if (st->kind == TH_STEP_EXPECT_NO_TELEMETRY) {
         if (ok) {
-            char w[300], rel[64], b[64];
+            char w[300], rel[96], b[64];
             who(ss, w, sizeof w);
             bound_text(st, b, sizeof b);
-            th_duration_human(e->r.time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+            when_text(ss, e->r.time_us, rel, sizeof rel);
             char *txt = th_scn_json_short(view, SHOW_MAX);
             char *pretty = th_scn_json_pretty(view);
             set_resultf(
                 ss, TH_VERDICT_FAIL, e->r.time_us, pretty,
-                "expected no telemetry%s from %s during %s, but a message came after %s: %s",
+                "expected no telemetry%s from %s during %s, but a message came %s: %s",
                 m ? " matching the step's match" : "", w, b, rel, txt ? txt : "");
             free(txt);
             free(pretty);
@@ -750,13 +760,13 @@ static void eval_event(struct th_scn_session *ss, const struct event *e)
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(ss->resolved, "match");
             const cJSON *patch = r->as.reported.patch;
             if (!m || th_match(m, patch, "patch", NULL, NULL)) {
-                char w[300], rel[64];
+                char w[300], rel[96];
                 who(ss, w, sizeof w);
-                th_duration_human(r->time_us - ss->res[ss->cur].start_us, rel, sizeof rel);
+                when_text(ss, r->time_us, rel, sizeof rel);
                 char *txt = th_scn_json_short(patch, SHOW_MAX * 4);
                 char *mtxt = m ? th_scn_json_short(m, SHOW_MAX) : NULL;
                 set_resultf(ss, TH_VERDICT_FAIL, r->time_us, NULL,
-                            "expected no reported patch%s%s from %s, but one came after %s: %s",
+                            "expected no reported patch%s%s from %s, but one came %s: %s",
                             m ? " matching " : "", mtxt ? mtxt : "", w, rel, txt ? txt : "");
                 free(mtxt);
                 free(txt);
@@ -978,9 +988,20 @@ static void anchor(struct th_scn_session *ss, size_t mark_index, const struct ev
         break;
     case TH_STEP_INVOKE_METHOD:
         break; /* live: the runner's outcome; offline: the method record */
-    case TH_STEP_SLEEP:
     case TH_STEP_EXPECT_NO_TELEMETRY:
     case TH_STEP_EXPECT_NO_REPORTED:
+        /* Right after an action (a desired patch, a method call, ...; not a sleep), what the
+         * identity sent since that step began counts too: the agent's answer to the action may
+         * reach the hub before this step's mark does. After an expectation, a fault or a sleep,
+         * only what comes after the mark. The rest is decided at the deadline. */
+        if (i > 0 && th_step_kind_class(ss->s->steps[i - 1].kind) == TH_STEP_CLASS_ACTION &&
+            ss->s->steps[i - 1].kind != TH_STEP_SLEEP)
+            for (size_t k = prev; k < mark_index && ss->cur == i &&
+                                  ss->res[i].verdict == TH_VERDICT_PENDING;
+                 k++)
+                eval_event(ss, &ss->ev[k]);
+        break;
+    case TH_STEP_SLEEP:
         break; /* decided at the deadline */
     default:
         if (ss->offline && th_step_kind_class(st->kind) != TH_STEP_CLASS_EXPECTATION) {

@@ -1,6 +1,6 @@
 /*
  * iolayer.c - the broker I/O layer of the shim (iolayer.h, docs/architecture.md
- * "The broker's I/O layer", docs/performance.md).
+ * "emulator/tlsshim", docs/performance.md "The broker's I/O layer").
  *
  * mosquitto 2.0.11 spends most of a small message's CPU in system calls, not
  * in its own code (measured: docs/performance.md):
@@ -10,12 +10,14 @@
  *   registration and removes it again (packet__write calls mux__add_out and
  *   mux__remove_out; src/mux_epoll.c tries EPOLL_CTL_ADD, gets EEXIST, then
  *   EPOLL_CTL_MOD): four epoll_ctl calls per packet, none of which changes
- *   what the next epoll_wait reports when the write completes at once.
+ *   what the next epoll_wait reports when the write completes at once;
+ * - it writes every packet with a write(2) of its own, also the answers to
+ *   one client that sent many requests in one burst.
  *
  * This layer, preloaded into mosquitto with the rest of the shim, interposes
- * epoll_ctl, epoll_wait, read, close, accept and accept4 (mosquitto calls them
- * through the PLT) for the broker's own epoll set, which it recognises as the
- * one its main thread first waits on:
+ * epoll_ctl, epoll_wait, read, write, shutdown, close, accept and accept4
+ * (mosquitto and OpenSSL call them through the PLT) for the broker's own
+ * epoll set, which it recognises as the one its main thread first waits on:
  * - epoll_ctl on that set records the registration mosquitto wants and
  *   returns; just before the next epoll_wait the registrations that differ
  *   from the kernel's are applied, one call each. A socket whose EPOLLOUT was
@@ -29,6 +31,9 @@
  *   mosquitto's loop goes on exactly as if the bytes were still in the
  *   kernel: one packet per socket per loop pass, in order. End of stream and
  *   errors come after the kept bytes, as the kernel gives them.
+ * - write on such a socket is held (write() below says how long and how much)
+ *   and handed to the kernel at the end of the loop pass, so that a burst's
+ *   answers to one client share their system calls.
  * - close, and EPOLL_CTL_DEL, drop a socket's kept bytes and state before the
  *   descriptor is released, and accept clears any state of the number it
  *   returns, so nothing kept for one connection can reach another that gets
@@ -36,8 +41,8 @@
  *
  * Threads: mosquitto accepts, reads, writes and waits on its main thread;
  * the plugin's worker threads (the state-dir loader) read files. Only reads
- * from the thread that waits on the broker's set are buffered; the per-socket
- * state is that thread's. A descriptor is marked (atomically) only while it is
+ * and writes from the thread that waits on the broker's set are buffered; the
+ * per-socket state is that thread's. A descriptor is marked (atomically) only while it is
  * one of the broker's registered sockets, which a worker's file descriptor
  * cannot be, so a worker's read costs one load and passes straight through.
  *

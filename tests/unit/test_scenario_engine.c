@@ -212,6 +212,43 @@ static void test_expect_no_reported_window_fails(void **state)
     th_scenario_free(s);
 }
 
+/* Right after a patchDesired step, a matching patch that reached the hub before the
+ * expectNoReported step's mark still fails it (a fast agent answers before the mark arrives);
+ * after a sleep or an expectation, one from before the mark does not count. */
+static void test_expect_no_reported_after_action_looks_back_fails(void **state)
+{
+    (void)state;
+    struct th_scenario *s = load(
+        "{\"name\":\"r\",\"steps\":["
+        "{\"patchDesired\":{\"deviceId\":\"dev-device\",\"patch\":{\"x\":42}}},"
+        "{\"expectNoReported\":{\"deviceId\":\"dev-device\",\"match\":{\"x\":42},"
+        "\"during\":\"PT1S\"}}]}");
+    struct th_scn_session *ss = offline(s);
+    mark(ss, s, 0, 1);
+    feed(ss, 50, "reported", "dev-device", NULL, "{\"patch\":{\"x\":42},\"version\":2}");
+    mark(ss, s, 80, 2);
+    assert_int_equal(V(ss, 1), TH_VERDICT_FAIL);
+    assert_string_equal(MSG(ss, 1), "expected no reported patch matching {\"x\":42} from "
+                                    "dev-device, but one came 30 ms before this step began: "
+                                    "{\"x\":42}");
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+
+    /* After a sleep, a patch during it is not the next step's business. */
+    s = load("{\"name\":\"r\",\"steps\":["
+             "{\"sleep\":{\"for\":\"PT0.1S\"}},"
+             "{\"expectNoReported\":{\"deviceId\":\"dev-device\",\"match\":{\"x\":42},"
+             "\"during\":\"PT1S\"}}]}");
+    ss = offline(s);
+    mark(ss, s, 2000, 1);
+    feed(ss, 2050, "reported", "dev-device", NULL, "{\"patch\":{\"x\":42},\"version\":3}");
+    mark(ss, s, 2200, 2);
+    feed(ss, 3300, "telemetry", "dev-device", NULL, "{}"); /* after the window: decided */
+    assert_int_equal(V(ss, 1), TH_VERDICT_PASS);
+    th_scn_session_free(ss);
+    th_scenario_free(s);
+}
+
 /* ---- telemetry ---- */
 
 static void test_expect_telemetry_counts_matching_succeeds(void **state)
@@ -672,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_expect_reported_now_and_rebuilt_from_patches_succeeds),
         cmocka_unit_test(test_expect_reported_timeout_shows_difference_fails),
         cmocka_unit_test(test_expect_no_reported_window_fails),
+        cmocka_unit_test(test_expect_no_reported_after_action_looks_back_fails),
         cmocka_unit_test(test_expect_telemetry_counts_matching_succeeds),
         cmocka_unit_test(test_expect_telemetry_none_shows_last_mismatch_fails),
         cmocka_unit_test(test_expect_no_telemetry_match_fails),
