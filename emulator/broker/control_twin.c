@@ -96,17 +96,24 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
         brk_ctl_reply_err(x, &err);
         return;
     }
-    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
+    /* The event's data (the written document) only when someone may receive it
+     * (brk_events_wanted); the notification printed by the write itself. */
+    bool events = brk_events_wanted(x->p);
+    struct th_twin_write req = {.mode = replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH,
+                                .doc = patch,
+                                .if_match = etag,
+                                .no_desired_doc = !events,
+                                .notification_as_text = true};
     if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
         brk_ctl_reply_err(x, &err);
         return;
     }
     brk_persist_device(x->p, id);
-    if (res.notification) {
-        bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
-        /* The event's data only when someone may receive it (brk_events_wanted). */
+    if (res.desired_written) {
+        bool delivered = brk_deliver_desired_text(x->p, id, res.notification_text,
+                                                  res.notification_len, res.desired_version);
         cJSON *data = NULL;
-        if (brk_events_wanted(x->p)) {
+        if (events) {
             data = th_journal_data_desired(res.desired, res.desired_version, delivered);
             res.desired = NULL; /* taken by data */
         }

@@ -557,11 +557,13 @@ th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64
 
 /*
  * A service-written section (tags or desired) prepared but not committed:
- * the request's part, copied and stripped of read-only members, and the
+ * the request's part as written (`src`: the request's own tree when it holds
+ * no read-only member, else `doc`, a copy stripped of them), and the
  * section (and for desired its metadata) as they will be after the write.
  */
 struct part {
     cJSON *doc;
+    const cJSON *src;
     cJSON *section;
     struct th_twin_meta *meta;
 };
@@ -575,9 +577,11 @@ static void part_free(struct part *p)
 }
 
 /*
- * Copies `doc`, drops its read-only members, checks it against the content
- * rules (a replace refuses null) and merges it into copies of the twin's
- * `kind` section, stamped `st`. On failure *out is empty and err says why.
+ * Drops the read-only members of `doc` (on a copy, made only when it holds
+ * any), checks it against the content rules (a replace refuses null) and
+ * merges it into copies of the twin's `kind` section, stamped `st`. On
+ * failure *out is empty and err says why; on success out->src borrows `doc`
+ * when no copy was needed.
  */
 static th_result prepare_part(const struct th_twin *twin, enum th_twin_section kind,
                               const cJSON *doc, bool replace, const struct twin_stamp *st,
@@ -585,15 +589,19 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
 {
     bool desired = kind == TH_SECTION_DESIRED;
     memset(out, 0, sizeof *out);
-    out->doc = cJSON_Duplicate(doc, 1);
-    if (out->doc == NULL)
-        return twin_nomem(err);
-    th_twin_strip_readonly(out->doc);
-    th_result rc = twin_validate(kind, out->doc, false, replace, err);
+    out->src = doc;
+    if (!twin_fast_paths || twin_holds_readonly(doc)) {
+        out->doc = cJSON_Duplicate(doc, 1);
+        if (out->doc == NULL)
+            return twin_nomem(err);
+        th_twin_strip_readonly(out->doc);
+        out->src = out->doc;
+    }
+    th_result rc = twin_validate(kind, out->src, false, replace, err);
     if (rc == TH_OK)
         rc =
             prepare(kind, desired ? twin->desired : twin->tags, desired ? twin->desired_meta : NULL,
-                    out->doc, replace, st, &out->section, desired ? &out->meta : NULL, err);
+                    out->src, replace, st, &out->section, desired ? &out->meta : NULL, err);
     if (rc != TH_OK)
         part_free(out);
     return rc;
@@ -602,7 +610,7 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
 /* The desired notification: the patch, or for a replace the new desired, plus "$version". */
 static cJSON *notification_of(const struct part *desired, bool replace, int64_t version)
 {
-    cJSON *note = cJSON_Duplicate(replace ? desired->section : desired->doc, 1);
+    cJSON *note = cJSON_Duplicate(replace ? desired->section : desired->src, 1);
     if (note != NULL && cJSON_AddNumberToObject(note, KEY_VERSION, (double)version) == NULL) {
         cJSON_Delete(note);
         note = NULL;
@@ -794,10 +802,22 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
                           "again, or send If-Match * to write unconditionally",
                           req->if_match, etag);
     /* Everything that can fail happens before the commit, so OOM changes nothing. */
-    if (rc == TH_OK && dp.section != NULL &&
-        (out->notification = notification_of(&dp, replace, desired_st.version)) == NULL)
-        rc = twin_nomem(err);
-    cJSON_Delete(tags_removal); /* prepare_part kept copies */
+    if (rc == TH_OK && dp.section != NULL) {
+        if (req->notification_as_text)
+            out->notification_text =
+                twin_notification_text(replace ? dp.section : dp.src, desired_st.version,
+                                       &out->notification_len);
+        else
+            out->notification = notification_of(&dp, replace, desired_st.version);
+        if (out->notification == NULL && out->notification_text == NULL)
+            rc = twin_nomem(err);
+        /* The written document for the result: the stripped copy, or a copy of the request's. */
+        if (rc == TH_OK && !req->no_desired_doc && dp.doc == NULL &&
+            (dp.doc = cJSON_Duplicate(dp.src, 1)) == NULL)
+            rc = twin_nomem(err);
+    }
+    /* The parts' src may be these; nothing reads src after this point. */
+    cJSON_Delete(tags_removal);
     cJSON_Delete(desired_removal);
     if (rc != TH_OK) {
         part_free(&tp);
@@ -813,8 +833,10 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     if (out->desired_written) {
         commit_part(&twin->desired, &twin->desired_meta, &dp);
         twin->desired_version = desired_st.version;
-        out->desired = dp.doc;
-        dp.doc = NULL;
+        if (!req->no_desired_doc) {
+            out->desired = dp.doc;
+            dp.doc = NULL;
+        }
     }
     if (out->tags_written || out->desired_written)
         twin->etag_counter++; /* one step per request, however many parts it wrote */
@@ -830,6 +852,7 @@ void th_twin_write_result_free(struct th_twin_write_result *out)
         return;
     cJSON_Delete(out->desired);
     cJSON_Delete(out->notification);
+    free(out->notification_text);
     memset(out, 0, sizeof *out);
 }
 

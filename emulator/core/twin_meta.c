@@ -575,6 +575,11 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
             /* Everything below already carries this stamp, and what the patch writes gets
              * it too: only the values change. */
             meta = NULL;
+        } else if (meta->shared && twin_fast_paths && twin_patch_rewrites_all(target, patch)) {
+            /* Everything below will carry the new stamp: splitting the node into one per
+             * member and joining them again (below) would end with this very node. */
+            stamp_node(meta, st);
+            meta = NULL;
         } else {
             if (meta_unshare(meta, target) != TH_OK)
                 return TH_ERR_NOMEM;

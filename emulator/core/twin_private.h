@@ -113,4 +113,17 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
 /* Gives the members of `node` and of everything below it the shared copies of their names. */
 void twin_intern_names(cJSON *node);
 
+/* ---- the write's shortcuts (twin_write.c) ---- */
+
+/* True (the default): the shortcuts below are taken where they apply. Tests set it false to
+ * compare them with the general way. */
+extern bool twin_fast_paths;
+/* Whether th_twin_strip_readonly would remove anything from `doc`. */
+bool twin_holds_readonly(const cJSON *doc);
+/* The th_json_print text of the object `members` plus "$version": version; free(); NULL on
+ * OOM; *len (may be NULL) its length. */
+char *twin_notification_text(const cJSON *members, int64_t version, size_t *len);
+/* Merging `patch` into `target` writes every member `target` will have (conservative). */
+bool twin_patch_rewrites_all(const cJSON *target, const cJSON *patch);
+
 #endif
