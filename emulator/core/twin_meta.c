@@ -448,31 +448,46 @@ struct time_memo {
  * twin_meta_json printed instead of built: the same members in the same
  * order, written to `b` (what th_json_print of twin_meta_json gives).
  */
-static void stamp_print(struct th_jsonw *b, const struct th_twin_meta *m, bool with_version)
+
+/* The $lastUpdated text of `m`, formatted into `buf` unless it is a restored text; `raw`: a
+ * th_time_format text, which holds nothing th_json_print would escape. */
+static const char *stamp_text(const struct th_twin_meta *m, char buf[TH_TIME_BUF], bool *raw)
 {
-    char time[TH_TIME_BUF];
-    const char *text = time;
-    if (m->us == META_TIME_TEXT)
-        text = meta_time_text(m);
-    else
-        th_time_format(m->us, time);
+    *raw = m->us != META_TIME_TEXT;
+    if (!*raw)
+        return meta_time_text(m);
+    th_time_format(m->us, buf);
+    return buf;
+}
+
+/* {"$lastUpdated":"<text>"[,"$lastUpdatedVersion":v] (left open for the members). */
+static void stamp_print(struct th_jsonw *b, const struct th_twin_meta *m, const char *text,
+                        bool raw, bool with_version)
+{
     th_jsonw_raw(b, "{\"" KEY_LAST_UPDATED "\":", sizeof KEY_LAST_UPDATED + 3);
-    th_jbuf_string(b, text);
+    if (raw) {
+        th_jsonw_raw(b, "\"", 1);
+        th_jsonw_raw(b, text, strlen(text));
+        th_jsonw_raw(b, "\"", 1);
+    } else {
+        th_jbuf_string(b, text);
+    }
     if (with_version) {
         th_jsonw_raw(b, ",\"" KEY_LAST_UPDATED_VERSION "\":", sizeof KEY_LAST_UPDATED_VERSION + 3);
         th_jbuf_number(b, (double)m->version);
     }
 }
 
+/* A shared node's $metadata: one stamp (its text formatted once) for the value and all below. */
 static void shared_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
-                         bool with_version)
+                         const char *text, bool raw, bool with_version)
 {
-    stamp_print(b, m, with_version);
+    stamp_print(b, m, text, raw, with_version);
     for (const cJSON *c = cJSON_IsObject(value) ? value->child : NULL; c != NULL && !b->failed;
          c = c->next) {
         th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, c->string != NULL ? c->string : "");
-        shared_print(b, m, c, with_version);
+        shared_print(b, m, c, text, raw, with_version);
     }
     th_jsonw_raw(b, "}", 1);
 }
@@ -480,11 +495,14 @@ static void shared_print(struct th_jsonw *b, const struct th_twin_meta *m, const
 void twin_meta_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
                      bool with_version)
 {
+    char buf[TH_TIME_BUF];
+    bool raw;
+    const char *text = stamp_text(m, buf, &raw);
     if (m->shared) {
-        shared_print(b, m, value, with_version);
+        shared_print(b, m, value, text, raw, with_version);
         return;
     }
-    stamp_print(b, m, with_version);
+    stamp_print(b, m, text, raw, with_version);
     for (const struct th_twin_meta *c = m->child; c != NULL && !b->failed; c = c->next) {
         const cJSON *sub =
             cJSON_IsObject(value) ? cJSON_GetObjectItemCaseSensitive(value, c->key) : NULL;
