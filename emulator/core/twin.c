@@ -8,9 +8,12 @@
  * version (7.3). The $metadata tree and the merge live in twin_meta.c, the
  * persistence state in twin_state.c (twin_private.h is what they share).
  *
- * Every write works on copies of the affected section and its metadata and
- * swaps them in only when validation, merge and the size check all passed,
- * so a refused or failed write leaves the twin exactly as it was.
+ * Every write works on copies of the affected section's metadata and, for a
+ * replace or a reported patch, of the section; a service patch writes the
+ * section in place through an undo that copies only the members it names
+ * (twin_write.c). Either is kept only when validation, merge and the size
+ * check all passed, so a refused or failed write leaves the twin exactly as
+ * it was.
  */
 #include "twin.h"
 
@@ -438,6 +441,39 @@ static th_result prepare(enum th_twin_section kind, const cJSON *section,
     return TH_OK;
 }
 
+/*
+ * prepare for a patch (not a replace), written into the live `section`
+ * itself through an undo (twin_private.h, twin_undo_*) instead of into a copy
+ * of it: only the members the patch names are copied. The metadata is still
+ * merged into a copy (*out_meta). On TH_OK *out_undo holds the changes, which
+ * the caller commits (twin_undo_commit) or rolls back (twin_undo_rollback); on
+ * failure the section is as it was and nothing is allocated.
+ */
+static th_result prepare_in_place(enum th_twin_section kind, cJSON *section,
+                                  const struct th_twin_meta *meta, const cJSON *patch,
+                                  const struct twin_stamp *st, struct twin_undo **out_undo,
+                                  struct th_twin_meta **out_meta, struct th_error *err)
+{
+    struct twin_undo *undo = twin_undo_new(section);
+    struct th_twin_meta *new_meta = meta != NULL ? twin_meta_clone(meta) : NULL;
+    th_result rc = TH_OK;
+    if (undo == NULL || (meta != NULL && new_meta == NULL))
+        rc = twin_nomem(err);
+    if (rc == TH_OK && twin_merge_in_place(undo, new_meta, patch, st) != TH_OK)
+        rc = twin_nomem(err);
+    if (rc == TH_OK)
+        rc = twin_check_size(kind, section, err);
+    if (rc != TH_OK) {
+        twin_undo_rollback(undo);
+        twin_meta_free(new_meta);
+        return rc;
+    }
+    *out_undo = undo;
+    if (out_meta != NULL)
+        *out_meta = new_meta;
+    return TH_OK;
+}
+
 /* Swap a prepared tree in; takes ownership of `fresh`. */
 static void commit(cJSON **slot, cJSON *fresh)
 {
@@ -566,12 +602,18 @@ struct part {
     const cJSON *src;
     cJSON *section;
     struct th_twin_meta *meta;
+    /* Non-NULL when the section was written in place (prepare_in_place): `section` is then the
+     * twin's own, and freeing the part undoes the write. */
+    struct twin_undo *undo;
 };
 
 static void part_free(struct part *p)
 {
     cJSON_Delete(p->doc);
-    cJSON_Delete(p->section);
+    if (p->undo != NULL)
+        twin_undo_rollback(p->undo);
+    else
+        cJSON_Delete(p->section);
     twin_meta_free(p->meta);
     memset(p, 0, sizeof *p);
 }
@@ -598,10 +640,16 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
         out->src = out->doc;
     }
     th_result rc = twin_validate(kind, out->src, false, replace, err);
-    if (rc == TH_OK)
-        rc =
-            prepare(kind, desired ? twin->desired : twin->tags, desired ? twin->desired_meta : NULL,
-                    out->src, replace, st, &out->section, desired ? &out->meta : NULL, err);
+    cJSON *section = desired ? twin->desired : twin->tags;
+    if (rc == TH_OK && !replace && twin_fast_paths) {
+        rc = prepare_in_place(kind, section, desired ? twin->desired_meta : NULL, out->src, st,
+                              &out->undo, desired ? &out->meta : NULL, err);
+        if (rc == TH_OK)
+            out->section = section;
+    } else if (rc == TH_OK) {
+        rc = prepare(kind, section, desired ? twin->desired_meta : NULL, out->src, replace, st,
+                     &out->section, desired ? &out->meta : NULL, err);
+    }
     if (rc != TH_OK)
         part_free(out);
     return rc;
@@ -621,7 +669,12 @@ static cJSON *notification_of(const struct part *desired, bool replace, int64_t 
 /* Swaps a prepared part in (tags when `meta` is NULL); the part is empty afterwards. */
 static void commit_part(cJSON **section, struct th_twin_meta **meta, struct part *p)
 {
-    commit(section, p->section);
+    if (p->undo != NULL) {
+        twin_undo_commit(p->undo); /* the section was written in place */
+        p->undo = NULL;
+    } else {
+        commit(section, p->section);
+    }
     p->section = NULL;
     if (meta != NULL) {
         commit_meta(meta, p->meta);

@@ -649,3 +649,87 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
         meta_try_share(meta, target);
     return rc;
 }
+
+/* Gives `item`'s name and the names below it their shared copies. */
+void twin_intern_item(cJSON *item)
+{
+    if (item->string != NULL && !(item->type & cJSON_StringIsConst)) {
+        const char *shared = intern(item->string);
+        if (shared != NULL) {
+            cJSON_free(item->string);
+            item->string = (char *)shared;
+            item->type |= cJSON_StringIsConst;
+        }
+    }
+    if (item->child != NULL)
+        twin_intern_names(item);
+}
+
+/*
+ * twin_merge_object's first level on the section itself, through the undo
+ * `u` (twin_private.h): every member the patch names is replaced (by a copy
+ * merged with the patch, for an object onto an object), appended or taken
+ * out there, and the metadata (a copy the caller keeps) changes exactly as
+ * twin_merge_object changes it. Below the first level twin_merge_object runs
+ * on the copies. Only the members the patch names are copied, so the cost
+ * follows the patch, not the section.
+ */
+th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, const cJSON *patch,
+                              const struct twin_stamp *st)
+{
+    cJSON *target = twin_undo_section(u);
+    th_result rc = TH_OK;
+    if (meta != NULL) {
+        if (meta->shared && stamp_is(meta, st)) {
+            meta = NULL;
+        } else if (meta->shared && twin_fast_paths && twin_patch_rewrites_all(target, patch)) {
+            stamp_node(meta, st);
+            meta = NULL;
+        } else {
+            if (meta_unshare(meta, target) != TH_OK)
+                return TH_ERR_NOMEM;
+            stamp_node(meta, st);
+        }
+    }
+    for (const cJSON *m = patch->child; m != NULL && rc == TH_OK; m = m->next) {
+        const char *key = m->string;
+        cJSON *existing = cJSON_GetObjectItemCaseSensitive(target, key);
+
+        if (cJSON_IsNull(m)) {
+            if (existing != NULL)
+                rc = twin_undo_remove(u, existing);
+            if (rc == TH_OK && meta != NULL)
+                meta_delete(meta, key);
+        } else if (cJSON_IsObject(m)) {
+            bool was_object = cJSON_IsObject(existing);
+            cJSON *fresh = was_object ? cJSON_Duplicate(existing, 1) : cJSON_CreateObject();
+            rc = twin_undo_put(u, key, existing, fresh);
+            if (rc != TH_OK)
+                break;
+            struct th_twin_meta *child_meta = NULL;
+            if (meta != NULL) {
+                if (!was_object)
+                    rc = meta_put(meta, twin_meta_stamped(key, st));
+                if (rc != TH_OK)
+                    break;
+                struct th_twin_meta **l = meta_link(meta, key);
+                if (l != NULL) {
+                    child_meta = *l;
+                } else {
+                    child_meta = twin_meta_stamped(key, st);
+                    rc = meta_put(meta, child_meta);
+                    if (rc != TH_OK)
+                        break;
+                }
+            }
+            rc = twin_merge_object(fresh, child_meta, m, st);
+        } else {
+            rc = twin_undo_put(u, key, existing, cJSON_Duplicate(m, 1));
+            if (rc == TH_OK && meta != NULL)
+                rc = meta_put(meta, twin_meta_stamped(key, st));
+        }
+    }
+    if (rc == TH_OK && meta != NULL)
+        meta_try_share(meta, target);
+    return rc;
+}

@@ -126,4 +126,32 @@ char *twin_notification_text(const cJSON *members, int64_t version, size_t *len)
 /* Merging `patch` into `target` writes every member `target` will have (conservative). */
 bool twin_patch_rewrites_all(const cJSON *target, const cJSON *patch);
 
+/*
+ * A section written in place: every change to its members is recorded so
+ * that twin_undo_rollback puts the section back exactly as it was (the same
+ * items, in the same order), or twin_undo_commit frees what was taken out.
+ * A member is never changed in place: one the patch merges into is copied
+ * and the copy put in its place, so only the members the patch names are
+ * copied, not the section. Either call frees the undo.
+ */
+struct twin_undo;
+/* NULL on OOM. */
+struct twin_undo *twin_undo_new(cJSON *section);
+cJSON *twin_undo_section(const struct twin_undo *u);
+/* `fresh` (taken on every path; NULL is OOM) replaces `existing`, or is appended when
+ * `existing` is NULL, named `key`. TH_ERR_NOMEM leaves the section as it was. */
+th_result twin_undo_put(struct twin_undo *u, const char *key, cJSON *existing, cJSON *fresh);
+/* Takes the member `existing` out. TH_ERR_NOMEM leaves the section as it was. */
+th_result twin_undo_remove(struct twin_undo *u, cJSON *existing);
+/* Keeps the changes: shares the names of what was put in, frees what was taken out. */
+void twin_undo_commit(struct twin_undo *u);
+/* Undoes every change, newest first, and frees what was put in. Accepts NULL. */
+void twin_undo_rollback(struct twin_undo *u);
+/* twin_merge_object into twin_undo_section(u) through `u` (twin_meta.c); the same result and
+ * the same metadata. On TH_ERR_NOMEM the caller rolls back; `meta` is then partly merged. */
+th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, const cJSON *patch,
+                              const struct twin_stamp *st);
+/* Gives `item`'s name and the names below it their shared copies. */
+void twin_intern_item(cJSON *item);
+
 #endif

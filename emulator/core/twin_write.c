@@ -15,6 +15,7 @@
  * tests/unit/test_twin_write.c runs random writes with and without them
  * (twin_fast_paths) and compares everything the twin shows and sends.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
@@ -108,4 +109,183 @@ bool twin_patch_rewrites_all(const cJSON *target, const cJSON *patch)
             return false;
     }
     return true;
+}
+
+/* ---- writing a section in place, with an undo (twin_undo_*) ---- */
+
+/*
+ * One change to the members of a section, as it can be undone: `inserted`
+ * took the place of `removed` (a replacement), or was appended (`removed`
+ * NULL), or `removed` was taken out (`inserted` NULL), `next` then being the
+ * member that followed it. Undone in reverse order, each finds the list as
+ * it left it, so a removal goes back before its `next`, in its old place.
+ */
+struct undo_op {
+    cJSON *inserted;
+    cJSON *removed;
+    cJSON *next;
+};
+
+struct twin_undo {
+    cJSON *section;
+    struct undo_op *ops;
+    size_t n, cap;
+    struct undo_op first[8]; /* most patches name a few members */
+};
+
+struct twin_undo *twin_undo_new(cJSON *section)
+{
+    struct twin_undo *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return NULL;
+    u->section = section;
+    u->ops = u->first;
+    u->cap = sizeof u->first / sizeof u->first[0];
+    return u;
+}
+
+cJSON *twin_undo_section(const struct twin_undo *u)
+{
+    return u->section;
+}
+
+static bool undo_room(struct twin_undo *u)
+{
+    if (u->n < u->cap)
+        return true;
+    size_t cap = u->cap * 2;
+    struct undo_op *ops = malloc(cap * sizeof *ops);
+    if (ops == NULL)
+        return false;
+    memcpy(ops, u->ops, u->n * sizeof *ops);
+    if (u->ops != u->first)
+        free(u->ops);
+    u->ops = ops;
+    u->cap = cap;
+    return true;
+}
+
+/* `fresh` takes `old`'s place in `parent` (old is unlinked, not freed). */
+static void swap_member(cJSON *parent, cJSON *old, cJSON *fresh)
+{
+    fresh->next = old->next;
+    fresh->prev = old->prev;
+    if (parent->child == old) {
+        parent->child = fresh;
+        if (old->prev == old) /* the only member: the first's prev is the last, itself */
+            fresh->prev = fresh;
+    } else {
+        old->prev->next = fresh;
+    }
+    if (old->next != NULL)
+        old->next->prev = fresh;
+    else if (parent->child != fresh)
+        parent->child->prev = fresh; /* the first's prev names the last */
+    old->next = old->prev = NULL;
+}
+
+/* Links `item` into `parent` before `next` (at the end when NULL). */
+static void insert_before(cJSON *parent, cJSON *item, cJSON *next)
+{
+    if (next == NULL) {
+        cJSON *first = parent->child;
+        item->next = NULL;
+        if (first == NULL) {
+            parent->child = item;
+            item->prev = item;
+        } else {
+            item->prev = first->prev;
+            first->prev->next = item;
+            first->prev = item;
+        }
+        return;
+    }
+    item->next = next;
+    item->prev = next->prev;
+    if (parent->child == next)
+        parent->child = item;
+    else
+        next->prev->next = item;
+    next->prev = item;
+}
+
+/* Unlinks `item` from `parent`. */
+static void unlink_member(cJSON *parent, cJSON *item)
+{
+    (void)cJSON_DetachItemViaPointer(parent, item);
+}
+
+th_result twin_undo_put(struct twin_undo *u, const char *key, cJSON *existing, cJSON *fresh)
+{
+    if (fresh == NULL)
+        return TH_ERR_NOMEM;
+    if (!undo_room(u)) {
+        cJSON_Delete(fresh);
+        return TH_ERR_NOMEM;
+    }
+    if (fresh->string == NULL || strcmp(fresh->string, key) != 0) {
+        size_t n = strlen(key) + 1;
+        char *name = cJSON_malloc(n);
+        if (name == NULL) {
+            cJSON_Delete(fresh);
+            return TH_ERR_NOMEM;
+        }
+        memcpy(name, key, n);
+        if (fresh->string != NULL && !(fresh->type & cJSON_StringIsConst))
+            cJSON_free(fresh->string);
+        fresh->string = name;
+        fresh->type &= ~cJSON_StringIsConst;
+    }
+    if (existing != NULL)
+        swap_member(u->section, existing, fresh);
+    else
+        insert_before(u->section, fresh, NULL);
+    u->ops[u->n++] = (struct undo_op){.inserted = fresh, .removed = existing};
+    return TH_OK;
+}
+
+th_result twin_undo_remove(struct twin_undo *u, cJSON *existing)
+{
+    if (!undo_room(u))
+        return TH_ERR_NOMEM;
+    cJSON *next = existing->next;
+    unlink_member(u->section, existing);
+    u->ops[u->n++] = (struct undo_op){.removed = existing, .next = next};
+    return TH_OK;
+}
+
+static void undo_free(struct twin_undo *u)
+{
+    if (u->ops != u->first)
+        free(u->ops);
+    free(u);
+}
+
+void twin_undo_commit(struct twin_undo *u)
+{
+    if (u == NULL)
+        return;
+    for (size_t i = 0; i < u->n; i++)
+        if (u->ops[i].inserted != NULL)
+            twin_intern_item(u->ops[i].inserted);
+    for (size_t i = 0; i < u->n; i++)
+        cJSON_Delete(u->ops[i].removed);
+    undo_free(u);
+}
+
+void twin_undo_rollback(struct twin_undo *u)
+{
+    if (u == NULL)
+        return;
+    for (size_t i = u->n; i-- > 0;) {
+        struct undo_op *op = &u->ops[i];
+        if (op->inserted != NULL && op->removed != NULL)
+            swap_member(u->section, op->inserted, op->removed);
+        else if (op->inserted != NULL)
+            unlink_member(u->section, op->inserted);
+        else
+            insert_before(u->section, op->removed, op->next);
+        cJSON_Delete(op->inserted);
+    }
+    undo_free(u);
 }

@@ -60,6 +60,13 @@ static void some_object(unsigned *seed, int depth, char *out, size_t size)
 {
     int n = (int)(lcg_next(seed) % 5);
     put(out, size, "{");
+    if (depth == 1 && lcg_next(seed) % 2 == 0) {
+        /* A big member of a section root: sections grow over their size limit now and then
+         * (tags 8 KB, desired 32 KB) and are refused after the merge, which must be undone. */
+        put(out, size, "\"big%u\":\"%3500d\"", lcg_next(seed) % 12, 7);
+        if (n > 0)
+            put(out, size, ",");
+    }
     for (int i = 0; i < n; i++) {
         put(out, size, "%s\"%s\":", i ? "," : "", some_key(seed));
         some_value(seed, depth + 1, out, size);
@@ -77,6 +84,18 @@ static void some_value(unsigned *seed, int depth, char *out, size_t size)
         put(out, size, lcg_next(seed) & 1 ? "true" : "false");
         break;
     case 2:
+        if (lcg_next(seed) % 6 == 0) {
+            /* Big strings: a section over its size limit now and then (tags 8 KB, desired
+             * 32 KB), refused after the merge, so the write must be undone. */
+            size_t len = strlen(out), big = 2000 + lcg_next(seed) % 2000;
+            if (len + big + 3 < size) {
+                out[len] = '"';
+                memset(out + len + 1, 'x', big);
+                out[len + 1 + big] = '"';
+                out[len + 2 + big] = '\0';
+            }
+            break;
+        }
         put(out, size, "\"v%u\\n\\\"q\"", lcg_next(seed) % 50);
         break;
     case 3:
@@ -166,6 +185,9 @@ static char *twin_text(const struct th_twin *twin)
     return all;
 }
 
+/* Refusals seen after the merge, which the in-place write must undo. */
+static int over_limit, etag_refused;
+
 /* One write on both twins, the fast one with the flags `as_text` / `no_doc`. */
 static void write_both(struct th_twin *fast, struct th_twin *slow, const char *request,
                        bool replace, const char *if_match, int64_t t, bool as_text, bool no_doc,
@@ -189,6 +211,10 @@ static void write_both(struct th_twin *fast, struct th_twin *slow, const char *r
     twin_fast_paths = true;
 
     assert_int_equal(rcf, rcs);
+    if (rcs == TH_ERR_TOO_LARGE && es.code == TH_EC_DEVICE_MODEL_MAX_PROPERTIES_EXCEEDED)
+        over_limit++;
+    if (rcs == TH_ERR_PRECONDITION)
+        etag_refused++;
     assert_int_equal(ef.status, es.status);
     assert_int_equal(ef.code, es.code);
     assert_same(ef.message, es.message, round, "the error", request);
@@ -236,13 +262,13 @@ static void test_th_twin_service_write_fast_same_as_general_succeeds(void **stat
 {
     (void)state;
     unsigned seed = 1515;
-    char request[8192];
+    static char request[1 << 17];
     for (int twin_no = 0; twin_no < 300; twin_no++) {
         struct th_twin *fast = th_twin_new(NOW), *slow = th_twin_new(NOW);
         assert_non_null(fast);
         assert_non_null(slow);
         int64_t t = NOW;
-        int writes = 1 + (int)(lcg_next(&seed) % 12);
+        int writes = 1 + (int)(lcg_next(&seed) % 20);
         for (int w = 0; w < writes; w++) {
             /* Often the same time again: stamps that match the shared node's. */
             t += (int64_t)(lcg_next(&seed) % 3) * 1000001;
@@ -257,6 +283,8 @@ static void test_th_twin_service_write_fast_same_as_general_succeeds(void **stat
         th_twin_free(slow);
     }
     assert_true(rounds_written > 1000);
+    assert_true(over_limit > 20);
+    assert_true(etag_refused > 20);
 }
 
 /* The patch desired path (th_twin_patch_desired) shares the copy shortcut. */
@@ -264,7 +292,7 @@ static void test_th_twin_patch_desired_fast_same_as_general_succeeds(void **stat
 {
     (void)state;
     unsigned seed = 77;
-    char text[8192];
+    static char text[1 << 17];
     for (int twin_no = 0; twin_no < 200; twin_no++) {
         struct th_twin *fast = th_twin_new(NOW), *slow = th_twin_new(NOW);
         int64_t t = NOW;
@@ -301,6 +329,70 @@ static void test_th_twin_patch_desired_fast_same_as_general_succeeds(void **stat
     }
 }
 
+/* cJSON allocations left before one fails (-1: none fails). */
+static long allocs_left = -1;
+
+static void *failing_malloc(size_t n)
+{
+    if (allocs_left == 0)
+        return NULL;
+    if (allocs_left > 0)
+        allocs_left--;
+    return malloc(n);
+}
+
+/* A write that runs out of memory half way (the n-th cJSON allocation fails, for every n until
+ * none does) leaves the twin exactly as it was: the in-place write is undone. */
+static void test_th_twin_service_write_out_of_memory_changes_nothing_fails(void **state)
+{
+    (void)state;
+    static const char *const requests[] = {
+        "{\"tags\":{\"t\":{\"u\":1},\"s\":null,\"new\":[1,2]},\"properties\":{\"desired\":"
+        "{\"a\":{\"x\":{\"y\":2}},\"b\":null,\"c\":\"new\",\"d\":{\"e\":null},\"a2\":5}}}",
+        "{\"properties\":{\"desired\":{\"a\":7,\"b\":8,\"c\":{\"k\":1},\"a2\":null}}}",
+    };
+    cJSON_Hooks hooks = {failing_malloc, free};
+    for (size_t r = 0; r < sizeof requests / sizeof requests[0]; r++) {
+        bool saw_nomem = false, saw_ok = false;
+        for (long n = 0; n < 400 && !saw_ok; n++) {
+            struct th_twin *twin = th_twin_new(NOW);
+            cJSON *seed = parse("{\"tags\":{\"s\":1,\"t\":{\"v\":2}},\"properties\":{\"desired\":"
+                                "{\"a\":{\"x\":1,\"z\":3},\"b\":2,\"a2\":{\"q\":1}}}}");
+            struct th_twin_write w = {.mode = TH_TWIN_WRITE_PATCH, .doc = seed};
+            struct th_twin_write_result res;
+            struct th_error err = {0};
+            assert_int_equal(th_twin_service_write(twin, &w, NOW, &res, &err), TH_OK);
+            th_twin_write_result_free(&res);
+            cJSON_Delete(seed);
+            char *before = twin_text(twin);
+            cJSON *doc = parse(requests[r]);
+            w.doc = doc;
+            w.notification_as_text = n & 1;
+            allocs_left = n;
+            cJSON_InitHooks(&hooks);
+            th_result rc = th_twin_service_write(twin, &w, NOW + 1000000, &res, &err);
+            cJSON_InitHooks(NULL);
+            allocs_left = -1;
+            char *after = twin_text(twin);
+            if (rc == TH_OK) {
+                saw_ok = true;
+                assert_string_not_equal(before, after);
+            } else {
+                assert_int_equal(rc, TH_ERR_NOMEM);
+                assert_string_equal(before, after);
+                saw_nomem = true;
+            }
+            th_twin_write_result_free(&res);
+            free(before);
+            free(after);
+            cJSON_Delete(doc);
+            th_twin_free(twin);
+        }
+        assert_true(saw_nomem);
+        assert_true(saw_ok);
+    }
+}
+
 /* twin_patch_rewrites_all: only when every member is rewritten, never merged into. */
 static void test_twin_patch_rewrites_all_cases_succeeds(void **state)
 {
@@ -332,6 +424,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_th_twin_service_write_fast_same_as_general_succeeds),
         cmocka_unit_test(test_th_twin_patch_desired_fast_same_as_general_succeeds),
+        cmocka_unit_test(test_th_twin_service_write_out_of_memory_changes_nothing_fails),
         cmocka_unit_test(test_twin_patch_rewrites_all_cases_succeeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
