@@ -87,22 +87,6 @@ void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 }
 
 /*
- * A raw item that takes `text` (malloc'd; cJSON_Delete frees it with the
- * default hooks), instead of cJSON_CreateRaw's copy. NULL (text freed) on OOM.
- */
-static cJSON *raw_taking(char *text)
-{
-    cJSON *item = text ? cJSON_CreateNull() : NULL;
-    if (!item) {
-        free(text);
-        return NULL;
-    }
-    item->type = cJSON_Raw;
-    item->valuestring = text;
-    return item;
-}
-
-/*
  * The entry {"command":..,["correlationData":..,]"data":..} (what
  * brk_ctl_response_entry plus "data" print as) is printed at once
  * (th_ctl_ok_entry_text) and kept as a raw item of the responses.
@@ -111,7 +95,7 @@ void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data)
 {
     char *text = th_ctl_ok_entry_text(
         x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"), data);
-    cJSON *r = raw_taking(text);
+    cJSON *r = th_ctl_raw_taking(text);
     cJSON_Delete(data);
     if (!r) {
         struct th_error err = {0};

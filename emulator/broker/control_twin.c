@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "ctl_answer.h"
 #include "json.h"
 #include "twin.h"
 #include "util.h"
@@ -20,10 +21,7 @@
  */
 static cJSON *twin_data(const struct th_identity *id)
 {
-    char *text = th_identity_twin_text(id);
-    cJSON *raw = text ? cJSON_CreateRaw(text) : NULL;
-    free(text);
-    return raw;
+    return th_ctl_raw_taking(th_identity_twin_text(id));
 }
 
 void brk_cmd_get_twin(struct brk_cmd_ctx *x)
@@ -124,9 +122,7 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     }
     th_twin_write_result_free(&res);
     if (is_short) {
-        char *text = th_twin_short_answer_text(id->twin);
-        brk_ctl_reply_data(x, text ? cJSON_CreateRaw(text) : NULL);
-        free(text);
+        brk_ctl_reply_data(x, th_ctl_raw_taking(th_twin_short_answer_text(id->twin)));
         return;
     }
     brk_ctl_reply_data(x, twin_data(id));

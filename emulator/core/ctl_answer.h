@@ -25,4 +25,12 @@ char *th_ctl_ok_entry_text(const char *command, const cJSON *correlation, const 
  * OOM, a NULL `responses`, or a value that cannot be printed. */
 char *th_ctl_responses_text(const cJSON *responses, size_t *len);
 
+/*
+ * A cJSON raw item holding `text` (malloc'd, taken on every path: cJSON_Delete
+ * frees it), without cJSON_CreateRaw's copy: the answer's data printed
+ * elsewhere (a twin of ~1 KB) goes in as it is. NULL (text freed) on OOM or
+ * NULL text.
+ */
+cJSON *th_ctl_raw_taking(char *text);
+
 #endif

@@ -98,7 +98,7 @@ static void test_th_ctl_ok_entry_text_same_bytes_as_built_entry_succeeds(void **
         if (strcmp(mine, theirs) != 0)
             fail_msg("round %d:\n printed %s\n built   %s", round, mine, theirs);
         /* Every 50 entries, the whole answer: raw entries against the built ones. */
-        cJSON_AddItemToArray(responses, cJSON_CreateRaw(mine));
+        cJSON_AddItemToArray(responses, th_ctl_raw_taking(strdup(mine)));
         cJSON_AddItemToArray(built, entry);
         if (round % 50 == 49) {
             size_t len = 0;
@@ -132,11 +132,31 @@ static void test_th_ctl_responses_text_without_responses_fails(void **state)
     assert_null(th_ctl_responses_text(NULL, NULL));
 }
 
+static void test_th_ctl_raw_taking_prints_the_text_succeeds(void **state)
+{
+    (void)state;
+    cJSON *raw = th_ctl_raw_taking(strdup("{\"a\":[1,2]}"));
+    assert_non_null(raw);
+    assert_true(cJSON_IsRaw(raw));
+    char *text = th_json_print(raw);
+    assert_string_equal(text, "{\"a\":[1,2]}");
+    free(text);
+    cJSON_Delete(raw);
+}
+
+static void test_th_ctl_raw_taking_without_text_fails(void **state)
+{
+    (void)state;
+    assert_null(th_ctl_raw_taking(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_th_ctl_ok_entry_text_same_bytes_as_built_entry_succeeds),
         cmocka_unit_test(test_th_ctl_responses_text_without_responses_fails),
+        cmocka_unit_test(test_th_ctl_raw_taking_prints_the_text_succeeds),
+        cmocka_unit_test(test_th_ctl_raw_taking_without_text_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
