@@ -168,13 +168,15 @@ struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
-    if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
+    if (!(id = th_registry_find(x->p->reg, jd->valuestring, NULL))) {
         th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
                      "device '%s' is not registered", jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
-    id = th_registry_find(x->p->reg, jd->valuestring, mod);
+    if (mod) { /* the device itself was the lookup above */
+        id = th_registry_find(x->p->reg, jd->valuestring, mod);
+    }
     if (!id) {
         th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
                      "module '%s' is not registered on device '%s'", mod, jd->valuestring);

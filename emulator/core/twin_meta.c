@@ -666,6 +666,36 @@ void twin_intern_item(cJSON *item)
 }
 
 /*
+ * cJSON_Duplicate(m, 1) for a value replacing `existing`: a scalar takes the
+ * existing member's shared name instead of a copy of its own (which
+ * twin_undo_commit would otherwise intern and free); the same value, type
+ * and flags. NULL on OOM.
+ */
+static cJSON *dup_named(const cJSON *m, const cJSON *existing)
+{
+    if (m->child != NULL || existing == NULL || !(existing->type & cJSON_StringIsConst) ||
+        cJSON_IsRaw(m))
+        return cJSON_Duplicate(m, 1);
+    cJSON *item = cJSON_CreateNull();
+    if (item == NULL)
+        return NULL;
+    item->type = m->type & ~(cJSON_IsReference | cJSON_StringIsConst);
+    item->valueint = m->valueint;
+    item->valuedouble = m->valuedouble;
+    if (m->valuestring != NULL) {
+        size_t n = strlen(m->valuestring) + 1;
+        if ((item->valuestring = cJSON_malloc(n)) == NULL) {
+            cJSON_Delete(item);
+            return NULL;
+        }
+        memcpy(item->valuestring, m->valuestring, n);
+    }
+    item->string = existing->string;
+    item->type |= cJSON_StringIsConst;
+    return item;
+}
+
+/*
  * twin_merge_object's first level on the section itself, through the undo
  * `u` (twin_private.h): every member the patch names is replaced (by a copy
  * merged with the patch, for an object onto an object), appended or taken
@@ -724,7 +754,7 @@ th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, co
             }
             rc = twin_merge_object(fresh, child_meta, m, st);
         } else {
-            rc = twin_undo_put(u, key, existing, cJSON_Duplicate(m, 1));
+            rc = twin_undo_put(u, key, existing, dup_named(m, existing));
             if (rc == TH_OK && meta != NULL)
                 rc = meta_put(meta, twin_meta_stamped(key, st));
         }

@@ -172,6 +172,7 @@ char *th_twin_short_answer_text(const struct th_twin *twin)
     char etag[16];
     th_twin_etag(twin, etag);
     struct th_jsonw b = {0};
+    th_jsonw_reserve(&b, 64); /* the whole answer: one allocation */
     put_lit(&b, "{\"status\":200,\"etag\":");
     th_jbuf_string(&b, etag);
     put_lit(&b, ",\"$version\":");
