@@ -8,10 +8,9 @@
  * version (7.3). The $metadata tree and the merge live in twin_meta.c, the
  * persistence state in twin_state.c (twin_private.h is what they share).
  *
- * Every write works on copies of the affected section's metadata and, for a
- * replace or a reported patch, of the section; a service patch writes the
- * section in place through an undo that copies only the members it names
- * (twin_write.c). Either is kept only when validation, merge and the size
+ * A replace and a reported patch work on copies of the affected section and
+ * its metadata; a service patch writes them in place through an undo that
+ * copies only the members it names (twin_write.c). Either is kept only when validation, merge and the size
  * check all passed, so a refused or failed write leaves the twin exactly as
  * it was.
  */
@@ -442,35 +441,31 @@ static th_result prepare(enum th_twin_section kind, const cJSON *section,
 }
 
 /*
- * prepare for a patch (not a replace), written into the live `section`
- * itself through an undo (twin_private.h, twin_undo_*) instead of into a copy
- * of it: only the members the patch names are copied. The metadata is still
- * merged into a copy (*out_meta). On TH_OK *out_undo holds the changes, which
- * the caller commits (twin_undo_commit) or rolls back (twin_undo_rollback); on
- * failure the section is as it was and nothing is allocated.
+ * prepare for a patch (not a replace), written into the live `section` and
+ * its live metadata `meta` themselves through an undo (twin_private.h,
+ * twin_undo_*) instead of into copies: only the members the patch names (and
+ * their metadata) are copied. On TH_OK *out_undo holds the changes, which the
+ * caller commits (twin_undo_commit) or rolls back (twin_undo_rollback); on
+ * failure the section and metadata are as they were and nothing is allocated.
  */
 static th_result prepare_in_place(enum th_twin_section kind, cJSON *section,
-                                  const struct th_twin_meta *meta, const cJSON *patch,
+                                  struct th_twin_meta *meta, const cJSON *patch,
                                   const struct twin_stamp *st, struct twin_undo **out_undo,
-                                  struct th_twin_meta **out_meta, struct th_error *err)
+                                  struct th_error *err)
 {
     struct twin_undo *undo = twin_undo_new(section);
-    struct th_twin_meta *new_meta = meta != NULL ? twin_meta_clone(meta) : NULL;
-    th_result rc = TH_OK;
-    if (undo == NULL || (meta != NULL && new_meta == NULL))
-        rc = twin_nomem(err);
-    if (rc == TH_OK && twin_merge_in_place(undo, new_meta, patch, st) != TH_OK)
+    if (undo == NULL)
+        return twin_nomem(err);
+    th_result rc = twin_merge_in_place(undo, meta, patch, st);
+    if (rc != TH_OK)
         rc = twin_nomem(err);
     if (rc == TH_OK)
         rc = twin_check_size(kind, section, err);
     if (rc != TH_OK) {
         twin_undo_rollback(undo);
-        twin_meta_free(new_meta);
         return rc;
     }
     *out_undo = undo;
-    if (out_meta != NULL)
-        *out_meta = new_meta;
     return TH_OK;
 }
 
@@ -643,7 +638,7 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
     cJSON *section = desired ? twin->desired : twin->tags;
     if (rc == TH_OK && !replace && twin_fast_paths) {
         rc = prepare_in_place(kind, section, desired ? twin->desired_meta : NULL, out->src, st,
-                              &out->undo, desired ? &out->meta : NULL, err);
+                              &out->undo, err);
         if (rc == TH_OK)
             out->section = section;
     } else if (rc == TH_OK) {
@@ -670,11 +665,12 @@ static cJSON *notification_of(const struct part *desired, bool replace, int64_t 
 static void commit_part(cJSON **section, struct th_twin_meta **meta, struct part *p)
 {
     if (p->undo != NULL) {
-        twin_undo_commit(p->undo); /* the section was written in place */
+        twin_undo_commit(p->undo); /* the section and its metadata were written in place */
         p->undo = NULL;
-    } else {
-        commit(section, p->section);
+        p->section = NULL;
+        return;
     }
+    commit(section, p->section);
     p->section = NULL;
     if (meta != NULL) {
         commit_meta(meta, p->meta);

@@ -695,29 +695,150 @@ static cJSON *dup_named(const cJSON *m, const cJSON *existing)
     return item;
 }
 
+/* ---- the metadata side of an in-place write (struct twin_meta_undo, twin_private.h) ---- */
+
+static bool mu_room(struct twin_meta_undo *mu)
+{
+    if (mu->n < mu->cap)
+        return true;
+    size_t cap = mu->cap ? mu->cap * 2 : 8;
+    struct twin_meta_op *ops = realloc(mu->ops, cap * sizeof *ops);
+    if (ops == NULL)
+        return false;
+    mu->ops = ops;
+    mu->cap = cap;
+    return true;
+}
+
+static void free_chain(struct th_twin_meta *c)
+{
+    while (c != NULL) {
+        struct th_twin_meta *next = c->next;
+        twin_meta_free(c);
+        c = next;
+    }
+}
+
+/* meta_put on the live root, recorded; takes `node` (NULL is OOM). */
+static th_result mu_put(struct twin_meta_undo *mu, struct th_twin_meta *node)
+{
+    if (node == NULL)
+        return TH_ERR_NOMEM;
+    if (!mu_room(mu)) {
+        twin_meta_free(node);
+        return TH_ERR_NOMEM;
+    }
+    struct th_twin_meta **l = meta_link(mu->root, node->key);
+    if (l == NULL)
+        for (l = &mu->root->child; *l != NULL; l = &(*l)->next)
+            ;
+    struct th_twin_meta *old = *l;
+    node->next = old != NULL ? old->next : NULL;
+    *l = node;
+    mu->ops[mu->n++] = (struct twin_meta_op){.link = l, .old = old, .fresh = node};
+    return TH_OK;
+}
+
+/* meta_delete on the live root, recorded. */
+static th_result mu_delete(struct twin_meta_undo *mu, const char *key)
+{
+    struct th_twin_meta **l = meta_link(mu->root, key);
+    if (l == NULL)
+        return TH_OK;
+    if (!mu_room(mu))
+        return TH_ERR_NOMEM;
+    struct th_twin_meta *old = *l;
+    *l = old->next;
+    mu->ops[mu->n++] = (struct twin_meta_op){.link = l, .old = old};
+    return TH_OK;
+}
+
+/* meta_try_share on the live root, keeping the children it lets go until the commit. */
+static void mu_try_share(struct twin_meta_undo *mu, const cJSON *value)
+{
+    struct th_twin_meta *m = mu->root;
+    if (m->shared || m->us == META_TIME_TEXT)
+        return;
+    const cJSON *v = cJSON_IsObject(value) ? value->child : NULL;
+    for (const struct th_twin_meta *c = m->child; c != NULL; c = c->next, v = v->next)
+        if (v == NULL || !c->shared || !same_stamp(c, m) || v->string == NULL ||
+            strcmp(c->key, v->string) != 0 || cJSON_GetObjectItemCaseSensitive(value, c->key) != v)
+            return;
+    if (v != NULL)
+        return;
+    mu->dropped = m->child;
+    mu->reshared = true;
+    m->child = NULL;
+    m->shared = true;
+}
+
+void twin_meta_undo_commit(struct twin_meta_undo *mu)
+{
+    if (mu == NULL || mu->root == NULL)
+        return;
+    for (size_t i = 0; i < mu->n; i++)
+        twin_meta_free(mu->ops[i].old);
+    if (mu->reshared)
+        free_chain(mu->dropped);
+    free(mu->ops);
+    memset(mu, 0, sizeof *mu);
+}
+
+void twin_meta_undo_rollback(struct twin_meta_undo *mu)
+{
+    if (mu == NULL || mu->root == NULL)
+        return;
+    struct th_twin_meta *root = mu->root;
+    if (mu->reshared) {
+        root->child = mu->dropped;
+        root->shared = false;
+    }
+    for (size_t i = mu->n; i-- > 0;) {
+        *mu->ops[i].link = mu->ops[i].old;
+        twin_meta_free(mu->ops[i].fresh);
+    }
+    if (mu->unshared)
+        free_chain(root->child);
+    root->child = mu->saved_child;
+    root->us = mu->saved_us;
+    root->version = mu->saved_version;
+    root->shared = mu->saved_shared;
+    free(mu->ops);
+    memset(mu, 0, sizeof *mu);
+}
+
 /*
  * twin_merge_object's first level on the section itself, through the undo
  * `u` (twin_private.h): every member the patch names is replaced (by a copy
  * merged with the patch, for an object onto an object), appended or taken
- * out there, and the metadata (a copy the caller keeps) changes exactly as
- * twin_merge_object changes it. Below the first level twin_merge_object runs
- * on the copies. Only the members the patch names are copied, so the cost
- * follows the patch, not the section.
+ * out there, and the live metadata root `meta` changes exactly as
+ * twin_merge_object changes it, recorded in *out_mu (a touched child's
+ * metadata is copied before it is merged into). Below the first level
+ * twin_merge_object runs on the copies. So the cost follows the patch, not
+ * the section. The caller commits or rolls back `u`, which holds both.
  */
 th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, const cJSON *patch,
                               const struct twin_stamp *st)
 {
     cJSON *target = twin_undo_section(u);
+    struct twin_meta_undo *mu = NULL;
     th_result rc = TH_OK;
     if (meta != NULL) {
+        mu = twin_undo_meta(u);
+        mu->root = meta;
+        mu->saved_child = meta->child;
+        mu->saved_us = meta->us;
+        mu->saved_version = meta->version;
+        mu->saved_shared = meta->shared;
         if (meta->shared && stamp_is(meta, st)) {
-            meta = NULL;
+            mu = NULL;
         } else if (meta->shared && twin_fast_paths && twin_patch_rewrites_all(target, patch)) {
             stamp_node(meta, st);
-            meta = NULL;
+            mu = NULL;
         } else {
             if (meta_unshare(meta, target) != TH_OK)
                 return TH_ERR_NOMEM;
+            mu->unshared = mu->saved_shared;
             stamp_node(meta, st);
         }
     }
@@ -728,8 +849,8 @@ th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, co
         if (cJSON_IsNull(m)) {
             if (existing != NULL)
                 rc = twin_undo_remove(u, existing);
-            if (rc == TH_OK && meta != NULL)
-                meta_delete(meta, key);
+            if (rc == TH_OK && mu != NULL)
+                rc = mu_delete(mu, key);
         } else if (cJSON_IsObject(m)) {
             bool was_object = cJSON_IsObject(existing);
             cJSON *fresh = was_object ? cJSON_Duplicate(existing, 1) : cJSON_CreateObject();
@@ -737,29 +858,23 @@ th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, co
             if (rc != TH_OK)
                 break;
             struct th_twin_meta *child_meta = NULL;
-            if (meta != NULL) {
-                if (!was_object)
-                    rc = meta_put(meta, twin_meta_stamped(key, st));
+            if (mu != NULL) {
+                struct th_twin_meta **l = was_object ? meta_link(meta, key) : NULL;
+                /* The child's metadata is merged into a copy put in its place (a new
+                 * stamped node when the member was not an object). */
+                child_meta = l != NULL ? twin_meta_clone(*l) : twin_meta_stamped(key, st);
+                rc = mu_put(mu, child_meta);
                 if (rc != TH_OK)
                     break;
-                struct th_twin_meta **l = meta_link(meta, key);
-                if (l != NULL) {
-                    child_meta = *l;
-                } else {
-                    child_meta = twin_meta_stamped(key, st);
-                    rc = meta_put(meta, child_meta);
-                    if (rc != TH_OK)
-                        break;
-                }
             }
             rc = twin_merge_object(fresh, child_meta, m, st);
         } else {
             rc = twin_undo_put(u, key, existing, dup_named(m, existing));
-            if (rc == TH_OK && meta != NULL)
-                rc = meta_put(meta, twin_meta_stamped(key, st));
+            if (rc == TH_OK && mu != NULL)
+                rc = mu_put(mu, twin_meta_stamped(key, st));
         }
     }
-    if (rc == TH_OK && meta != NULL)
-        meta_try_share(meta, target);
+    if (rc == TH_OK && mu != NULL)
+        mu_try_share(mu, target);
     return rc;
 }

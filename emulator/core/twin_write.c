@@ -128,6 +128,7 @@ struct undo_op {
 
 struct twin_undo {
     cJSON *section;
+    struct twin_meta_undo meta; /* the metadata's changes, committed and undone with these */
     struct undo_op *ops;
     size_t n, cap;
     struct undo_op first[8]; /* most patches name a few members */
@@ -147,6 +148,11 @@ struct twin_undo *twin_undo_new(cJSON *section)
 cJSON *twin_undo_section(const struct twin_undo *u)
 {
     return u->section;
+}
+
+struct twin_meta_undo *twin_undo_meta(struct twin_undo *u)
+{
+    return &u->meta;
 }
 
 static bool undo_room(struct twin_undo *u)
@@ -270,6 +276,7 @@ void twin_undo_commit(struct twin_undo *u)
             twin_intern_item(u->ops[i].inserted);
     for (size_t i = 0; i < u->n; i++)
         cJSON_Delete(u->ops[i].removed);
+    twin_meta_undo_commit(&u->meta);
     undo_free(u);
 }
 
@@ -287,5 +294,6 @@ void twin_undo_rollback(struct twin_undo *u)
             insert_before(u->section, op->removed, op->next);
         cJSON_Delete(op->inserted);
     }
+    twin_meta_undo_rollback(&u->meta);
     undo_free(u);
 }
