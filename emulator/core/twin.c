@@ -10,9 +10,9 @@
  *
  * A replace and a reported patch work on copies of the affected section and
  * its metadata; a service patch writes them in place through an undo that
- * copies only the members it names (twin_write.c). Either is kept only when validation, merge and the size
- * check all passed, so a refused or failed write leaves the twin exactly as
- * it was.
+ * copies only the members it names (twin_write.c). Either is kept only when
+ * validation, merge and the size check all passed, so a refused or failed
+ * write leaves the twin exactly as it was.
  */
 #include "twin.h"
 
@@ -853,9 +853,8 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     /* Everything that can fail happens before the commit, so OOM changes nothing. */
     if (rc == TH_OK && dp.section != NULL) {
         if (req->notification_as_text)
-            out->notification_text =
-                twin_notification_text(replace ? dp.section : dp.src, desired_st.version,
-                                       &out->notification_len);
+            out->notification_text = twin_notification_text(
+                replace ? dp.section : dp.src, desired_st.version, &out->notification_len);
         else
             out->notification = notification_of(&dp, replace, desired_st.version);
         if (out->notification == NULL && out->notification_text == NULL)

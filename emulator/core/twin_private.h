@@ -161,7 +161,7 @@ struct twin_meta_op {
     struct th_twin_meta *fresh; /* what was put there (NULL: a cut) */
 };
 struct twin_meta_undo {
-    struct th_twin_meta *root;    /* NULL: no metadata was touched */
+    struct th_twin_meta *root;        /* NULL: no metadata was touched */
     struct th_twin_meta *saved_child; /* the root's fields as they were */
     int64_t saved_us;
     uint64_t saved_version;

@@ -46,8 +46,9 @@ static void put(char *out, size_t size, const char *fmt, ...)
  * the read-only names, and now and then one the content rules refuse. */
 static const char *some_key(unsigned *seed)
 {
-    static const char *const keys[] = {"a", "b", "mode", "temp", "cfg", "n", "a", "b", "mode",
-                                       "temp", "cfg", "n", "$version", "$metadata", "bad.key"};
+    static const char *const keys[] = {"a",   "b", "mode",     "temp",      "cfg",
+                                       "n",   "a", "b",        "mode",      "temp",
+                                       "cfg", "n", "$version", "$metadata", "bad.key"};
     unsigned r = lcg_next(seed) % 100;
     if (r < 94)
         return keys[r % 12];
@@ -199,8 +200,7 @@ static void write_both(struct th_twin *fast, struct th_twin *slow, const char *r
                                .if_match = if_match,
                                .no_desired_doc = no_doc,
                                .notification_as_text = as_text};
-    struct th_twin_write rs = {
-        .mode = rf.mode, .doc = doc_slow, .if_match = if_match};
+    struct th_twin_write rs = {.mode = rf.mode, .doc = doc_slow, .if_match = if_match};
     struct th_twin_write_result of, os;
     struct th_error ef = {0}, es = {0};
 
