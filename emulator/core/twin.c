@@ -616,7 +616,9 @@ static void part_free(struct part *p)
 /*
  * Drops the read-only members of `doc` (on a copy, made only when it holds
  * any), checks it against the content rules (a replace refuses null) and
- * merges it into copies of the twin's `kind` section, stamped `st`. On
+ * merges it into the twin's `kind` section, stamped `st`: for a patch in
+ * place through an undo (prepare_in_place), for a replace into a new
+ * section. Nothing is kept until commit_part; part_free undoes it. On
  * failure *out is empty and err says why; on success out->src borrows `doc`
  * when no copy was needed.
  */

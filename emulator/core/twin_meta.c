@@ -812,7 +812,7 @@ void twin_meta_undo_rollback(struct twin_meta_undo *mu)
  * `u` (twin_private.h): every member the patch names is replaced (by a copy
  * merged with the patch, for an object onto an object), appended or taken
  * out there, and the live metadata root `meta` changes exactly as
- * twin_merge_object changes it, recorded in *out_mu (a touched child's
+ * twin_merge_object changes it, recorded in twin_undo_meta(u) (a touched child's
  * metadata is copied before it is merged into). Below the first level
  * twin_merge_object runs on the copies. So the cost follows the patch, not
  * the section. The caller commits or rolls back `u`, which holds both.
