@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "ctl_answer.h"
 #include "json.h"
 #include "th_limits.h"
 #include "control.h"
@@ -73,32 +74,31 @@ cJSON *brk_ctl_error_entry(const char *command, const cJSON *correlation,
     return r;
 }
 
+/* {"responses": responses}, printed without building that object (ctl_answer.h). */
 void brk_ctl_send_responses(const char *client_id, cJSON *responses)
 {
-    cJSON *root = cJSON_CreateObject();
-    char *text;
-    if (!brk_ctl_put(root, "responses", responses)) {
-        cJSON_Delete(root);
-        return;
-    }
-    text = th_json_print(root);
-    cJSON_Delete(root);
+    size_t len;
+    char *text = th_ctl_responses_text(responses, &len);
+    cJSON_Delete(responses);
     if (text) {
-        brk_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, strlen(text), 1);
+        brk_publish_to(client_id, TH_CONTROL_RESPONSE_TOPIC, text, len, 1);
         free(text);
     }
 }
 
+/*
+ * The entry {"command":..,["correlationData":..,]"data":..} (what
+ * brk_ctl_response_entry plus "data" print as) is printed at once
+ * (th_ctl_ok_entry_text) and kept as a raw item of the responses.
+ */
 void brk_ctl_reply_ok(struct brk_cmd_ctx *x, cJSON *data)
 {
-    cJSON *r = brk_ctl_response_entry(x->name,
-                                      cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"));
-    if (!r || !brk_ctl_put(r, "data", data ? data : cJSON_CreateObject())) {
+    char *text = th_ctl_ok_entry_text(
+        x->name, cJSON_GetObjectItemCaseSensitive(x->cmd, "correlationData"), data);
+    cJSON *r = th_ctl_raw_taking(text);
+    cJSON_Delete(data);
+    if (!r) {
         struct th_error err = {0};
-        cJSON_Delete(r);
-        if (!r) {
-            cJSON_Delete(data);
-        }
         th_error_set(&err, TH_ERR_NOMEM, TH_EC_SERVER_ERROR, "out of memory building the answer");
         brk_ctl_reply_err(x, &err);
         return;
@@ -168,13 +168,15 @@ struct th_identity *brk_ctl_identity_or_reply(struct brk_cmd_ctx *x, bool module
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
-    if (!th_registry_find(x->p->reg, jd->valuestring, NULL)) {
+    if (!(id = th_registry_find(x->p->reg, jd->valuestring, NULL))) {
         th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_DEVICE_NOT_FOUND,
                      "device '%s' is not registered", jd->valuestring);
         brk_ctl_reply_err(x, &err);
         return NULL;
     }
-    id = th_registry_find(x->p->reg, jd->valuestring, mod);
+    if (mod) { /* the device itself was the lookup above */
+        id = th_registry_find(x->p->reg, jd->valuestring, mod);
+    }
     if (!id) {
         th_error_set(&err, TH_ERR_NOT_FOUND, TH_EC_MODULE_NOT_FOUND,
                      "module '%s' is not registered on device '%s'", mod, jd->valuestring);

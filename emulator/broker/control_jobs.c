@@ -235,7 +235,7 @@ static void update_twin(struct brk_plugin *p, struct th_job *job, struct th_iden
 {
     struct th_error err = {0};
     struct th_twin_write_result res;
-    struct th_twin_write req = {TH_TWIN_WRITE_PATCH, job->update_twin, NULL};
+    struct th_twin_write req = {.mode = TH_TWIN_WRITE_PATCH, .doc = job->update_twin};
     if (th_twin_service_write(id->twin, &req, now_us, &res, &err) != TH_OK) {
         th_job_device_done(job, i, NULL, th_error_code_name(err.code), err.message, now_us);
         return;

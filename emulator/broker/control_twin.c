@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "ctl_answer.h"
 #include "json.h"
 #include "twin.h"
 #include "util.h"
@@ -20,10 +21,7 @@
  */
 static cJSON *twin_data(const struct th_identity *id)
 {
-    char *text = th_identity_twin_text(id);
-    cJSON *raw = text ? cJSON_CreateRaw(text) : NULL;
-    free(text);
-    return raw;
+    return th_ctl_raw_taking(th_identity_twin_text(id));
 }
 
 void brk_cmd_get_twin(struct brk_cmd_ctx *x)
@@ -96,17 +94,24 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
         brk_ctl_reply_err(x, &err);
         return;
     }
-    struct th_twin_write req = {replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch, etag};
+    /* The event's data (the written document) only when someone may receive it
+     * (brk_events_wanted); the notification printed by the write itself. */
+    bool events = brk_events_wanted(x->p);
+    struct th_twin_write req = {.mode = replace ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH,
+                                .doc = patch,
+                                .if_match = etag,
+                                .no_desired_doc = !events,
+                                .notification_as_text = true};
     if (th_twin_service_write(id->twin, &req, th_now_us(), &res, &err) != TH_OK) {
         brk_ctl_reply_err(x, &err);
         return;
     }
     brk_persist_device(x->p, id);
-    if (res.notification) {
-        bool delivered = brk_deliver_desired(x->p, id, res.notification, res.desired_version);
-        /* The event's data only when someone may receive it (brk_events_wanted). */
+    if (res.desired_written) {
+        bool delivered = brk_deliver_desired_text(x->p, id, res.notification_text,
+                                                  res.notification_len, res.desired_version);
         cJSON *data = NULL;
-        if (brk_events_wanted(x->p)) {
+        if (events) {
             data = th_journal_data_desired(res.desired, res.desired_version, delivered);
             res.desired = NULL; /* taken by data */
         }
@@ -117,9 +122,7 @@ static void write_twin(struct brk_cmd_ctx *x, bool replace)
     }
     th_twin_write_result_free(&res);
     if (is_short) {
-        char *text = th_twin_short_answer_text(id->twin);
-        brk_ctl_reply_data(x, text ? cJSON_CreateRaw(text) : NULL);
-        free(text);
+        brk_ctl_reply_data(x, th_ctl_raw_taking(th_twin_short_answer_text(id->twin)));
         return;
     }
     brk_ctl_reply_data(x, twin_data(id));

@@ -52,25 +52,35 @@ void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev)
     }
 }
 
-bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
-                         int64_t version)
+bool brk_deliver_desired_text(struct brk_plugin *p, struct th_identity *id, const char *body,
+                              size_t len, int64_t version)
 {
     struct brk_idglue *g = id->glue;
     char topic[128];
-    char *body;
-    if (!g || !g->conn || !g->sub_desired) {
+    (void)p;
+    if (!g || !g->conn || !g->sub_desired || !body) {
         return false;
     }
     if (th_topic_desired((long long)version, topic, sizeof topic) != TH_OK) {
         return false;
     }
-    body = th_json_print(notification);
-    if (!body) {
+    brk_publish_to(g->conn->client_id, topic, body, len, g->desired_qos);
+    return true;
+}
+
+bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
+                         int64_t version)
+{
+    struct brk_idglue *g = id->glue;
+    char *body;
+    bool sent;
+    if (!g || !g->conn || !g->sub_desired) {
         return false;
     }
-    brk_publish_to(g->conn->client_id, topic, body, strlen(body), g->desired_qos);
+    body = th_json_print(notification);
+    sent = body && brk_deliver_desired_text(p, id, body, strlen(body), version);
     free(body);
-    return true;
+    return sent;
 }
 
 bool brk_deliver_method_request(struct brk_plugin *p, struct brk_method_call *m, int64_t now_ms)

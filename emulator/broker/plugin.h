@@ -176,6 +176,10 @@ void brk_deliver_c2d(struct brk_plugin *p, struct th_identity *dev);
 /* Send a desired notification if the identity is connected and subscribed. Returns delivered. */
 bool brk_deliver_desired(struct brk_plugin *p, struct th_identity *id, const cJSON *notification,
                          int64_t version);
+/* The same with the notification already printed (`len` bytes of `body`, which stays the
+ * caller's; th_twin_write's notification_as_text). */
+bool brk_deliver_desired_text(struct brk_plugin *p, struct th_identity *id, const char *body,
+                              size_t len, int64_t version);
 /* Send the method request if its identity is connected and subscribed; starts the response
  * timeout. Returns sent. */
 bool brk_deliver_method_request(struct brk_plugin *p, struct brk_method_call *m, int64_t now_ms);

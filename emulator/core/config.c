@@ -692,7 +692,7 @@ static th_result write_content(struct th_identity *id, const struct th_config *f
         *written = true; /* nothing to write: as good as written */
         return TH_OK;
     }
-    struct th_twin_write w = {TH_TWIN_WRITE_PATCH, doc, NULL};
+    struct th_twin_write w = {.mode = TH_TWIN_WRITE_PATCH, .doc = doc};
     struct th_twin_write_result res;
     struct th_error we = {0};
     th_result r = th_twin_service_write(id->twin, &w, now_us, &res, &we);

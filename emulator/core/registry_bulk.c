@@ -162,7 +162,7 @@ static th_result update_entry(struct th_registry *reg, struct th_identity *id,
         const char *if_match = NULL;
         if (en->mode == M_UPDATE_TWIN_IF_MATCH)
             if_match = en->twin_etag && en->twin_etag[0] ? en->twin_etag : "\"(none given)\"";
-        struct th_twin_write w = {TH_TWIN_WRITE_REPLACE, doc, if_match};
+        struct th_twin_write w = {.mode = TH_TWIN_WRITE_REPLACE, .doc = doc, .if_match = if_match};
         r = th_twin_service_write(copy, &w, now_us, &res, err);
         cJSON_Delete(doc);
     }

@@ -8,9 +8,11 @@
  * version (7.3). The $metadata tree and the merge live in twin_meta.c, the
  * persistence state in twin_state.c (twin_private.h is what they share).
  *
- * Every write works on copies of the affected section and its metadata and
- * swaps them in only when validation, merge and the size check all passed,
- * so a refused or failed write leaves the twin exactly as it was.
+ * A replace and a reported patch work on copies of the affected section and
+ * its metadata; a service patch writes them in place through an undo that
+ * copies only the members it names (twin_write.c). Either is kept only when
+ * validation, merge and the size check all passed, so a refused or failed
+ * write leaves the twin exactly as it was.
  */
 #include "twin.h"
 
@@ -438,6 +440,35 @@ static th_result prepare(enum th_twin_section kind, const cJSON *section,
     return TH_OK;
 }
 
+/*
+ * prepare for a patch (not a replace), written into the live `section` and
+ * its live metadata `meta` themselves through an undo (twin_private.h,
+ * twin_undo_*) instead of into copies: only the members the patch names (and
+ * their metadata) are copied. On TH_OK *out_undo holds the changes, which the
+ * caller commits (twin_undo_commit) or rolls back (twin_undo_rollback); on
+ * failure the section and metadata are as they were and nothing is allocated.
+ */
+static th_result prepare_in_place(enum th_twin_section kind, cJSON *section,
+                                  struct th_twin_meta *meta, const cJSON *patch,
+                                  const struct twin_stamp *st, struct twin_undo **out_undo,
+                                  struct th_error *err)
+{
+    struct twin_undo *undo = twin_undo_new(section);
+    if (undo == NULL)
+        return twin_nomem(err);
+    th_result rc = twin_merge_in_place(undo, meta, patch, st);
+    if (rc != TH_OK)
+        rc = twin_nomem(err);
+    if (rc == TH_OK)
+        rc = twin_check_size(kind, section, err);
+    if (rc != TH_OK) {
+        twin_undo_rollback(undo);
+        return rc;
+    }
+    *out_undo = undo;
+    return TH_OK;
+}
+
 /* Swap a prepared tree in; takes ownership of `fresh`. */
 static void commit(cJSON **slot, cJSON *fresh)
 {
@@ -557,27 +588,39 @@ th_result th_twin_patch_reported(struct th_twin *twin, const cJSON *patch, int64
 
 /*
  * A service-written section (tags or desired) prepared but not committed:
- * the request's part, copied and stripped of read-only members, and the
+ * the request's part as written (`src`: the request's own tree when it holds
+ * no read-only member, else `doc`, a copy stripped of them), and the
  * section (and for desired its metadata) as they will be after the write.
  */
 struct part {
     cJSON *doc;
+    const cJSON *src;
     cJSON *section;
     struct th_twin_meta *meta;
+    /* Non-NULL when the section was written in place (prepare_in_place): `section` is then the
+     * twin's own, and freeing the part undoes the write. */
+    struct twin_undo *undo;
 };
 
 static void part_free(struct part *p)
 {
     cJSON_Delete(p->doc);
-    cJSON_Delete(p->section);
+    if (p->undo != NULL)
+        twin_undo_rollback(p->undo);
+    else
+        cJSON_Delete(p->section);
     twin_meta_free(p->meta);
     memset(p, 0, sizeof *p);
 }
 
 /*
- * Copies `doc`, drops its read-only members, checks it against the content
- * rules (a replace refuses null) and merges it into copies of the twin's
- * `kind` section, stamped `st`. On failure *out is empty and err says why.
+ * Drops the read-only members of `doc` (on a copy, made only when it holds
+ * any), checks it against the content rules (a replace refuses null) and
+ * merges it into the twin's `kind` section, stamped `st`: for a patch in
+ * place through an undo (prepare_in_place), for a replace into a new
+ * section. Nothing is kept until commit_part; part_free undoes it. On
+ * failure *out is empty and err says why; on success out->src borrows `doc`
+ * when no copy was needed.
  */
 static th_result prepare_part(const struct th_twin *twin, enum th_twin_section kind,
                               const cJSON *doc, bool replace, const struct twin_stamp *st,
@@ -585,15 +628,25 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
 {
     bool desired = kind == TH_SECTION_DESIRED;
     memset(out, 0, sizeof *out);
-    out->doc = cJSON_Duplicate(doc, 1);
-    if (out->doc == NULL)
-        return twin_nomem(err);
-    th_twin_strip_readonly(out->doc);
-    th_result rc = twin_validate(kind, out->doc, false, replace, err);
-    if (rc == TH_OK)
-        rc =
-            prepare(kind, desired ? twin->desired : twin->tags, desired ? twin->desired_meta : NULL,
-                    out->doc, replace, st, &out->section, desired ? &out->meta : NULL, err);
+    out->src = doc;
+    if (!twin_fast_paths || twin_holds_readonly(doc)) {
+        out->doc = cJSON_Duplicate(doc, 1);
+        if (out->doc == NULL)
+            return twin_nomem(err);
+        th_twin_strip_readonly(out->doc);
+        out->src = out->doc;
+    }
+    th_result rc = twin_validate(kind, out->src, false, replace, err);
+    cJSON *section = desired ? twin->desired : twin->tags;
+    if (rc == TH_OK && !replace && twin_fast_paths) {
+        rc = prepare_in_place(kind, section, desired ? twin->desired_meta : NULL, out->src, st,
+                              &out->undo, err);
+        if (rc == TH_OK)
+            out->section = section;
+    } else if (rc == TH_OK) {
+        rc = prepare(kind, section, desired ? twin->desired_meta : NULL, out->src, replace, st,
+                     &out->section, desired ? &out->meta : NULL, err);
+    }
     if (rc != TH_OK)
         part_free(out);
     return rc;
@@ -602,7 +655,7 @@ static th_result prepare_part(const struct th_twin *twin, enum th_twin_section k
 /* The desired notification: the patch, or for a replace the new desired, plus "$version". */
 static cJSON *notification_of(const struct part *desired, bool replace, int64_t version)
 {
-    cJSON *note = cJSON_Duplicate(replace ? desired->section : desired->doc, 1);
+    cJSON *note = cJSON_Duplicate(replace ? desired->section : desired->src, 1);
     if (note != NULL && cJSON_AddNumberToObject(note, KEY_VERSION, (double)version) == NULL) {
         cJSON_Delete(note);
         note = NULL;
@@ -613,6 +666,12 @@ static cJSON *notification_of(const struct part *desired, bool replace, int64_t 
 /* Swaps a prepared part in (tags when `meta` is NULL); the part is empty afterwards. */
 static void commit_part(cJSON **section, struct th_twin_meta **meta, struct part *p)
 {
+    if (p->undo != NULL) {
+        twin_undo_commit(p->undo); /* the section and its metadata were written in place */
+        p->undo = NULL;
+        p->section = NULL;
+        return;
+    }
     commit(section, p->section);
     p->section = NULL;
     if (meta != NULL) {
@@ -794,10 +853,21 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
                           "again, or send If-Match * to write unconditionally",
                           req->if_match, etag);
     /* Everything that can fail happens before the commit, so OOM changes nothing. */
-    if (rc == TH_OK && dp.section != NULL &&
-        (out->notification = notification_of(&dp, replace, desired_st.version)) == NULL)
-        rc = twin_nomem(err);
-    cJSON_Delete(tags_removal); /* prepare_part kept copies */
+    if (rc == TH_OK && dp.section != NULL) {
+        if (req->notification_as_text)
+            out->notification_text = twin_notification_text(
+                replace ? dp.section : dp.src, desired_st.version, &out->notification_len);
+        else
+            out->notification = notification_of(&dp, replace, desired_st.version);
+        if (out->notification == NULL && out->notification_text == NULL)
+            rc = twin_nomem(err);
+        /* The written document for the result: the stripped copy, or a copy of the request's. */
+        if (rc == TH_OK && !req->no_desired_doc && dp.doc == NULL &&
+            (dp.doc = cJSON_Duplicate(dp.src, 1)) == NULL)
+            rc = twin_nomem(err);
+    }
+    /* The parts' src may be these; nothing reads src after this point. */
+    cJSON_Delete(tags_removal);
     cJSON_Delete(desired_removal);
     if (rc != TH_OK) {
         part_free(&tp);
@@ -813,8 +883,10 @@ th_result th_twin_service_write(struct th_twin *twin, const struct th_twin_write
     if (out->desired_written) {
         commit_part(&twin->desired, &twin->desired_meta, &dp);
         twin->desired_version = desired_st.version;
-        out->desired = dp.doc;
-        dp.doc = NULL;
+        if (!req->no_desired_doc) {
+            out->desired = dp.doc;
+            dp.doc = NULL;
+        }
     }
     if (out->tags_written || out->desired_written)
         twin->etag_counter++; /* one step per request, however many parts it wrote */
@@ -830,6 +902,7 @@ void th_twin_write_result_free(struct th_twin_write_result *out)
         return;
     cJSON_Delete(out->desired);
     cJSON_Delete(out->notification);
+    free(out->notification_text);
     memset(out, 0, sizeof *out);
 }
 

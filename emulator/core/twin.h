@@ -137,6 +137,11 @@ struct th_twin_write {
     const cJSON *doc;
     /* If-Match: NULL (unconditional), "*", or an etag, quoted or not (th_etag_matches). */
     const char *if_match;
+    /* The caller has no use for the result's `desired` (left NULL, nothing copied for it). */
+    bool no_desired_doc;
+    /* The notification as text (the result's notification_text, the bytes th_json_print gives
+     * for `notification`) instead of a tree (`notification` left NULL). */
+    bool notification_as_text;
 };
 
 /* What a successful service write did; free the members with th_twin_write_result_free. */
@@ -149,6 +154,9 @@ struct th_twin_write_result {
     /* desired_written: the desired notification for the device (the patch, or for a replace
      * the whole new desired, plus "$version"); otherwise NULL. */
     cJSON *notification;
+    /* desired_written and notification_as_text: the notification printed (free()); its length. */
+    char *notification_text;
+    size_t notification_len;
     int64_t desired_version; /* desired $version after the write */
 };
 

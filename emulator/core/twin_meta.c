@@ -448,31 +448,46 @@ struct time_memo {
  * twin_meta_json printed instead of built: the same members in the same
  * order, written to `b` (what th_json_print of twin_meta_json gives).
  */
-static void stamp_print(struct th_jsonw *b, const struct th_twin_meta *m, bool with_version)
+
+/* The $lastUpdated text of `m`, formatted into `buf` unless it is a restored text; `raw`: a
+ * th_time_format text, which holds nothing th_json_print would escape. */
+static const char *stamp_text(const struct th_twin_meta *m, char buf[TH_TIME_BUF], bool *raw)
 {
-    char time[TH_TIME_BUF];
-    const char *text = time;
-    if (m->us == META_TIME_TEXT)
-        text = meta_time_text(m);
-    else
-        th_time_format(m->us, time);
+    *raw = m->us != META_TIME_TEXT;
+    if (!*raw)
+        return meta_time_text(m);
+    th_time_format(m->us, buf);
+    return buf;
+}
+
+/* {"$lastUpdated":"<text>"[,"$lastUpdatedVersion":v] (left open for the members). */
+static void stamp_print(struct th_jsonw *b, const struct th_twin_meta *m, const char *text,
+                        bool raw, bool with_version)
+{
     th_jsonw_raw(b, "{\"" KEY_LAST_UPDATED "\":", sizeof KEY_LAST_UPDATED + 3);
-    th_jbuf_string(b, text);
+    if (raw) {
+        th_jsonw_raw(b, "\"", 1);
+        th_jsonw_raw(b, text, strlen(text));
+        th_jsonw_raw(b, "\"", 1);
+    } else {
+        th_jbuf_string(b, text);
+    }
     if (with_version) {
         th_jsonw_raw(b, ",\"" KEY_LAST_UPDATED_VERSION "\":", sizeof KEY_LAST_UPDATED_VERSION + 3);
         th_jbuf_number(b, (double)m->version);
     }
 }
 
+/* A shared node's $metadata: one stamp (its text formatted once) for the value and all below. */
 static void shared_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
-                         bool with_version)
+                         const char *text, bool raw, bool with_version)
 {
-    stamp_print(b, m, with_version);
+    stamp_print(b, m, text, raw, with_version);
     for (const cJSON *c = cJSON_IsObject(value) ? value->child : NULL; c != NULL && !b->failed;
          c = c->next) {
         th_jsonw_raw(b, ",", 1);
         th_jbuf_key(b, c->string != NULL ? c->string : "");
-        shared_print(b, m, c, with_version);
+        shared_print(b, m, c, text, raw, with_version);
     }
     th_jsonw_raw(b, "}", 1);
 }
@@ -480,11 +495,14 @@ static void shared_print(struct th_jsonw *b, const struct th_twin_meta *m, const
 void twin_meta_print(struct th_jsonw *b, const struct th_twin_meta *m, const cJSON *value,
                      bool with_version)
 {
+    char buf[TH_TIME_BUF];
+    bool raw;
+    const char *text = stamp_text(m, buf, &raw);
     if (m->shared) {
-        shared_print(b, m, value, with_version);
+        shared_print(b, m, value, text, raw, with_version);
         return;
     }
-    stamp_print(b, m, with_version);
+    stamp_print(b, m, text, raw, with_version);
     for (const struct th_twin_meta *c = m->child; c != NULL && !b->failed; c = c->next) {
         const cJSON *sub =
             cJSON_IsObject(value) ? cJSON_GetObjectItemCaseSensitive(value, c->key) : NULL;
@@ -575,6 +593,11 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
             /* Everything below already carries this stamp, and what the patch writes gets
              * it too: only the values change. */
             meta = NULL;
+        } else if (meta->shared && twin_fast_paths && twin_patch_rewrites_all(target, patch)) {
+            /* Everything below will carry the new stamp: splitting the node into one per
+             * member and joining them again (below) would end with this very node. */
+            stamp_node(meta, st);
+            meta = NULL;
         } else {
             if (meta_unshare(meta, target) != TH_OK)
                 return TH_ERR_NOMEM;
@@ -624,5 +647,234 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
     }
     if (rc == TH_OK && meta != NULL)
         meta_try_share(meta, target);
+    return rc;
+}
+
+/* Gives `item`'s name and the names below it their shared copies. */
+void twin_intern_item(cJSON *item)
+{
+    if (item->string != NULL && !(item->type & cJSON_StringIsConst)) {
+        const char *shared = intern(item->string);
+        if (shared != NULL) {
+            cJSON_free(item->string);
+            item->string = (char *)shared;
+            item->type |= cJSON_StringIsConst;
+        }
+    }
+    if (item->child != NULL)
+        twin_intern_names(item);
+}
+
+/*
+ * cJSON_Duplicate(m, 1) for a value replacing `existing`: a scalar takes the
+ * existing member's shared name instead of a copy of its own (which
+ * twin_undo_commit would otherwise intern and free); the same value, type
+ * and flags. NULL on OOM.
+ */
+static cJSON *dup_named(const cJSON *m, const cJSON *existing)
+{
+    if (m->child != NULL || existing == NULL || !(existing->type & cJSON_StringIsConst) ||
+        cJSON_IsRaw(m))
+        return cJSON_Duplicate(m, 1);
+    cJSON *item = cJSON_CreateNull();
+    if (item == NULL)
+        return NULL;
+    item->type = m->type & ~(cJSON_IsReference | cJSON_StringIsConst);
+    item->valueint = m->valueint;
+    item->valuedouble = m->valuedouble;
+    if (m->valuestring != NULL) {
+        size_t n = strlen(m->valuestring) + 1;
+        if ((item->valuestring = cJSON_malloc(n)) == NULL) {
+            cJSON_Delete(item);
+            return NULL;
+        }
+        memcpy(item->valuestring, m->valuestring, n);
+    }
+    item->string = existing->string;
+    item->type |= cJSON_StringIsConst;
+    return item;
+}
+
+/* ---- the metadata side of an in-place write (struct twin_meta_undo, twin_private.h) ---- */
+
+static bool mu_room(struct twin_meta_undo *mu)
+{
+    if (mu->n < mu->cap)
+        return true;
+    size_t cap = mu->cap ? mu->cap * 2 : 8;
+    struct twin_meta_op *ops = realloc(mu->ops, cap * sizeof *ops);
+    if (ops == NULL)
+        return false;
+    mu->ops = ops;
+    mu->cap = cap;
+    return true;
+}
+
+static void free_chain(struct th_twin_meta *c)
+{
+    while (c != NULL) {
+        struct th_twin_meta *next = c->next;
+        twin_meta_free(c);
+        c = next;
+    }
+}
+
+/* meta_put on the live root, recorded; takes `node` (NULL is OOM). */
+static th_result mu_put(struct twin_meta_undo *mu, struct th_twin_meta *node)
+{
+    if (node == NULL)
+        return TH_ERR_NOMEM;
+    if (!mu_room(mu)) {
+        twin_meta_free(node);
+        return TH_ERR_NOMEM;
+    }
+    struct th_twin_meta **l = meta_link(mu->root, node->key);
+    if (l == NULL)
+        for (l = &mu->root->child; *l != NULL; l = &(*l)->next)
+            ;
+    struct th_twin_meta *old = *l;
+    node->next = old != NULL ? old->next : NULL;
+    *l = node;
+    mu->ops[mu->n++] = (struct twin_meta_op){.link = l, .old = old, .fresh = node};
+    return TH_OK;
+}
+
+/* meta_delete on the live root, recorded. */
+static th_result mu_delete(struct twin_meta_undo *mu, const char *key)
+{
+    struct th_twin_meta **l = meta_link(mu->root, key);
+    if (l == NULL)
+        return TH_OK;
+    if (!mu_room(mu))
+        return TH_ERR_NOMEM;
+    struct th_twin_meta *old = *l;
+    *l = old->next;
+    mu->ops[mu->n++] = (struct twin_meta_op){.link = l, .old = old};
+    return TH_OK;
+}
+
+/* meta_try_share on the live root, keeping the children it lets go until the commit. */
+static void mu_try_share(struct twin_meta_undo *mu, const cJSON *value)
+{
+    struct th_twin_meta *m = mu->root;
+    if (m->shared || m->us == META_TIME_TEXT)
+        return;
+    const cJSON *v = cJSON_IsObject(value) ? value->child : NULL;
+    for (const struct th_twin_meta *c = m->child; c != NULL; c = c->next, v = v->next)
+        if (v == NULL || !c->shared || !same_stamp(c, m) || v->string == NULL ||
+            strcmp(c->key, v->string) != 0 || cJSON_GetObjectItemCaseSensitive(value, c->key) != v)
+            return;
+    if (v != NULL)
+        return;
+    mu->dropped = m->child;
+    mu->reshared = true;
+    m->child = NULL;
+    m->shared = true;
+}
+
+void twin_meta_undo_commit(struct twin_meta_undo *mu)
+{
+    if (mu == NULL || mu->root == NULL)
+        return;
+    for (size_t i = 0; i < mu->n; i++)
+        twin_meta_free(mu->ops[i].old);
+    if (mu->reshared)
+        free_chain(mu->dropped);
+    free(mu->ops);
+    memset(mu, 0, sizeof *mu);
+}
+
+void twin_meta_undo_rollback(struct twin_meta_undo *mu)
+{
+    if (mu == NULL || mu->root == NULL)
+        return;
+    struct th_twin_meta *root = mu->root;
+    if (mu->reshared) {
+        root->child = mu->dropped;
+        root->shared = false;
+    }
+    for (size_t i = mu->n; i-- > 0;) {
+        *mu->ops[i].link = mu->ops[i].old;
+        twin_meta_free(mu->ops[i].fresh);
+    }
+    if (mu->unshared)
+        free_chain(root->child);
+    root->child = mu->saved_child;
+    root->us = mu->saved_us;
+    root->version = mu->saved_version;
+    root->shared = mu->saved_shared;
+    free(mu->ops);
+    memset(mu, 0, sizeof *mu);
+}
+
+/*
+ * twin_merge_object's first level on the section itself, through the undo
+ * `u` (twin_private.h): every member the patch names is replaced (by a copy
+ * merged with the patch, for an object onto an object), appended or taken
+ * out there, and the live metadata root `meta` changes exactly as
+ * twin_merge_object changes it, recorded in twin_undo_meta(u) (a touched child's
+ * metadata is copied before it is merged into). Below the first level
+ * twin_merge_object runs on the copies. So the cost follows the patch, not
+ * the section. The caller commits or rolls back `u`, which holds both.
+ */
+th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, const cJSON *patch,
+                              const struct twin_stamp *st)
+{
+    cJSON *target = twin_undo_section(u);
+    struct twin_meta_undo *mu = NULL;
+    th_result rc = TH_OK;
+    if (meta != NULL) {
+        mu = twin_undo_meta(u);
+        mu->root = meta;
+        mu->saved_child = meta->child;
+        mu->saved_us = meta->us;
+        mu->saved_version = meta->version;
+        mu->saved_shared = meta->shared;
+        if (meta->shared && stamp_is(meta, st)) {
+            mu = NULL;
+        } else if (meta->shared && twin_fast_paths && twin_patch_rewrites_all(target, patch)) {
+            stamp_node(meta, st);
+            mu = NULL;
+        } else {
+            if (meta_unshare(meta, target) != TH_OK)
+                return TH_ERR_NOMEM;
+            mu->unshared = mu->saved_shared;
+            stamp_node(meta, st);
+        }
+    }
+    for (const cJSON *m = patch->child; m != NULL && rc == TH_OK; m = m->next) {
+        const char *key = m->string;
+        cJSON *existing = cJSON_GetObjectItemCaseSensitive(target, key);
+
+        if (cJSON_IsNull(m)) {
+            if (existing != NULL)
+                rc = twin_undo_remove(u, existing);
+            if (rc == TH_OK && mu != NULL)
+                rc = mu_delete(mu, key);
+        } else if (cJSON_IsObject(m)) {
+            bool was_object = cJSON_IsObject(existing);
+            cJSON *fresh = was_object ? cJSON_Duplicate(existing, 1) : cJSON_CreateObject();
+            rc = twin_undo_put(u, key, existing, fresh);
+            if (rc != TH_OK)
+                break;
+            struct th_twin_meta *child_meta = NULL;
+            if (mu != NULL) {
+                struct th_twin_meta **l = was_object ? meta_link(meta, key) : NULL;
+                /* The child's metadata is merged into a copy put in its place (a new
+                 * stamped node when the member was not an object). */
+                child_meta = l != NULL ? twin_meta_clone(*l) : twin_meta_stamped(key, st);
+                rc = mu_put(mu, child_meta);
+                if (rc != TH_OK)
+                    break;
+            }
+            rc = twin_merge_object(fresh, child_meta, m, st);
+        } else {
+            rc = twin_undo_put(u, key, existing, dup_named(m, existing));
+            if (rc == TH_OK && mu != NULL)
+                rc = mu_put(mu, twin_meta_stamped(key, st));
+        }
+    }
+    if (rc == TH_OK && mu != NULL)
+        mu_try_share(mu, target);
     return rc;
 }

@@ -113,4 +113,78 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
 /* Gives the members of `node` and of everything below it the shared copies of their names. */
 void twin_intern_names(cJSON *node);
 
+/* ---- the write's shortcuts (twin_write.c) ---- */
+
+/* True (the default): the shortcuts below are taken where they apply. Tests set it false to
+ * compare them with the general way. */
+extern bool twin_fast_paths;
+/* Whether th_twin_strip_readonly would remove anything from `doc`. */
+bool twin_holds_readonly(const cJSON *doc);
+/* The th_json_print text of the object `members` plus "$version": version; free(); NULL on
+ * OOM; *len (may be NULL) its length. */
+char *twin_notification_text(const cJSON *members, int64_t version, size_t *len);
+/* Merging `patch` into `target` writes every member `target` will have (conservative). */
+bool twin_patch_rewrites_all(const cJSON *target, const cJSON *patch);
+
+/*
+ * A section written in place: every change to its members is recorded so
+ * that twin_undo_rollback puts the section back exactly as it was (the same
+ * items, in the same order), or twin_undo_commit frees what was taken out.
+ * A member is never changed in place: one the patch merges into is copied
+ * and the copy put in its place, so only the members the patch names are
+ * copied, not the section. Either call frees the undo.
+ */
+struct twin_undo;
+/* NULL on OOM. */
+struct twin_undo *twin_undo_new(cJSON *section);
+cJSON *twin_undo_section(const struct twin_undo *u);
+/* `fresh` (taken on every path; NULL is OOM) replaces `existing`, or is appended when
+ * `existing` is NULL, named `key`. TH_ERR_NOMEM leaves the section as it was. */
+th_result twin_undo_put(struct twin_undo *u, const char *key, cJSON *existing, cJSON *fresh);
+/* Takes the member `existing` out. TH_ERR_NOMEM leaves the section as it was. */
+th_result twin_undo_remove(struct twin_undo *u, cJSON *existing);
+/* Keeps the changes: shares the names of what was put in, frees what was taken out. */
+void twin_undo_commit(struct twin_undo *u);
+/* Undoes every change, newest first, and frees what was put in. Accepts NULL. */
+void twin_undo_rollback(struct twin_undo *u);
+/*
+ * The metadata side of an in-place write (twin_meta.c): the live metadata
+ * root is changed and every change recorded, so that it can be undone. The
+ * root's own fields are saved first; a child link that is replaced, appended
+ * or cut is recorded with what it held, and what is taken out is freed only
+ * on commit. Undone newest first, each record finds the links as it left
+ * them. Held inside struct twin_undo; all zero when unused.
+ */
+struct twin_meta_op {
+    struct th_twin_meta **link;
+    struct th_twin_meta *old;   /* what *link held (NULL: an append) */
+    struct th_twin_meta *fresh; /* what was put there (NULL: a cut) */
+};
+struct twin_meta_undo {
+    struct th_twin_meta *root;        /* NULL: no metadata was touched */
+    struct th_twin_meta *saved_child; /* the root's fields as they were */
+    int64_t saved_us;
+    uint64_t saved_version;
+    bool saved_shared;
+    bool unshared;                /* meta_unshare made the children (freed on rollback) */
+    bool reshared;                /* a final meta_try_share let `dropped` go */
+    struct th_twin_meta *dropped; /* (freed on commit) */
+    struct twin_meta_op *ops;
+    size_t n, cap;
+};
+/* The metadata undo inside `u`. */
+struct twin_meta_undo *twin_undo_meta(struct twin_undo *u);
+/*
+ * twin_merge_object into twin_undo_section(u) through `u`, and into the live
+ * metadata root `meta` (NULL for tags) through twin_undo_meta(u): the same
+ * result and the same metadata. On TH_ERR_NOMEM the caller rolls back `u`.
+ */
+th_result twin_merge_in_place(struct twin_undo *u, struct th_twin_meta *meta, const cJSON *patch,
+                              const struct twin_stamp *st);
+/* Keep / undo the metadata changes and empty `mu` (twin_undo_commit/rollback call these). */
+void twin_meta_undo_commit(struct twin_meta_undo *mu);
+void twin_meta_undo_rollback(struct twin_meta_undo *mu);
+/* Gives `item`'s name and the names below it their shared copies. */
+void twin_intern_item(cJSON *item);
+
 #endif

@@ -226,8 +226,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * accepted writes reported nothing and moves the etag by one step at most. */
     for (int mode = 0; mode < 2; mode++) {
         char stale[16] = "AAAAAAAAAAA=";
-        struct th_twin_write req = {mode ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH, patch,
-                                    (size & 2) ? stale : NULL};
+        struct th_twin_write req = {.mode = mode ? TH_TWIN_WRITE_REPLACE : TH_TWIN_WRITE_PATCH,
+                                    .doc = patch,
+                                    .if_match = (size & 2) ? stale : NULL};
         struct th_twin_write_result res;
         before = state_of(t);
         dv = t->desired_version;

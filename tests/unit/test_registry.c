@@ -1625,7 +1625,7 @@ static void test_th_identity_query_doc_same_matches_succeeds(void **state)
     assert_int_equal(th_registry_add_device(reg, "qd1", NULL, NULL, true, NOW, &dev, &err), TH_OK);
     cJSON *w = cJSON_Parse("{\"tags\":{\"site\":\"lab\",\"n\":3},\"properties\":{\"desired\":"
                            "{\"fw\":\"2.0\",\"cfg\":{\"a\":1}}}}");
-    struct th_twin_write req = {TH_TWIN_WRITE_PATCH, w, NULL};
+    struct th_twin_write req = {.mode = TH_TWIN_WRITE_PATCH, .doc = w};
     struct th_twin_write_result res;
     assert_int_equal(th_twin_service_write(dev->twin, &req, NOW, &res, &err), TH_OK);
     th_twin_write_result_free(&res);

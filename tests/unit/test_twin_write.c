@@ -81,7 +81,7 @@ static th_result write(struct th_twin *twin, enum th_twin_write_mode mode, const
                        const char *if_match, struct th_twin_write_result *out, struct th_error *err)
 {
     cJSON *body = parse(doc);
-    struct th_twin_write req = {mode, body, if_match};
+    struct th_twin_write req = {.mode = mode, .doc = body, .if_match = if_match};
     th_result rc = th_twin_service_write(twin, &req, T1, out, err);
     cJSON_Delete(body);
     return rc;
@@ -457,7 +457,7 @@ static void test_th_twin_service_write_missing_arguments_fails(void **state)
     struct th_twin_write_result out;
     struct th_error err = {0};
     cJSON *doc = parse("{\"tags\":{}}");
-    struct th_twin_write req = {TH_TWIN_WRITE_PATCH, doc, NULL};
+    struct th_twin_write req = {.mode = TH_TWIN_WRITE_PATCH, .doc = doc};
     assert_int_equal(th_twin_service_write(NULL, &req, T1, &out, &err), TH_ERR_INVAL);
     assert_null(out.notification);
     assert_int_equal(th_twin_service_write(twin, NULL, T1, &out, &err), TH_ERR_INVAL);
