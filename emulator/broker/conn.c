@@ -22,6 +22,9 @@
 /* TICK runs once per broker loop iteration (thousands per second under load): the scans
  * below run at most this often. Kicks are done on every tick. */
 #define BRK_SCAN_INTERVAL_MS 200
+/* next_expiry_s when no live connection has a token that can run out (DPS connections use
+ * the same value, dps.c); far from INT64_MAX so that adding the skew cannot overflow. */
+#define BRK_NO_EXPIRY (INT64_MAX / 2)
 
 /* ---- connection records ---- */
 
@@ -74,6 +77,14 @@ struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, co
         p->service_conns++;
     }
     return c;
+}
+
+void brk_conn_set_token_expiry(struct brk_plugin *p, struct brk_conn *c, int64_t expiry_s)
+{
+    c->token_expiry_s = expiry_s;
+    if (!c->x509 && expiry_s < p->next_expiry_s) {
+        p->next_expiry_s = expiry_s;
+    }
 }
 
 void brk_conn_free_all(struct brk_plugin *p)
@@ -192,15 +203,28 @@ void brk_conn_forget_identity(struct brk_plugin *p, struct th_identity *id)
 void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s)
 {
     struct brk_conn *c, *tmp;
+    int64_t next = BRK_NO_EXPIRY;
+    /* The scan walks every connection: run every 200 ms while a large fleet connects, it cost
+     * a share of each CONNECT that grew with the fleet (performance.md, "Connect rate").
+     * Nothing can be due before the earliest token runs out. */
+    if (p->next_expiry_s + p->token_skew_s >= now_s) {
+        return;
+    }
     HASH_ITER(hh, p->conns, c, tmp)
     {
         /* A certificate has no token to run out (its validity is checked at CONNECT). */
-        if (!c->kicked && !c->x509 && c->token_expiry_s + p->token_skew_s < now_s) {
+        if (c->kicked || c->x509) {
+            continue;
+        }
+        if (c->token_expiry_s + p->token_skew_s < now_s) {
             brk_log(p, MOSQ_LOG_NOTICE, "%s | token expired | closing the connection",
                     c->client_id);
             brk_conn_kick(p, c);
+        } else if (c->token_expiry_s < next) {
+            next = c->token_expiry_s;
         }
     }
+    p->next_expiry_s = next;
 }
 
 void brk_conn_do_kicks(struct brk_plugin *p)

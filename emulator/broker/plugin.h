@@ -92,6 +92,10 @@ struct brk_plugin {
     unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
+    /* No token of a live, not yet kicked SAS connection expires before this second (before
+     * the skew): the expiry scan waits for it (conn.c). Early is harmless (one scan that
+     * finds nothing), late never happens: brk_conn_set_token_expiry lowers it. 0 at start. */
+    int64_t next_expiry_s;
     int64_t token_skew_s;
     bool verbose;
     char *state_dir; /* --state-dir, or NULL for in-memory */
@@ -134,6 +138,9 @@ struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *cli
 struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
                               enum brk_conn_kind kind);
 void brk_conn_free_all(struct brk_plugin *p);
+/* Record the connection's token expiry (seconds) for the expiry scan; set c->x509 first
+ * (a certificate has no token to run out). */
+void brk_conn_set_token_expiry(struct brk_plugin *p, struct brk_conn *c, int64_t expiry_s);
 struct brk_idglue *brk_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
 void brk_idglue_free_all(struct brk_plugin *p);
 /* The device connection c now owns identity id (g: its glue); a take-over detaches the old one. */
