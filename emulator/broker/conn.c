@@ -31,7 +31,13 @@
 struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client)
 {
     struct brk_conn *c = NULL;
+    if (p->conn_last && p->conn_last->client == client) {
+        return p->conn_last;
+    }
     HASH_FIND_PTR(p->conns, &client, c);
+    if (c) {
+        p->conn_last = c;
+    }
     return c;
 }
 
@@ -39,6 +45,9 @@ struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *cli
 static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
 {
     HASH_DEL(p->conns, c);
+    if (p->conn_last == c) {
+        p->conn_last = NULL;
+    }
     if (c->kind == BRK_CONN_SERVICE) {
         p->service_conns--;
     }

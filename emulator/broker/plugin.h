@@ -84,6 +84,10 @@ struct brk_plugin {
     mosquitto_plugin_id_t *pid;
     struct th_registry *reg;
     struct brk_conn *conns; /* uthash by client pointer */
+    /* The record brk_conn_find returned last (borrowed; cleared when it is freed): one packet
+     * asks for it several times (a SUBSCRIBE's ACL check per filter, a PUBLISH's ACL check
+     * and message), and each hash lookup in a large fleet's table is a few cache misses. */
+    struct brk_conn *conn_last;
     struct brk_method_call *calls;
     uint64_t next_call_id;
     uint64_t event_seq;
