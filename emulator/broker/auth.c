@@ -58,7 +58,7 @@ static int accept_service(struct brk_plugin *p, struct mosquitto *client, const 
         c->events_sub = true;
         p->event_subs++;
     }
-    c->token_expiry_s = d->token_expiry_s;
+    brk_conn_set_token_expiry(p, c, d->token_expiry_s);
     brk_log(p, MOSQ_LOG_INFO, "service | connected | client=%s policy=%s", rq->client_id,
             pol->name);
     return MOSQ_ERR_SUCCESS;
@@ -81,8 +81,8 @@ static int accept_identity(struct brk_plugin *p, struct mosquitto *client,
     if (!g || !(c = brk_conn_add(p, client, rq->client_id, BRK_CONN_DEVICE))) {
         return MOSQ_ERR_NOMEM;
     }
-    c->token_expiry_s = d->token_expiry_s;
     c->x509 = d->x509;
+    brk_conn_set_token_expiry(p, c, d->token_expiry_s);
     brk_conn_device_online(p, c, id, g, mosquitto_client_clean_session(client));
     free(id->model_id);
     id->model_id = NULL;

@@ -22,13 +22,22 @@
 /* TICK runs once per broker loop iteration (thousands per second under load): the scans
  * below run at most this often. Kicks are done on every tick. */
 #define BRK_SCAN_INTERVAL_MS 200
+/* next_expiry_s when no live connection has a token that can run out (DPS connections use
+ * the same value, dps.c); far from INT64_MAX so that adding the skew cannot overflow. */
+#define BRK_NO_EXPIRY (INT64_MAX / 2)
 
 /* ---- connection records ---- */
 
 struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *client)
 {
     struct brk_conn *c = NULL;
+    if (p->conn_last && p->conn_last->client == client) {
+        return p->conn_last;
+    }
     HASH_FIND_PTR(p->conns, &client, c);
+    if (c) {
+        p->conn_last = c;
+    }
     return c;
 }
 
@@ -36,6 +45,9 @@ struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *cli
 static void conn_remove(struct brk_plugin *p, struct brk_conn *c)
 {
     HASH_DEL(p->conns, c);
+    if (p->conn_last == c) {
+        p->conn_last = NULL;
+    }
     if (c->kind == BRK_CONN_SERVICE) {
         p->service_conns--;
     }
@@ -74,6 +86,14 @@ struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, co
         p->service_conns++;
     }
     return c;
+}
+
+void brk_conn_set_token_expiry(struct brk_plugin *p, struct brk_conn *c, int64_t expiry_s)
+{
+    c->token_expiry_s = expiry_s;
+    if (!c->x509 && expiry_s < p->next_expiry_s) {
+        p->next_expiry_s = expiry_s;
+    }
 }
 
 void brk_conn_free_all(struct brk_plugin *p)
@@ -192,15 +212,28 @@ void brk_conn_forget_identity(struct brk_plugin *p, struct th_identity *id)
 void brk_conn_scan_expired(struct brk_plugin *p, int64_t now_s)
 {
     struct brk_conn *c, *tmp;
+    int64_t next = BRK_NO_EXPIRY;
+    /* The scan walks every connection: run every 200 ms while a large fleet connects, it cost
+     * a share of each CONNECT that grew with the fleet (performance.md, "Connect rate").
+     * Nothing can be due before the earliest token runs out. */
+    if (p->next_expiry_s + p->token_skew_s >= now_s) {
+        return;
+    }
     HASH_ITER(hh, p->conns, c, tmp)
     {
         /* A certificate has no token to run out (its validity is checked at CONNECT). */
-        if (!c->kicked && !c->x509 && c->token_expiry_s + p->token_skew_s < now_s) {
+        if (c->kicked || c->x509) {
+            continue;
+        }
+        if (c->token_expiry_s + p->token_skew_s < now_s) {
             brk_log(p, MOSQ_LOG_NOTICE, "%s | token expired | closing the connection",
                     c->client_id);
             brk_conn_kick(p, c);
+        } else if (c->token_expiry_s < next) {
+            next = c->token_expiry_s;
         }
     }
+    p->next_expiry_s = next;
 }
 
 void brk_conn_do_kicks(struct brk_plugin *p)

@@ -84,6 +84,10 @@ struct brk_plugin {
     mosquitto_plugin_id_t *pid;
     struct th_registry *reg;
     struct brk_conn *conns; /* uthash by client pointer */
+    /* The record brk_conn_find returned last (borrowed; cleared when it is freed): one packet
+     * asks for it several times (a SUBSCRIBE's ACL check per filter, a PUBLISH's ACL check
+     * and message), and each hash lookup in a large fleet's table is a few cache misses. */
+    struct brk_conn *conn_last;
     struct brk_method_call *calls;
     uint64_t next_call_id;
     uint64_t event_seq;
@@ -92,6 +96,10 @@ struct brk_plugin {
     unsigned kicks_queued;  /* records with kick_queued set */
     uint64_t tracking_seq;
     int64_t next_scan_ms;
+    /* No token of a live, not yet kicked SAS connection expires before this second (before
+     * the skew): the expiry scan waits for it (conn.c). Early is harmless (one scan that
+     * finds nothing), late never happens: brk_conn_set_token_expiry lowers it. 0 at start. */
+    int64_t next_expiry_s;
     int64_t token_skew_s;
     bool verbose;
     char *state_dir; /* --state-dir, or NULL for in-memory */
@@ -134,6 +142,9 @@ struct brk_conn *brk_conn_find(struct brk_plugin *p, const struct mosquitto *cli
 struct brk_conn *brk_conn_add(struct brk_plugin *p, struct mosquitto *client, const char *client_id,
                               enum brk_conn_kind kind);
 void brk_conn_free_all(struct brk_plugin *p);
+/* Record the connection's token expiry (seconds) for the expiry scan; set c->x509 first
+ * (a certificate has no token to run out). */
+void brk_conn_set_token_expiry(struct brk_plugin *p, struct brk_conn *c, int64_t expiry_s);
 struct brk_idglue *brk_idglue_of(struct th_identity *id); /* creates on first use; NULL on OOM */
 void brk_idglue_free_all(struct brk_plugin *p);
 /* The device connection c now owns identity id (g: its glue); a take-over detaches the old one. */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SCALE_DESIRED_BYTES 500
 #define SCALE_PATCH_WINDOW 500
@@ -81,6 +82,31 @@ static size_t reported_patch(int i, char *buf, size_t size)
     return n;
 }
 
+/* The broker's user and system CPU (10 ms ticks) and minor page faults so far, from
+ * /proc/<pid>/stat: printed per connection with -v, to tell the broker's own work from the
+ * kernel's (system calls, page faults). False when unreadable. */
+struct proc_split {
+    unsigned long long utime, stime, minflt;
+};
+
+static bool proc_split_read(pid_t pid, struct proc_split *s)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return false;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    /* After "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime stime (fields 3..15). */
+    return rp && sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %llu %*u %*u %*u %llu %llu",
+                        &s->minflt, &s->utime, &s->stime) == 3;
+}
+
 struct scale_result {
     int n;
     long rss0_kb, rss_kb;  /* at start (empty for twinhub: no registry), with N devices */
@@ -88,6 +114,7 @@ struct scale_result {
     double connect_rate;   /* CONNACKs per second */
     double connect_cpu_us; /* broker CPU per device, from the first CONNECT to the last SUBACK */
     double start_ms;       /* broker start to ready */
+    double user_us, sys_us, minflt; /* per connection, from /proc/<pid>/stat (-v only) */
     size_t twin_len;
     bool ok;
 };
@@ -130,12 +157,20 @@ static int run_target(bool twinhub, bool iolayer, const char *registry, int n,
         out->rss0_kb = out->rss_loaded_kb = thb_proc_status_kb(b.broker, "VmRSS");
     }
     thb_loop_init(&l, NULL, NULL, NULL);
+    struct proc_split s0 = {0}, s1 = {0};
+    bool split = proc_split_read(b.broker, &s0);
     int64_t cpu0 = thb_proc_cpu_us(b.broker);
     if (thb_fleet_connect(&l, devs, n, b.port, filters, 4, 1, 64, &ft) != 0) {
         goto out;
     }
     out->connect_rate = (double)n / ((double)ft.connack_us / 1e6);
     out->connect_cpu_us = (double)(thb_proc_cpu_us(b.broker) - cpu0) / n;
+    if (split && proc_split_read(b.broker, &s1)) {
+        double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
+        out->user_us = (double)(s1.utime - s0.utime) * tick_us / n;
+        out->sys_us = (double)(s1.stime - s0.stime) * tick_us / n;
+        out->minflt = (double)(s1.minflt - s0.minflt) / n;
+    }
 
     l.on_packet = scale_packet;
     l.on_state = NULL;
@@ -203,8 +238,14 @@ int thb_bench_scale(void)
         return -1;
     }
     for (int round = 0; round < SCALE_ROUNDS; round++) {
-        if (run_target(false, false, NULL, n, &base) != 0 ||
-            run_target(true, false, registry, n, &th) != 0 ||
+        /* Which broker goes first alternates too (mosquitto, twinhub; twinhub, mosquitto; ...):
+         * at 10,000 devices a connection's CPU is mostly cache misses in mosquitto's
+         * subscription walk, whose cost depends on what ran just before; neither broker should
+         * always follow the other. The like-for-like baseline comes last. */
+        bool th_first = round % 2 == 1;
+        if ((th_first && run_target(true, false, registry, n, &th) != 0) ||
+            run_target(false, false, NULL, n, &base) != 0 ||
+            (!th_first && run_target(true, false, registry, n, &th) != 0) ||
             run_target(false, true, NULL, n, &like) != 0) {
             fprintf(stderr, "thbench: scale could not run\n");
             return -1;
@@ -219,9 +260,11 @@ int thb_bench_scale(void)
         if (thb_cfg.verbose) {
             fprintf(stderr,
                     "thbench: scale round %d: connects/s mosquitto %.0f, twinhub %.0f; broker CPU "
-                    "per connection %.1f / %.1f us\n",
+                    "per connection %.1f / %.1f us (user %.1f / %.1f, system %.1f / %.1f; minor "
+                    "faults %.2f / %.2f)\n",
                     round + 1, base.connect_rate, th.connect_rate, base.connect_cpu_us,
-                    th.connect_cpu_us);
+                    th.connect_cpu_us, base.user_us, th.user_us, base.sys_us, th.sys_us,
+                    base.minflt, th.minflt);
         }
     }
     double base_rate_lo = base_rate[0], base_rate_hi = base_rate[0], th_rate_lo = th_rate[0],
