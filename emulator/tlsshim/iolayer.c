@@ -80,7 +80,7 @@ API int th_iolayer_get_stats(struct th_iolayer_stats *out);
  * EPOLLEXCLUSIVE, ...) passes straight through and is not followed. */
 /* Output held per socket at most; a write beyond it waits for the kernel, as without the layer. */
 #define IO_OUT_CAP (64 * 1024)
-/* Output is held at most this long while the loop still has kept input to go through. */
+/* A client's output is held at most this long while its own burst is being read. */
 #define IO_HOLD_NS 500000
 /* At most this many readable events per wait for sockets with kept bytes. */
 #define IO_MAX_KEPT_READY 256
@@ -233,14 +233,15 @@ static void flush_out(int fd, struct io_fd *s)
     errno = saved;
 }
 
-/* Hand the kernel every socket's held output (stalled sockets wait for their EPOLLOUT). */
-static void flush_all(void)
+/* Hand the kernel the held output of every socket (all), or of every socket whose own input is
+ * not still being read from kept bytes (!all). Stalled sockets wait for their EPOLLOUT. */
+static void flush_held(bool all)
 {
     int keep = 0;
     for (int i = 0; i < nout; i++) {
         int fd = out_list[i];
         struct io_fd *s = &fds[fd];
-        if (s->out_len && !s->stalled)
+        if (s->out_len && !s->stalled && (all || !s->kept))
             flush_out(fd, s);
         if (s->out_len)
             out_list[keep++] = fd;
@@ -248,7 +249,8 @@ static void flush_all(void)
             s->out_listed = false;
     }
     nout = keep;
-    clock_gettime(CLOCK_MONOTONIC, &out_since);
+    if (all)
+        clock_gettime(CLOCK_MONOTONIC, &out_since);
 }
 
 static int64_t ns_since(const struct timespec *t)
@@ -428,11 +430,13 @@ API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int time
         }
     }
     nkept = keep;
-    /* Held output goes to the kernel before the loop may block, and while it still has kept
-     * input to go through, once it has been held IO_HOLD_NS: a burst's answers to one client go
-     * in a few writes instead of one each, and nothing waits longer than that. */
-    if (nout && (!nready || ns_since(&out_since) >= IO_HOLD_NS))
-        flush_all();
+    /* Held output goes to the kernel at the end of every loop pass, except a client's whose own
+     * burst is still being read from kept bytes: its answers wait until the burst is read (it is
+     * sending, not waiting for them), so that they go in a few writes instead of one each; and
+     * nothing waits longer than IO_HOLD_NS. Output to every other socket (a new connection's
+     * CONNACK, a device's notification) is not held past its pass. */
+    if (nout)
+        flush_held(!nready || ns_since(&out_since) >= IO_HOLD_NS);
     apply_dirty();
     stats.waits++;
     if (nready) {
@@ -499,11 +503,13 @@ API ssize_t read(int fd, void *buf, size_t count)
 }
 
 /*
- * write on one of the broker's sockets: held (up to IO_OUT_CAP per socket) and handed to the
- * kernel at the end of the loop pass, or later in a burst (epoll_wait above), so that several
- * packets to one client go in one system call. What the kernel cannot take at once is kept for
- * its EPOLLOUT; beyond IO_OUT_CAP mosquitto gets EAGAIN and waits for EPOLLOUT itself, as it
- * does without the layer, so a client that does not read is held back by mosquitto's own limits.
+ * write on one of the broker's sockets: straight through, unless the client is in the middle of
+ * a burst (the layer still keeps bytes it sent) or output is already held for it; then held (up
+ * to IO_OUT_CAP per socket) until its burst is read or IO_HOLD_NS passed (epoll_wait above), so
+ * that the answers to a burst go in a few system calls instead of one each. What the kernel cannot
+ * take at once is kept for its EPOLLOUT; beyond IO_OUT_CAP mosquitto gets EAGAIN and waits for
+ * EPOLLOUT itself, as it does without the layer, so a client that does not read is held back by
+ * mosquitto's own limits.
  */
 API ssize_t write(int fd, const void *buf, size_t count)
 {
@@ -532,9 +538,13 @@ API ssize_t write(int fd, const void *buf, size_t count)
         s->out_err = 0;
         return -1;
     }
-    if (!s->out_len && count >= IO_OUT_CAP) {
+    if (!s->out_len && (!s->kept || count >= IO_OUT_CAP)) {
+        /* Nothing held, and the client is not in the middle of a burst (or the write is large):
+         * straight through, at once. Holding here would only delay the answer a client waits
+         * for (measured: a fleet connecting 64 at a time connects a quarter slower when every
+         * CONNACK and SUBACK waits for the end of the loop pass). */
         stats.kernel_writes++;
-        return real_write(fd, buf, count); /* nothing held: a large write goes straight through */
+        return real_write(fd, buf, count);
     }
     if (s->out_len + count > IO_OUT_CAP) {
         errno = EAGAIN; /* the kernel has not taken what is held: mosquitto waits for EPOLLOUT */
@@ -608,7 +618,7 @@ API int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 __attribute__((destructor)) static void io_fini(void)
 {
     if (active && on_loop_thread())
-        flush_all();
+        flush_held(true);
 }
 
 int th_iolayer_get_stats(struct th_iolayer_stats *out)
