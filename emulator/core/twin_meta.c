@@ -122,18 +122,24 @@ static const char *intern(const char *s)
     return p;
 }
 
+/* Gives `c`'s own name its shared copy (kept as it is when interning fails). */
+static void intern_own_name(cJSON *c)
+{
+    if (c->string != NULL && !(c->type & cJSON_StringIsConst)) {
+        const char *shared = intern(c->string);
+        if (shared != NULL) {
+            cJSON_free(c->string);
+            c->string = (char *)shared;
+            c->type |= cJSON_StringIsConst;
+        }
+    }
+}
+
 /* Gives the members of `node` and of everything below it the shared copies of their names. */
 void twin_intern_names(cJSON *node)
 {
     for (cJSON *c = node->child; c != NULL; c = c->next) {
-        if (c->string != NULL && !(c->type & cJSON_StringIsConst)) {
-            const char *shared = intern(c->string);
-            if (shared != NULL) {
-                cJSON_free(c->string);
-                c->string = (char *)shared;
-                c->type |= cJSON_StringIsConst;
-            }
-        }
+        intern_own_name(c);
         if (c->child != NULL)
             twin_intern_names(c);
     }
@@ -653,14 +659,7 @@ th_result twin_merge_object(cJSON *target, struct th_twin_meta *meta, const cJSO
 /* Gives `item`'s name and the names below it their shared copies. */
 void twin_intern_item(cJSON *item)
 {
-    if (item->string != NULL && !(item->type & cJSON_StringIsConst)) {
-        const char *shared = intern(item->string);
-        if (shared != NULL) {
-            cJSON_free(item->string);
-            item->string = (char *)shared;
-            item->type |= cJSON_StringIsConst;
-        }
-    }
+    intern_own_name(item);
     if (item->child != NULL)
         twin_intern_names(item);
 }
