@@ -363,19 +363,25 @@ static th_result meta_unshare(struct th_twin_meta *m, const cJSON *value)
 }
 
 /*
- * Makes an explicit node shared again when that changes nothing: its children
- * are shared, carry its stamp and name the members of `value` in order.
+ * Whether an explicit node can be made shared again without changing anything:
+ * its children are shared, carry its stamp and name the members of `value` in
+ * order. meta_try_share does it; mu_try_share does it under an undo.
  */
-static void meta_try_share(struct th_twin_meta *m, const cJSON *value)
+static bool meta_can_share(const struct th_twin_meta *m, const cJSON *value)
 {
     if (m->shared || m->us == META_TIME_TEXT)
-        return;
+        return false;
     const cJSON *v = cJSON_IsObject(value) ? value->child : NULL;
     for (const struct th_twin_meta *c = m->child; c != NULL; c = c->next, v = v->next)
         if (v == NULL || !c->shared || !same_stamp(c, m) || v->string == NULL ||
             strcmp(c->key, v->string) != 0 || cJSON_GetObjectItemCaseSensitive(value, c->key) != v)
-            return;
-    if (v != NULL)
+            return false;
+    return v == NULL;
+}
+
+static void meta_try_share(struct th_twin_meta *m, const cJSON *value)
+{
+    if (!meta_can_share(m, value))
         return;
     struct th_twin_meta *c = m->child;
     while (c != NULL) {
@@ -756,14 +762,7 @@ static th_result mu_delete(struct twin_meta_undo *mu, const char *key)
 static void mu_try_share(struct twin_meta_undo *mu, const cJSON *value)
 {
     struct th_twin_meta *m = mu->root;
-    if (m->shared || m->us == META_TIME_TEXT)
-        return;
-    const cJSON *v = cJSON_IsObject(value) ? value->child : NULL;
-    for (const struct th_twin_meta *c = m->child; c != NULL; c = c->next, v = v->next)
-        if (v == NULL || !c->shared || !same_stamp(c, m) || v->string == NULL ||
-            strcmp(c->key, v->string) != 0 || cJSON_GetObjectItemCaseSensitive(value, c->key) != v)
-            return;
-    if (v != NULL)
+    if (!meta_can_share(m, value))
         return;
     mu->dropped = m->child;
     mu->reshared = true;
