@@ -76,14 +76,14 @@ API int th_iolayer_get_stats(struct th_iolayer_stats *out);
 /* Descriptors above this many pass straight through (the table is sized from RLIMIT_NOFILE up
  * to this, and only the entries of descriptors in use are ever touched). */
 #define IO_MAX_FDS (1 << 20)
-/* The epoll flags the layer keeps itself; a registration with any other (EPOLLET, EPOLLONESHOT,
- * EPOLLEXCLUSIVE, ...) passes straight through and is not followed. */
 /* Output held per socket at most; a write beyond it waits for the kernel, as without the layer. */
 #define IO_OUT_CAP (64 * 1024)
 /* A client's output is held at most this long while its own burst is being read. */
 #define IO_HOLD_NS 500000
 /* At most this many readable events per wait for sockets with kept bytes. */
 #define IO_MAX_KEPT_READY 256
+/* The epoll flags the layer keeps itself; a registration with any other (EPOLLET, EPOLLONESHOT,
+ * EPOLLEXCLUSIVE, ...) passes straight through and is not followed. */
 #define IO_PLAIN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
 
 enum kernel_state { K_UNKNOWN, K_ABSENT, K_PRESENT };
@@ -110,7 +110,7 @@ static struct io_fd *fds;
 static int *dirty_list, ndirty;
 static int *kept_list, nkept;
 static int *out_list, nout;
-static struct timespec out_since; /* when the output list last became non-empty */
+static struct timespec out_since; /* since when output has been held (IO_HOLD_NS) */
 static int loop_epfd = -1;
 static pthread_t loop_thread;
 static uint8_t chunk[IO_CHUNK]; /* the loop thread's read buffer */
