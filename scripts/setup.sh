@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
   uthash-dev libssl-dev libwebsockets-dev meson ninja-build pkg-config gcc libcap2-bin
-  libjs-chart.js)
+  libjs-chart.js libjemalloc2)
 # clang + libclang-rt-14-dev: libFuzzer (build-fuzz); valgrind: the unit suite's memory check;
 # python3-jsonschema: the scenario JSON Schema check; chromium: the dashboard's browser tests
 # (tests/browser, driven by playwright-core; no browser is ever downloaded).
 # libjs-chart.js (above): the dashboard's charts, served from its install path.
+# libjemalloc2 (above): the allocator `twinhub serve` preloads into mosquitto (docs/performance.md,
+# "The broker's allocator"); without it the broker runs on glibc's malloc.
 TEST_PACKAGES=(libcmocka-dev nodejs npm clang libclang-rt-14-dev valgrind python3-jsonschema
   chromium)
 want=("${APT_PACKAGES[@]}")

@@ -115,9 +115,24 @@ void brk_cmd_mark(struct brk_cmd_ctx *x)
  * brokerIo: the broker I/O layer's counters (tlsshim/iolayer.h), looked up in the process, so
  * that a test or an operator can see that the layer runs and what it saves:
  * {"loaded", "active", "reads", "kernelReads", "epollCtlCalls", "epollCtlApplied", "waits",
- *  "readyFromKept", "writes", "kernelWrites"}; "loaded": false when mosquitto runs without the
- * shim.
+ *  "readyFromKept", "writes", "kernelWrites", "malloc"}; "loaded": false when mosquitto runs
+ * without the shim; "malloc": the file name of the library whose malloc the broker calls
+ * ("libjemalloc.so.2" as serve preloads it, "libc.so.6" for glibc's; serve.c
+ * find_broker_malloc).
  */
+/* The base name of the shared object that provides the malloc this process calls; "" when
+ * dladdr cannot tell. */
+static const char *malloc_library(void)
+{
+    Dl_info di;
+    void *(*fn)(size_t) = malloc;
+    if (!dladdr((void *)fn, &di) || !di.dli_fname) {
+        return "";
+    }
+    const char *slash = strrchr(di.dli_fname, '/');
+    return slash ? slash + 1 : di.dli_fname;
+}
+
 void brk_cmd_broker_io(struct brk_cmd_ctx *x)
 {
     if (!brk_ctl_need_perm(x, TH_PERM_SERVICE_CONNECT, "ServiceConnect")) {
@@ -128,17 +143,17 @@ void brk_cmd_broker_io(struct brk_cmd_ctx *x)
     struct th_iolayer_stats st = {0};
     bool loaded = get && get(&st) == 0;
     cJSON *out = cJSON_CreateObject();
-    if (out &&
-        !(cJSON_AddBoolToObject(out, "loaded", loaded) &&
-          cJSON_AddBoolToObject(out, "active", loaded && st.active) &&
-          cJSON_AddNumberToObject(out, "reads", (double)st.reads) &&
-          cJSON_AddNumberToObject(out, "kernelReads", (double)st.kernel_reads) &&
-          cJSON_AddNumberToObject(out, "epollCtlCalls", (double)st.epoll_ctl_calls) &&
-          cJSON_AddNumberToObject(out, "epollCtlApplied", (double)st.epoll_ctl_applied) &&
-          cJSON_AddNumberToObject(out, "waits", (double)st.waits) &&
-          cJSON_AddNumberToObject(out, "readyFromKept", (double)st.ready_from_kept) &&
-          cJSON_AddNumberToObject(out, "writes", (double)st.writes) &&
-          cJSON_AddNumberToObject(out, "kernelWrites", (double)st.kernel_writes))) {
+    if (out && !(cJSON_AddBoolToObject(out, "loaded", loaded) &&
+                 cJSON_AddBoolToObject(out, "active", loaded && st.active) &&
+                 cJSON_AddNumberToObject(out, "reads", (double)st.reads) &&
+                 cJSON_AddNumberToObject(out, "kernelReads", (double)st.kernel_reads) &&
+                 cJSON_AddNumberToObject(out, "epollCtlCalls", (double)st.epoll_ctl_calls) &&
+                 cJSON_AddNumberToObject(out, "epollCtlApplied", (double)st.epoll_ctl_applied) &&
+                 cJSON_AddNumberToObject(out, "waits", (double)st.waits) &&
+                 cJSON_AddNumberToObject(out, "readyFromKept", (double)st.ready_from_kept) &&
+                 cJSON_AddNumberToObject(out, "writes", (double)st.writes) &&
+                 cJSON_AddNumberToObject(out, "kernelWrites", (double)st.kernel_writes) &&
+                 cJSON_AddStringToObject(out, "malloc", malloc_library()))) {
         cJSON_Delete(out);
         out = NULL;
     }

@@ -17,6 +17,8 @@
  * certificate, core/x509.h), tls_shim required (the MQTT/TLS listener relies on the TLS
  * shim preloaded into mosquitto: refuse to start without it, tlsshim_link.c).
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +37,22 @@
 #include "plugin.h"
 #include "th_file.h"
 #include "util.h"
+
+/* Returns the heap's freed pages to the system: glibc's malloc_trim, and jemalloc's purge of every
+ * arena when the broker runs on it (serve preloads it: serve.c find_broker_malloc), which would
+ * otherwise keep them until its decay time has passed. */
+static void release_free_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    int (*mallctl)(const char *, void *, size_t *, void *, size_t) =
+        (int (*)(const char *, void *, size_t *, void *, size_t))dlsym(RTLD_DEFAULT, "mallctl");
+    if (mallctl) {
+        /* 4096 is MALLCTL_ARENAS_ALL (jemalloc 5's "arena.<i>.purge", every arena). */
+        (void)mallctl("arena.4096.purge", NULL, NULL, NULL, 0);
+    }
+}
 
 /* The --registry file: the same bound as an importRegistry document. */
 /* A fleet of 100,000 devices with 1 KB twins is a registry file of about 130 MB. */
@@ -256,11 +274,9 @@ BRK_PLUGIN_API int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void
         return rc;
     }
     p->configs_dirty = true;
-#ifdef __GLIBC__
     /* Parsing a large registry file or state directory leaves hundreds of MB of freed heap
      * (100,000 devices: the text and its parse tree); give it back to the system. */
-    malloc_trim(0);
-#endif
+    release_free_memory();
     /* Restored files are already what they would be written as; rewriting 100,000 of them
      * (each a rename over the old file) made a restart take minutes (performance.md). */
     if (restored) {

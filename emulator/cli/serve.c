@@ -53,6 +53,8 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <libgen.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,6 +151,7 @@ struct serve {
     char gw_socket[PATH_MAX]; /* <run dir>/mqtt.sock, used when --mqtt-port is 0 */
     cJSON *state_report;      /* the plugin's report on --state-dir (persist.c); NULL if none */
     char tlsshim[PATH_MAX]; /* the shim preloaded into mosquitto: the TLS shim and the I/O layer */
+    char broker_malloc[PATH_MAX];       /* the allocator preloaded into mosquitto; "" for glibc's */
     uint8_t secret[TH_X509_SECRET_LEN]; /* the front secret: the plugin, the shim, the gateway */
 };
 
@@ -956,23 +959,26 @@ static bool spawn_broker(struct serve *s)
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
     char *argv[] = {s->mosquitto, "-c", s->conf_path, NULL};
-    /* The TLS shim first, then whatever our environment preloads. A broker command that is a
-     * wrapper preloading libraries itself (TWINHUB_MOSQUITTO_PRELOADS set: the asan test setup's
-     * scripts/asan-mosquitto.sh, whose shell must not load the instrumented shim before the ASan
-     * runtime) gets the shim's path in TWINHUB_TLSSHIM_PRELOAD instead. */
-    char preload[2 * PATH_MAX + 2] = "";
-    if (s->tlsshim[0]) {
+    /* The TLS shim first, then the broker's allocator (find_broker_malloc), then whatever our
+     * environment preloads. A broker command that is a wrapper preloading libraries itself
+     * (TWINHUB_MOSQUITTO_PRELOADS set: the asan test setup's scripts/asan-mosquitto.sh, whose
+     * shell must not load the instrumented shim before the ASan runtime) gets the shim's path in
+     * TWINHUB_TLSSHIM_PRELOAD instead, and no allocator: its runtime brings its own. */
+    char preload[3 * PATH_MAX + 3] = "";
+    const char *wrapper = getenv("TWINHUB_MOSQUITTO_PRELOADS");
+    bool own_malloc = s->broker_malloc[0] && !(wrapper && *wrapper);
+    if (s->tlsshim[0] || own_malloc) {
         const char *old = getenv("LD_PRELOAD");
-        snprintf(preload, sizeof preload, "%s%s%s", s->tlsshim, old && *old ? " " : "",
-                 old ? old : "");
+        snprintf(preload, sizeof preload, "%s%s%s%s%s", s->tlsshim,
+                 s->tlsshim[0] && own_malloc ? " " : "", own_malloc ? s->broker_malloc : "",
+                 old && *old ? " " : "", old ? old : "");
     }
     pid_t pid = fork();
     if (pid == 0) {
         int e;
         if (!th_child_setup(&s->old_mask, parent))
             _exit(0);
-        const char *wrapper = getenv("TWINHUB_MOSQUITTO_PRELOADS");
-        if (preload[0] && wrapper && *wrapper)
+        if (s->tlsshim[0] && wrapper && *wrapper)
             setenv("TWINHUB_TLSSHIM_PRELOAD", s->tlsshim, 1);
         else if (preload[0])
             setenv("LD_PRELOAD", preload, 1);
@@ -1020,6 +1026,8 @@ static bool spawn_broker(struct serve *s)
         if (s->tlsshim[0])
             fprintf(stderr, "twinhub: preloaded %s (the broker I/O layer%s)\n", s->tlsshim,
                     getenv("TWINHUB_BROKER_IO") ? "; TWINHUB_BROKER_IO is set" : "");
+        if (own_malloc)
+            fprintf(stderr, "twinhub: preloaded %s (the broker's allocator)\n", s->broker_malloc);
         if (s->tlsshim[0] && s->lis[1].port)
             fprintf(stderr,
                     "twinhub: MQTT/TLS port %d: mosquitto's TLS listener with the TLS shim "
@@ -1535,6 +1543,51 @@ static int find_tlsshim(struct serve *s)
     return TH_EXIT_FAIL;
 }
 
+/*
+ * The allocator preloaded into mosquitto: jemalloc (Debian's libjemalloc2), found beside the C
+ * library; $TWINHUB_BROKER_MALLOC names another library, or `glibc` keeps glibc's malloc.
+ * mosquitto walks every subscriber of a topic filter at each SUBSCRIBE (`sub__add_leaf`), and
+ * every device subscribes to the same three; jemalloc keeps allocations of one size together,
+ * so that walk runs over memory in the order it was allocated instead of over a heap that the
+ * hub's registry and its per-connection work interleave (docs/performance.md, "The broker's
+ * allocator"). Without it the broker runs on glibc's malloc and serve says so.
+ */
+static int find_broker_malloc(struct serve *s)
+{
+    const char *env = getenv("TWINHUB_BROKER_MALLOC");
+    s->broker_malloc[0] = '\0';
+    if (env && (!strcmp(env, "glibc") || !strcmp(env, "system")))
+        return 0;
+    if (env && *env) {
+        if (absolute(env, s->broker_malloc, sizeof s->broker_malloc) &&
+            is_readable_file(s->broker_malloc))
+            return 0;
+        fprintf(stderr,
+                "twinhub: TWINHUB_BROKER_MALLOC=%s is not a readable file; name an allocator "
+                "library, `glibc`, or unset it\n",
+                env);
+        s->broker_malloc[0] = '\0';
+        return TH_EXIT_FAIL;
+    }
+    /* Debian's multiarch directory is the C library's own (/lib/x86_64-linux-gnu, ...). */
+    Dl_info di;
+    char libc_path[PATH_MAX];
+    if (dladdr((void *)&fopen, &di) && di.dli_fname &&
+        snprintf(libc_path, sizeof libc_path, "%s", di.dli_fname) < (int)sizeof libc_path) {
+        const char *dir = dirname(libc_path);
+        if (snprintf(s->broker_malloc, sizeof s->broker_malloc, "%s/libjemalloc.so.2", dir) <
+                (int)sizeof s->broker_malloc &&
+            is_readable_file(s->broker_malloc))
+            return 0;
+    }
+    s->broker_malloc[0] = '\0';
+    fprintf(stderr,
+            "twinhub: note: jemalloc (Debian's libjemalloc2) is not installed: mosquitto runs on "
+            "glibc's malloc, which makes connecting a large fleet slower (scripts/setup.sh "
+            "installs it)\n");
+    return 0;
+}
+
 /* ---- the HTTPS gateway ------------------------------------------------------------------ */
 
 /*
@@ -1679,7 +1732,8 @@ static int serve(struct serve *s)
     if (!th_certs_ensure(s->cert_dir, names, nnames, s->bind_wildcard ? NULL : s->o.bind,
                          s->o.verbose, &s->certs))
         return TH_EXIT_FAIL;
-    if ((rc = find_tlsshim(s)) || (rc = draw_secret(s)) || (rc = open_gateway(s)))
+    if ((rc = find_tlsshim(s)) || (rc = find_broker_malloc(s)) || (rc = draw_secret(s)) ||
+        (rc = open_gateway(s)))
         return rc;
 
     if (!setup_signals(s) || !make_run_dir(s) || !write_conf(s) || !spawn_broker(s))

@@ -137,7 +137,7 @@ enum thb_broker_kind {
     THB_PLAIN,    /* mosquitto, no plugin, allow_anonymous */
     THB_ECHO,     /* mosquitto + echo_plugin.so, allow_anonymous */
     THB_TWINHUB,  /* twinhub serve */
-    THB_PLAIN_IO, /* THB_PLAIN with twinhub's shim preloaded: mosquitto on twinhub's I/O layer */
+    THB_PLAIN_IO, /* THB_PLAIN with what serve preloads: twinhub's I/O layer and allocator */
 };
 
 struct thb_broker {
@@ -163,6 +163,7 @@ struct thb_config {
     bool verbose;
     int fleet_devices;     /* registered devices of the fleet case (100,000) */
     int fleet_connected;   /* ... connected: up to the descriptor limit */
+    int fleet_rounds;      /* connect rounds per broker, alternated (odd: a median) */
     const char *state_dir; /* when set, twinhub starts with --state-dir (fleet case) */
 };
 
@@ -190,6 +191,13 @@ int64_t thb_self_cpu_us(void);
 
 /* A field of /proc/<pid>/status in kB ("VmRSS", "VmHWM"); -1 when unreadable. */
 long thb_proc_status_kb(pid_t pid, const char *field);
+/* The same from /proc/<pid>/smaps_rollup (AnonHugePages, ...). */
+long thb_proc_smaps_kb(pid_t pid, const char *field);
+/* Whether a line of /proc/<pid>/maps holds `needle` (a mapped library's name). */
+bool thb_proc_maps_has(pid_t pid, const char *needle);
+/* The allocator `twinhub serve` preloads into its broker (serve.c find_broker_malloc): jemalloc
+ * beside the C library, or $TWINHUB_BROKER_MALLOC; "" for glibc's malloc. */
+const char *thb_broker_malloc(void);
 
 /* ---- identities ---- */
 

@@ -287,8 +287,9 @@ int thb_bench_fanout(void)
     thb_out("| | all notified | broker CPU | notes |\n|---|---|---|---|\n");
     thb_out("| mosquitto, %d direct publishes | %.1f ms (%.1f-%.1f) | %.1f ms | |\n", FAN_DEVICES,
             bm->ms, base[0].ms, base[FAN_ROUNDS - 1].ms, bm->cpu_ms);
-    thb_out("| mosquitto on twinhub's I/O layer, %d direct publishes | %.1f ms (%.1f-%.1f) | "
-            "%.1f ms | like for like: the shim `twinhub serve` preloads |\n",
+    thb_out("| mosquitto on twinhub's I/O layer and allocator, %d direct publishes | %.1f ms "
+            "(%.1f-%.1f) | "
+            "%.1f ms | like for like: what `twinhub serve` preloads |\n",
             FAN_DEVICES, lm->ms, like[0].ms, like[FAN_ROUNDS - 1].ms, lm->cpu_ms);
     twinhub_row("whole twin answered", full, full_ok);
     twinhub_row("short answer", th, ok);
@@ -296,7 +297,8 @@ int thb_bench_fanout(void)
             "whole twin; per notification: twinhub %.1f / %.1f µs, mosquitto %.1f µs.\n\n",
             tm->ms > 0 ? bm->ms / tm->ms : 0, fm->ms > 0 ? bm->ms / fm->ms : 0,
             tm->ms * 1000 / FAN_DEVICES, fm->ms * 1000 / FAN_DEVICES, bm->ms * 1000 / FAN_DEVICES);
-    thb_out("Like for like (mosquitto given the same I/O layer as twinhub's broker / twinhub): "
+    thb_out("Like for like (mosquitto given the same I/O layer and allocator as twinhub's broker / "
+            "twinhub): "
             "%.2f with the short answer, %.2f with the whole twin; mosquitto on the layer %.1f µs "
             "per notification. The target below compares with plain mosquitto, as issue 15 "
             "states it; this ratio is the hub's own cost over the broker's.\n\n",

@@ -30,7 +30,9 @@
 
 #define FLEET_DESIRED_BYTES 1000
 #define FLEET_CONNECT_WINDOW 64
-#define FLEET_CONNECT_ROUNDS 3 /* per broker, alternated; medians compared */
+/* Connect rounds per broker: thb_cfg.fleet_rounds (3 unless --fleet-rounds), at most this;
+ * alternated, medians compared. */
+#define FLEET_MAX_ROUNDS 15
 #define FLEET_RECONNECT_WINDOW 500
 #define FLEET_JOB_TIMEOUT_S 120
 #define FLEET_CTL_TIMEOUT_S 60
@@ -174,11 +176,11 @@ static int cmp_dbl(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The median of FLEET_CONNECT_ROUNDS values (sorted in place). */
-static double median3(double *v)
+/* The median of n values, n odd (sorted in place). */
+static double median(double *v, int n)
 {
-    qsort(v, FLEET_CONNECT_ROUNDS, sizeof *v, cmp_dbl);
-    return v[FLEET_CONNECT_ROUNDS / 2];
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    return v[n / 2];
 }
 
 /* Connect n devices; *rate is CONNACKs per second, *cpu_us (when not NULL) the broker's CPU per
@@ -219,20 +221,23 @@ int thb_bench_fleet(void)
     struct thb_loop l;
     double base_rate = 0, rate = 0, rate_state = 0, reconnect_s = 0, query_s = 0;
     double base_cpu = 0, cpu = 0;
-    double base_rates[FLEET_CONNECT_ROUNDS] = {0}, base_cpus[FLEET_CONNECT_ROUNDS] = {0};
-    double rates[FLEET_CONNECT_ROUNDS] = {0}, cpus[FLEET_CONNECT_ROUNDS] = {0};
+    double base_rates[FLEET_MAX_ROUNDS] = {0}, base_cpus[FLEET_MAX_ROUNDS] = {0};
+    double rates[FLEET_MAX_ROUNDS] = {0}, cpus[FLEET_MAX_ROUNDS] = {0};
+    const int rounds =
+        thb_cfg.fleet_rounds < FLEET_MAX_ROUNDS ? thb_cfg.fleet_rounds : FLEET_MAX_ROUNDS;
     long rss0 = 0, rss_loaded = 0, rss_conn = 0, base_rss0 = 0, base_rss = 0, count = 0;
     long count_after = -1;
     double load_s = 0, seed_s = 0, restart_s = 0;
     struct job_times job_a = {0}, job_b = {0};
     char *status_after = NULL;
+    char th_malloc[16] = "?", base_malloc[16] = "?"; /* the brokers' allocators */
     int rc = -1;
     if (!devs) {
         thb_die("out of memory");
     }
 
     /* The connect rate: plain mosquitto and twinhub with the registry (no state dir) both up,
-     * the fleet connected to each FLEET_CONNECT_ROUNDS times, alternated (mosquitto, twinhub;
+     * the fleet connected to each `rounds` times, alternated (mosquitto, twinhub;
      * twinhub, mosquitto; ...), closed after each round but twinhub's last, which phase A goes
      * on with; the medians are compared. One round per broker moved the ratio from 0.79 to 1.46
      * between runs of the same build. */
@@ -255,8 +260,8 @@ int thb_bench_fleet(void)
     }
     load_s = (double)b.start_us / 1e6;
     rss_loaded = thb_proc_status_kb(b.broker, "VmRSS");
-    for (int round = 0; round < FLEET_CONNECT_ROUNDS; round++) {
-        bool last = round == FLEET_CONNECT_ROUNDS - 1;
+    for (int round = 0; round < rounds; round++) {
+        bool last = round == rounds - 1;
         /* twinhub first in odd rounds; always last in the last round, whose fleet stays. */
         for (int k = 0; k < 2; k++) {
             bool th = last ? k == 1 : (k == 0) == (round % 2 == 1);
@@ -270,9 +275,13 @@ int thb_bench_fleet(void)
                 goto fail_a;
             }
             if (thb_cfg.verbose) {
-                fprintf(stderr, "thbench: fleet connect round %d, %s: %.0f/s, %.1f us\n", round + 1,
-                        th ? "twinhub" : "mosquitto", th ? rates[round] : base_rates[round],
-                        th ? cpus[round] : base_cpus[round]);
+                fprintf(stderr,
+                        "thbench: fleet connect round %d, %s: %.0f/s, %.1f us (RSS %ld kB, "
+                        "AnonHugePages %ld kB)\n",
+                        round + 1, th ? "twinhub" : "mosquitto",
+                        th ? rates[round] : base_rates[round], th ? cpus[round] : base_cpus[round],
+                        thb_proc_status_kb(tb->broker, "VmRSS"),
+                        thb_proc_smaps_kb(tb->broker, "AnonHugePages"));
             }
             if (!th && last) {
                 base_rss = thb_proc_status_kb(plain.broker, "VmRSS");
@@ -284,9 +293,13 @@ int thb_bench_fleet(void)
             thb_loop_free(&l);
         }
     }
+    snprintf(base_malloc, sizeof base_malloc, "%s",
+             thb_proc_maps_has(plain.broker, "libjemalloc") ? "jemalloc" : "glibc");
+    snprintf(th_malloc, sizeof th_malloc, "%s",
+             thb_proc_maps_has(b.broker, "libjemalloc") ? "jemalloc" : "glibc");
     thb_broker_stop(&plain);
-    base_rate = median3(base_rates), base_cpu = median3(base_cpus);
-    rate = median3(rates), cpu = median3(cpus);
+    base_rate = median(base_rates, rounds), base_cpu = median(base_cpus, rounds);
+    rate = median(rates, rounds), cpu = median(cpus, rounds);
     if (thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0) != 0) {
         goto fail_a;
     }
@@ -372,8 +385,9 @@ fail:
     thb_out("## Fleet: %d registered devices, %d connected\n\n", n_reg, n_conn);
     thb_out("Twins of ~%d B of desired properties each (registry file); the connected devices "
             "subscribe to the 4 usual topics. %d connections is what one process may hold here "
-            "(descriptor limit, less a margin).\n\n",
-            FLEET_DESIRED_BYTES, n_conn);
+            "(descriptor limit, less a margin). twinhub's broker ran on %s's malloc, as `serve` "
+            "preloads it; plain mosquitto on %s's.\n\n",
+            FLEET_DESIRED_BYTES, n_conn, th_malloc, base_malloc);
     thb_out("| measure | twinhub | mosquitto |\n|---|---|---|\n");
     thb_out("| registry load (start to ready) | %.2f s | |\n", load_s);
     thb_out("| broker RSS: empty / registry loaded / %d connected | %.0f / %.0f / %.0f MB | "
@@ -381,9 +395,8 @@ fail:
             n_conn, rss0 / mb, rss_loaded / mb, rss_conn / mb, base_rss0 / mb, base_rss / mb);
     thb_out("| connects/s (%d in flight; median of %d rounds, alternated, min-max) | %.0f "
             "(%.0f-%.0f) | %.0f (%.0f-%.0f) |\n",
-            FLEET_CONNECT_WINDOW, FLEET_CONNECT_ROUNDS, rate, rates[0],
-            rates[FLEET_CONNECT_ROUNDS - 1], base_rate, base_rates[0],
-            base_rates[FLEET_CONNECT_ROUNDS - 1]);
+            FLEET_CONNECT_WINDOW, rounds, rate, rates[0], rates[rounds - 1], base_rate,
+            base_rates[0], base_rates[rounds - 1]);
     thb_out("| broker CPU per connection (CONNECT and 4 subscriptions; median) | %.1f µs | %.1f µs "
             "|\n",
             cpu, base_cpu);

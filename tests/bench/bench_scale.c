@@ -308,8 +308,9 @@ int thb_bench_scale(void)
             "per connection, mosquitto / twinhub: %.2f.\n\n",
             th.twin_len, limit, base_rate_med ? th_rate_med / base_rate_med : 0,
             th_cpu_med > 0 ? base_cpu_med / th_cpu_med : 0);
-    thb_out("Like for like, mosquitto on the same I/O layer as twinhub's broker (the shim `twinhub "
-            "serve` preloads): %.0f connects/s, %.1f µs of broker CPU per connection; ratio "
+    thb_out("Like for like, mosquitto given what `twinhub serve` preloads into its broker (the "
+            "I/O layer and the allocator): %.0f connects/s, %.1f µs of broker CPU per connection; "
+            "ratio "
             "twinhub / it %.2f (CPU %.2f). This is the hub's own cost over the broker's; the "
             "comparison above is with plain mosquitto.\n\n",
             like_rate_med, like_cpu_med, like_rate_med ? th_rate_med / like_rate_med : 0,

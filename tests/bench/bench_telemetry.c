@@ -39,12 +39,12 @@
 #define TEL_REPEATS 3
 #define SINK_INDEX (-2)
 
-/* V_PLAIN_IO: the relay on twinhub's I/O layer (the shim `twinhub serve` preloads), the
+/* V_PLAIN_IO: the relay given what `twinhub serve` preloads (the I/O layer, the allocator), the
  * like-for-like counterpart of the event subscriber; the targets compare with V_PLAIN. */
 enum tel_variant { V_PLAIN, V_TWINHUB, V_RECORD, V_EVENTS, V_PLAIN_IO, V_COUNT };
-static const char *const variant_name[V_COUNT] = {"mosquitto relay", "twinhub", "twinhub --record",
-                                                  "twinhub + event subscriber",
-                                                  "mosquitto relay on twinhub's I/O layer"};
+static const char *const variant_name[V_COUNT] = {
+    "mosquitto relay", "twinhub", "twinhub --record", "twinhub + event subscriber",
+    "mosquitto relay on twinhub's I/O layer and allocator"};
 
 struct tel_result {
     double rate;   /* messages per second */
@@ -337,7 +337,7 @@ int thb_bench_telemetry(void)
             "%d interleaved runs.\n\n",
             TEL_REPEATS);
     thb_out("| devices | QoS | mosquitto relay | twinhub | twinhub --record | twinhub + event "
-            "subscriber | mosquitto relay on twinhub's I/O layer |\n");
+            "subscriber | mosquitto relay on twinhub's I/O layer and allocator |\n");
     thb_out("|---|---|---|---|---|---|---|\n");
     for (int k = 0; k < NCONF; k++) {
         const struct tel_result *base = &res[V_PLAIN][k];
@@ -362,8 +362,9 @@ int thb_bench_telemetry(void)
                    sub_ratio >= 0.8 && sub->ok, "%d devices, QoS %d: %.2f", dev_counts[k / 2],
                    qos_levels[k % 2], sub_ratio);
     }
-    thb_out("\nLike for like, the event subscriber against the relay on the same I/O layer as "
-            "twinhub's broker (the targets above compare with plain mosquitto, as issue 15 states "
+    thb_out("\nLike for like, the event subscriber against the relay on the same I/O layer and "
+            "allocator as twinhub's broker (the targets above compare with plain mosquitto, as "
+            "issue 15 states "
             "them; this is the hub's own cost over the broker's):");
     for (int k = 0; k < NCONF; k++) {
         const struct tel_result *like = &res[V_PLAIN_IO][k], *sub = &res[V_EVENTS][k];

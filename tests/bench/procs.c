@@ -9,9 +9,11 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <libgen.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
@@ -156,6 +158,27 @@ static pid_t child_of(pid_t parent)
     return found;
 }
 
+const char *thb_broker_malloc(void)
+{
+    static char lib[THB_PATH_MAX];
+    const char *env = getenv("TWINHUB_BROKER_MALLOC");
+    if (env && (!strcmp(env, "glibc") || !strcmp(env, "system"))) {
+        return "";
+    }
+    if (env && *env) {
+        return env;
+    }
+    Dl_info di;
+    char libc_path[THB_PATH_MAX];
+    if (dladdr((void *)&fopen, &di) && di.dli_fname &&
+        snprintf(libc_path, sizeof libc_path, "%s", di.dli_fname) < (int)sizeof libc_path &&
+        snprintf(lib, sizeof lib, "%s/libjemalloc.so.2", dirname(libc_path)) < (int)sizeof lib &&
+        access(lib, R_OK) == 0) {
+        return lib;
+    }
+    return "";
+}
+
 static int start_mosquitto(struct thb_broker *b, bool echo, bool iolayer)
 {
     char conf[THB_PATH_MAX + 32], log[THB_PATH_MAX + 32];
@@ -192,10 +215,13 @@ static int start_mosquitto(struct thb_broker *b, bool echo, bool iolayer)
         fclose(f);
         char *argv[] = {thb_cfg.mosquitto, "-c", conf, NULL};
         int64_t t0 = thb_now_us();
-        /* The like-for-like baseline: the same shim `twinhub serve` preloads (its I/O layer;
-         * its TLS part does nothing on a plain listener). */
+        /* The like-for-like baseline: what `twinhub serve` preloads into its broker: the shim
+         * (its I/O layer; its TLS part does nothing on a plain listener) and the allocator. */
         if (iolayer) {
-            setenv("LD_PRELOAD", thb_cfg.tlsshim, 1);
+            char preload[2 * THB_PATH_MAX + 2];
+            const char *alloc = thb_broker_malloc();
+            snprintf(preload, sizeof preload, "%s%s%s", thb_cfg.tlsshim, *alloc ? " " : "", alloc);
+            setenv("LD_PRELOAD", preload, 1);
         }
         b->child = b->broker = spawn(argv, -1, log);
         if (iolayer) {
@@ -502,11 +528,12 @@ int64_t thb_self_cpu_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-long thb_proc_status_kb(pid_t pid, const char *field)
+/* The value of "FIELD:" in a /proc file of kB lines; -1 when absent. */
+static long proc_field_kb(pid_t pid, const char *file, const char *field)
 {
     char path[64], line[256];
     size_t fl = strlen(field);
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
     FILE *f = fopen(path, "r");
     long v = -1;
     while (f && fgets(line, sizeof line, f)) {
@@ -519,6 +546,31 @@ long thb_proc_status_kb(pid_t pid, const char *field)
         fclose(f);
     }
     return v;
+}
+
+long thb_proc_status_kb(pid_t pid, const char *field)
+{
+    return proc_field_kb(pid, "status", field);
+}
+
+long thb_proc_smaps_kb(pid_t pid, const char *field)
+{
+    return proc_field_kb(pid, "smaps_rollup", field);
+}
+
+bool thb_proc_maps_has(pid_t pid, const char *needle)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        found = strstr(line, needle) != NULL;
+    }
+    if (f) {
+        fclose(f);
+    }
+    return found;
 }
 
 /* ---- identities ---- */

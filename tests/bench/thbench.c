@@ -21,7 +21,7 @@
  *              --state-dir (bench_fleet.c; only with --only fleet)
  *
  * Usage: thbench [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--quick]
- *                [--scale-devices N] [--fleet-devices N] [--report FILE] [-v]
+ *                [--scale-devices N] [--fleet-devices N] [--fleet-rounds N] [--report FILE] [-v]
  *                [--twinhub PATH] [--plugin PATH] [--echo-plugin PATH] [--mosquitto PATH]
  * Exit status: 0 when every case ran (targets met or not), 1 when a case
  * could not run, 2 on a usage or setup error. Run through scripts/bench.sh.
@@ -104,7 +104,7 @@ void thb_target(const char *name, bool met, const char *fmt, ...)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: thbench [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--quick]\n"
-               "               [--scale-devices N] [--fleet-devices N]\n"
+               "               [--scale-devices N] [--fleet-devices N] [--fleet-rounds N]\n"
                "               [--report FILE] [-v] [--twinhub PATH] [--plugin PATH]\n"
                "               [--echo-plugin PATH] [--mosquitto PATH]\n");
 }
@@ -208,12 +208,24 @@ static bool want(const char *only, const char *name)
 int main(int argc, char **argv)
 {
     const char *only = NULL, *report_path = NULL;
-    enum { O_ONLY = 1, O_QUICK, O_SCALE, O_REPORT, O_TWINHUB, O_PLUGIN, O_ECHO, O_MOSQ, O_FLEET };
+    enum {
+        O_ONLY = 1,
+        O_QUICK,
+        O_SCALE,
+        O_REPORT,
+        O_TWINHUB,
+        O_PLUGIN,
+        O_ECHO,
+        O_MOSQ,
+        O_FLEET,
+        O_ROUNDS
+    };
     static const struct option longopts[] = {
         {"only", required_argument, NULL, O_ONLY},
         {"quick", no_argument, NULL, O_QUICK},
         {"scale-devices", required_argument, NULL, O_SCALE},
         {"fleet-devices", required_argument, NULL, O_FLEET},
+        {"fleet-rounds", required_argument, NULL, O_ROUNDS},
         {"report", required_argument, NULL, O_REPORT},
         {"twinhub", required_argument, NULL, O_TWINHUB},
         {"plugin", required_argument, NULL, O_PLUGIN},
@@ -231,6 +243,7 @@ int main(int argc, char **argv)
     thb_cfg.scale_devices = 10000;
     thb_cfg.fleet_devices = 100000;
     thb_cfg.fleet_connected = 19800;
+    thb_cfg.fleet_rounds = 3;
     thb_cfg.time_scale = 1.0;
     int opt;
     while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
@@ -246,6 +259,13 @@ int main(int argc, char **argv)
             thb_cfg.fleet_devices = atoi(optarg);
             if (thb_cfg.fleet_devices < 100 || thb_cfg.fleet_devices > 200000) {
                 thb_die("--fleet-devices must be 100..200000");
+            }
+            break;
+        case O_ROUNDS:
+            thb_cfg.fleet_rounds = atoi(optarg);
+            if (thb_cfg.fleet_rounds < 1 || thb_cfg.fleet_rounds > 15 ||
+                thb_cfg.fleet_rounds % 2 == 0) {
+                thb_die("--fleet-rounds must be odd, 1..15 (the median of the rounds is compared)");
             }
             break;
         case O_SCALE:

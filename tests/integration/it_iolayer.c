@@ -14,6 +14,11 @@
  * The brokerIo control command reports the layer's counters; the tests check
  * with them that the layer is on and actually kept bytes, so that a broker that
  * quietly ran without it would fail here.
+ *
+ * It also reports which library's malloc the broker calls: serve preloads
+ * jemalloc when it is installed (serve.c find_broker_malloc), glibc's otherwise,
+ * and glibc's when TWINHUB_BROKER_MALLOC=glibc asks for it; a bad
+ * TWINHUB_BROKER_MALLOC stops serve with a message that names it.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -23,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
+#include <libgen.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -296,6 +304,81 @@ static void test_iolayer_off_same_answers_succeeds(void **state)
     free(off);
 }
 
+/* What serve preloads unless told otherwise: jemalloc when the machine has it beside the C
+ * library (scripts/setup.sh installs it), else glibc's malloc. */
+static const char *expected_malloc(void)
+{
+    Dl_info di;
+    static char path[4096];
+    assert_true(dladdr((void *)&fopen, &di) != 0 && di.dli_fname);
+    snprintf(path, sizeof path, "%s", di.dli_fname);
+    char *dir = dirname(path);
+    static char lib[4200];
+    snprintf(lib, sizeof lib, "%s/libjemalloc.so.2", dir);
+    return access(lib, R_OK) == 0 ? "libjemalloc.so.2" : "libc.so.6";
+}
+
+/* A wrapper that preloads its own runtime (the asan setup) gets no allocator from serve. */
+static bool own_runtime(void)
+{
+    const char *w = getenv("TWINHUB_MOSQUITTO_PRELOADS");
+    return w && *w;
+}
+
+static void test_broker_malloc_default_succeeds(void **state)
+{
+    (void)state;
+    cJSON *st = io_stats(&on);
+    assert_non_null(st);
+    const char *got = it_json_str(st, "malloc");
+    assert_non_null(got);
+    if (own_runtime()) {
+        assert_string_not_equal(got, "libjemalloc.so.2");
+    } else {
+        assert_string_equal(got, expected_malloc());
+    }
+    cJSON_Delete(st);
+}
+
+static void test_broker_malloc_glibc_when_asked_succeeds(void **state)
+{
+    (void)state;
+    struct hubctx *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    setenv("TWINHUB_BROKER_MALLOC", "glibc", 1);
+    int rc = hub_open(h, false);
+    unsetenv("TWINHUB_BROKER_MALLOC");
+    assert_int_equal(rc, 0);
+    cJSON *st = io_stats(h);
+    assert_non_null(st);
+    const char *got = it_json_str(st, "malloc");
+    assert_non_null(got);
+    assert_string_not_equal(got, "libjemalloc.so.2");
+    if (!own_runtime()) {
+        assert_string_equal(got, "libc.so.6");
+    }
+    cJSON_Delete(st);
+    burst_in_one_write(h); /* and the broker works on it */
+    assert_int_equal(hub_close(h), 0);
+    free(h);
+}
+
+static void test_broker_malloc_not_a_file_fails(void **state)
+{
+    (void)state;
+    setenv("TWINHUB_BROKER_MALLOC", "/nonexistent/libnomalloc.so", 1);
+    struct it_hub other;
+    int started = it_hub_start(&other);
+    unsetenv("TWINHUB_BROKER_MALLOC");
+    assert_int_not_equal(started, 0);
+    char *err = it_read_file(other.stderr_path);
+    assert_non_null(err);
+    if (!strstr(err, "TWINHUB_BROKER_MALLOC=/nonexistent/libnomalloc.so is not a readable file"))
+        fail_msg("serve's stderr does not name the bad TWINHUB_BROKER_MALLOC: %s", err);
+    free(err);
+    it_rmtree(other.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +387,9 @@ int main(void)
         cmocka_unit_test(test_iolayer_burst_then_end_of_stream_loses_nothing_succeeds),
         cmocka_unit_test(test_iolayer_closed_with_kept_bytes_not_seen_by_next_connection_succeeds),
         cmocka_unit_test(test_iolayer_off_same_answers_succeeds),
+        cmocka_unit_test(test_broker_malloc_default_succeeds),
+        cmocka_unit_test(test_broker_malloc_glibc_when_asked_succeeds),
+        cmocka_unit_test(test_broker_malloc_not_a_file_fails),
     };
     return cmocka_run_group_tests_name("it_iolayer", tests, group_setup, group_teardown);
 }
