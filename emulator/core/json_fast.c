@@ -289,3 +289,23 @@ cJSON *th_json_parse_fast(const char *text, size_t len, int max_depth)
     }
     return root;
 }
+
+/* Clears the flags the one-pass path sets (TH_JSON_DECIMAL; it leaves \u escapes to cJSON). */
+static void clear_decimal(cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+        item->type &= ~TH_JSON_DECIMAL;
+        if (item->child != NULL)
+            clear_decimal(item->child);
+    }
+}
+
+cJSON *th_json_parse_as_cjson(const char *text, size_t len)
+{
+    /* No leading whitespace or BOM (the fast path gives up on them): cJSON's parser skips them. */
+    cJSON *fast = text != NULL ? th_json_parse_fast(text, len, CJSON_NESTING_LIMIT) : NULL;
+    if (fast == NULL)
+        return cJSON_ParseWithLength(text, len);
+    clear_decimal(fast);
+    return fast;
+}

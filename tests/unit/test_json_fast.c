@@ -348,6 +348,56 @@ static void test_th_json_parse_fast_long_numbers_same_as_cjson_path_succeeds(voi
         assert_null(th_json_parse_fast(left[i], strlen(left[i]), 64));
 }
 
+/*
+ * th_json_parse_as_cjson gives what cJSON_ParseWithLength gives, node for node and without
+ * th_json_parse's flags, on random texts (valid and broken, numbers of every shape, trailing
+ * bytes, a leading BOM or whitespace) and on job-state-like records with 16-digit times.
+ */
+static void test_th_json_parse_as_cjson_same_as_cjson_succeeds(void **state)
+{
+    (void)state;
+    unsigned seed = 77;
+    int fast_ok = 0, parsed = 0;
+    for (int round = 0; round < 30000; round++) {
+        struct text t = {.len = 0};
+        if (round % 4 == 0) {
+            char num[80];
+            long_number(num, sizeof num, &seed);
+            snprintf(t.buf, sizeof t.buf,
+                     "{\"jobId\":\"j\",\"$devices\":[{\"d\":\"bd-%05u\",\"s\":2,\"t0\":%s,"
+                     "\"t1\":1796617389265879,\"o\":{\"status\":200,\"payload\":{\"v\":%s}}}]}",
+                     lcg_next(&seed) % 100000, num, num);
+            t.len = strlen(t.buf);
+        } else {
+            if (lcg_next(&seed) % 10 == 0)
+                put(&t, lcg_next(&seed) % 2 ? "\xEF\xBB\xBF" : " \n");
+            value(&t, &seed, lcg_next(&seed) % 3 == 0 ? 0 : 2);
+            ws(&t, &seed);
+            if (lcg_next(&seed) % 8 == 0)
+                put(&t, lcg_next(&seed) % 2 ? "x" : " {}");
+            if (lcg_next(&seed) % 8 == 0)
+                t.len = lcg_next(&seed) % (t.len + 1);
+        }
+        cJSON *fast = th_json_parse_fast(t.buf, t.len, CJSON_NESTING_LIMIT);
+        fast_ok += fast != NULL;
+        cJSON_Delete(fast);
+        cJSON *a = th_json_parse_as_cjson(t.buf, t.len);
+        cJSON *b = cJSON_ParseWithLength(t.buf, t.len);
+        parsed += b != NULL;
+        same_tree(a, b, round);
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+    }
+    /* Both ways were exercised: many texts taken by the fast path, many left to cJSON. */
+    assert_true(fast_ok > 10000);
+    assert_true(parsed - fast_ok > 1000);
+    cJSON *d = th_json_parse_as_cjson("[1.5,1e3,7]", 11);
+    assert_non_null(d);
+    for (const cJSON *c = d->child; c != NULL; c = c->next)
+        assert_false(c->type & TH_JSON_DECIMAL);
+    cJSON_Delete(d);
+}
+
 static void test_th_json_parse_fast_request_succeeds(void **state)
 {
     (void)state;
@@ -376,6 +426,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_th_json_parse_fast_same_as_cjson_path_succeeds),
         cmocka_unit_test(test_th_json_parse_fast_request_succeeds),
+        cmocka_unit_test(test_th_json_parse_as_cjson_same_as_cjson_succeeds),
         cmocka_unit_test(test_th_json_parse_fast_long_numbers_same_as_cjson_path_succeeds),
     };
     return cmocka_run_group_tests_name("json_fast", tests, NULL, NULL);
