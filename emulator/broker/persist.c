@@ -154,13 +154,17 @@ struct read_buf {
 };
 
 /*
- * The whole of `path` (at most `max` bytes) in b->data, NUL-terminated;
- * NULL with errno set (EFBIG when larger, EISDIR for a directory), as
- * th_file_read does. The text stays b's.
+ * The whole of `name` in the directory `dirfd` (AT_FDCWD: a path) at most
+ * `max` bytes, in b->data, NUL-terminated; NULL with errno set (EFBIG when
+ * larger, EISDIR for a directory), as th_file_read does. The text stays b's.
+ * A regular file is read with one read() sized by fstat: a read that returns
+ * less than it asked for has met the end of the file (a file that grew since
+ * fstat fills the buffer, which grows and reads on).
  */
-static char *read_into(const char *path, size_t max, struct read_buf *b, size_t *len_out)
+static char *read_into(int dirfd, const char *name, size_t max, struct read_buf *b,
+                       size_t *len_out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     struct stat st;
     size_t len = 0;
     int e = 0;
@@ -190,7 +194,8 @@ static char *read_into(const char *path, size_t max, struct read_buf *b, size_t 
             b->data = grown;
             b->cap = ncap;
         }
-        ssize_t n = read(fd, b->data + len, b->cap - len - 1);
+        size_t ask = b->cap - len - 1;
+        ssize_t n = read(fd, b->data + len, ask);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -199,6 +204,8 @@ static char *read_into(const char *path, size_t max, struct read_buf *b, size_t 
             break;
         } else if ((len += (size_t)n) > max) {
             e = EFBIG;
+        } else if (S_ISREG(st.st_mode) && (size_t)n < ask) {
+            break; /* the end of a regular file */
         }
     }
     close(fd);
@@ -211,13 +218,15 @@ static char *read_into(const char *path, size_t max, struct read_buf *b, size_t 
     return b->data;
 }
 
-/* Parse one state file; NULL with `why` filled when it cannot be read or is not JSON. */
-static cJSON *read_json(const char *path, struct read_buf *b, char *why, size_t why_size)
+/* Parse one state file (`name` in `dirfd`, or a path with AT_FDCWD); NULL with `why` filled
+ * when it cannot be read or is not JSON. */
+static cJSON *read_json(int dirfd, const char *name, struct read_buf *b, char *why,
+                        size_t why_size)
 {
     size_t len = 0;
     cJSON *doc = NULL;
     struct th_error err = {0};
-    char *buf = read_into(path, TH_STATE_MAX_FILE - 1, b, &len);
+    char *buf = read_into(dirfd, name, TH_STATE_MAX_FILE - 1, b, &len);
     if (!buf) {
         if (errno == EFBIG)
             snprintf(why, why_size, "it is %d bytes or more, more than a state file can be",
@@ -369,9 +378,12 @@ static void write_report(const char *path, size_t restored, const struct set_asi
 
 /* ---- reading device files ahead of the restore ---- */
 
-/* Worker threads at most, and parsed files held ahead of the restore at most (memory bound). */
+/* Worker threads at most; files a worker takes at a time (one lock and at most one wake-up of
+ * the loading thread per chunk, not per file: per file, the hand-offs cost a context switch
+ * each, performance.md); parsed files held ahead of the restore at most (memory bound). */
 #define LOAD_MAX_WORKERS 4
-#define LOAD_WINDOW 256
+#define LOAD_CHUNK 32
+#define LOAD_WINDOW 512
 
 /* One device file: its device built apart from the registry, or why it cannot be loaded. */
 struct load_slot {
@@ -379,36 +391,38 @@ struct load_slot {
     uint64_t max_gen;
     char *why;  /* malloc'd; NULL with dev NULL: out of memory */
     bool nomem; /* th_device_from_state ran out of memory: the load fails */
-    bool done;
 };
 
 /*
- * The files of DIR/devices and their slots. Workers take the next index
- * while it is less than `consumed` + LOAD_WINDOW; the loading thread waits
- * for slot i to be done, restores it and raises `consumed`. Everything
- * below `mu` is read and written under it; a slot's doc/why are written by
- * one worker before `done` and read by the loader after it.
+ * The files of DIR/devices and their slots, in chunks of LOAD_CHUNK files.
+ * Workers take the next chunk while its first file is less than `consumed` +
+ * LOAD_WINDOW, fill its slots without the lock and mark it done under the
+ * lock; the loading thread waits for a chunk to be done, restores its files
+ * and raises `consumed`. Everything below `mu` is read and written under it;
+ * a chunk's slots are written by one worker before `done[c]` is set and read
+ * by the loading thread after it sees it set.
  */
 struct loader {
-    const char *dir;
+    int dirfd; /* DIR/devices, opened once: each file is opened relative to it */
     char **names;
     struct load_slot *slots;
     size_t count;
     pthread_mutex_t mu;
-    pthread_cond_t done_cv; /* a slot became done */
+    pthread_cond_t done_cv; /* a chunk became done while the loading thread waited */
     pthread_cond_t room_cv; /* consumed moved, or stop */
-    size_t next, consumed;
-    bool stop;
+    bool *done;             /* per chunk */
+    size_t next, consumed;  /* next: the first file of the next chunk to take */
+    bool stop, loader_waits;
+    int workers_wait;
     struct read_buf own_buf; /* the loading thread's, when it reads the files itself */
 };
 
 /* Reads, parses and checks file i into *out (no lock held; the registry is not touched). */
 static void load_one(struct loader *l, size_t i, struct read_buf *b, struct load_slot *out)
 {
-    char file[4400], why[1024];
+    char why[1024];
     struct th_error err = {0};
-    snprintf(file, sizeof file, "%s/%s", l->dir, l->names[i]);
-    cJSON *doc = read_json(file, b, why, sizeof why);
+    cJSON *doc = read_json(l->dirfd, l->names[i], b, why, sizeof why);
     if (doc) {
         th_result r = th_device_from_state(doc, &out->dev, &out->max_gen, &err);
         cJSON_Delete(doc);
@@ -424,50 +438,59 @@ static void *load_worker(void *arg)
 {
     struct loader *l = arg;
     struct read_buf b = {0};
+    pthread_mutex_lock(&l->mu);
     for (;;) {
-        pthread_mutex_lock(&l->mu);
-        while (!l->stop && l->next < l->count && l->next >= l->consumed + LOAD_WINDOW)
+        while (!l->stop && l->next < l->count && l->next >= l->consumed + LOAD_WINDOW) {
+            l->workers_wait++;
             pthread_cond_wait(&l->room_cv, &l->mu);
-        if (l->stop || l->next >= l->count) {
-            pthread_mutex_unlock(&l->mu);
-            free(b.data);
-            return NULL;
+            l->workers_wait--;
         }
-        size_t i = l->next++;
+        if (l->stop || l->next >= l->count)
+            break;
+        size_t first = l->next, end = first + LOAD_CHUNK < l->count ? first + LOAD_CHUNK : l->count;
+        l->next = end;
         pthread_mutex_unlock(&l->mu);
-        struct load_slot r = {0};
-        load_one(l, i, &b, &r);
+        for (size_t i = first; i < end; i++)
+            load_one(l, i, &b, &l->slots[i]);
         pthread_mutex_lock(&l->mu);
-        r.done = true;
-        l->slots[i] = r;
-        pthread_cond_broadcast(&l->done_cv);
-        pthread_mutex_unlock(&l->mu);
+        l->done[first / LOAD_CHUNK] = true;
+        if (l->loader_waits)
+            pthread_cond_signal(&l->done_cv);
     }
+    pthread_mutex_unlock(&l->mu);
+    free(b.data);
+    return NULL;
 }
 
-/* Slot i once a worker has filled it (or filled by the caller when there are no workers). */
+/* Slot i once a worker has filled it (or filled by the caller when there are no workers):
+ * the first file of a chunk waits for the whole chunk. */
 static struct load_slot *load_wait(struct loader *l, size_t i, size_t workers)
 {
     if (workers == 0) {
         load_one(l, i, &l->own_buf, &l->slots[i]);
-        l->slots[i].done = true;
         return &l->slots[i];
     }
-    pthread_mutex_lock(&l->mu);
-    while (!l->slots[i].done)
-        pthread_cond_wait(&l->done_cv, &l->mu);
-    pthread_mutex_unlock(&l->mu);
+    if (i % LOAD_CHUNK == 0) {
+        pthread_mutex_lock(&l->mu);
+        while (!l->done[i / LOAD_CHUNK]) {
+            l->loader_waits = true;
+            pthread_cond_wait(&l->done_cv, &l->mu);
+            l->loader_waits = false;
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
     return &l->slots[i];
 }
 
-/* Slot i restored (or given up): the workers may read further ahead. */
+/* Slot i restored (or given up): at the end of a chunk the workers may read further ahead. */
 static void load_consumed(struct loader *l, size_t i, size_t workers)
 {
-    if (workers == 0)
+    if (workers == 0 || ((i + 1) % LOAD_CHUNK != 0 && i + 1 != l->count))
         return;
     pthread_mutex_lock(&l->mu);
     l->consumed = i + 1;
-    pthread_cond_broadcast(&l->room_cv);
+    if (l->workers_wait)
+        pthread_cond_broadcast(&l->room_cv);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -486,7 +509,7 @@ static size_t load_start(struct loader *l, pthread_t *threads)
     return n;
 }
 
-/* Stops and joins the workers, frees every parse tree not restored. */
+/* Stops and joins the workers, frees every device not restored. */
 static void load_finish(struct loader *l, pthread_t *threads, size_t workers)
 {
     pthread_mutex_lock(&l->mu);
@@ -511,6 +534,7 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
     cJSON *doc;
     struct set_aside *aside = NULL;
     bool oom = false;
+    int devfd = -1;
     /* Names first, loading after: set-aside files leave the directory while it is read. */
     char **names = NULL;
     size_t count = 0, cap = 0;
@@ -531,7 +555,7 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
         *out_found = true;
         th_result r = TH_ERR_FORMAT;
         struct read_buf pb = {0};
-        doc = read_json(path, &pb, why, sizeof why);
+        doc = read_json(AT_FDCWD, path, &pb, why, sizeof why);
         free(pb.data);
         if (doc != NULL) {
             r = th_registry_restore_policies(p->reg, doc, &err);
@@ -557,6 +581,14 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
             set_aside_free(aside);
             return MOSQ_ERR_INVAL;
         }
+        devfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (devfd < 0) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "twinhub: cannot read %s: %s", path,
+                                 strerror(errno));
+            closedir(dir);
+            set_aside_free(aside);
+            return MOSQ_ERR_INVAL;
+        }
         while (!oom && (de = readdir(dir)) != NULL) {
             size_t len = strlen(de->d_name);
             if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0) {
@@ -579,12 +611,13 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
         }
         closedir(dir);
     }
-    struct loader ld = {.dir = path, .names = names, .count = count};
+    struct loader ld = {.dirfd = devfd, .names = names, .count = count};
     pthread_t threads[LOAD_MAX_WORKERS];
     size_t workers = 0;
     if (!oom && count > 0) {
         ld.slots = calloc(count, sizeof *ld.slots);
-        oom = !ld.slots;
+        ld.done = calloc(count / LOAD_CHUNK + 1, sizeof *ld.done);
+        oom = !ld.slots || !ld.done;
     }
     if (!oom && count > 0) {
         pthread_mutex_init(&ld.mu, NULL);
@@ -595,7 +628,6 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
     for (size_t i = 0; i < count && !oom; i++) {
         char file[4400];
         struct load_slot *slot = load_wait(&ld, i, workers);
-        snprintf(file, sizeof file, "%s/%s", path, names[i]);
         *out_found = true;
         th_result r = TH_ERR_FORMAT;
         if (slot->dev) {
@@ -621,16 +653,20 @@ int brk_persist_load(struct brk_plugin *p, const char *report_path, bool *out_fo
         }
         char identity[1100];
         device_of_file(names[i], identity, sizeof identity);
+        snprintf(file, sizeof file, "%s/%s", path, names[i]);
         oom = !set_aside(p, &aside, file, identity, why);
     }
-    if (ld.slots) {
+    if (ld.slots && ld.done) {
         load_finish(&ld, threads, workers);
         pthread_cond_destroy(&ld.room_cv);
         pthread_cond_destroy(&ld.done_cv);
         pthread_mutex_destroy(&ld.mu);
-        free(ld.slots);
         free(ld.own_buf.data);
     }
+    free(ld.slots);
+    free(ld.done);
+    if (devfd >= 0)
+        close(devfd);
     for (size_t i = 0; i < count; i++) {
         free(names[i]);
     }

@@ -39,6 +39,16 @@ TH_NODISCARD th_result th_json_parse(const char *buf, size_t len, size_t max_byt
                                      cJSON **out, struct th_error *err);
 
 /*
+ * What cJSON_ParseWithLength(text, len) returns, to the node: the same tree
+ * without th_json_parse's flags or checks (trailing bytes allowed, cJSON's
+ * own nesting limit), built by th_json_parse's one-pass path when it takes
+ * the text (json_fast.c; much faster for numbers), else by cJSON. For files
+ * the hub wrote itself and always read with cJSON (the jobs' state files).
+ * The caller frees the tree with cJSON_Delete; NULL when cJSON fails.
+ */
+cJSON *th_json_parse_as_cjson(const char *text, size_t len);
+
+/*
  * A th_json_parse failure about `what` (a file name, "standard input")
  * rather than a request body: "FILE is not valid JSON (error near byte 2)",
  * "FILE: JSON nests objects/arrays more than 64 levels deep", without the

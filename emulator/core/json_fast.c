@@ -10,11 +10,15 @@
  * else, and th_json_parse then runs its cJSON path, which decides and words
  * every error: whitespace other than space, tab, CR and LF (cJSON skips any
  * byte <= 0x20); \u escapes (UTF-16 and the \u0000 flags); raw NUL bytes in
- * strings; numbers with an exponent, a trailing '.', or more than 15 digits;
- * nesting past max_depth; trailing bytes other than JSON whitespace; and out
- * of memory. For the numbers it takes, m / 10^k with m < 10^15 and k <= 15 is
- * one correctly rounded division of two exact doubles, which is what strtod
- * returns for that text. tests/unit/test_json_fast.c compares the two paths
+ * strings; numbers with a trailing '.' or an empty exponent, more than 15
+ * digits with a fraction or an exponent or more than 18 without, or a power
+ * of ten beyond 10^+-22 in all; nesting past max_depth; trailing bytes other
+ * than JSON whitespace; and out of memory. For the numbers it takes, the
+ * value is what strtod returns for that text, correctly rounded: m * 10^k or
+ * m / 10^k with m < 10^15 and k <= 22 is one correctly rounded operation on
+ * two exact doubles (Clinger's fast path), and an integer m < 10^18 (< 2^63:
+ * the state files' times in microseconds have 16 digits) one correctly
+ * rounded conversion of an exact int64_t. tests/unit/test_json_fast.c compares the two paths
  * on many texts, tree against tree (types and flags, values, names, links).
  */
 #include "json_fast.h"
@@ -101,14 +105,17 @@ static char *string(struct fp *f)
 
 static cJSON *number(struct fp *f)
 {
-    static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    /* The powers of ten a double holds exactly: 10^22 is the last. */
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     bool neg = *f->p == '-';
     if (neg)
         f->p++;
     uint64_t m = 0;
-    int digits = 0, decimals = 0;
-    while (f->p < f->end && *f->p >= '0' && *f->p <= '9' && digits <= 15) {
+    int digits = 0, decimals = 0, exp10 = 0;
+    /* At most 19 digits read here (m < 10^19 < 2^64): more than 18 is not ours. */
+    while (f->p < f->end && *f->p >= '0' && *f->p <= '9' && digits <= 18) {
         m = m * 10 + (uint64_t)(*f->p++ - '0');
         digits++;
     }
@@ -125,10 +132,33 @@ static cJSON *number(struct fp *f)
         if (decimals == 0)
             return NULL;
     }
+    /* An exponent (cJSON prints 1796617375310120 as 1.79661737531012e+15): 1 to 3 digits. */
+    if (f->p < f->end && (*f->p == 'e' || *f->p == 'E')) {
+        decimal = true;
+        f->p++;
+        bool eneg = f->p < f->end && *f->p == '-';
+        if (f->p < f->end && (*f->p == '-' || *f->p == '+'))
+            f->p++;
+        int edigits = 0;
+        while (f->p < f->end && *f->p >= '0' && *f->p <= '9' && edigits <= 3) {
+            exp10 = exp10 * 10 + (*f->p++ - '0');
+            edigits++;
+        }
+        if (edigits == 0 || edigits > 3)
+            return NULL;
+        if (eneg)
+            exp10 = -exp10;
+    }
+    exp10 -= decimals;
     /* cJSON hands the longest run of these characters to strtod: anything more is not ours. */
-    if (digits > 15 || (f->p < f->end && strchr("0123456789+-eE.", *f->p) != NULL && *f->p != '\0'))
+    if (digits > (decimal ? 15 : 18) || exp10 > 22 || exp10 < -22 ||
+        (f->p < f->end && strchr("0123456789+-eE.", *f->p) != NULL && *f->p != '\0'))
         return NULL;
-    double d = decimals ? (double)m / pow10[decimals] : (double)m;
+    double d = (double)(int64_t)m; /* exact below 2^53, else rounded once as strtod rounds */
+    if (exp10 > 0)
+        d *= pow10[exp10];
+    else if (exp10 < 0)
+        d /= pow10[-exp10];
     cJSON *item = cJSON_CreateNumber(neg ? -d : d);
     if (item != NULL && decimal)
         item->type |= TH_JSON_DECIMAL;
@@ -258,4 +288,24 @@ cJSON *th_json_parse_fast(const char *text, size_t len, int max_depth)
         return NULL;
     }
     return root;
+}
+
+/* Clears the flags the one-pass path sets (TH_JSON_DECIMAL; it leaves \u escapes to cJSON). */
+static void clear_decimal(cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+        item->type &= ~TH_JSON_DECIMAL;
+        if (item->child != NULL)
+            clear_decimal(item->child);
+    }
+}
+
+cJSON *th_json_parse_as_cjson(const char *text, size_t len)
+{
+    /* No leading whitespace or BOM (the fast path gives up on them): cJSON's parser skips them. */
+    cJSON *fast = text != NULL ? th_json_parse_fast(text, len, CJSON_NESTING_LIMIT) : NULL;
+    if (fast == NULL)
+        return cJSON_ParseWithLength(text, len);
+    clear_decimal(fast);
+    return fast;
 }

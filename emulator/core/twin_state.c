@@ -148,8 +148,16 @@ static th_result check_meta(const cJSON *meta, const cJSON *node, bool desired, 
         if (rc != TH_OK)
             return rc;
     }
+    /* Metadata is written in the order of the properties: the member after the one found for
+     * the previous property is tried first (only whether there is one matters here). */
+    const cJSON *hint = meta->child;
     for (const cJSON *c = node != NULL ? node->child : NULL; c != NULL; c = c->next) {
-        if (cJSON_GetObjectItemCaseSensitive(meta, c->string) == NULL) {
+        const cJSON *found = hint != NULL && hint->string != NULL && c->string != NULL &&
+                                     strcmp(hint->string, c->string) == 0
+                                 ? hint
+                                 : cJSON_GetObjectItemCaseSensitive(meta, c->string);
+        hint = found != NULL ? found->next : NULL;
+        if (found == NULL) {
             size_t saved = twin_path_push(p, c->string, 0);
             th_error_set(err, TH_ERR_INVAL, TH_EC_ARGUMENT_INVALID,
                          "twin state: %s has no metadata; every property needs a metadata node",

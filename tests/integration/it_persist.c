@@ -1015,6 +1015,114 @@ static void test_persist_many_devices_restart_keeps_every_twin_succeeds(void **s
     free(state_dir);
 }
 
+/*
+ * More device files than the loader reads ahead (persist.c: LOAD_WINDOW files, taken in
+ * chunks of LOAD_CHUNK by its workers): every device comes back, the two damaged files are set
+ * aside and nothing else; a file larger than the first read buffer (a queued 60 KB C2D
+ * message) loads whole; twin numbers that the state files hold as 16-digit integers or with
+ * an exponent (cJSON prints 1796617375310120 as 1.79661737531012e+15) come back the same.
+ */
+#define WIDE 1300
+static void test_persist_more_files_than_the_load_window_restart_succeeds(void **state)
+{
+    (void)state;
+    char *dir = scratch_dir();
+    char *state_dir = it_strdupf("%s/state", dir);
+    char *registry = it_strdupf("%s/registry.json", dir);
+    FILE *f = fopen(registry, "w");
+    assert_non_null(f);
+    fputs("{\"devices\":[{\"deviceId\":\"w-big\"}", f);
+    for (int i = 0; i < WIDE; i++)
+        fprintf(f,
+                ",{\"deviceId\":\"w-%04d\",\"properties\":{\"desired\":{\"i\":%d,"
+                "\"t\":%lld,\"x\":%d.25}}}",
+                i, i, 1796617375310120LL + i, i);
+    fputs("]}", f);
+    assert_int_equal(fclose(f), 0);
+    const char *extra[] = {"--state-dir", state_dir, NULL};
+    assert_int_equal(it_hub_start_with(&hub_a, registry, extra), 0);
+
+    struct it_client *svc = it_service_open(&hub_a, false);
+    static char body[60 * 1024];
+    memset(body, 'b', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    cJSON *r = it_control_ok(svc, "{\"command\":\"sendC2D\",\"deviceId\":\"w-big\",\"body\":\"%s\"}",
+                             body);
+    assert_int_equal((int)it_json_num(r, "queued", -1), 1);
+    cJSON_Delete(r);
+    enum { SAMPLED = WIDE / 97 + 1 };
+    cJSON *before[SAMPLED];
+    char id[16];
+    for (int i = 0, k = 0; i < WIDE; i += 97, k++) {
+        snprintf(id, sizeof id, "w-%04d", i);
+        before[k] = durable_state(svc, id, NULL);
+    }
+    cJSON *big_before = durable_state(svc, "w-big", NULL);
+    it_client_close(svc);
+    crash_hub(&hub_a);
+    char *big_file = it_strdupf("%s/devices/w-big.json", state_dir);
+    char *big_text = it_read_file(big_file);
+    assert_non_null(big_text);
+    assert_true(strlen(big_text) > 64 * 1024); /* more than the loader's first buffer */
+    free(big_text);
+    char *f10 = it_strdupf("%s/devices/w-0010.json", state_dir);
+    char *t10 = it_read_file(f10);
+    assert_non_null(t10);
+    if (!strstr(t10, "\"t\":1.79661737531013e+15"))
+        fprintf(stderr, "# %s: %.400s\n", f10, t10);
+    assert_non_null(strstr(t10, "\"t\":1.79661737531013e+15")); /* held with an exponent */
+    free(t10);
+    free(f10);
+
+    char *f0 = it_strdupf("%s/devices/w-0000.json", state_dir);
+    char *flast = it_strdupf("%s/devices/w-%04d.json", state_dir, WIDE - 1);
+    write_text(f0, "{\"deviceId\":\"w-0000\",\"twin\":");
+    write_text(flast, "{}");
+
+    start_hub(&hub_b, "--state-dir", state_dir);
+    char *out = hub_output(&hub_b, "stdout");
+    assert_has(out, "NOT LOADED: 2 state files set aside", "the banner");
+    assert_has(out, "device 'w-0000': not a state file", "the banner");
+    char *last_line = it_strdupf("device 'w-%04d': ", WIDE - 1);
+    assert_has(out, last_line, "the banner");
+    free(last_line);
+    /* WIDE + w-big + the development device, less the two set aside */
+    char *restored = it_strdupf("(%d devices restored)", WIDE);
+    assert_has(out, restored, "the banner");
+    free(restored);
+    free(out);
+    svc = it_service_open(&hub_b, false);
+    for (int i = 0, k = 0; i < WIDE; i += 97, k++) {
+        snprintf(id, sizeof id, "w-%04d", i);
+        if (i == 0) {
+            cJSON *e = it_control_err(svc, 404, 404001,
+                                      "{\"command\":\"getDevice\",\"deviceId\":\"%s\"}", id);
+            cJSON_Delete(e);
+        } else {
+            cJSON *after = durable_state(svc, id, NULL);
+            assert_json_equal(after, before[k], id);
+            cJSON_Delete(after);
+        }
+        cJSON_Delete(before[k]);
+    }
+    cJSON *big_after = durable_state(svc, "w-big", NULL);
+    assert_json_equal(big_after, big_before, "w-big");
+    assert_int_equal((int)it_json_num(big_after, "identity.cloudToDeviceMessageCount", -1), 1);
+    cJSON_Delete(big_after);
+    cJSON_Delete(big_before);
+    r = it_control_ok(svc, "{\"command\":\"getTwin\",\"deviceId\":\"w-0010\"}");
+    assert_true(it_json_num(r, "properties.desired.t", 0) == 1796617375310130.0);
+    assert_true(it_json_num(r, "properties.desired.x", 0) == 10.25);
+    cJSON_Delete(r);
+    it_client_close(svc);
+    assert_int_equal(it_hub_stop(&hub_b), 0);
+    free(f0);
+    free(flast);
+    free(big_file);
+    free(registry);
+    free(state_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1029,6 +1137,8 @@ int main(void)
         cmocka_unit_test_teardown(test_persist_unloadable_state_files_set_aside_succeeds,
                                   persist_teardown),
         cmocka_unit_test_teardown(test_persist_many_devices_restart_keeps_every_twin_succeeds,
+                                  persist_teardown),
+        cmocka_unit_test_teardown(test_persist_more_files_than_the_load_window_restart_succeeds,
                                   persist_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

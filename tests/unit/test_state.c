@@ -293,6 +293,56 @@ static void test_th_twin_from_state_error_names_field_fails(void **state)
     th_twin_free(twin);
 }
 
+/*
+ * Metadata members in the order of the properties (as written), reversed or rotated: each loads
+ * the same, and a property whose metadata is missing is named whatever the order (check_meta
+ * tries the member after the previous match first, then looks the name up).
+ */
+static void test_th_twin_from_state_metadata_in_any_order_succeeds(void **state)
+{
+    (void)state;
+    enum { N = 30 };
+    for (int order = 0; order < 3; order++) {
+        for (int drop = -1; drop < N; drop += 13) {
+            struct th_twin *twin = th_twin_new(NOW);
+            cJSON *s = th_twin_state_json(twin);
+            cJSON *reported = cJSON_GetObjectItemCaseSensitive(s, "reported");
+            cJSON *meta = cJSON_GetObjectItemCaseSensitive(s, "reportedMeta");
+            for (int i = 0; i < N; i++) {
+                char key[8];
+                snprintf(key, sizeof key, "k%d", i);
+                assert_non_null(cJSON_AddNumberToObject(reported, key, i));
+            }
+            for (int j = 0; j < N; j++) {
+                int i = order == 0 ? j : order == 1 ? N - 1 - j : (j + 7) % N;
+                char key[8];
+                snprintf(key, sizeof key, "k%d", i);
+                if (i == drop)
+                    continue;
+                cJSON *leaf = cJSON_AddObjectToObject(meta, key);
+                assert_non_null(
+                    cJSON_AddStringToObject(leaf, "$lastUpdated", "2026-12-07T04:22:47.4312510Z"));
+            }
+            struct th_error err = {0};
+            struct th_twin *back = th_twin_from_state(s, &err);
+            if (drop < 0) {
+                if (back == NULL)
+                    fail_msg("order %d: %s", order, err.message);
+                assert_int_equal(cJSON_GetArraySize(back->reported), N);
+                th_twin_free(back);
+            } else {
+                char want[64];
+                snprintf(want, sizeof want, "reportedMeta.k%d has no metadata", drop);
+                assert_null(back);
+                if (strstr(err.message, want) == NULL)
+                    fail_msg("order %d, k%d dropped: %s", order, drop, err.message);
+            }
+            cJSON_Delete(s);
+            th_twin_free(twin);
+        }
+    }
+}
+
 static void test_th_twin_from_state_oversized_section_fails(void **state)
 {
     (void)state;
@@ -1480,6 +1530,7 @@ int main(void)
         TEST(test_th_twin_state_json_fields_succeeds),
         TEST(test_th_twin_from_state_bad_input_fails),
         TEST(test_th_twin_from_state_error_names_field_fails),
+        TEST(test_th_twin_from_state_metadata_in_any_order_succeeds),
         TEST(test_th_twin_from_state_oversized_section_fails),
         TEST(test_th_registry_restore_device_round_trip_with_modules_and_queue_succeeds),
         TEST(test_th_registry_restore_device_later_generation_ids_stay_unique_succeeds),
