@@ -385,8 +385,8 @@ fail:
     thb_out("## Fleet: %d registered devices, %d connected\n\n", n_reg, n_conn);
     thb_out("Twins of ~%d B of desired properties each (registry file); the connected devices "
             "subscribe to the 4 usual topics. %d connections is what one process may hold here "
-            "(descriptor limit, less a margin). twinhub's broker ran on %s's malloc, as `serve` "
-            "preloads it; plain mosquitto on %s's.\n\n",
+            "(descriptor limit, less a margin). The brokers' malloc: twinhub's %s (what `serve` "
+            "preloads, or TWINHUB_BROKER_MALLOC), plain mosquitto's %s.\n\n",
             FLEET_DESIRED_BYTES, n_conn, th_malloc, base_malloc);
     thb_out("| measure | twinhub | mosquitto |\n|---|---|---|\n");
     thb_out("| registry load (start to ready) | %.2f s | |\n", load_s);
