@@ -436,6 +436,18 @@ static bool is_readable_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
+/* Whether `path` starts with the ELF magic (what the dynamic loader can preload). */
+static bool is_elf(const char *path)
+{
+    unsigned char magic[4] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool elf = fd >= 0 && read(fd, magic, sizeof magic) == (ssize_t)sizeof magic &&
+               !memcmp(magic, "\177ELF", 4);
+    if (fd >= 0)
+        close(fd);
+    return elf;
+}
+
 /* --mosquitto, else $TWINHUB_MOSQUITTO, else /usr/sbin/mosquitto, else PATH. */
 static int find_mosquitto(struct serve *s)
 {
@@ -1235,6 +1247,11 @@ static int wait_ready(struct serve *s)
             th_describe_status(s->child_status, how, sizeof how);
             fprintf(stderr, "twinhub: mosquitto %s before it was ready%s%s\n", how,
                     s->last_line[0] ? ": " : "; run with -v to see its log", s->last_line);
+            if (s->broker_malloc[0] && WIFSIGNALED(s->child_status))
+                fprintf(stderr,
+                        "twinhub: it ran with %s preloaded as its allocator; "
+                        "TWINHUB_BROKER_MALLOC=glibc runs it on glibc's malloc\n",
+                        s->broker_malloc);
             return TH_EXIT_FAIL;
         }
     }
@@ -1555,36 +1572,59 @@ static int find_tlsshim(struct serve *s)
 static int find_broker_malloc(struct serve *s)
 {
     const char *env = getenv("TWINHUB_BROKER_MALLOC");
+    const char *wrapper = getenv("TWINHUB_MOSQUITTO_PRELOADS");
     s->broker_malloc[0] = '\0';
+    if (wrapper && *wrapper) {
+        if (env && *env)
+            fprintf(stderr, "twinhub: note: TWINHUB_BROKER_MALLOC is ignored: the broker command "
+                            "preloads its own runtime (TWINHUB_MOSQUITTO_PRELOADS)\n");
+        return 0;
+    }
     if (env && (!strcmp(env, "glibc") || !strcmp(env, "system")))
         return 0;
     if (env && *env) {
-        if (absolute(env, s->broker_malloc, sizeof s->broker_malloc) &&
-            is_readable_file(s->broker_malloc))
+        const char *why = NULL;
+        if (!absolute(env, s->broker_malloc, sizeof s->broker_malloc) ||
+            !is_readable_file(s->broker_malloc))
+            why = "is not a readable file";
+        else if (strpbrk(s->broker_malloc, " \t:"))
+            why = "has a space or a colon in its path, which LD_PRELOAD cannot carry";
+        else if (!is_elf(s->broker_malloc))
+            why = "is not a shared library (no ELF header)";
+        if (!why)
             return 0;
         fprintf(stderr,
-                "twinhub: TWINHUB_BROKER_MALLOC=%s is not a readable file; name an allocator "
-                "library, `glibc`, or unset it\n",
-                env);
+                "twinhub: TWINHUB_BROKER_MALLOC=%s %s; name an allocator library (such as "
+                "libjemalloc.so.2), `glibc`, or unset it\n",
+                env, why);
         s->broker_malloc[0] = '\0';
         return TH_EXIT_FAIL;
     }
-    /* Debian's multiarch directory is the C library's own (/lib/x86_64-linux-gnu, ...). */
+    /* Debian's multiarch directory: the C library's own (/lib/x86_64-linux-gnu: dladdr gives the
+     * path it was loaded from), then /usr/lib/<multiarch> for a /lib that is not /usr/lib. */
+    char dirs[2][PATH_MAX];
+    size_t ndirs = 0;
     Dl_info di;
     char libc_path[PATH_MAX];
-    if (dladdr((void *)&fopen, &di) && di.dli_fname &&
-        snprintf(libc_path, sizeof libc_path, "%s", di.dli_fname) < (int)sizeof libc_path) {
-        const char *dir = dirname(libc_path);
-        if (snprintf(s->broker_malloc, sizeof s->broker_malloc, "%s/libjemalloc.so.2", dir) <
+    if (dladdr((void *)&fopen, &di) && di.dli_fname && strstr(di.dli_fname, "libc.so") &&
+        snprintf(libc_path, sizeof libc_path, "%s", di.dli_fname) < (int)sizeof libc_path)
+        snprintf(dirs[ndirs++], sizeof dirs[0], "%s", dirname(libc_path));
+    if (TH_MULTIARCH[0])
+        snprintf(dirs[ndirs++], sizeof dirs[0], "/usr/lib/%s", TH_MULTIARCH);
+    for (size_t i = 0; i < ndirs; i++) {
+        if (snprintf(s->broker_malloc, sizeof s->broker_malloc, "%s/libjemalloc.so.2", dirs[i]) <
                 (int)sizeof s->broker_malloc &&
             is_readable_file(s->broker_malloc))
             return 0;
     }
     s->broker_malloc[0] = '\0';
-    fprintf(stderr,
-            "twinhub: note: jemalloc (Debian's libjemalloc2) is not installed: mosquitto runs on "
-            "glibc's malloc, which makes connecting a large fleet slower (scripts/setup.sh "
-            "installs it)\n");
+    fprintf(
+        stderr,
+        "twinhub: note: jemalloc (libjemalloc.so.2) is not in %s%s%s: mosquitto runs on glibc's "
+        "malloc, which makes connecting a large fleet slower; install it (Debian: apt-get "
+        "install libjemalloc2), or set TWINHUB_BROKER_MALLOC=glibc to keep glibc's quietly\n",
+        ndirs ? dirs[0] : "the C library's directory", ndirs > 1 ? " or " : "",
+        ndirs > 1 ? dirs[1] : "");
     return 0;
 }
 

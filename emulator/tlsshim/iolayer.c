@@ -53,6 +53,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +62,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,6 +127,12 @@ static int (*real_close)(int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 
+/*
+ * EARLY_CALL: a library preloaded after the shim (the broker's allocator, serve.c
+ * find_broker_malloc) may run its constructor, and call read or close, before io_init has
+ * resolved the real functions; until then every interposed call goes to the kernel directly
+ * (the layer is not active yet either).
+ */
 __attribute__((constructor)) static void io_init(void)
 {
     real_epoll_ctl = (int (*)(int, int, int, struct epoll_event *))dlsym(RTLD_NEXT, "epoll_ctl");
@@ -315,6 +323,8 @@ static void apply_dirty(void)
 
 API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 {
+    if (!real_epoll_ctl) /* before io_init: see EARLY_CALL */
+        return (int)syscall(SYS_epoll_ctl, epfd, op, fd, event);
     struct io_fd *s;
     if (!active || epfd != loop_epfd || !on_loop_thread() || !(s = slot(fd)))
         return real_epoll_ctl(epfd, op, fd, event);
@@ -400,6 +410,8 @@ static int take_own_events(struct epoll_event *events, int n)
 
 API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
+    if (!real_epoll_wait)
+        return (int)syscall(SYS_epoll_pwait, epfd, events, maxevents, timeout, NULL, _NSIG / 8);
     if (!active || maxevents <= 0)
         return real_epoll_wait(epfd, events, maxevents, timeout);
     if (loop_epfd < 0 && getpid() == gettid()) {
@@ -459,6 +471,8 @@ API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int time
 
 API ssize_t read(int fd, void *buf, size_t count)
 {
+    if (!real_read)
+        return syscall(SYS_read, fd, buf, count);
     struct io_fd *s = slot(fd);
     if (!active || !s || !atomic_load_explicit(&s->tracked, memory_order_relaxed) ||
         !on_loop_thread() || count == 0)
@@ -513,6 +527,8 @@ API ssize_t read(int fd, void *buf, size_t count)
  */
 API ssize_t write(int fd, const void *buf, size_t count)
 {
+    if (!real_write)
+        return syscall(SYS_write, fd, buf, count);
     struct io_fd *s = slot(fd);
     if (!active || !s || !on_loop_thread() || count == 0)
         return real_write(fd, buf, count);
@@ -581,6 +597,8 @@ API ssize_t write(int fd, const void *buf, size_t count)
 
 API int shutdown(int fd, int how)
 {
+    if (!real_shutdown)
+        return (int)syscall(SYS_shutdown, fd, how);
     struct io_fd *s = slot(fd);
     if (active && s && s->out_len && (how == SHUT_WR || how == SHUT_RDWR))
         flush_out(fd, s);
@@ -589,6 +607,8 @@ API int shutdown(int fd, int how)
 
 API int close(int fd)
 {
+    if (!real_close)
+        return (int)syscall(SYS_close, fd);
     if (active) {
         struct io_fd *s = slot(fd);
         if (s && s->out_len && on_loop_thread())
@@ -600,6 +620,8 @@ API int close(int fd)
 
 API int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
+    if (!real_accept)
+        return (int)syscall(SYS_accept4, fd, addr, len, 0);
     int r = real_accept(fd, addr, len);
     if (active && r >= 0)
         forget(r);
@@ -608,6 +630,8 @@ API int accept(int fd, struct sockaddr *addr, socklen_t *len)
 
 API int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+    if (!real_accept4)
+        return (int)syscall(SYS_accept4, fd, addr, len, flags);
     int r = real_accept4(fd, addr, len, flags);
     if (active && r >= 0)
         forget(r);

@@ -29,11 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dlfcn.h>
-#include <libgen.h>
+#include <glob.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "harness.h"
 #include "rawmqtt.h"
@@ -304,18 +305,24 @@ static void test_iolayer_off_same_answers_succeeds(void **state)
     free(off);
 }
 
-/* What serve preloads unless told otherwise: jemalloc when the machine has it beside the C
- * library (scripts/setup.sh installs it), else glibc's malloc. */
+/* What serve preloads unless told otherwise: jemalloc when the machine has it in a library
+ * directory (scripts/setup.sh installs it), else glibc's malloc. Looked for here in the usual
+ * directories, not the way serve finds it (beside the C library), so that a serve that fails
+ * to find an installed jemalloc fails this test. */
 static const char *expected_malloc(void)
 {
-    Dl_info di;
-    static char path[4096];
-    assert_true(dladdr((void *)&fopen, &di) != 0 && di.dli_fname);
-    snprintf(path, sizeof path, "%s", di.dli_fname);
-    char *dir = dirname(path);
-    static char lib[4200];
-    snprintf(lib, sizeof lib, "%s/libjemalloc.so.2", dir);
-    return access(lib, R_OK) == 0 ? "libjemalloc.so.2" : "libc.so.6";
+    static const char *const patterns[] = {"/usr/lib/*/libjemalloc.so.2", "/lib/*/libjemalloc.so.2",
+                                           "/usr/lib64/libjemalloc.so.2",
+                                           "/usr/lib/libjemalloc.so.2"};
+    for (size_t i = 0; i < sizeof patterns / sizeof *patterns; i++) {
+        glob_t g;
+        bool found = glob(patterns[i], 0, NULL, &g) == 0 && g.gl_pathc > 0;
+        globfree(&g);
+        if (found)
+            return "libjemalloc.so.2";
+    }
+    fprintf(stderr, "# jemalloc is not installed here: the broker is expected on glibc's malloc\n");
+    return "libc.so.6";
 }
 
 /* A wrapper that preloads its own runtime (the asan setup) gets no allocator from serve. */
@@ -379,6 +386,74 @@ static void test_broker_malloc_not_a_file_fails(void **state)
     it_rmtree(other.dir);
 }
 
+/* A preload of the user's own (here libcrypto, which mosquitto loads anyway) is kept after the
+ * shim and the allocator: the layer still runs, on the same allocator. */
+static void test_broker_malloc_user_preload_kept_succeeds(void **state)
+{
+    (void)state;
+    if (own_runtime())
+        skip(); /* the asan wrapper builds LD_PRELOAD itself */
+    Dl_info info;
+    assert_true(dladdr((void *)EVP_sha256, &info) != 0 && info.dli_fname);
+    const char *old = getenv("LD_PRELOAD");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("LD_PRELOAD", info.dli_fname, 1);
+    struct hubctx *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    int rc = hub_open(h, false);
+    if (saved)
+        setenv("LD_PRELOAD", saved, 1);
+    else
+        unsetenv("LD_PRELOAD");
+    free(saved);
+    assert_int_equal(rc, 0);
+    cJSON *st = io_stats(h);
+    assert_non_null(st);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(st, "loaded")));
+    const char *got = it_json_str(st, "malloc");
+    assert_non_null(got);
+    assert_string_equal(got, expected_malloc());
+    cJSON_Delete(st);
+    assert_int_equal(hub_close(h), 0);
+    free(h);
+}
+
+/* A library preloaded after the shim whose constructor reads a file before the shim's own has
+ * run (early_io_probe.c; mosquitto died of it with mimalloc as the allocator): the broker
+ * starts, the probe's reads reached the kernel, and the layer then works. */
+static void test_broker_malloc_early_io_in_constructor_succeeds(void **state)
+{
+    (void)state;
+    if (own_runtime())
+        skip();
+    const char *probe = getenv("IT_EARLY_IO_PROBE");
+    assert_non_null(probe);
+    setenv("TWINHUB_BROKER_MALLOC", probe, 1);
+    struct hubctx *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    memset(h, 0, sizeof *h);
+    h->layer_on = true;
+    static const char *const verbose[] = {"-v", NULL};
+    int rc = it_hub_start_with(&h->hub, NULL, verbose);
+    unsetenv("TWINHUB_BROKER_MALLOC");
+    assert_int_equal(rc, 0);
+    h->svc = it_service_open(&h->hub, false);
+    assert_non_null(h->svc);
+    cred_make(&h->dev1, &h->hub, IT_DEV1, NULL, IT_DEV1_KEY);
+    cred_make(&h->dev2, &h->hub, IT_DEV2, NULL, IT_DEV2_KEY);
+    burst_in_one_write(h);
+    char *err = it_read_file(h->hub.stderr_path); /* serve copies the broker's lines here (-v) */
+    assert_non_null(err);
+    const char *line = strstr(err, "early-io-probe: read ");
+    bool read_ok = line && atoi(line + strlen("early-io-probe: read ")) > 0;
+    if (!read_ok)
+        fprintf(stderr, "# serve's stderr: %s\n", err);
+    free(err);
+    assert_int_equal(hub_close(h), 0);
+    free(h);
+    assert_true(read_ok); /* the probe's constructor read /proc/self/stat in the broker */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +465,8 @@ int main(void)
         cmocka_unit_test(test_broker_malloc_default_succeeds),
         cmocka_unit_test(test_broker_malloc_glibc_when_asked_succeeds),
         cmocka_unit_test(test_broker_malloc_not_a_file_fails),
+        cmocka_unit_test(test_broker_malloc_user_preload_kept_succeeds),
+        cmocka_unit_test(test_broker_malloc_early_io_in_constructor_succeeds),
     };
     return cmocka_run_group_tests_name("it_iolayer", tests, group_setup, group_teardown);
 }
