@@ -5,7 +5,7 @@
 # Not part of the test suite: nothing here passes or fails on numbers.
 #
 # Usage: scripts/bench.sh [--quick] [--only telemetry,twin,fanout,scale,tlsfront,fleet] [--report FILE]
-#                         [--scale-devices N] [--fleet-devices N] [-v]
+#                         [--scale-devices N] [--fleet-devices N] [--fleet-rounds N] [-v]
 #        scripts/bench.sh --dashboard [DEVICES] [RATE] [SECONDS]   (tests/bench/dashboard_bench.mjs:
 #                         the dashboard's device list and event feed; needs node)
 # The fleet case (100,000 registered devices, docs/performance.md "Fleet") runs only when

@@ -150,6 +150,9 @@ struct thb_broker {
     char dir[THB_PATH_MAX]; /* private directory of this broker */
 };
 
+/* The fleet case's connect rounds per broker, at most (--fleet-rounds). */
+#define THB_FLEET_MAX_ROUNDS 15
+
 struct thb_config {
     char twinhub[THB_PATH_MAX];     /* the twinhub executable */
     char plugin[THB_PATH_MAX];      /* twinhub_plugin.so */
@@ -163,7 +166,8 @@ struct thb_config {
     bool verbose;
     int fleet_devices;     /* registered devices of the fleet case (100,000) */
     int fleet_connected;   /* ... connected: up to the descriptor limit */
-    int fleet_rounds;      /* connect rounds per broker, alternated (odd: a median) */
+    int fleet_rounds;      /* connect rounds per broker, alternated (odd: a median), at most
+                            * THB_FLEET_MAX_ROUNDS */
     const char *state_dir; /* when set, twinhub starts with --state-dir (fleet case) */
 };
 
@@ -193,8 +197,9 @@ int64_t thb_self_cpu_us(void);
 long thb_proc_status_kb(pid_t pid, const char *field);
 /* The same from /proc/<pid>/smaps_rollup (AnonHugePages, ...). */
 long thb_proc_smaps_kb(pid_t pid, const char *field);
-/* Whether a line of /proc/<pid>/maps holds `needle` (a mapped library's name). */
-bool thb_proc_maps_has(pid_t pid, const char *needle);
+/* The allocator library mapped into process `pid` (libjemalloc.so.2, libmimalloc..., from
+ * /proc/<pid>/maps), or "glibc" when none of those is. */
+void thb_proc_malloc(pid_t pid, char *out, size_t size);
 /* The allocator `twinhub serve` preloads into its broker (serve.c find_broker_malloc): jemalloc
  * beside the C library, or $TWINHUB_BROKER_MALLOC; "" for glibc's malloc. */
 const char *thb_broker_malloc(void);

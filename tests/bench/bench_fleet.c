@@ -30,9 +30,6 @@
 
 #define FLEET_DESIRED_BYTES 1000
 #define FLEET_CONNECT_WINDOW 64
-/* Connect rounds per broker: thb_cfg.fleet_rounds (3 unless --fleet-rounds), at most this;
- * alternated, medians compared. */
-#define FLEET_MAX_ROUNDS 15
 #define FLEET_RECONNECT_WINDOW 500
 #define FLEET_JOB_TIMEOUT_S 120
 #define FLEET_CTL_TIMEOUT_S 60
@@ -221,16 +218,16 @@ int thb_bench_fleet(void)
     struct thb_loop l;
     double base_rate = 0, rate = 0, rate_state = 0, reconnect_s = 0, query_s = 0;
     double base_cpu = 0, cpu = 0;
-    double base_rates[FLEET_MAX_ROUNDS] = {0}, base_cpus[FLEET_MAX_ROUNDS] = {0};
-    double rates[FLEET_MAX_ROUNDS] = {0}, cpus[FLEET_MAX_ROUNDS] = {0};
+    double base_rates[THB_FLEET_MAX_ROUNDS] = {0}, base_cpus[THB_FLEET_MAX_ROUNDS] = {0};
+    double rates[THB_FLEET_MAX_ROUNDS] = {0}, cpus[THB_FLEET_MAX_ROUNDS] = {0};
     const int rounds =
-        thb_cfg.fleet_rounds < FLEET_MAX_ROUNDS ? thb_cfg.fleet_rounds : FLEET_MAX_ROUNDS;
+        thb_cfg.fleet_rounds < THB_FLEET_MAX_ROUNDS ? thb_cfg.fleet_rounds : THB_FLEET_MAX_ROUNDS;
     long rss0 = 0, rss_loaded = 0, rss_conn = 0, base_rss0 = 0, base_rss = 0, count = 0;
     long count_after = -1;
     double load_s = 0, seed_s = 0, restart_s = 0;
     struct job_times job_a = {0}, job_b = {0};
     char *status_after = NULL;
-    char th_malloc[16] = "?", base_malloc[16] = "?"; /* the brokers' allocators */
+    char th_malloc[64] = "?", base_malloc[64] = "?"; /* the brokers' allocators */
     int rc = -1;
     if (!devs) {
         thb_die("out of memory");
@@ -293,10 +290,8 @@ int thb_bench_fleet(void)
             thb_loop_free(&l);
         }
     }
-    snprintf(base_malloc, sizeof base_malloc, "%s",
-             thb_proc_maps_has(plain.broker, "libjemalloc") ? "jemalloc" : "glibc");
-    snprintf(th_malloc, sizeof th_malloc, "%s",
-             thb_proc_maps_has(b.broker, "libjemalloc") ? "jemalloc" : "glibc");
+    thb_proc_malloc(plain.broker, base_malloc, sizeof base_malloc);
+    thb_proc_malloc(b.broker, th_malloc, sizeof th_malloc);
     thb_broker_stop(&plain);
     base_rate = median(base_rates, rounds), base_cpu = median(base_cpus, rounds);
     rate = median(rates, rounds), cpu = median(cpus, rounds);

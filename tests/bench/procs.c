@@ -558,19 +558,26 @@ long thb_proc_smaps_kb(pid_t pid, const char *field)
     return proc_field_kb(pid, "smaps_rollup", field);
 }
 
-bool thb_proc_maps_has(pid_t pid, const char *needle)
+void thb_proc_malloc(pid_t pid, char *out, size_t size)
 {
+    static const char *const known[] = {"libjemalloc", "libmimalloc", "libtcmalloc"};
     char path[64], line[1024];
     snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    snprintf(out, size, "glibc");
     FILE *f = fopen(path, "r");
     bool found = false;
     while (f && !found && fgets(line, sizeof line, f)) {
-        found = strstr(line, needle) != NULL;
+        const char *slash = strrchr(line, '/');
+        for (size_t i = 0; slash && !found && i < sizeof known / sizeof *known; i++) {
+            if (!strncmp(slash + 1, known[i], strlen(known[i]))) {
+                snprintf(out, size, "%.*s", (int)strcspn(slash + 1, "\n"), slash + 1);
+                found = true;
+            }
+        }
     }
     if (f) {
         fclose(f);
     }
-    return found;
 }
 
 /* ---- identities ---- */

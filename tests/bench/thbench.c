@@ -263,7 +263,7 @@ int main(int argc, char **argv)
             break;
         case O_ROUNDS:
             thb_cfg.fleet_rounds = atoi(optarg);
-            if (thb_cfg.fleet_rounds < 1 || thb_cfg.fleet_rounds > 15 ||
+            if (thb_cfg.fleet_rounds < 1 || thb_cfg.fleet_rounds > THB_FLEET_MAX_ROUNDS ||
                 thb_cfg.fleet_rounds % 2 == 0) {
                 thb_die("--fleet-rounds must be odd, 1..15 (the median of the rounds is compared)");
             }
@@ -331,6 +331,16 @@ int main(int argc, char **argv)
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %Z", localtime(&now));
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     thb_out("# thbench %s, %ld CPUs%s\n\n", date, ncpu, thb_cfg.time_scale < 1 ? ", --quick" : "");
+    {
+        const char *alloc = thb_broker_malloc();
+        const char *base = strrchr(alloc, '/');
+        thb_out(
+            "The broker's allocator (what `twinhub serve` preloads, and what the like-for-like "
+            "baselines get with the I/O layer): %s. Plain mosquitto runs on glibc's malloc.\n\n",
+            *alloc ? (base ? base + 1 : alloc)
+                   : "none, glibc's malloc (jemalloc not found, "
+                     "or TWINHUB_BROKER_MALLOC=glibc)");
+    }
     raise_fd_limit(want(only, "scale"));
 
     int64_t t0 = thb_now_us();
