@@ -981,9 +981,20 @@ static bool spawn_broker(struct serve *s)
     bool own_malloc = s->broker_malloc[0] && !(wrapper && *wrapper);
     if (s->tlsshim[0] || own_malloc) {
         const char *old = getenv("LD_PRELOAD");
-        snprintf(preload, sizeof preload, "%s%s%s%s%s", s->tlsshim,
-                 s->tlsshim[0] && own_malloc ? " " : "", own_malloc ? s->broker_malloc : "",
-                 old && *old ? " " : "", old ? old : "");
+        if (snprintf(preload, sizeof preload, "%s%s%s%s%s", s->tlsshim,
+                     s->tlsshim[0] && own_malloc ? " " : "", own_malloc ? s->broker_malloc : "",
+                     old && *old ? " " : "", old ? old : "") >= (int)sizeof preload) {
+            /* Cut short, it would preload a library that does not exist, or part of one. */
+            if (devnull >= 0)
+                close(devnull);
+            close(logp[0]), close(logp[1]), close(errp[0]), close(errp[1]);
+            errno = ENAMETOOLONG;
+            fprintf(stderr,
+                    "twinhub: LD_PRELOAD is longer than %zu bytes with the shim and the "
+                    "allocator added; shorten it\n",
+                    sizeof preload - 1);
+            goto fail;
+        }
     }
     pid_t pid = fork();
     if (pid == 0) {
