@@ -481,7 +481,10 @@ th_result th_journal_time_parse(const char *text, int64_t *out_us)
         for (; n < 6; n++)
             frac *= 10;
     }
-    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
+    /* Year 0000 is not a time the hub writes: th_time_format prints years 0001-9999 only (it
+     * would print TH_TIME_NEVER, and a record read back would not be the record read). */
+    if (strcmp(p, "Z") != 0 || y < 1 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        s > 60)
         return TH_ERR_FORMAT;
     struct tm tm = {.tm_year = y - 1900,
                     .tm_mon = mo - 1,

@@ -377,13 +377,25 @@ static void test_broker_malloc_not_a_file_fails(void **state)
     struct it_hub other;
     int started = it_hub_start(&other);
     unsetenv("TWINHUB_BROKER_MALLOC");
-    assert_int_not_equal(started, 0);
     char *err = it_read_file(other.stderr_path);
     assert_non_null(err);
-    if (!strstr(err, "TWINHUB_BROKER_MALLOC=/nonexistent/libnomalloc.so is not a readable file"))
-        fail_msg("serve's stderr does not name the bad TWINHUB_BROKER_MALLOC: %s", err);
+    /* Under a wrapper that preloads its own runtime (the asan setup) the setting is ignored,
+     * with a note, and the hub starts. */
+    const char *want =
+        own_runtime() ? "TWINHUB_BROKER_MALLOC is ignored"
+                      : "TWINHUB_BROKER_MALLOC=/nonexistent/libnomalloc.so is not a readable file";
+    bool said = strstr(err, want) != NULL;
+    if (!said)
+        fprintf(stderr, "# serve's stderr: %s\n", err);
     free(err);
-    it_rmtree(other.dir);
+    if (own_runtime()) {
+        assert_int_equal(started, 0);
+        assert_int_equal(it_hub_stop(&other), 0);
+    } else {
+        assert_int_not_equal(started, 0);
+        it_rmtree(other.dir);
+    }
+    assert_true(said);
 }
 
 /* A preload of the user's own (here libcrypto, which mosquitto loads anyway) is kept after the
@@ -391,8 +403,12 @@ static void test_broker_malloc_not_a_file_fails(void **state)
 static void test_broker_malloc_user_preload_kept_succeeds(void **state)
 {
     (void)state;
-    if (own_runtime())
-        skip(); /* the asan wrapper builds LD_PRELOAD itself */
+    if (own_runtime()) {
+        /* The asan wrapper builds LD_PRELOAD itself; the main suite runs this (cmocka's skip()
+         * reads as a failure in meson's TAP). */
+        fprintf(stderr, "# not run under a wrapper that preloads its own runtime\n");
+        return;
+    }
     Dl_info info;
     assert_true(dladdr((void *)EVP_sha256, &info) != 0 && info.dli_fname);
     const char *old = getenv("LD_PRELOAD");
@@ -424,8 +440,10 @@ static void test_broker_malloc_user_preload_kept_succeeds(void **state)
 static void test_broker_malloc_early_io_in_constructor_succeeds(void **state)
 {
     (void)state;
-    if (own_runtime())
-        skip();
+    if (own_runtime()) {
+        fprintf(stderr, "# not run under a wrapper that preloads its own runtime\n");
+        return;
+    }
     const char *probe = getenv("IT_EARLY_IO_PROBE");
     assert_non_null(probe);
     setenv("TWINHUB_BROKER_MALLOC", probe, 1);
