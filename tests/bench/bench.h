@@ -200,8 +200,9 @@ long thb_proc_smaps_kb(pid_t pid, const char *field);
 /* The allocator library mapped into process `pid` (libjemalloc.so.2, libmimalloc..., from
  * /proc/<pid>/maps), or "glibc" when none of those is. */
 void thb_proc_malloc(pid_t pid, char *out, size_t size);
-/* The allocator `twinhub serve` preloads into its broker (serve.c find_broker_malloc): jemalloc
- * beside the C library, or $TWINHUB_BROKER_MALLOC; "" for glibc's malloc. */
+/* The allocator `twinhub serve` preloads into its broker (serve.c find_broker_malloc):
+ * $TWINHUB_BROKER_MALLOC, else jemalloc where serve finds it (th_jemalloc_find); "" for glibc's
+ * malloc. */
 const char *thb_broker_malloc(void);
 
 /* ---- identities ---- */

@@ -9,11 +9,9 @@
 
 #include <ctype.h>
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
@@ -31,6 +29,7 @@
 #include <arpa/inet.h>
 #include <openssl/evp.h>
 
+#include "jemalloc_path.h"
 #include "registry.h"
 #include "sas.h"
 
@@ -160,7 +159,7 @@ static pid_t child_of(pid_t parent)
 
 const char *thb_broker_malloc(void)
 {
-    static char lib[THB_PATH_MAX];
+    static char lib[PATH_MAX];
     const char *env = getenv("TWINHUB_BROKER_MALLOC");
     if (env && (!strcmp(env, "glibc") || !strcmp(env, "system"))) {
         return "";
@@ -168,15 +167,8 @@ const char *thb_broker_malloc(void)
     if (env && *env) {
         return env;
     }
-    Dl_info di;
-    char libc_path[THB_PATH_MAX];
-    if (dladdr((void *)&fopen, &di) && di.dli_fname &&
-        snprintf(libc_path, sizeof libc_path, "%s", di.dli_fname) < (int)sizeof libc_path &&
-        snprintf(lib, sizeof lib, "%s/libjemalloc.so.2", dirname(libc_path)) < (int)sizeof lib &&
-        access(lib, R_OK) == 0) {
-        return lib;
-    }
-    return "";
+    th_jemalloc_find(lib, sizeof lib); /* "" when not found */
+    return lib;
 }
 
 static int start_mosquitto(struct thb_broker *b, bool echo, bool iolayer)

@@ -51,13 +51,14 @@ struct hubctx {
 
 static struct hubctx on; /* the group's hub, with the layer */
 
-static int hub_open(struct hubctx *h, bool plain)
+/* `extra`: more `serve` arguments (NULL-terminated), or NULL. */
+static int hub_open(struct hubctx *h, bool plain, const char *const *extra)
 {
     memset(h, 0, sizeof *h);
     h->layer_on = !plain;
     if (plain)
         setenv("TWINHUB_BROKER_IO", "plain", 1);
-    int rc = it_hub_start(&h->hub);
+    int rc = it_hub_start_with(&h->hub, NULL, extra);
     unsetenv("TWINHUB_BROKER_IO");
     if (rc != 0)
         return -1;
@@ -78,7 +79,7 @@ static int hub_close(struct hubctx *h)
 static int group_setup(void **state)
 {
     (void)state;
-    return hub_open(&on, false);
+    return hub_open(&on, false, NULL);
 }
 
 static int group_teardown(void **state)
@@ -297,7 +298,7 @@ static void test_iolayer_off_same_answers_succeeds(void **state)
     (void)state;
     struct hubctx *off = calloc(1, sizeof *off);
     assert_non_null(off);
-    assert_int_equal(hub_open(off, true), 0);
+    assert_int_equal(hub_open(off, true, NULL), 0);
     burst_in_one_write(off);
     burst_then_end_of_stream(off);
     closed_with_kept_bytes(off);
@@ -332,6 +333,17 @@ static bool own_runtime(void)
     return w && *w;
 }
 
+/* For a test that needs serve's own LD_PRELOAD, which a wrapper with its own runtime (the asan
+ * setup) builds itself: true, with a note, under such a wrapper (the main suite runs the test;
+ * cmocka's skip() reads as a failure in meson's TAP). */
+static bool under_wrapper(void)
+{
+    if (!own_runtime())
+        return false;
+    fprintf(stderr, "# not run under a wrapper that preloads its own runtime\n");
+    return true;
+}
+
 static void test_broker_malloc_default_succeeds(void **state)
 {
     (void)state;
@@ -353,7 +365,7 @@ static void test_broker_malloc_glibc_when_asked_succeeds(void **state)
     struct hubctx *h = calloc(1, sizeof *h);
     assert_non_null(h);
     setenv("TWINHUB_BROKER_MALLOC", "glibc", 1);
-    int rc = hub_open(h, false);
+    int rc = hub_open(h, false, NULL);
     unsetenv("TWINHUB_BROKER_MALLOC");
     assert_int_equal(rc, 0);
     cJSON *st = io_stats(h);
@@ -403,12 +415,8 @@ static void test_broker_malloc_not_a_file_fails(void **state)
 static void test_broker_malloc_user_preload_kept_succeeds(void **state)
 {
     (void)state;
-    if (own_runtime()) {
-        /* The asan wrapper builds LD_PRELOAD itself; the main suite runs this (cmocka's skip()
-         * reads as a failure in meson's TAP). */
-        fprintf(stderr, "# not run under a wrapper that preloads its own runtime\n");
+    if (under_wrapper())
         return;
-    }
     Dl_info info;
     assert_true(dladdr((void *)EVP_sha256, &info) != 0 && info.dli_fname);
     const char *old = getenv("LD_PRELOAD");
@@ -416,7 +424,7 @@ static void test_broker_malloc_user_preload_kept_succeeds(void **state)
     setenv("LD_PRELOAD", info.dli_fname, 1);
     struct hubctx *h = calloc(1, sizeof *h);
     assert_non_null(h);
-    int rc = hub_open(h, false);
+    int rc = hub_open(h, false, NULL);
     if (saved)
         setenv("LD_PRELOAD", saved, 1);
     else
@@ -440,25 +448,17 @@ static void test_broker_malloc_user_preload_kept_succeeds(void **state)
 static void test_broker_malloc_early_io_in_constructor_succeeds(void **state)
 {
     (void)state;
-    if (own_runtime()) {
-        fprintf(stderr, "# not run under a wrapper that preloads its own runtime\n");
+    if (under_wrapper())
         return;
-    }
     const char *probe = getenv("IT_EARLY_IO_PROBE");
     assert_non_null(probe);
     setenv("TWINHUB_BROKER_MALLOC", probe, 1);
     struct hubctx *h = calloc(1, sizeof *h);
     assert_non_null(h);
-    memset(h, 0, sizeof *h);
-    h->layer_on = true;
-    static const char *const verbose[] = {"-v", NULL};
-    int rc = it_hub_start_with(&h->hub, NULL, verbose);
+    static const char *const verbose[] = {"-v", NULL}; /* the broker's lines on serve's stderr */
+    int rc = hub_open(h, false, verbose);
     unsetenv("TWINHUB_BROKER_MALLOC");
     assert_int_equal(rc, 0);
-    h->svc = it_service_open(&h->hub, false);
-    assert_non_null(h->svc);
-    cred_make(&h->dev1, &h->hub, IT_DEV1, NULL, IT_DEV1_KEY);
-    cred_make(&h->dev2, &h->hub, IT_DEV2, NULL, IT_DEV2_KEY);
     burst_in_one_write(h);
     char *err = it_read_file(h->hub.stderr_path); /* serve copies the broker's lines here (-v) */
     assert_non_null(err);
