@@ -231,6 +231,8 @@ void thb_target(const char *name, bool met, const char *fmt, ...)
 
 /* Percentile p (0..100) of n sorted values. */
 int64_t thb_percentile(const int64_t *sorted, size_t n, double p);
+/* The median of n values (sorted in place; the mean of the middle two when n is even). */
+double thb_median(double *v, int n);
 void thb_sort_i64(int64_t *v, size_t n);
 
 /* ---- cases ---- */

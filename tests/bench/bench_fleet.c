@@ -6,8 +6,8 @@
  *
  *   A. twinhub --registry (no state dir): registry load (start to ready),
  *      broker RSS loaded and with the fleet connected, connect rate (against
- *      plain mosquitto on the same connections, 3 rounds each, alternated, both brokers up;
- * medians), a query over every twin (SELECT COUNT() ... WHERE on a desired value), and a
+ *      plain mosquitto on the same connections, --fleet-rounds each (3), alternated, both brokers
+ * up; medians), a query over every twin (SELECT COUNT() ... WHERE on a desired value), and a
  * twin-update job over all registered devices: time until the job reports every twin updated, and
  * until every connected device has its notification. B. twinhub --registry --state-dir: the same
  * job with every twin written to the state directory; the broker restarted (SIGTERM, started again
@@ -167,19 +167,6 @@ static double run_query(struct thb_loop *l, struct thb_conn *ctl, struct fleet_s
     return secs;
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* The median of n values, n odd (sorted in place). */
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    return v[n / 2];
-}
-
 /* Connect n devices; *rate is CONNACKs per second, *cpu_us (when not NULL) the broker's CPU per
  * connection from the first CONNECT to the last SUBACK. */
 static int connect_fleet(struct thb_loop *l, struct thb_conn *devs, int n, int port, int window,
@@ -293,8 +280,8 @@ int thb_bench_fleet(void)
     thb_proc_malloc(plain.broker, base_malloc, sizeof base_malloc);
     thb_proc_malloc(b.broker, th_malloc, sizeof th_malloc);
     thb_broker_stop(&plain);
-    base_rate = median(base_rates, rounds), base_cpu = median(base_cpus, rounds);
-    rate = median(rates, rounds), cpu = median(cpus, rounds);
+    base_rate = thb_median(base_rates, rounds), base_cpu = thb_median(base_cpus, rounds);
+    rate = thb_median(rates, rounds), cpu = thb_median(cpus, rounds);
     if (thb_service_connect(&l, &ctl, CTL_INDEX, b.port, TH_CONTROL_RESPONSE_TOPIC, 0) != 0) {
         goto fail_a;
     }

@@ -212,19 +212,6 @@ out:
     return rc;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of n values (sorted in place). */
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int thb_bench_scale(void)
 {
     int n = thb_cfg.scale_devices;
@@ -275,11 +262,12 @@ int thb_bench_scale(void)
         th_rate_lo = th_rate[round] < th_rate_lo ? th_rate[round] : th_rate_lo;
         th_rate_hi = th_rate[round] > th_rate_hi ? th_rate[round] : th_rate_hi;
     }
-    double base_rate_med = median(base_rate, SCALE_ROUNDS),
-           th_rate_med = median(th_rate, SCALE_ROUNDS);
-    double base_cpu_med = median(base_cpu, SCALE_ROUNDS), th_cpu_med = median(th_cpu, SCALE_ROUNDS);
-    double like_rate_med = median(like_rate, SCALE_ROUNDS),
-           like_cpu_med = median(like_cpu, SCALE_ROUNDS);
+    double base_rate_med = thb_median(base_rate, SCALE_ROUNDS),
+           th_rate_med = thb_median(th_rate, SCALE_ROUNDS);
+    double base_cpu_med = thb_median(base_cpu, SCALE_ROUNDS),
+           th_cpu_med = thb_median(th_cpu, SCALE_ROUNDS);
+    double like_rate_med = thb_median(like_rate, SCALE_ROUNDS),
+           like_cpu_med = thb_median(like_cpu, SCALE_ROUNDS);
     /* Memory: the last round (the rounds differ by a few bytes per device). */
     double base_per = (double)(base.rss_kb - base.rss0_kb) * 1024 / n;
     double th_per = (double)(th.rss_kb - th.rss0_kb) * 1024 / n;

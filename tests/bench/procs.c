@@ -677,6 +677,18 @@ void thb_sort_i64(int64_t *v, size_t n)
     qsort(v, n, sizeof *v, cmp_i64);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double thb_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 int64_t thb_percentile(const int64_t *sorted, size_t n, double p)
 {
     if (n == 0) {
